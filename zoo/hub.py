@@ -1,0 +1,469 @@
+"""Hub folders, loading, model cards and pushing.
+
+A Hub folder (a Hub repo, a local folder, or a snapshot in the huggingface_hub cache) holds:
+
+- ``config.json``: zoo version, registry name, the LightningModule's class path and init args, preprocessing;
+- ``model.safetensors``: the state_dict of ``module.model`` (the plain network);
+- ``README.md``: the model card (YAML metadata + text).
+
+Nothing here ever unpickles data from a Hub or a folder: weights come from safetensors, Lightning
+checkpoints are read with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from zoo import registry
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class WeightsMismatchError(RuntimeError):
+    """The weights do not fit the model (missing, unexpected or differently shaped tensors)."""
+
+
+# --------------------------------------------------------------------------------------------- building
+def build_module(module_path: str, init_args: dict[str, Any]):
+    cls = registry.import_class(module_path)
+    try:
+        return cls(**init_args)
+    except TypeError as e:
+        raise TypeError(f"cannot build {module_path} from init args {sorted(init_args)}: {e}") from e
+
+
+def create(name: str, pretrained: bool = False, **overrides):
+    """Build a registered model (a LightningModule, eval mode); ``pretrained=True`` loads its weights."""
+    entry = registry.get(name)
+    if pretrained:
+        if not entry.pretrained:
+            raise ValueError(
+                f"{entry.name} has no published weights (registry entry has no Hub repo); "
+                f"use zoo.create({entry.name!r}) for a randomly initialised model."
+            )
+        return load(f"hf-hub:{entry.hub_repo}@{entry.revision}", **overrides)
+    module = build_module(entry.module, {**entry.init_args, **overrides})
+    return module.eval()
+
+
+def load_weights_strict(model, state: dict, source: str) -> None:
+    """``model.load_state_dict(state, strict=True)`` with one error that lists every problem."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if tuple(own[k].shape) != tuple(state[k].shape)
+    )
+    if missing or unexpected or shapes:
+
+        def few(xs):
+            return ", ".join(xs[:8]) + (f" ... (+{len(xs) - 8} more)" if len(xs) > 8 else "")
+
+        lines = [f"weights from {source} do not fit {type(model).__name__}:"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {few(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {few(unexpected)}")
+        if shapes:
+            lines.append(f"  shape mismatches ({len(shapes)}): {few(shapes)}")
+        lines.append(
+            "  Is this a checkpoint of another model or size? Check config.json's 'name'/'init_args', or convert "
+            "official weights with zoo.models.<method>.convert.convert_state_dict."
+        )
+        raise WeightsMismatchError("\n".join(lines))
+    model.load_state_dict(state, strict=True)
+
+
+def _read_safetensors(path: str | Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({e}); re-download or re-export it.") from e
+
+
+def load_folder(folder: str | Path, **overrides):
+    folder = Path(folder)
+    cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise FileNotFoundError(
+                f"{folder} is not a zoo Hub folder: {p.name} is missing (expected {CONFIG_NAME} + {WEIGHTS_NAME}; "
+                "write one with `zoo export CKPT DIR`)."
+            )
+    return _build_from(json.loads(cfg_path.read_text()), w_path, str(folder), overrides)
+
+
+def _build_from(cfg: dict, weights: Path | str, source: str, overrides: dict):
+    if "module" not in cfg or "init_args" not in cfg:
+        raise ValueError(f"{source}/config.json has no 'module'/'init_args': not a zoo Hub folder.")
+    module = build_module(cfg["module"], {**cfg["init_args"], **overrides})
+    load_weights_strict(module.model, _read_safetensors(weights), source)
+    return module.eval()
+
+
+def _hub_file(repo_id: str, filename: str, revision: str) -> str:
+    """Cache first (no HTTP call when the file is cached), then a download; clear errors offline."""
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    cached = try_to_load_from_cache(repo_id, filename, revision=revision)
+    if isinstance(cached, str):
+        return cached
+    how = (
+        f"Download it once with network access (`huggingface-cli download {repo_id} --revision {revision}`, or "
+        f"zoo.load('hf-hub:{repo_id}@{revision}') online), or load a local copy with 'local-dir:PATH'."
+    )
+    if constants.HF_HUB_OFFLINE:
+        raise FileNotFoundError(
+            f"{filename} of {repo_id}@{revision} is not in the Hugging Face cache and HF_HUB_OFFLINE=1. {how}"
+        )
+    try:
+        return hf_hub_download(repo_id, filename, revision=revision)
+    except LocalEntryNotFoundError as e:
+        raise FileNotFoundError(f"cannot fetch {filename} of {repo_id}@{revision}: {e}. {how}") from e
+
+
+def load_hub(repo_id: str, revision: str = "main", **overrides):
+    cfg = json.loads(Path(_hub_file(repo_id, CONFIG_NAME, revision)).read_text())
+    weights = _hub_file(repo_id, WEIGHTS_NAME, revision)
+    return _build_from(cfg, weights, f"hf-hub:{repo_id}@{revision}", overrides)
+
+
+def load(source: str, **overrides):
+    """Load a LightningModule (eval mode, weights loaded strictly) from:
+
+    - a registry name (``emo-1m``) -> its Hub repo at the pinned revision;
+    - ``hf-hub:org/name[@revision]`` or a bare ``org/name`` repo id;
+    - ``local-dir:PATH`` or an existing folder.
+    """
+    source = str(source)
+    if source.startswith("local-dir:"):
+        path = Path(source[len("local-dir:"):]).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"local-dir: {path} is not a folder")
+        return load_folder(path, **overrides)
+    if source.startswith("hf-hub:"):
+        repo, _, rev = source[len("hf-hub:"):].partition("@")
+        if not _REPO_ID.match(repo):
+            raise ValueError(f"{source!r}: {repo!r} is not a Hub repo id (expected 'org/name[@revision]')")
+        return load_hub(repo, rev or "main", **overrides)
+    if Path(source).expanduser().is_dir():
+        if _REPO_ID.match(source) and "/" in source and not source.startswith((".", "/", "~")):
+            raise ValueError(
+                f"{source!r} is both a local folder and a Hub repo id; say which: 'local-dir:{source}' or "
+                f"'hf-hub:{source}'."
+            )
+        return load_folder(Path(source).expanduser(), **overrides)
+    if "/" not in source and "\\" not in source:
+        entry = registry.get(source)  # unknown names raise with close matches
+        if not entry.pretrained:
+            raise ValueError(
+                f"{entry.name} has no published weights yet; build it with zoo.create({entry.name!r}) "
+                "or load your own export with 'local-dir:PATH'."
+            )
+        return load_hub(entry.hub_repo, entry.revision, **overrides)
+    if _REPO_ID.match(source) and not source.startswith((".", "~")):
+        return load_hub(source, "main", **overrides)
+    raise FileNotFoundError(
+        f"{source!r} is neither a registry name, an existing folder, nor a Hub repo id 'org/name'. "
+        "Use 'local-dir:PATH' for a folder or 'hf-hub:org/name@rev' for the Hub."
+    )
+
+
+# --------------------------------------------------------------------------------------------- export
+def read_checkpoint(path: str | Path) -> dict:
+    """A Lightning ``.ckpt`` read safely (``weights_only=True``)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError/RuntimeError with long messages
+        raise ValueError(
+            f"{path} could not be read as a weights-only Lightning checkpoint ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}). Only plain tensors and Python values are accepted."
+        ) from e
+
+
+def module_from_checkpoint(path: str | Path, module: str | None = None):
+    """Rebuild the LightningModule saved in a checkpoint (class path from the CLI's ``_class_path`` hparam or
+    ``module``) and load its weights strictly."""
+    ckpt = read_checkpoint(path)
+    hparams = dict(ckpt.get("hyper_parameters", {}))
+    cls_path = module or hparams.pop("_class_path", None)
+    hparams.pop("_class_path", None)
+    hparams = {k: v for k, v in hparams.items() if not k.startswith("_")}
+    if cls_path is None:
+        raise ValueError(
+            f"{path} does not say which LightningModule it holds (no '_class_path' hyper-parameter); "
+            "pass it: `zoo export CKPT DIR --module zoo.models.emo.module.EMOModule`."
+        )
+    mod = build_module(cls_path, hparams)
+    state = ckpt["state_dict"]
+    model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    load_weights_strict(mod.model, model_state, str(path))
+    return mod.eval(), cls_path, hparams
+
+
+def class_path(module) -> str:
+    cls = type(module)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _init_args(module) -> dict[str, Any]:
+    hp = dict(getattr(module, "hparams", {}) or {})
+    hp = {k: v for k, v in hp.items() if not k.startswith("_")}
+    json.dumps(hp)  # init args must be JSON-able; fail here, not at load time
+    return hp
+
+
+def _find_entry(module, name: str | None) -> registry.Entry | None:
+    if name:
+        return registry.get(name)
+    cp, hp = class_path(module), _init_args(module)
+    for e in registry.all_entries():
+        if e.module == cp and all(hp.get(k) == v for k, v in e.init_args.items()):
+            return e
+    return None
+
+
+def _atomic_dir(out_dir: Path, write) -> Path:
+    """Write a folder via a temporary sibling renamed into place; an interrupted export leaves the old one."""
+    out_dir = Path(out_dir).resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        write(tmp)
+        old = None
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            os.rmdir(old)
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def export(module, out_dir: str | Path, name: str | None = None, our_metrics=None) -> Path:
+    """Write ``module`` (a LightningModule) as a Hub folder: config.json, model.safetensors, README.md."""
+    from safetensors.torch import save_file
+
+    import zoo
+
+    entry = _find_entry(module, name)
+    cfg = {
+        "library": "zoo",
+        "zoo_version": zoo.__version__,
+        "name": entry.name if entry else None,
+        "module": class_path(module),
+        "init_args": _init_args(module),
+        "preprocess": dict(entry.preprocess) if entry else {},
+    }
+    state = {k: v.detach().contiguous().cpu() for k, v in module.model.state_dict().items()}
+    card = make_card(entry, cfg, our_metrics=our_metrics) if entry else make_card(None, cfg)
+
+    def write(tmp: Path):
+        (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        save_file(_unshare(state), str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "zoo_module": cfg["module"]})
+        (tmp / CARD_NAME).write_text(str(card))
+
+    return _atomic_dir(Path(out_dir), write)
+
+
+def _unshare(state: dict) -> dict:
+    """safetensors refuses tensors that share memory (tied weights): store copies."""
+    seen, out = set(), {}
+    for k, v in state.items():
+        ptr = (v.untyped_storage().data_ptr(), v.storage_offset()) if v.numel() else None
+        out[k] = v.clone() if ptr is not None and ptr in seen else v
+        if ptr is not None:
+            seen.add(ptr)
+    return out
+
+
+def export_source(source: str, out_dir: str | Path, name: str | None = None, module: str | None = None) -> Path:
+    """``zoo export``: SOURCE is a Lightning ``.ckpt`` or a registry name (random init unless it has weights)."""
+    p = Path(source)
+    if p.suffix == ".ckpt" or p.is_file():
+        mod, _, _ = module_from_checkpoint(p, module)
+    else:
+        entry = registry.get(source)
+        mod = create(entry.name, pretrained=entry.pretrained)
+        name = name or entry.name
+    return export(mod, out_dir, name=name)
+
+
+# --------------------------------------------------------------------------------------------- cards
+def make_card(entry: registry.Entry | None, cfg: dict | None = None, our_metrics=None):
+    """The model card: huggingface_hub ModelCard with YAML metadata and ``model-index`` (paper and ours)."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    cfg = cfg or {}
+    if entry is None:
+        data = ModelCardData(library_name="zoo", tags=["zoo", "pytorch-lightning"])
+        body = (
+            f"# {cfg.get('module', 'zoo model')}\n\nA zoo model exported from a training run.\n\n"
+            f"## Usage\n\n```python\nimport zoo\nmodel = zoo.load('local-dir:PATH')\n```\n"
+        )
+        return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+
+    ours = tuple(our_metrics) if our_metrics is not None else entry.our_metrics
+    results = []
+    for source, metrics in (("paper", entry.paper_metrics), ("zoo (ours)", ours)):
+        for m in metrics:
+            label = m.name or m.metric
+            results.append(
+                EvalResult(
+                    task_type=m.task,
+                    dataset_type=m.dataset,
+                    dataset_name=m.dataset_name,
+                    dataset_split=m.split,
+                    metric_type=m.metric,
+                    metric_value=m.value,
+                    metric_name=f"{label} ({'paper' if source == 'paper' else 'ours'})",
+                    source_name=source if source == "paper" else f"zoo: {m.protocol or 'measured'}",
+                    source_url=entry.paper.url if source == "paper" else None,
+                )
+            )
+    data = ModelCardData(
+        library_name="zoo",
+        license=_hub_license(entry.license),
+        tags=["zoo", "pytorch-lightning", entry.method, *entry.tags],
+        datasets=list(entry.datasets) or None,
+        pipeline_tag=entry.pipeline_tag,
+        model_name=entry.name,
+        eval_results=results or None,
+    )
+    if data.license == "other":
+        data.license_name = entry.license.lower().replace(" ", "-")
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{card_body(entry, ours)}")
+
+
+_HUB_LICENSES = {"apache-2.0", "mit", "bsd-3-clause", "cc-by-4.0", "cc-by-nc-4.0", "cc-by-nc-sa-4.0", "other"}
+
+
+def _hub_license(lic: str) -> str:
+    lic = lic.lower()
+    return lic if lic in _HUB_LICENSES else "other"
+
+
+def _metric_table(metrics) -> str:
+    if not metrics:
+        return "_none yet_\n"
+    rows = ["| dataset | split | metric | value | protocol |", "|---|---|---|---|---|"]
+    for m in metrics:
+        rows.append(f"| {m.dataset_name} | {m.split} | {m.name or m.metric} | {m.value:g} | {m.protocol or ''} |")
+    return "\n".join(rows) + "\n"
+
+
+def card_body(entry: registry.Entry, ours) -> str:
+    p = entry.paper
+    links = " · ".join(x for x in (f"[paper]({p.url})" if p.url else "", f"[code]({p.code})" if p.code else "") if x)
+    params = f"{entry.params:,}" if entry.params else "n/a"
+    flops = f"{entry.flops / 1e6:.0f}M" if entry.flops else "n/a"
+    pre = "\n".join(f"- {k}: {v}" for k, v in entry.preprocess.items()) or "- none"
+    weights = (
+        f"Weights: `{entry.hub_repo}` at revision `{entry.revision}`."
+        if entry.pretrained
+        else "No published weights: this entry builds the architecture (train it with the config below)."
+    )
+    cfg = entry.config or f"configs/{entry.method}.yaml"
+    cite = f"\n## Citation\n\n```bibtex\n{p.citation.strip()}\n```\n" if p.citation else ""
+    return f"""# {entry.name}
+
+{entry.description or p.title}
+
+From *{p.title}*{f" ({p.venue})" if p.venue else ""}. {links}
+
+| | |
+|---|---|
+| parameters | {params} |
+| multiply-adds | {flops} |
+| licence | {entry.license} |
+
+{weights}
+
+## Usage
+
+```python
+import zoo
+
+model = zoo.load("{entry.name}")      # LightningModule in eval mode
+net = model.model                      # the plain nn.Module
+```
+
+Train or fine-tune with the paper's recipe:
+
+```bash
+zoo fit --config {cfg}
+```
+
+Preprocessing:
+{pre}
+
+## Results
+
+Reported in the paper:
+
+{_metric_table(entry.paper_metrics)}
+Measured by zoo (ours):
+
+{_metric_table(ours)}
+## Training recipe
+
+{entry.recipe or "See the config file."}
+
+## Limitations
+
+{entry.limitations or "Numbers labelled 'paper' are the authors'; only those labelled 'ours' were measured by zoo."}
+{cite}"""
+
+
+# --------------------------------------------------------------------------------------------- push
+def push(folder: str | Path, repo_id: str, revision: str | None = None, private: bool = False,
+         overwrite_card: bool = False, token: str | None = None) -> str:
+    """Upload a Hub folder with ``HfApi.upload_folder``; a README.md already on the Hub is kept unless
+    ``overwrite_card``."""
+    from huggingface_hub import HfApi, get_token
+
+    folder = Path(folder)
+    if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(f"{folder} is not a zoo Hub folder (write one with `zoo export`).")
+    if not _REPO_ID.match(repo_id):
+        raise ValueError(f"{repo_id!r} is not a Hub repo id 'org/name'")
+    token = token or get_token()
+    if not token:
+        raise PermissionError(
+            "no Hugging Face token: run `huggingface-cli login` or set HF_TOKEN (a token with write access)."
+        )
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    if revision:
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    ignore = None
+    if not overwrite_card and api.file_exists(repo_id, CARD_NAME, revision=revision):
+        ignore = [CARD_NAME]
+    info = api.upload_folder(
+        folder_path=str(folder), repo_id=repo_id, revision=revision, ignore_patterns=ignore,
+        commit_message="Upload zoo model",
+    )
+    return str(info)
