@@ -1,0 +1,31 @@
+# `make demo` and `make test` each create .venv from nothing when it is missing.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.zoo-installed
+# The torch builds that lie on this machine's disk (a CUDA build that also runs on the CPU; brings Triton).
+TORCH   := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml setup.py
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/zoo fit --config configs/demo/emo.yaml
+	$(BIN)/zoo test --config configs/demo/emo.yaml --ckpt_path runs/demo/emo/checkpoints/last.ckpt
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q --durations=15
+
+bench: $(STAMP)
+	$(BIN)/zoo bench emo-1m timm:mobilenetv2_100 --batch-size 32 --device cpu
+
+clean:
+	rm -rf $(VENV) runs lightning_logs .pytest_cache
