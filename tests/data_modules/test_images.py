@@ -1,0 +1,74 @@
+"""ImageNetDataModule: the bundled digits, an ImageFolder tree, a saved Hugging Face dataset, and bad layouts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from zoo.data_modules import ImageNetDataModule
+
+FAST = dict(image_size=32, batch_size=4, num_workers=0, auto_augment=None, color_jitter=None, re_prob=0.0)
+
+
+def _tree(root, classes=("n01", "n02"), per_class=3, splits=("train", "val")):
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for c in classes:
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+def test_bundled_digits_are_real_and_split():
+    dm = ImageNetDataModule(None, **FAST)
+    dm.setup("fit")
+    assert dm.num_classes == 10 and len(dm.train_set) + len(dm.val_set) == 1797
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.long
+    labels = {int(dm.val_set[i][1]) for i in range(len(dm.val_set))}
+    assert labels == set(range(10)), "stratified split keeps every class in val"
+
+
+def test_image_folder_layout(tmp_path):
+    dm = ImageNetDataModule(str(_tree(tmp_path)), **FAST)
+    dm.setup("fit")
+    assert dm.num_classes == 2 and len(dm.train_set) == 6
+    x, y = next(iter(dm.val_dataloader()))
+    assert x.shape == (4, 3, 32, 32) and set(y.tolist()) <= {0, 1}
+
+
+def test_saved_hugging_face_dataset(tmp_path):
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Image as HFImage
+
+    rng = np.random.default_rng(0)
+    feats = Features({"image": HFImage(), "label": ClassLabel(names=["a", "b", "c"])})
+    imgs = [Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)) for _ in range(6)]
+    ds = Dataset.from_dict({"image": imgs, "label": [0, 1, 2, 0, 1, 2]}, features=feats)
+    DatasetDict({"train": ds, "validation": ds}).save_to_disk(str(tmp_path / "hf"))
+    dm = ImageNetDataModule(str(tmp_path / "hf"), **FAST)
+    dm.setup("fit")
+    assert dm.num_classes == 3
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 3, 32, 32)
+
+
+def test_missing_folder_names_the_expected_layout(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"does not exist.*train/<class>.*root=None"):
+        ImageNetDataModule(str(tmp_path / "imagenet"), **FAST)
+
+
+def test_loose_images_without_class_folders(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "train" / "x.png")
+    with pytest.raises(FileNotFoundError, match="no class sub-folders.*one folder per class"):
+        ImageNetDataModule(str(tmp_path), **FAST)
+
+
+def test_missing_val_split(tmp_path):
+    _tree(tmp_path, splits=("train",))
+    with pytest.raises(FileNotFoundError, match="no 'val/' folder"):
+        ImageNetDataModule(str(tmp_path), **FAST)

@@ -1,0 +1,183 @@
+"""Name resolution, strict loading, Hub folders (local and in the huggingface_hub cache layout), atomic export."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import zoo
+from zoo import hub, registry
+
+
+def tiny(name="emo-1m", **kw):
+    torch.manual_seed(0)
+    return zoo.create(name, **{**registry.get(name).tiny_overrides, **kw})
+
+
+def put_in_cache(folder, cache, repo_id, commit="0123456789abcdef0123456789abcdef01234567", ref="main"):
+    """Lay a Hub folder out as huggingface_hub's cache does: refs/<ref> -> snapshots/<commit>/<files>."""
+    repo_dir = cache / f"models--{repo_id.replace('/', '--')}"
+    snap = repo_dir / "snapshots" / commit
+    snap.mkdir(parents=True)
+    for f in ("config.json", "model.safetensors", "README.md"):
+        shutil.copy(folder / f, snap / f)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / ref).write_text(commit)
+    return snap
+
+
+# ------------------------------------------------------------------------------------------- names
+def test_list_models_wildcards_and_pretrained_filter():
+    emo = zoo.list_models("emo*")
+    assert emo == sorted(emo) and {"emo-1m", "emo-2m", "emo-5m", "emo-6m"} <= set(emo)
+    assert zoo.list_models("emo-1*") == ["emo-1m"]
+    with_w = set(zoo.list_models(pretrained=True))
+    without = set(zoo.list_models(pretrained=False))
+    assert with_w.isdisjoint(without) and with_w | without == set(zoo.list_models())
+    assert all(registry.get(n).hub_repo for n in with_w)
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(KeyError, match="emo-1m"):
+        registry.get("emo-1n")
+    with pytest.raises(KeyError, match="unknown model name"):
+        zoo.create("no-such-model")
+
+
+def test_path_like_strings_are_never_a_silent_fallback(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a registry name"):
+        zoo.load("./not/there")
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        zoo.load(f"local-dir:{tmp_path / 'missing'}")
+    with pytest.raises(ValueError, match="not a Hub repo id"):
+        zoo.load("hf-hub:not a repo")
+
+
+def test_folder_that_is_also_a_repo_id_is_ambiguous(tmp_path, monkeypatch):
+    (tmp_path / "org" / "name").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="say which"):
+        zoo.load("org/name")
+
+
+def test_create_pretrained_without_weights_is_an_error():
+    no_weights = zoo.list_models(pretrained=False)
+    assert no_weights
+    with pytest.raises(ValueError, match="no published weights"):
+        zoo.create(no_weights[0], pretrained=True)
+
+
+# ------------------------------------------------------------------------------------------- folders
+def test_export_writes_a_hub_folder_and_loads_identically(tmp_path):
+    m = tiny()
+    x = m.example_input_array
+    out = hub.export(m, tmp_path / "emo", name="emo-1m")
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["name"] == "emo-1m" and cfg["module"] == registry.get("emo-1m").module
+    assert cfg["init_args"]["num_classes"] == m.hparams.num_classes
+    loaded = zoo.load(str(out))
+    with torch.no_grad():
+        torch.testing.assert_close(m.eval()(x), loaded(x))
+
+
+def test_interrupted_export_keeps_the_old_folder(tmp_path, monkeypatch):
+    m = tiny()
+    out = hub.export(m, tmp_path / "emo", name="emo-1m")
+    before = (out / "model.safetensors").read_bytes()
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    import safetensors.torch
+
+    monkeypatch.setattr(safetensors.torch, "save_file", boom)
+    with pytest.raises(KeyboardInterrupt):
+        hub.export(tiny(), out, name="emo-1m")
+    assert (out / "model.safetensors").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["emo"], "no temporary folder left behind"
+
+
+def test_weights_of_another_model_are_refused_with_the_key_list(tmp_path):
+    out = hub.export(tiny(), tmp_path / "a", name="emo-1m")
+    other = hub.export(tiny("emo-2m"), tmp_path / "b", name="emo-2m")
+    shutil.copy(other / "model.safetensors", out / "model.safetensors")
+    with pytest.raises(hub.WeightsMismatchError, match="shape mismatches|missing keys|unexpected keys") as ei:
+        zoo.load(f"local-dir:{out}")
+    assert "another model" in str(ei.value)
+
+
+def test_corrupt_safetensors_is_a_clear_error(tmp_path):
+    out = hub.export(tiny(), tmp_path / "a", name="emo-1m")
+    (out / "model.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        zoo.load(f"local-dir:{out}")
+
+
+def test_folder_without_weights_names_the_missing_file(tmp_path):
+    out = hub.export(tiny(), tmp_path / "a", name="emo-1m")
+    (out / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors is missing"):
+        zoo.load(f"local-dir:{out}")
+
+
+# ------------------------------------------------------------------------------------------- Hub cache
+def test_load_from_the_hub_cache_offline(tmp_path, hf_cache):
+    m = tiny()
+    out = hub.export(m, tmp_path / "emo", name="emo-1m")
+    put_in_cache(out, hf_cache, "zoo-models/emo-test")
+    loaded = zoo.load("hf-hub:zoo-models/emo-test@main")
+    with torch.no_grad():
+        torch.testing.assert_close(m.eval()(m.example_input_array), loaded(m.example_input_array))
+    assert zoo.load("zoo-models/emo-test") is not None  # a bare repo id that is not a folder
+
+
+def test_offline_and_not_cached_says_which_repo_and_how(hf_cache):
+    with pytest.raises(FileNotFoundError, match=r"zoo-models/absent@v1.*HF_HUB_OFFLINE.*local-dir"):
+        zoo.load("hf-hub:zoo-models/absent@v1")
+
+
+def test_registry_name_loads_its_pinned_repo_from_the_cache(tmp_path, hf_cache, monkeypatch):
+    e = registry.get("emo-1m")
+    pinned = registry.Entry(**{**e.__dict__, "name": "emo-1m", "hub_repo": "zoo-models/emo-1m-test",
+                               "revision": "v0.1"})
+    monkeypatch.setitem(registry._load(), "emo-1m", pinned)
+    m = tiny()
+    out = hub.export(m, tmp_path / "emo", name="emo-1m")
+    put_in_cache(out, hf_cache, "zoo-models/emo-1m-test", ref="v0.1")
+    loaded = zoo.load("emo-1m")
+    with torch.no_grad():
+        torch.testing.assert_close(m.eval()(m.example_input_array), loaded(m.example_input_array))
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+def test_checkpoint_is_read_weights_only(tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    p = tmp_path / "evil.ckpt"
+    p.write_bytes(pickle.dumps({"state_dict": {}, "x": Evil()}))
+    with pytest.raises(ValueError, match="weights-only"):
+        hub.read_checkpoint(p)
+
+
+def test_push_without_a_token_is_a_clear_error(tmp_path, monkeypatch):
+    out = hub.export(tiny(), tmp_path / "a", name="emo-1m")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    with pytest.raises(PermissionError, match="huggingface-cli login"):
+        hub.push(out, "org/name")
+
+
+def test_card_has_paper_and_our_numbers_labelled():
+    card = str(hub.make_card(registry.get("emo-1m")))
+    assert "71.5" in card and "(paper)" in card
+    assert "Measured by zoo (ours)" in card
