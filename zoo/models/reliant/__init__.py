@@ -1,0 +1,2 @@
+"""RELIANT: fair knowledge distillation for GNNs (registry entries filled below)."""
+ENTRIES = []

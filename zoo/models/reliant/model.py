@@ -1,0 +1,282 @@
+"""RELIANT (Dong, Zhang, Yuan, Zou, Wang, Li, "RELIANT: Fair Knowledge Distillation for Graph Neural Networks",
+SDM 2023, arXiv 2301.01150): networks and the fairness surrogate. No Lightning here.
+
+- :func:`surrogate_indicator`: the smooth degree-9 Legendre surrogate h(p) of 1[p > 1/2] (spec §3.3);
+- :func:`bias_penalty`: R_SP / R_EO, the squared group gap of mean h(p) summed over classes (spec §3.3);
+- teachers :class:`GCNTeacher` (3 graph convolutions, 64 hidden) and :class:`SAGETeacher` (4 SAGE layers, 128 hidden,
+  DGL's "gcn" aggregator = mean over neighbours and self), on PyTorch Geometric layers (spec §3.5);
+- students :class:`PLPStudent` (CPF, Yang et al. WWW'21: parameterised label propagation with feature attention,
+  mixed per node with a feature MLP through a learnable gate) and :class:`SGCStudent` (GraphAKD's SGC stack);
+- :class:`FairStudent`: a student plus the input slot of the bias proxy (the node-mean of the learned proxy is kept as
+  a buffer, which is what the student sees at inference, spec §3.4);
+- GraphAKD's discriminators (logits, local-edge and global-summary embedding discriminators).
+
+Shapes: N nodes, F features, C classes (2), E directed edges; ``edge_index`` (2, E) without self-loops.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+# ------------------------------------------------------------------------------------------- surrogate, penalty
+def surrogate_indicator(p: torch.Tensor) -> torch.Tensor:
+    """h(p) = 1/2 + P1(x)/2 - P3(x)/8 + P5(x)/16 - 5 P7(x)/128 + 7 P9(x)/256 with x = 2p - 1 (Legendre P_n):
+    the truncated Legendre series of the step 1[p > 1/2] on [0, 1]; h(0)=0.0742, h(.5)=.5, h(1)=0.9258."""
+    x = 2 * p - 1
+    x2 = x * x
+    p1 = x
+    p3 = (5 * x2 - 3) * x / 2
+    p5 = ((63 * x2 - 70) * x2 + 15) * x / 8
+    p7 = (((429 * x2 - 693) * x2 + 315) * x2 - 35) * x / 16
+    p9 = ((((12155 * x2 - 25740) * x2 + 18018) * x2 - 4620) * x2 + 315) * x / 128
+    return 0.5 + p1 / 2 - p3 / 8 + p5 / 16 - 5 * p7 / 128 + 7 * p9 / 256
+
+
+def bias_penalty(probs: torch.Tensor, sens: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor | None = None,
+                 metric: str = "sp") -> torch.Tensor:
+    """R_SP (metric="sp") or R_EO (metric="eo", nodes with y = 1 only) over the nodes selected by ``mask``:
+    sum_c ( mean_{s=0} h(p_c) - mean_{s=1} h(p_c) )^2.  probs: (N, C) class probabilities."""
+    sel = mask.bool()
+    if metric == "eo":
+        if labels is None:
+            raise ValueError("bias_penalty(metric='eo') needs the labels")
+        sel = sel & (labels == 1)
+    elif metric != "sp":
+        raise ValueError(f"metric must be 'sp' or 'eo', got {metric!r}")
+    h = surrogate_indicator(probs)
+    g0, g1 = sel & (sens == 0), sel & (sens == 1)
+    if not g0.any() or not g1.any():
+        return probs.sum() * 0.0  # one group is absent: no gap to penalise
+    return (h[g0].mean(0) - h[g1].mean(0)).pow(2).sum()
+
+
+# ------------------------------------------------------------------------------------------- teachers
+class GCNTeacher(nn.Module):
+    """CPF's GCN teacher (n_layers=1): GraphConv(F->64, ReLU) -> GraphConv(64->64, ReLU) -> GraphConv(64->C);
+    dropout before every layer but the first. ``forward`` returns logits (N, C); ``embed`` the 64-d hidden states."""
+
+    def __init__(self, in_features: int, hidden: int = 64, num_classes: int = 2, num_layers: int = 3,
+                 dropout: float = 0.8):
+        super().__init__()
+        from torch_geometric.nn import GCNConv
+
+        dims = [in_features] + [hidden] * (num_layers - 1) + [num_classes]
+        self.convs = nn.ModuleList(GCNConv(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.dropout = dropout
+
+    def embed(self, x, edge_index):
+        h = x
+        for i, conv in enumerate(self.convs[:-1]):
+            if i > 0:
+                h = F.dropout(h, self.dropout, self.training)
+            h = F.relu(conv(h, edge_index))
+        return h
+
+    def forward(self, x, edge_index):
+        h = F.dropout(self.embed(x, edge_index), self.dropout, self.training)
+        return self.convs[-1](h, edge_index)
+
+
+class SAGETeacher(nn.Module):
+    """CPF's GraphSAGE teacher (n_layers=2): SAGEConv(F->128) -> 2x SAGEConv(128->128) -> SAGEConv(128->C), DGL's
+    "gcn" aggregator ((sum of neighbours + self) / (deg + 1), one weight + bias), ReLU and dropout between layers and
+    dropout on the input. PyG's SAGEConv(aggr="mean", root_weight=False) on the graph with self-loops is exactly that."""
+
+    def __init__(self, in_features: int, hidden: int = 128, num_classes: int = 2, num_layers: int = 4,
+                 dropout: float = 0.5):
+        super().__init__()
+        from torch_geometric.nn import SAGEConv
+
+        dims = [in_features] + [hidden] * (num_layers - 1) + [num_classes]
+        self.convs = nn.ModuleList(SAGEConv(a, b, aggr="mean", root_weight=False) for a, b in zip(dims[:-1], dims[1:]))
+        self.dropout = dropout
+
+    def embed(self, x, edge_index):
+        from torch_geometric.utils import add_remaining_self_loops
+
+        ei, _ = add_remaining_self_loops(edge_index, num_nodes=x.shape[0])
+        h = F.dropout(x, self.dropout, self.training)
+        for conv in self.convs[:-1]:
+            h = F.dropout(F.relu(conv(h, ei)), self.dropout, self.training)
+        return h, ei
+
+    def forward(self, x, edge_index):
+        h, ei = self.embed(x, edge_index)
+        return self.convs[-1](h, ei)
+
+
+def build_teacher(arch: str, in_features: int, num_classes: int = 2, **kw) -> nn.Module:
+    if arch == "gcn":
+        return GCNTeacher(in_features, num_classes=num_classes, **kw)
+    if arch == "sage":
+        return SAGETeacher(in_features, num_classes=num_classes, **kw)
+    raise ValueError(f"teacher arch must be 'gcn' or 'sage', got {arch!r}")
+
+
+def teacher_embedding(teacher: nn.Module, x, edge_index) -> torch.Tensor:
+    out = teacher.embed(x, edge_index)
+    return out[0] if isinstance(out, tuple) else out
+
+
+# ------------------------------------------------------------------------------------------- students
+class FeatureMLP(nn.Module):
+    """CPF's MLP2: ``num_layers`` Linear layers, dropout before each, ReLU between."""
+
+    def __init__(self, num_layers: int, in_features: int, hidden: int, out_features: int, dropout: float):
+        super().__init__()
+        dims = [in_features] + [hidden] * (num_layers - 1) + [out_features]
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        for i, lin in enumerate(self.linears):
+            x = lin(self.dropout(x))
+            if i < len(self.linears) - 1:
+                x = F.relu(x)
+        return x
+
+
+class PLPStudent(nn.Module):
+    """CPF student, inductive PLP ("ind") with a feature MLP (CPF eq. for f_v; RELIANT src/CPF-master/models/PLP.py).
+
+    One shared propagation layer is applied ``num_layers - 1`` times to the label matrix h (initialised to the
+    one-hot training labels and 1/C elsewhere):
+        a_uv   = softmax_{u in N(v) + v}( <attn, dropout(x_u)> )       (feature attention, source side only)
+        h_v'   = ReLU( sigmoid(g_v) * sum_u a_uv h_u + sigmoid(-g_v) * MLP(x_v) )   (per-node learnable gate g_v)
+        h_v'   = one-hot label for training nodes (clamped)
+    The last h is the output (treated as logits). The gate g is a per-node parameter (N, 1): the student is
+    transductive on its graph. ``label_init`` and ``train_mask`` are buffers filled from the data (``set_labels``)."""
+
+    def __init__(self, in_features: int, num_nodes: int, num_classes: int = 2, num_layers: int = 10,
+                 emb_dim: int = 64, mlp_layers: int = 2, feat_drop: float = 0.8, attn_drop: float = 0.2):
+        super().__init__()
+        self.num_layers = num_layers
+        self.attn = nn.Parameter(torch.empty(1, in_features))
+        nn.init.xavier_normal_(self.attn, gain=nn.init.calculate_gain("relu"))
+        self.gate = nn.Parameter(torch.zeros(num_nodes, 1))
+        self.mlp = FeatureMLP(mlp_layers, in_features, emb_dim, num_classes, feat_drop)
+        self.feat_drop, self.attn_drop = nn.Dropout(feat_drop), nn.Dropout(attn_drop)
+        self.register_buffer("label_init", torch.full((num_nodes, num_classes), 1.0 / num_classes))
+        self.register_buffer("train_mask", torch.zeros(num_nodes, dtype=torch.bool))
+
+    @torch.no_grad()
+    def set_labels(self, y: torch.Tensor, train_mask: torch.Tensor):
+        if y.shape[0] != self.label_init.shape[0]:
+            raise ValueError(f"PLPStudent was built for {self.label_init.shape[0]} nodes, the graph has {y.shape[0]}: "
+                             "set num_nodes to the graph's node count")
+        init = torch.full_like(self.label_init, 1.0 / self.label_init.shape[1])
+        init[train_mask] = F.one_hot(y[train_mask], self.label_init.shape[1]).to(init.dtype)
+        self.label_init.copy_(init)
+        self.train_mask.copy_(train_mask)
+
+    def forward(self, x, edge_index):
+        from torch_geometric.utils import add_remaining_self_loops, scatter, softmax
+
+        n = x.shape[0]
+        if n != self.gate.shape[0]:
+            raise ValueError(f"PLPStudent has per-node gates for {self.gate.shape[0]} nodes, got {n} nodes")
+        ei, _ = add_remaining_self_loops(edge_index, num_nodes=n)
+        src, dst = ei
+        gate = torch.sigmoid(self.gate)
+        clamp = self.train_mask.unsqueeze(1)
+        h = self.label_init
+        for _ in range(self.num_layers - 1):
+            el = (self.feat_drop(x) * self.attn).sum(-1)
+            a = self.attn_drop(softmax(el[src], dst, num_nodes=n))
+            agg = scatter(h[src] * a.unsqueeze(1), dst, dim=0, dim_size=n, reduce="sum")
+            h = F.relu(gate * agg + (1 - gate) * self.mlp(x))  # sigmoid(-g) = 1 - sigmoid(g)
+            h = torch.where(clamp, self.label_init, h)
+        return h
+
+
+class SGCStudent(nn.Module):
+    """GraphAKD's student: SGConv(F->64, K=1) -> ReLU -> dropout -> SGConv(64->64, K=k) -> ReLU (embedding) ->
+    dropout -> SGConv(64->C, K=1). ``forward`` returns logits; ``forward_with_embedding`` also the 64-d embedding."""
+
+    def __init__(self, in_features: int, hidden: int = 64, num_classes: int = 2, k: int = 1, dropout: float = 0.5):
+        super().__init__()
+        from torch_geometric.nn import SGConv
+
+        self.convs = nn.ModuleList([SGConv(in_features, hidden, K=1), SGConv(hidden, hidden, K=k),
+                                    SGConv(hidden, num_classes, K=1)])
+        self.dropout = nn.Dropout(dropout)
+
+    def forward_with_embedding(self, x, edge_index):
+        h = self.dropout(F.relu(self.convs[0](x, edge_index)))
+        emb = F.relu(self.convs[1](h, edge_index))
+        return self.convs[2](self.dropout(emb), edge_index), emb
+
+    def forward(self, x, edge_index):
+        return self.forward_with_embedding(x, edge_index)[0]
+
+
+class FairStudent(nn.Module):
+    """A student with RELIANT's proxy input slot (spec §3.4).
+
+    ``proxy_slot``: "none" (plain KD, raw features), "replace" (CPF variant: the proxy replaces the last two feature
+    columns) or "append" (GraphAKD variant: the proxy is appended). Without an explicit ``proxy`` the slot holds the
+    buffer ``proxy_mean`` broadcast to every node: the same two values for all nodes, which carry no group information
+    (this is the input at evaluation/inference)."""
+
+    def __init__(self, student: nn.Module, proxy_slot: str = "none"):
+        super().__init__()
+        if proxy_slot not in ("none", "replace", "append"):
+            raise ValueError(f"proxy_slot must be none|replace|append, got {proxy_slot!r}")
+        self.student, self.proxy_slot = student, proxy_slot
+        self.register_buffer("proxy_mean", torch.full((2,), 0.5))
+
+    def student_input(self, x, proxy=None):
+        if self.proxy_slot == "none":
+            return x
+        if proxy is None:
+            proxy = self.proxy_mean
+        if proxy.dim() == 1:
+            proxy = proxy.unsqueeze(0).expand(x.shape[0], -1)
+        keep = x[:, :-2] if self.proxy_slot == "replace" else x
+        return torch.cat([keep, proxy.to(x.dtype)], 1)
+
+    def forward(self, x, edge_index, proxy=None):
+        return self.student(self.student_input(x, proxy), edge_index)
+
+    def forward_with_embedding(self, x, edge_index, proxy=None):
+        return self.student.forward_with_embedding(self.student_input(x, proxy), edge_index)
+
+
+# ------------------------------------------------------------------------------------------- GraphAKD discriminators
+class LogitsDiscriminator(nn.Module):
+    """Residual MLP on logits with C + 1 outputs (C class scores + real/fake), GraphAKD's logits_D."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.lin = nn.Linear(num_classes, num_classes)
+        self.out = nn.Linear(num_classes, num_classes + 1, bias=False)
+
+    def forward(self, logits, temperature: float = 1.0):
+        return self.out(F.relu(logits + self.lin(logits / temperature)))
+
+
+class LocalEmbDiscriminator(nn.Module):
+    """Edge-wise bilinear score <diag(d) e_u, e_v> * scale on L2-normalised embeddings (GraphAKD's local_emb_D)."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.d = nn.Parameter(torch.ones(hidden))
+        self.scale = nn.Parameter(torch.full((1,), 0.5))
+
+    def forward(self, emb, edge_index):
+        e = F.normalize(emb, p=2, dim=1)
+        return ((e[edge_index[0]] * self.d) * e[edge_index[1]]).sum(-1) * self.scale
+
+
+class GlobalEmbDiscriminator(nn.Module):
+    """Node vs graph-summary score <diag(d) e_v, summary> * scale (GraphAKD's global_emb_D)."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.d = nn.Parameter(torch.ones(hidden))
+        self.scale = nn.Parameter(torch.full((1,), 0.5))
+
+    def forward(self, emb, summary):
+        return (F.normalize(emb, p=2, dim=1) * self.d) @ summary * self.scale

@@ -1,0 +1,389 @@
+"""RELIANT LightningModules (Dong et al., SDM 2023, arXiv 2301.01150; official code yushundong/RELIANT).
+
+- :class:`GNNTeacherModule`: trains a GCN / GraphSAGE teacher on a fairness graph (cross-entropy on the training
+  nodes, Adam, full batch) and exports it like any zoo model.
+- :class:`ReliantModule`: loads a trained teacher (registry name, ``local-dir:PATH`` or a folder) lazily in ``setup``,
+  computes its soft labels / logits / embeddings once, and distils them into a CPF (PLP + MLP) or GraphAKD (SGC)
+  student. With ``proxy=0`` it is the plain host KD; with ``proxy=2`` RELIANT's learnable proxy and the bias penalty
+  are added (``proxy=1``: the fixed one-hot sensitive attribute as the proxy). Spec §3.3-3.5 of
+  shared/specs/graph_ctr.md. One ``training_step`` is one full-batch epoch with manual optimisation:
+
+  1. student step (student optimiser): input = features with the proxy's node-mean in the proxy slot;
+     L = L_KD + alpha * R(I)       (R = R_SP or R_EO, the Legendre-surrogate group gap, eq. of §3.3)
+  2. proxy step (proxy optimiser, ``proxy=2``): input = features with the per-node proxy; L = -alpha * R(I)
+     (the proxy is pushed to the values that maximise the student's group disparity).
+
+  CPF: L_KD = ||P_student - P_teacher||_F over non-training nodes, I = non-training nodes, alpha = 1e3.
+  GraphAKD: L_KD = CE(train) + 0.5 (CE of the logit discriminator's class head + adversarial BCE) + L1(logits)/N +
+  local/global embedding adversarial terms; a discriminator step first; I = training nodes (student step) and all
+  nodes (proxy step); alpha = 100 for SP, 10 for EO; the student's learning rate is lr / 10.
+
+Metrics (validation and test masks): accuracy, AUC (torchmetrics), ΔSP and ΔEO from torchmetrics'
+``BinaryGroupStatRates`` (see :class:`FairnessGaps`: torchmetrics' ``BinaryFairness`` reports the *ratio* min/max of the
+group rates, not the absolute difference RELIANT reports, so it is not used for the numbers). ``val/select`` is the
+model-selection score of the official code: validation accuracy (CPF) or minus the validation loss (GraphAKD).
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import nn
+from torchmetrics.classification import BinaryGroupStatRates
+
+from zoo.models.reliant.model import (
+    FairStudent,
+    GlobalEmbDiscriminator,
+    LocalEmbDiscriminator,
+    LogitsDiscriminator,
+    PLPStudent,
+    SGCStudent,
+    bias_penalty,
+    build_teacher,
+    teacher_embedding,
+)
+
+log = logging.getLogger(__name__)
+
+
+class FairnessGaps(BinaryGroupStatRates):
+    """ΔSP = |P(ŷ=1|s=0) - P(ŷ=1|s=1)| and ΔEO = |P(ŷ=1|y=1,s=0) - P(ŷ=1|y=1,s=1)| (spec §3.2), from torchmetrics'
+    per-group [tp, fp, tn, fn] rates (each normalised by the group size): positive rate = tp + fp, TPR = tp/(tp+fn)."""
+
+    def __init__(self, **kw):
+        super().__init__(num_groups=2, **kw)
+
+    def compute(self):
+        r = super().compute()
+        r0, r1 = r["group_0"], r["group_1"]
+        sp = ((r0[0] + r0[1]) - (r1[0] + r1[1])).abs()
+        eo = (r0[0] / (r0[0] + r0[3]) - r1[0] / (r1[0] + r1[3])).abs()
+        return {"sp": sp, "eo": eo}
+
+
+def _ring(n: int) -> torch.Tensor:
+    i = torch.arange(n)
+    return torch.stack([torch.cat([i, (i + 1) % n]), torch.cat([(i + 1) % n, i])])
+
+
+class _FairGraphEval(LightningModule):
+    """Shared evaluation: accuracy, AUC, ΔSP, ΔEO on a node mask, logged as ``<stage>/<name>``."""
+
+    def _make_metrics(self):
+        from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
+
+        self.metrics = nn.ModuleDict({
+            f"{st}_{k}": m for st in ("val", "test")
+            for k, m in (("acc", BinaryAccuracy()), ("auc", BinaryAUROC()), ("fair", FairnessGaps()))
+        })
+
+    def _evaluate(self, logits, data, stage: str):
+        mask = data.val_mask if stage == "val" else data.test_mask
+        prob1 = logits.softmax(-1)[:, 1][mask]
+        y, s = data.y[mask], data.sens[mask]
+        pred = (logits.argmax(-1)[mask]).long()
+        out = {}
+        for k in ("acc", "auc", "fair"):
+            m = self.metrics[f"{stage}_{k}"]
+            m.reset()
+            if k == "fair":
+                m.update(pred, y, s)
+                out.update(m.compute())
+            else:
+                m.update(prob1, y)
+                out[k] = m.compute()
+        out["loss"] = F.cross_entropy(logits[mask], data.y[mask])
+        for k, v in out.items():
+            self.log(f"{stage}/{k}", v, batch_size=1, prog_bar=k in ("acc", "sp"))
+        return out
+
+
+# =========================================================================================== teacher
+class GNNTeacherModule(_FairGraphEval):
+    """A GCN (3 x 64) or GraphSAGE (4 x 128) teacher trained with cross-entropy on the training nodes.
+
+    Args: arch ("gcn" | "sage"), in_features, num_classes, hidden/num_layers/dropout (None: the paper's per arch),
+    lr, weight_decay (None: CPF's train.conf: GCN 0.01 / 1e-3, SAGE 0.01 / 5e-4)."""
+
+    def __init__(self, arch: str = "gcn", in_features: int = 18, num_classes: int = 2, hidden: int | None = None,
+                 num_layers: int | None = None, dropout: float | None = None, lr: float = 0.01,
+                 weight_decay: float | None = None, example_nodes: int = 8):
+        super().__init__()
+        self.save_hyperparameters()
+        defaults = {"gcn": (64, 3, 0.8, 1e-3), "sage": (128, 4, 0.5, 5e-4)}
+        if arch not in defaults:
+            raise ValueError(f"arch must be 'gcn' or 'sage', got {arch!r}")
+        h, nl, dp, wd = defaults[arch]
+        self.weight_decay = wd if weight_decay is None else weight_decay
+        self.model = build_teacher(arch, in_features, num_classes, hidden=hidden or h, num_layers=num_layers or nl,
+                                   dropout=dp if dropout is None else dropout)
+        self._make_metrics()
+        self.example_input_array = (torch.randn(example_nodes, in_features), _ring(example_nodes))
+
+    def forward(self, x, edge_index):
+        return self.model(x, edge_index)
+
+    def training_step(self, data, batch_idx):
+        logits = self.model(data.x, data.edge_index)
+        loss = F.cross_entropy(logits[data.train_mask], data.y[data.train_mask])
+        self.log("train/loss", loss, batch_size=1, prog_bar=True)
+        return loss
+
+    def validation_step(self, data, batch_idx):
+        out = self._evaluate(self.model(data.x, data.edge_index), data, "val")
+        self.log("val/select", out["acc"], batch_size=1)
+
+    def test_step(self, data, batch_idx):
+        self._evaluate(self.model(data.x, data.edge_index), data, "test")
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.model.parameters(), lr=self.hparams.lr, weight_decay=self.weight_decay)
+
+    @torch.no_grad()
+    def knowledge(self, x, edge_index):
+        """Teacher outputs used for distillation (eval mode): logits (N, C) and the penultimate embedding."""
+        was = self.training
+        self.eval()
+        logits = self.model(x, edge_index)
+        emb = teacher_embedding(self.model, x, edge_index)
+        self.train(was)
+        return logits, emb
+
+
+# =========================================================================================== RELIANT
+_FRAMEWORKS = ("cpf", "graphakd")
+
+
+class ReliantModule(_FairGraphEval):
+    """RELIANT fair distillation of a GNN teacher into a CPF or GraphAKD student (see the module docstring).
+
+    Args:
+        framework: "cpf" (PLP + MLP student) or "graphakd" (SGC student with adversarial KD).
+        teacher: what ``zoo.load`` accepts (registry name, ``local-dir:PATH``, a folder) holding a
+            :class:`GNNTeacherModule`; loaded in ``setup``. ``None``: teacher outputs must be given with
+            :meth:`set_teacher_outputs` before training.
+        in_features, num_nodes, num_classes: the graph's sizes (the CPF student has one gate per node).
+        metric: "sp" or "eo", the targeted bias (R_SP or R_EO).
+        proxy: 0 plain KD (no proxy, no penalty); 1 fixed one-hot sensitive proxy; 2 learnable proxy (RELIANT).
+        alpha: penalty weight; None -> 1e3 (CPF), 100 (GraphAKD, SP) or 10 (GraphAKD, EO).
+        CPF student: num_layers, emb_dim, mlp_layers, feat_drop, attn_drop (pre.conf.yaml: 10, 64, 2, 0.8, 0.2).
+        GraphAKD student: hidden, sgc_k, dropout (64, 1, 0.5).
+        lr, weight_decay: None -> CPF 0.01 / 0.01; GraphAKD 1e-3 / 5e-4 (student uses lr / 10, proxy and
+            discriminators lr).
+    """
+
+    def __init__(self, framework: str = "cpf", teacher: str | None = None, in_features: int = 18,
+                 num_nodes: int = 18876, num_classes: int = 2, metric: str = "sp", proxy: int = 2,
+                 alpha: float | None = None, num_layers: int = 10, emb_dim: int = 64, mlp_layers: int = 2,
+                 feat_drop: float = 0.8, attn_drop: float = 0.2, hidden: int = 64, sgc_k: int = 1,
+                 dropout: float = 0.5, lr: float | None = None, weight_decay: float | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        if framework not in _FRAMEWORKS:
+            raise ValueError(f"framework must be one of {_FRAMEWORKS}, got {framework!r}")
+        if metric not in ("sp", "eo"):
+            raise ValueError(f"metric must be 'sp' or 'eo', got {metric!r}")
+        if proxy not in (0, 1, 2):
+            raise ValueError(f"proxy must be 0 (plain KD), 1 (fixed sensitive one-hot) or 2 (learnable), got {proxy}")
+        if framework == "cpf" and proxy and in_features < 3:
+            raise ValueError("the CPF variant replaces the last two feature columns with the proxy: need >= 3 features")
+        self.automatic_optimization = False
+        if alpha is None:
+            alpha = 1e3 if framework == "cpf" else (100.0 if metric == "sp" else 10.0)
+        self.alpha = float(alpha)
+        self.lr = lr if lr is not None else (0.01 if framework == "cpf" else 1e-3)
+        self.weight_decay = weight_decay if weight_decay is not None else (0.01 if framework == "cpf" else 5e-4)
+
+        if framework == "cpf":
+            student = PLPStudent(in_features, num_nodes, num_classes, num_layers, emb_dim, mlp_layers, feat_drop,
+                                 attn_drop)
+            slot = "replace" if proxy else "none"
+        else:
+            student = SGCStudent(in_features + (2 if proxy else 0), hidden, num_classes, sgc_k, dropout)
+            slot = "append" if proxy else "none"
+            self.discriminators = nn.ModuleDict({
+                "logits": LogitsDiscriminator(num_classes),
+                "local": LocalEmbDiscriminator(hidden),
+                "global": GlobalEmbDiscriminator(hidden),
+            })
+        self.model = FairStudent(student, slot)
+        # The bias proxy P (N, 2), U[0, 1) as in the code; a training device, so it lives outside `model` (the
+        # student only keeps its node-mean, `model.proxy_mean`).
+        self.proxy = nn.Parameter(torch.rand(num_nodes, 2), requires_grad=proxy == 2) if proxy else None
+        for name in ("teacher_probs", "teacher_logits", "teacher_emb"):
+            self.register_buffer(name, None, persistent=False)
+        self._make_metrics()
+        self.example_input_array = (torch.randn(num_nodes, in_features), _ring(num_nodes))
+
+    # ----------------------------------------------------------------------------------------- teacher
+    def setup(self, stage: str | None = None):
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        data = getattr(dm, "data", None)
+        if data is not None:
+            self._prepare(data)
+
+    @torch.no_grad()
+    def set_teacher_outputs(self, logits: torch.Tensor, emb: torch.Tensor | None = None):
+        self.teacher_logits = logits.float()
+        self.teacher_probs = logits.float().softmax(-1)
+        if emb is not None and self.hparams.framework == "graphakd":
+            emb = emb.float()
+            h = self.hparams.hidden
+            if emb.shape[1] != h:
+                # GraphAKD's embedding discriminators compare teacher and student embeddings in one space; a
+                # GraphSAGE teacher has 128-d states, the SGC student 64: project on the teacher's top-h principal
+                # directions (a fixed, data-derived map; our choice, the official code only pairs equal sizes).
+                c = emb - emb.mean(0)
+                _, _, v = torch.linalg.svd(c, full_matrices=False)
+                emb = c @ v[:h].T
+            self.teacher_emb = emb
+
+    def _prepare(self, data):
+        hp = self.hparams
+        if data.num_nodes != hp.num_nodes or data.num_features != hp.in_features:
+            raise ValueError(
+                f"ReliantModule was built for {hp.num_nodes} nodes x {hp.in_features} features, the graph has "
+                f"{data.num_nodes} x {data.num_features}: set model.init_args.num_nodes / in_features to match the data."
+            )
+        data = data.to(self.device)
+        if isinstance(self.model.student, PLPStudent):
+            self.model.student.set_labels(data.y, data.train_mask)
+        if hp.proxy == 1:
+            with torch.no_grad():
+                self.proxy.copy_(torch.stack([data.sens, 1 - data.sens], 1).float())
+        if self.teacher_logits is None:
+            if hp.teacher is None:
+                raise ValueError("ReliantModule needs a teacher: pass teacher='local-dir:PATH' (an exported "
+                                 "GNNTeacherModule) or a registry name, or call set_teacher_outputs(logits, emb)")
+            import zoo
+
+            log.info("RELIANT: loading teacher %s", hp.teacher)
+            teacher = zoo.load(hp.teacher)
+            if not isinstance(teacher, GNNTeacherModule):
+                raise TypeError(f"{hp.teacher} is a {type(teacher).__name__}, not a GNNTeacherModule")
+            teacher = teacher.to(self.device)
+            self.set_teacher_outputs(*teacher.knowledge(data.x, data.edge_index))
+        if self.hparams.proxy and self.proxy is not None:
+            with torch.no_grad():
+                self.model.proxy_mean.copy_(self.proxy.mean(0))
+        self._prepared = True
+
+    # ----------------------------------------------------------------------------------------- objective
+    def forward(self, x, edge_index):
+        return self.model(x, edge_index)
+
+    def _penalty(self, logits, data, mask):
+        return bias_penalty(logits.softmax(-1), data.sens, mask, data.y, self.hparams.metric)
+
+    def training_step(self, data, batch_idx):
+        if not getattr(self, "_prepared", False):
+            self._prepare(data)
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]
+        hp = self.hparams
+        p_mean = self.proxy.detach().mean(0) if self.proxy is not None else None
+        if hp.framework == "cpf":
+            loss, penalty = self._cpf_student_step(data, opts[0], p_mean)
+            mask_proxy = ~data.train_mask
+        else:
+            loss, penalty = self._akd_student_step(data, opts[0], opts[1], p_mean)
+            mask_proxy = torch.ones_like(data.train_mask)
+        if hp.proxy == 2:
+            # proxy step: the per-node proxy is moved to maximise the student's group disparity (L = -alpha R)
+            opt_p = opts[-1]
+            logits = self.model(data.x, data.edge_index, proxy=self.proxy)
+            loss_p = -self.alpha * self._penalty(logits, data, mask_proxy)
+            opt_p.zero_grad()
+            self.manual_backward(loss_p)
+            opt_p.step()
+            self.log("train/proxy_loss", loss_p, batch_size=1)
+        if self.proxy is not None:
+            with torch.no_grad():
+                self.model.proxy_mean.copy_(self.proxy.mean(0))
+        self.log("train/loss", loss, batch_size=1, prog_bar=True)
+        self.log("train/penalty", penalty, batch_size=1)
+
+    def _cpf_student_step(self, data, opt, p_mean):
+        no_train = ~data.train_mask
+        probs = self.model(data.x, data.edge_index, proxy=p_mean).log_softmax(-1).exp()
+        loss = torch.linalg.norm(probs[no_train] - self.teacher_probs[no_train])  # Frobenius, not squared
+        penalty = bias_penalty(probs, data.sens, no_train, data.y, self.hparams.metric)
+        if self.hparams.proxy:
+            loss = loss + self.alpha * penalty
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+        return loss.detach(), penalty.detach()
+
+    def _akd_student_step(self, data, opt, opt_d, p_mean):
+        """GraphAKD (He et al., NeurIPS'22) generator/discriminator losses as in RELIANT's stu-gcn/train.py."""
+        tr, y, ei = data.train_mask, data.y, data.edge_index
+        D = self.discriminators
+        t_logits, t_emb = self.teacher_logits, self.teacher_emb
+        logits, emb = self.model.forward_with_embedding(data.x, ei, proxy=p_mean)
+        bce = F.binary_cross_entropy_with_logits
+        ce = F.cross_entropy
+
+        def real_fake(pos, neg):
+            return bce(pos, torch.ones_like(pos)) + bce(neg, torch.zeros_like(neg))
+
+        # discriminator step (student outputs detached)
+        s_logits, s_emb = logits.detach(), emb.detach()
+        pos_z, neg_z = D["logits"](t_logits), D["logits"](s_logits)
+        loss_d = 0.5 * (real_fake(pos_z[:, -1], neg_z[:, -1]) + ce(pos_z[tr, :-1], y[tr]) + ce(neg_z[tr, :-1], y[tr]))
+        loss_d = loss_d + real_fake(D["local"](t_emb, ei), D["local"](s_emb, ei))
+        t_sum = torch.sigmoid(t_emb.mean(0)).unsqueeze(-1)
+        loss_d = loss_d + real_fake(D["global"](t_emb, t_sum), D["global"](s_emb, t_sum))
+        s_sum = torch.sigmoid(s_emb.mean(0)).unsqueeze(-1)
+        loss_d = loss_d + real_fake(D["global"](s_emb, s_sum), D["global"](t_emb, s_sum))
+        opt_d.zero_grad()
+        self.manual_backward(loss_d)
+        opt_d.step()
+
+        # generator (student) step; discriminators only provide gradients
+        for p in D.parameters():
+            p.requires_grad_(False)
+        neg_z = D["logits"](logits)
+        loss = ce(logits[tr], y[tr])
+        loss = loss + 0.5 * (ce(neg_z[tr, :-1], y[tr]) + bce(neg_z[:, -1], torch.ones_like(neg_z[:, -1])))
+        loss = loss + (logits - t_logits).abs().sum() / logits.shape[0]
+        le = D["local"](emb, ei)
+        loss = loss + bce(le, torch.ones_like(le))
+        ge = D["global"](emb, t_sum)
+        loss = loss + bce(ge, torch.ones_like(ge))
+        s_sum = torch.sigmoid(emb.mean(0)).unsqueeze(-1)
+        loss = loss + real_fake(D["global"](emb, s_sum), D["global"](t_emb, s_sum))
+        penalty = self._penalty(logits, data, tr)
+        if self.hparams.proxy == 2:  # the official AKD variant adds the penalty only with the learnable proxy
+            loss = loss + self.alpha * penalty
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+        for p in D.parameters():
+            p.requires_grad_(True)
+        self.log("train/loss_d", loss_d.detach(), batch_size=1)
+        return loss.detach(), penalty.detach()
+
+    # ----------------------------------------------------------------------------------------- evaluation
+    def validation_step(self, data, batch_idx):
+        if not getattr(self, "_prepared", False):
+            self._prepare(data)
+        out = self._evaluate(self.model(data.x, data.edge_index), data, "val")
+        self.log("val/select", out["acc"] if self.hparams.framework == "cpf" else -out["loss"], batch_size=1)
+
+    def test_step(self, data, batch_idx):
+        if not getattr(self, "_prepared", False):
+            self._prepare(data)
+        self._evaluate(self.model(data.x, data.edge_index), data, "test")
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        student_lr = self.lr if hp.framework == "cpf" else self.lr / 10
+        opts = [torch.optim.Adam(self.model.parameters(), lr=student_lr, weight_decay=self.weight_decay)]
+        if hp.framework == "graphakd":
+            opts.append(torch.optim.Adam(self.discriminators.parameters(), lr=self.lr, weight_decay=self.weight_decay))
+        if hp.proxy == 2:
+            opts.append(torch.optim.Adam([self.proxy], lr=self.lr, weight_decay=self.weight_decay))
+        return opts
