@@ -1,0 +1,147 @@
+"""``zoo.ops.graph_propagate``: sparse CSR adjacency (N×M) times dense features (M×F).
+
+The propagation step Â X of graph convolution (Kipf & Welling, ICLR 2017, Eq. 2), SGC's Â^K X (Wu et al., ICML
+2019, Eq. 8), label propagation and CCGC's Laplacian smoothing (Yang et al., AAAI 2023, Eq. 1). The adjacency is a
+constant (no gradient to its values); the gradient to X is the transpose product Âᵀ G, computed by the same kernel
+on the CSR of Âᵀ (built in the backward by a stable sort of the column indices).
+
+Kernel: one program per (row, feature block) walks the row's non-zeros BLOCK_K at a time, gathering the rows of X
+they point to and accumulating in float32.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from zoo.ops import _dispatch
+
+OP = "graph_propagate"
+
+
+def _as_csr(adj: Tensor) -> Tensor:
+    if not isinstance(adj, Tensor) or adj.dim() != 2:
+        raise ValueError("zoo.ops.graph_propagate: adj must be a 2-D torch sparse tensor (CSR, or COO which is "
+                         f"converted), got {type(adj).__name__} {tuple(getattr(adj, 'shape', ()))}")
+    if adj.layout == torch.sparse_csr:
+        return adj
+    if adj.layout == torch.sparse_coo:
+        return adj.coalesce().to_sparse_csr()
+    raise ValueError(f"zoo.ops.graph_propagate: adj must be sparse (torch.sparse_csr or sparse_coo), got layout "
+                     f"{adj.layout}; convert a dense matrix with adj.to_sparse_csr()")
+
+
+def _check(adj: Tensor, x: Tensor):
+    if not isinstance(x, Tensor) or x.dim() != 2 or x.layout != torch.strided:
+        raise ValueError(f"zoo.ops.graph_propagate: x must be a dense (M, F) tensor, got "
+                         f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+    if adj.shape[1] != x.shape[0]:
+        raise ValueError(f"zoo.ops.graph_propagate: adj is {tuple(adj.shape)} but x has {x.shape[0]} rows "
+                         f"(need adj (N, M) and x (M, F))")
+
+
+def graph_propagate_reference(adj: Tensor, x: Tensor) -> Tensor:
+    """The specification: ``torch.sparse.mm(adj, x)`` (differentiable w.r.t. x)."""
+    adj = _as_csr(adj)
+    _check(adj, x)
+    return torch.sparse.mm(adj, x)
+
+
+def graph_propagate(adj: Tensor, x: Tensor, impl: str = "auto") -> Tensor:
+    """``adj @ x`` for a sparse (CSR or COO) N×M ``adj`` and dense M×F ``x``; differentiable w.r.t. ``x``."""
+    adj = _as_csr(adj)
+    _check(adj, x)
+    if _dispatch.resolve(OP, impl, adj, x) == "reference":
+        return graph_propagate_reference(adj, x)
+    values = adj.values()
+    if values.requires_grad:
+        raise ValueError("zoo.ops.graph_propagate(impl='triton') treats the adjacency as a constant; its values "
+                         "require grad — pass adj.detach() or use impl='reference'")
+    return torch.ops.zoo.graph_propagate(adj.crow_indices(), adj.col_indices(), values, x)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Triton kernel (a plain function; zoo.ops._dispatch.jit decorates it and provides ``tl``).
+
+def _spmm_kernel(CROW, COL, VAL, X, OUT, F, BLOCK_K: tl.constexpr, BLOCK_F: tl.constexpr):
+    row = tl.program_id(0)
+    f = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
+    f_ok = f < F
+    start = tl.load(CROW + row)
+    end = tl.load(CROW + row + 1)
+    acc = tl.zeros([BLOCK_F], tl.float32)
+    for k in range(start, end, BLOCK_K):
+        ks = k + tl.arange(0, BLOCK_K)
+        k_ok = ks < end
+        cols = tl.load(COL + ks, mask=k_ok, other=0).to(tl.int64)
+        vals = tl.load(VAL + ks, mask=k_ok, other=0.0).to(tl.float32)
+        xs = tl.load(X + cols[:, None] * F + f[None, :], mask=k_ok[:, None] & f_ok[None, :], other=0.0)
+        acc += tl.sum(vals[:, None] * xs.to(tl.float32), 0)
+    tl.store(OUT + row.to(tl.int64) * F + f, acc.to(OUT.dtype.element_ty), mask=f_ok)
+
+
+def _spmm(crow: Tensor, col: Tensor, val: Tensor, x: Tensor, n_rows: int) -> Tensor:
+    x = x.contiguous()
+    F = x.shape[1]
+    out = x.new_empty((n_rows, F), dtype=torch.promote_types(x.dtype, val.dtype))
+    if n_rows == 0 or F == 0:
+        return out
+    if _dispatch.kernel_error(x.device) is not None:  # inside the op on CPU without the interpreter: torch math
+        rows = torch.repeat_interleave(torch.arange(n_rows, device=x.device), crow.diff(), output_size=col.numel())
+        out.zero_().index_add_(0, rows, (val[:, None] * x[col]).to(out.dtype))
+        return out
+    block_f = min(128, max(16, _dispatch.next_pow2(F)))
+    block_k = 16 if x.device.type == "cuda" else 32
+    grid = (n_rows, _dispatch.cdiv(F, block_f))
+    _dispatch.jit(_spmm_kernel)[grid](crow.contiguous(), col.contiguous(), val.contiguous(), x, out, F,
+                                      BLOCK_K=block_k, BLOCK_F=block_f)
+    return out
+
+
+def _transpose_csr(crow: Tensor, col: Tensor, val: Tensor, n_cols: int):
+    """CSR arrays of the transpose (M×N) of an N×M CSR matrix."""
+    n_rows = crow.numel() - 1
+    rows = torch.repeat_interleave(torch.arange(n_rows, device=col.device, dtype=col.dtype), crow.diff(),
+                                   output_size=col.numel())
+    order = torch.sort(col, stable=True).indices
+    counts = torch.zeros(n_cols, dtype=crow.dtype, device=crow.device).index_add_(
+        0, col.to(torch.int64), torch.ones_like(col, dtype=crow.dtype))
+    t_crow = torch.cat([crow.new_zeros(1), counts.cumsum(0)])
+    return t_crow, rows[order], val[order]
+
+
+@torch.library.custom_op("zoo::graph_propagate", mutates_args=())
+def _graph_propagate_op(crow_indices: Tensor, col_indices: Tensor, values: Tensor, x: Tensor) -> Tensor:
+    return _spmm(crow_indices, col_indices, values, x, crow_indices.numel() - 1)
+
+
+@_graph_propagate_op.register_fake
+def _(crow_indices, col_indices, values, x):
+    return x.new_empty((crow_indices.shape[0] - 1, x.shape[1]), dtype=torch.promote_types(x.dtype, values.dtype))
+
+
+@torch.library.custom_op("zoo::graph_propagate_backward", mutates_args=())
+def _graph_propagate_backward_op(crow_indices: Tensor, col_indices: Tensor, values: Tensor, grad: Tensor,
+                                 n_cols: int) -> Tensor:
+    t_crow, t_col, t_val = _transpose_csr(crow_indices, col_indices, values, n_cols)
+    return _spmm(t_crow, t_col, t_val, grad, n_cols)
+
+
+@_graph_propagate_backward_op.register_fake
+def _(crow_indices, col_indices, values, grad, n_cols):
+    return grad.new_empty((n_cols, grad.shape[1]))
+
+
+def _setup_context(ctx, inputs, output):
+    crow, col, val, x = inputs
+    ctx.save_for_backward(crow, col, val)
+    ctx.x_meta = (x.shape[0], x.dtype)
+
+
+def _backward(ctx, grad):
+    crow, col, val = ctx.saved_tensors
+    n_cols, dtype = ctx.x_meta
+    gx = torch.ops.zoo.graph_propagate_backward(crow, col, val, grad, n_cols)
+    return None, None, None, gx.to(dtype)
+
+
+_graph_propagate_op.register_autograd(_backward, setup_context=_setup_context)
