@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import os
 
+import torch
+
 IMPLS = ("auto", "triton", "reference")
 OPS = ("relation_kl", "graph_propagate", "fused_linear_cross_entropy")
 
@@ -39,10 +41,19 @@ def interpret_mode() -> bool:
     return False
 
 
+def interpreter_ready() -> bool:
+    """True when Triton was imported in interpreter mode: its own library functions (``tl.zeros``, ``tl.sum``, ...)
+    are decorated at import, so setting ``TRITON_INTERPRET=1`` after ``import triton`` is too late."""
+    if triton_import_error() is not None:
+        return False
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(tl.zeros, InterpretedFunction)
+
+
 def cuda_kernel_error() -> str | None:
     """None when compiled kernels can run on the current CUDA device, else why not."""
-    import torch
-
     err = triton_import_error()
     if err:
         return err
@@ -53,8 +64,9 @@ def cuda_kernel_error() -> str | None:
     return None
 
 
+@torch.compiler.assume_constant_result  # a property of the process: torch.compile need not trace it
 def kernel_error(device) -> str | None:
-    """None when the kernel can run on tensors of ``device``, else why not."""
+    """None when the kernel can run on tensors of ``device`` (a device or its type string), else why not."""
     kind = getattr(device, "type", device)
     if kind == "cuda":
         return cuda_kernel_error()
@@ -64,7 +76,10 @@ def kernel_error(device) -> str | None:
             return err
         if not interpret_mode():
             return ("the tensors are on the CPU and TRITON_INTERPRET is not set (compiled Triton kernels need CUDA "
-                    "tensors); set TRITON_INTERPRET=1 before the first kernel call to run it in Triton's interpreter")
+                    "tensors); set TRITON_INTERPRET=1 before triton is first imported to run it in Triton's interpreter")
+        if not interpreter_ready():
+            return ("TRITON_INTERPRET=1 was set after triton had been imported (importing lightning imports it), "
+                    "so Triton's own functions are compiled-mode; set it in the environment before starting Python")
         return None
     return f"Triton kernels do not run on {kind!r} tensors"
 
@@ -79,9 +94,9 @@ def resolve(op: str, impl: str, *tensors) -> str:
     if len(devices) > 1:
         raise ValueError(f"zoo.ops.{op}: all tensors must be on one device, got {sorted(devices)}")
     device = devices.pop() if devices else "cpu"
-    if impl == "auto":
-        return "triton" if device == "cuda" and cuda_kernel_error() is None else "reference"
     err = kernel_error(device)
+    if impl == "auto":
+        return "triton" if device == "cuda" and err is None else "reference"
     if err:
         raise RuntimeError(f"zoo.ops.{op}(impl='triton') cannot run: {err}. Use impl='auto' or impl='reference'.")
     return "triton"

@@ -52,11 +52,18 @@ def graph_propagate(adj: Tensor, x: Tensor, impl: str = "auto") -> Tensor:
     _check(adj, x)
     if _dispatch.resolve(OP, impl, adj, x) == "reference":
         return graph_propagate_reference(adj, x)
-    values = adj.values()
-    if values.requires_grad:
+    crow, col, values = _csr_arrays(adj)
+    return torch.ops.zoo.graph_propagate(crow, col, values, x)
+
+
+@torch.compiler.disable
+def _csr_arrays(adj: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    # Dynamo cannot trace sparse-tensor accessors (their outputs are views of a sparse base): this runs eagerly,
+    # and the op itself, on plain dense tensors, is traced.
+    if adj.values().requires_grad:
         raise ValueError("zoo.ops.graph_propagate(impl='triton') treats the adjacency as a constant; its values "
                          "require grad — pass adj.detach() or use impl='reference'")
-    return torch.ops.zoo.graph_propagate(adj.crow_indices(), adj.col_indices(), values, x)
+    return adj.crow_indices().detach(), adj.col_indices().detach(), adj.values().detach()
 
 
 # --------------------------------------------------------------------------------------------------------------
