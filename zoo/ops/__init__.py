@@ -7,6 +7,8 @@ Public functions (models call these; they never import Triton):
 - ``graph_propagate(adj, x, impl="auto")`` — sparse CSR (N×M) @ dense (M×F) (``zoo/ops/propagate.py``).
 - ``fused_linear_cross_entropy(hidden, weight, bias, target, ignore_index=-100, reduction="mean", impl="auto")`` —
   output projection + cross-entropy in row chunks, never materialising all logits (``zoo/ops/linear_cross_entropy.py``).
+- ``RelationKLLoss``, ``GraphPropagation``, ``LinearCrossEntropyLoss`` — nn.Module forms that follow the
+  ``zoo.callbacks.FusedKernels`` protocol (``fused_ops`` + a per-instance ``ops_impl``) (``zoo/ops/modules.py``).
 - ``available()`` — per op, ``"available"`` or the reason the kernel cannot run here (``zoo env`` prints it).
 
 ``impl``: ``"auto"`` runs the Triton kernel on CUDA tensors when Triton is installed, else the reference;
@@ -27,6 +29,9 @@ _LAZY = {
     "graph_propagate_reference": "propagate",
     "fused_linear_cross_entropy": "linear_cross_entropy",
     "fused_linear_cross_entropy_reference": "linear_cross_entropy",
+    "RelationKLLoss": "modules",
+    "GraphPropagation": "modules",
+    "LinearCrossEntropyLoss": "modules",
     "available": "_dispatch",
     "OPS": "_dispatch",
 }
