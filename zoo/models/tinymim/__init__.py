@@ -1,0 +1,164 @@
+"""TinyMIM registry entries (Ren et al., CVPR 2023, arXiv 2301.01296; facts: shared/specs/vision.md §2).
+
+- ``tinymim-{tiny,small,base}``: the distilled (pre-trained) students, ``TinyMIMDistillModule``; ``forward`` gives
+  token features. Their last block has the teacher's head count (T/S 12, B 16), the released layout.
+- ``tinymim-{tiny,small,base}.in1k-ft``: the ImageNet-1k fine-tuned classifiers (``ViTFinetuneModule``, MAE's
+  global-pool + fc_norm head, standard head counts T 3 / S 6 / B 12); ``forward`` gives logits.
+- ``tinymim-tiny-star``: TinyMIM*-T, the 79.6 % classifier (12 heads, distillation token, 192->1280 features).
+
+Weights: the authors released ``TinyMIM-PT-B.pth`` and ``TinyMIM-FT-Tstar.pth`` (Google Drive, no licence file;
+the teacher is MAE, whose weights are CC-BY-NC 4.0). Those two entries name the Hub repos their conversions
+(``python -m zoo.models.tinymim.convert``) are published under; the others have no released weights.
+This file imports nothing heavy.
+"""
+from zoo.registry import Entry, Metric, Paper
+
+PAPER = Paper(
+    title="TinyMIM: An Empirical Study of Distilling MIM Pre-trained Models",
+    arxiv="2301.01296",
+    code="https://github.com/OliverRensu/TinyMIM",
+    venue="CVPR 2023",
+    citation="""@inproceedings{ren2023tinymim,
+  title     = {TinyMIM: An Empirical Study of Distilling MIM Pre-trained Models},
+  author    = {Ren, Sucheng and Wei, Fangyun and Zhang, Zheng and Hu, Han},
+  booktitle = {IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year      = {2023}
+}""",
+)
+LICENSE = "no-licence-upstream"  # official repo and weights carry no licence; MAE-derived (CC-BY-NC 4.0)
+PREPROCESS = {
+    "input_size": [3, 224, 224],
+    "interpolation": "bicubic",
+    "crop_pct": 0.875,  # resize 256 -> centre crop 224 (MAE fine-tune evaluation)
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+}
+SIZES = {  # size -> (width, heads pre-train, heads last block, heads fine-tuned, teacher, teacher block)
+    "tiny": (192, 6, 12, 3, "MAE ViT-B/16", 12),
+    "small": (384, 6, 12, 6, "MAE ViT-B/16", 12),
+    "base": (768, 12, 16, 12, "MAE ViT-L/16", 18),
+}
+PARAMS_PT = {"tiny": 5_524_416, "small": 21_665_664, "base": 85_798_656}  # released PT layout, no head
+PARAMS_FT = {"tiny": 5_717_416, "small": 22_050_664, "base": 86_567_656}  # standard ViT-T/S/B with 1000-way head
+TOP1 = {"tiny": 75.8, "small": 83.0, "base": 85.0}
+ADE = {"tiny": 44.0, "small": 48.4, "base": 52.2}
+RELEASED_PT = {"base"}  # TinyMIM-PT-B.pth; T/S pre-trained weights were not released (OliverRensu/TinyMIM#11)
+
+_FT_PROTOCOL = ("fine-tuned on ImageNet-1k from the distilled model (100 epochs for B, MAE recipe), single 224 "
+                "centre crop; README table of the official repo")
+_ADE_PROTOCOL = "UperNet, 512x512, 160k iterations, single-scale mIoU (official Segmentation/ code)"
+_TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
+
+_RECIPE_PT = (
+    "Relation distillation (no masking): teacher and student see the same RandomResizedCrop(224, 0.2-1) + flip, the "
+    "student's copy colour-jittered (0.4, 0.4, 0.4); loss KL(teacher||student) on the Q-K and V-V relations of the "
+    "teacher's block {tb} and the student's last block, 1:1. 300 epochs (15 warm-up), batch 4096, AdamW "
+    "(0.9, 0.95), lr 1.5e-4 x 4096/256, weight decay 0.05, per-iteration cosine to 0, drop path 0.1 (not on the last "
+    "block), AMP. Teacher: {teacher}."
+)
+_RECIPE_FT = (
+    "MAE fine-tuning: 100 epochs (5 warm-up), batch 1024, AdamW, lr 5e-4 x batch/256, layer decay 0.65, weight "
+    "decay 0.05, drop path 0.1, RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25, Mixup 0.8 / CutMix 1.0, "
+    "label smoothing 0.1, global average pooling + fc_norm. The recipe in the official README is for B; T and S used "
+    "'a higher learning rate and larger batch size' (OliverRensu/TinyMIM#5), not published."
+)
+
+ENTRIES = []
+for _size, (_dim, _heads, _last, _ft_heads, _teacher, _tblock) in SIZES.items():
+    _pt_metrics = (
+        Metric("image-classification", "imagenet-1k", "ImageNet-1k", "accuracy", TOP1[_size], "validation",
+               "top-1 after fine-tuning", _FT_PROTOCOL),
+        Metric("image-segmentation", "scene_parse_150", "ADE20K", "mean_iou", ADE[_size], "validation",
+               "mIoU (UperNet)", _ADE_PROTOCOL),
+    )
+    ENTRIES.append(Entry(
+        name=f"tinymim-{_size}",
+        module="zoo.models.tinymim.module.TinyMIMDistillModule",
+        init_args={"embed_dim": _dim, "depth": 12, "num_heads": _heads, "last_heads": _last,
+                   "teacher_block": _tblock},
+        paper=PAPER,
+        license=LICENSE,
+        description=(f"TinyMIM ViT-{_size[0].upper()}/16 distilled from {_teacher} (relations of teacher block "
+                     f"{_tblock}); {_heads} heads, {_last} in the last block. forward(images) gives token features."),
+        hub_repo="zoo-models/tinymim-base" if _size in RELEASED_PT else None,
+        preprocess=PREPROCESS,
+        pipeline_tag="image-feature-extraction",
+        datasets=("imagenet-1k",),
+        tags=("vision-transformer", "knowledge-distillation", "masked-image-modeling"),
+        params=PARAMS_PT[_size],
+        paper_metrics=_pt_metrics,
+        config="configs/tinymim.yaml",
+        recipe=_RECIPE_PT.format(tb=_tblock, teacher=_teacher),
+        limitations=(
+            "A pre-trained feature extractor: fine-tune it (configs/tinymim-finetune.yaml) before classifying. "
+            "In the released pre-trained student the last block's attention projection, MLP and the final norm were "
+            "never trained (the loss stops at its q, k, v): use features of earlier blocks or fine-tune. "
+            + ("Converted from the official TinyMIM-PT-B.pth; the upstream weights carry no licence and derive from "
+               "MAE (CC-BY-NC 4.0): non-commercial research use." if _size in RELEASED_PT else
+               "The authors did not release these pre-trained weights (OliverRensu/TinyMIM#11); train them with "
+               f"the config (teacher: a ViT-B, e.g. MAE ViT-B or tinymim-base with teacher_heads={_last}).")
+        ),
+        tiny_overrides={**_TINY, "last_heads": 4, "teacher_block": -1},
+    ))
+    ENTRIES.append(Entry(
+        name=f"tinymim-{_size}.in1k-ft",
+        module="zoo.models.tinymim.module.ViTFinetuneModule",
+        init_args={"embed_dim": _dim, "depth": 12, "num_heads": _ft_heads, "num_classes": 1000,
+                   "layer_decay": 0.65 if _size == "base" else 0.75},
+        paper=PAPER,
+        license=LICENSE,
+        description=(f"TinyMIM ViT-{_size[0].upper()}/16 fine-tuned on ImageNet-1k ({_ft_heads} heads, global "
+                     "average pooling + fc_norm). forward(images) gives 1000-way logits."),
+        hub_repo=None,
+        preprocess=PREPROCESS,
+        pipeline_tag="image-classification",
+        datasets=("imagenet-1k",),
+        tags=("vision-transformer", "image-classification"),
+        params=PARAMS_FT[_size],
+        paper_metrics=(_pt_metrics[0],),
+        config="configs/tinymim-finetune.yaml",
+        recipe=_RECIPE_FT,
+        limitations=(
+            "No fine-tuned T/S/B weights are linked from the official repository by name; fine-tune a distilled "
+            "student with the config. Layer decay for T/S (0.75 here) is our choice: the authors did not publish it. "
+            + ("The fine-tuned ViT-T uses 3 heads although it was pre-trained with 6/12 (the authors' choice, for "
+               "parity with DeiT; OliverRensu/TinyMIM#4)." if _size == "tiny" else "")
+        ),
+        tiny_overrides={**_TINY, "num_classes": 10},
+    ))
+
+ENTRIES.append(Entry(
+    name="tinymim-tiny-star",
+    module="zoo.models.tinymim.module.ViTFinetuneModule",
+    init_args={"kind": "star", "embed_dim": 192, "depth": 12, "num_heads": 12, "neck_dim": 1280,
+               "num_classes": 1000, "layer_decay": 0.75},
+    paper=PAPER,
+    license=LICENSE,
+    description=("TinyMIM*-T: ViT-T/16 with 12 heads, a distillation token and a 192->1280 projection of the final "
+                 "tokens, fine-tuned on ImageNet-1k (~1000 epochs with DeiT-style distillation). forward(images) "
+                 "gives logits (class and distillation heads averaged)."),
+    hub_repo="zoo-models/tinymim-tiny-star",
+    preprocess=PREPROCESS,
+    pipeline_tag="image-classification",
+    datasets=("imagenet-1k",),
+    tags=("vision-transformer", "image-classification", "knowledge-distillation"),
+    params=8_336_400,
+    paper_metrics=(
+        Metric("image-classification", "imagenet-1k", "ImageNet-1k", "accuracy", 79.6, "validation", "top-1",
+               "TinyMIM*-T fine-tuned ~1000 epochs with DeiT-style distillation (teacher/recipe unpublished)"),
+        Metric("image-segmentation", "scene_parse_150", "ADE20K", "mean_iou", 45.0, "validation", "mIoU (UperNet)",
+               _ADE_PROTOCOL + "; layer decay 0.8"),
+    ),
+    config="configs/tinymim-finetune.yaml",
+    recipe=("Distilled ViT-T (TinyMIM), then ~1000 epochs of supervised fine-tuning with a DeiT distillation token "
+            "(OliverRensu/TinyMIM#8); the distillation teacher and hyper-parameters were not released, so zoo "
+            "fine-tunes T* with the MAE recipe and both heads on the labels."),
+    limitations=(
+        "Converted from the official TinyMIM-FT-Tstar.pth (no licence upstream; MAE-derived, CC-BY-NC 4.0: "
+        "non-commercial research use). The widths of fc_norm/head/head_dist (1280) and the pooling (mean of patch "
+        "tokens for head, distillation token for head_dist) are our reading of the checkpoint's key names; the "
+        "classification code of T* was not published, so the parameter count (8,336,400) is checked against that "
+        "reading, not against the file. DeiT-style hard distillation during training is not implemented."
+    ),
+    tiny_overrides={**_TINY, "num_heads": 4, "neck_dim": 64, "num_classes": 10},
+))

@@ -1,0 +1,117 @@
+"""Official TinyMIM and MAE checkpoints -> zoo state_dicts (spec §2.10).
+
+The official files (``TinyMIM-PT-B.pth``, ``TinyMIM-FT-Tstar.pth``, MAE's ``mae_pretrain_vit_{base,large}.pth``,
+MAE-style fine-tuned files) are ``torch.save`` dicts with the weights under ``"model"``, named like timm 0.3.2's ViT:
+``cls_token``, ``pos_embed``, ``patch_embed.proj.*``, ``blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.*``,
+``norm.*`` (pre-training) or ``fc_norm.*`` + ``head.*`` (fine-tuned), and for TinyMIM*-T also ``dist_token``,
+``head_dist.*`` and ``conv1x1.{0,1}.*`` (LayerNorm(192), Linear(192, 1280)). zoo's networks are timm
+``VisionTransformer``s with the same names, except the T* projection, called ``neck`` here. MAE checkpoints that
+still hold the decoder (``decoder_*``, ``mask_token``) are stripped to the encoder, the part TinyMIM uses.
+
+Head counts are not stored in the weights: pick the registry entry (or ``teacher_heads``) that says them.
+
+Command line (reads a file only as plain tensors: ``torch.load(weights_only=True)``)::
+
+    python -m zoo.models.tinymim.convert TinyMIM-PT-B.pth tinymim-base out/tinymim-base
+    zoo push out/tinymim-base zoo-models/tinymim-base
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+__all__ = ["convert_state_dict", "to_official_state_dict", "read_official", "load_official", "main"]
+
+# official prefix -> zoo prefix (everything else keeps its name)
+_RENAMES = (("conv1x1.0.", "neck.0."), ("conv1x1.1.", "neck.1."))
+_DROP = re.compile(r"^(decoder_|decoder\.|mask_token$)")
+
+
+def _unwrap(official: dict) -> dict:
+    for key in ("model", "state_dict", "model_ema"):
+        if key in official and isinstance(official[key], dict):
+            return official[key]
+    return official
+
+
+def convert_state_dict(official: dict) -> dict:
+    """An official TinyMIM / MAE checkpoint (the ``torch.load``-ed dict, or its ``"model"`` entry) -> zoo keys.
+
+    Strips ``module.`` (DDP) prefixes and MAE's decoder, renames T*'s ``conv1x1`` to ``neck``. Tensors are shared,
+    not copied.
+    """
+    state = _unwrap(official)
+    if not isinstance(state, dict) or not state:
+        raise ValueError("not a TinyMIM/MAE checkpoint: expected a dict of tensors (under 'model' in official files)")
+    out = {}
+    for key, value in state.items():
+        if key.startswith("module."):
+            key = key[len("module."):]
+        if _DROP.match(key):
+            continue
+        for old, new in _RENAMES:
+            if key.startswith(old):
+                key = new + key[len(old):]
+        out[key] = value
+    if "pos_embed" not in out or not any(k.startswith("blocks.") for k in out):
+        raise ValueError(
+            "not a TinyMIM/MAE ViT checkpoint: no 'pos_embed' or 'blocks.*' keys "
+            f"(first keys: {sorted(state)[:5]}). Expected MAE-style names under 'model'."
+        )
+    return out
+
+
+def to_official_state_dict(state: dict) -> dict:
+    """The inverse of :func:`convert_state_dict` (decoder excepted): zoo keys -> official names, under ``"model"``."""
+    out = {}
+    for key, value in state.items():
+        for old, new in _RENAMES:
+            if key.startswith(new):
+                key = old + key[len(new):]
+        out[key] = value
+    return {"model": out}
+
+
+def read_official(path: str | Path) -> dict:
+    """Read an official ``.pth`` safely (plain tensors only) and convert it."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"official checkpoint {path} does not exist")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(
+            f"{path} could not be read with torch.load(weights_only=True) ({type(e).__name__}); only plain tensor "
+            "checkpoints are accepted (the official TinyMIM/MAE files are)."
+        ) from e
+    return convert_state_dict(raw)
+
+
+def load_official(path: str | Path, name: str):
+    """Build the registry entry ``name`` and load an official checkpoint into it strictly."""
+    import zoo
+    from zoo.hub import load_weights_strict
+
+    module = zoo.create(name)
+    load_weights_strict(module.model, read_official(path), str(path))
+    return module.eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Convert an official TinyMIM/MAE checkpoint into a zoo Hub folder.")
+    p.add_argument("checkpoint", help="official .pth file (weights under 'model')")
+    p.add_argument("name", help="registry name, e.g. tinymim-base or tinymim-tiny-star")
+    p.add_argument("out_dir", help="Hub folder to write (config.json, model.safetensors, README.md)")
+    ns = p.parse_args(argv)
+    from zoo.hub import export
+
+    folder = export(load_official(ns.checkpoint, ns.name), ns.out_dir, name=ns.name)
+    print(folder)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

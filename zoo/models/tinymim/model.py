@@ -1,0 +1,297 @@
+"""TinyMIM networks: plain ViT/16 students and MAE teachers, built on timm's ``VisionTransformer``.
+
+Ren et al., "TinyMIM: An Empirical Study of Distilling MIM Pre-trained Models", CVPR 2023 (arXiv 2301.01296).
+Facts from the official code (``OliverRensu/TinyMIM``, built on MAE) as summarised in shared/specs/vision.md §2:
+
+- Every network is a pre-norm ViT/16 at 224² (LN eps 1e-6, GELU MLP ×4, qkv bias, CLS token, 196 patches), no
+  relative position bias, no LayerScale. Pre-training models (teachers and distilled students) carry a **fixed 2-D
+  sin-cos position embedding** (an ``nn.Parameter`` with ``requires_grad=False``, so it is in the state_dict and in
+  the parameter count, as in MAE) and MAE's initialisation (xavier-uniform Linear, patch embedding initialised like a
+  Linear, CLS ~ N(0, 0.02)).
+- Students: the last block uses **as many heads as the teacher** so the relation maps of both have the same shape
+  (B, h, N, N): ViT-B student 12 heads + 16 in block 12 (ViT-L teacher), ViT-S 6 + 12, ViT-T **6** (not 3) + 12
+  (ViT-B teacher). Head count does not change any weight shape, so a checkpoint loads under any head split.
+- Pre-training drop path: 0.1 on blocks 1-11, none on block 12 (constant, not the usual linear ramp).
+- Fine-tuned classifiers are MAE's ``models_vit``: global average pool over patch tokens + ``fc_norm`` (no final
+  ``norm``), the standard head counts (T 3, S 6, B 12) and a learned position embedding.
+- TinyMIM*-T (the 79.6 % model): ViT-T with 12 heads, a DeiT distillation token (token order CLS, dist, patches;
+  ``pos_embed`` of length 198) and ``LayerNorm(192) -> Linear(192, 1280) -> GELU`` on the final tokens.
+
+Relation targets (Sec. 3.2, Eq. 2-3) need q, k, v of one block: :meth:`TinyMIMViT.forward_qkv` runs the blocks
+before it, then only that block's ``norm1`` and ``attn.qkv`` (timm's own modules, split into heads exactly as timm's
+``Attention.forward`` does); the rest of the block and the later blocks are not run, as in the official code.
+
+Shapes: images (B, 3, H, W); tokens (B, 1 + N, C) with N = (H/16)(W/16); q, k, v (B, heads, 1 + N, C/heads).
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import torch
+from timm.layers import DropPath
+from timm.models.deit import VisionTransformerDistilled
+from timm.models.vision_transformer import Block, VisionTransformer
+from torch import Tensor, nn
+
+__all__ = [
+    "sincos_pos_embed",
+    "TinyMIMViT",
+    "TinyMIMStarViT",
+    "tinymim_vit_tiny",
+    "tinymim_vit_small",
+    "tinymim_vit_base",
+    "mae_vit_base",
+    "mae_vit_large",
+    "vit_tiny_finetune",
+    "vit_small_finetune",
+    "vit_base_finetune",
+    "tinymim_star_vit_tiny",
+    "build_vit",
+]
+
+LayerNorm6 = partial(nn.LayerNorm, eps=1e-6)
+
+# name -> (embed_dim, depth, num_heads, last_heads); the released pre-training configurations (spec §2.2).
+STUDENTS = {
+    "tiny": dict(embed_dim=192, depth=12, num_heads=6, last_heads=12),
+    "small": dict(embed_dim=384, depth=12, num_heads=6, last_heads=12),
+    "base": dict(embed_dim=768, depth=12, num_heads=12, last_heads=16),
+}
+TEACHERS = {
+    "mae_vit_base": dict(embed_dim=768, depth=12, num_heads=12),
+    "mae_vit_large": dict(embed_dim=1024, depth=24, num_heads=16),
+}
+FINETUNED = {
+    "tiny": dict(embed_dim=192, depth=12, num_heads=3),
+    "small": dict(embed_dim=384, depth=12, num_heads=6),
+    "base": dict(embed_dim=768, depth=12, num_heads=12),
+}
+
+
+def sincos_pos_embed(dim: int, grid: tuple[int, int], num_prefix_tokens: int = 1) -> Tensor:
+    """MAE's fixed 2-D sin-cos embedding, (1, prefix + gh·gw, dim); prefix rows are zero.
+
+    The first half of the channels encodes the column (x) coordinate, the second half the row (y); each half is
+    [sin(pos·ω), cos(pos·ω)] with ω_i = 10000^(-i / (dim/4)), the layout of MAE's ``get_2d_sincos_pos_embed``.
+    """
+    if dim % 4:
+        raise ValueError(f"sin-cos position embedding needs embed_dim divisible by 4, got {dim}")
+    gh, gw = grid
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
+    ys, xs = torch.meshgrid(torch.arange(gh, dtype=torch.float64), torch.arange(gw, dtype=torch.float64),
+                            indexing="ij")
+
+    def one_d(pos):
+        out = pos.reshape(-1, 1) * omega[None]
+        return torch.cat([out.sin(), out.cos()], dim=1)
+
+    emb = torch.cat([one_d(xs), one_d(ys)], dim=1).float()
+    emb = torch.cat([emb.new_zeros(num_prefix_tokens, dim), emb], dim=0)
+    return emb[None]
+
+
+def _mae_init(module: nn.Module) -> None:
+    """MAE / TinyMIM initialisation: xavier-uniform Linear with zero bias; LayerNorm (1, 0)."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class TinyMIMViT(VisionTransformer):
+    """A timm ``VisionTransformer`` whose last block may have its own head count, with access to per-block q, k, v.
+
+    ``last_heads``: heads of the last block (``None``: same as ``num_heads``). ``fixed_pos_embed``: MAE's frozen
+    sin-cos position embedding and MAE initialisation (pre-training models); otherwise timm's learned embedding and
+    init (fine-tuning). ``drop_path_uniform``: the same drop-path rate on every block but the last (TinyMIM
+    pre-training) instead of timm's linear ramp (fine-tuning). Other keyword arguments go to ``VisionTransformer``.
+    """
+
+    def __init__(self, img_size: int = 224, patch_size: int = 16, embed_dim: int = 768, depth: int = 12,
+                 num_heads: int = 12, last_heads: int | None = None, num_classes: int = 0,
+                 global_pool: str = "token", drop_path_rate: float = 0.0, drop_path_uniform: bool = False,
+                 fixed_pos_embed: bool = True, **kwargs):
+        super().__init__(
+            img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+            num_classes=num_classes, global_pool=global_pool, mlp_ratio=4.0, qkv_bias=True, norm_layer=LayerNorm6,
+            drop_path_rate=0.0 if drop_path_uniform else drop_path_rate,
+            weight_init="skip" if fixed_pos_embed else "", **kwargs,
+        )
+        self.last_heads = last_heads or num_heads
+        if self.last_heads != num_heads:
+            if embed_dim % self.last_heads:
+                raise ValueError(f"last_heads={self.last_heads} must divide embed_dim={embed_dim}")
+            old = self.blocks[-1]
+            self.blocks[-1] = Block(embed_dim, self.last_heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=LayerNorm6,
+                                    drop_path=0.0 if drop_path_uniform else drop_path_rate)
+            if not fixed_pos_embed:  # keep timm's init of the block it replaces (head count changes no shape)
+                self.blocks[-1].load_state_dict(old.state_dict())
+        if drop_path_uniform and drop_path_rate > 0:
+            for blk in self.blocks[:-1]:  # official: constant rate, last block none
+                blk.drop_path1 = DropPath(drop_path_rate)
+                blk.drop_path2 = DropPath(drop_path_rate)
+        self.fixed_pos_embed = fixed_pos_embed
+        if fixed_pos_embed:
+            self.pos_embed.requires_grad_(False)
+            self.init_mae_weights()
+
+    @torch.no_grad()
+    def init_mae_weights(self) -> None:
+        self.pos_embed.copy_(sincos_pos_embed(self.embed_dim, self.patch_embed.grid_size, self.num_prefix_tokens))
+        w = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # patch embedding initialised like a Linear
+        nn.init.zeros_(self.patch_embed.proj.bias)
+        nn.init.normal_(self.cls_token, std=0.02)
+        self.apply(_mae_init)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed", "cls_token", "dist_token"}
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Images (B, 3, H, W) -> tokens (B, prefix + N, C) before the first block."""
+        x = self.patch_embed(x)
+        x = self._pos_embed(x)
+        x = self.patch_drop(x)
+        return self.norm_pre(x)
+
+    def forward_qkv(self, x: Tensor, block: int = -1) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k, v of block ``block`` (0-based; negative counts from the end), each (B, heads, T, head_dim).
+
+        Runs the blocks before it, then that block's ``norm1`` and ``attn.qkv`` only (TinyMIM stops there).
+        """
+        idx = block % len(self.blocks)
+        x = self.embed(x)
+        for blk in self.blocks[:idx]:
+            x = blk(x)
+        return block_qkv(self.blocks[idx], x)
+
+
+def block_qkv(blk: Block, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """q, k, v of a timm ``Block`` for input tokens ``x`` (B, T, C): the split timm's ``Attention.forward`` makes."""
+    attn = blk.attn
+    if not isinstance(attn.q_norm, nn.Identity) or not isinstance(attn.k_norm, nn.Identity):
+        raise ValueError("relation targets are defined for attention without q/k norm (TinyMIM's ViTs have none)")
+    B, T, _ = x.shape
+    qkv = attn.qkv(blk.norm1(x)).reshape(B, T, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    return q, k, v
+
+
+class TinyMIMStarViT(VisionTransformerDistilled):
+    """TinyMIM*-T: ViT-T/16 with 12 heads, a DeiT distillation token and a 192->1280 projection of the final tokens.
+
+    ``forward_features`` -> (B, 2 + N, neck_dim) tokens after ``neck = LayerNorm(192) -> Linear(192, 1280) -> GELU``
+    (the official ``conv1x1``; its LayerNorm has PyTorch's default eps 1e-5). The classifier is MAE's fine-tuning
+    head with DeiT's two heads: ``head(fc_norm(mean of patch tokens))`` and ``head_dist(fc_norm(dist token))``,
+    averaged at inference (``distilled_training`` returns both, as timm's DeiT). The checkpoint's ``fc_norm``/
+    ``head``/``head_dist`` widths and the pooling are not published; 1280-wide heads fed this way are our reading
+    of the released model (the ``neck`` exists to widen the features the classifier sees).
+    """
+
+    def __init__(self, img_size: int = 224, patch_size: int = 16, embed_dim: int = 192, depth: int = 12,
+                 num_heads: int = 12, neck_dim: int = 1280, num_classes: int = 1000, drop_path_rate: float = 0.0,
+                 **kwargs):
+        super().__init__(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
+                         num_heads=num_heads, num_classes=0, global_pool="token", fc_norm=False, mlp_ratio=4.0,
+                         qkv_bias=True, norm_layer=LayerNorm6, drop_path_rate=drop_path_rate, **kwargs)
+        self.norm = nn.Identity()  # the released model has no final norm: the neck's LayerNorm takes its place
+        self.neck = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, neck_dim), nn.GELU())
+        self.num_features = self.head_hidden_size = neck_dim
+        self.fc_norm = LayerNorm6(neck_dim)
+        self.reset_classifier(num_classes)
+
+    def reset_classifier(self, num_classes: int, global_pool=None) -> None:
+        self.num_classes = num_classes
+        dim = self.num_features
+        self.head = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.head_dist = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed", "cls_token", "dist_token"}
+
+    def forward_features(self, x: Tensor, **_) -> Tensor:
+        x = self.patch_embed(x)
+        x = self._pos_embed(x)
+        x = self.norm_pre(x)
+        x = self.blocks(x)
+        return self.neck(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False):
+        pooled = self.fc_norm(x[:, self.num_prefix_tokens:].mean(dim=1))
+        dist = self.fc_norm(x[:, 1])
+        pooled, dist = self.head_drop(pooled), self.head_drop(dist)
+        if pre_logits:
+            return (pooled + dist) / 2
+        logits, logits_dist = self.head(pooled), self.head_dist(dist)
+        if self.distilled_training and self.training:
+            return logits, logits_dist
+        return (logits + logits_dist) / 2
+
+
+# ----------------------------------------------------------------------------------------------- constructors
+def tinymim_vit_tiny(**kw) -> TinyMIMViT:
+    """Distilled TinyMIM ViT-T/16 (pre-training layout): 6 heads, 12 in block 12, no classifier."""
+    return TinyMIMViT(**{**STUDENTS["tiny"], "drop_path_rate": 0.1, "drop_path_uniform": True, **kw})
+
+
+def tinymim_vit_small(**kw) -> TinyMIMViT:
+    """Distilled TinyMIM ViT-S/16: 6 heads, 12 in block 12, no classifier."""
+    return TinyMIMViT(**{**STUDENTS["small"], "drop_path_rate": 0.1, "drop_path_uniform": True, **kw})
+
+
+def tinymim_vit_base(**kw) -> TinyMIMViT:
+    """Distilled TinyMIM ViT-B/16: 12 heads, 16 in block 12 (the ViT-L teacher's count), no classifier."""
+    return TinyMIMViT(**{**STUDENTS["base"], "drop_path_rate": 0.1, "drop_path_uniform": True, **kw})
+
+
+def mae_vit_base(**kw) -> TinyMIMViT:
+    """MAE ViT-B/16 encoder (no decoder), the teacher of TinyMIM-S/T."""
+    return TinyMIMViT(**{**TEACHERS["mae_vit_base"], **kw})
+
+
+def mae_vit_large(**kw) -> TinyMIMViT:
+    """MAE ViT-L/16 encoder (no decoder), the teacher of TinyMIM-B (relations at block 18 of 24)."""
+    return TinyMIMViT(**{**TEACHERS["mae_vit_large"], **kw})
+
+
+def _finetune(size: str, **kw) -> TinyMIMViT:
+    return TinyMIMViT(**{**FINETUNED[size], "num_classes": 1000, "global_pool": "avg", "fixed_pos_embed": False,
+                         **kw})
+
+
+def vit_tiny_finetune(**kw) -> TinyMIMViT:
+    """MAE-style fine-tuning ViT-T/16 (3 heads, global pool + fc_norm)."""
+    return _finetune("tiny", **kw)
+
+
+def vit_small_finetune(**kw) -> TinyMIMViT:
+    return _finetune("small", **kw)
+
+
+def vit_base_finetune(**kw) -> TinyMIMViT:
+    return _finetune("base", **kw)
+
+
+def tinymim_star_vit_tiny(**kw) -> TinyMIMStarViT:
+    """TinyMIM*-T/16 classifier (12 heads, distillation token, 1280-wide features)."""
+    return TinyMIMStarViT(**kw)
+
+
+def build_vit(kind: str = "vit", **kw) -> nn.Module:
+    """``kind="vit"``: :class:`TinyMIMViT`; ``kind="star"``: :class:`TinyMIMStarViT`."""
+    if kind == "vit":
+        return TinyMIMViT(**kw)
+    if kind == "star":
+        return TinyMIMStarViT(**kw)
+    raise ValueError(f"unknown ViT kind {kind!r}; expected 'vit' or 'star'")
+
+
+def relation_scale(head_dim: int) -> float:
+    """1/sqrt(d_h), the temperature of both relations (spec §2.3)."""
+    return 1.0 / math.sqrt(head_dim)

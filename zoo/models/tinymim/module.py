@@ -1,0 +1,522 @@
+"""TinyMIM LightningModules: relation distillation (pre-training) and MAE-style fine-tuning.
+
+Ren et al., "TinyMIM: An Empirical Study of Distilling MIM Pre-trained Models", CVPR 2023 (arXiv 2301.01296);
+facts from the official code as summarised in shared/specs/vision.md §2.
+
+:class:`TinyMIMDistillModule` (Sec. 3.2, Eq. 2-4; spec §2.3-2.5)
+    A frozen MIM teacher and a ViT student see the same crop (the student's copy colour-jittered); the teacher's
+    block ``teacher_block`` and the student's last block each give per-head relations
+
+        R_qk = softmax(q kᵀ / √d_h),   R_vv = softmax(v vᵀ / √d_h)      (d_h: that model's own head dim)
+
+    and the loss is  L = KL(R_qk^T ‖ R_qk^S) + KL(R_vv^T ‖ R_vv^S)  (weights 1:1), KL summed over keys, averaged over
+    batch × heads × query tokens. No masking, no CLS or feature distillation. :func:`relation_kl_loss` is that loss;
+    the arithmetic is ``zoo.ops.relation_kl`` (PyTorch reference; a tiled Triton kernel on CUDA, same numbers).
+    AdamW β = (0.9, 0.95), wd 0.05 on ≥2-D weights, lr = blr × batch / 256, per-iteration linear warm-up then
+    half-cycle cosine to ``min_lr`` (MAE's ``lr_sched``).
+
+    **Colour jitter is done here, on the batch**: the data module delivers the shared crop (RandomResizedCrop 0.2-1,
+    flip, normalised); the teacher gets it as is and the student a per-sample ColorJitter(0.4, 0.4, 0.4) of it
+    (torchvision semantics: brightness, contrast, saturation factors in [0.6, 1.4], random order per image, applied
+    in [0, 1] pixel space), so one data pipeline serves both and the crop is identical by construction.
+
+    **The teacher** is not part of ``self.model`` (which is the student alone, so ``zoo.load("tinymim-base")``
+    returns just the student) and is built lazily in :meth:`configure_model`, never in ``__init__``. ``teacher`` is
+    a registry name / ``local-dir:PATH`` / ``hf-hub:org/name`` / a folder (any zoo ViT: sequential distillation
+    B -> S -> T is ``teacher: local-dir:runs/...``), a Lightning ``.ckpt`` of a zoo module, an official MAE/TinyMIM
+    ``.pth`` (converted, read with ``weights_only=True``), or a dict of :class:`~zoo.models.tinymim.model.TinyMIMViT`
+    init args (a randomly initialised teacher, ``seed`` optional: tests and the offline demo). It is frozen
+    (``requires_grad=False``), kept in eval mode, run under ``no_grad``, left out of the optimizer and of saved
+    checkpoints.
+
+:class:`ViTFinetuneModule` (spec §2.6, MAE's ``main_finetune``)
+    Supervised fine-tuning of a (distilled) ViT: global-pool + fc_norm head (init N(0, 2e-5)), drop path, timm
+    Mixup/CutMix with label smoothing (soft-target CE), AdamW with layer-wise lr decay (0.65 for B), per-iteration
+    warm-up + cosine to ``min_lr``; top-1 / top-5 (torchmetrics). ``pretrained`` (loaded lazily in
+    ``configure_model``): a distillation checkpoint, a zoo model, or an official ``.pth``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+
+from zoo.models.tinymim.model import TinyMIMStarViT, TinyMIMViT, block_qkv
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_OFFICIAL_SUFFIXES = (".pth", ".pt", ".bin")
+
+
+# ============================================================================================== the loss
+def relation_kl_loss(student_qkv: Sequence[Tensor], teacher_qkv: Sequence[Tensor],
+                     impl: str = "auto") -> tuple[Tensor, Tensor, Tensor]:
+    """TinyMIM's relation loss (Eq. 2-4): ``(L, L_qk, L_vv)`` with ``L = L_qk + L_vv``.
+
+    ``student_qkv`` / ``teacher_qkv``: (q, k, v), each (B, H, N, d); H and N must agree, d may differ. Each relation
+    uses its own model's temperature 1/√d. Gradients reach the student tensors only. ``impl`` goes to
+    ``zoo.ops.relation_kl`` ("auto": Triton kernel on CUDA, else the PyTorch reference).
+    """
+    from zoo.ops import relation_kl
+
+    sq, sk, sv = student_qkv
+    tq, tk, tv = (t.detach() for t in teacher_qkv)
+    if sq.shape[:3] != tq.shape[:3]:
+        raise ValueError(
+            f"student relations {tuple(sq.shape[:3])} and teacher relations {tuple(tq.shape[:3])} differ in "
+            "(batch, heads, tokens): give the student's last block as many heads as the teacher's relation block "
+            "(last_heads / teacher_heads) and the same image and patch size."
+        )
+    s_scale, t_scale = sq.shape[-1] ** -0.5, tq.shape[-1] ** -0.5
+    loss_qk = relation_kl(sq, sk, tq, tk, s_scale, t_scale, impl=impl)
+    loss_vv = relation_kl(sv, sv, tv, tv, s_scale, t_scale, impl=impl)
+    return loss_qk + loss_vv, loss_qk, loss_vv
+
+
+# ============================================================================================== helpers
+def color_jitter(images: Tensor, strength: float, mean: Sequence[float], std: Sequence[float],
+                 generator: torch.Generator | None = None) -> Tensor:
+    """Per-sample ColorJitter(brightness=contrast=saturation=strength) on a normalised batch (B, 3, H, W).
+
+    torchvision's semantics, vectorised: each factor ~ U[max(0, 1 - s), 1 + s], the three ops in a random order per
+    image, every op clamps to [0, 1] (pixel space: the batch is de-normalised first and re-normalised after).
+    """
+    if strength <= 0:
+        return images
+    B = images.shape[0]
+    m = images.new_tensor(mean).view(1, -1, 1, 1)
+    s = images.new_tensor(std).view(1, -1, 1, 1)
+    x = (images * s + m).clamp(0, 1)
+    dev = images.device
+    lo, hi = max(0.0, 1 - strength), 1 + strength
+    factors = torch.empty(B, 3, device="cpu").uniform_(lo, hi, generator=generator).to(dev, images.dtype)
+    order = torch.rand(B, 3, generator=generator).argsort(dim=1).to(dev)  # per-image permutation of the 3 ops
+    gray_w = images.new_tensor([0.2989, 0.587, 0.114]).view(1, 3, 1, 1)
+
+    def blend(a, b, f):
+        return (f * a + (1 - f) * b).clamp(0, 1)
+
+    for slot in range(3):
+        f = factors.gather(1, order[:, slot:slot + 1]).view(B, 1, 1, 1)
+        gray = (x * gray_w).sum(1, keepdim=True)
+        candidates = (
+            blend(x, torch.zeros_like(x), f),                          # brightness
+            blend(x, gray.mean(dim=(1, 2, 3), keepdim=True), f),       # contrast
+            blend(x, gray, f),                                         # saturation
+        )
+        op = order[:, slot].view(B, 1, 1, 1)
+        x = torch.where(op == 0, candidates[0], torch.where(op == 1, candidates[1], candidates[2]))
+    return (x - m) / s
+
+
+def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """MAE's ``lr_sched`` as a multiplier: linear warm-up, then half-cycle cosine down to ``min_ratio``."""
+    if warmup > 0 and step < warmup:
+        return step / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _effective_batch(module: LightningModule) -> int | None:
+    trainer = module.trainer
+    dm = getattr(trainer, "datamodule", None)
+    bs = getattr(dm, "hparams", {}).get("batch_size") if dm is not None else None
+    if bs is None:
+        return None
+    return int(bs) * trainer.world_size * trainer.accumulate_grad_batches
+
+
+def _base_lr(module: LightningModule, lr: float | None, blr: float) -> float:
+    if lr is not None:
+        return lr
+    batch = _effective_batch(module)
+    if batch is None:
+        raise ValueError(
+            "cannot scale the learning rate by the batch size (lr = blr * batch / 256): the data module has no "
+            "'batch_size' hyper-parameter. Pass an absolute learning rate with model.init_args.lr."
+        )
+    lr = blr * batch / 256
+    log.info("lr = blr %.3g x effective batch %d / 256 = %.3g", blr, batch, lr)
+    return lr
+
+
+def _schedule(module: LightningModule, optimizer, warmup_epochs: float, min_ratio: float) -> dict:
+    total = max(1, int(module.trainer.estimated_stepping_batches))
+    epochs = module.trainer.max_epochs if module.trainer.max_epochs and module.trainer.max_epochs > 0 else 1
+    warmup = int(round(warmup_epochs * total / epochs))
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, warmup, min_ratio))
+    return {"scheduler": sched, "interval": "step"}
+
+
+def _read_state(source: str) -> dict:
+    """A zoo-keyed state_dict from a source: official .pth, Lightning .ckpt, or anything ``zoo.load`` accepts."""
+    path = Path(source).expanduser()
+    if path.is_file() and path.suffix in _OFFICIAL_SUFFIXES:
+        from zoo.models.tinymim.convert import read_official
+
+        return read_official(path)
+    if path.is_file() and path.suffix == ".ckpt":
+        from zoo.hub import read_checkpoint
+
+        state = read_checkpoint(path).get("state_dict", {})
+        model = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+        if not model:
+            raise ValueError(f"{path} holds no 'model.*' weights: not a checkpoint of a zoo LightningModule")
+        return model
+    import zoo
+
+    return zoo.load(source).model.state_dict()
+
+
+def _infer_vit_args(state: dict) -> dict:
+    """ViT init args from a pre-training state_dict's shapes (official checkpoints do not store them)."""
+    w = state["patch_embed.proj.weight"]
+    dim, patch = w.shape[0], w.shape[-1]
+    n_tokens = state["pos_embed"].shape[1]
+    prefix = 1 + ("dist_token" in state)
+    grid = int(round(math.sqrt(n_tokens - prefix)))
+    depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    return dict(embed_dim=dim, patch_size=patch, img_size=grid * patch, depth=depth, num_heads=max(1, dim // 64))
+
+
+def build_teacher(spec: str | dict, teacher_heads: int | None = None) -> TinyMIMViT:
+    """The frozen teacher network from a source (see :class:`TinyMIMDistillModule`)."""
+    if isinstance(spec, dict):
+        args = dict(spec)
+        seed = args.pop("seed", 0)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = TinyMIMViT(**args)
+    else:
+        path = Path(str(spec)).expanduser()
+        if path.is_file() and path.suffix in _OFFICIAL_SUFFIXES:
+            state = _read_state(str(spec))
+            if "norm.weight" not in state:
+                raise ValueError(f"{spec} is not a pre-training (encoder) checkpoint: it has no final 'norm'")
+            net = TinyMIMViT(**_infer_vit_args(state))
+            from zoo.hub import load_weights_strict
+
+            load_weights_strict(net, state, str(spec))
+        elif path.is_file() and path.suffix == ".ckpt":
+            from zoo.hub import module_from_checkpoint
+
+            net = module_from_checkpoint(path)[0].model
+        else:
+            import zoo
+
+            net = zoo.load(str(spec)).model
+        if not isinstance(net, TinyMIMViT):
+            raise TypeError(f"teacher {spec!r} is a {type(net).__name__}; TinyMIM needs a zoo ViT (TinyMIMViT)")
+    net.requires_grad_(False)
+    net.teacher_heads = teacher_heads  # an optional re-split of the relation block's channels into heads
+    return net.eval()
+
+
+def _teacher_qkv(teacher: TinyMIMViT, images: Tensor, block: int, heads: int | None):
+    idx = block % len(teacher.blocks)
+    x = teacher.embed(images)
+    for blk in teacher.blocks[:idx]:
+        x = blk(x)
+    blk = teacher.blocks[idx]
+    if heads is None or heads == blk.attn.num_heads:
+        return block_qkv(blk, x)
+    # Head count is not a property of the weights: split the same q, k, v channels into `heads` groups.
+    q, k, v = (t.transpose(1, 2).flatten(2) for t in block_qkv(blk, x))
+    B, T, C = q.shape
+    if C % heads:
+        raise ValueError(f"teacher_heads={heads} does not divide the teacher width {C}")
+    return tuple(t.view(B, T, heads, C // heads).transpose(1, 2) for t in (q, k, v))
+
+
+# ============================================================================================== distillation
+class TinyMIMDistillModule(LightningModule):
+    """Relation distillation of a frozen MIM teacher into a ViT student (see the module docstring).
+
+    Student: ViT/``patch_size`` at ``img_size`` with ``embed_dim``, ``depth``, ``num_heads`` and ``last_heads``
+    in its last block (defaults: TinyMIM ViT-B from an MAE ViT-L teacher at block 18). ``teacher_block`` is
+    1-based as in the paper (18 of 24) or negative from the end (-1: last). ``forward`` gives the student's token
+    features (B, 1 + N, C) after its final norm.
+    """
+
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        last_heads: int = 16,
+        drop_path_rate: float = 0.1,
+        teacher: str | dict | None = None,
+        teacher_block: int = 18,
+        teacher_heads: int | None = None,
+        student_color_jitter: float = 0.4,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        blr: float = 1.5e-4,
+        lr: float | None = None,
+        min_lr: float = 0.0,
+        weight_decay: float = 0.05,
+        betas: Sequence[float] = (0.9, 0.95),
+        warmup_epochs: float = 15,
+        relation_impl: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if teacher_block == 0:
+            raise ValueError("teacher_block is 1-based (the paper's 'block 18 of 24') or negative; 0 is neither")
+        self.model = TinyMIMViT(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
+                                num_heads=num_heads, last_heads=last_heads, drop_path_rate=drop_path_rate,
+                                drop_path_uniform=True, fixed_pos_embed=True)
+        self.teacher: TinyMIMViT | None = None  # built in configure_model
+        self.example_input_array = torch.randn(2, 3, img_size, img_size)
+
+    # ------------------------------------------------------------------ inference
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model.forward_features(images)
+
+    # ------------------------------------------------------------------ teacher
+    def configure_model(self) -> None:
+        if self.teacher is not None:
+            return
+        spec = self.hparams.teacher
+        if spec is None:
+            raise ValueError(
+                "TinyMIMDistillModule needs a teacher to train: set model.init_args.teacher to a zoo model "
+                "(registry name, local-dir:PATH, hf-hub:org/name), a Lightning .ckpt, an official MAE .pth "
+                "(e.g. mae_pretrain_vit_large.pth) or a dict of ViT init args."
+            )
+        teacher = build_teacher(spec, self.hparams.teacher_heads)
+        n = len(teacher.blocks)
+        blk = self.hparams.teacher_block
+        if not (-n <= blk <= n):
+            raise ValueError(f"teacher_block={blk} but the teacher has {n} blocks")
+        self._teacher_index = blk - 1 if blk > 0 else n + blk
+        heads = teacher.teacher_heads or teacher.blocks[self._teacher_index].attn.num_heads
+        if heads != self.model.last_heads:
+            raise ValueError(
+                f"the teacher's relation block has {heads} heads but the student's last block has "
+                f"{self.model.last_heads}: set last_heads={heads} (the paper's choice) or teacher_heads="
+                f"{self.model.last_heads}."
+            )
+        self.teacher = teacher.to(self.device)
+        log.info("TinyMIM teacher: %s (%d blocks, relations at block %d, %d heads)", spec if isinstance(spec, str)
+                 else "ViT from init args", n, self._teacher_index + 1, heads)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # the teacher is a fixed target: never dropout / drop path
+        return self
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The teacher is an input, rebuilt from `teacher`; keep it out of checkpoints (ViT-L would triple them).
+        sd = checkpoint.get("state_dict", {})
+        for k in [k for k in sd if k.startswith("teacher.")]:
+            del sd[k]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.teacher is not None:  # restoring into a configured module: strict loading expects its keys
+            sd = checkpoint.setdefault("state_dict", {})
+            for k, v in self.teacher.state_dict().items():
+                sd.setdefault(f"teacher.{k}", v)
+
+    # ------------------------------------------------------------------ objective
+    def relation_loss(self, images: Tensor, student_images: Tensor | None = None):
+        """(L, L_qk, L_vv) for a batch: teacher on ``images``, student on ``student_images`` (default: the same)."""
+        if self.teacher is None:
+            self.configure_model()
+        with torch.no_grad():
+            t_qkv = _teacher_qkv(self.teacher, images, self._teacher_index, self.teacher.teacher_heads)
+        s_qkv = self.model.forward_qkv(images if student_images is None else student_images, -1)
+        return relation_kl_loss(s_qkv, t_qkv, impl=self.hparams.relation_impl)
+
+    def training_step(self, batch, batch_idx):
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        student_images = color_jitter(images, self.hparams.student_color_jitter, self.hparams.mean, self.hparams.std)
+        loss, l_qk, l_vv = self.relation_loss(images, student_images)
+        self.log_dict({"train/loss": loss, "train/loss_qk": l_qk, "train/loss_vv": l_vv}, prog_bar=True,
+                      batch_size=images.shape[0])
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        loss, l_qk, l_vv = self.relation_loss(images)
+        self.log_dict({"val/loss": loss, "val/loss_qk": l_qk, "val/loss_vv": l_vv}, prog_bar=True,
+                      batch_size=images.shape[0])
+
+    test_step = validation_step
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        hp = self.hparams
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():  # the student only: the teacher is not an optimisation variable
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+        lr = _base_lr(self, hp.lr, hp.blr)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=tuple(hp.betas))
+        return {"optimizer": opt, "lr_scheduler": _schedule(self, opt, hp.warmup_epochs, hp.min_lr / lr)}
+
+
+# ============================================================================================== fine-tuning
+def load_pretrained(model: nn.Module, source: str) -> list[str]:
+    """Initialise a fine-tuning ViT from a pre-trained one (MAE ``main_finetune``): the encoder weights load, the
+    final ``norm`` is dropped when the classifier uses ``fc_norm``, the head stays new, ``pos_embed`` is resampled
+    when the grid differs. Returns the keys left at initialisation; raises if any encoder weight is missing."""
+    from timm.layers import resample_abs_pos_embed
+
+    state = _read_state(source)
+    own = model.state_dict()
+    prefix = getattr(model, "num_prefix_tokens", 1)
+    if "pos_embed" in state and state["pos_embed"].shape != own["pos_embed"].shape:
+        src_prefix = 1 + ("dist_token" in state)
+        if src_prefix != prefix:
+            raise ValueError(f"cannot map pos_embed with {src_prefix} prefix tokens onto a model with {prefix}")
+        grid = getattr(model.patch_embed, "grid_size")
+        state["pos_embed"] = resample_abs_pos_embed(state["pos_embed"], new_size=grid, num_prefix_tokens=prefix)
+    keep = {k: v for k, v in state.items()
+            if k in own and not k.startswith(("head", "fc_norm")) and v.shape == own[k].shape}
+    if isinstance(getattr(model, "fc_norm", None), nn.LayerNorm):
+        keep = {k: v for k, v in keep.items() if not k.startswith("norm.")}
+    encoder = [k for k in own if k.startswith(("blocks.", "patch_embed.", "cls_token"))]
+    lost = [k for k in encoder if k not in keep]
+    if lost:
+        raise ValueError(f"pre-trained weights from {source} do not fit the encoder: {lost[:6]} missing or shaped "
+                         "differently (is it the same ViT size?)")
+    model.load_state_dict(keep, strict=False)
+    return sorted(set(own) - set(keep))
+
+
+class ViTFinetuneModule(LightningModule):
+    """MAE-style supervised fine-tuning of a (TinyMIM-distilled) ViT; ``forward`` gives logits.
+
+    ``kind="vit"``: a timm ViT with ``num_heads`` heads (the standard counts: T 3, S 6, B 12), ``global_pool``
+    ("avg": MAE's mean of patch tokens + fc_norm; "token": CLS + final norm). ``kind="star"``: TinyMIM*-T
+    (distillation token, ``neck_dim``-wide features, two heads averaged).
+    """
+
+    def __init__(
+        self,
+        kind: str = "vit",
+        img_size: int = 224,
+        patch_size: int = 16,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        num_classes: int = 1000,
+        global_pool: str = "avg",
+        neck_dim: int = 1280,
+        drop_path_rate: float = 0.1,
+        pretrained: str | None = None,
+        blr: float = 5e-4,
+        lr: float | None = None,
+        min_lr: float = 1e-6,
+        weight_decay: float = 0.05,
+        layer_decay: float = 0.65,
+        betas: Sequence[float] = (0.9, 0.999),
+        warmup_epochs: float = 5,
+        mixup: float = 0.8,
+        cutmix: float = 1.0,
+        mixup_prob: float = 1.0,
+        mixup_switch_prob: float = 0.5,
+        label_smoothing: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if kind == "vit":
+            self.model = TinyMIMViT(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
+                                    num_heads=num_heads, num_classes=num_classes, global_pool=global_pool,
+                                    drop_path_rate=drop_path_rate, fixed_pos_embed=False)
+        elif kind == "star":
+            self.model = TinyMIMStarViT(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
+                                        num_heads=num_heads, neck_dim=neck_dim, num_classes=num_classes,
+                                        drop_path_rate=drop_path_rate)
+        else:
+            raise ValueError(f"kind must be 'vit' or 'star', got {kind!r}")
+        for head in (getattr(self.model, "head", None), getattr(self.model, "head_dist", None)):
+            if isinstance(head, nn.Linear):  # MAE: trunc_normal(std=2e-5) head, zero bias
+                nn.init.trunc_normal_(head.weight, std=2e-5)
+                nn.init.zeros_(head.bias)
+        self.mixup_fn = None
+        if mixup > 0 or cutmix > 0:
+            from timm.data import Mixup
+
+            self.mixup_fn = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=mixup_prob,
+                                  switch_prob=mixup_switch_prob, label_smoothing=label_smoothing,
+                                  num_classes=num_classes)
+        from torchmetrics import MetricCollection
+        from torchmetrics.classification import MulticlassAccuracy
+
+        metrics = MetricCollection({
+            "acc1": MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro"),
+            "acc5": MulticlassAccuracy(num_classes=num_classes, top_k=min(5, num_classes), average="micro"),
+        })
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self._pretrained_loaded = False
+        self.example_input_array = torch.randn(2, 3, img_size, img_size)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    def configure_model(self) -> None:
+        if self.hparams.pretrained and not self._pretrained_loaded:
+            fresh = load_pretrained(self.model, self.hparams.pretrained)
+            log.info("fine-tuning from %s; newly initialised: %s", self.hparams.pretrained, fresh)
+            self._pretrained_loaded = True
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        if self.mixup_fn is not None:
+            if images.shape[0] % 2:  # timm's batch Mixup pairs images with the flipped batch: needs an even size
+                images, labels = images[:-1], labels[:-1]
+            images, targets = self.mixup_fn(images, labels)
+            logits = self(images)
+            loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+        else:
+            logits = self(images)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.hparams.label_smoothing)
+        self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
+        return loss
+
+    def _eval_step(self, batch, metrics, stage: str):
+        images, labels = batch
+        logits = self(images)
+        self.log(f"{stage}/loss", F.cross_entropy(logits.float(), labels), batch_size=images.shape[0])
+        metrics.update(logits, labels)
+        self.log_dict(metrics, prog_bar=True, batch_size=images.shape[0])
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, self.test_metrics, "test")
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """timm's layer-wise lr decay groups (MAE ``lr_decay``: scale = decay^(L + 1 - layer id), stem id 0,
+        block i id i + 1, head L + 1), each with its scaled lr; no weight decay on 1-D params, pos/cls/dist tokens."""
+        from timm.optim import param_groups_layer_decay
+
+        groups = param_groups_layer_decay(self.model, weight_decay=self.hparams.weight_decay,
+                                          no_weight_decay_list=self.model.no_weight_decay(),
+                                          layer_decay=self.hparams.layer_decay)
+        for g in groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+        return groups
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        lr = _base_lr(self, hp.lr, hp.blr)
+        opt = torch.optim.AdamW(self.param_groups(lr), lr=lr, betas=tuple(hp.betas))
+        return {"optimizer": opt, "lr_scheduler": _schedule(self, opt, hp.warmup_epochs, hp.min_lr / lr)}
