@@ -93,6 +93,8 @@ class GroupFTRL(Optimizer):
                 g = p.grad
                 if g.is_sparse and state["step"] > 0:
                     g = g.coalesce()
+                    if g.sparse_dim() != 1:  # element-sparse -> row-sparse (the layout nn.Embedding produces)
+                        g = g.to_dense().to_sparse(1)
                     rows, vals = g.indices()[0], g.values()
                     if rows.numel() == 0:
                         state["step"] += 1

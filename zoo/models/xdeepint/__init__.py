@@ -1,0 +1,81 @@
+"""xDeepInt (Yan & Li, DLP-KDD 2020, arXiv 2301.01089): registry entries (nothing heavy imported).
+
+The networks are data-sized: the embedding tables hold one K=16 row per kept feature value, and the vocabulary
+(values seen more than 20 times in the training split) is known only after preprocessing the full dataset. The
+entries therefore leave ``vocab_sizes`` to the data module (``CTRDataModule`` fills it in ``setup``), and ``params``
+counts the data-independent part: the PIN matrices (4 x (F h)^2) and the output layer (F + 1). No weights are
+published (``hub_repo`` None) until a model is trained on the full data.
+"""
+from zoo.registry import Entry, Paper
+
+PAPER = Paper(
+    title="xDeepInt: a Hybrid Architecture for Modeling the Vector-Wise and Bit-Wise Feature Interactions",
+    arxiv="2301.01089",
+    code="https://github.com/yanyachen/xDeepInt",
+    venue="DLP-KDD 2020 (KDD 2020 workshop)",
+    citation="""@inproceedings{yan2020xdeepint,
+  title={xDeepInt: a Hybrid Architecture for Modeling the Vector-Wise and Bit-Wise Feature Interactions},
+  author={Yan, Yachen and Li, Liubo},
+  booktitle={Proceedings of the 2nd International Workshop on Deep Learning Practice for High-Dimensional Sparse Data (DLP-KDD 2020)},
+  year={2020},
+  eprint={2301.01089},
+  archivePrefix={arXiv}
+}""",
+)
+
+MODULE = "zoo.models.xdeepint.module.XDeepIntModule"
+TINY = {"vocab_sizes": [3, 5, 4, 6], "num_fields": 4, "embed_dim": 4, "num_layers": 2, "num_subspaces": 2}
+_RECIPE = ("Sum-reduced sigmoid cross-entropy; G-FTRL (alpha 0.02, beta 1, lambda1 10, lambda2 10) on the embedding "
+           "table, FTRL-Proximal (lr 0.02, power -0.5, l1 0.1, l2 0.1, accumulator 0.1) on the PIN and output "
+           "weights; batch 4096, one epoch in file order; 80/20 row-index split (train iff i mod 1000 <= 800); "
+           "evaluation batch 16384. Reference: yanyachen/xDeepInt xdeepint/experiment/criteo/nn1.py.")
+_LIMITS = ("Architecture only: no weights are published yet. The paper's result tables could not be retrieved, so "
+           "no paper metrics are listed. The official code has no licence file; Criteo and Avazu data are under "
+           "their competitions' research-only terms. `params` excludes the data-sized embedding tables "
+           "(16 x (1 + kept values)).")
+
+
+def _pin_params(fields: int, h: int = 16, layers: int = 4) -> int:
+    return layers * (fields * h) ** 2 + fields + 1
+
+
+ENTRIES = [
+    Entry(
+        name="xdeepint-criteo",
+        module=MODULE,
+        init_args={"num_fields": 38, "embed_dim": 16, "num_layers": 4, "num_subspaces": 16},
+        paper=PAPER,
+        license="other",
+        description="xDeepInt, the reference Criteo configuration: 38 fields (I1..I12 log-binned, C1..C26), K=16, "
+                    "4 residual linear PIN layers with 16 subspaces (bit-wise crossing), field-weighted output.",
+        preprocess={"dataset": "criteo", "integer_fields": "I1..I12, bin = floor(ln(x^2+1)), 64 buckets",
+                    "categorical_min_count": 20, "split": "train iff (row mod 1000) <= 800"},
+        pipeline_tag="tabular-classification",
+        datasets=("criteo",),
+        tags=("ctr", "click-through-rate", "feature-interactions", "ftrl", "recommendation"),
+        params=_pin_params(38),  # 4 * 608^2 + 39 = 1,478,695 (+ embeddings sized by the data)
+        config="configs/xdeepint-criteo.yaml",
+        recipe=_RECIPE,
+        limitations=_LIMITS,
+        tiny_overrides=TINY,
+    ),
+    Entry(
+        name="xdeepint-avazu",
+        module=MODULE,
+        init_args={"num_fields": 23, "embed_dim": 16, "num_layers": 4, "num_subspaces": 16},
+        paper=PAPER,
+        license="other",
+        description="xDeepInt on Avazu with the Criteo architecture (K=16, L=4, h=16): 23 fields (hour-of-day, "
+                    "weekday and the 21 categorical columns). The paper's Avazu settings are not public; ours.",
+        preprocess={"dataset": "avazu", "fields": "hour -> hour_of_day, weekday; 21 categorical columns",
+                    "categorical_min_count": 20, "split": "train iff (row mod 1000) <= 800"},
+        pipeline_tag="tabular-classification",
+        datasets=("avazu",),
+        tags=("ctr", "click-through-rate", "feature-interactions", "ftrl", "recommendation"),
+        params=_pin_params(23),  # 4 * 368^2 + 24 = 541,720 (+ embeddings sized by the data)
+        config="configs/xdeepint-avazu.yaml",
+        recipe=_RECIPE.replace("Reference: ", "Same recipe as the reference Criteo run (the Avazu one is not public): "),
+        limitations=_LIMITS,
+        tiny_overrides=TINY,
+    ),
+]
