@@ -250,13 +250,17 @@ class _Format:
         types.update({c: pa.float64() for c in self.columns if c.startswith("I") and self.dataset == "criteo"})
         types.update({c: pa.string() for c in self.columns if c not in types})
         include = [c for c in self.columns if c not in self.unused]
-        reader = pacsv.open_csv(
-            self.path,
-            read_options=pacsv.ReadOptions(column_names=self.columns, skip_rows=int(self.header), block_size=block_size),
-            parse_options=pacsv.ParseOptions(delimiter=self.delimiter, quote_char=False),
-            convert_options=pacsv.ConvertOptions(column_types=types, include_columns=include, null_values=[""],
-                                                 strings_can_be_null=False, quoted_strings_can_be_null=False),
-        )
+        try:  # open_csv already parses the first block
+            reader = pacsv.open_csv(
+                self.path,
+                read_options=pacsv.ReadOptions(column_names=self.columns, skip_rows=int(self.header),
+                                               block_size=block_size),
+                parse_options=pacsv.ParseOptions(delimiter=self.delimiter, quote_char=False),
+                convert_options=pacsv.ConvertOptions(column_types=types, include_columns=include, null_values=[""],
+                                                     strings_can_be_null=False, quoted_strings_can_be_null=False),
+            )
+        except pa.ArrowInvalid as e:
+            raise self.locate_error(str(e)) from None
         while True:
             try:
                 batch = reader.read_next_batch()
