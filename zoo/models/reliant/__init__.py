@@ -1,2 +1,123 @@
-"""RELIANT: fair knowledge distillation for GNNs (registry entries filled below)."""
+"""RELIANT (Dong et al., SDM 2023): fair knowledge distillation for GNNs. Registry entries (nothing heavy imported).
+
+Names: ``reliant-<framework>.<dataset>`` for the RELIANT students (CPF: PLP + MLP; GraphAKD: SGC), and
+``reliant-teacher-<arch>.<dataset>`` for the GCN / GraphSAGE teachers. The students are transductive (the CPF
+student has a gate per node), so every entry is tied to its graph's node and feature counts.
+"""
+from zoo.registry import Entry, Metric, Paper
+
+PAPER = Paper(
+    title="RELIANT: Fair Knowledge Distillation for Graph Neural Networks",
+    arxiv="2301.01150",
+    code="https://github.com/yushundong/RELIANT",
+    venue="SDM 2023",
+    citation="""@inproceedings{dong2023reliant,
+  title={RELIANT: Fair Knowledge Distillation for Graph Neural Networks},
+  author={Dong, Yushun and Zhang, Binchi and Yuan, Yiling and Zou, Na and Wang, Qi and Li, Jundong},
+  booktitle={Proceedings of the 2023 SIAM International Conference on Data Mining},
+  year={2023}
+}""",
+)
+
+STUDENT = "zoo.models.reliant.module.ReliantModule"
+TEACHER = "zoo.models.reliant.module.GNNTeacherModule"
+
+# graph sizes: (features incl. the sensitive column, nodes, Hub dataset name)
+GRAPHS = {
+    "bail": (18, 18876, "Recidivism (bail)"),
+    "credit": (13, 30000, "Credit (Taiwan default)"),
+    "german": (27, 1000, "German credit"),
+}
+# exact parameter counts of module.model at these sizes (checked on the meta device by tests/test_models.py)
+PARAMS = {
+    ("teacher", "gcn", "bail"): 5506, ("teacher", "sage", "bail"): 35714,
+    ("teacher", "gcn", "credit"): 5186, ("teacher", "sage", "credit"): 35074,
+    ("teacher", "gcn", "german"): 6082, ("teacher", "sage", "german"): 36866,
+    ("cpf", "bail"): 20240, ("graphakd", "bail"): 5634,
+    ("cpf", "credit"): 31039, ("graphakd", "credit"): 5314,
+    ("cpf", "german"): 2949, ("graphakd", "german"): 6210,
+}
+
+
+def _m(ds, metric, value, name, protocol):
+    return Metric(task="node-classification", dataset=ds, dataset_name=GRAPHS[ds][2], metric=metric, value=value,
+                  split="test", name=name, protocol=protocol)
+
+
+_LOG = "official README example log, single seed, RELIANT(SP), teacher GCN; fractions"
+PAPER_METRICS = {
+    ("cpf", "bail"): (_m("bail", "accuracy", 0.8928, "accuracy", _LOG), _m("bail", "delta_sp", 0.0567, "ΔSP", _LOG),
+                      _m("bail", "delta_eo", 0.0229, "ΔEO", _LOG)),
+    ("graphakd", "bail"): (_m("bail", "accuracy", 0.8899, "accuracy", _LOG),
+                           _m("bail", "delta_sp", 0.0553, "ΔSP", _LOG), _m("bail", "delta_eo", 0.0277, "ΔEO", _LOG)),
+    ("cpf", "credit"): (_m("credit", "accuracy", 0.7809, "accuracy", _LOG),
+                        _m("credit", "delta_sp", 0.1167, "ΔSP", _LOG), _m("credit", "delta_eo", 0.0718, "ΔEO", _LOG)),
+    ("graphakd", "credit"): (_m("credit", "accuracy", 0.7781, "accuracy", _LOG),
+                             _m("credit", "delta_sp", 0.0259, "ΔSP", _LOG),
+                             _m("credit", "delta_eo", 0.0243, "ΔEO", _LOG)),
+}
+
+# Our measured numbers (scripts/reliant_results.py); filled from /work/exports/reliant_results_german/results.md.
+OUR_METRICS: dict = {}
+# Students trained and exported as Hub folders (zoo.hub.export) -> published repo ids.
+TRAINED = {("cpf", "german"), ("graphakd", "german")}
+
+_LICENSE = "MIT"  # the datasets' packaging (NIFTY) is MIT; RELIANT's repository has no licence file
+_TINY_STUDENT = {"num_nodes": 12, "in_features": 6, "num_layers": 3, "emb_dim": 8, "hidden": 8}
+_TINY_TEACHER = {"in_features": 6, "hidden": 8}
+
 ENTRIES = []
+for _ds, (_f, _n, _dsname) in GRAPHS.items():
+    for _arch in ("gcn", "sage"):
+        ENTRIES.append(Entry(
+            name=f"reliant-teacher-{_arch}.{_ds}",
+            module=TEACHER,
+            init_args={"arch": _arch, "in_features": _f},
+            paper=PAPER,
+            license=_LICENSE,
+            description=f"RELIANT's {'GCN (3 layers, 64 hidden)' if _arch == 'gcn' else 'GraphSAGE (4 layers, 128 hidden, gcn aggregator)'} "
+                        f"teacher for {_dsname}: the biased GNN whose knowledge is distilled.",
+            hub_repo=None,
+            pipeline_tag=None,
+            datasets=(_ds,),
+            tags=("graph", "fairness", "gnn", "teacher"),
+            params=PARAMS[("teacher", _arch, _ds)],
+            config=f"configs/reliant-teacher-{_ds}.yaml",
+            recipe="Full-batch Adam (GCN lr 0.01, wd 1e-3, dropout 0.8; GraphSAGE lr 0.01, wd 5e-4, dropout 0.5), "
+                   "cross-entropy on the training nodes, up to 1000 epochs keeping the best validation accuracy "
+                   "(patience 500), as RELIANT's train.conf.yaml.",
+            limitations="Trained on the sensitive attribute among the features, as in RELIANT: it is the biased "
+                        "reference, not a model to deploy.",
+            tiny_overrides=dict(_TINY_TEACHER),
+        ))
+    for _fw in ("cpf", "graphakd"):
+        _name = f"reliant-{_fw}.{_ds}"
+        ENTRIES.append(Entry(
+            name=_name,
+            module=STUDENT,
+            init_args={"framework": _fw, "teacher": f"reliant-teacher-gcn.{_ds}", "in_features": _f,
+                       "num_nodes": _n, "metric": "sp", "proxy": 2},
+            paper=PAPER,
+            license=_LICENSE,
+            description=(f"RELIANT student ({'CPF: parameterised label propagation + MLP' if _fw == 'cpf' else 'GraphAKD: SGC with adversarial KD'}) "
+                         f"distilled from a GCN teacher on {_dsname} with the learnable bias proxy and the R_SP penalty."),
+            hub_repo=f"zoo-models/{_name}" if (_fw, _ds) in TRAINED else None,
+            datasets=(_ds,),
+            tags=("graph", "fairness", "knowledge-distillation", _fw),
+            params=PARAMS[(_fw, _ds)],
+            paper_metrics=PAPER_METRICS.get((_fw, _ds), ()),
+            our_metrics=OUR_METRICS.get((_fw, _ds), ()),
+            config=f"configs/reliant-{_ds}-{_fw}.yaml",
+            recipe=(("CPF host: L = ||P_s - P_t||_F (non-training nodes) + 1e3 R_SP; PLP 10 layers, emb 64, feat/attn "
+                     "dropout 0.8/0.2, Adam lr 0.01 wd 0.01 for the student and the proxy; best validation accuracy.")
+                    if _fw == "cpf" else
+                    ("GraphAKD host: CE + logit/embedding adversarial KD + L1(logits) + 100 R_SP on training nodes; "
+                     "SGC 64 hidden, Adam lr 1e-4 (student) / 1e-3 (discriminators, proxy), wd 5e-4, 600 epochs; "
+                     "best validation loss."))
+                   + " Alternating each epoch: student step with the proxy's node-mean, then the proxy step "
+                     "maximising the bias penalty (-alpha R) with the per-node proxy.",
+            limitations="Transductive: tied to its graph (per-node gates / proxy mean). The inference input puts the "
+                        "proxy's node-mean into the proxy slot; the sensitive column itself stays among the features "
+                        "(as in the official code).",
+            tiny_overrides=dict(_TINY_STUDENT),
+        ))

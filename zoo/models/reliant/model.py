@@ -20,6 +20,59 @@ import torch.nn.functional as F
 from torch import nn
 
 
+# ------------------------------------------------------------------------------------------- graph helper
+_ADJ_CACHE: dict = {}
+
+
+def adjacency(edge_index: torch.Tensor, num_nodes: int, self_loops: bool = False) -> torch.Tensor:
+    """The binary (N, N) adjacency of ``edge_index`` as a torch sparse CSR tensor (row = target), optionally with
+    self-loops; an already sparse input is returned unchanged. Message passing then runs as one sparse-dense product
+    per layer (PyG's GCNConv / SAGEConv / SGConv accept it), which on CPU is 10-100x faster than gather-scatter.
+    The conversion is cached for the last few graphs (full-batch training reuses one graph every epoch)."""
+    if edge_index.layout != torch.strided:
+        return edge_index
+    key = (edge_index.data_ptr(), tuple(edge_index.shape), edge_index._version, num_nodes, self_loops,
+           edge_index.device)
+    adj = _ADJ_CACHE.get(key)
+    if adj is None:
+        from torch_geometric.utils import add_remaining_self_loops, coalesce, to_torch_csr_tensor
+
+        ei = add_remaining_self_loops(edge_index, num_nodes=num_nodes)[0] if self_loops else edge_index
+        ei = coalesce(ei, num_nodes=num_nodes)
+        adj = to_torch_csr_tensor(ei.flip(0), size=(num_nodes, num_nodes))  # row = target (adj_t)
+        if len(_ADJ_CACHE) >= 4:
+            _ADJ_CACHE.pop(next(iter(_ADJ_CACHE)))
+        _ADJ_CACHE[key] = adj
+    return adj
+
+
+class _SymPatternSpMM(torch.autograd.Function):
+    """(A @ X) for a CSR matrix A whose sparsity pattern is symmetric, differentiable w.r.t. X only. The backward
+    product A^T G reuses A's CSR arrays with the values permuted (``reverse`` maps each entry (v, u) to (u, v)),
+    instead of torch's generic CSR transpose, which sorts all edges on every backward pass."""
+
+    @staticmethod
+    def forward(ctx, crow, col, values, reverse, x):
+        ctx.save_for_backward(crow, col, values, reverse)
+        n = crow.shape[0] - 1
+        return torch.sparse_csr_tensor(crow, col, values, (n, x.shape[0])) @ x
+
+    @staticmethod
+    def backward(ctx, grad):
+        crow, col, values, reverse = ctx.saved_tensors
+        n = crow.shape[0] - 1
+        return None, None, None, None, torch.sparse_csr_tensor(crow, col, values[reverse], (n, n)) @ grad
+
+
+def reverse_edge_index(adj: torch.Tensor) -> torch.Tensor:
+    """For a CSR matrix with a symmetric pattern: position of entry (u, v) for every entry (v, u)."""
+    crow, col = adj.crow_indices(), adj.col_indices()
+    n = crow.shape[0] - 1
+    row = torch.repeat_interleave(torch.arange(n, device=col.device), crow[1:] - crow[:-1])
+    key = row * n + col  # ascending: CSR is sorted by row, then column
+    return torch.searchsorted(key, col * n + row)
+
+
 # ------------------------------------------------------------------------------------------- surrogate, penalty
 def surrogate_indicator(p: torch.Tensor) -> torch.Tensor:
     """h(p) = 1/2 + P1(x)/2 - P3(x)/8 + P5(x)/16 - 5 P7(x)/128 + 7 P9(x)/256 with x = 2p - 1 (Legendre P_n):
@@ -67,6 +120,7 @@ class GCNTeacher(nn.Module):
         self.dropout = dropout
 
     def embed(self, x, edge_index):
+        edge_index = adjacency(edge_index, x.shape[0])  # GCNConv adds the self-loops and normalises
         h = x
         for i, conv in enumerate(self.convs[:-1]):
             if i > 0:
@@ -76,7 +130,7 @@ class GCNTeacher(nn.Module):
 
     def forward(self, x, edge_index):
         h = F.dropout(self.embed(x, edge_index), self.dropout, self.training)
-        return self.convs[-1](h, edge_index)
+        return self.convs[-1](h, adjacency(edge_index, x.shape[0]))
 
 
 class SAGETeacher(nn.Module):
@@ -94,9 +148,7 @@ class SAGETeacher(nn.Module):
         self.dropout = dropout
 
     def embed(self, x, edge_index):
-        from torch_geometric.utils import add_remaining_self_loops
-
-        ei, _ = add_remaining_self_loops(edge_index, num_nodes=x.shape[0])
+        ei = adjacency(edge_index, x.shape[0], self_loops=True)
         h = F.dropout(x, self.dropout, self.training)
         for conv in self.convs[:-1]:
             h = F.dropout(F.relu(conv(h, ei)), self.dropout, self.training)
@@ -172,21 +224,30 @@ class PLPStudent(nn.Module):
         self.train_mask.copy_(train_mask)
 
     def forward(self, x, edge_index):
-        from torch_geometric.utils import add_remaining_self_loops, scatter, softmax
-
         n = x.shape[0]
         if n != self.gate.shape[0]:
             raise ValueError(f"PLPStudent has per-node gates for {self.gate.shape[0]} nodes, got {n} nodes")
-        ei, _ = add_remaining_self_loops(edge_index, num_nodes=n)
-        src, dst = ei
+        adj = adjacency(edge_index, n, self_loops=True)
+        crow, col, ones = adj.crow_indices(), adj.col_indices(), adj.values().to(x.dtype)
+        if getattr(self, "_reverse_for", None) is not adj:
+            self._reverse, self._reverse_for = reverse_edge_index(adj), adj
+        rev = self._reverse
         gate = torch.sigmoid(self.gate)
         clamp = self.train_mask.unsqueeze(1)
         h = self.label_init
+        p = self.attn_drop.p
         for _ in range(self.num_layers - 1):
+            # The attention logit depends on the source only, so the edge softmax factorises:
+            # a_uv = w_u / sum_{u' in N(v)} w_u' with w = exp(el - max el). Attention dropout (applied to a_uv, as
+            # DGL's edge_softmax + dropout) masks edges of the numerator only.
             el = (self.feat_drop(x) * self.attn).sum(-1)
-            a = self.attn_drop(softmax(el[src], dst, num_nodes=n))
-            agg = scatter(h[src] * a.unsqueeze(1), dst, dim=0, dim_size=n, reduce="sum")
-            h = F.relu(gate * agg + (1 - gate) * self.mlp(x))  # sigmoid(-g) = 1 - sigmoid(g)
+            w = torch.exp(el - el.max()).unsqueeze(1)
+            denom = _SymPatternSpMM.apply(crow, col, ones, rev, w)
+            vals = ones
+            if self.training and p > 0:
+                vals = (torch.rand(ones.shape[0], device=x.device) >= p).to(x.dtype) / (1 - p)
+            num = _SymPatternSpMM.apply(crow, col, vals, rev, w * h)
+            h = F.relu(gate * (num / denom) + (1 - gate) * self.mlp(x))  # sigmoid(-g) = 1 - sigmoid(g)
             h = torch.where(clamp, self.label_init, h)
         return h
 
@@ -204,6 +265,7 @@ class SGCStudent(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward_with_embedding(self, x, edge_index):
+        edge_index = adjacency(edge_index, x.shape[0])  # SGConv adds the self-loops and normalises
         h = self.dropout(F.relu(self.convs[0](x, edge_index)))
         emb = F.relu(self.convs[1](h, edge_index))
         return self.convs[2](self.dropout(emb), edge_index), emb

@@ -152,6 +152,32 @@ class GNNTeacherModule(_FairGraphEval):
         return logits, emb
 
 
+def fit_teacher(arch: str, data, epochs: int = 200, seed: int = 0) -> GNNTeacherModule:
+    """A teacher trained here, full batch, keeping the best-validation-accuracy weights (for demos and tests, where
+    no exported teacher exists). Same objective and optimiser as GNNTeacherModule under a Trainer."""
+    import copy
+
+    log.info("RELIANT: training a %s teacher for %d epochs (teacher='fit:%s')", arch, epochs, arch)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        t = GNNTeacherModule(arch, in_features=data.num_features, num_classes=int(data.y.max()) + 1).to(data.x.device)
+        opt = t.configure_optimizers()
+        best, state = -1.0, None
+        for _ in range(epochs):
+            t.train()
+            loss = F.cross_entropy(t(data.x, data.edge_index)[data.train_mask], data.y[data.train_mask])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            t.eval()
+            with torch.no_grad():
+                acc = (t(data.x, data.edge_index).argmax(-1) == data.y)[data.val_mask].float().mean().item()
+            if acc >= best:
+                best, state = acc, copy.deepcopy(t.model.state_dict())
+        t.model.load_state_dict(state)
+    return t.eval()
+
+
 # =========================================================================================== RELIANT
 _FRAMEWORKS = ("cpf", "graphakd")
 
@@ -172,13 +198,15 @@ class ReliantModule(_FairGraphEval):
         GraphAKD student: hidden, sgc_k, dropout (64, 1, 0.5).
         lr, weight_decay: None -> CPF 0.01 / 0.01; GraphAKD 1e-3 / 5e-4 (student uses lr / 10, proxy and
             discriminators lr).
+        teacher_epochs: epochs of the quick teacher trained in ``setup`` when ``teacher="fit:gcn|sage"`` (demos).
     """
 
     def __init__(self, framework: str = "cpf", teacher: str | None = None, in_features: int = 18,
                  num_nodes: int = 18876, num_classes: int = 2, metric: str = "sp", proxy: int = 2,
                  alpha: float | None = None, num_layers: int = 10, emb_dim: int = 64, mlp_layers: int = 2,
                  feat_drop: float = 0.8, attn_drop: float = 0.2, hidden: int = 64, sgc_k: int = 1,
-                 dropout: float = 0.5, lr: float | None = None, weight_decay: float | None = None):
+                 dropout: float = 0.5, lr: float | None = None, weight_decay: float | None = None,
+                 teacher_epochs: int = 200):
         super().__init__()
         self.save_hyperparameters()
         if framework not in _FRAMEWORKS:
@@ -256,11 +284,15 @@ class ReliantModule(_FairGraphEval):
         if self.teacher_logits is None:
             if hp.teacher is None:
                 raise ValueError("ReliantModule needs a teacher: pass teacher='local-dir:PATH' (an exported "
-                                 "GNNTeacherModule) or a registry name, or call set_teacher_outputs(logits, emb)")
-            import zoo
+                                 "GNNTeacherModule), a registry name, 'fit:gcn' / 'fit:sage' (train one here), or "
+                                 "call set_teacher_outputs(logits, emb)")
+            if hp.teacher.startswith("fit:"):
+                teacher = fit_teacher(hp.teacher[4:], data, hp.teacher_epochs)
+            else:
+                import zoo
 
-            log.info("RELIANT: loading teacher %s", hp.teacher)
-            teacher = zoo.load(hp.teacher)
+                log.info("RELIANT: loading teacher %s", hp.teacher)
+                teacher = zoo.load(hp.teacher)
             if not isinstance(teacher, GNNTeacherModule):
                 raise TypeError(f"{hp.teacher} is a {type(teacher).__name__}, not a GNNTeacherModule")
             teacher = teacher.to(self.device)
