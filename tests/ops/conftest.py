@@ -2,7 +2,8 @@
 
 Triton decorates its own library functions (``tl.zeros``, ``tl.sum``, ...) when it is imported, so the variable
 must be set before the first ``import triton`` — and importing lightning (other test modules do) imports triton.
-So: when this conftest is loaded before triton, it sets the variable and the tests run in this process; otherwise
+So: when this conftest is loaded before triton, it imports triton in interpreter mode and the tests run in this
+process (the variable is set per test, so other test modules never see it); otherwise
 each test module is run once in a fresh ``TRITON_INTERPRET=1`` pytest subprocess and every test here reports the
 outcome it had there (``pytest_pyfunc_call`` below), so the kernels are exercised either way.
 """
@@ -18,7 +19,19 @@ import pytest
 import torch
 
 if "triton" not in sys.modules:
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+    # Import triton in interpreter mode now, then put the variable back as it was, so that test modules outside
+    # tests/ops do not run with it; the fixture below sets it for each test here.
+    _previous = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        import triton.language  # noqa: F401
+    except Exception:  # no Triton: the fixture skips with the reason
+        pass
+    finally:
+        if _previous is None:
+            del os.environ["TRITON_INTERPRET"]
+        else:
+            os.environ["TRITON_INTERPRET"] = _previous
 
 _RESULTS: dict[Path, dict[str, tuple[str, str]]] = {}
 

@@ -139,6 +139,24 @@ def _linear(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return (torch.addmm(bias, h, weight.t()) if bias is not None else h @ weight.t()).contiguous()
 
 
+def _accumulate(dlogits: Tensor, h: Tensor, weight: Tensor, start: int, gh, gw, gb) -> None:
+    """Add one chunk's ∂/∂h (rows start:start+C), ∂/∂W and ∂/∂b; in place, without temporaries where the dtypes
+    allow (float32 accumulators)."""
+    rows = slice(start, start + dlogits.shape[0])
+    if gh is not None:
+        if gh.dtype == dlogits.dtype:
+            torch.mm(dlogits, weight.to(dlogits.dtype), out=gh[rows])
+        else:
+            gh[rows] = (dlogits @ weight.to(dlogits.dtype)).to(gh.dtype)
+    if gw is not None:
+        if gw.dtype == dlogits.dtype:
+            gw.addmm_(dlogits.t(), h.to(dlogits.dtype))
+        else:
+            gw.add_((dlogits.t() @ h.to(dlogits.dtype)).float())
+    if gb is not None:
+        gb.add_(dlogits.sum(0, dtype=torch.float32))
+
+
 @torch.library.custom_op("zoo::fused_linear_cross_entropy", mutates_args=())
 def _flce_op(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, ignore_index: int, reduction: str,
              grad_hidden: bool, grad_weight: bool, grad_bias: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -158,12 +176,8 @@ def _flce_op(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor
         logits = _linear(h, weight, bias)
         losses[s:s + C] = _chunk_loss_(logits, target[s:s + C], ignore_index, None, want)
         if want:
-            if grad_hidden:
-                gh[s:s + C] = logits @ weight.to(logits.dtype)
-            if grad_weight:
-                gw.add_((logits.t() @ h.to(logits.dtype)).float())
-            if grad_bias:
-                gb.add_(logits.float().sum(0))
+            _accumulate(logits, h, weight, s, gh if grad_hidden else None, gw if grad_weight else None,
+                        gb if grad_bias else None)
     if reduction == "none":
         return losses, gh, gw, gb  # all empty
     loss = losses.sum()
@@ -201,9 +215,7 @@ def _flce_backward_op(grad: Tensor, hidden: Tensor, weight: Tensor, bias: Tensor
         h = hidden[s:s + C]
         logits = _linear(h, weight, bias)
         _chunk_loss_(logits, target[s:s + C], ignore_index, grad[s:s + C], True)
-        gh[s:s + C] = (logits @ weight.to(logits.dtype)).to(gh.dtype)
-        gw.add_((logits.t() @ h.to(logits.dtype)).float())
-        gb.add_(logits.float().sum(0))
+        _accumulate(logits, h, weight, s, gh, gw, gb)
     return gh, gw.to(weight.dtype), gb.to(bias.dtype if bias is not None else weight.dtype)
 
 
