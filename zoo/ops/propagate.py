@@ -1,7 +1,7 @@
 """``zoo.ops.graph_propagate``: sparse CSR adjacency (N×M) times dense features (M×F).
 
 The propagation step Â X of graph convolution (Kipf & Welling, ICLR 2017, Eq. 2), SGC's Â^K X (Wu et al., ICML
-2019, Eq. 8), label propagation and CCGC's Laplacian smoothing (Yang et al., AAAI 2023, Eq. 1). The adjacency is a
+2019), label propagation, and CCGC's Laplacian smoothing of the features (Yang et al., AAAI 2023). The adjacency is a
 constant (no gradient to its values); the gradient to X is the transpose product Âᵀ G, computed by the same kernel
 on the CSR of Âᵀ (built in the backward by a stable sort of the column indices).
 

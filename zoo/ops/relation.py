@@ -1,9 +1,10 @@
 """``zoo.ops.relation_kl``: TinyMIM's relation-distillation loss, tiled so that no N×N matrix is materialised.
 
-TinyMIM (Ren et al., "TinyMIM: An Empirical Study of Distilling MIM Pre-trained Models", CVPR 2023, Sec. 3.2,
-Eq. 2-4) distils the token relations of a teacher into a student: for a pair of per-head token embeddings
-(a, b) — queries/keys or values/values — the relation is R = softmax(a bᵀ · scale) row-wise, and the loss is the
-KL divergence KL(R_teacher ‖ R_student) averaged over batch, heads and the N rows.
+TinyMIM (Ren et al., "TinyMIM: An Empirical Study of Distilling MIM Pre-trained Models", CVPR 2023,
+arXiv 2301.01296, relation distillation) distils the token relations of a teacher into a student: for a pair of
+per-head token embeddings (a, b) — queries/keys or values/values — the relation is R = softmax(a bᵀ · scale)
+row-wise (scale = 1/sqrt(d_h) of each model), and the loss is KL(R_teacher ‖ R_student) summed over the key axis
+and averaged over batch, heads and the N query rows (as the official code's KLDivLoss does).
 
 Per row i, with S = s_a s_bᵀ·s_scale and T = t_a t_bᵀ·t_scale, P = softmax(T_i), Q = softmax(S_i):
 
@@ -46,7 +47,7 @@ def _check(student_a, student_b, teacher_a, teacher_b):
 
 def relation_kl_reference(student_a: Tensor, student_b: Tensor, teacher_a: Tensor, teacher_b: Tensor,
                           student_scale: float, teacher_scale: float) -> Tensor:
-    """The specification: materialises the (B, H, N, M) relations (TinyMIM Eq. 2-4)."""
+    """The specification: materialises the (B, H, N, M) relations."""
     _check(student_a, student_b, teacher_a, teacher_b)
     s = torch.matmul(student_a.float(), student_b.float().transpose(-1, -2)) * student_scale
     t = torch.matmul(teacher_a.detach().float(), teacher_b.detach().float().transpose(-1, -2)) * teacher_scale
