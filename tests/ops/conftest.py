@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-if "triton" not in sys.modules:
+if "triton" not in sys.modules and not torch.cuda.is_available():  # with a GPU, triton stays compiled-mode for
+    # tests/test_ops_gpu.py and these tests take the subprocess path below
     # Import triton in interpreter mode now, then put the variable back as it was, so that test modules outside
     # tests/ops do not run with it; the fixture below sets it for each test here.
     _previous = os.environ.get("TRITON_INTERPRET")

@@ -64,7 +64,6 @@ def cuda_kernel_error() -> str | None:
     return None
 
 
-@torch.compiler.assume_constant_result  # a property of the process: torch.compile need not trace it
 def kernel_error(device) -> str | None:
     """None when the kernel can run on tensors of ``device`` (a device or its type string), else why not."""
     kind = getattr(device, "type", device)
@@ -82,6 +81,11 @@ def kernel_error(device) -> str | None:
                     "so Triton's own functions are compiled-mode; set it in the environment before starting Python")
         return None
     return f"Triton kernels do not run on {kind!r} tensors"
+
+
+# A property of the process that torch.compile need not trace: what ``torch.compiler.assume_constant_result`` sets,
+# set directly because that function imports torch._dynamo (seconds) at decoration time.
+kernel_error._dynamo_marked_constant = True
 
 
 def resolve(op: str, impl: str, *tensors) -> str:
