@@ -58,7 +58,7 @@ _RECIPE_PT = (
 )
 _RECIPE_FT = (
     "MAE fine-tuning: 100 epochs (5 warm-up), batch 1024, AdamW, lr 5e-4 x batch/256, layer decay 0.65, weight "
-    "decay 0.05, drop path 0.1, RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25, Mixup 0.8 / CutMix 1.0, "
+    "decay 0.05, drop path 0.2, RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25, Mixup 0.8 / CutMix 1.0, "
     "label smoothing 0.1, global average pooling + fc_norm. The recipe in the official README is for B; T and S used "
     "'a higher learning rate and larger batch size' (OliverRensu/TinyMIM#5), not published."
 )

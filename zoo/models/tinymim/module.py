@@ -417,7 +417,7 @@ class ViTFinetuneModule(LightningModule):
         num_classes: int = 1000,
         global_pool: str = "avg",
         neck_dim: int = 1280,
-        drop_path_rate: float = 0.1,
+        drop_path_rate: float = 0.2,
         pretrained: str | None = None,
         blr: float = 5e-4,
         lr: float | None = None,
