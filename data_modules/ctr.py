@@ -241,8 +241,10 @@ class _Format:
                                           f"fix or drop that line. Line starts: {line[:80]!r}")
         return CTRFormatError(f"{self.path}: cannot be read as {self.describe()}: {cause}")
 
-    def batches(self, block_size: int = 1 << 24) -> Iterator:
-        """Typed Arrow record batches of the raw file (C++ block reader; memory ~ a few blocks)."""
+    def batches(self, block_size: int = 1 << 20) -> Iterator:
+        """Typed Arrow record batches of the raw file (C++ block reader). Small blocks keep memory flat: with 4-16 MiB
+        blocks Arrow's pool peak grew with the file (164 -> 314 MiB from 250k to 1M rows), with 1 MiB it stays
+        ~44 MiB at the same parsing speed."""
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
@@ -253,7 +255,7 @@ class _Format:
         try:  # open_csv already parses the first block
             reader = pacsv.open_csv(
                 self.path,
-                read_options=pacsv.ReadOptions(column_names=self.columns, skip_rows=int(self.header),
+                read_options=pacsv.ReadOptions(column_names=self.columns, skip_rows=int(self.header), 
                                                block_size=block_size),
                 parse_options=pacsv.ParseOptions(delimiter=self.delimiter, quote_char=False),
                 convert_options=pacsv.ConvertOptions(column_types=types, include_columns=include, null_values=[""],
@@ -384,7 +386,8 @@ def build_ctr_cache(raw: Path, out: Path, dataset: str, min_count: int, train_fr
                 w.finalize()
                 w.close()
             else:
-                ds.map(encode, batched=True, batch_size=100_000, features=final_features, remove_columns=ds.column_names,
+                ds.map(encode, batched=True, batch_size=50_000, writer_batch_size=50_000, features=final_features,
+                       remove_columns=ds.column_names,
                        cache_file_name=str(work / f"{s}.arrow"), new_fingerprint=f"ctr-{s}-{out.name}",
                        desc=f"Encoding {s}")
             del ds
