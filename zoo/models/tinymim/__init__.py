@@ -115,7 +115,8 @@ for _size, (_dim, _heads, _last, _ft_heads, _teacher, _tblock) in SIZES.items():
         datasets=("imagenet-1k",),
         tags=("vision-transformer", "image-classification"),
         params=PARAMS_FT[_size],
-        paper_metrics=(_pt_metrics[0],),
+        paper_metrics=(Metric("image-classification", "imagenet-1k", "ImageNet-1k", "accuracy", TOP1[_size],
+                              "validation", "top-1", _FT_PROTOCOL),),
         config="configs/tinymim-finetune.yaml",
         recipe=_RECIPE_FT,
         limitations=(
