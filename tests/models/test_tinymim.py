@@ -206,6 +206,14 @@ def test_teacher_frozen_through_fit_and_left_out_of_checkpoints(tmp_path):
     # and exporting gives the student alone
     mod, _, _ = hub.module_from_checkpoint(ckpt, "zoo.models.tinymim.module.TinyMIMDistillModule")
     assert mod.teacher is None
+    # sequential distillation: the distilled student (4 heads in its last block) teaches a smaller one
+    nxt = TinyMIMDistillModule(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, last_heads=2,
+                               teacher=str(ckpt), teacher_block=-1, teacher_heads=2, lr=1e-3)
+    nxt.configure_model()
+    torch.testing.assert_close(nxt.teacher.state_dict()["blocks.1.attn.qkv.weight"],
+                               m.model.state_dict()["blocks.1.attn.qkv.weight"])
+    assert nxt.teacher.blocks[0].attn.num_heads == 2 and nxt.teacher.blocks[1].attn.num_heads == 4
+    assert nxt.relation_loss(torch.randn(2, 3, 32, 32))[0].item() > 0
 
 
 def test_color_jitter_acts_per_image_and_only_on_the_students_copy():

@@ -206,9 +206,14 @@ def build_teacher(spec: str | dict, teacher_heads: int | None = None) -> TinyMIM
 
             load_weights_strict(net, state, str(spec))
         elif path.is_file() and path.suffix == ".ckpt":
-            from zoo.hub import module_from_checkpoint
+            from zoo.hub import module_from_checkpoint, read_checkpoint
 
-            net = module_from_checkpoint(path)[0].model
+            # Head counts are not in the weights: rebuild the module from the checkpoint's hyper-parameters
+            # (LightningCLI records the class path; a plain Trainer checkpoint of a TinyMIM module does not).
+            hp = read_checkpoint(path).get("hyper_parameters", {})
+            cls = None if "_class_path" in hp else (
+                f"{__name__}.TinyMIMDistillModule" if "last_heads" in hp else f"{__name__}.ViTFinetuneModule")
+            net = module_from_checkpoint(path, cls)[0].model
         else:
             import zoo
 
