@@ -426,15 +426,25 @@ class _Batches(Dataset):
     label float32 (B,)). Whole-batch slicing keeps the loader cheap; ``shuffle`` shuffles the batch order."""
 
     def __init__(self, path: Path, batch_size: int):
-        from datasets import Dataset as HFDataset
-
-        self.ds = HFDataset.from_file(str(path))
-        self.table = self.ds.data.table
-        self.batch_size = batch_size
+        self.path, self.batch_size = Path(path), batch_size
+        self._table = None
+        self.num_rows = self.table.num_rows
         self.num_fields = self.table.schema.field("ids").type.list_size
 
+    @property
+    def table(self):
+        # Opened lazily per process: DataLoader workers re-map the file instead of receiving a pickled copy.
+        if self._table is None:
+            from datasets import Dataset as HFDataset
+
+            self._table = HFDataset.from_file(str(self.path)).data.table
+        return self._table
+
+    def __getstate__(self):
+        return {**self.__dict__, "_table": None}
+
     def __len__(self) -> int:
-        return math.ceil(self.table.num_rows / self.batch_size)
+        return math.ceil(self.num_rows / self.batch_size)
 
     def __getitem__(self, k: int):
         if not 0 <= k < len(self):

@@ -181,3 +181,15 @@ def test_card_has_paper_and_our_numbers_labelled():
     card = str(hub.make_card(registry.get("emo-1m")))
     assert "71.5" in card and "(paper)" in card
     assert "Measured by zoo (ours)" in card
+
+
+def test_measured_metrics_go_into_a_valid_card(tmp_path):
+    """Our numbers (no public URL) must still give model-index metadata that huggingface_hub accepts."""
+    from huggingface_hub import ModelCard
+
+    e = registry.get("reliant-cpf.bail")
+    assert e.our_metrics, "reliant-cpf.bail carries measured numbers"
+    card = ModelCard(str(hub.make_card(e)))
+    values = [m["value"] for r in card.data.to_dict()["model-index"][0]["results"] for m in r["metrics"]]
+    assert sorted(values) == sorted(m.value for m in (*e.paper_metrics, *e.our_metrics))
+    assert "(ours)" in str(card) and e.our_metrics[0].protocol[:40] in str(card)

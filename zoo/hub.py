@@ -340,8 +340,10 @@ def make_card(entry: registry.Entry | None, cfg: dict | None = None, our_metrics
                     metric_type=m.metric,
                     metric_value=m.value,
                     metric_name=f"{label} ({'paper' if source == 'paper' else 'ours'})",
-                    source_name=source if source == "paper" else f"zoo: {m.protocol or 'measured'}",
-                    source_url=entry.paper.url if source == "paper" else None,
+                    # huggingface_hub requires a source_url with every source_name; our runs have no public URL,
+                    # so our rows carry "(ours)" in metric_name and their protocol in the card's results table.
+                    source_name="paper" if source == "paper" and entry.paper.url else None,
+                    source_url=entry.paper.url if source == "paper" and entry.paper.url else None,
                 )
             )
     data = ModelCardData(

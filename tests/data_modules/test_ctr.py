@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import math
+import pickle
 from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
 from zoo.data_modules.ctr import CTRDataModule, CTRFormatError, log_bin, write_synthetic_criteo
 
@@ -84,6 +86,11 @@ def test_split_rule_and_cache_reuse(tmp_path):
         labels = [int(line.split("\t", 1)[0]) for line in fh]
     assert y_test.tolist() == [labels[i] for i in range(2500) if i % 1000 > 800]
     assert len(dm.train_dataloader()) == math.ceil(2102 / 512)
+    # DataLoader workers get the file path, not a pickled copy of the memory-mapped table
+    blob = pickle.dumps(dm.split("train"))
+    assert len(blob) < 2000
+    ids0, y0 = pickle.loads(blob)[1]
+    assert torch.equal(ids0, dm.split("train")[1][0]) and torch.equal(y0, dm.split("train")[1][1])
     stamp = (cached / "train.arrow").stat().st_mtime_ns
     dm2 = CTRDataModule("criteo", root=str(tmp_path), min_count=5)
     dm2.setup()

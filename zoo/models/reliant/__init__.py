@@ -122,10 +122,7 @@ for _ds, (_f, _n, _dsname) in GRAPHS.items():
             tags=("graph", "fairness", "knowledge-distillation", _fw),
             params=PARAMS[(_fw, _ds)],
             paper_metrics=PAPER_METRICS.get((_fw, _ds), ()),
-            # OUR_METRICS.get((_fw, _ds), ()) once zoo.hub.make_card accepts measured metrics (today it passes
-            # EvalResult a source_name without a source_url, which huggingface_hub rejects); the numbers are in
-            # OUR_METRICS and in the results file meanwhile.
-            our_metrics=(),
+            our_metrics=OUR_METRICS.get((_fw, _ds), ()),
             config=f"configs/reliant-{_ds}-{_fw}.yaml",
             recipe=(("CPF host: L = ||P_s - P_t||_F (non-training nodes) + 1e3 R_SP; PLP 10 layers, emb 64, feat/attn "
                      "dropout 0.8/0.2, Adam lr 0.01 wd 0.01 for the student and the proxy; best validation accuracy.")
