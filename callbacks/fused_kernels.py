@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -159,7 +158,8 @@ class FusedKernels(Callback):
             return
         device = trainer.strategy.root_device
         self._switch = apply_fused_kernels(pl_module, self.ops, device, strict=self.strict)
-        rank_zero_info(f"FusedKernels on {device}:\n  " + "\n  ".join(self._switch.report))
+        if trainer.is_global_zero:  # zoo's own logger (propagates to the root logger, unlike lightning_utilities')
+            log.info("FusedKernels on %s:\n  %s", device, "\n  ".join(self._switch.report))
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self._switch is not None:

@@ -40,6 +40,58 @@ def _build(name: str, batch_size: int):
     return module, ex
 
 
+def count_macs(model: torch.nn.Module, *inputs, norms: bool = True) -> float:
+    """Multiply-adds of one forward pass, counted with ``torch.utils.flop_counter`` (works on the meta device).
+
+    torch counts convolutions, matrix products and attention (FLOPs = 2 x MACs; its CPU attention kernel is added
+    here). ``norms=True`` adds what fvcore's
+    counter (the one most papers report, EMO's included) also charges: BatchNorm 2 per element in eval (1 per
+    element without affine), LayerNorm 5 per element (4 without affine) and adaptive average pooling 1 per input
+    element, so that figures compare with the papers' tables.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    aten = torch.ops.aten
+    extra: dict = {}
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):  # the CPU kernel torch does not count
+        def sdpa_cpu(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs):
+            return sdpa_flop_count(q_shape, k_shape, v_shape)
+
+        extra[aten._scaled_dot_product_flash_attention_for_cpu] = sdpa_cpu
+    if norms:
+        def _numel(shape) -> int:
+            n = 1
+            for d in shape:
+                n *= d
+            return n
+
+        def bn(x_shape, weight=None, *args, out_shape=None, **kwargs):  # flop formulas return FLOPs = 2 x MACs
+            return 2 * _numel(x_shape) * (2 if weight is not None else 1)
+
+        def ln(x_shape, normalized_shape, weight=None, *args, out_shape=None, **kwargs):
+            return 2 * _numel(x_shape) * (5 if weight is not None else 4)
+
+        def pool(x_shape, *args, out_shape=None, **kwargs):
+            return 2 * _numel(x_shape)
+
+        for op in ("_native_batch_norm_legit_no_training", "_native_batch_norm_legit", "native_batch_norm",
+                   "cudnn_batch_norm"):
+            if hasattr(aten, op):
+                extra[getattr(aten, op)] = bn
+        extra[aten.native_layer_norm] = ln
+        extra[aten._adaptive_avg_pool2d] = pool
+    was_training = model.training
+    model.eval()
+    try:
+        with FlopCounterMode(display=False, custom_mapping=extra) as counter, torch.no_grad():
+            model(*inputs)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() / 2
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 

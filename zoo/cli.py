@@ -54,6 +54,12 @@ def cmd_list(ns) -> int:
             f"{om.name or om.metric} {om.value:g}" if om else "-",
             "yes" if e.pretrained else "no",
         ))
+    if ns.markdown:  # the README's model table is this output
+        for j, r in enumerate(rows):
+            print("| " + " | ".join(c.replace("|", "/") for c in r) + " |")
+            if j == 0:
+                print("|" + "---|" * len(r))
+        return 0
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for j, r in enumerate(rows):
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -118,7 +124,7 @@ def cmd_bench(ns) -> int:
     if ns.op:
         from zoo.ops.bench import bench_op
 
-        bench_op(ns.op, device=ns.device)
+        bench_op(ns.op, device=ns.device, reps=ns.steps)
         return 0
     if not ns.names:
         raise SystemExit("zoo bench: give model names (registry names or timm:<name>) or --op NAME")
@@ -137,6 +143,7 @@ def tools_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("list", help="registered models as a table")
     s.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'emo*'")
     s.add_argument("--pretrained", action="store_true", help="only models with published weights")
+    s.add_argument("--markdown", action="store_true", help="a Markdown table (the README's)")
     s.set_defaults(fn=cmd_list)
     s = sub.add_parser("export", help="write a Hub folder from a Lightning .ckpt or a registry name")
     s.add_argument("source")
@@ -169,9 +176,22 @@ def tools_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _console_logging() -> None:
+    """zoo's INFO messages (data fallbacks, learning-rate scaling, fused kernels) on the console, as Lightning's."""
+    import logging
+
+    logger = logging.getLogger("zoo")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
+        _console_logging()
         run_lightning(argv)
         return 0
     p = tools_parser()

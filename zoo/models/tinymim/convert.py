@@ -17,9 +17,10 @@ Command line (reads a file only as plain tensors: ``torch.load(weights_only=True
 """
 from __future__ import annotations
 
-import argparse
 import re
 from pathlib import Path
+
+from zoo.models import _common
 
 __all__ = ["convert_state_dict", "to_official_state_dict", "read_official", "load_official", "main"]
 
@@ -74,43 +75,17 @@ def to_official_state_dict(state: dict) -> dict:
 
 
 def read_official(path: str | Path) -> dict:
-    """Read an official ``.pth`` safely (plain tensors only) and convert it."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"official checkpoint {path} does not exist")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(
-            f"{path} could not be read with torch.load(weights_only=True) ({type(e).__name__}); only plain tensor "
-            "checkpoints are accepted (the official TinyMIM/MAE files are)."
-        ) from e
-    return convert_state_dict(raw)
+    """Read an official checkpoint safely (plain tensors only) and convert it to zoo keys."""
+    return _common.read_official(path, convert_state_dict, "the official TinyMIM/MAE releases")
 
 
 def load_official(path: str | Path, name: str):
     """Build the registry entry ``name`` and load an official checkpoint into it strictly."""
-    import zoo
-    from zoo.hub import load_weights_strict
-
-    module = zoo.create(name)
-    load_weights_strict(module.model, read_official(path), str(path))
-    return module.eval()
+    return _common.load_official(path, name, read_official)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Convert an official TinyMIM/MAE checkpoint into a zoo Hub folder.")
-    p.add_argument("checkpoint", help="official .pth file (weights under 'model')")
-    p.add_argument("name", help="registry name, e.g. tinymim-base or tinymim-tiny-star")
-    p.add_argument("out_dir", help="Hub folder to write (config.json, model.safetensors, README.md)")
-    ns = p.parse_args(argv)
-    from zoo.hub import export
-
-    folder = export(load_official(ns.checkpoint, ns.name), ns.out_dir, name=ns.name)
-    print(folder)
-    return 0
+    return _common.converter_main(argv, load_official, "TinyMIM/MAE", "tinymim-base, tinymim-tiny-star, ...")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
+from zoo.models._common import ClassificationEval
 from zoo.models.tinymim.model import TinyMIMStarViT, TinyMIMViT, block_qkv
 
 log = logging.getLogger(__name__)
@@ -403,7 +404,7 @@ def load_pretrained(model: nn.Module, source: str) -> list[str]:
     return sorted(set(own) - set(keep))
 
 
-class ViTFinetuneModule(LightningModule):
+class ViTFinetuneModule(ClassificationEval, LightningModule):
     """MAE-style supervised fine-tuning of a (TinyMIM-distilled) ViT; ``forward`` gives logits.
 
     ``kind="vit"``: a timm ViT with ``num_heads`` heads (the standard counts: T 3, S 6, B 12), ``global_pool``
@@ -460,15 +461,7 @@ class ViTFinetuneModule(LightningModule):
             self.mixup_fn = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=mixup_prob,
                                   switch_prob=mixup_switch_prob, label_smoothing=label_smoothing,
                                   num_classes=num_classes)
-        from torchmetrics import MetricCollection
-        from torchmetrics.classification import MulticlassAccuracy
-
-        metrics = MetricCollection({
-            "acc1": MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro"),
-            "acc5": MulticlassAccuracy(num_classes=num_classes, top_k=min(5, num_classes), average="micro"),
-        })
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
+        self.init_classification_metrics(num_classes)
         self._pretrained_loaded = False
         self.example_input_array = torch.randn(2, 3, img_size, img_size)
 
@@ -494,19 +487,6 @@ class ViTFinetuneModule(LightningModule):
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.hparams.label_smoothing)
         self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
         return loss
-
-    def _eval_step(self, batch, metrics, stage: str):
-        images, labels = batch
-        logits = self(images)
-        self.log(f"{stage}/loss", F.cross_entropy(logits.float(), labels), batch_size=images.shape[0])
-        metrics.update(logits, labels)
-        self.log_dict(metrics, prog_bar=True, batch_size=images.shape[0])
-
-    def validation_step(self, batch, batch_idx):
-        self._eval_step(batch, self.val_metrics, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step(batch, self.test_metrics, "test")
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         """timm's layer-wise lr decay groups (MAE ``lr_decay``: scale = decay^(L + 1 - layer id), stem id 0,

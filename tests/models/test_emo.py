@@ -1,0 +1,213 @@
+"""EMO / iRMB: sizes against the paper, the released model's details, the timm-like surface, the converter."""
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import zoo
+from zoo.bench import count_macs
+from zoo.models.emo import SIZES
+from zoo.models.emo.convert import convert_state_dict, read_official, to_official_state_dict
+from zoo.models.emo.model import EMO, VARIANTS, emo_1m, iRMB, window_partition, window_unpartition
+from zoo.models.emo.module import EMOModule, warmup_cosine_lr
+
+PAPER_PARAMS = {"emo_1m": 1_361_168, "emo_2m": 2_377_472, "emo_5m": 5_108_848, "emo_6m": 6_168_496}
+PAPER_MACS = {"emo_1m": 261e6, "emo_2m": 439e6, "emo_5m": 903e6, "emo_6m": 961e6}
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return EMO(depths=(1, 2, 2, 2), embed_dims=(16, 24, 32, 48), dim_heads=(8, 8, 8, 16), num_classes=5, **kw)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_parameter_count_equals_the_released_model(variant):
+    with torch.device("meta"):
+        net = EMO(**VARIANTS[variant])
+    assert sum(p.numel() for p in net.parameters()) == PAPER_PARAMS[variant]
+    assert SIZES[variant[4:]][0] == PAPER_PARAMS[variant]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_multiply_adds_at_224_within_2_percent_of_the_paper(variant):
+    """torch.utils.flop_counter, with fvcore's charges for norms and pooling (how the paper counted): within 2 %.
+    Convolutions, products and attention alone are 1-3 % below (the norms are ~1-2 % of an EMO's work)."""
+    with torch.device("meta"):
+        net = EMO(**VARIANTS[variant])
+        x = torch.empty(1, 3, 224, 224)
+    macs = count_macs(net, x)
+    assert abs(macs / PAPER_MACS[variant] - 1) < 0.02, f"{variant}: {macs / 1e6:.1f}M MACs"
+    core = count_macs(net, x, norms=False)
+    assert 0.96 < core / PAPER_MACS[variant] < macs / PAPER_MACS[variant]
+
+
+def test_macs_on_the_cpu_equal_those_on_meta():
+    torch.manual_seed(0)
+    net = emo_1m()
+    x = torch.randn(1, 3, 96, 96)
+    with torch.device("meta"):
+        meta_net, meta_x = emo_1m(), torch.empty(1, 3, 96, 96)
+    assert count_macs(net, x) == count_macs(meta_net, meta_x)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net.eval()(x)
+    assert count_macs(net, x, norms=False) > counter.get_total_flops() / 2, "the CPU attention kernel is counted"
+
+
+def test_windows_are_strided_as_released():
+    x = torch.arange(14 * 14, dtype=torch.float).view(1, 1, 14, 14)
+    w, n_h, n_w = window_partition(x, 7, 7)
+    assert (n_h, n_w) == (2, 2) and w.shape == (4, 1, 7, 7)
+    # window 0 holds rows 0, 2, ..., 12 and columns 0, 2, ..., 12 (a dilated grid, not the top-left 7x7 block)
+    assert w[0, 0, 0].tolist() == [float(c) for c in range(0, 14, 2)]
+    assert w[0, 0, :, 0].tolist() == [float(14 * r) for r in range(0, 14, 2)]
+    assert w[1, 0, 0, 0].item() == 1.0  # window (0, 1) starts at column 1
+    torch.testing.assert_close(window_unpartition(w, n_h, n_w), x)
+
+
+def test_block_structure_of_the_released_model():
+    net = emo_1m()
+    stage0 = net.stages[0][0]
+    assert not stage0.has_skip and isinstance(stage0.norm, torch.nn.Identity)
+    assert stage0.se.fc1.out_channels == 24, "stage-0 SE has reduction ratio 1"
+    assert net.stem.conv.bias is not None, "the stem conv has a bias"
+    for i, stage in enumerate(net.stages[1:], start=1):
+        down = stage[0]
+        assert not down.has_skip and not down.attn, f"stage {i}: the downsampling block has no skip, no attention"
+        assert down.v.out_channels == int(down.v.in_channels * VARIANTS["emo_1m"]["exp_ratios"][i - 1] * 2)
+        for blk in stage[1:]:
+            assert blk.has_skip and blk.attn == (i >= 3)
+            assert isinstance(blk.conv_local.bn, torch.nn.BatchNorm2d) and blk.conv_local.bn.eps == 1e-6
+    assert net.stages[3][1].num_heads == 4 and net.stages[4][1].num_heads == 8
+
+
+def test_attention_placement_changes_outputs_not_shapes():
+    a, b = tiny(attn_pre=True).eval(), tiny(attn_pre=False).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ya, yb = a(x), b(x)
+    assert ya.shape == yb.shape == (2, 5)
+    assert not torch.allclose(ya, yb)
+
+
+def test_inputs_that_are_not_a_multiple_of_the_window_are_padded():
+    net = tiny(window_sizes=7).eval()
+    with torch.no_grad():
+        out = net.forward_features(torch.randn(1, 3, 100, 76))
+    assert out.shape == (1, 48, 4, 3) and torch.isfinite(out).all()
+
+
+def test_timm_like_surface():
+    net = tiny().eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        feats = net.forward_features(x)
+        assert feats.shape == (2, net.num_features, 2, 2)
+        assert net.forward_head(feats, pre_logits=True).shape == (2, net.num_features)
+        torch.testing.assert_close(net.forward_head(feats), net(x))
+    net.reset_classifier(3)
+    assert net(x).shape == (2, 3)
+    net.reset_classifier(0)
+    assert net(x).shape == (2, net.num_features)
+
+    backbone = tiny(features_only=True, out_indices=(1, 2, 3, 4)).eval()
+    with torch.no_grad():
+        maps = backbone(x)
+    assert [m.shape[1] for m in maps] == [f["num_chs"] for f in backbone.feature_info] == [16, 24, 32, 48]
+    assert [64 // m.shape[-1] for m in maps] == [f["reduction"] for f in backbone.feature_info] == [4, 8, 16, 32]
+    with pytest.raises(ValueError, match="out_indices"):
+        tiny(features_only=True, out_indices=(7,))
+
+
+def test_no_weight_decay_on_norms_and_biases():
+    net = tiny()
+    skip = net.no_weight_decay()
+    assert "head.bias" in skip and "stages.1.0.norm.weight" in skip and "stem.conv.bias" in skip
+    assert "head.weight" not in skip and "stages.1.0.v.weight" not in skip
+
+
+# --------------------------------------------------------------------------------------------- converter
+OFFICIAL_KEYS = [  # spec vision.md §1.7 (fvcore tables of the official logs)
+    "stage0.0.convs.0.0.weight", "stage0.0.convs.0.0.bias", "stage0.0.convs.0.1.running_var",
+    "stage0.1.conv_local.conv.weight", "stage0.1.conv_local.norm.weight", "stage0.1.se.conv_reduce.weight",
+    "stage0.1.se.conv_expand.bias", "stage0.1.proj.conv.weight",
+    "stage1.0.norm.running_mean", "stage1.1.v.conv.weight", "stage1.1.v.conv.bias", "stage2.1.proj.conv.weight",
+    "stage3.1.norm.norm.weight", "stage3.1.qk.conv.weight", "stage3.1.qk.conv.bias", "stage4.2.conv_local.conv.weight",
+    "norm.norm.weight", "norm.norm.bias", "head.weight", "head.bias",
+]
+
+
+def test_converter_maps_the_official_layout():
+    torch.manual_seed(0)
+    net = emo_1m().eval()
+    official = to_official_state_dict(net.state_dict())
+    assert set(OFFICIAL_KEYS) <= set(official), sorted(set(OFFICIAL_KEYS) - set(official))
+    assert not any(k.startswith(("stem.", "stages.")) for k in official)
+    # official 1x1 convs are 4-D conv weights, as ours
+    assert official["stage3.1.qk.conv.weight"].shape == (160, 80, 1, 1)
+    back = convert_state_dict({"net_E": official, "net": {}})
+    assert set(back) == set(net.state_dict())
+    fresh = emo_1m().eval()
+    fresh.load_state_dict(back, strict=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), net(x))
+
+
+def test_converter_refuses_other_checkpoints(tmp_path):
+    with pytest.raises(ValueError, match="stage0"):
+        convert_state_dict({"blocks.0.weight": torch.zeros(1)})
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    p = tmp_path / "net.pth"
+    p.write_bytes(pickle.dumps({"x": Evil()}))
+    with pytest.raises(ValueError, match="weights_only"):
+        read_official(p)
+    with pytest.raises(FileNotFoundError, match="EMO_1M"):
+        read_official(tmp_path / "absent.pth")
+
+
+def test_official_checkpoint_of_another_size_is_a_clear_error(tmp_path):
+    official = to_official_state_dict(EMO(**VARIANTS["emo_2m"]).state_dict())
+    torch.save(official, tmp_path / "net.pth")
+    from zoo.hub import WeightsMismatchError
+    from zoo.models.emo.convert import load_official
+
+    with pytest.raises(WeightsMismatchError, match="shape mismatches"):
+        load_official(tmp_path / "net.pth", "emo-1m")
+
+
+# ------------------------------------------------------------------------------------------------ module
+def test_schedule_warms_up_then_decays_to_min_lr():
+    lrs = [warmup_cosine_lr(s, total=100, warmup=20, lr=6e-3, warmup_lr=1e-6, min_lr=1e-6) for s in range(101)]
+    assert lrs[0] == pytest.approx(1e-6) and lrs[20] == pytest.approx(6e-3)
+    assert all(a < b for a, b in zip(lrs[:20], lrs[1:21]))
+    assert all(a >= b for a, b in zip(lrs[20:], lrs[21:]))
+    assert lrs[100] == pytest.approx(1e-6) and lrs[60] == pytest.approx((6e-3 + 1e-6) / 2)
+
+
+def test_module_recipe_and_errors():
+    m = EMOModule("emo_1m", num_classes=10, img_size=32)
+    assert m.model.stages[1][1].drop_path.drop_prob > 0, "the variant's drop-path rate is used"
+    groups = m.param_groups()
+    assert groups[0]["weight_decay"] == 0.05 and groups[1]["weight_decay"] == 0.0
+    assert sum(len(g["params"]) for g in groups) == len(list(m.model.parameters()))
+    with pytest.raises(ValueError, match="emo_1m"):
+        EMOModule("emo_3m")
+    m.train()
+    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    loss = m.training_step((images, labels), 0)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+
+
+def test_registry_entries_carry_the_paper_table():
+    for size, (params, flops, top1, _) in SIZES.items():
+        e = zoo.registry.get(f"emo-{size}")
+        assert e.params == params and e.flops == flops
+        assert e.paper_metrics[0].value == top1 and e.preprocess["input_size"] == [3, 224, 224]

@@ -1,0 +1,84 @@
+"""EMO registry entries (Zhang et al., ICCV 2023, arXiv 2301.01146; facts: shared/specs/vision.md §1).
+
+``emo-{1m,2m,5m,6m}``: the ImageNet-1k classifiers of the official repository (``EMOModule``; ``forward`` gives
+logits). The authors released all four checkpoints in their GitHub repository (``resources/EMO_*/net.pth``, no
+licence file); the entries name the Hub repos their conversions (``python -m zoo.models.emo.convert``) are
+published under. This file imports nothing heavy.
+"""
+from zoo.registry import Entry, Metric, Paper
+
+PAPER = Paper(
+    title="Rethinking Mobile Block for Efficient Attention-based Models",
+    arxiv="2301.01146",
+    code="https://github.com/zhangzjn/EMO",
+    venue="ICCV 2023",
+    citation="""@inproceedings{zhang2023rethinking,
+  title     = {Rethinking Mobile Block for Efficient Attention-based Models},
+  author    = {Zhang, Jiangning and Li, Xiangtai and Li, Jian and Liu, Liang and Xue, Zhucun and Zhang, Boshen and
+               Jiang, Zhengkai and Huang, Tianxin and Wang, Yabiao and Wang, Chengjie},
+  booktitle = {IEEE/CVF International Conference on Computer Vision (ICCV)},
+  pages     = {1389--1400},
+  year      = {2023}
+}""",
+)
+PREPROCESS = {
+    "input_size": [3, 224, 224],
+    "interpolation": "bicubic",
+    "crop_pct": 0.875,  # resize the short side to 256, centre crop 224
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+}
+# variant -> (exact parameters, multiply-adds at 224², top-1, top-5): official README / training logs
+SIZES = {
+    "1m": (1_361_168, 261_000_000, 71.5, 90.368),
+    "2m": (2_377_472, 439_000_000, 75.1, 92.184),
+    "5m": (5_108_848, 903_000_000, 78.4, 93.970),
+    "6m": (6_168_496, 961_000_000, 79.0, 94.162),
+}
+_PROTOCOL = ("ImageNet-1k val, resize 256 (bicubic) -> centre crop 224; EMA weights at the best evaluated epoch "
+             "(official README / resources/EMO_*/log_train.txt)")
+RECIPE = (
+    "ImageNet-1k, 300 epochs, batch 2048 (8 GPUs x 256), AdamW (0.9, 0.999), weight decay 0.05 (none on 1-D "
+    "parameters and biases), lr 1.5e-3 x batch / 512 = 6e-3, per-iteration cosine to 1e-6 after a 20-epoch linear "
+    "warm-up from 1e-6, label smoothing 0.1, gradient clipping 5.0, EMA 0.9998 (evaluated and exported), AMP; timm "
+    "augmentation: RandomResizedCrop 224, flip, RandAugment rand-m9-mstd0.5-inc1, colour jitter 0.4, random "
+    "interpolation, no random erasing, no Mixup/CutMix; drop path 0.04036 (1M) / 0.05. configs/emo.yaml."
+)
+LIMITS = (
+    "The upstream repository has no licence file: the converted weights are redistributed with attribution, for "
+    "research use; check with the authors before commercial use. Speed claims in the paper were measured on an "
+    "iPhone 14 (Core ML); on GPUs with TensorRT EMO is much slower than convolution-only models of equal FLOPs "
+    "(zhangzjn/EMO#7). Windows are strided (dilated) as in the released code, not contiguous as the paper's text "
+    "suggests; attention mixes the normalised input before the value projection (attn_pre=True, as released)."
+)
+
+ENTRIES = [
+    Entry(
+        name=f"emo-{size}",
+        module="zoo.models.emo.module.EMOModule",
+        init_args={"variant": f"emo_{size}", "num_classes": 1000},
+        paper=PAPER,
+        license="other",
+        description=(f"EMO-{size.upper()}: an efficient mobile network of inverted residual mobile blocks (iRMB: "
+                     "depth-wise convolution + windowed attention in one residual block), ImageNet-1k classifier. "
+                     "forward(images) gives logits; forward_features / features_only for dense heads."),
+        hub_repo=f"zoo-models/emo-{size}",
+        preprocess=PREPROCESS,
+        pipeline_tag="image-classification",
+        datasets=("imagenet-1k",),
+        tags=("image-classification", "efficient", "mobile", "attention", "timm-compatible"),
+        params=params,
+        flops=flops,
+        paper_metrics=(
+            Metric("image-classification", "imagenet-1k", "ImageNet-1k", "accuracy", top1, "validation", "top-1",
+                   _PROTOCOL),
+            Metric("image-classification", "imagenet-1k", "ImageNet-1k", "top-5", top5, "validation", "top-5",
+                   _PROTOCOL),
+        ),
+        config="configs/emo.yaml",
+        recipe=RECIPE,
+        limitations=LIMITS,
+        tiny_overrides={"num_classes": 10, "img_size": 32},
+    )
+    for size, (params, flops, top1, top5) in SIZES.items()
+]

@@ -1,0 +1,135 @@
+"""EMO's LightningModule: ImageNet classification with the paper's recipe (spec ``vision.md`` §1.6).
+
+Objective: label-smoothing cross-entropy (0.1). Optimizer: AdamW (β 0.9/0.999, ε 1e-8, weight decay 0.05, none on
+1-D parameters and biases). Learning rate: ``lr``, or ``blr`` × effective batch / 512 (the official trainer's
+linear scaling: 1.5e-3 per 512 -> 6e-3 at batch 2048); per-iteration schedule: linear warm-up from ``warmup_lr``
+over ``warmup_epochs``, then cosine down to ``min_lr`` at the end of ``epochs`` (default: the trainer's
+``max_epochs``). EMA of the weights (decay 0.9998) and gradient clipping (5.0) belong to the trainer: the
+``zoo.callbacks.EMA`` callback and ``trainer.gradient_clip_val`` in configs/emo.yaml. Metrics: top-1 / top-5
+(torchmetrics), logged as ``val/acc1``, ``val/acc5`` (``test/...`` in testing).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import Tensor
+
+from zoo.models._common import ClassificationEval
+from zoo.models.emo.model import VARIANTS, EMO
+
+log = logging.getLogger(__name__)
+
+
+def warmup_cosine_lr(step: int, total: int, warmup: int, lr: float, warmup_lr: float, min_lr: float) -> float:
+    """The learning rate at optimizer step ``step``: linear ``warmup_lr -> lr`` over ``warmup`` steps, then cosine
+    ``lr -> min_lr`` over the remaining ``total - warmup`` steps (timm's CosineLRScheduler, per iteration)."""
+    if warmup > 0 and step < warmup:
+        return warmup_lr + (lr - warmup_lr) * step / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class EMOModule(ClassificationEval, LightningModule):
+    """EMO-{1M,2M,5M,6M} (``variant``) trained for classification; ``forward`` gives logits [B, num_classes].
+
+    Args:
+        variant: ``emo_1m`` | ``emo_2m`` | ``emo_5m`` | ``emo_6m`` (stage layouts of the released models).
+        num_classes, img_size: classifier width and the training/evaluation input side (the network itself is
+            resolution-free; ``img_size`` sets the example input).
+        drop_path_rate: stochastic depth; ``None`` takes the variant's (0.04036 for 1M, 0.05 otherwise).
+        window_size: EW-MHSA window (7 for classification). attn_pre: ``True`` as released (see ``iRMB``).
+        label_smoothing, lr / blr, weight_decay, betas, eps, warmup_epochs, warmup_lr, min_lr, epochs: the recipe.
+    """
+
+    def __init__(
+        self,
+        variant: str = "emo_1m",
+        num_classes: int = 1000,
+        img_size: int = 224,
+        drop_path_rate: float | None = None,
+        window_size: int = 7,
+        attn_pre: bool = True,
+        label_smoothing: float = 0.1,
+        lr: float | None = None,
+        blr: float = 1.5e-3,
+        weight_decay: float = 0.05,
+        betas: Sequence[float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        warmup_epochs: float = 20,
+        warmup_lr: float = 1e-6,
+        min_lr: float = 1e-6,
+        epochs: int | None = None,
+    ) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown EMO variant {variant!r}: choose one of {sorted(VARIANTS)}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.save_hyperparameters()
+        kwargs: dict[str, Any] = {"num_classes": num_classes, "window_sizes": window_size, "attn_pre": attn_pre}
+        if drop_path_rate is not None:
+            kwargs["drop_path_rate"] = drop_path_rate
+        self.model = EMO(**{**VARIANTS[variant], **kwargs})
+        self.init_classification_metrics(num_classes)
+        self.example_input_array = torch.randn(2, 3, img_size, img_size)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    # ------------------------------------------------------------------------------------------------ steps
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.hparams.label_smoothing)
+        self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
+        return loss
+
+    def predict_step(self, batch, batch_idx):
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(images).softmax(-1)
+
+    # -------------------------------------------------------------------------------------------- optimizer
+    def base_lr(self) -> float:
+        hp = self.hparams
+        if hp.lr is not None:
+            return float(hp.lr)
+        trainer = self.trainer
+        dm = getattr(trainer, "datamodule", None)
+        bs = getattr(dm, "hparams", {}).get("batch_size") if dm is not None else None
+        if bs is None:
+            raise ValueError("cannot scale the learning rate (lr = blr * batch / 512): the data module has no "
+                             "'batch_size' hyper-parameter. Pass an absolute one with model.init_args.lr.")
+        batch = int(bs) * trainer.world_size * trainer.accumulate_grad_batches
+        lr = hp.blr * batch / 512
+        log.info("lr = blr %.3g x effective batch %d / 512 = %.3g", hp.blr, batch, lr)
+        return lr
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Two groups: weight decay on >= 2-D weights, none on 1-D parameters and biases (as trained)."""
+        skip = self.model.no_weight_decay()
+        decay = [p for n, p in self.model.named_parameters() if p.requires_grad and n not in skip]
+        no_decay = [p for n, p in self.model.named_parameters() if p.requires_grad and n in skip]
+        return [{"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0}]
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        lr = self.base_lr()
+        opt = torch.optim.AdamW(self.param_groups(), lr=lr, betas=tuple(hp.betas), eps=hp.eps)
+        trainer = self.trainer
+        max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
+        steps = max(1, int(trainer.estimated_stepping_batches))
+        per_epoch = steps / max_epochs
+        total = int(round(per_epoch * (hp.epochs or max_epochs)))
+        warmup = int(round(per_epoch * hp.warmup_epochs))
+        if warmup >= total:
+            raise ValueError(f"warmup_epochs={hp.warmup_epochs} covers the whole schedule ({hp.epochs or max_epochs} "
+                             "epochs): lower warmup_epochs or raise epochs/max_epochs.")
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: warmup_cosine_lr(s, total, warmup, lr, hp.warmup_lr, hp.min_lr) / lr)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
