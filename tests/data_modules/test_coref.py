@@ -195,3 +195,15 @@ def test_data_module_errors_and_setup(shared_data):
     batch = next(iter(dm.val_dataloader()))
     assert batch["input_ids"].shape[1] <= 256 and batch["clusters"]
     assert int(batch["subtoken_map"].max()) + 1 == dm.datasets["validate"][0]["num_words"]
+
+
+def test_data_module_reads_jsonlines_layout(shared_data, tokenizer, tmp_path):
+    docs = read_split(shared_data / "mmc", "en", "test")[:3]
+    folder = tmp_path / "jsonline_format" / "mmc_en"
+    folder.mkdir(parents=True)
+    write_jsonlines(docs, folder / "test.english.512.jsonlines", tokenizer)
+    dm = MMCDataModule("en", root=str(tmp_path), format="jsonlines", max_segment_len=128)
+    dm.setup("test")
+    assert [ex["clusters"] for ex in dm.datasets["test"]] == [d.clusters for d in docs]
+    with pytest.raises(FileNotFoundError, match="jsonline_format/mmc_en/dev.english.512.jsonlines"):
+        dm.setup("validate")
