@@ -1,0 +1,318 @@
+"""CCGC LightningModule: cluster-guided contrastive deep graph clustering (Yang, Liu, Zhou, Wang, Tu, Zheng, Liu, Fang,
+Zhu, AAAI 2023, arXiv 2301.01098; official code xihongyang1999/CCGC). Facts: shared/specs/graph_ctr.md §2.
+
+One training step is one full-batch epoch over X̃ = H^t X (computed once by the DataModule):
+
+1. Z1, Z2 = the two unshared encoders, L2-normalised rows (``model.py``).
+2. Warm-up (run epochs ``< warmup_epochs``, official 0…50; in the code, not in the paper text):
+   L_warm = mean_ij ((Z1 Z2ᵀ)_ij − I_ij)², the cross-view correlation pushed to the identity.
+3. Afterwards the cluster-guided loss on the current pseudo-labels (the latest K-means on E = (Z1 + Z2)/2):
+   - high-confidence nodes: the nodes whose squared distance to their K-means centre is below the value at position
+     ⌊τN⌋ of the sorted distances (τ = ``threshold``);
+   - positives: per high-confidence cluster k with members H_k, two independent random subsets of
+     ⌊0.8|H_k|⌋ nodes, rows of Z1 for the first and of Z2 for the second paired position-wise;
+     L_pos = (1/K) Σ_k Σ_pairs (2 − 2⟨z1_i, z2_j⟩)   (divided by the number of clusters K, not of pairs);
+   - negatives: normalised per-cluster centres c_k^1, c_k^2 of each view; S = C1 C2ᵀ with the diagonal zeroed;
+     L_neg = mean(S²);
+   - L = L_pos + α L_neg. With fewer than two high-confidence clusters, or L_pos = 0, the step is skipped.
+4. Evaluation after run epochs 0, 10, 20, … (``eval_every``, the official schedule): E, K-means (scikit-learn),
+   ACC/NMI/ARI/F1 against the labels; the K-means labels and distances become the pseudo-labels until the next one.
+   A run starts with K-means on X̃ itself (the official "initial" clustering: first pseudo-labels, first candidate of
+   the best-ACC protocol). The final epoch of a run is always evaluated as well (the honest protocol reads it).
+
+Two readings of a run are recorded (``run_results``); the official code reports the first:
+
+- ``best``: the evaluation with the highest ACC (ties -> the later one) among the initial K-means and the scheduled
+  evaluations — the paper's protocol, which selects the epoch with the test labels;
+- ``last``: the evaluation after the final epoch — no label-based selection.
+
+The multi-seed protocol runs inside one ``fit``: with ``seeds=[0, …, 9]`` the module trains ``len(seeds)`` independent
+runs of ``epochs`` epochs back to back (before each run: re-seed, re-initialise the encoders, clear Adam's state and the
+pseudo-labels), and sets ``trainer.max_epochs = len(seeds) * epochs``. At the end it logs ``summary/{best,last}_*``
+(mean and std over runs, ×100). With ``seeds=None`` it trains one run under the global seed.
+
+Quirks of the official code, off by default (flags, so both can be run and stated):
+``accumulate_grad_across_epochs`` (no ``zero_grad`` in its loop: each step uses the sum of all gradients so far) and
+``skip_first_cluster`` (its cluster loop skips the smallest-id high-confidence cluster; L_pos is still divided by K).
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_info
+
+from zoo.models.ccgc.metrics import clustering_scores
+from zoo.models.ccgc.model import SiameseEncoders
+
+log = logging.getLogger(__name__)
+
+METRICS = ("acc", "nmi", "ari", "f1")
+
+
+# ------------------------------------------------------------------------------------------------ objective
+def warmup_loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """mean over the N×N entries of (Z1 Z2ᵀ − I)², without forming the N×N matrix when N > d:
+    ‖Z1 Z2ᵀ‖_F² = ⟨Z1ᵀZ1, Z2ᵀZ2⟩ (d×d Gram matrices) and tr(Z1 Z2ᵀ) = Σ_i ⟨z1_i, z2_i⟩."""
+    n = z1.shape[0]
+    if n > z1.shape[1]:
+        sq = ((z1.T @ z1) * (z2.T @ z2)).sum()
+    else:
+        sq = (z1 @ z2.T).square().sum()
+    return (sq - 2 * (z1 * z2).sum() + n) / (n * n)
+
+
+def high_confidence_mask(distances: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Nodes whose distance to their own centre is below the value at position ⌊N·τ⌋ of the sorted distances."""
+    n = distances.numel()
+    pos = min(int(n * threshold), n - 1)
+    cut = torch.sort(distances).values[pos]
+    return distances < cut
+
+
+def cluster_guided_loss(z1: torch.Tensor, z2: torch.Tensor, pseudo_labels: torch.Tensor, confident: torch.Tensor,
+                        num_clusters: int, alpha: float = 0.5, pos_ratio: float = 0.8,
+                        skip_first_cluster: bool = False, generator: torch.Generator | None = None):
+    """(L, L_pos, L_neg), or None when the step has to be skipped (fewer than 2 confident clusters, or L_pos = 0).
+
+    ``pseudo_labels`` (N,) K-means ids; ``confident`` (N,) bool. Sampling uses ``generator`` (the global RNG if None).
+    """
+    idx = confident.nonzero().squeeze(1)
+    labels = pseudo_labels[idx]
+    clusters = torch.unique(labels)  # sorted
+    if clusters.numel() < 2:
+        return None
+    if skip_first_cluster:  # official quirk: the loop over consecutive sorted ids never visits the first one
+        clusters = clusters[1:]
+    pos = z1.new_zeros(())
+    c1, c2 = [], []
+    for k in clusters.tolist():
+        members = idx[labels == k]
+        m = int(members.numel() * pos_ratio)
+        a = members[torch.randperm(members.numel(), generator=generator)[:m].to(members.device)]
+        b = members[torch.randperm(members.numel(), generator=generator)[:m].to(members.device)]
+        pos = pos + (2 - 2 * (z1[a] * z2[b]).sum(1)).sum()
+        c1.append(z1[members].mean(0))
+        c2.append(z2[members].mean(0))
+    pos = pos / num_clusters
+    if pos.item() == 0:
+        return None
+    s = F.normalize(torch.stack(c1), dim=1) @ F.normalize(torch.stack(c2), dim=1).T
+    s = s - torch.diag_embed(torch.diagonal(s))
+    neg = s.square().mean()
+    return pos + alpha * neg, pos, neg
+
+
+def kmeans(x: torch.Tensor, num_clusters: int, n_init: int = 10, seed: int | None = None):
+    """scikit-learn K-means (k-means++, Lloyd) on rows of ``x`` -> (labels (N,) int64, squared distance of each row
+    to its own centre (N,))."""
+    from sklearn.cluster import KMeans
+
+    data = x.detach().cpu().float().numpy()
+    km = KMeans(n_clusters=num_clusters, n_init=n_init, random_state=seed)
+    labels = km.fit_predict(data)
+    dist = ((data - km.cluster_centers_[labels]) ** 2).sum(1)
+    return torch.from_numpy(labels.astype(np.int64)), torch.from_numpy(dist.astype(np.float32))
+
+
+def summarize(run_results: list[dict]) -> dict[str, float]:
+    """mean and (population, as numpy's default in the official script) std over runs of each protocol's metrics."""
+    out = {}
+    for protocol in ("best", "last"):
+        for k in METRICS:
+            v = np.array([r[protocol][k] for r in run_results], dtype=np.float64)
+            out[f"{protocol}_{k}_mean"], out[f"{protocol}_{k}_std"] = float(v.mean()), float(v.std())
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ module
+class CCGCModule(LightningModule):
+    """CCGC on one graph (full batch). ``forward(X̃)`` returns the fused embedding E (N, dims).
+
+    Args:
+        in_features: attribute dimension d of the graph (Cora 1433, CiteSeer 3703, BAT 81, EAT 203).
+        num_clusters: K, the number of classes (Cora 7, CiteSeer 6, BAT/EAT/UAT 4).
+        dims: embedding size of each encoder (500).
+        lr, weight_decay: Adam (official 1e-4, 0).
+        threshold: τ, fraction of nodes taken as high-confidence (official default 0.5).
+        alpha: weight of L_neg (official 0.5).
+        warmup_epochs: epochs of each run trained with the warm-up loss (official: epochs 0…50 -> 51).
+        pos_ratio: fraction of each confident cluster sampled as positives (0.8).
+        epochs: epochs per run (official 400); ``trainer.max_epochs`` is set to ``epochs × runs``.
+        eval_every: re-clustering / evaluation period in epochs (official 10).
+        seeds: one run per seed (the official protocol: 0…9); None -> one run under the global seed.
+        kmeans_n_init: scikit-learn K-means restarts at each evaluation.
+        accumulate_grad_across_epochs, skip_first_cluster: the official code's quirks (module docstring).
+    """
+
+    def __init__(self, in_features: int = 1433, num_clusters: int = 7, dims: int = 500, lr: float = 1e-4,
+                 weight_decay: float = 0.0, threshold: float = 0.5, alpha: float = 0.5, warmup_epochs: int = 51,
+                 pos_ratio: float = 0.8, epochs: int = 400, eval_every: int = 10, seeds: list[int] | None = None,
+                 kmeans_n_init: int = 10, accumulate_grad_across_epochs: bool = False,
+                 skip_first_cluster: bool = False):
+        super().__init__()
+        self.save_hyperparameters()
+        if not 0 < threshold <= 1:
+            raise ValueError(f"threshold (τ) must be in (0, 1], got {threshold}")
+        if num_clusters < 2:
+            raise ValueError(f"num_clusters must be >= 2, got {num_clusters}")
+        if epochs < 1 or eval_every < 1:
+            raise ValueError(f"epochs and eval_every must be >= 1, got {epochs} and {eval_every}")
+        if seeds is not None and len(seeds) == 0:
+            raise ValueError("seeds must name at least one seed (or be None for one run under the global seed)")
+        self.automatic_optimization = False  # the official loop: optional zero_grad, backward, step; skips skip
+        self.model = SiameseEncoders(in_features, dims)
+        self.example_input_array = torch.randn(8, in_features)
+        self.pseudo_labels: torch.Tensor | None = None
+        self.distances: torch.Tensor | None = None
+        self.best: dict | None = None  # protocol (a) of the current run
+        self.history: list[dict] = []  # evaluations of the current run
+        self.run_results: list[dict] = []  # one {"seed", "best", "last", "history"} per finished run
+        self._batch = None
+        self._rng: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.embed(x)
+
+    # -------------------------------------------------------------- runs
+    @property
+    def runs(self) -> int:
+        return 1 if self.hparams.seeds is None else len(self.hparams.seeds)
+
+    def _run_position(self) -> tuple[int, int]:
+        """(run index, epoch within the run)."""
+        return divmod(self.current_epoch, self.hparams.epochs)
+
+    def on_fit_start(self):
+        total = self.runs * self.hparams.epochs
+        if self.trainer.max_epochs != total:
+            rank_zero_info(f"CCGC: {self.runs} run(s) x {self.hparams.epochs} epochs -> trainer.max_epochs = {total} "
+                           f"(was {self.trainer.max_epochs})")
+            self.trainer.fit_loop.max_epochs = total
+        self.run_results = []
+
+    def _start_run(self, run: int):
+        if self.hparams.seeds is not None:
+            from lightning.fabric.utilities.seed import seed_everything
+
+            seed_everything(int(self.hparams.seeds[run]), verbose=False)
+            for layer in (self.model.encoder_1, self.model.encoder_2):
+                layer.reset_parameters()
+            for opt in self.trainer.optimizers:
+                opt.state.clear()
+        # the run's own RNG (K-means seeds, positive sampling): independent of what Lightning draws from the global one
+        self._rng = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+        self.model.zero_grad(set_to_none=True)
+        self.pseudo_labels = self.distances = self.best = None
+        self.history = []
+
+    def on_train_epoch_start(self):
+        run, epoch = self._run_position()
+        if epoch == 0:
+            self._start_run(run)
+
+    # -------------------------------------------------------------- clustering + evaluation
+    def _kmeans_seed(self) -> int:
+        # drawn from the run's RNG so that the run's seed fixes the whole run
+        return int(torch.randint(0, 2**31 - 1, (1,), generator=self._rng).item())
+
+    def _evaluate(self, emb: torch.Tensor, y: torch.Tensor, epoch: int, scheduled: bool = True) -> dict:
+        labels, dist = kmeans(emb, self.hparams.num_clusters, self.hparams.kmeans_n_init, self._kmeans_seed())
+        out = {"epoch": epoch, **clustering_scores(labels, y.cpu())}
+        self.history.append(out)
+        if scheduled:  # the official schedule: these become the pseudo-labels and candidates of protocol (a)
+            self.pseudo_labels, self.distances = labels.to(emb.device), dist.to(emb.device)
+            if self.best is None or out["acc"] >= self.best["acc"]:
+                self.best = dict(out)
+        return out
+
+    # -------------------------------------------------------------- training
+    def training_step(self, batch, batch_idx):
+        x, y = batch["x"], batch["y"]
+        self._batch = (x, y)
+        _, epoch = self._run_position()
+        if self.pseudo_labels is None:
+            # the official run starts with K-means on X̃: first pseudo-labels and first candidate of protocol (a)
+            init = self._evaluate(x, y, epoch=-1)
+            self.log_dict({f"init/{k}": init[k] for k in METRICS}, on_epoch=True, on_step=False)
+        z1, z2 = self.model(x)
+        if epoch < self.hparams.warmup_epochs:
+            loss = warmup_loss(z1, z2)
+            self.log("train/loss_warmup", loss, on_epoch=True, on_step=False)
+        else:
+            confident = high_confidence_mask(self.distances, self.hparams.threshold)
+            out = cluster_guided_loss(z1, z2, self.pseudo_labels, confident, self.hparams.num_clusters,
+                                      self.hparams.alpha, self.hparams.pos_ratio, self.hparams.skip_first_cluster,
+                                      generator=self._rng)
+            if out is None:  # official `continue`: no backward, no step
+                log.info("CCGC epoch %d skipped: fewer than two confident clusters", epoch)
+                return None
+            loss, pos, neg = out
+            self.log_dict({"train/loss_pos": pos, "train/loss_neg": neg}, on_epoch=True, on_step=False)
+        opt = self.optimizers()
+        if not self.hparams.accumulate_grad_across_epochs:
+            opt.zero_grad()
+        # else: official quirk — gradients are never cleared, each step uses their running sum
+        self.manual_backward(loss)
+        opt.step()
+        self.log("train/loss", loss, on_epoch=True, on_step=False, prog_bar=True)
+        return loss
+
+    @torch.no_grad()
+    def on_train_epoch_end(self):
+        if self._batch is None:
+            return
+        x, y = self._batch
+        run, epoch = self._run_position()
+        scheduled = epoch % self.hparams.eval_every == 0
+        final = epoch == self.hparams.epochs - 1
+        if not (scheduled or final):
+            return
+        was_training = self.training
+        self.eval()
+        out = self._evaluate(self(x), y, epoch=epoch, scheduled=scheduled)
+        self.train(was_training)
+        self.log_dict({f"eval/{k}": out[k] for k in METRICS}, prog_bar=True)
+        self.log_dict({f"eval/best_{k}": self.best[k] for k in METRICS})
+        if final:
+            seed = None if self.hparams.seeds is None else int(self.hparams.seeds[run])
+            result = {"seed": seed, "best": dict(self.best), "last": dict(out), "history": list(self.history)}
+            self.run_results.append(result)
+            self.log_dict({f"run/best_{k}": self.best[k] for k in METRICS})
+            self.log_dict({f"run/last_{k}": out[k] for k in METRICS})
+            rank_zero_info(f"CCGC run {run} (seed {seed}): best-ACC epoch {self.best['epoch']}: "
+                           + ", ".join(f"{k} {100 * self.best[k]:.2f}" for k in METRICS)
+                           + " | final epoch: " + ", ".join(f"{k} {100 * out[k]:.2f}" for k in METRICS))
+            if run == self.runs - 1:
+                summary = summarize(self.run_results)
+                self.log_dict({f"summary/{k}": 100 * v for k, v in summary.items()})
+                for protocol, label in (("best", "best-ACC epoch (paper protocol)"), ("last", "final epoch")):
+                    rank_zero_info(f"CCGC {len(self.run_results)} run(s), {label}: " + ", ".join(
+                        f"{k} {100 * summary[f'{protocol}_{k}_mean']:.2f}±{100 * summary[f'{protocol}_{k}_std']:.2f}"
+                        for k in METRICS))
+
+    # -------------------------------------------------------------- evaluation outside the schedule
+    def _score(self, batch, prefix: str):
+        labels, _ = kmeans(self(batch["x"]), self.hparams.num_clusters, self.hparams.kmeans_n_init,
+                           self._kmeans_seed())
+        scores = clustering_scores(labels, batch["y"].cpu())
+        self.log_dict({f"{prefix}/{k}": scores[k] for k in METRICS})
+
+    def validation_step(self, batch, batch_idx):
+        """K-means on E and the metrics; leaves the pseudo-labels alone (the schedule owns them)."""
+        self._score(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._score(batch, "test")
+
+    def predict_step(self, batch, batch_idx):
+        """Cluster assignments (K-means on E)."""
+        labels, _ = kmeans(self(batch["x"]), self.hparams.num_clusters, self.hparams.kmeans_n_init,
+                           self._kmeans_seed())
+        return labels
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.model.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
