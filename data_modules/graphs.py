@@ -330,18 +330,9 @@ class GraphClusteringDataModule(LightningDataModule):
         self.setup()
         return int(self.adj.nnz // 2)
 
-    def _loader(self):
+    def train_dataloader(self):
+        """The whole graph as one sample; every stage sees the same full batch (transductive clustering)."""
         self.setup()
         return DataLoader(_FullGraph({"x": self.smoothed, "y": self.labels}), batch_size=None)
 
-    def train_dataloader(self):
-        return self._loader()
-
-    def val_dataloader(self):
-        return self._loader()
-
-    def test_dataloader(self):
-        return self._loader()
-
-    def predict_dataloader(self):
-        return self._loader()
+    val_dataloader = test_dataloader = predict_dataloader = train_dataloader
