@@ -6,7 +6,10 @@ Datasets (``name``) and the published on-disk layout expected under ``root`` (th
 - ``bail`` (Recidivism): ``bail.csv`` (label RECID, sensitive WHITE) and ``split/{train,val,test}_split.npy``;
   edges from ``bail_edges.txt`` when present, otherwise rebuilt with the NIFTY similarity rule (threshold 0.6).
 - ``credit``: ``credit.csv`` (label NoDefaultNextMonth, sensitive Age); edges from ``credit_edges.txt`` when present,
-  otherwise rebuilt (threshold 0.7, column ``Single`` left out as in NIFTY's loader).
+  otherwise rebuilt (threshold 0.7, column ``Single`` left out as in NIFTY's loader). The rebuilt graph is much
+  sparser than RELIANT's: we measured 137,377 undirected edges against the 1,421,858 of RELIANT's ``credit.npz``
+  (2,873,716 DGL edges in its logs), which is not public, so credit results on the rebuilt graph are not comparable
+  with the paper's.
 - ``german``: ``german.csv`` + ``german_edges.txt`` (label GoodCustomer, sensitive Gender).
 - ``dblp_fair_small`` (RELIANT's "small" DBLP): ``edgelist.txt``, ``labels.txt``, ``sens.txt``, ``split/*.npy`` and the
   node features ``X.npz`` (arrays data,row,col,shape). The features are not in the shared copy; without them the
