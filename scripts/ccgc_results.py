@@ -6,7 +6,7 @@ K-means on X̃ included, as the official train.py — and (b) the final epoch. R
 official script's ``np.std``) over seeds, ×100.
 
     OMP_NUM_THREADS=1 python scripts/ccgc_results.py --datasets cora --seeds 0 1 2 3 4 5 6 7 8 9 \
-        --out runs/ccgc_results [--export-dir runs/exports] [--accumulate-grad] [--skip-first-cluster]
+        --out runs/ccgc_results [--export-dir runs/exports] [--accumulate-grad] [--skip-first-cluster] [--kmeans-impl official]
 
 Writes ``<out>/<dataset>[-<tag>].json`` after every seed (``--resume`` continues it) and prints the table; with
 ``--export-dir`` the first seed's encoders are exported as a Hub folder ``<export-dir>/ccgc-<dataset>[-<tag>]``.
@@ -53,7 +53,7 @@ def run(args):
         dm.setup()
         hp = {"in_features": dm.num_features, "num_clusters": dm.num_classes, "lr": args.lr,
               "threshold": args.threshold, "alpha": args.alpha, "epochs": args.epochs,
-              "kmeans_n_init": args.kmeans_n_init, "accumulate_grad_across_epochs": args.accumulate_grad,
+              "kmeans_n_init": args.kmeans_n_init, "kmeans_impl": args.kmeans_impl, "accumulate_grad_across_epochs": args.accumulate_grad,
               "skip_first_cluster": args.skip_first_cluster}
         for seed in args.seeds:
             if seed in done:
@@ -95,6 +95,7 @@ def main():
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--kmeans-n-init", type=int, default=10)
+    p.add_argument("--kmeans-impl", default="sklearn", choices=["sklearn", "official"])
     p.add_argument("--accumulate-grad", action="store_true", help="official quirk: never zero the gradients")
     p.add_argument("--skip-first-cluster", action="store_true", help="official quirk: skip the first cluster")
     p.add_argument("--threads", type=int, default=1)

@@ -156,10 +156,11 @@ def test_metrics_perfect_relabelling_and_fewer_clusters():
     assert clustering_scores(torch.tensor([0, 0, 1, 1, 1, 1]), torch.from_numpy(y))["acc"] == pytest.approx(4 / 6)
 
 
-def test_kmeans_distances_are_to_own_centre():
+@pytest.mark.parametrize("impl", ["sklearn", "official"])
+def test_kmeans_distances_are_to_own_centre(impl):
     torch.manual_seed(0)
     x = torch.cat([torch.randn(20, 2) * 0.1, torch.randn(20, 2) * 0.1 + 5])
-    labels, dist = kmeans(x, 2, n_init=3, seed=0)
+    labels, dist = kmeans(x, 2, n_init=3, seed=0, impl=impl)
     assert clustering_scores(labels, torch.tensor([0] * 20 + [1] * 20))["acc"] == 1.0
     centres = torch.stack([x[labels == c].mean(0) for c in range(2)])
     torch.testing.assert_close(dist, ((x - centres[labels]) ** 2).sum(1), rtol=1e-4, atol=1e-5)
@@ -171,6 +172,8 @@ def test_module_checks_arguments():
         CCGCModule(in_features=4, threshold=0.0)
     with pytest.raises(ValueError, match="num_clusters"):
         CCGCModule(in_features=4, num_clusters=1)
+    with pytest.raises(ValueError, match="kmeans_impl"):
+        CCGCModule(in_features=4, kmeans_impl="faiss")
     with pytest.raises(ValueError, match="seeds"):
         CCGCModule(in_features=4, seeds=[])
 

@@ -106,9 +106,18 @@ def cluster_guided_loss(z1: torch.Tensor, z2: torch.Tensor, pseudo_labels: torch
     return pos + alpha * neg, pos, neg
 
 
-def kmeans(x: torch.Tensor, num_clusters: int, n_init: int = 10, seed: int | None = None):
-    """scikit-learn K-means (k-means++, Lloyd) on rows of ``x`` -> (labels (N,) int64, squared distance of each row
-    to its own centre (N,))."""
+def kmeans(x: torch.Tensor, num_clusters: int, n_init: int = 10, seed: int | None = None, impl: str = "sklearn"):
+    """K-means on rows of ``x`` -> (labels (N,) int64, squared distance of each row to its own centre (N,)).
+
+    ``impl="sklearn"``: scikit-learn (k-means++, ``n_init`` restarts, best inertia). ``impl="official"``: the
+    official kmeans_gpu.py rule in torch — 20 random draws of K rows as initial centres, keep the draw with the smallest
+    summed squared distance of all rows to all its centres, then Lloyd iterations until the squared total centre shift
+    is below 1e-4 (at most 500); one run, no restarts (a noisier clustering than scikit-learn's best of ``n_init``).
+    """
+    if impl == "official":
+        return _kmeans_official(x.detach().float().cpu(), num_clusters, seed)
+    if impl != "sklearn":
+        raise ValueError(f"kmeans impl must be 'sklearn' or 'official', got {impl!r}")
     from sklearn.cluster import KMeans
 
     data = x.detach().cpu().float().numpy()
@@ -116,6 +125,28 @@ def kmeans(x: torch.Tensor, num_clusters: int, n_init: int = 10, seed: int | Non
     labels = km.fit_predict(data)
     dist = ((data - km.cluster_centers_[labels]) ** 2).sum(1)
     return torch.from_numpy(labels.astype(np.int64)), torch.from_numpy(dist.astype(np.float32))
+
+
+def _kmeans_official(x: torch.Tensor, k: int, seed: int | None):
+    gen = torch.Generator().manual_seed(0 if seed is None else seed)
+    best, best_sum = None, float("inf")
+    for _ in range(20):
+        centres = x[torch.randperm(x.shape[0], generator=gen)[:k]]
+        total = float(torch.cdist(x, centres).square().sum())
+        if total < best_sum:
+            best, best_sum = centres, total
+    centres = best.clone()
+    for _ in range(501):
+        dist = torch.cdist(x, centres).square()
+        labels = dist.argmin(1)
+        previous = centres.clone()
+        for c in range(k):
+            members = labels == c
+            if members.any():  # an empty cluster keeps its centre (the official code would produce NaN)
+                centres[c] = x[members].mean(0)
+        if float((centres - previous).norm(dim=1).sum()) ** 2 < 1e-4:
+            break
+    return labels, dist.gather(1, labels[:, None]).squeeze(1)
 
 
 def summarize(run_results: list[dict]) -> dict[str, float]:
@@ -145,13 +176,14 @@ class CCGCModule(LightningModule):
         eval_every: re-clustering / evaluation period in epochs (official 10).
         seeds: one run per seed (the official protocol: 0…9); None -> one run under the global seed.
         kmeans_n_init: scikit-learn K-means restarts at each evaluation.
+        kmeans_impl: ``sklearn`` (default) or ``official`` (the official kmeans_gpu.py rule, see :func:`kmeans`).
         accumulate_grad_across_epochs, skip_first_cluster: the official code's quirks (module docstring).
     """
 
     def __init__(self, in_features: int = 1433, num_clusters: int = 7, dims: int = 500, lr: float = 1e-4,
                  weight_decay: float = 0.0, threshold: float = 0.5, alpha: float = 0.5, warmup_epochs: int = 51,
                  pos_ratio: float = 0.8, epochs: int = 400, eval_every: int = 10, seeds: list[int] | None = None,
-                 kmeans_n_init: int = 10, accumulate_grad_across_epochs: bool = False,
+                 kmeans_n_init: int = 10, kmeans_impl: str = "sklearn", accumulate_grad_across_epochs: bool = False,
                  skip_first_cluster: bool = False):
         super().__init__()
         self.save_hyperparameters()
@@ -161,6 +193,8 @@ class CCGCModule(LightningModule):
             raise ValueError(f"num_clusters must be >= 2, got {num_clusters}")
         if epochs < 1 or eval_every < 1:
             raise ValueError(f"epochs and eval_every must be >= 1, got {epochs} and {eval_every}")
+        if kmeans_impl not in ("sklearn", "official"):
+            raise ValueError(f"kmeans_impl must be 'sklearn' or 'official', got {kmeans_impl!r}")
         if seeds is not None and len(seeds) == 0:
             raise ValueError("seeds must name at least one seed (or be None for one run under the global seed)")
         self.automatic_optimization = False  # the official loop: optional zero_grad, backward, step; skips skip
@@ -220,7 +254,8 @@ class CCGCModule(LightningModule):
         return int(torch.randint(0, 2**31 - 1, (1,), generator=self._rng).item())
 
     def _evaluate(self, emb: torch.Tensor, y: torch.Tensor, epoch: int, scheduled: bool = True) -> dict:
-        labels, dist = kmeans(emb, self.hparams.num_clusters, self.hparams.kmeans_n_init, self._kmeans_seed())
+        labels, dist = kmeans(emb, self.hparams.num_clusters, self.hparams.kmeans_n_init, self._kmeans_seed(),
+                           self.hparams.kmeans_impl)
         out = {"epoch": epoch, **clustering_scores(labels, y.cpu())}
         self.history.append(out)
         if scheduled:  # the official schedule: these become the pseudo-labels and candidates of protocol (a)
