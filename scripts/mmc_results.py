@@ -5,7 +5,7 @@ singletons, metrics.py), mean ± sample std over the seeds.
 The MMC train files are not available offline (shared/data/mmc holds dev and test only), so the dev split is the
 training data and there is no model selection: the model after the last epoch is evaluated once on test.
 
-    OMP_NUM_THREADS=1 python scripts/mmc_results.py --seeds 0 1 2 --epochs 2 --out runs/mmc_results \
+    OMP_NUM_THREADS=1 python scripts/mmc_results.py --seeds 0 1 2 --epochs 3 --out runs/mmc_results \
         --export-dir runs/mmc_results/hub
 
 Writes ``<out>/results.json`` (every seed, rewritten after each one) and, with ``--export-dir``, the seed-0 model as
@@ -77,7 +77,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="../shared/data/mmc")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--max-docs", type=int, default=None, help="first N documents of each split (smoke runs)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/mmc_results")
