@@ -12,8 +12,8 @@ import sys
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
-def run_lightning(args: list[str]):
-    """Run LightningCLI on ``args`` in-process (tests call this) and return the CLI object."""
+def run_lightning(args: list[str] | None):
+    """Run LightningCLI on ``args`` (``None``: ``sys.argv``) in-process (tests call this); return the CLI object."""
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI
 
@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
         _console_logging()
-        run_lightning(argv)
+        # the console script: LightningCLI reads sys.argv itself (passing both makes it warn)
+        run_lightning(None if argv == sys.argv[1:] else argv)
         return 0
     p = tools_parser()
     ns = p.parse_args(argv)

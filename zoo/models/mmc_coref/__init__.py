@@ -169,7 +169,7 @@ ENTRIES = [
         tags=_TAGS + ("minilm",),
         params=encoder_params(MINILM_L6) + head_params(384, ffnn=500, width=20),  # 22,565,376 + 3,773,605
         our_metrics=OUR_METRICS_EN,
-        config="configs/demo/mmc.yaml",
+        config="configs/mmc-minilm.yaml",
         recipe="scripts/mmc_results.py: the MMC English objective (MLL + 2.5 x weighted_all mention loss, non-gold "
                "weight 0.3), segments of 512, 3 per training document, encoder lr 5e-5 / task lr 1e-3 (raised "
                "from 1e-5 / 3e-4 for a 3-epoch run) with 10% warm-up and linear decay, clipping at 1, FFNN 500 "
