@@ -467,3 +467,30 @@ def test_demo_configs_distill_then_finetune(tmp_path):
     for name in ("tinymim.yaml", "tinymim-finetune.yaml"):  # the paper recipes parse (no data is read)
         cfg = yaml.safe_load((REPO / "configs" / name).read_text())
         assert cfg["model"]["class_path"].startswith("zoo.models.tinymim.module.")
+
+
+def test_relation_loss_is_an_op_module_that_fused_kernels_switches(monkeypatch):
+    """The distillation module opts into zoo.callbacks.FusedKernels: its loss is a RelationKLLoss whose starting
+    implementation is ``relation_impl``; the switch sets the Triton kernel and restore() gives the setting back."""
+    from zoo.callbacks.fused_kernels import apply_fused_kernels
+
+    m = tiny_distill(relation_impl="reference")
+    m.configure_model()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        loss, l_qk, l_vv = m.relation_loss(images)
+        from zoo.models.tinymim.module import _teacher_qkv
+
+        t_qkv = _teacher_qkv(m.teacher, images, m._teacher_index, m.teacher.teacher_heads)
+        ref = relation_kl_loss(m.model.forward_qkv(images, -1), t_qkv, impl="reference")
+    torch.testing.assert_close(loss, ref[0])
+    # temperatures from each model's own head dim: student 24 / 4 heads, teacher 48 / 4 heads
+    assert m.relation_kl.student_scale == pytest.approx(6 ** -0.5)
+    assert m.relation_kl.teacher_scale == pytest.approx(12 ** -0.5)
+    monkeypatch.setattr("zoo.ops._dispatch.kernel_error", lambda device: None)
+    switch = apply_fused_kernels(m, ["relation_kl"], "cuda")
+    assert m.relation_kl.ops_impl == "triton"
+    assert any("relation_kl: Triton kernel in 1 module(s)" in line for line in switch.report)
+    switch.restore()
+    assert m.relation_kl.ops_impl == "reference"
+    assert not [k for k in m.state_dict() if k.startswith("relation_kl")], "the loss module holds no state"

@@ -59,12 +59,14 @@ _OFFICIAL_SUFFIXES = (".pth", ".pt", ".bin")
 
 # ============================================================================================== the loss
 def relation_kl_loss(student_qkv: Sequence[Tensor], teacher_qkv: Sequence[Tensor],
-                     impl: str = "auto") -> tuple[Tensor, Tensor, Tensor]:
+                     impl: str = "auto", kl: nn.Module | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """TinyMIM's relation loss (Eq. 2-4): ``(L, L_qk, L_vv)`` with ``L = L_qk + L_vv``.
 
     ``student_qkv`` / ``teacher_qkv``: (q, k, v), each (B, H, N, d); H and N must agree, d may differ. Each relation
     uses its own model's temperature 1/√d. Gradients reach the student tensors only. ``impl`` goes to
-    ``zoo.ops.relation_kl`` ("auto": Triton kernel on CUDA, else the PyTorch reference).
+    ``zoo.ops.relation_kl`` ("auto": Triton kernel on CUDA, else the PyTorch reference). ``kl``: a
+    ``zoo.ops.modules.RelationKLLoss`` to compute both terms with (its ``ops_impl`` then decides; the
+    ``FusedKernels`` callback switches it); its temperatures are set here from the shapes.
     """
     from zoo.ops import relation_kl
 
@@ -77,8 +79,12 @@ def relation_kl_loss(student_qkv: Sequence[Tensor], teacher_qkv: Sequence[Tensor
             "(last_heads / teacher_heads) and the same image and patch size."
         )
     s_scale, t_scale = sq.shape[-1] ** -0.5, tq.shape[-1] ** -0.5
-    loss_qk = relation_kl(sq, sk, tq, tk, s_scale, t_scale, impl=impl)
-    loss_vv = relation_kl(sv, sv, tv, tv, s_scale, t_scale, impl=impl)
+    if kl is not None:
+        kl.student_scale, kl.teacher_scale = s_scale, t_scale
+        loss_qk, loss_vv = kl(sq, sk, tq, tk), kl(sv, sv, tv, tv)
+    else:
+        loss_qk = relation_kl(sq, sk, tq, tk, s_scale, t_scale, impl=impl)
+        loss_vv = relation_kl(sv, sv, tv, tv, s_scale, t_scale, impl=impl)
     return loss_qk + loss_vv, loss_qk, loss_vv
 
 
@@ -283,6 +289,12 @@ class TinyMIMDistillModule(LightningModule):
                                 num_heads=num_heads, last_heads=last_heads, drop_path_rate=drop_path_rate,
                                 drop_path_uniform=True, fixed_pos_embed=True)
         self.teacher: TinyMIMViT | None = None  # built in configure_model
+        # the loss as a zoo op module (no parameters): ``relation_impl`` is its starting implementation, and
+        # zoo.callbacks.FusedKernels(ops=["relation_kl"]) / the zoo_ddp strategy switch it to the Triton kernel
+        from zoo.ops.modules import RelationKLLoss
+
+        self.relation_kl = RelationKLLoss((embed_dim // last_heads) ** -0.5, 1.0)
+        self.relation_kl.ops_impl = relation_impl
         self.example_input_array = torch.randn(2, 3, img_size, img_size)
 
     # ------------------------------------------------------------------ inference
@@ -343,7 +355,7 @@ class TinyMIMDistillModule(LightningModule):
         with torch.no_grad():
             t_qkv = _teacher_qkv(self.teacher, images, self._teacher_index, self.teacher.teacher_heads)
         s_qkv = self.model.forward_qkv(images if student_images is None else student_images, -1)
-        return relation_kl_loss(s_qkv, t_qkv, impl=self.hparams.relation_impl)
+        return relation_kl_loss(s_qkv, t_qkv, kl=self.relation_kl)
 
     def training_step(self, batch, batch_idx):
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
