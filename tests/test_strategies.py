@@ -70,11 +70,14 @@ PROBE = textwrap.dedent('''
 
 def test_registered_names_build_zoo_strategies():
     names = pl.strategies.StrategyRegistry.available_strategies()
-    for name in ("zoo_ddp", "zoo_ddp_spawn", "zoo_fsdp", "zoo_fsdp_checkpointed"):
+    for name in ("zoo_ddp", "zoo_ddp_spawn", "zoo_ddp_find_unused_parameters_true", "zoo_fsdp",
+                 "zoo_fsdp_checkpointed"):
         assert name in names
     s = pl.strategies.StrategyRegistry.get("zoo_ddp_spawn")
     assert isinstance(s, zs.ZooDDPStrategy) and isinstance(s, pl.strategies.DDPStrategy)
     assert s._start_method == "spawn" and s._ddp_kwargs["gradient_as_bucket_view"] is True
+    unused = pl.strategies.StrategyRegistry.get("zoo_ddp_find_unused_parameters_true")
+    assert isinstance(unused, zs.ZooDDPStrategy) and unused._ddp_kwargs["find_unused_parameters"] is True
     fsdp = pl.strategies.StrategyRegistry.get("zoo_fsdp_checkpointed")
     assert isinstance(fsdp, pl.strategies.FSDPStrategy) and fsdp.checkpoint_blocks
     trainer = pl.Trainer(strategy="zoo_ddp", accelerator="cpu", devices=1, logger=False)

@@ -2,7 +2,7 @@
 
 Importing this module registers (``zoo fit`` imports it before building the Trainer):
 
-- ``zoo_ddp`` / ``zoo_ddp_spawn``: Lightning's ``DDPStrategy`` (``start_method`` popen / spawn) that first switches
+- ``zoo_ddp`` / ``zoo_ddp_spawn`` / ``zoo_ddp_find_unused_parameters_true``: Lightning's ``DDPStrategy`` (``start_method`` popen / spawn) that first switches
   the model's opted-in modules to the zoo's Triton kernels (``zoo.callbacks.fused_kernels`` protocol; kernels that
   cannot run on the device keep the reference path, logged), with ``gradient_as_bucket_view=True`` (gradients live
   in DDP's buckets: one gradient copy less).
@@ -139,6 +139,10 @@ def register(registry=StrategyRegistry) -> None:
     """Register the zoo strategies (idempotent: re-registering replaces the entries)."""
     registry.register("zoo_ddp", ZooDDPStrategy, description="DDP for zoo models, with the zoo's fused kernels",
                       override=True, start_method="popen")
+    registry.register("zoo_ddp_find_unused_parameters_true", ZooDDPStrategy, override=True, start_method="popen",
+                      find_unused_parameters=True,
+                      description="zoo_ddp for models with parameters that get no gradient in some steps "
+                                  "(e.g. TinyMIM's student: its last block's projection and MLP)")
     registry.register("zoo_ddp_spawn", ZooDDPStrategy, override=True, start_method="spawn",
                       description="DDP (start_method='spawn') for zoo models, with the zoo's fused kernels")
     registry.register("zoo_fsdp", ZooFSDPStrategy, override=True,
