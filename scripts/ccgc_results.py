@@ -33,6 +33,22 @@ def table(rows: list[dict]) -> dict:
     return out
 
 
+PAPER_ACC = {"cora": 73.88, "citeseer": 69.84, "bat": 75.04, "eat": 57.19}
+
+
+def report(out: Path) -> str:
+    """Markdown table of every ``<out>/*.json`` (both protocols, mean ± std, seeds counted)."""
+    lines = ["| dataset | variant | seeds | protocol | ACC | NMI | ARI | F1 | paper ACC |", "|---|---|---|---|---|---|---|---|---|"]
+    for path in sorted(out.glob("*.json")):
+        d = json.loads(path.read_text())
+        s = table(d["runs"])
+        for protocol, label in (("best", "best-ACC epoch"), ("last", "final epoch")):
+            lines.append(f"| {d['dataset']} | {d['tag'] or 'default'} | {len(d['runs'])} | {label} | "
+                         + " | ".join(f"{m:.2f}±{sd:.2f}" for m, sd in s[protocol].values())
+                         + f" | {PAPER_ACC.get(d['dataset'], '')} |")
+    return "\n".join(lines)
+
+
 def run(args):
     import lightning.pytorch as pl
     import torch
@@ -100,7 +116,11 @@ def main():
     p.add_argument("--skip-first-cluster", action="store_true", help="official quirk: skip the first cluster")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--report", action="store_true", help="only print the markdown table of <out>/*.json")
     args = p.parse_args()
+    if args.report:
+        print(report(Path(args.out)))
+        return
     logging.getLogger("lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
