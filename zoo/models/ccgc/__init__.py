@@ -50,7 +50,32 @@ _NAMES = {"acc": "ACC", "nmi": "NMI", "ari": "ARI", "f1": "F1"}
 # sklearn K-means, both official quirks off); "official" = the official code emulated (accumulate_grad_across_epochs,
 # skip_first_cluster, kmeans_impl="official"). Protocols: "best" = per seed the best-ACC evaluation (labels pick the
 # epoch, as the paper), "last" = the final epoch (400). Seeds 0.. in order; std is numpy's population std.
-OURS: dict = {}
+OURS: dict = {
+    'cora': (
+        ('default', 'best', 10, {'acc': (68.94, 1.27), 'nmi': (53.12, 1.0), 'ari': (45.66, 1.68), 'f1': (66.4, 2.84)}),
+        ('default', 'last', 10, {'acc': (55.83, 3.04), 'nmi': (47.32, 2.07), 'ari': (34.8, 3.02), 'f1': (43.35, 4.44)}),
+        ('official', 'best', 10, {'acc': (73.44, 0.98), 'nmi': (56.37, 1.47), 'ari': (50.88, 1.33), 'f1': (69.23, 3.31)}),
+        ('official', 'last', 10, {'acc': (66.07, 4.33), 'nmi': (53.01, 1.9), 'ari': (44.22, 4.31), 'f1': (59.79, 5.76)}),
+    ),
+    'citeseer': (
+        ('default', 'best', 7, {'acc': (68.14, 1.58), 'nmi': (42.65, 1.78), 'ari': (41.5, 2.22), 'f1': (60.79, 1.35)}),
+        ('default', 'last', 7, {'acc': (43.31, 4.21), 'nmi': (27.69, 3.59), 'ari': (21.13, 3.89), 'f1': (29.63, 5.26)}),
+        ('official', 'best', 4, {'acc': (69.52, 0.6), 'nmi': (43.29, 0.93), 'ari': (44.02, 0.39), 'f1': (61.87, 1.43)}),
+        ('official', 'last', 4, {'acc': (63.1, 1.57), 'nmi': (38.48, 1.22), 'ari': (35.33, 1.61), 'f1': (57.64, 2.27)}),
+    ),
+    'bat': (
+        ('default', 'best', 10, {'acc': (57.94, 0.41), 'nmi': (40.42, 0.39), 'ari': (29.98, 0.62), 'f1': (55.44, 0.45)}),
+        ('default', 'last', 10, {'acc': (57.18, 0.63), 'nmi': (39.75, 0.56), 'ari': (29.11, 0.77), 'f1': (54.65, 0.68)}),
+        ('official', 'best', 10, {'acc': (71.07, 1.58), 'nmi': (47.78, 2.11), 'ari': (41.73, 2.38), 'f1': (71.02, 1.58)}),
+        ('official', 'last', 10, {'acc': (63.44, 4.52), 'nmi': (43.9, 2.23), 'ari': (36.37, 4.17), 'f1': (61.56, 5.24)}),
+    ),
+    'eat': (
+        ('default', 'best', 10, {'acc': (53.66, 0.28), 'nmi': (32.69, 0.32), 'ari': (25.63, 0.33), 'f1': (48.79, 0.29)}),
+        ('default', 'last', 10, {'acc': (53.43, 0.31), 'nmi': (32.5, 0.3), 'ari': (25.57, 0.25), 'f1': (48.58, 0.18)}),
+        ('official', 'best', 10, {'acc': (56.49, 0.87), 'nmi': (33.2, 1.33), 'ari': (26.26, 0.69), 'f1': (56.84, 0.99)}),
+        ('official', 'last', 10, {'acc': (52.96, 2.7), 'nmi': (31.28, 2.45), 'ari': (24.86, 0.79), 'f1': (51.85, 4.79)}),
+    ),
+}
 _VARIANTS = {
     "default": "code defaults (t 4, lr 1e-4, tau 0.5, alpha 0.5), scikit-learn K-means (10 restarts), quirks off",
     "official": "official code emulated: gradients accumulated across epochs, first cluster skipped, the official "
@@ -112,7 +137,10 @@ ENTRIES = [
                      "the graph they were trained on (K-means on the embedding). The paper's protocol picks each "
                      "seed's epoch by ACC against the ground-truth labels; the honest final-epoch numbers are listed "
                      "beside it. The paper's per-dataset hyper-parameters were not published; the code defaults are "
-                     "used everywhere."),
+                     "used everywhere. With the paper's intent (these init args) our best-ACC numbers are 2-17 points "
+                     "below the table; the 'official' rows (gradient accumulation, skipped first cluster, the "
+                     "official single-run K-means, all flags of CCGCModule) come within 0.3-4 points: much of the gap "
+                     "is the noisy K-means evaluator combined with the label-picked epoch."),
         tiny_overrides={"in_features": 6, "dims": 8, "num_clusters": 2},
     )
     for ds, (d, k, dsname) in GRAPHS.items()
