@@ -7,6 +7,7 @@ resident set during the measurement (coarse: it only grows, so models are run in
 """
 from __future__ import annotations
 
+import math
 import resource
 import time
 
@@ -61,20 +62,14 @@ def count_macs(model: torch.nn.Module, *inputs, norms: bool = True) -> float:
 
         extra[aten._scaled_dot_product_flash_attention_for_cpu] = sdpa_cpu
     if norms:
-        def _numel(shape) -> int:
-            n = 1
-            for d in shape:
-                n *= d
-            return n
-
         def bn(x_shape, weight=None, *args, out_shape=None, **kwargs):  # flop formulas return FLOPs = 2 x MACs
-            return 2 * _numel(x_shape) * (2 if weight is not None else 1)
+            return 2 * math.prod(x_shape) * (2 if weight is not None else 1)
 
         def ln(x_shape, normalized_shape, weight=None, *args, out_shape=None, **kwargs):
-            return 2 * _numel(x_shape) * (5 if weight is not None else 4)
+            return 2 * math.prod(x_shape) * (5 if weight is not None else 4)
 
         def pool(x_shape, *args, out_shape=None, **kwargs):
-            return 2 * _numel(x_shape)
+            return 2 * math.prod(x_shape)
 
         for op in ("_native_batch_norm_legit_no_training", "_native_batch_norm_legit", "native_batch_norm",
                    "cudnn_batch_norm"):

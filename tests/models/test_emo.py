@@ -211,3 +211,18 @@ def test_registry_entries_carry_the_paper_table():
         e = zoo.registry.get(f"emo-{size}")
         assert e.params == params and e.flops == flops
         assert e.paper_metrics[0].value == top1 and e.preprocess["input_size"] == [3, 224, 224]
+
+
+def test_lr_scales_with_the_effective_batch_as_the_official_trainer():
+    from types import SimpleNamespace
+
+    from zoo.models._common import scaled_lr
+
+    def fake(hparams):
+        trainer = SimpleNamespace(datamodule=SimpleNamespace(hparams=hparams), world_size=8, accumulate_grad_batches=1)
+        return SimpleNamespace(trainer=trainer)
+
+    assert scaled_lr(fake({"batch_size": 256}), None, 1.5e-3, per=512) == pytest.approx(6e-3)  # 2048 images: 6e-3
+    assert scaled_lr(fake({}), 0.01, 1.5e-3, per=512) == 0.01
+    with pytest.raises(ValueError, match="model.init_args.lr"):
+        scaled_lr(fake({}), None, 1.5e-3, per=512)

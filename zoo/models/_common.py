@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------ official checkpoints
@@ -48,6 +51,26 @@ def converter_main(argv: list[str] | None, load: Callable[[str, str], object], w
 
     print(export(load(ns.checkpoint, ns.name), ns.out_dir, name=ns.name))
     return 0
+
+
+# ------------------------------------------------------------------------------------ learning-rate scaling
+def scaled_lr(module, lr: float | None, blr: float, per: int = 256) -> float:
+    """``lr`` when given, else the linear scaling rule ``blr x effective batch / per`` (effective batch = the data
+    module's ``batch_size`` x world size x gradient accumulation). MAE/TinyMIM scale per 256 images, EMO per 512."""
+    if lr is not None:
+        return float(lr)
+    trainer = module.trainer
+    dm = getattr(trainer, "datamodule", None)
+    bs = getattr(dm, "hparams", {}).get("batch_size") if dm is not None else None
+    if bs is None:
+        raise ValueError(
+            f"cannot scale the learning rate by the batch size (lr = blr * batch / {per}): the data module has no "
+            "'batch_size' hyper-parameter. Pass an absolute learning rate with model.init_args.lr."
+        )
+    batch = int(bs) * trainer.world_size * trainer.accumulate_grad_batches
+    scaled = blr * batch / per
+    log.info("lr = blr %.3g x effective batch %d / %d = %.3g", blr, batch, per, scaled)
+    return scaled
 
 
 # -------------------------------------------------------------------------------- classification evaluation

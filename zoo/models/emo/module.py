@@ -10,7 +10,6 @@ over ``warmup_epochs``, then cosine down to ``min_lr`` at the end of ``epochs`` 
 """
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any, Sequence
 
@@ -19,10 +18,8 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
-from zoo.models._common import ClassificationEval
+from zoo.models._common import ClassificationEval, scaled_lr
 from zoo.models.emo.model import VARIANTS, EMO
-
-log = logging.getLogger(__name__)
 
 
 def warmup_cosine_lr(step: int, total: int, warmup: int, lr: float, warmup_lr: float, min_lr: float) -> float:
@@ -94,21 +91,6 @@ class EMOModule(ClassificationEval, LightningModule):
         return self(images).softmax(-1)
 
     # -------------------------------------------------------------------------------------------- optimizer
-    def base_lr(self) -> float:
-        hp = self.hparams
-        if hp.lr is not None:
-            return float(hp.lr)
-        trainer = self.trainer
-        dm = getattr(trainer, "datamodule", None)
-        bs = getattr(dm, "hparams", {}).get("batch_size") if dm is not None else None
-        if bs is None:
-            raise ValueError("cannot scale the learning rate (lr = blr * batch / 512): the data module has no "
-                             "'batch_size' hyper-parameter. Pass an absolute one with model.init_args.lr.")
-        batch = int(bs) * trainer.world_size * trainer.accumulate_grad_batches
-        lr = hp.blr * batch / 512
-        log.info("lr = blr %.3g x effective batch %d / 512 = %.3g", hp.blr, batch, lr)
-        return lr
-
     def param_groups(self) -> list[dict[str, Any]]:
         """Two groups: weight decay on >= 2-D weights, none on 1-D parameters and biases (as trained)."""
         skip = self.model.no_weight_decay()
@@ -119,7 +101,7 @@ class EMOModule(ClassificationEval, LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        lr = self.base_lr()
+        lr = scaled_lr(self, hp.lr, hp.blr, per=512)
         opt = torch.optim.AdamW(self.param_groups(), lr=lr, betas=tuple(hp.betas), eps=hp.eps)
         trainer = self.trainer
         max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1

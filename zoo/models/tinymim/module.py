@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
-from zoo.models._common import ClassificationEval
+from zoo.models._common import ClassificationEval, scaled_lr
 from zoo.models.tinymim.model import TinyMIMStarViT, TinyMIMViT, block_qkv
 
 log = logging.getLogger(__name__)
@@ -130,29 +130,6 @@ def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float
         return step / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _effective_batch(module: LightningModule) -> int | None:
-    trainer = module.trainer
-    dm = getattr(trainer, "datamodule", None)
-    bs = getattr(dm, "hparams", {}).get("batch_size") if dm is not None else None
-    if bs is None:
-        return None
-    return int(bs) * trainer.world_size * trainer.accumulate_grad_batches
-
-
-def _base_lr(module: LightningModule, lr: float | None, blr: float) -> float:
-    if lr is not None:
-        return lr
-    batch = _effective_batch(module)
-    if batch is None:
-        raise ValueError(
-            "cannot scale the learning rate by the batch size (lr = blr * batch / 256): the data module has no "
-            "'batch_size' hyper-parameter. Pass an absolute learning rate with model.init_args.lr."
-        )
-    lr = blr * batch / 256
-    log.info("lr = blr %.3g x effective batch %d / 256 = %.3g", blr, batch, lr)
-    return lr
 
 
 def _schedule(module: LightningModule, optimizer, warmup_epochs: float, min_ratio: float) -> dict:
@@ -381,7 +358,7 @@ class TinyMIMDistillModule(LightningModule):
             if not p.requires_grad:
                 continue
             (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-        lr = _base_lr(self, hp.lr, hp.blr)
+        lr = scaled_lr(self, hp.lr, hp.blr, per=256)
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=tuple(hp.betas))
         return {"optimizer": opt, "lr_scheduler": _schedule(self, opt, hp.warmup_epochs, hp.min_lr / lr)}
@@ -514,6 +491,6 @@ class ViTFinetuneModule(ClassificationEval, LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        lr = _base_lr(self, hp.lr, hp.blr)
+        lr = scaled_lr(self, hp.lr, hp.blr, per=256)
         opt = torch.optim.AdamW(self.param_groups(lr), lr=lr, betas=tuple(hp.betas))
         return {"optimizer": opt, "lr_scheduler": _schedule(self, opt, hp.warmup_epochs, hp.min_lr / lr)}
