@@ -216,7 +216,7 @@ def test_registry_entries_carry_the_paper_table():
 def test_lr_scales_with_the_effective_batch_as_the_official_trainer():
     from types import SimpleNamespace
 
-    from zoo.models._common import scaled_lr
+    from zoo.nn.common import scaled_lr
 
     def fake(hparams):
         trainer = SimpleNamespace(datamodule=SimpleNamespace(hparams=hparams), world_size=8, accumulate_grad_batches=1)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from zoo.models import _common
+from zoo.nn import common as _common
 
 # applied in order to each key (after the stage0 / stageN prefixes are mapped)
 _SUFFIXES = (

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
-from zoo.models._common import ClassificationEval, scaled_lr
+from zoo.nn.common import ClassificationEval, scaled_lr
 from zoo.models.emo.model import VARIANTS, EMO
 
 

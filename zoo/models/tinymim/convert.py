@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from zoo.models import _common
+from zoo.nn import common as _common
 
 __all__ = ["convert_state_dict", "to_official_state_dict", "read_official", "load_official", "main"]
 

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
-from zoo.models._common import ClassificationEval, scaled_lr
+from zoo.nn.common import ClassificationEval, scaled_lr
 from zoo.models.tinymim.model import TinyMIMStarViT, TinyMIMViT, block_qkv
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
-"""Pieces several methods share: reading official checkpoints safely, and the image-classification evaluation
-(top-1 / top-5 with torchmetrics). Nothing here is imported by the registry."""
+"""Building blocks shared by two or more methods (DESIGN.md): reading official checkpoints safely, learning-rate
+scaling, image-classification evaluation (top-1 / top-5 with torchmetrics). Nothing here is imported by the registry."""
 from __future__ import annotations
 
 import argparse
