@@ -24,26 +24,40 @@ from torch import nn
 _ADJ_CACHE: dict = {}
 
 
-def adjacency(edge_index: torch.Tensor, num_nodes: int, self_loops: bool = False) -> torch.Tensor:
-    """The binary (N, N) adjacency of ``edge_index`` as a torch sparse CSR tensor (row = target), optionally with
-    self-loops; an already sparse input is returned unchanged. Message passing then runs as one sparse-dense product
-    per layer (PyG's GCNConv / SAGEConv / SGConv accept it), which on CPU is 10-100x faster than gather-scatter.
-    The conversion is cached for the last few graphs (full-batch training reuses one graph every epoch)."""
+def adjacency(edge_index: torch.Tensor, num_nodes: int, self_loops: bool = False,
+              normalize: bool = False) -> torch.Tensor:
+    """The (N, N) adjacency of ``edge_index`` as a torch sparse CSR tensor (row = target): binary, optionally with
+    self-loops, or with ``normalize=True`` GCN's D^-1/2 (A + I) D^-1/2 (self-loops added). An already sparse input
+    is returned unchanged. Message passing then runs as one sparse-dense product per layer, which on CPU is 10-100x
+    faster than gather-scatter. Conversions are cached for the last few graphs (full-batch training reuses one graph
+    every epoch), so GCN's normalisation is computed once instead of in every layer of every forward pass."""
     if edge_index.layout != torch.strided:
         return edge_index
-    key = (edge_index.data_ptr(), tuple(edge_index.shape), edge_index._version, num_nodes, self_loops,
-           edge_index.device)
+    key = (edge_index.data_ptr(), tuple(edge_index.shape), edge_index._version, num_nodes, self_loops or normalize,
+           normalize, edge_index.device)
     adj = _ADJ_CACHE.get(key)
     if adj is None:
         from torch_geometric.utils import add_remaining_self_loops, coalesce, to_torch_csr_tensor
 
-        ei = add_remaining_self_loops(edge_index, num_nodes=num_nodes)[0] if self_loops else edge_index
+        loops = self_loops or normalize
+        ei = add_remaining_self_loops(edge_index, num_nodes=num_nodes)[0] if loops else edge_index
         ei = coalesce(ei, num_nodes=num_nodes)
-        adj = to_torch_csr_tensor(ei.flip(0), size=(num_nodes, num_nodes))  # row = target (adj_t)
-        if len(_ADJ_CACHE) >= 4:
+        w = None
+        if normalize:
+            deg = torch.zeros(num_nodes, device=ei.device).index_add_(0, ei[1], torch.ones(ei.shape[1], device=ei.device))
+            dis = deg.pow(-0.5).masked_fill_(deg == 0, 0.0)
+            w = dis[ei[0]] * dis[ei[1]]
+        adj = to_torch_csr_tensor(ei.flip(0), w, size=(num_nodes, num_nodes))  # row = target (adj_t)
+        if len(_ADJ_CACHE) >= 6:
             _ADJ_CACHE.pop(next(iter(_ADJ_CACHE)))
         _ADJ_CACHE[key] = adj
     return adj
+
+
+def sym_propagate(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``adj @ x`` for a CSR ``adj`` that equals its transpose (A + I, or GCN's normalised adjacency),
+    differentiable w.r.t. ``x``; the backward product is ``adj @ grad`` (see :class:`_SymPatternSpMM`)."""
+    return _SymPatternSpMM.apply(adj.crow_indices(), adj.col_indices(), adj.values().to(x.dtype), None, x)
 
 
 class _SymPatternSpMM(torch.autograd.Function):
@@ -53,15 +67,16 @@ class _SymPatternSpMM(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, crow, col, values, reverse, x):
-        ctx.save_for_backward(crow, col, values, reverse)
+        # reverse=None: the values are symmetric too (A^T = A), the backward uses them as they are
+        ctx.save_for_backward(crow, col, values if reverse is None else values[reverse])
         n = crow.shape[0] - 1
         return torch.sparse_csr_tensor(crow, col, values, (n, x.shape[0])) @ x
 
     @staticmethod
     def backward(ctx, grad):
-        crow, col, values, reverse = ctx.saved_tensors
+        crow, col, values_t = ctx.saved_tensors
         n = crow.shape[0] - 1
-        return None, None, None, None, torch.sparse_csr_tensor(crow, col, values[reverse], (n, n)) @ grad
+        return None, None, None, None, torch.sparse_csr_tensor(crow, col, values_t, (n, n)) @ grad
 
 
 def reverse_edge_index(adj: torch.Tensor) -> torch.Tensor:
@@ -106,6 +121,21 @@ def bias_penalty(probs: torch.Tensor, sens: torch.Tensor, mask: torch.Tensor, la
 
 
 # ------------------------------------------------------------------------------------------- teachers
+def gcn_layer(conv, x: torch.Tensor, adj_norm: torch.Tensor) -> torch.Tensor:
+    """PyG ``GCNConv.forward`` (Â x W + b) with the normalised adjacency Â computed once (:func:`adjacency` with
+    ``normalize=True``) instead of by ``gcn_norm`` in every call; same parameters, same result."""
+    out = sym_propagate(adj_norm, conv.lin(x))
+    return out if conv.bias is None else out + conv.bias
+
+
+def sgc_layer(conv, x: torch.Tensor, adj_norm: torch.Tensor) -> torch.Tensor:
+    """PyG ``SGConv.forward`` (Â^K x W + b) with the normalised adjacency computed once; same parameters, same
+    result."""
+    for _ in range(conv.K):
+        x = sym_propagate(adj_norm, x)
+    return conv.lin(x)
+
+
 class GCNTeacher(nn.Module):
     """CPF's GCN teacher (n_layers=1): GraphConv(F->64, ReLU) -> GraphConv(64->64, ReLU) -> GraphConv(64->C);
     dropout before every layer but the first. ``forward`` returns logits (N, C); ``embed`` the 64-d hidden states."""
@@ -120,17 +150,17 @@ class GCNTeacher(nn.Module):
         self.dropout = dropout
 
     def embed(self, x, edge_index):
-        edge_index = adjacency(edge_index, x.shape[0])  # GCNConv adds the self-loops and normalises
+        adj = adjacency(edge_index, x.shape[0], normalize=True)
         h = x
         for i, conv in enumerate(self.convs[:-1]):
             if i > 0:
                 h = F.dropout(h, self.dropout, self.training)
-            h = F.relu(conv(h, edge_index))
+            h = F.relu(gcn_layer(conv, h, adj))
         return h
 
     def forward(self, x, edge_index):
         h = F.dropout(self.embed(x, edge_index), self.dropout, self.training)
-        return self.convs[-1](h, adjacency(edge_index, x.shape[0]))
+        return gcn_layer(self.convs[-1], h, adjacency(edge_index, x.shape[0], normalize=True))
 
 
 class SAGETeacher(nn.Module):
@@ -151,12 +181,24 @@ class SAGETeacher(nn.Module):
         ei = adjacency(edge_index, x.shape[0], self_loops=True)
         h = F.dropout(x, self.dropout, self.training)
         for conv in self.convs[:-1]:
-            h = F.dropout(F.relu(conv(h, ei)), self.dropout, self.training)
+            h = F.dropout(F.relu(sage_layer(conv, h, ei)), self.dropout, self.training)
         return h, ei
 
     def forward(self, x, edge_index):
         h, ei = self.embed(x, edge_index)
-        return self.convs[-1](h, ei)
+        return sage_layer(self.convs[-1], h, ei)
+
+
+def sage_layer(conv, x: torch.Tensor, adj_loops: torch.Tensor) -> torch.Tensor:
+    """PyG ``SAGEConv(aggr="mean", root_weight=False).forward`` on the binary adjacency with self-loops: mean of the
+    neighbours (and self), then ``lin_l``. The mean is (A + I) x / deg with the symmetric product of
+    :func:`sym_propagate` (its backward reuses the CSR arrays); same parameters, same result."""
+    deg = _degree(adj_loops).to(x.dtype)
+    return conv.lin_l(sym_propagate(adj_loops, x) / deg.clamp(min=1).unsqueeze(1))
+
+
+def _degree(adj: torch.Tensor) -> torch.Tensor:
+    return adj.crow_indices().diff()
 
 
 def build_teacher(arch: str, in_features: int, num_classes: int = 2, **kw) -> nn.Module:
@@ -242,11 +284,11 @@ class PLPStudent(nn.Module):
             # DGL's edge_softmax + dropout) masks edges of the numerator only.
             el = (self.feat_drop(x) * self.attn).sum(-1)
             w = torch.exp(el - el.max()).unsqueeze(1)
-            denom = _SymPatternSpMM.apply(crow, col, ones, rev, w)
-            vals = ones
+            denom = _SymPatternSpMM.apply(crow, col, ones, None, w)
+            vals, vals_rev = ones, None  # no attention dropout: symmetric values
             if self.training and p > 0:
-                vals = (torch.rand(ones.shape[0], device=x.device) >= p).to(x.dtype) / (1 - p)
-            num = _SymPatternSpMM.apply(crow, col, vals, rev, w * h)
+                vals, vals_rev = (torch.rand(ones.shape[0], device=x.device) >= p).to(x.dtype) / (1 - p), rev
+            num = _SymPatternSpMM.apply(crow, col, vals, vals_rev, w * h)
             h = F.relu(gate * (num / denom) + (1 - gate) * self.mlp(x))  # sigmoid(-g) = 1 - sigmoid(g)
             h = torch.where(clamp, self.label_init, h)
         return h
@@ -265,10 +307,10 @@ class SGCStudent(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward_with_embedding(self, x, edge_index):
-        edge_index = adjacency(edge_index, x.shape[0])  # SGConv adds the self-loops and normalises
-        h = self.dropout(F.relu(self.convs[0](x, edge_index)))
-        emb = F.relu(self.convs[1](h, edge_index))
-        return self.convs[2](self.dropout(emb), edge_index), emb
+        adj = adjacency(edge_index, x.shape[0], normalize=True)  # SGConv's self-loops + symmetric normalisation
+        h = self.dropout(F.relu(sgc_layer(self.convs[0], x, adj)))
+        emb = F.relu(sgc_layer(self.convs[1], h, adj))
+        return sgc_layer(self.convs[2], self.dropout(emb), adj), emb
 
     def forward(self, x, edge_index):
         return self.forward_with_embedding(x, edge_index)[0]
@@ -328,8 +370,14 @@ class LocalEmbDiscriminator(nn.Module):
         self.scale = nn.Parameter(torch.full((1,), 0.5))
 
     def forward(self, emb, edge_index):
+        """Scores of every directed edge (E,), in the CSR order of :func:`adjacency` (row = target) when
+        ``edge_index`` is given as (2, E) or as that CSR tensor: one sampled dense-dense product instead of
+        gathering two (E, hidden) matrices."""
         e = F.normalize(emb, p=2, dim=1)
-        return ((e[edge_index[0]] * self.d) * e[edge_index[1]]).sum(-1) * self.scale
+        adj = adjacency(edge_index, emb.shape[0])
+        pattern = torch.sparse_csr_tensor(adj.crow_indices(), adj.col_indices(),
+                                          torch.zeros(adj.values().shape, dtype=e.dtype, device=e.device), adj.shape)
+        return torch.sparse.sampled_addmm(pattern, e * self.d, e.T).values() * self.scale
 
 
 class GlobalEmbDiscriminator(nn.Module):
