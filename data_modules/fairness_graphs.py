@@ -22,9 +22,12 @@ feature columns (all but the label), s_ij = 1 / (1 + ||x_i - x_j||_2); node i li
 s_ij > t * max_{k != i} s_ik. The directed pairs are symmetrised. Rebuilt edge lists are cached (``cache_dir``, default
 ``~/.cache/zoo/fairness_graphs``) because the shared data folders are read-only.
 
-Feature processing follows the RELIANT loaders: bail and credit rows are L1-normalised (``normalize`` in RELIANT's
-utils; credit's own RELIANT file is not public, we apply bail's processing), german keeps raw values with LoanAmount,
-Age and LoanDuration min-max scaled to [-1, 1]. The sensitive column stays in the features (as in RELIANT).
+Feature processing: bail rows are L1-normalised (``normalize`` in RELIANT's utils); german keeps raw values with
+LoanAmount, Age and LoanDuration min-max scaled to [-1, 1] (RELIANT's loader). Credit's RELIANT file (``credit.npz``)
+is not public, so credit takes NIFTY's processing of the same CSV (``feature_norm``: every column min-max scaled to
+[-1, 1], the sensitive column kept raw): L1-normalising credit's rows, as for bail, leaves the bill and payment amounts
+(up to 10^6) and flattens every other column to ~1e-5, and the GCN teacher then never beats its first epoch (test AUC
+0.57). The sensitive column stays in the features (as in RELIANT).
 
 Splits: bail and DBLP read the shipped files; credit and german are rebuilt with the RELIANT code's rule (per class,
 Python ``random.shuffle`` under ``random.seed(20)`` for credit / ``random.seed(0)`` for german; train = first
@@ -147,6 +150,16 @@ def _row_normalize(x: np.ndarray) -> np.ndarray:
     return x * inv
 
 
+def feature_norm(x: np.ndarray, keep: int | None = None) -> np.ndarray:
+    """NIFTY's ``feature_norm``: each column min-max scaled to [-1, 1] (constant columns -> -1); column ``keep`` (the
+    sensitive attribute) is left raw."""
+    mn, mx = x.min(0), x.max(0)
+    out = 2 * (x - mn) / np.where(mx > mn, mx - mn, 1.0) - 1
+    if keep is not None:
+        out[:, keep] = x[:, keep]
+    return out
+
+
 def _read_csv(path: Path):
     import pandas as pd
 
@@ -199,7 +212,7 @@ def load_credit(root, cache_dir=None, rebuild_edges: bool = False):
     edges = _edges("credit", root, raw, 0.7, cache_dir, rebuild_edges)
     y = df["NoDefaultNextMonth"].to_numpy()
     tr, va, te = reliant_split(y, seed=20, label_number=1000)
-    return _to_data("credit", _row_normalize(raw), edges, y, df["Age"].to_numpy(), tr, va, te)
+    return _to_data("credit", feature_norm(raw, keep=header.index("Age")), edges, y, df["Age"].to_numpy(), tr, va, te)
 
 
 def german_features(df):

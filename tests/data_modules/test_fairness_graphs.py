@@ -80,6 +80,12 @@ def test_credit_loader_counts_and_split(shared_data, tmp_path):
     assert d.y.float().mean().item() == pytest.approx(0.779, abs=1e-3)
     assert d.sens.float().mean().item() == pytest.approx(0.0895, abs=1e-3)
     assert (d.y[d.train_mask] == 1).sum() == 500, "<= 500 training nodes per class"
+    # NIFTY's feature_norm: every column spans [-1, 1] except the sensitive one (Age, binary), kept raw
+    age = 1  # column order of credit.csv without the label and Single: Married, Age, ...
+    torch.testing.assert_close(d.x[:, age], d.sens.float())
+    others = torch.cat([d.x[:, :age], d.x[:, age + 1:]], 1)
+    torch.testing.assert_close(others.min(0).values, -torch.ones(12))
+    torch.testing.assert_close(others.max(0).values, torch.ones(12))
 
 
 def test_dblp_graph_counts_and_missing_features(shared_data):
