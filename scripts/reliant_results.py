@@ -79,8 +79,9 @@ def run(args):
                                 continue
                             pl.seed_everything(seed, verbose=False)
                             t0 = time.time()
+                            lr = args.cpf_lr if fw == "cpf" else args.akd_lr
                             m = ReliantModule(fw, teacher=f"local-dir:{teacher_dir}", in_features=dm.num_features,
-                                              num_nodes=dm.num_nodes, metric=args.metric, proxy=proxy)
+                                              num_nodes=dm.num_nodes, metric=args.metric, proxy=proxy, lr=lr)
                             epochs = args.cpf_epochs if fw == "cpf" else args.akd_epochs
                             tr = _trainer(epochs, f"{tmp}/{role}", args.val_every)
                             tr.fit(m, dm)
@@ -99,8 +100,8 @@ def run(args):
 
 def table(rows, args) -> str:
     lines = [f"targeted metric: {args.metric.upper()}; test nodes; mean ± std over seeds {args.seeds}; epochs: teacher "
-             f"{args.teacher_epochs}, CPF {args.cpf_epochs}, GraphAKD {args.akd_epochs}; validation every "
-             f"{args.val_every} epoch(s)", "",
+             f"{args.teacher_epochs}, CPF {args.cpf_epochs}, GraphAKD {args.akd_epochs}; lr: CPF "
+             f"{args.cpf_lr or 'default'}, GraphAKD {args.akd_lr or 'default'}; validation every {args.val_every} epoch(s)", "",
              "| dataset | teacher | model | acc | ΔSP | ΔEO | AUC | runs |", "|---|---|---|---|---|---|---|---|"]
     keys = sorted({(r["dataset"], r["arch"]) for r in rows})
     order = ["teacher", "cpf-kd", "cpf-reliant", "graphakd-kd", "graphakd-reliant"]
@@ -128,6 +129,9 @@ def main(argv=None):
     p.add_argument("--teacher-epochs", type=int, default=1000)
     p.add_argument("--cpf-epochs", type=int, default=1000)
     p.add_argument("--akd-epochs", type=int, default=600)
+    p.add_argument("--cpf-lr", type=float, default=None, help="CPF student/proxy lr (default: the module's, 0.01)")
+    p.add_argument("--akd-lr", type=float, default=None,
+                   help="GraphAKD lr (discriminators, proxy; the student takes lr/10). Default: the module's, 1e-3")
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     p.add_argument("--out", default="reliant_results")
     p.add_argument("--export-dir", default=None)

@@ -305,6 +305,15 @@ class SGCStudent(nn.Module):
         self.convs = nn.ModuleList([SGConv(in_features, hidden, K=1), SGConv(hidden, hidden, K=k),
                                     SGConv(hidden, num_classes, K=1)])
         self.dropout = nn.Dropout(dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """DGL's SGConv initialisation, which the official student uses: Xavier-uniform weights, zero biases (PyG's
+        default draws the biases from U(+-1/sqrt(fan_in)); on bail's L1-normalised features, entries ~0.05, those
+        random biases swamp the node signal and the student at lr 1e-4 barely leaves a constant prediction)."""
+        for conv in self.convs:
+            nn.init.xavier_uniform_(conv.lin.weight)
+            nn.init.zeros_(conv.lin.bias)
 
     def forward_with_embedding(self, x, edge_index):
         adj = adjacency(edge_index, x.shape[0], normalize=True)  # SGConv's self-loops + symmetric normalisation
