@@ -7,6 +7,7 @@ _LAZY = {
     "EMA": "ema",
     "HubExport": "hub_export",
     "FusedKernels": "fused_kernels",
+    "LatestBestCheckpoint": "checkpoint",
 }
 __all__ = sorted(_LAZY)
 

@@ -23,11 +23,16 @@ from pathlib import Path
 import numpy as np
 
 
-def _trainer(epochs: int, ckpt_dir: str, val_every: int = 1):
+def _trainer(epochs: int, ckpt_dir: str, val_every: int = 1, ties_to_later: bool = True):
+    """Selection as the official loops: teacher and CPF student ``if acc_val >= best`` (ties go to the later epoch),
+    GraphAKD ``if val_loss < best_val_loss`` (strict: the earlier epoch)."""
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    ckpt = ModelCheckpoint(dirpath=ckpt_dir, monitor="val/select", mode="max", save_top_k=1, save_weights_only=True)
+    from zoo.callbacks import LatestBestCheckpoint
+
+    cls = LatestBestCheckpoint if ties_to_later else ModelCheckpoint
+    ckpt = cls(dirpath=ckpt_dir, monitor="val/select", mode="max", save_top_k=1, save_weights_only=True)
     return pl.Trainer(max_epochs=epochs, logger=False, callbacks=[ckpt], enable_progress_bar=False,
                       enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu", devices=1,
                       check_val_every_n_epoch=val_every)
@@ -83,7 +88,7 @@ def run(args):
                             m = ReliantModule(fw, teacher=f"local-dir:{teacher_dir}", in_features=dm.num_features,
                                               num_nodes=dm.num_nodes, metric=args.metric, proxy=proxy, lr=lr)
                             epochs = args.cpf_epochs if fw == "cpf" else args.akd_epochs
-                            tr = _trainer(epochs, f"{tmp}/{role}", args.val_every)
+                            tr = _trainer(epochs, f"{tmp}/{role}", args.val_every, ties_to_later=fw == "cpf")
                             tr.fit(m, dm)
                             res = _test(tr, m, dm)
                             rows.append({"dataset": ds, "arch": arch, "seed": seed, "role": role, **res,

@@ -77,3 +77,42 @@ def test_hub_export_writes_a_loadable_folder(tmp_path):
     assert cfg["module"].endswith("test_callbacks.Linear") and cfg["init_args"] == {"dim": 4}
     loaded = zoo.load(f"local-dir:{tmp_path / 'hub'}")
     torch.testing.assert_close(loaded.model.weight, m.model.weight)
+
+
+class _Scores(LightningModule):
+    """Logs a scripted validation score per epoch."""
+
+    def __init__(self, scores):
+        super().__init__()
+        self.scores = scores
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, batch_idx):
+        return (self.w - 1).pow(2).sum()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/select", float(self.scores[self.current_epoch]))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("mode,scores,best_epoch_latest,best_epoch_lightning", [
+    ("max", [0.7, 0.7, 0.6, 0.7, 0.5], 3, 0),   # ties keep the later epoch (``>=``), Lightning keeps epoch 0
+    ("max", [0.5, 0.7, 0.8, 0.6, 0.8], 4, 2),
+    ("min", [0.3, 0.2, 0.2, 0.4, 0.9], 2, 1),
+])
+def test_latest_best_checkpoint_breaks_ties_towards_the_later_epoch(tmp_path, mode, scores, best_epoch_latest,
+                                                                    best_epoch_lightning):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from zoo.callbacks import LatestBestCheckpoint
+
+    data = DataLoader(TensorDataset(torch.zeros(2, 1)), batch_size=2)
+    for cls, expected in ((LatestBestCheckpoint, best_epoch_latest), (ModelCheckpoint, best_epoch_lightning)):
+        ckpt = cls(dirpath=tmp_path / cls.__name__, monitor="val/select", mode=mode, save_top_k=1,
+                   filename="{epoch}")
+        Trainer(max_epochs=len(scores), logger=False, callbacks=[ckpt], enable_progress_bar=False,
+                enable_model_summary=False, num_sanity_val_steps=0).fit(_Scores(scores), data, data)
+        assert ckpt.best_model_path.endswith(f"epoch={expected}.ckpt"), (cls.__name__, ckpt.best_model_path)
+        assert len(list((tmp_path / cls.__name__).glob("*.ckpt"))) == 1

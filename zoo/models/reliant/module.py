@@ -14,7 +14,8 @@
      (the proxy is pushed to the values that maximise the student's group disparity).
 
   CPF: L_KD = ||P_student - P_teacher||_F over non-training nodes, I = non-training nodes, alpha = 1e3.
-  GraphAKD: L_KD = CE(train) + 0.5 (CE of the logit discriminator's class head + adversarial BCE) + L1(logits)/N +
+  GraphAKD: L_KD = CE(train) + 0.5 (CE of the logit discriminator's class head + adversarial BCE) + L1(logits)/N
+  (the teacher side of the logit terms is its log-probabilities, as the official knowledge file stores them) +
   local/global embedding adversarial terms; a discriminator step first; I = training nodes (student step) and all
   nodes (proxy step); alpha = 100 for SP, 10 for EO; the student's learning rate is lr / 10.
 
@@ -254,7 +255,9 @@ class ReliantModule(_FairGraphEval):
 
     @torch.no_grad()
     def set_teacher_outputs(self, logits: torch.Tensor, emb: torch.Tensor | None = None):
-        self.teacher_logits = logits.float()
+        # The official teacher script stores log_softmax(logits) as the GraphAKD knowledge's "logits": the student's
+        # L1 term and the logit discriminator see the teacher's log-probabilities (CPF gets the probabilities).
+        self.teacher_logits = logits.float().log_softmax(-1)
         self.teacher_probs = logits.float().softmax(-1)
         if emb is not None and self.hparams.framework == "graphakd":
             emb = emb.float()
