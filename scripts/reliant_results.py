@@ -80,13 +80,18 @@ def run(args):
                     print(f"{ds} {arch} seed {seed} teacher {res}", flush=True)
                     for fw in args.frameworks:
                         for proxy, role in ((0, f"{fw}-kd"), (2, f"{fw}-reliant")):
+                            if proxy == 0 and args.skip_kd:
+                                continue
+                            if proxy and args.alpha is not None:
+                                role += f"-alpha{args.alpha:g}"
                             if (ds, arch, seed, role) in done:
                                 continue
                             pl.seed_everything(seed, verbose=False)
                             t0 = time.time()
                             lr = args.cpf_lr if fw == "cpf" else args.akd_lr
                             m = ReliantModule(fw, teacher=f"local-dir:{teacher_dir}", in_features=dm.num_features,
-                                              num_nodes=dm.num_nodes, metric=args.metric, proxy=proxy, lr=lr)
+                                              num_nodes=dm.num_nodes, metric=args.metric, proxy=proxy, lr=lr,
+                                              alpha=args.alpha if proxy else None)
                             epochs = args.cpf_epochs if fw == "cpf" else args.akd_epochs
                             tr = _trainer(epochs, f"{tmp}/{role}", args.val_every, ties_to_later=fw == "cpf")
                             tr.fit(m, dm)
@@ -110,6 +115,7 @@ def table(rows, args) -> str:
              "| dataset | teacher | model | acc | ΔSP | ΔEO | AUC | runs |", "|---|---|---|---|---|---|---|---|"]
     keys = sorted({(r["dataset"], r["arch"]) for r in rows})
     order = ["teacher", "cpf-kd", "cpf-reliant", "graphakd-kd", "graphakd-reliant"]
+    order += sorted({r["role"] for r in rows} - set(order))  # alpha sweeps
     for ds, arch in keys:
         for role in order:
             sel = [r for r in rows if r["dataset"] == ds and r["arch"] == arch and r["role"] == role]
@@ -137,6 +143,10 @@ def main(argv=None):
     p.add_argument("--cpf-lr", type=float, default=None, help="CPF student/proxy lr (default: the module's, 0.01)")
     p.add_argument("--akd-lr", type=float, default=None,
                    help="GraphAKD lr (discriminators, proxy; the student takes lr/10). Default: the module's, 1e-3")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="bias-penalty weight of the RELIANT students (default: the paper's per framework); the role "
+                        "is then named <framework>-reliant-alpha<value>")
+    p.add_argument("--skip-kd", action="store_true", help="train only the RELIANT students (e.g. an alpha sweep)")
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     p.add_argument("--out", default="reliant_results")
     p.add_argument("--export-dir", default=None)
