@@ -72,7 +72,7 @@ def run(args):
                     if seed == args.seeds[0] and args.export_dir:
                         # students exported below name this folder as their teacher
                         teacher_dir = Path(args.export_dir).resolve() / f"reliant-teacher-{arch}.{ds}"
-                    hub.export(teacher, teacher_dir)
+                    hub.export(teacher, teacher_dir, name=f"reliant-teacher-{arch}.{ds}" if args.export_dir else None)
                     key = (ds, arch, seed, "teacher")
                     if key not in done:
                         rows.append({"dataset": ds, "arch": arch, "seed": seed, "role": "teacher", **res,
@@ -101,7 +101,10 @@ def run(args):
                             print(f"{ds} {arch} seed {seed} {role} {res}", flush=True)
                             if seed == args.seeds[0] and args.export_dir:
                                 name = f"reliant-{fw}-{arch}.{ds}" + ("-kd" if proxy == 0 else "")
-                                hub.export(m, Path(args.export_dir) / name)
+                                # the published folder names its teacher by registry name, not by this machine's path
+                                m.hparams.teacher = f"reliant-teacher-{arch}.{ds}"
+                                registry_name = f"reliant-{fw}.{ds}" if arch == "gcn" and proxy else None
+                                hub.export(m, Path(args.export_dir) / name, name=registry_name)
                             (out / "results.json").write_text(json.dumps(rows, indent=1))
                 (out / "results.json").write_text(json.dumps(rows, indent=1))
     (out / "results.md").write_text(table(rows, args))
