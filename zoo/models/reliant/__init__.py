@@ -112,6 +112,10 @@ TRAINED = {("cpf", "bail"), ("graphakd", "bail"), ("cpf", "german"), ("graphakd"
 TRAINED_TEACHERS = {("gcn", "bail"), ("gcn", "german")}  # the teachers those students name
 
 
+def _seeds(n):
+    return f"mean of {n} seed{'s' if n > 1 else ''}"
+
+
 def _fmt(r, k):
     return f"{r[k][0]:.4f} ± {r[k][1]:.4f}"
 
@@ -132,10 +136,10 @@ def _our_metrics(fw, ds, arch="gcn"):
     if t:
         protocol += f" Teacher ({arch}): acc {_fmt(t, 'acc')}, ΔSP {_fmt(t, 'sp')}, ΔEO {_fmt(t, 'eo')}{one_class(t)}."
     n = r["n"]
-    return (_m(ds, "accuracy", r["acc"][0], f"accuracy (mean of {n} seeds)", protocol),
-            _m(ds, "delta_sp", r["sp"][0], f"ΔSP (mean of {n} seeds)", protocol),
-            _m(ds, "delta_eo", r["eo"][0], f"ΔEO (mean of {n} seeds)", protocol),
-            _m(ds, "roc_auc", r["auc"][0], f"AUC (mean of {n} seeds)", protocol))
+    return (_m(ds, "accuracy", r["acc"][0], f"accuracy ({_seeds(n)})", protocol),
+            _m(ds, "delta_sp", r["sp"][0], f"ΔSP ({_seeds(n)})", protocol),
+            _m(ds, "delta_eo", r["eo"][0], f"ΔEO ({_seeds(n)})", protocol),
+            _m(ds, "roc_auc", r["auc"][0], f"AUC ({_seeds(n)})", protocol))
 
 
 def _teacher_metrics(arch, ds):
@@ -143,9 +147,9 @@ def _teacher_metrics(arch, ds):
     if t is None:
         return ()
     protocol = PROTOCOL.format(last=t["n"] - 1) + f" acc {_fmt(t, 'acc')}, ΔSP {_fmt(t, 'sp')}, ΔEO {_fmt(t, 'eo')}."
-    return (_m(ds, "accuracy", t["acc"][0], f"accuracy (mean of {t['n']} seeds)", protocol),
-            _m(ds, "delta_sp", t["sp"][0], f"ΔSP (mean of {t['n']} seeds)", protocol),
-            _m(ds, "delta_eo", t["eo"][0], f"ΔEO (mean of {t['n']} seeds)", protocol))
+    return (_m(ds, "accuracy", t["acc"][0], f"accuracy ({_seeds(t['n'])})", protocol),
+            _m(ds, "delta_sp", t["sp"][0], f"ΔSP ({_seeds(t['n'])})", protocol),
+            _m(ds, "delta_eo", t["eo"][0], f"ΔEO ({_seeds(t['n'])})", protocol))
 
 
 _LICENSE = "MIT"  # the datasets' packaging (NIFTY) is MIT; RELIANT's repository has no licence file
