@@ -191,6 +191,15 @@ def test_meta_device_and_bad_arguments():
         m._prepare(_graph(120).data)
 
 
+def test_teacher_of_another_dataset_is_a_clear_error(tmp_path):
+    """A teacher exported for another graph (other feature count) is refused by name before any matmul fails."""
+    hub.export(GNNTeacherModule("gcn", in_features=27), tmp_path / "german-teacher")
+    m = ReliantModule("cpf", teacher=f"local-dir:{tmp_path / 'german-teacher'}", in_features=16, num_nodes=120,
+                      num_layers=2)
+    with pytest.raises(ValueError, match="trained on 27 features, this graph has 16"):
+        m._prepare(_graph(120).data)
+
+
 def _fit_test(module, dm, epochs):
     import lightning.pytorch as pl
 

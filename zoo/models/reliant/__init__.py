@@ -74,7 +74,8 @@ PROTOCOL = ("scripts/reliant_results.py --teacher-epochs 300 --cpf-epochs 200 --
             "official lr 0.01, GraphAKD 300 epochs (official: 600) with its student at lr 1e-3 (official 1e-4; 10x for "
             "half the epochs, which reaches the official bail accuracy, 0.89); selection as the official loops "
             "(teacher/CPF: best validation accuracy, ties to the later epoch; GraphAKD: lowest validation loss); test "
-            "nodes; seeds 0-{last} (Lightning seed_everything for the teacher and each student).")
+            "nodes; seeds 0-{last} (Lightning seed_everything for the teacher and each student). The published weights are "
+            "seed 0's run; the metrics are the means over the seeds.")
 RESULTS: dict = {
     ('bail', 'gcn', 'teacher'): {'acc': (0.9174, 0.0012), 'sp': (0.0648, 0.0009), 'eo': (0.0255, 0.0017), 'auc': (0.9584, 0.0015), 'n': 5, 'const': 0},
     ('bail', 'gcn', 'cpf-kd'): {'acc': (0.9393, 0.0035), 'sp': (0.069, 0.0009), 'eo': (0.0302, 0.0014), 'auc': (0.9787, 0.0009), 'n': 5, 'const': 0},
@@ -116,40 +117,38 @@ def _seeds(n):
     return f"mean of {n} seed{'s' if n > 1 else ''}"
 
 
-def _fmt(r, k):
-    return f"{r[k][0]:.4f} ± {r[k][1]:.4f}"
+def _summary(label, r):
+    """'<label>acc m ± s, ΔSP m ± s, ΔEO m ± s' plus the count of one-class runs (ΔSP = ΔEO = 0)."""
+    def f(k):
+        return f"{r[k][0]:.4f} ± {r[k][1]:.4f}"
+
+    one_class = f" ({r['const']} of {r['n']} runs with ΔSP = ΔEO = 0: one-class predictions)" if r["const"] else ""
+    return f" {label}acc {f('acc')}, ΔSP {f('sp')}, ΔEO {f('eo')}{one_class}."
+
+
+def _metrics(ds, r, protocol, keys=("acc", "sp", "eo", "auc")):
+    names = {"acc": ("accuracy", "accuracy"), "sp": ("delta_sp", "ΔSP"), "eo": ("delta_eo", "ΔEO"),
+             "auc": ("roc_auc", "AUC")}
+    return tuple(_m(ds, names[k][0], r[k][0], f"{names[k][1]} ({_seeds(r['n'])})", protocol) for k in keys)
 
 
 def _our_metrics(fw, ds, arch="gcn"):
     r = RESULTS.get((ds, arch, f"{fw}-reliant"))
     if r is None:
         return ()
-    kd, t = RESULTS.get((ds, arch, f"{fw}-kd")), RESULTS.get((ds, arch, "teacher"))
-    def one_class(x):
-        return f" ({x['const']} of {x['n']} runs with ΔSP = ΔEO = 0: one-class predictions)" if x["const"] else ""
-
-    protocol = PROTOCOL.format(last=r["n"] - 1) + (
-        f" RELIANT (learnable proxy, R_SP): acc {_fmt(r, 'acc')}, ΔSP {_fmt(r, 'sp')}, ΔEO {_fmt(r, 'eo')}{one_class(r)}.")
-    if kd:
-        protocol += (f" Plain {fw} KD, same protocol: acc {_fmt(kd, 'acc')}, ΔSP {_fmt(kd, 'sp')}, ΔEO {_fmt(kd, 'eo')}"
-                     f"{one_class(kd)}.")
-    if t:
-        protocol += f" Teacher ({arch}): acc {_fmt(t, 'acc')}, ΔSP {_fmt(t, 'sp')}, ΔEO {_fmt(t, 'eo')}{one_class(t)}."
-    n = r["n"]
-    return (_m(ds, "accuracy", r["acc"][0], f"accuracy ({_seeds(n)})", protocol),
-            _m(ds, "delta_sp", r["sp"][0], f"ΔSP ({_seeds(n)})", protocol),
-            _m(ds, "delta_eo", r["eo"][0], f"ΔEO ({_seeds(n)})", protocol),
-            _m(ds, "roc_auc", r["auc"][0], f"AUC ({_seeds(n)})", protocol))
+    protocol = PROTOCOL.format(last=r["n"] - 1) + _summary("RELIANT (learnable proxy, R_SP): ", r)
+    if (kd := RESULTS.get((ds, arch, f"{fw}-kd"))):
+        protocol += _summary(f"Plain {fw} KD, same protocol: ", kd)
+    if (t := RESULTS.get((ds, arch, "teacher"))):
+        protocol += _summary(f"Teacher ({arch}): ", t)
+    return _metrics(ds, r, protocol)
 
 
 def _teacher_metrics(arch, ds):
     t = RESULTS.get((ds, arch, "teacher"))
     if t is None:
         return ()
-    protocol = PROTOCOL.format(last=t["n"] - 1) + f" acc {_fmt(t, 'acc')}, ΔSP {_fmt(t, 'sp')}, ΔEO {_fmt(t, 'eo')}."
-    return (_m(ds, "accuracy", t["acc"][0], f"accuracy ({_seeds(t['n'])})", protocol),
-            _m(ds, "delta_sp", t["sp"][0], f"ΔSP ({_seeds(t['n'])})", protocol),
-            _m(ds, "delta_eo", t["eo"][0], f"ΔEO ({_seeds(t['n'])})", protocol))
+    return _metrics(ds, t, PROTOCOL.format(last=t["n"] - 1) + _summary("", t), keys=("acc", "sp", "eo"))
 
 
 _LICENSE = "MIT"  # the datasets' packaging (NIFTY) is MIT; RELIANT's repository has no licence file

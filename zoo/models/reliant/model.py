@@ -39,14 +39,13 @@ def adjacency(edge_index: torch.Tensor, num_nodes: int, self_loops: bool = False
     if adj is None:
         from torch_geometric.utils import add_remaining_self_loops, coalesce, to_torch_csr_tensor
 
-        loops = self_loops or normalize
-        ei = add_remaining_self_loops(edge_index, num_nodes=num_nodes)[0] if loops else edge_index
-        ei = coalesce(ei, num_nodes=num_nodes)
-        w = None
-        if normalize:
-            deg = torch.zeros(num_nodes, device=ei.device).index_add_(0, ei[1], torch.ones(ei.shape[1], device=ei.device))
-            dis = deg.pow(-0.5).masked_fill_(deg == 0, 0.0)
-            w = dis[ei[0]] * dis[ei[1]]
+        if normalize:  # PyG's own normalisation, once per graph
+            from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+            ei, w = coalesce(*gcn_norm(edge_index, num_nodes=num_nodes, add_self_loops=True), num_nodes=num_nodes)
+        else:
+            ei = add_remaining_self_loops(edge_index, num_nodes=num_nodes)[0] if self_loops else edge_index
+            ei, w = coalesce(ei, num_nodes=num_nodes), None
         adj = to_torch_csr_tensor(ei.flip(0), w, size=(num_nodes, num_nodes))  # row = target (adj_t)
         if len(_ADJ_CACHE) >= 6:
             _ADJ_CACHE.pop(next(iter(_ADJ_CACHE)))
@@ -193,12 +192,8 @@ def sage_layer(conv, x: torch.Tensor, adj_loops: torch.Tensor) -> torch.Tensor:
     """PyG ``SAGEConv(aggr="mean", root_weight=False).forward`` on the binary adjacency with self-loops: mean of the
     neighbours (and self), then ``lin_l``. The mean is (A + I) x / deg with the symmetric product of
     :func:`sym_propagate` (its backward reuses the CSR arrays); same parameters, same result."""
-    deg = _degree(adj_loops).to(x.dtype)
-    return conv.lin_l(sym_propagate(adj_loops, x) / deg.clamp(min=1).unsqueeze(1))
-
-
-def _degree(adj: torch.Tensor) -> torch.Tensor:
-    return adj.crow_indices().diff()
+    deg = adj_loops.crow_indices().diff().to(x.dtype).clamp(min=1)
+    return conv.lin_l(sym_propagate(adj_loops, x) / deg.unsqueeze(1))
 
 
 def build_teacher(arch: str, in_features: int, num_classes: int = 2, **kw) -> nn.Module:
@@ -383,10 +378,8 @@ class LocalEmbDiscriminator(nn.Module):
         ``edge_index`` is given as (2, E) or as that CSR tensor: one sampled dense-dense product instead of
         gathering two (E, hidden) matrices."""
         e = F.normalize(emb, p=2, dim=1)
-        adj = adjacency(edge_index, emb.shape[0])
-        pattern = torch.sparse_csr_tensor(adj.crow_indices(), adj.col_indices(),
-                                          torch.zeros(adj.values().shape, dtype=e.dtype, device=e.device), adj.shape)
-        return torch.sparse.sampled_addmm(pattern, e * self.d, e.T).values() * self.scale
+        adj = adjacency(edge_index, emb.shape[0]).to(e.dtype)  # its values are ignored (beta=0)
+        return torch.sparse.sampled_addmm(adj, e * self.d, e.T, beta=0.0).values() * self.scale
 
 
 class GlobalEmbDiscriminator(nn.Module):

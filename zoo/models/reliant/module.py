@@ -298,6 +298,10 @@ class ReliantModule(_FairGraphEval):
                 teacher = zoo.load(hp.teacher)
             if not isinstance(teacher, GNNTeacherModule):
                 raise TypeError(f"{hp.teacher} is a {type(teacher).__name__}, not a GNNTeacherModule")
+            if teacher.hparams.in_features != data.num_features:
+                raise ValueError(
+                    f"the teacher {hp.teacher} was trained on {teacher.hparams.in_features} features, this graph has "
+                    f"{data.num_features}: use the teacher trained on this dataset (reliant-teacher-<arch>.<dataset>)")
             teacher = teacher.to(self.device)
             self.set_teacher_outputs(*teacher.knowledge(data.x, data.edge_index))
         if self.hparams.proxy and self.proxy is not None:
