@@ -1,0 +1,56 @@
+"""Every registry entry's config trains that entry's architecture: the config, parsed by LightningCLI
+(``--print_config``, nothing trained or built), names the entry's LightningModule with the entry's init args."""
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import pytest
+import yaml
+
+from zoo import registry
+from zoo.cli import run_lightning
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _wiring(entry) -> set[str]:
+    """Init args a variant fills with another run's output (RELIANT's teacher checkpoint): not architecture."""
+    if entry.results is None:
+        return set()
+    return {arg for v in entry.results.variants.values() for arg in v.depends}
+
+
+def _parsed(config: str, monkeypatch) -> dict:
+    monkeypatch.setattr("sys.argv", ["zoo"])  # LightningCLI warns when both sys.argv and args are given
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as e:
+        run_lightning(["fit", "--config", str(REPO / config), "--print_config"])
+    assert e.value.code in (0, None), out.getvalue()[-2000:]
+    return yaml.safe_load(out.getvalue())
+
+
+@pytest.mark.parametrize("name", registry.list_models())
+def test_entry_config_builds_the_entry(name, monkeypatch):
+    entry = registry.get(name)
+    assert entry.config, f"{name} names no config"
+    model = _parsed(entry.config, monkeypatch)["model"]
+    assert model["class_path"] == entry.module
+    got = model.get("init_args", {})
+    for key, want in entry.init_args.items():
+        if key in _wiring(entry):
+            continue
+        assert key in got, f"{entry.config} does not set {key} (entry {name}: {want!r})"
+        assert got[key] == want, f"{entry.config}: {key} = {got[key]!r}, entry {name} says {want!r}"
+
+
+def test_configs_are_named_by_one_entry_or_are_shared_on_purpose():
+    """Distinct architectures get distinct configs: two entries share a config only when their init args agree."""
+    by_config: dict[str, list] = {}
+    for e in registry.all_entries():
+        by_config.setdefault(e.config, []).append(e)
+    for config, entries in by_config.items():
+        first = {k: v for k, v in entries[0].init_args.items() if k not in _wiring(entries[0])}
+        for e in entries[1:]:
+            assert {k: v for k, v in e.init_args.items() if k not in _wiring(e)} == first, (config, e.name)

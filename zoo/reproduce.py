@@ -1,0 +1,188 @@
+"""``zoo reproduce NAME --seeds 0-9``: any number on a card, re-measured and appended to ``results/<method>.csv``.
+
+Each seed is one run of the entry's config through the same LightningCLI path as ``zoo fit`` (``--seed_everything``
+set, the variant's overrides and the user's ``--trainer.* / --model.* / --data.*`` arguments appended), followed by
+``trainer.test`` on the best checkpoint (the final weights when the config keeps none) when a protocol reads the test
+split. The method's :class:`zoo.results.ResultSpec` names the logged keys each protocol reads; every protocol gives
+one row per seed.
+
+A variant may depend on another entry's run (RELIANT's student distils the teacher trained with the same seed): the
+dependency is trained first with its own config under ``<runs>/<dependency>/seed<k>`` (reused when that run already
+finished) and its checkpoint is passed as the init argument the variant names.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from zoo import registry
+from zoo.results import ResultSpec, append_rows
+
+log = logging.getLogger(__name__)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-9"``, ``"0,2,5"``, ``"0-2,7"`` -> seeds in order."""
+    seeds: list[int] = []
+    try:
+        for part in str(text).split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                a, b = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0],
+                                                                          part[1:].split("-", 1)[1])
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    raise ValueError
+                seeds += range(lo, hi + 1)
+            elif part:
+                seeds.append(int(part))
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: expected seeds like '0-9', '3' or '0,2,5'") from None
+    if not seeds:
+        raise ValueError(f"--seeds {text!r} names no seed")
+    return seeds
+
+
+def _spec(entry) -> ResultSpec:
+    if entry.results is None:
+        raise ValueError(f"{entry.name} has no results spec (its method records no measured numbers yet); "
+                         "entries with one: " + ", ".join(e.name for e in registry.all_entries() if e.results))
+    return entry.results
+
+
+def _config(entry) -> str:
+    if not entry.config:
+        raise ValueError(f"{entry.name} names no config file")
+    for path in (Path(entry.config), Path(__file__).resolve().parents[1] / entry.config):
+        if path.is_file():
+            return str(path)
+    raise FileNotFoundError(f"{entry.config} (the config of {entry.name}) is not here: run zoo reproduce from the "
+                            "repository root, where configs/ is.")
+
+
+def _logger_args(config: str, run_dir: Path) -> list[str]:
+    """A logger the config names with its own ``save_dir`` is pointed at the run's folder."""
+    import yaml
+
+    trainer = (yaml.safe_load(Path(config).read_text()) or {}).get("trainer") or {}
+    logger = trainer.get("logger")
+    if isinstance(logger, dict) and "save_dir" in (logger.get("init_args") or {}):
+        return [f"--trainer.logger.init_args.save_dir={run_dir}"]
+    return []
+
+
+def _git_commit() -> str:
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f"{sha}-dirty" if sha and dirty else sha
+
+
+def _device(trainer) -> str:
+    import torch
+
+    root = trainer.strategy.root_device
+    if root.type == "cuda":
+        return f"{torch.cuda.get_device_name(root)} x{trainer.world_size}"
+    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def _fit(config: str, seed: int, run_dir: Path, args: list[str]):
+    """One LightningCLI fit; -> the CLI object (its trainer, model and data module)."""
+    import sys
+
+    from zoo.cli import run_lightning
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when both sys.argv and args are given
+    try:
+        return run_lightning(["fit", "--config", config, f"--seed_everything={seed}",
+                              f"--trainer.default_root_dir={run_dir}", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+                              *_logger_args(config, run_dir), *args])
+    finally:
+        sys.argv = argv
+
+
+def _best_checkpoint(trainer) -> str | None:
+    cb = trainer.checkpoint_callback
+    path = getattr(cb, "best_model_path", "") if cb is not None else ""
+    return path if path and Path(path).is_file() else None
+
+
+def _dependency(name: str, seed: int, runs: Path, echo) -> str:
+    """Train (or reuse) the dependency entry's run for this seed; -> its checkpoint."""
+    entry = registry.get(name)
+    run_dir = runs / entry.name / f"seed{seed}"
+    marker = run_dir / "checkpoint.txt"
+    if marker.is_file() and Path(marker.read_text().strip()).is_file():
+        return marker.read_text().strip()
+    variant = entry.results.variants.get("default") if entry.results else None
+    echo(f"zoo reproduce: training {entry.name} (seed {seed}) first, under {run_dir}")
+    cli = _fit(_config(entry), seed, run_dir, list(variant.args) if variant else [])
+    ckpt = _best_checkpoint(cli.trainer)
+    if ckpt is None:
+        raise RuntimeError(f"{entry.name}'s config kept no checkpoint under {run_dir}: a dependency needs one "
+                           "(add a ModelCheckpoint callback).")
+    marker.write_text(ckpt + "\n")
+    return ckpt
+
+
+def reproduce(name: str, seeds: list[int], variant: str = "default", overrides: list[str] | None = None,
+              results_dir: str | Path | None = None, runs_dir: str | Path = "runs/reproduce", echo=print) -> list[dict]:
+    """Run entry ``name``'s config once per seed, read its protocols' metrics and append one row per (seed, protocol)
+    to ``results/<method>.csv`` (``results_dir`` overrides the folder). Returns the rows written."""
+    import zoo
+
+    entry = registry.get(name)
+    spec, config = _spec(entry), _config(entry)
+    if variant not in spec.variants:
+        raise ValueError(f"{entry.name} has no variant {variant!r}; variants: {', '.join(spec.variants)}")
+    var = spec.variants[variant]
+    dataset = entry.datasets[0] if entry.datasets else ""
+    runs = Path(runs_dir)
+    written, times = [], []
+    for i, seed in enumerate(seeds):
+        t0 = time.perf_counter()
+        deps = [f"--model.init_args.{arg}={_dependency(dep.format(dataset=dataset), seed, runs, echo)}"
+                for arg, dep in var.depends.items()]
+        run_dir = runs / entry.name / variant / f"seed{seed}"
+        cli = _fit(config, seed, run_dir, [*var.args, *deps, *(overrides or [])])
+        trainer = cli.trainer
+        logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if any(p.stage == "test" for p in spec.protocols.values()):
+            tested = trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=_best_checkpoint(trainer),
+                                  verbose=False)
+            for d in tested:
+                logged.update({k: float(v) for k, v in d.items()})
+        wall = time.perf_counter() - t0
+        times.append(wall)
+        rows = []
+        for pname, protocol in spec.protocols.items():
+            missing = [key for key in protocol.keys.values() if key not in logged]
+            if missing:
+                raise RuntimeError(f"{entry.name}: the run logged no {', '.join(missing)} (protocol {pname!r}); "
+                                   f"logged: {', '.join(sorted(logged)) or 'nothing'}")
+            row = {"entry": entry.name, "dataset": dataset, "variant": variant, "protocol": pname, "seed": seed,
+                   "seeds": 1, "wall_s": round(wall, 1), "zoo_version": zoo.__version__, "git_commit": _git_commit(),
+                   "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "device": _device(trainer), "note": ""}
+            for col, key in protocol.keys.items():
+                scale = 1.0 if col in spec.counts else spec.scale
+                row[col] = logged[key] * scale
+            rows.append(row)
+        path = append_rows(entry.method, rows, results_dir)
+        written += rows
+        eta = (len(seeds) - i - 1) * sum(times) / len(times)
+        shown = "; ".join(f"{r['protocol']}: " + ", ".join(f"{col} {r[col]:.{spec.decimals}f}" for col in spec.metrics
+                                                         if col in r) for r in rows)
+        echo(f"zoo reproduce {entry.name} [{variant}] seed {seed} ({i + 1}/{len(seeds)}): {shown} | {wall:.0f} s, "
+             f"ETA {eta / 60:.1f} min -> {path}")
+    return written

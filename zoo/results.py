@@ -1,0 +1,248 @@
+"""Measured results as data: ``results/<method>.csv``, written by ``zoo reproduce`` and read by the registry.
+
+One row per (entry, dataset, variant, protocol, seed); every metric is a column. Fixed columns:
+
+- ``entry``, ``dataset``: the registry name and the dataset id;
+- ``variant``: a named set of config overrides of the entry (``default``: the entry's config as it is);
+- ``protocol``: how the numbers were read (which split, which epoch), named in the method's :class:`ResultSpec`;
+- ``seed``: the ``seed_everything`` of the run; empty on an aggregate row (below);
+- ``seeds``: 1 on a per-seed row; on an aggregate row the number of seeds its mean covers;
+- ``wall_s``, ``zoo_version``, ``git_commit``, ``date``, ``device``: where and how long;
+- ``note``: free text (aggregate rows say that per-seed values were not kept);
+- metric columns (``acc``, ``conll_f1``, ...), and ``<metric>_std`` on aggregate rows only.
+
+Aggregate rows hold numbers measured before per-seed rows were kept: their mean and std (the method's ``std_ddof``)
+are pooled exactly with per-seed rows of the same (entry, variant, protocol), so a card's seed count grows as
+``zoo reproduce`` appends seeds. An entry's ``our_metrics`` are computed from these rows when asked.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FIXED = ("entry", "dataset", "variant", "protocol", "seed", "seeds", "wall_s", "zoo_version", "git_commit", "date",
+         "device", "note")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a run's numbers are read. ``keys``: metric column -> the key the module logs (``trainer.callback_metrics``
+    after fit for ``stage="fit"``; the dict ``trainer.test`` returns for ``stage="test"``, run on the best checkpoint
+    when the config keeps one, else on the final weights)."""
+
+    text: str
+    keys: dict[str, str]
+    stage: str = "fit"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named set of overrides: ``args`` are LightningCLI arguments appended to the entry's config;
+    ``depends``: init argument -> registry entry whose run (same seed) provides its checkpoint (RELIANT's teacher)."""
+
+    text: str
+    args: tuple[str, ...] = ()
+    depends: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ResultSpec:
+    """How one method's rows become card metrics. ``metrics``: column -> (metric id, label) in display order;
+    ``scale`` multiplies logged values (fractions -> percent); ``counts``: columns that count runs (shown as
+    'k of n runs ...', not as metrics); ``dataset_names``: dataset id -> display name."""
+
+    task: str
+    split: str
+    metrics: dict[str, tuple[str, str]]
+    protocols: dict[str, Protocol]
+    variants: dict[str, Variant]
+    dataset_names: dict[str, str] = field(default_factory=dict)
+    scale: float = 1.0
+    decimals: int = 4
+    std_ddof: int = 0
+    counts: dict[str, str] = field(default_factory=dict)
+    depends: dict[str, str] = field(default_factory=dict)  # default dependencies of every variant (by entry)
+
+
+# ------------------------------------------------------------------------------------------------ files
+def results_dir() -> Path:
+    """``$ZOO_RESULTS_DIR``, else the repository's ``results/`` (a source checkout or an editable install), else the
+    copy installed with the package (``zoo/results_data``, setup.py)."""
+    env = os.environ.get("ZOO_RESULTS_DIR")
+    if env:
+        return Path(env).expanduser()
+    here = Path(__file__).resolve().parent
+    repo = here.parent / "results"
+    return repo if repo.is_dir() else here / "results_data"
+
+
+def csv_path(method: str, root: str | Path | None = None) -> Path:
+    return Path(root) if root is not None and Path(root).suffix == ".csv" else (
+        Path(root) if root is not None else results_dir()) / f"{method}.csv"
+
+
+_CACHE: dict[Path, tuple[float, list[dict]]] = {}
+
+
+def read_rows(method: str, root: str | Path | None = None) -> list[dict[str, str]]:
+    """Every row of ``results/<method>.csv`` (empty when the file does not exist); re-read when the file changes."""
+    path = csv_path(method, root)
+    if not path.is_file():
+        return []
+    mtime = path.stat().st_mtime_ns
+    hit = _CACHE.get(path)
+    if hit and hit[0] == mtime:
+        return hit[1]
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    for i, r in enumerate(rows, start=2):
+        missing = [c for c in ("entry", "variant", "protocol", "seeds") if not r.get(c)]
+        if missing:
+            raise ValueError(f"{path}:{i}: column(s) {', '.join(missing)} empty; every row names its entry, variant, "
+                             "protocol and seed count (see zoo/results.py).")
+    _CACHE[path] = (mtime, rows)
+    return rows
+
+
+def append_rows(method: str, new: list[dict[str, Any]], root: str | Path | None = None) -> Path:
+    """Append rows to ``results/<method>.csv`` (new columns are added; the file is replaced atomically)."""
+    path = csv_path(method, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = read_rows(method, root) if path.is_file() else []
+    cols = list(FIXED)
+    for r in [*old, *new]:
+        for k in r:
+            if k not in cols:
+                cols.append(k)
+    metric_cols = sorted((c for c in cols if c not in FIXED), key=lambda c: (c.endswith("_std"), cols.index(c)))
+    cols = [*FIXED, *metric_cols]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in [*old, *new]:
+        w.writerow({k: _cell(r.get(k)) for k in cols})
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(buf.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _CACHE.pop(path, None)
+    return path
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return format(v, ".8g")
+    return str(v)
+
+
+# ------------------------------------------------------------------------------------------------ statistics
+@dataclass
+class Summary:
+    """Pooled statistics of one (entry, dataset, variant, protocol) group."""
+
+    entry: str
+    dataset: str
+    variant: str
+    protocol: str
+    n: int
+    seeds: list[int]
+    mean: dict[str, float]
+    std: dict[str, float]
+    notes: list[str]
+
+
+def summarize(rows: list[dict[str, str]], columns, ddof: int = 0) -> list[Summary]:
+    """Group rows by (entry, dataset, variant, protocol) in file order and pool each group exactly: an aggregate row
+    (mean m, std s over n seeds) counts as n values with that mean and spread."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["entry"], r.get("dataset", ""), r["variant"], r["protocol"]), []).append(r)
+    out = []
+    for (entry, ds, variant, protocol), rs in groups.items():
+        n_total = sum(int(r["seeds"]) for r in rs)
+        mean, std = {}, {}
+        for c in columns:
+            parts = [(int(r["seeds"]), float(r[c]), _std_of(r, c, ddof)) for r in rs if r.get(c) not in (None, "")]
+            if not parts:
+                continue
+            n = sum(p[0] for p in parts)
+            m = sum(k * v for k, v, _ in parts) / n
+            ss = sum(k * (s * s + v * v) for k, v, s in parts) - n * m * m  # sum of squared deviations
+            mean[c] = m
+            std[c] = math.sqrt(max(ss, 0.0) / (n - ddof)) if n - ddof > 0 else 0.0
+        seeds = sorted(int(r["seed"]) for r in rs if r.get("seed") not in (None, ""))
+        notes = [r["note"] for r in rs if r.get("note")]
+        out.append(Summary(entry, ds, variant, protocol, n_total, seeds, mean, std, notes))
+    return out
+
+
+def _std_of(row: dict, col: str, ddof: int) -> float:
+    """Population std of an aggregate row (its ``<col>_std`` was computed with ``ddof``); 0 for a single seed."""
+    n, s = int(row["seeds"]), row.get(f"{col}_std")
+    if n <= 1 or s in (None, ""):
+        return 0.0
+    return float(s) * math.sqrt((n - ddof) / n)
+
+
+def _seed_text(s: Summary) -> str:
+    if s.n == len(s.seeds):
+        return f"{s.n} seed{'s' if s.n > 1 else ''} ({_ranges(s.seeds)})"
+    return f"{s.n} seeds"
+
+
+def _ranges(seeds: list[int]) -> str:
+    out, i = [], 0
+    while i < len(seeds):
+        j = i
+        while j + 1 < len(seeds) and seeds[j + 1] == seeds[j] + 1:
+            j += 1
+        out.append(str(seeds[i]) if i == j else f"{seeds[i]}-{seeds[j]}")
+        i = j + 1
+    return ", ".join(out)
+
+
+def our_metrics(entry, spec: ResultSpec, root: str | Path | None = None) -> tuple:
+    """The entry's measured metrics: one :class:`zoo.registry.Metric` per (variant, protocol, metric) group of
+    its rows, variants and protocols in the spec's order, the value the pooled mean."""
+    from zoo.registry import Metric
+
+    rows = [r for r in read_rows(entry.method, root) if r["entry"] == entry.name]
+    sums = summarize(rows, [*spec.metrics, *spec.counts], spec.std_ddof)
+    vorder, porder = list(spec.variants), list(spec.protocols)
+    sums.sort(key=lambda s: (vorder.index(s.variant) if s.variant in vorder else len(vorder),
+                             porder.index(s.protocol) if s.protocol in porder else len(porder)))
+    out = []
+    for s in sums:
+        variant = spec.variants.get(s.variant)
+        protocol = spec.protocols.get(s.protocol)
+        if variant is None or protocol is None:
+            raise ValueError(f"results/{entry.method}.csv: entry {entry.name} has rows of variant {s.variant!r} / "
+                             f"protocol {s.protocol!r}, which the method's ResultSpec does not define "
+                             f"(variants: {', '.join(vorder)}; protocols: {', '.join(porder)}).")
+        stats = "mean" if s.n > 1 else "one run"
+        counts = "".join(f"; {round(s.mean[c] * s.n)} of {s.n} runs {text}" for c, text in spec.counts.items()
+                         if s.mean.get(c))
+        text = (f"ours, {stats} of {_seed_text(s)}, zoo reproduce {entry.name}"
+                f"{'' if s.variant == 'default' else f' --variant {s.variant}'}; {protocol.text}; {variant.text}"
+                f"{counts}" + "".join(f"; {n}" for n in dict.fromkeys(s.notes)))
+        for col, (metric, label) in spec.metrics.items():
+            if col not in s.mean:
+                continue
+            std = f", ±{s.std[col]:.{spec.decimals}f}" if s.n > 1 else ""
+            tag = s.variant if len(spec.protocols) == 1 else f"{s.variant}, {s.protocol}"
+            out.append(Metric(task=spec.task, dataset=s.dataset, dataset_name=spec.dataset_names.get(s.dataset, s.dataset),
+                              metric=metric, value=round(s.mean[col], spec.decimals),
+                              split=spec.split, name=f"{label} ({tag}, n={s.n}{std})", protocol=text))
+    return tuple(out)
