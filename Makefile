@@ -19,15 +19,19 @@ install: $(STAMP)
 
 # One intra-op thread unless the caller sets more: the demo's tensors are small, and on a shared 2-core machine
 # torch's default threads oversubscribe the cores (measured: 64 s with 1 thread vs 491 s with the default).
+# Outputs go to DEMO_DIR (the config's trainer.default_root_dir; logs, checkpoints/): `make demo DEMO_DIR=/tmp/emo`.
+DEMO_DIR ?= runs/demo/emo
 demo: $(STAMP)
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/zoo fit --config configs/demo/emo.yaml
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/zoo test --config configs/demo/emo.yaml --ckpt_path runs/demo/emo/checkpoints/last.ckpt
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/zoo fit --config configs/demo/emo.yaml --trainer.default_root_dir "$(DEMO_DIR)"
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/zoo test --config configs/demo/emo.yaml --trainer.default_root_dir "$(DEMO_DIR)" \
+		--ckpt_path "$(DEMO_DIR)/checkpoints/last.ckpt"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=15
 
 bench: $(STAMP)
 	$(BIN)/zoo bench emo-1m timm:mobilenetv2_100 --batch-size 32 --device cpu
+	$(BIN)/zoo bench emo-1m timm:mobilenetv2_100 --train --device cpu --warmup 2 --steps 5
 
 clean:
 	rm -rf $(VENV) runs lightning_logs .pytest_cache

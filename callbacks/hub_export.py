@@ -39,7 +39,7 @@ class HubExport(Callback):
         else:
             log.info("HubExport: exporting the weights at the end of training")
         was_training = module.training
-        self.exported = hub.export(module, self.dirpath, name=self.name)
+        self.exported = hub.export(module, self.dirpath, name=self.name, overwrite=True)  # its own folder
         module.train(was_training)
         if self.repo_id:
             hub.push(self.exported, self.repo_id, revision=self.revision, private=self.private)

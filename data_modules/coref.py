@@ -1,7 +1,7 @@
 """MMC coreference data: CoNLL-2012 and c2f jsonlines readers, subtoken segmentation, ``MMCDataModule``.
 
 MMC (Zheng, Xia, Yarmohammadi, Van Durme, "Multilingual Coreference Resolution in Multiparty Dialogue", TACL 2023,
-arXiv 2208.01307; data: github.com/boyuanzheng010/mmc ``data_creation/data/``). Spec: shared/specs/video_text.md §3.
+arXiv 2208.01307; data: github.com/boyuanzheng010/mmc ``data_creation/data/``).
 
 Formats (§3.3):
 
@@ -45,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
+
+from zoo.errors import DataNotFoundError, check_positive
 
 log = logging.getLogger(__name__)
 
@@ -516,6 +518,14 @@ class MMCDataModule(LightningDataModule):
                 "MMCDataModule needs root= the MMC data folder (data_creation/data of github.com/boyuanzheng010/mmc, "
                 "layout <root>/conll_format/<variant>/{train,dev,test}.<language>.v4_gold_conll); the data cannot ship "
                 "in the package. In this checkout the dev/test copy is ../shared/data/mmc.")
+        if not Path(root).expanduser().is_dir():
+            raise DataNotFoundError(
+                f"MMCDataModule: the data folder {root} does not exist; point data.init_args.root at the MMC data folder "
+                "(data_creation/data of github.com/boyuanzheng010/mmc, holding conll_format/), e.g. ../shared/data/mmc.")
+        for name, value, minimum in (("max_segment_len", max_segment_len, 8), ("max_training_segments",
+                                                                             max_training_segments, 1),
+                                     ("num_workers", num_workers, 0)):
+            check_positive(name, value, minimum=minimum, where="MMCDataModule")
         self.save_hyperparameters()
         self.language, self.root, self.encoder, self.variant, self.fmt = language, root, encoder, variant, format
         self.splits = {"fit": train_split, "validate": val_split, "test": test_split}

@@ -1,5 +1,5 @@
 """Click-through-rate datasets in their published formats, preprocessed as xDeepInt's reference pipeline does
-(yanyachen/xDeepInt ``xdeepint/experiment/criteo/nn1.py``; spec shared/specs/graph_ctr.md §1.7).
+(yanyachen/xDeepInt ``xdeepint/experiment/criteo/nn1.py``).
 
 Datasets (``dataset``) and the on-disk layout expected at ``root`` (a folder holding the file, or the file itself):
 
@@ -53,6 +53,8 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from zoo.errors import DataNotFoundError, UserError, check_choice, check_positive
+
 log = logging.getLogger(__name__)
 
 __all__ = ["CTRDataModule", "CTRFormatError", "log_bin", "write_synthetic_criteo", "CRITEO_COLUMNS", "AVAZU_COLUMNS"]
@@ -71,7 +73,7 @@ _LAYOUT = {
 _DEFAULT_FILES = {"criteo": ("train.txt", "criteo_sample.txt"), "avazu": ("train", "train.csv", "avazu_sample.txt")}
 
 
-class CTRFormatError(ValueError):
+class CTRFormatError(UserError):
     """A raw CTR file does not have the published layout (the message names file, line and problem)."""
 
 
@@ -477,15 +479,26 @@ class CTRDataModule(LightningDataModule):
                  batch_size: int = 4096, eval_batch_size: int = 16384, shuffle: bool = False, num_workers: int = 0,
                  synthetic_rows: int = 100_000, synthetic_seed: int = 0):
         super().__init__()
-        if dataset not in _LAYOUT:
-            raise ValueError(f"unknown CTR dataset {dataset!r}; choose one of {sorted(_LAYOUT)}")
+        where = "CTRDataModule"
+        check_choice("dataset", dataset, sorted(_LAYOUT), where=where)
         if not 0 < train_fraction < 1:
-            raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+            raise UserError(f"{where}: train_fraction must be in (0, 1), got {train_fraction}; 0.8 is the reference's.")
         if not 0 <= criteo_int_fields <= 13:
-            raise ValueError(f"criteo_int_fields must be in 0..13, got {criteo_int_fields}")
+            raise UserError(f"{where}: criteo_int_fields must be in 0..13, got {criteo_int_fields}; 12 is the reference's.")
+        check_positive("batch_size", batch_size, where=where)
+        check_positive("eval_batch_size", eval_batch_size, where=where)
+        check_positive("min_count", min_count, minimum=0, where=where)
+        check_positive("num_workers", num_workers, minimum=0, where=where)
         if root is None and dataset != "criteo":
-            raise ValueError(f"root=None gives synthetic Criteo-format data only; for {dataset!r} pass root= the "
-                             f"folder holding {_DEFAULT_FILES[dataset][0]} ({_LAYOUT[dataset]})")
+            raise UserError(f"{where}: root=None gives synthetic Criteo-format data only; for {dataset!r} pass root= "
+                            f"the folder holding {_DEFAULT_FILES[dataset][0]} ({_LAYOUT[dataset]})")
+        if root is None:
+            check_positive("synthetic_rows", synthetic_rows, minimum=10, where=where)
+        elif not Path(root).expanduser().exists():
+            raise DataNotFoundError(
+                f"{where}: {root} does not exist; point data.init_args.root at the {dataset} file or at a folder "
+                f"holding one of {', '.join(_DEFAULT_FILES[dataset])} ({_LAYOUT[dataset]}), or use root=null for "
+                "synthetic Criteo-format data.")
         self.save_hyperparameters()
         self._meta: dict | None = None
         self._raw: Path | None = None
@@ -525,7 +538,7 @@ class CTRDataModule(LightningDataModule):
             for name in _DEFAULT_FILES[hp.dataset]:
                 if (root / name).is_file():
                     return root / name
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"no {hp.dataset} data at {root}: expected a file, or a folder holding one of "
             f"{', '.join(_DEFAULT_FILES[hp.dataset])} ({_LAYOUT[hp.dataset]}). Download the dataset and extract it "
             "there (Criteo: dac.tar.gz -> train.txt), or use root=None for synthetic Criteo-format data.")

@@ -50,12 +50,14 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from zoo.errors import DataNotFoundError, UserError, check_positive
+
 log = logging.getLogger(__name__)
 
 DATASETS = ("bail", "credit", "german", "dblp_fair_small", "synthetic")
 
 # Published sizes. Undirected non-self edges of bail/credit/DBLP come from the RELIANT README logs' DGL edge counts
-# (directed, self-loops included): (E - N) / 2; german's from its shipped file. See shared/specs/graph_ctr.md §3.6.
+# (directed, self-loops included): (E - N) / 2; german's from its shipped file. (NIFTY's published counts.)
 PUBLISHED = {
     "bail": {"nodes": 18876, "edges": 311870, "dgl_edges": 642616},
     "credit": {"nodes": 30000, "edges": 1421858, "dgl_edges": 2873716},
@@ -71,8 +73,8 @@ _LAYOUT = {
 }
 
 
-def _missing(name: str, root: Path, what: str) -> FileNotFoundError:
-    return FileNotFoundError(
+def _missing(name: str, root: Path, what: str) -> DataNotFoundError:
+    return DataNotFoundError(
         f"{name}: {what} not found under {root}. Expected layout: {_LAYOUT[name]} (the NIFTY/RELIANT repository "
         f"files, e.g. ../shared/data/{name}). Point root at that folder, or use root=None for the synthetic graph."
     )
@@ -348,7 +350,10 @@ class FairGraphDataModule(LightningDataModule):
                  synthetic_nodes: int = 1000, synthetic_seed: int = 0):
         super().__init__()
         if name not in DATASETS:
-            raise ValueError(f"unknown fairness graph {name!r}; choose one of {', '.join(DATASETS)}")
+            raise UserError(f"unknown fairness graph {name!r}; choose one of {', '.join(DATASETS)}")
+        if root is not None and name != "synthetic" and not Path(root).expanduser().is_dir():
+            raise _missing(name, Path(root).expanduser(), "the dataset folder")
+        check_positive("synthetic_nodes", synthetic_nodes, minimum=10, where="FairGraphDataModule")
         self.name, self.root, self.cache_dir = name, root, cache_dir
         self.synthetic_nodes, self.synthetic_seed = synthetic_nodes, synthetic_seed
         self.data = None
@@ -373,6 +378,11 @@ class FairGraphDataModule(LightningDataModule):
     def num_nodes(self) -> int:
         self.setup()
         return int(self.data.num_nodes)
+
+    @property
+    def num_classes(self) -> int:
+        self.setup()
+        return int(self.data.y.max()) + 1
 
     def _loader(self):
         self.setup()

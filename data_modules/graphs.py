@@ -34,12 +34,14 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from zoo.errors import DataNotFoundError, check_positive
+
 log = logging.getLogger(__name__)
 
 PLANETOID = ("cora", "citeseer", "pubmed")
 NPY = ("bat", "eat", "uat", "amap")
 
-# Published statistics (Awesome-Deep-Graph-Clustering dataset table; shared/specs/graph_ctr.md §2.5). "edges" there is
+# Published statistics (Awesome-Deep-Graph-Clustering dataset table, yueliu1999/Awesome-Deep-Graph-Clustering dataset/README.md). "edges" there is
 # int(nnz(adj) / 2) of the released matrix, which counts self-loops of BAT/EAT as half an edge each.
 PUBLISHED = {
     "cora": {"nodes": 2708, "features": 1433, "edges": 5278, "classes": 7},
@@ -289,6 +291,12 @@ class GraphClusteringDataModule(LightningDataModule):
 
     def __init__(self, name: str = "cora", root: str | None = None, t: int = 4):
         super().__init__()
+        if root is not None and not Path(root).expanduser().is_dir():
+            raise DataNotFoundError(
+                f"GraphClusteringDataModule: the data folder {root} does not exist; point data.init_args.root at the "
+                f"folder holding ind.{name}.{{x,y,tx,ty,allx,ally,graph,test.index}} (Planetoid) or "
+                f"{name}_{{feat,label,adj}}.npy, or use root=null for the bundled karate club.")
+        check_positive("t", t, minimum=0, where="GraphClusteringDataModule")
         self.save_hyperparameters()
         self.name, self.root, self.t = name, root, t
         self.features = self.labels = self.adj = self.smoothed = None

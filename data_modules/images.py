@@ -7,7 +7,13 @@
 - a Hugging Face dataset written with ``save_to_disk`` (``dataset_dict.json`` at the root, splits with an
   ``image`` and a ``label`` column), e.g. ``imagenet-1k`` downloaded and saved once;
 - ``None``: scikit-learn's bundled handwritten digits (1,797 real 8x8 scans, 10 classes), upscaled to
-  ``image_size`` and made 3-channel, split 80/20 (stratified, fixed seed). Used by demos and tests offline.
+  ``image_size`` and made 3-channel, split 80/20 into train/val (stratified, fixed seed); with ``test_split`` set,
+  a test split as large as val (360 images) is held out of the training part (60/20/20). Used by demos and tests
+  offline.
+
+Testing (``trainer.test``) reads ``test_split`` when it is set (``root/<test_split>/``, a split of the saved dataset,
+or the digits' held-out 20 %); otherwise the validation split, the ImageNet convention (its test labels are not
+public), and the log says so.
 
 Training transforms are timm's ``create_transform`` with the paper's augmentation arguments (RandAugment string,
 colour jitter, random erasing, interpolation); evaluation resizes to ``image_size / crop_pct`` and centre-crops.
@@ -22,6 +28,8 @@ from typing import Sequence
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
+
+from zoo.errors import DataNotFoundError, UserError, check_positive
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +52,9 @@ class _Transformed(Dataset):
         return self.transform(img.convert("RGB")), int(label)
 
 
-def _digits_split(seed: int = 0):
-    """scikit-learn digits as PIL images, stratified 80/20 split."""
+def _digits_split(seed: int = 0, test: bool = False):
+    """scikit-learn digits as PIL images: stratified 80/20 train/val; ``test``: the 80 % split again into train and a
+    test part as large as val (val unchanged). -> ((getter, n) for train, val[, test])"""
     import numpy as np
     from PIL import Image
     from sklearn.datasets import load_digits
@@ -56,13 +65,17 @@ def _digits_split(seed: int = 0):
     idx_tr, idx_va = train_test_split(
         np.arange(len(imgs)), test_size=0.2, random_state=seed, stratify=digits.target
     )
+    idx_te = None
+    if test:
+        idx_tr, idx_te = train_test_split(idx_tr, test_size=len(idx_va), random_state=seed,
+                                          stratify=digits.target[idx_tr])
 
     def make(idx):
         pil = [Image.fromarray(imgs[i], mode="L") for i in idx]
         lab = [int(digits.target[i]) for i in idx]
         return lambda i: (pil[i], lab[i]), len(idx)
 
-    return make(idx_tr), make(idx_va)
+    return (make(idx_tr), make(idx_va)) + ((make(idx_te),) if test else ())
 
 
 class ImageNetDataModule(LightningDataModule):
@@ -89,16 +102,25 @@ class ImageNetDataModule(LightningDataModule):
         std: Sequence[float] = IMAGENET_STD,
         train_split: str = "train",
         val_split: str = "val",
+        test_split: str | None = None,
         limit_train: int | None = None,
         limit_val: int | None = None,
         pin_memory: bool = True,
     ) -> None:
         super().__init__()
+        where = "ImageNetDataModule"
+        check_positive("image_size", image_size, where=where)
+        check_positive("batch_size", batch_size, where=where)
+        if eval_batch_size is not None:
+            check_positive("eval_batch_size", eval_batch_size, where=where, fix="set it >= 1, or null for batch_size")
+        check_positive("num_workers", num_workers, minimum=0, where=where)
+        if not 0 < crop_pct <= 1:
+            raise UserError(f"{where}: crop_pct must be in (0, 1], got {crop_pct}; 0.875 is the usual ImageNet value.")
         self.save_hyperparameters()
         self.root = Path(root).expanduser() if root is not None else None
         if self.root is not None:
             self._check_layout()
-        self.train_set = self.val_set = None
+        self.train_set = self.val_set = self.test_set = None
         self._num_classes: int | None = 10 if self.root is None else None
 
     # ------------------------------------------------------------------ layout
@@ -113,18 +135,18 @@ class ImageNetDataModule(LightningDataModule):
             "Use root=None (or omit data.init_args.root) for the bundled digits sample."
         )
         if not r.is_dir():
-            raise FileNotFoundError(f"image dataset folder {r} does not exist. {expected}")
+            raise DataNotFoundError(f"image dataset folder {r} does not exist. {expected}")
         if self._is_hf():
             return
-        for split in (hp.train_split, hp.val_split):
+        for split in (hp.train_split, hp.val_split, *([hp.test_split] if hp.test_split else [])):
             d = r / split
             if not d.is_dir():
-                raise FileNotFoundError(f"{r} has no '{split}/' folder. {expected}")
+                raise DataNotFoundError(f"{r} has no '{split}/' folder. {expected}")
             classes = [c for c in d.iterdir() if c.is_dir()]
             if not classes:
                 loose = [f.name for f in d.iterdir() if f.suffix.lower() in _IMG_EXT][:3]
                 why = f" (it holds loose images such as {loose}: put them in one folder per class)" if loose else ""
-                raise FileNotFoundError(f"{d} has no class sub-folders{why}. {expected}")
+                raise DataNotFoundError(f"{d} has no class sub-folders{why}. {expected}")
 
     @property
     def num_classes(self) -> int:
@@ -163,19 +185,26 @@ class ImageNetDataModule(LightningDataModule):
             return
         hp = self.hparams
         t_train, t_eval = self.transform(True), self.transform(False)
+        self.test_set = None
         if self.root is None:
-            (g_tr, n_tr), (g_va, n_va) = _digits_split()
+            splits = _digits_split(test=bool(hp.test_split))
             log.warning("ImageNetDataModule: root=None -> using scikit-learn's bundled digits (10 classes), "
-                        "upscaled to %dx%d", hp.image_size, hp.image_size)
-            self.train_set, self.val_set = _Transformed(g_tr, n_tr, t_train), _Transformed(g_va, n_va, t_eval)
+                        "upscaled to %dx%d; %s", hp.image_size, hp.image_size,
+                        "train/val/test %d/%d/%d images" % tuple(n for _, n in splits) if hp.test_split
+                        else "train/val %d/%d images" % tuple(n for _, n in splits))
+            self.train_set, self.val_set = _Transformed(*splits[0], t_train), _Transformed(*splits[1], t_eval)
+            if hp.test_split:
+                self.test_set = _Transformed(*splits[2], t_eval)
         elif self._is_hf():
             from datasets import load_from_disk
 
             dd = load_from_disk(str(self.root))
             val_name = hp.val_split if hp.val_split in dd else "validation"
-            for s in (hp.train_split, val_name):
+            for s in (hp.train_split, val_name, *([hp.test_split] if hp.test_split else [])):
                 if s not in dd:
-                    raise KeyError(f"{self.root} has splits {list(dd)}; expected '{hp.train_split}' and '{hp.val_split}'")
+                    wanted = ", ".join(repr(x) for x in (hp.train_split, hp.val_split, hp.test_split) if x)
+                    raise DataNotFoundError(f"{self.root} has splits {list(dd)}; expected {wanted}: set "
+                                            "data.init_args.train_split / val_split / test_split to its split names.")
             tr, va = dd[hp.train_split], dd[val_name]
 
             def getter(ds):
@@ -183,20 +212,28 @@ class ImageNetDataModule(LightningDataModule):
 
             self.train_set = _Transformed(getter(tr), len(tr), t_train)
             self.val_set = _Transformed(getter(va), len(va), t_eval)
+            if hp.test_split:
+                te = dd[hp.test_split]
+                self.test_set = _Transformed(getter(te), len(te), t_eval)
         else:
             from torchvision.datasets import ImageFolder
 
             self.train_set = ImageFolder(str(self.root / hp.train_split), transform=t_train)
             self.val_set = ImageFolder(str(self.root / hp.val_split), transform=t_eval)
-            if self.train_set.classes != self.val_set.classes:
-                raise ValueError(
-                    f"{self.root}: train has {len(self.train_set.classes)} classes, val has "
-                    f"{len(self.val_set.classes)}; the class folders must be the same in both splits."
-                )
+            if hp.test_split:
+                self.test_set = ImageFolder(str(self.root / hp.test_split), transform=t_eval)
+            for name, other in ((hp.val_split, self.val_set), (hp.test_split, self.test_set)):
+                if other is not None and self.train_set.classes != other.classes:
+                    raise UserError(
+                        f"{self.root}: {hp.train_split} has {len(self.train_set.classes)} classes, {name} has "
+                        f"{len(other.classes)}; the class folders must be the same in every split."
+                    )
         if hp.limit_train:
             self.train_set = torch.utils.data.Subset(self.train_set, range(min(hp.limit_train, len(self.train_set))))
         if hp.limit_val:
             self.val_set = torch.utils.data.Subset(self.val_set, range(min(hp.limit_val, len(self.val_set))))
+            if self.test_set is not None:
+                self.test_set = torch.utils.data.Subset(self.test_set, range(min(hp.limit_val, len(self.test_set))))
 
     def _loader(self, ds, shuffle: bool, batch_size: int) -> DataLoader:
         hp = self.hparams
@@ -212,7 +249,11 @@ class ImageNetDataModule(LightningDataModule):
         return self._loader(self.val_set, False, self.hparams.eval_batch_size or self.hparams.batch_size)
 
     def test_dataloader(self):
-        return self.val_dataloader()
+        if self.test_set is None:
+            log.info("ImageNetDataModule: no test_split set -> testing on the validation split (%s)",
+                     "the digits' val part" if self.root is None else self.hparams.val_split)
+            return self.val_dataloader()
+        return self._loader(self.test_set, False, self.hparams.eval_batch_size or self.hparams.batch_size)
 
     def predict_dataloader(self):
         return self.val_dataloader()

@@ -1,27 +1,22 @@
-"""CCGC timing on this machine: the graph filter, one training epoch (warm-up and cluster-guided), one evaluation
-(K-means on E), and optionally a full run, on one dataset.
+"""CCGC: what ``zoo bench`` does not measure - the warm-up loss two ways, and one evaluation's K-means.
 
-    OMP_NUM_THREADS=1 python scripts/ccgc_bench.py --dataset cora [--full]
+    OMP_NUM_THREADS=1 python scripts/ccgc_bench.py --dataset cora [--data ../shared/data]
 
-The warm-up epoch is timed two ways: ours (‖Z1 Z2ᵀ‖² through the d×d Gram matrices) and the official code's structure
-(the dense N×N matrix Z1 Z2ᵀ and its MSE to the identity). Prints one JSON line.
+Kept as a script because these time parts of a step and of the evaluation, not a training step: the warm-up epoch
+with our loss (‖Z1 Z2ᵀ - I‖² through the d×d Gram matrices, ``warmup_loss``) against the official code's form (the
+dense N×N matrix Z1 Z2ᵀ and its MSE to the identity), and the K-means (10 restarts) run at every evaluation. Prints one
+JSON line. The rest is ``zoo bench``:
+
+    zoo bench ccgc-cora --train --config configs/ccgc-cora.yaml            # warm-up epochs (training_step)
+    zoo bench ccgc-cora --train --config configs/ccgc-cora.yaml --model-arg warmup_epochs=0   # cluster-guided
+    zoo bench ccgc-cora --data --config configs/ccgc-cora.yaml             # loading + the H^t X filter
 """
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import time
-import warnings
+import statistics
 from pathlib import Path
-
-
-def _time(fn, repeat: int) -> float:
-    fn()  # warm-up call
-    t0 = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    return (time.perf_counter() - t0) / repeat
 
 
 def main():
@@ -30,28 +25,23 @@ def main():
     p.add_argument("--data", default="../shared/data")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--full", action="store_true", help="also time one full 400-epoch run (Trainer.fit)")
     args = p.parse_args()
-    warnings.filterwarnings("ignore")
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
     import torch
     import torch.nn.functional as F
 
-    from zoo.data_modules.graphs import GraphClusteringDataModule, laplacian_smoothing, normalized_adjacency
-    from zoo.models.ccgc.module import CCGCModule, cluster_guided_loss, high_confidence_mask, kmeans, warmup_loss
+    from zoo.bench import time_calls
+    from zoo.data_modules.graphs import GraphClusteringDataModule
+    from zoo.models.ccgc.module import CCGCModule, kmeans, warmup_loss
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dm = GraphClusteringDataModule(args.dataset, str(Path(args.data) / args.dataset))
     dm.setup()
     x, n, k = dm.smoothed, dm.num_nodes, dm.num_classes
-    h = normalized_adjacency(dm.adj)
-    feats = dm.features.numpy()
-    res = {"dataset": args.dataset, "nodes": n, "features": dm.num_features, "threads": args.threads,
-           "filter_t4_s": _time(lambda: laplacian_smoothing(h, feats, 4), args.repeat)}
     m = CCGCModule(dm.num_features, k)
     opt = torch.optim.Adam(m.model.parameters(), lr=1e-4)
+    eye = torch.eye(n)
 
     def step(loss_fn):
         z1, z2 = m.model(x)
@@ -59,27 +49,14 @@ def main():
         loss_fn(z1, z2).backward()
         opt.step()
 
-    res["epoch_warmup_s"] = _time(lambda: step(warmup_loss), args.repeat)
-    eye = torch.eye(n)
-    res["epoch_warmup_official_dense_s"] = _time(lambda: step(lambda a, b: F.mse_loss(a @ b.T, eye)), args.repeat)
-    with torch.no_grad():
-        emb = m(x)
-    labels, dist = kmeans(emb, k, 10, 0)
-    conf = high_confidence_mask(dist, 0.5)
-    res["epoch_cluster_guided_s"] = _time(
-        lambda: step(lambda a, b: cluster_guided_loss(a, b, labels, conf, k)[0]), args.repeat)
-    res["evaluation_kmeans10_s"] = _time(lambda: kmeans(m(x).detach(), k, 10, 0), max(1, args.repeat // 2))
-    if args.full:
-        import lightning.pytorch as pl
+    def med(fn, repeat=args.repeat):
+        return round(statistics.median(time_calls(fn, repeat, warmup=1)), 4)
 
-        module = CCGCModule(dm.num_features, k, seeds=[0])
-        trainer = pl.Trainer(max_epochs=400, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                             enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-                             accelerator="cpu", devices=1)
-        t0 = time.perf_counter()
-        trainer.fit(module, dm)
-        res["full_run_400_epochs_s"] = time.perf_counter() - t0
-    print(json.dumps({k2: round(v, 4) if isinstance(v, float) else v for k2, v in res.items()}))
+    res = {"dataset": args.dataset, "nodes": n, "features": dm.num_features, "threads": args.threads,
+           "warmup_epoch_gram_s": med(lambda: step(warmup_loss)),
+           "warmup_epoch_official_dense_s": med(lambda: step(lambda a, b: F.mse_loss(a @ b.T, eye))),
+           "evaluation_kmeans10_s": med(lambda: kmeans(m(x).detach(), k, 10, 0), max(1, args.repeat // 2))}
+    print(json.dumps(res))
 
 
 if __name__ == "__main__":

@@ -1,19 +1,147 @@
-"""`zoo bench` measures models side by side and prints ratios against the first."""
+"""`zoo bench`: inference and real training steps side by side, data preprocessing, the JSON rows; EMO's in-place
+value activation."""
 from __future__ import annotations
 
-from zoo.bench import bench_models
+import json
+import math
+
+import pytest
+import torch
+from lightning.pytorch import Callback
+
+from zoo.bench import PeakMemory, bench_models, time_calls, write_json
+from zoo.cli import main
+
+ROW_FIELDS = {"name", "mode", "device", "threads", "torch", "zoo", "batch", "unit", "samples_per_s", "step_ms_median",
+              "step_ms_min", "step_ms_max", "peak_mem_mb", "params", "steps", "warmup", "loss", "data", "note"}
 
 
-def test_bench_prints_side_by_side_rows(capsys):
-    rows = bench_models(["emo-1m", "timm:mobilenetv2_050"], batch_size=2, steps=2, device="cpu")
+class TrainingProbe(Callback):
+    """Snapshots the parameters before the first step; at the end, what the optimizers of configure_optimizers did."""
+
+    def on_train_start(self, trainer, pl_module):
+        self.before = {k: v.detach().clone() for k, v in pl_module.named_parameters()}
+        self.optimizers = list(trainer.optimizers)
+
+    def on_train_end(self, trainer, pl_module):
+        after = dict(pl_module.named_parameters())
+        self.changed = [k for k, v in self.before.items() if not torch.equal(v, after[k].detach())]
+        self.opt_steps = [max((int(s["step"]) for s in o.state.values() if "step" in s), default=0)
+                          for o in self.optimizers]
+        self.momentum_buffers = sum("momentum_buffer" in s for o in self.optimizers for s in o.state.values())
+
+
+def test_inference_rows_side_by_side(capsys):
+    rows = bench_models(["emo-1m", "timm:mobilenetv2_050"], batch_size=2, steps=2, warmup=1, device="cpu")
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split()[:3] == ["model", "device", "mode"]
+    assert out[0].split()[:3] == ["model", "mode", "dev"]
     assert [r["name"] for r in rows] == ["emo-1m", "timm:mobilenetv2_050"]
-    assert all(r["samples_per_s"] > 0 and r["batch"] == 2 for r in rows)
+    assert all(ROW_FIELDS <= set(r) and r["mode"] == "infer" and r["batch"] == 2 for r in rows)
     assert rows[0]["params"] == 1_361_168
     assert out[1].rstrip().endswith("1.00x")
 
 
-def test_bench_train_mode_runs_backward():
-    (row,) = bench_models(["timm:mobilenetv2_050"], batch_size=2, steps=1, device="cpu", train=True)
-    assert row["mode"] == "train" and row["latency_ms"] > 0
+def test_train_runs_the_modules_training_step_and_optimizer(capsys):
+    """emo-1m (at 32 px to stay fast) trains through its own training_step and AdamW: the parameters move, AdamW
+    counts warmup + steps updates, the loss is finite; the demo batch size is overridden."""
+    probe = TrainingProbe()
+    (row,) = bench_models(["emo-1m"], train=True, batch_size=4, steps=2, warmup=1, device="cpu",
+                          model_args={"img_size": 32}, callbacks=[probe])
+    assert ROW_FIELDS <= set(row) and row["mode"] == "train"
+    assert row["batch"] == 4 and row["unit"] == "images" and row["samples_per_s"] > 0
+    assert row["step_ms_min"] <= row["step_ms_median"] <= row["step_ms_max"]
+    assert math.isfinite(row["loss"]) and row["params"] == 1_361_168
+    assert "configs/demo/emo.yaml" in row["data"] and "images 32 px" in row["note"]
+    assert probe.opt_steps == [3]  # AdamW from EMOModule.configure_optimizers: 1 warm-up + 2 timed steps
+    assert len(probe.changed) > 0.9 * len(probe.before)
+    assert "emo-1m: " in capsys.readouterr().out
+
+
+def test_train_full_graph_entry_takes_data_sizes_from_the_demo():
+    """ccgc-bat (81 features, 4 clusters) on the demo's karate club: the sizes come from the demo, the width (500)
+    is the entry's, one step is one full-graph epoch of CCGC's manual optimisation (Adam)."""
+    probe = TrainingProbe()
+    (row,) = bench_models(["ccgc-bat"], train=True, steps=2, warmup=1, device="cpu", callbacks=[probe])
+    assert (row["batch"], row["unit"]) == (34, "nodes")
+    assert "in_features=34" in row["note"] and "num_clusters=2" in row["note"]
+    assert row["params"] == 2 * (34 * 500 + 500)
+    assert probe.opt_steps == [3] and probe.changed
+
+
+def test_train_timm_model_beside_an_entry_and_json(tmp_path):
+    """The acceptance command at toy size: `zoo bench emo-1m timm:<name> --train --json PATH`."""
+    path = tmp_path / "out" / "bench.json"
+    assert main(["bench", "emo-1m", "timm:mobilenetv2_050", "--train", "--batch-size", "2", "--steps", "1",
+                 "--warmup", "1", "--device", "cpu", "--model-arg", "img_size=32", "--json", str(path)]) == 0
+    rows = json.loads(path.read_text())
+    assert [r["name"] for r in rows] == ["emo-1m", "timm:mobilenetv2_050"]
+    assert all(ROW_FIELDS <= set(r) and r["mode"] == "train" and math.isfinite(r["loss"]) for r in rows)
+    assert rows[1]["batch"] == 2 and "SGD on 1000 classes, images 224 px" in rows[1]["note"]
+    assert list(path.parent.iterdir()) == [path]  # no temporary file left beside it
+
+
+def test_timm_training_steps_its_sgd():
+    probe = TrainingProbe()
+    bench_models(["timm:mobilenetv2_050"], train=True, batch_size=2, steps=1, warmup=1, device="cpu",
+                 callbacks=[probe])
+    assert probe.momentum_buffers > 0 and probe.changed
+
+
+def test_user_errors_are_one_line(capsys):
+    assert main(["bench", "timm:not_a_model_xyz", "--train", "--device", "cpu"]) == 2
+    assert "unknown timm model 'not_a_model_xyz'" in capsys.readouterr().err
+    assert main(["bench", "emo-1m", "--train", "--model-arg", "img_size"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+    assert main(["bench", "emo-1m", "--train", "--data"]) == 2
+    assert main(["bench", "emo-1m", "--model-arg", "img_size=32"]) == 2  # inference takes no init overrides
+
+
+def test_data_preprocessing_in_a_fresh_process(tmp_path):
+    (row,) = bench_models(["ccgc-bat"], data=True, json_path=str(tmp_path / "d.json"), verbose=False)
+    assert row["mode"] == "data" and row["seconds"] > 0 and "GraphClusteringDataModule" in row["data"]
+    assert json.loads((tmp_path / "d.json").read_text())[0]["name"] == "ccgc-bat"
+
+
+def test_timer_and_peak_memory():
+    times = time_calls(lambda: None, steps=3, warmup=1)
+    assert len(times) == 3 and all(t >= 0 for t in times)
+    with PeakMemory("cpu") as mem:
+        block = torch.ones(64, 2**20 // 4 * 1, dtype=torch.float32)  # 64 MiB, touched
+        del block
+    assert mem.growth_mb > 48
+
+
+def test_write_json_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "rows.json"
+    write_json([{"a": 1}], path)
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("zoo.bench.os.replace", boom)
+    with pytest.raises(OSError):
+        write_json([{"a": 2}], path)
+    assert json.loads(path.read_text()) == [{"a": 1}] and [p.name for p in tmp_path.iterdir()] == ["rows.json"]
+
+
+def test_emo_value_activation_runs_in_place_and_keeps_gradients():
+    """The iRMB value activation overwrites the value conv's output (official ConvNormAct, inplace=True) where the
+    activation has an in-place form (SiLU), and gradients are those of the out-of-place activation."""
+    from zoo.models.emo.model import iRMB
+
+    torch.manual_seed(0)
+    block = iRMB(16, 16, exp_ratio=2.0, act="silu").train()
+    seen = {}
+    hook = block.v.register_forward_hook(lambda m, i, o: seen.update(v=o))  # returns None: output unchanged
+    x = torch.randn(2, 16, 8, 8, requires_grad=True)
+    block(x).square().sum().backward()
+    with torch.no_grad():
+        pre = torch.nn.functional.conv2d(block.norm(x), block.v.weight, block.v.bias)
+    assert torch.allclose(seen["v"], torch.nn.functional.silu(pre), atol=1e-6)  # overwritten: activated in place
+    hook.remove()
+    g_inplace = x.grad.clone()
+    x.grad = None
+    block.v_act = torch.nn.SiLU()
+    block(x).square().sum().backward()
+    assert torch.allclose(g_inplace, x.grad, atol=1e-6)
+    assert not hasattr(iRMB(16, 16, act="gelu").v_act, "inplace")  # GELU: no in-place form, left as is

@@ -1,4 +1,4 @@
-"""zoo.callbacks.FusedKernels: per-instance, reversible switch of opted-in modules (the protocol), and its log.
+"""zoo.callbacks.FusedKernels: the per-instance, reversible switch of a model's op modules (``impl``), and its log.
 
 The fit-with-kernels-equals-fit-without test runs the kernels in Triton's interpreter, so it lives in
 tests/ops/test_fused_kernels_fit.py (whose conftest provides the interpreter)."""
@@ -17,46 +17,24 @@ from zoo.callbacks.fused_kernels import apply_fused_kernels
 from zoo.ops import GraphPropagation, LinearCrossEntropyLoss, RelationKLLoss
 
 
-class SwappableHead(nn.Module):
-    """Opts in by swap: its fused form is another module sharing its parameters."""
-
-    fused_ops = ("fused_linear_cross_entropy",)
-
-    def __init__(self, d=4, v=3, linear=None):
-        super().__init__()
-        self.linear = linear if linear is not None else nn.Linear(d, v)
-
-    def forward(self, h, y):
-        return nn.functional.cross_entropy(self.linear(h), y)
-
-    def fused_equivalent(self, ops):
-        return FusedHead(linear=self.linear)
-
-
-class FusedHead(SwappableHead):
-    def forward(self, h, y):
-        from zoo.ops import fused_linear_cross_entropy
-
-        return fused_linear_cross_entropy(h, self.linear.weight, self.linear.bias, y, impl="reference")
-
-
 class Probe(pl.LightningModule):
     def __init__(self):
         super().__init__()
         self.model = nn.ModuleDict({
             "enc": nn.Linear(4, 4),
+            "head": nn.Linear(4, 3),
             "ce": LinearCrossEntropyLoss(),
             "prop": GraphPropagation(hops=2),
-            "head": SwappableHead(),
+            "aux_ce": LinearCrossEntropyLoss(impl="auto"),  # set from YAML, as TinyMIM's relation_impl
         })
         self.seen = []
 
     def training_step(self, batch, _):
         x, y = batch
-        # what is switched on while training (modules keep using the reference: the kernels are faked as
-        # runnable in this test, see below)
-        self.seen.append((self.model["ce"].ops_impl, type(self.model["head"]).__name__))
-        return self.model["head"](self.model["enc"](x), y)
+        # what is switched on while training (the loss itself is computed without the op modules here: the
+        # kernels are faked as runnable in this test, see below)
+        self.seen.append((self.model["ce"].impl, self.model["aux_ce"].impl, self.model["prop"].impl))
+        return nn.functional.cross_entropy(self.model["head"](self.model["enc"](x)), y)
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
@@ -71,22 +49,21 @@ def _fit(module, callbacks):
 
 
 def test_switches_during_fit_and_restores_after(monkeypatch, caplog):
-    # Pretend the kernels can run on this CPU so that the switch happens; forward still uses the reference here.
+    # Pretend the kernels can run on this CPU so that the switch happens; forward does not call the ops here.
     monkeypatch.setattr("zoo.ops._dispatch.kernel_error", lambda device: None)
     module = Probe()
     other = LinearCrossEntropyLoss()
-    head_before = module.model["head"]
     params_before = [id(p) for p in module.parameters()]
     with caplog.at_level(logging.INFO):
         _fit(module, [FusedKernels(ops="all")])
-    assert module.seen and all(s == ("triton", "FusedHead") for s in module.seen)
-    # restored: the instance attribute is gone (class default again), the original module is back, same params
-    assert module.model["ce"].ops_impl == "reference" and "ops_impl" not in vars(module.model["ce"])
-    assert module.model["head"] is head_before
+    assert module.seen and all(s == ("triton", "triton", "triton") for s in module.seen)
+    # restored: each module's own setting is back (the YAML choice "auto" too), the same parameters
+    assert module.model["ce"].impl == "reference" and module.model["aux_ce"].impl == "auto"
+    assert module.model["prop"].impl == "reference"
     assert [id(p) for p in module.parameters()] == params_before
-    assert other.ops_impl == "reference"  # other instances are never touched
+    assert other.impl == "reference"  # other instances are never touched
     text = caplog.text
-    assert "fused_linear_cross_entropy: Triton kernel in 2 module(s)" in text
+    assert "fused_linear_cross_entropy: Triton kernel in 2 module(s): model.ce, model.aux_ce" in text
     assert "graph_propagate: Triton kernel in 1 module(s): model.prop" in text
     assert "relation_kl: not used by this model" in text
 
@@ -96,33 +73,37 @@ def test_keeps_reference_and_says_why_when_kernels_cannot_run(monkeypatch):
     module = Probe()
     cb = FusedKernels(ops=["graph_propagate"])
     _fit(module, [cb])
-    assert all(s == ("reference", "SwappableHead") for s in module.seen)
+    assert all(s == ("reference", "auto", "reference") for s in module.seen)
     switch = apply_fused_kernels(module, ["graph_propagate"], "cpu")
     assert len(switch.report) == 1 and "graph_propagate: reference kept in 1 module(s)" in switch.report[0]
     assert "TRITON_INTERPRET" in switch.report[0]
     with pytest.raises(RuntimeError, match="strict=True"):
         apply_fused_kernels(module, ["graph_propagate"], "cpu", strict=True)
-    assert module.model["prop"].ops_impl == "reference"
+    assert module.model["prop"].impl == "reference"
 
 
 def test_ops_selection_and_bad_names(monkeypatch):
     monkeypatch.setattr("zoo.ops._dispatch.kernel_error", lambda device: None)
     net = nn.Sequential(RelationKLLoss(1.0, 1.0), GraphPropagation())
     switch = apply_fused_kernels(net, ["relation_kl"], "cuda")
-    assert net[0].ops_impl == "triton" and net[1].ops_impl == "reference"
+    assert net[0].impl == "triton" and net[1].impl == "reference"
     switch.restore()
-    assert net[0].ops_impl == "reference"
+    assert net[0].impl == "reference"
     with pytest.raises(ValueError, match="unknown op"):
         FusedKernels(ops=["flash_attention"])
+    with pytest.raises(ValueError, match="impl must be one of"):
+        GraphPropagation(impl="cuda")  # a bad YAML value fails when the model is built
 
 
-def test_swap_must_share_parameters(monkeypatch):
+def test_two_switches_restore_in_either_order(monkeypatch):
+    """The callback and a zoo_* strategy may both switch one model: whichever undoes first, the modules end with
+    their own setting (the second switch leaves modules it finds on "triton" to the first)."""
     monkeypatch.setattr("zoo.ops._dispatch.kernel_error", lambda device: None)
-
-    class BadHead(SwappableHead):
-        def fused_equivalent(self, ops):
-            return FusedHead()  # fresh parameters: optimizer and checkpoints would diverge
-
-    net = nn.Sequential(BadHead())
-    with pytest.raises(RuntimeError, match="sharing its parameters"):
-        apply_fused_kernels(net, "all", "cuda")
+    for first_restored in (0, 1):
+        loss = LinearCrossEntropyLoss(impl="auto")
+        net = nn.Sequential(loss)
+        switches = [apply_fused_kernels(net, "all", "cuda"), apply_fused_kernels(net, "all", "cuda")]
+        assert loss.impl == "triton" and switches[1].running == {"fused_linear_cross_entropy": ["0"]}
+        switches[first_restored].restore()
+        switches[1 - first_restored].restore()
+        assert loss.impl == "auto"

@@ -36,7 +36,9 @@ def test_list_models_wildcards_and_pretrained_filter():
     with_w = set(zoo.list_models(pretrained=True))
     without = set(zoo.list_models(pretrained=False))
     assert with_w.isdisjoint(without) and with_w | without == set(zoo.list_models())
-    assert all(registry.get(n).hub_repo for n in with_w)
+    assert all(registry.get(n).weights in ("hub", "official") for n in with_w)
+    assert all(registry.get(n).weights in ("pending", "-") for n in without)
+    assert "emo-1m" in with_w, "EMO's official net.pth files are public: status official"
 
 
 def test_unknown_name_lists_close_matches():
@@ -95,7 +97,7 @@ def test_interrupted_export_keeps_the_old_folder(tmp_path, monkeypatch):
 
     monkeypatch.setattr(safetensors.torch, "save_file", boom)
     with pytest.raises(KeyboardInterrupt):
-        hub.export(tiny(), out, name="emo-1m")
+        hub.export(tiny(), out, name="emo-1m", overwrite=True)
     assert (out / "model.safetensors").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["emo"], "no temporary folder left behind"
 
@@ -135,18 +137,23 @@ def test_load_from_the_hub_cache_offline(tmp_path, hf_cache):
 
 
 def test_offline_and_not_cached_says_which_repo_and_how(hf_cache):
-    with pytest.raises(FileNotFoundError, match=r"zoo-models/absent@v1.*HF_HUB_OFFLINE.*local-dir"):
+    with pytest.raises(FileNotFoundError, match=r"zoo-models/absent@v1.*HF_HUB_OFFLINE.*local-dir") as ei:
         zoo.load("hf-hub:zoo-models/absent@v1")
+    assert "`hf download zoo-models/absent --revision v1`" in str(ei.value)
+    assert "huggingface-cli" not in str(ei.value), "huggingface_hub no longer installs huggingface-cli"
 
 
 def test_registry_name_loads_its_pinned_repo_from_the_cache(tmp_path, hf_cache, monkeypatch):
+    import dataclasses
+
+    sha = "fedcba9876543210fedcba9876543210fedcba98"
     e = registry.get("emo-1m")
-    pinned = registry.Entry(**{**e.__dict__, "name": "emo-1m", "hub_repo": "zoo-models/emo-1m-test",
-                               "revision": "v0.1"})
+    pinned = dataclasses.replace(e, hub_repo="zoo-models/emo-1m-test", revision=sha, official_url=None)
+    assert pinned.weights == "hub" and pinned.pretrained
     monkeypatch.setitem(registry._load(), "emo-1m", pinned)
     m = tiny()
     out = hub.export(m, tmp_path / "emo", name="emo-1m")
-    put_in_cache(out, hf_cache, "zoo-models/emo-1m-test", ref="v0.1")
+    put_in_cache(out, hf_cache, "zoo-models/emo-1m-test", commit=sha)
     loaded = zoo.load("emo-1m")
     with torch.no_grad():
         torch.testing.assert_close(m.eval()(m.example_input_array), loaded(m.example_input_array))
@@ -173,14 +180,19 @@ def test_push_without_a_token_is_a_clear_error(tmp_path, monkeypatch):
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
-    with pytest.raises(PermissionError, match="huggingface-cli login"):
+    with pytest.raises(PermissionError, match="`hf auth login`"):
         hub.push(out, "org/name")
 
 
 def test_card_has_paper_and_our_numbers_labelled():
+    """The paper's numbers and ours go into separate, labelled tables: emo-1m has only the paper's, ccgc-cora both."""
     card = str(hub.make_card(registry.get("emo-1m")))
-    assert "71.5" in card and "(paper)" in card
-    assert "Measured by zoo (ours)" in card
+    paper, ours = card.split("Measured by zoo (ours):")
+    assert "| ImageNet-1k | validation | top-1 | 71.5 |" in paper and "_none yet_" in ours.split("## ")[0]
+    card = str(hub.make_card(registry.get("ccgc-cora")))
+    paper, ours = card.split("Measured by zoo (ours):")
+    assert "| 73.88 |" in paper and "| 73.88 |" not in ours
+    assert "| 68.94 |" in ours.split("## ")[0] and "| 68.94 |" not in paper
 
 
 def test_measured_metrics_go_into_a_valid_card(tmp_path):
@@ -193,3 +205,48 @@ def test_measured_metrics_go_into_a_valid_card(tmp_path):
     values = [m["value"] for r in card.data.to_dict()["model-index"][0]["results"] for m in r["metrics"]]
     assert sorted(values) == sorted(m.value for m in (*e.paper_metrics, *e.our_metrics))
     assert "(ours)" in str(card) and e.our_metrics[0].protocol[:40] in str(card)
+
+
+# ------------------------------------------------------------------------------------------- weights status
+def test_weights_status_is_hub_only_at_a_pinned_commit():
+    import dataclasses
+
+    e = registry.get("emo-1m")
+    bare = dataclasses.replace(e, hub_repo=None, official_url=None, official_hash=None)
+    assert bare.weights == "-" and not bare.pretrained
+    assert dataclasses.replace(bare, hub_repo="org/x").weights == "pending"  # revision "main": nothing pinned
+    assert not dataclasses.replace(bare, hub_repo="org/x").pretrained
+    assert dataclasses.replace(bare, hub_repo="org/x", revision="a" * 40).weights == "hub"
+    assert dataclasses.replace(bare, official_url="https://example.org/net.pth").weights == "official"
+
+
+def test_no_entry_claims_hub_weights_that_were_never_published():
+    """Nothing was ever uploaded: an entry with a Hub repo but no pinned commit is 'pending', never loadable."""
+    for e in registry.all_entries():
+        if e.hub_repo and e.weights != "hub":
+            assert e.weights in ("pending", "official") and (e.weights == "official") == e.pretrained, e.name
+    assert registry.get("tinymim-base").weights == "pending" and not registry.get("tinymim-base").pretrained
+    assert {registry.get(f"emo-{s}").weights for s in ("1m", "2m", "5m", "6m")} == {"official"}
+
+
+def test_cards_and_list_say_the_weights_status(capsys):
+    from zoo.cli import main
+
+    emo = str(hub.make_card(registry.get("emo-1m")))
+    assert "Weights (`official`)" in emo and registry.get("emo-1m").official_url in emo
+    pending = str(hub.make_card(registry.get("tinymim-base")))
+    assert "Weights (`pending`)" in pending and "python -m zoo.models.tinymim.convert" in pending
+    assert "Weights (`-`)" in str(hub.make_card(registry.get("tinymim-small")))
+    assert main(["list", "emo-1m"]) == 0 and main(["list", "tinymim-base"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert [r[-1] for r in rows if r and r[0] in ("emo-1m", "tinymim-base")] == ["official", "pending"]
+    assert main(["list", "--pretrained"]) == 0
+    listed = {line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]}
+    assert listed == set(zoo.list_models(pretrained=True)) and "tinymim-base" not in listed
+
+
+def test_pending_entry_says_how_to_produce_its_weights(hf_cache):
+    with pytest.raises(ValueError, match=r"no published weights yet.*python -m zoo.models.tinymim.convert"):
+        zoo.load("tinymim-base")
+    with pytest.raises(ValueError, match=r"no published weights yet.*zoo fit --config"):
+        zoo.create(zoo.list_models("reliant-cpf.bail")[0], pretrained=True)

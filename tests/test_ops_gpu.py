@@ -49,6 +49,31 @@ def test_graph_propagate_cuda(dtype):
     torch.testing.assert_close(g_out.float(), g_ref.float(), **TOL[dtype])
 
 
+def test_graph_propagate_given_transpose_and_reliant_on_the_kernel():
+    """RELIANT's propagation (symmetric adjacency as its own transpose) runs on the kernel on CUDA and matches the
+    CPU reference."""
+    from torch_geometric.utils import to_undirected
+
+    from zoo.models.reliant.model import GCNTeacher, PLPStudent
+
+    torch.manual_seed(0)
+    n = 300
+    ei = to_undirected(torch.randint(0, n, (2, 1500)), num_nodes=n)
+    ei = ei[:, ei[0] != ei[1]]
+    x = torch.randn(n, 16)
+    for net in (GCNTeacher(16), PLPStudent(16, n)):
+        net.eval()
+        xc = x.clone().requires_grad_()
+        ref = net(xc, ei)
+        (g_ref,) = torch.autograd.grad(ref.square().sum(), xc)
+        net.cuda()
+        xg = x.cuda().requires_grad_()
+        out = net(xg, ei.cuda())
+        (g_out,) = torch.autograd.grad(out.square().sum(), xg)
+        torch.testing.assert_close(out.cpu(), ref, **TOL[torch.float32])
+        torch.testing.assert_close(g_out.cpu(), g_ref, **TOL[torch.float32])
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_fused_linear_cross_entropy_cuda(dtype, reduction):

@@ -39,7 +39,7 @@ PROBE = textwrap.dedent('''
 
         def training_step(self, batch, _):
             x, y = batch
-            self.impls.add(self.loss.ops_impl)
+            self.impls.add(self.loss.impl)
             h = self.model["enc"](x).tanh()
             return self.loss(h, self.model["head"].weight, self.model["head"].bias, y)
 
@@ -85,23 +85,55 @@ def test_registered_names_build_zoo_strategies():
     zs.register()  # idempotent
 
 
-def test_fsdp_block_policies_find_vit_blocks_and_skip_unknown_paths():
+def test_fsdp_blocks_are_read_from_the_model_and_skip_unknown_names():
     import timm
     from timm.models.vision_transformer import Block
     from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
-    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2, img_size=32, num_classes=3)
-    paths = zs.BLOCK_CLASSES + ("zoo.models.not_written_yet.Block", "timm.models.vision_transformer.NoSuchBlock")
-    assert zs.resolve_block_classes(vit, paths) == {Block}
-    assert zs.resolve_block_classes(torch.nn.Linear(2, 2)) == set()
+    from zoo.models.tinymim.model import TinyMIMViT
+
+    vit = TinyMIMViT(img_size=32, patch_size=8, embed_dim=24, depth=2, num_heads=2, last_heads=4)
+    assert zs.fsdp_block_classes(vit) == {Block}  # declared by the model (fsdp_blocks)
+    wrapped = torch.nn.ModuleDict({"model": vit, "loss": torch.nn.Identity()})  # found anywhere in the tree
+    assert zs.fsdp_block_classes(wrapped) == {Block}
+    # a model that declares nothing: the strategy's block_classes name its blocks (class name or import path);
+    # names that no module of the model has are skipped
+    plain = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2, img_size=32, num_classes=3)
+    assert zs.fsdp_block_classes(plain) == set()
+    assert zs.fsdp_block_classes(plain, ["timm.models.vision_transformer.Block", "NoSuchBlock",
+                                         "zoo.models.not_written_yet.Block"]) == {Block}
+    assert zs.fsdp_block_classes(torch.nn.Linear(2, 2)) == set()
     strategy = zs.ZooFSDPStrategy(checkpoint_blocks=True)
     assert strategy.configure_block_policies(vit) == {Block}
     assert isinstance(strategy.kwargs["auto_wrap_policy"], ModuleWrapPolicy)
     assert isinstance(strategy._activation_checkpointing_kwargs["auto_wrap_policy"], ModuleWrapPolicy)
-    # an explicit policy wins over the block classes
+    assert zs.ZooFSDPStrategy(block_classes=["Block"]).configure_block_policies(plain) == {Block}
+    # an explicit policy wins over the declared blocks
     explicit = zs.ZooFSDPStrategy(auto_wrap_policy={torch.nn.Linear})
     explicit.configure_block_policies(vit)
     assert explicit.kwargs["auto_wrap_policy"]._module_classes == {torch.nn.Linear}
+    bad = torch.nn.Linear(2, 2)
+    bad.fsdp_blocks = (3,)
+    with pytest.raises(TypeError, match="fsdp_blocks"):
+        zs.fsdp_block_classes(bad)
+
+
+def test_zoo_models_declare_their_blocks():
+    """Each zoo network with repeated blocks names them: EMO's iRMB, TinyMIM's ViT blocks, MMC's BERT layers."""
+    from timm.models.vision_transformer import Block
+
+    from zoo.models.emo.model import EMO, iRMB
+    from zoo.models.mmc_coref.model import CorefModel, build_encoder
+    from zoo.models.tinymim.model import TinyMIMStarViT
+
+    assert zs.fsdp_block_classes(EMO(depths=[1, 1, 1, 1], embed_dims=[8, 8, 8, 8], dim_heads=[4, 4, 4, 4],
+                                     stem_dim=8, num_classes=2)) == {iRMB}
+    assert zs.fsdp_block_classes(TinyMIMStarViT(img_size=32, patch_size=8, embed_dim=24, depth=1, num_heads=2,
+                                                neck_dim=32, num_classes=2)) == {Block}
+    encoder = build_encoder({"model_type": "bert", "vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 2,
+                             "num_attention_heads": 2, "intermediate_size": 32})
+    coref = CorefModel(encoder, hidden_size=16, feature_emb_size=4, ffnn_size=8)
+    assert {c.__name__ for c in zs.fsdp_block_classes(coref)} == {"BertLayer"}
 
 
 def test_ddp_two_processes_equal_one_process_with_doubled_batch(tmp_path, monkeypatch):

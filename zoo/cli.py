@@ -13,12 +13,22 @@ LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 def run_lightning(args: list[str] | None):
-    """Run LightningCLI on ``args`` (``None``: ``sys.argv``) in-process (tests call this); return the CLI object."""
+    """Run LightningCLI on ``args`` (``None``: ``sys.argv``) in-process (tests call this); return the CLI object.
+
+    Configs may interpolate other settings of the final config, command-line overrides included (jsonargparse's
+    ``omegaconf+`` parser mode): the demos write ``save_dir: ${trainer.default_root_dir}`` and
+    ``dirpath: ${trainer.default_root_dir}/checkpoints``, so ``--trainer.default_root_dir DIR`` moves every output.
+    """
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI
 
     import zoo.strategies  # noqa: F401  registers zoo_ddp / zoo_fsdp with Lightning's StrategyRegistry
 
+    from jsonargparse import set_parsing_settings
+
+    # ${trainer.x} in a config file means that config's own trainer.x, also under a subcommand (fit.trainer.x)
+    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
+    mode = {"parser_mode": "omegaconf+"}
     return LightningCLI(
         LightningModule,
         LightningDataModule,
@@ -27,6 +37,7 @@ def run_lightning(args: list[str] | None):
         save_config_kwargs={"overwrite": True},
         args=args,
         auto_configure_optimizers=False,
+        parser_kwargs={**mode, **{sub: dict(mode) for sub in LIGHTNING_SUBCOMMANDS}},
     )
 
 
@@ -52,7 +63,7 @@ def cmd_list(ns) -> int:
             "x".join(str(s) for s in size[1:]) if isinstance(size, (list, tuple)) else "-",
             f"{pm.name or pm.metric} {pm.value:g}" if pm else "-",
             f"{om.name or om.metric} {om.value:g}" if om else "-",
-            "yes" if e.pretrained else "no",
+            e.weights,  # hub | official | pending | - (zoo.registry.Entry.weights)
         ))
     if ns.markdown:  # the README's model table is this output
         for j, r in enumerate(rows):
@@ -71,7 +82,7 @@ def cmd_list(ns) -> int:
 def cmd_export(ns) -> int:
     from zoo import hub
 
-    out = hub.export_source(ns.source, ns.dir, name=ns.name, module=ns.module)
+    out = hub.export_source(ns.source, ns.dir, name=ns.name, module=ns.module, overwrite=ns.overwrite)
     print(f"wrote {out} (config.json, model.safetensors, README.md)")
     return 0
 
@@ -87,6 +98,20 @@ def cmd_card(ns) -> int:
     from zoo import hub, registry
 
     print(hub.make_card(registry.get(ns.name)))
+    return 0
+
+
+def cmd_reproduce(ns) -> int:
+    from zoo.reproduce import parse_seeds, reproduce
+
+    _console_logging()
+    bad = [a for a in ns.overrides if not a.startswith(("--trainer.", "--model.", "--data."))]
+    if bad:
+        raise ValueError(f"unrecognised argument(s) {' '.join(bad)}: zoo reproduce passes only --trainer.*, --model.* "
+                         "and --data.* overrides to the config")
+    rows = reproduce(ns.name, parse_seeds(ns.seeds), variant=ns.variant, overrides=ns.overrides,
+                     results_dir=ns.results_dir, runs_dir=ns.runs_dir)
+    print(f"appended {len(rows)} row(s); `zoo card {ns.name}` shows the pooled numbers")
     return 0
 
 
@@ -126,11 +151,25 @@ def cmd_bench(ns) -> int:
 
         bench_op(ns.op, device=ns.device, reps=ns.steps)
         return 0
-    if not ns.names:
-        raise SystemExit("zoo bench: give model names (registry names or timm:<name>) or --op NAME")
-    bench.bench_models(ns.names, batch_size=ns.batch_size, train=ns.train, compile=ns.compile,
-                       channels_last=ns.channels_last, device=ns.device, steps=ns.steps or 10)
+    bench.bench_models(ns.names, train=ns.train, data=ns.data, batch_size=ns.batch_size, device=ns.device,
+                       steps=ns.steps, warmup=ns.warmup, threads=ns.threads, json_path=ns.json, config=ns.config,
+                       model_args=_key_values(ns.model_arg, "--model-arg"),
+                       data_args=_key_values(ns.data_arg, "--data-arg"), compile=ns.compile,
+                       channels_last=ns.channels_last, precision=ns.precision)
     return 0
+
+
+def _key_values(items: list[str] | None, flag: str) -> dict:
+    """``["k=v", ...]`` -> ``{k: YAML value of v}`` (``lr=1e-3`` -> 0.001, ``root=null`` -> None)."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} image_size=128")
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 def tools_parser() -> argparse.ArgumentParser:
@@ -139,17 +178,21 @@ def tools_parser() -> argparse.ArgumentParser:
         description="zoo: a PyTorch Lightning model zoo. Training: zoo fit|validate|test|predict --config FILE "
         "(LightningCLI; `zoo fit --help`).",
     )
-    sub = p.add_subparsers(dest="cmd", metavar="{fit,validate,test,predict,list,export,push,card,env,bench}")
+    sub = p.add_subparsers(dest="cmd", metavar="{fit,validate,test,predict,list,export,push,card,reproduce,env,bench}")
     s = sub.add_parser("list", help="registered models as a table")
     s.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'emo*'")
-    s.add_argument("--pretrained", action="store_true", help="only models with published weights")
+    s.add_argument("--pretrained", action="store_true",
+                   help="only models whose weights load (status hub or official)")
     s.add_argument("--markdown", action="store_true", help="a Markdown table (the README's)")
     s.set_defaults(fn=cmd_list)
-    s = sub.add_parser("export", help="write a Hub folder from a Lightning .ckpt or a registry name")
-    s.add_argument("source")
-    s.add_argument("dir")
-    s.add_argument("--name", help="registry name whose card to write (guessed when omitted)")
-    s.add_argument("--module", help="LightningModule class path, when the checkpoint does not record it")
+    s = sub.add_parser("export", help="write a Hub folder from a Lightning .ckpt or a registry name with weights")
+    s.add_argument("source", help="a Lightning .ckpt, or a registry name whose weights are hub or official")
+    s.add_argument("dir", help="the folder to write: new, empty, or an earlier zoo export (with --overwrite)")
+    s.add_argument("--name", help="registry name whose card to write (guessed when omitted); checked against the "
+                   "checkpoint's class, init args and tensor shapes")
+    s.add_argument("--module", help="LightningModule class path to build, instead of the checkpoint's own "
+                   "(needed for a class outside zoo.*: only zoo.* classes are built from a file unasked)")
+    s.add_argument("--overwrite", action="store_true", help="replace DIR when it is an earlier zoo export")
     s.set_defaults(fn=cmd_export)
     s = sub.add_parser("push", help="upload a Hub folder (needs a token)")
     s.add_argument("dir")
@@ -161,18 +204,39 @@ def tools_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("card", help="print a model's card")
     s.add_argument("name")
     s.set_defaults(fn=cmd_card)
+    s = sub.add_parser("reproduce", help="re-measure an entry's numbers, one fit per seed, into results/<method>.csv",
+                       epilog="Any --trainer.*, --model.* or --data.* argument is passed on to the config.")
+    s.add_argument("name")
+    s.add_argument("--seeds", default="0", help="'0-9', '3' or '0,2,5' (default 0)")
+    s.add_argument("--variant", default="default", help="a named set of overrides of the entry (see its card)")
+    s.add_argument("--results-dir", default=None, help="folder of <method>.csv (default: the repository's results/)")
+    s.add_argument("--runs-dir", default="runs/reproduce", help="where the runs write logs and checkpoints")
+    s.set_defaults(fn=cmd_reproduce, overrides=[])
     s = sub.add_parser("env", help="versions, CUDA/Triton, which fused kernels would run")
     s.set_defaults(fn=cmd_env)
-    s = sub.add_parser("bench", help="throughput, latency and peak memory")
+    s = sub.add_parser("bench", help="throughput, step time and peak memory: inference, training steps, data")
     s.add_argument("names", nargs="*", help="registry names or timm:<name>, measured side by side")
     s.add_argument("--op", help="benchmark a custom op (reference vs kernel) instead")
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--train", action="store_true", help="forward+backward+optimizer step instead of inference")
-    s.add_argument("--compile", action="store_true")
-    s.add_argument("--channels-last", action="store_true")
-    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    s.add_argument("--train", action="store_true", help="time the module's training_step (loss, backward, its "
+                   "configure_optimizers) under a Lightning Trainer on batches of the entry's demo data")
+    s.add_argument("--data", action="store_true", help="time the demo data module's preprocessing (prepare_data + "
+                   "setup) in a fresh process instead")
+    s.add_argument("--batch-size", type=int, default=None,
+                   help="inference: 32; --train: the demo config's batch size unless given")
     s.add_argument("--steps", type=int, default=None,
                    help="timed repetitions (models: 10; --op: 20 on CUDA, 3 on the CPU)")
+    s.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3)")
+    s.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    s.add_argument("--precision", default=None, help="--train: Trainer precision, e.g. bf16-mixed, 16-mixed")
+    s.add_argument("--compile", action="store_true")
+    s.add_argument("--channels-last", action="store_true")
+    s.add_argument("--config", help="--train / --data: a LightningCLI YAML whose data: section to use instead of "
+                   "the demo config")
+    s.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="--train: override a model init arg")
+    s.add_argument("--data-arg", action="append", metavar="KEY=VALUE", help="--train / --data: override a data "
+                   "module init arg (e.g. root=/data/criteo/train.txt)")
+    s.add_argument("--json", metavar="PATH", help="also write the rows to PATH (JSON, atomically)")
     s.set_defaults(fn=cmd_bench)
     return p
 
@@ -189,24 +253,58 @@ def _console_logging() -> None:
         logger.setLevel(logging.INFO)
 
 
+def report_user_error(cmd: str | None, exc: BaseException, broad: bool = False) -> int | None:
+    """Print a user error (``zoo.errors.user_error_message``) as one ``zoo CMD: error: ...`` line and return the exit
+    status 2; ``None`` when ``exc`` is not a user error (the caller re-raises it: a traceback)."""
+    from zoo.errors import user_error_message
+
+    msg = user_error_message(exc, broad=broad)
+    if msg is None:
+        return None
+    print(f"{'zoo ' + cmd if cmd else 'zoo'}: error: {msg} [--debug shows the traceback]", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The console script. User errors end in one line and exit status 2; ``--debug`` (anywhere on the command line,
+    also for the Lightning subcommands) or ``ZOO_DEBUG=1`` shows their traceback instead."""
+    import os
+
+    from zoo.errors import debug_requested
+
+    from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
-        _console_logging()
-        # the console script: LightningCLI reads sys.argv itself (passing both makes it warn)
-        run_lightning(None if argv == sys.argv[1:] else argv)
-        return 0
-    p = tools_parser()
-    ns = p.parse_args(argv)
-    if not getattr(ns, "fn", None):
-        p.print_help()
-        return 0
+    debug = debug_requested(argv)
+    argv = [a for a in argv if a != "--debug"]  # LightningCLI / argparse would reject it
+    cmd = argv[0] if argv and not argv[0].startswith("-") else None
     try:
+        if cmd in LIGHTNING_SUBCOMMANDS:
+            _console_logging()
+            if from_sys:
+                # the console script: LightningCLI reads sys.argv itself (passing both makes it warn); DDP's child
+                # processes re-run sys.argv, so they get the stripped line and the debug switch through the environment
+                sys.argv[1:] = argv
+                if debug:
+                    os.environ["ZOO_DEBUG"] = "1"
+                run_lightning(None)
+            else:
+                run_lightning(argv)
+            return 0
+        p = tools_parser()
+        ns, extra = p.parse_known_args(argv)
+        if extra and getattr(ns, "cmd", None) != "reproduce":
+            p.error(f"unrecognized arguments: {' '.join(extra)}")
+        if extra:
+            ns.overrides = extra
+        if not getattr(ns, "fn", None):
+            p.print_help()
+            return 0
         return ns.fn(ns)
-    except (KeyError, FileNotFoundError, ValueError, PermissionError, ImportError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"zoo {ns.cmd}: error: {msg}", file=sys.stderr)
-        return 2
+    except Exception as e:
+        status = None if debug else report_user_error(cmd, e, broad=cmd not in LIGHTNING_SUBCOMMANDS)
+        if status is None:
+            raise
+        return status
 
 
 if __name__ == "__main__":

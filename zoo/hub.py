@@ -7,7 +7,14 @@ A Hub folder (a Hub repo, a local folder, or a snapshot in the huggingface_hub c
 - ``README.md``: the model card (YAML metadata + text).
 
 Nothing here ever unpickles data from a Hub or a folder: weights come from safetensors, Lightning
-checkpoints are read with ``torch.load(weights_only=True)``.
+checkpoints are read with ``torch.load(weights_only=True)``. Nothing named in a file is imported or called
+unchecked either: a class path from ``config.json`` (``module``) or a checkpoint (``_class_path``) is built only when
+it is a ``zoo.*`` LightningModule subclass or the caller allowed it (``allowed_modules=``, ``zoo export --module``);
+the prefix is checked before anything is imported, the class before it is called.
+
+Registry names load by the entry's weights status (``Entry.weights``): ``official`` -> the converted folder in the
+zoo cache, else the authors' file downloaded and converted (``zoo/convert.py``); ``hub`` -> the Hub repo at its
+pinned commit; ``pending`` / ``-`` -> an error that says how to produce the weights.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo import registry
+from zoo.errors import UserError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -27,13 +35,50 @@ CARD_NAME = "README.md"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+_CLASS_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
+TRUSTED_PREFIX = "zoo."
+
+
 class WeightsMismatchError(RuntimeError):
     """The weights do not fit the model (missing, unexpected or differently shaped tensors)."""
 
 
+class UntrustedClassError(ValueError):
+    """A file names a class zoo will not import or call (not a ``zoo.*`` LightningModule, not allowed by the user)."""
+
+
 # --------------------------------------------------------------------------------------------- building
-def build_module(module_path: str, init_args: dict[str, Any]):
-    cls = registry.import_class(module_path)
+def _allowed(path: str, allowed_modules) -> bool:
+    return path.startswith(TRUSTED_PREFIX) or any(
+        path == a or path.startswith(a.rstrip(".") + ".") for a in (allowed_modules or ()))
+
+
+def trusted_class(module_path: str, allowed_modules=(), source: str = "a file"):
+    """The LightningModule class at ``module_path``, refused before import unless it is under ``zoo.`` or in
+    ``allowed_modules`` (class paths or module prefixes), and refused before any call unless it is a LightningModule
+    subclass."""
+    path = str(module_path)
+    if not _CLASS_PATH.match(path):
+        raise UntrustedClassError(f"{source} names {path!r} as its LightningModule: not a class path 'pkg.mod.Class'.")
+    if not _allowed(path, allowed_modules):
+        raise UntrustedClassError(
+            f"{source} names the class {path!r}, which is not a zoo LightningModule; zoo only builds zoo.* classes "
+            "from a file, so nothing was imported or run. If you trust this file and that class, allow it "
+            f"explicitly: zoo.load(..., allowed_modules=[{path!r}]) or `zoo export CKPT DIR --module {path}`."
+        )
+    cls = registry.import_class(path)
+    from lightning.pytorch import LightningModule
+
+    if not (isinstance(cls, type) and issubclass(cls, LightningModule)):
+        raise UntrustedClassError(
+            f"{source} names {path!r}, which is a {type(cls).__name__}, not a LightningModule subclass: refusing to "
+            "call it."
+        )
+    return cls
+
+
+def build_module(module_path: str, init_args: dict[str, Any], allowed_modules=(), source: str = "a file"):
+    cls = trusted_class(module_path, allowed_modules, source)
     try:
         return cls(**init_args)
     except TypeError as e:
@@ -44,14 +89,34 @@ def create(name: str, pretrained: bool = False, **overrides):
     """Build a registered model (a LightningModule, eval mode); ``pretrained=True`` loads its weights."""
     entry = registry.get(name)
     if pretrained:
-        if not entry.pretrained:
-            raise ValueError(
-                f"{entry.name} has no published weights (registry entry has no Hub repo); "
-                f"use zoo.create({entry.name!r}) for a randomly initialised model."
-            )
-        return load(f"hf-hub:{entry.hub_repo}@{entry.revision}", **overrides)
-    module = build_module(entry.module, {**entry.init_args, **overrides})
+        return load_entry(entry, **overrides)
+    module = build_module(entry.module, {**entry.init_args, **overrides}, source=f"registry entry {entry.name}")
     return module.eval()
+
+
+def _no_weights_hint(entry: registry.Entry) -> str:
+    if entry.weights == "pending":
+        how = entry.weights_note or _pending_default(entry)
+        return f"{entry.name} has no published weights yet (status 'pending'): {how}"
+    return (f"{entry.name} has no published weights (architecture only): build it with zoo.create({entry.name!r}) "
+            "or load your own export with 'local-dir:PATH'.")
+
+
+def _pending_default(entry: registry.Entry) -> str:
+    cfg = entry.config or f"configs/{entry.method}.yaml"
+    return (f"train it with `zoo fit --config {cfg}`, then `zoo export CKPT DIR --name {entry.name}` and load "
+            "'local-dir:DIR'" + (f"; `zoo push DIR {entry.hub_repo}` publishes it." if entry.hub_repo else "."))
+
+
+def load_entry(entry: registry.Entry, allowed_modules=(), **overrides):
+    """A registry entry with its weights: official (converted, cached) -> Hub repo at its pinned commit."""
+    if entry.weights == "official":
+        from zoo import convert
+
+        return convert.load_entry(entry, **overrides)
+    if entry.weights == "hub":
+        return load_hub(entry.hub_repo, entry.revision, allowed_modules=allowed_modules, **overrides)
+    raise ValueError(_no_weights_hint(entry))
 
 
 def load_weights_strict(model, state: dict, source: str) -> None:
@@ -94,7 +159,7 @@ def _read_safetensors(path: str | Path) -> dict:
         raise ValueError(f"{path} is not a readable safetensors file ({e}); re-download or re-export it.") from e
 
 
-def load_folder(folder: str | Path, **overrides):
+def load_folder(folder: str | Path, allowed_modules=(), **overrides):
     folder = Path(folder)
     cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     for p in (cfg_path, w_path):
@@ -103,13 +168,24 @@ def load_folder(folder: str | Path, **overrides):
                 f"{folder} is not a zoo Hub folder: {p.name} is missing (expected {CONFIG_NAME} + {WEIGHTS_NAME}; "
                 "write one with `zoo export CKPT DIR`)."
             )
-    return _build_from(json.loads(cfg_path.read_text()), w_path, str(folder), overrides)
+    return _build_from(_read_config(cfg_path), w_path, str(folder), overrides, allowed_modules)
 
 
-def _build_from(cfg: dict, weights: Path | str, source: str, overrides: dict):
-    if "module" not in cfg or "init_args" not in cfg:
-        raise ValueError(f"{source}/config.json has no 'module'/'init_args': not a zoo Hub folder.")
-    module = build_module(cfg["module"], {**cfg["init_args"], **overrides})
+def _read_config(path) -> dict:
+    try:
+        cfg = json.loads(Path(path).read_text())
+    except ValueError as e:
+        raise UserError(f"{path} is not valid JSON ({e}); re-download or re-export the folder.") from e
+    if not isinstance(cfg, dict):
+        raise UserError(f"{path} holds a JSON {type(cfg).__name__}, not an object: not a zoo config.json.")
+    return cfg
+
+
+def _build_from(cfg: dict, weights: Path | str, source: str, overrides: dict, allowed_modules=()):
+    if "module" not in cfg or not isinstance(cfg.get("init_args"), dict):
+        raise UserError(f"{source}/config.json has no 'module'/'init_args': not a zoo Hub folder.")
+    module = build_module(cfg["module"], {**cfg["init_args"], **overrides}, allowed_modules,
+                          source=f"{source}/config.json")
     load_weights_strict(module.model, _read_safetensors(weights), source)
     return module.eval()
 
@@ -123,7 +199,7 @@ def _hub_file(repo_id: str, filename: str, revision: str) -> str:
     if isinstance(cached, str):
         return cached
     how = (
-        f"Download it once with network access (`huggingface-cli download {repo_id} --revision {revision}`, or "
+        f"Download it once with network access (`hf download {repo_id} --revision {revision}`, or "
         f"zoo.load('hf-hub:{repo_id}@{revision}') online), or load a local copy with 'local-dir:PATH'."
     )
     if constants.HF_HUB_OFFLINE:
@@ -136,47 +212,46 @@ def _hub_file(repo_id: str, filename: str, revision: str) -> str:
         raise FileNotFoundError(f"cannot fetch {filename} of {repo_id}@{revision}: {e}. {how}") from e
 
 
-def load_hub(repo_id: str, revision: str = "main", **overrides):
-    cfg = json.loads(Path(_hub_file(repo_id, CONFIG_NAME, revision)).read_text())
+def load_hub(repo_id: str, revision: str = "main", allowed_modules=(), **overrides):
+    cfg = _read_config(_hub_file(repo_id, CONFIG_NAME, revision))
     weights = _hub_file(repo_id, WEIGHTS_NAME, revision)
-    return _build_from(cfg, weights, f"hf-hub:{repo_id}@{revision}", overrides)
+    return _build_from(cfg, weights, f"hf-hub:{repo_id}@{revision}", overrides, allowed_modules)
 
 
-def load(source: str, **overrides):
+def load(source: str, allowed_modules=(), **overrides):
     """Load a LightningModule (eval mode, weights loaded strictly) from:
 
-    - a registry name (``emo-1m``) -> its Hub repo at the pinned revision;
+    - a registry name (``emo-1m``) -> its weights by status: ``official`` (converted from the authors' file, cached),
+      ``hub`` (its Hub repo at the pinned commit);
     - ``hf-hub:org/name[@revision]`` or a bare ``org/name`` repo id;
     - ``local-dir:PATH`` or an existing folder.
+
+    A folder's ``config.json`` may only name a ``zoo.*`` LightningModule; ``allowed_modules`` (class paths or module
+    prefixes) allows others the caller trusts.
     """
+    kw = dict(allowed_modules=allowed_modules, **overrides)
     source = str(source)
     if source.startswith("local-dir:"):
         path = Path(source[len("local-dir:"):]).expanduser()
         if not path.is_dir():
             raise FileNotFoundError(f"local-dir: {path} is not a folder")
-        return load_folder(path, **overrides)
+        return load_folder(path, **kw)
     if source.startswith("hf-hub:"):
         repo, _, rev = source[len("hf-hub:"):].partition("@")
         if not _REPO_ID.match(repo):
             raise ValueError(f"{source!r}: {repo!r} is not a Hub repo id (expected 'org/name[@revision]')")
-        return load_hub(repo, rev or "main", **overrides)
+        return load_hub(repo, rev or "main", **kw)
     if Path(source).expanduser().is_dir():
         if _REPO_ID.match(source) and "/" in source and not source.startswith((".", "/", "~")):
             raise ValueError(
                 f"{source!r} is both a local folder and a Hub repo id; say which: 'local-dir:{source}' or "
                 f"'hf-hub:{source}'."
             )
-        return load_folder(Path(source).expanduser(), **overrides)
+        return load_folder(Path(source).expanduser(), **kw)
     if "/" not in source and "\\" not in source:
-        entry = registry.get(source)  # unknown names raise with close matches
-        if not entry.pretrained:
-            raise ValueError(
-                f"{entry.name} has no published weights yet; build it with zoo.create({entry.name!r}) "
-                "or load your own export with 'local-dir:PATH'."
-            )
-        return load_hub(entry.hub_repo, entry.revision, **overrides)
+        return load_entry(registry.get(source), **kw)  # unknown names raise with close matches
     if _REPO_ID.match(source) and not source.startswith((".", "~")):
-        return load_hub(source, "main", **overrides)
+        return load_hub(source, "main", **kw)
     raise FileNotFoundError(
         f"{source!r} is neither a registry name, an existing folder, nor a Hub repo id 'org/name'. "
         "Use 'local-dir:PATH' for a folder or 'hf-hub:org/name@rev' for the Hub."
@@ -201,10 +276,12 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def module_from_checkpoint(path: str | Path, module: str | None = None):
-    """Rebuild the LightningModule saved in a checkpoint (class path from the CLI's ``_class_path`` hparam or
-    ``module``) and load its weights strictly."""
+    """Rebuild the LightningModule saved in a checkpoint (class path from the CLI's ``_class_path`` hparam, which
+    must be a ``zoo.*`` LightningModule, or ``module``: the caller's explicit choice) and load its weights strictly."""
     ckpt = read_checkpoint(path)
-    hparams = dict(ckpt.get("hyper_parameters", {}))
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise ValueError(f"{path} has no 'state_dict': not a Lightning checkpoint")
+    hparams = dict(ckpt.get("hyper_parameters", {}) or {})
     cls_path = module or hparams.pop("_class_path", None)
     hparams.pop("_class_path", None)
     hparams = {k: v for k, v in hparams.items() if not k.startswith("_")}
@@ -213,7 +290,8 @@ def module_from_checkpoint(path: str | Path, module: str | None = None):
             f"{path} does not say which LightningModule it holds (no '_class_path' hyper-parameter); "
             "pass it: `zoo export CKPT DIR --module zoo.models.emo.module.EMOModule`."
         )
-    mod = build_module(cls_path, hparams)
+    mod = build_module(cls_path, hparams, allowed_modules=(module,) if module else (),
+                       source=f"checkpoint {path}" if not module else "--module")
     state = ckpt["state_dict"]
     model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
     load_weights_strict(mod.model, model_state, str(path))
@@ -242,9 +320,59 @@ def _find_entry(module, name: str | None) -> registry.Entry | None:
     return None
 
 
-def _atomic_dir(out_dir: Path, write) -> Path:
-    """Write a folder via a temporary sibling renamed into place; an interrupted export leaves the old one."""
-    out_dir = Path(out_dir).resolve()
+_EXPORT_FILES = {CONFIG_NAME, WEIGHTS_NAME, CARD_NAME}
+
+
+def is_export(folder: Path) -> bool:
+    """A folder zoo wrote: its config.json says ``"library": "zoo"``."""
+    try:
+        cfg = json.loads((Path(folder) / CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and cfg.get("library") == "zoo"
+
+
+def check_export_target(out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Refuse any target whose replacement could lose data: a file, a link, the current folder or one above it, a
+    folder that is not a zoo export or holds other files; an existing export only with ``overwrite``. An absent or
+    empty folder is fine. Returns the absolute path (links not followed)."""
+    out_dir = Path(os.path.abspath(Path(out_dir).expanduser()))
+    fix = "choose a new or empty folder"
+    if out_dir.is_symlink():
+        raise ValueError(f"export target {out_dir} is a symbolic link: refusing to replace it; {fix}.")
+    if not out_dir.exists():
+        return out_dir
+    if not out_dir.is_dir():
+        raise ValueError(f"export target {out_dir} is a file, not a folder: refusing to replace it; {fix}.")
+    cwd = Path(os.getcwd())
+    if out_dir == cwd or out_dir in cwd.parents:
+        raise ValueError(f"export target {out_dir} is the current folder or holds it: {fix}, e.g. {out_dir}/export.")
+    contents = sorted(p.name for p in out_dir.iterdir())
+    if not contents:
+        return out_dir
+    if not is_export(out_dir):
+        raise ValueError(
+            f"export target {out_dir} already exists and is not a zoo export (no config.json written by zoo; it holds "
+            f"{', '.join(contents[:5])}{' ...' if len(contents) > 5 else ''}): refusing to replace it; {fix}."
+        )
+    foreign = [c for c in contents if c not in _EXPORT_FILES]
+    if foreign:
+        raise ValueError(
+            f"export target {out_dir} is a zoo export but also holds files zoo did not write ({', '.join(foreign[:5])}"
+            f"): refusing to delete them; move them away or {fix}."
+        )
+    if not overwrite:
+        raise ValueError(
+            f"export target {out_dir} is already a zoo export: pass --overwrite (overwrite=True) to replace it, or "
+            f"{fix}."
+        )
+    return out_dir
+
+
+def _atomic_dir(out_dir: Path, write, overwrite: bool = False) -> Path:
+    """Write a folder via a temporary sibling renamed into place; an interrupted export leaves the old one. Only an
+    absent/empty folder or (with ``overwrite``) an earlier zoo export is replaced (:func:`check_export_target`)."""
+    out_dir = check_export_target(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
@@ -263,12 +391,17 @@ def _atomic_dir(out_dir: Path, write) -> Path:
     return out_dir
 
 
-def export(module, out_dir: str | Path, name: str | None = None, our_metrics=None) -> Path:
-    """Write ``module`` (a LightningModule) as a Hub folder: config.json, model.safetensors, README.md."""
+def export(module, out_dir: str | Path, name: str | None = None, our_metrics=None, overwrite: bool = False,
+           extra_config: dict | None = None) -> Path:
+    """Write ``module`` (a LightningModule) as a Hub folder: config.json, model.safetensors, README.md.
+
+    ``out_dir`` must be absent, empty, or (with ``overwrite``) an earlier zoo export; anything else is refused.
+    ``extra_config``: more keys for config.json (e.g. the official file a conversion came from)."""
     from safetensors.torch import save_file
 
     import zoo
 
+    check_export_target(out_dir, overwrite)  # before any work
     entry = _find_entry(module, name)
     cfg = {
         "library": "zoo",
@@ -277,6 +410,7 @@ def export(module, out_dir: str | Path, name: str | None = None, our_metrics=Non
         "module": class_path(module),
         "init_args": _init_args(module),
         "preprocess": dict(entry.preprocess) if entry else {},
+        **(extra_config or {}),
     }
     state = {k: v.detach().contiguous().cpu() for k, v in module.model.state_dict().items()}
     card = make_card(entry, cfg, our_metrics=our_metrics) if entry else make_card(None, cfg)
@@ -286,7 +420,7 @@ def export(module, out_dir: str | Path, name: str | None = None, our_metrics=Non
         save_file(_unshare(state), str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "zoo_module": cfg["module"]})
         (tmp / CARD_NAME).write_text(str(card))
 
-    return _atomic_dir(Path(out_dir), write)
+    return _atomic_dir(Path(out_dir), write, overwrite)
 
 
 def _unshare(state: dict) -> dict:
@@ -300,16 +434,54 @@ def _unshare(state: dict) -> dict:
     return out
 
 
-def export_source(source: str, out_dir: str | Path, name: str | None = None, module: str | None = None) -> Path:
-    """``zoo export``: SOURCE is a Lightning ``.ckpt`` or a registry name (random init unless it has weights)."""
+def check_name(module, name: str) -> registry.Entry:
+    """``zoo export --name NAME``: the card of NAME (its paper numbers, ours, its recipe) may only go on a model that
+    is that entry: the same LightningModule class, the entry's init args, the same tensor names and shapes."""
+    import torch
+
+    entry = registry.get(name)
+    cp, hp = class_path(module), _init_args(module)
+    fix = "Omit --name for a card without the entry's numbers, or name the entry this model was trained as."
+    if cp != entry.module:
+        raise ValueError(f"--name {entry.name}: this checkpoint holds a {cp}, but {entry.name} is a {entry.module}. {fix}")
+    missing = object()
+    diffs = [f"{k}: {hp.get(k, '<unset>')!r} (entry: {v!r})" for k, v in entry.init_args.items()
+             if hp.get(k, missing) != v]
+    if diffs:
+        raise ValueError(f"--name {entry.name}: init args differ from the entry's: {'; '.join(diffs)}. {fix}")
+    with torch.device("meta"):
+        ref = build_module(entry.module, dict(entry.init_args), source=f"registry entry {entry.name}")
+    ours = {k: tuple(v.shape) for k, v in module.model.state_dict().items()}
+    want = {k: tuple(v.shape) for k, v in ref.model.state_dict().items()}
+    if ours != want:
+        bad = sorted(set(ours) ^ set(want)) + sorted(k for k in set(ours) & set(want) if ours[k] != want[k])
+        raise ValueError(f"--name {entry.name}: the weights do not have the entry's architecture "
+                         f"({len(bad)} tensors differ, e.g. {', '.join(bad[:3])}). {fix}")
+    return entry
+
+
+def export_source(source: str, out_dir: str | Path, name: str | None = None, module: str | None = None,
+                  overwrite: bool = False) -> Path:
+    """``zoo export``: SOURCE is a Lightning ``.ckpt`` or a registry name with weights (official or Hub).
+
+    The target is checked first (nothing is loaded for a refused target); ``name`` is checked against the model."""
+    check_export_target(out_dir, overwrite)
     p = Path(source)
     if p.suffix == ".ckpt" or p.is_file():
         mod, _, _ = module_from_checkpoint(p, module)
     else:
         entry = registry.get(source)
-        mod = create(entry.name, pretrained=entry.pretrained)
+        if not entry.pretrained:
+            raise ValueError(
+                f"zoo export {entry.name}: the entry has no weights to export (status {entry.weights!r}); exporting it "
+                "would write random weights under a card that names the entry's results. "
+                + (_no_weights_hint(entry) if entry.weights == "pending" else "Export a trained .ckpt instead.")
+            )
+        mod = load_entry(entry)
         name = name or entry.name
-    return export(mod, out_dir, name=name)
+    if name:
+        check_name(mod, name)
+    return export(mod, out_dir, name=name, overwrite=overwrite)
 
 
 # --------------------------------------------------------------------------------------------- cards
@@ -377,17 +549,35 @@ def _metric_table(metrics) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _weights_text(entry: registry.Entry) -> str:
+    """The card's weights paragraph: says which of hub / official / pending / - the entry is, truthfully."""
+    w = entry.weights
+    if w == "hub":
+        return f"Weights (`hub`): `{entry.hub_repo}` at commit `{entry.revision}`."
+    if w == "official":
+        return (
+            f"Weights (`official`): the authors' release <{entry.official_url}>"
+            + (f" (`{entry.official_hash}`)" if entry.official_hash else "")
+            + ". `zoo.load` downloads it once, reads it as plain tensors (`torch.load(weights_only=True)`), converts "
+            "it to zoo's layout and loads it strictly, then caches the converted safetensors under `$ZOO_CACHE` "
+            "(default `~/.cache/zoo`); later loads need neither the network nor a conversion. Offline "
+            "(`HF_HUB_OFFLINE=1`), save the file where the error message says and load again."
+        )
+    if w == "pending":
+        return f"Weights (`pending`): not published yet. Produce them here: {entry.weights_note or _pending_default(entry)}"
+    return "Weights (`-`): none published; this entry builds the architecture (train it with the config below)."
+
+
 def card_body(entry: registry.Entry, ours) -> str:
     p = entry.paper
     links = " · ".join(x for x in (f"[paper]({p.url})" if p.url else "", f"[code]({p.code})" if p.code else "") if x)
     params = f"{entry.params:,}" if entry.params else "n/a"
     flops = f"{entry.flops / 1e6:.0f}M" if entry.flops else "n/a"
     pre = "\n".join(f"- {k}: {v}" for k, v in entry.preprocess.items()) or "- none"
-    weights = (
-        f"Weights: `{entry.hub_repo}` at revision `{entry.revision}`."
-        if entry.pretrained
-        else "No published weights: this entry builds the architecture (train it with the config below)."
-    )
+    weights = _weights_text(entry)
+    usage = (f'model = zoo.load("{entry.name}")      # LightningModule in eval mode, with the weights above'
+             if entry.pretrained else
+             f'model = zoo.create("{entry.name}")    # the architecture, randomly initialised (no weights yet)')
     cfg = entry.config or f"configs/{entry.method}.yaml"
     cite = f"\n## Citation\n\n```bibtex\n{p.citation.strip()}\n```\n" if p.citation else ""
     return f"""# {entry.name}
@@ -409,7 +599,7 @@ From *{p.title}*{f" ({p.venue})" if p.venue else ""}. {links}
 ```python
 import zoo
 
-model = zoo.load("{entry.name}")      # LightningModule in eval mode
+{usage}
 net = model.model                      # the plain nn.Module
 ```
 
@@ -455,7 +645,7 @@ def push(folder: str | Path, repo_id: str, revision: str | None = None, private:
     token = token or get_token()
     if not token:
         raise PermissionError(
-            "no Hugging Face token: run `huggingface-cli login` or set HF_TOKEN (a token with write access)."
+            "no Hugging Face token: run `hf auth login` or set HF_TOKEN (a token with write access)."
         )
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)

@@ -5,8 +5,8 @@ Every published variant of every method is one :class:`Entry`, named ``method-si
 module-level ``ENTRIES`` list; that file imports nothing heavy (the LightningModule is named by its class
 path and imported only when a model is built), so listing models stays fast.
 
-The paper's reported metrics and the metrics we measured are kept in two separate fields and are never
-mixed: a model card shows both, each labelled.
+The paper's reported metrics (``paper_metrics``) and the metrics we measured (``our_metrics``, read from
+``results/<method>.csv``) are kept apart and never mixed: a model card shows both, each labelled.
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import difflib
 import fnmatch
 import importlib
 import pkgutil
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Metric", "Paper", "Entry", "get", "all_entries", "list_models", "import_class"]
@@ -57,7 +58,11 @@ class Entry:
     """A registered model variant.
 
     ``module`` is the LightningModule class path; ``init_args`` rebuild it (plain YAML/JSON values).
-    ``hub_repo``/``revision`` say where the weights live (``None``: no published weights, architecture only).
+    Weights (``weights``, one status): ``hub`` = ``hub_repo`` published at ``revision``, a pinned 40-hex commit;
+    ``official`` = ``official_url``, the authors' own release file, downloaded and converted on first load (checked
+    against ``official_hash``: ``sha256:<hex>`` or ``git-blob-sha1:<hex>``); ``pending`` = ``hub_repo`` names the
+    intended repo but nothing is published at a pinned commit (``weights_note`` says how to produce the folder);
+    ``-`` = architecture only.
     ``params`` is the exact parameter count of ``module.model`` at these init args, checked by the tests on the
     meta device. ``tiny_overrides`` build a small version of the same architecture for the registry-wide tests.
     """
@@ -70,6 +75,9 @@ class Entry:
     description: str = ""
     hub_repo: str | None = None
     revision: str = "main"
+    official_url: str | None = None
+    official_hash: str | None = None
+    weights_note: str = ""  # pending: how to produce the weights folder here (convert / train + export)
     preprocess: dict[str, Any] = field(default_factory=dict)
     pipeline_tag: str | None = None
     datasets: tuple[str, ...] = ()
@@ -77,7 +85,7 @@ class Entry:
     params: int | None = None
     flops: int | None = None  # multiply-adds at preprocess["input_size"], when the paper reports them
     paper_metrics: tuple[Metric, ...] = ()
-    our_metrics: tuple[Metric, ...] = ()
+    results: Any = None  # zoo.results.ResultSpec: how results/<method>.csv rows become ``our_metrics``
     config: str | None = None  # configs/<file>.yaml holding the recipe
     recipe: str = ""  # one paragraph for the model card
     limitations: str = ""
@@ -88,14 +96,28 @@ class Entry:
         return self.name.split("-", 1)[0]
 
     @property
-    def pretrained(self) -> bool:
-        return self.hub_repo is not None
+    def weights(self) -> str:
+        """``hub`` | ``official`` | ``pending`` | ``-`` (see the class docstring)."""
+        if self.hub_repo and re.fullmatch(r"[0-9a-f]{40}", self.revision or ""):
+            return "hub"
+        if self.official_url:
+            return "official"
+        return "pending" if self.hub_repo else "-"
 
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["datasets"] = list(self.datasets)
-        d["tags"] = list(self.tags)
-        return d
+    @property
+    def pretrained(self) -> bool:
+        """Weights can be loaded: published on the Hub at a pinned commit, or converted from the official file."""
+        return self.weights in ("hub", "official")
+
+    @property
+    def our_metrics(self) -> tuple[Metric, ...]:
+        """Our measured metrics: the mean (± std, seed count) of this entry's rows in ``results/<method>.csv``,
+        computed when asked (``zoo reproduce`` appends rows)."""
+        if self.results is None:
+            return ()
+        from zoo.results import our_metrics
+
+        return our_metrics(self, self.results)
 
 
 _REGISTRY: dict[str, Entry] | None = None
@@ -145,7 +167,7 @@ def get(name: str) -> Entry:
 
 def list_models(pattern: str = "*", pretrained: bool | None = None, exclude: str | None = None) -> list[str]:
     """Registered names matching an fnmatch ``pattern``; ``pretrained=True/False`` keeps only those
-    with / without published weights."""
+    with / without loadable weights (``hub`` or ``official``, see ``Entry.weights``)."""
     out = []
     for name, entry in sorted(_load().items()):
         if not fnmatch.fnmatchcase(name, pattern):

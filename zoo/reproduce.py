@@ -8,7 +8,8 @@ one row per seed.
 
 A variant may depend on another entry's run (RELIANT's student distils the teacher trained with the same seed): the
 dependency is trained first with its own config under ``<runs>/<dependency>/seed<k>`` (reused when that run already
-finished) and its checkpoint is passed as the init argument the variant names.
+finished; the user's ``--trainer.*`` overrides apply to it too) and its checkpoint is passed as the init argument the
+variant names.
 """
 from __future__ import annotations
 
@@ -54,13 +55,14 @@ def _spec(entry) -> ResultSpec:
     return entry.results
 
 
-def _config(entry) -> str:
-    if not entry.config:
+def _config(entry, config: str | None = None) -> str:
+    config = config or entry.config
+    if not config:
         raise ValueError(f"{entry.name} names no config file")
-    for path in (Path(entry.config), Path(__file__).resolve().parents[1] / entry.config):
+    for path in (Path(config), Path(__file__).resolve().parents[1] / config):
         if path.is_file():
             return str(path)
-    raise FileNotFoundError(f"{entry.config} (the config of {entry.name}) is not here: run zoo reproduce from the "
+    raise FileNotFoundError(f"{config} (the config of {entry.name}) is not here: run zoo reproduce from the "
                             "repository root, where configs/ is.")
 
 
@@ -106,7 +108,8 @@ def _fit(config: str, seed: int, run_dir: Path, args: list[str]):
     argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when both sys.argv and args are given
     try:
         return run_lightning(["fit", "--config", config, f"--seed_everything={seed}",
-                              f"--trainer.default_root_dir={run_dir}", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+                              f"--trainer.default_root_dir={run_dir}", "--trainer.enable_progress_bar=false",
+                              "--trainer.enable_model_summary=false",
                               *_logger_args(config, run_dir), *args])
     finally:
         sys.argv = argv
@@ -118,7 +121,7 @@ def _best_checkpoint(trainer) -> str | None:
     return path if path and Path(path).is_file() else None
 
 
-def _dependency(name: str, seed: int, runs: Path, echo) -> str:
+def _dependency(name: str, seed: int, runs: Path, echo, trainer_args: list[str]) -> str:
     """Train (or reuse) the dependency entry's run for this seed; -> its checkpoint."""
     entry = registry.get(name)
     run_dir = runs / entry.name / f"seed{seed}"
@@ -127,7 +130,7 @@ def _dependency(name: str, seed: int, runs: Path, echo) -> str:
         return marker.read_text().strip()
     variant = entry.results.variants.get("default") if entry.results else None
     echo(f"zoo reproduce: training {entry.name} (seed {seed}) first, under {run_dir}")
-    cli = _fit(_config(entry), seed, run_dir, list(variant.args) if variant else [])
+    cli = _fit(_config(entry), seed, run_dir, [*(variant.args if variant else ()), *trainer_args])
     ckpt = _best_checkpoint(cli.trainer)
     if ckpt is None:
         raise RuntimeError(f"{entry.name}'s config kept no checkpoint under {run_dir}: a dependency needs one "
@@ -143,16 +146,18 @@ def reproduce(name: str, seeds: list[int], variant: str = "default", overrides: 
     import zoo
 
     entry = registry.get(name)
-    spec, config = _spec(entry), _config(entry)
+    spec = _spec(entry)
     if variant not in spec.variants:
         raise ValueError(f"{entry.name} has no variant {variant!r}; variants: {', '.join(spec.variants)}")
     var = spec.variants[variant]
-    dataset = entry.datasets[0] if entry.datasets else ""
+    config = _config(entry, var.config)
+    dataset = var.dataset or (entry.datasets[0] if entry.datasets else "")
     runs = Path(runs_dir)
     written, times = [], []
     for i, seed in enumerate(seeds):
         t0 = time.perf_counter()
-        deps = [f"--model.init_args.{arg}={_dependency(dep.format(dataset=dataset), seed, runs, echo)}"
+        trainer_args = [a for a in overrides or () if a.startswith("--trainer.")]
+        deps = [f"--model.init_args.{arg}={_dependency(dep.format(dataset=dataset), seed, runs, echo, trainer_args)}"
                 for arg, dep in var.depends.items()]
         run_dir = runs / entry.name / variant / f"seed{seed}"
         cli = _fit(config, seed, run_dir, [*var.args, *deps, *(overrides or [])])

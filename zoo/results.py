@@ -43,12 +43,15 @@ class Protocol:
 
 @dataclass(frozen=True)
 class Variant:
-    """A named set of overrides: ``args`` are LightningCLI arguments appended to the entry's config;
-    ``depends``: init argument -> registry entry whose run (same seed) provides its checkpoint (RELIANT's teacher)."""
+    """A named set of overrides: ``args`` are LightningCLI arguments appended to the config (``config``: another
+    config file than the entry's, e.g. a synthetic-data proof); ``depends``: init argument -> registry entry whose
+    run (same seed) provides its checkpoint (RELIANT's teacher)."""
 
     text: str
     args: tuple[str, ...] = ()
     depends: dict[str, str] = field(default_factory=dict)
+    config: str | None = None
+    dataset: str | None = None  # the dataset id of its rows when not the entry's
 
 
 @dataclass(frozen=True)
@@ -242,7 +245,8 @@ def our_metrics(entry, spec: ResultSpec, root: str | Path | None = None) -> tupl
                 continue
             std = f", ±{s.std[col]:.{spec.decimals}f}" if s.n > 1 else ""
             tag = s.variant if len(spec.protocols) == 1 else f"{s.variant}, {s.protocol}"
-            out.append(Metric(task=spec.task, dataset=s.dataset, dataset_name=spec.dataset_names.get(s.dataset, s.dataset),
-                              metric=metric, value=round(s.mean[col], spec.decimals),
-                              split=spec.split, name=f"{label} ({tag}, n={s.n}{std})", protocol=text))
+            out.append(Metric(task=spec.task, dataset=s.dataset,
+                              dataset_name=spec.dataset_names.get(s.dataset, s.dataset), metric=metric,
+                              value=round(s.mean[col], spec.decimals), split=spec.split,
+                              name=f"{label} ({tag}, n={s.n}{std})", protocol=text))
     return tuple(out)

@@ -2,25 +2,24 @@
 
 Importing this module registers (``zoo fit`` imports it before building the Trainer):
 
-- ``zoo_ddp`` / ``zoo_ddp_spawn`` / ``zoo_ddp_find_unused_parameters_true``: Lightning's ``DDPStrategy`` (``start_method`` popen / spawn) that first switches
-  the model's opted-in modules to the zoo's Triton kernels (``zoo.callbacks.fused_kernels`` protocol; kernels that
-  cannot run on the device keep the reference path, logged), with ``gradient_as_bucket_view=True`` (gradients live
-  in DDP's buckets: one gradient copy less).
-- ``zoo_fsdp`` / ``zoo_fsdp_checkpointed``: Lightning's ``FSDPStrategy`` whose auto-wrap policy wraps each
-  transformer / inverted-residual block of a zoo model in its own FSDP unit — and, for ``_checkpointed``, applies
-  activation checkpointing to the same blocks — plus the same fused-kernel switch.
+- ``zoo_ddp`` / ``zoo_ddp_spawn`` / ``zoo_ddp_find_unused_parameters_true``: Lightning's ``DDPStrategy``
+  (``start_method`` popen / spawn) that first switches the model's op modules to the zoo's Triton kernels (the
+  ``zoo.callbacks.FusedKernels`` switch; kernels that cannot run on the device keep the reference path, logged), with
+  ``gradient_as_bucket_view=True`` (gradients live in DDP's buckets: one gradient copy less).
+- ``zoo_fsdp`` / ``zoo_fsdp_checkpointed``: Lightning's ``FSDPStrategy`` whose auto-wrap policy wraps each block of
+  the model in its own FSDP unit — and, for ``_checkpointed``, applies activation checkpointing to the same blocks —
+  plus the same fused-kernel switch.
 
-Block classes are named by import path (``BLOCK_CLASSES``; extend with ``block_classes=[...]``) and resolved only
-from modules that are already imported — a model holding an instance of a class has imported its module — so no
-library is imported for a model that does not use it, and a path that does not resolve is skipped.
+The blocks are declared by the models, not listed here: any module of the model (its network in
+``zoo/models/<method>/model.py``, or the LightningModule) may set ``fsdp_blocks``, a tuple of classes or class names
+(like transformers' ``_no_split_modules``); the strategy collects them from the module it is about to wrap.
 
 Everything distributed is Lightning's and PyTorch's own; these subclasses only choose settings.
 """
 from __future__ import annotations
 
-import importlib
 import logging
-import sys
+from typing import Iterable
 
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, StrategyRegistry
 from lightning.pytorch.utilities import rank_zero_info
@@ -28,90 +27,84 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-#: Block classes of zoo models, by import path: the units FSDP shards and activation checkpointing recomputes.
-BLOCK_CLASSES = (
-    "timm.models.vision_transformer.Block",  # ViT blocks (TinyMIM students/teachers, MAE-style backbones)
-    "timm.models.vision_transformer.ResPostBlock",
-    "zoo.models.emo.model.iRMB",  # EMO's inverted residual mobile block
-    "transformers.models.bert.modeling_bert.BertLayer",  # BERT-style encoders (MLM / coreference heads)
-)
 
-
-def resolve_block_classes(model: nn.Module, paths=BLOCK_CLASSES) -> set[type]:
-    """The classes among ``paths`` that ``model`` has instances of (subclasses count)."""
+def fsdp_block_classes(model: nn.Module, extra: Iterable[str | type] = ()) -> set[type]:
+    """The classes FSDP shards by (one unit per instance): those named in ``fsdp_blocks`` by any module of
+    ``model``, plus ``extra``, that ``model`` has instances of (subclasses count). A name matches a class's
+    ``__name__`` or its ``module.qualname`` path."""
+    wanted = list(extra)
+    for module in model.modules():
+        declared = getattr(module, "fsdp_blocks", ()) or ()
+        if isinstance(declared, (str, type)):
+            declared = (declared,)
+        wanted.extend(declared)
+    bad = [w for w in wanted if not isinstance(w, (str, type))]
+    if bad:
+        raise TypeError(f"fsdp_blocks entries must be nn.Module classes or class names, got {bad!r}")
+    classes = {w for w in wanted if isinstance(w, type)}
+    names = {w for w in wanted if isinstance(w, str)}
     found = set()
-    for path in paths:
-        module_name, _, class_name = path.rpartition(".")
-        if module_name not in sys.modules:  # not imported -> this model cannot hold one
-            continue
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError) as e:
-            log.debug("zoo strategies: skipping block class %s (%s)", path, e)
-            continue
-        if isinstance(cls, type) and issubclass(cls, nn.Module) and any(isinstance(m, cls) for m in model.modules()):
-            found.add(cls)
+    for module in model.modules():
+        for cls in type(module).__mro__:
+            if cls in classes or cls.__name__ in names or f"{cls.__module__}.{cls.__qualname__}" in names:
+                found.add(cls)
+                break
     return found
 
 
-class _FusedOpsMixin:
-    """Switches the model's opted-in modules to the Triton kernels before the strategy wraps it; undoes it in
-    teardown."""
+class _FusedKernelsMixin:
+    """The zoo strategies' kernel switch: the ``FusedKernels`` callback's own setup (before the strategy wraps the
+    model) and teardown (after it unwraps), called by the strategy. ``fused_ops``: "all", op names, or None (off)."""
 
-    def _apply_fused(self) -> None:
-        if not self.fused_ops or self._fused is not None:
-            return
-        from zoo.callbacks.fused_kernels import apply_fused_kernels
+    def _init_kernels(self, fused_ops) -> None:
+        from zoo.callbacks.fused_kernels import FusedKernels
 
-        self._fused = apply_fused_kernels(self.model, self.fused_ops, self.root_device)
-        rank_zero_info(f"{type(self).__name__}: fused kernels on {self.root_device}:\n  "
-                       + "\n  ".join(self._fused.report))
+        self.fused_ops = fused_ops
+        self._kernels = FusedKernels(fused_ops) if fused_ops else None
+        self._kernels_trainer = None
 
-    def _restore_fused(self) -> None:
-        if self._fused is not None:
-            self._fused.restore()
-            self._fused = None
+    def setup(self, trainer) -> None:
+        if self._kernels is not None:
+            self._kernels.setup(trainer, self.lightning_module, "fit")
+            self._kernels_trainer = trainer
+        super().setup(trainer)
+
+    def teardown(self) -> None:
+        super().teardown()
+        if self._kernels is not None and self._kernels_trainer is not None:
+            self._kernels.teardown(self._kernels_trainer, self.lightning_module, "fit")
+            self._kernels_trainer = None
 
 
-class ZooDDPStrategy(_FusedOpsMixin, DDPStrategy):
+class ZooDDPStrategy(_FusedKernelsMixin, DDPStrategy):
     """``DDPStrategy`` with the zoo's fused kernels (``fused_ops``: "all", a list of op names, or None for none)."""
 
     def __init__(self, fused_ops: str | list[str] | None = "all", **kwargs) -> None:
         kwargs.setdefault("gradient_as_bucket_view", True)
         super().__init__(**kwargs)
-        self.fused_ops = fused_ops
-        self._fused = None
-
-    def setup(self, trainer) -> None:
-        self._apply_fused()
-        super().setup(trainer)
-
-    def teardown(self) -> None:
-        super().teardown()
-        self._restore_fused()
+        self._init_kernels(fused_ops)
 
 
-class ZooFSDPStrategy(_FusedOpsMixin, FSDPStrategy):
-    """``FSDPStrategy`` wrapping each zoo block (``BLOCK_CLASSES`` + ``block_classes``) in its own FSDP unit;
-    ``checkpoint_blocks=True`` also recomputes their activations in the backward. An explicit
-    ``auto_wrap_policy`` / ``activation_checkpointing_policy`` wins over the block classes."""
+class ZooFSDPStrategy(_FusedKernelsMixin, FSDPStrategy):
+    """``FSDPStrategy`` wrapping each block the model declares (``fsdp_blocks``; ``block_classes`` adds class names
+    or paths) in its own FSDP unit; ``checkpoint_blocks=True`` also recomputes their activations in the backward. An
+    explicit ``auto_wrap_policy`` / ``activation_checkpointing_policy`` wins over the blocks."""
 
     def __init__(self, block_classes: list[str] | None = None, checkpoint_blocks: bool = False,
                  fused_ops: str | list[str] | None = "all", **kwargs) -> None:
         super().__init__(**kwargs)
-        self.block_class_paths = tuple(BLOCK_CLASSES) + tuple(block_classes or ())
+        self.block_classes = tuple(block_classes or ())
         self.checkpoint_blocks = checkpoint_blocks
-        self.fused_ops = fused_ops
-        self._fused = None
+        self._init_kernels(fused_ops)
 
     def configure_block_policies(self, model: nn.Module) -> set[type]:
-        """Set the auto-wrap (and checkpointing) policy from the block classes found in ``model``."""
+        """Set the auto-wrap (and checkpointing) policy from the block classes of ``model``."""
         from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
-        blocks = resolve_block_classes(model, self.block_class_paths)
+        blocks = fsdp_block_classes(model, self.block_classes)
         if not blocks:
-            rank_zero_info(f"{type(self).__name__}: no known block class in the model; FSDP wraps it as one unit "
-                           "(pass block_classes=['pkg.module.Block'] to shard per block)")
+            rank_zero_info(f"{type(self).__name__}: the model declares no fsdp_blocks; FSDP wraps it as one unit "
+                           "(set fsdp_blocks on the model, or pass block_classes=['pkg.module.Block'])")
             return blocks
         names = sorted(f"{c.__module__}.{c.__qualname__}" for c in blocks)
         if "auto_wrap_policy" not in self.kwargs:
@@ -126,14 +119,6 @@ class ZooFSDPStrategy(_FusedOpsMixin, FSDPStrategy):
         self.configure_block_policies(model)
         return super()._setup_model(model)
 
-    def setup(self, trainer) -> None:
-        self._apply_fused()
-        super().setup(trainer)
-
-    def teardown(self) -> None:
-        super().teardown()
-        self._restore_fused()
-
 
 def register(registry=StrategyRegistry) -> None:
     """Register the zoo strategies (idempotent: re-registering replaces the entries)."""
@@ -146,7 +131,7 @@ def register(registry=StrategyRegistry) -> None:
     registry.register("zoo_ddp_spawn", ZooDDPStrategy, override=True, start_method="spawn",
                       description="DDP (start_method='spawn') for zoo models, with the zoo's fused kernels")
     registry.register("zoo_fsdp", ZooFSDPStrategy, override=True,
-                      description="FSDP sharding each zoo block (ViT Block, iRMB, ...), with the fused kernels")
+                      description="FSDP sharding each block the model declares (fsdp_blocks), with the fused kernels")
     registry.register("zoo_fsdp_checkpointed", ZooFSDPStrategy, override=True, checkpoint_blocks=True,
                       description="zoo_fsdp plus activation checkpointing of each zoo block")
 

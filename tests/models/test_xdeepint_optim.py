@@ -1,4 +1,4 @@
-"""G-FTRL and FTRL-Proximal against hand-computed updates (spec shared/specs/graph_ctr.md §1.6)."""
+"""G-FTRL and FTRL-Proximal against hand-computed updates (official xdeepint/src/optimizer.py, TF FTRL)."""
 from __future__ import annotations
 
 import math

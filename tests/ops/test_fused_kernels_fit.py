@@ -35,7 +35,7 @@ class TinyDistillGraph(pl.LightningModule):
         q = h.view(1, 10, 2, 4).transpose(1, 2)  # (B=1, H=2, N=10, d=4)
         loss = self.ce(h, self.head.weight, self.head.bias, y) + self.relation(q, q, self.teacher, self.teacher)
         self.losses.append(loss.item())
-        self.impls.update((self.prop.ops_impl, self.ce.ops_impl, self.relation.ops_impl))
+        self.impls.update((self.prop.impl, self.ce.impl, self.relation.impl))
         return loss
 
     def configure_optimizers(self):
@@ -65,4 +65,4 @@ def test_fit_with_fused_kernels_matches_reference():
     torch.testing.assert_close(torch.tensor(fused.losses), torch.tensor(ref.losses), atol=1e-5, rtol=1e-5)
     for (name, a), b in zip(fused.named_parameters(), ref.parameters()):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=lambda m: f"{name}: {m}")
-    assert fused.ce.ops_impl == fused.prop.ops_impl == fused.relation.ops_impl == "reference"  # restored
+    assert fused.ce.impl == fused.prop.impl == fused.relation.impl == "reference"  # restored

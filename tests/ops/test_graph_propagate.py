@@ -60,6 +60,30 @@ def test_opcheck(interpret, monkeypatch):
     arrays = (adj.crow_indices(), adj.col_indices(), adj.values())
     torch.library.opcheck(torch.ops.zoo.graph_propagate.default, (*arrays, x))
     torch.library.opcheck(torch.ops.zoo.graph_propagate_backward.default, (*arrays, torch.randn(7, 6), 5))
+    adj_t = adj.to_dense().t().to_sparse_csr()
+    t_arrays = (adj_t.crow_indices(), adj_t.col_indices(), adj_t.values())
+    torch.library.opcheck(torch.ops.zoo.graph_propagate.default, (*arrays, x, *t_arrays))
+
+
+@pytest.mark.parametrize("impl", ["triton", "reference"])
+def test_given_transpose_serves_the_backward(impl):
+    """``adj_t``: the backward multiplies by the caller's transpose (same values as building it), and uses it:
+    a deliberately different "transpose" changes the gradient but not the output."""
+    dense = _graph(12, 9, 0.3, (4,))
+    adj = dense.to_sparse_csr()
+    x = torch.randn(9, 5, requires_grad=True)
+    w = torch.randn(12, 5)
+    out = graph_propagate(adj, x, impl=impl, adj_t=dense.t().to_sparse_csr())
+    (g,) = torch.autograd.grad((out * w).sum(), x)
+    torch.testing.assert_close(out, dense @ x.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(g, dense.t() @ w, atol=1e-5, rtol=1e-5)
+    other = (2 * dense.t()).to_sparse_csr()
+    out2 = graph_propagate(adj, x, impl=impl, adj_t=other)
+    (g2,) = torch.autograd.grad((out2 * w).sum(), x)
+    torch.testing.assert_close(out2, out)
+    torch.testing.assert_close(g2, 2 * g, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="transpose"):
+        graph_propagate(adj, x, impl=impl, adj_t=adj)
 
 
 def test_compile_matches_eager():

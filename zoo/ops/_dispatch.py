@@ -1,9 +1,10 @@
-"""Choosing between a Triton kernel and the PyTorch reference (``impl="auto" | "triton" | "reference"``).
+"""Choosing between a Triton kernel and the PyTorch reference (``impl="auto" | "triton" | "reference"``), and
+``OpModule``, the base of each op's nn.Module form (whose ``impl`` ``zoo.callbacks.FusedKernels`` switches).
 
-Triton is imported lazily (it comes with the Linux CUDA wheels of torch, not with CPU-only ones). Kernels are
-compiled, or run by Triton's interpreter when ``TRITON_INTERPRET=1`` (CPU tensors, one program at a time; the tests
-use it), and ``triton.jit`` chooses between the two when a kernel is decorated, so each op file keeps its kernels as
-plain functions and decorates them here, once per mode.
+Triton comes with the Linux CUDA wheels of torch, not with CPU-only ones; each op file imports it itself (guarded)
+when it is first used. Kernels are compiled, or run by Triton's interpreter when ``TRITON_INTERPRET=1`` (CPU tensors,
+one program at a time; the tests use it), and ``triton.jit`` chooses between the two when a kernel is decorated, so
+each op file keeps its kernels as plain functions and :func:`jit` decorates them, once per mode.
 """
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import functools
 import os
 
 import torch
+from torch import nn
+
+from zoo.ops import OPS
 
 IMPLS = ("auto", "triton", "reference")
-OPS = ("relation_kl", "graph_propagate", "fused_linear_cross_entropy")
 
 
 @functools.cache
@@ -88,10 +91,14 @@ def kernel_error(device) -> str | None:
 kernel_error._dynamo_marked_constant = True
 
 
-def resolve(op: str, impl: str, *tensors) -> str:
-    """``"triton"`` or ``"reference"`` for ``impl`` given the input tensors; raises where ``"triton"`` cannot run."""
+def check_impl(op: str, impl: str) -> None:
     if impl not in IMPLS:
         raise ValueError(f"zoo.ops.{op}: impl must be one of {IMPLS}, got {impl!r}")
+
+
+def resolve(op: str, impl: str, *tensors) -> str:
+    """``"triton"`` or ``"reference"`` for ``impl`` given the input tensors; raises where ``"triton"`` cannot run."""
+    check_impl(op, impl)
     if impl == "reference":
         return "reference"
     devices = {t.device.type for t in tensors if t is not None}
@@ -111,16 +118,12 @@ _JITTED: dict = {}
 
 
 def jit(fn):
-    """``triton.jit(fn)`` for the current mode; ``fn`` is a module-level function of an op file, whose module
-    gets ``tl`` (triton.language) injected into its globals here, so that the op file never imports Triton itself."""
+    """``triton.jit(fn)`` for the current mode; ``fn`` is a module-level kernel function of an op file (which
+    imports ``triton.language as tl`` itself)."""
     key = (fn.__module__, fn.__qualname__, interpret_mode())
     if key not in _JITTED:
-        import sys
-
         import triton
-        import triton.language as tl
 
-        sys.modules[fn.__module__].__dict__.setdefault("tl", tl)
         _JITTED[key] = triton.jit(fn)
     return _JITTED[key]
 
@@ -144,3 +147,19 @@ def available() -> dict[str, str]:
     else:
         status = f"reference only: {err}"
     return {op: status for op in OPS}
+
+
+class OpModule(nn.Module):
+    """The nn.Module form of one zoo op (class attribute ``op``): its ``forward`` calls the op with
+    ``impl=self.impl``. ``impl`` is an init argument, which a LightningModule exposes as its own (TinyMIM's
+    ``relation_impl``) so that YAML can set it, as transformers' ``attn_implementation``; ``zoo.callbacks.FusedKernels``
+    (and the ``zoo_*`` strategies, which use it) set it to ``"triton"`` on every op module of a model for one run and
+    put the previous value back after. Op modules hold no parameters or buffers: the choice never changes a
+    ``state_dict``."""
+
+    op: str = ""
+
+    def __init__(self, impl: str = "reference"):
+        super().__init__()
+        check_impl(self.op, impl)
+        self.impl = impl

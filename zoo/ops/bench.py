@@ -15,7 +15,6 @@ timings say nothing about GPU speed.
 from __future__ import annotations
 
 import statistics
-import time
 import warnings
 
 import torch
@@ -104,22 +103,12 @@ CASES = {"relation_kl": _relation_case, "graph_propagate": _graph_case, "fused_l
 
 
 def _measure(fn, device, reps):
-    cuda = device.type == "cuda"
-    for _ in range(2):  # warm-up (Triton compiles on the first call)
-        fn()
-    if cuda:
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        if cuda:
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-    peak = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20 if cuda else None
-    return statistics.median(times) * 1e3, peak
+    from zoo.bench import PeakMemory, time_calls
+
+    fn(), fn()  # warm-up (Triton compiles on the first call)
+    with PeakMemory(device) as mem:
+        times = time_calls(fn, reps, warmup=0, device=device)
+    return statistics.median(times) * 1e3, mem.growth_mb if device.type == "cuda" else None
 
 
 def bench_op(name: str, device=None, sizes=None, reps: int | None = None, verbose: bool = True) -> list[dict]:

@@ -22,6 +22,11 @@ from torch import Tensor
 
 from zoo.ops import _dispatch
 
+try:  # Triton comes with torch's Linux CUDA wheels; without it only the reference runs (zoo.ops._dispatch says why)
+    import triton.language as tl
+except Exception:  # ImportError, or a broken install
+    tl = None
+
 OP = "fused_linear_cross_entropy"
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -64,8 +69,27 @@ def fused_linear_cross_entropy(hidden: Tensor, weight: Tensor, bias: Tensor | No
     return loss.view(target.shape) if reduction == "none" else loss
 
 
+class LinearCrossEntropyLoss(_dispatch.OpModule):
+    """:func:`fused_linear_cross_entropy` as a module (``impl``: see ``zoo.ops``). The classifier's weights are
+    passed in (they belong to the model's head, which inference uses), so the loss can skip the full logits matrix
+    during training."""
+
+    op = OP
+
+    def __init__(self, ignore_index: int = -100, reduction: str = "mean", impl: str = "reference"):
+        super().__init__(impl)
+        self.ignore_index, self.reduction = ignore_index, reduction
+
+    def forward(self, hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor) -> Tensor:
+        return fused_linear_cross_entropy(hidden, weight, bias, target, self.ignore_index, self.reduction,
+                                          impl=self.impl)
+
+    def extra_repr(self) -> str:
+        return f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, impl={self.impl}"
+
+
 # --------------------------------------------------------------------------------------------------------------
-# Triton kernel (a plain function; zoo.ops._dispatch.jit decorates it and provides ``tl``).
+# Triton kernel (a plain function; zoo.ops._dispatch.jit decorates it).
 
 def _ce_kernel(LOGITS, TARGET, LOSS, SCALE, V, stride, ignore_index,
                HAS_SCALE: tl.constexpr, WRITE_GRAD: tl.constexpr, BLOCK_V: tl.constexpr):

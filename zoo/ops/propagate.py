@@ -3,7 +3,8 @@
 The propagation step Â X of graph convolution (Kipf & Welling, ICLR 2017, Eq. 2), SGC's Â^K X (Wu et al., ICML
 2019), label propagation, and CCGC's Laplacian smoothing of the features (Yang et al., AAAI 2023). The adjacency is a
 constant (no gradient to its values); the gradient to X is the transpose product Âᵀ G, computed by the same kernel
-on the CSR of Âᵀ (built in the backward by a stable sort of the column indices).
+on the CSR of Âᵀ: the caller's ``adj_t`` when it has one (a symmetric Â is its own transpose; a graph's cached
+adjacency can carry it), else built in the backward by a stable sort of the column indices.
 
 Kernel: one program per (row, feature block) walks the row's non-zeros BLOCK_K at a time, gathering the rows of X
 they point to and accumulating in float32.
@@ -14,6 +15,11 @@ import torch
 from torch import Tensor
 
 from zoo.ops import _dispatch
+
+try:  # Triton comes with torch's Linux CUDA wheels; without it only the reference runs (zoo.ops._dispatch says why)
+    import triton.language as tl
+except Exception:  # ImportError, or a broken install
+    tl = None
 
 OP = "graph_propagate"
 
@@ -46,14 +52,59 @@ def graph_propagate_reference(adj: Tensor, x: Tensor) -> Tensor:
     return torch.sparse.mm(adj, x)
 
 
-def graph_propagate(adj: Tensor, x: Tensor, impl: str = "auto") -> Tensor:
-    """``adj @ x`` for a sparse (CSR or COO) N×M ``adj`` and dense M×F ``x``; differentiable w.r.t. ``x``."""
+def graph_propagate(adj: Tensor, x: Tensor, impl: str = "auto", adj_t: Tensor | None = None) -> Tensor:
+    """``adj @ x`` for a sparse (CSR or COO) N×M ``adj`` and dense M×F ``x``; differentiable w.r.t. ``x``.
+
+    ``adj_t``: ``adj``'s transpose (M×N) when the caller has it (``adj`` itself when it is symmetric): the backward
+    multiplies by it instead of transposing ``adj`` in every backward pass. ``impl``: see ``zoo.ops``."""
     adj = _as_csr(adj)
     _check(adj, x)
+    if adj_t is not None:
+        adj_t = _as_csr(adj_t)
+        if tuple(adj_t.shape) != (adj.shape[1], adj.shape[0]):
+            raise ValueError(f"zoo.ops.graph_propagate: adj_t must be adj's transpose, shape "
+                             f"{(adj.shape[1], adj.shape[0])}, got {tuple(adj_t.shape)}")
     if _dispatch.resolve(OP, impl, adj, x) == "reference":
-        return graph_propagate_reference(adj, x)
+        if adj_t is None:
+            return graph_propagate_reference(adj, x)
+        return _SpMMGivenTranspose.apply(adj, adj_t, x)
     crow, col, values = _csr_arrays(adj)
-    return torch.ops.zoo.graph_propagate(crow, col, values, x)
+    t_crow, t_col, t_values = _csr_arrays(adj_t) if adj_t is not None else (None, None, None)
+    return torch.ops.zoo.graph_propagate(crow, col, values, x, t_crow, t_col, t_values)
+
+
+class _SpMMGivenTranspose(torch.autograd.Function):
+    """The reference ``adj @ x`` whose backward is ``adj_t @ grad`` with the given transpose."""
+
+    @staticmethod
+    def forward(ctx, adj, adj_t, x):
+        ctx.adj_t = adj_t
+        return torch.sparse.mm(adj, x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, None, torch.sparse.mm(ctx.adj_t, grad) if ctx.needs_input_grad[2] else None
+
+
+class GraphPropagation(_dispatch.OpModule):
+    """Â^k X: ``hops`` sparse propagation steps with :func:`graph_propagate` (SGC's feature pre-processing, CCGC's
+    smoothing, a GCN's Â). ``impl``: see ``zoo.ops``."""
+
+    op = OP
+
+    def __init__(self, hops: int = 1, impl: str = "reference"):
+        super().__init__(impl)
+        if hops < 0:
+            raise ValueError(f"GraphPropagation: hops must be >= 0, got {hops}")
+        self.hops = hops
+
+    def forward(self, adj: Tensor, x: Tensor, adj_t: Tensor | None = None) -> Tensor:
+        for _ in range(self.hops):
+            x = graph_propagate(adj, x, impl=self.impl, adj_t=adj_t)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"hops={self.hops}, impl={self.impl}"
 
 
 @torch.compiler.disable
@@ -67,7 +118,7 @@ def _csr_arrays(adj: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Triton kernel (a plain function; zoo.ops._dispatch.jit decorates it and provides ``tl``).
+# Triton kernel (a plain function; zoo.ops._dispatch.jit decorates it).
 
 def _spmm_kernel(CROW, COL, VAL, X, OUT, F, BLOCK_K: tl.constexpr, BLOCK_F: tl.constexpr):
     row = tl.program_id(0)
@@ -117,12 +168,15 @@ def _transpose_csr(crow: Tensor, col: Tensor, val: Tensor, n_cols: int):
 
 
 @torch.library.custom_op("zoo::graph_propagate", mutates_args=())
-def _graph_propagate_op(crow_indices: Tensor, col_indices: Tensor, values: Tensor, x: Tensor) -> Tensor:
+def _graph_propagate_op(crow_indices: Tensor, col_indices: Tensor, values: Tensor, x: Tensor,
+                        t_crow_indices: Tensor | None = None, t_col_indices: Tensor | None = None,
+                        t_values: Tensor | None = None) -> Tensor:
+    """CSR @ x; the ``t_*`` arrays (the transpose's CSR, or None) serve the backward only."""
     return _spmm(crow_indices, col_indices, values, x, crow_indices.numel() - 1)
 
 
 @_graph_propagate_op.register_fake
-def _(crow_indices, col_indices, values, x):
+def _(crow_indices, col_indices, values, x, t_crow_indices=None, t_col_indices=None, t_values=None):
     return x.new_empty((crow_indices.shape[0] - 1, x.shape[1]), dtype=torch.promote_types(x.dtype, values.dtype))
 
 
@@ -139,16 +193,19 @@ def _(crow_indices, col_indices, values, grad, n_cols):
 
 
 def _setup_context(ctx, inputs, output):
-    crow, col, val, x = inputs
-    ctx.save_for_backward(crow, col, val)
+    crow, col, val, x, t_crow, t_col, t_val = inputs
+    ctx.save_for_backward(crow, col, val, t_crow, t_col, t_val)
     ctx.x_meta = (x.shape[0], x.dtype)
 
 
 def _backward(ctx, grad):
-    crow, col, val = ctx.saved_tensors
+    crow, col, val, t_crow, t_col, t_val = ctx.saved_tensors
     n_cols, dtype = ctx.x_meta
-    gx = torch.ops.zoo.graph_propagate_backward(crow, col, val, grad, n_cols)
-    return None, None, None, gx.to(dtype)
+    if t_crow is not None:  # the caller's transpose
+        gx = torch.ops.zoo.graph_propagate(t_crow, t_col, t_val, grad)
+    else:
+        gx = torch.ops.zoo.graph_propagate_backward(crow, col, val, grad, n_cols)
+    return None, None, None, gx.to(dtype), None, None, None
 
 
 _graph_propagate_op.register_autograd(_backward, setup_context=_setup_context)

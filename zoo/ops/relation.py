@@ -26,6 +26,11 @@ from torch import Tensor
 
 from zoo.ops import _dispatch
 
+try:  # Triton comes with torch's Linux CUDA wheels; without it only the reference runs (zoo.ops._dispatch says why)
+    import triton.language as tl
+except Exception:  # ImportError, or a broken install
+    tl = None
+
 OP = "relation_kl"
 
 
@@ -71,8 +76,26 @@ def relation_kl(student_a: Tensor, student_b: Tensor, teacher_a: Tensor, teacher
     return loss
 
 
+class RelationKLLoss(_dispatch.OpModule):
+    """:func:`relation_kl` as a module (``impl``: see ``zoo.ops``): TinyMIM's relation loss
+    KL(softmax(t_a t_bᵀ·teacher_scale) ‖ softmax(s_a s_bᵀ·student_scale))."""
+
+    op = OP
+
+    def __init__(self, student_scale: float, teacher_scale: float, impl: str = "reference"):
+        super().__init__(impl)
+        self.student_scale, self.teacher_scale = float(student_scale), float(teacher_scale)
+
+    def forward(self, student_a: Tensor, student_b: Tensor, teacher_a: Tensor, teacher_b: Tensor) -> Tensor:
+        return relation_kl(student_a, student_b, teacher_a, teacher_b, self.student_scale, self.teacher_scale,
+                           impl=self.impl)
+
+    def extra_repr(self) -> str:
+        return f"student_scale={self.student_scale:.4g}, teacher_scale={self.teacher_scale:.4g}, impl={self.impl}"
+
+
 # --------------------------------------------------------------------------------------------------------------
-# Triton kernels (plain functions; zoo.ops._dispatch.jit decorates them and provides ``tl`` on first use).
+# Triton kernels (plain functions; zoo.ops._dispatch.jit decorates them on first use).
 # Layout: every input is a contiguous (B·H, rows, d) block; one program handles BLOCK_N rows of one (b, h).
 
 def _fwd_kernel(SA, SB, TA, TB, KL, LSE_S, LSE_T, N, M, DS, DT, s_scale, t_scale,

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torchmetrics import Metric
-from torchmetrics.clustering import AdjustedRandScore, NormalizedMutualInfoScore
-from torchmetrics.utilities import dim_zero_cat
 
 
 def hungarian_match(target: np.ndarray, preds: np.ndarray) -> np.ndarray:
@@ -45,29 +42,6 @@ def cluster_accuracy_f1(target, preds) -> tuple[float, float]:
     return acc, f1
 
 
-class ClusterAccuracy(Metric):
-    """ACC (``which="acc"``) or macro-F1 (``which="f1"``) after Hungarian matching of cluster ids to classes."""
-
-    full_state_update = False
-    higher_is_better = True
-
-    def __init__(self, which: str = "acc", **kw):
-        super().__init__(**kw)
-        if which not in ("acc", "f1"):
-            raise ValueError(f"which must be 'acc' or 'f1', got {which!r}")
-        self.which = which
-        self.add_state("preds", default=[], dist_reduce_fx="cat")
-        self.add_state("target", default=[], dist_reduce_fx="cat")
-
-    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        self.preds.append(preds.detach().long().flatten())
-        self.target.append(target.detach().long().flatten())
-
-    def compute(self) -> torch.Tensor:
-        acc, f1 = cluster_accuracy_f1(dim_zero_cat(self.target).cpu().numpy(), dim_zero_cat(self.preds).cpu().numpy())
-        return torch.tensor(acc if self.which == "acc" else f1)
-
-
 def clustering_scores(preds, target) -> dict[str, float]:
     """ACC, NMI, ARI, F1 (fractions) of cluster ids ``preds`` against classes ``target`` (1-D, same length)."""
     from torchmetrics.functional.clustering import adjusted_rand_score, normalized_mutual_info_score
@@ -79,14 +53,4 @@ def clustering_scores(preds, target) -> dict[str, float]:
         "nmi": float(normalized_mutual_info_score(preds, target, average_method="arithmetic")),
         "ari": float(adjusted_rand_score(preds, target)),
         "f1": f1,
-    }
-
-
-def clustering_metrics() -> dict[str, Metric]:
-    """Fresh metric objects keyed by the names logged (``acc``, ``nmi``, ``ari``, ``f1``)."""
-    return {
-        "acc": ClusterAccuracy("acc"),
-        "nmi": NormalizedMutualInfoScore(average_method="arithmetic"),
-        "ari": AdjustedRandScore(),
-        "f1": ClusterAccuracy("f1"),
     }

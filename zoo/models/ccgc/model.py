@@ -27,8 +27,3 @@ class SiameseEncoders(nn.Module):
         """The fused node embedding E = (Z1 + Z2) / 2 (N, dims) used for clustering."""
         z1, z2 = self(x)
         return (z1 + z2) / 2
-
-
-def ccgc_encoders(in_features: int, dims: int = 500) -> SiameseEncoders:
-    """The paper's size: 500-dimensional embeddings (official ``--dims 500``)."""
-    return SiameseEncoders(in_features, dims)

@@ -1,5 +1,5 @@
 """CCGC LightningModule: cluster-guided contrastive deep graph clustering (Yang, Liu, Zhou, Wang, Tu, Zheng, Liu, Fang,
-Zhu, AAAI 2023, arXiv 2301.01098; official code xihongyang1999/CCGC). Facts: shared/specs/graph_ctr.md §2.
+Zhu, AAAI 2023, arXiv 2301.01098, §3; official code xihongyang1999/CCGC, train.py).
 
 One training step is one full-batch epoch over X̃ = H^t X (computed once by the DataModule):
 
@@ -20,16 +20,15 @@ One training step is one full-batch epoch over X̃ = H^t X (computed once by the
    A run starts with K-means on X̃ itself (the official "initial" clustering: first pseudo-labels, first candidate of
    the best-ACC protocol). The final epoch of a run is always evaluated as well (the honest protocol reads it).
 
-Two readings of a run are recorded (``run_results``); the official code reports the first:
+Two readings of the run are recorded (``result``); the official code reports the first:
 
 - ``best``: the evaluation with the highest ACC (ties -> the later one) among the initial K-means and the scheduled
   evaluations — the paper's protocol, which selects the epoch with the test labels;
 - ``last``: the evaluation after the final epoch — no label-based selection.
 
-The multi-seed protocol runs inside one ``fit``: with ``seeds=[0, …, 9]`` the module trains ``len(seeds)`` independent
-runs of ``epochs`` epochs back to back (before each run: re-seed, re-initialise the encoders, clear Adam's state and the
-pseudo-labels), and sets ``trainer.max_epochs = len(seeds) * epochs``. At the end it logs ``summary/{best,last}_*``
-(mean and std over runs, ×100). With ``seeds=None`` it trains one run under the global seed.
+One ``fit`` is one run under the global seed (``seed_everything``): ``trainer.max_epochs`` is set to ``epochs``. At the
+end it logs ``run/best_*`` and ``run/last_*``; the paper's 10-seed protocol is ten fits,
+``zoo reproduce ccgc-cora --seeds 0-9``, which appends one row per seed and reading to ``results/ccgc.csv``.
 
 Quirks of the official code, off by default (flags, so both can be run and stated):
 ``accumulate_grad_across_epochs`` (no ``zero_grad`` in its loop: each step uses the sum of all gradients so far) and
@@ -45,6 +44,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 
+from zoo.errors import check_fits_data, check_positive
 from zoo.models.ccgc.metrics import clustering_scores
 from zoo.models.ccgc.model import SiameseEncoders
 
@@ -149,16 +149,6 @@ def _kmeans_official(x: torch.Tensor, k: int, seed: int | None):
     return labels, dist.gather(1, labels[:, None]).squeeze(1)
 
 
-def summarize(run_results: list[dict]) -> dict[str, float]:
-    """mean and (population, as numpy's default in the official script) std over runs of each protocol's metrics."""
-    out = {}
-    for protocol in ("best", "last"):
-        for k in METRICS:
-            v = np.array([r[protocol][k] for r in run_results], dtype=np.float64)
-            out[f"{protocol}_{k}_mean"], out[f"{protocol}_{k}_std"] = float(v.mean()), float(v.std())
-    return out
-
-
 # ------------------------------------------------------------------------------------------------ module
 class CCGCModule(LightningModule):
     """CCGC on one graph (full batch). ``forward(X̃)`` returns the fused embedding E (N, dims).
@@ -172,9 +162,8 @@ class CCGCModule(LightningModule):
         alpha: weight of L_neg (official 0.5).
         warmup_epochs: epochs of each run trained with the warm-up loss (official: epochs 0…50 -> 51).
         pos_ratio: fraction of each confident cluster sampled as positives (0.8).
-        epochs: epochs per run (official 400); ``trainer.max_epochs`` is set to ``epochs × runs``.
+        epochs: epochs of the run (official 400); ``trainer.max_epochs`` is set to it.
         eval_every: re-clustering / evaluation period in epochs (official 10).
-        seeds: one run per seed (the official protocol: 0…9); None -> one run under the global seed.
         kmeans_n_init: scikit-learn K-means restarts at each evaluation.
         kmeans_impl: ``sklearn`` (default) or ``official`` (the official kmeans_gpu.py rule, see :func:`kmeans`).
         accumulate_grad_across_epochs, skip_first_cluster: the official code's quirks (module docstring).
@@ -182,8 +171,7 @@ class CCGCModule(LightningModule):
 
     def __init__(self, in_features: int = 1433, num_clusters: int = 7, dims: int = 500, lr: float = 1e-4,
                  weight_decay: float = 0.0, threshold: float = 0.5, alpha: float = 0.5, warmup_epochs: int = 51,
-                 pos_ratio: float = 0.8, epochs: int = 400, eval_every: int = 10, seeds: list[int] | None = None,
-                 kmeans_n_init: int = 10, kmeans_impl: str = "sklearn", accumulate_grad_across_epochs: bool = False,
+                 pos_ratio: float = 0.8, epochs: int = 400, eval_every: int = 10, kmeans_n_init: int = 10, kmeans_impl: str = "sklearn", accumulate_grad_across_epochs: bool = False,
                  skip_first_cluster: bool = False):
         super().__init__()
         self.save_hyperparameters()
@@ -195,58 +183,38 @@ class CCGCModule(LightningModule):
             raise ValueError(f"epochs and eval_every must be >= 1, got {epochs} and {eval_every}")
         if kmeans_impl not in ("sklearn", "official"):
             raise ValueError(f"kmeans_impl must be 'sklearn' or 'official', got {kmeans_impl!r}")
-        if seeds is not None and len(seeds) == 0:
-            raise ValueError("seeds must name at least one seed (or be None for one run under the global seed)")
+        check_positive("in_features", in_features, where="CCGCModule",
+                       fix="set model.init_args.in_features to the graph's attribute dimension (Cora 1433)")
+        check_positive("dims", dims, where="CCGCModule")
         self.automatic_optimization = False  # the official loop: optional zero_grad, backward, step; skips skip
         self.model = SiameseEncoders(in_features, dims)
         self.example_input_array = torch.randn(8, in_features)
         self.pseudo_labels: torch.Tensor | None = None
         self.distances: torch.Tensor | None = None
-        self.best: dict | None = None  # protocol (a) of the current run
-        self.history: list[dict] = []  # evaluations of the current run
-        self.run_results: list[dict] = []  # one {"seed", "best", "last", "history"} per finished run
+        self.best: dict | None = None  # protocol (a): the best-ACC evaluation so far
+        self.history: list[dict] = []  # every evaluation of the run
+        self.result: dict | None = None  # {"best", "last", "history"} once the run has finished
         self._batch = None
         self._rng: torch.Generator | None = None
+
+    def setup(self, stage: str) -> None:
+        # the encoders' first layer is sized by in_features: a graph with other attributes fails mid-step otherwise
+        check_fits_data(self, "in_features", self.hparams.in_features, "num_features", what="attributes per node")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.embed(x)
 
-    # -------------------------------------------------------------- runs
-    @property
-    def runs(self) -> int:
-        return 1 if self.hparams.seeds is None else len(self.hparams.seeds)
-
-    def _run_position(self) -> tuple[int, int]:
-        """(run index, epoch within the run)."""
-        return divmod(self.current_epoch, self.hparams.epochs)
-
+    # -------------------------------------------------------------- the run
     def on_fit_start(self):
-        total = self.runs * self.hparams.epochs
-        if self.trainer.max_epochs != total:
-            rank_zero_info(f"CCGC: {self.runs} run(s) x {self.hparams.epochs} epochs -> trainer.max_epochs = {total} "
-                           f"(was {self.trainer.max_epochs})")
-            self.trainer.fit_loop.max_epochs = total
-        self.run_results = []
-
-    def _start_run(self, run: int):
-        if self.hparams.seeds is not None:
-            from lightning.fabric.utilities.seed import seed_everything
-
-            seed_everything(int(self.hparams.seeds[run]), verbose=False)
-            for layer in (self.model.encoder_1, self.model.encoder_2):
-                layer.reset_parameters()
-            for opt in self.trainer.optimizers:
-                opt.state.clear()
-        # the run's own RNG (K-means seeds, positive sampling): independent of what Lightning draws from the global one
+        if self.trainer.max_epochs != self.hparams.epochs:
+            rank_zero_info(f"CCGC: one run of {self.hparams.epochs} epochs -> trainer.max_epochs = "
+                           f"{self.hparams.epochs} (was {self.trainer.max_epochs})")
+            self.trainer.fit_loop.max_epochs = self.hparams.epochs
+        # the run's own RNG (K-means seeds, positive sampling), drawn from the global seed
         self._rng = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
         self.model.zero_grad(set_to_none=True)
-        self.pseudo_labels = self.distances = self.best = None
+        self.pseudo_labels = self.distances = self.best = self.result = None
         self.history = []
-
-    def on_train_epoch_start(self):
-        run, epoch = self._run_position()
-        if epoch == 0:
-            self._start_run(run)
 
     # -------------------------------------------------------------- clustering + evaluation
     def _kmeans_seed(self) -> int:
@@ -268,7 +236,7 @@ class CCGCModule(LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch["x"], batch["y"]
         self._batch = (x, y)
-        _, epoch = self._run_position()
+        epoch = self.current_epoch
         if self.pseudo_labels is None:
             # the official run starts with K-means on X̃: first pseudo-labels and first candidate of protocol (a)
             init = self._evaluate(x, y, epoch=-1)
@@ -301,7 +269,7 @@ class CCGCModule(LightningModule):
         if self._batch is None:
             return
         x, y = self._batch
-        run, epoch = self._run_position()
+        epoch = self.current_epoch
         scheduled = epoch % self.hparams.eval_every == 0
         final = epoch == self.hparams.epochs - 1
         if not (scheduled or final):
@@ -313,21 +281,12 @@ class CCGCModule(LightningModule):
         self.log_dict({f"eval/{k}": out[k] for k in METRICS}, prog_bar=True)
         self.log_dict({f"eval/best_{k}": self.best[k] for k in METRICS})
         if final:
-            seed = None if self.hparams.seeds is None else int(self.hparams.seeds[run])
-            result = {"seed": seed, "best": dict(self.best), "last": dict(out), "history": list(self.history)}
-            self.run_results.append(result)
+            self.result = {"best": dict(self.best), "last": dict(out), "history": list(self.history)}
             self.log_dict({f"run/best_{k}": self.best[k] for k in METRICS})
             self.log_dict({f"run/last_{k}": out[k] for k in METRICS})
-            rank_zero_info(f"CCGC run {run} (seed {seed}): best-ACC epoch {self.best['epoch']}: "
+            rank_zero_info(f"CCGC: best-ACC epoch {self.best['epoch']}: "
                            + ", ".join(f"{k} {100 * self.best[k]:.2f}" for k in METRICS)
                            + " | final epoch: " + ", ".join(f"{k} {100 * out[k]:.2f}" for k in METRICS))
-            if run == self.runs - 1:
-                summary = summarize(self.run_results)
-                self.log_dict({f"summary/{k}": 100 * v for k, v in summary.items()})
-                for protocol, label in (("best", "best-ACC epoch (paper protocol)"), ("last", "final epoch")):
-                    rank_zero_info(f"CCGC {len(self.run_results)} run(s), {label}: " + ", ".join(
-                        f"{k} {100 * summary[f'{protocol}_{k}_mean']:.2f}±{100 * summary[f'{protocol}_{k}_std']:.2f}"
-                        for k in METRICS))
 
     # -------------------------------------------------------------- evaluation outside the schedule
     def _score(self, batch, prefix: str):

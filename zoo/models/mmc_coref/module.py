@@ -1,6 +1,6 @@
 """MMC coreference LightningModule: the coarse-to-fine span model (model.py) on any transformers encoder.
 
-Spec shared/specs/video_text.md §3.6 (the MMC baseline, a fork of lxucs/coref-hoi):
+The MMC baseline (paper §5; boyuanzheng010/mmc experiments/, a fork of lxucs/coref-hoi):
 
 - objective: marginal log-likelihood of the gold antecedents + ``mention_loss_coef`` × mention loss
   (``weighted_all`` with ``non_gold_mention_weight``; English train.sh: 2.5 and 0.3);

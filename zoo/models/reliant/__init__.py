@@ -5,6 +5,7 @@ Names: ``reliant-<framework>.<dataset>`` for the RELIANT students (CPF: PLP + ML
 student has a gate per node), so every entry is tied to its graph's node and feature counts.
 """
 from zoo.registry import Entry, Metric, Paper
+from zoo.results import Protocol, ResultSpec, Variant
 
 PAPER = Paper(
     title="RELIANT: Fair Knowledge Distillation for Graph Neural Networks",
@@ -67,88 +68,44 @@ PAPER_TEACHER_METRICS = {
     }.items()
 }
 
-# Our measured numbers: scripts/reliant_results.py (test nodes; mean and std over seeds). RESULTS[(dataset, teacher arch,
-# role)] = {"acc"|"sp"|"eo"|"auc": (mean, std), "n": seeds, "const": runs whose test predictions were one class}.
-PROTOCOL = ("scripts/reliant_results.py --teacher-epochs 300 --cpf-epochs 200 --akd-epochs 300 --akd-lr 1e-2: teacher "
-            "300 epochs (official: up to 1000, patience 500), CPF student 200 epochs (official: up to 1000) at the "
-            "official lr 0.01, GraphAKD 300 epochs (official: 600) with its student at lr 1e-3 (official 1e-4; 10x for "
-            "half the epochs, which reaches the official bail accuracy, 0.89); selection as the official loops "
-            "(teacher/CPF: best validation accuracy, ties to the later epoch; GraphAKD: lowest validation loss); test "
-            "nodes; seeds 0-{last} (Lightning seed_everything for the teacher and each student). The published weights are "
-            "seed 0's run; the metrics are the means over the seeds.")
-RESULTS: dict = {
-    ('bail', 'gcn', 'teacher'): {'acc': (0.9174, 0.0012), 'sp': (0.0648, 0.0009), 'eo': (0.0255, 0.0017), 'auc': (0.9584, 0.0015), 'n': 5, 'const': 0},
-    ('bail', 'gcn', 'cpf-kd'): {'acc': (0.9393, 0.0035), 'sp': (0.069, 0.0009), 'eo': (0.0302, 0.0014), 'auc': (0.9787, 0.0009), 'n': 5, 'const': 0},
-    ('bail', 'gcn', 'cpf-reliant'): {'acc': (0.8896, 0.0013), 'sp': (0.059, 0.0031), 'eo': (0.0256, 0.0023), 'auc': (0.9327, 0.0005), 'n': 5, 'const': 0},
-    ('bail', 'gcn', 'graphakd-kd'): {'acc': (0.8723, 0.0042), 'sp': (0.0595, 0.0008), 'eo': (0.0282, 0.0005), 'auc': (0.8791, 0.0028), 'n': 5, 'const': 0},
-    ('bail', 'gcn', 'graphakd-reliant'): {'acc': (0.8375, 0.0132), 'sp': (0.0432, 0.003), 'eo': (0.0091, 0.0033), 'auc': (0.8666, 0.0088), 'n': 5, 'const': 0},
-    ('bail', 'sage', 'teacher'): {'acc': (0.9074, 0.0079), 'sp': (0.0697, 0.0013), 'eo': (0.0284, 0.0067), 'auc': (0.9544, 0.005), 'n': 3, 'const': 0},
-    ('bail', 'sage', 'cpf-kd'): {'acc': (0.931, 0.0139), 'sp': (0.0705, 0.0014), 'eo': (0.0318, 0.003), 'auc': (0.9692, 0.0146), 'n': 3, 'const': 0},
-    ('bail', 'sage', 'cpf-reliant'): {'acc': (0.8835, 0.0058), 'sp': (0.0651, 0.0026), 'eo': (0.0307, 0.0024), 'auc': (0.9312, 0.0004), 'n': 3, 'const': 0},
-    ('bail', 'sage', 'graphakd-kd'): {'acc': (0.8747, 0.0058), 'sp': (0.0645, 0.0055), 'eo': (0.0268, 0.0037), 'auc': (0.8801, 0.0092), 'n': 3, 'const': 0},
-    ('bail', 'sage', 'graphakd-reliant'): {'acc': (0.8373, 0.0148), 'sp': (0.0396, 0.0007), 'eo': (0.0085, 0.0059), 'auc': (0.8673, 0.0065), 'n': 3, 'const': 0},
-    ('credit', 'gcn', 'teacher'): {'acc': (0.7785, 0.0), 'sp': (0.0013, 0.0), 'eo': (0.0018, 0.0), 'auc': (0.6203, 0.0), 'n': 1, 'const': 0},
-    ('credit', 'gcn', 'cpf-kd'): {'acc': (0.7788, 0.0), 'sp': (0.0, 0.0), 'eo': (0.0, 0.0), 'auc': (0.6858, 0.0), 'n': 1, 'const': 1},
-    ('credit', 'gcn', 'cpf-reliant'): {'acc': (0.7788, 0.0), 'sp': (0.0, 0.0), 'eo': (0.0, 0.0), 'auc': (0.6068, 0.0), 'n': 1, 'const': 1},
-    ('credit', 'gcn', 'graphakd-kd'): {'acc': (0.7788, 0.0), 'sp': (0.0, 0.0), 'eo': (0.0, 0.0), 'auc': (0.6271, 0.0), 'n': 1, 'const': 1},
-    ('credit', 'gcn', 'graphakd-reliant'): {'acc': (0.7788, 0.0), 'sp': (0.0, 0.0), 'eo': (0.0, 0.0), 'auc': (0.6002, 0.0), 'n': 1, 'const': 1},
-    ('credit', 'sage', 'teacher'): {'acc': (0.7776, 0.0), 'sp': (0.0206, 0.0), 'eo': (0.014, 0.0), 'auc': (0.6433, 0.0), 'n': 1, 'const': 0},
-    ('credit', 'sage', 'cpf-kd'): {'acc': (0.7805, 0.0), 'sp': (0.0458, 0.0), 'eo': (0.0244, 0.0), 'auc': (0.594, 0.0), 'n': 1, 'const': 0},
-    ('credit', 'sage', 'cpf-reliant'): {'acc': (0.7788, 0.0), 'sp': (0.0, 0.0), 'eo': (0.0, 0.0), 'auc': (0.594, 0.0), 'n': 1, 'const': 1},
-    ('credit', 'sage', 'graphakd-kd'): {'acc': (0.7783, 0.0), 'sp': (0.0026, 0.0), 'eo': (0.0036, 0.0), 'auc': (0.6249, 0.0), 'n': 1, 'const': 0},
-    ('credit', 'sage', 'graphakd-reliant'): {'acc': (0.7788, 0.0), 'sp': (0.0, 0.0), 'eo': (0.0, 0.0), 'auc': (0.5805, 0.0), 'n': 1, 'const': 1},
-    ('german', 'gcn', 'teacher'): {'acc': (0.6576, 0.0142), 'sp': (0.1439, 0.0428), 'eo': (0.1329, 0.0641), 'auc': (0.6264, 0.0031), 'n': 5, 'const': 0},
-    ('german', 'gcn', 'cpf-kd'): {'acc': (0.6912, 0.012), 'sp': (0.0445, 0.0482), 'eo': (0.0419, 0.0473), 'auc': (0.6089, 0.0145), 'n': 5, 'const': 2},
-    ('german', 'gcn', 'cpf-reliant'): {'acc': (0.6864, 0.0161), 'sp': (0.0131, 0.0187), 'eo': (0.0236, 0.0202), 'auc': (0.6255, 0.0186), 'n': 5, 'const': 2},
-    ('german', 'gcn', 'graphakd-kd'): {'acc': (0.6768, 0.0176), 'sp': (0.1871, 0.0458), 'eo': (0.145, 0.0549), 'auc': (0.5984, 0.0052), 'n': 5, 'const': 0},
-    ('german', 'gcn', 'graphakd-reliant'): {'acc': (0.692, 0.0036), 'sp': (0.0101, 0.006), 'eo': (0.0069, 0.0024), 'auc': (0.6086, 0.0083), 'n': 5, 'const': 0},
-    ('german', 'sage', 'teacher'): {'acc': (0.7, 0.0), 'sp': (0.0, 0.0), 'eo': (0.0, 0.0), 'auc': (0.6078, 0.0028), 'n': 5, 'const': 5},
-    ('german', 'sage', 'cpf-kd'): {'acc': (0.6976, 0.0048), 'sp': (0.0074, 0.0148), 'eo': (0.0083, 0.0166), 'auc': (0.5954, 0.006), 'n': 5, 'const': 4},
-    ('german', 'sage', 'cpf-reliant'): {'acc': (0.6976, 0.0048), 'sp': (0.0057, 0.0114), 'eo': (0.0065, 0.013), 'auc': (0.6106, 0.024), 'n': 5, 'const': 4},
-    ('german', 'sage', 'graphakd-kd'): {'acc': (0.6952, 0.0047), 'sp': (0.0324, 0.0278), 'eo': (0.0346, 0.0308), 'auc': (0.579, 0.0041), 'n': 5, 'const': 2},
-    ('german', 'sage', 'graphakd-reliant'): {'acc': (0.7, 0.0), 'sp': (0.0, 0.0), 'eo': (0.0, 0.0), 'auc': (0.5884, 0.0067), 'n': 5, 'const': 5},
-}
+# Our measured numbers live in results/reliant.csv (zoo reproduce reliant-<framework>.<dataset> --seeds 0-4
+# [--variant kd|sage-teacher|sage-teacher-kd]; the teacher entries likewise); this says how they read.
+_TEST = Protocol(
+    "test nodes of the model selected as the official loops select (teacher / CPF: best validation accuracy, ties to "
+    "the later epoch; GraphAKD: lowest validation loss)",
+    {k: f"test/{k}" for k in ("acc", "sp", "eo", "auc", "one_class")}, stage="test")
+_EPOCHS = ("teacher 300 epochs (official: up to 1000, patience 500), CPF student 200 epochs (official: up to 1000) at "
+           "the official lr 0.01, GraphAKD 300 epochs (official: 600) with its student at lr 1e-3 (official 1e-4; 10x "
+           "for half the epochs, which reaches the official bail accuracy, 0.89)")
+_COMMON = dict(
+    task="node-classification", split="test",
+    metrics={"acc": ("accuracy", "accuracy"), "sp": ("delta_sp", "ΔSP"), "eo": ("delta_eo", "ΔEO"),
+             "auc": ("roc_auc", "AUC")},
+    protocols={"test": _TEST},
+    dataset_names={ds: name for ds, (_, _, name) in GRAPHS.items()},
+    counts={"one_class": "with one-class test predictions (ΔSP = ΔEO = 0)"},
+)
+TEACHER_RESULTS = ResultSpec(**_COMMON, variants={"default": Variant(
+    f"this entry's config, {_EPOCHS}", ("--trainer.max_epochs=300",))})
+
+
+def _student_spec(fw: str) -> ResultSpec:
+    run = ("--trainer.max_epochs=200",) if fw == "cpf" else ("--trainer.max_epochs=300", "--model.init_args.lr=0.01")
+    kd = ("--model.init_args.proxy=0",)
+    gcn, sage = {"teacher": "reliant-teacher-gcn.{dataset}"}, {"teacher": "reliant-teacher-sage.{dataset}"}
+    return ResultSpec(**_COMMON, variants={
+        "default": Variant("RELIANT (learnable proxy, R_SP) from the GCN teacher trained with the same seed; "
+                           + _EPOCHS, run, gcn),
+        "kd": Variant("plain KD (proxy 0), otherwise as the default variant", run + kd, gcn),
+        "sage-teacher": Variant("RELIANT from the GraphSAGE teacher trained with the same seed", run, sage),
+        "sage-teacher-kd": Variant("plain KD (proxy 0) from the GraphSAGE teacher", run + kd, sage),
+    })
+
+
+STUDENT_RESULTS = {fw: _student_spec(fw) for fw in ("cpf", "graphakd")}
 # Students trained and exported as Hub folders (zoo.hub.export of the seed-0 run) -> published repo ids.
 TRAINED = {("cpf", "bail"), ("graphakd", "bail"), ("cpf", "german"), ("graphakd", "german")}
 TRAINED_TEACHERS = {("gcn", "bail"), ("gcn", "german")}  # the teachers those students name
-
-
-def _seeds(n):
-    return f"mean of {n} seed{'s' if n > 1 else ''}"
-
-
-def _summary(label, r):
-    """'<label>acc m ± s, ΔSP m ± s, ΔEO m ± s' plus the count of one-class runs (ΔSP = ΔEO = 0)."""
-    def f(k):
-        return f"{r[k][0]:.4f} ± {r[k][1]:.4f}"
-
-    one_class = f" ({r['const']} of {r['n']} runs with ΔSP = ΔEO = 0: one-class predictions)" if r["const"] else ""
-    return f" {label}acc {f('acc')}, ΔSP {f('sp')}, ΔEO {f('eo')}{one_class}."
-
-
-def _metrics(ds, r, protocol, keys=("acc", "sp", "eo", "auc")):
-    names = {"acc": ("accuracy", "accuracy"), "sp": ("delta_sp", "ΔSP"), "eo": ("delta_eo", "ΔEO"),
-             "auc": ("roc_auc", "AUC")}
-    return tuple(_m(ds, names[k][0], r[k][0], f"{names[k][1]} ({_seeds(r['n'])})", protocol) for k in keys)
-
-
-def _our_metrics(fw, ds, arch="gcn"):
-    r = RESULTS.get((ds, arch, f"{fw}-reliant"))
-    if r is None:
-        return ()
-    protocol = PROTOCOL.format(last=r["n"] - 1) + _summary("RELIANT (learnable proxy, R_SP): ", r)
-    if (kd := RESULTS.get((ds, arch, f"{fw}-kd"))):
-        protocol += _summary(f"Plain {fw} KD, same protocol: ", kd)
-    if (t := RESULTS.get((ds, arch, "teacher"))):
-        protocol += _summary(f"Teacher ({arch}): ", t)
-    return _metrics(ds, r, protocol)
-
-
-def _teacher_metrics(arch, ds):
-    t = RESULTS.get((ds, arch, "teacher"))
-    if t is None:
-        return ()
-    return _metrics(ds, t, PROTOCOL.format(last=t["n"] - 1) + _summary("", t), keys=("acc", "sp", "eo"))
 
 
 _LICENSE = "MIT"  # the datasets' packaging (NIFTY) is MIT; RELIANT's repository has no licence file
@@ -184,12 +141,12 @@ for _ds, (_f, _n, _dsname) in GRAPHS.items():
             datasets=(_ds,),
             tags=("graph", "fairness", "gnn", "teacher"),
             params=PARAMS[("teacher", _arch, _ds)],
-            config=f"configs/reliant-teacher-{_ds}.yaml",
+            config=f"configs/reliant-teacher-{_arch}-{_ds}.yaml",
             recipe="Full-batch Adam (GCN lr 0.01, wd 1e-3, dropout 0.8; GraphSAGE lr 0.01, wd 5e-4, dropout 0.5), "
                    "cross-entropy on the training nodes, up to 1000 epochs keeping the best validation accuracy "
                    "(patience 500), as RELIANT's train.conf.yaml.",
             paper_metrics=PAPER_TEACHER_METRICS.get((_arch, _ds), ()),
-            our_metrics=_teacher_metrics(_arch, _ds),
+            results=TEACHER_RESULTS,
             limitations="Trained on the sensitive attribute among the features, as in RELIANT: it is the biased "
                         "reference, not a model to deploy." + _CREDIT_GRAPH.get(_ds, "") + _MAJORITY.get(_ds, ""),
             tiny_overrides=dict(_TINY_TEACHER),
@@ -210,7 +167,7 @@ for _ds, (_f, _n, _dsname) in GRAPHS.items():
             tags=("graph", "fairness", "knowledge-distillation", _fw),
             params=PARAMS[(_fw, _ds)],
             paper_metrics=PAPER_METRICS.get((_fw, _ds), ()),
-            our_metrics=_our_metrics(_fw, _ds),
+            results=STUDENT_RESULTS[_fw],
             config=f"configs/reliant-{_ds}-{_fw}.yaml",
             recipe=(("CPF host: L = ||P_s - P_t||_F (non-training nodes) + 1e3 R_SP; PLP 10 layers, emb 64, feat/attn "
                      "dropout 0.8/0.2, Adam lr 0.01 wd 0.01 for the student and the proxy; best validation accuracy.")

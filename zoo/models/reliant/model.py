@@ -1,14 +1,14 @@
 """RELIANT (Dong, Zhang, Yuan, Zou, Wang, Li, "RELIANT: Fair Knowledge Distillation for Graph Neural Networks",
 SDM 2023, arXiv 2301.01150): networks and the fairness surrogate. No Lightning here.
 
-- :func:`surrogate_indicator`: the smooth degree-9 Legendre surrogate h(p) of 1[p > 1/2] (spec §3.3);
-- :func:`bias_penalty`: R_SP / R_EO, the squared group gap of mean h(p) summed over classes (spec §3.3);
+- :func:`surrogate_indicator`: the smooth degree-9 Legendre surrogate h(p) of 1[p > 1/2] (paper §4.2);
+- :func:`bias_penalty`: R_SP / R_EO, the squared group gap of mean h(p) summed over classes (paper §4.2);
 - teachers :class:`GCNTeacher` (3 graph convolutions, 64 hidden) and :class:`SAGETeacher` (4 SAGE layers, 128 hidden,
-  DGL's "gcn" aggregator = mean over neighbours and self), on PyTorch Geometric layers (spec §3.5);
+  DGL's "gcn" aggregator = mean over neighbours and self), on PyTorch Geometric layers (official stu-gcn/ and CPF code);
 - students :class:`PLPStudent` (CPF, Yang et al. WWW'21: parameterised label propagation with feature attention,
   mixed per node with a feature MLP through a learnable gate) and :class:`SGCStudent` (GraphAKD's SGC stack);
 - :class:`FairStudent`: a student plus the input slot of the bias proxy (the node-mean of the learned proxy is kept as
-  a buffer, which is what the student sees at inference, spec §3.4);
+  a buffer, which is what the student sees at inference, paper §4.3);
 - GraphAKD's discriminators (logits, local-edge and global-summary embedding discriminators).
 
 Shapes: N nodes, F features, C classes (2), E directed edges; ``edge_index`` (2, E) without self-loops.
@@ -18,24 +18,30 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.weak import WeakIdKeyDictionary
+
+from zoo.ops import graph_propagate
 
 
 # ------------------------------------------------------------------------------------------- graph helper
-_ADJ_CACHE: dict = {}
+# The adjacencies built from each graph, kept as long as that graph's ``edge_index`` tensor lives (a weak reference
+# to the tensor itself is the key, never its address): a graph allocated where a freed one was gets its own.
+_ADJACENCIES = WeakIdKeyDictionary()
 
 
 def adjacency(edge_index: torch.Tensor, num_nodes: int, self_loops: bool = False,
               normalize: bool = False) -> torch.Tensor:
     """The (N, N) adjacency of ``edge_index`` as a torch sparse CSR tensor (row = target): binary, optionally with
-    self-loops, or with ``normalize=True`` GCN's D^-1/2 (A + I) D^-1/2 (self-loops added). An already sparse input
-    is returned unchanged. Message passing then runs as one sparse-dense product per layer, which on CPU is 10-100x
-    faster than gather-scatter. Conversions are cached for the last few graphs (full-batch training reuses one graph
-    every epoch), so GCN's normalisation is computed once instead of in every layer of every forward pass."""
+    self-loops, or with ``normalize=True`` GCN's D^-1/2 (A + I) D^-1/2 (self-loops added, PyG's ``gcn_norm``). An
+    already sparse input is returned unchanged. Message passing then runs as one sparse-dense product per layer
+    (:func:`sym_propagate`), which on CPU is 10-100x faster than gather-scatter. Each is computed once per graph
+    (full-batch training reuses one graph every epoch) and cached with the graph: for as long as the ``edge_index``
+    tensor exists and is not modified in place."""
     if edge_index.layout != torch.strided:
         return edge_index
-    key = (edge_index.data_ptr(), tuple(edge_index.shape), edge_index._version, num_nodes, self_loops or normalize,
-           normalize, edge_index.device)
-    adj = _ADJ_CACHE.get(key)
+    cache = _ADJACENCIES.setdefault(edge_index, {})
+    key = (edge_index._version, num_nodes, self_loops or normalize, normalize)
+    adj = cache.get(key)
     if adj is None:
         from torch_geometric.utils import add_remaining_self_loops, coalesce, to_torch_csr_tensor
 
@@ -47,35 +53,19 @@ def adjacency(edge_index: torch.Tensor, num_nodes: int, self_loops: bool = False
             ei = add_remaining_self_loops(edge_index, num_nodes=num_nodes)[0] if self_loops else edge_index
             ei, w = coalesce(ei, num_nodes=num_nodes), None
         adj = to_torch_csr_tensor(ei.flip(0), w, size=(num_nodes, num_nodes))  # row = target (adj_t)
-        if len(_ADJ_CACHE) >= 6:
-            _ADJ_CACHE.pop(next(iter(_ADJ_CACHE)))
-        _ADJ_CACHE[key] = adj
+        for stale in [k for k in cache if k[0] != edge_index._version]:  # modified in place since
+            del cache[stale]
+        cache[key] = adj
     return adj
 
 
 def sym_propagate(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``adj @ x`` for a CSR ``adj`` that equals its transpose (A + I, or GCN's normalised adjacency),
-    differentiable w.r.t. ``x``; the backward product is ``adj @ grad`` (see :class:`_SymPatternSpMM`)."""
-    return _SymPatternSpMM.apply(adj.crow_indices(), adj.col_indices(), adj.values().to(x.dtype), None, x)
-
-
-class _SymPatternSpMM(torch.autograd.Function):
-    """(A @ X) for a CSR matrix A whose sparsity pattern is symmetric, differentiable w.r.t. X only. The backward
-    product A^T G reuses A's CSR arrays with the values permuted (``reverse`` maps each entry (v, u) to (u, v)),
-    instead of torch's generic CSR transpose, which sorts all edges on every backward pass."""
-
-    @staticmethod
-    def forward(ctx, crow, col, values, reverse, x):
-        # reverse=None: the values are symmetric too (A^T = A), the backward uses them as they are
-        ctx.save_for_backward(crow, col, values if reverse is None else values[reverse])
-        n = crow.shape[0] - 1
-        return torch.sparse_csr_tensor(crow, col, values, (n, x.shape[0])) @ x
-
-    @staticmethod
-    def backward(ctx, grad):
-        crow, col, values_t = ctx.saved_tensors
-        n = crow.shape[0] - 1
-        return None, None, None, None, torch.sparse_csr_tensor(crow, col, values_t, (n, n)) @ grad
+    differentiable w.r.t. ``x``, with ``zoo.ops.graph_propagate`` (the Triton kernel on CUDA); ``adj`` serves as its
+    own transpose in the backward."""
+    if adj.dtype != x.dtype:
+        adj = adj.to(x.dtype)
+    return graph_propagate(adj, x, adj_t=adj)
 
 
 def reverse_edge_index(adj: torch.Tensor) -> torch.Tensor:
@@ -264,10 +254,11 @@ class PLPStudent(nn.Module):
         n = x.shape[0]
         if n != self.gate.shape[0]:
             raise ValueError(f"PLPStudent has per-node gates for {self.gate.shape[0]} nodes, got {n} nodes")
-        adj = adjacency(edge_index, n, self_loops=True)
-        crow, col, ones = adj.crow_indices(), adj.col_indices(), adj.values().to(x.dtype)
-        if getattr(self, "_reverse_for", None) is not adj:
-            self._reverse, self._reverse_for = reverse_edge_index(adj), adj
+        base = adjacency(edge_index, n, self_loops=True)
+        crow, col, ones = base.crow_indices(), base.col_indices(), base.values().to(x.dtype)
+        adj = torch.sparse_csr_tensor(crow, col, ones, base.shape)
+        if getattr(self, "_reverse_for", None) is not base:
+            self._reverse, self._reverse_for = reverse_edge_index(base), base
         rev = self._reverse
         gate = torch.sigmoid(self.gate)
         clamp = self.train_mask.unsqueeze(1)
@@ -279,11 +270,13 @@ class PLPStudent(nn.Module):
             # DGL's edge_softmax + dropout) masks edges of the numerator only.
             el = (self.feat_drop(x) * self.attn).sum(-1)
             w = torch.exp(el - el.max()).unsqueeze(1)
-            denom = _SymPatternSpMM.apply(crow, col, ones, None, w)
-            vals, vals_rev = ones, None  # no attention dropout: symmetric values
-            if self.training and p > 0:
-                vals, vals_rev = (torch.rand(ones.shape[0], device=x.device) >= p).to(x.dtype) / (1 - p), rev
-            num = _SymPatternSpMM.apply(crow, col, vals, vals_rev, w * h)
+            denom = graph_propagate(adj, w, adj_t=adj)
+            if self.training and p > 0:  # the dropped edges: a matrix with A's pattern, not symmetric
+                vals = (torch.rand(ones.shape[0], device=x.device) >= p).to(x.dtype) / (1 - p)
+                dropped = torch.sparse_csr_tensor(crow, col, vals, adj.shape)
+                num = graph_propagate(dropped, w * h, adj_t=torch.sparse_csr_tensor(crow, col, vals[rev], adj.shape))
+            else:  # no attention dropout: symmetric values
+                num = graph_propagate(adj, w * h, adj_t=adj)
             h = F.relu(gate * (num / denom) + (1 - gate) * self.mlp(x))  # sigmoid(-g) = 1 - sigmoid(g)
             h = torch.where(clamp, self.label_init, h)
         return h
@@ -321,7 +314,7 @@ class SGCStudent(nn.Module):
 
 
 class FairStudent(nn.Module):
-    """A student with RELIANT's proxy input slot (spec §3.4).
+    """A student with RELIANT's proxy input slot (paper §4.3).
 
     ``proxy_slot``: "none" (plain KD, raw features), "replace" (CPF variant: the proxy replaces the last two feature
     columns) or "append" (GraphAKD variant: the proxy is appended). Without an explicit ``proxy`` the slot holds the

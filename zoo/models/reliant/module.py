@@ -6,7 +6,7 @@
   computes its soft labels / logits / embeddings once, and distils them into a CPF (PLP + MLP) or GraphAKD (SGC)
   student. With ``proxy=0`` it is the plain host KD; with ``proxy=2`` RELIANT's learnable proxy and the bias penalty
   are added (``proxy=1``: the fixed one-hot sensitive attribute as the proxy). Spec §3.3-3.5 of
-  shared/specs/graph_ctr.md. One ``training_step`` is one full-batch epoch with manual optimisation:
+  the official yushundong/RELIANT code. One ``training_step`` is one full-batch epoch with manual optimisation:
 
   1. student step (student optimiser): input = features with the proxy's node-mean in the proxy slot;
      L = L_KD + alpha * R(I)       (R = R_SP or R_EO, the Legendre-surrogate group gap, eq. of §3.3)
@@ -34,6 +34,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics.classification import BinaryGroupStatRates
 
+from zoo.errors import UserError, check_fits_data
 from zoo.models.reliant.model import (
     FairStudent,
     GlobalEmbDiscriminator,
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 
 
 class FairnessGaps(BinaryGroupStatRates):
-    """ΔSP = |P(ŷ=1|s=0) - P(ŷ=1|s=1)| and ΔEO = |P(ŷ=1|y=1,s=0) - P(ŷ=1|y=1,s=1)| (spec §3.2), from torchmetrics'
+    """ΔSP = |P(ŷ=1|s=0) - P(ŷ=1|s=1)| and ΔEO = |P(ŷ=1|y=1,s=0) - P(ŷ=1|y=1,s=1)| (paper §3), from torchmetrics'
     per-group [tp, fp, tn, fn] rates (each normalised by the group size): positive rate = tp + fp, TPR = tp/(tp+fn)."""
 
     def __init__(self, **kw):
@@ -96,6 +97,8 @@ class _FairGraphEval(LightningModule):
                 m.update(prob1, y)
                 out[k] = m.compute()
         out["loss"] = F.cross_entropy(logits[mask], data.y[mask])
+        # a one-class predictor has ΔSP = ΔEO = 0, which says nothing about fairness: the results count such runs
+        out["one_class"] = (pred.unique().numel() == 1) * torch.ones((), device=logits.device)
         for k, v in out.items():
             self.log(f"{stage}/{k}", v, batch_size=1, prog_bar=k in ("acc", "sp"))
         return out
@@ -122,6 +125,11 @@ class GNNTeacherModule(_FairGraphEval):
                                    dropout=dp if dropout is None else dropout)
         self._make_metrics()
         self.example_input_array = (torch.randn(example_nodes, in_features), _ring(example_nodes))
+
+    def setup(self, stage: str | None = None):
+        # the first layer is sized by in_features and the head by num_classes: refuse another graph before a step
+        check_fits_data(self, "in_features", self.hparams.in_features, "num_features", what="features per node")
+        check_fits_data(self, "num_classes", self.hparams.num_classes, "num_classes", exact=False)
 
     def forward(self, x, edge_index):
         return self.model(x, edge_index)
@@ -188,8 +196,8 @@ class ReliantModule(_FairGraphEval):
 
     Args:
         framework: "cpf" (PLP + MLP student) or "graphakd" (SGC student with adversarial KD).
-        teacher: what ``zoo.load`` accepts (registry name, ``local-dir:PATH``, a folder) holding a
-            :class:`GNNTeacherModule`; loaded in ``setup``. ``None``: teacher outputs must be given with
+        teacher: what ``zoo.load`` accepts (registry name, ``local-dir:PATH``, a folder) or the ``.ckpt`` a teacher
+            fit wrote, holding a :class:`GNNTeacherModule`; loaded in ``setup``. ``None``: teacher outputs must be given with
             :meth:`set_teacher_outputs` before training.
         in_features, num_nodes, num_classes: the graph's sizes (the CPF student has one gate per node).
         metric: "sp" or "eo", the targeted bias (R_SP or R_EO).
@@ -274,10 +282,14 @@ class ReliantModule(_FairGraphEval):
     def _prepare(self, data):
         hp = self.hparams
         if data.num_nodes != hp.num_nodes or data.num_features != hp.in_features:
-            raise ValueError(
+            raise UserError(
                 f"ReliantModule was built for {hp.num_nodes} nodes x {hp.in_features} features, the graph has "
                 f"{data.num_nodes} x {data.num_features}: set model.init_args.num_nodes / in_features to match the data."
             )
+        data_classes = int(data.y.max()) + 1
+        if hp.num_classes < data_classes:
+            raise UserError(f"ReliantModule was built with num_classes={hp.num_classes} but the graph's labels have "
+                            f"{data_classes} classes; set model.init_args.num_classes to {data_classes}.")
         data = data.to(self.device)
         if isinstance(self.model.student, PLPStudent):
             self.model.student.set_labels(data.y, data.train_mask)
@@ -295,11 +307,16 @@ class ReliantModule(_FairGraphEval):
                 import zoo
 
                 log.info("RELIANT: loading teacher %s", hp.teacher)
-                teacher = zoo.load(hp.teacher)
+                if str(hp.teacher).endswith(".ckpt"):  # the checkpoint a teacher fit wrote (zoo reproduce's chain)
+                    from zoo.hub import module_from_checkpoint
+
+                    teacher = module_from_checkpoint(hp.teacher)[0]
+                else:
+                    teacher = zoo.load(hp.teacher)
             if not isinstance(teacher, GNNTeacherModule):
                 raise TypeError(f"{hp.teacher} is a {type(teacher).__name__}, not a GNNTeacherModule")
             if teacher.hparams.in_features != data.num_features:
-                raise ValueError(
+                raise UserError(
                     f"the teacher {hp.teacher} was trained on {teacher.hparams.in_features} features, this graph has "
                     f"{data.num_features}: use the teacher trained on this dataset (reliant-teacher-<arch>.<dataset>)")
             teacher = teacher.to(self.device)

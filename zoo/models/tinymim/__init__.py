@@ -1,4 +1,4 @@
-"""TinyMIM registry entries (Ren et al., CVPR 2023, arXiv 2301.01296; facts: shared/specs/vision.md §2).
+"""TinyMIM registry entries (Ren et al., CVPR 2023, arXiv 2301.01296; official code OliverRensu/TinyMIM).
 
 - ``tinymim-{tiny,small,base}``: the distilled (pre-trained) students, ``TinyMIMDistillModule``; ``forward`` gives
   token features. Their last block has the teacher's head count (T/S 12, B 16), the released layout.
@@ -6,11 +6,15 @@
   global-pool + fc_norm head, standard head counts T 3 / S 6 / B 12); ``forward`` gives logits.
 - ``tinymim-tiny-star``: TinyMIM*-T, the 79.6 % classifier (12 heads, distillation token, 192->1280 features).
 
-Weights: the authors released ``TinyMIM-PT-B.pth`` and ``TinyMIM-FT-Tstar.pth`` (Google Drive, no licence file;
-the teacher is MAE, whose weights are CC-BY-NC 4.0). Those two entries name the Hub repos their conversions
-(``python -m zoo.models.tinymim.convert``) are published under; the others have no released weights.
+Weights: the authors released ``TinyMIM-PT-B.pth`` and ``TinyMIM-FT-Tstar.pth`` (Google Drive links, no stable URL
+to download from, no licence file; the teacher is MAE, whose weights are CC-BY-NC 4.0). Those two entries are
+``pending``: they name the Hub repos their conversions (``python -m zoo.models.tinymim.convert``) are meant for, and
+the card says how to convert the file here; the others have no released weights. The MAE teachers the distillation
+entries train from are public at stable URLs (``MAE_TEACHERS``): ``model.init_args.teacher`` accepts such a URL (the
+file is downloaded once into the zoo cache and read as plain tensors).
 This file imports nothing heavy.
 """
+from zoo.models.tinymim.sizes import FINETUNED, STUDENTS, TEACHER_OF  # plain data, no torch
 from zoo.registry import Entry, Metric, Paper
 
 PAPER = Paper(
@@ -33,17 +37,21 @@ PREPROCESS = {
     "mean": [0.485, 0.456, 0.406],
     "std": [0.229, 0.224, 0.225],
 }
-SIZES = {  # size -> (width, heads pre-train, heads last block, heads fine-tuned, teacher, teacher block)
-    "tiny": (192, 6, 12, 3, "MAE ViT-B/16", 12),
-    "small": (384, 6, 12, 6, "MAE ViT-B/16", 12),
-    "base": (768, 12, 16, 12, "MAE ViT-L/16", 18),
-}
+_TEACHER_NAMES = {"mae_vit_base": "MAE ViT-B/16", "mae_vit_large": "MAE ViT-L/16"}
 PARAMS_PT = {"tiny": 5_524_416, "small": 21_665_664, "base": 85_798_656}  # released PT layout, no head
 PARAMS_FT = {"tiny": 5_717_416, "small": 22_050_664, "base": 86_567_656}  # standard ViT-T/S/B with 1000-way head
 TOP1 = {"tiny": 75.8, "small": 83.0, "base": 85.0}
 ADE = {"tiny": 44.0, "small": 48.4, "base": 52.2}
 RELEASED_PT = {"base"}  # TinyMIM-PT-B.pth; T/S pre-trained weights were not released (OliverRensu/TinyMIM#11)
 
+# The official MAE encoders (facebookresearch/mae README, "pre-trained checkpoints"), the teachers of the paper.
+MAE_TEACHERS = {
+    "MAE ViT-B/16": "https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base.pth",
+    "MAE ViT-L/16": "https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_large.pth",
+}
+_CONVERT_NOTE = ("download {file} from the links in the official README (github.com/OliverRensu/TinyMIM, Google "
+                 "Drive), convert it with `python -m zoo.models.tinymim.convert {file} {name} out/{name}` and load "
+                 "'local-dir:out/{name}'; `zoo push out/{name} {repo}` publishes it.")
 _FT_PROTOCOL = ("fine-tuned on ImageNet-1k from the distilled model (100 epochs for B, MAE recipe), single 224 "
                 "centre crop; README table of the official repo")
 _ADE_PROTOCOL = "UperNet, 512x512, 160k iterations, single-scale mIoU (official Segmentation/ code)"
@@ -64,7 +72,10 @@ _RECIPE_FT = (
 )
 
 ENTRIES = []
-for _size, (_dim, _heads, _last, _ft_heads, _teacher, _tblock) in SIZES.items():
+for _size, _student in STUDENTS.items():
+    _dim, _heads, _last, _ft_heads = (_student["embed_dim"], _student["num_heads"], _student["last_heads"],
+                                      FINETUNED[_size]["num_heads"])
+    _teacher, _tblock = _TEACHER_NAMES[TEACHER_OF[_size][0]], TEACHER_OF[_size][1]
     _pt_metrics = (
         Metric("image-classification", "imagenet-1k", "ImageNet-1k", "accuracy", TOP1[_size], "validation",
                "top-1 after fine-tuning", _FT_PROTOCOL),
@@ -81,14 +92,16 @@ for _size, (_dim, _heads, _last, _ft_heads, _teacher, _tblock) in SIZES.items():
         description=(f"TinyMIM ViT-{_size[0].upper()}/16 distilled from {_teacher} (relations of teacher block "
                      f"{_tblock}); {_heads} heads, {_last} in the last block. forward(images) gives token features."),
         hub_repo="zoo-models/tinymim-base" if _size in RELEASED_PT else None,
+        weights_note=(_CONVERT_NOTE.format(file="TinyMIM-PT-B.pth", name="tinymim-base", repo="zoo-models/tinymim-base")
+                      if _size in RELEASED_PT else ""),
         preprocess=PREPROCESS,
         pipeline_tag="image-feature-extraction",
         datasets=("imagenet-1k",),
         tags=("vision-transformer", "knowledge-distillation", "masked-image-modeling"),
         params=PARAMS_PT[_size],
         paper_metrics=_pt_metrics,
-        config="configs/tinymim.yaml",
-        recipe=_RECIPE_PT.format(tb=_tblock, teacher=_teacher),
+        config="configs/tinymim.yaml" if _size == "base" else f"configs/tinymim-{_size}.yaml",
+        recipe=_RECIPE_PT.format(tb=_tblock, teacher=f"{_teacher} ({MAE_TEACHERS[_teacher]})"),
         limitations=(
             "A pre-trained feature extractor: fine-tune it (configs/tinymim-finetune.yaml) before classifying. "
             "In the released pre-trained student the last block's attention projection, MLP and the final norm were "
@@ -117,7 +130,7 @@ for _size, (_dim, _heads, _last, _ft_heads, _teacher, _tblock) in SIZES.items():
         params=PARAMS_FT[_size],
         paper_metrics=(Metric("image-classification", "imagenet-1k", "ImageNet-1k", "accuracy", TOP1[_size],
                               "validation", "top-1", _FT_PROTOCOL),),
-        config="configs/tinymim-finetune.yaml",
+        config="configs/tinymim-finetune.yaml" if _size == "base" else f"configs/tinymim-{_size}-finetune.yaml",
         recipe=_RECIPE_FT,
         limitations=(
             "No fine-tuned T/S/B weights are linked from the official repository by name; fine-tune a distilled "
@@ -139,6 +152,8 @@ ENTRIES.append(Entry(
                  "tokens, fine-tuned on ImageNet-1k (~1000 epochs with DeiT-style distillation). forward(images) "
                  "gives logits (class and distillation heads averaged)."),
     hub_repo="zoo-models/tinymim-tiny-star",
+    weights_note=_CONVERT_NOTE.format(file="TinyMIM-FT-Tstar.pth", name="tinymim-tiny-star",
+                                      repo="zoo-models/tinymim-tiny-star"),
     preprocess=PREPROCESS,
     pipeline_tag="image-classification",
     datasets=("imagenet-1k",),
@@ -150,7 +165,7 @@ ENTRIES.append(Entry(
         Metric("image-segmentation", "scene_parse_150", "ADE20K", "mean_iou", 45.0, "validation", "mIoU (UperNet)",
                _ADE_PROTOCOL + "; layer decay 0.8"),
     ),
-    config="configs/tinymim-finetune.yaml",
+    config="configs/tinymim-tiny-star-finetune.yaml",
     recipe=("Distilled ViT-T (TinyMIM), then ~1000 epochs of supervised fine-tuning with a DeiT distillation token "
             "(OliverRensu/TinyMIM#8); the distillation teacher and hyper-parameters were not released, so zoo "
             "fine-tunes T* with the MAE recipe and both heads on the labels."),

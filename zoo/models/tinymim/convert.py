@@ -1,4 +1,4 @@
-"""Official TinyMIM and MAE checkpoints -> zoo state_dicts (spec §2.10).
+"""Official TinyMIM and MAE checkpoints -> zoo state_dicts (TinyMIM's README; MAE's ``models_vit.py`` key names).
 
 The official files (``TinyMIM-PT-B.pth``, ``TinyMIM-FT-Tstar.pth``, MAE's ``mae_pretrain_vit_{base,large}.pth``,
 MAE-style fine-tuned files) are ``torch.save`` dicts with the weights under ``"model"``, named like timm 0.3.2's ViT:
@@ -14,13 +14,16 @@ Command line (reads a file only as plain tensors: ``torch.load(weights_only=True
 
     python -m zoo.models.tinymim.convert TinyMIM-PT-B.pth tinymim-base out/tinymim-base
     zoo push out/tinymim-base zoo-models/tinymim-base
+
+MAE's encoders are public at stable URLs (``zoo.models.tinymim.MAE_TEACHERS``); :func:`read_official` accepts such a
+URL and keeps the downloaded file in the zoo cache (``zoo/convert.py``).
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from zoo.nn import common as _common
+from zoo import convert as _convert
 
 __all__ = ["convert_state_dict", "to_official_state_dict", "read_official", "load_official", "main"]
 
@@ -75,17 +78,20 @@ def to_official_state_dict(state: dict) -> dict:
 
 
 def read_official(path: str | Path) -> dict:
-    """Read an official checkpoint safely (plain tensors only) and convert it to zoo keys."""
-    return _common.read_official(path, convert_state_dict, "the official TinyMIM/MAE releases")
+    """Read an official checkpoint safely (plain tensors only) and convert it to zoo keys. ``path`` may be the
+    https URL of an official file (``zoo.models.tinymim.MAE_TEACHERS``): it is downloaded once into the zoo cache."""
+    if str(path).startswith(("https://", "http://")):
+        return _convert.read_url(str(path), convert_state_dict)
+    return _convert.read_official(path, convert_state_dict, "the official TinyMIM/MAE releases")
 
 
 def load_official(path: str | Path, name: str):
     """Build the registry entry ``name`` and load an official checkpoint into it strictly."""
-    return _common.load_official(path, name, read_official)
+    return _convert.load_official(path, name, read_official)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return _common.converter_main(argv, load_official, "TinyMIM/MAE", "tinymim-base, tinymim-tiny-star, ...")
+    return _convert.converter_main(argv, load_official, "TinyMIM/MAE", "tinymim-base, tinymim-tiny-star, ...")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """TinyMIM networks: plain ViT/16 students and MAE teachers, built on timm's ``VisionTransformer``.
 
 Ren et al., "TinyMIM: An Empirical Study of Distilling MIM Pre-trained Models", CVPR 2023 (arXiv 2301.01296).
-Facts from the official code (``OliverRensu/TinyMIM``, built on MAE) as summarised in shared/specs/vision.md §2:
+Facts from the official code (``OliverRensu/TinyMIM``, built on MAE) (models_mae.py, models_vit.py, main_distill.py):
 
 - Every network is a pre-norm ViT/16 at 224² (LN eps 1e-6, GELU MLP ×4, qkv bias, CLS token, 196 patches), no
   relative position bias, no LayerScale. Pre-training models (teachers and distilled students) carry a **fixed 2-D
@@ -34,39 +34,17 @@ from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import Tensor, nn
 
+from zoo.models.tinymim.sizes import TEACHERS
+
 __all__ = [
     "sincos_pos_embed",
     "TinyMIMViT",
     "TinyMIMStarViT",
-    "tinymim_vit_tiny",
-    "tinymim_vit_small",
-    "tinymim_vit_base",
     "mae_vit_base",
     "mae_vit_large",
-    "vit_tiny_finetune",
-    "vit_small_finetune",
-    "vit_base_finetune",
-    "tinymim_star_vit_tiny",
-    "build_vit",
 ]
 
 LayerNorm6 = partial(nn.LayerNorm, eps=1e-6)
-
-# name -> (embed_dim, depth, num_heads, last_heads); the released pre-training configurations (spec §2.2).
-STUDENTS = {
-    "tiny": dict(embed_dim=192, depth=12, num_heads=6, last_heads=12),
-    "small": dict(embed_dim=384, depth=12, num_heads=6, last_heads=12),
-    "base": dict(embed_dim=768, depth=12, num_heads=12, last_heads=16),
-}
-TEACHERS = {
-    "mae_vit_base": dict(embed_dim=768, depth=12, num_heads=12),
-    "mae_vit_large": dict(embed_dim=1024, depth=24, num_heads=16),
-}
-FINETUNED = {
-    "tiny": dict(embed_dim=192, depth=12, num_heads=3),
-    "small": dict(embed_dim=384, depth=12, num_heads=6),
-    "base": dict(embed_dim=768, depth=12, num_heads=12),
-}
 
 
 def sincos_pos_embed(dim: int, grid: tuple[int, int], num_prefix_tokens: int = 1) -> Tensor:
@@ -110,6 +88,8 @@ class TinyMIMViT(VisionTransformer):
     init (fine-tuning). ``drop_path_uniform``: the same drop-path rate on every block but the last (TinyMIM
     pre-training) instead of timm's linear ramp (fine-tuning). Other keyword arguments go to ``VisionTransformer``.
     """
+
+    fsdp_blocks = (Block,)  # zoo_fsdp: one FSDP unit (and checkpointing unit) per transformer block
 
     def __init__(self, img_size: int = 224, patch_size: int = 16, embed_dim: int = 768, depth: int = 12,
                  num_heads: int = 12, last_heads: int | None = None, num_classes: int = 0,
@@ -193,6 +173,8 @@ class TinyMIMStarViT(VisionTransformerDistilled):
     of the released model (the ``neck`` exists to widen the features the classifier sees).
     """
 
+    fsdp_blocks = (Block,)  # zoo_fsdp: one FSDP unit (and checkpointing unit) per transformer block
+
     def __init__(self, img_size: int = 224, patch_size: int = 16, embed_dim: int = 192, depth: int = 12,
                  num_heads: int = 12, neck_dim: int = 1280, num_classes: int = 1000, drop_path_rate: float = 0.0,
                  **kwargs):
@@ -235,21 +217,6 @@ class TinyMIMStarViT(VisionTransformerDistilled):
 
 
 # ----------------------------------------------------------------------------------------------- constructors
-def tinymim_vit_tiny(**kw) -> TinyMIMViT:
-    """Distilled TinyMIM ViT-T/16 (pre-training layout): 6 heads, 12 in block 12, no classifier."""
-    return TinyMIMViT(**{**STUDENTS["tiny"], "drop_path_rate": 0.1, "drop_path_uniform": True, **kw})
-
-
-def tinymim_vit_small(**kw) -> TinyMIMViT:
-    """Distilled TinyMIM ViT-S/16: 6 heads, 12 in block 12, no classifier."""
-    return TinyMIMViT(**{**STUDENTS["small"], "drop_path_rate": 0.1, "drop_path_uniform": True, **kw})
-
-
-def tinymim_vit_base(**kw) -> TinyMIMViT:
-    """Distilled TinyMIM ViT-B/16: 12 heads, 16 in block 12 (the ViT-L teacher's count), no classifier."""
-    return TinyMIMViT(**{**STUDENTS["base"], "drop_path_rate": 0.1, "drop_path_uniform": True, **kw})
-
-
 def mae_vit_base(**kw) -> TinyMIMViT:
     """MAE ViT-B/16 encoder (no decoder), the teacher of TinyMIM-S/T."""
     return TinyMIMViT(**{**TEACHERS["mae_vit_base"], **kw})
@@ -260,38 +227,6 @@ def mae_vit_large(**kw) -> TinyMIMViT:
     return TinyMIMViT(**{**TEACHERS["mae_vit_large"], **kw})
 
 
-def _finetune(size: str, **kw) -> TinyMIMViT:
-    return TinyMIMViT(**{**FINETUNED[size], "num_classes": 1000, "global_pool": "avg", "fixed_pos_embed": False,
-                         **kw})
-
-
-def vit_tiny_finetune(**kw) -> TinyMIMViT:
-    """MAE-style fine-tuning ViT-T/16 (3 heads, global pool + fc_norm)."""
-    return _finetune("tiny", **kw)
-
-
-def vit_small_finetune(**kw) -> TinyMIMViT:
-    return _finetune("small", **kw)
-
-
-def vit_base_finetune(**kw) -> TinyMIMViT:
-    return _finetune("base", **kw)
-
-
-def tinymim_star_vit_tiny(**kw) -> TinyMIMStarViT:
-    """TinyMIM*-T/16 classifier (12 heads, distillation token, 1280-wide features)."""
-    return TinyMIMStarViT(**kw)
-
-
-def build_vit(kind: str = "vit", **kw) -> nn.Module:
-    """``kind="vit"``: :class:`TinyMIMViT`; ``kind="star"``: :class:`TinyMIMStarViT`."""
-    if kind == "vit":
-        return TinyMIMViT(**kw)
-    if kind == "star":
-        return TinyMIMStarViT(**kw)
-    raise ValueError(f"unknown ViT kind {kind!r}; expected 'vit' or 'star'")
-
-
 def relation_scale(head_dim: int) -> float:
-    """1/sqrt(d_h), the temperature of both relations (spec §2.3)."""
+    """1/sqrt(d_h), the temperature of both relations (TinyMIM Sec. 3.2, Eq. 2-3)."""
     return 1.0 / math.sqrt(head_dim)

@@ -1,9 +1,9 @@
 """TinyMIM LightningModules: relation distillation (pre-training) and MAE-style fine-tuning.
 
 Ren et al., "TinyMIM: An Empirical Study of Distilling MIM Pre-trained Models", CVPR 2023 (arXiv 2301.01296);
-facts from the official code as summarised in shared/specs/vision.md §2.
+facts from the official code (OliverRensu/TinyMIM: main_pretrain.py, engine_pretrain.py; README).
 
-:class:`TinyMIMDistillModule` (Sec. 3.2, Eq. 2-4; spec §2.3-2.5)
+:class:`TinyMIMDistillModule` (Sec. 3.2, Eq. 2-4; official main_pretrain.py)
     A frozen MIM teacher and a ViT student see the same crop (the student's copy colour-jittered); the teacher's
     block ``teacher_block`` and the student's last block each give per-head relations
 
@@ -29,7 +29,7 @@ facts from the official code as summarised in shared/specs/vision.md §2.
     (``requires_grad=False``), kept in eval mode, run under ``no_grad``, left out of the optimizer and of saved
     checkpoints.
 
-:class:`ViTFinetuneModule` (spec §2.6, MAE's ``main_finetune``)
+:class:`ViTFinetuneModule` (MAE's ``main_finetune.py``, the official README command)
     Supervised fine-tuning of a (distilled) ViT: global-pool + fc_norm head (init N(0, 2e-5)), drop path, timm
     Mixup/CutMix with label smoothing (soft-target CE), AdamW with layer-wise lr decay (0.65 for B), per-iteration
     warm-up + cosine to ``min_lr``; top-1 / top-5 (torchmetrics). ``pretrained`` (loaded lazily in
@@ -47,7 +47,8 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
-from zoo.nn.common import ClassificationEval, scaled_lr
+from zoo.errors import check_choice, check_fits_data, check_positive
+from zoo.training import ClassificationEval, TimmScheduled, scaled_lr, warmup_cosine
 from zoo.models.tinymim.model import TinyMIMStarViT, TinyMIMViT, block_qkv
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def relation_kl_loss(student_qkv: Sequence[Tensor], teacher_qkv: Sequence[Tensor
     ``student_qkv`` / ``teacher_qkv``: (q, k, v), each (B, H, N, d); H and N must agree, d may differ. Each relation
     uses its own model's temperature 1/√d. Gradients reach the student tensors only. ``impl`` goes to
     ``zoo.ops.relation_kl`` ("auto": Triton kernel on CUDA, else the PyTorch reference). ``kl``: a
-    ``zoo.ops.modules.RelationKLLoss`` to compute both terms with (its ``ops_impl`` then decides; the
+    ``zoo.ops.RelationKLLoss`` to compute both terms with (its ``impl`` then decides; the
     ``FusedKernels`` callback switches it); its temperatures are set here from the shapes.
     """
     from zoo.ops import relation_kl
@@ -124,26 +125,24 @@ def color_jitter(images: Tensor, strength: float, mean: Sequence[float], std: Se
     return (x - m) / s
 
 
-def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    """MAE's ``lr_sched`` as a multiplier: linear warm-up, then half-cycle cosine down to ``min_ratio``."""
-    if warmup > 0 and step < warmup:
-        return step / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _schedule(module: LightningModule, optimizer, warmup_epochs: float, min_ratio: float) -> dict:
+def _schedule(module: LightningModule, optimizer, warmup_epochs: float, min_lr: float) -> dict:
+    """MAE's ``lr_sched``: per iteration, linear warm-up from 0 over ``warmup_epochs``, then half-cycle cosine down to
+    ``min_lr`` (times each group's ``lr_scale``)."""
     total = max(1, int(module.trainer.estimated_stepping_batches))
     epochs = module.trainer.max_epochs if module.trainer.max_epochs and module.trainer.max_epochs > 0 else 1
     warmup = int(round(warmup_epochs * total / epochs))
-    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, warmup, min_ratio))
-    return {"scheduler": sched, "interval": "step"}
+    return warmup_cosine(optimizer, total, warmup, min_lr)
+
+
+def _is_url(source: str) -> bool:
+    return str(source).startswith(("https://", "http://"))
 
 
 def _read_state(source: str) -> dict:
-    """A zoo-keyed state_dict from a source: official .pth, Lightning .ckpt, or anything ``zoo.load`` accepts."""
+    """A zoo-keyed state_dict from a source: official .pth (a file or its published URL, downloaded once into the zoo
+    cache), Lightning .ckpt, or anything ``zoo.load`` accepts."""
     path = Path(source).expanduser()
-    if path.is_file() and path.suffix in _OFFICIAL_SUFFIXES:
+    if _is_url(source) or (path.is_file() and path.suffix in _OFFICIAL_SUFFIXES):
         from zoo.models.tinymim.convert import read_official
 
         return read_official(path)
@@ -181,7 +180,7 @@ def build_teacher(spec: str | dict, teacher_heads: int | None = None) -> TinyMIM
             net = TinyMIMViT(**args)
     else:
         path = Path(str(spec)).expanduser()
-        if path.is_file() and path.suffix in _OFFICIAL_SUFFIXES:
+        if _is_url(str(spec)) or (path.is_file() and path.suffix in _OFFICIAL_SUFFIXES):
             state = _read_state(str(spec))
             if "norm.weight" not in state:
                 raise ValueError(f"{spec} is not a pre-training (encoder) checkpoint: it has no final 'norm'")
@@ -226,7 +225,7 @@ def _teacher_qkv(teacher: TinyMIMViT, images: Tensor, block: int, heads: int | N
 
 
 # ============================================================================================== distillation
-class TinyMIMDistillModule(LightningModule):
+class TinyMIMDistillModule(TimmScheduled, LightningModule):
     """Relation distillation of a frozen MIM teacher into a ViT student (see the module docstring).
 
     Student: ViT/``patch_size`` at ``img_size`` with ``embed_dim``, ``depth``, ``num_heads`` and ``last_heads``
@@ -266,12 +265,11 @@ class TinyMIMDistillModule(LightningModule):
                                 num_heads=num_heads, last_heads=last_heads, drop_path_rate=drop_path_rate,
                                 drop_path_uniform=True, fixed_pos_embed=True)
         self.teacher: TinyMIMViT | None = None  # built in configure_model
-        # the loss as a zoo op module (no parameters): ``relation_impl`` is its starting implementation, and
-        # zoo.callbacks.FusedKernels(ops=["relation_kl"]) / the zoo_ddp strategy switch it to the Triton kernel
-        from zoo.ops.modules import RelationKLLoss
+        # the loss as a zoo op module (no parameters) with ``impl=relation_impl``, which
+        # zoo.callbacks.FusedKernels(ops=["relation_kl"]) / the zoo_ddp strategy switch to the Triton kernel for a run
+        from zoo.ops import RelationKLLoss
 
-        self.relation_kl = RelationKLLoss((embed_dim // last_heads) ** -0.5, 1.0)
-        self.relation_kl.ops_impl = relation_impl
+        self.relation_kl = RelationKLLoss((embed_dim // last_heads) ** -0.5, 1.0, impl=relation_impl)
         self.example_input_array = torch.randn(2, 3, img_size, img_size)
 
     # ------------------------------------------------------------------ inference
@@ -352,16 +350,15 @@ class TinyMIMDistillModule(LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
+        from timm.optim import param_groups_weight_decay
+
         hp = self.hparams
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():  # the student only: the teacher is not an optimisation variable
-            if not p.requires_grad:
-                continue
-            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+        # the student only (the teacher is not an optimisation variable); no decay on 1-D parameters and biases
+        # (MAE pre-training's rule: tokens are decayed); the decayed group first, as in earlier checkpoints
+        groups = sorted(param_groups_weight_decay(self.model, hp.weight_decay), key=lambda g: g["weight_decay"] == 0.0)
         lr = scaled_lr(self, hp.lr, hp.blr, per=256)
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=tuple(hp.betas))
-        return {"optimizer": opt, "lr_scheduler": _schedule(self, opt, hp.warmup_epochs, hp.min_lr / lr)}
+        opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(hp.betas))
+        return {"optimizer": opt, "lr_scheduler": _schedule(self, opt, hp.warmup_epochs, hp.min_lr)}
 
 
 # ============================================================================================== fine-tuning
@@ -393,7 +390,7 @@ def load_pretrained(model: nn.Module, source: str) -> list[str]:
     return sorted(set(own) - set(keep))
 
 
-class ViTFinetuneModule(ClassificationEval, LightningModule):
+class ViTFinetuneModule(TimmScheduled, ClassificationEval, LightningModule):
     """MAE-style supervised fine-tuning of a (TinyMIM-distilled) ViT; ``forward`` gives logits.
 
     ``kind="vit"``: a timm ViT with ``num_heads`` heads (the standard counts: T 3, S 6, B 12), ``global_pool``
@@ -428,6 +425,9 @@ class ViTFinetuneModule(ClassificationEval, LightningModule):
         label_smoothing: float = 0.1,
     ) -> None:
         super().__init__()
+        check_choice("kind", kind, ("vit", "star"), where="ViTFinetuneModule")
+        check_positive("num_classes", num_classes, where="ViTFinetuneModule",
+                       fix="set model.init_args.num_classes to the number of classes (1000 for ImageNet)")
         self.save_hyperparameters()
         if kind == "vit":
             self.model = TinyMIMViT(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
@@ -453,6 +453,11 @@ class ViTFinetuneModule(ClassificationEval, LightningModule):
         self.init_classification_metrics(num_classes)
         self._pretrained_loaded = False
         self.example_input_array = torch.randn(2, 3, img_size, img_size)
+
+    def setup(self, stage: str) -> None:
+        # a head narrower than the data's label set fails mid-step (an index error in the loss): refuse here
+        super().setup(stage)
+        check_fits_data(self, "num_classes", self.hparams.num_classes, "num_classes", exact=False)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
@@ -493,4 +498,4 @@ class ViTFinetuneModule(ClassificationEval, LightningModule):
         hp = self.hparams
         lr = scaled_lr(self, hp.lr, hp.blr, per=256)
         opt = torch.optim.AdamW(self.param_groups(lr), lr=lr, betas=tuple(hp.betas))
-        return {"optimizer": opt, "lr_scheduler": _schedule(self, opt, hp.warmup_epochs, hp.min_lr / lr)}
+        return {"optimizer": opt, "lr_scheduler": _schedule(self, opt, hp.warmup_epochs, hp.min_lr)}

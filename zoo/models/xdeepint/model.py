@@ -1,6 +1,6 @@
 """xDeepInt: polynomial interaction network with subspace crossing (Yan & Li, "xDeepInt: a Hybrid Architecture for
 Modeling the Vector-Wise and Bit-Wise Feature Interactions", DLP-KDD 2020; arXiv 2301.01089; official TF code
-yanyachen/xDeepInt). Spec: shared/specs/graph_ctr.md §1.2-1.5.
+yanyachen/xDeepInt). Paper §3 (PIN layers, subspace crossing); xdeepint/src/ of the official code.
 
 Shapes (B = batch, F = fields, K = embedding size, h = subspaces, d = K / h):
 
@@ -148,5 +148,5 @@ def xdeepint_criteo(vocab_sizes: Sequence[int] | None = None, **kw) -> XDeepInt:
 
 def xdeepint_avazu(vocab_sizes: Sequence[int] | None = None, **kw) -> XDeepInt:
     """The Criteo architecture on our Avazu fields (23: hour-of-day, weekday and the 21 categorical columns); the
-    paper's Avazu hyperparameters could not be retrieved (spec §1.8)."""
+    paper's Avazu hyperparameters could not be retrieved (the paper gives none)."""
     return XDeepInt(vocab_sizes, num_fields=23, embed_dim=16, num_layers=4, num_subspaces=16, **kw)

@@ -1,5 +1,5 @@
 """xDeepInt LightningModule: objective, combined FTRL optimisation and CTR metrics (Yan & Li, DLP-KDD 2020,
-arXiv 2301.01089; spec shared/specs/graph_ctr.md §1.5-1.7).
+arXiv 2301.01089; paper §3.3-3.4, official xdeepint/experiment/criteo/nn1.py).
 
 - Objective: sigmoid binary cross-entropy, **summed** over the batch (the reference estimator's loss; the FTRL
   learning rates below were tuned for it). ``loss_reduction="mean"`` is available for Adam users.
@@ -25,6 +25,7 @@ from torch import nn
 from torchmetrics import Metric
 from torchmetrics.classification import BinaryAUROC
 
+from zoo.errors import UserError, check_choice, check_positive, data_attribute
 from zoo.models.xdeepint.model import XDeepInt
 from zoo.models.xdeepint.optim import FTRLProximal, GroupFTRL
 
@@ -84,7 +85,10 @@ class XDeepIntModule(LightningModule):
         adam_lr, adam_weight_decay: for ``optimizer="adam"``.
         loss_reduction: ``"sum"`` (reference) or ``"mean"``.
         sparse_embedding_grad: sparse gradients for the embedding table under FTRL (same result, faster on large
-            vocabularies).
+            vocabularies). Under DDP (``ddp``, ``ddp_spawn``, ``zoo_ddp``, ...) the gradients are dense whatever this
+            says: DDP all-reduces dense buckets, and G-FTRL gives the same result on dense gradients (a row whose
+            gradient is zero does not move). FSDP / DeepSpeed shard the table into flat pieces that G-FTRL's row groups
+            cannot work on: with ``optimizer="ftrl"`` they are refused in ``setup``.
         auroc_thresholds: None = exact AUC (keeps all scores of the evaluation split); an int = binned AUC with
             constant memory (for the full 9M-row Criteo test split on small machines).
     """
@@ -97,10 +101,18 @@ class XDeepIntModule(LightningModule):
                  ftrl_initial_accumulator: float = 0.1, adam_lr: float = 1e-3, adam_weight_decay: float = 0.0,
                  loss_reduction: str = "sum", sparse_embedding_grad: bool = True, auroc_thresholds: int | None = None):
         super().__init__()
-        if optimizer not in ("ftrl", "adam"):
-            raise ValueError(f"optimizer must be 'ftrl' (the paper's G-FTRL + FTRL-Proximal) or 'adam', got {optimizer!r}")
-        if loss_reduction not in ("sum", "mean"):
-            raise ValueError(f"loss_reduction must be 'sum' or 'mean', got {loss_reduction!r}")
+        where = "XDeepIntModule"
+        check_choice("optimizer", optimizer, ("ftrl", "adam"), where=where)  # ftrl: the paper's G-FTRL + FTRL-Proximal
+        check_choice("loss_reduction", loss_reduction, ("sum", "mean"), where=where)
+        for name, value in (("num_fields", num_fields), ("embed_dim", embed_dim), ("num_subspaces", num_subspaces)):
+            check_positive(name, value, where=where)
+        check_positive("num_layers", num_layers, minimum=0, where=where)
+        if embed_dim % num_subspaces:
+            raise UserError(f"{where}: num_subspaces={num_subspaces} must divide embed_dim={embed_dim} (each subspace "
+                            "takes embed_dim / num_subspaces coordinates); e.g. embed_dim 16 with num_subspaces 16.")
+        if vocab_sizes is not None and len(vocab_sizes) != num_fields:
+            raise UserError(f"{where}: vocab_sizes has {len(vocab_sizes)} entries but num_fields={num_fields}; give one "
+                            "size per field, or vocab_sizes=null to take them from the data module.")
         self.save_hyperparameters()
         self.automatic_optimization = False  # two optimisers stepped on every batch
         self.model = XDeepInt(vocab_sizes, num_fields, embed_dim, num_layers, num_subspaces, activation, dropout)
@@ -112,22 +124,45 @@ class XDeepIntModule(LightningModule):
 
     # -- network ------------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        data_sizes = list(dm.vocab_sizes) if dm is not None and hasattr(dm, "vocab_sizes") else None
+        sizes = data_attribute(self, "vocab_sizes")
+        data_sizes = list(sizes) if sizes is not None else None
+        if data_sizes is not None and len(data_sizes) != self.hparams.num_fields:
+            raise UserError(f"the data has {len(data_sizes)} fields but XDeepIntModule was built with "
+                            f"num_fields={self.hparams.num_fields}; set model.init_args.num_fields={len(data_sizes)}")
         if self.model.embedding is None:
             if data_sizes is None:
-                raise RuntimeError("XDeepIntModule(vocab_sizes=None) needs a data module with `vocab_sizes` "
-                                   "(e.g. CTRDataModule) or explicit vocab_sizes=[...]")
-            if len(data_sizes) != self.hparams.num_fields:
-                raise ValueError(f"the data has {len(data_sizes)} fields but the model was built with "
-                                 f"num_fields={self.hparams.num_fields}; set model.init_args.num_fields={len(data_sizes)}")
+                raise UserError("XDeepIntModule(vocab_sizes=None) needs a data module with `vocab_sizes` "
+                                "(e.g. CTRDataModule) or explicit vocab_sizes=[...]")
             self.model.build_embedding(data_sizes)
             self.hparams["vocab_sizes"] = data_sizes  # saved in checkpoints / exported configs
             g = torch.Generator().manual_seed(0)
             self.example_input_array = torch.stack([torch.randint(0, v + 1, (4,), generator=g) for v in data_sizes], 1)
         elif data_sizes is not None and data_sizes != self.model.embedding.vocab_sizes:
-            raise ValueError("the model's vocab_sizes differ from the data module's: the vocabulary was built with other "
-                             "preprocessing options or data; use vocab_sizes=null to size the model from the data")
+            ours = self.model.embedding.vocab_sizes
+            f = next(i for i, (a, b) in enumerate(zip(ours, data_sizes)) if a != b)
+            raise UserError(f"XDeepIntModule's vocab_sizes differ from the data module's (field {f}: {ours[f]} values "
+                            f"in the model, {data_sizes[f]} in the data): the vocabulary was built with other "
+                            "preprocessing options or data; use vocab_sizes=null to size the model from the data")
+        # decided before the strategy wraps the model: DDP fixes at wrap time which parameters have sparse gradients
+        self.model.embedding.table.sparse = self._sparse_embedding_grad()
+
+    def _sparse_embedding_grad(self) -> bool:
+        """Sparse embedding gradients only for G-FTRL on one device; dense under DDP (see ``sparse_embedding_grad``).
+        Raises for strategies that shard the table (FSDP, DeepSpeed, ...) with G-FTRL."""
+        hp = self.hparams
+        if hp.optimizer != "ftrl":
+            return False
+        strategy = getattr(self._trainer, "strategy", None) if self._trainer is not None else None
+        from lightning.pytorch.strategies import DDPStrategy, ParallelStrategy
+
+        if isinstance(strategy, DDPStrategy):
+            return False
+        if isinstance(strategy, ParallelStrategy):
+            raise UserError(
+                f"XDeepIntModule(optimizer='ftrl') cannot run under {type(strategy).__name__}: it shards the embedding "
+                "table, and G-FTRL's groups are whole rows. Use trainer.strategy auto (one device), ddp, ddp_spawn or "
+                "zoo_ddp, or optimizer='adam'.")
+        return bool(hp.sparse_embedding_grad)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.model(ids))
@@ -182,10 +217,9 @@ class XDeepIntModule(LightningModule):
         hp = self.hparams
         if self.model.embedding is None:
             raise RuntimeError("the embedding tables are not built yet (vocab_sizes unknown); see setup()")
+        self.model.embedding.table.sparse = self._sparse_embedding_grad()  # as set in setup (a strategy may wrap)
         if hp.optimizer == "adam":
-            self.model.embedding.table.sparse = False
             return torch.optim.Adam(self.model.parameters(), lr=hp.adam_lr, weight_decay=hp.adam_weight_decay)
-        self.model.embedding.table.sparse = bool(hp.sparse_embedding_grad)
         emb = GroupFTRL([self.model.embedding.table.weight], alpha=hp.gftrl_alpha, beta=hp.gftrl_beta,
                         lambda1=hp.gftrl_lambda1, lambda2=hp.gftrl_lambda2)
         rest = [p for n, p in self.model.named_parameters() if not n.startswith("embedding.")]

@@ -1,5 +1,5 @@
 """The two optimisers of xDeepInt's combined optimisation (Yan & Li, DLP-KDD 2020, arXiv 2301.01089, §"Combined
-optimization"; spec shared/specs/graph_ctr.md §1.6).
+optimization"; paper §3.4, official xdeepint/src/optimizer.py and TensorFlow's FTRL).
 
 - :class:`GroupFTRL` (G-FTRL): FTRL-Proximal with a group-lasso penalty whose groups are the *rows* of an embedding
   table (one row = the embedding of one feature value). A row whose accumulated gradient ``z_r`` is small enough is set

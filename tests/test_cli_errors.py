@@ -1,0 +1,150 @@
+"""User errors through `zoo` end in one `zoo CMD: error: ...` line (the problem and the fix), exit status 2, no
+traceback; `--debug` / ZOO_DEBUG=1 give the traceback. Model/data mismatches are caught at setup, both numbers named."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning.pytorch  # noqa: F401  imported at collection: its console handler binds the real stderr, not a test's
+import pytest
+import torch
+
+from zoo.cli import main
+from zoo.errors import UserError, check_choice, check_positive, user_error_message
+
+REPO = Path(__file__).resolve().parents[1]
+EMO = ["fit", "--config", str(REPO / "configs/demo/emo.yaml")]
+
+
+@pytest.fixture(autouse=True)
+def _console_handler_per_test():
+    """`zoo fit` adds a console handler to the "zoo" logger once per process, bound to the sys.stderr of that moment:
+    under capsys that stream is closed after the test, so each test starts without it."""
+    logger = logging.getLogger("zoo")
+    saved = list(logger.handlers)
+    for h in saved:
+        logger.removeHandler(h)
+    yield
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+    for h in saved:
+        logger.addHandler(h)
+
+
+def _one_error_line(capsys, cmd: str, *needles: str) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err[-2000:]
+    lines = [line for line in err.splitlines() if line.startswith(f"zoo {cmd}: error: ")]
+    assert len(lines) == 1, err[-2000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--model.init_args.num_classes", "0"], ["num_classes must be >= 1, got 0", "set model.init_args.num_classes"]),
+    (["--model.init_args.variant", "emo_3m"], ["unknown variant 'emo_3m'", "choose one of", "'emo_1m'"]),
+    (["--data.init_args.root", "/nonexistent/imagenet"], ["/nonexistent/imagenet does not exist", "root=None"]),
+    (["--data.init_args.batch_size", "0"], ["batch_size must be >= 1, got 0"]),
+])
+def test_bad_arguments_are_one_line(args, needles, capsys, tmp_path):
+    assert main([*EMO, *args, f"--trainer.default_root_dir={tmp_path}"]) == 2
+    _one_error_line(capsys, "fit", *needles)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_a_gpu_is_one_line(capsys, tmp_path):
+    assert main([*EMO, "--trainer.accelerator", "cuda", f"--trainer.default_root_dir={tmp_path}"]) == 2
+    _one_error_line(capsys, "fit", "CUDA", "accelerator")
+
+
+def test_debug_anywhere_shows_the_traceback(monkeypatch):
+    with pytest.raises(ValueError, match="num_classes must be >= 1"):
+        main(["--debug", *EMO, "--model.init_args.num_classes", "0"])
+    with pytest.raises(ValueError, match="num_classes must be >= 1"):
+        main([*EMO, "--model.init_args.num_classes", "0", "--debug"])
+    monkeypatch.setenv("ZOO_DEBUG", "1")
+    with pytest.raises(ValueError, match="num_classes must be >= 1"):
+        main([*EMO, "--model.init_args.num_classes", "0"])
+
+
+def test_a_bug_keeps_its_traceback():
+    """Only user errors are shortened: an error from inside the code propagates (here a RuntimeError)."""
+    assert user_error_message(RuntimeError("shape mismatch in a kernel")) is None
+    try:
+        try:
+            raise UserError("num_classes must be >= 1, got 0;\n  set it")
+        except UserError as inner:
+            raise ValueError("Does not validate against any of the Union subtypes") from inner
+    except ValueError as outer:
+        assert user_error_message(outer) == "num_classes must be >= 1, got 0; set it"
+
+
+# ---------------------------------------------------------------------------------------------- model vs data
+def test_num_classes_below_the_datas_classes_is_caught_at_setup(capsys, tmp_path):
+    assert main([*EMO, "--model.init_args.num_classes", "5", f"--trainer.default_root_dir={tmp_path}"]) == 2
+    _one_error_line(capsys, "fit", "num_classes=5", "10 classes", "set model.init_args.num_classes to at least 10")
+
+
+def test_tinymim_finetune_num_classes_is_checked(capsys, tmp_path):
+    assert main(["fit", "--config", str(REPO / "configs/demo/tinymim-finetune.yaml"), "--model.init_args.pretrained",
+                 "null", "--model.init_args.num_classes", "3", f"--trainer.default_root_dir={tmp_path}"]) == 2
+    _one_error_line(capsys, "fit", "ViTFinetuneModule", "num_classes=3", "10 classes")
+
+
+def test_ccgc_in_features_must_match_the_graph(capsys, tmp_path):
+    assert main(["fit", "--config", str(REPO / "configs/demo/ccgc.yaml"), "--model.init_args.in_features", "30",
+                 f"--trainer.default_root_dir={tmp_path}"]) == 2
+    _one_error_line(capsys, "fit", "in_features=30", "34 attributes per node", "set model.init_args.in_features to 34")
+
+
+def test_reliant_in_features_must_match_the_graph(capsys, tmp_path):
+    assert main(["fit", "--config", str(REPO / "configs/demo/reliant.yaml"), "--model.init_args.in_features", "12",
+                 f"--trainer.default_root_dir={tmp_path}"]) == 2
+    _one_error_line(capsys, "fit", "12 features", "1000 x 16", "in_features")
+
+
+def test_reliant_teacher_in_features_must_match_the_graph():
+    from types import SimpleNamespace
+
+    from zoo.data_modules import FairGraphDataModule
+    from zoo.models.reliant.module import GNNTeacherModule
+
+    dm = FairGraphDataModule("synthetic", synthetic_nodes=50)
+    t = GNNTeacherModule("gcn", in_features=10)
+    t._trainer = SimpleNamespace(datamodule=dm)
+    with pytest.raises(UserError, match=r"in_features=10 but the data \(FairGraphDataModule\) has 16 features"):
+        t.setup("fit")
+
+
+def test_xdeepint_num_fields_must_match_the_data(capsys, tmp_path):
+    assert main(["fit", "--config", str(REPO / "configs/demo/xdeepint.yaml"), "--model.init_args.num_fields", "30",
+                 "--data.init_args.synthetic_rows", "300", f"--data.init_args.cache_dir={tmp_path / 'cache'}",
+                 f"--trainer.default_root_dir={tmp_path}"]) == 2
+    _one_error_line(capsys, "fit", "the data has 38 fields", "num_fields=30", "set model.init_args.num_fields=38")
+
+
+# ---------------------------------------------------------------------------------------------- shared checks
+def test_tools_errors_are_one_line_too(capsys):
+    assert main(["card", "emo-1n"]) == 2
+    _one_error_line(capsys, "card", "unknown model name 'emo-1n'", "emo-1m")
+    with pytest.raises(KeyError):  # --debug is taken off the tools' command lines too, and gives the traceback
+        main(["card", "--debug", "emo-1n"])
+
+
+def test_bench_unknown_timm_name_is_one_line(capsys):
+    assert main(["bench", "timm:nosuchnet", "--device", "cpu", "--steps", "1"]) == 2
+    _one_error_line(capsys, "bench", "nosuchnet", "timm")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_bench_cuda_without_a_gpu_is_one_line(capsys):
+    assert main(["bench", "emo-1m", "--device", "cuda", "--steps", "1"]) == 2
+    _one_error_line(capsys, "bench", "--device cuda", "cpu")
+
+
+def test_argument_checks_name_the_argument_the_value_and_the_fix():
+    with pytest.raises(UserError, match=r"^M: batch_size must be >= 1, got 0; set batch_size to a value >= 1\.$"):
+        check_positive("batch_size", 0, where="M")
+    with pytest.raises(UserError, match=r"unknown variant 'emo_2n' \(did you mean 'emo_2m'\?\); choose one of 'emo_1m', "):
+        check_choice("variant", "emo_2n", ["emo_1m", "emo_2m"])

@@ -1,0 +1,72 @@
+"""The demos write only under trainer.default_root_dir: with --trainer.default_root_dir TMP nothing appears in the
+repository (logs, checkpoints, config.yaml), and the TinyMIM fine-tune demo finds the distillation demo's checkpoint
+under the same root."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from zoo.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+DEMOS = sorted((REPO / "configs" / "demo").glob("*.yaml"))
+_SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache"}
+ONE_STEP = ["--trainer.max_epochs=1", "--trainer.max_steps=1", "--trainer.limit_val_batches=1",
+            "--trainer.num_sanity_val_steps=0", "--trainer.log_every_n_steps=1"]
+
+
+def _outputs_in_repo() -> set[str]:
+    """Files in the repository tree that a run could have written (sources being edited are not outputs)."""
+    found = set()
+    for dirpath, dirnames, filenames in os.walk(REPO):
+        dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS and not d.endswith(".egg-info")]
+        found.update(os.path.join(dirpath, f) for f in filenames if not f.endswith((".py", ".md", ".pyc")))
+    return found
+
+
+@pytest.fixture
+def in_repo(monkeypatch):
+    """Run from the repository root (where relative output paths would land) and list what appeared there."""
+    monkeypatch.chdir(REPO)
+    before = _outputs_in_repo()
+    yield lambda: sorted(_outputs_in_repo() - before)
+
+
+@pytest.mark.parametrize("config", DEMOS, ids=lambda p: p.stem)
+def test_no_demo_hard_codes_an_output_path(config):
+    """Every output path of a demo is default_root_dir or derived from it (${trainer.default_root_dir})."""
+    trainer = yaml.safe_load(config.read_text())["trainer"]
+    logger = trainer.get("logger")
+    for lg in logger if isinstance(logger, list) else [logger] if isinstance(logger, dict) else []:
+        assert lg["init_args"].get("save_dir") in (None, "${trainer.default_root_dir}"), config.name
+    for cb in trainer.get("callbacks") or []:
+        dirpath = (cb.get("init_args") or {}).get("dirpath")
+        assert dirpath is None or dirpath.startswith("${trainer.default_root_dir}"), config.name
+    pretrained = str((yaml.safe_load(config.read_text())["model"].get("init_args") or {}).get("pretrained") or "")
+    assert not pretrained.startswith("runs/"), config.name
+
+
+def test_emo_demo_fit_and_test_write_only_under_default_root_dir(tmp_path, in_repo):
+    root = tmp_path / "emo"
+    cfg = ["--config", "configs/demo/emo.yaml", f"--trainer.default_root_dir={root}"]
+    main(["fit", *cfg, *ONE_STEP])
+    assert (root / "checkpoints" / "last.ckpt").is_file()
+    assert list(root.glob("logs/version_*/metrics.csv")) and list(root.glob("logs/version_*/config.yaml"))
+    main(["test", *cfg, f"--ckpt_path={root / 'checkpoints' / 'last.ckpt'}", "--trainer.limit_test_batches=1"])
+    assert in_repo() == []
+
+
+def test_tinymim_finetune_demo_reads_the_distillation_under_the_same_root(tmp_path, in_repo, caplog):
+    root = tmp_path / "tinymim"
+    main(["fit", "--config", "configs/demo/tinymim.yaml", f"--trainer.default_root_dir={root}", *ONE_STEP])
+    distilled = root / "distill" / "checkpoints" / "last.ckpt"
+    assert distilled.is_file()
+    with caplog.at_level("INFO", logger="zoo"):
+        main(["fit", "--config", "configs/demo/tinymim-finetune.yaml", f"--trainer.default_root_dir={root}",
+              *ONE_STEP])
+    assert f"fine-tuning from {distilled}" in caplog.text
+    assert (root / "finetune" / "checkpoints" / "last.ckpt").is_file()
+    assert in_repo() == []
