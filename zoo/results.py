@@ -237,8 +237,8 @@ def our_metrics(entry, spec: ResultSpec, root: str | Path | None = None) -> tupl
         stats = "mean" if s.n > 1 else "one run"
         counts = "".join(f"; {round(s.mean[c] * s.n)} of {s.n} runs {text}" for c, text in spec.counts.items()
                          if s.mean.get(c))
-        text = (f"ours, {stats} of {_seed_text(s)}, zoo reproduce {entry.name}"
-                f"{'' if s.variant == 'default' else f' --variant {s.variant}'}; {protocol.text}; {variant.text}"
+        text = (f"ours, {stats} of {_seed_text(s)} (reproduce: zoo reproduce {entry.name}"
+                f"{'' if s.variant == 'default' else f' --variant {s.variant}'}); {protocol.text}; {variant.text}"
                 f"{counts}" + "".join(f"; {n}" for n in dict.fromkeys(s.notes)))
         for col, (metric, label) in spec.metrics.items():
             if col not in s.mean:
