@@ -56,6 +56,11 @@ def test_rows_become_card_metrics_and_unknown_variants_are_refused(tmp_path):
                           "seeds": 1, "acc": 1.0}], tmp_path)
     with pytest.raises(ValueError, match="mystery"):
         our_metrics(entry, _spec(), tmp_path)
+    # re-measuring a seed replaces its row: a seed counts once
+    append_rows("ccgc", [{"entry": "ccgc-bat", "dataset": "bat", "variant": "default", "protocol": "p", "seed": 1,
+                          "seeds": 1, "acc": 56.0}], tmp_path)
+    rows = [r for r in read_rows("ccgc", tmp_path) if r["variant"] == "default"]
+    assert [(r["seed"], r["acc"]) for r in rows] == [("0", "50"), ("1", "56")]
     (tmp_path / "broken.csv").write_text("entry,variant,protocol,seeds\nx,,p,1\n")
     with pytest.raises(ValueError, match="broken.csv:2"):
         read_rows("broken", tmp_path)

@@ -113,11 +113,20 @@ def read_rows(method: str, root: str | Path | None = None) -> list[dict[str, str
     return rows
 
 
+def _key(row) -> tuple | None:
+    seed = row.get("seed")
+    if seed in (None, ""):
+        return None
+    return (row["entry"], row.get("dataset", ""), row["variant"], row["protocol"], str(seed))
+
+
 def append_rows(method: str, new: list[dict[str, Any]], root: str | Path | None = None) -> Path:
-    """Append rows to ``results/<method>.csv`` (new columns are added; the file is replaced atomically)."""
+    """Append rows to ``results/<method>.csv`` (new columns are added; the file is replaced atomically). A per-seed
+    row of the same (entry, dataset, variant, protocol, seed) as a new one is replaced: a seed is counted once."""
     path = csv_path(method, root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    old = read_rows(method, root) if path.is_file() else []
+    keys = {_key(r) for r in new} - {None}
+    old = [r for r in (read_rows(method, root) if path.is_file() else []) if _key(r) not in keys]
     cols = list(FIXED)
     for r in [*old, *new]:
         for k in r:
