@@ -54,3 +54,21 @@ def test_configs_are_named_by_one_entry_or_are_shared_on_purpose():
         first = {k: v for k, v in entries[0].init_args.items() if k not in _wiring(entries[0])}
         for e in entries[1:]:
             assert {k: v for k, v in e.init_args.items() if k not in _wiring(e)} == first, (config, e.name)
+
+
+@pytest.mark.parametrize("config", sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml")))
+def test_logs_and_checkpoints_follow_default_root_dir(config, monkeypatch, tmp_path):
+    """No config hard-codes where its own run writes: logger and checkpoint folders derive from default_root_dir."""
+    monkeypatch.setattr("sys.argv", ["zoo"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        run_lightning(["fit", "--config", str(REPO / config), f"--trainer.default_root_dir={tmp_path}",
+                       "--print_config"])
+    trainer = yaml.safe_load(out.getvalue())["trainer"]
+    logger = trainer.get("logger")
+    dirs = [logger["init_args"]["save_dir"]] if isinstance(logger, dict) and "save_dir" in logger.get("init_args",
+                                                                                                       {}) else []
+    dirs += [cb["init_args"]["dirpath"] for cb in trainer.get("callbacks") or []
+             if isinstance(cb, dict) and (cb.get("init_args") or {}).get("dirpath")]
+    for d in dirs:
+        assert str(d).startswith(str(tmp_path)), f"{config}: {d} does not follow trainer.default_root_dir"
