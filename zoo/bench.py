@@ -25,10 +25,9 @@ what it changed (nothing is changed silently):
   its dataset rather than choose its architecture, so they come from the demo config's model when they differ
   (``ccgc-bat`` becomes CCGC with dims 500 on the karate club's 34 features and 2 clusters);
 - the tokenizer: a data module with an ``encoder`` tokenises with the model's encoder;
-- teachers are inputs of the training step: RELIANT's is trained on the graph it is distilled on (the demo's
-  ``teacher: fit:gcn``, trained in ``setup``, outside the timing); TinyMIM's is the paper's MAE ViT (ViT-L/16 for
-  ``teacher_block`` 18, else ViT-B/16) at random weights (the values do not change the cost of a step; the MAE
-  checkpoints are not downloadable offline).
+- inputs of the training step that are not data (a teacher) come from the module's ``bench_init_args`` classmethod
+  when it has one: RELIANT trains its teacher on the demo graph in ``setup`` (outside the timing), TinyMIM uses the
+  paper's MAE ViT at random weights.
 
 ``timm:<name>`` models are benchmarked as they are (inference) or wrapped in a minimal classifier (training:
 cross-entropy, SGD lr 0.1 momentum 0.9, timm's default 1,000-class head) fed the image data of the first image entry
@@ -341,23 +340,6 @@ def _data_section(cfg: dict, path: Path | str) -> tuple[Any, dict]:
     return import_class(data["class_path"]), dict(data.get("init_args") or {})
 
 
-def _teacher_args(entry, init: dict, demo_model: dict) -> tuple[dict, str]:
-    """Teacher init args for entries whose training step needs a teacher (see the module docstring)."""
-    cls = entry.module.rsplit(".", 1)[-1]
-    if cls == "TinyMIMDistillModule" and not init.get("teacher"):
-        from zoo.models.tinymim.model import TEACHERS
-
-        arch = "mae_vit_large" if init.get("teacher_block", 18) > 12 else "mae_vit_base"
-        spec = {**TEACHERS[arch], "img_size": init.get("img_size", 224), "patch_size": init.get("patch_size", 16),
-                "seed": 0}
-        return {"teacher": spec}, f"teacher {arch} at random weights"
-    if cls == "ReliantModule" and str(demo_model.get("teacher", "")).startswith("fit:"):
-        args = {k: demo_model[k] for k in ("teacher", "teacher_epochs") if k in demo_model}
-        if init.get("teacher") != args["teacher"]:
-            return args, f"teacher {args['teacher']} trained in setup on the demo graph"
-    return {}, ""
-
-
 def _entry_setup(name: str, cfg_path: str | None, model_args: dict, data_args: dict, batch_size: int | None,
                  strict: bool = True):
     """-> (module, data module, data label, notes, config) for a registry entry. A ``model_args`` key the module
@@ -387,7 +369,8 @@ def _entry_setup(name: str, cfg_path: str | None, model_args: dict, data_args: d
             over[k] = demo_model[k]
     if over:
         notes.append(", ".join(f"{k}={v}" for k, v in over.items()) + f" from {path.name}'s model (its data)")
-    teacher, note = _teacher_args(entry, {**init, **over}, demo_model)
+    hook = getattr(module_cls, "bench_init_args", None)  # inputs of the step the module needs (a teacher)
+    teacher, note = hook({**init, **over}, demo_model) if hook else ({}, "")
     if "teacher" not in model_args and teacher:
         over.update(teacher)
         notes.append(note)
@@ -448,7 +431,8 @@ def _timm_setup(name: str, image_cfg: tuple[str, dict] | None, data_args: dict, 
     size = net.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
     notes = [f"cross-entropy + SGD on {net.num_classes} classes, images {size} px"]
     if not _accepts(data_cls, "image_size"):
-        raise ValueError(f"timm:{name[5:]} needs image data; {path}'s data module {data_cls.__name__} has no image_size")
+        raise ValueError(f"timm:{name[5:]} needs image data; {path}'s data module {data_cls.__name__} has no "
+                         "image_size")
     dargs["image_size"] = size
     dargs.update(data_args)
     if batch_size is not None and _accepts(data_cls, "batch_size"):
@@ -550,7 +534,8 @@ def bench_training(name: str, batch_size: int | None = None, device: str | None 
         warnings.filterwarnings("ignore", ".*isinstance.treespec, LeafSpec.*")
         trainer = pl.Trainer(
             accelerator=dev.type, devices=[dev.index] if dev.type == "cuda" and dev.index is not None else 1,
-            max_epochs=max(int(max_epochs), n), min_epochs=None, limit_train_batches=n, limit_val_batches=0, num_sanity_val_steps=0,
+            max_epochs=max(int(max_epochs), n), min_epochs=None, limit_train_batches=n, limit_val_batches=0,
+            num_sanity_val_steps=0,
             logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
             log_every_n_steps=1, default_root_dir=tmp, precision=precision, callbacks=[timer, *(callbacks or [])],
             **cfg_trainer)
@@ -573,12 +558,11 @@ def _recipe_max_epochs(name: str) -> int | None:
     from zoo import registry
 
     cfg_file = registry.get(name).config
-    for root in _config_roots():
-        path = root.parent / cfg_file if cfg_file else None
-        if path is not None and path.is_file():
-            epochs = (_read_yaml(path).get("trainer") or {}).get("max_epochs")
-            return int(epochs) if isinstance(epochs, int) and epochs > 0 else None
-    return None
+    path = registry.find_config(cfg_file) if cfg_file else None
+    if path is None:
+        return None
+    epochs = (_read_yaml(path).get("trainer") or {}).get("max_epochs")
+    return int(epochs) if isinstance(epochs, int) and epochs > 0 else None
 
 
 @contextlib.contextmanager
@@ -668,20 +652,10 @@ def print_rows(rows: list[dict]) -> None:
 
 
 def write_json(rows: list[dict], path: str | os.PathLike) -> Path:
-    """Write ``rows`` as a JSON list, atomically (a temporary file in the same folder, then renamed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(rows, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write ``rows`` as a JSON list, atomically."""
+    from zoo.files import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(rows, indent=1) + "\n")
 
 
 def _is_image_entry(name: str) -> bool:

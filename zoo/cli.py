@@ -2,7 +2,7 @@
 
 - ``zoo fit|validate|test|predict --config configs/<method>.yaml``: Lightning's own LightningCLI, with subclass mode
   for the model and the data (``class_path``/``init_args`` in YAML), ``--print_config``, SaveConfigCallback.
-- ``zoo list|export|push|card|env|bench``: the zoo's tools.
+- ``zoo list|export|push|card|reproduce|env|bench``: the zoo's tools.
 """
 from __future__ import annotations
 

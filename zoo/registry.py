@@ -16,9 +16,10 @@ import importlib
 import pkgutil
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-__all__ = ["Metric", "Paper", "Entry", "get", "all_entries", "list_models", "import_class"]
+__all__ = ["Metric", "Paper", "Entry", "get", "all_entries", "list_models", "import_class", "find_config"]
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,15 @@ def list_models(pattern: str = "*", pretrained: bool | None = None, exclude: str
             continue
         out.append(name)
     return out
+
+
+def find_config(path: str) -> Path | None:
+    """A config named relative to the repository (``configs/ccgc-cora.yaml``): from the current directory, else from
+    the checkout zoo runs from (a source tree or an editable install); ``None`` when neither has it."""
+    for candidate in (Path(path), Path(__file__).resolve().parents[1] / path):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def import_class(path: str):

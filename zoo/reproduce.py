@@ -59,9 +59,9 @@ def _config(entry, config: str | None = None) -> str:
     config = config or entry.config
     if not config:
         raise ValueError(f"{entry.name} names no config file")
-    for path in (Path(config), Path(__file__).resolve().parents[1] / config):
-        if path.is_file():
-            return str(path)
+    path = registry.find_config(config)
+    if path is not None:
+        return str(path)
     raise FileNotFoundError(f"{config} (the config of {entry.name}) is not here: run zoo reproduce from the "
                             "repository root, where configs/ is.")
 

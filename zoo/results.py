@@ -21,10 +21,11 @@ import csv
 import io
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from zoo.files import atomic_write_text
 
 FIXED = ("entry", "dataset", "variant", "protocol", "seed", "seeds", "wall_s", "zoo_version", "git_commit", "date",
          "device", "note")
@@ -124,7 +125,6 @@ def append_rows(method: str, new: list[dict[str, Any]], root: str | Path | None 
     """Append rows to ``results/<method>.csv`` (new columns are added; the file is replaced atomically). A per-seed
     row of the same (entry, dataset, variant, protocol, seed) as a new one is replaced: a seed is counted once."""
     path = csv_path(method, root)
-    path.parent.mkdir(parents=True, exist_ok=True)
     keys = {_key(r) for r in new} - {None}
     old = [r for r in (read_rows(method, root) if path.is_file() else []) if _key(r) not in keys]
     cols = list(FIXED)
@@ -139,14 +139,7 @@ def append_rows(method: str, new: list[dict[str, Any]], root: str | Path | None 
     w.writeheader()
     for r in [*old, *new]:
         w.writerow({k: _cell(r.get(k)) for k in cols})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, buf.getvalue())
     _CACHE.pop(path, None)
     return path
 

@@ -197,8 +197,8 @@ class ReliantModule(_FairGraphEval):
     Args:
         framework: "cpf" (PLP + MLP student) or "graphakd" (SGC student with adversarial KD).
         teacher: what ``zoo.load`` accepts (registry name, ``local-dir:PATH``, a folder) or the ``.ckpt`` a teacher
-            fit wrote, holding a :class:`GNNTeacherModule`; loaded in ``setup``. ``None``: teacher outputs must be given with
-            :meth:`set_teacher_outputs` before training.
+            fit wrote, holding a :class:`GNNTeacherModule`; loaded in ``setup``. ``None``: teacher outputs must be
+            given with :meth:`set_teacher_outputs` before training.
         in_features, num_nodes, num_classes: the graph's sizes (the CPF student has one gate per node).
         metric: "sp" or "eo", the targeted bias (R_SP or R_EO).
         proxy: 0 plain KD (no proxy, no penalty); 1 fixed one-hot sensitive proxy; 2 learnable proxy (RELIANT).
@@ -209,6 +209,16 @@ class ReliantModule(_FairGraphEval):
             discriminators lr).
         teacher_epochs: epochs of the quick teacher trained in ``setup`` when ``teacher="fit:gcn|sage"`` (demos).
     """
+
+    @classmethod
+    def bench_init_args(cls, init_args: dict, demo_init_args: dict) -> tuple[dict, str]:
+        """``zoo bench --train``: the teacher is an input of the training step and must fit the demo graph; the
+        demo's ``teacher: fit:gcn`` trains one in ``setup`` (outside the timed steps)."""
+        teacher = str(demo_init_args.get("teacher", ""))
+        if not teacher.startswith("fit:") or init_args.get("teacher") == teacher:
+            return {}, ""
+        args = {k: demo_init_args[k] for k in ("teacher", "teacher_epochs") if k in demo_init_args}
+        return args, f"teacher {teacher} trained in setup on the demo graph"
 
     def __init__(self, framework: str = "cpf", teacher: str | None = None, in_features: int = 18,
                  num_nodes: int = 18876, num_classes: int = 2, metric: str = "sp", proxy: int = 2,

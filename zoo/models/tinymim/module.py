@@ -50,6 +50,7 @@ from torch import Tensor, nn
 from zoo.errors import check_choice, check_fits_data, check_positive
 from zoo.training import ClassificationEval, TimmScheduled, scaled_lr, warmup_cosine
 from zoo.models.tinymim.model import TinyMIMStarViT, TinyMIMViT, block_qkv
+from zoo.models.tinymim.sizes import TEACHERS
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +234,18 @@ class TinyMIMDistillModule(TimmScheduled, LightningModule):
     1-based as in the paper (18 of 24) or negative from the end (-1: last). ``forward`` gives the student's token
     features (B, 1 + N, C) after its final norm.
     """
+
+    @classmethod
+    def bench_init_args(cls, init_args: dict, demo_init_args: dict) -> tuple[dict, str]:
+        """``zoo bench --train``: without a teacher, the paper's MAE ViT (ViT-L/16 for a teacher block beyond 12,
+        else ViT-B/16) at random weights; the values do not change the cost of a step, and the MAE files are not
+        downloadable offline."""
+        if init_args.get("teacher"):
+            return {}, ""
+        arch = "mae_vit_large" if init_args.get("teacher_block", 18) > 12 else "mae_vit_base"
+        spec = {**TEACHERS[arch], "img_size": init_args.get("img_size", 224),
+                "patch_size": init_args.get("patch_size", 16), "seed": 0}
+        return {"teacher": spec}, f"teacher {arch} at random weights"
 
     def __init__(
         self,
