@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[test]"
+	# nuScenes' own scorer (detection AP / TP errors / NDS); --no-deps: its metadata pins numpy<2, its code runs on 2
+	$(BIN)/pip install -q --no-deps "nuscenes-devkit==1.2.0"
 	touch $(STAMP)
 
 install: $(STAMP)
