@@ -107,3 +107,19 @@ def test_two_switches_restore_in_either_order(monkeypatch):
         switches[first_restored].restore()
         switches[1 - first_restored].restore()
         assert loss.impl == "auto"
+
+
+def test_reaches_reliants_sparse_products(monkeypatch):
+    """RELIANT's teachers and students run their sparse products through GraphPropagation modules, so the switch
+    finds them (it reported "not used" while the model called the function directly)."""
+    from zoo.models.reliant.module import GNNTeacherModule, ReliantModule
+
+    monkeypatch.setattr("zoo.ops._dispatch.kernel_error", lambda device: None)
+    teacher = GNNTeacherModule(arch="sage", in_features=6, propagate_impl="reference")
+    for module, where in ((teacher, "model.propagate"),
+                          (ReliantModule(framework="cpf", in_features=6, num_nodes=10), "model.student.propagate"),
+                          (ReliantModule(framework="graphakd", in_features=6, num_nodes=10), "model.student.propagate")):
+        switch = apply_fused_kernels(module, ops=["graph_propagate"], device="cuda")
+        assert switch.running == {"graph_propagate": [where]}, switch.report
+        switch.restore()
+    assert teacher.model.propagate.impl == "reference"  # the YAML choice is back

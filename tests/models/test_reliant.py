@@ -87,6 +87,9 @@ def test_cached_propagation_equals_pyg_layers():
     from torch_geometric.utils import to_undirected
 
     from zoo.models.reliant.model import LocalEmbDiscriminator, adjacency, gcn_layer, sage_layer, sgc_layer
+    from zoo.ops import GraphPropagation
+
+    prop = GraphPropagation()  # the PyTorch reference
 
     torch.manual_seed(0)
     n = 40
@@ -94,10 +97,10 @@ def test_cached_propagation_equals_pyg_layers():
     ei = ei[:, ei[0] != ei[1]]
     x = torch.randn(n, 5, dtype=torch.float64, requires_grad=True)
     cases = [
-        (GCNConv(5, 3).double(), lambda c, v: gcn_layer(c, v, adjacency(ei, n, normalize=True))),
-        (SGConv(5, 3, K=2).double(), lambda c, v: sgc_layer(c, v, adjacency(ei, n, normalize=True))),
+        (GCNConv(5, 3).double(), lambda c, v: gcn_layer(prop, c, v, adjacency(ei, n, normalize=True))),
+        (SGConv(5, 3, K=2).double(), lambda c, v: sgc_layer(prop, c, v, adjacency(ei, n, normalize=True))),
         (SAGEConv(5, 3, aggr="mean", root_weight=False).double(),
-         lambda c, v: sage_layer(c, v, adjacency(ei, n, self_loops=True))),
+         lambda c, v: sage_layer(prop, c, v, adjacency(ei, n, self_loops=True))),
     ]
     from torch_geometric.utils import add_self_loops
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
-from zoo.ops import graph_propagate
+from zoo.ops import GraphPropagation
 
 
 # ------------------------------------------------------------------------------------------- graph helper
@@ -59,13 +59,14 @@ def adjacency(edge_index: torch.Tensor, num_nodes: int, self_loops: bool = False
     return adj
 
 
-def sym_propagate(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def sym_propagate(propagate: GraphPropagation, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``adj @ x`` for a CSR ``adj`` that equals its transpose (A + I, or GCN's normalised adjacency),
-    differentiable w.r.t. ``x``, with ``zoo.ops.graph_propagate`` (the Triton kernel on CUDA); ``adj`` serves as its
-    own transpose in the backward."""
+    differentiable w.r.t. ``x``, through the model's ``zoo.ops.GraphPropagation`` module (its ``impl``: the Triton
+    kernel on CUDA under "auto", switched by ``zoo.callbacks.FusedKernels``); ``adj`` serves as its own transpose in
+    the backward."""
     if adj.dtype != x.dtype:
         adj = adj.to(x.dtype)
-    return graph_propagate(adj, x, adj_t=adj)
+    return propagate(adj, x, adj_t=adj)
 
 
 def reverse_edge_index(adj: torch.Tensor) -> torch.Tensor:
@@ -110,18 +111,18 @@ def bias_penalty(probs: torch.Tensor, sens: torch.Tensor, mask: torch.Tensor, la
 
 
 # ------------------------------------------------------------------------------------------- teachers
-def gcn_layer(conv, x: torch.Tensor, adj_norm: torch.Tensor) -> torch.Tensor:
+def gcn_layer(propagate: GraphPropagation, conv, x: torch.Tensor, adj_norm: torch.Tensor) -> torch.Tensor:
     """PyG ``GCNConv.forward`` (Â x W + b) with the normalised adjacency Â computed once (:func:`adjacency` with
     ``normalize=True``) instead of by ``gcn_norm`` in every call; same parameters, same result."""
-    out = sym_propagate(adj_norm, conv.lin(x))
+    out = sym_propagate(propagate, adj_norm, conv.lin(x))
     return out if conv.bias is None else out + conv.bias
 
 
-def sgc_layer(conv, x: torch.Tensor, adj_norm: torch.Tensor) -> torch.Tensor:
+def sgc_layer(propagate: GraphPropagation, conv, x: torch.Tensor, adj_norm: torch.Tensor) -> torch.Tensor:
     """PyG ``SGConv.forward`` (Â^K x W + b) with the normalised adjacency computed once; same parameters, same
     result."""
     for _ in range(conv.K):
-        x = sym_propagate(adj_norm, x)
+        x = sym_propagate(propagate, adj_norm, x)
     return conv.lin(x)
 
 
@@ -130,9 +131,11 @@ class GCNTeacher(nn.Module):
     dropout before every layer but the first. ``forward`` returns logits (N, C); ``embed`` the 64-d hidden states."""
 
     def __init__(self, in_features: int, hidden: int = 64, num_classes: int = 2, num_layers: int = 3,
-                 dropout: float = 0.8):
+                 dropout: float = 0.8, propagate_impl: str = "auto"):
         super().__init__()
         from torch_geometric.nn import GCNConv
+
+        self.propagate = GraphPropagation(impl=propagate_impl)
 
         dims = [in_features] + [hidden] * (num_layers - 1) + [num_classes]
         self.convs = nn.ModuleList(GCNConv(a, b) for a, b in zip(dims[:-1], dims[1:]))
@@ -144,12 +147,12 @@ class GCNTeacher(nn.Module):
         for i, conv in enumerate(self.convs[:-1]):
             if i > 0:
                 h = F.dropout(h, self.dropout, self.training)
-            h = F.relu(gcn_layer(conv, h, adj))
+            h = F.relu(gcn_layer(self.propagate, conv, h, adj))
         return h
 
     def forward(self, x, edge_index):
         h = F.dropout(self.embed(x, edge_index), self.dropout, self.training)
-        return gcn_layer(self.convs[-1], h, adjacency(edge_index, x.shape[0], normalize=True))
+        return gcn_layer(self.propagate, self.convs[-1], h, adjacency(edge_index, x.shape[0], normalize=True))
 
 
 class SAGETeacher(nn.Module):
@@ -158,9 +161,11 @@ class SAGETeacher(nn.Module):
     dropout on the input. PyG's SAGEConv(aggr="mean", root_weight=False) on the graph with self-loops is exactly that."""
 
     def __init__(self, in_features: int, hidden: int = 128, num_classes: int = 2, num_layers: int = 4,
-                 dropout: float = 0.5):
+                 dropout: float = 0.5, propagate_impl: str = "auto"):
         super().__init__()
         from torch_geometric.nn import SAGEConv
+
+        self.propagate = GraphPropagation(impl=propagate_impl)
 
         dims = [in_features] + [hidden] * (num_layers - 1) + [num_classes]
         self.convs = nn.ModuleList(SAGEConv(a, b, aggr="mean", root_weight=False) for a, b in zip(dims[:-1], dims[1:]))
@@ -170,20 +175,20 @@ class SAGETeacher(nn.Module):
         ei = adjacency(edge_index, x.shape[0], self_loops=True)
         h = F.dropout(x, self.dropout, self.training)
         for conv in self.convs[:-1]:
-            h = F.dropout(F.relu(sage_layer(conv, h, ei)), self.dropout, self.training)
+            h = F.dropout(F.relu(sage_layer(self.propagate, conv, h, ei)), self.dropout, self.training)
         return h, ei
 
     def forward(self, x, edge_index):
         h, ei = self.embed(x, edge_index)
-        return sage_layer(self.convs[-1], h, ei)
+        return sage_layer(self.propagate, self.convs[-1], h, ei)
 
 
-def sage_layer(conv, x: torch.Tensor, adj_loops: torch.Tensor) -> torch.Tensor:
+def sage_layer(propagate: GraphPropagation, conv, x: torch.Tensor, adj_loops: torch.Tensor) -> torch.Tensor:
     """PyG ``SAGEConv(aggr="mean", root_weight=False).forward`` on the binary adjacency with self-loops: mean of the
     neighbours (and self), then ``lin_l``. The mean is (A + I) x / deg with the symmetric product of
     :func:`sym_propagate` (its backward reuses the CSR arrays); same parameters, same result."""
     deg = adj_loops.crow_indices().diff().to(x.dtype).clamp(min=1)
-    return conv.lin_l(sym_propagate(adj_loops, x) / deg.unsqueeze(1))
+    return conv.lin_l(sym_propagate(propagate, adj_loops, x) / deg.unsqueeze(1))
 
 
 def build_teacher(arch: str, in_features: int, num_classes: int = 2, **kw) -> nn.Module:
@@ -229,8 +234,10 @@ class PLPStudent(nn.Module):
     transductive on its graph. ``label_init`` and ``train_mask`` are buffers filled from the data (``set_labels``)."""
 
     def __init__(self, in_features: int, num_nodes: int, num_classes: int = 2, num_layers: int = 10,
-                 emb_dim: int = 64, mlp_layers: int = 2, feat_drop: float = 0.8, attn_drop: float = 0.2):
+                 emb_dim: int = 64, mlp_layers: int = 2, feat_drop: float = 0.8, attn_drop: float = 0.2,
+                 propagate_impl: str = "auto"):
         super().__init__()
+        self.propagate = GraphPropagation(impl=propagate_impl)
         self.num_layers = num_layers
         self.attn = nn.Parameter(torch.empty(1, in_features))
         nn.init.xavier_normal_(self.attn, gain=nn.init.calculate_gain("relu"))
@@ -270,13 +277,13 @@ class PLPStudent(nn.Module):
             # DGL's edge_softmax + dropout) masks edges of the numerator only.
             el = (self.feat_drop(x) * self.attn).sum(-1)
             w = torch.exp(el - el.max()).unsqueeze(1)
-            denom = graph_propagate(adj, w, adj_t=adj)
+            denom = self.propagate(adj, w, adj_t=adj)
             if self.training and p > 0:  # the dropped edges: a matrix with A's pattern, not symmetric
                 vals = (torch.rand(ones.shape[0], device=x.device) >= p).to(x.dtype) / (1 - p)
                 dropped = torch.sparse_csr_tensor(crow, col, vals, adj.shape)
-                num = graph_propagate(dropped, w * h, adj_t=torch.sparse_csr_tensor(crow, col, vals[rev], adj.shape))
+                num = self.propagate(dropped, w * h, adj_t=torch.sparse_csr_tensor(crow, col, vals[rev], adj.shape))
             else:  # no attention dropout: symmetric values
-                num = graph_propagate(adj, w * h, adj_t=adj)
+                num = self.propagate(adj, w * h, adj_t=adj)
             h = F.relu(gate * (num / denom) + (1 - gate) * self.mlp(x))  # sigmoid(-g) = 1 - sigmoid(g)
             h = torch.where(clamp, self.label_init, h)
         return h
@@ -286,9 +293,12 @@ class SGCStudent(nn.Module):
     """GraphAKD's student: SGConv(F->64, K=1) -> ReLU -> dropout -> SGConv(64->64, K=k) -> ReLU (embedding) ->
     dropout -> SGConv(64->C, K=1). ``forward`` returns logits; ``forward_with_embedding`` also the 64-d embedding."""
 
-    def __init__(self, in_features: int, hidden: int = 64, num_classes: int = 2, k: int = 1, dropout: float = 0.5):
+    def __init__(self, in_features: int, hidden: int = 64, num_classes: int = 2, k: int = 1, dropout: float = 0.5,
+                 propagate_impl: str = "auto"):
         super().__init__()
         from torch_geometric.nn import SGConv
+
+        self.propagate = GraphPropagation(impl=propagate_impl)
 
         self.convs = nn.ModuleList([SGConv(in_features, hidden, K=1), SGConv(hidden, hidden, K=k),
                                     SGConv(hidden, num_classes, K=1)])
@@ -305,9 +315,9 @@ class SGCStudent(nn.Module):
 
     def forward_with_embedding(self, x, edge_index):
         adj = adjacency(edge_index, x.shape[0], normalize=True)  # SGConv's self-loops + symmetric normalisation
-        h = self.dropout(F.relu(sgc_layer(self.convs[0], x, adj)))
-        emb = F.relu(sgc_layer(self.convs[1], h, adj))
-        return sgc_layer(self.convs[2], self.dropout(emb), adj), emb
+        h = self.dropout(F.relu(sgc_layer(self.propagate, self.convs[0], x, adj)))
+        emb = F.relu(sgc_layer(self.propagate, self.convs[1], h, adj))
+        return sgc_layer(self.propagate, self.convs[2], self.dropout(emb), adj), emb
 
     def forward(self, x, edge_index):
         return self.forward_with_embedding(x, edge_index)[0]

@@ -109,11 +109,13 @@ class GNNTeacherModule(_FairGraphEval):
     """A GCN (3 x 64) or GraphSAGE (4 x 128) teacher trained with cross-entropy on the training nodes.
 
     Args: arch ("gcn" | "sage"), in_features, num_classes, hidden/num_layers/dropout (None: the paper's per arch),
-    lr, weight_decay (None: CPF's train.conf: GCN 0.01 / 1e-3, SAGE 0.01 / 5e-4)."""
+    lr, weight_decay (None: CPF's train.conf: GCN 0.01 / 1e-3, SAGE 0.01 / 5e-4), propagate_impl (the
+    ``zoo.ops.graph_propagate`` implementation of the sparse products: "auto" | "triton" | "reference";
+    ``zoo.callbacks.FusedKernels`` switches it for a run)."""
 
     def __init__(self, arch: str = "gcn", in_features: int = 18, num_classes: int = 2, hidden: int | None = None,
                  num_layers: int | None = None, dropout: float | None = None, lr: float = 0.01,
-                 weight_decay: float | None = None, example_nodes: int = 8):
+                 weight_decay: float | None = None, example_nodes: int = 8, propagate_impl: str = "auto"):
         super().__init__()
         self.save_hyperparameters()
         defaults = {"gcn": (64, 3, 0.8, 1e-3), "sage": (128, 4, 0.5, 5e-4)}
@@ -122,7 +124,7 @@ class GNNTeacherModule(_FairGraphEval):
         h, nl, dp, wd = defaults[arch]
         self.weight_decay = wd if weight_decay is None else weight_decay
         self.model = build_teacher(arch, in_features, num_classes, hidden=hidden or h, num_layers=num_layers or nl,
-                                   dropout=dp if dropout is None else dropout)
+                                   dropout=dp if dropout is None else dropout, propagate_impl=propagate_impl)
         self._make_metrics()
         self.example_input_array = (torch.randn(example_nodes, in_features), _ring(example_nodes))
 
@@ -208,6 +210,8 @@ class ReliantModule(_FairGraphEval):
         lr, weight_decay: None -> CPF 0.01 / 0.01; GraphAKD 1e-3 / 5e-4 (student uses lr / 10, proxy and
             discriminators lr).
         teacher_epochs: epochs of the quick teacher trained in ``setup`` when ``teacher="fit:gcn|sage"`` (demos).
+        propagate_impl: the student's ``zoo.ops.graph_propagate`` implementation ("auto" | "triton" | "reference");
+            ``zoo.callbacks.FusedKernels`` switches it for a run.
     """
 
     @classmethod
@@ -225,7 +229,7 @@ class ReliantModule(_FairGraphEval):
                  alpha: float | None = None, num_layers: int = 10, emb_dim: int = 64, mlp_layers: int = 2,
                  feat_drop: float = 0.8, attn_drop: float = 0.2, hidden: int = 64, sgc_k: int = 1,
                  dropout: float = 0.5, lr: float | None = None, weight_decay: float | None = None,
-                 teacher_epochs: int = 200):
+                 teacher_epochs: int = 200, propagate_impl: str = "auto"):
         super().__init__()
         self.save_hyperparameters()
         if framework not in _FRAMEWORKS:
@@ -245,10 +249,11 @@ class ReliantModule(_FairGraphEval):
 
         if framework == "cpf":
             student = PLPStudent(in_features, num_nodes, num_classes, num_layers, emb_dim, mlp_layers, feat_drop,
-                                 attn_drop)
+                                 attn_drop, propagate_impl)
             slot = "replace" if proxy else "none"
         else:
-            student = SGCStudent(in_features + (2 if proxy else 0), hidden, num_classes, sgc_k, dropout)
+            student = SGCStudent(in_features + (2 if proxy else 0), hidden, num_classes, sgc_k, dropout,
+                                 propagate_impl)
             slot = "append" if proxy else "none"
             self.discriminators = nn.ModuleDict({
                 "logits": LogitsDiscriminator(num_classes),
