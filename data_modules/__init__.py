@@ -13,6 +13,9 @@ _LAZY = {
     "FairGraphDataModule": "fairness_graphs",
     "CTRDataModule": "ctr",
     "MMCDataModule": "coref",
+    "KittiDataModule": "driving",
+    "NuScenesDataModule": "driving",
+    "WaymoDataModule": "driving",
 }
 __all__ = sorted(_LAZY)
 

@@ -23,9 +23,7 @@ Every dataloader yields the same full-batch sample ``{"x": X̃ (N, d) float32, "
 """
 from __future__ import annotations
 
-import io
 import logging
-import pickle
 import warnings
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from zoo.errors import DataNotFoundError, check_positive
+from zoo.safe_pickle import RestrictedUnpickler, builtin_globals, numpy_globals
 
 log = logging.getLogger(__name__)
 
@@ -55,58 +54,27 @@ PUBLISHED = {
 
 
 # --------------------------------------------------------------------------------------------- Planetoid pickles
-def _numpy_reconstruct():
-    try:  # numpy >= 2 moved the module; the files name the numpy-1 path
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct
-    return _reconstruct
-
-
-def _allowed_globals() -> dict[tuple[str, str], object]:
-    import collections
-
-    import scipy.sparse as sp
-
-    reconstruct = _numpy_reconstruct()
-    return {
-        ("numpy.core.multiarray", "_reconstruct"): reconstruct,
-        ("numpy._core.multiarray", "_reconstruct"): reconstruct,
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("scipy.sparse.csr", "csr_matrix"): sp.csr_matrix,
-        ("scipy.sparse._csr", "csr_matrix"): sp.csr_matrix,
-        ("collections", "defaultdict"): collections.defaultdict,
-        ("__builtin__", "list"): list,
-        ("builtins", "list"): list,
-    }
-
-
-class PlanetoidUnpickler(pickle.Unpickler):
+class PlanetoidUnpickler(RestrictedUnpickler):
     """Unpickler for the Planetoid ``ind.*`` files: only numpy arrays/dtypes, scipy CSR matrices, ``defaultdict``
     and ``list`` may be referenced. Any other global (a function that would run code) is refused."""
 
-    def __init__(self, file, source: str = "<pickle>"):
-        # Python-2 pickles: str objects are latin-1 bytes (numpy's array payloads among them)
-        super().__init__(file, encoding="latin1")
-        self._source = source
-        self._allowed = _allowed_globals()
+    refusal = ("a Planetoid file holds only numpy arrays, scipy.sparse CSR matrices and a dict of lists. This file is "
+               "not a Planetoid ind.* file (or was tampered with); re-download it from kimiyoung/planetoid.")
 
-    def find_class(self, module: str, name: str):
-        try:
-            return self._allowed[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(
-                f"{self._source}: refusing to unpickle global {module}.{name}: a Planetoid file holds only numpy "
-                f"arrays, scipy.sparse CSR matrices and a dict of lists. This file is not a Planetoid ind.* file "
-                f"(or was tampered with); re-download it from kimiyoung/planetoid."
-            ) from None
+    def __init__(self, file, source: str = "<pickle>"):
+        super().__init__(file, source)
+        import collections
+
+        import scipy.sparse as sp
+
+        self.allowed = {**numpy_globals(), **builtin_globals(("list",)),
+                        ("scipy.sparse.csr", "csr_matrix"): sp.csr_matrix,
+                        ("scipy.sparse._csr", "csr_matrix"): sp.csr_matrix,
+                        ("collections", "defaultdict"): collections.defaultdict}
 
 
 def restricted_load(path: str | Path):
-    path = Path(path)
-    with open(path, "rb") as f:
-        return PlanetoidUnpickler(io.BufferedReader(f), source=str(path)).load()
+    return PlanetoidUnpickler.load_file(Path(path))
 
 
 def _planetoid_missing(name: str, root: Path, f: Path) -> FileNotFoundError:
@@ -176,7 +144,6 @@ def _symmetric_binary(rows, cols, n):
 def load_npy_graph(name: str, root: str | Path):
     """``<name>_{feat,label,adj}.npy`` -> (features float32, labels int64, adjacency CSR symmetric 0/1 without
     self-loops)."""
-    import scipy.sparse as sp
 
     root = Path(root)
     paths = {k: root / f"{name}_{k}.npy" for k in ("feat", "label", "adj")}
