@@ -73,6 +73,8 @@ def test_tiny_forward_backward(name):
     assert outs, f"{name}: forward returned no floating tensor"
     for o in outs:
         assert torch.isfinite(o).all(), f"{name}: non-finite output"
+    if getattr(module, "backward_needs_cuda", False) and not torch.cuda.is_available():
+        pytest.skip(f"{name}: forward checked; its backward needs CUDA (spconv's CPU wheel has no backward)")
     loss = sum(o.float().sum() for o in outs)
     loss.backward()
     missing = [n for n, p in module.model.named_parameters() if p.requires_grad and p.grad is None]

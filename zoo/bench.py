@@ -284,7 +284,7 @@ def bench_inference(name: str, batch_size: int | None = None, compile: bool = Fa
         step()
     with PeakMemory(dev) as mem:
         times = time_calls(step, steps, warmup=0, device=dev)
-    n = inputs[0].shape[0] if torch.is_tensor(inputs[0]) else batch_size
+    n = _count(inputs[0])[0]  # images / rows / per-sample lists (LiDAR frames) of the first input
     return {"name": name, "mode": "infer", **_env(dev), "batch": n, "unit": "samples",
             **_timing(times, [n] * len(times)), "peak_mem_mb": mem.peak_mb if dev.type == "cuda" else mem.growth_mb,
             "params": _params(net), "steps": steps, "warmup": warmup, "loss": None, "data": "random inputs",
@@ -449,6 +449,9 @@ def _count(batch) -> tuple[int, str]:
             return 1, "docs"
         if "x" in batch and torch.is_tensor(batch["x"]):
             return int(batch["x"].shape[0]), "nodes"
+        per_sample = [v for v in batch.values() if isinstance(v, (list, tuple)) and v and torch.is_tensor(v[0])]
+        if per_sample:  # collated as per-sample lists (LiDAR frames of different sizes)
+            return len(per_sample[0]), "samples"
         batch = list(batch.values())
     if torch.is_tensor(batch):
         return int(batch.shape[0]), "samples"

@@ -1,0 +1,225 @@
+"""SSDA3D: Point-CutMix / Point-MixUp invariants, the two training sets, pseudo-labels, and a short real-data fit."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from zoo.errors import UserError
+from zoo.models.ssda3d.data import CutMixFrames, MixUpFrames, PseudoLabelledFrames
+from zoo.models.ssda3d.mixing import (apply_cutmix, boxes_touching_region, draw_cutmix_region, draw_side_ratios,
+                                      point_cutmix, point_mixup)
+from zoo.models.ssda3d.module import SSDA3DModule
+from zoo.models.ssda3d.pseudo_labels import PseudoLabelWriter, read_pseudo_labels
+from zoo.nn.boxes3d import bev_iou, points_in_boxes
+
+RANGE = [-20.0, -20.0, -3.0, 20.0, 20.0, 3.0]
+
+
+def frame(n, tag, boxes, seed, name):
+    """Points carry their frame in the intensity (``tag``) and their row in a 5th column."""
+    g = torch.Generator().manual_seed(seed)
+    xyz = torch.rand(n, 3, generator=g) * torch.tensor([40.0, 40.0, 4.0]) - torch.tensor([20.0, 20.0, 2.0])
+    pts = torch.cat([xyz, torch.full((n, 1), tag), torch.arange(n, dtype=torch.float32)[:, None]], 1)
+    b = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 7)
+    return {"points": pts, "boxes": b, "labels": torch.zeros(len(b), dtype=torch.long), "frame_id": name,
+            "dataset": name}
+
+
+# region [-5, -5, 5, 5]; boxes: fully inside, fully outside, and crossing the border (only 2 corners inside)
+INSIDE, OUTSIDE, BORDER = [0.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0], [12.0, 12.0, 0.0, 4.0, 2.0, 1.5, 0.3], \
+    [5.5, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0]
+
+
+def test_corner_rule_on_a_hand_made_border_box():
+    region = [-5.0, -5.0, 5.0, 5.0]
+    touch = boxes_touching_region(torch.tensor([INSIDE, OUTSIDE, BORDER]), region, (RANGE[2], RANGE[5]))
+    assert touch.tolist() == [True, False, True]
+    # the border box has exactly 4 of 8 corners (x = 3.5) inside: one corner suffices; a box just beyond does not touch
+    assert not boxes_touching_region(torch.tensor([[7.01, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0]]), region, (-3, 3)).any()
+
+
+def test_cutmix_points_and_boxes_come_from_the_right_frame():
+    src = frame(3000, 0.25, [INSIDE, OUTSIDE, BORDER], 0, "src")
+    tgt = frame(2000, 0.75, [INSIDE, OUTSIDE, BORDER], 1, "tgt")
+    region = [-5.0, -5.0, 5.0, 5.0]
+    out = apply_cutmix(src, tgt, region, RANGE)
+
+    def inside(p):
+        return (p[:, 0] > -5) & (p[:, 0] < 5) & (p[:, 1] > -5) & (p[:, 1] < 5)
+
+    p = out["points"]
+    from_t, from_s = p[:, 3] == 0.75, p[:, 3] == 0.25
+    assert (from_t | from_s).all()
+    assert inside(p[from_t]).all() and not inside(p[from_s]).any()
+    assert int(from_t.sum()) == int(inside(tgt["points"]).sum())
+    assert int(from_s.sum()) == int((~inside(src["points"])).sum())
+    assert len(p) == int(inside(tgt["points"]).sum()) + int((~inside(src["points"])).sum())
+    # rows are the original rows of their frame (5th column) and unchanged
+    torch.testing.assert_close(p[from_t], tgt["points"][p[from_t][:, 4].long()])
+    torch.testing.assert_close(p[from_s], src["points"][p[from_s][:, 4].long()])
+    # boxes: source OUTSIDE (the source INSIDE and BORDER boxes touch the region) + target INSIDE and BORDER
+    assert out["boxes"].tolist() == torch.tensor([OUTSIDE, INSIDE, BORDER]).tolist()
+    assert out["labels"].tolist() == [0, 0, 0] and out["dataset"] == "tgt"
+
+
+def test_cutmix_region_rules():
+    rng = np.random.default_rng(0)
+    ratios = np.array([draw_side_ratios(rng) for _ in range(300)])
+    assert ((ratios >= 0.5) & (ratios <= 1.0)).all()
+    assert (ratios.min(1) / ratios.max(1) >= 0.75).mean() > 0.99
+    src = frame(500, 0.25, [OUTSIDE], 2, "src")
+    tgt = frame(4000, 0.75, [INSIDE], 3, "tgt")
+    for seed in range(10):
+        region = draw_cutmix_region(src["points"], tgt["points"], RANGE, np.random.default_rng(seed),
+                                    min_target_points=1000)
+        x0, y0, x1, y1 = region
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        # centred on a source point, half-extent c * range / 2 with c in [0.5, 1]
+        assert torch.isclose(src["points"][:, :2], torch.tensor([cx, cy]), atol=1e-4).all(1).any()
+        assert 10.0 - 1e-6 <= (x1 - x0) / 2 <= 20.0 + 1e-6 and 10.0 - 1e-6 <= (y1 - y0) / 2 <= 20.0 + 1e-6
+        t = tgt["points"]
+        assert int(((t[:, 0] > x0) & (t[:, 0] < x1) & (t[:, 1] > y0) & (t[:, 1] < y1)).sum()) > 1000
+    # a target with too few points can never satisfy the > N rule: no region, the caller resamples
+    assert point_cutmix(src, frame(800, 0.75, [INSIDE], 4, "t"), RANGE, np.random.default_rng(0), 1000) is None
+
+
+def test_cutmix_dataset_epoch_and_resampling():
+    src = [frame(300, 0.25, [], 5, "s0"), frame(300, 0.25, [OUTSIDE], 6, "s1")]
+    tgt = [frame(300, 0.75, [INSIDE], 7, "t0")]
+    ds = CutMixFrames(src, tgt, RANGE, cutmix_prob=0.0, min_target_points=10)
+    assert len(ds) == 3
+    assert ds[1]["frame_id"] == "s1" and ds[2]["frame_id"] == "t0"
+    assert all(len(ds[0]["boxes"]) for _ in range(5))  # s0 has no box: another index is drawn
+    mixed = CutMixFrames(src, tgt, RANGE, cutmix_prob=1.0, min_target_points=10)[1]
+    assert mixed["frame_id"].startswith("cutmix(s1|t0)")
+    with pytest.raises(UserError, match="cutmix_prob"):
+        CutMixFrames(src, tgt, RANGE, cutmix_prob=1.5)
+
+
+def test_mixup_counts_union_and_collision_check():
+    f1 = frame(1000, 0.25, [INSIDE, OUTSIDE], 8, "a")
+    f2 = frame(700, 0.75, [[0.5, 0.5, 0.0, 4.0, 2.0, 1.5, 0.2], [-12.0, -12.0, 0.0, 4.0, 2.0, 1.5, 0.0]], 9, "b")
+    out, lam = point_mixup(f1, f2, np.random.default_rng(0), alpha=2.0, return_lambda=True)
+    assert lam == np.random.default_rng(0).beta(2.0, 2.0)  # Beta(alpha, alpha), drawn first
+    p = out["points"]
+    n1, n2 = int((p[:, 3] == 0.25).sum()), int((p[:, 3] == 0.75).sum())
+    assert (n1, n2) == (int(1000 * lam), int(700 * (1 - lam))) and len(p) == n1 + n2
+    for tag, f in ((0.25, f1), (0.75, f2)):  # every point is an unchanged row of its frame, none twice
+        rows = p[p[:, 3] == tag]
+        torch.testing.assert_close(rows, f["points"][rows[:, 4].long()])
+        assert rows[:, 4].unique().numel() == len(rows)
+    assert out["boxes"].tolist() == torch.cat([f1["boxes"], f2["boxes"]]).tolist()
+    cd = point_mixup(f1, f2, np.random.default_rng(0), alpha=2.0, collision_check=True)
+    # f2's first box overlaps f1's INSIDE box in BEV: dropped with its points; the far one stays
+    assert cd["boxes"].tolist() == torch.cat([f1["boxes"], f2["boxes"][1:]]).tolist()
+    assert (bev_iou(f1["boxes"], f2["boxes"][:1]) > 0).any()
+    from_2 = cd["points"][cd["points"][:, 3] == 0.75]
+    assert not points_in_boxes(from_2[:, :3], f2["boxes"][:1]).any()
+
+
+def test_mixup_dataset_rules():
+    gt = [frame(200, 0.25, [INSIDE], 10, "g0")]
+    ps = [frame(200, 0.75, [OUTSIDE], 11, "p0"), frame(200, 0.75, [OUTSIDE], 12, "p1")]
+    ds = MixUpFrames(gt, ps, mixup_prob=0.0, gt_prob=1.0)
+    assert len(ds) == 3 and {ds[i]["frame_id"] for i in range(3)} == {"g0"}
+    ds = MixUpFrames(gt, ps, mixup_prob=0.0, gt_prob=0.0)
+    assert [ds[i]["frame_id"] for i in range(3)] == ["p0", "p1", "p0"]  # i mod |ps|
+    ds = MixUpFrames(gt, ps, mixup_prob=1.0, mixup_type="gt_gt+ps")
+    assert all(ds[i]["frame_id"].startswith("mixup(g0|") for i in range(5))  # first frame from gt
+    with pytest.raises(UserError, match="mixup_type"):
+        MixUpFrames(gt, ps, mixup_type="gt")
+
+
+TINY = dict(voxel_size=[0.8, 0.8, 9.8], point_cloud_range=[-51.2, -51.2, -5.0, 51.2, 51.2, 4.8],
+            pillar_filters=[16, 16], layer_nums=[1, 1], layer_strides=[2, 2], num_filters=[16, 32],
+            upsample_strides=[1, 2], num_upsample_filters=[16, 16], head_channels=16, example_points=200)
+
+
+def _nuscenes(shared_data, **kw):
+    from zoo.data_modules.driving import NuScenesDataModule
+
+    info = "n015-2018-07-24-11-22-45+0800.pkl"
+    return NuScenesDataModule(root=str(shared_data / "nuscenes_demo"), train_split=info, val_split=info,
+                              predict_split=info, z_shift=1.8, intensity="max",
+                              point_cloud_range=TINY["point_cloud_range"], batch_size=1, **kw)
+
+
+def test_short_fit_on_real_frames_lowers_the_loss(shared_data):
+    from zoo.data_modules.driving import KittiDataModule, collate_frames
+
+    torch.manual_seed(0)
+    kitti = KittiDataModule(root=str(shared_data / "kitti_frames"), train_split=["000002"], val_split=["000002"],
+                            z_shift=1.73, intensity="max", point_cloud_range=TINY["point_cloud_range"])
+    frames = [kitti.frames("train", augment=False)[0], _nuscenes(shared_data).frames("train", augment=False)[0]]
+    mix = point_cutmix(frames[0], frames[1], TINY["point_cloud_range"], np.random.default_rng(0), 10_000)
+    assert mix is not None and len(mix["boxes"])
+    batch = collate_frames([frames[1], mix])
+    module = SSDA3DModule(**TINY).train()
+    opt = torch.optim.Adam(module.parameters(), lr=3e-3)
+    losses = []
+    for step in range(8):
+        loss = module.model.head.loss(module(batch), batch["boxes"], batch["labels"])["loss"]  # training_step's loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_pseudo_labels_written_by_predict_are_read_by_stage_two(shared_data, tmp_path):
+    import lightning.pytorch as pl
+
+    torch.manual_seed(0)
+    dm = _nuscenes(shared_data)
+    module = SSDA3DModule(**TINY, pseudo_label_threshold=0.05, score_threshold=0.0)
+    writer = PseudoLabelWriter("pl/labels.json", threshold=0.06)  # tau on top of the module's
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=str(tmp_path), callbacks=[writer])
+    trainer.predict(module, dataloaders=dm.predict_dataloader(), return_predictions=False)
+    path = tmp_path / "pl" / "labels.json"
+    data = json.loads(path.read_text())
+    assert data["classes"] == ["car"] and data["threshold"] == 0.06
+    (fid, lab), = data["frames"].items()
+    assert lab["boxes"] and all(s > 0.06 for s in lab["scores"]) and len(lab["boxes"]) == len(lab["labels"])
+    labels = read_pseudo_labels(path, ["car"])
+    ps = PseudoLabelledFrames(dm.frames("predict", augment=False), labels)
+    f = ps[0]
+    assert f["frame_id"] == fid and f["labels"].tolist() == lab["labels"][:len(f["labels"])]
+    written = torch.tensor(lab["boxes"])  # the frame's boxes are the pseudo-labels (those centred inside the range)
+    assert len(f["boxes"]) and all(torch.isclose(written, b, atol=1e-5).all(1).any() for b in f["boxes"])
+    with pytest.raises(UserError, match="classes"):
+        read_pseudo_labels(path, ["pedestrian"])
+    # Stage II's data module reads them: labelled + pseudo-labelled frames, Point-MixUp-ed
+    from zoo.models.ssda3d.data import SSDA3DDataModule
+
+    stage2 = SSDA3DDataModule(target=dm, stage="intra", pseudo_labels=str(path), mixup_prob=1.0, batch_size=1)
+    batch = next(iter(stage2.train_dataloader()))
+    assert len(stage2.train_set) == 2 and batch["frame_id"][0].startswith("mixup(") and len(batch["boxes"][0])
+    # ... and Stage II starts from the Stage-I weights (init_weights: a Lightning checkpoint, weights_only)
+    trainer.save_checkpoint(tmp_path / "stage1.ckpt")
+    intra = SSDA3DModule(**TINY, stage="intra", init_weights=str(tmp_path / "stage1.ckpt"))
+    intra.load_initial_weights(str(tmp_path / "stage1.ckpt"))
+    for k, v in module.model.state_dict().items():
+        torch.testing.assert_close(intra.model.state_dict()[k], v)
+    fit = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                     enable_checkpointing=False, max_steps=2, limit_val_batches=0, default_root_dir=str(tmp_path))
+    fit.fit(SSDA3DModule(**TINY, stage="intra", init_weights=str(tmp_path / "stage1.ckpt")), datamodule=stage2)
+    assert fit.global_step == 2 and torch.isfinite(fit.callback_metrics["train/loss"])
+
+
+def test_bad_arguments_are_user_errors():
+    with pytest.raises(UserError, match="stage"):
+        SSDA3DModule(**TINY, stage="stage3")
+    with pytest.raises(UserError, match="divisible"):
+        SSDA3DModule(**{**TINY, "point_cloud_range": [-50.0, -50.0, -5.0, 50.0, 50.0, 4.8]})
+    from zoo.models.ssda3d.data import SSDA3DDataModule
+
+    class _T:
+        classes = ["car"]
+        point_cloud_range = RANGE
+
+    with pytest.raises(UserError, match="pseudo_labels"):
+        SSDA3DDataModule(target=_T(), stage="intra")

@@ -1,0 +1,42 @@
+"""zoo.nn.voxel_backbone (spconv): forward and shapes only. spconv 2.3.8's CPU wheel runs the forward, but its backward
+launches CUDA kernels, so on a CPU machine the backward (training) of this backbone cannot be tested; the CPU training
+path is the pillar encoder (tests/nn/test_pillars.py)."""
+from __future__ import annotations
+
+import torch
+
+from zoo.nn.voxel_backbone import VoxelResBackBone8x, mean_vfe
+
+RANGE = (-6.4, -6.4, -2.0, 6.4, 6.4, 3.0)  # 32 x 32 x 25 voxels of 0.4 x 0.4 x 0.2 m
+VOX = (0.4, 0.4, 0.2)
+
+
+def _cloud(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    lo, hi = torch.tensor(RANGE[:3]), torch.tensor(RANGE[3:])
+    return torch.cat([lo + torch.rand(n, 3, generator=g) * (hi - lo) * 0.999, torch.rand(n, 1, generator=g)], 1)
+
+
+def test_mean_vfe_is_the_voxel_mean():
+    pts = torch.tensor([[0.1, 0.1, 0.05, 0.2], [0.3, 0.2, 0.1, 0.4], [1.0, 1.0, 1.0, 1.0]])
+    feats, coords = mean_vfe(pts, torch.zeros(3, dtype=torch.long), VOX, RANGE)
+    assert coords.tolist() == [[0, 10, 16, 16], [0, 15, 18, 18]]
+    torch.testing.assert_close(feats[0], pts[:2].mean(0))
+
+
+def test_forward_shapes_paper_layout():
+    torch.manual_seed(0)
+    net = VoxelResBackBone8x(4, VOX, RANGE, channels=(4, 8, 8, 8), out_channels=8).eval()
+    assert net.sparse_shape == [26, 32, 32]  # (nz + 1, ny, nx) as OpenPCDet
+    pts = [_cloud(1500, 0), _cloud(900, 1)]
+    b = torch.cat([torch.full((len(p),), i) for i, p in enumerate(pts)])
+    feats, coords = mean_vfe(torch.cat(pts), b, VOX, RANGE)
+    with torch.no_grad():
+        out = net(feats, coords, 2)
+    # z: 26 -> 13 -> 7 -> 3 (padding 0) -> 1 (kernel 3, stride 2); x/y: 32 / 8 = 4
+    assert net.out_z == 1 and out.shape == (2, 8 * 1, 4, 4) and net.out_channels == 8
+    assert torch.isfinite(out).all() and out.abs().sum() > 0
+    # the paper's grid: 0.075 x 0.075 x 0.2 m over [-54, 54]^2 x [-5, 4.8] -> 1440 x 1440 x 49, 256 BEV channels
+    with torch.device("meta"):
+        paper = VoxelResBackBone8x()
+    assert paper.sparse_shape == [50, 1440, 1440] and paper.out_channels == 256

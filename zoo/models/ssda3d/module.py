@@ -1,0 +1,229 @@
+"""SSDA3D LightningModule (Wang, Yin, Li, Frossard, Yang, Shen, AAAI 2023, arXiv 2212.02845; official code
+``yinjunbo/SSDA3D``, built on OpenPCDet).
+
+Both stages train the same CenterPoint detector (:mod:`zoo.models.ssda3d.model`) with CenterPoint's loss (heatmap
+focal + 0.25 x L1 regression, :class:`zoo.nn.centerpoint.CenterHead`); what differs is the data
+(:mod:`zoo.models.ssda3d.data`):
+
+- ``stage="inter"`` (Stage I, Inter-domain Adaptation): source (Waymo) + labelled target (nuScenes) frames, a share of
+  them Point-CutMix-ed (``tools/cfgs/stage1_cutmix/*.yaml``);
+- pseudo-labelling: ``zoo predict`` with the Stage-I weights on the unlabelled target pool; :meth:`predict_step`
+  keeps the detections with score > ``pseudo_label_threshold`` (tau: 0.2 for 1/5/10 %, 0.3 for 20 %) and
+  :class:`zoo.models.ssda3d.pseudo_labels.PseudoLabelWriter` writes them for Stage II;
+- ``stage="intra"`` (Stage II, Intra-domain Generalisation): labelled + pseudo-labelled target frames, a share of them
+  Point-MixUp-ed, initialised from the Stage-I weights (``init_weights``; ``tools/cfgs/stage2_mixup/*.yaml``).
+
+Optimiser (spec ``3d.md`` §3.7, OpenPCDet ``adam_onecycle``): Adam with decoupled weight decay 0.01 on every parameter
+(``true_wd``, ``bn_wd``: torch's AdamW), betas (0.95 -> 0.85 cycled, 0.99); one-cycle LR per optimizer step, peak
+1e-3 at 40 %, start peak / 10, end start / 1e4, cosine both ways (torch ``OneCycleLR``); grad-norm clip 10 is
+``trainer.gradient_clip_val`` in the configs. Validation: nuScenes car AP / NDS or KITTI BEV / 3D AP with
+``zoo.metrics.detection3d``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from lightning.pytorch import LightningModule
+
+from zoo.errors import UserError, check_choice
+from zoo.models.ssda3d.model import SSDA3DDetector
+
+__all__ = ["SSDA3DModule", "example_batch"]
+
+
+def example_batch(point_cloud_range: Sequence[float], num_points: int = 2000, frames: int = 2, seed: int = 0) -> dict:
+    """A collated batch of random clouds inside the range, each with one car box (example_input_array, bench)."""
+    with torch.device("cpu"):  # also under a meta-device context (parameter counts)
+        return _example_batch(point_cloud_range, num_points, frames, seed)
+
+
+def _example_batch(point_cloud_range, num_points, frames, seed):
+    g = torch.Generator().manual_seed(seed)
+    lo = torch.tensor(point_cloud_range[:3], dtype=torch.float32)
+    hi = torch.tensor(point_cloud_range[3:], dtype=torch.float32)
+    pts, boxes = [], []
+    for _ in range(frames):
+        xyz = lo + torch.rand(num_points, 3, generator=g) * (hi - lo) * 0.999
+        pts.append(torch.cat([xyz, torch.rand(num_points, 1, generator=g)], dim=1))
+        c = (lo + hi) / 2
+        boxes.append(torch.tensor([[float(c[0]), float(c[1]), float(c[2]), 4.0, 1.8, 1.6, 0.3]]))
+    return {"points": pts, "boxes": boxes, "labels": [torch.zeros(1, dtype=torch.long) for _ in range(frames)],
+            "frame_id": [f"example-{i}" for i in range(frames)], "dataset": ["example"] * frames}
+
+
+class SSDA3DModule(LightningModule):
+    """CenterPoint trained the SSDA3D way. ``forward(batch)``: the head's maps in training mode, per-frame detections
+    ``[{"boxes": [K, 7], "scores": [K], "labels": [K]}]`` in eval mode (``zoo.load(...)(batch)``)."""
+
+    def __init__(self, backbone: str = "pillar", class_names: Sequence[str] = ("car",), num_point_features: int = 4,
+                 voxel_size: Sequence[float] = (0.2, 0.2, 9.8),
+                 point_cloud_range: Sequence[float] = (-51.2, -51.2, -5.0, 51.2, 51.2, 4.8),
+                 pillar_filters: Sequence[int] = (64, 64), voxel_channels: Sequence[int] = (16, 32, 64, 128),
+                 layer_nums: Sequence[int] = (3, 5, 5), layer_strides: Sequence[int] = (2, 2, 2),
+                 num_filters: Sequence[int] = (64, 128, 256), upsample_strides: Sequence[float] = (0.5, 1, 2),
+                 num_upsample_filters: Sequence[int] = (128, 128, 128), head_channels: int = 64,
+                 bn_momentum: float = 0.01, gaussian_overlap: float = 0.1, min_radius: int = 2,
+                 max_objs: int = 500, cls_weight: float = 1.0,
+                 loc_weight: float = 0.25, code_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2),
+                 score_threshold: float = 0.1, nms_threshold: float = 0.2, nms_pre: int = 1000, nms_post: int = 83,
+                 post_center_range: Sequence[float] = (-61.2, -61.2, -10.0, 61.2, 61.2, 11.8),
+                 stage: str = "inter", init_weights: str | None = None, pseudo_label_threshold: float = 0.2,
+                 lr: float = 1e-3, weight_decay: float = 0.01, moms: Sequence[float] = (0.95, 0.85),
+                 pct_start: float = 0.4, div_factor: float = 10.0, final_div_factor: float = 1e4,
+                 eval_metric: str = "nuscenes", example_points: int = 2000):
+        super().__init__()
+        self.save_hyperparameters()
+        check_choice("stage", stage, ("inter", "intra"))
+        check_choice("eval_metric", eval_metric, ("nuscenes", "kitti"))
+        for name, value in (("lr", lr), ("div_factor", div_factor), ("final_div_factor", final_div_factor)):
+            if not value > 0:
+                raise UserError(f"{name} must be > 0, got {value!r}")
+        if not 0 < pct_start < 1:
+            raise UserError(f"pct_start must lie in (0, 1), got {pct_start}")
+        if len(moms) != 2:
+            raise UserError(f"moms needs (max, min) beta1, got {list(moms)}")
+        if not 0 <= pseudo_label_threshold < 1:
+            raise UserError(f"pseudo_label_threshold (tau) must lie in [0, 1), got {pseudo_label_threshold}")
+        if not class_names:
+            raise UserError("class_names is empty: name the classes the head detects, e.g. [car]")
+        self.model = SSDA3DDetector(
+            backbone=backbone, num_classes=len(class_names), num_point_features=num_point_features,
+            voxel_size=voxel_size, point_cloud_range=point_cloud_range, pillar_filters=pillar_filters,
+            voxel_channels=voxel_channels, layer_nums=layer_nums, layer_strides=layer_strides,
+            num_filters=num_filters, upsample_strides=upsample_strides, num_upsample_filters=num_upsample_filters,
+            head_channels=head_channels, bn_momentum=bn_momentum, gaussian_overlap=gaussian_overlap,
+            min_radius=min_radius,
+            max_objs=max_objs, cls_weight=cls_weight, loc_weight=loc_weight, code_weights=code_weights,
+            score_threshold=score_threshold, nms_threshold=nms_threshold, nms_pre=nms_pre, nms_post=nms_post,
+            post_center_range=post_center_range)
+        self.example_input_array = (example_batch(point_cloud_range, example_points),)
+        # spconv's CPU wheel has no backward (its backward launches CUDA kernels): the voxel model trains on a GPU only
+        self.backward_needs_cuda = backbone == "voxel"
+        self.val_metric = self.test_metric = None
+
+    # ------------------------------------------------------------------------------------------ setup
+    def _metric(self):
+        from zoo.metrics import detection3d
+
+        names = list(self.hparams.class_names)
+        if self.hparams.eval_metric == "nuscenes":
+            return detection3d.NuScenesDetection(classes=names)
+        return detection3d.KittiDetection(classes=names)
+
+    def setup(self, stage: str | None = None):
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        classes = getattr(dm, "classes", None)
+        if classes is not None and list(classes) != list(self.hparams.class_names):
+            raise UserError(f"the model detects {list(self.hparams.class_names)}, the data module's classes are "
+                            f"{list(classes)}: set model.init_args.class_names to the data's classes")
+        feats = getattr(dm, "num_point_features", None)
+        if feats is not None and feats < self.hparams.num_point_features:
+            raise UserError(f"the model reads {self.hparams.num_point_features} point features, the data has {feats}")
+        if stage in ("fit", "validate"):
+            self.val_metric = self._metric()
+        if stage == "test":
+            self.test_metric = self._metric()
+        if stage == "fit" and self.hparams.init_weights and not getattr(self, "_initialised", False):
+            self.load_initial_weights(self.hparams.init_weights)
+            self._initialised = True
+
+    def load_initial_weights(self, path: str) -> None:
+        """Stage II starts from the Stage-I weights: a Lightning ``.ckpt`` (read with ``weights_only=True``) or a zoo
+        Hub folder / ``model.safetensors``."""
+        p = Path(path).expanduser()
+        if p.is_dir():
+            p = p / "model.safetensors"
+        if not p.is_file():
+            raise UserError(f"init_weights {path!r} does not exist: give the Stage-I checkpoint (.ckpt) or exported "
+                            "folder (model.safetensors)")
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(p))
+        else:
+            state = torch.load(str(p), map_location="cpu", weights_only=True).get("state_dict", {})
+        state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+        if not state:
+            raise UserError(f"{p} holds no 'model.*' weights of an SSDA3DModule")
+        self.model.load_state_dict(state, strict=True)
+
+    # ------------------------------------------------------------------------------------------ steps
+    @staticmethod
+    def _points(batch) -> list[torch.Tensor]:
+        if isinstance(batch, dict):
+            if "points" not in batch:
+                raise UserError("the batch has no 'points': use zoo.data_modules.driving.collate_frames")
+            pts = batch["points"]
+        else:
+            pts = batch
+        return [pts] if torch.is_tensor(pts) else list(pts)
+
+    def forward(self, batch) -> Any:
+        pts = self._points(batch)
+        if self.training:
+            return self.model(pts)
+        return self.model.detect(pts)
+
+    def training_step(self, batch, batch_idx):
+        preds = self.model(self._points(batch))
+        losses = self.model.head.loss(preds, batch["boxes"], batch["labels"])
+        n = len(batch["boxes"])
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=n)
+        self.log("train/hm_loss", losses["hm_loss"], batch_size=n)
+        self.log("train/loc_loss", losses["loc_loss"], batch_size=n)
+        return losses["loss"]
+
+    def _eval_step(self, batch, metric, prefix):
+        maps = self.model(self._points(batch))
+        preds = self.model.head.decode(maps)
+        targets = [{"boxes": b, "labels": lab} for b, lab in zip(batch["boxes"], batch["labels"])]
+        if metric is not None:
+            metric.update(preds, targets)
+        loss = self.model.head.loss(maps, batch["boxes"], batch["labels"])["loss"]
+        self.log(f"{prefix}/loss", loss, batch_size=len(targets))
+        return preds
+
+    def validation_step(self, batch, batch_idx):
+        return self._eval_step(batch, self.val_metric, "val")
+
+    def test_step(self, batch, batch_idx):
+        return self._eval_step(batch, self.test_metric, "test")
+
+    def _log_metric(self, metric, prefix):
+        if metric is None:
+            return
+        values = metric.compute()
+        self.log_dict({f"{prefix}/{k}": float(v) for k, v in values.items()})
+        metric.reset()
+
+    def on_validation_epoch_end(self):
+        self._log_metric(self.val_metric, "val")
+
+    def on_test_epoch_end(self):
+        self._log_metric(self.test_metric, "test")
+
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        """Pseudo-labels: per frame the detections with score > tau (``pseudo_label_threshold``)."""
+        preds = self.model.detect(self._points(batch))
+        ids = batch.get("frame_id") if isinstance(batch, dict) else None
+        ids = ids if ids is not None else [f"{batch_idx}-{i}" for i in range(len(preds))]
+        out = []
+        for fid, p in zip(ids, preds):
+            keep = p["scores"] > self.hparams.pseudo_label_threshold
+            out.append({"frame_id": fid, "boxes": p["boxes"][keep].cpu(), "scores": p["scores"][keep].cpu(),
+                        "labels": p["labels"][keep].cpu()})
+        return out
+
+    # ------------------------------------------------------------------------------------------ optimiser
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = torch.optim.AdamW(self.model.parameters(), lr=hp.lr, betas=(hp.moms[0], 0.99),
+                                weight_decay=hp.weight_decay)
+        total = int(self.trainer.estimated_stepping_batches)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=hp.lr, total_steps=max(total, 2), pct_start=hp.pct_start, anneal_strategy="cos",
+            cycle_momentum=True, base_momentum=hp.moms[1], max_momentum=hp.moms[0], div_factor=hp.div_factor,
+            final_div_factor=hp.final_div_factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,89 @@
+"""SSDA3D pseudo-labels (spec ``3d.md`` §3.5; ``yinjunbo/SSDA3D:tools/eval_utils/generate_pseudo_labels.py``): the
+Stage-I model runs once over the unlabelled target pool (no augmentation) and its detections with score > tau become
+those frames' boxes in Stage II.
+
+``zoo predict --config configs/ssda3d-...-pseudo.yaml --ckpt_path STAGE1.ckpt`` runs
+:meth:`zoo.models.ssda3d.module.SSDA3DModule.predict_step` (which applies tau) and this callback writes one JSON file
+(no pickle): ``{"format": "zoo-ssda3d-pseudo-labels/1", "classes": [...], "threshold": tau,
+"frames": {frame_id: {"boxes": [[x, y, z, dx, dy, dz, yaw], ...], "scores": [...], "labels": [...]}}}``.
+Boxes are in the frame's coordinates as the target data module delivers them (after its ``z_shift``), which is how
+Stage II reads them back (:class:`zoo.models.ssda3d.data.PseudoLabelledFrames`).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from zoo.errors import DataNotFoundError, UserError
+
+__all__ = ["PseudoLabelWriter", "read_pseudo_labels", "FORMAT"]
+
+FORMAT = "zoo-ssda3d-pseudo-labels/1"
+
+
+class PseudoLabelWriter(BasePredictionWriter):
+    """Collects ``predict_step`` outputs and writes ``output`` (a path; relative paths live under
+    ``trainer.default_root_dir``) at the end of ``zoo predict``. Multi-device runs write one file per rank
+    (``<name>.rank<k>.json``) that :func:`read_pseudo_labels` reads together.
+
+    ``threshold``: tau, applied here on top of the module's ``pseudo_label_threshold`` (``zoo predict --ckpt_path``
+    restores the Stage-I run's init args, so the module's own tau is the one it was trained with); None keeps the
+    module's."""
+
+    def __init__(self, output: str = "pseudo_labels.json", threshold: float | None = None):
+        super().__init__(write_interval="epoch")
+        if threshold is not None and not 0 <= threshold < 1:
+            raise UserError(f"PseudoLabelWriter threshold (tau) must lie in [0, 1), got {threshold}")
+        self.output, self.threshold = output, threshold
+
+    def path(self, trainer) -> Path:
+        p = Path(self.output).expanduser()
+        if not p.is_absolute():
+            p = Path(trainer.default_root_dir) / p
+        if trainer.world_size > 1:
+            p = p.with_name(f"{p.stem}.rank{trainer.global_rank}{p.suffix}")
+        return p
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices):
+        frames = {}
+        batches = predictions[0] if predictions and isinstance(predictions[0], list) and predictions[0] and \
+            isinstance(predictions[0][0], list) else predictions
+        hp = pl_module.hparams
+        tau = float(hp.pseudo_label_threshold)
+        if self.threshold is not None:
+            tau = max(tau, float(self.threshold))
+        for batch in batches:
+            for f in batch:
+                keep = f["scores"] > tau
+                frames[str(f["frame_id"])] = {"boxes": f["boxes"][keep].tolist(), "scores": f["scores"][keep].tolist(),
+                                              "labels": f["labels"][keep].tolist()}
+        out = {"format": FORMAT, "classes": list(hp.class_names), "threshold": tau, "frames": frames}
+        p = self.path(trainer)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(out))
+        n = sum(len(v["labels"]) for v in frames.values())
+        print(f"pseudo-labels: {n} boxes (score > {tau}) on {len(frames)} frames -> {p}")
+
+
+def read_pseudo_labels(path: str | Path, classes: Sequence[str] | None = None) -> dict[str, dict]:
+    """frame_id -> {"boxes", "scores", "labels"} from one file (or its per-rank siblings); checks the classes."""
+    p = Path(path).expanduser()
+    files = [p] if p.is_file() else sorted(p.parent.glob(f"{p.stem}.rank*{p.suffix}"))
+    if not files:
+        raise DataNotFoundError(f"pseudo-label file {p} not found: write it with `zoo predict` and the "
+                                "PseudoLabelWriter callback (configs/ssda3d-*-pseudo.yaml)")
+    frames: dict[str, dict] = {}
+    for f in files:
+        try:
+            data = json.loads(f.read_text())
+        except json.JSONDecodeError as e:
+            raise UserError(f"{f} is not a pseudo-label JSON file ({e})") from e
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise UserError(f"{f} is not a {FORMAT} file (written by zoo.models.ssda3d.pseudo_labels)")
+        if classes is not None and list(data["classes"]) != list(classes):
+            raise UserError(f"{f} labels classes {data['classes']}, the data module has {list(classes)}")
+        frames.update(data["frames"])
+    return frames

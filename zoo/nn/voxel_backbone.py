@@ -1,0 +1,142 @@
+"""The SSDA3D / CenterPoint-voxel 3D encoder on spconv: mean VFE, ``VoxelResBackBone8x`` and ``HeightCompression``.
+
+Architecture as OpenPCDet's ``pcdet/models/backbones_3d/spconv_backbone.py`` (``VoxelResBackBone8x``; SECOND, Yan et
+al., Sensors 2018, with residual sparse blocks) and spec ``3d.md`` §3.2: SubM(C -> 16) + 2 residual blocks;
+[SparseConv s2 16 -> 32 + 2 res]; [s2 32 -> 64 + 2 res]; [s2 64 -> 128, padding (0, 1, 1) + 2 res]; out SparseConv
+(3, 1, 1) stride (2, 1, 1) 128 ch. BatchNorm1d eps 1e-3, momentum 0.01. The sparse shape is the grid's
+``(nz + 1, ny, nx)``; HeightCompression stacks the remaining z slices into channels (128 x 2 = 256 for the paper's
+grid 1440 x 1440 x 49), stride 8.
+
+spconv is an optional extra (``pip install zoo[3d]``), imported only when a voxel model is built. On a CPU-only machine
+spconv 2.3.8's CPU wheel runs the forward, but its backward calls CUDA kernels: the tests run this backbone's forward
+and check its shapes only; training the voxel model needs a GPU. The CPU training path is :mod:`zoo.nn.pillars`.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from zoo.errors import UserError
+from zoo.nn.pillars import grid_size, voxelize
+
+__all__ = ["import_spconv", "VoxelResBackBone8x", "mean_vfe"]
+
+
+def import_spconv():
+    """``spconv.pytorch``, or a UserError naming the extra that installs it."""
+    try:
+        import spconv.pytorch as spconv
+    except ImportError as e:
+        raise UserError(f"the voxel backbone needs spconv ({e}); install it with `pip install zoo[3d]` (or the "
+                        "spconv-cuXXX wheel matching your CUDA), or use the pillar backbone (backbone: pillar)") from e
+    return spconv
+
+
+def mean_vfe(points: torch.Tensor, batch_index: torch.Tensor, voxel_size: Sequence[float],
+             point_cloud_range: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """OpenPCDet ``MeanVFE`` on dynamic voxels: the mean of each voxel's point features.
+    -> (features [V, C], coords [V, 4] (b, iz, iy, ix)). No point cap (the official hard voxeliser keeps <= 10 points
+    per voxel and <= 120k / 160k voxels; with dynamic voxels every point counts)."""
+    vox = voxelize(points, voxel_size, point_cloud_range, batch_index)
+    feats = points.new_zeros(vox.coords.shape[0], points.shape[1]).index_add_(0, vox.inverse, points[vox.keep])
+    return feats / vox.counts[:, None].to(points.dtype), vox.coords
+
+
+class _Spconv:
+    """Builders that import spconv lazily (this module imports without it)."""
+
+    def __init__(self):
+        self.sp = import_spconv()
+
+    def norm(self, c):
+        return nn.BatchNorm1d(c, eps=1e-3, momentum=0.01)
+
+    def post_act(self, cin, cout, stride, padding, key):
+        sp = self.sp
+        return sp.SparseSequential(sp.SparseConv3d(cin, cout, 3, stride=stride, padding=padding, bias=False,
+                                                   indice_key=key), self.norm(cout), nn.ReLU())
+
+    def res(self, c, key):
+        return _basic_block_class(self.sp)(self, c, key)
+
+
+_BLOCK = None
+
+
+def _basic_block_class(sp):
+    """``SparseBasicBlock`` must subclass spconv's ``SparseModule`` (so ``SparseSequential`` hands it the sparse
+    tensor, not its features); spconv is imported lazily, so the class is made on first use."""
+    global _BLOCK
+    if _BLOCK is None:
+        class SparseBasicBlock(sp.SparseModule):
+            """Two SubM 3x3x3 convs with bias (as OpenPCDet's ``SparseBasicBlock``) + BN, identity shortcut, ReLU.
+            The conv biases are held beside the convs (``bias1``, ``bias2``; official ``conv1.bias``,
+            ``conv2.bias``) and added to the features: spconv's CPU inference path refuses a conv with a fused
+            bias ("cpu don't support act and bias"); the sum is the same."""
+
+            def __init__(self, b: _Spconv, c: int, key: str):
+                super().__init__()
+                self.conv1 = b.sp.SubMConv3d(c, c, 3, padding=1, bias=False, indice_key=key)
+                self.bias1 = nn.Parameter(torch.zeros(c))
+                self.bn1 = b.norm(c)
+                self.conv2 = b.sp.SubMConv3d(c, c, 3, padding=1, bias=False, indice_key=key)
+                self.bias2 = nn.Parameter(torch.zeros(c))
+                self.bn2 = b.norm(c)
+
+            def forward(self, x):
+                out = self.conv1(x)
+                out = out.replace_feature(torch.relu(self.bn1(out.features + self.bias1)))
+                out = self.conv2(out)
+                return out.replace_feature(torch.relu(self.bn2(out.features + self.bias2) + x.features))
+
+        _BLOCK = SparseBasicBlock
+    return _BLOCK
+
+
+class VoxelResBackBone8x(nn.Module):
+    """Sparse residual 3D encoder, stride 8 in x/y. forward(features [V, C], coords [V, 4] (b, iz, iy, ix), batch_size)
+    -> dense BEV map [B, 128 * nz_out, ny / 8, nx / 8] (HeightCompression). ``out_channels`` = 128 * nz_out."""
+
+    def __init__(self, in_channels: int = 4, voxel_size: Sequence[float] = (0.075, 0.075, 0.2),
+                 point_cloud_range: Sequence[float] = (-54.0, -54.0, -5.0, 54.0, 54.0, 4.8),
+                 channels: Sequence[int] = (16, 32, 64, 128), out_channels: int = 128):
+        super().__init__()
+        b = _Spconv()
+        sp = b.sp
+        if len(channels) != 4:
+            raise UserError(f"VoxelResBackBone8x has 4 stages: channels needs 4 widths, got {list(channels)}")
+        nx, ny, nz = grid_size(voxel_size, point_cloud_range)
+        if nx % 8 or ny % 8:
+            raise UserError(f"the voxel grid {nx} x {ny} must be divisible by 8 (the backbone's stride)")
+        self.sparse_shape = [nz + 1, ny, nx]
+        c1, c2, c3, c4 = (int(c) for c in channels)
+        self.conv_input = sp.SparseSequential(sp.SubMConv3d(in_channels, c1, 3, padding=1, bias=False,
+                                                            indice_key="subm1"), b.norm(c1), nn.ReLU())
+        self.conv1 = sp.SparseSequential(b.res(c1, "res1"), b.res(c1, "res1"))
+        self.conv2 = sp.SparseSequential(b.post_act(c1, c2, 2, 1, "spconv2"), b.res(c2, "res2"), b.res(c2, "res2"))
+        self.conv3 = sp.SparseSequential(b.post_act(c2, c3, 2, 1, "spconv3"), b.res(c3, "res3"), b.res(c3, "res3"))
+        self.conv4 = sp.SparseSequential(b.post_act(c3, c4, 2, (0, 1, 1), "spconv4"), b.res(c4, "res4"),
+                                         b.res(c4, "res4"))
+        self.conv_out = sp.SparseSequential(sp.SparseConv3d(c4, out_channels, (3, 1, 1), stride=(2, 1, 1), padding=0,
+                                                            bias=False, indice_key="spconv_down2"),
+                                            b.norm(out_channels), nn.ReLU())
+        z = nz + 1
+        for k, s, p in ((3, 2, 1), (3, 2, 1), (3, 2, 0), (3, 2, 0)):  # conv2, conv3, conv4 (z pad 0), conv_out
+            z = (z + 2 * p - k) // s + 1
+        if z < 1:
+            raise UserError(f"the voxel grid has {nz} z cells: too few for the backbone's 4 z-downsamplings")
+        self.out_z = z
+        self.out_channels = out_channels * z
+        self.stride = 8
+
+    def forward(self, features: torch.Tensor, coords: torch.Tensor, batch_size: int) -> torch.Tensor:
+        sp = import_spconv()
+        x = sp.SparseConvTensor(features, coords.int(), self.sparse_shape, batch_size)
+        x = self.conv_input(x)
+        for stage in (self.conv1, self.conv2, self.conv3, self.conv4, self.conv_out):
+            x = stage(x)
+        dense = x.dense()  # [B, C, D, H, W]
+        b, c, d, h, w = dense.shape
+        return dense.view(b, c * d, h, w)
