@@ -16,6 +16,7 @@ _LAZY = {
     "KittiDataModule": "driving",
     "NuScenesDataModule": "driving",
     "WaymoDataModule": "driving",
+    "VideoTextDataModule": "video",
 }
 __all__ = sorted(_LAZY)
 

@@ -374,7 +374,7 @@ def _entry_setup(name: str, cfg_path: str | None, model_args: dict, data_args: d
     if "teacher" not in model_args and teacher:
         over.update(teacher)
         notes.append(note)
-    module = zoo.create(entry.name, **over, **model_args).train()  # create() returns eval mode
+    module = zoo.create(entry.name, **{**over, **model_args}).train()  # create() returns eval mode
     hp = module.hparams
     size = hp.get("img_size") or (entry.preprocess.get("input_size") or [None])[-1]
     if size and _accepts(data_cls, "image_size") and "image_size" not in data_args and dargs.get("image_size") != size:
