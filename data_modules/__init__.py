@@ -17,6 +17,7 @@ _LAZY = {
     "NuScenesDataModule": "driving",
     "WaymoDataModule": "driving",
     "VideoTextDataModule": "video",
+    "NuScenesInstanceSegDataModule": "instance_seg",
 }
 __all__ = sorted(_LAZY)
 

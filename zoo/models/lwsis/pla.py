@@ -1,0 +1,211 @@
+"""PLA, Point Label Assignment (LWSIS, Li et al., AAAI 2023, arXiv 2212.03504, §3.2; the facts of
+``Serenos/LWSIS:tools/utils.py`` ``remove_overlap`` / ``random_sample_balance`` and the nuInsSeg converter,
+reimplemented): LiDAR points + calibration + 3D boxes + image size -> per-instance 2D point labels.
+
+One call of :func:`point_label_assignment` handles one camera image:
+
+1. project the LiDAR points with ``lidar2img`` (4×4 = K · lidar2cam); keep depth > 1 m and 1 < u < W − 1,
+   1 < v < H − 1;
+2. depth-guided occlusion filter (:func:`occlusion_filter`, ``mode="window"``; ``mode="simple"`` skips it):
+   30×30 px windows (rows from 200 in steps of 5, columns in steps of 10) over the sparse depth image; in a window
+   with (d_max − d_min)/d_min ≥ 0.25 the points with (d − d_min)/d_min < 0.25 are "near", the others "far", and
+   the far points whose column lies within [min near column − 15, max near column + 15] are deleted (seen through a
+   foreground object by the LiDAR-camera parallax); windows whose nearest point sits on the window's last row are
+   skipped. Every window is evaluated on the unfiltered depth image and the deletions are united, all windows at
+   once (vectorised: each point is scattered into the ≤ 18 windows that contain it, so the cost is linear in N);
+3. per 3D box visible in the image (a corner in front of the camera and inside the image, nuScenes
+   ``BoxVisibility.ANY``): 2D box = extent of the projected in-front corners clipped to the image; foreground =
+   kept points inside the 3D box; background = kept points outside it whose projection lies inside the 2D box
+   shrunk by a 1 px margin;
+4. balanced sampling (:func:`balanced_sample`): K/2 fg + K/2 bg, without replacement when a set is large enough,
+   with replacement otherwise; an empty set is filled with synthetic pixels (fg: uniform in a square of side
+   min(w, h)/2 around the box centre; bg: a square of side min(w, h)/5 at the box's top-left corner) labelled −1
+   (ignore, the official ``random_sample_balance2/3`` variants); shuffled.
+
+Outputs per instance: ``point_coords [K, 2]`` (pixel x, y), ``point_labels [K]`` (1, 0, −1), ``in_rows`` /
+``out_rows`` ``[≤ max_rows, 6]`` = (x, y, z, intensity, u, v) of the fg / bg LiDAR points (GCR's nodes), ``box2d``,
+the box index. Thresholds are in pixels of the original 1600×900 nuScenes images: run PLA before any resize.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from zoo.errors import UserError
+from zoo.nn.boxes3d import box_corners, points_in_boxes
+
+__all__ = ["balanced_sample", "check_calibration", "occlusion_filter", "point_label_assignment", "project"]
+
+
+def check_calibration(lidar2img: np.ndarray, image_size: tuple[int, int], source: str = "calibration") -> None:
+    """The principal point of ``lidar2img``'s intrinsics must lie inside the image ``(H, W)``: a calibration made
+    for another resolution (a resized image with the original ``cam2img``) is an error, not a silent misprojection."""
+    m = np.asarray(lidar2img, dtype=np.float64)
+    if m.shape not in ((4, 4), (3, 4)):
+        raise UserError(f"{source}: lidar2img must be 3x4 or 4x4, got shape {m.shape}")
+    # K = M[:3,:3] R^T with R orthonormal: the principal point is the projection of the camera axis
+    kk = m[:3, :3] @ m[:3, :3].T  # = K K^T
+    cx, cy = kk[0, 2] / kk[2, 2], kk[1, 2] / kk[2, 2]
+    h, w = image_size
+    if not (0 < cx < w and 0 < cy < h):
+        raise UserError(f"{source}: the calibration's principal point ({cx:.0f}, {cy:.0f}) lies outside the "
+                        f"{w}x{h} image; the calibration belongs to another image size: scale cam2img by the resize "
+                        f"factor (or pass the original image size)")
+
+
+def project(points: np.ndarray, lidar2img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """LiDAR ``points [N, >=3]`` -> (pixels ``[N, 2]``, depth ``[N]``) through a 4×4 ``lidar2img``."""
+    m = np.eye(4)
+    lid = np.asarray(lidar2img, dtype=np.float64)
+    m[: lid.shape[0], : lid.shape[1]] = lid
+    hom = np.asarray(points, dtype=np.float64)[:, :3] @ m[:3, :3].T + m[:3, 3]
+    depth = hom[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        uv = hom[:, :2] / depth[:, None]
+    return uv, depth
+
+
+def occlusion_filter(uv: np.ndarray, depth: np.ndarray, image_size: tuple[int, int], window: int = 30,
+                     row_start: int = 200, row_step: int = 5, col_step: int = 10, ratio: float = 0.25,
+                     margin: int = 15) -> np.ndarray:
+    """Keep mask ``[N]`` of the depth-window occlusion filter (module docstring, step 2). ``uv [N, 2]`` pixels of
+    points already inside the image, ``depth [N]`` metres (> 0)."""
+    n = len(depth)
+    keep = np.ones(n, dtype=bool)
+    if n == 0:
+        return keep
+    h, w = image_size
+    col = np.floor(uv[:, 0]).astype(np.int64)
+    row = np.floor(uv[:, 1]).astype(np.int64)
+    n_r = max((h - window - row_start) // row_step + 1, 0)
+    n_c = max((w - window) // col_step + 1, 0)
+    if n_r == 0 or n_c == 0:
+        return keep
+    # windows containing each point: row starts r0 with r0 <= row < r0 + window
+    pts, wins, r0s = [], [], []
+    kr, kc = -(-window // row_step), -(-window // col_step)
+    a_hi = np.floor((row - row_start) / row_step).astype(np.int64)
+    b_hi = np.floor(col / col_step).astype(np.int64)
+    for da in range(kr):
+        a = a_hi - da
+        ok_a = (a >= 0) & (a < n_r) & (row >= row_start + a * row_step) & (row < row_start + a * row_step + window)
+        for db in range(kc):
+            b = b_hi - db
+            ok = ok_a & (b >= 0) & (b < n_c) & (col >= b * col_step) & (col < b * col_step + window)
+            idx = np.nonzero(ok)[0]
+            pts.append(idx)
+            wins.append(a[idx] * n_c + b[idx])
+            r0s.append(row_start + a[idx] * row_step)
+    p, win, r0 = np.concatenate(pts), np.concatenate(wins), np.concatenate(r0s)
+    if len(p) == 0:
+        return keep
+    nw = n_r * n_c
+    d = depth[p]
+    dmin = np.full(nw, np.inf)
+    np.minimum.at(dmin, win, d)
+    dmax = np.full(nw, -np.inf)
+    np.maximum.at(dmax, win, d)
+    # the window's nearest point on its last row -> skip the window
+    at_min = d == dmin[win]
+    last_row = np.zeros(nw, dtype=bool)
+    np.logical_or.at(last_row, win[at_min], (row[p] == r0 + window - 1)[at_min])
+    with np.errstate(divide="ignore", invalid="ignore"):  # empty windows: inf / inf
+        active = ((dmax - dmin) / dmin >= ratio) & ~last_row
+    near = (d - dmin[win]) / dmin[win] < ratio
+    cmin = np.full(nw, np.iinfo(np.int64).max)
+    cmax = np.full(nw, np.iinfo(np.int64).min)
+    np.minimum.at(cmin, win[near], col[p][near])
+    np.maximum.at(cmax, win[near], col[p][near])
+    c = col[p]
+    delete = active[win] & ~near & (c >= cmin[win] - margin) & (c <= cmax[win] + margin)
+    keep[p[delete]] = False
+    return keep
+
+
+def balanced_sample(fg_uv: np.ndarray, bg_uv: np.ndarray, box2d, k: int, rng: np.random.Generator):
+    """K/2 fg + K/2 bg pixels (module docstring, step 4) -> (coords ``[K, 2]``, labels ``[K]`` in {1, 0, −1}),
+    shuffled."""
+    half = k // 2
+    x1, y1, x2, y2 = box2d
+    side = min(x2 - x1, y2 - y1)
+    out_c, out_l = [], []
+    for uv, n, lab in ((fg_uv, half, 1), (bg_uv, k - half, 0)):
+        if len(uv):
+            idx = rng.choice(len(uv), size=n, replace=len(uv) < n)
+            out_c.append(uv[idx])
+            out_l.append(np.full(n, lab))
+        else:
+            if lab == 1:
+                cx, cy, s = (x1 + x2) / 2, (y1 + y2) / 2, side / 2
+                c = np.stack([rng.uniform(cx - s / 2, cx + s / 2, n), rng.uniform(cy - s / 2, cy + s / 2, n)], 1)
+            else:
+                s = side / 5
+                c = np.stack([rng.uniform(x1, x1 + s, n), rng.uniform(y1, y1 + s, n)], 1)
+            out_c.append(c)
+            out_l.append(np.full(n, -1))
+    coords, labels = np.concatenate(out_c), np.concatenate(out_l)
+    perm = rng.permutation(k)
+    return coords[perm].astype(np.float32), labels[perm].astype(np.int64)
+
+
+def _rows(points, uv, sel, max_rows, rng):
+    idx = np.nonzero(sel)[0]
+    if len(idx) > max_rows:
+        idx = np.sort(rng.choice(idx, size=max_rows, replace=False))
+    inten = points[idx, 3] if points.shape[1] > 3 else np.zeros(len(idx))
+    return np.concatenate([points[idx, :3], inten[:, None], uv[idx]], 1).astype(np.float32)
+
+
+def point_label_assignment(points: np.ndarray, lidar2img: np.ndarray, boxes: np.ndarray, image_size: tuple[int, int],
+                           num_points: int = 100, mode: str = "window", max_rows: int = 100,
+                           min_depth: float = 1.0, seed: int | None = 0, return_debug: bool = False,
+                           **filter_args) -> list[dict] | tuple[list[dict], dict]:
+    """PLA for one image. ``points [N, >=3]`` LiDAR frame (x, y, z[, intensity]); ``lidar2img`` 4×4;
+    ``boxes [M, 7]`` LiDAR boxes; ``image_size (H, W)`` the size the calibration is for. Returns one dict per
+    visible box (``index``, ``box2d`` [x1, y1, x2, y2], ``point_coords``, ``point_labels``, ``in_rows``,
+    ``out_rows``, ``num_fg``, ``num_bg``); with ``return_debug`` also the kept / deleted point indices."""
+    if mode not in ("window", "simple"):
+        raise UserError(f"PLA mode must be 'window' (occlusion filter) or 'simple', got {mode!r}")
+    if num_points < 2 or num_points % 2:
+        raise UserError(f"PLA num_points must be an even number >= 2 (K/2 fg + K/2 bg), got {num_points}")
+    check_calibration(lidar2img, image_size)
+    points = np.asarray(points, dtype=np.float32)
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 7)
+    h, w = image_size
+    rng = np.random.default_rng(seed)
+    uv, depth = project(points, lidar2img)
+    vis = (depth > min_depth) & (uv[:, 0] > 1) & (uv[:, 0] < w - 1) & (uv[:, 1] > 1) & (uv[:, 1] < h - 1)
+    idx = np.nonzero(vis)[0]
+    if mode == "window" and len(idx):
+        k = occlusion_filter(uv[idx], depth[idx], image_size, **filter_args)
+        deleted, idx = idx[~k], idx[k]
+    else:
+        deleted = np.zeros(0, dtype=np.int64)
+    pts, puv = points[idx], uv[idx]
+    inside = points_in_boxes(torch.from_numpy(pts[:, :3]), torch.from_numpy(boxes)).numpy() if len(boxes) else \
+        np.zeros((len(pts), 0), dtype=bool)
+    corners = box_corners(torch.from_numpy(boxes).double()).numpy().reshape(-1, 3) if len(boxes) else np.zeros((0, 3))
+    cuv, cdepth = project(corners, lidar2img)
+    cuv, cdepth = cuv.reshape(-1, 8, 2), cdepth.reshape(-1, 8)
+    out = []
+    for m in range(len(boxes)):
+        front = cdepth[m] > 0
+        on_img = front & (cuv[m, :, 0] >= 0) & (cuv[m, :, 0] < w) & (cuv[m, :, 1] >= 0) & (cuv[m, :, 1] < h)
+        if not on_img.any():
+            continue
+        c = cuv[m][front]
+        x1, y1 = max(c[:, 0].min(), 0.0), max(c[:, 1].min(), 0.0)
+        x2, y2 = min(c[:, 0].max(), float(w)), min(c[:, 1].max(), float(h))
+        if x2 - x1 < 1 or y2 - y1 < 1:
+            continue
+        fg = inside[:, m]
+        in_2d = (puv[:, 0] > x1 + 1) & (puv[:, 0] < x2 - 1) & (puv[:, 1] > y1 + 1) & (puv[:, 1] < y2 - 1)
+        bg = ~fg & in_2d
+        coords, labels = balanced_sample(puv[fg], puv[bg], (x1, y1, x2, y2), num_points, rng)
+        out.append({"index": m, "box2d": np.array([x1, y1, x2, y2], dtype=np.float32), "point_coords": coords,
+                    "point_labels": labels, "in_rows": _rows(pts, puv, fg, max_rows, rng),
+                    "out_rows": _rows(pts, puv, bg, max_rows, rng), "num_fg": int(fg.sum()),
+                    "num_bg": int(bg.sum())})
+    if return_debug:
+        return out, {"visible": np.nonzero(vis)[0], "kept": idx, "deleted": deleted}
+    return out
