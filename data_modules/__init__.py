@@ -18,6 +18,7 @@ _LAZY = {
     "WaymoDataModule": "driving",
     "VideoTextDataModule": "video",
     "NuScenesInstanceSegDataModule": "instance_seg",
+    "ImageTextDataModule": "image_text",
 }
 __all__ = sorted(_LAZY)
 

@@ -24,7 +24,8 @@ what it changed (nothing is changed silently):
 - data-bound sizes (:data:`DATA_ARGS`: input features, clusters, nodes, fields, vocabularies): these fit a model to
   its dataset rather than choose its architecture, so they come from the demo config's model when they differ
   (``ccgc-bat`` becomes CCGC with dims 500 on the karate club's 34 features and 2 clusters);
-- the tokenizer: a data module with an ``encoder`` tokenises with the model's encoder;
+- the tokenizer and text length: a data module with an ``encoder`` tokenises with the model's encoder, one with a
+  ``context_length`` pads/truncates to the model's (A-CLIP's 77);
 - inputs of the training step that are not data (a teacher) come from the module's ``bench_init_args`` classmethod
   when it has one: RELIANT trains its teacher on the demo graph in ``setup`` (outside the timing), TinyMIM uses the
   paper's MAE ViT at random weights.
@@ -376,14 +377,13 @@ def _entry_setup(name: str, cfg_path: str | None, model_args: dict, data_args: d
         notes.append(note)
     module = zoo.create(entry.name, **{**over, **model_args}).train()  # create() returns eval mode
     hp = module.hparams
+    # what the model fixes and its data must follow: input size, tokenizer, text context
     size = hp.get("img_size") or (entry.preprocess.get("input_size") or [None])[-1]
-    if size and _accepts(data_cls, "image_size") and "image_size" not in data_args and dargs.get("image_size") != size:
-        notes.append(f"images {size} px (demo {dargs.get('image_size')})")
-        dargs["image_size"] = size
-    enc = hp.get("encoder")
-    if enc and _accepts(data_cls, "encoder") and "encoder" not in data_args and dargs.get("encoder") != enc:
-        notes.append(f"tokenised with {enc}")
-        dargs["encoder"] = enc
+    for key, value, what in (("image_size", size, "images {} px"), ("encoder", hp.get("encoder"), "tokenised with {}"),
+                             ("context_length", hp.get("context_length"), "captions of {} tokens")):
+        if value and _accepts(data_cls, key) and key not in data_args and dargs.get(key) != value:
+            notes.append(f"{what.format(value)} (demo {dargs.get(key)})")
+            dargs[key] = value
     dargs.update(data_args)
     if batch_size is not None:
         if _accepts(data_cls, "batch_size"):

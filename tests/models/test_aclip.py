@@ -1,0 +1,353 @@
+"""A-CLIP: attentive mask, token gather, attention hook, losses against direct computations, EMA schedule,
+logit-scale clamp, weight-decay groups, zero-shot classifier and retrieval, and a short end-to-end fit."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from zoo.errors import UserError
+from zoo.models.aclip.masking import (
+    attentive_keep,
+    cells_kept,
+    cells_to_patches,
+    keep_random_cells,
+    keep_top_cells,
+    map_to_view,
+)
+from zoo.models.aclip.model import ACLIP, ACLIPVisionTransformer
+from zoo.models.aclip.module import (
+    ACLIPModule,
+    aclip_loss,
+    byol_loss,
+    clip_loss,
+    momentum_at,
+    simclr_loss,
+    weight_decay_groups,
+)
+
+TINY = dict(img_size=32, patch_size=8, vision_width=32, vision_depth=2, vision_heads=2, embed_dim=16,
+            context_length=8, vocab_size=64, text_width=16, text_heads=2, text_layers=1, ssl_mlp_dim=32,
+            ssl_emb_dim=8, byol_hidden_dim=32, byol_dim=8)
+
+
+# ---------------------------------------------------------------------------------------------- attentive mask
+def _cells_of(keep: torch.Tensor, grid: int = 14, unit: int = 2) -> set[int]:
+    rows, cols = keep // grid, keep % grid
+    return set(((rows // unit) * (grid // unit) + cols // unit).tolist())
+
+
+def test_top_cells_of_a_hand_made_map_are_kept_as_2x2_patch_units():
+    torch.manual_seed(0)
+    cell_scores = torch.randperm(49).float().reshape(1, 7, 7)  # distinct values: the top 25 are known
+    patch_map = cell_scores.repeat_interleave(2, 1).repeat_interleave(2, 2)  # each cell = 2x2 equal patches
+    keep = keep_top_cells(patch_map, unit=2, ratio=0.5)
+    assert cells_kept(14, 2, 0.5) == 25 and keep.shape == (1, 100)
+    expected_cells = set(cell_scores.flatten().argsort(descending=True)[:25].tolist())
+    assert _cells_of(keep[0]) == expected_cells
+    # every kept cell contributes its four patches, sorted row-major
+    exp = cells_to_patches(torch.tensor([sorted(expected_cells)]), 14, 2)
+    assert torch.equal(keep, exp) and torch.equal(keep, keep.sort(dim=1).values)
+    best = int(cell_scores.flatten().argmax())
+    r, c = divmod(best, 7)
+    assert {2 * r * 14 + 2 * c, 2 * r * 14 + 2 * c + 1, (2 * r + 1) * 14 + 2 * c, (2 * r + 1) * 14 + 2 * c + 1} <= set(
+        keep[0].tolist())
+
+
+def _official_map(scores, view_box, ema_box, grid):
+    """The released get_mask: resize to v3's pixel box, torchvision crop (zero padding), resize back."""
+    from torchvision.transforms.functional import crop
+
+    out = []
+    for i in range(scores.shape[0]):
+        m = scores[i].reshape(1, 1, grid, grid)
+        m = F.interpolate(m, (int(ema_box[i, 2]), int(ema_box[i, 3])), mode="bilinear")
+        m = crop(m, int(view_box[i, 0] - ema_box[i, 0]), int(view_box[i, 1] - ema_box[i, 1]), int(view_box[i, 2]),
+                 int(view_box[i, 3]))
+        out.append(F.interpolate(m, (grid, grid), mode="bilinear")[0, 0])
+    return torch.stack(out)
+
+
+def test_map_through_crop_boxes_matches_the_released_mapping_and_moves_the_hot_region():
+    torch.manual_seed(0)
+    scores = torch.rand(3, 196)
+    ema = torch.tensor([[10, 20, 200, 180], [0, 0, 224, 224], [5, 5, 100, 120]])
+    view = torch.tensor([[30, 40, 120, 100], [0, 112, 112, 112], [50, 60, 80, 90]])  # the last one leaves v3's box
+    torch.testing.assert_close(map_to_view(scores, view, ema, 14), _official_map(scores, view, ema, 14))
+
+    # a hot 4x4-patch block in v3's bottom-right quadrant lands in the bottom-right 4x4 cells of a view that is
+    # exactly that quadrant (the block fills the view's rows/cols 6..13 -> cells 3..6)
+    hot = torch.zeros(1, 14, 14)
+    hot[0, 10:14, 10:14] = 1
+    keep = attentive_keep(hot.reshape(1, -1), torch.tensor([[24, 34, 14, 14]]), torch.tensor([[10, 20, 28, 28]]), 14)
+    block = {r * 7 + c for r in range(3, 7) for c in range(3, 7)}
+    assert block <= _cells_of(keep[0])
+    # the same view box but the map's hot block in the opposite corner: none of those cells need be kept first
+    cold = torch.zeros(1, 14, 14)
+    cold[0, 0:4, 0:4] = 1
+    mapped = map_to_view(cold.reshape(1, -1), torch.tensor([[24, 34, 14, 14]]), torch.tensor([[10, 20, 28, 28]]), 14)
+    assert mapped.abs().max() == 0  # the hot region lies outside that view
+
+
+def test_random_cells_have_the_same_count_and_granularity():
+    keep = keep_random_cells(4, 14, 2, 0.5, generator=torch.Generator().manual_seed(0))
+    assert keep.shape == (4, 100)
+    for row in keep:
+        cells = _cells_of(row)
+        assert len(cells) == 25 and len(set(row.tolist())) == 100
+    assert not torch.equal(keep[0], keep[1])
+    with pytest.raises(ValueError, match="masking units"):
+        cells_kept(7, 2)
+
+
+# ---------------------------------------------------------------------------------------------- towers
+def test_token_gather_keeps_cls_and_the_right_positions():
+    torch.manual_seed(0)
+    vit = ACLIPVisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2).eval()
+    x = torch.randn(2, 3, 32, 32)
+    keep = torch.tensor([[0, 5, 6, 15], [1, 2, 9, 10]])
+    full, kept = vit._tokens(x, None), vit._tokens(x, keep)
+    for b in range(2):
+        torch.testing.assert_close(kept[b], full[b, torch.cat([torch.tensor([0]), 1 + keep[b]])])
+    # all tokens kept = timm's own path; the CLS depends on the kept set, not on its order
+    torch.testing.assert_close(vit.forward_cls(x, torch.arange(16).expand(2, -1)), vit.forward_features(x)[:, 0])
+    torch.testing.assert_close(vit.forward_cls(x, keep), vit.forward_cls(x, keep.flip(1)), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(vit.forward_cls(x, keep), vit.forward_cls(x, keep.roll(1, dims=0)))
+    assert not vit.patch_embed.proj.weight.requires_grad  # frozen at random init
+
+
+def test_attention_hook_returns_the_mean_cls_row_of_every_layer_and_head():
+    torch.manual_seed(0)
+    vit = ACLIPVisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=4).eval()
+    x = torch.randn(2, 3, 32, 32)
+    cls, scores = vit.forward_cls_attention(x)
+    # direct computation: q k^T softmax of each block on its input tokens
+    t, rows = vit._tokens(x, None), []
+    for blk in vit.blocks:
+        a = blk.attn
+        q, k, _ = a.qkv(blk.norm1(t)).reshape(2, 17, 3, a.num_heads, a.head_dim).permute(2, 0, 3, 1, 4)
+        attn = ((q * a.scale) @ k.transpose(-2, -1)).softmax(-1)
+        rows.append(attn[:, :, 0, 1:])
+        t = blk(t)
+    torch.testing.assert_close(scores, torch.stack(rows).mean(dim=(0, 2)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cls, vit.forward_cls(x), atol=1e-5, rtol=1e-5)
+    assert scores.shape == (2, 16) and all(blk.attn.fused_attn == vit.blocks[0].attn.fused_attn for blk in vit.blocks)
+
+
+# ---------------------------------------------------------------------------------------------- losses
+def test_clip_loss_against_a_direct_computation():
+    torch.manual_seed(0)
+    i, t, s = torch.randn(5, 8), torch.randn(5, 8), torch.tensor(3.0)
+    i_n, t_n = i / i.norm(dim=1, keepdim=True), t / t.norm(dim=1, keepdim=True)
+    sim = (s * i_n @ t_n.T).tolist()
+    i2t = sum(-sim[r][r] + math.log(sum(math.exp(v) for v in sim[r])) for r in range(5)) / 5
+    t2i = sum(-sim[c][c] + math.log(sum(math.exp(sim[r][c]) for r in range(5))) for c in range(5)) / 5
+    assert clip_loss(i, t, s).item() == pytest.approx((i2t + t2i) / 2, rel=1e-5)
+
+
+def test_simclr_loss_against_a_direct_computation():
+    torch.manual_seed(0)
+    q, k, tau = torch.randn(4, 6), torch.randn(4, 6), 0.1
+    qn, kn = F.normalize(q, dim=1), F.normalize(k, dim=1)
+
+    def side(a, b):
+        total = 0.0
+        for r in range(4):
+            pos = float(a[r] @ b[r]) / tau
+            den = sum(math.exp(float(a[r] @ b[j]) / tau) for j in range(4))
+            den += sum(math.exp(float(a[r] @ a[j]) / tau) for j in range(4) if j != r)
+            total += -pos + math.log(den)
+        return total / 4
+
+    assert simclr_loss(q, k, tau).item() == pytest.approx((side(qn, kn) + side(kn, qn)) / 2, rel=1e-5)
+
+
+def test_byol_loss_and_the_weighted_total_with_the_simclr_pairing_flag():
+    torch.manual_seed(0)
+    p, z = torch.randn(3, 4), torch.randn(3, 4)
+    direct = sum(2 - 2 * float(p[r] @ z[r]) / (float(p[r].norm()) * float(z[r].norm())) for r in range(3)) / 3
+    assert byol_loss(p, z).item() == pytest.approx(direct, rel=1e-5)
+
+    out = {"image1": torch.randn(4, 8), "image2": torch.randn(4, 8), "text": torch.randn(4, 8),
+           "ssl1": torch.randn(4, 6), "ssl2": torch.randn(4, 6), "pred1": torch.randn(4, 5),
+           "pred2": torch.randn(4, 5), "target": torch.randn(4, 5), "logit_scale": torch.tensor(1 / 0.07)}
+    got = aclip_loss(out)
+    c1, c2 = clip_loss(out["image1"], out["text"], out["logit_scale"]), clip_loss(out["image2"], out["text"],
+                                                                                   out["logit_scale"])
+    s = simclr_loss(out["ssl1"], out["ssl2"], 0.1)
+    b = (byol_loss(out["pred1"], out["target"]) + byol_loss(out["pred2"], out["target"])) / 2
+    torch.testing.assert_close(got["loss"], 0.5 * c1 + 0.5 * c2 + 1.0 * s + 2.0 * b)
+    released = aclip_loss(out, same_view=True)  # the released code: view 1 against itself
+    torch.testing.assert_close(released["simclr"], simclr_loss(out["ssl1"], out["ssl1"], 0.1))
+    assert not torch.allclose(released["simclr"], got["simclr"])
+    torch.testing.assert_close(released["clip"], got["clip"])
+
+
+# ---------------------------------------------------------------------------------------------- EMA, clamp, optim
+def test_momentum_schedule_and_update():
+    assert momentum_at(0, 100) == pytest.approx(0.996)
+    assert momentum_at(50, 100) == pytest.approx(0.998)
+    assert momentum_at(100, 100) == pytest.approx(1.0)
+    assert momentum_at(25, 100) == pytest.approx(1 - 0.004 * (1 + math.cos(math.pi / 4)) / 2)
+    vals = [momentum_at(s, 40) for s in range(41)]
+    assert all(a <= b for a, b in zip(vals, vals[1:]))
+
+    torch.manual_seed(0)
+    net = ACLIP(**TINY)
+    with torch.no_grad():
+        for p in net.visual.parameters():
+            p.add_(1.0)
+        net.image_projection.add_(1.0)
+    before = [(o.clone(), e.clone()) for o, e in net.ema_pairs()]
+    net.momentum_update(0.9)
+    for (o, e), (o_new, e_new) in zip(before, net.ema_pairs()):
+        torch.testing.assert_close(e_new, 0.9 * e + 0.1 * o)
+    # token embedding and ln_final are shared, not copied
+    names = {n for n, _ in net.named_parameters()}
+    assert sorted(n for n in names if "embedding" in n or "ln_final" in n) == sorted(
+        ["text.token_embedding.weight", "text.positional_embedding", "text.ln_final.weight", "text.ln_final.bias"])
+    assert all(not p.requires_grad for n, p in net.named_parameters() if "_ema" in n)
+
+
+def test_logit_scale_is_clamped_after_each_optimizer_step():
+    module = ACLIPModule(**TINY)
+    opt = torch.optim.SGD([module.model.logit_scale], lr=0.0)
+    for value, want in ((7.0, math.log(100)), (-1.0, 0.0), (2.0, 2.0)):
+        with torch.no_grad():
+            module.model.logit_scale.fill_(value)
+        module.optimizer_step(0, 0, opt, lambda: None)
+        assert module.model.logit_scale.item() == pytest.approx(want)
+
+
+def test_weight_decay_groups_follow_the_release():
+    net = ACLIP(**TINY)
+    decay, no_decay = weight_decay_groups(net, 0.5)
+    ids = {id(p): n for n, p in net.named_parameters()}
+    dec, nodec = {ids[id(p)] for p in decay["params"]}, {ids[id(p)] for p in no_decay["params"]}
+    assert decay["weight_decay"] == 0.5 and no_decay["weight_decay"] == 0.0
+    # the released rule is literal: tokens and position embeddings are >= 2-D, so they are decayed
+    assert {"visual.blocks.0.attn.qkv.weight", "image_projection", "image_mlp.layer1.weight",
+            "text.token_embedding.weight", "visual.cls_token", "visual.pos_embed", "text.positional_embedding"} <= dec
+    assert {"logit_scale", "text.ln_final.weight", "text.transformer.resblocks.0.ln_1.weight",
+            "image_mlp.bn1.weight", "visual.blocks.0.attn.qkv.bias", "visual.norm.weight"} <= nodec
+    assert not any("_ema" in n or "patch_embed.proj" in n for n in dec | nodec)  # nothing frozen is optimised
+
+
+def test_bad_arguments_are_user_errors():
+    with pytest.raises(UserError, match="objective"):
+        ACLIPModule(**TINY, objective="slip")
+    with pytest.raises(UserError, match="masking units"):
+        ACLIPModule(**{**TINY, "img_size": 24})
+    with pytest.raises(UserError, match="keep_ratio"):
+        ACLIPModule(**TINY, keep_ratio=1.5)
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def test_zero_shot_classifier_on_planted_text_and_image_embeddings():
+    from open_clip.tokenizer import SimpleTokenizer
+    from torchmetrics.classification import MulticlassAccuracy
+
+    from zoo.models.aclip.zeroshot import zero_shot_logits, zero_shot_weights
+
+    tok = SimpleTokenizer(context_length=16)
+    names = ["cat", "dog", "car"]
+    ids = [tok.encode(n)[0] for n in names]
+
+    class Planted:  # text embedding = one-hot of the class word in the prompt + a template-specific offset
+        def encode_text(self, tokens, normalize=False):
+            out = torch.stack([torch.tensor([float((row == i).any()) for i in ids]) for row in tokens])
+            out = torch.cat([out, 0.1 * (tokens[:, 1:2] == tok.encode("a")[0]).float()], 1)
+            return F.normalize(out, dim=-1) if normalize else out
+
+    w = zero_shot_weights(Planted(), tok, names, ["a photo of a {}.", "the {}"])
+    assert w.shape == (4, 3)
+    labels = torch.tensor([0, 1, 2, 2, 1, 0])
+    images = F.one_hot(labels, 4).float() + 0.05 * torch.randn(6, 4)
+    acc = MulticlassAccuracy(num_classes=3, top_k=1, average="micro")
+    assert acc(zero_shot_logits(images, w), labels).item() == 1.0
+    assert acc(zero_shot_logits(images, w), (labels + 1) % 3).item() == 0.0
+
+
+def test_retrieval_recall_on_a_hand_made_similarity():
+    from zoo.metrics.retrieval import CrossModalRetrieval
+
+    # three pairs; text 1 prefers image 2 (its own image ranks 2nd), the rest are matched at rank 1
+    img = torch.eye(3)
+    txt = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.6, 0.8], [0.0, 0.0, 1.0]])
+    m = CrossModalRetrieval(ks=(1, 5, 10), query="text", gallery="image")
+    m.update(img[:2], txt[:2], torch.tensor([0, 1]), torch.tensor([0, 1]))  # accumulates over batches
+    m.update(img[2:], txt[2:], torch.tensor([2]), torch.tensor([2]))
+    out = m.compute()
+    assert out["t2i_r1"].item() == pytest.approx(200 / 3) and out["t2i_r5"].item() == 100
+    # image 1's best text is text 1 (0.6 vs 0); image 2: text 2 (1.0) beats text 1 (0.8)
+    assert out["i2t_r1"].item() == 100
+
+
+def test_forward_gives_the_ema_towers_in_eval_and_the_online_outputs_in_training():
+    torch.manual_seed(0)
+    module = ACLIPModule(**TINY)
+    images, text = module.example_input_array
+    with torch.no_grad():
+        module.model.visual.cls_token.add_(1.0)  # online and EMA towers now differ
+        module.eval()
+        ev = module(images, text)
+        ema = F.normalize(module.model.encode_image(images, ema=True), dim=-1)
+    torch.testing.assert_close(ev["image_embeds"], ema)
+    torch.testing.assert_close(ev["image_embeds"].norm(dim=-1), torch.ones(2))
+    with torch.no_grad():
+        assert set(module(images)) == {"image_embeds", "logit_scale"}  # images only (zoo bench's inference input)
+    module.train()
+    tr = module(images, text)
+    assert {"ssl_embeds", "byol_pred"} <= set(tr) and not torch.allclose(F.normalize(tr["image_embeds"], dim=-1), ema)
+
+
+def test_short_fit_on_captioned_digits_runs_end_to_end(tmp_path):
+    """Two steps of the real objective on the digits data module, then zero-shot + retrieval on held-out digits."""
+    from lightning.pytorch import Trainer, seed_everything
+    from zoo.data_modules.image_text import ImageTextDataModule
+
+    seed_everything(0)
+    module = ACLIPModule(**{**TINY, "vocab_size": 49408, "context_length": 16})
+    dm = ImageTextDataModule(root=None, image_size=32, context_length=16, batch_size=8)
+    trainer = Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=2, logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                      default_root_dir=tmp_path, num_sanity_val_steps=0)
+    before = module.model.visual_ema.cls_token.clone()
+    online_before = module.model.visual.blocks[0].attn.qkv.weight.clone()
+    trainer.fit(module, datamodule=dm)
+    m = trainer.callback_metrics
+    for key in ("train/loss", "train/clip", "train/simclr", "train/byol", "val/zeroshot_top1", "val/zeroshot_top5",
+                "val/i2t_r1", "val/t2i_r1"):
+        assert key in m and torch.isfinite(m[key]), key
+    assert module.classnames[7] == "seven"
+    assert not torch.equal(module.model.visual.blocks[0].attn.qkv.weight, online_before)  # trained
+    ema_move = (module.model.visual_ema.cls_token - before).abs().max()
+    online_move = (module.model.visual.cls_token - before).abs().max()
+    assert 0 < ema_move < 0.01 * online_move  # the second step's update moved the EMA (1 - m) of the way
+    assert 0.99 < m["train/momentum"].item() <= 1.0
+
+
+def _batch(B=4, size=32, ctx=8, vocab=64):
+    g = torch.Generator().manual_seed(0)
+    text = torch.randint(1, vocab - 1, (B, ctx), generator=g)
+    text[:, -1] = vocab - 1
+    boxes = torch.tensor([[[4, 0, 20, 24], [8, 6, 24, 20], [0, 0, 32, 32]]]).expand(B, -1, -1)
+    return {"view1": torch.randn(B, 3, size, size, generator=g), "view2": torch.randn(B, 3, size, size, generator=g),
+            "view3": torch.randn(B, 3, size, size, generator=g), "boxes": boxes, "text": text}
+
+
+@pytest.mark.filterwarnings("ignore:.*self.log.*")
+def test_training_step_of_both_objectives():
+    torch.manual_seed(0)
+    aclip = ACLIPModule(**TINY).train()
+    aclip.training_step(_batch(), 0).backward()
+    assert aclip.model.image_mlp.layer1.weight.grad is not None and aclip.model.byol_predictor[0].weight.grad is not None
+    assert aclip.model.visual_ema.cls_token.grad is None  # the EMA tower is a target, never trained by gradient
+    clip = ACLIPModule(**TINY, objective="clip").train()
+    loss = clip.training_step(_batch(), 0)
+    loss.backward()
+    assert torch.isfinite(loss) and clip.model.visual.blocks[0].attn.qkv.weight.grad is not None
+    assert not any(p.requires_grad for p in clip.model.image_mlp.parameters())  # plain CLIP trains no head
+    assert clip.model.eval_towers == "online" and aclip.model.eval_towers == "ema"
