@@ -13,12 +13,15 @@ _LAZY = {
     "FairGraphDataModule": "fairness_graphs",
     "CTRDataModule": "ctr",
     "MMCDataModule": "coref",
+    "CaptionFeaturesDataModule": "captioning",
+    "VideoFramesDataModule": "captioning",
+    "NuScenesMultiViewDataModule": "multiview",
+    "NuScenesInstanceSegDataModule": "instance_seg",
+    "VideoTextDataModule": "video",
+    "ImageTextDataModule": "image_text",
     "KittiDataModule": "driving",
     "NuScenesDataModule": "driving",
     "WaymoDataModule": "driving",
-    "VideoTextDataModule": "video",
-    "NuScenesInstanceSegDataModule": "instance_seg",
-    "ImageTextDataModule": "image_text",
 }
 __all__ = sorted(_LAZY)
 

@@ -313,7 +313,8 @@ def demo_config(entry) -> tuple[Path, dict]:
     ``configs/demo/<method>.yaml``; read from the current directory's ``configs/`` or the checkout's."""
     roots = _config_roots()
     for root in roots:
-        files = sorted((root / "demo").glob("*.yaml"))
+        # the method's own demo first (demo/aclip.yaml before its variant demo/aclip-random-mask.yaml)
+        files = sorted((root / "demo").glob("*.yaml"), key=lambda p: (p.stem != entry.method, p.name))
         for path in files:
             cfg = _read_yaml(path)
             if (cfg.get("model") or {}).get("class_path") == entry.module and cfg.get("data"):
