@@ -285,7 +285,9 @@ def bench_inference(name: str, batch_size: int | None = None, compile: bool = Fa
         step()
     with PeakMemory(dev) as mem:
         times = time_calls(step, steps, warmup=0, device=dev)
-    n = _count(inputs[0])[0]  # images / rows / per-sample lists (LiDAR frames) of the first input
+    first = inputs[0]  # a forward argument that is a list of tensors holds one per sample (LiDAR clouds)
+    n = len(first) if isinstance(first, list) and first and all(torch.is_tensor(t) for t in first) else \
+        _count(first)[0]
     return {"name": name, "mode": "infer", **_env(dev), "batch": n, "unit": "samples",
             **_timing(times, [n] * len(times)), "peak_mem_mb": mem.peak_mb if dev.type == "cuda" else mem.growth_mb,
             "params": _params(net), "steps": steps, "warmup": warmup, "loss": None, "data": "random inputs",

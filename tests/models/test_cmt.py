@@ -1,0 +1,422 @@
+"""CMT: camera geometry of the coordinates encoding, query visibility, PE shapes, matching, denoising, box code, the
+three modality paths, losses, bad calibration, the converter and a short real-data fit (spec 3d.md §1)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from zoo.errors import UserError
+from zoo.models.cmt import SPECS
+from zoo.models.cmt.convert import convert_state_dict
+from zoo.models.cmt.matching import (
+    brute_force_assignment,
+    denoising_attn_mask,
+    focal_cost,
+    hungarian_match,
+    match,
+    prepare_denoising,
+)
+from zoo.models.cmt.model import (
+    camera_ray_points,
+    check_lidar2img,
+    decode_boxes,
+    encode_boxes,
+    pos2embed,
+    project_anchors,
+)
+from zoo.models.cmt.module import CMTModule, ModalMask3D, sigmoid_focal_sum, synthetic_cameras
+
+PCR = [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]
+
+
+def tiny(**kw):
+    args = dict(SPECS["cmt-pillar0200-r50"][3])
+    args.update(kw)
+    torch.manual_seed(0)
+    return CMTModule(**args)
+
+
+def _project(l2i, pts):
+    p = torch.cat([pts, torch.ones(len(pts), 1, dtype=pts.dtype)], 1) @ l2i.T
+    return p[:, :2] / p[:, 2:3], p[:, 2]
+
+
+# ------------------------------------------------------------------------------------------------ geometry
+def test_ray_points_land_on_the_ray_of_their_pixel():
+    l2i = synthetic_cameras(2, 64, 128, dtype=torch.float64)[None]
+    rays = camera_ray_points(l2i, (4, 8), (64, 128), 6, PCR)  # [1, 2, 4, 8, 18]
+    assert rays.shape == (1, 2, 4, 8, 18)
+    lo, hi = torch.tensor(PCR[:3], dtype=torch.float64), torch.tensor(PCR[3:], dtype=torch.float64)
+    pts = rays[0, 1, 2, 5].view(6, 3) * (hi - lo) + lo  # view 1, cell (h=2, w=5)
+    uv, depth = _project(l2i[0, 1], pts)
+    want = torch.tensor([[5 * 128 / 8, 2 * 64 / 4]], dtype=torch.float64).expand(6, 2)
+    torch.testing.assert_close(uv, want, atol=1e-3, rtol=1e-5)  # computed in float32
+    torch.testing.assert_close(depth, 1 + torch.arange(6, dtype=torch.float64) * (PCR[3] - 1) / 6, atol=1e-4, rtol=1e-5)
+
+
+def test_anchor_back_projection_passes_through_the_anchor():
+    l2i = synthetic_cameras(4, 64, 128, dtype=torch.float64)[None]
+    p = torch.tensor([[20.0, 3.0, 0.5]], dtype=torch.float64)  # in front of view 0 (looks along +x)
+    lo, hi = torch.tensor(PCR[:3], dtype=torch.float64), torch.tensor(PCR[3:], dtype=torch.float64)
+    rays, vis = project_anchors(((p - lo) / (hi - lo))[None], l2i, (64, 128), 16, PCR)
+    ray = rays[0, 0, 0].view(16, 3) * (hi - lo) + lo
+    # every ray point projects onto the anchor's pixel, and the anchor lies on the line through them
+    uv_p, _ = _project(l2i[0, 0], p)
+    uv_r, _ = _project(l2i[0, 0], ray)
+    torch.testing.assert_close(uv_r, uv_p.expand(16, 2))
+    d = ray[-1] - ray[0]
+    t = ((p[0] - ray[0]) @ d) / (d @ d)
+    torch.testing.assert_close(ray[0] + t * d, p[0], atol=1e-5, rtol=1e-5)
+    assert vis[0, :, 0].tolist() == [True, False, False, False]
+
+
+def test_anchor_visibility_on_a_hand_built_camera():
+    l2i = synthetic_cameras(4, 64, 128)[None]  # views look along +x, +y, -x, -y; horizontal FOV 90 degrees
+    lo, hi = torch.tensor(PCR[:3]), torch.tensor(PCR[3:])
+    pts = torch.tensor([[10.0, 0.0, 0.0], [-10.0, 0.0, 0.0], [0.0, 10.0, 0.0], [10.0, 9.0, 0.0], [10.0, 0.0, 9.0]])
+    _, vis = project_anchors(((pts - lo) / (hi - lo))[None], l2i, (64, 128), 4, PCR)
+    v = vis[0].T.tolist()  # [point, view]
+    assert v[0] == [True, False, False, False]
+    assert v[1] == [False, False, True, False]  # behind view 0, seen by the rear view
+    assert v[2] == [False, True, False, False]
+    assert v[3] == [True, False, False, False]  # 42 degrees left: inside the 45-degree half FOV
+    assert v[4] == [False, False, False, False]  # far above: outside the 64-row image
+
+
+def test_position_encoding_shapes_and_narrow_band_quirk():
+    pos = torch.rand(7, 2)
+    e = pos2embed(pos, 16)
+    assert e.shape == (7, 32)
+    # released dim_t = 1 + 2 floor(i/2)/N: channel 0 of the x half is sin(2 pi x), channel 1 cos(2 pi x / 1)
+    torch.testing.assert_close(e[:, 16], torch.sin(2 * math.pi * pos[:, 0]))
+    torch.testing.assert_close(e[:, 0], torch.sin(2 * math.pi * pos[:, 1]))
+    torch.testing.assert_close(e[:, 14 + 16 + 1], torch.cos(2 * math.pi * pos[:, 0] / (1 + 14 / 16)))
+    detr = pos2embed(pos, 16, narrow_band=False)
+    torch.testing.assert_close(detr[:, 31], torch.cos(2 * math.pi * pos[:, 0] / 10000 ** (14 / 16)))
+    m = tiny()
+    out = m(*m.example_input_array)
+    hp = m.hparams
+    assert out["cls"].shape == (hp.num_layers, 1, hp.num_query, 10)
+    assert out["box"].shape == (hp.num_layers, 1, hp.num_query, 10)
+
+
+# ------------------------------------------------------------------------------------------------ matching
+def test_hungarian_matches_brute_force():
+    g = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        cost = torch.rand(6, 4, generator=g)
+        rows, cols = hungarian_match(cost)
+        best, _ = brute_force_assignment(cost.numpy())
+        assert float(cost[rows, cols].sum()) == pytest.approx(best, abs=1e-6)
+        assert sorted(cols.tolist()) == [0, 1, 2, 3]
+
+
+def test_focal_cost_prefers_the_confident_class_and_match_uses_l1():
+    logits = torch.tensor([[4.0, -4.0], [-4.0, 4.0], [-4.0, -4.0]])
+    c = focal_cost(logits, torch.tensor([1, 0]))
+    assert c[1, 0] < c[0, 0] and c[0, 1] < c[1, 1]
+    codes = torch.zeros(3, 10)
+    codes[2, :2] = 5.0
+    gt = torch.zeros(1, 10)
+    gt[0, :2] = 5.0
+    rows, cols = match(torch.zeros(3, 2), codes, torch.tensor([0]), gt)
+    assert rows.tolist() == [2] and cols.tolist() == [0]
+
+
+def test_denoising_attention_mask():
+    m = denoising_attn_mask(single_pad=2, groups=3, num_query=4)
+    assert m.shape == (10, 10)
+    assert m[6:, :6].all() and not m[6:, 6:].any()  # matching queries do not see DN queries
+    for g in range(3):
+        rows = slice(2 * g, 2 * g + 2)
+        own = torch.zeros(10, dtype=torch.bool)
+        own[2 * g:2 * g + 2] = True
+        own[6:] = True
+        assert (m[rows] == ~own).all()  # a group sees itself and the matching queries only
+
+
+def test_prepare_denoising_targets_and_anchors():
+    boxes = [torch.tensor([[10.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0, 0.0, 0.0]]),
+             torch.tensor([[0.0, 5.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0], [-5.0, 0, 0, 1, 1, 1, 0, 0, 0]])]
+    labels = [torch.tensor([0]), torch.tensor([8, 9])]
+    dn = prepare_denoising(boxes, labels, num_query=10, num_classes=10, pc_range=PCR, scalar=3,
+                           generator=torch.Generator().manual_seed(0))
+    assert dn.groups == 3 and dn.pad_size == 6 and dn.anchors.shape == (2, 6, 3)
+    assert dn.labels.shape == (9,)
+    # jitter within half the box size: the DN anchor of the first car stays within (2, 1, 0.75) m of its centre
+    lo, hi = torch.tensor(PCR[:3]), torch.tensor(PCR[3:])
+    a = dn.anchors[0, 0] * (hi - lo) + lo
+    assert (a - boxes[0][0, :3]).abs().le(torch.tensor([2.0, 1.0, 0.75]) + 1e-5).all()
+    assert set(dn.labels.tolist()) <= {0, 8, 9, 10}
+    assert torch.equal(dn.boxes[:3], torch.cat(boxes)[:, :9])
+
+
+# ------------------------------------------------------------------------------------------------ box code
+@pytest.mark.parametrize("quirk", [True, False])
+def test_box_code_round_trip_and_quirk_layout(quirk):
+    b = torch.tensor([[3.0, -4.0, 0.7, 4.2, 1.9, 1.6, 0.4, 1.0, -2.0]])
+    code = encode_boxes(b, quirk)
+    torch.testing.assert_close(decode_boxes(code, quirk), b)
+    if quirk:  # the released layout: slot 2 (the sigmoid-bounded "height" head) holds log dx, slot 4 the centre z
+        assert code[0, 2] == pytest.approx(math.log(4.2)) and code[0, 4] == pytest.approx(0.7)
+    else:
+        assert code[0, 2] == pytest.approx(0.7) and code[0, 3] == pytest.approx(math.log(4.2))
+
+
+# ------------------------------------------------------------------------------------------------ modalities
+def _batch(m, n_boxes=3):
+    pts, images, l2i = m.example_input_array
+    if pts is None:
+        pts = [torch.zeros(8, 5)]
+    boxes = torch.tensor([[10.0, 3.0, 0.0, 4.0, 2.0, 1.5, 0.3, 1.0, 0.0]]).repeat(n_boxes, 1)
+    boxes[:, 0] += torch.arange(n_boxes) * 5.0
+    return {"points": pts, "images": images, "lidar2img": l2i, "boxes": [boxes],
+            "labels": [torch.arange(n_boxes) % 10]}
+
+
+def _grads(m):
+    return {n for n, p in m.model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+
+
+@pytest.mark.parametrize("path", ["fusion", "camera", "lidar"])
+def test_modality_paths_finite_and_gradients_only_where_used(path):
+    m = tiny()
+    m.train()
+    pts, images, l2i = m.example_input_array
+    out = m.model(pts, images, l2i, modalities=path)
+    assert all(torch.isfinite(v).all() for v in out.values())
+    (out["cls"].sum() + out["box"].sum()).backward()
+    g = _grads(m)
+    img = any(n.startswith(("img.", "rv_embedding.")) for n in g)
+    lid = any(n.startswith(("pts.", "shared_conv.", "bev_embedding.")) for n in g)
+    assert img == (path != "lidar") and lid == (path != "camera"), (path, img, lid)
+    assert any(n.startswith("task_head.") for n in g) and any(n.startswith("decoder.") for n in g)
+
+
+def test_single_modality_models_and_masking():
+    lidar = tiny(modalities="lidar")
+    assert not hasattr(lidar.model, "img") and not hasattr(lidar.model, "rv_embedding")
+    with pytest.raises(UserError, match="needs a branch"):
+        lidar.model(None, None, None, modalities="camera")
+    cam = tiny(modalities="camera")
+    out = cam(*cam.example_input_array)
+    assert torch.isfinite(out["box"]).all()
+    fusion = tiny()
+    b = _batch(fusion)
+    zeroed = ModalMask3D().drop(b, "lidar")  # a camera-only batch: every point at the origin
+    assert all((p == 0).all() for p in zeroed["points"])
+    with torch.no_grad():
+        o = fusion(*fusion._inputs(zeroed))
+    assert torch.isfinite(o["cls"]).all()
+    masker = ModalMask3D(0.25, 0.25)
+    many = {"points": [torch.ones(4, 5)] * 400, "images": torch.ones(400, 1, 3, 2, 2)}
+    masked, states = masker(many, torch.Generator().manual_seed(0))
+    share = {s: states.count(s) / 400 for s in ("both", "camera_off", "lidar_off")}
+    assert abs(share["both"] - 0.5) < 0.08 and abs(share["camera_off"] - 0.25) < 0.07
+    for s, p, im in zip(states, masked["points"], masked["images"]):
+        assert (p == 0).all() == (s == "lidar_off")
+        black = torch.tensor(masker.black).view(3, 1, 1)
+        assert torch.allclose(im[0], black.expand(3, 2, 2)) == (s == "camera_off")
+
+
+def test_bad_calibration_is_a_clear_error():
+    m = tiny()
+    pts, images, l2i = m.example_input_array
+    sing = l2i.clone()
+    sing[0, 1, 2] = sing[0, 1, 0]  # two equal rows: not invertible
+    with pytest.raises(UserError, match="view 1 is singular"):
+        m(pts, images, sing)
+    with pytest.raises(UserError, match="missing view"):
+        m(pts, images, l2i[:, :1])
+    with pytest.raises(UserError, match="singular"):
+        check_lidar2img(torch.zeros(1, 1, 4, 4))
+
+
+# ------------------------------------------------------------------------------------------------ objective
+def test_focal_loss_against_hand_computation():
+    logits = torch.tensor([[0.3, -1.2], [2.0, 0.1]])
+    labels = torch.tensor([1, 2])  # frame 2 is background (label == num_classes)
+    p = logits.sigmoid()
+    t = torch.tensor([[0.0, 1.0], [0.0, 0.0]])
+    pt = p * t + (1 - p) * (1 - t)
+    at = 0.25 * t + 0.75 * (1 - t)
+    want = (-at * (1 - pt) ** 2 * torch.log(pt)).sum()
+    torch.testing.assert_close(sigmoid_focal_sum(logits, labels), want)
+
+
+def test_layer_loss_is_zero_for_a_perfect_box_and_counts_every_layer():
+    m = tiny()
+    b = _batch(m, 2)
+    code = encode_boxes(b["boxes"][0], True)
+    box = torch.zeros(1, m.hparams.num_query, 10)
+    box[0, :2] = code
+    cls = torch.full((1, m.hparams.num_query, 10), -8.0)
+    cls[0, 0, 0] = cls[0, 1, 1] = 8.0
+    lc, lb, matches = m.layer_loss(cls, box, b["boxes"], b["labels"])
+    assert matches[0][0].tolist() == [0, 1] and float(lb) == pytest.approx(0.0, abs=1e-6) and float(lc) < 1e-3
+    losses = m.compute_losses(b)
+    n = m.hparams.num_layers
+    assert {k for k in losses if k.startswith("d0.")} == {"d0.loss_cls", "d0.loss_bbox", "d0.dn_loss_cls",
+                                                          "d0.dn_loss_bbox"}
+    assert float(losses["loss"]) == pytest.approx(float(sum(v for k, v in losses.items() if k != "loss")))
+    assert len([k for k in losses if k.endswith("loss_cls") and "dn" not in k]) == n
+
+
+def test_one_cycle_schedule_and_backbone_lr():
+    m = tiny()
+    cfg = m.configure_optimizers()
+    opt, sched = cfg["optimizer"], cfg["lr_scheduler"]["scheduler"]
+    lrs = [g["lr"] for g in opt.param_groups]
+    assert lrs[0] == pytest.approx(lrs[2] * 0.01) and lrs[1] == pytest.approx(lrs[2] * 0.1)
+    assert [g["weight_decay"] for g in opt.param_groups] == pytest.approx([0.05, 0.01, 0.01])  # backbone decay x 5
+    peak = []
+    for _ in range(1000):
+        opt.step()
+        sched.step()
+        peak.append(opt.param_groups[2]["lr"])
+        if len(peak) == 999:
+            break
+    assert max(peak) == pytest.approx(m.hparams.lr * 8, rel=1e-3)
+    assert int(np.argmax(peak)) in range(390, 410)
+
+
+# ------------------------------------------------------------------------------------------------ converter
+def _official_key(ours: str) -> str:
+    """Our key -> the release's (hand-written inverse of the documented layout)."""
+    rules = [("img.neck.fpn_conv.", "img_neck.fpn_convs.0.conv."), ("shared_conv.0.", "pts_bbox_head.shared_conv.conv."),
+             ("shared_conv.1.", "pts_bbox_head.shared_conv.bn."), ("decoder.post_norm.",
+                                                                   "pts_bbox_head.transformer.decoder.post_norm.")]
+    for a, b in rules:
+        if ours.startswith(a):
+            return b + ours[len(a):]
+    parts = ours.split(".")
+    if ours.startswith("img.neck.lateral_convs."):
+        return f"img_neck.lateral_convs.{parts[3]}.conv.{parts[4]}"
+    if ours.startswith("img.backbone."):
+        return "img_backbone." + ".".join(parts[2:])
+    if ours.startswith("pts.pts_backbone.blocks."):
+        return f"pts_backbone.blocks.{parts[3]}.{int(parts[4]) - 1}.{parts[5]}"
+    if ours.startswith("pts.pts_backbone.deblocks."):
+        return "pts_neck.deblocks." + ".".join(parts[3:])
+    if ours.startswith("pts.pts_voxel_encoder.pfn."):
+        return "pts_voxel_encoder.pfn_layers." + ".".join(parts[3:])
+    if ours.startswith("decoder.layers."):
+        sub = {"self_attn": "attentions.0.attn", "cross_attn": "attentions.1.attn", "norms": "norms"}
+        rest = ".".join(parts[4:])
+        if parts[3] == "ffn":
+            tail = f"ffns.0.layers.0.0.{parts[5]}" if parts[4] == "0" else f"ffns.0.layers.1.{parts[5]}"
+        else:
+            tail = f"{sub[parts[3]]}.{rest}"
+        return f"pts_bbox_head.transformer.decoder.layers.{parts[2]}.{tail}"
+    if ours.startswith("task_head."):
+        return "pts_bbox_head.task_heads.0." + ".".join(parts[1:])
+    return "pts_bbox_head." + ours  # reference_points, bev_embedding, rv_embedding
+
+
+def test_converter_on_the_official_layout():
+    m = tiny()
+    own = m.model.state_dict()
+    official = {_official_key(k): torch.randn_like(v.float()).to(v.dtype) if v.is_floating_point() else v
+                for k, v in own.items()}
+    one_by_one = "pts_neck.deblocks.0.0.weight"  # stride-1 level: the release's 1x1 Conv2d is [out, in], ours [in, out]
+    assert official[one_by_one].shape[-2:] == (1, 1)
+    assert "pts_bbox_head.transformer.decoder.layers.0.attentions.1.attn.in_proj_weight" in official
+    assert "pts_backbone.blocks.0.0.weight" in official  # SECOND's first conv (ours sits behind a ZeroPad2d)
+    got = convert_state_dict({"state_dict": official})
+    assert set(got) == {k for k in own if not k.endswith("num_batches_tracked")}
+    for k, v in got.items():
+        assert v.shape == own[k].shape
+        want = official[_official_key(k)]
+        torch.testing.assert_close(v, want.transpose(0, 1) if _official_key(k) == one_by_one else want)
+    m.model.load_state_dict({**own, **got}, strict=True)
+    # spconv weights: mmcv (k, k, k, in, out) -> spconv 2 (out, k, k, k, in)
+    w = torch.randn(3, 3, 3, 16, 32)
+    conv = convert_state_dict({"pts_middle_encoder.encoder_layers.encoder_layer1.2.0.weight": w})
+    torch.testing.assert_close(conv["pts.pts_middle_encoder.encoder_layers.0.2.0.weight"], w.permute(4, 0, 1, 2, 3))
+    with pytest.raises(UserError, match="VoVNet"):
+        convert_state_dict({"img_backbone.stage2.OSA2_1.conv_reduction.OSA2_1_reduction/conv.weight": torch.zeros(1)})
+    with pytest.raises(UserError, match="not a key"):
+        convert_state_dict({"backbone.foo": torch.zeros(1)})
+
+
+def test_token_grids_of_the_released_configs_on_meta():
+    with torch.device("meta"):
+        m = CMTModule(**SPECS["cmt-voxel0075-vov"][0])
+        r = CMTModule(**SPECS["cmt-voxel0100-r50"][0])
+    assert m.model.pts.bev_hw == (180, 180) and r.model.pts.bev_hw == (128, 128)
+    assert m.model.pts.pts_middle_encoder.out_channels == 256
+    assert m.model.img.backbone.feature_info.channels() == [768, 1024]
+    assert r.model.img.backbone.feature_info.channels() == [1024, 2048]
+
+
+# ------------------------------------------------------------------------------------------------ real data
+def test_short_fit_on_the_real_frame_reduces_the_loss(shared_data):
+    from zoo.data_modules.multiview import NuScenesMultiViewDataModule
+
+    info = "n015-2018-07-24-11-22-45+0800.pkl"
+    dm = NuScenesMultiViewDataModule(root=str(shared_data / "nuscenes_demo"), train_split=info, val_split=info,
+                                     image_size=[64, 128], point_cloud_range=PCR, sweeps=1, augment=False,
+                                     cbgs=False, with_images=False, batch_size=1, num_workers=0)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    m = tiny(modalities="lidar", num_query=80, dn_groups=1, dropout=0.0)
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(12):
+        loss = m.compute_losses(batch, torch.Generator().manual_seed(0))["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_voxel_path_forward_on_the_cpu():
+    """The released sparse encoder (spconv) at a small grid: 41 z cells as released, 32 x 32 cells -> 4 x 4 BEV tokens
+    of 256 channels. Only the forward: spconv's CPU wheel has no backward (the tiny registry models use pillars)."""
+    m = tiny(modalities="lidar", lidar_encoder="voxel", point_cloud_range=[-12.8, -12.8, -5.0, 12.8, 12.8, 3.0],
+             voxel_size=[0.8, 0.8, 0.2])
+    assert m.model.pts.pts_middle_encoder.out_channels == 256 and m.model.pts.bev_hw == (4, 4)
+    g = torch.Generator().manual_seed(0)
+    pts = [torch.cat([torch.rand(500, 3, generator=g) * torch.tensor([25.0, 25.0, 7.0]) - torch.tensor([12.5, 12.5, 4.5]),
+                      torch.rand(500, 2, generator=g)], 1)]
+    m.eval()
+    with torch.no_grad():
+        bev = m.model.pts(pts)
+        out = m(pts)
+    assert bev.shape == (1, m.model.pts.out_channels, 4, 4) and torch.isfinite(out["box"]).all()
+
+
+def test_converter_maps_the_released_vovnet_onto_timm():
+    """DD3D's VoVNet-99-eSE key layout (the CMT release's image backbone) -> timm ese_vovnet99b, every key, same shapes
+    (meta device: names and shapes only)."""
+    import re
+
+    with torch.device("meta"):
+        m = CMTModule(**SPECS["cmt-camera-vov"][0])
+    own = {k: v for k, v in m.model.state_dict().items() if k.startswith("img.backbone.")
+           and not k.endswith("num_batches_tracked")}
+
+    def official(k):
+        k = k[len("img.backbone."):]
+        if k.startswith("stem_"):
+            i, part, rest = re.match(r"stem_(\d+)\.(conv|bn)\.(.*)", k).groups()
+            return f"img_backbone.stem.stem_{int(i) + 1}/{'norm' if part == 'bn' else 'conv'}.{rest}"
+        s, b, rest = re.match(r"stages_(\d+)\.blocks\.(\d+)\.(.*)", k).groups()
+        s, b = int(s) + 2, int(b) + 1
+        osa = f"OSA{s}_{b}"
+        if rest.startswith("conv_mid."):
+            i, part, tail = re.match(r"conv_mid\.(\d+)\.(conv|bn)\.(.*)", rest).groups()
+            return f"img_backbone.stage{s}.{osa}.layers.{i}.{osa}_{i}/{'norm' if part == 'bn' else 'conv'}.{tail}"
+        if rest.startswith("conv_concat."):
+            part, tail = re.match(r"conv_concat\.(conv|bn)\.(.*)", rest).groups()
+            return f"img_backbone.stage{s}.{osa}.concat.{osa}_concat/{'norm' if part == 'bn' else 'conv'}.{tail}"
+        return f"img_backbone.stage{s}.{osa}.ese.fc.{rest[len('attn.fc.'):]}"
+
+    sd = {official(k): v for k, v in own.items()}
+    assert "img_backbone.stage4.OSA4_9.layers.4.OSA4_9_4/conv.weight" in sd  # V-99: 9 blocks in stage 4
+    got = convert_state_dict(sd)
+    assert set(got) == set(own) and all(got[k].shape == own[k].shape for k in own)
