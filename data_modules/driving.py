@@ -173,7 +173,10 @@ class DrivingFrames(Dataset):
         return self.loader(self.records[i])
 
     def __getitem__(self, i: int) -> dict:
-        frame = self.loader(self.records[i])
+        return self.process(self.loader(self.records[i]))
+
+    def process(self, frame: dict) -> dict:
+        """Augment, range-crop and shuffle one loaded frame (a caller may replace its boxes first: pseudo-labels)."""
         if self.transform is not None:
             frame = self.transform(frame)
         if self.point_cloud_range is not None:

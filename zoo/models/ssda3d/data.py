@@ -106,20 +106,11 @@ class PseudoLabelledFrames(Dataset):
         return len(self.records)
 
     def __getitem__(self, i: int) -> dict:
-        from zoo.data_modules.driving import crop_to_range
-
-        f = self.frames
-        frame = f.loader(self.records[i])
+        frame = self.frames.loader(self.records[i])
         pl = self.labels[str(frame["frame_id"])]
         frame["boxes"] = torch.tensor(pl["boxes"], dtype=torch.float32).reshape(-1, 7)
         frame["labels"] = torch.tensor(pl["labels"], dtype=torch.long).reshape(-1)
-        if f.transform is not None:
-            frame = f.transform(frame)
-        if f.point_cloud_range is not None:
-            frame = crop_to_range(frame, f.point_cloud_range)
-        if f.shuffle_points:
-            frame["points"] = frame["points"][torch.from_numpy(f.rng.permutation(len(frame["points"])))]
-        return frame
+        return self.frames.process(frame)
 
 
 class MixUpFrames(_Seeded):
