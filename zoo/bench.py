@@ -443,6 +443,12 @@ def _timm_setup(name: str, image_cfg: tuple[str, dict] | None, data_args: dict, 
     return TimmClassifier(), data_cls(**dargs), f"{path} ({data_cls.__name__})", notes, {}
 
 
+def _ragged(v) -> bool:
+    """A list of tensors of different shapes: one per sample (a list of equal shapes is a batch's parts)."""
+    return isinstance(v, (list, tuple)) and len(v) > 1 and all(torch.is_tensor(t) for t in v) and \
+        len({tuple(t.shape) for t in v}) > 1
+
+
 def _count(batch) -> tuple[int, str]:
     """Samples in one batch and their unit (see the module docstring)."""
     if hasattr(batch, "num_nodes") and hasattr(batch, "edge_index"):  # a PyG graph
@@ -452,7 +458,7 @@ def _count(batch) -> tuple[int, str]:
             return 1, "docs"
         if "x" in batch and torch.is_tensor(batch["x"]):
             return int(batch["x"].shape[0]), "nodes"
-        per_sample = [v for v in batch.values() if isinstance(v, (list, tuple)) and v and torch.is_tensor(v[0])]
+        per_sample = [v for v in batch.values() if _ragged(v)]
         if per_sample:  # collated as per-sample lists (LiDAR frames of different sizes)
             return len(per_sample[0]), "samples"
         batch = list(batch.values())

@@ -1,0 +1,529 @@
+"""Video captioning on pre-extracted features (RSFD, spec §2.2): HDF5 feature files + caption corpora in their
+published layouts.
+
+:class:`CaptionFeaturesDataModule` reads
+
+- ``features``: one HDF5 file per modality (the release: ``image_resnet101_imagenet_fps_max60.hdf5`` and
+  ``motion_resnext101_kinetics_duration16_overlap8.hdf5``), keyed ``video<id>`` -> float (steps, dim); written by
+  ``zoo predict`` with ``zoo.models.rsfd.features.FeatureExtractionModule`` and ``HDF5FeatureWriter`` (and
+  :class:`VideoFramesDataModule` below). Every video of the corpus must be present, 2-D, with one dimension per file;
+  anything else is a one-line error naming the file and the key;
+- the captions, ``layout``:
+
+  - ``"msrvtt"``: ``videodatainfo.json`` (the MSR-VTT 2016 challenge release: ``videos`` [{``video_id``,
+    ``category``, ``split``: train / validate / test}] and ``sentences`` [{``video_id``, ``caption``}]): the split
+    6,513 / 497 / 2,990 and the 20 categories come from the file;
+  - ``"msvd"``: ``MSVD_{train,val,test}.tsv`` (the Region_Learner / Frozen-in-Time caption lists: ``<captions joined by
+    ", ">\\t<clip id>``, read with ``zoo.data_modules.video.read_msvd``); video ids are the clip ids, their feature
+    keys ``video<clip id>``; no categories.
+
+  ``root=None``: **synthetic moving digits** (``zoo.data_modules.video.moving_digits``, offline): clips of
+  scikit-learn digit scans moving left / right / up / down, four template captions per clip (every phrasing of its
+  digit and direction), disjoint scans in training and held-out clips. ``prepare_data`` extracts their features with
+  small frozen CNNs (``zoo.models.rsfd.features``): a timm 2D CNN per frame, first trained for
+  ``image_pretrain_steps`` steps to classify single frames of training-pool scans (the offline stand-in for the
+  paper's ImageNet weights; held-out scans never seen), and a random-weight torchvision 3D ResNet over overlapping
+  windows; into HDF5 files and writes the corpus as ``videodatainfo.json`` under ``cache_dir`` (a
+  temporary folder by default), then everything is read as the real layout.
+
+Vocabulary (the release's ``misc/utils_corpora.py``): captions lower-cased and split into words (letters, digits,
+apostrophes); specials ``<pad> <unk> <bos> <eos> <mask> <vis>`` = ids 0-5, then the training split's words with
+count > ``count_threshold`` in decreasing frequency (ties alphabetical). ``token_counts`` (|V|,) is the frequency table
+FAD needs: every caption encoded (out-of-vocabulary words count as ``<unk>``, ``<bos>``/``<eos>`` once per caption)
+over the training split (``frequencies="train"``, default) or all splits (``"all"``, as the release's hard-coded
+table).
+
+Samples: training = one per caption (features sampled at ``n_steps`` segment-random steps per modality, the caption
+``<bos> w1 .. wn <eos>`` cut to ``max_len`` tokens); evaluation = one per video (segment centres) with all its
+references. Batches: ``feats`` {``m0``: (B, n_steps, dim), ``m1``: ...} (one entry per modality, in file order),
+``tokens`` (B, L) (training), ``category`` (B,) (MSR-VTT), ``index`` (B,) video index, ``refs`` (evaluation: lists of
+reference strings).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+from zoo.data_modules.video import (
+    DIRECTIONS,
+    digit_caption,
+    moving_digits,
+    read_msvd,
+    segment_indices,
+)
+
+from zoo.errors import DataNotFoundError, UserError, check_choice, check_positive
+
+log = logging.getLogger(__name__)
+
+SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>", "<mask>", "<vis>")
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+SPLITS = ("train", "val", "test")
+_MSRVTT_SPLIT = {"train": "train", "validate": "val", "val": "val", "test": "test"}
+
+
+# ================================================================================================ corpora
+def words(caption: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", caption.lower())
+
+
+class Corpus:
+    """Videos per split, captions per video, category per video (``None`` without categories)."""
+
+    def __init__(self, split_videos: dict[str, list[str]], captions: dict[str, list[str]],
+                 categories: dict[str, int] | None = None):
+        self.split_videos, self.captions, self.categories = split_videos, captions, categories
+
+    def num_captions(self, split: str) -> int:
+        return sum(len(self.captions[v]) for v in self.split_videos[split])
+
+
+def read_videodatainfo(path: str | Path) -> Corpus:
+    """MSR-VTT ``videodatainfo.json`` -> Corpus (split and category of every video from its ``videos`` list)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"msrvtt: {path} not found (videodatainfo.json with 'videos' and 'sentences', the "
+                                "MSR-VTT 2016 release)")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or "videos" not in data or "sentences" not in data:
+        raise UserError(f"{path}: needs 'videos' (video_id, category, split) and 'sentences' (video_id, caption), the "
+                        "videodatainfo.json layout")
+    split_videos = {s: [] for s in SPLITS}
+    categories, captions = {}, {}
+    for v in data["videos"]:
+        vid, split = str(v["video_id"]), _MSRVTT_SPLIT.get(str(v.get("split")))
+        if split is None:
+            raise UserError(f"{path}: video {vid} has split {v.get('split')!r}; expected train / validate / test")
+        split_videos[split].append(vid)
+        categories[vid] = int(v.get("category", 0))
+        captions[vid] = []
+    for s in data["sentences"]:
+        vid = str(s["video_id"])
+        if vid not in captions:
+            raise UserError(f"{path}: a sentence names video {vid!r}, which is not in the file's 'videos' list")
+        captions[vid].append(str(s["caption"]).strip())
+    return Corpus(split_videos, captions, categories)
+
+
+def read_msvd_lists(root: str | Path, files: dict[str, str]) -> Corpus:
+    """MSVD caption lists (one TSV per split) -> Corpus (``zoo.data_modules.video.read_msvd`` parses each file)."""
+    root = Path(root)
+    split_videos, captions = {}, {}
+    for split, name in files.items():
+        path = root / name
+        if not path.is_file():
+            raise DataNotFoundError(f"msvd: {path} not found (MSVD_{{train,val,test}}.tsv: '<captions joined by \", "
+                                    "\">\\t<clip id>' per line)")
+        vids = []
+        for video_path, caption, _ in read_msvd(path, root):
+            vid = Path(video_path).stem
+            if vid not in captions:
+                captions[vid] = []
+                vids.append(vid)
+            captions[vid].append(caption)
+        split_videos[split] = vids
+    return Corpus(split_videos, captions, None)
+
+
+def build_vocab(captions: Sequence[str], count_threshold: int) -> list[str]:
+    """id -> word: the specials, then words with count > ``count_threshold`` by decreasing count (ties by word)."""
+    counts = Counter(w for c in captions for w in words(c))
+    kept = sorted((w for w, n in counts.items() if n > count_threshold), key=lambda w: (-counts[w], w))
+    return list(SPECIALS) + kept
+
+
+def encode(caption: str, wtoi: dict[str, int], max_len: int) -> list[int]:
+    """``<bos> w1 .. wn <eos>`` with unknown words as ``<unk>``, cut to ``max_len`` tokens (``<eos>`` kept)."""
+    ids = [wtoi.get(w, UNK) for w in words(caption)][:max_len - 2]
+    return [BOS, *ids, EOS]
+
+
+def frequency_table(captions: Sequence[str], wtoi: dict[str, int], vocab_size: int) -> torch.Tensor:
+    """Counts per id over the encoded captions (no length cut): the FAD table."""
+    counts = torch.zeros(vocab_size)
+    for c in captions:
+        ids = encode(c, wtoi, 10 ** 9)
+        counts += torch.bincount(torch.tensor(ids), minlength=vocab_size).float()
+    return counts
+
+
+# ================================================================================================ features
+class FeatureFiles:
+    """The HDF5 files of the modalities, opened lazily (per worker process)."""
+
+    def __init__(self, paths: Sequence[str]):
+        self.paths = [str(p) for p in paths]
+        self._files = None
+
+    def check(self, videos: Sequence[str]) -> list[int]:
+        """Every video present in every file as a finite-sized 2-D array with one width per file -> the widths."""
+        import h5py
+
+        from zoo.models.rsfd.features import feature_key
+
+        dims = []
+        for p in self.paths:
+            if not Path(p).is_file():
+                raise DataNotFoundError(f"feature file {p} not found: extract features first (zoo predict with "
+                                        "zoo.models.rsfd.features.FeatureExtractionModule, see configs/demo/"
+                                        "rsfd-features.yaml)")
+            try:
+                f = h5py.File(p, "r")
+            except OSError as e:
+                raise UserError(f"{p}: not a readable HDF5 file ({e}); re-extract the features") from e
+            with f:
+                width = None
+                for vid in videos:
+                    key = feature_key(vid)
+                    if key not in f:
+                        raise UserError(f"{p} has no entry {key!r}: the caption file names a video that the "
+                                        "features lack (extract its features or fix the caption file)")
+                    ds = f[key]
+                    if not hasattr(ds, "shape") or len(ds.shape) != 2 or ds.shape[0] < 1:
+                        raise UserError(f"{p}: entry {key!r} has shape {getattr(ds, 'shape', None)}, expected "
+                                        "(steps, dim) with steps >= 1: the file is corrupt, re-extract this video")
+                    if width is None:
+                        width = int(ds.shape[1])
+                    elif ds.shape[1] != width:
+                        raise UserError(f"{p}: entry {key!r} has width {ds.shape[1]}, the file's others {width}: "
+                                        "corrupt entry, re-extract this video")
+                dims.append(width)
+        return dims
+
+    def read(self, vid: str) -> list[np.ndarray]:
+        import h5py
+
+        from zoo.models.rsfd.features import feature_key
+
+        if self._files is None:
+            self._files = [h5py.File(p, "r") for p in self.paths]
+        out = []
+        for p, f in zip(self.paths, self._files):
+            try:
+                a = np.asarray(f[feature_key(vid)], dtype=np.float32)
+            except (OSError, KeyError) as e:
+                raise UserError(f"{p}: entry {feature_key(vid)!r} cannot be read ({e}): re-extract this video") from e
+            if not np.isfinite(a).all():
+                raise UserError(f"{p}: entry {feature_key(vid)!r} holds NaN/inf values: re-extract this video")
+            out.append(a)
+        return out
+
+    def __getstate__(self):
+        return {"paths": self.paths, "_files": None}
+
+
+def sample_steps(x: np.ndarray, n_steps: int, rng: np.random.Generator | None) -> np.ndarray:
+    """``n_steps`` rows, one per equal segment (random within it with ``rng``, else the centre)."""
+    return x[segment_indices(x.shape[0], n_steps, rng)]
+
+
+class CaptionDataset(Dataset):
+    def __init__(self, videos: Sequence[str], corpus: Corpus, files: FeatureFiles, wtoi: dict[str, int],
+                 max_len: int, n_steps: int, train: bool, seed: int = 0):
+        self.videos, self.corpus, self.files = list(videos), corpus, files
+        self.n_steps, self.train, self.seed = n_steps, train, seed
+        self.items = [(k, encode(c, wtoi, max_len)) for k, v in enumerate(self.videos) for c in corpus.captions[v]] \
+            if train else [(k, None) for k in range(len(self.videos))]
+        self._draws = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        k, tokens = self.items[i]
+        vid = self.videos[k]
+        rng = None
+        if self.train:
+            self._draws += 1
+            info = torch.utils.data.get_worker_info()
+            rng = np.random.default_rng([self.seed, i, self._draws, info.id if info else 0,
+                                         torch.initial_seed() % 2 ** 32])
+        feats = [torch.from_numpy(sample_steps(a, self.n_steps, rng)) for a in self.files.read(vid)]
+        out = {"feats": feats, "index": k}
+        if self.corpus.categories is not None:
+            out["category"] = self.corpus.categories[vid]
+        if self.train:
+            out["tokens"] = tokens
+        else:
+            out["refs"] = list(self.corpus.captions[vid])
+        return out
+
+
+def collate(samples: list[dict]) -> dict:
+    # modalities as an ordered mapping (not a list: a list of tensors reads as per-sample items to generic tools)
+    out = {"feats": {f"m{m}": torch.stack([s["feats"][m] for s in samples]) for m in range(len(samples[0]["feats"]))},
+           "index": torch.tensor([s["index"] for s in samples], dtype=torch.long)}
+    if "category" in samples[0]:
+        out["category"] = torch.tensor([s["category"] for s in samples], dtype=torch.long)
+    if "tokens" in samples[0]:
+        n = max(len(s["tokens"]) for s in samples)
+        out["tokens"] = torch.tensor([s["tokens"] + [PAD] * (n - len(s["tokens"])) for s in samples])
+    if "refs" in samples[0]:
+        out["refs"] = [s["refs"] for s in samples]
+    return out
+
+
+# ================================================================================================ data module
+class CaptionFeaturesDataModule(LightningDataModule):
+    """Features + captions for RSFD (see the module docstring).
+
+    ``features``: the modality files, relative to ``root`` or absolute. ``msvd_files``: the (train, val, test) TSV
+    names. Synthetic data (``root=None``): ``digits_sizes`` clips per split, ``digits_frames`` frames of
+    ``digits_size`` px; the extractor: ``image_model`` (timm) on frames resized to ``image_size`` pooled to ``grid``
+    x ``grid``, ``motion_model`` (torchvision) on ``clip_len``-frame windows overlapping by ``overlap``."""
+
+    def __init__(self, layout: str = "msrvtt", root: str | None = None,
+                 features: Sequence[str] = ("image_resnet101_imagenet_fps_max60.hdf5",
+                                            "motion_resnext101_kinetics_duration16_overlap8.hdf5"),
+                 captions_file: str = "videodatainfo.json",
+                 msvd_files: Sequence[str] = ("MSVD_train.tsv", "MSVD_val.tsv", "MSVD_test.tsv"),
+                 count_threshold: int = 1, max_len: int = 30, n_steps: int = 8, frequencies: str = "train",
+                 batch_size: int = 64, eval_batch_size: int | None = None, num_workers: int = 0, seed: int = 0,
+                 cache_dir: str | None = None, digits_sizes: Sequence[int] = (320, 40, 80), digits_frames: int = 8,
+                 digits_size: int = 32, image_model: str = "test_resnet", image_size: int = 32, grid: int = 1,
+                 image_pretrain_steps: int = 150, motion_model: str = "r3d_18", motion_size: int = 16,
+                 clip_len: int = 4, overlap: int = 2):
+        super().__init__()
+        self.save_hyperparameters()
+        check_choice("layout", layout, ("msrvtt", "msvd"), "CaptionFeaturesDataModule")
+        check_choice("frequencies", frequencies, ("train", "all"), "CaptionFeaturesDataModule")
+        for name, v in (("batch_size", batch_size), ("max_len", max_len), ("n_steps", n_steps)):
+            check_positive(name, v, where="CaptionFeaturesDataModule")
+        if max_len < 3:
+            raise UserError(f"max_len={max_len}: a caption needs <bos>, a word and <eos>")
+        if count_threshold < 0:
+            raise UserError(f"count_threshold={count_threshold}: words with count <= threshold are dropped; use >= 0")
+        if len(digits_sizes) != 3 or min(digits_sizes) < 1:
+            raise UserError(f"digits_sizes={list(digits_sizes)}: (train, val, test) clip counts, each >= 1")
+        self.corpus: Corpus | None = None
+        self.itow: list[str] | None = None
+        self.token_counts: torch.Tensor | None = None
+        self.feature_dims: list[int] | None = None
+        self.sets: dict[str, CaptionDataset] = {}
+        self._tmp = None
+
+    # ------------------------------------------------------------------------------------------ files
+    def _cache(self) -> Path:
+        if self.hparams.cache_dir:
+            return Path(self.hparams.cache_dir).expanduser()
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="zoo-rsfd-digits-")
+        return Path(self._tmp.name)
+
+    def _paths(self) -> tuple[list[str], Path]:
+        hp = self.hparams
+        if hp.root is None:
+            c = self._cache()
+            return [str(c / "image_digits.hdf5"), str(c / "motion_digits.hdf5")], c / "videodatainfo.json"
+        root = Path(hp.root).expanduser()
+        if not root.is_dir():
+            raise DataNotFoundError(f"{hp.layout}: data root {root} does not exist (see zoo.data_modules.captioning "
+                                    "for the layout; root: null gives the synthetic moving digits)")
+        feats = [str(p if Path(p).is_absolute() else root / p) for p in hp.features]
+        return feats, root / hp.captions_file
+
+    def prepare_data(self) -> None:
+        if self.hparams.root is None:
+            self._make_digits()
+
+    def _make_digits(self) -> None:
+        """Moving-digit clips -> features (HDF5, published layout) + videodatainfo.json under the cache folder."""
+        from zoo.models.rsfd.features import (
+            VideoFeatureExtractor,
+            extract_to_hdf5,
+            pretrain_image_cnn,
+        )
+
+        hp = self.hparams
+        feats, info = self._paths()
+        if info.is_file() and all(Path(p).is_file() for p in feats):
+            return
+        videos, sentences, todo, k = [], [], [], 0
+        for split, n, seed, pool in zip(("train", "validate", "test"), hp.digits_sizes, (0, 1, 2),
+                                        ("train", "heldout", "heldout")):
+            clips, _, labels = moving_digits(n, hp.digits_frames, hp.digits_size, hp.seed * 10 + seed, pool)
+            for clip, (digit, direction, _) in zip(clips, labels):
+                vid = f"video{k}"
+                videos.append({"video_id": vid, "category": 0, "split": split, "digit": int(digit),
+                               "direction": DIRECTIONS[direction]})
+                sentences += [{"video_id": vid, "caption": digit_caption(int(digit), DIRECTIONS[direction], t)}
+                              for t in range(4)]
+                todo.append((vid, clip))
+                k += 1
+        log.info("CaptionFeaturesDataModule: root=None -> synthetic moving digits %s, features into %s",
+                 tuple(hp.digits_sizes), info.parent)
+        torch.manual_seed(hp.seed)  # the frozen random CNNs
+        extractor = VideoFeatureExtractor(hp.image_model, hp.motion_model, False, hp.image_size, hp.motion_size,
+                                          hp.clip_len, hp.overlap, hp.grid)
+        if hp.image_pretrain_steps:
+            # the stand-in for ImageNet pretraining: classify single frames of training-pool scans, then freeze
+            frames, _, labels = moving_digits(1500, 1, hp.digits_size, hp.seed * 10 + 9, "train")
+            acc = pretrain_image_cnn(extractor, frames[:, 0], labels[:, 0], hp.image_pretrain_steps, seed=hp.seed)
+            log.info("CaptionFeaturesDataModule: %s pretrained on training-pool digit scans for %d steps (last batch "
+                     "accuracy %.2f), then frozen", hp.image_model, hp.image_pretrain_steps, acc)
+        extract_to_hdf5(extractor, todo, feats[0], feats[1])
+        info.parent.mkdir(parents=True, exist_ok=True)
+        tmp = info.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"info": {"description": "synthetic moving digits (zoo.data_modules.video)"},
+                                   "videos": videos, "sentences": sentences}))
+        tmp.replace(info)
+
+    def read_corpus(self) -> Corpus:
+        hp = self.hparams
+        if hp.root is None or hp.layout == "msrvtt":
+            return read_videodatainfo(self._paths()[1])
+        return read_msvd_lists(Path(hp.root).expanduser(), dict(zip(SPLITS, hp.msvd_files)))
+
+    # ------------------------------------------------------------------------------------------ setup
+    @property
+    def vocab_size(self) -> int | None:
+        return None if self.itow is None else len(self.itow)
+
+    @property
+    def num_categories(self) -> int:
+        cats = self.corpus.categories if self.corpus is not None else None
+        return 0 if not cats or self.hparams.root is None else max(cats.values()) + 1
+
+    @property
+    def frequency_source(self) -> str:
+        return "train-split" if self.hparams.frequencies == "train" else "all-split"
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        if self.corpus is not None:
+            return
+        if hp.root is None:
+            self._make_digits()  # a no-op when prepare_data made them
+        corpus = self.read_corpus()
+        if not corpus.split_videos.get("train"):
+            raise UserError("the caption corpus has no training videos: check the layout and the split files")
+        train_caps = [c for v in corpus.split_videos["train"] for c in corpus.captions[v]]
+        self.itow = build_vocab(train_caps, hp.count_threshold)
+        wtoi = {w: i for i, w in enumerate(self.itow)}
+        freq_caps = train_caps if hp.frequencies == "train" else [c for v in corpus.captions for c in
+                                                                  corpus.captions[v]]
+        self.token_counts = frequency_table(freq_caps, wtoi, len(self.itow))
+        feats, _ = self._paths()
+        files = FeatureFiles(feats)
+        all_videos = [v for s in SPLITS for v in corpus.split_videos.get(s, [])]
+        self.feature_dims = files.check(all_videos)
+        self.corpus = corpus
+        for s in SPLITS:
+            vids = corpus.split_videos.get(s, [])
+            if vids:
+                self.sets[s] = CaptionDataset(vids, corpus, files, wtoi, hp.max_len, hp.n_steps, s == "train", hp.seed)
+        log.info("CaptionFeaturesDataModule: %s videos (train/val/test), vocabulary %d, features %s",
+                 [len(corpus.split_videos.get(s, [])) for s in SPLITS], len(self.itow), self.feature_dims)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        hp = self.hparams
+        if split not in self.sets:
+            raise UserError(f"the corpus has no {split} videos")
+        ds = self.sets[split]
+        bs = hp.batch_size if train else (hp.eval_batch_size or hp.batch_size)
+        return DataLoader(ds, batch_size=bs, shuffle=train, drop_last=False, num_workers=hp.num_workers,
+                          collate_fn=collate)
+
+    def train_dataloader(self):
+        return self._loader("train", True)
+
+    def val_dataloader(self):
+        return self._loader("val", False)
+
+    def test_dataloader(self):
+        return self._loader("test", False)
+
+    # ------------------------------------------------------------------------------------------ baseline
+    def nearest_caption(self, split: str = "test") -> dict[int, str]:
+        """The nearest-caption baseline: each ``split`` video gets the first caption of the training video whose
+        mean feature (per-modality time means, concatenated, standardised over the training videos) is closest."""
+        def means(videos):
+            return np.stack([np.concatenate([a.mean(0) for a in self.sets["train"].files.read(v)]) for v in videos])
+
+        train = self.corpus.split_videos["train"]
+        a, b = means(train), means(self.corpus.split_videos[split])
+        mu, sd = a.mean(0), a.std(0) + 1e-6
+        a, b = (a - mu) / sd, (b - mu) / sd
+        d = (b ** 2).sum(1)[:, None] - 2 * b @ a.T + (a ** 2).sum(1)[None]
+        return {k: self.corpus.captions[train[j]][0] for k, j in enumerate(d.argmin(1))}
+
+    def baseline_scores(self, split: str = "test", tokenize: bool = True, meteor: bool = True) -> dict[str, float]:
+        """Caption metrics of the nearest-caption baseline on ``split`` (all references of each video)."""
+        from zoo.metrics.captioning import caption_scores
+
+        caps = self.nearest_caption(split)
+        refs = {k: list(self.corpus.captions[v]) for k, v in enumerate(self.corpus.split_videos[split])}
+        return caption_scores(refs, {k: [c] for k, c in caps.items()}, tokenize=tokenize, meteor=meteor)
+
+    def teardown(self, stage: str | None = None) -> None:
+        for ds in self.sets.values():
+            if ds.files._files is not None:
+                for f in ds.files._files:
+                    f.close()
+                ds.files._files = None
+
+
+# ================================================================================================ zoo predict input
+class VideoFramesDataModule(LightningDataModule):
+    """Videos to extract features from (``zoo predict``): every ``pattern`` file under ``video_dir`` decoded with PyAV
+    (``zoo.data_modules.video.decode_frames``), ``max_frames`` frames evenly spread (the release: at most 60), or
+    ``root=None``-style synthetic moving digits (``video_dir: null``: ``digits`` clips). Videos whose key is already in
+    ``skip_done`` (the appearance HDF5 file being written) are skipped, so a rerun resumes. Batches: ``ids``, ``frames``
+    (lists; one video per item)."""
+
+    def __init__(self, video_dir: str | None = None, pattern: str = "*.mp4", max_frames: int = 60,
+                 skip_done: str | None = None, digits: int = 16, digits_frames: int = 8, digits_size: int = 32,
+                 seed: int = 0, batch_size: int = 1, num_workers: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        self.items: list[tuple[str, object]] = []
+
+    def setup(self, stage: str | None = None) -> None:
+        from zoo.models.rsfd.features import done_keys, feature_key
+
+        hp = self.hparams
+        if hp.video_dir is None:
+            clips, _, _ = moving_digits(hp.digits, hp.digits_frames, hp.digits_size, hp.seed)
+            items = [(f"video{k}", c) for k, c in enumerate(clips)]
+        else:
+            root = Path(hp.video_dir).expanduser()
+            files = sorted(root.glob(hp.pattern)) if root.is_dir() else []
+            if not files:
+                raise DataNotFoundError(f"no {hp.pattern} videos under {root}")
+            items = [(p.stem, p) for p in files]
+        done = done_keys(hp.skip_done) if hp.skip_done else set()
+        self.items = [(v, x) for v, x in items if feature_key(v) not in done]
+        log.info("VideoFramesDataModule: %d videos to extract, %d already done", len(self.items), len(items) -
+                 len(self.items))
+
+    def predict_dataloader(self):
+        return DataLoader(_Frames(self.items, self.hparams.max_frames), batch_size=self.hparams.batch_size,
+                          num_workers=self.hparams.num_workers,
+                          collate_fn=lambda s: {"ids": [x[0] for x in s], "frames": [x[1] for x in s]})
+
+
+class _Frames(Dataset):
+    def __init__(self, items, max_frames: int):
+        self.items, self.max_frames = items, max_frames
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        from zoo.data_modules.video import decode_frames
+
+        vid, x = self.items[i]
+        if isinstance(x, np.ndarray):
+            return vid, torch.from_numpy(x)
+        m = self.max_frames
+        frames = decode_frames(x, lambda n: np.linspace(0, n - 1, min(n, m)).round().astype(np.int64))
+        return vid, torch.from_numpy(frames)

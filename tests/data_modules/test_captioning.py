@@ -1,0 +1,147 @@
+"""Caption corpora + HDF5 features for RSFD: the readers on the shared MSVD / MSR-VTT captions, the vocabulary and
+FAD frequency table, batches, and the clear errors (corrupt HDF5 entry, a caption file naming an unknown video)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from zoo.data_modules.captioning import (
+    BOS,
+    EOS,
+    PAD,
+    UNK,
+    CaptionFeaturesDataModule,
+    build_vocab,
+    encode,
+    frequency_table,
+    read_msvd_lists,
+    words,
+)
+
+from zoo.errors import DataNotFoundError, UserError
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+MSVD = DATA / "msvd_captions"
+MSRVTT = DATA / "msrvtt_captions" / "MSRVTT_JSFUSION_test.csv"
+
+
+def test_msvd_caption_list_reader_on_the_shared_val_split():
+    corpus = read_msvd_lists(MSVD, {"val": "MSVD_val.tsv"})
+    vids = corpus.split_videos["val"]
+    assert len(vids) == 100 and corpus.num_captions("val") == 4290  # SOURCE.md: 100 clips, 4,290 captions
+    assert vids[0] == "bQJQGoJF7_k_162_169" and vids[-1] == "eyMYc-37Sk4_0_10"
+    assert corpus.categories is None
+    caps = [c for v in vids for c in corpus.captions[v]]
+    assert len({w for c in caps for w in words(c)}) == 2224  # SOURCE.md: 2,224 distinct tokens
+    assert all(not c.endswith("\r") for c in caps)
+
+
+def test_vocabulary_and_frequency_table_on_real_captions():
+    from zoo.data_modules.video import read_msrvtt_test
+
+    caps = [c for _, c, _ in read_msrvtt_test(MSRVTT, Path("videos"))]
+    assert len(caps) == 1000
+    itow = build_vocab(caps, count_threshold=1)
+    assert itow[:6] == ["<pad>", "<unk>", "<bos>", "<eos>", "<mask>", "<vis>"]
+    counts = {w: sum(words(c).count(w) for c in caps) for w in itow[6:9]}
+    assert itow[6] == "a" and list(counts.values()) == sorted(counts.values(), reverse=True)
+    assert all(sum(words(c).count(w) for c in caps) > 1 for w in itow[-5:])  # singletons dropped
+    wtoi = {w: i for i, w in enumerate(itow)}
+    table = frequency_table(caps, wtoi, len(itow))
+    assert table[BOS] == table[EOS] == 1000  # once per caption, as the release's table
+    assert table[wtoi["a"]] == sum(words(c).count("a") for c in caps)
+    n_tokens = sum(len(words(c)) for c in caps)
+    assert table[6:].sum() + table[UNK] == n_tokens  # every word counted once, OOV as <unk>
+    assert encode("a zzzunseen man", wtoi, 4) == [BOS, wtoi["a"], UNK, EOS]  # cut to max_len, <eos> kept
+
+
+# ------------------------------------------------------------------------------------------------ a tiny corpus
+def _write_msrvtt(root: Path, n=(6, 2, 2), dims=(5, 3), extra_sentence=None, corrupt=None):
+    rng = np.random.default_rng(0)
+    videos, sentences = [], []
+    k = 0
+    for split, m in zip(("train", "validate", "test"), n):
+        for _ in range(m):
+            vid = f"video{k}"
+            videos.append({"video_id": vid, "category": k % 3, "split": split})
+            sentences += [{"video_id": vid, "caption": f"a man number {k % 4} is running"},
+                          {"video_id": vid, "caption": "someone runs"}]
+            k += 1
+    if extra_sentence:
+        sentences.append({"video_id": extra_sentence, "caption": "a ghost"})
+    (root / "videodatainfo.json").write_text(json.dumps({"videos": videos, "sentences": sentences}))
+    for name, d, steps in (("image.hdf5", dims[0], 11), ("motion.hdf5", dims[1], 4)):
+        with h5py.File(root / name, "w") as f:
+            for v in videos:
+                f[v["video_id"]] = rng.standard_normal((steps, d)).astype(np.float32)
+            if corrupt and name == "motion.hdf5":
+                del f[corrupt]
+                f[corrupt] = np.zeros(7, dtype=np.float32)
+    return videos
+
+
+def _dm(root, **kw):
+    return CaptionFeaturesDataModule(layout="msrvtt", root=str(root), features=["image.hdf5", "motion.hdf5"],
+                                     count_threshold=0, max_len=6, n_steps=4, batch_size=4, **kw)
+
+
+def test_msrvtt_layout_batches_vocabulary_and_frequencies(tmp_path):
+    _write_msrvtt(tmp_path)
+    dm = _dm(tmp_path)
+    dm.setup("fit")
+    assert dm.feature_dims == [5, 3] and dm.num_categories == 3
+    assert [len(dm.corpus.split_videos[s]) for s in ("train", "val", "test")] == [6, 2, 2]
+    assert len(dm.sets["train"]) == 12 and len(dm.sets["val"]) == 2  # one sample per caption / per video
+    b = next(iter(dm.train_dataloader()))
+    assert {k: f.shape for k, f in b["feats"].items()} == {"m0": (4, 4, 5), "m1": (4, 4, 3)}
+    assert b["tokens"][:, 0].eq(BOS).all() and b["tokens"].shape[1] <= 6 and b["category"].shape == (4,)
+    assert ((b["tokens"] == EOS).sum(1) == 1).all() and (b["tokens"] == PAD).any()  # padded to the longest
+    v = next(iter(dm.val_dataloader()))
+    assert v["refs"][0] == ["a man number 2 is running", "someone runs"] and "tokens" not in v
+    # evaluation reads segment centres: deterministic
+    v2 = next(iter(dm.val_dataloader()))
+    assert torch.equal(v["feats"]["m0"], v2["feats"]["m0"])
+    assert dm.token_counts[BOS] == 12  # train-only by default
+    all_dm = _dm(tmp_path, frequencies="all")
+    all_dm.setup("fit")
+    assert all_dm.token_counts[BOS] == 20 and all_dm.itow == dm.itow  # vocabulary stays train-only
+
+
+def test_corrupt_hdf5_entry_and_unknown_videos_are_clear_errors(tmp_path):
+    (tmp_path / "a").mkdir()
+    _write_msrvtt(tmp_path / "a", corrupt="video3")
+    with pytest.raises(UserError, match=r"motion.hdf5: entry 'video3' has shape \(7,\).*corrupt"):
+        _dm(tmp_path / "a").setup("fit")
+    (tmp_path / "b").mkdir()
+    _write_msrvtt(tmp_path / "b", extra_sentence="video999")
+    with pytest.raises(UserError, match="video999"):
+        _dm(tmp_path / "b").setup("fit")
+    (tmp_path / "c").mkdir()
+    videos = _write_msrvtt(tmp_path / "c")
+    with h5py.File(tmp_path / "c" / "image.hdf5", "a") as f:
+        del f[videos[-1]["video_id"]]
+    with pytest.raises(UserError, match="has no entry 'video9'.*names a video that the features lack"):
+        _dm(tmp_path / "c").setup("fit")
+    with pytest.raises(DataNotFoundError, match="does not exist"):
+        _dm(tmp_path / "missing").setup("fit")
+
+
+def test_msvd_layout_reads_shared_caption_lists_with_features(tmp_path):
+    lines = (MSVD / "MSVD_val.tsv").read_bytes().split(b"\r\n")[:6]
+    for name, part in (("MSVD_train.tsv", lines[:4]), ("MSVD_val.tsv", lines[4:5]), ("MSVD_test.tsv", lines[5:6])):
+        (tmp_path / name).write_bytes(b"\r\n".join(part) + b"\r\n")
+    corpus = read_msvd_lists(tmp_path, {"train": "MSVD_train.tsv", "val": "MSVD_val.tsv", "test": "MSVD_test.tsv"})
+    with h5py.File(tmp_path / "image.hdf5", "w") as fi, h5py.File(tmp_path / "motion.hdf5", "w") as fm:
+        for vids in corpus.split_videos.values():
+            for v in vids:
+                fi[f"video{v}"] = np.ones((9, 4), np.float32)
+                fm[f"video{v}"] = np.ones((2, 2), np.float32)
+    dm = CaptionFeaturesDataModule(layout="msvd", root=str(tmp_path), features=["image.hdf5", "motion.hdf5"],
+                                   max_len=20, batch_size=8)
+    dm.setup("fit")
+    assert dm.num_categories == 0 and "category" not in next(iter(dm.train_dataloader()))
+    assert len(dm.sets["train"]) == corpus.num_captions("train") and len(dm.sets["test"]) == 1

@@ -1,0 +1,377 @@
+"""RSFD: FAD on a hand-made vocabulary, DSS targets and loss, the highway encoder, beam search, the objective,
+feature extraction to HDF5 with resume."""
+from __future__ import annotations
+
+import math
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from zoo.errors import UserError
+from zoo.models.rsfd.model import (
+    BOS,
+    EOS,
+    PAD,
+    RSFD,
+    CaptionDecoder,
+    DivergentSemanticSupervisor,
+    Highway,
+    HighwayEncoder,
+    beam_search,
+    fad_partition,
+    greedy_decode,
+    shifted_targets,
+)
+
+
+# ------------------------------------------------------------------------------------------------ FAD
+def _decoder_with_counts(counts, d=4, threshold=200):
+    dec = CaptionDecoder(len(counts), max_len=8, d_model=d, num_heads=1, ffn_dim=8, dropout=0.0,
+                         fad_threshold=threshold)
+    dec.fad.token_counts.copy_(torch.tensor(counts, dtype=torch.float))
+    return dec
+
+
+# ids: 0 pad, 1 unk, 2 bos, 3 eos, 4 mask, 5 vis, 6 "man" (frequent), 7 "dog" (frequent), 8 "guy", 9 "puppy", 10 "cat"
+COUNTS = [0, 0, 5000, 5000, 0, 0, 900, 300, 12, 3, 150]
+
+
+def _hand_embeddings(dec):
+    w = torch.zeros(11, 4)
+    w[6] = torch.tensor([1.0, 0, 0, 0])    # man
+    w[7] = torch.tensor([0, 1.0, 0, 0])    # dog
+    w[8] = torch.tensor([0.9, 0.1, 0, 0])  # guy   -> man
+    w[9] = torch.tensor([0.1, 0.8, 0, 0])  # puppy -> dog
+    w[10] = torch.tensor([0.2, 0.7, 0, 1])  # cat  -> dog
+    w[1] = torch.tensor([0.5, 0.1, 1, 0])  # <unk> (count 0 -> low) -> man
+    with torch.no_grad():
+        dec.word.weight.copy_(w)
+    return w
+
+
+def test_fad_partition_excludes_specials_as_released():
+    low, high = fad_partition(torch.tensor(COUNTS, dtype=torch.float), 200)
+    assert low.nonzero().flatten().tolist() == [1, 8, 9, 10]  # <unk> is low (count 0); pad/mask/vis never
+    assert high.nonzero().flatten().tolist() == [6, 7]  # bos/eos are frequent but never in H
+
+
+def test_fad_groups_and_group_means_on_a_hand_made_vocabulary():
+    dec = _decoder_with_counts(COUNTS)
+    w = _hand_embeddings(dec)
+    low_ids, high_ids, assign = dec.fad.groups(dec.word.weight)
+    groups = {int(low_ids[i]): int(high_ids[assign[i]]) for i in range(len(low_ids))}
+    assert groups == {1: 6, 8: 6, 9: 7, 10: 7}
+    table = dec.fad(dec.word.weight)
+    torch.testing.assert_close(table[6], (w[6] + w[8] + w[1]) / 3)
+    torch.testing.assert_close(table[7], (w[7] + w[9] + w[10]) / 3)
+    for i in (0, 1, 2, 3, 8, 9, 10):  # low words and specials keep their own embedding
+        torch.testing.assert_close(table[i], w[i])
+    assert dec.fad.partition_sizes() == (4, 2)
+
+
+def test_fad_unmarked_frequent_word_keeps_its_embedding():
+    counts = list(COUNTS)
+    counts[8] = counts[9] = counts[10] = counts[1] = 500  # nothing is rare: no group, no change
+    dec = _decoder_with_counts(counts)
+    w = _hand_embeddings(dec)
+    torch.testing.assert_close(dec.fad(dec.word.weight), w)
+
+
+def test_fad_is_training_only_by_default_and_switchable():
+    dec = _decoder_with_counts(COUNTS)
+    w = _hand_embeddings(dec)
+    tokens = torch.tensor([[BOS, 6, 7, EOS]])
+    ln = dec.norm
+    pos = dec.position(torch.arange(4))
+
+    def expected(table):
+        return ln(F.embedding(tokens, table) + pos)
+
+    dec.train()
+    torch.testing.assert_close(dec.embed(tokens), expected(dec.fad(w)))
+    dec.eval()
+    torch.testing.assert_close(dec.embed(tokens), expected(w))
+    dec.fad_at_inference = True  # the release's behaviour
+    torch.testing.assert_close(dec.embed(tokens), expected(dec.fad(w)))
+    dec.use_fad = False
+    dec.train()
+    torch.testing.assert_close(dec.embed(tokens), expected(w))
+
+
+def test_fad_gradients_reach_rare_words_through_the_mean():
+    dec = _decoder_with_counts(COUNTS)
+    _hand_embeddings(dec)
+    dec.train()
+    out = dec.embed(torch.tensor([[6]]))  # only the frequent word "man" appears in the input
+    out.pow(2).sum().backward()
+    g = dec.word.weight.grad
+    assert g[8].abs().sum() > 0 and g[1].abs().sum() > 0  # its group members (guy, <unk>) learn
+    torch.testing.assert_close(g[8], g[6])  # uniform mean: the same gradient for every member
+    assert g[7].abs().sum() == 0 and g[9].abs().sum() == 0  # another group: untouched
+    dec.use_fad = False
+    dec.word.weight.grad = None
+    dec.embed(torch.tensor([[6]])).pow(2).sum().backward()
+    assert dec.word.weight.grad[8].abs().sum() == 0  # without FAD the rare word gets nothing
+
+
+# ------------------------------------------------------------------------------------------------ DSS
+def test_dss_targets_offsets_padding_and_valid_slice():
+    tokens = torch.tensor([[BOS, 11, 12, 13, EOS, PAD, PAD]])
+    inp, tgt = tokens[:, :-1], tokens[:, 1:]  # inputs: bos 11 12 13 eos pad; targets: 11 12 13 eos pad pad
+    t, v = shifted_targets(inp, tgt, 1)
+    assert t.tolist() == [[12, 13, EOS, PAD, PAD, PAD]]
+    t, v = shifted_targets(inp, tgt, 2)
+    assert t.tolist() == [[13, EOS, PAD, PAD, PAD, PAD]]
+    t, v = shifted_targets(inp, tgt, -1)
+    # position t predicts y_{t-1}: none at t=0; at t=4 (input eos) y_3 = eos; t=5 is a padded input -> invalid
+    assert t.tolist() == [[PAD, 11, 12, 13, EOS, PAD]]
+    assert v.tolist() == [[False, True, True, True, True, False]]
+    t, v = shifted_targets(inp, tgt, -2)
+    assert t.tolist() == [[PAD, PAD, 11, 12, 13, PAD]]
+    t, v = shifted_targets(inp, tgt, 9)  # beyond the sequence
+    assert not v.any()
+
+
+def test_dss_loss_is_the_mean_of_the_per_offset_losses_with_the_shared_projection():
+    torch.manual_seed(0)
+    d, vsz = 8, 20
+    dss = DivergentSemanticSupervisor(d, vsz, window=2, shared_vocab_proj=True)
+    assert dss.offsets == [-2, -1, 1, 2] and dss.vocab is None
+    proj = torch.nn.Linear(d, vsz, bias=False)
+    tokens = torch.tensor([[BOS, 11, 12, 13, EOS, PAD], [BOS, 14, EOS, PAD, PAD, PAD]])
+    inp, tgt = tokens[:, :-1], tokens[:, 1:]
+    hidden = torch.randn(2, 5, d)
+    want = []
+    for head, o in zip(dss.heads, dss.offsets):
+        logp = F.log_softmax(proj(head(hidden)), -1)
+        total = 0.0
+        for b in range(2):
+            for t in range(5):
+                if 0 <= t + o < 5 and inp[b, t] != PAD and tgt[b, t + o] != PAD:
+                    total = total - logp[b, t, tgt[b, t + o]]
+        want.append(total / 2)
+    torch.testing.assert_close(dss(hidden, inp, tgt, proj), torch.stack(want).mean())
+    own = DivergentSemanticSupervisor(d, vsz, window=3, shared_vocab_proj=False)
+    assert own.offsets == [-3, -2, -1, 1, 2, 3] and len(own.vocab) == 6
+
+
+# ------------------------------------------------------------------------------------------------ encoder
+def test_highway_gate_formula_and_encoder_shapes():
+    torch.manual_seed(0)
+    hw = Highway(6)
+    x = torch.randn(3, 6)
+    g = torch.sigmoid(hw.w2(x))
+    torch.testing.assert_close(hw(x), g * x + (1 - g) * torch.tanh(hw.w1(x)))
+    enc = HighwayEncoder([12, 10], d_model=6, dropout=0.0)
+    out = enc([torch.randn(4, 5, 12), torch.randn(4, 3, 10)])
+    assert out.shape == (4, 8, 6)  # concatenated in time
+    enc.train()
+    # per-modality BatchNorm over (batch x time): each modality's block is normalised on its own
+    torch.testing.assert_close(out[:, :5].mean(dim=(0, 1)), torch.zeros(6), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="modalities"):
+        enc([torch.randn(4, 5, 12)])
+
+
+# ------------------------------------------------------------------------------------------------ decoding
+def _tiny(vocab=15, max_len=7, seed=0):
+    torch.manual_seed(seed)
+    return RSFD([6, 5], vocab, max_len, 0, d_model=16, num_heads=2, ffn_dim=32, dropout=0.0,
+                encoder_dropout=0.0).eval()
+
+
+def test_beam_one_is_greedy_and_lengths_respect_max_len():
+    model = _tiny()
+    feats = [torch.randn(4, 3, 6), torch.randn(4, 2, 5)]
+    with torch.no_grad():
+        beam = beam_search(model, feats, beam_size=1, alpha=1.0)
+        greedy = greedy_decode(model, feats)
+    n = beam.tokens.shape[1]
+    assert torch.equal(beam.tokens, greedy.tokens[:, :n])
+    assert (greedy.tokens[:, n:] == PAD).all()
+    assert beam.tokens.shape[1] <= 6  # max_len 7 positions, one holds <bos>
+    with torch.no_grad():
+        wide = beam_search(model, feats, beam_size=4)
+        mem = model.encode(feats)
+        tok = torch.tensor([[BOS, 7, 8]] * 4)
+        torch.testing.assert_close(model.next_logits(tok, mem), model.logits(tok, mem)[0][:, -1])
+    assert wide.tokens.shape[0] == 4 and wide.tokens.shape[1] <= 6
+
+
+class _ScriptedLM:
+    """A stand-in network with hand-set next-word distributions: beam search only calls encode / next_logits."""
+
+    def __init__(self, table, vocab=8, max_len=6):
+        self.table, self.vocab = table, vocab
+        self.decoder = type("D", (), {"max_len": max_len})()
+
+    def encode(self, feats):
+        return torch.zeros(feats[0].shape[0], 1, 2)
+
+    def next_logits(self, seqs, memory, category=None):
+        out = torch.full((seqs.shape[0], self.vocab), -1e4)
+        for i, s in enumerate(seqs.tolist()):
+            for w, p in self.table.get(tuple(s), {6: 1.0}).items():
+                out[i, w] = math.log(p)
+        return out
+
+
+def test_beam_search_finds_the_better_hypothesis_and_normalises_by_length():
+    A, B = 6, 7
+    table = {(BOS,): {A: 0.6, B: 0.4},
+             (BOS, A): {A: 0.25, B: 0.25, EOS: 0.25, 5: 0.25},
+             (BOS, B): {EOS: 1.0}}
+    lm = _ScriptedLM(table)
+    feats = [torch.zeros(1, 1, 1)]
+    greedy = beam_search(lm, feats, beam_size=1)
+    assert greedy.tokens[0, :2].tolist() == [A, A]  # greedy commits to the first word's argmax
+    beam = beam_search(lm, feats, beam_size=2, alpha=1.0)
+    assert beam.tokens[0].tolist() == [B, EOS]
+    torch.testing.assert_close(beam.scores, torch.tensor([math.log(0.4) / 2]), atol=1e-5, rtol=0)
+    # a network that never says <eos> stops at max_len: 5 words after <bos>
+    never = beam_search(_ScriptedLM({}), feats, beam_size=3)
+    assert never.tokens[0].tolist() == [6] * 5
+
+
+# ------------------------------------------------------------------------------------------------ objective
+def _module(**kw):
+    from zoo.models.rsfd.module import RSFDModule
+
+    args = dict(in_features=[6, 5], vocab_size=15, max_len=7, num_categories=0, d_model=16, num_heads=2, ffn_dim=32,
+                beam_size=2, example_steps=3, dropout=0.0, encoder_dropout=0.0)
+    args.update(kw)
+    return RSFDModule(**args)
+
+
+def test_loss_is_caption_nll_plus_weighted_dss_and_dss_heads_live_outside_the_network():
+    torch.manual_seed(0)
+    m = _module(dss_weight=0.3)
+    batch = {"feats": [torch.randn(3, 4, 6), torch.randn(3, 2, 5)],
+             "tokens": torch.tensor([[BOS, 8, 9, 10, EOS], [BOS, 11, EOS, PAD, PAD], [BOS, 6, 7, EOS, PAD]])}
+    m.train()
+    torch.manual_seed(1)
+    out = m.losses(batch)
+    inp, tgt = batch["tokens"][:, :-1], batch["tokens"][:, 1:]
+    torch.manual_seed(1)
+    logits, hidden = m.model(batch["feats"], inp)
+    ce = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=PAD, reduction="sum") / 3
+    torch.testing.assert_close(out["ce"], ce)
+    torch.testing.assert_close(out["loss"], ce + 0.3 * m.dss(hidden, inp, tgt, m.model.vocab_proj))
+    assert not any(n.startswith("dss") for n, _ in m.model.named_parameters())
+    assert "dss" not in _module(dss=False).losses(batch)
+
+
+def test_module_arguments_and_data_agreement_are_user_errors():
+    with pytest.raises(UserError, match="divisible"):
+        _module(d_model=15)
+    with pytest.raises(UserError, match="selection_metrics"):
+        _module(selection_metrics=["meteor"], meteor=False)
+    m = _module()
+
+    class DM:
+        feature_dims, vocab_size, num_categories, itow, token_counts = [6, 4], 10, 0, None, None
+
+    m._trainer = type("T", (), {"datamodule": DM()})()
+    with pytest.raises(UserError, match="in_features"):
+        m.setup("fit")
+    DM.feature_dims, DM.vocab_size = [6, 5], 99
+    with pytest.raises(UserError, match="vocab_size"):
+        m.setup("fit")
+    DM.vocab_size, DM.token_counts = 12, torch.tensor([0, 0, 9, 9, 0, 0, 500, 300, 3, 2, 1, 0.0])
+    m.setup("fit")
+    counts = m.model.decoder.fad.token_counts
+    assert counts[:12].tolist() == DM.token_counts.tolist() and counts[12:].sum() == 0  # padded with zeros
+
+
+# ------------------------------------------------------------------------------------------------ features
+def test_feature_extraction_writes_the_published_layout_and_resumes(tmp_path):
+    import lightning.pytorch as pl
+    from zoo.data_modules.captioning import VideoFramesDataModule
+
+    from zoo.models.rsfd.features import (
+        PARTIAL,
+        FeatureExtractionModule,
+        HDF5FeatureWriter,
+        done_keys,
+    )
+
+    app, mot = str(tmp_path / "image.hdf5"), str(tmp_path / "motion.hdf5")
+    torch.manual_seed(0)
+    module = FeatureExtractionModule("test_resnet", "r3d_18", image_size=32, motion_size=16, clip_len=4, overlap=2)
+
+    class Interrupt(HDF5FeatureWriter):
+        def write_on_batch_end(self, trainer, *a, **k):
+            super().write_on_batch_end(trainer, *a, **k)
+            if len(done_keys(app)) == 2:
+                raise RuntimeError("interrupted")
+
+    def run(writer):
+        dm = VideoFramesDataModule(video_dir=None, digits=4, digits_frames=8, digits_size=32, skip_done=app)
+        trainer = pl.Trainer(accelerator="cpu", logger=False, callbacks=[writer], enable_progress_bar=False,
+                             enable_model_summary=False)
+        trainer.predict(module, datamodule=dm, return_predictions=False)
+        return dm
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run(Interrupt(app, mot))
+    assert done_keys(app) == {"video0", "video1"}  # a valid file with the finished videos
+    with h5py.File(app, "a") as f:
+        first = f["video0"][()]
+        f.create_dataset(PARTIAL + "video2", data=np.zeros(3))  # debris of a write cut short
+    dm = run(HDF5FeatureWriter(app, mot))
+    assert [v for v, _ in dm.items] == ["video2", "video3"]  # the rerun skipped the finished ones
+    with h5py.File(app, "r") as fa, h5py.File(mot, "r") as fm:
+        assert sorted(fa.keys()) == ["video0", "video1", "video2", "video3"]
+        assert fa["video0"].shape == (8, 96) and fm["video0"].shape == (3, 512)  # frames; windows 0-3, 2-5, 4-7
+        np.testing.assert_array_equal(fa["video0"][()], first)
+    a, _ = module.model(torch.as_tensor(dm.items[0][1]))
+    with h5py.File(app, "r") as fa:
+        np.testing.assert_allclose(fa["video2"][()], a.numpy(), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ selection, fit
+def test_release_selection_rule():
+    from zoo.models.rsfd.module import release_selection
+
+    keys = ["bleu4", "meteor", "cider"]
+    kept = {"bleu4": 0.40, "meteor": 0.28, "cider": 0.50}
+    assert release_selection(kept, None, keys) == (True, 3.0)
+    # BLEU-4 -10 %, CIDEr +20 %: 0.9 + 1 + 1.2 = 3.1 > 3 -> the new evaluation is kept
+    better, ratio = release_selection({"bleu4": 0.36, "meteor": 0.28, "cider": 0.60}, kept, keys)
+    assert better and ratio == pytest.approx(3.1)
+    better, ratio = release_selection({"bleu4": 0.36, "meteor": 0.28, "cider": 0.52}, kept, keys)
+    assert not better and ratio == pytest.approx(2.94)
+    assert not release_selection(kept, kept, keys)[0]  # a tie keeps the earlier one
+
+
+def test_fit_validates_with_beam_search_and_caption_metrics(tmp_path):
+    import json
+
+    import lightning.pytorch as pl
+    from zoo.data_modules.captioning import CaptionFeaturesDataModule
+
+    rng = np.random.default_rng(0)
+    videos = [{"video_id": f"video{k}", "category": k % 3, "split": s}
+              for k, s in enumerate(["train"] * 6 + ["validate"] * 2 + ["test"] * 2)]
+    sentences = [{"video_id": v["video_id"], "caption": c} for k, v in enumerate(videos)
+                 for c in (f"a man number {k % 4} is running", "someone runs")]
+    (tmp_path / "videodatainfo.json").write_text(json.dumps({"videos": videos, "sentences": sentences}))
+    for name, d, steps in (("image.hdf5", 5, 11), ("motion.hdf5", 3, 4)):
+        with h5py.File(tmp_path / name, "w") as f:
+            for v in videos:
+                f[v["video_id"]] = rng.standard_normal((steps, d)).astype(np.float32)
+    dm = CaptionFeaturesDataModule(root=str(tmp_path), features=["image.hdf5", "motion.hdf5"], count_threshold=0,
+                                   max_len=6, n_steps=4, batch_size=4)
+    m = _module(in_features=[5, 3], vocab_size=20, max_len=6, num_categories=3, tokenize=False, meteor=False,
+                selection_metrics=["bleu4", "cider"], lr=1e-2)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(m, datamodule=dm)
+    logged = trainer.callback_metrics
+    assert {"val/cider", "val/bleu4", "val/rouge_l", "val/kept_epoch", "train/dss"} <= set(logged)
+    assert float(logged["val/kept_epoch"]) in (1.0, 2.0)
+    assert m.model.decoder.fad.token_counts[BOS] == 12  # the data module's train-split table reached FAD
+    out = trainer.test(m, datamodule=dm, verbose=False)[0]
+    assert 0.0 <= out["test/bleu1"] <= 1.0 and out["test/cider"] >= 0.0

@@ -1,0 +1,266 @@
+"""RSFD LightningModule: video captioning with frequency-aware diffusion (FAD) and the divergent semantic supervisor
+(DSS) (Zhong et al., AAAI 2023, arXiv 2211.15076; official code lzp870/RSFD, method ``ARB``).
+
+Objective (spec §2.5/§2.6; the executable DSS of the release's compiled ``misc/crit.py``):
+
+    L = L_CE + lambda * (1 / 2w) * sum_{o in -w..-1, +1..+w} L_o
+
+- L_CE: NLL of the next word (teacher forcing: inputs tokens[:, :-1], targets tokens[:, 1:]), summed over non-pad
+  targets and divided by the batch size (the release's ``LanguageGeneration``); FAD acts on the input embeddings.
+- L_o: the same NLL for the DSS head of offset o, predicting y_{t+o} from the state at t (``model.shifted_targets``);
+  lambda = ``dss_weight`` (0.3), w = ``dss_window`` (2 as released; 3 in the paper's figure). ``dss=False`` drops it.
+
+Evaluation: beam search (``beam_size`` 5, ``length_alpha`` 1.0) per video, BLEU-1..4 / METEOR / ROUGE-L / CIDEr
+through pycocoevalcap against all references of the video (``zoo.metrics.captioning``), logged as ``val/*`` and
+``test/*`` (fractions). Model selection as the release's ``standard`` rule (``misc/logger.py``): an epoch replaces the
+kept one when sum_k m_k / kept_k > K over ``selection_metrics`` (BLEU-4, METEOR, CIDEr); ``val/kept_epoch`` (the epoch
+of the kept evaluation, + 1) rises exactly when it does, so ``ModelCheckpoint(monitor="val/kept_epoch", mode="max")``
+keeps the release's choice; ``val/kept_*`` hold its metrics.
+
+Optimiser: Adam (lr 5e-4, weight decay 5e-4), lr <- max(5e-5, 0.9 lr) per epoch; gradient clipping by value 5 is
+the Trainer's (``gradient_clip_val: 5``, ``gradient_clip_algorithm: value`` in the configs).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_info
+
+from zoo.errors import UserError, check_positive
+from zoo.models.rsfd.model import (
+    EOS,
+    PAD,
+    RSFD,
+    DivergentSemanticSupervisor,
+    beam_search,
+)
+
+log = logging.getLogger(__name__)
+
+
+def modalities(feats) -> list[torch.Tensor]:
+    """A batch's ``feats``: a mapping modality -> (B, T, d) (the data module's, in file order) or a list."""
+    return list(feats.values()) if isinstance(feats, dict) else list(feats)
+
+
+def release_selection(scores: dict[str, float], kept: dict[str, float] | None,
+                      keys: Sequence[str]) -> tuple[bool, float]:
+    """The release's ``standard`` model selection: (replace the kept evaluation?, sum_k m_k / kept_k). The first
+    evaluation is always kept; a kept metric of 0 counts a positive new value as a ratio of 2 (and 0 as 1)."""
+    if kept is None:
+        return True, float(len(keys))
+    ratio = sum(scores[k] / kept[k] if kept[k] > 0 else (2.0 if scores[k] > 0 else 1.0) for k in keys)
+    return ratio > len(keys), ratio
+
+
+def ids_to_text(ids: Sequence[int], itow: Sequence[str]) -> str:
+    """Token ids (after ``<bos>``) -> the caption: words up to the first ``<eos>``/``<pad>``, specials dropped."""
+    words = []
+    for i in ids:
+        if i in (EOS, PAD):
+            break
+        if i >= 6:
+            words.append(itow[i] if i < len(itow) else "<unk>")
+    return " ".join(words)
+
+
+class RSFDModule(LightningModule):
+    """See the module docstring. ``forward(feats, category=None)`` -> ``{"tokens": (B, n), "scores": (B,)}`` (beam
+    search); ``feats`` holds one (B, T_m, in_features[m]) tensor per modality (appearance, motion): a list, or the
+    data module's mapping ``{"m0": ..., "m1": ...}``."""
+
+    def __init__(self, in_features: list[int] = (2048, 2048), vocab_size: int = 10547, max_len: int = 30,
+                 num_categories: int = 20, d_model: int = 512, num_heads: int = 8, ffn_dim: int = 2048,
+                 num_layers: int = 1, encoder_dropout: float = 0.5, dropout: float = 0.5,
+                 fad: bool = True, fad_threshold: float = 200.0, fad_at_inference: bool = False,
+                 dss: bool = True, dss_window: int = 2, dss_weight: float = 0.3, dss_shared_vocab_proj: bool = True,
+                 beam_size: int = 5, length_alpha: float = 1.0, lr: float = 5e-4, weight_decay: float = 5e-4,
+                 lr_decay: float = 0.9, min_lr: float = 5e-5,
+                 selection_metrics: list[str] = ("bleu4", "meteor", "cider"), tokenize: bool = True,
+                 meteor: bool = True, example_steps: int = 8, log_baseline: bool = False):
+        super().__init__()
+        in_features = [int(d) for d in in_features]
+        for name, v in (("vocab_size", vocab_size), ("max_len", max_len), ("d_model", d_model),
+                        ("num_heads", num_heads), ("ffn_dim", ffn_dim), ("num_layers", num_layers),
+                        ("beam_size", beam_size), ("example_steps", example_steps)):
+            check_positive(name, v, where="RSFDModule")
+        if not lr > 0 or not 0 < min_lr <= lr or not 0 < lr_decay <= 1:
+            raise UserError(f"lr={lr}, min_lr={min_lr}, lr_decay={lr_decay}: need 0 < min_lr <= lr and 0 < lr_decay "
+                            "<= 1 (the release: 5e-4, 5e-5, 0.9)")
+        if not in_features or any(d < 1 for d in in_features):
+            raise UserError(f"in_features={in_features}: one positive feature size per modality, e.g. [2048, 2048]")
+        if vocab_size <= 6:
+            raise UserError(f"vocab_size={vocab_size}: the vocabulary holds 6 specials plus words; use the data "
+                            "module's vocab_size")
+        if d_model % num_heads:
+            raise UserError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+        if max_len < 3:
+            raise UserError(f"max_len={max_len}: a caption needs <bos>, a word and <eos>; use 30 (MSR-VTT) or 20 "
+                            "(MSVD)")
+        if num_categories < 0 or dss_window < 1 or dss_weight < 0:
+            raise UserError("num_categories must be >= 0, dss_window >= 1 and dss_weight >= 0")
+        from zoo.metrics.captioning import METRIC_KEYS
+
+        bad = [m for m in selection_metrics if m not in METRIC_KEYS or (m == "meteor" and not meteor)]
+        if bad or not selection_metrics:
+            raise UserError(f"selection_metrics={list(selection_metrics)}: choose among {', '.join(METRIC_KEYS)} "
+                            "(meteor only with meteor: true)")
+        self.save_hyperparameters()
+        self.model = RSFD(in_features, vocab_size, max_len, num_categories, d_model, num_heads, ffn_dim,
+                          num_layers, encoder_dropout, dropout, fad, fad_threshold, fad_at_inference)
+        # training-only heads: not part of the inference network (self.model), dropped at export-free inference
+        self.dss = DivergentSemanticSupervisor(d_model, vocab_size, dss_window, dss_shared_vocab_proj) if dss else None
+        self.example_input_array = self._example(example_steps)
+        self._metrics = {}
+        self._kept: dict[str, float] | None = None
+        self._kept_epoch = 0
+        self.itow: list[str] | None = None
+
+    def _example(self, steps: int):
+        hp = self.hparams
+        feats = [torch.randn(2, steps, d) for d in hp.in_features]
+        if hp.num_categories:
+            return feats, torch.tensor([0, hp.num_categories - 1])
+        return (feats,)
+
+    @classmethod
+    def bench_init_args(cls, init: dict, demo_model: dict) -> tuple[dict, str]:
+        """``zoo bench --train``: the paper-size network on the demo's features. The feature sizes come from the demo
+        (``in_features`` is a data-bound argument of the bench); the demo's videos have no category (MSR-VTT's 20
+        categories are not in the moving digits), so the category embedding follows the demo."""
+        want = int(demo_model.get("num_categories", 0))
+        if int(init.get("num_categories", 0)) != want:
+            return {"num_categories": want}, f"num_categories={want} from the demo (no video categories)"
+        return {}, ""
+
+    # ------------------------------------------------------------------------------------------ data agreement
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None:
+            return
+        hp = self.hparams
+        dims = getattr(dm, "feature_dims", None)
+        if dims is not None and list(dims) != list(hp.in_features):
+            raise UserError(f"the data's features have sizes {list(dims)}, the model takes in_features="
+                            f"{list(hp.in_features)}: set model.init_args.in_features to {list(dims)}")
+        v = getattr(dm, "vocab_size", None)
+        if v is not None and v > hp.vocab_size:
+            raise UserError(f"the data's vocabulary has {v} entries, the model's vocab_size is {hp.vocab_size}: set "
+                            f"model.init_args.vocab_size to {v}")
+        cats = getattr(dm, "num_categories", 0) or 0
+        if hp.num_categories and not cats:
+            raise UserError(f"the model embeds {hp.num_categories} video categories (MSR-VTT) but the data has none: "
+                            "set model.init_args.num_categories to 0")
+        if cats > hp.num_categories and hp.num_categories:
+            raise UserError(f"the data has {cats} categories, the model num_categories={hp.num_categories}")
+        self.itow = list(getattr(dm, "itow", None) or []) or None
+        counts = getattr(dm, "token_counts", None)
+        if counts is not None and hp.fad:
+            buf = self.model.decoder.fad.token_counts
+            c = torch.as_tensor(counts, dtype=buf.dtype)
+            buf.zero_()
+            buf[:c.numel()] = c.to(buf.device)
+            low, high = self.model.decoder.fad.partition_sizes()
+            rank_zero_info(f"RSFD FAD: threshold {hp.fad_threshold:g}, |L| = {low}, |H| = {high} "
+                           f"({getattr(dm, 'frequency_source', 'data')} frequencies)")
+
+    # ------------------------------------------------------------------------------------------ objective
+    def forward(self, feats: list[torch.Tensor], category: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        out = beam_search(self.model, modalities(feats), category if self.hparams.num_categories else None,
+                          self.hparams.beam_size, alpha=self.hparams.length_alpha)
+        return {"tokens": out.tokens, "scores": out.scores}
+
+    def losses(self, batch) -> dict[str, torch.Tensor]:
+        tokens = batch["tokens"]
+        inp, tgt = tokens[:, :-1], tokens[:, 1:]
+        category = batch.get("category") if self.hparams.num_categories else None
+        logits, hidden = self.model(modalities(batch["feats"]), inp, category)
+        b = tokens.shape[0]
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), tgt.flatten(), ignore_index=PAD, reduction="sum") / b
+        out = {"ce": ce, "loss": ce}
+        if self.dss is not None:
+            out["dss"] = self.dss(hidden, inp, tgt, self.model.vocab_proj)
+            out["loss"] = ce + self.hparams.dss_weight * out["dss"]
+        return out
+
+    def training_step(self, batch, batch_idx):
+        out = self.losses(batch)
+        n = batch["tokens"].shape[0]
+        self.log("train/loss", out["loss"], prog_bar=True, batch_size=n)
+        self.log("train/ce", out["ce"], batch_size=n)
+        if "dss" in out:
+            self.log("train/dss", out["dss"], batch_size=n)
+        return out["loss"]
+
+    # ------------------------------------------------------------------------------------------ evaluation
+    def _metric(self, stage: str):
+        if stage not in self._metrics:
+            from zoo.metrics.captioning import CaptionMetrics
+
+            self._metrics[stage] = CaptionMetrics(tokenize=self.hparams.tokenize, meteor=self.hparams.meteor).to(
+                self.device)
+        return self._metrics[stage]
+
+    def caption(self, feats, category=None) -> list[str]:
+        if self.itow is None:
+            raise UserError("no vocabulary: captions are decoded with the data module's vocabulary (itow); run with "
+                            "a CaptionFeaturesDataModule")
+        toks = self(feats, category)["tokens"].tolist()
+        return [ids_to_text(t, self.itow) for t in toks]
+
+    def _eval_step(self, batch, stage: str):
+        caps = self.caption(batch["feats"], batch.get("category"))
+        self._metric(stage).update(caps, batch["refs"], batch["index"])
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def _eval_end(self, stage: str) -> dict[str, float]:
+        metric = self._metric(stage)
+        scores = {k: float(v) for k, v in metric.compute().items()}
+        metric.reset()
+        for k, v in scores.items():
+            self.log(f"{stage}/{k}", v, sync_dist=False)
+        return scores
+
+    def on_validation_epoch_end(self):
+        if self.trainer.sanity_checking:
+            self._metric("val").reset()
+            return
+        scores = self._eval_end("val")
+        better, ratio = release_selection(scores, self._kept, list(self.hparams.selection_metrics))
+        self.log("val/selection_ratio", ratio)
+        if better:
+            self._kept, self._kept_epoch = {k: scores[k] for k in scores}, self.current_epoch + 1
+        self.log("val/kept_epoch", float(self._kept_epoch))
+        for k, v in self._kept.items():
+            self.log(f"val/kept_{k}", v)
+
+    def on_test_epoch_end(self):
+        self._eval_end("test")
+        dm = getattr(self.trainer, "datamodule", None)
+        if self.hparams.log_baseline and hasattr(dm, "baseline_scores"):
+            for k, v in dm.baseline_scores("test", self.hparams.tokenize, self.hparams.meteor).items():
+                self.log(f"test/baseline_{k}", v)
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["rsfd_selection"] = {"kept": self._kept, "kept_epoch": self._kept_epoch}
+
+    def on_load_checkpoint(self, checkpoint):
+        sel = checkpoint.get("rsfd_selection") or {}
+        self._kept, self._kept_epoch = sel.get("kept"), int(sel.get("kept_epoch", 0))
+
+    # ------------------------------------------------------------------------------------------ optimiser
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        floor = hp.min_lr / hp.lr
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: max(floor, hp.lr_decay ** e))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
