@@ -29,7 +29,7 @@ def run_lightning(args: list[str] | None):
     # ${trainer.x} in a config file means that config's own trainer.x, also under a subcommand (fit.trainer.x)
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     mode = {"parser_mode": "omegaconf+"}
-    return LightningCLI(
+    return _cli_class()(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
@@ -39,6 +39,51 @@ def run_lightning(args: list[str] | None):
         auto_configure_optimizers=False,
         parser_kwargs={**mode, **{sub: dict(mode) for sub in LIGHTNING_SUBCOMMANDS}},
     )
+
+
+def _explicit_model_args(argv: list[str]) -> list[str]:
+    """Init-arg names the command line sets (``--model.init_args.X[=V]`` or ``--model.X[=V]``)."""
+    names = []
+    for tok in argv:
+        for prefix in ("--model.init_args.", "--model."):
+            if tok.startswith(prefix):
+                name = tok[len(prefix):].split("=", 1)[0]
+                if name not in ("class_path", "init_args", "dict_kwargs"):
+                    names.append(name)
+                break
+    return names
+
+
+def _cli_class():
+    from lightning.pytorch.cli import LightningCLI
+
+    class ZooCLI(LightningCLI):
+        """LightningCLI whose ``--ckpt_path`` keeps the model init args the command line sets explicitly.
+
+        Lightning re-reads the checkpoint's hyper-parameters over the parsed config, so ``zoo test --ckpt_path C
+        --model.init_args.drop_modality=camera`` would silently test with the training value. Arguments that only the
+        config file sets still come from the checkpoint (the trained architecture wins over a stale YAML)."""
+
+        def _parse_ckpt_path(self) -> None:
+            sub = self.config.get("subcommand")
+            argv = sys.argv[1:] if self._zoo_args is None else list(self._zoo_args)
+            keep = {}
+            for name in _explicit_model_args(argv) if sub else ():
+                key = f"{sub}.model.init_args.{name}"
+                if key in self.config:
+                    keep[key] = self.config[key]
+            super()._parse_ckpt_path()
+            for key, value in keep.items():
+                self.config[key] = value
+                dict_kwargs = self.config.get(f"{sub}.model.dict_kwargs")
+                if isinstance(dict_kwargs, dict):  # the checkpoint's copy, passed at instantiation too
+                    dict_kwargs.pop(key.rsplit(".", 1)[1], None)
+
+        def __init__(self, *a, args=None, **kw):
+            self._zoo_args = args
+            super().__init__(*a, args=args, **kw)
+
+    return ZooCLI
 
 
 def _fmt_int(n) -> str:
