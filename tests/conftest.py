@@ -53,3 +53,23 @@ def hf_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     return cache
+
+
+@pytest.fixture
+def run_script(tmp_path):
+    """Run ``text`` as a fresh Python process in ``tmp_path`` (a 2-process DDP launch: Lightning starts the second
+    rank by re-running the script), one intra-op thread each; fail with its stderr unless it exits 0."""
+    import subprocess
+    import sys
+
+    def run(name: str, text: str, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+        script = tmp_path / name
+        script.write_text(text)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}
+        env.pop("LOCAL_RANK", None)
+        proc = subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    return run

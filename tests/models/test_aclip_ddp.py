@@ -5,9 +5,6 @@ BYOL terms average to the single-process one, and each process's embedding gradi
 single-process gradients of its rows (DDP's gradient averaging then gives the single-process parameter gradients)."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -59,15 +56,9 @@ torch.save(model.result, sys.argv[1] + f".rank{trainer.global_rank}")
 
 
 @pytest.mark.slow  # two processes that import torch + Lightning + timm + open_clip: about 20 s on two shared cores
-def test_gathered_loss_under_ddp_equals_the_single_process_loss(tmp_path):
-    script = tmp_path / "ddp_aclip.py"
-    script.write_text(SCRIPT)
+def test_gathered_loss_under_ddp_equals_the_single_process_loss(tmp_path, run_script):
     out = tmp_path / "res"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}
-    env.pop("LOCAL_RANK", None)
-    proc = subprocess.run([sys.executable, str(script), str(out)], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_script("ddp_aclip.py", SCRIPT, str(out), timeout=300)
     ranks = [torch.load(f"{out}.rank{r}", weights_only=True) for r in (0, 1)]
 
     ns: dict = {}

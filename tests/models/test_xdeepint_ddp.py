@@ -3,11 +3,7 @@ ends with the same weights as one process that sees both ranks' batches at once 
 averages the ranks' gradients). Sharding strategies are refused at setup with the strategies that work."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -61,15 +57,9 @@ if trainer.global_rank == 0:
 
 
 @pytest.mark.slow  # two processes that import torch + Lightning: about 20 s on two shared cores
-def test_ddp_two_cpu_processes_match_one_process(tmp_path):
-    script = tmp_path / "ddp_xdeepint.py"
-    script.write_text(SCRIPT)
+def test_ddp_two_cpu_processes_match_one_process(tmp_path, run_script):
     out = tmp_path / "ddp.safetensors"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}
-    env.pop("LOCAL_RANK", None)
-    proc = subprocess.run([sys.executable, str(script), str(out)], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_script("ddp_xdeepint.py", SCRIPT, str(out))
     from safetensors.torch import load_file
 
     ddp = load_file(str(out))
