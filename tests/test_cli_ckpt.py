@@ -39,9 +39,9 @@ def test_explicit_model_args_are_read_off_the_command_line():
 
 def test_command_line_init_args_win_over_the_checkpoint(tmp_path):
     common = ["--model", f"{__name__}.Toy", "--data", f"{__name__}.ToyData", "--trainer.logger=false",
-              "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-    run_lightning(["fit", *common, "--model.init_args.width=4", "--trainer.max_steps=1",
-                   f"--trainer.default_root_dir={tmp_path}"])
+              "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+              f"--trainer.default_root_dir={tmp_path}"]  # the saved config.yaml goes there too
+    run_lightning(["fit", *common, "--model.init_args.width=4", "--trainer.max_steps=1"])
     (ckpt,) = tmp_path.rglob("*.ckpt")
     # the architecture comes from the checkpoint (width 4, the YAML default 2 would not load) ...
     cli = run_lightning(["test", *common, f"--ckpt_path={ckpt}", "--model.init_args.flag=b"])
