@@ -304,12 +304,12 @@ def _read_yaml(path: Path) -> dict:
     import yaml
     from omegaconf import OmegaConf
 
-    with open(path) as f:
-        cfg = yaml.safe_load(f) or {}
+    text = Path(path).read_text()
+    cfg = yaml.safe_load(text) or {}
     if not isinstance(cfg, dict):
         raise ValueError(f"{path} is not a LightningCLI config (a YAML mapping with model: and data:)")
     # ${trainer.default_root_dir}/... as `zoo fit` resolves it (jsonargparse's omegaconf mode)
-    return OmegaConf.to_container(OmegaConf.create(cfg), resolve=True) if "${" in yaml.safe_dump(cfg) else cfg
+    return OmegaConf.to_container(OmegaConf.create(cfg), resolve=True) if "${" in text else cfg
 
 
 def demo_config(entry) -> tuple[Path, dict]:

@@ -223,7 +223,7 @@ def test_logit_scale_is_clamped_after_each_optimizer_step():
 
 def test_weight_decay_groups_follow_the_release():
     net = ACLIP(**TINY)
-    decay, no_decay = weight_decay_groups(net, 0.5)
+    no_decay, decay = weight_decay_groups(net, 0.5)
     ids = {id(p): n for n, p in net.named_parameters()}
     dec, nodec = {ids[id(p)] for p in decay["params"]}, {ids[id(p)] for p in no_decay["params"]}
     assert decay["weight_decay"] == 0.5 and no_decay["weight_decay"] == 0.0

@@ -106,13 +106,11 @@ def momentum_at(step: int, total: int, base: float = 0.996, end: float = 1.0) ->
 
 
 def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """A-CLIP's grouping (main.py): no decay for parameters with ndim < 2 or names containing 'bias', 'ln', 'bn'."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or "bias" in name or "ln" in name or "bn" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """A-CLIP's grouping (main.py): no decay for parameters with ndim < 2 or names containing 'bias', 'ln', 'bn';
+    timm's ``param_groups_weight_decay`` with those name patterns -> ``[no-decay group, decay group]``."""
+    from timm.optim import param_groups_weight_decay
+
+    return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=("*bias*", "*ln*", "*bn*"))
 
 
 # ============================================================================================== module

@@ -241,7 +241,8 @@ class LWSISModule(LightningModule):
         decay, no_decay = [], []
         for n, p in self.model.named_parameters():
             if p.requires_grad:
-                (no_decay if p.ndim <= 1 and "norm" in type(self._owner(n)).__name__.lower() else decay).append(p)
+                owner = self.model.get_submodule(n.rpartition(".")[0])  # detectron2: no decay on norm layers only
+                (no_decay if p.ndim <= 1 and "norm" in type(owner).__name__.lower() else decay).append(p)
         opt = torch.optim.SGD([{"params": decay, "weight_decay": hp.weight_decay},
                                {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr, momentum=hp.momentum)
         steps, warm = sorted(hp.steps), hp.lr_warmup_iters
@@ -255,9 +256,3 @@ class LWSISModule(LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    def _owner(self, param_name: str):
-        mod = self.model
-        for part in param_name.split(".")[:-1]:
-            mod = getattr(mod, part)
-        return mod
