@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
-__all__ = ["read_official", "read_url", "load_official", "converter_main", "cache_dir", "fetch", "load_entry",
+__all__ = ["read_release", "release_globals", "read_official", "read_url", "load_official", "converter_main", "cache_dir", "fetch", "load_entry",
            "DownloadError"]
 
 
@@ -38,25 +38,61 @@ class DownloadError(OSError, ValueError):
     Also a ``ValueError``, so the ``zoo`` command reports it as one line."""
 
 
-def read_official(path: str | Path, convert: Callable[[dict], dict], where: str) -> dict:
-    """Read an official checkpoint as plain tensors (``torch.load(weights_only=True)``) and ``convert`` it to zoo
-    keys. ``where``: where the official files are published (named when the file is missing)."""
+def release_globals() -> list:
+    """The globals that the authors' own save code puts into a checkpoint beside its tensors, and nothing else:
+    ``argparse.Namespace`` (VideoMAE / SimVTP / TinyMIM ``utils.save_model`` store ``args``) and numpy arrays,
+    scalars and dtypes (OpenPCDet, detectron2 and mmcv ``meta`` entries), under numpy 1's and numpy 2's module
+    names. Each is a plain data holder: admitting it lets ``torch.load(weights_only=True)`` rebuild it and call
+    nothing else."""
+    import argparse
+
+    import numpy as np
+
+    try:  # numpy >= 2 moved the private module
+        from numpy._core import multiarray
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray
+    allowed: list = [argparse.Namespace, np.ndarray, np.dtype]
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed += [(multiarray._reconstruct, f"{mod}._reconstruct"), (multiarray.scalar, f"{mod}.scalar")]
+    # numpy >= 1.25 pickles a dtype through its class (numpy.dtypes.Float32DType, ...)
+    for code in "?bBhHiIlLqQefdgFDGUSMmO":
+        cls = type(np.dtype(code))
+        allowed.append((cls, f"numpy.dtypes.{cls.__name__}"))
+    return allowed
+
+
+def read_release(path: str | Path, where: str = "the authors' release") -> dict:
+    """Read a checkpoint in a release's own save format through ``torch.load(weights_only=True)``, admitting
+    exactly :func:`release_globals`; a file that names any other global is refused before anything in it runs."""
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"official checkpoint {path} does not exist ({where})")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(release_globals()):
+            raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        # torch's own message leads with advice to turn the check off; name only the offending global
+        bad = [ln for ln in lines if "nsupported" in ln or "GLOBAL" in ln]
+        first = (bad or lines or [""])[0]
         raise ValueError(
             f"{path} could not be read with torch.load(weights_only=True) ({type(e).__name__}: {first[:200]}); only "
-            "plain tensor checkpoints are accepted (the official files are). Nothing in it was run."
+            "tensors, plain containers, argparse.Namespace and numpy values are accepted (the authors' save formats "
+            "hold nothing else). Nothing in it was run."
         ) from e
     if not isinstance(raw, dict):
         raise ValueError(f"{path} holds a {type(raw).__name__}, not a dict of tensors: not an official checkpoint")
-    return convert(raw)
+    return raw
+
+
+def read_official(path: str | Path, convert: Callable[[dict], dict], where: str) -> dict:
+    """Read an official checkpoint with :func:`read_release` (tensors plus the few plain globals the authors' save
+    code writes) and ``convert`` it to zoo keys. ``where``: where the official files are published (named when the
+    file is missing)."""
+    return convert(read_release(path, where))
 
 
 def load_official(path: str | Path, name: str, read: Callable[[str | Path], dict]):
