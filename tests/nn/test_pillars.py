@@ -94,3 +94,31 @@ def test_bad_input_is_a_user_error():
         DynamicPillarVFE(4, (8,), (1.0, 1.0, 1.0), RANGE)
     with pytest.raises(UserError, match="one output stride"):
         BEVBackbone(8, (1, 1), (2, 2), (8, 8), (1, 1), (4, 4))
+
+
+def test_release_pillars_filter_on_x_and_y_only():
+    """yinjunbo/SSDA3D DynamicPillarVFE keeps points outside the z range (they shape their pillar); filter_z=True
+    (the default, CMT's) drops them."""
+    g = torch.Generator().manual_seed(3)
+    xy = torch.rand(3000, 2, generator=g) * 10.0 - 5.0
+    z = torch.rand(3000, 1, generator=g) * 3.8 - 1.9
+    z[:500] += 5.0  # 500 points above the z range
+    pts = torch.cat([xy, z, torch.rand(3000, 1, generator=g)], 1)
+    rng, vox = (-4.0, -4.0, -2.0, 4.0, 4.0, 2.0), (0.25, 0.25, 4.0)
+    inside_xy = ((xy >= -4.0) & (xy < 4.0)).all(1)
+    cells_xy = {tuple(c) for c in torch.floor((xy[inside_xy] + 4.0) / 0.25).long().tolist()}
+    inside = inside_xy & (z[:, 0] >= -2.0) & (z[:, 0] < 2.0)
+    cells_xyz = {tuple(c) for c in torch.floor((xy[inside] + 4.0) / 0.25).long().tolist()}
+    release = voxelize(pts, vox, rng, filter_z=False)
+    assert int(release.keep.sum()) == int(inside_xy.sum()) and release.coords.shape[0] == len(cells_xy)
+    assert (release.coords[:, 1] == 0).all()
+    zoo_z = voxelize(pts, vox, rng)
+    assert zoo_z.coords.shape[0] == len(cells_xyz) < len(cells_xy)
+    net = DynamicPillarVFE(4, (8, 8), vox, rng, filter_z=False).eval()
+    feats, coords = net(pts)
+    assert feats.shape[0] == len(cells_xy)
+    # the pillar mean includes the high points: decorate's cluster offsets average to zero over every pillar
+    dec = net.decorate(pts, release)
+    assert dec.shape[0] == int(inside_xy.sum()) and dec[:, 2].max() > 2.0
+    with pytest.raises(UserError, match="filter_z"):
+        voxelize(pts, (0.25, 0.25, 1.0), rng, filter_z=False)

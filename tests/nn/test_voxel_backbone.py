@@ -40,3 +40,35 @@ def test_forward_shapes_paper_layout():
     with torch.device("meta"):
         paper = VoxelResBackBone8x()
     assert paper.sparse_shape == [50, 1440, 1440] and paper.out_channels == 256
+
+
+def test_mean_vfe_hard_voxel_cap_matches_a_loop():
+    """The release's hard voxeliser (<= max points per voxel, <= max voxels per frame, first come first served)."""
+    import pytest
+
+    from zoo.errors import UserError
+
+    g = torch.Generator().manual_seed(0)
+    pts = torch.cat([torch.rand(400, 3, generator=g) * torch.tensor([1.2, 1.2, 0.4]) - 0.6,
+                     torch.rand(400, 1, generator=g)], 1)  # dense: many voxels hold more than 3 points
+    b = torch.cat([torch.zeros(250, dtype=torch.long), torch.ones(150, dtype=torch.long)])
+    feats, coords = mean_vfe(pts, b, VOX, RANGE, max_points_per_voxel=3, max_voxels=7)
+    ref: dict[tuple, list[int]] = {}
+    per_frame: dict[int, int] = {}
+    for i, p in enumerate(pts.tolist()):
+        cell = (int(b[i]), *(int((p[k] - RANGE[k]) // VOX[k]) for k in (2, 1, 0)))
+        if cell not in ref:
+            if per_frame.get(cell[0], 0) >= 7:
+                continue
+            per_frame[cell[0]] = per_frame.get(cell[0], 0) + 1
+            ref[cell] = []
+        if len(ref[cell]) < 3:
+            ref[cell].append(i)
+    got = {tuple(c): f for c, f in zip(coords.tolist(), feats)}
+    assert set(got) == set(ref) and len(got) == 14
+    for cell, idx in ref.items():
+        torch.testing.assert_close(got[cell], pts[idx].mean(0))
+    dyn, _ = mean_vfe(pts, b, VOX, RANGE)
+    assert dyn.shape[0] > 14  # without the cap every voxel (and point) counts
+    with pytest.raises(UserError, match="max_voxels"):
+        mean_vfe(pts, b, VOX, RANGE, max_voxels=0)

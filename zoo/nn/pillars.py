@@ -56,11 +56,14 @@ class Voxels(NamedTuple):
 
 
 def voxelize(points: torch.Tensor, voxel_size: Sequence[float], point_cloud_range: Sequence[float],
-             batch_index: torch.Tensor | None = None) -> Voxels:
+             batch_index: torch.Tensor | None = None, filter_z: bool = True) -> Voxels:
     """Dynamic voxelisation: every point inside ``point_cloud_range`` goes to its cell, no cap.
 
     points: [N, >=3] (x, y, z, ...); batch_index: LongTensor[N] frame of each point (all 0 when None).
     A point is inside when ``min <= p < max`` on every axis. Cells are ``floor((p - min) / voxel)``.
+    ``filter_z=False`` (pillars only, one z cell): a point is kept when its x / y cell lies in the grid,
+    ``0 <= floor((p - min) / voxel) < n``, whatever its z, as OpenPCDet's ``DynamicPillarVFE.forward``
+    (``yinjunbo/SSDA3D:pcdet/models/backbones_3d/vfe/dynamic_pillar_vfe.py``) filters; every kept point has ``iz = 0``.
     The flat key is ``((b * nz + iz) * ny + iy) * nx + ix`` (spec §4 step 2); the cost is one ``torch.unique``
     (a sort: O(N log N), linear in practice, see ``scripts/ssda3d_bench.py``).
     """
@@ -72,10 +75,18 @@ def voxelize(points: torch.Tensor, voxel_size: Sequence[float], point_cloud_rang
     hi = torch.tensor(point_cloud_range[3:], dtype=points.dtype, device=dev)
     vs = torch.tensor(voxel_size, dtype=points.dtype, device=dev)
     xyz = points[:, :3]
-    keep = ((xyz >= lo) & (xyz < hi)).all(dim=1)
-    idx = torch.floor((xyz[keep] - lo) / vs).long()
-    # float rounding at the upper edge (p just below max) can give n: clamp into the grid
-    idx = torch.minimum(idx, torch.tensor([nx - 1, ny - 1, nz - 1], device=dev))
+    if filter_z:
+        keep = ((xyz >= lo) & (xyz < hi)).all(dim=1)
+        idx = torch.floor((xyz[keep] - lo) / vs).long()
+        # float rounding at the upper edge (p just below max) can give n: clamp into the grid
+        idx = torch.minimum(idx, torch.tensor([nx - 1, ny - 1, nz - 1], device=dev))
+    else:
+        if nz != 1:
+            raise UserError(f"voxelize(filter_z=False) is for pillars (one z cell); this grid has {nz}: keep "
+                            "filter_z=True for voxels")
+        cell = torch.floor((xyz[:, :2] - lo[:2]) / vs[:2]).long()
+        keep = ((cell >= 0) & (cell < torch.tensor([nx, ny], device=dev))).all(dim=1)
+        idx = torch.cat([cell[keep], torch.zeros_like(cell[keep, :1])], dim=1)
     b = (batch_index[keep].long() if batch_index is not None
          else torch.zeros(idx.shape[0], dtype=torch.long, device=dev))
     key = ((b * nz + idx[:, 2]) * ny + idx[:, 1]) * nx + idx[:, 0]
@@ -136,12 +147,17 @@ class DynamicPillarVFE(nn.Module):
     Input points [N, C] (x, y, z, intensity[, ...]); each point is decorated with its offset to the arithmetic mean of
     its pillar's points (3) and to the pillar's centre (3, z centre = the range's middle): ``C + 6`` features.
     forward(points, batch_index) -> (pillar features [P, filters[-1]], coords [P, 4] (b, 0, iy, ix)).
+
+    ``filter_z``: True (default, zoo's behaviour kept for CMT) drops points outside the z range; False is the release
+    (``DynamicPillarVFE.forward`` of OpenPCDet / ``yinjunbo/SSDA3D``): points are filtered on x and y only, so a point
+    above or below the range still feeds its pillar's mean and max and can make a pillar exist.
     """
 
     def __init__(self, num_point_features: int = 4, filters: Sequence[int] = (64, 64),
                  voxel_size: Sequence[float] = (0.2, 0.2, 8.0),
-                 point_cloud_range: Sequence[float] = (-51.2, -51.2, -5.0, 51.2, 51.2, 3.0)):
+                 point_cloud_range: Sequence[float] = (-51.2, -51.2, -5.0, 51.2, 51.2, 3.0), filter_z: bool = True):
         super().__init__()
+        self.filter_z = bool(filter_z)
         self.voxel_size = [float(v) for v in voxel_size]
         self.point_cloud_range = [float(v) for v in point_cloud_range]
         nx, ny, nz = grid_size(self.voxel_size, self.point_cloud_range)
@@ -172,7 +188,7 @@ class DynamicPillarVFE(nn.Module):
         if points.shape[1] < self.num_point_features:
             raise UserError(f"the pillar net reads {self.num_point_features} point features, the points have "
                             f"{points.shape[1]}")
-        vox = voxelize(points, self.voxel_size, self.point_cloud_range, batch_index)
+        vox = voxelize(points, self.voxel_size, self.point_cloud_range, batch_index, filter_z=self.filter_z)
         x = self.decorate(points, vox)
         for layer in self.pfn:
             x = layer(x, vox.inverse, vox.coords.shape[0])

@@ -34,14 +34,56 @@ def import_spconv():
     return spconv
 
 
+def _rank_within(groups: torch.Tensor) -> torch.Tensor:
+    """For each element its 0-based position among the elements of the same group, in input order."""
+    perm = torch.sort(groups, stable=True).indices
+    g = groups[perm]
+    rank = torch.empty_like(perm)
+    rank[perm] = torch.arange(g.shape[0], device=g.device) - torch.searchsorted(g, g, right=False)
+    return rank
+
+
 def mean_vfe(points: torch.Tensor, batch_index: torch.Tensor, voxel_size: Sequence[float],
-             point_cloud_range: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
-    """OpenPCDet ``MeanVFE`` on dynamic voxels: the mean of each voxel's point features.
-    -> (features [V, C], coords [V, 4] (b, iz, iy, ix)). No point cap (the official hard voxeliser keeps <= 10 points
-    per voxel and <= 120k / 160k voxels; with dynamic voxels every point counts)."""
+             point_cloud_range: Sequence[float], max_points_per_voxel: int | None = None,
+             max_voxels: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """OpenPCDet ``MeanVFE``: the mean of each voxel's point features.
+    -> (features [V, C], coords [V, 4] (b, iz, iy, ix)).
+
+    ``max_points_per_voxel`` / ``max_voxels`` None: dynamic voxels, every point counts. Set, they emulate the
+    release's hard voxeliser (spconv ``VoxelGenerator`` / ``PointToVoxel`` in OpenPCDet's ``data_processor.
+    transform_points_to_voxels``; ``MAX_POINTS_PER_VOXEL: 10``, ``MAX_NUMBER_OF_VOXELS`` 120000 train / 160000 test
+    in ``yinjunbo/SSDA3D:tools/cfgs/nuscenes_models/ssda3d_centerpoint.yaml``): points are taken in input order,
+    a voxel keeps its first ``max_points_per_voxel`` points, and only the first ``max_voxels`` voxels of each frame
+    (in order of their first point) exist; later points of a dropped voxel are ignored (spec ``3d.md`` §4 step 7).
+    """
+    for name, v in (("max_points_per_voxel", max_points_per_voxel), ("max_voxels", max_voxels)):
+        if v is not None and int(v) < 1:
+            raise UserError(f"{name} must be >= 1 (or null for no cap), got {v}")
     vox = voxelize(points, voxel_size, point_cloud_range, batch_index)
-    feats = points.new_zeros(vox.coords.shape[0], points.shape[1]).index_add_(0, vox.inverse, points[vox.keep])
-    return feats / vox.counts[:, None].to(points.dtype), vox.coords
+    kept = points[vox.keep]
+    inverse, coords = vox.inverse, vox.coords
+    if max_points_per_voxel is not None or max_voxels is not None:
+        n, v = inverse.shape[0], coords.shape[0]
+        order = torch.arange(n, device=points.device)
+        first = torch.full((v,), n, dtype=torch.long, device=points.device).scatter_reduce(
+            0, inverse, order, reduce="amin", include_self=True)
+        use = torch.ones(n, dtype=torch.bool, device=points.device)
+        if max_points_per_voxel is not None:
+            use &= _rank_within(inverse) < int(max_points_per_voxel)  # a point's place in its voxel, input order
+        voxel_ok = torch.ones(v, dtype=torch.bool, device=points.device)
+        if max_voxels is not None:
+            # per frame (coords[:, 0]), the voxels ranked by their first point
+            by_first = torch.argsort(first, stable=True)
+            rank_v = torch.empty_like(by_first)
+            rank_v[by_first] = _rank_within(coords[by_first, 0])
+            voxel_ok = rank_v < int(max_voxels)
+            use &= voxel_ok[inverse]
+        remap = torch.cumsum(voxel_ok.long(), 0) - 1
+        coords = coords[voxel_ok]
+        kept, inverse = kept[use], remap[inverse[use]]
+    counts = torch.bincount(inverse, minlength=coords.shape[0])
+    feats = points.new_zeros(coords.shape[0], points.shape[1]).index_add_(0, inverse, kept)
+    return feats / counts[:, None].to(points.dtype), coords
 
 
 class _Spconv:

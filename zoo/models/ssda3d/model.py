@@ -11,6 +11,11 @@ data (Point-CutMix, Point-MixUp: :mod:`zoo.models.ssda3d.mixing`). Two encoders:
   [-5, 4.8] m (512 x 512) -> BEV backbone [3, 5, 5] / [2, 2, 2] / [64, 128, 256], upsample [0.5, 1, 2] -> 3 x 128
   (OpenPCDet ``cbgs_dyn_pp_centerpoint.yaml``) -> CenterHead (stride 4).
 
+Release quirks kept as defaults (each a switch): ``pillar_filter_z=False``, the release's ``DynamicPillarVFE`` filters
+points on x / y only, so points outside the z range still shape their pillar (True: zoo's earlier z filter);
+``max_points_per_voxel=10`` and ``max_voxels=(120000, 160000)`` (train, eval), the release's hard voxeliser for the
+voxel encoder (None: dynamic voxels, every point counts).
+
 Input: a collated batch dict (``zoo.data_modules.driving.collate_frames``): ``points`` list of [N_i, >=4] (x, y, z,
 intensity) in the LiDAR frame. Output: the head's maps (training) or per-frame detections (:meth:`detect`).
 """
@@ -50,16 +55,25 @@ class SSDA3DDetector(nn.Module):
                  layer_nums: Sequence[int] = (3, 5, 5), layer_strides: Sequence[int] = (2, 2, 2),
                  num_filters: Sequence[int] = (64, 128, 256), upsample_strides: Sequence[float] = (0.5, 1, 2),
                  num_upsample_filters: Sequence[int] = (128, 128, 128), head_channels: int = 64,
-                 bn_momentum: float = 0.01, **head_kw):
+                 bn_momentum: float = 0.01, pillar_filter_z: bool = False, max_points_per_voxel: int | None = 10,
+                 max_voxels: Sequence[int] | None = (120_000, 160_000), **head_kw):
         super().__init__()
         check_choice("backbone", backbone, ("pillar", "voxel"))
+        if max_voxels is not None and (len(max_voxels) != 2 or min(int(v) for v in max_voxels) < 1):
+            raise UserError(f"max_voxels needs (train, test) voxel caps >= 1, e.g. [120000, 160000], or null for "
+                            f"none; got {max_voxels}")
+        if max_points_per_voxel is not None and int(max_points_per_voxel) < 1:
+            raise UserError(f"max_points_per_voxel must be >= 1 (or null for no cap), got {max_points_per_voxel}")
+        self.max_points_per_voxel = None if max_points_per_voxel is None else int(max_points_per_voxel)
+        self.max_voxels = None if max_voxels is None else tuple(int(v) for v in max_voxels)
         self.backbone = backbone
         self.num_point_features = num_point_features
         self.voxel_size = [float(v) for v in voxel_size]
         self.point_cloud_range = [float(v) for v in point_cloud_range]
         self.nx, self.ny, self.nz = grid_size(self.voxel_size, self.point_cloud_range)
         if backbone == "pillar":
-            self.vfe = DynamicPillarVFE(num_point_features, pillar_filters, self.voxel_size, self.point_cloud_range)
+            self.vfe = DynamicPillarVFE(num_point_features, pillar_filters, self.voxel_size, self.point_cloud_range,
+                                        filter_z=pillar_filter_z)
             bev_in, enc_stride = self.vfe.out_channels, 1
         else:
             from zoo.nn.voxel_backbone import VoxelResBackBone8x
@@ -97,7 +111,8 @@ class SSDA3DDetector(nn.Module):
         else:
             from zoo.nn.voxel_backbone import mean_vfe
 
-            feats, coords = mean_vfe(pts, bidx, self.voxel_size, self.point_cloud_range)
+            cap = None if self.max_voxels is None else self.max_voxels[0 if self.training else 1]
+            feats, coords = mean_vfe(pts, bidx, self.voxel_size, self.point_cloud_range, self.max_points_per_voxel, cap)
             x = self.encoder(feats, coords, b)
         return self.bev(x)
 
