@@ -93,10 +93,19 @@ def test_cluster_guided_loss_hand_made_two_clusters():
 def test_cluster_guided_loss_skips_and_quirk():
     z1, z2, labels = _two_clusters()
     conf = torch.ones(10, dtype=torch.bool)
-    # official quirk: the first (smallest-id) cluster is skipped, L_pos still divided by K
-    loss, pos, neg = cluster_guided_loss(z1, z2, labels, conf, num_clusters=2, skip_first_cluster=True)
+    # both clusters contribute: cluster 0's views 45° apart (2 − √2 per pair), cluster 1's 60° apart (1 per pair)
+    e = torch.eye(3)
+    z2q = torch.cat([((e[0] + e[2]) / math.sqrt(2)).repeat(5, 1), (0.5 * e[1] + math.sqrt(0.75) * e[2]).repeat(5, 1)])
+    _, pos_all, neg_all = cluster_guided_loss(z1, z2q, labels, conf, num_clusters=2, skip_first_cluster=False)
+    torch.testing.assert_close(pos_all, torch.tensor((4 * (2 - math.sqrt(2)) + 4 * 1.0) / 2))
+    # release behaviour: the first (smallest-id) cluster is never visited, L_pos still divided by K = 2
+    loss, pos, neg = cluster_guided_loss(z1, z2q, labels, conf, num_clusters=2, skip_first_cluster=True)
+    torch.testing.assert_close(pos, torch.tensor(4 * 1.0 / 2))
+    assert neg.item() == 0 and neg_all.item() == 0  # one centre per view: S = [[0]]; two orthogonal centres
+    torch.testing.assert_close(loss, pos)
+    # with cluster 0 aligned across views, skipping it changes nothing: 4 pairs of 2 − 2cos45° in cluster 1
+    _, pos, _ = cluster_guided_loss(z1, z2, labels, conf, num_clusters=2, skip_first_cluster=True)
     torch.testing.assert_close(pos, torch.tensor(4 * (2 - math.sqrt(2)) / 2))
-    assert neg.item() == 0  # one centre per view: S = [[0]]
     # skipped: only one confident cluster
     only_a = labels == 0
     assert cluster_guided_loss(z1, z2, labels, only_a, num_clusters=2) is None
@@ -164,14 +173,31 @@ def test_kmeans_distances_are_to_own_centre(impl):
 
 # ------------------------------------------------------------------------------------------------ module
 def test_module_checks_arguments():
-    with pytest.raises(ValueError, match="threshold"):
-        CCGCModule(in_features=4, threshold=0.0)
-    with pytest.raises(ValueError, match="num_clusters"):
-        CCGCModule(in_features=4, num_clusters=1)
-    with pytest.raises(ValueError, match="kmeans_impl"):
-        CCGCModule(in_features=4, kmeans_impl="faiss")
+    from zoo.errors import UserError
+
+    bad = [({"threshold": 0.0}, "threshold"), ({"num_clusters": 1}, "num_clusters"),
+           ({"kmeans_impl": "faiss"}, "kmeans_impl"), ({"pos_ratio": 1.5}, "pos_ratio"), ({"epochs": 0}, "epochs"),
+           ({"eval_every": 0}, "eval_every"), ({"lr": -1.0}, "lr"), ({"in_features": 0}, "in_features")]
+    for kwargs, name in bad:
+        with pytest.raises(UserError, match=name) as err:
+            CCGCModule(**{"in_features": 4, **kwargs})
+        assert "\n" not in str(err.value), err.value
+    with pytest.raises(UserError, match="kmeans impl"):
+        kmeans(torch.zeros(4, 2), 2, impl="faiss")
     with pytest.raises(TypeError, match="seeds"):  # the multi-seed loop is gone: one fit is one seed
         CCGCModule(in_features=4, seeds=[0, 1])
+
+
+def test_defaults_follow_the_release():
+    """The release's loop (no zero_grad, first confident cluster skipped) is the default; the paper's form is the
+    switch. The shipped configs state the same."""
+    from pathlib import Path
+
+    hp = CCGCModule(in_features=4).hparams
+    assert hp.accumulate_grad_across_epochs is True and hp.skip_first_cluster is True
+    for cfg in sorted(Path(__file__).resolve().parents[2].glob("configs/ccgc-*.yaml")):
+        text = cfg.read_text()
+        assert "accumulate_grad_across_epochs: true" in text and "skip_first_cluster: true" in text, cfg
 
 
 def test_accumulate_grad_quirk():

@@ -59,12 +59,17 @@ RESULTS = ResultSpec(
                          {k: f"run/last_{k}" for k in _NAMES}),
     },
     variants={
-        "default": Variant("code defaults (t 4, lr 1e-4, tau 0.5, alpha 0.5), scikit-learn K-means (10 restarts), "
-                           "quirks off"),
+        "default": Variant("code defaults (t 4, lr 1e-4, tau 0.5, alpha 0.5), the release's training loop (gradients "
+                           "accumulated across epochs, first confident cluster skipped), scikit-learn K-means "
+                           "(10 restarts)"),
         "official": Variant("official code emulated: gradients accumulated across epochs, first cluster skipped, the "
                             "official K-means rule (one Lloyd run from the closest-to-all of 20 random draws)",
                             ("--model.init_args.accumulate_grad_across_epochs=true",
                              "--model.init_args.skip_first_cluster=true", "--model.init_args.kmeans_impl=official")),
+        "paper_form": Variant("the paper's form (zoo's earlier default): gradients zeroed every epoch, every confident "
+                              "cluster visited, scikit-learn K-means (10 restarts)",
+                              ("--model.init_args.accumulate_grad_across_epochs=false",
+                               "--model.init_args.skip_first_cluster=false")),
     },
     dataset_names={ds: g[2] for ds, g in GRAPHS.items()},
     scale=100.0,
@@ -111,10 +116,15 @@ ENTRIES = [
                      "the graph they were trained on (K-means on the embedding). The paper's protocol picks each "
                      "seed's epoch by ACC against the ground-truth labels; the honest final-epoch numbers are listed "
                      "beside it. The paper's per-dataset hyper-parameters were not published; the code defaults are "
-                     "used everywhere. With the paper's intent (these init args) our best-ACC numbers are 2-17 points "
-                     "below the table; the 'official' rows (gradient accumulation, skipped first cluster, the "
-                     "official single-run K-means, all flags of CCGCModule) come within 0.3-4 points: much of the gap "
-                     "is the noisy K-means evaluator combined with the label-picked epoch."),
+                     "used everywhere. Defaults follow the release's training loop, which produced the paper's numbers: "
+                     "gradients are never zeroed (accumulate_grad_across_epochs=true: each Adam step sees the running "
+                     "sum of all gradients so far) and the loop over consecutive sorted cluster ids never visits the "
+                     "smallest-id confident cluster (skip_first_cluster=true; L_pos is still divided by K). Both "
+                     "false = the paper's form and zoo's earlier default (variant 'paper_form'; its Cora best-ACC "
+                     "was 68.94 against 74.48 for the release over 10 seeds, paper 73.88). The 'official' variant "
+                     "adds the release's single-run K-means rule (kmeans_impl=official); scikit-learn's best of 10 "
+                     "restarts is the default evaluator. Much of the remaining gap to the table is the noisy K-means "
+                     "evaluator combined with the label-picked epoch."),
         tiny_overrides={"in_features": 6, "dims": 8, "num_clusters": 2},
     )
     for ds, (d, k, dsname, params) in GRAPHS.items()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from zoo.errors import UserError
+
 
 def hungarian_match(target: np.ndarray, preds: np.ndarray) -> np.ndarray:
     """``preds`` relabelled by the cluster→class assignment that maximises the number of agreements."""
@@ -17,7 +19,8 @@ def hungarian_match(target: np.ndarray, preds: np.ndarray) -> np.ndarray:
 
     target, preds = np.asarray(target, dtype=np.int64), np.asarray(preds, dtype=np.int64)
     if target.shape != preds.shape or target.ndim != 1:
-        raise ValueError(f"preds {preds.shape} and target {target.shape} must be 1-D and of the same length")
+        raise UserError(f"clustering metrics: preds {preds.shape} and target {target.shape} must be 1-D and of the "
+                        "same length; pass one cluster id and one label per node.")
     classes, t = np.unique(target, return_inverse=True)
     clusters, p = np.unique(preds, return_inverse=True)
     k = max(len(classes), len(clusters))
