@@ -165,10 +165,18 @@ def test_point_loss_samples_cell_centres_and_ignores():
     assert float(got) == pytest.approx(0.5 * (bce(-1.0, 1) + bce(1.25, 0)) / 3, rel=1e-5)
 
 
-def test_instance_weights_min_max():
+def test_instance_weights_min_max_as_released_and_the_exact_switch():
     boxes = torch.tensor([[0, 0, 96, 96], [0, 0, 192, 192], [0, 0, 384, 384.0]])
-    np.testing.assert_allclose(L.instance_weights(boxes).numpy(), [0.0, 1 / 3, 1.0], rtol=1e-6)
-    assert L.instance_weights(boxes[:1]).tolist() == [0.5]
+    np.testing.assert_allclose(L.instance_weights(boxes).numpy(), [0.0, 1 / (3 + 1e-5), 3 / (3 + 1e-5)], rtol=1e-6)
+    np.testing.assert_allclose(L.instance_weights(boxes, exact=True).numpy(), [0.0, 1 / 3, 1.0], rtol=1e-6)
+    # one GT box in the batch: the release's (max - min + 1e-5) gives weight 0 (no point loss, GCR weight 1)
+    assert L.instance_weights(boxes[:1]).tolist() == [0.0]
+    assert L.instance_weights(boxes[:1], exact=True).tolist() == [0.5]
+    logits, coords = torch.full((1, 1, 4, 4), 1.0), torch.tensor([[[6.0, 6.0]]])
+    w = L.instance_weights(boxes[:1])
+    assert float(L.point_loss(logits, coords, torch.tensor([[0]]), w)) == 0.0
+    adj = torch.ones(1, 2, 2, dtype=torch.bool)
+    assert float(L.graph_loss(torch.zeros(1, 2), adj, w)) == pytest.approx(math.log(2), rel=1e-6)
 
 
 def test_gcr_geometric_edges_on_a_known_point_set():
@@ -187,7 +195,7 @@ def test_gcr_geometric_edges_on_a_known_point_set():
     assert torch.equal(app[0], (s / 2 > 0.3) & valid[0][:, None] & valid[0][None])
 
 
-def test_graph_loss_paper_form_and_the_official_quirk():
+def test_graph_loss_released_per_point_default_and_the_paper_switch():
     logits = torch.tensor([[2.0, -1.0, 0.5]])
     adj = torch.tensor([[[True, True, False], [True, False, True], [False, False, False]]])
     w = torch.tensor([0.25])
@@ -195,8 +203,8 @@ def test_graph_loss_paper_form_and_the_official_quirk():
     edges = [(0, 0), (0, 1), (1, 0), (1, 2)]
     pair = sum(-math.log(p[i] * p[j] + (1 - p[i]) * (1 - p[j])) for i, j in edges) * 0.75 / 4
     quirk = sum(-math.log(p[j] ** 2 + (1 - p[j]) ** 2) for i, j in edges) * 0.75 / 4
-    assert float(L.graph_loss(logits, adj, w)) == pytest.approx(float(pair), rel=1e-5)
-    assert float(L.graph_loss(logits, adj, w, per_point_quirk=True)) == pytest.approx(float(quirk), rel=1e-5)
+    assert float(L.graph_loss(logits, adj, w)) == pytest.approx(float(quirk), rel=1e-5)
+    assert float(L.graph_loss(logits, adj, w, pairwise=True)) == pytest.approx(float(pair), rel=1e-5)
 
 
 def test_fcos_targets_centre_sampling_and_ranges():
@@ -283,6 +291,22 @@ def test_tiny_objective_forward_backward(pla_gcr):
         (det, _) = m(images)
     assert det["masks"].shape[-2:] == (64, 96) and det["masks"].dtype == torch.bool
     assert det["boxes"].shape[0] == det["masks"].shape[0] == det["scores"].shape[0]
+
+
+def test_module_single_box_batch_follows_the_release_and_the_switches_reach_the_losses(monkeypatch):
+    from zoo.models.lwsis.module import LWSISModule
+
+    seen, graph_loss = [], L.graph_loss
+    monkeypatch.setattr(L, "graph_loss", lambda *a: seen.append(a[3]) or graph_loss(*a))
+    images = torch.rand(1, 3, 64, 96) * 255
+    out = {}
+    for name, over in {"release": {}, "exact": {"instance_weight_exact": True}, "pair": {"gcr_pairwise": True}}.items():
+        torch.manual_seed(0)
+        m = LWSISModule(**TINY, img_size=[64, 96], loss_warmup_iters=1, **over).train()
+        out[name] = {k: float(v.detach()) for k, v in m.compute_losses(images, _targets(1, 64, 96, g=1)).items()}
+    assert out["release"]["loss_point"] == 0.0 and out["exact"]["loss_point"] > 0  # w = 0 vs 0.5
+    assert out["exact"]["loss_gcr_geo"] == pytest.approx(0.5 * out["release"]["loss_gcr_geo"], rel=1e-5)
+    assert seen == [False, False, False, False, True, True]  # (geo, app) per run: gcr_pairwise reaches graph_loss
 
 
 def test_module_rejects_bad_arguments():

@@ -150,13 +150,19 @@ def pairwise_loss(logits: torch.Tensor, similarity: torch.Tensor, box_mask: torc
 
 
 # ---------------------------------------------------------------------------------------------------- LWSIS
-def instance_weights(boxes: torch.Tensor) -> torch.Tensor:
-    """LWSIS §3.3: min-max normalisation over the batch's GT boxes of sqrt(area / 96²) (larger box, larger weight).
-    With a single box size in the batch (max = min) every weight is 0.5."""
+def instance_weights(boxes: torch.Tensor, exact: bool = False) -> torch.Tensor:
+    """LWSIS §3.3: min-max normalisation over the batch's GT boxes of s = sqrt(area / 96²) (larger box, larger weight).
+
+    Default, as released (``Serenos/LWSIS: adet/modeling/condinst/dynamic_mask_head.py``, ``gt_weight_norm``):
+    (s − min s) / (max s − min s + 1e-5), so with one GT box in the batch (or boxes all of one size) every weight is
+    0: the point loss vanishes and the GCR terms get the full weight 1 − w = 1. ``exact``: zoo's earlier form,
+    (s − min s) / (max s − min s) and 0.5 for every box when all sizes are equal."""
     s = torch.sqrt(((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=0) / 96.0 ** 2)
     if s.numel() == 0:
         return s
     span = s.max() - s.min()
+    if not exact:
+        return (s - s.min()) / (span + 1e-5)
     if span < 1e-6:
         return torch.full_like(s, 0.5)
     return (s - s.min()) / span
@@ -212,16 +218,19 @@ def appearance_graph(feats: torch.Tensor, valid: torch.Tensor, thresh: float = 0
 
 
 def graph_loss(point_logits: torch.Tensor, adjacency: torch.Tensor, weights: torch.Tensor,
-               per_point_quirk: bool = False) -> torch.Tensor:
-    """Σ_edges (1 − w_r) ℓ_ij / #edges with ℓ_ij = −log(p_i p_j + (1 − p_i)(1 − p_j)) (LWSIS Eq. 7-8).
-    ``point_logits [R, N]`` (mask logits of proposal r at its GT's nodes), ``adjacency [R, N, N]`` bool,
-    ``weights [R]``. ``per_point_quirk``: the official ``compute_lidar_sim_loss`` broadcast, −log(p_j² + (1 − p_j)²)."""
+               pairwise: bool = False) -> torch.Tensor:
+    """Σ_edges (1 − w_r) ℓ_ij / #edges over the graph ``adjacency`` (LWSIS Eq. 7-8). ``point_logits [R, N]`` (mask
+    logits of proposal r at its GT's nodes), ``adjacency [R, N, N]`` bool, ``weights [R]``.
+
+    Default, as released (``compute_lidar_sim_loss`` in ``dynamic_mask_head.py``: both operands of the pair broadcast
+    along the same axis): ℓ_ij = −log(p_j² + (1 − p_j)²), a per-node confidence term counted once per edge.
+    ``pairwise``: the paper's pairwise term ℓ_ij = −log(p_i p_j + (1 − p_i)(1 − p_j))."""
     if point_logits.shape[0] == 0 or not adjacency.any():
         return point_logits.sum() * 0
     fg, bg = F.logsigmoid(point_logits), F.logsigmoid(-point_logits)
-    if per_point_quirk:
-        log_same = torch.logaddexp(2 * fg, 2 * bg)[:, None, :].expand_as(adjacency)
-    else:
+    if pairwise:
         log_same = torch.logaddexp(fg[:, :, None] + fg[:, None, :], bg[:, :, None] + bg[:, None, :])
+    else:
+        log_same = torch.logaddexp(2 * fg, 2 * bg)[:, None, :].expand_as(adjacency)
     a = adjacency.to(point_logits.dtype)
     return -(log_same * a * (1 - weights)[:, None, None]).sum() / a.sum()

@@ -16,7 +16,10 @@ Training objective (paper §3, the official ``Base-BoxInst-nuscenes.yaml``), ``w
   ``grid_sample`` from the proposal's mask logits, weighted per GT by the min-max-normalised sqrt(area / 96²);
 - ``L_gcr_*``: the proposal's mask probabilities at its GT's LiDAR nodes, pairwise edge loss over the geometric
   graph (3D distances, threshold 0.5) and the appearance graph (detached FPN P3 features, threshold 0.3), weighted
-  by 1 − w. ``gcr_per_point_quirk`` evaluates the official code's −log(p_j² + (1 − p_j)²) instead (off by default).
+  by 1 − w. The edge term is the release's −log(p_j² + (1 − p_j)²) (``compute_lidar_sim_loss`` broadcasts both
+  operands along one axis); ``gcr_pairwise`` evaluates the paper's −log(p_i p_j + (1 − p_i)(1 − p_j)) instead.
+  w = (s − min s) / (max s − min s + 1e-5) as released (one GT box in the batch: w = 0); ``instance_weight_exact``
+  is zoo's earlier exact min-max with w = 0.5 when all box sizes are equal.
 
 ``pla: false, gcr: false`` is plain BoxInst (the paper's baseline row). Inference (``forward`` in eval mode) is
 CondInst's: FCOS detections, NMS, one dynamic mask per detection, no LWSIS cost.
@@ -46,7 +49,10 @@ class LWSISModule(LightningModule):
             original exp(s·x); the CPU demo uses it: from random init on a few tiny boxes the ReLU branch can die).
         pla, gcr: LWSIS's point loss / graph regulariser on (off: BoxInst).
         point_weight, geo_weight, app_weight: 0.1, 0.2, 0.15; loss_warmup_iters: 1000.
-        geo_thresh, app_thresh: graph edge thresholds (0.5, 0.3); gcr_per_point_quirk: the official broadcast.
+        geo_thresh, app_thresh: graph edge thresholds (0.5, 0.3).
+        gcr_pairwise: the paper's pairwise GCR edge loss instead of the release's per-point collapse (default off).
+        instance_weight_exact: exact min-max instance weights, 0.5 when all GT sizes are equal (zoo's earlier
+            form) instead of the release's (s − min) / (max − min + 1e-5) (default off).
         pairwise_thresh, pairwise_dilation: 0.3, 2; bottom_pixels_removed: 10; topk_proposals: 64.
         lr, momentum, weight_decay, steps, max_steps, lr_warmup_iters: the schedule.
         img_size: (H, W) of ``example_input_array``.
@@ -71,7 +77,8 @@ class LWSISModule(LightningModule):
                  freeze_at: int = 2, frozen_bn: bool = True, box_activation: str = "relu",
                  pla: bool = True, gcr: bool = True, point_weight: float = 0.1, geo_weight: float = 0.2,
                  app_weight: float = 0.15, loss_warmup_iters: int = 1000, geo_thresh: float = 0.5,
-                 app_thresh: float = 0.3, gcr_per_point_quirk: bool = False, pairwise_thresh: float = 0.3,
+                 app_thresh: float = 0.3, gcr_pairwise: bool = False,
+                 instance_weight_exact: bool = False, pairwise_thresh: float = 0.3,
                  pairwise_dilation: int = 2, bottom_pixels_removed: int = 10, topk_proposals: int = 64,
                  lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 1e-4,
                  steps: list[int] = (6000, 8000), max_steps: int = 10000, lr_warmup_iters: int = 1000,
@@ -163,7 +170,7 @@ class LWSISModule(LightningModule):
             sim = sim * rows[None, None, :, None]
         losses["loss_pairwise"] = warm * L.pairwise_loss(logits, sim[im_ids], bmask, hp.pairwise_thresh,
                                                          hp.pairwise_dilation)
-        weights = L.instance_weights(gt_boxes)[gt_ids]
+        weights = L.instance_weights(gt_boxes, hp.instance_weight_exact)[gt_ids]
         if hp.pla:
             coords = torch.cat([t["point_coords"] for t in targets])[gt_ids]
             plabels = torch.cat([t["point_labels"] for t in targets])[gt_ids]
@@ -183,7 +190,7 @@ class LWSISModule(LightningModule):
             feats = F.grid_sample(p3[owner], g[:, :, None, :], align_corners=False)[..., 0].transpose(1, 2)
             app = L.appearance_graph(feats, valid, hp.app_thresh)
             node_logits = L.sample_logits(logits, uv[gt_ids], stride=4)
-            q = hp.gcr_per_point_quirk
+            q = hp.gcr_pairwise
             losses["loss_gcr_geo"] = warm * hp.geo_weight * L.graph_loss(node_logits, geo[gt_ids], weights, q)
             losses["loss_gcr_app"] = warm * hp.app_weight * L.graph_loss(node_logits, app[gt_ids], weights, q)
         else:
