@@ -8,9 +8,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from torchmetrics.classification import BinaryFairness
 
 from zoo import hub
+from zoo.errors import UserError
 from zoo.data_modules.fairness_graphs import FairGraphDataModule, synthetic_fair_graph
 from zoo.models.reliant.model import GCNTeacher, SAGETeacher, bias_penalty, surrogate_indicator
 from zoo.models.reliant.module import FairnessGaps, GNNTeacherModule, ReliantModule, fit_teacher
@@ -182,15 +184,30 @@ def test_meta_device_and_bad_arguments():
     with torch.device("meta"):
         m = ReliantModule("cpf", teacher="reliant-teacher-gcn.bail")  # nothing is loaded in __init__
     assert m.model.student.gate.shape == (18876, 1)
-    with pytest.raises(ValueError, match="framework"):
-        ReliantModule("kd")
-    with pytest.raises(ValueError, match="proxy"):
-        ReliantModule("cpf", num_nodes=4, proxy=3)
+    from zoo.models.reliant.model import FairStudent, build_teacher
+
+    # every argument check is a one-line UserError naming the argument
+    bad = [(lambda: ReliantModule("kd"), "framework"), (lambda: ReliantModule("cpf", num_nodes=4, proxy=3), "proxy"),
+           (lambda: ReliantModule("cpf", num_nodes=4, metric="dp"), "metric"),
+           (lambda: ReliantModule("cpf", in_features=2, num_nodes=4), "needs >= 3 features"),
+           (lambda: ReliantModule("cpf", num_nodes=0), "num_nodes"),
+           (lambda: ReliantModule("cpf", num_nodes=4, feat_drop=1.0), "feat_drop"),
+           (lambda: ReliantModule("graphakd", num_nodes=4, lr=-1.0), "lr"),
+           (lambda: ReliantModule("cpf", num_nodes=4, alpha=-5.0), "alpha"),
+           (lambda: GNNTeacherModule("gat"), "arch"), (lambda: GNNTeacherModule("gcn", dropout=1.5), "dropout"),
+           (lambda: build_teacher("gin", 4), "teacher arch"),
+           (lambda: FairStudent(nn.Identity(), "prepend"), "proxy_slot"),
+           (lambda: bias_penalty(torch.rand(4, 2), torch.tensor([0, 1, 0, 1]), torch.ones(4), metric="dp"), "metric"),
+           (lambda: bias_penalty(torch.rand(4, 2), torch.tensor([0, 1, 0, 1]), torch.ones(4), metric="eo"), "labels")]
+    for make, name in bad:
+        with pytest.raises(UserError, match=name) as err:
+            make()
+        assert "\n" not in str(err.value)
     m = ReliantModule("cpf", in_features=16, num_nodes=99, num_layers=2)
-    with pytest.raises(ValueError, match="num_nodes"):
+    with pytest.raises(UserError, match="num_nodes"):
         m._prepare(_graph(120).data)
     m = ReliantModule("cpf", in_features=16, num_nodes=120, num_layers=2)
-    with pytest.raises(ValueError, match="teacher"):
+    with pytest.raises(UserError, match="teacher"):
         m._prepare(_graph(120).data)
 
 
@@ -199,7 +216,7 @@ def test_teacher_of_another_dataset_is_a_clear_error(tmp_path):
     hub.export(GNNTeacherModule("gcn", in_features=27), tmp_path / "german-teacher")
     m = ReliantModule("cpf", teacher=f"local-dir:{tmp_path / 'german-teacher'}", in_features=16, num_nodes=120,
                       num_layers=2)
-    with pytest.raises(ValueError, match="trained on 27 features, this graph has 16"):
+    with pytest.raises(UserError, match="trained on 27 features, this graph has 16"):
         m._prepare(_graph(120).data)
 
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
+from zoo.errors import UserError, check_choice
 from zoo.ops import GraphPropagation
 
 
@@ -99,10 +100,10 @@ def bias_penalty(probs: torch.Tensor, sens: torch.Tensor, mask: torch.Tensor, la
     sel = mask.bool()
     if metric == "eo":
         if labels is None:
-            raise ValueError("bias_penalty(metric='eo') needs the labels")
+            raise UserError("bias_penalty(metric='eo') needs the labels; pass labels= (ΔEO is measured on y = 1).")
         sel = sel & (labels == 1)
     elif metric != "sp":
-        raise ValueError(f"metric must be 'sp' or 'eo', got {metric!r}")
+        check_choice("metric", metric, ("sp", "eo"), where="bias_penalty")
     h = surrogate_indicator(probs)
     g0, g1 = sel & (sens == 0), sel & (sens == 1)
     if not g0.any() or not g1.any():
@@ -196,7 +197,7 @@ def build_teacher(arch: str, in_features: int, num_classes: int = 2, **kw) -> nn
         return GCNTeacher(in_features, num_classes=num_classes, **kw)
     if arch == "sage":
         return SAGETeacher(in_features, num_classes=num_classes, **kw)
-    raise ValueError(f"teacher arch must be 'gcn' or 'sage', got {arch!r}")
+    check_choice("teacher arch", arch, ("gcn", "sage"), where="build_teacher")
 
 
 def teacher_embedding(teacher: nn.Module, x, edge_index) -> torch.Tensor:
@@ -250,8 +251,8 @@ class PLPStudent(nn.Module):
     @torch.no_grad()
     def set_labels(self, y: torch.Tensor, train_mask: torch.Tensor):
         if y.shape[0] != self.label_init.shape[0]:
-            raise ValueError(f"PLPStudent was built for {self.label_init.shape[0]} nodes, the graph has {y.shape[0]}: "
-                             "set num_nodes to the graph's node count")
+            raise UserError(f"PLPStudent was built for {self.label_init.shape[0]} nodes, the graph has {y.shape[0]}: "
+                            "set num_nodes to the graph's node count.")
         init = torch.full_like(self.label_init, 1.0 / self.label_init.shape[1])
         init[train_mask] = F.one_hot(y[train_mask], self.label_init.shape[1]).to(init.dtype)
         self.label_init.copy_(init)
@@ -260,7 +261,8 @@ class PLPStudent(nn.Module):
     def forward(self, x, edge_index):
         n = x.shape[0]
         if n != self.gate.shape[0]:
-            raise ValueError(f"PLPStudent has per-node gates for {self.gate.shape[0]} nodes, got {n} nodes")
+            raise UserError(f"PLPStudent has per-node gates for {self.gate.shape[0]} nodes, got {n} nodes; set "
+                            "num_nodes to the graph's node count.")
         base = adjacency(edge_index, n, self_loops=True)
         crow, col, ones = base.crow_indices(), base.col_indices(), base.values().to(x.dtype)
         adj = torch.sparse_csr_tensor(crow, col, ones, base.shape)
@@ -334,7 +336,7 @@ class FairStudent(nn.Module):
     def __init__(self, student: nn.Module, proxy_slot: str = "none"):
         super().__init__()
         if proxy_slot not in ("none", "replace", "append"):
-            raise ValueError(f"proxy_slot must be none|replace|append, got {proxy_slot!r}")
+            check_choice("proxy_slot", proxy_slot, ("none", "replace", "append"), where="FairStudent")
         self.student, self.proxy_slot = student, proxy_slot
         self.register_buffer("proxy_mean", torch.full((2,), 0.5))
 

@@ -34,7 +34,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics.classification import BinaryGroupStatRates
 
-from zoo.errors import UserError, check_fits_data
+from zoo.errors import UserError, check_choice, check_fits_data, check_positive
 from zoo.models.reliant.model import (
     FairStudent,
     GlobalEmbDiscriminator,
@@ -63,6 +63,19 @@ class FairnessGaps(BinaryGroupStatRates):
         sp = ((r0[0] + r0[1]) - (r1[0] + r1[1])).abs()
         eo = (r0[0] / (r0[0] + r0[3]) - r1[0] / (r1[0] + r1[3])).abs()
         return {"sp": sp, "eo": eo}
+
+
+def _check_rates(where: str, **values) -> None:
+    """Dropout probabilities in [0, 1), learning rates / weight decay / alpha >= 0 (``None``: the default)."""
+    for name, value in values.items():
+        if value is None:
+            continue
+        if "drop" in name and not 0 <= value < 1:
+            raise UserError(f"{where}: {name} must be in [0, 1), got {value!r}; set model.init_args.{name} to a "
+                            "dropout probability.")
+        if "drop" not in name and value < 0:
+            raise UserError(f"{where}: {name} must be >= 0, got {value!r}; set model.init_args.{name} to a "
+                            "non-negative value.")
 
 
 def _ring(n: int) -> torch.Tensor:
@@ -119,8 +132,10 @@ class GNNTeacherModule(_FairGraphEval):
         super().__init__()
         self.save_hyperparameters()
         defaults = {"gcn": (64, 3, 0.8, 1e-3), "sage": (128, 4, 0.5, 5e-4)}
-        if arch not in defaults:
-            raise ValueError(f"arch must be 'gcn' or 'sage', got {arch!r}")
+        check_choice("arch", arch, defaults, where="GNNTeacherModule")
+        check_positive("in_features", in_features, where="GNNTeacherModule")
+        check_positive("num_classes", num_classes, minimum=2, where="GNNTeacherModule")
+        _check_rates(GNNTeacherModule.__name__, dropout=dropout, lr=lr, weight_decay=weight_decay)
         h, nl, dp, wd = defaults[arch]
         self.weight_decay = wd if weight_decay is None else weight_decay
         self.model = build_teacher(arch, in_features, num_classes, hidden=hidden or h, num_layers=num_layers or nl,
@@ -232,14 +247,23 @@ class ReliantModule(_FairGraphEval):
                  teacher_epochs: int = 200, propagate_impl: str = "auto"):
         super().__init__()
         self.save_hyperparameters()
-        if framework not in _FRAMEWORKS:
-            raise ValueError(f"framework must be one of {_FRAMEWORKS}, got {framework!r}")
-        if metric not in ("sp", "eo"):
-            raise ValueError(f"metric must be 'sp' or 'eo', got {metric!r}")
+        where = "ReliantModule"
+        check_choice("framework", framework, _FRAMEWORKS, where=where)
+        check_choice("metric", metric, ("sp", "eo"), where=where)
         if proxy not in (0, 1, 2):
-            raise ValueError(f"proxy must be 0 (plain KD), 1 (fixed sensitive one-hot) or 2 (learnable), got {proxy}")
+            raise UserError(f"{where}: proxy must be 0 (plain KD), 1 (fixed sensitive one-hot) or 2 (learnable), got "
+                            f"{proxy!r}; set model.init_args.proxy to one of them.")
         if framework == "cpf" and proxy and in_features < 3:
-            raise ValueError("the CPF variant replaces the last two feature columns with the proxy: need >= 3 features")
+            raise UserError(f"{where}: the CPF variant replaces the last two feature columns with the proxy, so it "
+                            f"needs >= 3 features, got in_features={in_features}; use proxy=0 or a graph with more "
+                            "features.")
+        for name, value, minimum in (("in_features", in_features, 1), ("num_nodes", num_nodes, 1),
+                                     ("num_classes", num_classes, 2), ("num_layers", num_layers, 2),
+                                     ("emb_dim", emb_dim, 1), ("mlp_layers", mlp_layers, 1), ("hidden", hidden, 1),
+                                     ("sgc_k", sgc_k, 1), ("teacher_epochs", teacher_epochs, 1)):
+            check_positive(name, value, minimum=minimum, where=where)
+        _check_rates(where, feat_drop=feat_drop, attn_drop=attn_drop, dropout=dropout, lr=lr,
+                     weight_decay=weight_decay, alpha=alpha)
         self.automatic_optimization = False
         if alpha is None:
             alpha = 1e3 if framework == "cpf" else (100.0 if metric == "sp" else 10.0)
@@ -313,9 +337,9 @@ class ReliantModule(_FairGraphEval):
                 self.proxy.copy_(torch.stack([data.sens, 1 - data.sens], 1).float())
         if self.teacher_logits is None:
             if hp.teacher is None:
-                raise ValueError("ReliantModule needs a teacher: pass teacher='local-dir:PATH' (an exported "
-                                 "GNNTeacherModule), a registry name, 'fit:gcn' / 'fit:sage' (train one here), or "
-                                 "call set_teacher_outputs(logits, emb)")
+                raise UserError("ReliantModule needs a teacher: pass teacher='local-dir:PATH' (an exported "
+                                "GNNTeacherModule), a registry name, 'fit:gcn' / 'fit:sage' (train one here), or "
+                                "call set_teacher_outputs(logits, emb).")
             if hp.teacher.startswith("fit:"):
                 teacher = fit_teacher(hp.teacher[4:], data, hp.teacher_epochs)
             else:
@@ -329,7 +353,8 @@ class ReliantModule(_FairGraphEval):
                 else:
                     teacher = zoo.load(hp.teacher)
             if not isinstance(teacher, GNNTeacherModule):
-                raise TypeError(f"{hp.teacher} is a {type(teacher).__name__}, not a GNNTeacherModule")
+                raise UserError(f"{hp.teacher} is a {type(teacher).__name__}, not a GNNTeacherModule; pass a teacher "
+                                "exported from GNNTeacherModule (reliant-teacher-<arch>.<dataset>).")
             if teacher.hparams.in_features != data.num_features:
                 raise UserError(
                     f"the teacher {hp.teacher} was trained on {teacher.hparams.in_features} features, this graph has "
