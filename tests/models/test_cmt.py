@@ -235,6 +235,84 @@ def test_bad_calibration_is_a_clear_error():
         check_lidar2img(torch.zeros(1, 1, 4, 4))
 
 
+# ------------------------------------------------------------------------------------------------ release quirks
+@pytest.mark.parametrize("clamp", [True, False])
+def test_query_anchors_are_clamped_before_the_query_encodings(clamp):
+    """``CmtHead.query_embed``: inverse_sigmoid(ref).sigmoid() -> anchors 1.3 / -0.2 encode like 1.0 / 0.0 (the box
+    decoding clamps them anyway); with ``clamp_query_anchors=False`` the raw anchors change the query PE."""
+    m = tiny(clamp_query_anchors=clamp).eval()
+    pts, images, l2i = m.example_input_array
+    q = m.hparams.num_query
+    raw = torch.rand(q, 3, generator=torch.Generator().manual_seed(1)) * 1.6 - 0.3  # ~ 38 % outside [0, 1]
+    outs = []
+    for ref in (raw, raw.clamp(0, 1)):
+        with torch.no_grad():
+            m.model.reference_points.weight.copy_(ref)
+            dn = torch.tensor([[[-0.4, 1.2, 0.5]]])  # a denoising anchor outside [0, 1]
+            outs.append(m.model(pts, images, l2i, dn_anchors=dn if not outs else dn.clamp(0, 1)))
+    same = all(torch.allclose(a, b, atol=1e-6) for a, b in ((outs[0]["cls"], outs[1]["cls"]),
+                                                            (outs[0]["box"], outs[1]["box"])))
+    assert same == clamp
+    dn_same = torch.allclose(outs[0]["cls"][:, :, 0], outs[1]["cls"][:, :, 0], atol=1e-6)  # the DN query alone
+    assert dn_same == clamp
+
+
+def test_cross_attention_dropout_is_the_releases(monkeypatch):
+    """The release's cross-attention runs attention dropout 0.0 (its 0.1 lands in FlashMHA's ``bias``) and output
+    dropout 0.1; the self-attention 0.1 and 0.1. ``cross_attn_dropout=0.1`` is zoo's earlier behaviour."""
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, dropout_p=0.0, **kw):
+        seen.append(dropout_p)
+        return sdpa(*args, dropout_p=dropout_p, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    for cross, want in ((None, [0.1, 0.0]), (0.1, [0.1, 0.1])):
+        m = tiny(**({} if cross is None else {"cross_attn_dropout": cross})).train()
+        layer = m.model.decoder.layers[0]
+        assert layer.drop.p == 0.1  # output dropout of both attentions
+        seen.clear()
+        m.model(*m.example_input_array)
+        assert seen[:2] == want  # layer 0: self-attention, then cross-attention
+        m.eval()
+        seen.clear()
+        m.model(*m.example_input_array)
+        assert set(seen) == {0.0}  # training only
+
+
+def test_camera_only_queries_get_the_bev_pe_as_released():
+    """``CmtImageHead`` inherits ``CmtHead.query_embed`` (BEV PE of the anchors' x, y + camera-ray PE), so the CMT-C
+    release has a ``bev_embedding``; ``camera_bev_query_pe=False`` is zoo's earlier image-PE-only CMT-C."""
+    cam = tiny(modalities="camera").eval()
+    assert hasattr(cam.model, "bev_embedding") and not hasattr(cam.model, "shared_conv")
+    with torch.no_grad():
+        out = cam(*cam.example_input_array)["cls"]
+        torch.nn.init.zeros_(cam.model.bev_embedding[2].bias)
+        torch.nn.init.zeros_(cam.model.bev_embedding[2].weight)
+        off = cam(*cam.example_input_array)["cls"]
+    assert not torch.allclose(out, off)  # the BEV PE of the queries is in use
+    plain = tiny(modalities="camera", camera_bev_query_pe=False)
+    assert not hasattr(plain.model, "bev_embedding")
+
+
+def test_negative_size_boxes_are_dropped_and_counted():
+    """A box with a size <= 0 would be a NaN target (log dx) in the loss and the matching cost: it is dropped with a
+    warning that counts it (as SSDA3D drops its bad boxes), the good boxes train as before."""
+    m = tiny()
+    b = _batch(m, 3)
+    b["boxes"][0][1, 4] = -2.0
+    with pytest.warns(UserWarning, match="dropped 1 of 3 target boxes"):
+        boxes, labels = m._targets(b)
+    assert len(boxes[0]) == 2 and labels[0].tolist() == [0, 2] and m.dropped_boxes == 1
+    with pytest.warns(UserWarning, match=r"\(2 so far\)"):
+        losses = m.compute_losses(b, torch.Generator().manual_seed(0))
+    assert all(torch.isfinite(v) for v in losses.values())
+    b["labels"] = [b["labels"][0][:2]]
+    with pytest.raises(UserError, match="one label per box"):
+        m._targets(b)
+
+
 # ------------------------------------------------------------------------------------------------ objective
 def test_focal_loss_against_hand_computation():
     logits = torch.tensor([[0.3, -1.2], [2.0, 0.1]])

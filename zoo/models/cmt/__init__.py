@@ -81,9 +81,10 @@ SPECS = {
     "cmt-camera-vov": (
         {"modalities": "camera", "point_cloud_range": _RANGE54, "img_backbone": "ese_vovnet99b",
          "image_size": [640, 1600]},
-        70_609_732,
-        ("CMT-C (cameras only): VoVNet-99-eSE + CPFPN on 6 views of 1600x640, camera-ray position encoding, image query "
-         "PE only."),
+        70_806_852,
+        ("CMT-C (cameras only): VoVNet-99-eSE + CPFPN on 6 views of 1600x640, camera-ray position encoding; the query "
+         "PE is the image PE plus the BEV sine PE of the anchors (as released: CmtImageHead inherits CmtHead's "
+         "query_embed; camera_bev_query_pe=False gives the image-only query PE)."),
         _TINY_VOV,
         [("validation", 40.6, 46.0, _README), ("test", 42.9, 48.1, _README + "; trained on train+val")],
     ),
@@ -159,7 +160,15 @@ _LIMITS = ("Random initialisation here: the released image-backbone inits (fcos3
            "metrics come from the devkit's algorithm on our frames (no ego pose: class ranges from the LiDAR "
            "origin). The released head's box code has an index quirk (its 'height' slot regresses log w, dim[1] "
            "regresses z), kept by default for weight compatibility (box_code_quirk); the BEV sine PE uses the released "
-           "narrow-band dim_t (narrow_band_pe).")
+           "narrow-band dim_t (narrow_band_pe). Release behaviours kept as defaults, each with a switch for the other: "
+           "the learned (and the denoising) anchors are clamped into [0, 1] (inverse_sigmoid(ref).sigmoid() in "
+           "CmtHead.query_embed) before the BEV and camera-ray query encodings, which matters because trained anchors "
+           "leave [0, 1] (clamp_query_anchors=False feeds the raw anchors, zoo's earlier behaviour); the "
+           "cross-attention has attention dropout 0.0 and output dropout 0.1, because the release passes its 0.1 "
+           "positionally into FlashMHA's bias parameter (cross_attn_dropout=0.1 gives the configured 0.1 on the "
+           "attention weights too; training only); CMT-C adds the BEV PE to its queries (camera_bev_query_pe). "
+           "Target boxes with a size <= 0 or non-finite values are dropped with a counted warning (their log-size "
+           "code would be NaN).")
 
 ENTRIES = [
     Entry(

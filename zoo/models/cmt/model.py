@@ -14,7 +14,9 @@ Architecture of ``junjie18/CMT`` (``projects/mmdet3d_plugin/models/dense_heads/c
   back-projected with ``inv(lidar2img)`` and normalised to the point-cloud range; BEV tokens get ``bev_embedding`` of
   the sine encoding of their cell centres (:func:`pos2embed`, with the released narrow-band ``dim_t`` as a flag).
 - Position-guided queries (§3.3): 900 learnable anchors in [0, 1]^3; query PE = BEV PE of (x, y) + the image PE of
-  the ray through the anchor's projection, summed over the views that see it (visibility mask).
+  the ray through the anchor's projection, summed over the views that see it (visibility mask). As released, the
+  anchors (trainable, so they leave [0, 1] during training) are clamped into [0, 1] before both query encodings
+  (``clamp_query_anchors``).
 - Decoder (§3.3): 6 post-norm DETR layers (self-attn -> cross-attn -> FFN) with ``F.scaled_dot_product_attention``;
   memory = BEV tokens ++ image tokens; a shared final LayerNorm on every layer's output; anchors never refined.
 - Head: ``SeparateTaskHead`` with one group per decoder layer (grouped Conv1d over the query axis) predicting
@@ -383,12 +385,19 @@ class Attention(nn.Module):
 
 class DecoderLayer(nn.Module):
     """Post-norm DETR layer: x = LN(x + Drop(SA(x + pos, x + pos, x))); x = LN(x + Drop(CA(x + pos, mem + mem_pos,
-    mem))); x = LN(x + FFN(x)) with FFN = Linear(E, F) ReLU Linear(F, E) (ffn_drop 0)."""
+    mem))); x = LN(x + FFN(x)) with FFN = Linear(E, F) ReLU Linear(F, E) (ffn_drop 0).
 
-    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float):
+    ``dropout`` is the output dropout of both attentions and the attention-weight dropout of the self-attention
+    (mmcv ``MultiheadAttention(dropout=0.1)``); ``cross_attn_dropout`` is the cross-attention's attention-weight
+    dropout. The release builds its cross-attention as ``FlashMHA(embed_dims, num_heads, attn_drop)``
+    (``petr_transformer.py``, ``PETRMultiheadFlashAttention``), where the third positional parameter is ``bias``
+    (``attention.py``): the 0.1 becomes ``bias=True`` and the attention dropout keeps its default 0.0.
+    """
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, cross_attn_dropout: float = 0.0):
         super().__init__()
         self.self_attn = Attention(dim, heads, dropout)
-        self.cross_attn = Attention(dim, heads, dropout)
+        self.cross_attn = Attention(dim, heads, cross_attn_dropout)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Linear(ffn_dim, dim))
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(3))
         self.drop = nn.Dropout(dropout)
@@ -404,9 +413,11 @@ class Decoder(nn.Module):
     """``PETRTransformerDecoder``: ``num_layers`` layers, every intermediate output through one shared post-norm
     LayerNorm and ``nan_to_num``. -> [L, B, Q, E]."""
 
-    def __init__(self, num_layers: int, dim: int, heads: int, ffn_dim: int, dropout: float):
+    def __init__(self, num_layers: int, dim: int, heads: int, ffn_dim: int, dropout: float,
+                 cross_attn_dropout: float = 0.0):
         super().__init__()
-        self.layers = nn.ModuleList(DecoderLayer(dim, heads, ffn_dim, dropout) for _ in range(num_layers))
+        self.layers = nn.ModuleList(DecoderLayer(dim, heads, ffn_dim, dropout, cross_attn_dropout)
+                                    for _ in range(num_layers))
         self.post_norm = nn.LayerNorm(dim)
 
     def forward(self, x, pos, mem, mem_pos, mask=None):
@@ -496,7 +507,8 @@ class CMT(nn.Module):
                  img_backbone_kwargs: dict | None = None,
                  hidden_dim: int = 256, num_query: int = 900, depth_num: int = 64, num_layers: int = 6,
                  num_heads: int = 8, ffn_dim: int = 1024, dropout: float = 0.1, head_conv: int = 64,
-                 final_kernel: int = 1, narrow_band_pe: bool = True, box_code_quirk: bool = True):
+                 final_kernel: int = 1, narrow_band_pe: bool = True, box_code_quirk: bool = True,
+                 clamp_query_anchors: bool = True, cross_attn_dropout: float = 0.0, camera_bev_query_pe: bool = True):
         super().__init__()
         check_choice("modalities", modalities, MODALITIES)
         self.modalities = modalities
@@ -507,20 +519,27 @@ class CMT(nn.Module):
             raise UserError(f"point_cloud_range needs 6 numbers (x0 y0 z0 x1 y1 z1), got {list(point_cloud_range)}")
         self.hidden_dim, self.num_query, self.depth_num = hidden_dim, num_query, depth_num
         self.num_classes, self.narrow_band_pe, self.box_code_quirk = num_classes, narrow_band_pe, box_code_quirk
+        self.clamp_query_anchors = clamp_query_anchors
+        if not 0.0 <= cross_attn_dropout < 1.0:
+            raise UserError(f"cross_attn_dropout must lie in [0, 1), got {cross_attn_dropout}")
         if self.use_camera:
             self.img = ImageBranch(img_backbone, img_out_indices, hidden_dim, img_backbone_kwargs)
             self.rv_embedding = nn.Sequential(nn.Linear(depth_num * 3, hidden_dim * 4), nn.ReLU(),
                                               nn.Linear(hidden_dim * 4, hidden_dim))
+        # CMT-C (``CmtImageHead``) inherits ``CmtHead.query_embed``: its queries get the BEV sine PE of the anchors'
+        # (x, y) too, so the camera-only release has a ``bev_embedding`` (used on the queries only)
+        self.bev_query_pe = self.use_lidar or camera_bev_query_pe
+        if self.bev_query_pe:
+            self.bev_embedding = nn.Sequential(nn.Linear(hidden_dim * 2, hidden_dim), nn.ReLU(),
+                                               nn.Linear(hidden_dim, hidden_dim))
         if self.use_lidar:
             self.pts = LidarBranch(lidar_encoder, self.pc_range, voxel_size, point_features, pillar_filters,
                                    bev_layer_nums, bev_layer_strides, bev_num_filters, bev_upsample_strides,
                                    bev_upsample_filters)
             self.shared_conv = nn.Sequential(nn.Conv2d(self.pts.out_channels, hidden_dim, 3, padding=1, bias=False),
                                              nn.BatchNorm2d(hidden_dim), nn.ReLU())
-            self.bev_embedding = nn.Sequential(nn.Linear(hidden_dim * 2, hidden_dim), nn.ReLU(),
-                                               nn.Linear(hidden_dim, hidden_dim))
         self.reference_points = nn.Embedding(num_query, 3)
-        self.decoder = Decoder(num_layers, hidden_dim, num_heads, ffn_dim, dropout)
+        self.decoder = Decoder(num_layers, hidden_dim, num_heads, ffn_dim, dropout, cross_attn_dropout)
         self.task_head = SeparateTaskHead(hidden_dim, num_layers, num_classes, head_conv, final_kernel)
         self.reset_parameters()
 
@@ -583,11 +602,14 @@ class CMT(nn.Module):
         if dn_anchors is not None:
             anchors = torch.cat([dn_anchors.to(anchors.dtype), anchors], dim=1)
         query_pos = torch.zeros(*anchors.shape[:2], self.hidden_dim, device=anchors.device, dtype=memory.dtype)
-        if lid:
-            query_pos = query_pos + self.bev_embedding(pos2embed(anchors[..., :2], self.hidden_dim,
+        # ``CmtHead.query_embed``: inverse_sigmoid(ref).sigmoid() clamps the (trainable, unbounded) anchors, the
+        # denoising ones included, into [eps / (1 + eps), 1 / (1 + eps)] before both query encodings
+        pe_anchors = inverse_sigmoid(anchors).sigmoid() if self.clamp_query_anchors else anchors
+        if lid or (cam and not self.use_lidar and self.bev_query_pe):
+            query_pos = query_pos + self.bev_embedding(pos2embed(pe_anchors[..., :2], self.hidden_dim,
                                                                  self.narrow_band_pe))
         if cam:
-            rays, vis = project_anchors(anchors, lidar2img, pad_hw, self.depth_num, self.pc_range, img2lidar)
+            rays, vis = project_anchors(pe_anchors, lidar2img, pad_hw, self.depth_num, self.pc_range, img2lidar)
             query_pos = query_pos + (self.rv_embedding(rays) * vis[..., None]).sum(dim=1)
         tgt = torch.zeros_like(query_pos)
         hs = self.decoder(tgt, query_pos, memory, memory_pos, attn_mask)  # [L, B, Q, E]

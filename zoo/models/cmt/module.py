@@ -27,6 +27,7 @@ cycle (cosine) to ``lr · peak_ratio`` at 40 % of the steps, down to ``lr · 1e-
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -137,6 +138,7 @@ class CMTModule(LightningModule):
                  hidden_dim: int = 256, num_query: int = 900, depth_num: int = 64, num_layers: int = 6,
                  num_heads: int = 8, ffn_dim: int = 1024, dropout: float = 0.1, head_conv: int = 64,
                  final_kernel: int = 1, narrow_band_pe: bool = True, box_code_quirk: bool = True,
+                 clamp_query_anchors: bool = True, cross_attn_dropout: float = 0.0, camera_bev_query_pe: bool = True,
                  # objective
                  cls_weight: float = 2.0, bbox_weight: float = 0.25, code_weights: Sequence[float] = CODE_WEIGHTS,
                  bg_cls_weight: float = 0.1, dn_groups: int = 10, dn_noise_scale: float = 1.0,
@@ -162,9 +164,11 @@ class CMTModule(LightningModule):
                          pillar_filters, bev_layer_nums, bev_layer_strides, bev_num_filters, bev_upsample_strides,
                          bev_upsample_filters, img_backbone, img_out_indices, img_backbone_kwargs, hidden_dim,
                          num_query, depth_num, num_layers, num_heads, ffn_dim, dropout, head_conv, final_kernel,
-                         narrow_band_pe, box_code_quirk)
+                         narrow_band_pe, box_code_quirk, clamp_query_anchors, cross_attn_dropout,
+                         camera_bev_query_pe)
         self.modal_masker = ModalMask3D(p_image_off, p_lidar_off)
         self.metric = None
+        self.dropped_boxes = 0  # target boxes dropped for a size <= 0 or non-finite values (see _targets)
 
     # ------------------------------------------------------------------------------------------ inputs
     @property
@@ -199,7 +203,22 @@ class CMTModule(LightningModule):
             raise UserError("CMT targets need boxes [M, 7 or 9] (x, y, z, dx, dy, dz, yaw[, vx, vy])")
         boxes = [b if b.shape[-1] >= 9 else torch.cat([b[:, :7], b.new_full((b.shape[0], 2), float("nan"))], 1)
                  for b in boxes]
-        return boxes, [lab.long() for lab in batch["labels"]]
+        labels = [lab.long() for lab in batch["labels"]]
+        if any(len(b) != len(lab) for b, lab in zip(boxes, labels)):
+            raise UserError("CMT targets: every frame needs one label per box (boxes [M, 7 or 9], labels [M])")
+        # the box code takes log(dx), log(dy), log(dz): a size <= 0 (or a non-finite centre / size / yaw) would be a
+        # NaN regression target and matching cost; such boxes are dropped and counted, as SSDA3D drops its bad boxes
+        keep = [torch.isfinite(b[:, :7]).all(dim=1) & (b[:, 3:6] > 0).all(dim=1) for b in boxes]
+        dropped = sum(int((~k).sum()) for k in keep)
+        if dropped:
+            self.dropped_boxes += dropped
+            total = sum(len(b) for b in boxes)
+            warnings.warn(f"CMT: dropped {dropped} of {total} target boxes in this batch ({self.dropped_boxes} so far) "
+                          "with a size <= 0 or a non-finite centre/size/yaw; fix the dataset's boxes (dx, dy, dz > 0)",
+                          stacklevel=2)
+            boxes = [b[k] for b, k in zip(boxes, keep)]
+            labels = [lab[k] for lab, k in zip(labels, keep)]
+        return boxes, labels
 
     # ------------------------------------------------------------------------------------------ objective
     def layer_loss(self, cls: torch.Tensor, box: torch.Tensor, boxes: list[torch.Tensor], labels: list[torch.Tensor]):
