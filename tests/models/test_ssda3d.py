@@ -223,3 +223,74 @@ def test_bad_arguments_are_user_errors():
 
     with pytest.raises(UserError, match="pseudo_labels"):
         SSDA3DDataModule(target=_T(), stage="intra")
+
+
+# ------------------------------------------------------------------ parity with the official mixers (fixtures README)
+FIX = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixtures" / "ssda3d"
+
+
+class _LegacyDraws:
+    """numpy's legacy global stream (the release calls np.random.*) behind the Generator methods zoo's mixers call."""
+
+    def __init__(self, seed: int):
+        self.rs = np.random.RandomState(seed)
+
+    def random(self, size=None):
+        return self.rs.random_sample(size)
+
+    def integers(self, n):
+        return self.rs.randint(0, n)
+
+    def beta(self, a, b):
+        return self.rs.beta(a, b)
+
+    def permutation(self, n):
+        return self.rs.permutation(n)
+
+
+def _frame(points, boxes):
+    return {"points": torch.from_numpy(points), "boxes": torch.from_numpy(boxes),
+            "labels": torch.zeros(len(boxes), dtype=torch.long)}
+
+
+def test_point_cutmix_matches_the_release():
+    """inter_domain_point_cutmix (yinjunbo/SSDA3D @ 5aa7443) on 2,018 source / 10,058 target points with the same
+    np.random draws: identical points (order included) and boxes. The inputs hold points on the float32 rounding of
+    the region's borders, where a float32 comparison puts them on the other side."""
+    from safetensors.numpy import load_file
+
+    x, y = load_file(FIX / "cutmix_inputs.safetensors"), load_file(FIX / "cutmix_outputs.safetensors")
+    out = point_cutmix(_frame(x["source_points"], x["source_boxes"]), _frame(x["target_points"], x["target_boxes"]),
+                       x["point_cloud_range"].tolist(), _LegacyDraws(int(x["seed"][0])))
+    assert out["points"].shape == y["points"].shape and torch.equal(out["points"], torch.from_numpy(y["points"]))
+    assert torch.equal(out["boxes"], torch.from_numpy(y["boxes"]))
+    region = out["cutmix_region"].tolist()
+    # the float32 comparison (zoo's earlier rule) disagrees on the border points
+    t = torch.from_numpy(x["target_points"])
+    f32 = (t[:, 0] > region[0]) & (t[:, 0] < region[2]) & (t[:, 1] > region[1]) & (t[:, 1] < region[3])
+    t64 = t.double()
+    f64 = (t64[:, 0] > region[0]) & (t64[:, 0] < region[2]) & (t64[:, 1] > region[1]) & (t64[:, 1] < region[3])
+    assert (f32 != f64).any() and int(f64.sum()) == out["points"].shape[0] - int((~_in(x["source_points"], region)).sum())
+
+
+def _in(points, region):
+    p = torch.from_numpy(points).double()
+    return (p[:, 0] > region[0]) & (p[:, 0] < region[2]) & (p[:, 1] > region[1]) & (p[:, 1] < region[3])
+
+
+@pytest.mark.parametrize("collision", [True, False])
+def test_point_mixup_matches_the_release(collision):
+    """intra_domain_point_mixup(_cd) (yinjunbo/SSDA3D @ 5aa7443, BEV IoU by shapely) with the same np.random draws:
+    identical points and boxes; with the collision check the frame-2 points within 0.1 m (x, y) of a colliding box
+    go too (collision_margin=0, zoo's earlier rule, keeps some of them)."""
+    from safetensors.numpy import load_file
+
+    x = load_file(FIX / "mixup.safetensors")
+    name, seed = ("cd", 11) if collision else ("plain", 12)
+    f1, f2 = _frame(x["points1"], x["boxes1"]), _frame(x["points2"], x["boxes2"])
+    out = point_mixup(f1, f2, _LegacyDraws(seed), 2.0, collision_check=collision)
+    assert torch.equal(out["points"], torch.from_numpy(x[f"{name}_points"]))
+    assert torch.equal(out["boxes"], torch.from_numpy(x[f"{name}_boxes"]))
+    if collision:
+        old = point_mixup(f1, f2, _LegacyDraws(seed), 2.0, collision_check=True, collision_margin=0.0)
+        assert old["points"].shape[0] > out["points"].shape[0]

@@ -117,7 +117,8 @@ class MixUpFrames(_Seeded):
     """Stage II: labelled + pseudo-labelled target frames, a share Point-MixUp-ed (see the module docstring)."""
 
     def __init__(self, labelled: Dataset, pseudo: Dataset, mixup_prob: float = 0.6, gt_prob: float = 0.3,
-                 mixup_type: str = "gt+ps_gt+ps", alpha: float = 2.0, collision_check: bool = False, seed: int = 0):
+                 mixup_type: str = "gt+ps_gt+ps", alpha: float = 2.0, collision_check: bool = False, seed: int = 0,
+                 collision_margin: float = 0.1):
         super().__init__(seed)
         check_choice("mixup_type", mixup_type, ("gt+ps_gt+ps", "gt_gt+ps"))
         for name, v in (("mixup_prob", mixup_prob), ("gt_prob", gt_prob)):
@@ -130,6 +131,9 @@ class MixUpFrames(_Seeded):
         self.gt, self.ps, self.parts = labelled, pseudo, (labelled, pseudo)
         self.mixup_prob, self.gt_prob, self.mixup_type = float(mixup_prob), float(gt_prob), mixup_type
         self.alpha, self.collision_check = float(alpha), bool(collision_check)
+        if not collision_margin >= 0:
+            raise UserError(f"collision_margin is a distance in metres >= 0, got {collision_margin}")
+        self.collision_margin = float(collision_margin)
 
     def __len__(self) -> int:
         return len(self.gt) + len(self.ps)
@@ -147,7 +151,8 @@ class MixUpFrames(_Seeded):
         else:
             f1 = self._any(int(self.rng.integers(len(self))))
         f2 = self._any(int(self.rng.integers(len(self))))
-        return point_mixup(f1, f2, self.rng, self.alpha, self.collision_check)
+        return point_mixup(f1, f2, self.rng, self.alpha, self.collision_check,
+                           collision_margin=self.collision_margin)
 
     def __getitem__(self, i: int) -> dict:
         frame = self.item(i)
@@ -181,7 +186,7 @@ class SSDA3DDataModule(LightningDataModule):
     def __init__(self, target: LightningDataModule, source: LightningDataModule | None = None, stage: str = "inter",
                  cutmix_prob: float = 0.3, min_target_points: int = 10_000, pseudo_labels: str | None = None,
                  mixup_prob: float = 0.6, gt_prob: float = 0.3, mixup_type: str = "gt+ps_gt+ps",
-                 mixup_alpha: float = 2.0, collision_check: bool = False,
+                 mixup_alpha: float = 2.0, collision_check: bool = False, collision_margin: float = 0.1,
                  point_cloud_range: Sequence[float] | None = None, batch_size: int = 4, num_workers: int = 0,
                  seed: int = 0):
         super().__init__()
@@ -201,7 +206,8 @@ class SSDA3DDataModule(LightningDataModule):
                             "on the target data module")
         self.point_cloud_range = None if rng is None else [float(v) for v in rng]
         self.kw = dict(cutmix_prob=cutmix_prob, min_target_points=min_target_points, mixup_prob=mixup_prob,
-                       gt_prob=gt_prob, mixup_type=mixup_type, alpha=mixup_alpha, collision_check=collision_check)
+                       gt_prob=gt_prob, mixup_type=mixup_type, alpha=mixup_alpha, collision_check=collision_check,
+                       collision_margin=collision_margin)
         self.pseudo_labels = pseudo_labels
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.train_set = None
@@ -220,7 +226,8 @@ class SSDA3DDataModule(LightningDataModule):
                 pseudo = PseudoLabelledFrames(self.target.frames("predict", augment=True),
                                               read_pseudo_labels(self.pseudo_labels, self.classes))
                 self.train_set = MixUpFrames(target, pseudo, kw["mixup_prob"], kw["gt_prob"], kw["mixup_type"],
-                                             kw["alpha"], kw["collision_check"], self.seed)
+                                             kw["alpha"], kw["collision_check"], self.seed,
+                                             kw["collision_margin"])
             log.info("SSDA3D %s training set: %d items", self.stage, len(self.train_set))
 
     def train_dataloader(self) -> DataLoader:

@@ -17,7 +17,10 @@ A frame is ``{"points": [N, C], "boxes": [M, 7], "labels": [M], "frame_id": str,
   ``lambda ~ Beta(alpha, alpha)`` (alpha 2), each cloud shuffled, the first ``floor(lambda N_1)`` points of frame 1 and
   ``floor((1 - lambda) N_2)`` of frame 2 overlaid in one frame, boxes = the union. ``collision_check=True`` (the
   ``_cd`` configs) first drops frame-2 boxes whose BEV IoU with any frame-1 box is > 0, with the frame-2 points inside
-  them.
+  them or within 0.1 m of them in x / y (the release's margin, ``collision_margin``).
+
+Both compare as the release: region borders in float64, the range's extent in float32 (parity fixtures in
+``tests/fixtures/ssda3d``).
 """
 from __future__ import annotations
 
@@ -46,8 +49,10 @@ def draw_side_ratios(rng: np.random.Generator, min_aspect: float = 0.75, max_tri
 
 
 def _inside_xy(points: torch.Tensor, region: Sequence[float]) -> torch.Tensor:
+    """Strictly inside the BEV region, compared in float64 as the release does (its float32 points meet a float64
+    region in numpy); a float32 comparison rounds the border and can put a point on the other side."""
     x0, y0, x1, y1 = region
-    x, y = points[:, 0], points[:, 1]
+    x, y = points[:, 0].double(), points[:, 1].double()
     return (x > x0) & (x < x1) & (y > y0) & (y < y1)
 
 
@@ -60,8 +65,9 @@ def draw_cutmix_region(source_points: torch.Tensor, target_points: torch.Tensor,
     if source_points.shape[0] == 0 or target_points.shape[0] <= min_target_points:
         return None
     c = draw_side_ratios(rng)
-    extent = np.asarray(point_cloud_range[3:5], dtype=np.float64) - np.asarray(point_cloud_range[0:2], dtype=np.float64)
-    half = extent * c / 2.0
+    # the release holds the range as float32 (DatasetTemplate.point_cloud_range): its xy extent is a float32 difference
+    pcr = np.asarray(point_cloud_range, dtype=np.float32)
+    half = (pcr[3:5] - pcr[0:2]) * c / 2.0
     src = source_points[:, :2].double().numpy()
     for _ in range(max_tries):
         centre = src[rng.integers(src.shape[0])]
@@ -75,14 +81,15 @@ def draw_cutmix_region(source_points: torch.Tensor, target_points: torch.Tensor,
 def boxes_touching_region(boxes: torch.Tensor, region: Sequence[float], z_range: Sequence[float],
                           min_corners: int = 1) -> torch.Tensor:
     """BoolTensor[M]: at least ``min_corners`` of the box's 8 corners lie in ``[x0, x1] x [y0, y1] x [z0, z1]``
-    (bounds included; OpenPCDet ``mask_boxes_outside_range_numpy(..., min_num_corners=1)``)."""
+    (bounds included; OpenPCDet ``mask_boxes_outside_range_numpy(..., min_num_corners=1)``). The corners are computed in
+    the boxes' dtype and compared in float64, as the release's numpy comparison with its float64 region does."""
     from zoo.nn.boxes3d import box_corners
 
     if boxes.shape[0] == 0:
         return torch.zeros(0, dtype=torch.bool, device=boxes.device)
-    c = box_corners(boxes[:, :7])  # [M, 8, 3]
-    lo = c.new_tensor([region[0], region[1], z_range[0]])
-    hi = c.new_tensor([region[2], region[3], z_range[1]])
+    c = box_corners(boxes[:, :7]).double()  # [M, 8, 3]
+    lo = c.new_tensor([region[0], region[1], float(np.float32(z_range[0]))])
+    hi = c.new_tensor([region[2], region[3], float(np.float32(z_range[1]))])
     inside = ((c >= lo) & (c <= hi)).all(dim=-1)
     return inside.sum(dim=1) >= min_corners
 
@@ -120,10 +127,17 @@ def point_cutmix(source: dict, target: dict, point_cloud_range: Sequence[float],
 
 
 def point_mixup(frame1: dict, frame2: dict, rng: np.random.Generator, alpha: float = 2.0,
-                collision_check: bool = False, return_lambda: bool = False):
-    """Intra-domain Point-MixUp of two target frames (see the module docstring). -> the mixed frame (and lambda)."""
+                collision_check: bool = False, return_lambda: bool = False, collision_margin: float = 0.1):
+    """Intra-domain Point-MixUp of two target frames (see the module docstring). -> the mixed frame (and lambda).
+
+    ``collision_margin``: with ``collision_check`` the frame-2 points removed with a colliding box are those within
+    ``collision_margin`` metres of it in x and y (its own z extent): the release's ``get_points_in_box``
+    (``pcdet/datasets/augmentor/augmentor_utils.py``, ``MARGIN = 1e-1``), the default 0.1; 0 removes only the
+    points inside the box (zoo's earlier rule)."""
     if frame1["points"].shape[1] != frame2["points"].shape[1]:
         raise UserError("Point-MixUp: both frames need the same point features")
+    if not collision_margin >= 0:
+        raise UserError(f"Point-MixUp: collision_margin is a distance in metres >= 0, got {collision_margin}")
     lam = float(rng.beta(alpha, alpha))
     p2, b2, l2 = frame2["points"], frame2["boxes"], frame2["labels"]
     if collision_check and frame1["boxes"].shape[0] and b2.shape[0]:
@@ -131,7 +145,9 @@ def point_mixup(frame1: dict, frame2: dict, rng: np.random.Generator, alpha: flo
 
         collide = bev_iou(frame1["boxes"][:, :7].double(), b2[:, :7].double()).max(dim=0).values > 0
         if collide.any():
-            p2 = p2[~points_in_boxes(p2[:, :3], b2[collide, :7]).any(dim=1)]
+            grown = b2[collide, :7].clone()
+            grown[:, 3:5] += 2 * collision_margin
+            p2 = p2[~points_in_boxes(p2[:, :3], grown).any(dim=1)]
         b2, l2 = b2[~collide], l2[~collide]
     p1 = frame1["points"][torch.from_numpy(rng.permutation(frame1["points"].shape[0]))]
     p2 = p2[torch.from_numpy(rng.permutation(p2.shape[0]))]
