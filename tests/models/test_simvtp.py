@@ -96,6 +96,18 @@ def test_text_masking_counts_and_labels():
     assert torch.equal(lab != -100, eligible)
 
 
+@pytest.mark.parametrize("eligible", [False, True])
+def test_module_never_masks_unk_or_mask_tokens_as_released(eligible):
+    module = SimVTPModule(**TINY_PT, mlm_probability=1.0, mlm_unk_mask_eligible=eligible)
+    ids, att = _text(batch=2, length=7)
+    ids[:, 1], ids[:, 2] = 100, 103  # [UNK], [MASK] inside the captions
+    seen = []
+    module.mlm_loss.forward = lambda hidden, w, b, labels: seen.append(labels) or hidden.sum()
+    module.losses(torch.randn(2, 3, 4, 16, 16), ids, att, generator=torch.Generator().manual_seed(0))
+    picked = set(ids[seen[0] != -100].tolist())  # probability 1: every eligible token is selected
+    assert (picked & {100, 103}) == ({100, 103} if eligible else set())
+
+
 # ---------------------------------------------------------------------------------------------- losses
 def test_norm_softmax_loss_matches_the_formula():
     torch.manual_seed(0)
@@ -304,8 +316,53 @@ def test_retrieval_module_loads_a_pretraining_checkpoint_and_averages_views(tmp_
     with torch.no_grad():
         want = torch.stack([ft.model.encode_video(views[:, v]) for v in range(3)]).mean(0)
         torch.testing.assert_close(ft.embed_video(views), want)
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(UserError, match=r"does not fit the dual encoder: .*\(32,\) vs \(64,\)") as err:
         SimVTPRetrievalModule(**dict(TINY, embed_dim=64), pretrained=str(tmp_path / "pre.ckpt")).setup("fit")
+    assert "\n" not in str(err.value) and "more)" in str(err.value)
+
+
+def test_fine_tuning_before_pre_training_names_the_missing_checkpoint_and_the_command(tmp_path):
+    ft = SimVTPRetrievalModule(**TINY, pretrained=str(tmp_path / "runs/simvtp-base/checkpoints/last.ckpt"))
+    with pytest.raises(UserError, match=r"pre-training checkpoint is missing.*zoo fit --config configs/simvtp.yaml"):
+        ft.setup("fit")
+
+
+def test_videomae_without_a_final_layernorm_is_refused_not_half_converted():
+    from transformers import VideoMAEConfig, VideoMAEModel
+
+    from zoo.models.simvtp.convert import convert_state_dict
+
+    cfg = VideoMAEConfig(image_size=16, patch_size=8, num_frames=4, tubelet_size=2, hidden_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)  # use_mean_pooling=True
+    with pytest.raises(UserError, match="no final LayerNorm.*use_mean_pooling"):
+        convert_state_dict(VideoMAEModel(cfg).state_dict())
+
+
+def _save_model_format(path, model_state, **extra):
+    """The release's ``utils.save_model`` layout: model, optimizer, epoch, scaler and the argparse namespace."""
+    import argparse
+
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))])
+    torch.save({"model": model_state, "optimizer": opt.state_dict(), "epoch": 199,
+                "scaler": torch.amp.GradScaler("cpu").state_dict(),
+                "args": argparse.Namespace(model="pretrain_simvtp_base_patch16_224", mask_ratio=0.9, lr=6e-4),
+                **extra}, path)
+
+
+def test_release_save_model_file_loads_without_running_code_and_converts_strictly(tmp_path):
+    from pathlib import PurePosixPath
+
+    from zoo.models.simvtp.convert import read_official
+
+    torch.manual_seed(0)
+    pre = SimVTPPretrainModel(**TINY_PT)
+    _save_model_format(tmp_path / "checkpoint-199.pth", pre.state_dict())
+    fresh = SimVTPPretrainModel(**TINY_PT)
+    fresh.load_state_dict(read_official(tmp_path / "checkpoint-199.pth"), strict=True)
+    assert torch.equal(fresh.encoder.blocks[1].attn.qkv.weight, pre.encoder.blocks[1].attn.qkv.weight)
+    _save_model_format(tmp_path / "crafted.pth", pre.state_dict(), note=PurePosixPath("/etc"))
+    with pytest.raises(ValueError, match="weights_only=True.*Nothing in it was run"):
+        read_official(tmp_path / "crafted.pth")
 
 
 def test_layer_decay_scales():

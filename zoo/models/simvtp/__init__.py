@@ -56,11 +56,19 @@ _DIFFS = (
     "as default: (i) the 'text decoder' is one linear layer on the encoder's text outputs (text_decoder_depth=0; >0 "
     "adds transformer blocks as in the paper's figure); (ii) the mean-pooled features include text padding "
     "(pool_padding=True); (iii) VTC and VTM see the masked text and only the visible tubelets "
-    "(contrast_masked_inputs=True); (iv) masked words all become [MASK] (mlm_replace_mask=1.0, no 80/10/10). "
+    "(contrast_masked_inputs=True); (iv) masked words all become [MASK] (mlm_replace_mask=1.0, no 80/10/10); (v) "
+    "MLM never selects a special token ([PAD] [UNK] [CLS] [SEP] [MASK], the tokenizer's special-tokens mask in the "
+    "release's mask_batch_text_tokens); mlm_unk_mask_eligible=True is zoo's earlier behaviour, which let [UNK] and "
+    "[MASK] be selected. "
 )
 _CONVERT = ("download the authors' checkpoint (Google Drive links in github.com/mayuelala/SimVTP), convert it with "
             "`python -m zoo.models.simvtp.convert FILE {name} out/{name}` and load 'local-dir:out/{name}'. VideoMAE "
-            "weights (official .pth or transformers VideoMAE) initialise pre-training through init_from.")
+            "weights (official .pth or transformers VideoMAE) initialise pre-training through init_from; a "
+            "transformers VideoMAE without the final LayerNorm (use_mean_pooling=True, e.g. a Kinetics fine-tuned "
+            "model) is refused, since SimVTP's encoder.norm could not be filled from it. The release's save_model "
+            "files ({{model, optimizer, epoch, scaler, args: argparse.Namespace}}) are read with "
+            "torch.load(weights_only=True) admitting only argparse.Namespace and numpy values; fine-tuning checks the "
+            "pre-training checkpoint exists and fits (key, checkpoint vs model shape) before it starts.")
 
 RESULTS = ResultSpec(
     task=_TASK,

@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from zoo.errors import UserError
+
 _WHERE = "official SimVTP weights: Google Drive links in github.com/mayuelala/SimVTP README"
 _NAMES = "simvtp-base (pre-trained) | simvtp-base.msrvtt-ft (fine-tuned on MSR-VTT)"
 
@@ -69,8 +71,17 @@ def _hf_layers(state: dict, src: str, dst: str) -> dict:
 def convert_videomae_hf(state: dict) -> dict:
     """A transformers ``VideoMAEModel`` / ``VideoMAEForPreTraining`` state_dict -> SimVTP pre-training keys
     (``encoder.*``; with the pre-training decoder also ``decoder.*``, ``encoder_to_decoder``, ``mask_token``).
-    Classification heads (``fc_norm``, ``classifier``) are not part of SimVTP and are left out."""
+    Classification heads (``classifier``) are not part of SimVTP and are left out.
+
+    A VideoMAE without the final ``layernorm`` (transformers' ``use_mean_pooling=True``, the default and the
+    Kinetics fine-tuned checkpoints) is refused: its token outputs are not normalised, and SimVTP's encoder ends in
+    a LayerNorm (``encoder.norm``, which the decoder and every SimVTP pass read) that no weights could make the
+    identity, so a conversion would leave it at its initial values."""
     state = {k[len("videomae."):] if k.startswith("videomae.") else k: v for k, v in state.items()}
+    if any(k.startswith("encoder.layer.") for k in state) and "layernorm.weight" not in state:
+        raise UserError("this transformers VideoMAE has no final LayerNorm (config use_mean_pooling=True): SimVTP's "
+                        "encoder.norm would stay at its initial values; use a VideoMAE pre-training checkpoint "
+                        "(use_mean_pooling=False, e.g. MCG-NJU/videomae-base) or the official VideoMAE / SimVTP .pth")
     out = {}
     for p in ("weight", "bias"):
         k = f"embeddings.patch_embeddings.projection.{p}"
@@ -128,11 +139,21 @@ def read_official(path: str | Path) -> dict:
     return _read(path, convert_state_dict, _WHERE)
 
 
+def _missing_file(source: str) -> bool:
+    """``source`` names a file path (not a registry name or a prefixed source) that does not exist."""
+    path = Path(str(source)).expanduser()
+    return (not str(source).startswith(("hf:", "hf-hub:", "local-dir:")) and not path.exists()
+            and ("/" in str(source) or path.suffix in (".pth", ".pt", ".bin", ".safetensors", ".ckpt")))
+
+
 def _read_any(source: str) -> dict:
     """zoo-keyed pre-training or dual weights from a ``.pth``/``.pt``/``.bin`` (official), ``.safetensors``, a
     Lightning ``.ckpt`` of a SimVTP module, a transformers VideoMAE folder / Hub name (``hf:`` prefix or a folder with
     a ``config.json`` of model_type videomae), or a zoo source (registry name, ``local-dir:``, ``hf-hub:``)."""
     path = Path(str(source)).expanduser()
+    if _missing_file(source):
+        raise UserError(f"{source}: no such checkpoint file (give an official VideoMAE / SimVTP .pth, a zoo .ckpt or "
+                        "safetensors file, an hf:NAME transformers VideoMAE or a zoo source)")
     if path.is_file() and path.suffix in (".pth", ".pt", ".bin"):
         return read_official(path)
     if path.is_file() and path.suffix == ".safetensors":
@@ -145,7 +166,7 @@ def _read_any(source: str) -> dict:
         state = read_checkpoint(path).get("state_dict", {})
         model = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
         if not model:
-            raise ValueError(f"{path} holds no 'model.*' weights: not a checkpoint of a zoo SimVTP module")
+            raise UserError(f"{path} holds no 'model.*' weights: not a checkpoint of a zoo SimVTP module")
         return model
     hf_name = str(source)[3:] if str(source).startswith("hf:") else None
     if hf_name or (path.is_dir() and (path / "config.json").is_file()
@@ -179,7 +200,7 @@ def load_pretraining_init(model: nn.Module, init_from: str | None, text_init: st
     if init_from:
         loaded, skipped = _load_matching(model, _read_any(init_from))
         if not any(k.startswith("encoder.blocks.") for k in loaded):
-            raise ValueError(f"init_from={init_from!r}: no encoder block weights fit this SimVTP model (skipped "
+            raise UserError(f"init_from={init_from!r}: no encoder block weights fit this SimVTP model (skipped "
                              f"{skipped[:4]}): is it a ViT of the same width and depth?")
         parts.append(f"{len(loaded)} tensors from {init_from} ({len(skipped)} skipped)")
     if text_init:
@@ -197,16 +218,26 @@ def load_pretraining_init(model: nn.Module, init_from: str | None, text_init: st
 
 def load_dual_from_pretraining(model: nn.Module, source: str) -> None:
     """Initialise a :class:`SimVTPDualEncoder` from pre-training weights (or from dual-encoder weights: a fine-tuned
-    model to continue). Raises when a block or embedding weight does not fit."""
+    model to continue). A missing file, or a block or embedding weight that is missing or shaped differently, is a
+    one-line :class:`~zoo.errors.UserError` naming it (shapes as checkpoint vs model)."""
+    if _missing_file(source):
+        raise UserError(f"pretrained={source!r}: the SimVTP pre-training checkpoint is missing; run the pre-training "
+                        "first (`zoo fit --config configs/simvtp.yaml` writes runs/simvtp-base/checkpoints/last.ckpt) "
+                        "or give an official SimVTP pre-training .pth")
     state = _read_any(source)
     if not any(k.startswith("video_encoder.") for k in state):
         state = dual_from_pretraining(state)
     own = model.state_dict()
     needed = [k for k in own if ".blocks." in k or ".patch_embed." in k or ".text_embeddings." in k]
-    bad = [k for k in needed if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
+    missing = [k for k in needed if k not in state]
+    shaped = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in needed
+              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    bad = shaped + [f"{k} missing" for k in missing]
     if bad:
-        raise ValueError(f"pretrained={source!r} does not fit the dual encoder: {bad[:5]} missing or shaped "
-                         "differently (same width, depth, frames, image and vocabulary size?)")
+        more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise UserError(f"pretrained={source!r} does not fit the dual encoder: {'; '.join(bad[:3])}{more} (shapes: "
+                        "checkpoint vs model); give the width, depth, frames, image and vocabulary size of its "
+                        "pre-training run")
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 

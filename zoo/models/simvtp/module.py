@@ -7,7 +7,8 @@ official code release (``engine_for_pretraining.py``, ``loss.py``, ``run_simvtp_
 :class:`SimVTPModule` (pre-training). Per step, with V a batch of clips and t its captions:
 
 - tube mask M (``mask_ratio`` 0.9 of the spatial positions, the same in every temporal slice) and BERT masking of
-  the text (``mlm_probability`` 0.75 of the non-special tokens; all of them become [MASK], as released) -> t̃;
+  the text (``mlm_probability`` 0.75 of the tokens that are not special, i.e. not [PAD] [UNK] [CLS] [SEP] [MASK];
+  all of them become [MASK], as released) -> t̃;
 - ``L_v``: MSE between the decoder's prediction and the per-tubelet normalised pixels of the masked tubelets;
 - ``L_t``: cross-entropy of ``text_cls`` at the masked words of the joint pass over [V_visible ; t̃]
   (``zoo.ops.fused_linear_cross_entropy``: the (tokens x 30522) logits are never materialised on CUDA with the kernel);
@@ -20,7 +21,9 @@ official code release (``engine_for_pretraining.py``, ``loss.py``, ``run_simvtp_
 
 Switches for the released code's differences from the paper (defaults = as released): ``text_decoder_depth`` 0 (the
 "text decoder" is the linear ``text_cls``), ``pool_padding`` True (means include text padding),
-``contrast_masked_inputs`` True (VTC and VTM see the masked text and the visible tubelets only).
+``contrast_masked_inputs`` True (VTC and VTM see the masked text and the visible tubelets only),
+``mlm_unk_mask_eligible`` False (as released, [UNK] and [MASK] in a caption are never selected for MLM; True is zoo's
+earlier behaviour, which excluded only [CLS], [SEP] and padding).
 
 :class:`SimVTPRetrievalModule` (fine-tuning). The dual encoder (two copies of the pre-trained encoder, LayerNorm of
 the mean), NormSoftmax on the batch's text x video cosine matrix (τ 0.05), AdamW (0.9, 0.999) with layer-wise lr
@@ -47,7 +50,7 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-BERT_SPECIAL = {"pad_token_id": 0, "cls_token_id": 101, "sep_token_id": 102, "mask_token_id": 103}
+BERT_SPECIAL = {"pad_token_id": 0, "unk_token_id": 100, "cls_token_id": 101, "sep_token_id": 102, "mask_token_id": 103}
 
 
 # ============================================================================================== losses
@@ -77,7 +80,9 @@ def vtm_negatives(batch: int, generator: torch.Generator | None = None) -> Tenso
 def mask_text(input_ids: Tensor, attention_mask: Tensor, probability: float, mask_token_id: int,
               special_ids: Sequence[int], generator: torch.Generator | None = None,
               replace_mask: float = 1.0, replace_random: float = 0.0, vocab_size: int | None = None):
-    """BERT-style masking as released: each non-special, non-padding token is selected with ``probability``; a
+    """BERT-style masking as released (``mask_batch_text_tokens`` in the release's ``utils.py``: the tokenizer's
+    ``get_special_tokens_mask`` excludes every special token, [PAD] [UNK] [CLS] [SEP] [MASK], given in
+    ``special_ids``): each non-special, non-padding token is selected with ``probability``; a
     selected token becomes [MASK] with ``replace_mask`` (released 1.0), else a random word with
     ``replace_random / (1 - replace_mask)``, else stays. -> (masked ids, labels: the original id where selected, -100
     elsewhere)."""
@@ -151,7 +156,9 @@ class SimVTPModule(TimmScheduled, LightningModule):
     VideoMAE folder / Hub name, or a zoo source; ``text_init``: a transformers BERT folder / Hub name whose
     embeddings initialise ``text_embeddings`` (released: bert-base-uncased). ``mlm_impl``: the ``zoo.ops`` impl of
     the MLM loss (``"auto"``: the fused Triton kernel on CUDA, else the PyTorch reference; ``FusedKernels`` and the
-    ``zoo_ddp`` strategy switch it for a run)."""
+    ``zoo_ddp`` strategy switch it for a run). ``*_token_id``: the tokenizer's special ids (BERT's by default); MLM
+    never selects any of them (as released) unless ``mlm_unk_mask_eligible`` (zoo's earlier behaviour: [UNK] and
+    [MASK] may be selected, only [CLS], [SEP] and padding are excluded)."""
 
     @classmethod
     def bench_init_args(cls, init_args: dict, demo_init_args: dict) -> tuple[dict, str]:
@@ -168,7 +175,8 @@ class SimVTPModule(TimmScheduled, LightningModule):
                  temperature: float = 0.05, normalize_target: bool = True, pool_padding: bool = True,
                  contrast_masked_inputs: bool = True, loss_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
                  pad_token_id: int = 0, cls_token_id: int = 101, sep_token_id: int = 102,
-                 mask_token_id: int = 103, init_from: str | None = None, text_init: str | None = None,
+                 mask_token_id: int = 103, unk_token_id: int = 100, mlm_unk_mask_eligible: bool = False,
+                 init_from: str | None = None, text_init: str | None = None,
                  lr: float | None = None, blr: float = 1.5e-4, min_blr: float = 1e-5, warmup_blr: float = 1e-6,
                  weight_decay: float = 0.05, betas: Sequence[float] = (0.9, 0.95), warmup_epochs: float = 40,
                  mlm_impl: str = "auto"):
@@ -217,8 +225,10 @@ class SimVTPModule(TimmScheduled, LightningModule):
         B = video.shape[0]
         if mask is None:
             mask = tube_mask(B, m.grid, hp.mask_ratio, generator=generator, device=video.device)
-        ids, labels = mask_text(input_ids, attention_mask, hp.mlm_probability, hp.mask_token_id,
-                                (hp.cls_token_id, hp.sep_token_id, hp.pad_token_id), generator,
+        special = (hp.cls_token_id, hp.sep_token_id, hp.pad_token_id)
+        if not hp.mlm_unk_mask_eligible:
+            special += (hp.unk_token_id, hp.mask_token_id)
+        ids, labels = mask_text(input_ids, attention_mask, hp.mlm_probability, hp.mask_token_id, special, generator,
                                 hp.mlm_replace_mask, hp.mlm_replace_random, hp.vocab_size)
         keep = None if hp.pool_padding else attention_mask
         # joint pass: MVM + MLM
