@@ -3,6 +3,7 @@ feature extraction to HDF5 with resume."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -18,6 +19,7 @@ from zoo.models.rsfd.model import (
     RSFD,
     CaptionDecoder,
     DivergentSemanticSupervisor,
+    DecoderLayer,
     Highway,
     HighwayEncoder,
     beam_search,
@@ -25,6 +27,8 @@ from zoo.models.rsfd.model import (
     greedy_decode,
     shifted_targets,
 )
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "rsfd"
 
 
 # ------------------------------------------------------------------------------------------------ FAD
@@ -375,3 +379,82 @@ def test_fit_validates_with_beam_search_and_caption_metrics(tmp_path):
     assert m.model.decoder.fad.token_counts[BOS] == 12  # the data module's train-split table reached FAD
     out = trainer.test(m, datamodule=dm, verbose=False)[0]
     assert 0.0 <= out["test/bleu1"] <= 1.0 and out["test/cider"] >= 0.0
+
+
+# ------------------------------------------------------------------------------------------------ beam golden
+class _TableStep:
+    """A decoder replaced by a fixed logit table ``logits[video, step, last token]`` (the golden's stand-in)."""
+
+    def __init__(self, logits, k):
+        self.logits, self.rows = logits, torch.arange(logits.shape[0]).repeat_interleave(k)
+
+    def select(self, rows, videos=None):
+        self.rows = self.rows[rows]
+
+    def __call__(self, seqs):
+        return self.logits[self.rows, seqs.shape[1] - 1, seqs[:, -1]]
+
+
+def test_beam_search_matches_the_release_beam_golden():
+    """tests/fixtures/rsfd/beam_release.safetensors: the release's models/Beam.py driven as models/Translator.py does,
+    on 60 videos' fixed logit tables (beam 5, max_len 7, alpha 1). Zoo's release rule returns the release's best
+    hypothesis and score wherever that is not the empty caption (<eos> alone), else the release's best non-empty one;
+    a video whose only finished hypothesis was the empty one gets a non-empty caption."""
+    from safetensors.torch import load_file
+
+    from zoo.models.rsfd.model import beam_decode
+
+    gold = load_file(str(FIXTURES / "beam_release.safetensors"))
+    logits = gold["logits"]
+    n, max_len = logits.shape[0], logits.shape[1] + 1
+    out = beam_decode(_TableStep(logits, 5), n, 5, max_len, 1.0, "release")
+    tokens = F.pad(out.tokens, (0, max_len - 1 - out.tokens.shape[1]))
+    has = ~gold["official_nonempty_score"].isnan()
+    assert int((gold["official_best"][:, 0] == EOS).sum()) == 3 and int((~has).sum()) == 1  # the empty cases
+    assert torch.equal(tokens[has], gold["official_nonempty"][has])
+    torch.testing.assert_close(out.scores[has].double(), gold["official_nonempty_score"][has], atol=1e-5, rtol=0)
+    nonempty_official = has & (gold["official_best"][:, 0] != EOS)
+    assert torch.equal(tokens[nonempty_official], gold["official_best"][nonempty_official])
+    assert (tokens[:, 0] != EOS).all() and (tokens != PAD).any(1).all()  # never an empty caption
+    old = beam_decode(_TableStep(logits, 5), n, 5, max_len, 1.0, "top_eos")
+    old_tokens = F.pad(old.tokens, (0, max_len - 1 - old.tokens.shape[1]))
+    differ = int((old_tokens[has] != gold["official_nonempty"][has]).any(1).sum())
+    assert differ == 25  # zoo's previous rule disagrees with the release on 25 of these 59 videos
+
+
+def test_beam_search_with_the_cache_equals_the_recomputed_search():
+    torch.manual_seed(0)
+    model = RSFD([6, 5], 30, 9, 3, d_model=16, num_heads=2, ffn_dim=32, num_layers=2).eval()
+    model.decoder.fad.token_counts.copy_(torch.randint(0, 400, (30,)).float())
+    model.decoder.fad_at_inference = True
+    feats, cat = [torch.randn(24, 3, 6), torch.randn(24, 2, 5)], torch.randint(0, 3, (24,))
+    with torch.no_grad():
+        for rule in ("release", "top_eos"):
+            for k in (1, 4):
+                a = beam_search(model, feats, cat, k, rule=rule)
+                b = beam_search(model, feats, cat, k, rule=rule, cache=False)
+                assert torch.equal(a.tokens, b.tokens)
+                torch.testing.assert_close(a.scores, b.scores, atol=1e-5, rtol=0)
+        a, b = greedy_decode(model, feats, cat), greedy_decode(model, feats, cat, cache=False)
+        assert torch.equal(a.tokens, b.tokens)
+    with pytest.raises(ValueError, match="beam rule"):
+        beam_search(model, feats, cat, 2, rule="first_eos")
+
+
+def test_decoder_applies_the_release_dropouts_five_per_pass_and_the_old_four_on_request():
+    """The release's BertOutput applies its dropout again after the FFN residual (models/bert.py): embedding, self-,
+    cross-attention, FFN, FFN residual = 5 dropout calls per one-layer decoder pass; ffn_residual_dropout=False: 4."""
+    for flag, calls in ((True, 5), (False, 4)):
+        dec = CaptionDecoder(20, max_len=6, d_model=8, num_heads=2, ffn_dim=16, dropout=0.5,
+                             ffn_residual_dropout=flag).train()
+        seen = []
+        for m in dec.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.register_forward_hook(lambda *a: seen.append(1))
+        dec(torch.tensor([[BOS, 7, 8, EOS]]), torch.randn(1, 3, 8))
+        assert len(seen) == calls
+    torch.manual_seed(0)
+    layer = DecoderLayer(8, 2, 16, dropout=0.5).train()
+    x, mem, keep = torch.randn(1, 3, 8), torch.randn(1, 2, 8), torch.ones(1, 3, 1)
+    kept = layer(x, mem, keep) != 0
+    assert 0 < kept.float().mean() < 0.8  # the whole residual sum is dropped element-wise, not only the FFN branch

@@ -134,30 +134,97 @@ class FrequencyDiffusion(nn.Module):
 
 
 # ================================================================================================ decoder
+class Attention(nn.Module):
+    """Multi-head attention as the release's ``BertSelfAttention`` + ``BertSelfOutput.dense`` (``models/bert.py``):
+    separate ``query`` / ``key`` / ``value`` projections (with bias), scaled dot product, softmax, attention dropout,
+    the output projection ``dense``. Masked scores are excluded (the release fills them with -1e7: the same softmax
+    in float32 for every row that keeps at least one key, which the ``<bos>`` key guarantees)."""
+
+    def __init__(self, d_model: int, num_heads: int, attn_dropout: float = 0.0):
+        super().__init__()
+        self.num_heads, self.attn_dropout = num_heads, attn_dropout
+        self.query = nn.Linear(d_model, d_model)
+        self.key = nn.Linear(d_model, d_model)
+        self.value = nn.Linear(d_model, d_model)
+        self.dense = nn.Linear(d_model, d_model)
+
+    def heads(self, x: Tensor) -> Tensor:
+        """(N, L, d) -> (N, h, L, d / h)."""
+        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+
+    def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.heads(self.key(x)), self.heads(self.value(x))
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Projected query rows x (N, Lq, d) against head-split keys/values (N, h, Lk, d/h); ``mask`` (N or 1, 1 or
+        Lq, Lk) bool, True = attend -> (N, Lq, d) after ``dense``."""
+        mask = None if mask is None else mask[:, None]
+        drop = self.attn_dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(self.heads(self.query(q)), k, v, attn_mask=mask, dropout_p=drop)
+        return self.dense(out.transpose(1, 2).flatten(2))
+
+    def forward(self, x: Tensor, context: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.attend(x, *self.keys_values(context), mask)
+
+
 class DecoderLayer(nn.Module):
-    """One layer of the release's ``BertDecoder`` with ``with_layernorm=False``: causal self-attention (+ residual),
-    cross-attention to the memory (+ residual), FFN d -> ffn -> d with tanh-GELU (``gelu_new``) (+ residual); every
-    sub-block's output projection is followed by dropout, and rows of padded inputs are zeroed after each sub-block."""
+    """One layer of the release's ``BertDecoder`` / ``BertLayer`` with ``with_layernorm=False``: causal self-attention
+    (+ residual), cross-attention to the memory (+ residual), FFN d -> ffn -> d with tanh-GELU (``gelu_new``)
+    (+ residual); every sub-block's output projection is followed by dropout, rows of padded inputs are zeroed after
+    each sub-block, and the release's ``BertOutput`` applies the dropout once more to the FFN's residual sum
+    (``ffn_residual_dropout``: 5 dropouts per decoder pass, embedding included, as released; False: 4, zoo's old
+    layer)."""
 
     def __init__(self, d_model: int = 512, num_heads: int = 8, ffn_dim: int = 2048, dropout: float = 0.5,
-                 attn_dropout: float = 0.0):
+                 attn_dropout: float = 0.0, ffn_residual_dropout: bool = True):
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, num_heads, dropout=attn_dropout, batch_first=True)
-        self.cross_attn = nn.MultiheadAttention(d_model, num_heads, dropout=attn_dropout, batch_first=True)
+        self.self_attn = Attention(d_model, num_heads, attn_dropout)
+        self.cross_attn = Attention(d_model, num_heads, attn_dropout)
         self.ffn_in = nn.Linear(d_model, ffn_dim)
         self.ffn_out = nn.Linear(ffn_dim, d_model)
         self.dropout = nn.Dropout(dropout)
+        self.ffn_residual_dropout = ffn_residual_dropout
 
-    def forward(self, x: Tensor, memory: Tensor, keep: Tensor) -> Tensor:
-        """x (B, L, d), memory (B, M, d), keep (B, L, 1) float (0 on padded inputs) -> (B, L, d)."""
-        n = x.shape[1]
-        causal = torch.ones(n, n, dtype=torch.bool, device=x.device).triu(1)
-        h = self.self_attn(x, x, x, attn_mask=causal, need_weights=False)[0]
-        x = (x + self.dropout(h)) * keep
-        h = self.cross_attn(x, memory, memory, need_weights=False)[0]
+    def _after_attention(self, x: Tensor, memory_kv: tuple[Tensor, Tensor], keep: Tensor,
+                         groups: int = 1) -> Tensor:
+        """Cross-attention (+ residual) and FFN (+ residual) of rows x (N, L, d); ``memory_kv`` holds the memory's
+        keys/values per video (N / groups, h, M, d/h): the ``groups`` consecutive rows of one video (its beams)
+        share them instead of a copy each."""
+        if groups == 1:
+            h = self.cross_attn.attend(x, *memory_kv)
+        else:  # (N, 1, d) -> (N / groups, groups, d): a video's beams are its query rows
+            h = self.cross_attn.attend(x.view(-1, groups, x.shape[-1]), *memory_kv).view_as(x)
         x = (x + self.dropout(h)) * keep
         h = self.ffn_out(F.gelu(self.ffn_in(x), approximate="tanh"))
-        return (x + self.dropout(h)) * keep
+        x = x + self.dropout(h)
+        if self.ffn_residual_dropout:
+            x = self.dropout(x)
+        return x * keep
+
+    def forward(self, x: Tensor, memory: Tensor, keep: Tensor) -> Tensor:
+        """x (B, L, d), memory (B, M, d), keep (B, L, 1) float (0 on padded inputs) -> (B, L, d). Self-attention is
+        causal and skips padded keys (the release's ``get_subsequent_mask`` + ``get_attn_key_pad_mask``)."""
+        n = x.shape[1]
+        causal = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+        mask = causal[None] & keep.transpose(1, 2).bool()  # (B, L, L): query row, key column
+        h = self.self_attn(x, x, mask)
+        x = (x + self.dropout(h)) * keep
+        return self._after_attention(x, self.cross_attn.keys_values(memory), keep)
+
+    def step(self, x: Tensor, cache: dict, memory_kv: tuple[Tensor, Tensor], keep: Tensor, groups: int) -> Tensor:
+        """One new position per row: x (N, 1, d) -> (N, 1, d). ``cache`` holds this layer's self-attention keys and
+        values of the earlier positions ("k", "v": (N, h, t, d/h)) and which were not padding ("keep": (N, t)); the
+        new position's are appended. Same values as :meth:`forward` on the whole prefix, without recomputing it."""
+        k, v = self.self_attn.keys_values(x)
+        if "k" in cache:
+            k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
+            key_keep = torch.cat([cache["keep"], keep[:, :, 0].bool()], 1)
+        else:
+            key_keep = keep[:, :, 0].bool()
+        cache.update(k=k, v=v, keep=key_keep)
+        h = self.self_attn.attend(x, k, v, key_keep[:, None])
+        x = (x + self.dropout(h)) * keep
+        return self._after_attention(x, memory_kv, keep, groups)
 
 
 class CaptionDecoder(nn.Module):
@@ -166,7 +233,7 @@ class CaptionDecoder(nn.Module):
 
     def __init__(self, vocab_size: int, max_len: int, num_categories: int = 0, d_model: int = 512, num_heads: int = 8,
                  ffn_dim: int = 2048, num_layers: int = 1, dropout: float = 0.5, fad_threshold: float = 200.0,
-                 fad: bool = True, fad_at_inference: bool = False):
+                 fad: bool = True, fad_at_inference: bool = False, ffn_residual_dropout: bool = True):
         super().__init__()
         self.word = nn.Embedding(vocab_size, d_model, padding_idx=PAD)
         self.position = nn.Embedding(max_len, d_model)
@@ -175,17 +242,26 @@ class CaptionDecoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fad = FrequencyDiffusion(vocab_size, fad_threshold)
         self.use_fad, self.fad_at_inference = fad, fad_at_inference
-        self.layers = nn.ModuleList(DecoderLayer(d_model, num_heads, ffn_dim, dropout) for _ in range(num_layers))
+        self.layers = nn.ModuleList(DecoderLayer(d_model, num_heads, ffn_dim, dropout,
+                                                 ffn_residual_dropout=ffn_residual_dropout)
+                                    for _ in range(num_layers))
         self.max_len = max_len
 
     def fad_active(self) -> bool:
         return self.use_fad and (self.training or self.fad_at_inference)
 
-    def embed(self, tokens: Tensor, category: Tensor | None = None) -> Tensor:
-        if tokens.shape[1] > self.max_len:
-            raise ValueError(f"{tokens.shape[1]} decoder positions, the position table has {self.max_len} (max_len)")
-        table = self.fad(self.word.weight) if self.fad_active() else self.word.weight
-        pos = torch.arange(tokens.shape[1], device=tokens.device)
+    def word_table(self) -> Tensor:
+        """The word-embedding table the inputs read: FAD's diffused table while FAD is active, else the plain one."""
+        return self.fad(self.word.weight) if self.fad_active() else self.word.weight
+
+    def embed(self, tokens: Tensor, category: Tensor | None = None, start: int = 0,
+              table: Tensor | None = None) -> Tensor:
+        """tokens (N, L) at positions ``start .. start + L - 1`` -> (N, L, d)."""
+        if start + tokens.shape[1] > self.max_len:
+            raise ValueError(f"{start + tokens.shape[1]} decoder positions, the position table has {self.max_len} "
+                             "(max_len)")
+        table = self.word_table() if table is None else table
+        pos = torch.arange(start, start + tokens.shape[1], device=tokens.device)
         x = F.embedding(tokens, table, padding_idx=PAD) + self.position(pos)[None]
         if self.category is not None:
             if category is None:
@@ -208,11 +284,11 @@ class RSFD(nn.Module):
     def __init__(self, in_features: list[int], vocab_size: int, max_len: int, num_categories: int = 0,
                  d_model: int = 512, num_heads: int = 8, ffn_dim: int = 2048, num_layers: int = 1,
                  encoder_dropout: float = 0.5, dropout: float = 0.5, fad: bool = True, fad_threshold: float = 200.0,
-                 fad_at_inference: bool = False):
+                 fad_at_inference: bool = False, ffn_residual_dropout: bool = True):
         super().__init__()
         self.encoder = HighwayEncoder(list(in_features), d_model, encoder_dropout)
         self.decoder = CaptionDecoder(vocab_size, max_len, num_categories, d_model, num_heads, ffn_dim, num_layers,
-                                      dropout, fad_threshold, fad, fad_at_inference)
+                                      dropout, fad_threshold, fad, fad_at_inference, ffn_residual_dropout)
         self.vocab_proj = nn.Linear(d_model, vocab_size, bias=False)
 
     def encode(self, feats: list[Tensor]) -> Tensor:
@@ -223,11 +299,61 @@ class RSFD(nn.Module):
         return self.vocab_proj(hidden), hidden
 
     def next_logits(self, tokens: Tensor, memory: Tensor, category: Tensor | None = None) -> Tensor:
-        """Logits of the word after each prefix (N, |V|): the vocabulary projection of the last position only."""
+        """Logits of the word after each prefix (N, |V|): the whole prefix re-run, the last position projected."""
         return self.vocab_proj(self.decoder(tokens, memory, category)[:, -1])
 
     def forward(self, feats: list[Tensor], tokens: Tensor, category: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.logits(tokens, self.encode(feats), category)
+
+
+class CachedStepper:
+    """Incremental decoding with a key/value cache: ``__call__(seqs (N, t)) -> logits (N, |V|)`` of the word after
+    each prefix, feeding only the newest token (``seqs[:, -1]``, at position t - 1). The memory's cross-attention keys
+    and values are computed once per video and shared by its ``groups`` rows (beams); the self-attention keys/values
+    of earlier positions are kept per row. :meth:`select` follows the search: ``rows`` picks (and reorders) the rows
+    that continue (beam back-pointers, finished videos dropped), ``videos`` the videos they belong to. Outputs equal
+    :meth:`RSFD.next_logits` on the whole prefix."""
+
+    def __init__(self, model: RSFD, memory: Tensor, category: Tensor | None, groups: int):
+        dec = model.decoder
+        self.model, self.groups = model, groups
+        self.table = dec.word_table()  # FAD (when active) diffuses the table once per search, not per step
+        self.memory_kv = [layer.cross_attn.keys_values(memory) for layer in dec.layers]
+        self.category = _repeat(category, groups)
+        self.caches: list[dict] = [{} for _ in dec.layers]
+
+    def select(self, rows: Tensor, videos: Tensor | None = None) -> None:
+        for cache in self.caches:
+            for key in cache:
+                cache[key] = cache[key][rows]
+        if videos is not None:
+            self.memory_kv = [(k[videos], v[videos]) for k, v in self.memory_kv]
+        if self.category is not None:
+            self.category = self.category[rows]
+
+    def __call__(self, seqs: Tensor) -> Tensor:
+        dec = self.model.decoder
+        tokens = seqs[:, -1:]
+        x = dec.embed(tokens, self.category, start=seqs.shape[1] - 1, table=self.table)
+        keep = (tokens != PAD).unsqueeze(-1).to(x.dtype)
+        for layer, cache, mkv in zip(dec.layers, self.caches, self.memory_kv):
+            x = layer.step(x, cache, mkv, keep, self.groups)
+        return self.model.vocab_proj(x[:, 0])
+
+
+class RecomputeStepper:
+    """The uncached step (any network with ``next_logits``): the whole prefix re-run every step."""
+
+    def __init__(self, model, memory: Tensor, category: Tensor | None, groups: int):
+        self.model, self.memory, self.category = model, _repeat(memory, groups), _repeat(category, groups)
+
+    def select(self, rows: Tensor, videos: Tensor | None = None) -> None:
+        self.memory = self.memory[rows]
+        if self.category is not None:
+            self.category = self.category[rows]
+
+    def __call__(self, seqs: Tensor) -> Tensor:
+        return self.model.next_logits(seqs, self.memory, self.category)
 
 
 # ================================================================================================ DSS
@@ -282,79 +408,165 @@ class Decoded:
     scores: Tensor  # (B,) sum of log-probabilities / length^alpha
 
 
+BEAM_RULES = ("release", "top_eos")
+_DEAD = -1e20  # the release's score for every continuation of a finished hypothesis (models/Beam.py)
+
+
 def _repeat(x: Tensor | None, k: int) -> Tensor | None:
     return None if x is None else x.repeat_interleave(k, dim=0)
 
 
+def _stepper(model, memory: Tensor, category: Tensor | None, groups: int, cache: bool):
+    if cache and isinstance(model, RSFD):
+        return CachedStepper(model, memory, category, groups)
+    return RecomputeStepper(model, memory, category, groups)
+
+
 def beam_search(model: RSFD, feats: list[Tensor], category: Tensor | None = None, beam_size: int = 5,
-                max_len: int | None = None, alpha: float = 1.0) -> Decoded:
-    """Batched beam search (the release's ``Translator`` / OpenNMT ``Beam``): every batch item keeps ``beam_size``
-    hypotheses; a hypothesis that emits ``<eos>`` is finished (scored sum log p / length^alpha, length counting
-    ``<eos>``) and stops expanding; an item is done once its best-scoring live beam has just finished; at
-    ``max_len`` the live beams join the finished ones. The best finished hypothesis (normalised score) is returned.
-    Runs under autograd when enabled (the scores are differentiable). No key/value cache: the one-layer decoder is
-    re-run on each prefix, and only the last position is projected to the vocabulary."""
+                max_len: int | None = None, alpha: float = 1.0, rule: str = "release", cache: bool = True) -> Decoded:
+    """Batched beam search with the release's ``Translator`` / ``Beam`` (``models/Beam.py``); see
+    :func:`beam_decode` for the rules. ``cache`` (default) decodes incrementally with a key/value cache
+    (:class:`CachedStepper`); ``False`` re-runs the decoder on every prefix (same outputs, slower)."""
     max_len = max_len or model.decoder.max_len
     memory = model.encode(feats)
-    b, k, dev = memory.shape[0], beam_size, memory.device
-    memory, category = _repeat(memory, k), _repeat(category, k)
-    seqs = torch.full((b * k, 1), BOS, dtype=torch.long, device=dev)
-    scores = torch.zeros(b, k, device=dev, dtype=memory.dtype)
-    scores[:, 1:] = float("-inf")  # all beams start equal: expand only the first
-    alive = torch.ones(b, k, dtype=torch.bool, device=dev)
-    done = torch.zeros(b, dtype=torch.bool, device=dev)
-    best_score = torch.full((b,), float("-inf"), device=dev, dtype=memory.dtype)
-    best_seq = torch.full((b, max_len), PAD, dtype=torch.long, device=dev)
-    for step in range(1, max_len):  # positions 1..max_len-1 (position 0 holds <bos>)
-        logp = F.log_softmax(model.next_logits(seqs, memory, category).float(), dim=-1).to(scores.dtype).view(b, k, -1)
+    step = _stepper(model, memory, category, beam_size, cache)
+    return beam_decode(step, memory.shape[0], beam_size, max_len, alpha, rule, memory.device)
+
+
+def beam_decode(step, batch: int, beam_size: int, max_len: int, alpha: float = 1.0, rule: str = "release",
+                device=None) -> Decoded:
+    """Beam search over ``batch`` videos, ``beam_size`` hypotheses each. ``step(seqs (N, t)) -> logits (N, |V|)``
+    scores the word after every live prefix (rows video-major, ``beam_size`` per video) and ``step.select(rows,
+    videos)`` follows the back-pointers and drops finished videos (:class:`CachedStepper`).
+
+    The first step expands ``<bos>`` once; afterwards a hypothesis that ended in ``<eos>`` gets no continuation
+    (score -1e20 as released) and the ``beam_size`` best continuations of the others are kept. ``rule``:
+
+    - ``"release"`` (default, the release's active rule in ``models/Beam.py``): each new hypothesis ending in
+      ``<eos>`` (in beam order) is recorded as finished with its summed log-probability and length t (``<eos>``
+      counted); a video is done once ``beam_size`` are recorded. At ``max_len`` a video with no finished hypothesis
+      records its live ones (a video with some keeps only those). The answer is the finished hypothesis with the best
+      score / t^alpha (the first recorded among ties).
+    - ``"top_eos"`` (zoo's previous rule, the release's commented-out one): a video is done as soon as its
+      best-scoring hypothesis ends in ``<eos>``; every hypothesis ending in ``<eos>`` before that competes, and at
+      ``max_len`` the live ones join.
+
+    Never an empty caption: ``<eos>`` as the first word is recorded (the release counts it) but never returned; a
+    video whose only finished hypothesis is that one is not done, and at ``max_len`` it takes its live hypotheses (the
+    release would return the empty caption). With ``beam_size`` 1 the first word is never ``<eos>``."""
+    if rule not in BEAM_RULES:
+        raise ValueError(f"beam rule {rule!r}: one of {', '.join(BEAM_RULES)}")
+    k, cap = beam_size, 2 * beam_size
+    seqs = torch.full((batch * k, 1), BOS, dtype=torch.long, device=device)
+    scores = torch.zeros(batch, k, device=device)
+    active = torch.arange(batch, device=device)  # the videos still searching, in row order
+    fin_score = torch.full((batch, cap), float("-inf"), device=device, dtype=torch.float64)
+    fin_len = torch.ones(batch, cap, device=device, dtype=torch.float64)
+    fin_seq = torch.full((batch, cap, max_len), PAD, dtype=torch.long, device=device)
+    n_fin = torch.zeros(batch, dtype=torch.long, device=device)  # recorded (the release's count, empty included)
+    n_ok = torch.zeros(batch, dtype=torch.long, device=device)  # recorded and not empty
+
+    def record(mask: Tensor, top: Tensor, seq: Tensor, t: int) -> None:
+        """Record the (video row, beam) pairs of ``mask`` as finished hypotheses of length t."""
+        vid = active[:, None].expand_as(mask)
+        slot = n_fin[active][:, None] + mask.long().cumsum(1) - 1
+        i, j = mask.nonzero(as_tuple=True)
+        v, s = vid[i, j], slot[i, j]
+        fin_score[v, s] = top[i, j].double()
+        fin_len[v, s] = float(t)
+        fin_seq[v, s, :t] = seq[i, j, 1:]
+        n_fin.index_add_(0, active, mask.sum(1))
+        n_ok.index_add_(0, active, (mask.sum(1) if t > 1 else torch.zeros_like(n_fin[active])))
+
+    for t in range(1, max_len):  # the word at position t (position 0 holds <bos>)
+        n = active.numel()
+        logp = F.log_softmax(step(seqs).float(), dim=-1).view(n, k, -1)
         v = logp.shape[-1]
-        cand = (scores.masked_fill(~alive, float("-inf"))[..., None] + logp).view(b, k * v)
+        if t == 1:
+            cand = logp[:, 0].clone()  # all beams hold the same <bos>: expand one
+            if k == 1:
+                cand[:, EOS] = float("-inf")
+        else:
+            cand = scores[..., None] + logp
+            cand = cand.masked_fill((seqs[:, -1] == EOS).view(n, k, 1), _DEAD).view(n, k * v)
         top, idx = cand.topk(k, dim=1)
         beam, word = idx // v, idx % v
-        seqs = torch.cat([seqs.view(b, k, -1).gather(1, beam[..., None].expand(-1, -1, seqs.shape[1])),
-                          word[..., None]], dim=2).view(b * k, -1)
+        back = (torch.arange(n, device=device)[:, None] * k + beam).view(-1)
+        seqs = torch.cat([seqs[back], word.view(-1, 1)], dim=1)
         scores = top
-        finished = (word == EOS) & torch.isfinite(top) & ~done[:, None]
-        last = step == max_len - 1
-        closing = (finished | (last & torch.isfinite(top) & ~done[:, None]))
-        length = torch.full_like(top, step)
-        norm = top / length.pow(alpha)
-        norm = norm.masked_fill(~closing, float("-inf"))
-        cand_best, cand_idx = norm.max(dim=1)
-        better = cand_best > best_score
-        if bool(better.any()):
-            chosen = seqs.view(b, k, -1)[torch.arange(b, device=dev), cand_idx][:, 1:]  # drop <bos>
-            row = torch.full((b, max_len), PAD, dtype=torch.long, device=dev)
-            row[:, :chosen.shape[1]] = chosen
-            best_seq = torch.where(better[:, None], row, best_seq)
-            best_score = torch.where(better, cand_best, best_score)
-        alive = ~(word == EOS) & torch.isfinite(top)
-        done = done | (word[:, 0] == EOS)  # the top beam has just finished (OpenNMT's stopping rule)
+        seq3 = seqs.view(n, k, -1)
+        last = t == max_len - 1
+        eos = word == EOS
+        if rule == "release":
+            record(eos & (n_fin[active][:, None] + eos.long().cumsum(1) <= k), top, seq3, t)
+            done = (n_fin[active] >= k) & (n_ok[active] > 0)
+            if last:
+                none = n_ok[active] == 0
+                record(none[:, None] & ~eos, top, seq3, t)
+                done = torch.ones_like(done)
+        else:
+            closing = eos | last
+            if t == 1:
+                closing = closing & ~eos  # the empty caption never closes
+            norm = (top.double() / float(t) ** alpha).masked_fill(~closing, float("-inf"))
+            best, at = norm.max(dim=1)
+            better = best > fin_score[active, 0]
+            if bool(better.any()):
+                rows = better.nonzero().squeeze(1)
+                fin_score[active[rows], 0] = best[rows]
+                fin_len[active[rows], 0] = 1.0  # the normalised score is stored
+                fin_seq[active[rows], 0, :t] = seq3[rows, at[rows], 1:]
+                fin_seq[active[rows], 0, t:] = PAD
+            done = (eos[:, 0] & torch.isfinite(fin_score[active, 0])) | last
         if bool(done.all()):
             break
-    width = int((best_seq != PAD).sum(1).max().clamp(min=1))
-    return Decoded(best_seq[:, :width], best_score)
+        if bool(done.any()):
+            keep = (~done).nonzero().squeeze(1)
+            rows = (keep[:, None] * k + torch.arange(k, device=device)).view(-1)
+            step.select(back.view(n, k)[keep].view(-1), keep)
+            seqs, scores, active = seqs[rows], scores[keep], active[keep]
+        else:
+            step.select(back)
+    norm = fin_score / fin_len.pow(alpha) if rule == "release" else fin_score
+    norm = norm.masked_fill(fin_seq[..., 0] == EOS, float("-inf"))  # the empty caption is never the answer
+    best, at = norm.max(dim=1)  # the first among equals, as the release's stable sort
+    out = fin_seq[torch.arange(batch, device=device), at]
+    return Decoded(out[:, :_width(out)], best.float())
+
+
+def _width(tokens: Tensor) -> int:
+    """Columns up to the last non-pad token of any row (a generated ``<pad>`` may sit inside a caption)."""
+    pos = torch.arange(1, tokens.shape[1] + 1, device=tokens.device)
+    return int(((tokens != PAD) * pos).max().clamp(min=1)) if tokens.numel() else 1
 
 
 def greedy_decode(model: RSFD, feats: list[Tensor], category: Tensor | None = None,
-                  max_len: int | None = None) -> Decoded:
-    """Argmax decoding (for tests and quick checks): stops per item at ``<eos>``; score = sum log p (alpha 0)."""
+                  max_len: int | None = None, cache: bool = True) -> Decoded:
+    """Argmax decoding (for tests, quick checks and the speed baseline): stops per video at ``<eos>`` (never as the
+    first word); score = sum log p (alpha 0); key/value-cached like :func:`beam_search`."""
     max_len = max_len or model.decoder.max_len
     memory = model.encode(feats)
     b, dev = memory.shape[0], memory.device
+    step = _stepper(model, memory, category, 1, cache)
     seqs = torch.full((b, 1), BOS, dtype=torch.long, device=dev)
+    out = torch.full((b, max_len - 1), PAD, dtype=torch.long, device=dev)
     score = torch.zeros(b, device=dev)
-    ended = torch.zeros(b, dtype=torch.bool, device=dev)
-    for _ in range(1, max_len):
-        logp = F.log_softmax(model.next_logits(seqs, memory, category).float(), dim=-1)
+    active = torch.arange(b, device=dev)
+    for t in range(1, max_len):
+        logp = F.log_softmax(step(seqs).float(), dim=-1)
+        if t == 1:
+            logp[:, EOS] = float("-inf")
         val, word = logp.max(dim=-1)
-        score = score + val.masked_fill(ended, 0.0)
-        word = word.masked_fill(ended, PAD)
+        score[active] += val
+        out[active, t - 1] = word
         seqs = torch.cat([seqs, word[:, None]], dim=1)
-        ended = ended | (word == EOS)
+        ended = word == EOS
         if bool(ended.all()):
             break
-    return Decoded(seqs[:, 1:], score)
+        keep = (~ended).nonzero().squeeze(1)
+        step.select(keep, keep)
+        seqs, active = seqs[keep], active[keep]
+    return Decoded(out[:, :_width(out)], score)
 
 
 def build(size: str, **overrides) -> RSFD:

@@ -10,11 +10,13 @@ Objective (spec §2.5/§2.6; the executable DSS of the release's compiled ``misc
 - L_o: the same NLL for the DSS head of offset o, predicting y_{t+o} from the state at t (``model.shifted_targets``);
   lambda = ``dss_weight`` (0.3), w = ``dss_window`` (2 as released; 3 in the paper's figure). ``dss=False`` drops it.
 
-Evaluation: beam search (``beam_size`` 5, ``length_alpha`` 1.0) per video, BLEU-1..4 / METEOR / ROUGE-L / CIDEr
-through pycocoevalcap against all references of the video (``zoo.metrics.captioning``), logged as ``val/*`` and
-``test/*`` (fractions). Model selection as the release's ``standard`` rule (``misc/logger.py``): an epoch replaces the
-kept one when sum_k m_k / kept_k > K over ``selection_metrics`` (BLEU-4, METEOR, CIDEr); ``val/kept_epoch`` (the epoch
-of the kept evaluation, + 1) rises exactly when it does, so ``ModelCheckpoint(monitor="val/kept_epoch", mode="max")``
+Evaluation: beam search (``beam_size`` 5, ``length_alpha`` 1.0, ``beam_rule`` "release": the released
+``models/Beam.py`` termination, see ``model.beam_decode``; ``decode_cache`` keeps a key/value cache) per video,
+BLEU-1..4 / METEOR / ROUGE-L / CIDEr through pycocoevalcap against all references of the video
+(``zoo.metrics.captioning``), logged as ``val/*`` and ``test/*`` (fractions). Model selection as the release's
+``standard`` rule (``misc/logger.py``): an epoch replaces the kept one when sum_k m_k / kept_k > K over
+``selection_metrics`` (BLEU-4, METEOR, CIDEr); ``val/kept_epoch`` (the epoch of the kept evaluation, + 1) rises
+exactly when it does, so ``ModelCheckpoint(monitor="val/kept_epoch", mode="max")``
 keeps the release's choice; ``val/kept_*`` hold its metrics.
 
 Optimiser: Adam (lr 5e-4, weight decay 5e-4), lr <- max(5e-5, 0.9 lr) per epoch; gradient clipping by value 5 is
@@ -32,6 +34,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from zoo.errors import UserError, check_positive
 from zoo.models.rsfd.model import (
+    BEAM_RULES,
     EOS,
     PAD,
     RSFD,
@@ -77,8 +80,10 @@ class RSFDModule(LightningModule):
                  num_categories: int = 20, d_model: int = 512, num_heads: int = 8, ffn_dim: int = 2048,
                  num_layers: int = 1, encoder_dropout: float = 0.5, dropout: float = 0.5,
                  fad: bool = True, fad_threshold: float = 200.0, fad_at_inference: bool = False,
+                 ffn_residual_dropout: bool = True,
                  dss: bool = True, dss_window: int = 2, dss_weight: float = 0.3, dss_shared_vocab_proj: bool = True,
-                 beam_size: int = 5, length_alpha: float = 1.0, lr: float = 5e-4, weight_decay: float = 5e-4,
+                 beam_size: int = 5, length_alpha: float = 1.0, beam_rule: str = "release", decode_cache: bool = True,
+                 lr: float = 5e-4, weight_decay: float = 5e-4,
                  lr_decay: float = 0.9, min_lr: float = 5e-5,
                  selection_metrics: list[str] = ("bleu4", "meteor", "cider"), tokenize: bool = True,
                  meteor: bool = True, example_steps: int = 8, log_baseline: bool = False):
@@ -101,6 +106,9 @@ class RSFDModule(LightningModule):
         if max_len < 3:
             raise UserError(f"max_len={max_len}: a caption needs <bos>, a word and <eos>; use 30 (MSR-VTT) or 20 "
                             "(MSVD)")
+        if beam_rule not in BEAM_RULES:
+            raise UserError(f"beam_rule={beam_rule!r}: one of {', '.join(BEAM_RULES)} (release: the released "
+                            "models/Beam.py; top_eos: stop when the best hypothesis ends)")
         if num_categories < 0 or dss_window < 1 or dss_weight < 0:
             raise UserError("num_categories must be >= 0, dss_window >= 1 and dss_weight >= 0")
         from zoo.metrics.captioning import METRIC_KEYS
@@ -111,7 +119,8 @@ class RSFDModule(LightningModule):
                             "(meteor only with meteor: true)")
         self.save_hyperparameters()
         self.model = RSFD(in_features, vocab_size, max_len, num_categories, d_model, num_heads, ffn_dim,
-                          num_layers, encoder_dropout, dropout, fad, fad_threshold, fad_at_inference)
+                          num_layers, encoder_dropout, dropout, fad, fad_threshold, fad_at_inference,
+                          ffn_residual_dropout)
         # training-only heads: not part of the inference network (self.model), dropped at export-free inference
         self.dss = DivergentSemanticSupervisor(d_model, vocab_size, dss_window, dss_shared_vocab_proj) if dss else None
         self.example_input_array = self._example(example_steps)
@@ -171,7 +180,8 @@ class RSFDModule(LightningModule):
     # ------------------------------------------------------------------------------------------ objective
     def forward(self, feats: list[torch.Tensor], category: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         out = beam_search(self.model, modalities(feats), category if self.hparams.num_categories else None,
-                          self.hparams.beam_size, alpha=self.hparams.length_alpha)
+                          self.hparams.beam_size, alpha=self.hparams.length_alpha, rule=self.hparams.beam_rule,
+                          cache=self.hparams.decode_cache)
         return {"tokens": out.tokens, "scores": out.scores}
 
     def losses(self, batch) -> dict[str, torch.Tensor]:
