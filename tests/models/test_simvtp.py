@@ -469,3 +469,35 @@ def test_released_initialisation_videomae_folder_and_bert_embeddings(tmp_path):
     assert torch.equal(big.text_embeddings.word_embeddings.weight, minilm[key])
     with pytest.raises(ValueError, match="no encoder block"):
         load_pretraining_init(SimVTPPretrainModel(**dict(TINY_PT, embed_dim=64)), str(tmp_path / "videomae"), None)
+
+
+# ---------------------------------------------------------------------------------------------- golden (official)
+GOLDEN = Path(__file__).parent.parent / "fixtures" / "simvtp"
+
+
+def test_encoder_and_decoder_match_the_official_videomae_modules():
+    """Golden outputs of MCG-NJU/VideoMAE ``modeling_pretrain.PretrainVisionTransformer`` (encoder tokens at the
+    visible tubelets, decoder pixels at the masked ones) and ``modeling_finetune.VisionTransformer`` (mean pooling +
+    ``fc_norm``) at a tiny size (tests/fixtures/simvtp/README.md); compared at float32 tolerance."""
+    from safetensors.torch import load_file
+
+    from zoo.models.simvtp.convert import convert_state_dict
+
+    io = load_file(GOLDEN / "videomae_io.safetensors")
+    size = dict(img_size=16, patch_size=8, num_frames=16, tubelet_size=2, embed_dim=32, depth=2, num_heads=2,
+                vocab_size=30, max_text_len=8)
+    pre = SimVTPPretrainModel(**size, decoder_dim=16, decoder_depth=1, decoder_heads=2).eval()
+    missing, unexpected = pre.load_state_dict(
+        convert_state_dict(load_file(GOLDEN / "videomae_pretrain_weights.safetensors")), strict=False)
+    assert not unexpected and all(k.startswith(("text_", "vtm_head")) for k in missing), missing
+    with torch.no_grad():
+        enc = pre.encode_video(io["video"], io["mask"])
+        torch.testing.assert_close(enc, io["encoder_out"], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(pre.reconstruct(enc, io["mask"]), io["decoder_out"], rtol=1e-5, atol=1e-5)
+    dual = SimVTPDualEncoder(**size, drop_path_rate=0.0).eval()
+    ft = {f"video_encoder.{k}": v for k, v in load_file(GOLDEN / "videomae_finetune_weights.safetensors").items()
+          if not k.startswith("head.")}
+    missing, unexpected = dual.load_state_dict(ft, strict=False)
+    assert not unexpected and all(k.startswith("text_encoder.") for k in missing), missing
+    with torch.no_grad():
+        torch.testing.assert_close(dual.encode_video(io["video"]), io["finetune_pooled"], rtol=1e-5, atol=1e-5)
