@@ -2,13 +2,20 @@
 logit-scale clamp, weight-decay groups, zero-shot classifier and retrieval, and a short end-to-end fit."""
 from __future__ import annotations
 
+import argparse
+import copy
+import datetime
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from zoo.errors import UserError
+from zoo.models.aclip.convert import to_official_state_dict as convert_to_release
 from zoo.models.aclip.masking import (
     attentive_keep,
     cells_kept,
@@ -351,3 +358,177 @@ def test_training_step_of_both_objectives():
     assert torch.isfinite(loss) and clip.model.visual.blocks[0].attn.qkv.weight.grad is not None
     assert not any(p.requires_grad for p in clip.model.image_mlp.parameters())  # plain CLIP trains no head
     assert clip.model.eval_towers == "online" and aclip.model.eval_towers == "ema"
+
+
+# ---------------------------------------------------------------------------------------------- release parity
+# Golden tensors from microsoft/A-CLIP@0e51942 (models.py, losses.py) run on CPU: tests/fixtures/aclip/README.md.
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "aclip"
+GOLDEN_SIZE = dict(img_size=224, patch_size=16, vision_width=16, vision_depth=2, vision_heads=2, embed_dim=16,
+                   context_length=8, vocab_size=64, text_width=16, text_heads=2, text_layers=1, ssl_mlp_dim=32,
+                   ssl_emb_dim=8, byol_hidden_dim=32, byol_dim=8)
+ATOL = 1e-5
+
+
+def _release_checkpoint(path: Path) -> Path:
+    """The release's tiny state dict saved as main.py saves it (DDP 'module.' prefix, optimizer, scaler, args)."""
+    state = load_file(FIXTURES / "release_tiny_state.safetensors")
+    params = [torch.nn.Parameter(v.clone()) for k, v in state.items() if v.is_floating_point()][:3]
+    opt = torch.optim.AdamW(params, lr=5e-4)
+    sum(p.sum() for p in params).backward()
+    opt.step()
+    ckpt = {"epoch": 3, "state_dict": {f"module.{k}": v for k, v in state.items()}, "optimizer": opt.state_dict(),
+            "scaler": {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+                       "_growth_tracker": 0},
+            "best_acc": 12.5, "args": argparse.Namespace(model="ACLIP_VITB16", mask_ratio=0.5, lr=5e-4,
+                                                         output_dir="./output", betas=(0.9, 0.98))}
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return load_file(FIXTURES / "golden.safetensors")
+
+
+@pytest.fixture(scope="module")
+def release_net(tmp_path_factory):
+    from zoo.hub import load_weights_strict
+    from zoo.models.aclip.convert import read_official
+
+    path = _release_checkpoint(tmp_path_factory.mktemp("aclip") / "checkpoint_best.pt")
+    module = ACLIPModule(**GOLDEN_SIZE)
+    load_weights_strict(module.model, read_official(path), str(path))
+    return module
+
+
+def _views(golden):
+    return golden["base"].repeat_interleave(8, -1).repeat_interleave(8, -2)  # (3, B, 3, 224, 224), as produced
+
+
+def _close(name, ours, theirs, atol=ATOL):
+    delta = (ours.float() - theirs.float()).abs().max().item()
+    assert delta <= atol, f"{name}: max |delta| vs the release {delta:.3g} > {atol}"
+    return delta
+
+
+def test_release_checkpoint_format_reads_safely_and_converts_strictly(tmp_path):
+    from zoo.convert import read_release
+    from zoo.models.aclip.convert import convert_state_dict, read_official, to_official_state_dict
+
+    path = _release_checkpoint(tmp_path / "checkpoint.pt")
+    raw = read_release(path)
+    assert set(raw) == {"epoch", "state_dict", "optimizer", "scaler", "best_acc", "args"}
+    assert isinstance(raw["args"], argparse.Namespace)
+    state = read_official(path)
+    net = ACLIP(**GOLDEN_SIZE)
+    assert set(state) == set(net.state_dict())
+    net.load_state_dict(state, strict=True)
+    release = load_file(FIXTURES / "release_tiny_state.safetensors")
+    assert set(to_official_state_dict(state)) == set(release)
+    with pytest.raises(UserError, match="release does not have"):
+        convert_state_dict({**release, "head.weight": torch.zeros(1)})
+
+    bad = tmp_path / "crafted.pt"  # a global the release never saves: refused before anything in the file runs
+    torch.save({"state_dict": release, "args": datetime.date(2023, 10, 11)}, bad)
+    with pytest.raises(ValueError, match="weights_only"):
+        read_official(bad)
+
+
+def test_release_vit_b16_key_set_and_shapes_convert_onto_the_paper_size_model():
+    """Every key and shape of ACLIP_VITB16's state dict (listed from the release's module) maps onto zoo's."""
+    from zoo.models.aclip.convert import convert_state_dict
+
+    release = json.loads((FIXTURES / "release_vit_b16_keys.json").read_text())
+    assert len(release) == 634
+    with torch.device("meta"):
+        net = ACLIP()
+        state = convert_state_dict({f"module.{k}": torch.empty(s, device="meta") for k, s in release.items()})
+    own = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in state.items()} == own
+
+
+def test_towers_match_the_release(golden, release_net):
+    """Image tower (online / EMA, CLS and projected), text tower (online / EMA) and the EMA attention map."""
+    net = release_net.model.eval()
+    v1, _, v3 = _views(golden)
+    with torch.no_grad():
+        _close("online CLS", net.visual.forward_cls(v1), golden["eval_cls_online"])
+        _close("online image embedding", net.encode_image(v1), golden["eval_image_online"])
+        _close("EMA image embedding", net.encode_image(v1, ema=True), golden["eval_image_ema"])
+        _close("online text embedding", net.encode_text(golden["text"], ema=False), golden["eval_text_online"])
+        _close("EMA text embedding", net.encode_text(golden["text"], ema=True), golden["eval_text_ema"])
+        _, scores = net.visual_ema.forward_cls_attention(v3)
+    _close("EMA CLS attention", scores, golden["ema_attention"], 1e-6)
+
+
+def test_attentive_mask_selection_matches_the_release(golden):
+    """get_mask + get_att_mask (release) vs map_to_view + keep_top_cells: the same kept patches, both views."""
+    pos, scores = golden["pos"], golden["ema_attention"]
+    keep = torch.cat([attentive_keep(scores, pos[:, k], pos[:, 2], 14) for k in (0, 1)])
+    ours = torch.ones(keep.shape[0], 196, dtype=torch.uint8).scatter_(1, keep, 0)
+    assert torch.equal(ours, golden["mask"]), "kept patches differ from the release's mask"
+
+
+def test_training_forward_and_losses_match_the_release(golden, release_net):
+    """ACLIP.forward (momentum update, masks, masked online tower, heads) and ACLIPLoss, with the release's
+    SimCLR pairing (release_simclr_same_view=True); SLIP's SIMCLRLoss on view 1 vs view 2 for the default."""
+    module = copy.deepcopy(release_net).train()
+    module.momentum = lambda: 0.99
+    v1, v2, v3 = _views(golden)
+    batch = {"view1": v1, "view2": v2, "view3": v3, "boxes": golden["pos"], "text": golden["text"]}
+    out = module.step_outputs(batch)
+    _close("masked image embeddings", torch.cat([out["image1"], out["image2"]]), golden["train_image_embed"])
+    _close("text embeddings", out["text"], golden["train_text_embed"])
+    _close("SimCLR head", torch.cat([out["ssl1"], out["ssl2"]]), golden["train_image_ssl_embed"])
+    _close("BYOL predictor", torch.cat([out["pred1"], out["pred2"]]), golden["train_byol_feats"])
+    _close("EMA BYOL target", out["target"], golden["train_byol_feats_e"])
+    _close("logit scale", out["logit_scale"], golden["train_logit_scale"])
+    state = convert_to_release(module.model.state_dict())
+    for key in ("image_projection_e", "visual_ema.blocks.0.attn.qkv.weight",
+                "transformer_e.resblocks.0.mlp.c_fc.weight"):
+        _close(f"EMA update {key}", state[key], golden[f"after_{key}"], 1e-7)
+    end_to_end = aclip_loss(out, same_view=True)["loss"]
+    _close("total loss, end to end", end_to_end, golden["loss_loss"], 1e-4)  # BN over 4 rows amplifies 1e-8 to 1e-6
+
+
+def test_losses_match_the_release_on_its_own_outputs(golden):
+    """ACLIPLoss (release pairing: SimCLR of view 1 with itself) and SLIP's SIMCLRLoss on view 1 vs view 2 (zoo's
+    default), both fed the release's forward outputs."""
+    B = golden["text"].shape[0]
+    img, ssl, pred = golden["train_image_embed"], golden["train_image_ssl_embed"], golden["train_byol_feats"]
+    out = {"image1": img[:B], "image2": img[B:], "text": golden["train_text_embed"], "ssl1": ssl[:B],
+           "ssl2": ssl[B:], "pred1": pred[:B], "pred2": pred[B:], "target": golden["train_byol_feats_e"],
+           "logit_scale": golden["train_logit_scale"]}
+    release = aclip_loss(out, same_view=True)
+    _close("total loss", release["loss"], golden["loss_loss"])
+    _close("SimCLR loss (view 1 with itself)", release["simclr"], golden["loss_simclr_loss"])
+    _close("BYOL loss", release["byol"], golden["loss_im_byol_loss"])
+    _close("CLIP loss view 1", clip_loss(out["image1"], out["text"], out["logit_scale"]), golden["loss_contra_loss_1"])
+    _close("CLIP loss view 2", clip_loss(out["image2"], out["text"], out["logit_scale"]), golden["loss_contra_loss_2"])
+    _close("SimCLR loss (view 1 vs 2)", aclip_loss(out)["simclr"], golden["loss_simclr_two_views"])
+
+
+# ---------------------------------------------------------------------------------------------- zero-shot protocol
+RELEASE_IMAGENET_TEMPLATES = ["itap of a {}.", "a bad photo of the {}.", "a origami {}.", "a photo of the large {}.",
+                              "a {} in a video game.", "art of the {}.", "a photo of the small {}."]
+
+
+@pytest.mark.parametrize("config", ["aclip.yaml", "aclip-vit-l16.yaml", "aclip-vit-s16.yaml", "aclip-cc3m.yaml"])
+def test_paper_configs_evaluate_with_the_releases_seven_templates(config):
+    """microsoft/A-CLIP main.py validate_zeroshot reads templates.json['imagenet']: 7 prompts, not CLIP's 80."""
+    import yaml
+
+    from zoo.models.aclip.zeroshot import resolve_templates
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / config).read_text())
+    assert resolve_templates(cfg["data"]["init_args"]["templates"]) == RELEASE_IMAGENET_TEMPLATES
+    assert len(resolve_templates("openai")) == 80  # the named variant
+
+
+def test_module_defaults_to_the_releases_templates_when_nothing_sets_them():
+    module = ACLIPModule(**TINY, classnames=["zero", "one"])
+    module.setup("validate")
+    assert module.templates == RELEASE_IMAGENET_TEMPLATES
+    module = ACLIPModule(**TINY, classnames=["zero", "one"], templates="openai")
+    module.setup("validate")
+    assert len(module.templates) == 80

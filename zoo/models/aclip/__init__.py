@@ -93,6 +93,18 @@ _RECIPE = (
     "(0.9, 0.98), wd 0.5, 1 warm-up epoch from 1e-6, cosine to 1e-5; AMP; SyncBN in the heads. "
 )
 _NOTE = "No official weights exist: the authors released none; train with the config and `zoo export` the checkpoint."
+_PROTOCOL = (
+    "Zero-shot protocol: the release's main.py (the paper's ImageNet numbers) averages the 7 prompt templates of its "
+    "templates.json ('itap of a {}.', 'a bad photo of the {}.', ...; open_clip's SIMPLE_IMAGENET_TEMPLATES), so the "
+    "paper configs use templates: aclip (also the module's default when nothing sets templates); CLIP's 80 OpenAI "
+    "templates are the named variant templates: openai. Long captions: the release's tokenizer cuts a text at 77 "
+    "tokens without an end token (the text feature is then taken at the largest token id, wherever it is); zoo "
+    "tokenises with open_clip, which keeps the end token in the last slot, so a caption longer than 76 BPE tokens "
+    "is pooled at its end token (a deliberate difference: only training captions that long are affected). "
+    "Release checkpoints (main.py's checkpoint.pt: epoch, state_dict, optimizer, scaler, best_acc, args) convert "
+    "with `python -m zoo.models.aclip.convert`. Parity with microsoft/A-CLIP@0e51942 (towers, attention map, "
+    "attentive mask, momentum update, ACLIPLoss) is a golden test (tests/fixtures/aclip)."
+)
 
 RESULTS = ResultSpec(
     task="zero-shot-image-classification",
@@ -101,7 +113,7 @@ RESULTS = ResultSpec(
              "i2t_r1": ("recall@1", "I2T R@1"), "t2i_r1": ("recall@1", "T2I R@1")},
     protocols={
         "last": Protocol("EMA towers after the last epoch: zero-shot on the validation data's class names with the "
-                         "data module's templates, retrieval on its captions",
+                         "data module's templates (the paper configs: the release's 7), retrieval on its captions",
                          {"zeroshot_top1": "val/zeroshot_top1", "zeroshot_top5": "val/zeroshot_top5",
                           "i2t_r1": "val/i2t_r1", "t2i_r1": "val/t2i_r1"}),
     },
@@ -110,6 +122,8 @@ RESULTS = ResultSpec(
         "release": Variant("the released code's behaviour: SimCLR of view 1 with itself, the union-box bug",
                            ("--model.init_args.release_simclr_same_view=true",
                             "--data.init_args.release_union_box_bug=true")),
+        "templates-openai80": Variant("zero-shot with CLIP's 80 OpenAI templates instead of the release's 7",
+                                      ("--data.init_args.templates=openai",)),
         "random-mask": Variant("random 2x2-patch cells instead of attentive ones (the paper's ablation)",
                                ("--model.init_args.masking=random",)),
         "clip": Variant("plain CLIP with the same towers: one full view, no EMA, no heads (the paper's baseline)",
@@ -147,8 +161,9 @@ for _size, _vision in VISION.items():
         results=RESULTS,
         config="configs/aclip.yaml" if _size == "b16" else f"configs/aclip-vit-{_size}.yaml",
         recipe=_RECIPE + PAPER_TABLE,
-        limitations=(_NOTE + " " + _FIXED + (" The paper reports no ViT-S/16 number; the code's ViT-S has 12 heads "
-                                             "(timm's has 6)." if _size == "s16" else "")
+        limitations=(_NOTE + " " + _FIXED + " " + _PROTOCOL
+                     + (" The paper reports no ViT-S/16 number; the code's ViT-S has 12 heads (timm's has 6)."
+                        if _size == "s16" else "")
                      + " A-CLIP-eff is not implemented (its settings are only in the paper)."),
         tiny_overrides=_TINY,
     ))

@@ -29,7 +29,8 @@ containing ``ln`` / ``bn``: the official grouping), per-iteration warm-up (1 epo
 be synchronised as in the paper: ``trainer.sync_batchnorm: true`` (the recipe configs set it).
 
 Evaluation uses the EMA towers (``eval_towers = "ema"``, as the paper's numbers): zero-shot top-1/top-5 from class
-names x prompt templates (``classnames``/``templates`` here or the data module's) and image<->text retrieval R@1/5/10
+names x prompt templates (``classnames``/``templates`` here or the data module's; unset: the release's 7 ImageNet
+templates, ``"aclip"``; CLIP's 80 are ``"openai"``) and image<->text retrieval R@1/5/10
 (``zoo.metrics.retrieval.CrossModalRetrieval``), both torchmetrics that accumulate across batches and processes.
 """
 from __future__ import annotations
@@ -51,6 +52,7 @@ from zoo.training import TimmScheduled, warmup_cosine
 log = logging.getLogger(__name__)
 
 LOGIT_SCALE_MAX = math.log(100.0)
+RELEASE_TEMPLATES = "aclip"  # zoo.models.aclip.zeroshot: templates.json's 7 ImageNet prompts
 
 
 # ============================================================================================== losses
@@ -210,8 +212,9 @@ class ACLIPModule(TimmScheduled, LightningModule):
 
         names = self.hparams.classnames if self.hparams.classnames is not None else getattr(dm, "classnames", None)
         self.classnames = resolve_classnames(names)
-        self.templates = resolve_templates(self.hparams.templates if self.hparams.templates is not None
-                                           else getattr(dm, "templates", None))
+        templates = self.hparams.templates if self.hparams.templates is not None else getattr(dm, "templates", None)
+        # unset anywhere: the release's 7 templates (main.py's validate_zeroshot), not CLIP's 80
+        self.templates = resolve_templates(templates if templates is not None else RELEASE_TEMPLATES)
         if self.classnames is not None and not hasattr(self, "zs_metrics"):
             c = len(self.classnames)
             self.zs_metrics = MetricCollection({

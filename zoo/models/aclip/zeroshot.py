@@ -3,8 +3,18 @@
 The classifier is open_clip's ``build_zero_shot_classifier`` (each class: the mean of its L2-normalised prompt
 embeddings, re-normalised; CLIP's protocol) run on any object with ``encode_text(tokens, normalize=True)``; image
 logits are ``normalize(image) @ W`` and top-1 / top-5 are torchmetrics' ``MulticlassAccuracy``. ImageNet's class names
-and the 80 OpenAI templates come from open_clip (``open_clip.zero_shot_metadata``); ``"imagenet"`` / ``"openai"``
-name them in configs.
+and the prompt templates come from open_clip (``open_clip.zero_shot_metadata``); configs name them:
+
+- ``"aclip"`` (also ``"simple"``): the 7 templates of the release's ``templates.json`` (key ``imagenet``:
+  "itap of a {}.", "a bad photo of the {}.", "a origami {}.", "a photo of the large {}.", "a {} in a video game.",
+  "art of the {}.", "a photo of the small {}."), which ``microsoft/A-CLIP:main.py``'s ``validate_zeroshot`` used for
+  the paper's ImageNet numbers; open_clip ships the same 7 as ``SIMPLE_IMAGENET_TEMPLATES``;
+- ``"openai"``: the 80 OpenAI ImageNet templates (CLIP's protocol; a named variant for A-CLIP);
+- ``"imagenet"`` (class names): open_clip's ``IMAGENET_CLASSNAMES``.
+
+Prompts are tokenised by open_clip's tokenizer, which cuts a long text at the context length and keeps the end token
+in the last slot; the release's ``tokenizer.py`` cuts without an end token (pooling then picks the largest token id).
+The 7 templates with ImageNet's names are far below 77 tokens, so zero-shot prompts are unaffected.
 """
 from __future__ import annotations
 
@@ -33,11 +43,12 @@ def resolve_classnames(classnames: Sequence[str] | str | None) -> list[str] | No
 
 
 def resolve_templates(templates: Sequence[str] | str | None) -> list[str]:
+    """Prompt templates by name (see the module docstring) or as given; ``None`` is ``"openai"``."""
     if templates is None or (isinstance(templates, str) and templates.lower() == "openai"):
         from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
         return [t("{}") for t in OPENAI_IMAGENET_TEMPLATES]
-    if isinstance(templates, str) and templates.lower() == "simple":
+    if isinstance(templates, str) and templates.lower() in ("simple", "aclip"):
         from open_clip.zero_shot_metadata import SIMPLE_IMAGENET_TEMPLATES
 
         return [t("{}") for t in SIMPLE_IMAGENET_TEMPLATES]
@@ -47,7 +58,7 @@ def resolve_templates(templates: Sequence[str] | str | None) -> list[str]:
     bad = [t for t in out if "{}" not in t]
     if bad or not out:
         raise UserError(f"templates {bad or out}: every prompt template needs a '{{}}' for the class name, e.g. "
-                        "'a photo of a {}.' (or templates: openai)")
+                        "'a photo of a {}.' (or templates: aclip / openai)")
     return out
 
 
