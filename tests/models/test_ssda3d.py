@@ -294,3 +294,97 @@ def test_point_mixup_matches_the_release(collision):
     if collision:
         old = point_mixup(f1, f2, _LegacyDraws(seed), 2.0, collision_check=True, collision_margin=0.0)
         assert old["points"].shape[0] > out["points"].shape[0]
+
+
+# ------------------------------------------------------------ parity with the official detector pieces (fixtures README)
+_TINY = dict(backbone="pillar", voxel_size=(0.8, 0.8, 9.8), point_cloud_range=(-12.8, -12.8, -5.0, 12.8, 12.8, 4.8),
+             pillar_filters=(8, 8), layer_nums=(1, 1, 1), layer_strides=(2, 2, 2), num_filters=(8, 16, 16),
+             upsample_strides=(0.5, 1, 2), num_upsample_filters=(8, 8, 8), head_channels=8)
+
+
+@pytest.fixture(scope="module")
+def official_pillar():
+    """zoo's tiny pillar detector holding the official weights (an OpenPCDet checkpoint_state file), + the official
+    inputs / outputs."""
+    from safetensors.torch import load_file
+
+    from zoo.models.ssda3d.convert import load_official, read_checkpoint
+    from zoo.models.ssda3d.model import SSDA3DDetector
+
+    det = SSDA3DDetector(**_TINY)
+    ckpt = read_checkpoint(FIX / "pillar_checkpoint_epoch_20.pth")
+    assert set(ckpt) == {"epoch", "it", "model_state", "optimizer_state", "version"}
+    load_official(det, ckpt)
+    return det.eval(), {**load_file(FIX / "pillar_vfe.safetensors"), **load_file(FIX / "pillar_bev_head.safetensors")}
+
+
+def _by_cell(feats, coords):
+    key = (coords[:, 0].long() * 32 + coords[:, 2].long()) * 32 + coords[:, 3].long()
+    order = key.argsort()
+    return feats[order], key[order]
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_dynamic_pillar_vfe_matches_the_release(official_pillar, mode):
+    """DynamicPillarVFE (pcdet/models/backbones_3d/vfe/dynamic_pillar_vfe.py) on 2 x 1,500 points, 500 above the z
+    range: the same 1,438 pillars and features (max |diff| < 1e-5, BN in eval and in train mode); zoo's earlier z
+    filter (pillar_filter_z=True) makes fewer pillars."""
+    det, ref = official_pillar
+    pts = ref["points"]
+    import copy
+
+    vfe = copy.deepcopy(det.vfe).train(mode == "train")  # train mode updates the BN statistics: on a copy
+    with torch.no_grad():
+        feats, coords = vfe(pts[:, 1:], pts[:, 0].long())
+    got, key = _by_cell(feats, coords)
+    want, want_key = _by_cell(ref[f"{mode}_pillar_features"], ref["voxel_coords"])
+    assert torch.equal(key, want_key)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    from zoo.nn.pillars import voxelize
+
+    assert voxelize(pts[:, 1:], det.voxel_size, det.point_cloud_range, pts[:, 0].long()).coords.shape[0] < len(key)
+
+
+def test_bev_scatter_backbone_and_center_head_match_the_release(official_pillar):
+    """PointPillarScatter, BaseBEVBackbone (upsample strides 0.5 / 1 / 2) and CenterHead's separate heads, each fed
+    the official input of its stage: max |diff| < 1e-5; the whole detector end to end too."""
+    from zoo.nn.pillars import scatter_to_bev
+
+    det, ref = official_pillar
+    pts = ref["points"]
+    with torch.no_grad():
+        feats, coords = det.vfe(pts[:, 1:], pts[:, 0].long())
+        torch.testing.assert_close(scatter_to_bev(feats, coords, 2, 32, 32), ref["spatial_features"], atol=1e-5,
+                                   rtol=1e-5)
+        torch.testing.assert_close(det.bev(ref["spatial_features"]), ref["spatial_features_2d"], atol=1e-5, rtol=1e-5)
+        maps = det.head(ref["spatial_features_2d"])
+        end = det([pts[pts[:, 0] == b, 1:] for b in range(2)])
+    for name in ("hm", "center", "center_z", "dim", "rot"):
+        torch.testing.assert_close(maps[name], ref[f"pred_{name}"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(end[name], ref[f"pred_{name}"], atol=1e-4, rtol=1e-4)
+
+
+def _official_boxes(gt):
+    """OpenPCDet's padded (B, M, 8) gt_boxes (class 0 = padding, class 1 = car) -> zoo's per-frame boxes / labels."""
+    keep = [g[:, 7] > 0 for g in gt]
+    return [g[k, :7] for g, k in zip(gt, keep)], [(g[k, 7] - 1).long() for g, k in zip(gt, keep)]
+
+
+def test_center_head_targets_and_loss_match_the_release(official_pillar):
+    """CenterHead.assign_targets (Gaussian heatmap, radius min_overlap 0.1 / min 2, regression targets; a negative-
+    size box skipped, a box on the range's corner clamped) and get_loss (focal + 0.25 x L1): heatmap and targets of
+    the real objects equal to float32, losses within 1e-6."""
+    det, ref = official_pillar
+    boxes, labels = _official_boxes(ref["gt_boxes"])
+    with pytest.warns(UserWarning, match="non-positive size"):
+        heatmap, target, index, mask = det.head.targets(boxes, labels, (8, 8))
+    torch.testing.assert_close(heatmap, ref["target_heatmap"], atol=1e-6, rtol=1e-6)
+    want_mask = ref["target_masks"].bool()
+    assert mask.sum() == want_mask.sum() == 5
+    torch.testing.assert_close(target[mask], ref["target_boxes"][want_mask], atol=1e-6, rtol=1e-6)
+    assert torch.equal(index[mask], ref["target_inds"][want_mask].long())
+    maps = {n: ref[f"pred_{n}"] for n in ("hm", "center", "center_z", "dim", "rot")}
+    with pytest.warns(UserWarning):
+        losses = det.head.loss(maps, boxes, labels)
+    for k in ("loss", "hm_loss", "loc_loss"):
+        torch.testing.assert_close(losses[k].reshape(1), ref[k], atol=1e-6, rtol=1e-6)

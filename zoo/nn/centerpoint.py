@@ -14,6 +14,7 @@ regression at the peaks. As OpenPCDet's ``CenterHead`` (``pcdet/models/dense_hea
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
@@ -176,12 +177,22 @@ class CenterHead(nn.Module):
         self.shared_conv = nn.Sequential(nn.Conv2d(in_channels, shared_channels, 3, padding=1, bias=True),
                                          nn.BatchNorm2d(shared_channels), nn.ReLU())
         self.heads = SeparateHead(shared_channels, {**HEAD_CHANNELS, "hm": num_classes}, num_conv=num_conv)
+        self.skipped_boxes = 0  # boxes with dx or dy <= 0 left out of the targets so far (warned about)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.heads(self.shared_conv(x))
 
     # ------------------------------------------------------------------------------------------ training
     def targets(self, boxes: list[torch.Tensor], labels: list[torch.Tensor], feature_size: tuple[int, int]):
+        """Per-frame :func:`centerpoint_targets`, stacked. Boxes with ``dx <= 0`` or ``dy <= 0`` are skipped, as the
+        release's ``assign_target_of_single_head`` does, and counted: a ``UserWarning`` names the batch's count and
+        the running total (``skipped_boxes``)."""
+        bad = sum(int(((b[:, 3] <= 0) | (b[:, 4] <= 0)).sum()) for b in boxes if b.numel())
+        if bad:
+            self.skipped_boxes += bad
+            warnings.warn(f"CenterPoint targets: skipped {bad} of {sum(len(b) for b in boxes)} boxes in this batch "
+                          f"({self.skipped_boxes} so far) with a non-positive size (dx or dy <= 0); fix the dataset's "
+                          "boxes", UserWarning, stacklevel=2)
         out = [centerpoint_targets(b.detach().float(), lab, self.num_classes, feature_size, self.point_cloud_range,
                                    self.voxel_size, self.stride, self.gaussian_overlap, self.min_radius,
                                    self.max_objs) for b, lab in zip(boxes, labels)]
@@ -190,7 +201,8 @@ class CenterHead(nn.Module):
     def loss(self, preds: dict[str, torch.Tensor], boxes: list[torch.Tensor], labels: list[torch.Tensor]
              ) -> dict[str, torch.Tensor]:
         """-> {"loss", "hm_loss", "loc_loss"}: focal(sigmoid(hm) clamped to [1e-4, 1 - 1e-4]) x cls_weight
-        + sum_d code_weight_d x L1_d / num objects x loc_weight (OpenPCDet ``RegLossCenterNet``)."""
+        + sum_d code_weight_d x L1_d / num objects x loc_weight (OpenPCDet ``RegLossCenterNet``; NaN target elements
+        excluded, as its ``_reg_loss``)."""
         hm = preds["hm"]
         heatmap, target, index, mask = self.targets(boxes, labels, tuple(hm.shape[-2:]))
         heatmap, target, index, mask = (t.to(hm.device) for t in (heatmap, target, index, mask))
@@ -199,7 +211,9 @@ class CenterHead(nn.Module):
         reg = torch.cat([preds[n] for n in HEAD_ORDER], dim=1).float()  # [B, 8, H, W]
         b, c = reg.shape[:2]
         reg = reg.view(b, c, -1).gather(2, index[:, None, :].expand(b, c, index.shape[1])).transpose(1, 2)  # [B, M, 8]
-        m = mask[..., None].float()
+        # a NaN target element (log of a negative dz) is left out, as the release's _reg_loss does (isnotnan)
+        m = mask[..., None].float() * (~torch.isnan(target)).float()
+        target = torch.nan_to_num(target, nan=0.0)
         num = mask.sum().clamp_min(1).float()
         l1 = (torch.abs(reg - target) * m).sum(dim=(0, 1)) / num  # per code dim
         loc_loss = (l1 * self.code_weights.to(l1)).sum() * self.loc_weight
