@@ -3,6 +3,7 @@ three modality paths, losses, bad calibration, the converter and a short real-da
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -498,3 +499,67 @@ def test_converter_maps_the_released_vovnet_onto_timm():
     assert "img_backbone.stage4.OSA4_9.layers.4.OSA4_9_4/conv.weight" in sd  # V-99: 9 blocks in stage 4
     got = convert_state_dict(sd)
     assert set(got) == set(own) and all(got[k].shape == own[k].shape for k in own)
+
+
+# ------------------------------------------------------------------------------------------------ golden (official)
+GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "cmt"
+
+
+class _Features(torch.nn.Module):
+    """Stands in for a branch: returns the official run's branch output (the head's input)."""
+
+    def __init__(self, feat: torch.Tensor, out_channels: int = 0):
+        super().__init__()
+        self.feat, self.out_channels = feat, out_channels
+
+    def forward(self, *args):
+        return self.feat
+
+
+def test_head_matches_the_official_cmt_head():
+    """junjie18/CMT's CmtHead (query PE, camera-ray and BEV PE, 2-layer PETR decoder, SeparateTaskHead, box decoding by
+    MultiTaskBBoxCoder) run on small inputs (tests/fixtures/cmt/README.md); 29 % of the anchors lie outside [0, 1].
+    Compares, at float32 tolerance: the memory PE (BEV ++ image), the query PE, every decoder layer's output, the
+    logits and box codes of every layer, and the decoded top-20 boxes of both frames."""
+    from safetensors.torch import load_file
+
+    io = load_file(GOLDEN / "head_io.safetensors")
+    weights = load_file(GOLDEN / "head_weights.safetensors")
+    b, v = io["lidar2img"].shape[:2]
+    e = io["img_feat"].shape[1]
+    m = CMTModule(**{**SPECS["cmt-pillar0200-r50"][3], "hidden_dim": e, "num_heads": 4, "ffn_dim": 64,
+                     "num_layers": 2, "num_query": 24, "depth_num": 8, "head_conv": 16,
+                     "bev_upsample_filters": [8, 8]}).eval()
+    got = convert_state_dict(weights)
+    own = m.model.state_dict()
+    assert set(got) <= set(own) and all(got[k].shape == own[k].shape for k in got)
+    m.model.load_state_dict({**own, **got}, strict=True)
+    m.model.pts = _Features(io["bev_feat"], io["bev_feat"].shape[1])
+    m.model.img = _Features(io["img_feat"].view(b, v, *io["img_feat"].shape[1:]))
+    pad_hw = (64, 128)
+    cap = {}
+    m.model.decoder.register_forward_hook(lambda mod, args, out: cap.update(args=args, out=out))
+    with torch.no_grad():
+        out = m.model([torch.zeros(1, 5)] * b, torch.zeros(b, v, 3, *pad_hw), io["lidar2img"].float())
+    tgt, query_pos, memory, memory_pos, _ = cap["args"]
+    hw = io["bev_pe"].shape[0]
+    rv = io["rv_pe"].view(b, -1, e)  # [(B V), H, W, E] -> [B, (V H W), E]
+    checks = {"BEV token PE": (memory_pos[:, :hw], io["bev_pe"].expand(b, -1, -1)),
+              "camera-ray token PE": (memory_pos[:, hw:], rv),
+              "query PE (BEV + camera-ray, clamped anchors)": (query_pos, io["query_pe"]),
+              "decoder outputs": (cap["out"], io["decoder"]),
+              "logits": (out["cls"], io["cls"]), "box codes": (out["box"], io["box"])}
+    for name, (ours, theirs) in checks.items():
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4, msg=lambda s, n=name: f"{n}: {s}")
+    dets = m.model.decode(out["cls"][-1], out["box"][-1], max_num=20)
+    for i, d in enumerate(dets):
+        torch.testing.assert_close(d["boxes"], io[f"det{i}_boxes"], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(d["scores"], io[f"det{i}_scores"], atol=1e-6, rtol=1e-5)
+        assert torch.equal(d["labels"], io[f"det{i}_labels"])
+    # zoo's earlier behaviour (raw anchors in the query PE) does not reproduce the release
+    raw = CMTModule(**{**m.hparams, "clamp_query_anchors": False}).eval()
+    raw.model.load_state_dict({**raw.model.state_dict(), **got}, strict=True)
+    raw.model.pts, raw.model.img = m.model.pts, m.model.img
+    with torch.no_grad():
+        out_raw = raw.model([torch.zeros(1, 5)] * b, torch.zeros(b, v, 3, *pad_hw), io["lidar2img"].float())
+    assert (out_raw["box"] - io["box"]).abs().max() > 1e-3
