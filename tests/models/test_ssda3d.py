@@ -388,3 +388,36 @@ def test_center_head_targets_and_loss_match_the_release(official_pillar):
         losses = det.head.loss(maps, boxes, labels)
     for k in ("loss", "hm_loss", "loc_loss"):
         torch.testing.assert_close(losses[k].reshape(1), ref[k], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("spconv_layout", ["2.x", "1.x"])
+def test_openpcdet_voxel_checkpoint_converts_strictly(tmp_path, spconv_layout):
+    """An OpenPCDet checkpoint_state file ({"epoch", "it", "model_state", "optimizer_state", "version"}) of the voxel
+    CenterPoint, with the official model_state's keys and shapes (voxel_model_state_shapes.json, from the official
+    VoxelResBackBone8x / BaseBEVBackbone / CenterHead modules), reads through zoo.convert.read_release and loads
+    strictly; spconv 1.x kernels (kD, kH, kW, in, out) are told from their shapes and permuted."""
+    pytest.importorskip("spconv")
+    from zoo.models.ssda3d.convert import convert_key, load_official, read_checkpoint
+    from zoo.models.ssda3d.model import SSDA3DDetector
+
+    shapes = json.loads((FIX / "voxel_model_state_shapes.json").read_text())
+    g = torch.Generator().manual_seed(0)
+    state = {k: (torch.zeros(s, dtype=torch.long) if k.endswith(("num_batches_tracked", "global_step"))
+                 else torch.randn(s, generator=g)) for k, s in shapes.items()}
+    saved = {k: (v.permute(1, 2, 3, 4, 0).contiguous() if v.dim() == 5 and spconv_layout == "1.x" else v)
+             for k, v in state.items()}
+    path = tmp_path / "checkpoint_epoch_20.pth"
+    torch.save({"epoch": 20, "it": 5, "model_state": saved, "optimizer_state": {"state": {}, "param_groups": []},
+                "version": "pcdet+0.5.2"}, path)
+    det = SSDA3DDetector(backbone="voxel", voxel_size=(0.2, 0.2, 0.2),
+                         point_cloud_range=(-6.4, -6.4, -5.0, 6.4, 6.4, 4.8), voxel_channels=(16, 32, 64, 128),
+                         layer_nums=(1, 1), layer_strides=(1, 2), num_filters=(8, 16), upsample_strides=(1, 2),
+                         num_upsample_filters=(8, 8), head_channels=8)
+    load_official(det, read_checkpoint(path))
+    own = det.state_dict()
+    for key in ("backbone_3d.conv_input.0.weight", "backbone_3d.conv4.0.0.weight", "backbone_3d.conv_out.0.weight",
+                "backbone_3d.conv2.1.conv1.bias", "dense_head.heads_list.0.center.0.0.weight",
+                "dense_head.heads_list.0.hm.1.bias", "backbone_2d.deblocks.1.0.weight"):
+        assert torch.equal(own[convert_key(key)], state[key]), key
+    with pytest.raises(UserError, match="not a key"):
+        convert_key("roi_head.shared_fc_layer.0.weight")

@@ -108,19 +108,13 @@ def read_checkpoint(path: str | Path) -> dict:
     return raw
 
 
-def load_official(module, official: dict) -> None:
+def load_official(module, official: dict, source: str = "the official SSDA3D checkpoint") -> None:
     """Convert and load strictly into ``module.model`` (an SSDA3DModule) or into an ``SSDA3DDetector``; missing,
-    unexpected or mis-shaped keys -> one UserError naming them."""
+    unexpected or mis-shaped keys -> one error naming them (``zoo.hub.load_weights_strict``)."""
+    from zoo import hub
+
     model = getattr(module, "model", module)
-    own = model.state_dict()
-    sd = convert_state_dict(official, own)
-    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
-    extra = [k for k in sd if k not in own]
-    bad = [k for k in sd if k in own and own[k].shape != sd[k].shape]
-    if missing or extra or bad:
-        raise UserError(f"the official checkpoint does not fit this SSDA3D model: missing {missing[:5]}, unexpected "
-                        f"{extra[:5]}, shape mismatch {bad[:5]}; build the entry (backbone, channels) of its config")
-    model.load_state_dict({**own, **sd}, strict=True)
+    hub.load_weights_strict(model, convert_state_dict(official, model.state_dict()), source)
 
 
 def _load(path: str, name: str):
