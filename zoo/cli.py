@@ -67,6 +67,8 @@ def _cli_class():
         def _parse_ckpt_path(self) -> None:
             sub = self.config.get("subcommand")
             argv = sys.argv[1:] if self._zoo_args is None else list(self._zoo_args)
+            if sub:  # before Lightning imports the class the checkpoint names (it does, to parse its hparams)
+                _check_ckpt_hparams(self.config, sub, _explicit_model_args(argv))
             keep = {}
             for name in _explicit_model_args(argv) if sub else ():
                 key = f"{sub}.model.init_args.{name}"
@@ -79,11 +81,54 @@ def _cli_class():
                 if isinstance(dict_kwargs, dict):  # the checkpoint's copy, passed at instantiation too
                     dict_kwargs.pop(key.rsplit(".", 1)[1], None)
 
+        def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
+            kw = super()._prepare_subcommand_kwargs(subcommand)
+            # Lightning reads a checkpoint URL with weights_only=False (a full unpickle) unless told otherwise
+            if kw.get("ckpt_path") and "weights_only" in kw and kw["weights_only"] is None:
+                kw["weights_only"] = True
+            return kw
+
         def __init__(self, *a, args=None, **kw):
             self._zoo_args = args
             super().__init__(*a, args=args, **kw)
 
     return ZooCLI
+
+
+def _check_ckpt_hparams(config, sub: str, explicit: list[str]) -> None:
+    """``--ckpt_path``: the checkpoint's hyper-parameters are read safely and checked before Lightning imports the class
+    they name and builds it: the class must be the config's model (or, without one, a zoo LightningModule), and an init
+    arg that names code, a file or a URL (``zoo.hub.EXTERNAL_INIT_ARGS``) must have a value zoo itself uses, the
+    config's, or one the command line sets."""
+    from pathlib import Path
+
+    from zoo import hub
+    from zoo.errors import UserError
+
+    ckpt_path = config[sub].get("ckpt_path")
+    if not ckpt_path or not Path(ckpt_path).is_file():
+        return
+    ckpt = hub.read_checkpoint(ckpt_path)
+    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(hp, dict) or not hp:
+        return
+    model = config[sub].get("model")
+    cfg_cls = model.get("class_path") if model is not None and hasattr(model, "get") else None
+    ckpt_cls = hp.get("_class_path")
+    source = f"--ckpt_path {ckpt_path}"
+    if ckpt_cls is not None and cfg_cls is not None and ckpt_cls != cfg_cls:
+        raise UserError(f"{source} holds a {ckpt_cls}, but the config's model is a {cfg_cls}: refusing to swap in "
+                        "another model class; pass the checkpoint of this model, or the config it was trained with.")
+    path = cfg_cls or ckpt_cls
+    if path is None:
+        return
+    # the config's class is the user's choice; a class only the checkpoint names must be a zoo LightningModule
+    cls = hub.trusted_class(path, allowed_modules=(cfg_cls,) if cfg_cls else (), source=source)
+    init = f"{sub}.model.init_args"
+    from_file = {k: v for k, v in hp.items() if not k.startswith("_") and k not in explicit
+                 and not (f"{init}.{k}" in config and config[f"{init}.{k}"] == v)}
+    hub.check_init_args(cls, from_file, source=source,
+                        allow_hint="set it yourself on the command line, --model.init_args.{arg}=VALUE")
 
 
 def _fmt_int(n) -> str:
@@ -127,7 +172,8 @@ def cmd_list(ns) -> int:
 def cmd_export(ns) -> int:
     from zoo import hub
 
-    out = hub.export_source(ns.source, ns.dir, name=ns.name, module=ns.module, overwrite=ns.overwrite)
+    out = hub.export_source(ns.source, ns.dir, name=ns.name, module=ns.module, overwrite=ns.overwrite,
+                            allowed_init_args=tuple(ns.allow_init_arg or ()))
     print(f"wrote {out} (config.json, model.safetensors, README.md)")
     return 0
 
@@ -238,6 +284,8 @@ def tools_parser() -> argparse.ArgumentParser:
     s.add_argument("--module", help="LightningModule class path to build, instead of the checkpoint's own "
                    "(needed for a class outside zoo.*: only zoo.* classes are built from a file unasked)")
     s.add_argument("--overwrite", action="store_true", help="replace DIR when it is an earlier zoo export")
+    s.add_argument("--allow-init-arg", action="append", metavar="NAME", help="honour the checkpoint's value of init "
+                   "arg NAME although it names code, a file or a URL (e.g. teacher, encoder): only for files you trust")
     s.set_defaults(fn=cmd_export)
     s = sub.add_parser("push", help="upload a Hub folder (needs a token)")
     s.add_argument("dir")

@@ -10,7 +10,10 @@ Nothing here ever unpickles data from a Hub or a folder: weights come from safet
 checkpoints are read with ``torch.load(weights_only=True)``. Nothing named in a file is imported or called
 unchecked either: a class path from ``config.json`` (``module``) or a checkpoint (``_class_path``) is built only when
 it is a ``zoo.*`` LightningModule subclass or the caller allowed it (``allowed_modules=``, ``zoo export --module``);
-the prefix is checked before anything is imported, the class before it is called.
+the prefix is checked before anything is imported, the class before it is called. Init args that name code, files or
+URLs (:data:`EXTERNAL_INIT_ARGS`: encoders by Hub id or module spec, teachers, pretrained weights) are honoured from a
+file only with a value zoo itself uses (the class default, a registry entry's) or when the caller allows them
+(``allowed_init_args=``).
 
 Registry names load by the entry's weights status (``Entry.weights``): ``official`` -> the converted folder in the
 zoo cache, else the authors' file downloaded and converted (``zoo/convert.py``); ``hub`` -> the Hub repo at its
@@ -21,8 +24,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +46,41 @@ class WeightsMismatchError(RuntimeError):
     """The weights do not fit the model (missing, unexpected or differently shaped tensors)."""
 
 
-class UntrustedClassError(ValueError):
+class UntrustedClassError(UserError):
     """A file names a class zoo will not import or call (not a ``zoo.*`` LightningModule, not allowed by the user)."""
+
+
+class UntrustedInitArgError(UserError):
+    """A file sets an init arg that names code, a file or a URL (:data:`EXTERNAL_INIT_ARGS`) the user did not allow."""
+
+
+# Init args of zoo's LightningModules that name something outside the saved folder: code (module specs), files
+# (checkpoints, folders) or downloads (Hub ids, URLs). Survey of zoo/models/*/module.py; a subclass inherits its
+# bases' entries. A value from a file (config.json, a checkpoint's hyper-parameters) is honoured only when zoo itself
+# would use it (:func:`_zoo_uses`) or the caller allows the arg by name (``allowed_init_args``).
+EXTERNAL_INIT_ARGS: dict[str, dict[str, str]] = {
+    "zoo.models.mmc_coref.module.MMCCorefModule": {
+        "encoder": "the transformers encoder and tokenizer to load (a Hub id, a folder or a pkg:PACKAGE/SUB spec)"},
+    "zoo.models.cmt.module.CMTModule": {
+        "img_backbone_kwargs": "keyword arguments of timm.create_model, which may name a checkpoint file or config"},
+    "zoo.models.reliant.module.ReliantModule": {
+        "teacher": "the teacher model to load (a zoo source, a folder or a .ckpt)"},
+    "zoo.models.simvtp.module.SimVTPModule": {
+        "init_from": "the weights to start pre-training from (a file, a folder, a Hub name or a zoo source)",
+        "text_init": "the BERT model whose text embeddings to load (a folder, a Hub id or a pkg: spec)"},
+    "zoo.models.simvtp.module.SimVTPRetrievalModule": {
+        "pretrained": "the pre-training weights to start from (a file, a folder, a Hub name or a zoo source)"},
+    "zoo.models.ssda3d.module.SSDA3DModule": {
+        "init_weights": "the Stage-I weights to start from (a .ckpt or an exported folder)"},
+    "zoo.models.tinymim.module.TinyMIMDistillModule": {
+        "teacher": "the teacher to load (a zoo source, a .ckpt, an official .pth file or URL)"},
+    "zoo.models.tinymim.module.ViTFinetuneModule": {
+        "pretrained": "the pre-trained weights to start from (a zoo source, a .ckpt, an official .pth file or URL)"},
+}
+# timm.create_model keywords that read a file or a download (CMT's img_backbone_kwargs)
+_TIMM_FILE_KWARGS = frozenset({"checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"})
+# teacher specs that load nothing: a quick teacher trained in setup (ReliantModule)
+_BUILT_HERE = ("fit:gcn", "fit:sage")
 
 
 # --------------------------------------------------------------------------------------------- building
@@ -62,9 +98,11 @@ def trusted_class(module_path: str, allowed_modules=(), source: str = "a file"):
         raise UntrustedClassError(f"{source} names {path!r} as its LightningModule: not a class path 'pkg.mod.Class'.")
     if not _allowed(path, allowed_modules):
         raise UntrustedClassError(
-            f"{source} names the class {path!r}, which is not a zoo LightningModule; zoo only builds zoo.* classes "
-            "from a file, so nothing was imported or run. If you trust this file and that class, allow it "
-            f"explicitly: zoo.load(..., allowed_modules=[{path!r}]) or `zoo export CKPT DIR --module {path}`."
+            f"{source} names {path!r} as its LightningModule, which is not a zoo LightningModule; zoo only builds "
+            "zoo.* classes from a file, so nothing was imported or run. Only if this file comes from someone you "
+            "trust and it holds a LightningModule of a package you installed, allow that class: "
+            "zoo.load(..., allowed_modules=['pkg.module.YourLightningModule']) or "
+            "`zoo export CKPT DIR --module pkg.module.YourLightningModule`."
         )
     cls = registry.import_class(path)
     from lightning.pytorch import LightningModule
@@ -77,8 +115,59 @@ def trusted_class(module_path: str, allowed_modules=(), source: str = "a file"):
     return cls
 
 
-def build_module(module_path: str, init_args: dict[str, Any], allowed_modules=(), source: str = "a file"):
+def _external_args(cls) -> dict[str, str]:
+    """:data:`EXTERNAL_INIT_ARGS` of ``cls`` and its bases."""
+    out: dict[str, str] = {}
+    for base in reversed(cls.__mro__):
+        out.update(EXTERNAL_INIT_ARGS.get(f"{base.__module__}.{base.__qualname__}", {}))
+    return out
+
+
+def _zoo_uses(cls, arg: str, value) -> bool:
+    """Whether zoo itself builds ``cls`` with ``arg=value``: unset, the class default, a registry entry's value (or
+    its tiny test override), a registry name or a dict of sizes for a teacher, a quick teacher trained in setup, timm
+    keywords that name no file."""
+    import inspect
+
+    if value is None or value == "":
+        return True
+    param = inspect.signature(cls.__init__).parameters.get(arg)
+    if param is not None and param.default is not inspect.Parameter.empty and value == param.default:
+        return True
+    path = f"{cls.__module__}.{cls.__qualname__}"
+    for e in registry.all_entries():
+        if e.module == path and value in (e.init_args.get(arg), (e.tiny_overrides or {}).get(arg)):
+            return True
+    if arg == "img_backbone_kwargs":
+        return isinstance(value, dict) and not (set(value) & _TIMM_FILE_KWARGS)
+    if arg == "teacher":
+        if isinstance(value, dict):  # TinyMIM: ViT sizes of a randomly initialised teacher
+            return True
+        return isinstance(value, str) and (value in _BUILT_HERE or value in registry.list_models())
+    return False
+
+
+def check_init_args(cls, file_args: dict[str, Any], allowed_init_args=(), source: str = "a file",
+                    allow_hint: str | None = None) -> None:
+    """Refuse, before ``cls`` is built, an init arg from a file that names code, a file or a URL
+    (:data:`EXTERNAL_INIT_ARGS`) with a value zoo itself does not use, unless the caller allows that arg by name.
+    ``allow_hint``: how the caller allows one (``{arg}`` is filled in); default: the ``zoo.load`` keywords."""
+    hint = allow_hint or ("zoo.load(..., allowed_init_args=[{arg!r}]), or give the value yourself: "
+                          "zoo.load(..., {arg}=...)")
+    for arg, what in _external_args(cls).items():
+        if arg in file_args and arg not in (allowed_init_args or ()) and not _zoo_uses(cls, arg, file_args[arg]):
+            raise UntrustedInitArgError(
+                f"{source} sets {arg}={file_args[arg]!r}: {what}; zoo does not import, open or download what a file "
+                f"names, so nothing was loaded. If you trust this file, allow it: {hint.format(arg=arg)}."
+            )
+
+
+def build_module(module_path: str, init_args: dict[str, Any], allowed_modules=(), source: str = "a file",
+                 file_args: dict[str, Any] | None = None, allowed_init_args=()):
+    """Build the trusted class at ``module_path`` (:func:`trusted_class`) from ``init_args``; ``file_args``: the init
+    args that came from a file, checked by :func:`check_init_args` first."""
     cls = trusted_class(module_path, allowed_modules, source)
+    check_init_args(cls, file_args or {}, allowed_init_args, source)
     try:
         return cls(**init_args)
     except TypeError as e:
@@ -108,14 +197,15 @@ def _pending_default(entry: registry.Entry) -> str:
             "'local-dir:DIR'" + (f"; `zoo push DIR {entry.hub_repo}` publishes it." if entry.hub_repo else "."))
 
 
-def load_entry(entry: registry.Entry, allowed_modules=(), **overrides):
+def load_entry(entry: registry.Entry, allowed_modules=(), allowed_init_args=(), **overrides):
     """A registry entry with its weights: official (converted, cached) -> Hub repo at its pinned commit."""
     if entry.weights == "official":
         from zoo import convert
 
         return convert.load_entry(entry, **overrides)
     if entry.weights == "hub":
-        return load_hub(entry.hub_repo, entry.revision, allowed_modules=allowed_modules, **overrides)
+        return load_hub(entry.hub_repo, entry.revision, allowed_modules=allowed_modules,
+                        allowed_init_args=allowed_init_args, **overrides)
     raise ValueError(_no_weights_hint(entry))
 
 
@@ -159,7 +249,7 @@ def _read_safetensors(path: str | Path) -> dict:
         raise ValueError(f"{path} is not a readable safetensors file ({e}); re-download or re-export it.") from e
 
 
-def load_folder(folder: str | Path, allowed_modules=(), **overrides):
+def load_folder(folder: str | Path, allowed_modules=(), allowed_init_args=(), **overrides):
     folder = Path(folder)
     cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     for p in (cfg_path, w_path):
@@ -168,7 +258,7 @@ def load_folder(folder: str | Path, allowed_modules=(), **overrides):
                 f"{folder} is not a zoo Hub folder: {p.name} is missing (expected {CONFIG_NAME} + {WEIGHTS_NAME}; "
                 "write one with `zoo export CKPT DIR`)."
             )
-    return _build_from(_read_config(cfg_path), w_path, str(folder), overrides, allowed_modules)
+    return _build_from(_read_config(cfg_path), w_path, str(folder), overrides, allowed_modules, allowed_init_args)
 
 
 def _read_config(path) -> dict:
@@ -181,11 +271,13 @@ def _read_config(path) -> dict:
     return cfg
 
 
-def _build_from(cfg: dict, weights: Path | str, source: str, overrides: dict, allowed_modules=()):
+def _build_from(cfg: dict, weights: Path | str, source: str, overrides: dict, allowed_modules=(),
+                allowed_init_args=()):
     if "module" not in cfg or not isinstance(cfg.get("init_args"), dict):
         raise UserError(f"{source}/config.json has no 'module'/'init_args': not a zoo Hub folder.")
+    from_file = {k: v for k, v in cfg["init_args"].items() if k not in overrides}  # the caller's own values are trusted
     module = build_module(cfg["module"], {**cfg["init_args"], **overrides}, allowed_modules,
-                          source=f"{source}/config.json")
+                          source=f"{source}/config.json", file_args=from_file, allowed_init_args=allowed_init_args)
     load_weights_strict(module.model, _read_safetensors(weights), source)
     return module.eval()
 
@@ -212,13 +304,13 @@ def _hub_file(repo_id: str, filename: str, revision: str) -> str:
         raise FileNotFoundError(f"cannot fetch {filename} of {repo_id}@{revision}: {e}. {how}") from e
 
 
-def load_hub(repo_id: str, revision: str = "main", allowed_modules=(), **overrides):
+def load_hub(repo_id: str, revision: str = "main", allowed_modules=(), allowed_init_args=(), **overrides):
     cfg = _read_config(_hub_file(repo_id, CONFIG_NAME, revision))
     weights = _hub_file(repo_id, WEIGHTS_NAME, revision)
-    return _build_from(cfg, weights, f"hf-hub:{repo_id}@{revision}", overrides, allowed_modules)
+    return _build_from(cfg, weights, f"hf-hub:{repo_id}@{revision}", overrides, allowed_modules, allowed_init_args)
 
 
-def load(source: str, allowed_modules=(), **overrides):
+def load(source: str, allowed_modules=(), allowed_init_args=(), **overrides):
     """Load a LightningModule (eval mode, weights loaded strictly) from:
 
     - a registry name (``emo-1m``) -> its weights by status: ``official`` (converted from the authors' file, cached),
@@ -227,9 +319,10 @@ def load(source: str, allowed_modules=(), **overrides):
     - ``local-dir:PATH`` or an existing folder.
 
     A folder's ``config.json`` may only name a ``zoo.*`` LightningModule; ``allowed_modules`` (class paths or module
-    prefixes) allows others the caller trusts.
+    prefixes) allows others the caller trusts. Its init args that name code, files or URLs (:data:`EXTERNAL_INIT_ARGS`)
+    are honoured only with a value zoo itself uses; ``allowed_init_args`` (init-arg names) allows others.
     """
-    kw = dict(allowed_modules=allowed_modules, **overrides)
+    kw = dict(allowed_modules=allowed_modules, allowed_init_args=allowed_init_args, **overrides)
     source = str(source)
     if source.startswith("local-dir:"):
         path = Path(source[len("local-dir:"):]).expanduser()
@@ -275,9 +368,10 @@ def read_checkpoint(path: str | Path) -> dict:
         ) from e
 
 
-def module_from_checkpoint(path: str | Path, module: str | None = None):
+def module_from_checkpoint(path: str | Path, module: str | None = None, allowed_init_args=()):
     """Rebuild the LightningModule saved in a checkpoint (class path from the CLI's ``_class_path`` hparam, which
-    must be a ``zoo.*`` LightningModule, or ``module``: the caller's explicit choice) and load its weights strictly."""
+    must be a ``zoo.*`` LightningModule, or ``module``: the caller's explicit choice) and load its weights strictly.
+    Hyper-parameters that name code, files or URLs are checked as a folder's init args (:func:`check_init_args`)."""
     ckpt = read_checkpoint(path)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise ValueError(f"{path} has no 'state_dict': not a Lightning checkpoint")
@@ -291,11 +385,19 @@ def module_from_checkpoint(path: str | Path, module: str | None = None):
             "pass it: `zoo export CKPT DIR --module zoo.models.emo.module.EMOModule`."
         )
     mod = build_module(cls_path, hparams, allowed_modules=(module,) if module else (),
-                       source=f"checkpoint {path}" if not module else "--module")
-    state = ckpt["state_dict"]
-    model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-    load_weights_strict(mod.model, model_state, str(path))
+                       source=f"checkpoint {path}" if not module else "--module", file_args=hparams,
+                       allowed_init_args=allowed_init_args)
+    load_weights_strict(mod.model, model_state_dict(ckpt, path), str(path))
     return mod.eval(), cls_path, hparams
+
+
+def model_state_dict(ckpt: dict, path: str | Path = "the checkpoint") -> dict:
+    """The ``module.model`` weights of a Lightning checkpoint read with :func:`read_checkpoint`: its ``state_dict``
+    entries under ``model.``, prefix stripped."""
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise UserError(f"{path} has no 'state_dict': not a Lightning checkpoint")
+    return {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
 
 
 def class_path(module) -> str:
@@ -361,6 +463,12 @@ def check_export_target(out_dir: str | Path, overwrite: bool = False) -> Path:
             f"export target {out_dir} is a zoo export but also holds files zoo did not write ({', '.join(foreign[:5])}"
             f"): refusing to delete them; move them away or {fix}."
         )
+    odd = [c for c in contents if (out_dir / c).is_symlink() or not (out_dir / c).is_file()]
+    if odd:  # zoo writes three regular files; a folder or link under their names is the user's
+        raise ValueError(
+            f"export target {out_dir} holds {', '.join(odd)}, which is not a regular file as zoo writes it (a folder "
+            f"or a link): refusing to delete it; move it away or {fix}."
+        )
     if not overwrite:
         raise ValueError(
             f"export target {out_dir} is already a zoo export: pass --overwrite (overwrite=True) to replace it, or "
@@ -374,21 +482,61 @@ def _atomic_dir(out_dir: Path, write, overwrite: bool = False) -> Path:
     absent/empty folder or (with ``overwrite``) an earlier zoo export is replaced (:func:`check_export_target`)."""
     out_dir = check_export_target(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = _sibling(out_dir, "tmp", create=True)
     try:
         write(tmp)
+        _follow_umask(tmp)
         old = None
         if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.rmdir(old)
+            old = _sibling(out_dir, "old", create=False)
             os.replace(out_dir, old)
         os.replace(tmp, out_dir)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            _remove_export(old)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _sibling(out_dir: Path, tag: str, create: bool) -> Path:
+    """An unused hidden name beside ``out_dir``; ``create``: made by ``mkdir`` (umask mode, not mkdtemp's 0700)."""
+    for _ in range(100):
+        p = out_dir.parent / f".{out_dir.name}.{tag}-{secrets.token_hex(4)}"
+        if not create and not os.path.lexists(p):
+            return p
+        if create:
+            try:
+                p.mkdir()
+                return p
+            except FileExistsError:
+                continue
+    raise FileExistsError(f"no free temporary name beside {out_dir}")
+
+
+def _follow_umask(folder: Path) -> None:
+    """Give the written files the mode any file the user creates gets (0666 less the umask): safetensors writes 0600."""
+    probe = folder / ".umask-probe"
+    probe.touch()
+    mode = probe.stat().st_mode & 0o777
+    probe.unlink()
+    for f in folder.iterdir():
+        os.chmod(f, mode)
+
+
+def _remove_export(folder: Path) -> None:
+    """Delete an earlier export moved aside: only the three regular files zoo wrote, then the (then empty) folder; if
+    anything else appeared meanwhile, the folder stays where it is."""
+    try:
+        for name in sorted(_EXPORT_FILES):
+            f = folder / name
+            if f.is_symlink() or f.is_file():
+                f.unlink()
+        folder.rmdir()
+    except OSError as e:
+        import logging
+
+        logging.getLogger(__name__).warning("kept the earlier export at %s: %s", folder, e)
 
 
 def export(module, out_dir: str | Path, name: str | None = None, our_metrics=None, overwrite: bool = False,
@@ -461,14 +609,14 @@ def check_name(module, name: str) -> registry.Entry:
 
 
 def export_source(source: str, out_dir: str | Path, name: str | None = None, module: str | None = None,
-                  overwrite: bool = False) -> Path:
+                  overwrite: bool = False, allowed_init_args=()) -> Path:
     """``zoo export``: SOURCE is a Lightning ``.ckpt`` or a registry name with weights (official or Hub).
 
     The target is checked first (nothing is loaded for a refused target); ``name`` is checked against the model."""
     check_export_target(out_dir, overwrite)
     p = Path(source)
     if p.suffix == ".ckpt" or p.is_file():
-        mod, _, _ = module_from_checkpoint(p, module)
+        mod, _, _ = module_from_checkpoint(p, module, allowed_init_args)
     else:
         entry = registry.get(source)
         if not entry.pretrained:

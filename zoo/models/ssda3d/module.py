@@ -146,7 +146,9 @@ class SSDA3DModule(LightningModule):
 
             state = load_file(str(p))
         else:
-            state = torch.load(str(p), map_location="cpu", weights_only=True).get("state_dict", {})
+            from zoo.hub import read_checkpoint
+
+            state = read_checkpoint(p).get("state_dict", {})
         state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
         if not state:
             raise UserError(f"{p} holds no 'model.*' weights of an SSDA3DModule")
