@@ -141,14 +141,71 @@ def test_bucket_distance():
     assert bucket_distance(d).tolist() == [0, 1, 4, 5, 5, 6, 6, 7, 8, 9, 9]
 
 
-def test_candidate_spans_are_word_aligned_and_inside_utterances():
-    model = _tiny_model(max_span_width=4)
+def test_candidate_spans_word_aligned_switch_and_release_default():
     word = torch.tensor([0, 0, 1, 2, 2, 3, 4])
     sent = torch.tensor([0, 0, 0, 0, 0, 1, 1])
-    s, e = model.candidate_spans(word, sent)
-    spans = set(zip(s.tolist(), e.tolist()))
     # words: 0=[0,1], 1=[2], 2=[3,4], 3=[5], 4=[6]; utterance break between subtokens 4 and 5; width <= 4 subtokens
-    assert spans == {(0, 1), (0, 2), (2, 2), (2, 4), (3, 4), (5, 5), (5, 6), (6, 6)}
+    s, e = _tiny_model(max_span_width=4, span_candidates="word_aligned").candidate_spans(word, sent)
+    assert set(zip(s.tolist(), e.tolist())) == {(0, 1), (0, 2), (2, 2), (2, 4), (3, 4), (5, 5), (5, 6), (6, 6)}
+    # the release: any subtoken span inside one utterance: 4 + 4 + 3 + 2 + 1 in the first, 2 + 1 in the second
+    model = _tiny_model(max_span_width=4)
+    assert model.span_candidates == "release"
+    s, e = model.candidate_spans(word, sent)
+    want = {(a, b) for a in range(7) for b in range(a, min(a + 4, 7)) if sent[a] == sent[b]}
+    assert set(zip(s.tolist(), e.tolist())) == want and len(want) == 17
+
+
+def test_release_token_maps_follow_the_preprocessing():
+    """[CLS] w0 w1 w2 [SEP] [CLS] w3 w4 w4' [SEP], utterances (w0 w1)(w2)(w3)(w4): experiments/preprocess.py gives the
+    specials the running count of utterance ends (get_sentence_map) and the previous word (split_into_segments)."""
+    from zoo.models.mmc_coref.model import release_token_maps
+
+    word = torch.tensor([-1, 0, 1, 2, -1, -1, 3, 4, 4, -1])
+    sent = torch.tensor([-1, 5, 5, 6, -1, -1, 7, 8, 8, -1])  # any increasing utterance ids
+    w, u = release_token_maps(word, sent)
+    assert u.tolist() == [0, 0, 0, 1, 2, 2, 2, 3, 3, 4]
+    assert w.tolist() == [0, 0, 1, 2, 2, 2, 3, 4, 4, 4]
+
+
+def test_release_keeps_specials_budget_and_pads():
+    """Default: [CLS]/[SEP] are tokens (budget ⌊λ·T⌋ counts them, spans may include them); too few non-crossing spans
+    -> the list is padded with its first span. The word-aligned switch drops the specials and never pads."""
+    ids, mask, sub, sent, spk = _doc()
+    T_all, T_real = int(mask.sum()), int((sub >= 0).sum())
+    release = _tiny_model().eval()(ids, mask, sub, sent, spk)
+    aligned = _tiny_model(span_candidates="word_aligned").eval()(ids, mask, sub, sent, spk)
+    assert release["top_span_starts"].numel() == math.floor(0.5 * T_all) != math.floor(0.5 * T_real)
+    assert aligned["top_span_starts"].numel() == math.floor(0.5 * T_real)
+    assert release["candidate_starts"].numel() > aligned["candidate_starts"].numel()
+    # two segments of 12 positions: the real subtokens sit between each [CLS] and [SEP]
+    assert release["real_token_index"].tolist() == [i for i in range(T_all) if i % 12 not in (0, 11)]
+    # padding: width-1 spans only and ratio 1 on 3 tokens of one utterance: the non-crossing set is complete at 3
+    scores = torch.tensor([3.0, 2.0, 1.0])
+    top = CorefModel.extract_top_spans(scores, torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), k=5, pad=True)
+    assert top.tolist() == [0, 1, 2, 0, 0]
+    starts, ends = torch.tensor([0, 1]), torch.tensor([1, 2])  # crossing: only one survives
+    assert CorefModel.extract_top_spans(torch.tensor([1.0, 2.0]), starts, ends, k=2, pad=True).tolist() == [1, 1]
+    assert CorefModel.extract_top_spans(torch.tensor([1.0, 2.0]), starts, ends, k=2).tolist() == [1]
+
+
+def test_model_and_module_check_arguments():
+    from zoo.errors import UserError
+    from zoo.models.mmc_coref.module import MMCCorefModule
+
+    with pytest.raises(UserError, match="span_candidates"):
+        _tiny_model(span_candidates="words")
+    ok = dict(encoder_config=TINY_BERT, pretrained_encoder=False, ffnn_size=8, feature_emb_size=4)
+    bad = [({"span_candidates": "words"}, "span_candidates"), ({"max_span_width": 0}, "max_span_width"),
+           ({"top_span_ratio": 0.0}, "top_span_ratio"), ({"top_span_ratio": 1.5}, "top_span_ratio"),
+           ({"dropout": 1.0}, "dropout"), ({"task_lr": -1.0}, "task_lr"), ({"warmup_ratio": 1.0}, "warmup_ratio"),
+           ({"max_top_antecedents": 0}, "max_top_antecedents"), ({"adam_eps": 0.0}, "adam_eps"),
+           ({"encoder_config": {"hidden_size": 8}}, "model_type"), ({"encoder_config": None, "encoder": ""}, "encoder")]
+    for kwargs, name in bad:
+        with pytest.raises(UserError, match=name) as err:
+            MMCCorefModule(**{**ok, **kwargs})
+        assert "\n" not in str(err.value)
+    assert MMCCorefModule(**ok).model.span_candidates == "release"
+    assert MMCCorefModule(**ok, span_candidates="word_aligned").model.span_candidates == "word_aligned"
 
 
 def test_extract_top_spans_rejects_crossing_spans():
@@ -164,7 +221,7 @@ def test_forward_shapes_and_masks():
     model = _tiny_model().eval()
     ids, mask, sub, sent, spk = _doc()
     out = model(ids, mask, sub, sent, spk)
-    T = int((sub >= 0).sum())
+    T = int(mask.sum())  # the release's token sequence keeps [CLS]/[SEP]
     k = out["top_span_starts"].numel()
     assert k == math.floor(0.5 * T)
     K = out["top_antecedent_idx"].shape[1]
@@ -220,7 +277,7 @@ def test_training_learns_a_tiny_document():
     gs, ge, gc = torch.tensor([0, 4, 10]), torch.tensor([1, 5, 11]), torch.tensor([1, 1, 2])
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(40):
+    for _ in range(80):  # the release's candidates include [CLS]/[SEP] spans: more to rank down than word spans
         loss, _ = coref_loss(model(ids, mask, sub, sent, spk), gs, ge, gc, mention_loss_coef=1.0)
         opt.zero_grad()
         loss.backward()

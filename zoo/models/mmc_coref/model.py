@@ -2,8 +2,9 @@
 
 Lee, He, Lewis, Zettlemoyer, "End-to-end Neural Coreference Resolution" (EMNLP 2017) and "Higher-order Coreference
 Resolution with Coarse-to-fine Inference" (NAACL 2018); Joshi et al. (BERT/SpanBERT for coreference, 2019/2020);
-Xu & Choi, "Revealing the Myth of Higher-Order Inference in Coreference Resolution" (EMNLP 2020, code lxucs/coref-hoi),
-which MMC's baseline forks (boyuanzheng010/mmc experiments/, forked from lxucs/coref-hoi). Without higher-order inference (coref_depth 1):
+Xu & Choi, "Revealing the Myth of Higher-Order Inference in Coreference Resolution" (EMNLP 2020, code
+lxucs/coref-hoi), which MMC's baseline forks (boyuanzheng010/mmc experiments/). Without higher-order inference
+(coref_depth 1):
 
 - span representation g_i = [x_START(i); x_END(i); x̂_i; φ(width_i)], x̂_i = Σ_t a_{i,t} x_t with head attention
   a_{i,t} = softmax_{t ∈ span i}(w_α · x_t) (Lee 2017 eq. 3-5);
@@ -14,9 +15,20 @@ which MMC's baseline forks (boyuanzheng010/mmc experiments/, forked from lxucs/c
 - fine score s_a(i, j) = FFNN_a([g_i; g_j; g_i ∘ g_j; φ(i, j)]) with φ = [same speaker; genre; segment distance;
   antecedent distance (log buckets)], s(i, j) = s_c(i, j) + s_a(i, j), and the dummy antecedent ε with s(i, ε) = 0.
 
-Spans start at a word's first subtoken and end at a word's last subtoken and stay inside one utterance (the
-``sentence_map``); widths are counted in subtokens (as coref-hoi). The word-boundary constraint is ours: gold mentions
-are word spans, so it only removes spans that can never be right.
+Candidate spans (``span_candidates``), widths counted in subtokens (as coref-hoi):
+
+- ``"release"`` (default; boyuanzheng010/mmc experiments/model.py ``get_predictions_and_loss``, which produced the
+  paper's numbers): the token sequence is every attended position, ``[CLS]``/``[SEP]`` included (its preprocessing
+  adds them to every segment); a candidate only has to stay inside one utterance. The specials get the release's
+  maps (experiments/preprocess.py ``get_sentence_map`` / ``split_into_segments``): a ``[CLS]`` or ``[SEP]`` belongs
+  to the utterance that the running count of utterance ends gives at its position (so a segment's final ``[SEP]``
+  after an utterance end joins the next utterance, and the next segment's ``[CLS]``) and maps to the word of the
+  previous real subtoken (the first word for the document's first ``[CLS]``). The top-span budget ⌊λ·T⌋ counts the
+  specials, and when fewer non-crossing spans exist the list is padded with copies of its first span
+  (``_extract_top_spans``).
+- ``"word_aligned"`` (zoo's earlier behaviour): specials dropped, spans start at a word's first subtoken and end at a
+  word's last subtoken (gold mentions are word spans, so this only removes spans that can never be right), no padding.
+  On one English dev document it removes 446 of 1,813 candidates and changes the top-span budget (64 vs 66).
 """
 from __future__ import annotations
 
@@ -29,6 +41,30 @@ from torch import nn
 
 NUM_DISTANCE_BUCKETS = 10  # 0, 1, 2, 3, 4, 5-7, 8-15, 16-31, 32-63, 64+ (Lee et al. 2017)
 MASKED = -1e4  # instead of log(0): keeps every output finite; exp(-1e4) is 0 in float32
+SPAN_CANDIDATES = ("release", "word_aligned")
+
+
+def release_token_maps(word: torch.Tensor, sent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Word and utterance index of every token of the flat sequence (specials marked ``-1`` in both) as the MMC
+    release's preprocessing assigns them (experiments/preprocess.py): utterances renumbered 0, 1, ... in order; a
+    special gets the number of utterance ends before it (the previous real subtoken's utterance, + 1 when that one
+    ends there or the document ends) and the previous real subtoken's word (the next one's before the first)."""
+    n = word.numel()
+    real = word >= 0
+    if not real.any():
+        return word.clamp(min=0), sent.clamp(min=0)
+    idx = torch.arange(n, device=word.device)
+    _, utt = torch.unique_consecutive(sent[real], return_inverse=True)
+    utt_full = torch.zeros_like(sent)
+    utt_full[real] = utt
+    prev = torch.cummax(torch.where(real, idx, -1), 0).values
+    nxt = torch.cummin(torch.where(real, idx, n).flip(0), 0).values.flip(0)
+    has_prev, has_next = prev >= 0, nxt < n
+    p, q = prev.clamp(min=0), nxt.clamp(max=n - 1)
+    ends_before = utt_full[p] + (~has_next | (utt_full[q] != utt_full[p])).long()
+    special_utt = torch.where(has_prev, ends_before, utt_full[q])
+    special_word = torch.where(has_prev, word[p], word[q])
+    return torch.where(real, word, special_word), torch.where(real, utt_full, special_utt)
 
 
 def bucket_distance(d: torch.Tensor) -> torch.Tensor:
@@ -61,7 +97,9 @@ def build_encoder(config: dict[str, Any] | None = None, name_or_path: str | None
     elif name_or_path is not None:
         hf_config = AutoConfig.from_pretrained(name_or_path)
     else:
-        raise ValueError("build_encoder needs an encoder config dict or a name/path")
+        from zoo.errors import UserError
+
+        raise UserError("build_encoder needs an encoder config dict or a name/path; pass config= or name_or_path=.")
     try:
         return AutoModel.from_config(hf_config, add_pooling_layer=False)
     except TypeError:  # encoders without a pooler option
@@ -88,8 +126,13 @@ class CorefModel(nn.Module):
     def __init__(self, encoder: nn.Module, hidden_size: int, max_span_width: int = 30, feature_emb_size: int = 20,
                  ffnn_size: int = 3000, ffnn_depth: int = 1, dropout: float = 0.3, num_genres: int = 7,
                  max_segment_distance: int = 3, max_num_speakers: int = 200, top_span_ratio: float = 0.4,
-                 max_num_extracted_spans: int = 3900, max_top_antecedents: int = 50):
+                 max_num_extracted_spans: int = 3900, max_top_antecedents: int = 50,
+                 span_candidates: str = "release"):
         super().__init__()
+        from zoo.errors import check_choice
+
+        check_choice("span_candidates", span_candidates, SPAN_CANDIDATES, where="CorefModel")
+        self.span_candidates = span_candidates
         self.encoder = encoder
         self.max_span_width, self.top_span_ratio = max_span_width, top_span_ratio
         self.max_num_extracted_spans, self.max_top_antecedents = max_num_extracted_spans, max_top_antecedents
@@ -120,7 +163,8 @@ class CorefModel(nn.Module):
 
     # ----------------------------------------------------------------------------------------- spans
     def candidate_spans(self, word: torch.Tensor, sent: torch.Tensor):
-        """All (start, end) with width ≤ max_span_width subtokens, word-aligned, inside one utterance."""
+        """All (start, end) with width ≤ max_span_width subtokens inside one utterance (``sent``); with
+        ``span_candidates="word_aligned"`` also starting at a word's first and ending at a word's last subtoken."""
         T, W = word.numel(), self.max_span_width
         dev = word.device
         starts = torch.arange(T, device=dev)[:, None].expand(T, W)
@@ -131,7 +175,9 @@ class CorefModel(nn.Module):
         word_start[1:] = word[1:] != word[:-1]
         word_end = torch.ones(T, dtype=torch.bool, device=dev)
         word_end[:-1] = word[:-1] != word[1:]
-        ok = inside & (sent[starts] == sent[ends_c]) & word_start[starts] & word_end[ends_c]
+        ok = inside & (sent[starts] == sent[ends_c])
+        if self.span_candidates == "word_aligned":
+            ok = ok & word_start[starts] & word_end[ends_c]
         return starts[ok], ends_c[ok]
 
     def span_embeddings(self, x: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
@@ -150,9 +196,11 @@ class CorefModel(nn.Module):
         return torch.cat([x[starts], x[ends], head, width_emb], dim=-1)
 
     @staticmethod
-    def extract_top_spans(scores: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, k: int) -> torch.Tensor:
+    def extract_top_spans(scores: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, k: int,
+                          pad: bool = False) -> torch.Tensor:
         """Indices of the ``k`` best spans with no two crossing (overlapping but not nested), sorted by (start, end)
-        (coref-hoi's ``_extract_top_spans``)."""
+        (coref-hoi's ``_extract_top_spans``); ``pad``: when fewer than ``k`` exist, append copies of the first one up
+        to ``k`` (the release does)."""
         order = torch.argsort(scores.detach(), descending=True).tolist()
         s_list, e_list = starts.tolist(), ends.tolist()
         chosen: list[int] = []
@@ -176,19 +224,29 @@ class CorefModel(nn.Module):
             if len(chosen) == k:
                 break
         chosen.sort(key=lambda i: (s_list[i], e_list[i]))
+        if pad and chosen and len(chosen) < k:
+            chosen += [chosen[0]] * (k - len(chosen))
         return torch.tensor(chosen, dtype=torch.long, device=scores.device)
 
     # ----------------------------------------------------------------------------------------- forward
     def forward(self, input_ids, attention_mask, subtoken_map, sentence_map, speaker_ids, genre=None):
         dev = input_ids.device
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (S, L, H)
-        real = subtoken_map >= 0
-        x = hidden[real]  # (T, H)
-        word, sent, speaker = subtoken_map[real], sentence_map[real], speaker_ids[real]
-        segment = torch.arange(input_ids.shape[0], device=dev)[:, None].expand_as(input_ids)[real]
+        release = self.span_candidates == "release"
+        # the token sequence: every attended position (the release keeps [CLS]/[SEP]) or the real subtokens only
+        tokens = attention_mask.bool() if release else subtoken_map >= 0
+        if not (subtoken_map[tokens] >= 0).any():
+            from zoo.errors import UserError
+
+            raise UserError("the document has no subtokens (subtoken_map is -1 everywhere); give it at least one "
+                            "word")
+        x = hidden[tokens]  # (T, H)
+        word, sent, speaker = subtoken_map[tokens], sentence_map[tokens], speaker_ids[tokens]
+        real_index = (word >= 0).nonzero().squeeze(1)  # position of each real subtoken in the sequence
+        if release:
+            word, sent = release_token_maps(word, sent)
+        segment = torch.arange(input_ids.shape[0], device=dev)[:, None].expand_as(input_ids)[tokens]
         T = x.shape[0]
-        if T == 0:
-            raise ValueError("the document has no subtokens (subtoken_map is -1 everywhere)")
 
         starts, ends = self.candidate_spans(word, sent)
         span_emb = self.span_embeddings(x, starts, ends)  # (C, D)
@@ -197,8 +255,10 @@ class CorefModel(nn.Module):
         width_prior = self.width_prior_ffnn(self.dropout(self.width_prior_emb.weight)).squeeze(-1)
         mention_scores = self.mention_ffnn(span_emb).squeeze(-1) + width_prior[width]
 
-        k = max(1, min(self.max_num_extracted_spans, int(math.floor(T * self.top_span_ratio)), starts.numel()))
-        top = self.extract_top_spans(mention_scores, starts, ends, k)
+        k = max(1, min(self.max_num_extracted_spans, int(math.floor(T * self.top_span_ratio))))
+        if not release:
+            k = min(k, starts.numel())
+        top = self.extract_top_spans(mention_scores, starts, ends, k, pad=release)
         k = top.numel()
         top_starts, top_ends = starts[top], ends[top]
         top_emb, top_scores = span_emb[top], mention_scores[top]
@@ -239,7 +299,7 @@ class CorefModel(nn.Module):
             "candidate_starts": starts, "candidate_ends": ends, "candidate_mention_scores": mention_scores,
             "top_span_starts": top_starts, "top_span_ends": top_ends, "top_span_mention_scores": top_scores,
             "top_antecedent_idx": top_ant, "top_antecedent_mask": top_ant_mask, "top_antecedent_scores": scores,
-            "subtoken_to_word": word,
+            "subtoken_to_word": word, "real_token_index": real_index,
         }
 
 
@@ -257,6 +317,8 @@ def coref_loss(out: dict, gold_starts, gold_ends, gold_cluster_ids, mention_loss
     """Marginal log-likelihood of all gold antecedents in the top-K (ε when none; Lee 2017 eq. 8), summed over the top
     spans, plus ``mention_loss_coef`` × the binary mention loss on the top spans (coref-hoi ``weighted_all``: the
     non-gold term weighted by ``non_gold_mention_weight``; 1.0 is ``all``)."""
+    if "real_token_index" in out:  # gold spans are real-subtoken indices; the sequence may hold [CLS]/[SEP] too
+        gold_starts, gold_ends = out["real_token_index"][gold_starts], out["real_token_index"][gold_ends]
     cid = span_cluster_ids(out["top_span_starts"], out["top_span_ends"], gold_starts, gold_ends, gold_cluster_ids)
     ant_cid = cid[out["top_antecedent_idx"]].masked_fill(~out["top_antecedent_mask"], -1)
     same = (ant_cid == cid[:, None]) & (cid[:, None] > 0)
@@ -268,35 +330,42 @@ def coref_loss(out: dict, gold_starts, gold_ends, gold_cluster_ids, mention_loss
     loss_coref = (log_norm - log_marginal).sum()
     ms = out["top_span_mention_scores"]
     is_gold = (cid > 0).float()
-    loss_mention = -(F.logsigmoid(ms) * is_gold).sum() - non_gold_mention_weight * (F.logsigmoid(-ms) * (1 - is_gold)).sum()
+    loss_mention = (-(F.logsigmoid(ms) * is_gold).sum()
+                    - non_gold_mention_weight * (F.logsigmoid(-ms) * (1 - is_gold)).sum())
     loss = loss_coref + mention_loss_coef * loss_mention if mention_loss_coef else loss_coref
     return loss, {"loss_coref": loss_coref.detach(), "loss_mention": loss_mention.detach(),
                   "top_span_recall": (is_gold.sum() / max(1, gold_starts.numel())).detach()}
 
 
 def predict_clusters(out: dict, singletons: bool = True) -> list[list[tuple[int, int]]]:
-    """Clusters of inclusive word spans: each top span links to its best antecedent; a span whose best antecedent
-    is ε starts a cluster of its own when its mention score is > 0 (MMC's singleton prediction)."""
+    """Clusters of inclusive word spans, decoded as the release (experiments/model.py ``get_predicted_clusters``): each
+    top span links to its best antecedent (mentions are keyed by their subtoken span, so repeated top spans are one
+    mention); afterwards a span whose best antecedent is ε and whose mention score is > 0 becomes a cluster of its own
+    unless it already is in one (MMC's singleton prediction)."""
     starts = out["top_span_starts"].tolist()
     ends = out["top_span_ends"].tolist()
     best = out["top_antecedent_scores"].argmax(dim=1).tolist()
     ant = out["top_antecedent_idx"].tolist()
     ms = out["top_span_mention_scores"].tolist()
     w = out["subtoken_to_word"].tolist()
-    cluster_of: dict[int, int] = {}
-    clusters: list[list[int]] = []
+    cluster_of: dict[tuple[int, int], int] = {}
+    clusters: list[list[tuple[int, int]]] = []
     for i in range(len(starts)):
         if best[i] == 0:
-            if singletons and ms[i] > 0 and i not in cluster_of:
-                cluster_of[i] = len(clusters)
-                clusters.append([i])
             continue
         j = ant[i][best[i] - 1]
-        if j not in cluster_of:
-            cluster_of[j] = len(clusters)
-            clusters.append([j])
-        c = cluster_of[j]
-        if i not in cluster_of:
-            cluster_of[i] = c
-            clusters[c].append(i)
-    return [sorted({(w[starts[i]], w[ends[i]]) for i in c}) for c in clusters]
+        antecedent = (starts[j], ends[j])
+        if antecedent not in cluster_of:
+            cluster_of[antecedent] = len(clusters)
+            clusters.append([antecedent])
+        c = cluster_of[antecedent]
+        mention = (starts[i], ends[i])
+        clusters[c].append(mention)
+        cluster_of[mention] = c
+    if singletons:
+        for i in range(len(starts)):
+            mention = (starts[i], ends[i])
+            if best[i] == 0 and ms[i] > 0 and mention not in cluster_of:
+                cluster_of[mention] = len(clusters)
+                clusters.append([mention])
+    return [sorted({(w[s], w[e]) for s, e in c}) for c in clusters]

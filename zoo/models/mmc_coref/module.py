@@ -26,8 +26,9 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 
+from zoo.errors import UserError, check_choice, check_positive
 from zoo.models.mmc_coref.metrics import CorefScores
-from zoo.models.mmc_coref.model import CorefModel, build_encoder, coref_loss, predict_clusters
+from zoo.models.mmc_coref.model import SPAN_CANDIDATES, CorefModel, build_encoder, coref_loss, predict_clusters
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,43 @@ def _example_document(vocab_size: int, segments: int = 2, length: int = 16):
     return ids, mask, sub, sent, spk
 
 
+def _check_arguments(hp) -> None:
+    """One-line :class:`UserError` for an argument the model cannot be built or trained with."""
+    where = "MMCCorefModule"
+    if hp.encoder_config is None and not (isinstance(hp.encoder, str) and hp.encoder.strip()):
+        raise UserError(f"{where}: encoder must be a Hub name, a local folder or pkg:PACKAGE/SUB, got "
+                        f"{hp.encoder!r}; set model.init_args.encoder (or give encoder_config).")
+    config = hp.encoder_config
+    if config is not None and not (isinstance(config, dict) and "model_type" in config):
+        raise UserError(f"{where}: encoder_config must be a dict with a 'model_type' key (e.g. {{'model_type': 'bert', "
+                        f"'hidden_size': 32, ...}}), got {hp.encoder_config!r}; fix model.init_args.encoder_config.")
+    for name in ("max_span_width", "feature_emb_size", "ffnn_size", "num_genres", "max_training_segments",
+                 "max_num_speakers", "max_num_extracted_spans", "max_top_antecedents"):
+        check_positive(name, hp[name], where=where)
+    check_positive("ffnn_depth", hp.ffnn_depth, minimum=0, where=where)
+    check_choice("span_candidates", hp.span_candidates, SPAN_CANDIDATES, where=where)
+    ranges = {"dropout": (hp.dropout, 0.0, 1.0, "[0, 1)"), "top_span_ratio": (hp.top_span_ratio, 0.0, 1.0, "(0, 1]"),
+              "warmup_ratio": (hp.warmup_ratio, 0.0, 1.0, "[0, 1)")}
+    for name, (v, lo, hi, text) in ranges.items():
+        ok = (lo < v <= hi) if text.startswith("(") else (lo <= v < hi)
+        if not ok:
+            raise UserError(f"{where}: {name} must be in {text}, got {v!r}; set model.init_args.{name} inside it.")
+    for name in ("mention_loss_coef", "non_gold_mention_weight", "encoder_lr", "task_lr", "encoder_weight_decay",
+                 "max_grad_norm"):
+        if hp[name] < 0:
+            raise UserError(f"{where}: {name} must be >= 0, got {hp[name]!r}; set model.init_args.{name} to a "
+                            "non-negative value.")
+    if hp.adam_eps <= 0:
+        raise UserError(f"{where}: adam_eps must be > 0, got {hp.adam_eps!r}; set model.init_args.adam_eps (1e-6).")
+
+
 class MMCCorefModule(LightningModule):
     """Coarse-to-fine coreference (MMC baseline). Paper defaults: SpanBERT-large, span width 30, top-span ratio 0.4,
     50 antecedents, FFNN 3000 × 1, feature embeddings 20, dropout 0.3.
+
+    ``span_candidates``: ``"release"`` (default: the released code's candidates over the token sequence with
+    ``[CLS]``/``[SEP]``, top-span list padded) or ``"word_aligned"`` (zoo's earlier behaviour: specials dropped,
+    word-boundary spans only); see ``model.py``.
 
     ``forward(input_ids, attention_mask, subtoken_map, sentence_map, speaker_ids[, genre])`` -> the model's output
     dict (scores and spans); :meth:`predict_document` -> word-level clusters.
@@ -64,9 +99,11 @@ class MMCCorefModule(LightningModule):
                  max_num_extracted_spans: int = 3900, max_top_antecedents: int = 50,
                  mention_loss_coef: float = 2.5, non_gold_mention_weight: float = 0.3, predict_singletons: bool = True,
                  encoder_lr: float = 1e-5, task_lr: float = 3e-4, encoder_weight_decay: float = 0.01,
-                 adam_eps: float = 1e-6, warmup_ratio: float = 0.1, max_grad_norm: float = 1.0):
+                 adam_eps: float = 1e-6, warmup_ratio: float = 0.1, max_grad_norm: float = 1.0,
+                 span_candidates: str = "release"):
         super().__init__()
         self.save_hyperparameters()
+        _check_arguments(self.hparams)
         path = None
         if encoder_config is None:
             from zoo.data_modules.coref import resolve_encoder
@@ -78,7 +115,7 @@ class MMCCorefModule(LightningModule):
             ffnn_size=ffnn_size, ffnn_depth=ffnn_depth, dropout=dropout, num_genres=num_genres,
             max_segment_distance=max_training_segments, max_num_speakers=max_num_speakers,
             top_span_ratio=top_span_ratio, max_num_extracted_spans=max_num_extracted_spans,
-            max_top_antecedents=max_top_antecedents)
+            max_top_antecedents=max_top_antecedents, span_candidates=span_candidates)
         self.example_input_array = _example_document(enc.config.vocab_size)
         self.val_scores = CorefScores()
         self.test_scores = CorefScores()
