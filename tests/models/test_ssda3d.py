@@ -270,7 +270,8 @@ def test_point_cutmix_matches_the_release():
     f32 = (t[:, 0] > region[0]) & (t[:, 0] < region[2]) & (t[:, 1] > region[1]) & (t[:, 1] < region[3])
     t64 = t.double()
     f64 = (t64[:, 0] > region[0]) & (t64[:, 0] < region[2]) & (t64[:, 1] > region[1]) & (t64[:, 1] < region[3])
-    assert (f32 != f64).any() and int(f64.sum()) == out["points"].shape[0] - int((~_in(x["source_points"], region)).sum())
+    n_source_outside = int((~_in(x["source_points"], region)).sum())
+    assert (f32 != f64).any() and int(f64.sum()) == out["points"].shape[0] - n_source_outside
 
 
 def _in(points, region):
@@ -296,7 +297,7 @@ def test_point_mixup_matches_the_release(collision):
         assert old["points"].shape[0] > out["points"].shape[0]
 
 
-# ------------------------------------------------------------ parity with the official detector pieces (fixtures README)
+# ------------------------------------------------------- parity with the official detector pieces (fixtures README)
 _TINY = dict(backbone="pillar", voxel_size=(0.8, 0.8, 9.8), point_cloud_range=(-12.8, -12.8, -5.0, 12.8, 12.8, 4.8),
              pillar_filters=(8, 8), layer_nums=(1, 1, 1), layer_strides=(2, 2, 2), num_filters=(8, 16, 16),
              upsample_strides=(0.5, 1, 2), num_upsample_filters=(8, 8, 8), head_channels=8)
@@ -421,3 +422,44 @@ def test_openpcdet_voxel_checkpoint_converts_strictly(tmp_path, spconv_layout):
         assert torch.equal(own[convert_key(key)], state[key]), key
     with pytest.raises(UserError, match="not a key"):
         convert_key("roi_head.shared_fc_layer.0.weight")
+
+
+def test_bad_input_is_reported():
+    """Issue 23: batch_size <= 0 and an all-NaN cloud are one-line UserErrors; boxes of non-positive size, which the
+    targets skip (as the release), are counted in a warning."""
+    from zoo.models.ssda3d.data import SSDA3DDataModule
+
+    class _T:
+        classes = ["car"]
+        point_cloud_range = RANGE
+
+    for bad in (0, -2):
+        with pytest.raises(UserError, match="batch_size") as e:
+            SSDA3DDataModule(target=_T(), batch_size=bad)
+        assert "\n" not in str(e.value)
+    m = SSDA3DModule(**TINY)
+    g = torch.Generator().manual_seed(0)
+    good = torch.cat([torch.rand(300, 3, generator=g) * 20 - 10, torch.rand(300, 1, generator=g)], 1)
+    box = torch.tensor([[0.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0]])
+    batch = {"points": [good, torch.full((300, 4), float("nan"))], "boxes": [box, box],
+             "labels": [torch.zeros(1, dtype=torch.long)] * 2, "frame_id": ["ok", "scan-7"]}
+    with pytest.raises(UserError, match="scan-7.*NaN") as e:
+        m.training_step(batch, 0)
+    assert "\n" not in str(e.value)
+    bad_box = torch.tensor([[0.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0], [3.0, 3.0, 0.0, -4.0, 2.0, 1.5, 0.0]])
+    batch = {"points": [good, good], "boxes": [bad_box, bad_box], "labels": [torch.zeros(2, dtype=torch.long)] * 2,
+             "frame_id": ["a", "b"]}
+    with pytest.warns(UserWarning, match=r"skipped 2 of 4 boxes .*\(2 so far\)"):
+        loss = m.training_step(batch, 0)
+    assert torch.isfinite(loss) and m.model.head.skipped_boxes == 2
+
+
+def test_ssda3d_defaults_follow_the_release():
+    """pillar_filter_z=False (x / y filtering, the release's DynamicPillarVFE) and the hard-voxel cap 10 / 120k / 160k
+    are the defaults; the switches restore zoo's earlier behaviour."""
+    m = SSDA3DModule(**TINY)
+    assert m.model.vfe.filter_z is False and m.hparams.max_points_per_voxel == 10
+    assert tuple(m.hparams.max_voxels) == (120_000, 160_000)
+    assert SSDA3DModule(**TINY, pillar_filter_z=True).model.vfe.filter_z is True
+    with pytest.raises(UserError, match="max_voxels"):
+        SSDA3DModule(**TINY, max_voxels=[10])

@@ -190,6 +190,10 @@ class SSDA3DDataModule(LightningDataModule):
                  point_cloud_range: Sequence[float] | None = None, batch_size: int = 4, num_workers: int = 0,
                  seed: int = 0):
         super().__init__()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise UserError(f"batch_size must be a whole number >= 1 (frames per training batch), got {batch_size!r}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise UserError(f"num_workers must be a whole number >= 0, got {num_workers!r}")
         target, source = _instantiate(target), _instantiate(source)
         check_choice("stage", stage, ("inter", "intra"))
         if stage == "intra" and not pseudo_labels:

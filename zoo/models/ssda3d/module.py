@@ -165,14 +165,29 @@ class SSDA3DModule(LightningModule):
             pts = batch
         return [pts] if torch.is_tensor(pts) else list(pts)
 
+    @staticmethod
+    def _check_finite(points: list[torch.Tensor], batch) -> None:
+        """A frame whose cloud holds no point with finite x, y, z would train (or be scored) on an empty BEV map
+        without a word: one UserError naming the frame. (Single non-finite points fall outside every cell and are
+        dropped by the voxeliser.)"""
+        for i, p in enumerate(points):
+            if p.shape[0] and not bool(torch.isfinite(p[:, :3]).all(dim=1).any()):
+                ids = batch.get("frame_id") if isinstance(batch, dict) else None
+                name = ids[i] if ids is not None and i < len(ids) else f"#{i} of the batch"
+                raise UserError(f"frame {name}: every point has a NaN or infinite coordinate; fix or drop this "
+                                "frame in the dataset (its point cloud is unusable)")
+
     def forward(self, batch) -> Any:
         pts = self._points(batch)
+        self._check_finite(pts, batch)
         if self.training:
             return self.model(pts)
         return self.model.detect(pts)
 
     def training_step(self, batch, batch_idx):
-        preds = self.model(self._points(batch))
+        pts = self._points(batch)
+        self._check_finite(pts, batch)
+        preds = self.model(pts)
         losses = self.model.head.loss(preds, batch["boxes"], batch["labels"])
         n = len(batch["boxes"])
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=n)
@@ -181,7 +196,9 @@ class SSDA3DModule(LightningModule):
         return losses["loss"]
 
     def _eval_step(self, batch, metric, prefix):
-        maps = self.model(self._points(batch))
+        pts = self._points(batch)
+        self._check_finite(pts, batch)
+        maps = self.model(pts)
         preds = self.model.head.decode(maps)
         targets = [{"boxes": b, "labels": lab} for b, lab in zip(batch["boxes"], batch["labels"])]
         if metric is not None:
@@ -211,7 +228,9 @@ class SSDA3DModule(LightningModule):
 
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
         """Pseudo-labels: per frame the detections with score > tau (``pseudo_label_threshold``)."""
-        preds = self.model.detect(self._points(batch))
+        pts = self._points(batch)
+        self._check_finite(pts, batch)
+        preds = self.model.detect(pts)
         ids = batch.get("frame_id") if isinstance(batch, dict) else None
         ids = ids if ids is not None else [f"{batch_idx}-{i}" for i in range(len(preds))]
         out = []
