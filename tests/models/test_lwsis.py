@@ -3,6 +3,7 @@ parameter count, a tiny forward/backward of the full objective, mask AP against 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,9 +115,11 @@ def test_projection_loss_is_zero_for_the_box_itself():
     bm = L.box_masks(box, 8, 10, stride=4)
     assert float(L.projection_loss(bm, bm)[0]) == pytest.approx(0.0, abs=1e-5)  # dice eps 1e-5 only
     assert float(L.projection_loss(torch.zeros_like(bm), bm)[0]) == pytest.approx(2.0, abs=1e-4)
-    # cell centres 4j + 2: x in [8, 30) -> columns 2..6, y in [4, 20) -> rows 1..4
-    assert bm[0].nonzero()[:, 1].unique().tolist() == [2, 3, 4, 5, 6]
+    # cell centres 4j + 2; released pixels int(x1)..int(x2): x in [8, 30] -> columns 2..7, y in [4, 20] -> rows 1..4
+    assert bm[0].nonzero()[:, 1].unique().tolist() == [2, 3, 4, 5, 6, 7]
     assert bm[0].nonzero()[:, 0].unique().tolist() == [1, 2, 3, 4]
+    cont = L.box_masks(box, 8, 10, stride=4, continuous=True)  # zoo's earlier form: x in [8, 30) -> columns 2..6
+    assert cont[0].nonzero()[:, 1].unique().tolist() == [2, 3, 4, 5, 6]
 
 
 def test_pairwise_loss_against_a_direct_computation():
@@ -148,7 +151,7 @@ def test_color_similarity_matches_lab_distance():
     sim = L.color_similarity(img, stride=4, dilation=1)
     white = L.rgb_to_lab(torch.full((3, 1, 1), 255.0))
     assert float(white[0]) == pytest.approx(100.0, abs=0.01) and float(white[1:].abs().max()) < 0.01
-    grey = float(L.rgb_to_lab(torch.full((3, 1, 1), 127.5))[0])  # L* 53.39
+    grey = float(L.rgb_to_lab(torch.full((3, 1, 1), 127.0))[0])  # the release truncates the 127.5 average: L* 53.19
     # neighbour order: (-1,-1), (-1,0), (-1,1), (0,-1), (0,1), (1,-1), (1,0), (1,1)
     assert float(sim[0, 3, 0, 1]) == pytest.approx(math.exp(-grey / 2), rel=1e-3)  # grey vs black
     assert float(sim[0, 4, 0, 1]) == pytest.approx(math.exp(-(100 - grey) / 2), rel=1e-3)  # grey vs white
@@ -345,3 +348,75 @@ def test_mask_ap_is_one_for_a_perfect_prediction_and_matches_pycocotools():
     got = float(m.compute()["map"])
     assert 0.2 < got < 0.95
     assert got == pytest.approx(coco_mask_ap(pred, target), abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ golden (official code)
+GOLDEN = Path(__file__).parent.parent / "fixtures" / "lwsis"
+
+
+def _golden(name):
+    from safetensors.torch import load_file
+
+    return load_file(GOLDEN / f"{name}.safetensors")
+
+
+def test_dynamic_mask_head_matches_the_official_module():
+    """Serenos/LWSIS ``DynamicMaskHead.mask_heads_forward_with_coords`` (tests/fixtures/lwsis/README.md): 3
+    instances on 2 images, 16 mask channels, 233 dynamic parameters, relative coordinates / sizes of interest."""
+    from zoo.models.lwsis.model import DynamicMaskHead
+
+    d = _golden("dynamic_mask_head")
+    soi = torch.tensor([64.0, 128, 256, 512, 1024])[d["fpn_levels"]]
+    got = DynamicMaskHead(16, 8, 3)(d["mask_feats"], d["params"], d["im_inds"], d["locations"], soi)
+    torch.testing.assert_close(got, d["mask_logits"], rtol=1e-5, atol=1e-5)
+
+
+def test_boxinst_terms_match_the_official_code():
+    """Box bitmasks and Lab colour similarity of ``CondInst.add_bitmasks_from_boxes`` (skimage rgb2lab of the byte
+    image), ``compute_project_term`` and the weighted ``compute_pairwise_term``; zoo's earlier forms differ."""
+    b, logits = _golden("boxinst"), _golden("dynamic_mask_head")["mask_logits"]
+    rgb = b["images_bgr"].float()[:, [2, 1, 0]]
+    assert torch.equal(L.box_masks(b["boxes"], 12, 16, 4), b["gt_bitmasks"])
+    assert not torch.equal(L.box_masks(b["boxes"], 12, 16, 4, continuous=True), b["gt_bitmasks"])
+    torch.testing.assert_close(L.color_similarity(rgb, 4, 2), b["color_similarity"], rtol=1e-4, atol=2e-5)
+    assert (L.color_similarity(rgb, 4, 2, from_float=True) - b["color_similarity"]).abs().max() > 1e-2
+    prj = L.projection_loss(logits.sigmoid()[:, 0], b["gt_bitmasks"]).mean()
+    torch.testing.assert_close(prj.reshape(1), b["loss_prj"], rtol=1e-5, atol=1e-6)
+    pair = L.pairwise_loss(logits, b["color_similarity"][b["box_im"]], b["gt_bitmasks"], 0.3, 2)
+    torch.testing.assert_close(pair.reshape(1), b["loss_pairwise"], rtol=1e-5, atol=1e-6)
+
+
+def test_point_loss_and_instance_weights_match_the_official_code():
+    """``gt_weight_norm`` and ``roi_mask_point_loss`` on ``point_sample``d mask logits (dynamic_mask_head.py)."""
+    p, b, logits = _golden("point_loss"), _golden("boxinst"), _golden("dynamic_mask_head")["mask_logits"]
+    w = L.instance_weights(b["boxes"])
+    torch.testing.assert_close(w, p["gt_weight_norm"], rtol=1e-6, atol=1e-7)
+    assert torch.equal(L.instance_weights(b["boxes"][:1]), p["weight_single"])
+    got = L.point_loss(logits, p["point_coords"], p["point_labels"].long(), w)
+    torch.testing.assert_close(got.reshape(1), p["loss_point"], rtol=1e-5, atol=1e-6)
+
+
+def test_gcr_graphs_and_losses_match_the_official_code():
+    """``get_lidar_dis_similarity2`` (geometric graph, >= 0.5), ``compute_resnet_sim`` (appearance graph on P3,
+    > 0.3), ``compute_lidar_sim_loss`` with the (1 - w) weighting of dynamic_mask_head.py; nodes in the release's
+    order (valid in-box rows, valid out-of-box rows, zero padding)."""
+    import torch.nn.functional as F
+
+    g, b, logits = _golden("gcr"), _golden("boxinst"), _golden("dynamic_mask_head")["mask_logits"]
+    rows = torch.cat([g["lidar_in"], g["lidar_out"]], 1)
+    valid = rows[..., 0] != 0
+    order = torch.argsort((~valid).int(), dim=1, stable=True)
+    rows, valid = torch.gather(rows, 1, order[..., None].expand_as(rows)), torch.gather(valid, 1, order)
+    xyz, uv = rows[..., :3].float(), rows[..., 4:].float()
+    torch.testing.assert_close(uv / 4 * valid[..., None], g["lidar_coords"].float())
+    geo = L.geometric_graph(xyz, valid)
+    assert torch.equal(geo, g["lidar_sim"] >= 0.5)
+    p3 = g["p3"]
+    grid = torch.stack([uv[..., 0] / (8 * p3.shape[-1]), uv[..., 1] / (8 * p3.shape[-2])], -1) * 2 - 1
+    feats = F.grid_sample(p3[b["box_im"]], grid[:, :, None, :], align_corners=False)[..., 0].transpose(1, 2)
+    app = L.appearance_graph(feats, valid)
+    assert torch.equal(app, g["resnet_sim"] > 0.3)
+    w = L.instance_weights(b["boxes"])
+    node_logits = L.sample_logits(logits, uv, 4)
+    torch.testing.assert_close(L.graph_loss(node_logits, geo, w).reshape(1), g["loss_gcr_geo"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(L.graph_loss(node_logits, app, w).reshape(1), g["loss_gcr_app"], rtol=1e-5, atol=1e-6)

@@ -76,11 +76,17 @@ def fcos_losses(logits, reg, ctr, locations, matched, ltrb_t, labels):
 
 
 # ---------------------------------------------------------------------------------------------------- BoxInst
-def box_masks(boxes: torch.Tensor, h: int, w: int, stride: int = 4) -> torch.Tensor:
+def box_masks(boxes: torch.Tensor, h: int, w: int, stride: int = 4, continuous: bool = False) -> torch.Tensor:
     """GT ``boxes [R, 4]`` (image px) -> ``[R, h, w]`` float box masks on the stride-``stride`` grid whose cell
-    (i, j) samples image pixel (j·s + s//2, i·s + s//2) (AdelaiDet samples the full-resolution box mask there)."""
+    (i, j) samples image pixel (j·s + s//2, i·s + s//2) of the full-resolution box mask.
+
+    Default, as released (AdelaiDet ``CondInst.add_bitmasks_from_boxes``: ``bitmask_full[int(y1):int(y2 + 1),
+    int(x1):int(x2 + 1)] = 1``): the pixels int(x1) <= x <= int(x2), int(y1) <= y <= int(y2) (boxes are
+    non-negative, so int() is floor). ``continuous``: zoo's earlier x1 <= x < x2, y1 <= y < y2 on the float box."""
     ys = torch.arange(h, device=boxes.device, dtype=boxes.dtype) * stride + stride // 2
     xs = torch.arange(w, device=boxes.device, dtype=boxes.dtype) * stride + stride // 2
+    if not continuous:
+        boxes = torch.cat([boxes[:, :2].floor(), (boxes[:, 2:] + 1).floor()], 1)
     inx = (xs[None] >= boxes[:, 0:1]) & (xs[None] < boxes[:, 2:3])
     iny = (ys[None] >= boxes[:, 1:2]) & (ys[None] < boxes[:, 3:4])
     return (iny[:, :, None] & inx[:, None, :]).to(boxes.dtype)
@@ -123,10 +129,16 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     return torch.cat([l, a, b], -3)
 
 
-def color_similarity(images: torch.Tensor, stride: int = 4, dilation: int = 2) -> torch.Tensor:
+def color_similarity(images: torch.Tensor, stride: int = 4, dilation: int = 2,
+                     from_float: bool = False) -> torch.Tensor:
     """``images [B, 3, H, W]`` RGB 0..255 -> ``[B, 8, H/s, W/s]``: exp(−‖lab_i − lab_j‖ / 2) between each stride-``s``
-    average-pooled pixel and its 8 dilated neighbours (BoxInst §3.2)."""
-    lab = rgb_to_lab(F.avg_pool2d(images, stride, stride))
+    average-pooled pixel and its 8 dilated neighbours (BoxInst §3.2).
+
+    Default, as released (``add_bitmasks_from_boxes`` converts ``downsampled_images.byte()`` with skimage's
+    ``rgb2lab``): the pooled colours are truncated to integers before the Lab conversion. ``from_float``: zoo's
+    earlier Lab of the unrounded average."""
+    pooled = F.avg_pool2d(images, stride, stride)
+    lab = rgb_to_lab(pooled if from_float else pooled.floor())
     diff = lab[:, :, None] - _neighbours(lab, dilation=dilation)
     return torch.exp(-diff.norm(dim=1) * 0.5)
 

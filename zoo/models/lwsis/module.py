@@ -10,7 +10,9 @@ Training objective (paper §3, the official ``Base-BoxInst-nuscenes.yaml``), ``w
 - mask training proposals: the positive FCOS locations, at most ``topk_proposals`` (64) per image split evenly over
   its GT boxes, the best per GT by (class score × centerness);
 - ``L_prj`` / ``L_pairwise``: BoxInst's projection dice and colour-affinity pairwise terms on the stride-4 mask
-  logits (colour similarity ≥ 0.3, dilation 2; the bottom ``bottom_pixels_removed`` image rows carry no pairwise
+  logits (box masks on the pixels int(x1)..int(x2) as released, ``box_mask_continuous`` the float box; colour
+  similarity of the byte-truncated stride-4 average in Lab, ``lab_from_float`` unrounded, ≥ 0.3, dilation 2; the
+  bottom ``bottom_pixels_removed`` image rows carry no pairwise
   edges, a COCO artefact the official config keeps);
 - ``L_point``: PLA point labels (``data_modules.instance_seg`` computes them once per dataset) sampled with
   ``grid_sample`` from the proposal's mask logits, weighted per GT by the min-max-normalised sqrt(area / 96²);
@@ -53,6 +55,10 @@ class LWSISModule(LightningModule):
         gcr_pairwise: the paper's pairwise GCR edge loss instead of the release's per-point collapse (default off).
         instance_weight_exact: exact min-max instance weights, 0.5 when all GT sizes are equal (zoo's earlier
             form) instead of the release's (s − min) / (max − min + 1e-5) (default off).
+        box_mask_continuous: box masks from the float box (x1 <= x < x2, zoo's earlier form) instead of the
+            release's integer pixel rows / columns int(x1) .. int(x2) inclusive (default off).
+        lab_from_float: Lab colour similarity of the unrounded stride-4 average (zoo's earlier form) instead of the
+            release's byte-truncated average (default off).
         pairwise_thresh, pairwise_dilation: 0.3, 2; bottom_pixels_removed: 10; topk_proposals: 64.
         lr, momentum, weight_decay, steps, max_steps, lr_warmup_iters: the schedule.
         img_size: (H, W) of ``example_input_array``.
@@ -78,7 +84,8 @@ class LWSISModule(LightningModule):
                  pla: bool = True, gcr: bool = True, point_weight: float = 0.1, geo_weight: float = 0.2,
                  app_weight: float = 0.15, loss_warmup_iters: int = 1000, geo_thresh: float = 0.5,
                  app_thresh: float = 0.3, gcr_pairwise: bool = False,
-                 instance_weight_exact: bool = False, pairwise_thresh: float = 0.3,
+                 instance_weight_exact: bool = False, box_mask_continuous: bool = False,
+                 lab_from_float: bool = False, pairwise_thresh: float = 0.3,
                  pairwise_dilation: int = 2, bottom_pixels_removed: int = 10, topk_proposals: int = 64,
                  lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 1e-4,
                  steps: list[int] = (6000, 8000), max_steps: int = 10000, lr_warmup_iters: int = 1000,
@@ -161,10 +168,10 @@ class LWSISModule(LightningModule):
         logits = model.dynamic(out["mask_feats"], params, im_ids, locs[loc_ids], soi[level[loc_ids]])  # [R,1,h,w]
         gt_boxes = torch.cat([t["boxes"] for t in targets])
         h4, w4 = logits.shape[-2:]
-        bmask = L.box_masks(gt_boxes[gt_ids], h4, w4, stride=4)
+        bmask = L.box_masks(gt_boxes[gt_ids], h4, w4, stride=4, continuous=hp.box_mask_continuous)
         probs = logits.sigmoid()[:, 0]
         losses["loss_prj"] = L.projection_loss(probs, bmask).mean()
-        sim = L.color_similarity(images, 4, hp.pairwise_dilation)[..., :h4, :w4]  # [B, 8, h4, w4]
+        sim = L.color_similarity(images, 4, hp.pairwise_dilation, hp.lab_from_float)[..., :h4, :w4]  # [B, 8, h4, w4]
         if hp.bottom_pixels_removed > 0:
             rows = (torch.arange(h4, device=images.device) * 4 + 2) < images.shape[-2] - hp.bottom_pixels_removed
             sim = sim * rows[None, None, :, None]
