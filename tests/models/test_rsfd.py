@@ -458,3 +458,74 @@ def test_decoder_applies_the_release_dropouts_five_per_pass_and_the_old_four_on_
     x, mem, keep = torch.randn(1, 3, 8), torch.randn(1, 2, 8), torch.ones(1, 3, 1)
     kept = layer(x, mem, keep) != 0
     assert 0 < kept.float().mean() < 0.8  # the whole residual sum is dropped element-wise, not only the FFN branch
+
+
+# ------------------------------------------------------------------------------------------------ official parity
+def _official_net():
+    from safetensors.torch import load_file
+
+    state = load_file(str(FIXTURES / "official_net_weights.safetensors"))
+    state.update(load_file(str(FIXTURES / "official_net_word_embeddings.safetensors")))
+    return state, load_file(str(FIXTURES / "official_net_io.safetensors"))
+
+
+def _zoo_from_official(state, io, **kw):
+    from zoo.models.rsfd.convert import convert_state_dict
+
+    model = RSFD([6, 5], 9468, 20, 3, d_model=4, num_heads=2, ffn_dim=8, fad_at_inference=True, **kw).eval()
+    model.load_state_dict(convert_state_dict({"state_dict": state, "settings": {"modality": "mi"}},
+                                             token_counts=io["token_counts"]), strict=True)
+    return model
+
+
+def test_network_matches_the_official_code_on_its_converted_weights():
+    """tests/fixtures/rsfd/official_net_*.safetensors: the release's Seq2Seq (Encoder_HighWay, BatchNorm joint
+    representation, BertDecoder with FAD over the release's hard-coded MSVD frequency table, tgt_word_prj), eval mode,
+    d 4, on 3 padded captions with categories. Compared: encoder memory, decoder hidden states, log-probabilities of
+    the targets, the best word and its log-probability at every position (float32, atol 1e-5)."""
+    state, io = _official_net()
+    model = _zoo_from_official(state, io)
+    assert model.decoder.fad.partition_sizes() == (9169, 293)  # |L|, |H| of the release's MSVD table
+    tokens, cat = io["tokens"], io["category"]
+    with torch.no_grad():
+        mem = model.encode([io["feat_m"], io["feat_i"]])
+        logits, hidden = model.logits(tokens[:, :-1], mem, cat)
+    keep = (tokens[:, :-1] != PAD)[..., None]
+    torch.testing.assert_close(mem, io["enc_output"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(hidden * keep, io["hidden"], atol=1e-5, rtol=1e-5)
+    logp = F.log_softmax(logits, -1)
+    torch.testing.assert_close(logp.gather(2, tokens[:, 1:, None])[..., 0], io["logprob_targets"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(logp.max(-1).values, io["logprob_max"], atol=1e-5, rtol=0)
+    assert torch.equal(logp.argmax(-1), io["logprob_argmax"])
+    with torch.no_grad():  # FAD is part of the match: without it (zoo's inference default) the hidden states differ
+        model.decoder.fad_at_inference = False
+        plain = model.logits(tokens[:, :-1], mem, cat)[1]
+    assert not torch.allclose(plain * keep, io["hidden"], atol=1e-3)
+
+
+def test_converter_reads_the_release_save_format_strictly(tmp_path):
+    import argparse
+
+    from zoo.models.rsfd.convert import convert_state_dict, init_args, read_checkpoint
+
+    state, io = _official_net()
+    path = tmp_path / "model_0.pth.tar"
+    torch.save({"epoch": 12, "state_dict": state, "validate_result": {"CIDEr": np.float64(0.51), "loss": np.float32(2)},
+                "settings": argparse.Namespace(modality="mi", num_attention_heads=2)}, path)
+    converted = read_checkpoint(path, token_counts=io["token_counts"])
+    model = _zoo_from_official(state, io)
+    assert set(converted) == set(model.state_dict())
+    for k, v in model.state_dict().items():
+        assert torch.equal(converted[k].to(v.dtype), v), k
+    args = init_args({"state_dict": state, "settings": {"modality": "mi", "num_attention_heads": 2}})
+    assert args == {"in_features": [6, 5], "vocab_size": 9468, "max_len": 20, "num_categories": 3, "d_model": 4,
+                    "ffn_dim": 8, "num_layers": 1, "num_heads": 2}
+    swapped = convert_state_dict({"state_dict": state}, modalities="im")  # image first in zoo's feature list
+    assert torch.equal(swapped["encoder.branches.0.0.weight"], state["encoder.Encoder_I.0.weight"])
+    assert torch.equal(swapped["encoder.norms.0.running_mean"], state["joint_representation_learner.bn1.running_mean"])
+    with pytest.raises(ValueError, match="no counterpart"):
+        convert_state_dict({"state_dict": {**state, "decoder.layer.0.output.LayerNorm.weight": torch.ones(4)}})
+    with pytest.raises(ValueError, match="modalities"):
+        convert_state_dict({"state_dict": state}, modalities="ia")
+    dss = convert_state_dict({"state_dict": {**state, "w1.weight": torch.ones(4, 4)}})
+    assert "w1.weight" not in dss and set(dss) == set(converted)
