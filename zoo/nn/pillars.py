@@ -5,7 +5,8 @@ Pure PyTorch, deterministic on the CPU. The recipe of spec ``3d.md`` §4 (OpenPC
 
 1. :func:`voxelize`: points inside the range -> integer cell ``(b, iz, iy, ix)``, the unique occupied cells and every
    point's cell (``torch.unique(..., return_inverse=True)``). No cap on the points per cell or on the cells: every
-   point counts. It is the one function a ``zoo.ops`` kernel can replace later.
+   point counts. It is the one function a ``zoo.ops`` kernel can replace later. ``filter_z=False`` (pillars) keeps
+   the points whose x / y cell is in the grid whatever their z, as OpenPCDet's ``DynamicPillarVFE`` (SSDA3D's default).
 2. :class:`DynamicPillarVFE`: per point ``(x, y, z, r) || xyz - mean(pillar) || xyz - centre(pillar)`` (10-d), then PFN
    layers Linear (no bias) + BatchNorm1d (over points) + ReLU; the pillar feature is the max over its points
    (``scatter_reduce 'amax'``), concatenated back to the points between layers.
