@@ -1,6 +1,8 @@
 """TinyMIM: relation loss, frozen teacher, converter, offline Hub loading, fine-tuning, demo configs."""
 from __future__ import annotations
 
+import argparse
+import datetime
 import json
 import shutil
 from pathlib import Path
@@ -9,9 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from safetensors.torch import load_file
 
 import zoo
 from zoo import hub, registry
+from zoo.errors import UserError
 from zoo.models.tinymim import convert
 from zoo.models.tinymim.model import TinyMIMStarViT, TinyMIMViT, sincos_pos_embed
 from zoo.models.tinymim.module import (
@@ -508,3 +512,134 @@ def test_relation_loss_is_an_op_module_that_fused_kernels_switches(monkeypatch):
     switch.restore()
     assert m.relation_kl.impl == "reference"
     assert not [k for k in m.state_dict() if k.startswith("relation_kl")], "the loss module holds no state"
+
+
+# ============================================================================================== release format
+def _save_model_format(path: Path, model_state: dict) -> Path:
+    """A checkpoint as TinyMIM's util/misc.py save_model writes it: model, optimizer, epoch, scaler, args."""
+    params = [torch.nn.Parameter(v.clone()) for v in list(model_state.values())[:3]]
+    opt = torch.optim.AdamW(params, lr=2.4e-3, betas=(0.9, 0.95))
+    sum(p.sum() for p in params).backward()
+    opt.step()
+    args = argparse.Namespace(model="tinymim_vit_tiny_patch16", teacher_model="mae_vit_base", batch_size=128,
+                              blr=1.5e-4, epochs=300, output_dir="./output_dir", input_size=224)
+    torch.save({"model": model_state, "optimizer": opt.state_dict(), "epoch": 299,
+                "scaler": {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+                           "_growth_tracker": 0}, "args": args}, path)
+    return path
+
+
+def test_save_model_format_reads_through_read_release_and_loads_strictly(tmp_path):
+    from zoo.convert import read_release
+
+    state = load_file(FIXTURES / "student_state.safetensors")
+    path = _save_model_format(tmp_path / "checkpoint-299.pth", state)
+    raw = read_release(path)
+    assert set(raw) == {"model", "optimizer", "epoch", "scaler", "args"}
+    assert isinstance(raw["args"], argparse.Namespace)
+    net = TinyMIMViT(**GOLDEN_STUDENT)
+    hub.load_weights_strict(net, convert.read_official(path), str(path))
+    for k, v in state.items():
+        assert torch.equal(net.state_dict()[k], v), k
+    with pytest.raises(UserError, match="outside the MAE/TinyMIM layout"):
+        convert.convert_state_dict({"model": {**state, "blocks.0.attn.relative_position_bias_table": torch.zeros(9, 2)}})
+    bad = tmp_path / "crafted.pth"  # a global save_model never writes: refused before anything in the file runs
+    torch.save({"model": state, "args": datetime.date(2023, 5, 25)}, bad)
+    with pytest.raises(ValueError, match="weights_only"):
+        convert.read_official(bad)
+
+
+# ============================================================================================== release parity
+# Golden tensors from OliverRensu/TinyMIM@d084705 run on CPU: tests/fixtures/tinymim/README.md.
+FIXTURES = REPO / "tests" / "fixtures" / "tinymim"
+GOLDEN_STUDENT = dict(img_size=64, patch_size=16, embed_dim=16, depth=12, num_heads=2, last_heads=4)
+GOLDEN_TEACHER = dict(img_size=64, patch_size=16, embed_dim=24, depth=3, num_heads=4)
+
+
+def _delta(name, ours, theirs, atol):
+    d = (ours.float() - theirs.float()).abs().max().item()
+    assert d <= atol, f"{name}: max |delta| vs the release {d:.3g} > {atol}"
+    return d
+
+
+def _relation(a, b):
+    return torch.softmax(a @ b.transpose(-1, -2) * a.shape[-1] ** -0.5, dim=-1)
+
+
+def test_student_teacher_relations_and_loss_match_the_release():
+    """TinyMIMViT.forward_encoder (student, block 12 of 12, 4 heads in the last block) and MaskedAutoencoderViT
+    (teacher, relation block 3) -> Q-K and V-V relations, and TinyMIMViT.forward's KL losses."""
+    from zoo.models.tinymim.module import _teacher_qkv
+
+    golden = load_file(FIXTURES / "relation_golden.safetensors")
+    student, teacher = TinyMIMViT(**GOLDEN_STUDENT).eval(), TinyMIMViT(**GOLDEN_TEACHER).eval()
+    for net, name in ((student, "student"), (teacher, "teacher")):
+        state = convert.convert_state_dict(load_file(FIXTURES / f"{name}_state.safetensors"))
+        torch.testing.assert_close(net.pos_embed, state["pos_embed"], rtol=0, atol=1e-6)  # MAE's fixed sin-cos
+        hub.load_weights_strict(net, state, name)
+    with torch.no_grad():
+        sq, sk, sv = student.forward_qkv(golden["student_images"], -1)
+        tq, tk, tv = _teacher_qkv(teacher, golden["images"], 2, None)
+        _delta("student Q-K relation", _relation(sq, sk), golden["student_qk"], 1e-6)
+        _delta("student V-V relation", _relation(sv, sv), golden["student_vv"], 1e-6)
+        _delta("teacher Q-K relation", _relation(tq, tk), golden["teacher_qk"], 1e-6)
+        _delta("teacher V-V relation", _relation(tv, tv), golden["teacher_vv"], 1e-6)
+        total, qk, vv = relation_kl_loss((sq, sk, sv), (tq, tk, tv))
+    _delta("Q-K KL loss", qk, golden["qk_loss"], 1e-5)
+    _delta("V-V KL loss", vv, golden["vv_loss"], 1e-5)
+    _delta("total loss", total, golden["qk_loss"] + golden["vv_loss"], 1e-5)
+
+
+def _star_release_state() -> dict:
+    """The T* backbone's weights as the golden script drew them (5.7M values, regenerated rather than stored):
+    official key names in sorted order from one generator; LayerNorm weights 1 + 0.1 n, vectors 0.1 n, others 0.05 n."""
+    shapes = official_vit_keys(192, 12, 18, patch=16, pretrain=False, classes=0, dist=True, neck=1280)
+    g = torch.Generator().manual_seed(4)
+    state = {}
+    for k in sorted(shapes):
+        n = torch.randn(shapes[k], generator=g)
+        if len(shapes[k]) == 1 and ("norm" in k or k.startswith("conv1x1.0")) and k.endswith("weight"):
+            state[k] = 1.0 + 0.1 * n
+        else:
+            state[k] = (0.1 if len(shapes[k]) == 1 else 0.05) * n
+    return state
+
+
+def test_star_backbone_and_neck_match_the_release():
+    """TinyMIM*-T (Segmentation/TinyMIMstar-T/backbone/mae.py MAE: CLS + dist token, 12 heads, conv1x1 on block 12's
+    tokens): block 4 / 6 / 8 outputs and the 1280-wide neck output of the patch tokens."""
+    golden = load_file(FIXTURES / "star_golden.safetensors")
+    star = TinyMIMStarViT(img_size=64, patch_size=16, num_classes=0).eval()
+    state = convert.convert_state_dict({"model": _star_release_state()})
+    missing = set(star.state_dict()) - set(state)
+    assert missing == {"fc_norm.weight", "fc_norm.bias"}  # the classifier's norm: not part of the backbone
+    star.load_state_dict(state, strict=False)
+    B, grid = 1, 4
+    with torch.no_grad():
+        x = star.norm_pre(star._pos_embed(star.patch_embed(golden["images"])))
+        for i, blk in enumerate(star.blocks):
+            x = blk(x)
+            if i in (3, 5, 7):
+                ours = x[:, 2:].transpose(1, 2).reshape(B, -1, grid, grid)
+                _delta(f"block {i + 1} tokens", ours, golden[f"block{i + 1}"], 1e-4)
+        neck = star.forward_features(golden["images"])[:, 2:].transpose(1, 2).reshape(B, -1, grid, grid)
+    _delta("neck (conv1x1) output", neck, golden["neck"], 1e-5)
+
+
+def test_argument_checks_are_user_errors():
+    """Each names the problem and the fix in one line (zoo.errors.UserError, printed by the zoo command)."""
+    with pytest.raises(UserError, match="teacher_block=0"):
+        TinyMIMDistillModule(**STUDENT, teacher=TEACHER, teacher_block=0)
+    with pytest.raises(UserError, match="last_heads=5 does not divide embed_dim=24"):
+        TinyMIMViT(img_size=32, patch_size=8, embed_dim=24, depth=2, num_heads=2, last_heads=5)
+    with pytest.raises(UserError, match="divisible by 4"):
+        sincos_pos_embed(18, (2, 2))
+    with pytest.raises(UserError, match="unknown kind 'deit'"):
+        ViTFinetuneModule(kind="deit", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=10)
+    with pytest.raises(UserError, match="differ in"):
+        q = torch.randn(1, 2, 5, 4)
+        relation_kl_loss((q, q, q), (q[:, :1], q[:, :1], q[:, :1]))
+    with pytest.raises(UserError, match="teacher_block=9 but the teacher has 3 blocks"):
+        TinyMIMDistillModule(**STUDENT, teacher=TEACHER, teacher_block=9).configure_model()
+    with pytest.raises(UserError, match="not a TinyMIM/MAE"):
+        convert.convert_state_dict({"model": {}})

@@ -55,6 +55,20 @@ _CONVERT_NOTE = ("download {file} from the links in the official README (github.
 _FT_PROTOCOL = ("fine-tuned on ImageNet-1k from the distilled model (100 epochs for B, MAE recipe), single 224 "
                 "centre crop; README table of the official repo")
 _ADE_PROTOCOL = "UperNet, 512x512, 160k iterations, single-scale mIoU (official Segmentation/ code)"
+_FIDELITY = (
+    " Release files: TinyMIM's and MAE's util/misc.py save_model writes {{model, optimizer, epoch, scaler, args "
+    "(argparse.Namespace)}}; the converter reads them with torch.load(weights_only=True) admitting only those plain "
+    "globals (zoo.convert.read_release) and refuses any key outside the MAE/TinyMIM ViT layout. Parity with "
+    "OliverRensu/TinyMIM@d084705 is a golden test (tests/fixtures/tinymim): {what}."
+)
+_FIDELITY_PT = _FIDELITY.format(what=(
+    "student (models_tinymim.py TinyMIMViT.forward_encoder, relations at block 12) and teacher "
+    "(models_teacher.py MaskedAutoencoderViT) Q-K / V-V relations and the KL losses of TinyMIMViT.forward; zoo "
+    "takes the log of the student relation as a log-softmax (fp16-safe) where the release logs the softmax"))
+_FIDELITY_STAR = _FIDELITY.format(what=(
+    "the backbone (CLS + dist token, 12 heads) and the conv1x1 neck against Segmentation/TinyMIMstar-T/backbone/"
+    "mae.py with plain blocks (its ADE20K config adds relative position bias and LayerScale, which the "
+    "ADE20K log lists as missing from TinyMIM-FT-Tstar.pth); the classification heads are not in the released code"))
 _TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
 
 _RECIPE_PT = (
@@ -110,6 +124,7 @@ for _size, _student in STUDENTS.items():
                "MAE (CC-BY-NC 4.0): non-commercial research use." if _size in RELEASED_PT else
                "The authors did not release these pre-trained weights (OliverRensu/TinyMIM#11); train them with "
                f"the config (teacher: a ViT-B, e.g. MAE ViT-B or tinymim-base with teacher_heads={_last}).")
+            + _FIDELITY_PT
         ),
         tiny_overrides={**_TINY, "last_heads": 4, "teacher_block": -1},
     ))
@@ -175,6 +190,7 @@ ENTRIES.append(Entry(
         "tokens for head, distillation token for head_dist) are our reading of the checkpoint's key names; the "
         "classification code of T* was not published, so the parameter count (8,336,400) is checked against that "
         "reading, not against the file. DeiT-style hard distillation during training is not implemented."
+        + _FIDELITY_STAR
     ),
     tiny_overrides={**_TINY, "num_heads": 4, "neck_dim": 64, "num_classes": 10},
 ))

@@ -24,12 +24,17 @@ import re
 from pathlib import Path
 
 from zoo import convert as _convert
+from zoo.errors import UserError
 
 __all__ = ["convert_state_dict", "to_official_state_dict", "read_official", "load_official", "main"]
 
 # official prefix -> zoo prefix (everything else keeps its name)
 _RENAMES = (("conv1x1.0.", "neck.0."), ("conv1x1.1.", "neck.1."))
 _DROP = re.compile(r"^(decoder_|decoder\.|mask_token$)")
+# every name an official TinyMIM / MAE encoder file holds (after renaming); anything else is refused
+_KNOWN = re.compile(r"^(cls_token|dist_token|pos_embed|patch_embed\.proj\.(weight|bias)"
+                    r"|blocks\.\d+\.(norm1|attn\.qkv|attn\.proj|norm2|mlp\.fc1|mlp\.fc2)\.(weight|bias)"
+                    r"|(norm|fc_norm|head|head_dist|neck\.0|neck\.1)\.(weight|bias))$")
 
 
 def _unwrap(official: dict) -> dict:
@@ -42,12 +47,15 @@ def _unwrap(official: dict) -> dict:
 def convert_state_dict(official: dict) -> dict:
     """An official TinyMIM / MAE checkpoint (the ``torch.load``-ed dict, or its ``"model"`` entry) -> zoo keys.
 
-    Strips ``module.`` (DDP) prefixes and MAE's decoder, renames T*'s ``conv1x1`` to ``neck``. Tensors are shared,
-    not copied.
+    Strips ``module.`` (DDP) prefixes and MAE's decoder, renames T*'s ``conv1x1`` to ``neck``; a key outside the
+    MAE / TinyMIM ViT layout is a :class:`~zoo.errors.UserError` (strict; shapes and missing keys are checked when
+    the result is loaded). Tensors are shared, not copied. The files are ``utils.save_model``'s (MAE / TinyMIM
+    ``util/misc.py``): ``{"model", "optimizer", "epoch", "scaler", "args": argparse.Namespace}``, read by
+    :func:`read_official` through :func:`zoo.convert.read_release`.
     """
     state = _unwrap(official)
     if not isinstance(state, dict) or not state:
-        raise ValueError("not a TinyMIM/MAE checkpoint: expected a dict of tensors (under 'model' in official files)")
+        raise UserError("not a TinyMIM/MAE checkpoint: expected a dict of tensors (under 'model' in official files)")
     out = {}
     for key, value in state.items():
         if key.startswith("module."):
@@ -58,8 +66,12 @@ def convert_state_dict(official: dict) -> dict:
             if key.startswith(old):
                 key = new + key[len(old):]
         out[key] = value
+    unknown = sorted(k for k in out if not _KNOWN.match(k))
+    if unknown:
+        raise UserError(f"not a TinyMIM/MAE ViT checkpoint: {len(unknown)} keys outside the MAE/TinyMIM layout, e.g. "
+                        f"{unknown[:5]}; convert the file's 'model' entry of an official TinyMIM or MAE release")
     if "pos_embed" not in out or not any(k.startswith("blocks.") for k in out):
-        raise ValueError(
+        raise UserError(
             "not a TinyMIM/MAE ViT checkpoint: no 'pos_embed' or 'blocks.*' keys "
             f"(first keys: {sorted(state)[:5]}). Expected MAE-style names under 'model'."
         )

@@ -34,6 +34,7 @@ from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import Tensor, nn
 
+from zoo.errors import UserError
 from zoo.models.tinymim.sizes import TEACHERS
 
 __all__ = [
@@ -54,7 +55,7 @@ def sincos_pos_embed(dim: int, grid: tuple[int, int], num_prefix_tokens: int = 1
     [sin(pos·ω), cos(pos·ω)] with ω_i = 10000^(-i / (dim/4)), the layout of MAE's ``get_2d_sincos_pos_embed``.
     """
     if dim % 4:
-        raise ValueError(f"sin-cos position embedding needs embed_dim divisible by 4, got {dim}")
+        raise UserError(f"embed_dim={dim}: the sin-cos position embedding needs embed_dim divisible by 4")
     gh, gw = grid
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
     ys, xs = torch.meshgrid(torch.arange(gh, dtype=torch.float64), torch.arange(gw, dtype=torch.float64),
@@ -104,7 +105,7 @@ class TinyMIMViT(VisionTransformer):
         self.last_heads = last_heads or num_heads
         if self.last_heads != num_heads:
             if embed_dim % self.last_heads:
-                raise ValueError(f"last_heads={self.last_heads} must divide embed_dim={embed_dim}")
+                raise UserError(f"last_heads={self.last_heads} does not divide embed_dim={embed_dim}: pick a divisor")
             old = self.blocks[-1]
             self.blocks[-1] = Block(embed_dim, self.last_heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=LayerNorm6,
                                     drop_path=0.0 if drop_path_uniform else drop_path_rate)
@@ -155,7 +156,8 @@ def block_qkv(blk: Block, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """q, k, v of a timm ``Block`` for input tokens ``x`` (B, T, C): the split timm's ``Attention.forward`` makes."""
     attn = blk.attn
     if not isinstance(attn.q_norm, nn.Identity) or not isinstance(attn.k_norm, nn.Identity):
-        raise ValueError("relation targets are defined for attention without q/k norm (TinyMIM's ViTs have none)")
+        raise UserError("relation targets are defined for attention without q/k norm (TinyMIM's ViTs have none): "
+                        "use a TinyMIMViT teacher")
     B, T, _ = x.shape
     qkv = attn.qkv(blk.norm1(x)).reshape(B, T, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)

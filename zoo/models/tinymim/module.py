@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
-from zoo.errors import check_choice, check_fits_data, check_positive
+from zoo.errors import UserError, check_choice, check_fits_data, check_positive
 from zoo.training import ClassificationEval, TimmScheduled, scaled_lr, warmup_cosine
 from zoo.models.tinymim.model import TinyMIMStarViT, TinyMIMViT, block_qkv
 from zoo.models.tinymim.sizes import TEACHERS
@@ -75,7 +75,7 @@ def relation_kl_loss(student_qkv: Sequence[Tensor], teacher_qkv: Sequence[Tensor
     sq, sk, sv = student_qkv
     tq, tk, tv = (t.detach() for t in teacher_qkv)
     if sq.shape[:3] != tq.shape[:3]:
-        raise ValueError(
+        raise UserError(
             f"student relations {tuple(sq.shape[:3])} and teacher relations {tuple(tq.shape[:3])} differ in "
             "(batch, heads, tokens): give the student's last block as many heads as the teacher's relation block "
             "(last_heads / teacher_heads) and the same image and patch size."
@@ -153,7 +153,8 @@ def _read_state(source: str) -> dict:
         state = read_checkpoint(path).get("state_dict", {})
         model = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
         if not model:
-            raise ValueError(f"{path} holds no 'model.*' weights: not a checkpoint of a zoo LightningModule")
+            raise UserError(f"{path} holds no 'model.*' weights: not a checkpoint of a zoo LightningModule; give a "
+                            "zoo .ckpt, an official .pth or a registry name")
         return model
     import zoo
 
@@ -184,7 +185,8 @@ def build_teacher(spec: str | dict, teacher_heads: int | None = None) -> TinyMIM
         if _is_url(str(spec)) or (path.is_file() and path.suffix in _OFFICIAL_SUFFIXES):
             state = _read_state(str(spec))
             if "norm.weight" not in state:
-                raise ValueError(f"{spec} is not a pre-training (encoder) checkpoint: it has no final 'norm'")
+                raise UserError(f"{spec} is not a pre-training (encoder) checkpoint: it has no final 'norm'; give the "
+                                "teacher's pre-training file (e.g. mae_pretrain_vit_large.pth), not a fine-tuned one")
             net = TinyMIMViT(**_infer_vit_args(state))
             from zoo.hub import load_weights_strict
 
@@ -203,7 +205,8 @@ def build_teacher(spec: str | dict, teacher_heads: int | None = None) -> TinyMIM
 
             net = zoo.load(str(spec)).model
         if not isinstance(net, TinyMIMViT):
-            raise TypeError(f"teacher {spec!r} is a {type(net).__name__}; TinyMIM needs a zoo ViT (TinyMIMViT)")
+            raise UserError(f"teacher {spec!r} is a {type(net).__name__}; TinyMIM needs a zoo ViT (TinyMIMViT): give a "
+                            "tinymim-* / MAE teacher")
     net.requires_grad_(False)
     net.teacher_heads = teacher_heads  # an optional re-split of the relation block's channels into heads
     return net.eval()
@@ -221,7 +224,7 @@ def _teacher_qkv(teacher: TinyMIMViT, images: Tensor, block: int, heads: int | N
     q, k, v = (t.transpose(1, 2).flatten(2) for t in block_qkv(blk, x))
     B, T, C = q.shape
     if C % heads:
-        raise ValueError(f"teacher_heads={heads} does not divide the teacher width {C}")
+        raise UserError(f"teacher_heads={heads} does not divide the teacher width {C}: pick a divisor of {C}")
     return tuple(t.view(B, T, heads, C // heads).transpose(1, 2) for t in (q, k, v))
 
 
@@ -273,7 +276,8 @@ class TinyMIMDistillModule(TimmScheduled, LightningModule):
         super().__init__()
         self.save_hyperparameters()
         if teacher_block == 0:
-            raise ValueError("teacher_block is 1-based (the paper's 'block 18 of 24') or negative; 0 is neither")
+            raise UserError("teacher_block=0: it is 1-based (the paper's 'block 18 of 24') or negative from the end "
+                            "(-1: the last block)")
         self.model = TinyMIMViT(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
                                 num_heads=num_heads, last_heads=last_heads, drop_path_rate=drop_path_rate,
                                 drop_path_uniform=True, fixed_pos_embed=True)
@@ -295,7 +299,7 @@ class TinyMIMDistillModule(TimmScheduled, LightningModule):
             return
         spec = self.hparams.teacher
         if spec is None:
-            raise ValueError(
+            raise UserError(
                 "TinyMIMDistillModule needs a teacher to train: set model.init_args.teacher to a zoo model "
                 "(registry name, local-dir:PATH, hf-hub:org/name), a Lightning .ckpt, an official MAE .pth "
                 "(e.g. mae_pretrain_vit_large.pth) or a dict of ViT init args."
@@ -304,11 +308,11 @@ class TinyMIMDistillModule(TimmScheduled, LightningModule):
         n = len(teacher.blocks)
         blk = self.hparams.teacher_block
         if not (-n <= blk <= n):
-            raise ValueError(f"teacher_block={blk} but the teacher has {n} blocks")
+            raise UserError(f"teacher_block={blk} but the teacher has {n} blocks: use 1..{n} or -{n}..-1")
         self._teacher_index = blk - 1 if blk > 0 else n + blk
         heads = teacher.teacher_heads or teacher.blocks[self._teacher_index].attn.num_heads
         if heads != self.model.last_heads:
-            raise ValueError(
+            raise UserError(
                 f"the teacher's relation block has {heads} heads but the student's last block has "
                 f"{self.model.last_heads}: set last_heads={heads} (the paper's choice) or teacher_heads="
                 f"{self.model.last_heads}."
@@ -387,7 +391,8 @@ def load_pretrained(model: nn.Module, source: str) -> list[str]:
     if "pos_embed" in state and state["pos_embed"].shape != own["pos_embed"].shape:
         src_prefix = 1 + ("dist_token" in state)
         if src_prefix != prefix:
-            raise ValueError(f"cannot map pos_embed with {src_prefix} prefix tokens onto a model with {prefix}")
+            raise UserError(f"cannot map pos_embed with {src_prefix} prefix tokens onto a model with {prefix}: "
+                            "load T* (dist token) weights into kind='star', plain ViT weights into kind='vit'")
         grid = getattr(model.patch_embed, "grid_size")
         state["pos_embed"] = resample_abs_pos_embed(state["pos_embed"], new_size=grid, num_prefix_tokens=prefix)
     keep = {k: v for k, v in state.items()
@@ -397,8 +402,8 @@ def load_pretrained(model: nn.Module, source: str) -> list[str]:
     encoder = [k for k in own if k.startswith(("blocks.", "patch_embed.", "cls_token"))]
     lost = [k for k in encoder if k not in keep]
     if lost:
-        raise ValueError(f"pre-trained weights from {source} do not fit the encoder: {lost[:6]} missing or shaped "
-                         "differently (is it the same ViT size?)")
+        raise UserError(f"pre-trained weights from {source} do not fit the encoder: {lost[:6]} missing or shaped "
+                        "differently: give weights of the same ViT size (embed_dim, depth, patch_size)")
     model.load_state_dict(keep, strict=False)
     return sorted(set(own) - set(keep))
 
@@ -451,7 +456,7 @@ class ViTFinetuneModule(TimmScheduled, ClassificationEval, LightningModule):
                                         num_heads=num_heads, neck_dim=neck_dim, num_classes=num_classes,
                                         drop_path_rate=drop_path_rate)
         else:
-            raise ValueError(f"kind must be 'vit' or 'star', got {kind!r}")
+            raise UserError(f"kind={kind!r}: use 'vit' (plain ViT) or 'star' (TinyMIM*-T)")
         for head in (getattr(self.model, "head", None), getattr(self.model, "head_dist", None)):
             if isinstance(head, nn.Linear):  # MAE: trunc_normal(std=2e-5) head, zero bias
                 nn.init.trunc_normal_(head.weight, std=2e-5)
