@@ -478,7 +478,7 @@ class VideoFramesDataModule(LightningDataModule):
     (``zoo.data_modules.video.decode_frames``), ``max_frames`` frames evenly spread (the release: at most 60), or
     ``root=None``-style synthetic moving digits (``video_dir: null``: ``digits`` clips). Videos whose key is already in
     ``skip_done`` (the appearance HDF5 file being written) are skipped, so a rerun resumes. Batches: ``ids``, ``frames``
-    (lists; one video per item)."""
+    (lists; one video per item; a file that cannot be decoded gives its ``DecodeError`` instead of frames)."""
 
     def __init__(self, video_dir: str | None = None, pattern: str = "*.mp4", max_frames: int = 60,
                  skip_done: str | None = None, digits: int = 16, digits_frames: int = 8, digits_size: int = 32,
@@ -519,11 +519,14 @@ class _Frames(Dataset):
         return len(self.items)
 
     def __getitem__(self, i):
-        from zoo.data_modules.video import decode_frames
+        from zoo.data_modules.video import DecodeError, decode_frames
 
         vid, x = self.items[i]
         if isinstance(x, np.ndarray):
             return vid, torch.from_numpy(x)
         m = self.max_frames
-        frames = decode_frames(x, lambda n: np.linspace(0, n - 1, min(n, m)).round().astype(np.int64))
+        try:
+            frames = decode_frames(x, lambda n: np.linspace(0, n - 1, min(n, m)).round().astype(np.int64))
+        except DecodeError as e:  # passed on: FeatureExtractionModule skips the video with a counted warning
+            return vid, e
         return vid, torch.from_numpy(frames)

@@ -529,3 +529,48 @@ def test_converter_reads_the_release_save_format_strictly(tmp_path):
         convert_state_dict({"state_dict": state}, modalities="ia")
     dss = convert_state_dict({"state_dict": {**state, "w1.weight": torch.ones(4, 4)}})
     assert "w1.weight" not in dss and set(dss) == set(converted)
+
+
+def _write_mp4(path, frames: int = 6, size: int = 32, seed: int = 0):
+    import av
+
+    rng = np.random.default_rng(seed)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=8)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for _ in range(frames):
+            img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(stream.encode())
+
+
+def test_feature_extraction_skips_an_undecodable_video_and_the_rerun_does_not_die(tmp_path, caplog):
+    """Issue 23: one corrupt file among the videos is skipped with a counted warning, the others are written, and the
+    resumable rerun skips it again instead of stopping."""
+    import lightning.pytorch as pl
+    from zoo.data_modules.captioning import VideoFramesDataModule
+
+    from zoo.models.rsfd.features import FeatureExtractionModule, HDF5FeatureWriter, done_keys
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    _write_mp4(videos / "video0.mp4")
+    (videos / "video1.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 20)
+    _write_mp4(videos / "video2.mp4", seed=1)
+    app, mot = str(tmp_path / "image.hdf5"), str(tmp_path / "motion.hdf5")
+    module = FeatureExtractionModule("test_resnet", "r3d_18", image_size=32, motion_size=16, clip_len=4, overlap=2)
+
+    def run():
+        dm = VideoFramesDataModule(video_dir=str(videos), skip_done=app, max_frames=6)
+        trainer = pl.Trainer(accelerator="cpu", logger=False, callbacks=[HDF5FeatureWriter(app, mot)],
+                             enable_progress_bar=False, enable_model_summary=False)
+        with pytest.warns(RuntimeWarning, match=r"skipping video video1 .*1 skipped so far"):
+            trainer.predict(module, datamodule=dm, return_predictions=False)
+        return dm
+
+    run()
+    assert done_keys(app) == done_keys(mot) == {"video0", "video2"}
+    assert module.skipped == ["video1"]
+    dm = run()  # the rerun: only the bad file is left, it is skipped again
+    assert [v for v, _ in dm.items] == ["video1"] and done_keys(app) == {"video0", "video2"}

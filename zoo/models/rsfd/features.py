@@ -18,11 +18,14 @@ convolutions still separate the digits and their motion). ``grid`` > 1 average-p
 ``zoo.data_modules.VideoFramesDataModule``) and :class:`HDF5FeatureWriter` (a ``BasePredictionWriter``) appends each
 video to the two files: written under a temporary name and renamed when complete, the file closed after every video,
 so an interrupted run leaves valid files and a rerun skips the videos already there (the data module asks
-:func:`done_keys`).
+:func:`done_keys`). A video file that cannot be decoded is skipped with a warning that counts the skips (as the video
+data modules do, ``zoo.data_modules.video.decode_frames`` / ``DecodeError``); the run goes on, and a rerun tries it
+again and skips it again.
 """
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -205,17 +208,33 @@ class FeatureExtractionModule(LightningModule):
         self.save_hyperparameters()
         self.model = VideoFeatureExtractor(image_model, motion_model, pretrained, image_size, motion_size, clip_len,
                                            overlap, grid)
+        self.skipped: list[str] = []  # ids of the videos that could not be decoded in the current run
 
     def forward(self, frames: torch.Tensor):
         return self.model(frames)
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
-        apps, mots = [], []
-        for frames in batch["frames"]:
+        ids, apps, mots = [], [], []
+        for vid, frames in zip(batch["ids"], batch["frames"]):
+            if isinstance(frames, Exception):  # an undecodable file (VideoFramesDataModule): skip it, keep going
+                self.skipped.append(vid)
+                warnings.warn(f"skipping video {vid} (could not decode: {frames}); {len(self.skipped)} skipped so far",
+                              RuntimeWarning, stacklevel=2)
+                continue
             a, m = self.model(frames)
+            ids.append(vid)
             apps.append(a)
             mots.append(m)
-        return {"ids": list(batch["ids"]), "appearance": apps, "motion": mots}
+        return {"ids": ids, "appearance": apps, "motion": mots}
+
+    def on_predict_start(self) -> None:
+        self.skipped = []
+
+    def on_predict_end(self) -> None:
+        if self.skipped:
+            names = ", ".join(self.skipped[:20]) + (" ..." if len(self.skipped) > 20 else "")
+            log.warning("feature extraction skipped %d undecodable video(s), not written (a rerun tries them again): "
+                        "%s", len(self.skipped), names)
 
     def training_step(self, batch, batch_idx):
         raise UserError("FeatureExtractionModule only extracts features: run `zoo predict`, not `zoo fit`")
