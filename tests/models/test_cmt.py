@@ -421,6 +421,116 @@ def test_converter_on_the_official_layout():
         convert_state_dict({"backbone.foo": torch.zeros(1)})
 
 
+@pytest.mark.parametrize("name", ["cmt-voxel0075-vov", "cmt-voxel0100-r50", "cmt-lidar-voxel0075", "cmt-camera-vov"])
+@pytest.mark.parametrize("spconv_layout", ["2.x", "1.x"])
+def test_converter_covers_the_full_official_key_set(name, spconv_layout):
+    """Every key and shape of the official network of each released config (tests/fixtures/cmt/official_keys.json:
+    VoVNet / ResNet image backbone, CPFPN, SparseEncoder, SECOND, SECONDFPN and the head, built from the official
+    module definitions) converts onto the registry entry's model, nothing missing or left over, equal shapes; the
+    parameter counts are equal. Sparse conv weights are tried in both spconv layouts (the fixture holds 2.x's)."""
+    import json
+
+    spec = json.loads((GOLDEN / "official_keys.json").read_text())[name]
+    with torch.device("meta"):
+        m = CMTModule(**SPECS[name][0])
+        sd = {k: torch.empty(s) for k, s in spec["keys"].items()}
+    sparse = [k for k, v in sd.items() if v.dim() == 5]
+    assert len(sparse) == (0 if name == "cmt-camera-vov" else 21)
+    if spconv_layout == "1.x":  # mmcv's spconv: (kD, kH, kW, C_in, C_out)
+        sd.update({k: sd[k].permute(1, 2, 3, 4, 0) for k in sparse})
+    got = convert_state_dict({"state_dict": sd})
+    own = {k: v for k, v in m.model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert set(got) == set(own)
+    assert [k for k in own if got[k].shape != own[k].shape] == []
+    official_params = sum(math.prod(s) for k, s in spec["keys"].items()
+                          if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    assert official_params == sum(p.numel() for p in m.model.parameters()) == SPECS[name][1]
+
+
+def test_sparse_conv_layout_is_read_from_the_shape():
+    """Both spconv layouts of one weight give the same spconv 2.x tensor; a shape that fits neither is refused."""
+    w2 = torch.randn(32, 3, 3, 3, 16)  # encoder_layer1's stride-2 conv: 16 -> 32 channels, spconv 2.x layout
+    key = "pts_middle_encoder.encoder_layers.encoder_layer1.2.0.weight"
+    ours = "pts.pts_middle_encoder.encoder_layers.0.2.0.weight"
+    for w in (w2, w2.permute(1, 2, 3, 4, 0)):
+        torch.testing.assert_close(convert_state_dict({key: w})[ours], w2)
+    w = torch.randn(128, 3, 1, 1, 128)  # conv_out: kernel (3, 1, 1)
+    torch.testing.assert_close(convert_state_dict({"pts_middle_encoder.conv_out.0.weight": w})
+                               ["pts.pts_middle_encoder.conv_out.0.weight"], w)
+    with pytest.raises(UserError, match="neither spconv 1.x"):
+        convert_state_dict({key: torch.randn(3, 3, 3, 32, 16)})
+
+
+def test_released_vovnet_has_ese_in_every_block():
+    """DD3D's ``_OSA_module`` (the release's VoVNet) applies eSE in every OSA block; timm's ese_vovnet99b only in each
+    stage's last block (``ese_every_block=False``)."""
+    from timm.models.vovnet import OsaBlock
+
+    with torch.device("meta"):
+        rel = CMTModule(**SPECS["cmt-camera-vov"][0])
+        timm_arch = CMTModule(**{**SPECS["cmt-camera-vov"][0], "ese_every_block": False})
+    blocks = [b for b in rel.model.img.backbone.modules() if isinstance(b, OsaBlock)]
+    assert len(blocks) == 16 and all(b.attn is not None for b in blocks)
+    blocks = [b for b in timm_arch.model.img.backbone.modules() if isinstance(b, OsaBlock)]
+    assert sum(b.attn is not None for b in blocks) == 4
+
+
+def _mmcv_checkpoint(state_dict: dict, optimizer: torch.optim.Optimizer) -> dict:
+    """The structure mmcv 1.x ``save_checkpoint`` writes (runner/checkpoint.py: meta with mmcv_version, time and the
+    model's CLASSES; ``weights_to_cpu`` keeps ``_metadata``), with the meta of CMT's tools/train.py (env_info,
+    config text, seed (numpy int from init_random_seed), exp_name, mmdet/mmdet3d versions, CLASSES, PALETTE) and the
+    runner's epoch / iter and fp16 loss-scaler state."""
+    from collections import OrderedDict
+
+    sd = OrderedDict((k, v.detach().clone()) for k, v in state_dict.items())
+    sd._metadata = OrderedDict([("", {"version": 1}), ("pts_middle_encoder.conv_input.0", {"version": 2})])
+    meta = {"env_info": "sys.platform: linux\nPyTorch: 1.9.0", "config": "model = dict(type='CmtDetector')\n",
+            "seed": np.int64(1234), "exp_name": "cmt_voxel0075_vov_1600x640_cbgs.py", "mmdet_version": "2.24.0",
+            "mmseg_version": "0.20.0", "mmdet3d_version": "1.0.0rc5", "CLASSES": tuple(SPECS_CLASSES), "PALETTE": None,
+            "epoch": 20, "iter": 123456, "mmcv_version": "1.6.0", "time": "Sat Mar 11 10:00:00 2023",
+            "fp16": {"loss_scaler": {"cur_scale": 512.0, "cur_iter": 123456, "mode": "dynamic",
+                                     "last_overflow_iter": 120000, "scale_factor": 2.0, "scale_window": 1000}},
+            "hook_msgs": {"last_ckpt": "work_dirs/epoch_20.pth"}}
+    return {"meta": meta, "state_dict": sd, "optimizer": optimizer.state_dict()}
+
+
+SPECS_CLASSES = ("car", "truck", "construction_vehicle", "bus", "trailer", "barrier", "motorcycle", "bicycle",
+                 "pedestrian", "traffic_cone")
+
+
+def test_release_file_format_reads_safely_and_converts_strictly(tmp_path):
+    """An mmcv ``save_checkpoint`` file of the official layout (meta + state_dict + AdamW state) is read by
+    ``zoo.convert.read_release`` (weights_only) and loads strictly; the same file with one foreign global is refused
+    before anything in it runs."""
+    import pathlib
+
+    from zoo.convert import read_release
+    from zoo.models.cmt.convert import load_official
+
+    m = tiny()
+    official = {_official_key(k): torch.randn_like(v.float()).to(v.dtype) if v.is_floating_point() else v
+                for k, v in m.model.state_dict().items()}
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(3))], lr=1e-4)
+    opt.step()
+    path = tmp_path / "epoch_20.pth"
+    torch.save(_mmcv_checkpoint(official, opt), path)
+    raw = read_release(path)
+    assert raw["meta"]["CLASSES"] == SPECS_CLASSES and int(raw["meta"]["seed"]) == 1234
+    target = tiny()
+    load_official(target, raw)
+    got = target.model.state_dict()
+    torch.testing.assert_close(got["decoder.layers.0.cross_attn.in_proj_weight"],
+                               official["pts_bbox_head.transformer.decoder.layers.0.attentions.1.attn.in_proj_weight"])
+    bad = _mmcv_checkpoint(official, opt)
+    bad["meta"]["work_dir"] = pathlib.PurePosixPath("work_dirs/cmt")  # any other global
+    torch.save(bad, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="weights_only"):
+        read_release(tmp_path / "bad.pth")
+    del official["pts_bbox_head.reference_points.weight"]
+    with pytest.raises(UserError, match="missing"):
+        load_official(tiny(), {"state_dict": official})
+
+
 def test_token_grids_of_the_released_configs_on_meta():
     with torch.device("meta"):
         m = CMTModule(**SPECS["cmt-voxel0075-vov"][0])

@@ -52,7 +52,7 @@ SPECS = {
     "cmt-voxel0075-vov": (
         {"modalities": "fusion", "point_cloud_range": _RANGE54, "voxel_size": [0.075, 0.075, 0.2], **_VOXEL,
          "img_backbone": "ese_vovnet99b", "image_size": [640, 1600]},
-        79_258_132,
+        86_607_380,
         ("CMT (camera + LiDAR): VoVNet-99-eSE + CPFPN on 6 views of 1600x640 (24,000 image tokens at stride 16), 0.075 m "
          "voxels -> sparse encoder -> SECOND/SECONDFPN (180x180 = 32,400 BEV tokens), 900 position-guided queries, "
          "6-layer decoder."),
@@ -81,7 +81,7 @@ SPECS = {
     "cmt-camera-vov": (
         {"modalities": "camera", "point_cloud_range": _RANGE54, "img_backbone": "ese_vovnet99b",
          "image_size": [640, 1600]},
-        70_806_852,
+        78_156_100,
         ("CMT-C (cameras only): VoVNet-99-eSE + CPFPN on 6 views of 1600x640, camera-ray position encoding; the query "
          "PE is the image PE plus the BEV sine PE of the anchors (as released: CmtImageHead inherits CmtHead's "
          "query_embed; camera_bev_query_pe=False gives the image-only query PE)."),
@@ -166,7 +166,12 @@ _LIMITS = ("Random initialisation here: the released image-backbone inits (fcos3
            "leave [0, 1] (clamp_query_anchors=False feeds the raw anchors, zoo's earlier behaviour); the "
            "cross-attention has attention dropout 0.0 and output dropout 0.1, because the release passes its 0.1 "
            "positionally into FlashMHA's bias parameter (cross_attn_dropout=0.1 gives the configured 0.1 on the "
-           "attention weights too; training only); CMT-C adds the BEV PE to its queries (camera_bev_query_pe). "
+           "attention weights too; training only); CMT-C adds the BEV PE to its queries (camera_bev_query_pe); the released VoVNet-99-eSE (DD3D's vovnet.py) "
+           "applies eSE in every OSA block, timm's ese_vovnet99b only in each stage's last (ese_every_block=False "
+           "gives timm's; the parameter counts are the release's). convert.py maps the full official key set of "
+           "each released config (checked key by key and shape by shape against the official module definitions) "
+           "and reads sparse conv weights in either spconv layout (1.x: k, k, k, in, out; 2.x: out, k, k, k, in), "
+           "told apart by their shapes. "
            "Target boxes with a size <= 0 or non-finite values are dropped with a counted warning (their log-size "
            "code would be NaN).")
 

@@ -11,8 +11,10 @@ Key layout of the release (mmdet3d 1.0 / mmcv 1.x):
 - ``img_neck.lateral_convs.{i}.conv.*`` -> ``img.neck.lateral_convs.{i}.*``; ``img_neck.fpn_convs.0.conv.*`` ->
   ``img.neck.fpn_conv.*``.
 - ``pts_middle_encoder.*`` (``SparseEncoder``): ``conv_input.{0,1}``, ``encoder_layers.encoder_layer{i}.{j}.*`` ->
-  ``pts.pts_middle_encoder.encoder_layers.{i-1}.{j}.*``, ``conv_out.{0,1}``. Sparse conv weights of mmcv's spconv
-  (kD, kH, kW, C_in, C_out) are permuted to spconv 2's (C_out, kD, kH, kW, C_in).
+  ``pts.pts_middle_encoder.encoder_layers.{i-1}.{j}.*``, ``conv_out.{0,1}``. Sparse conv weights come in two layouts:
+  mmcv's spconv 1.x (kD, kH, kW, C_in, C_out) and spconv 2.x (C_out, kD, kH, kW, C_in) (mmdet3d's
+  ``ops/spconv/overwrite_spconv/write_spconv2.py`` converts between them on load by a version flag); the layout is
+  detected from the shape, given the released layer's kernel and output channels, and 1.x weights are permuted.
 - ``pts_voxel_encoder.pfn_layers.{i}.{linear,norm}`` -> ``pts.pts_voxel_encoder.pfn.{i}.*`` (pillar variant).
 - ``pts_backbone.blocks.{i}.{k}`` (SECOND) -> ``pts.pts_backbone.blocks.{i}.{k+1}`` (ours starts with a ZeroPad2d);
   ``pts_neck.deblocks.{i}.{0,1}`` (SECONDFPN) -> ``pts.pts_backbone.deblocks.{i}.{0,1}``; the release's stride-1 level is
@@ -27,6 +29,7 @@ from __future__ import annotations
 import re
 
 from zoo.errors import UserError
+from zoo.models.cmt.model import SPARSE_ENCODER_CHANNELS
 
 _RULES = [
     (r"^img_backbone\.stem\.stem_(\d+)/(conv|norm)\.(.*)$", "VOV_STEM"),
@@ -86,6 +89,36 @@ def convert_key(key: str) -> str | None:
                     "pts_middle_encoder, pts_backbone, pts_neck, pts_bbox_head); is this a CMT checkpoint?")
 
 
+def _sparse_conv_geometry(key: str) -> tuple[tuple[int, ...], int] | None:
+    """(kernel, output channels) of a released ``SparseEncoder`` conv weight, by its zoo key; None for other keys."""
+    enc = "pts.pts_middle_encoder."
+    if key == enc + "conv_input.0.weight":
+        return (3, 3, 3), SPARSE_ENCODER_CHANNELS[0][0]
+    if key == enc + "conv_out.0.weight":
+        return (3, 1, 1), 128
+    m = re.fullmatch(re.escape(enc) + r"encoder_layers\.(\d+)\.(\d+)\.(?:conv[12]|0)\.weight", key)
+    if m:
+        return (3, 3, 3), SPARSE_ENCODER_CHANNELS[int(m.group(1))][int(m.group(2))]
+    return None
+
+
+def sparse_conv_weight(key: str, value):
+    """A released sparse conv weight in spconv 1.x (k, k, k, in, out) or 2.x (out, k, k, k, in) layout -> 2.x, the
+    layout told by the shape (kernel and output channels of the layer ``key``); an unknown shape is a UserError."""
+    geometry = _sparse_conv_geometry(key)
+    if geometry is None or value.dim() != 5:
+        return value
+    kernel, out = geometry
+    shape = tuple(value.shape)
+    v2 = shape[0] == out and shape[1:4] == kernel
+    v1 = shape[:3] == kernel and shape[4] == out
+    if v1 == v2:
+        raise UserError(f"{key}: sparse conv weight of shape {list(shape)} is {'both' if v1 else 'neither'} spconv 1.x "
+                        f"(k, k, k, in, out) and 2.x (out, k, k, k, in) for kernel {list(kernel)} and {out} output "
+                        "channels; is this a released CMT SparseEncoder checkpoint?")
+    return value if v2 else value.permute(4, 0, 1, 2, 3).contiguous()
+
+
 def convert_state_dict(official: dict) -> dict:
     """Official CMT state_dict (``state_dict`` of the .pth, or the bare dict) -> ``module.model`` keys."""
     sd = official.get("state_dict", official)
@@ -96,8 +129,7 @@ def convert_state_dict(official: dict) -> dict:
         new = convert_key(key)
         if new is None:
             continue
-        if new.startswith("pts.pts_middle_encoder.") and new.endswith(".weight") and value.dim() == 5:
-            value = value.permute(4, 0, 1, 2, 3).contiguous()  # mmcv spconv (k, k, k, in, out) -> spconv 2
+        value = sparse_conv_weight(new, value)
         if re.fullmatch(r"pts\.pts_backbone\.deblocks\.\d+\.0\.weight", new) and value.dim() == 4 \
                 and value.shape[-2:] == (1, 1):
             # SECONDFPN use_conv_for_no_stride: a stride-1 level is Conv2d 1x1 [out, in]; ours ConvTranspose2d [in, out]

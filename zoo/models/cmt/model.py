@@ -41,6 +41,8 @@ from zoo.nn.pillars import BEVBackbone, DynamicPillarVFE, flatten_batch, grid_si
 CLASSES = ("car", "truck", "construction_vehicle", "bus", "trailer", "barrier", "motorcycle", "bicycle",
            "pedestrian", "traffic_cone")
 MODALITIES = ("fusion", "camera", "lidar")
+# mmdet3d SparseEncoder encoder_channels of every released config (stage i, block j -> output channels)
+SPARSE_ENCODER_CHANNELS = ((16, 16, 32), (32, 32, 64), (64, 64, 128), (128, 128))
 HEADS = (("center", 2), ("height", 1), ("dim", 3), ("rot", 2), ("vel", 2))  # + ("cls_logits", num_classes)
 
 
@@ -197,10 +199,15 @@ class CPFPN(nn.Module):
 
 class ImageBranch(nn.Module):
     """timm backbone (features_only, strides 16 and 32) + CPFPN; images [B, V, 3, H, W] -> stride-16 level
-    [B, V, C, H/16, W/16] (the only level the head consumes)."""
+    [B, V, C, H/16, W/16] (the only level the head consumes).
+
+    ``ese_every_block`` (VoVNet backbones): the release's VoVNet (DD3D's ``vovnet.py``, ``_OSA_module``) builds and
+    applies its eSE attention in every OSA block (the ``SE`` flag it is given is unused), timm's ``ese_vovnet*`` only in
+    the last block of each stage; True adds timm's ``EffectiveSEModule`` (same hard-sigmoid gate) to the other blocks,
+    so the released checkpoints load; False is timm's architecture."""
 
     def __init__(self, backbone: str, out_indices: Sequence[int] = (3, 4), channels: int = 256,
-                 backbone_kwargs: dict | None = None):
+                 backbone_kwargs: dict | None = None, ese_every_block: bool = True):
         super().__init__()
         import timm
 
@@ -210,6 +217,8 @@ class ImageBranch(nn.Module):
         except RuntimeError as e:
             raise UserError(f"img_backbone {backbone!r} is not a timm model ({e}); use e.g. resnet50 or "
                             "ese_vovnet99b") from e
+        if ese_every_block:
+            self._add_ese_to_every_block()
         info = self.backbone.feature_info
         if info.reduction()[0] != 16:
             raise UserError(f"img_backbone {backbone!r}: out_indices {list(out_indices)} start at stride "
@@ -217,6 +226,18 @@ class ImageBranch(nn.Module):
                             "and stride-32 stages)")
         self.neck = CPFPN(info.channels(), channels)
         self.stride = 16
+
+    def _add_ese_to_every_block(self):
+        from timm.layers import EffectiveSEModule
+        from timm.models.vovnet import OsaBlock
+
+        blocks = [m for m in self.backbone.modules() if isinstance(m, OsaBlock)]
+        ese = {type(b.attn) for b in blocks if b.attn is not None}
+        if ese != {EffectiveSEModule}:  # not an eSE VoVNet (ResNet, or a VoVNet without / with another attention)
+            return
+        for block in blocks:
+            if block.attn is None:
+                block.attn = EffectiveSEModule(block.conv_concat.conv.out_channels)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         b, v = images.shape[:2]
@@ -245,7 +266,7 @@ class SparseEncoder(nn.Module):
 
         self.conv_input = sp.SparseSequential(sp.SubMConv3d(in_channels, 16, 3, padding=1, bias=False,
                                                             indice_key="subm1"), bn(16), nn.ReLU())
-        chans = ((16, 16, 32), (32, 32, 64), (64, 64, 128), (128, 128))
+        chans = SPARSE_ENCODER_CHANNELS
         pads = (1, 1, (0, 1, 1), None)
         self.encoder_layers = nn.ModuleList()
         cin = 16
@@ -508,7 +529,8 @@ class CMT(nn.Module):
                  hidden_dim: int = 256, num_query: int = 900, depth_num: int = 64, num_layers: int = 6,
                  num_heads: int = 8, ffn_dim: int = 1024, dropout: float = 0.1, head_conv: int = 64,
                  final_kernel: int = 1, narrow_band_pe: bool = True, box_code_quirk: bool = True,
-                 clamp_query_anchors: bool = True, cross_attn_dropout: float = 0.0, camera_bev_query_pe: bool = True):
+                 clamp_query_anchors: bool = True, cross_attn_dropout: float = 0.0, camera_bev_query_pe: bool = True,
+                 ese_every_block: bool = True):
         super().__init__()
         check_choice("modalities", modalities, MODALITIES)
         self.modalities = modalities
@@ -523,7 +545,7 @@ class CMT(nn.Module):
         if not 0.0 <= cross_attn_dropout < 1.0:
             raise UserError(f"cross_attn_dropout must lie in [0, 1), got {cross_attn_dropout}")
         if self.use_camera:
-            self.img = ImageBranch(img_backbone, img_out_indices, hidden_dim, img_backbone_kwargs)
+            self.img = ImageBranch(img_backbone, img_out_indices, hidden_dim, img_backbone_kwargs, ese_every_block)
             self.rv_embedding = nn.Sequential(nn.Linear(depth_num * 3, hidden_dim * 4), nn.ReLU(),
                                               nn.Linear(hidden_dim * 4, hidden_dim))
         # CMT-C (``CmtImageHead``) inherits ``CmtHead.query_embed``: its queries get the BEV sine PE of the anchors'

@@ -139,6 +139,7 @@ class CMTModule(LightningModule):
                  num_heads: int = 8, ffn_dim: int = 1024, dropout: float = 0.1, head_conv: int = 64,
                  final_kernel: int = 1, narrow_band_pe: bool = True, box_code_quirk: bool = True,
                  clamp_query_anchors: bool = True, cross_attn_dropout: float = 0.0, camera_bev_query_pe: bool = True,
+                 ese_every_block: bool = True,
                  # objective
                  cls_weight: float = 2.0, bbox_weight: float = 0.25, code_weights: Sequence[float] = CODE_WEIGHTS,
                  bg_cls_weight: float = 0.1, dn_groups: int = 10, dn_noise_scale: float = 1.0,
@@ -165,7 +166,7 @@ class CMTModule(LightningModule):
                          bev_upsample_filters, img_backbone, img_out_indices, img_backbone_kwargs, hidden_dim,
                          num_query, depth_num, num_layers, num_heads, ffn_dim, dropout, head_conv, final_kernel,
                          narrow_band_pe, box_code_quirk, clamp_query_anchors, cross_attn_dropout,
-                         camera_bev_query_pe)
+                         camera_bev_query_pe, ese_every_block)
         self.modal_masker = ModalMask3D(p_image_off, p_lidar_off)
         self.metric = None
         self.dropped_boxes = 0  # target boxes dropped for a size <= 0 or non-finite values (see _targets)
