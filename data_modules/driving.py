@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -77,6 +78,34 @@ __all__ = [
 INTENSITY_MODES = ("none", "max", "255", "tanh")
 
 
+def info_lidar_path(info, source, index: int) -> str:
+    """``info["lidar_points"]["lidar_path"]`` of frame ``index`` of the mmdet3d v2 info file ``source``, or a
+    :class:`UserError` naming the frame and how to regenerate the file (an info without LiDAR, e.g. a camera-only
+    or hand-edited one, otherwise fails with a ``KeyError``)."""
+    lp = info.get("lidar_points") if isinstance(info, Mapping) else None
+    path = lp.get("lidar_path") if isinstance(lp, Mapping) else None
+    if not isinstance(path, str) or not path:
+        frame = info.get("sample_idx", info.get("token", index)) if isinstance(info, Mapping) else index
+        raise UserError(f"{source}: frame {frame} (data_list[{index}]) has no lidar_points.lidar_path; the info file "
+                        "must name each frame's LiDAR file: regenerate it with mmdet3d's tools/create_data.py (v2 "
+                        "infos)")
+    return path
+
+
+def finite_points(pts: np.ndarray, source) -> np.ndarray:
+    """The rows of ``pts`` whose values are all finite. Dropped rows are counted in a warning naming the file; a cloud
+    with no finite point is a :class:`UserError` (it would train on NaN)."""
+    ok = np.isfinite(pts).all(1)
+    if ok.all():
+        return pts
+    bad = int((~ok).sum())
+    if bad == len(pts):
+        raise UserError(f"{source}: all {len(pts)} points are NaN or infinite; the point file is corrupt: re-extract "
+                        "it or drop the frame from the split")
+    warnings.warn(f"{source}: dropped {bad} of {len(pts)} points with NaN or infinite values", stacklevel=2)
+    return pts[ok]
+
+
 def collate_frames(frames: Sequence[dict]) -> dict:
     """Frames -> ``{key: [per-frame values]}`` (points / boxes / labels stay per-frame lists; no padding)."""
     if not frames:
@@ -100,7 +129,7 @@ class _FrameLoader:
 
     def __call__(self, rec: dict) -> dict:
         raw = read_points(rec["points_path"], POINT_WIDTH[self.dataset])
-        pts = raw[:, :4].copy()
+        pts = finite_points(raw[:, :4], rec["points_path"]).copy()
         r = pts[:, 3]
         if self.intensity == "max":
             m = float(r.max())
@@ -411,13 +440,13 @@ class KittiDataModule(DrivingDataModule):
 
     def _read_info(self, path: Path) -> list[dict]:
         recs = []
-        for info in load_info_pickle(path)["data_list"]:
+        for j, info in enumerate(load_info_pickle(path)["data_list"]):
+            lidar = info_lidar_path(info, path, j)
             inst = [i for i in info.get("instances", []) if i["bbox_label_3d"] >= 0]
             lidar2cam = np.array(info["images"]["CAM2"]["lidar2cam"])
             cam = np.array([i["bbox_3d"] for i in inst], dtype=np.float64).reshape(-1, 7)
             rec = {"frame_id": str(info.get("sample_idx", info.get("sample_id"))).zfill(6),
-                   "points_path": self._find_points(info["lidar_points"]["lidar_path"],
-                                                    ("training/velodyne", "training/velodyne_reduced", ".")),
+                   "points_path": self._find_points(lidar, ("training/velodyne", "training/velodyne_reduced", ".")),
                    "boxes": camera_boxes_to_lidar(cam, lidar2cam).astype(np.float32),
                    "names": [KITTI_CLASSES[i["bbox_label_3d"]] for i in inst]}
             if self.load_images:
@@ -461,10 +490,11 @@ class NuScenesDataModule(DrivingDataModule):
             raise UserError(f"{path}: metainfo.categories missing; not a nuScenes v2 info file")
         names_of = {v: k for k, v in cats.items()}
         recs = []
-        for info in data["data_list"]:
+        for j, info in enumerate(data["data_list"]):
+            lidar = info_lidar_path(info, path, j)
             inst = [i for i in info.get("instances", []) if i["bbox_label_3d"] >= 0]
             rec = {"frame_id": str(info.get("token", info.get("sample_idx"))),
-                   "points_path": self._find_points(info["lidar_points"]["lidar_path"], ("samples/LIDAR_TOP", ".")),
+                   "points_path": self._find_points(lidar, ("samples/LIDAR_TOP", ".")),
                    "boxes": np.array([i["bbox_3d"] for i in inst], dtype=np.float32).reshape(-1, 7),
                    "names": [names_of[i["bbox_label_3d"]] for i in inst]}
             if self.load_images:
@@ -503,13 +533,14 @@ class WaymoDataModule(DrivingDataModule):
         if not (isinstance(spec, str) and spec.endswith(".pkl")):
             raise UserError(f"WaymoDataModule: a split is an mmdet3d info file name (*.pkl), got {spec!r}")
         recs = []
-        for info in load_info_pickle(self._info_path(spec))["data_list"]:
+        path = self._info_path(spec)
+        for j, info in enumerate(load_info_pickle(path)["data_list"]):
+            lidar = info_lidar_path(info, path, j)
             inst = [i for i in info.get("instances", []) if i["bbox_label_3d"] >= 0]
             boxes = np.array([i["bbox_3d"] for i in inst], dtype=np.float32).reshape(-1, 7)
             boxes[:, 2] += boxes[:, 5] / 2  # bottom -> gravity centre
             rec = {"frame_id": str(info["sample_idx"]),
-                   "points_path": self._find_points(info["lidar_points"]["lidar_path"],
-                                                    ("training/velodyne", "validation/velodyne", ".")),
+                   "points_path": self._find_points(lidar, ("training/velodyne", "validation/velodyne", ".")),
                    "boxes": boxes, "names": [WAYMO_CLASSES[i["bbox_label_3d"]] for i in inst]}
             if self.load_images:
                 cams = sorted(info.get("images", {}))

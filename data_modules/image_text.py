@@ -46,7 +46,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from zoo.errors import DataNotFoundError, UserError, check_positive
+from zoo.errors import DataNotFoundError, UserError, check_positive, not_utf8_error
 
 log = logging.getLogger(__name__)
 
@@ -199,23 +199,27 @@ def read_pair_table(path: Path, image_key: str, caption_key: str | Sequence[str]
     sep = separator or ("," if path.suffix.lower() == ".csv" else "\t")
     keys = [caption_key] if isinstance(caption_key, str) else list(caption_key)
     with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, delimiter=sep)
-        fields = reader.fieldnames or []
-        if image_key not in fields or any(k not in fields for k in keys):
-            raise UserError(f"{path}: columns {fields} lack image_key={image_key!r} / caption_key={caption_key!r}: "
-                            "set data.init_args.image_key / caption_key to its image-path and caption columns")
-        rows = []
-        for i, r in enumerate(reader, start=2):
-            img = (r.get(image_key) or "").strip()
-            caps = [c for c in ((r.get(k) or "").strip() for k in keys) if c]
-            cap = caps[0] if len(caps) == 1 else caps
-            p = Path(img) if Path(img).is_absolute() else path.parent / img
-            if not cap:
-                skips.add("an empty caption", f"{path.name}:{i}")
-            elif not img or not p.is_file():
-                skips.add("a missing image file", f"{path.name}:{i} ({img})")
-            else:
-                rows.append((str(p), cap))
+        try:
+            reader = csv.DictReader(f, delimiter=sep)
+            fields = reader.fieldnames or []
+            if image_key not in fields or any(k not in fields for k in keys):
+                raise UserError(f"{path}: columns {fields} lack image_key={image_key!r} / caption_key="
+                                f"{caption_key!r}: set data.init_args.image_key / caption_key to its image-path and "
+                                "caption columns")
+            rows = []
+            for i, r in enumerate(reader, start=2):
+                img = (r.get(image_key) or "").strip()
+                caps = [c for c in ((r.get(k) or "").strip() for k in keys) if c]
+                cap = caps[0] if len(caps) == 1 else caps
+                p = Path(img) if Path(img).is_absolute() else path.parent / img
+                if not cap:
+                    skips.add("an empty caption", f"{path.name}:{i}")
+                elif not img or not p.is_file():
+                    skips.add("a missing image file", f"{path.name}:{i} ({img})")
+                else:
+                    rows.append((str(p), cap))
+        except UnicodeDecodeError as e:
+            raise not_utf8_error(path, e) from None
     return rows
 
 
@@ -247,6 +251,24 @@ def _shards(root: str) -> list[str] | None:
         tars = sorted(str(t) for t in p.glob("*.tar"))
         return tars or None
     return None
+
+
+def check_some_decode(paths: Sequence[str], source, probes: int = 8) -> None:
+    """Decode up to ``probes`` images spread evenly over ``paths``; a :class:`UserError` when none decodes.
+
+    Undecodable images are skipped while training (the batch is one smaller); without this check a source whose images
+    are all corrupt (or not images) would yield only empty batches: zero training steps and a clean exit."""
+    n, m = len(paths), min(probes, len(paths))
+    picks = sorted({round(k * (n - 1) / max(m - 1, 1)) for k in range(m)})
+    errors = []
+    for i in picks:
+        try:
+            _open_rgb(paths[i])
+            return
+        except Exception as e:  # noqa: BLE001 - any decoding failure
+            errors.append(f"{Path(paths[i]).name} ({type(e).__name__})")
+    raise UserError(f"{source}: none of {len(picks)} images sampled across its {n} rows decodes, e.g. {errors[0]}; "
+                    "check that the image column / files hold images (JPEG, PNG, ...) and re-download corrupt files")
 
 
 class PairDataset(Dataset):
@@ -334,14 +356,32 @@ class WebDatasetPairs(IterableDataset):
         if self.train and self.shuffle:
             ds = ds.shuffle(self.shuffle)
         n = 0
-        for s in ds:
-            item = self._sample(s)
-            if item is None:
-                continue
-            yield item
-            n += 1
-            if self.length is not None and n >= self.length:
-                break
+        before = dict(self.skips.counts)
+        try:
+            for s in ds:
+                item = self._sample(s)
+                if item is None:
+                    continue
+                yield item
+                n += 1
+                if self.length is not None and n >= self.length:
+                    break
+        finally:
+            self._report(n, before)
+
+    def _report(self, yielded: int, before: dict) -> None:
+        """Warn with this pass's skipped samples by reason (in the process that read them: a worker's count is its
+        own); a pass that skipped samples and yielded none is a :class:`UserError`."""
+        skipped = {r: c - before.get(r, 0) for r, c in self.skips.counts.items() if c > before.get(r, 0)}
+        if not skipped:
+            return
+        what = ", ".join(f"{c} with {r}" for r, c in skipped.items())
+        examples = "; ".join(", ".join(self.skips.examples[r]) for r in skipped)
+        if yielded == 0:
+            raise UserError(f"{self.skips.source}: no usable sample in {len(self.urls)} shard(s): skipped {what} "
+                            f"(e.g. {examples}); each sample needs a txt caption and a jpg/png/webp image")
+        log.warning("%s: skipped %d of %d webdataset samples this pass (%s; e.g. %s)", self.skips.source,
+                    sum(skipped.values()), yielded + sum(skipped.values()), what, examples)
 
 
 # ================================================================================================ data module
@@ -414,6 +454,7 @@ class ImageTextDataModule(LightningDataModule):
         skips.warn()
         if not rows:
             raise DataNotFoundError(f"{root}: no usable image-text pair (skipped: {skips.counts})")
+        check_some_decode([src for src, _ in rows], root)
         return PairDataset([(src, cap, -1) for src, cap in rows], transform, tok, train, skips)
 
     def _zeroshot(self, root: str):

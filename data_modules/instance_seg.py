@@ -31,6 +31,7 @@ Batches: ``(images [B, 3, H, W] float 0..255, targets)`` with one dict per image
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from zoo.errors import DataNotFoundError, UserError, check_positive
 
+from .driving import info_lidar_path
 from .driving_aug import path_inside, safe_file_name
 from .driving_formats import load_info_pickle, read_points
 
@@ -85,20 +87,39 @@ def box_hull_mask(hull: np.ndarray, image_size: tuple[int, int], scale: tuple[fl
     return np.asarray(im, dtype=bool)
 
 
-def _decode(m, h: int, w: int, where: str) -> np.ndarray:
+def _number_list(poly) -> bool:
+    return isinstance(poly, (list, tuple)) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in poly)
+
+
+def _decode(m, h: int, w: int, where: str) -> np.ndarray | None:
     """A COCO RLE (dict; ``counts`` a string, bytes or an uncompressed list) or polygons (list of flat xy lists)
-    -> ``[h, w]`` bool."""
+    -> ``[h, w]`` bool; ``None`` when no polygon has the 3 points (6 numbers, an even count) a region needs: such
+    annotations are dropped and counted, as detectron2's ``load_coco_json`` does. Non-numeric coordinates and
+    malformed RLEs are a :class:`UserError`."""
     from pycocotools import mask as mask_utils
 
     if isinstance(m, dict):
         rle = dict(m)
-        if isinstance(rle.get("counts"), list):
-            rle = mask_utils.frPyObjects(rle, *rle["size"])
-        elif isinstance(rle.get("counts"), str):
-            rle["counts"] = rle["counts"].encode()
+        size, counts = rle.get("size"), rle.get("counts")
+        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) for v in size)) or \
+                not (isinstance(counts, (str, bytes)) or (isinstance(counts, list) and _number_list(counts))):
+            raise UserError(f"{where}: a COCO RLE needs size [height, width] and counts (a string or a list of "
+                            f"integers), got keys {sorted(rle)}; re-export the masks with pycocotools' mask.encode")
+        if isinstance(counts, list):
+            rle = mask_utils.frPyObjects(rle, *size)
+        elif isinstance(counts, str):
+            rle["counts"] = counts.encode()
         return mask_utils.decode(rle).astype(bool)
     if isinstance(m, list):
-        return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(m, h, w))).astype(bool)
+        for j, poly in enumerate(m):
+            if not _number_list(poly):
+                raise UserError(f"{where}: polygon {j} must be a flat list of numeric x, y coordinates, got "
+                                f"{str(poly)[:60]}; fix the segmentation (COCO polygons are [[x1, y1, x2, y2, ...]])")
+        polys = [[float(v) for v in poly] for poly in m if len(poly) >= 6 and len(poly) % 2 == 0]
+        if not polys:
+            return None
+        return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polys, h, w))).astype(bool)
     raise UserError(f"{where}: the mask must be COCO RLE (dict) or polygons (list), got {type(m).__name__}")
 
 
@@ -116,21 +137,31 @@ def load_nuinsseg(path: str | Path) -> dict[str, list[dict]]:
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: not valid JSON ({e}); re-download nuinsseg.json") from None
     out: dict[str, list[dict]] = {}
+    degenerate: list[str] = []
 
-    def add(key, name, mask, token):
+    def add(key, name, mask, token, where):
+        if mask is None:
+            degenerate.append(where)
+            return
         name = _NUSCENES_MAP.get(name, name)
         if name in NUSCENES_CLASSES:
             out.setdefault(key, []).append({"label": NUSCENES_CLASSES.index(name), "mask": mask, "token": token})
 
     if isinstance(records, dict) and "annotations" in records and "images" in records:  # the COCO export
         cats = {c["id"]: c["name"] for c in records.get("categories", [])}
+        for j, im in enumerate(records["images"]):
+            if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str):
+                raise UserError(f"{path}: images[{j}] lacks its id or file_name (COCO format: every image has id, "
+                                "file_name, height, width); re-run nuinsseg_converter.py")
         images = {im["id"]: im for im in records["images"]}
         for i, ann in enumerate(records["annotations"]):
             im = images.get(ann.get("image_id"))
             if im is None or "segmentation" not in ann:
                 raise UserError(f"{path}: annotation {i} lacks a known image_id or its segmentation (COCO format)")
             mask = _decode(ann["segmentation"], im.get("height", 900), im.get("width", 1600), f"{path}: annotation {i}")
-            add(Path(im["file_name"]).name, cats.get(ann.get("category_id"), ""), mask, ann.get("id"))
+            add(Path(im["file_name"]).name, cats.get(ann.get("category_id"), ""), mask, ann.get("id"),
+                f"annotation {i}")
+        _warn_degenerate(path, degenerate)
         return out
     if not isinstance(records, list):
         raise UserError(f"{path}: expected a JSON list of records (nuScenes table format) or a COCO dict with images "
@@ -141,8 +172,15 @@ def load_nuinsseg(path: str | Path) -> dict[str, list[dict]]:
             raise UserError(f"{path}: record {i} lacks {', '.join(missing)}; a nuInsSeg record has token, "
                             "sample_data_token, category_name, bbox_corners, filename, instance_mask")
         mask = _decode(r["instance_mask"], r.get("height", 900), r.get("width", 1600), f"{path}: record {i}")
-        add(r["sample_data_token"], r["category_name"], mask, r.get("token"))
+        add(r["sample_data_token"], r["category_name"], mask, r.get("token"), f"record {i}")
+    _warn_degenerate(path, degenerate)
     return out
+
+
+def _warn_degenerate(path: Path, where: list[str]) -> None:
+    if where:
+        warnings.warn(f"{path}: skipped {len(where)} mask(s) without a polygon of at least 3 points (e.g. "
+                      f"{', '.join(where[:3])})", stacklevel=3)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -317,7 +355,8 @@ class NuScenesInstanceSegDataModule(LightningDataModule):
         from zoo.nn.boxes3d import box_corners
 
         hp = self.hparams
-        info = load_info_pickle(self._info_path())
+        info_path = self._info_path()
+        info = load_info_pickle(info_path)
         cats = info.get("metainfo", {}).get("categories", {n: i for i, n in enumerate(NUSCENES_CLASSES)})
         names = {v: k for k, v in cats.items()}
         ns_path = self._nuinsseg_path()
@@ -325,7 +364,7 @@ class NuScenesInstanceSegDataModule(LightningDataModule):
         cache_dir = Path(hp.cache_dir) if hp.cache_dir else None
         items = []
         for fi, frame in enumerate(info["data_list"]):
-            points = read_points(self._find(frame["lidar_points"]["lidar_path"], "LIDAR_TOP"), 5)
+            points = read_points(self._find(info_lidar_path(frame, info_path, fi), "LIDAR_TOP"), 5)
             inst = [x for x in frame.get("instances", []) if names.get(x.get("bbox_label_3d", -1)) in NUSCENES_CLASSES]
             boxes3d = np.array([x["bbox_3d"] for x in inst], dtype=np.float32).reshape(-1, 7)
             labels3d = np.array([NUSCENES_CLASSES.index(names[x["bbox_label_3d"]]) for x in inst], dtype=np.int64)

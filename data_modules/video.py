@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from zoo.errors import DataNotFoundError, UserError, check_choice, check_positive
+from zoo.errors import DataNotFoundError, UserError, check_choice, check_positive, not_utf8_error
 
 log = logging.getLogger(__name__)
 
@@ -413,19 +413,37 @@ def read_webvid(root: Path, file: str) -> list[tuple[str, str, int]]:
     path = _need(root / file, "webvid", "the WebVid CSV: videoid,page_dir,name[,...] or video_path,caption")
     items = []
     with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        cols = set(reader.fieldnames or ())
-        cap = next((c for c in ("caption", "name", "text") if c in cols), None)
-        if cap is None or not ({"videoid", "page_dir"} <= cols or {"video_path", "path"} & cols):
-            raise UserError(f"{path}: columns {sorted(cols)}; a WebVid CSV needs videoid + page_dir + name (release) "
-                            "or video_path + caption")
-        for row in reader:
-            if "videoid" in cols and "page_dir" in cols:
-                video = root / "videos" / row["page_dir"] / f"{row['videoid']}.mp4"
-            else:
-                video = root / (row.get("video_path") or row["path"])
-            items.append((str(video), row[cap].strip(), len(items)))
+        try:
+            reader = csv.DictReader(f)
+            cols = set(reader.fieldnames or ())
+            cap = next((c for c in ("caption", "name", "text") if c in cols), None)
+            release = {"videoid", "page_dir"} <= cols
+            if cap is None or not (release or {"video_path", "path"} & cols):
+                raise UserError(f"{path}: columns {sorted(cols)}; a WebVid CSV needs videoid + page_dir + name "
+                                "(release) or video_path + caption")
+            need = [cap, *(("videoid", "page_dir") if release else ())]
+            for row in reader:
+                missing = [c for c in need if row.get(c) is None]
+                if missing or (not release and not (row.get("video_path") or row.get("path"))):
+                    raise UserError(f"{path}: line {reader.line_num} has {sum(v is not None for k, v in row.items() if k)} of the header's "
+                                    f"{len(reader.fieldnames)} fields (no {', '.join(missing) or 'video path'}); the "
+                                    "file is truncated or mis-quoted: re-download it or fix that row")
+                if release:
+                    video = root / "videos" / row["page_dir"] / f"{row['videoid']}.mp4"
+                else:
+                    video = root / (row.get("video_path") or row["path"])
+                items.append((str(video), row[cap].strip(), len(items)))
+        except UnicodeDecodeError as e:
+            raise not_utf8_error(path, e) from None
     return items
+
+
+def _text(path: Path) -> str:
+    """A UTF-8 text file's contents; another encoding is a one-line :class:`UserError`."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise not_utf8_error(path, e) from None
 
 
 def _find(root: Path, names: Sequence[str]) -> Path | None:
@@ -434,7 +452,7 @@ def _find(root: Path, names: Sequence[str]) -> Path | None:
 
 def read_msrvtt_test(path: Path, video_dir: Path) -> list[tuple[str, str, int]]:
     """The 1k-A test CSV (``key,vid_key,video_id,sentence``; ``,`` or ``;``) -> one item per clip."""
-    text = path.read_text(encoding="utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    text = _text(path).replace("\r\n", "\n").replace("\r", "\n")
     lines = [ln for ln in text.split("\n") if ln.strip()]
     sep = ";" if lines[0].count(";") > lines[0].count(",") else ","
     header = [h.strip() for h in lines[0].split(sep)]
@@ -458,7 +476,7 @@ def read_msrvtt_train(root: Path, video_dir: Path, captions_file: str, split_fil
         raise DataNotFoundError(f"msrvtt: {root / split_file} not found (the 9k training list, one video id per "
                                 "line, e.g. train_list_miech.txt)")
     ids = [ln.strip() for ln in split.read_text().splitlines() if ln.strip()]
-    data = json.loads(cap_path.read_text(encoding="utf-8"))
+    data = json.loads(_text(cap_path))
     rows = data.get("annotations") or data.get("sentences")
     if rows is None:
         raise UserError(f"{cap_path}: neither 'annotations' (Frozen-in-Time) nor 'sentences' (videodatainfo) found")
@@ -476,7 +494,7 @@ def read_msrvtt_train(root: Path, video_dir: Path, captions_file: str, split_fil
 def read_msvd(path: Path, video_dir: Path) -> list[tuple[str, str, int]]:
     """An MSVD TSV (``<captions joined by ", ">\\t<clip id>``) -> one item per caption (match id = clip index)."""
     items = []
-    text = path.read_text(encoding="utf-8").replace("\r\n", "\n")
+    text = _text(path).replace("\r\n", "\n")
     for k, line in enumerate(ln for ln in text.split("\n") if ln.strip()):
         if line.count("\t") != 1:
             raise UserError(f"{path}: line {k + 1} is not '<captions>\\t<clip id>' (MSVD TSV layout)")
@@ -491,7 +509,7 @@ def read_caption_json(path: Path, video_dir: Path, suffix: str = ".mp4") -> list
     """The released SimVTP annotation JSON (``train_9k_miech.json``, ``test_1k_miech.json``, WebVid's): a mapping
     ``{video: caption or [captions]}`` or a list of ``{"video"|"video_id"|"video_path": ..., "caption"|"text": ...}``
     -> one item per caption (match id = clip index). Video names without an extension get ``suffix``."""
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = json.loads(_text(path))
     if isinstance(data, dict):
         pairs = list(data.items())
     elif isinstance(data, list):

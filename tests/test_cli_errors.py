@@ -148,3 +148,107 @@ def test_argument_checks_name_the_argument_the_value_and_the_fix():
         check_positive("batch_size", 0, where="M")
     with pytest.raises(UserError, match=r"unknown variant 'emo_2n' \(did you mean 'emo_2m'\?\); choose one of 'emo_1m', "):
         check_choice("variant", "emo_2n", ["emo_1m", "emo_2m"])
+
+
+# ---------------------------------------------------------------------------------------------- config errors
+@pytest.mark.parametrize("edit, needles", [
+    ({"model.init_args.num_clases": 10}, ["config key model (class_path zoo.models.emo.module.EMOModule)",
+                                          "'num_clases' is not accepted"]),
+    ({"model.init_args.num_classes": "ten"}, ["-> num_classes: Expected a <class 'int'>. Got value: ten"]),
+    ({"model.class_path": "zoo.models.emo.module.NoSuchModule"}, ["NoSuchModule"]),
+    ({"trainer.max_epochs": "x"}, ["config key trainer.max_epochs: Expected a <class 'int'> (given: x)"]),
+])
+def test_config_errors_are_one_line(edit, needles, capsys, tmp_path):
+    """jsonargparse's report (usage + a nested 'Does not validate against any of the Union subtypes' block, 50-60
+    lines) becomes one line: the key path, the problem, the value, where to look."""
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "configs/demo/emo.yaml").read_text())
+    for dotted, value in edit.items():
+        *parents, leaf = dotted.split(".")
+        node = cfg
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    assert main(["fit", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "usage:" not in err and "Subtypes" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("zoo fit: error: ")]
+    assert len(lines) == 1 and "`zoo fit --help` lists the accepted keys" in lines[0], err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("text, needle", [("model: [\n", "Problems parsing config"),
+                                          (None, "File does not exist")])
+def test_unreadable_config_file_is_one_line(text, needle, capsys, tmp_path):
+    path = tmp_path / "cfg.yaml"
+    if text is not None:
+        path.write_text(text)
+    assert main(["validate", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("zoo validate: error: ")]
+    assert "usage:" not in err and len(lines) == 1, err
+    assert needle in lines[0] and "`zoo validate --help`" in lines[0], lines[0]
+
+
+def test_config_error_with_debug_keeps_the_traceback(tmp_path):
+    import argparse
+
+    with pytest.raises(argparse.ArgumentError, match="Option 'nosuch' is not accepted"):
+        main([*EMO, "--model.init_args.nosuch=1", "--debug"])
+
+
+# ---------------------------------------------------------------------------------------------- worker errors
+class _FailingItems(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        raise UserError(f"frame {i}: all 6 points are NaN;\n re-extract it")
+
+
+def test_an_error_in_a_dataloader_worker_is_its_own_message():
+    """PyTorch re-raises a worker's exception with the worker's traceback as its message (1,138 characters on one
+    line before); the user sees the original message and the worker."""
+    with pytest.raises(UserError) as e:
+        next(iter(torch.utils.data.DataLoader(_FailingItems(), num_workers=1)))
+    assert "Original Traceback" in str(e.value)
+    assert user_error_message(e.value) == "frame 0: all 6 points are NaN; re-extract it (in DataLoader worker process 0)"
+    keyerror = KeyError("Caught KeyError in DataLoader worker process 1.\nOriginal Traceback (most recent call last):\n"
+                        "  File \"x.py\", line 1, in f\nKeyError: 'lidar_points'\n")
+    assert user_error_message(keyerror, broad=True) == "lidar_points (in DataLoader worker process 1)"
+    assert user_error_message(RuntimeError("Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback")) \
+        is None  # a bug stays a traceback
+
+
+ACLIP = ["fit", "--config", str(REPO / "configs/demo/aclip.yaml"), "--trainer.max_steps=1",
+         "--trainer.limit_val_batches=0", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
+         "--trainer.callbacks=[]"]
+
+
+def test_worker_error_through_zoo_fit_is_one_line(capsys, tmp_path):
+    """A-CLIP on webdataset shards without a usable sample, read by a worker process: one line, the worker named."""
+    import io
+    import tarfile
+
+    with tarfile.open(tmp_path / "00000.tar", "w") as tar:
+        for name, data in (("a.jpg", b"junk"), ("a.txt", b"a red box")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert main([*ACLIP, f"--data.init_args.root={tmp_path}", "--data.init_args.num_workers=1",
+                 "--data.init_args.webdataset_length=4", f"--trainer.default_root_dir={tmp_path}"]) == 2
+    line = _one_error_line(capsys, "fit", "no usable sample in 1 shard(s)", "(in DataLoader worker process 0)")
+    assert "Original Traceback" not in line and len(line) < 400, line
+
+
+def test_aclip_images_all_corrupt_is_one_line_not_zero_steps(capsys, tmp_path):
+    """Before: every batch empty, zero training steps, exit status 0."""
+    from tests.data_modules.test_bad_input import write_corrupt_pairs
+
+    csv = write_corrupt_pairs(tmp_path / "data", n=6)
+    assert main([*ACLIP, f"--data.init_args.root={csv}", f"--trainer.default_root_dir={tmp_path}"]) == 2
+    _one_error_line(capsys, "fit", "none of 6 images sampled across its 6 rows decodes")

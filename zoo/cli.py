@@ -28,7 +28,9 @@ def run_lightning(args: list[str] | None):
 
     # ${trainer.x} in a config file means that config's own trainer.x, also under a subcommand (fit.trainer.x)
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
-    mode = {"parser_mode": "omegaconf+"}
+    # exit_on_error=False: a config that does not parse raises jsonargparse's ArgumentError instead of printing the
+    # usage (50 lines) and exiting; main() reports it as one line (zoo.errors.config_error_message)
+    mode = {"parser_mode": "omegaconf+", "exit_on_error": False}
     return _cli_class()(
         LightningModule,
         LightningDataModule,
@@ -351,7 +353,7 @@ def report_user_error(cmd: str | None, exc: BaseException, broad: bool = False) 
     status 2; ``None`` when ``exc`` is not a user error (the caller re-raises it: a traceback)."""
     from zoo.errors import user_error_message
 
-    msg = user_error_message(exc, broad=broad)
+    msg = user_error_message(exc, broad=broad, command=cmd)
     if msg is None:
         return None
     print(f"{'zoo ' + cmd if cmd else 'zoo'}: error: {msg} [--debug shows the traceback]", file=sys.stderr)

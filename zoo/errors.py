@@ -4,7 +4,10 @@ Validation code raises :class:`UserError` (a ``ValueError``) with a message that
 ``zoo`` command prints such errors as one line, ``zoo <command>: error: <message>``, and exits with status 2; the full
 traceback is shown with ``--debug`` (anywhere on the command line) or ``ZOO_DEBUG=1``. :func:`user_error_message`
 decides what counts as a user error, also when the error comes wrapped (jsonargparse wraps an exception raised in a
-constructor while it instantiates the config's classes; the original is its ``__cause__``).
+constructor while it instantiates the config's classes; the original is its ``__cause__``), and shortens the two
+long forms: a config that does not parse (jsonargparse's nested "Parser key ... Does not validate against any of the
+Union subtypes ..." report, :func:`config_error_message`) and an error raised in a ``DataLoader`` worker process
+(PyTorch re-raises it with the worker's whole traceback as its message, :func:`worker_error_message`).
 
 The checks below are shared by the modules and data modules: :func:`check_positive`, :func:`check_choice` (argument
 checks for ``__init__``) and :func:`check_fits_data` (in a LightningModule's ``setup``: the model's sizes against the
@@ -13,9 +16,11 @@ data module's ``num_classes`` / ``num_features`` / ..., both numbers in the mess
 from __future__ import annotations
 
 import os
+import re
 
-__all__ = ["UserError", "DataNotFoundError", "user_error_message", "debug_requested", "check_positive",
-           "check_choice", "data_attribute", "check_fits_data"]
+__all__ = ["UserError", "DataNotFoundError", "user_error_message", "config_error_message", "worker_error_message",
+           "debug_requested", "check_positive", "check_choice", "data_attribute", "check_fits_data",
+           "not_utf8_error"]
 
 
 class UserError(ValueError):
@@ -51,7 +56,74 @@ def _one_line(msg: str) -> str:
     return " ".join(str(msg).split())
 
 
-def user_error_message(exc: BaseException, broad: bool = False) -> str | None:
+_WORKER = re.compile(r"^Caught (\w+) in DataLoader worker process (\d+)\.\nOriginal Traceback")
+
+
+def worker_error_message(exc: BaseException) -> str | None:
+    """The original message of an exception that PyTorch re-raised from a ``DataLoader`` worker, with the worker
+    named (``"<message> (in DataLoader worker process N)"``); ``None`` for any other exception.
+
+    ``torch.utils.data._utils.ExceptionWrapper.reraise`` builds the new exception from "Caught X in DataLoader worker
+    process N. Original Traceback ..." plus the formatted traceback, whose last entry is ``<module>.X: <message>``."""
+    text = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+    m = _WORKER.match(text)
+    if m is None:
+        return None
+    heads = list(re.finditer(rf"^(?:[\w.]+\.)?{re.escape(m[1])}: ", text, flags=re.M))
+    original = text[heads[-1].end():] if heads else text.splitlines()[-1]
+    if isinstance(exc, KeyError):  # KeyError's message is the repr of its key
+        original = original.strip().strip("'\"")
+    return f"{_one_line(original)} (in DataLoader worker process {m[2]})"
+
+
+_CONFIG_NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:",
+                 "Expected a <class 'NoneType'>")
+
+
+def config_error_message(message: str, command: str | None = None) -> str:
+    """jsonargparse's many-line parse error -> one line: where in the config (the key path, the class), what is wrong,
+    the value given, and the fix.
+
+    E.g. ``config key model (class_path zoo.models.emo.module.EMOModule) -> num_classes: Expected a <class 'int'>.
+    Got value: abc; fix it in the config file or on the command line (`zoo fit --help` lists the accepted keys)``."""
+    where, what, given = [], [], ""
+    for raw in str(message).splitlines():
+        line = raw.strip().removeprefix("- ").strip()
+        if not line or line.startswith(_CONFIG_NOISE):
+            continue
+        if line.startswith("Given value:"):
+            given = line.split(":", 1)[1].strip()
+            continue
+        m = re.fullmatch(r'Parser key "(.+?)":\s*(.*)', line)
+        if m is None:
+            m = re.fullmatch(r"Problem with given class_path '(.+?)':\s*(.*)", line)
+            if m is not None:
+                where.append(f"(class_path {m[1]})")
+                line = m[2]
+            elif line not in what:
+                what.append(line.rstrip("."))
+                continue
+        else:
+            where.append(m[1])
+            line = m[2]
+        if line and line not in what:
+            what.append(line.rstrip("."))
+    key = " ".join(where).replace(") ", ") -> ")
+    if len(given) > 80:
+        given = given[:77] + "..."
+    help_cmd = f"zoo {command} --help" if command else "zoo fit --help"
+    return _one_line(f"{'config key ' + key + ': ' if key else 'config: '}{'; '.join(what) or 'invalid'}"
+                     f"{f' (given: {given})' if given and 'Got value' not in ' '.join(what) else ''}; fix it in the config "
+                     f"file or on the command line (`{help_cmd}` lists the accepted keys)")
+
+
+def _is_config_error(exc: BaseException) -> bool:
+    import argparse
+
+    return isinstance(exc, argparse.ArgumentError) and _raised_in(exc, "jsonargparse")
+
+
+def user_error_message(exc: BaseException, broad: bool = False, command: str | None = None) -> str | None:
     """The one-line message to print for ``exc`` if it is a user error, else ``None`` (a bug: show the traceback).
 
     User errors: a :class:`UserError` anywhere in the exception's chain; Lightning's ``MisconfigurationException``
@@ -59,30 +131,42 @@ def user_error_message(exc: BaseException, broad: bool = False) -> str | None:
     (``FileNotFoundError``, ``NotADirectoryError``, ``IsADirectoryError``, ``PermissionError``); a ``ValueError`` /
     ``TypeError`` raised by a constructor that jsonargparse called with the config's arguments. ``broad=True`` (the
     zoo tools, whose errors come from checking their arguments) also counts ``ValueError``, ``KeyError`` and
-    ``ImportError``.
+    ``ImportError``. A config that does not parse is a user error too (``command``: the ``zoo`` subcommand, for the
+    ``--help`` hint of :func:`config_error_message`).
     """
     chain = list(_chain(exc))
     for e in chain:
+        if _is_config_error(e):
+            return config_error_message(str(e), command)
+    for e in chain:
         if isinstance(e, UserError):
-            return _one_line(e)
+            return worker_error_message(e) or _one_line(e)
     for e in chain:
         if type(e).__name__ == "MisconfigurationException" and type(e).__module__.startswith("lightning"):
             return _one_line(e)
         if isinstance(e, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)):
-            return _one_line(e)
+            return worker_error_message(e) or _one_line(e)
     first = chain[0]
     if _raised_in(first, "jsonargparse") and isinstance(first.__cause__, (ValueError, TypeError)):
         return _one_line(first.__cause__)
     if broad:
         for e in chain:
             if isinstance(e, KeyError) and e.args:
-                return _one_line(e.args[0])
+                return worker_error_message(e) or _one_line(e.args[0])
             if isinstance(e, (ValueError, ImportError)):
-                return _one_line(e)
+                return worker_error_message(e) or _one_line(e)
     return None
 
 
 # ------------------------------------------------------------------------------------------------ shared checks
+def not_utf8_error(path, exc: UnicodeDecodeError) -> UserError:
+    """The :class:`UserError` for a text file (``path``) that is not UTF-8: where the bad byte is and how to convert
+    the file (raise it ``from None``)."""
+    byte = exc.object[exc.start:exc.start + 1].hex() if isinstance(exc.object, bytes) else "?"
+    return UserError(f"{path}: not UTF-8 text (byte 0x{byte} at offset {exc.start}); convert the file to UTF-8, "
+                     f"e.g. iconv -f latin1 -t utf-8 {path} > utf8.csv")
+
+
 def check_positive(name: str, value, minimum: int = 1, where: str = "", fix: str = "") -> None:
     """Raise :class:`UserError` unless ``value >= minimum`` (``name``: the argument, as the user writes it;
     ``where``: the class; ``fix``: what to set instead, default "a value >= minimum")."""
