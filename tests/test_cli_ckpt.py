@@ -81,7 +81,7 @@ def test_a_checkpoint_naming_a_crafted_class_imports_nothing(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     common, ckpt = _fit_toy(tmp_path / "run")
     evil = _with_hparams(ckpt, tmp_path / "evil.ckpt", _class_path="evilpkg_ckpt.M")
-    with pytest.raises(UserError, match="holds a evilpkg_ckpt.M, but the config's model is a .*Toy"):
+    with pytest.raises(UserError, match="a checkpoint of evilpkg_ckpt.M, but the config's model is .*Toy"):
         run_lightning(["test", *common, f"--ckpt_path={evil}"])
     assert not marker.exists() and "evilpkg_ckpt" not in sys.modules
 

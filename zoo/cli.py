@@ -119,8 +119,9 @@ def _check_ckpt_hparams(config, sub: str, explicit: list[str]) -> None:
     ckpt_cls = hp.get("_class_path")
     source = f"--ckpt_path {ckpt_path}"
     if ckpt_cls is not None and cfg_cls is not None and ckpt_cls != cfg_cls:
-        raise UserError(f"{source} holds a {ckpt_cls}, but the config's model is a {cfg_cls}: refusing to swap in "
-                        "another model class; pass the checkpoint of this model, or the config it was trained with.")
+        raise UserError(f"{source} is a checkpoint of {ckpt_cls}, but the config's model is {cfg_cls}: refusing to "
+                        "swap in another model class; pass the checkpoint of this model, or the config it was trained "
+                        "with.")
     path = cfg_cls or ckpt_cls
     if path is None:
         return
