@@ -673,3 +673,71 @@ def test_head_matches_the_official_cmt_head():
     with torch.no_grad():
         out_raw = raw.model([torch.zeros(1, 5)] * b, torch.zeros(b, v, 3, *pad_hw), io["lidar2img"].float())
     assert (out_raw["box"] - io["box"]).abs().max() > 1e-3
+
+
+def _weights_from_keys(keys: list) -> dict:
+    """The deterministic weights both runs use (tests/fixtures/cmt/README.md): one generator (seed 0) over the
+    official (key, shape) list in order; conv / linear weights scaled by sqrt(2 / fan_in), norm scales around 1."""
+    g = torch.Generator().manual_seed(0)
+    out = {}
+    for k, shape in keys:
+        if k.endswith("num_batches_tracked"):
+            out[k] = torch.tensor(0)
+            continue
+        t = torch.randn(shape, generator=g)
+        if k.endswith("running_var"):
+            t = t.abs() + 0.5
+        elif k.endswith(("running_mean", "bias")):
+            t = t * 0.1
+        elif len(shape) == 1:
+            t = 1 + 0.1 * t
+        else:
+            t = t * (2.0 / (t.numel() // shape[0])) ** 0.5
+        out[k] = t
+    return out
+
+
+def test_image_branch_matches_the_official_vovnet_and_cpfpn():
+    """The release's VoVNet (V-19-slim-eSE, DD3D layout) + CPFPN (32 ch) on two 48x96 images vs timm
+    ``ese_vovnet19b_slim`` + zoo's CPFPN with the converted weights: stage-4 / stage-5 features and both neck levels."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from zoo.models.cmt.model import ImageBranch
+
+    keys = json.loads((GOLDEN / "branch_keys.json").read_text())["img"]
+    io = load_file(GOLDEN / "img_branch_io.safetensors")
+    branch = ImageBranch("ese_vovnet19b_slim", (3, 4), 32).eval()
+    got = {k[len("img."):]: v for k, v in convert_state_dict(_weights_from_keys(keys)).items()}
+    branch.load_state_dict(got, strict=True)
+    with torch.no_grad():
+        feats = branch.backbone(io["image"])
+        neck = branch.neck(feats)
+    for name, ours in (("stage4", feats[0]), ("stage5", feats[1]), ("neck0", neck[0]), ("neck1", neck[1])):
+        torch.testing.assert_close(ours, io[name], atol=1e-4, rtol=1e-4, msg=lambda s, n=name: f"{n}: {s}")
+
+
+def test_lidar_branch_matches_the_official_sparse_encoder_second_and_fpn():
+    """mmdet3d 1.0.0rc5 SparseEncoder (CMT's encoder channels / paddings, sparse shape 41x32x32) + SECOND [5, 5] +
+    SECONDFPN on 400 voxels of two frames vs zoo's spconv SparseEncoder + BEVBackbone with the converted weights: the
+    height-compressed sparse output and the 512-channel BEV map (spconv forward only, as the CPU wheel allows)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    keys = json.loads((GOLDEN / "branch_keys.json").read_text())["pts"]
+    io = load_file(GOLDEN / "lidar_branch_io.safetensors")
+    m = tiny(modalities="lidar", lidar_encoder="voxel", point_cloud_range=[-12.8, -12.8, -5.0, 12.8, 12.8, 3.0],
+             voxel_size=[0.8, 0.8, 0.2], **{k: v for k, v in SPECS["cmt-lidar-voxel0075"][0].items()
+                                            if k.startswith("bev_")}).eval()
+    got = convert_state_dict(_weights_from_keys(keys))
+    own = m.model.pts.state_dict()
+    sub = {k[len("pts."):]: v for k, v in got.items()}
+    assert set(sub) == {k for k in own if not k.endswith("num_batches_tracked")}
+    m.model.pts.load_state_dict({**own, **sub}, strict=True)
+    with torch.no_grad():
+        sparse = m.model.pts.pts_middle_encoder(io["voxel_features"], io["voxel_coords"], 2)
+        bev = m.model.pts.pts_backbone(sparse)
+    torch.testing.assert_close(sparse, io["sparse_out"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(bev, io["bev"], atol=1e-4, rtol=1e-4)
