@@ -206,3 +206,23 @@ def test_emo_entries_point_at_the_pinned_official_files():
         assert e.official_url == (f"https://github.com/zhangzjn/EMO/raw/27d9b40fea9c2a12a2fe7acc51032184852a99d8/"
                                   f"resources/EMO_{size.upper()}/net.pth")
         assert e.official_hash.startswith("git-blob-sha1:") and len(e.official_hash.split(":")[1]) == 40
+
+
+def test_no_network_gives_the_offline_hint_and_leaves_no_cache_folder(official_emo, server, online, monkeypatch):
+    """HF_HUB_OFFLINE unset but the server cannot be reached: the same 'save the file here' way out as offline mode
+    (before: a bare 'cannot download' error and an empty official/emo-1m/ folder in the cache)."""
+    net, body = official_emo
+    entry = _serve_as_emo_1m(server, monkeypatch, body)
+    server.stop()  # nothing listens on the port any more: connection refused
+    with pytest.raises(FileNotFoundError, match="the download failed") as ei:
+        zoo.load("emo-1m")
+    where = online / "official" / "emo-1m" / "net.pth"
+    msg = str(ei.value)
+    assert entry.official_url in msg and str(where) in msg and f"curl -L -o {where}" in msg
+    assert not online.exists(), _files(online)
+    from zoo.errors import user_error_message
+
+    assert user_error_message(ei.value) == " ".join(msg.split())  # `zoo` prints it as one line
+    where.parent.mkdir(parents=True)  # doing what the message says works, still without a server
+    where.write_bytes(body)
+    _same_outputs(net, zoo.load("emo-1m"))

@@ -30,12 +30,21 @@ from typing import Callable
 from urllib.parse import urlparse
 
 __all__ = ["read_release", "release_globals", "read_official", "read_url", "load_official", "converter_main", "cache_dir", "fetch", "load_entry",
-           "DownloadError"]
+           "DownloadError", "ConnectError"]
 
 
 class DownloadError(OSError, ValueError):
     """An official file could not be downloaded completely (network error, HTTP error, short or corrupt file).
     Also a ``ValueError``, so the ``zoo`` command reports it as one line."""
+
+
+class ConnectError(DownloadError):
+    """The server could not be reached or refused the file (no network, DNS failure, HTTP error): nothing arrived.
+    ``reason``: urllib's reason (the socket error or the HTTP status)."""
+
+    def __init__(self, url: str, reason):
+        super().__init__(f"cannot download {url}: {reason}")
+        self.reason = reason
 
 
 def release_globals() -> list:
@@ -179,16 +188,18 @@ def fetch(url: str, dest: Path, expected_hash: str | None = None) -> Path:
     import zoo
 
     dest = Path(dest)
+    created = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]  # deepest first
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
+    ok = False
     try:
         with os.fdopen(fd, "wb") as out:
             req = urllib.request.Request(url, headers={"User-Agent": f"zoo/{zoo.__version__}"})
             try:
                 resp = urllib.request.urlopen(req, timeout=60)
             except (urllib.error.URLError, OSError) as e:
-                raise DownloadError(f"cannot download {url}: {getattr(e, 'reason', e)}") from e
+                raise ConnectError(url, getattr(e, "reason", e)) from e
             with resp:
                 length = resp.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
@@ -210,9 +221,21 @@ def fetch(url: str, dest: Path, expected_hash: str | None = None) -> Path:
                 )
         check_hash(tmp, expected_hash, url)
         os.replace(tmp, dest)
+        ok = True
     finally:
         tmp.unlink(missing_ok=True)
+        if not ok:
+            _remove_empty(created)
     return dest
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty: a failed download leaves no empty cache folder."""
+    for d in folders:
+        try:
+            d.rmdir()
+        except OSError:
+            return
 
 
 def read_url(url: str, convert: Callable[[dict], dict], expected_hash: str | None = None) -> dict:
@@ -275,15 +298,20 @@ def convert_entry(entry) -> Path:
     url, raw = entry.official_url, official_file(entry)
     downloaded = None
     if not raw.is_file():
-        if _offline():
-            raise FileNotFoundError(
+        def save_by_hand(why: str) -> FileNotFoundError:
+            return FileNotFoundError(
                 f"{entry.name}: the converted weights are not in the zoo cache ({converted_folder(entry)}) and "
-                f"HF_HUB_OFFLINE=1, so nothing is downloaded. Fetch the authors' file {url} and save it as {raw} "
-                f"(e.g. `curl -L -o {raw} {url}`), then load again: it is converted on that load. "
-                "The cache folder is $ZOO_CACHE (default ~/.cache/zoo)."
+                f"{why}. Fetch the authors' file {url} and save it as {raw} (e.g. `curl -L -o {raw} {url}`), then "
+                "load again: it is converted on that load. The cache folder is $ZOO_CACHE (default ~/.cache/zoo)."
             )
+
+        if _offline():
+            raise save_by_hand("HF_HUB_OFFLINE=1, so nothing is downloaded")
         # into a temporary name first: a file that fails to read or convert is never left where a load finds it
-        downloaded = fetch(url, raw.with_name(f".{raw.name}.download"), entry.official_hash)
+        try:
+            downloaded = fetch(url, raw.with_name(f".{raw.name}.download"), entry.official_hash)
+        except ConnectError as e:  # no network (or the server refused): the same way out as offline mode
+            raise save_by_hand(f"the download failed ({e.reason})") from e
     try:
         source = downloaded or raw
         if downloaded is None:
