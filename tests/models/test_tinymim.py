@@ -542,7 +542,7 @@ def test_save_model_format_reads_through_read_release_and_loads_strictly(tmp_pat
     for k, v in state.items():
         assert torch.equal(net.state_dict()[k], v), k
     with pytest.raises(UserError, match="outside the MAE/TinyMIM layout"):
-        convert.convert_state_dict({"model": {**state, "blocks.0.attn.relative_position_bias_table": torch.zeros(9, 2)}})
+        convert.convert_state_dict({"model": {**state, "blocks.0.attn.relative_position_bias_table": torch.zeros(9)}})
     bad = tmp_path / "crafted.pth"  # a global save_model never writes: refused before anything in the file runs
     torch.save({"model": state, "args": datetime.date(2023, 5, 25)}, bad)
     with pytest.raises(ValueError, match="weights_only"):
@@ -643,3 +643,16 @@ def test_argument_checks_are_user_errors():
         TinyMIMDistillModule(**STUDENT, teacher=TEACHER, teacher_block=9).configure_model()
     with pytest.raises(UserError, match="not a TinyMIM/MAE"):
         convert.convert_state_dict({"model": {}})
+
+
+def test_finetune_classifier_matches_the_release():
+    """models_vit.py VisionTransformer(global_pool=True) on timm 0.3.2: mean of patch tokens -> fc_norm -> head."""
+    golden = load_file(FIXTURES / "finetune_golden.safetensors")
+    module = ViTFinetuneModule(kind="vit", img_size=64, patch_size=16, embed_dim=16, depth=2, num_heads=2,
+                               num_classes=10, mixup=0.0, cutmix=0.0).eval()
+    hub.load_weights_strict(module.model, convert.convert_state_dict(
+        {"model": load_file(FIXTURES / "finetune_state.safetensors")}), "release")
+    with torch.no_grad():
+        features = module.model.forward_head(module.model.forward_features(golden["images"]), pre_logits=True)
+        _delta("pooled features (fc_norm)", features, golden["features"], 1e-5)
+        _delta("logits", module(golden["images"]), golden["logits"], 1e-5)

@@ -65,6 +65,9 @@ _FIDELITY_PT = _FIDELITY.format(what=(
     "student (models_tinymim.py TinyMIMViT.forward_encoder, relations at block 12) and teacher "
     "(models_teacher.py MaskedAutoencoderViT) Q-K / V-V relations and the KL losses of TinyMIMViT.forward; zoo "
     "takes the log of the student relation as a log-softmax (fp16-safe) where the release logs the softmax"))
+_FIDELITY_FT = _FIDELITY.format(what=(
+    "the classifier (models_vit.py VisionTransformer, global_pool=True: mean of patch tokens -> fc_norm -> head) on "
+    "the release's timm 0.3.2"))
 _FIDELITY_STAR = _FIDELITY.format(what=(
     "the backbone (CLS + dist token, 12 heads) and the conv1x1 neck against Segmentation/TinyMIMstar-T/backbone/"
     "mae.py with plain blocks (its ADE20K config adds relative position bias and LayerScale, which the "
@@ -149,9 +152,10 @@ for _size, _student in STUDENTS.items():
         recipe=_RECIPE_FT,
         limitations=(
             "No fine-tuned T/S/B weights are linked from the official repository by name; fine-tune a distilled "
-            "student with the config. Layer decay for T/S (0.75 here) is our choice: the authors did not publish it. "
-            + ("The fine-tuned ViT-T uses 3 heads although it was pre-trained with 6/12 (the authors' choice, for "
+            "student with the config. Layer decay for T/S (0.75 here) is our choice: the authors did not publish it."
+            + (" The fine-tuned ViT-T uses 3 heads although it was pre-trained with 6/12 (the authors' choice, for "
                "parity with DeiT; OliverRensu/TinyMIM#4)." if _size == "tiny" else "")
+            + _FIDELITY_FT
         ),
         tiny_overrides={**_TINY, "num_classes": 10},
     ))

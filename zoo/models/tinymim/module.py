@@ -451,12 +451,10 @@ class ViTFinetuneModule(TimmScheduled, ClassificationEval, LightningModule):
             self.model = TinyMIMViT(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
                                     num_heads=num_heads, num_classes=num_classes, global_pool=global_pool,
                                     drop_path_rate=drop_path_rate, fixed_pos_embed=False)
-        elif kind == "star":
+        else:  # "star" (check_choice above)
             self.model = TinyMIMStarViT(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
                                         num_heads=num_heads, neck_dim=neck_dim, num_classes=num_classes,
                                         drop_path_rate=drop_path_rate)
-        else:
-            raise UserError(f"kind={kind!r}: use 'vit' (plain ViT) or 'star' (TinyMIM*-T)")
         for head in (getattr(self.model, "head", None), getattr(self.model, "head_dist", None)):
             if isinstance(head, nn.Linear):  # MAE: trunc_normal(std=2e-5) head, zero bias
                 nn.init.trunc_normal_(head.weight, std=2e-5)
