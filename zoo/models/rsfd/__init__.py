@@ -33,7 +33,7 @@ DATASETS = {
     "msvd": ({"vocab_size": 9468, "max_len": 20, "num_categories": 0}, "MSVD (YouTube2Text)", 17_058_304),
 }
 
-# RSFD Table 1 as recalled in the spec (shared/specs/video_text.md §2.7): NOT re-verified against the paper text.
+# RSFD Table 1 as recalled, NOT re-verified against the paper text (the table could not be retrieved).
 PAPER_TABLE = {
     "msrvtt": {"bleu4": 43.4, "meteor": 29.3, "rouge_l": 62.3, "cider": 53.1},
     "msvd": {"bleu4": 51.2, "meteor": 35.7, "rouge_l": 72.9, "cider": 96.7},
@@ -101,16 +101,27 @@ ENTRIES = [
         recipe=("Adam lr 5e-4, weight decay 5e-4, lr x 0.9 per epoch (floor 5e-5), gradients clipped by value 5, "
                 "batch 64, 50 epochs, one sample per training caption; loss = caption NLL (summed over words / batch) "
                 "+ 0.3 x mean of the 4 DSS neighbour losses (offsets -2, -1, +1, +2); FAD threshold 200; beam 5, "
-                "length preference 1.0; the checkpoint kept by the release's rule (sum over BLEU-4, METEOR, CIDEr of "
-                "metric / kept metric > 3)."),
+                "length preference 1.0, the release's termination rule; the checkpoint kept by the release's rule "
+                "(sum over BLEU-4, METEOR, CIDEr of metric / kept metric > 3)."),
         limitations=("The released code does not run as published: its DSS is commented out and the loss then "
-                     "references an undefined variable; DSS here follows the executable version left in the "
-                     "release's compiled cache (window 2, lambda 0.3, shared vocabulary projection; the paper "
-                     "figure's window 3 and the unshared variant are arguments). The release applies FAD also at "
-                     "inference and counts frequencies over all splits; here FAD is training-only and frequencies "
-                     "train-only by default (variant release-fad restores both). The paper's numbers are recalled, "
-                     "not re-verified. No weights: the features and corpora are on BaiduYun only; the motion "
-                     "features of the paper come from a 3D ResNeXt-101 that torchvision does not ship."),
+                     "references an undefined variable. What is known of DSS: the loss survives only as bytecode of "
+                     "an earlier author version (misc/__pycache__/crit.cpython-39.pyc: four neighbour terms, offsets "
+                     "-2, -1, +1, +2, weight 0.3, their mean), which zoo follows; no surviving code shows how its "
+                     "four heads were built. The only head code (commented out in models/seq2seq.py) gives each of "
+                     "six heads its own vocabulary projection; the default here shares the model's projection as "
+                     "the paper's Fig. 2 draws it, dss_shared_vocab_proj=false gives separate projections, "
+                     "dss_window=3 the figure's window. Decoding follows the release's models/Beam.py (a video is "
+                     "done when 5 hypotheses have ended; at the maximum length the live ones count only when none "
+                     "ended; checked against the release's code on 60 fixed score tables), except that a caption of "
+                     "<eos> alone is never returned (the release can); beam_rule=top_eos restores zoo's earlier "
+                     "stop-at-the-best-<eos> rule. The decoder layer applies the release's second dropout after "
+                     "the FFN residual (ffn_residual_dropout=false: zoo's earlier 4 dropouts). The release applies "
+                     "FAD also at inference and counts frequencies over all splits; here FAD is training-only and "
+                     "frequencies train-only by default, as the paper describes (variant release-fad restores both). "
+                     "Checkpoints of the official code convert with zoo.models.rsfd.convert (the release orders the "
+                     "features motion, image; zoo's configs list image first: modalities='im'). The paper's numbers "
+                     "are recalled, not re-verified. No weights: the features and corpora are on BaiduYun only; the "
+                     "motion features of the paper come from a 3D ResNeXt-101 that torchvision does not ship."),
         tiny_overrides={"in_features": [12, 10], "vocab_size": 40, "max_len": 6, "d_model": 16, "num_heads": 2,
                         "ffn_dim": 32, "beam_size": 2, "example_steps": 3,
                         **({"num_categories": 3} if args["num_categories"] else {})},

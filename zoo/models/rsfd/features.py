@@ -1,4 +1,5 @@
-"""Pre-extracted video features for RSFD, as a first-class step (spec §2.2): the release trains on two HDF5 files,
+"""Pre-extracted video features for RSFD, as a first-class step (the release's README / opts.py): it trains on two
+HDF5 files,
 
 - appearance: ``image_resnet101_imagenet_fps_max60.hdf5``: a frozen ImageNet ResNet-101, one 2048-d vector per frame
   (at most 60 frames per video);

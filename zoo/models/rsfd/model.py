@@ -15,9 +15,10 @@ Official code: ``lzp870/RSFD`` (a fork of ``yangbang18/Non-Autoregressive-Video-
   Transformer layer without LayerNorm inside (causal self-attention, cross-attention to the memory, tanh-GELU FFN,
   each + residual), an untied Linear(d -> |V|) without bias.
 - :class:`DivergentSemanticSupervisor` (DSS, paper §3.3, Fig. 2): heads predicting the words at offsets
-  ``-w..-1, +1..+w`` from each decoder state, Linear(d, d) each, followed by the shared vocabulary projection (the
-  figure) or an own one (the commented-out release variant). Training only: not part of :class:`RSFD`.
-- :func:`beam_search` (beam 5, length preference alpha 1.0, batched) and :func:`greedy_decode`.
+  ``-w..-1, +1..+w`` from each decoder state, Linear(d, d) each, followed by the shared vocabulary projection (as the
+  paper's Fig. 2 draws it) or an own one (the release's commented-out heads). Training only: not part of :class:`RSFD`.
+- :func:`beam_search` (beam 5, length preference alpha 1.0, the release's termination rule, batched, key/value
+  cached) and :func:`greedy_decode`.
 
 Shapes: features ``[(B, T_m, d_m)]`` per modality; tokens (B, L) with ``<bos>`` first; hidden (B, L, d).
 """
@@ -33,8 +34,9 @@ from torch import Tensor, nn
 PAD, UNK, BOS, EOS, MASK, VIS = 0, 1, 2, 3, 4, 5
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>", "<mask>", "<vis>")
 
-# The paper's sizes (spec §2.2/§2.3): both datasets use the same network, the vocabulary (6 specials included), the
-# maximum caption length (= the position table) and the category embedding (MSR-VTT's 20 categories) differ.
+# The paper's sizes (the release's opts.py and corpora): both datasets use the same network; the vocabulary (6
+# specials included), the maximum caption length (= the position table) and the category embedding (MSR-VTT's 20
+# categories) differ.
 COMMON = dict(in_features=[2048, 2048], d_model=512, num_heads=8, ffn_dim=2048, num_layers=1)
 SIZES = {
     "msrvtt": dict(COMMON, vocab_size=10547, max_len=30, num_categories=20),
@@ -377,8 +379,16 @@ def shifted_targets(inputs: Tensor, targets: Tensor, offset: int) -> tuple[Tenso
 
 class DivergentSemanticSupervisor(nn.Module):
     """DSS heads (paper §3.3): one Linear(d, d, no bias) per offset in ``-window..-1, +1..+window``, followed by the
-    model's vocabulary projection (``shared_vocab_proj``, the figure and the executable R2 version) or an own
-    Linear(d, |V|, no bias) per head (the commented-out release variant)."""
+    model's vocabulary projection (``shared_vocab_proj=True``) or an own Linear(d, |V|, no bias) per head (False).
+
+    What survives of the authors' code: the loss is only in the compiled ``misc/__pycache__/crit.cpython-39.pyc``
+    (an earlier author version; it reads four log-probability tensors ``tgt_word_logprobs_w1..w4`` and the constant
+    0.3: offsets -2, -1, +1, +2, weight 0.3, mean of the 4 terms, as :func:`shifted_targets` and the module compute).
+    No surviving code shows how those four log-probabilities were produced: no compiled ``seq2seq`` names the heads,
+    and the only head code, commented out at HEAD in ``models/seq2seq.py`` / ``models/__init__.py``, has six heads
+    ``w1..w6`` = Linear(512, 512, no bias) each with its **own** ``tgt_word_prj_other_loss<k>`` = Linear(512, |V|, no
+    bias). The shared projection (the default) follows the paper's Fig. 2, which draws the heads feeding the one
+    vocabulary classifier; ``shared_vocab_proj=False`` gives the commented-out code's separate projections."""
 
     def __init__(self, d_model: int, vocab_size: int, window: int = 2, shared_vocab_proj: bool = True):
         super().__init__()

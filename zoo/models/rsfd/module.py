@@ -1,7 +1,8 @@
 """RSFD LightningModule: video captioning with frequency-aware diffusion (FAD) and the divergent semantic supervisor
 (DSS) (Zhong et al., AAAI 2023, arXiv 2211.15076; official code lzp870/RSFD, method ``ARB``).
 
-Objective (spec §2.5/§2.6; the executable DSS of the release's compiled ``misc/crit.py``):
+Objective (the release's ``misc/crit.py``; the DSS term as in its compiled ``misc/__pycache__/crit.cpython-39.pyc``,
+the only runnable DSS loss the authors left, see ``model.DivergentSemanticSupervisor``):
 
     L = L_CE + lambda * (1 / 2w) * sum_{o in -w..-1, +1..+w} L_o
 
