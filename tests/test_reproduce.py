@@ -26,18 +26,53 @@ def test_parse_seeds():
 
 @pytest.mark.parametrize("ddof", [0, 1])
 def test_aggregate_and_per_seed_rows_pool_exactly(ddof):
-    """An aggregate row (mean, std over n seeds) pooled with per-seed rows gives the statistics of all the values."""
+    """An aggregate row (mean, std over the seeds it names) pooled with per-seed rows of other seeds gives the
+    statistics of all the values."""
     rng = np.random.default_rng(0)
     old, new = rng.normal(60, 2, 10), rng.normal(58, 1, 3)
-    rows = [{"entry": "e", "dataset": "d", "variant": "default", "protocol": "p", "seed": "", "seeds": "10",
+    rows = [{"entry": "e", "dataset": "d", "variant": "default", "protocol": "p", "seed": "0-9", "seeds": "10",
              "acc": str(old.mean()), "acc_std": str(old.std(ddof=ddof))}]
-    rows += [{"entry": "e", "dataset": "d", "variant": "default", "protocol": "p", "seed": str(i), "seeds": "1",
+    rows += [{"entry": "e", "dataset": "d", "variant": "default", "protocol": "p", "seed": str(10 + i), "seeds": "1",
               "acc": str(v)} for i, v in enumerate(new)]
     (s,) = summarize(rows, ["acc"], ddof)
     both = np.concatenate([old, new])
-    assert s.n == 13 and s.seeds == [0, 1, 2]
+    assert s.n == 13 and s.seeds == list(range(13))
     assert s.mean["acc"] == pytest.approx(both.mean(), rel=1e-12)
     assert s.std["acc"] == pytest.approx(both.std(ddof=ddof), rel=1e-9)
+
+
+def _agg(seed_text="0-9", n=10, acc=60.0):
+    return {"entry": "e", "dataset": "d", "variant": "default", "protocol": "p", "seed": seed_text, "seeds": n,
+            "acc": acc, "acc_std": 1.0}
+
+
+def _one(seed, acc=50.0):
+    return {"entry": "e", "dataset": "d", "variant": "default", "protocol": "p", "seed": seed, "seeds": 1, "acc": acc}
+
+
+def test_a_seed_is_never_counted_twice(tmp_path):
+    """Seed 0 after 'mean of seeds 0-9' was counted as an 11th seed; now the overlap is refused in the file and at
+    append, an aggregate must name its seeds, and re-measuring all of its seeds replaces it."""
+    with pytest.raises(ValueError, match="seed 0 of e .* counted twice"):
+        summarize([{k: str(v) for k, v in r.items()} for r in (_agg(), _one(0))], ["acc"])
+    with pytest.raises(ValueError, match="names no seed"):
+        summarize([{k: str(v) for k, v in _agg("", 10).items()}], ["acc"])
+    with pytest.raises(ValueError, match="says seeds=10 but names"):
+        summarize([{k: str(v) for k, v in _agg("0-8", 10).items()}], ["acc"])
+    append_rows("m", [_agg()], tmp_path)
+    with pytest.raises(ValueError, match="counted twice"):
+        append_rows("m", [_one(3)], tmp_path)
+    append_rows("m", [_one(10)], tmp_path)  # a seed the aggregate does not cover is pooled with it
+    (s,) = summarize(read_rows("m", tmp_path), ["acc"])
+    assert s.n == 11 and s.seeds == list(range(11))
+    append_rows("m", [_one(0)], tmp_path, replace_aggregates=True)  # re-measuring replaces the aggregate
+    assert [r["seed"] for r in read_rows("m", tmp_path)] == ["10", "0"]
+
+
+def test_committed_aggregate_rows_name_their_seeds():
+    for path in sorted((REPO / "results").rglob("*.csv")):
+        method = path.relative_to(REPO / "results").with_suffix("").as_posix()
+        summarize(read_rows(method, REPO / "results"), [])  # raises on an unnamed or double-counted seed
 
 
 def _spec():
@@ -67,12 +102,15 @@ def test_rows_become_card_metrics_and_unknown_variants_are_refused(tmp_path):
 
 
 def test_card_numbers_come_from_the_committed_csv():
-    """The numbers in results/ccgc.csv are what `zoo card` shows (CCGC Cora, the paper-protocol row)."""
-    with (REPO / "results" / "ccgc.csv").open() as f:
-        row = next(r for r in csv.DictReader(f) if r["entry"] == "ccgc-cora" and r["variant"] == "default"
-                   and r["protocol"] == "best")
+    """The numbers in results/ccgc.csv are what `zoo card` shows (CCGC Cora, its first pooled group)."""
     m = registry.get("ccgc-cora").our_metrics[0]
-    assert m.value == float(row["acc"]) and f"n={row['seeds']}" in m.name
+    variant, protocol = m.name.split("(", 1)[1].split(",")[:2]
+    with (REPO / "results" / "ccgc.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["entry"] == "ccgc-cora" and r["variant"] == variant
+                and r["protocol"] == protocol.strip()]
+    n = sum(int(r["seeds"]) for r in rows)
+    assert m.value == pytest.approx(sum(float(r["acc"]) * int(r["seeds"]) for r in rows) / n, abs=1e-4)
+    assert f"n={n}" in m.name
 
 
 def _n_seeds(name, results_dir, monkeypatch):
@@ -80,25 +118,61 @@ def _n_seeds(name, results_dir, monkeypatch):
     return {m.name for m in registry.get(name).our_metrics if m.metric in ("acc", "accuracy")}
 
 
-def test_reproduce_appends_rows_and_the_card_seed_count_follows(tmp_path, monkeypatch, capsys):
+CCGC_SHORT = ["--model.init_args.epochs=12", "--model.init_args.warmup_epochs=4", "--model.init_args.kmeans_n_init=1"]
+
+
+def test_reproduce_writes_the_runs_results_unless_asked_to_record(tmp_path, monkeypatch, capsys):
+    """By default a user's `zoo reproduce` writes under its runs folder and leaves the tracked results/ alone; with
+    --results-dir (or --record) it appends there, refuses seeds an aggregate already counts, and the card's seed count
+    follows the rows."""
     from zoo.cli import main
+
+    monkeypatch.chdir(REPO)  # the configs name their data relative to the repository root
+    tracked = (REPO / "results" / "ccgc.csv").read_bytes()
+    runs = tmp_path / "runs"
+    assert main(["reproduce", "ccgc-bat", "--seeds", "0-1", "--runs-dir", str(runs), *CCGC_SHORT]) == 0
+    out = capsys.readouterr().out
+    assert "seed 1 (2/2)" in out and "ETA" in out and str(runs / "results") in out
+    assert (REPO / "results" / "ccgc.csv").read_bytes() == tracked
+    rows = read_rows("ccgc", runs / "results")
+    assert [(r["seed"], r["protocol"]) for r in rows] == [("0", "best"), ("0", "last"), ("1", "best"), ("1", "last")]
+    assert all(0 < float(r["acc"]) <= 100 and r["git_commit"] and float(r["wall_s"]) > 0 for r in rows)
 
     results = tmp_path / "results"
     shutil.copytree(REPO / "results", results)
-    before = _n_seeds("ccgc-bat", results, monkeypatch)
-    assert any("(default, best, n=10," in n for n in before), before
-    monkeypatch.chdir(REPO)  # the configs name their data relative to the repository root
-    rc = main(["reproduce", "ccgc-bat", "--seeds", "0-1", "--results-dir", str(results), "--runs-dir",
-               str(tmp_path / "runs"), "--model.init_args.epochs=12", "--model.init_args.warmup_epochs=4",
-               "--model.init_args.kmeans_n_init=1"])
-    assert rc == 0
-    out = capsys.readouterr().out
-    assert "seed 1 (2/2)" in out and "ETA" in out
-    rows = [r for r in read_rows("ccgc", results) if r["seed"] in ("0", "1")]
-    assert [(r["seed"], r["protocol"]) for r in rows] == [("0", "best"), ("0", "last"), ("1", "best"), ("1", "last")]
-    assert all(0 < float(r["acc"]) <= 100 and r["git_commit"] and float(r["wall_s"]) > 0 for r in rows)
-    after = _n_seeds("ccgc-bat", results, monkeypatch)
-    assert any("(default, best, n=12," in n for n in after), after
+    append_rows("ccgc", [{**{k: r[k] for k in ("entry", "dataset", "variant", "protocol", "acc")}, "seed": "0-9",
+                          "seeds": 10, "acc_std": 1.0, "note": "an earlier aggregate"} for r in rows[:2]], results)
+    assert any("(default, best, n=10," in n for n in _n_seeds("ccgc-bat", results, monkeypatch))
+    args = ["--results-dir", str(results), "--runs-dir", str(runs), *CCGC_SHORT]
+    with pytest.raises(ValueError, match=r"already counted in the aggregate row of seeds 0-9"):
+        from zoo.reproduce import reproduce
+
+        reproduce("ccgc-bat", [1, 2], results_dir=results, runs_dir=runs, overrides=CCGC_SHORT)
+    assert main(["reproduce", "ccgc-bat", "--seeds", "10-11", *args]) == 0
+    assert any("(default, best, n=12," in n for n in _n_seeds("ccgc-bat", results, monkeypatch))
+
+
+def test_reproduce_a_demo_config_records_every_logged_scalar(tmp_path, monkeypatch, capsys):
+    """`zoo reproduce --config configs/demo/X.yaml --record` appends to results/demo/X.csv, and `zoo list --demos`
+    shows the pooled numbers."""
+    from zoo.cli import main
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("ZOO_RESULTS_DIR", str(tmp_path / "results"))
+    short = [*CCGC_SHORT, "--trainer.max_epochs=12", "--model.init_args.eval_every=4"]
+    assert main(["reproduce", "--config", "configs/demo/ccgc.yaml", "--seeds", "0-1", "--record",
+                 "--runs-dir", str(tmp_path / "runs"), *short]) == 0
+    rows = read_rows("demo/ccgc", tmp_path / "results")
+    assert [(r["entry"], r["seed"], r["protocol"]) for r in rows] == [
+        ("demo/ccgc", s, p) for s in ("0", "1") for p in ("fit", "test")]  # the demo has a test loop
+    metric_cols = [c for c in rows[0] if "/" in c and rows[0][c]]
+    assert metric_cols, rows[0]
+    capsys.readouterr()
+    assert main(["list", "--demos", "--markdown"]) == 0
+    table = capsys.readouterr().out
+    assert "| configs/demo/ccgc.yaml | default | fit | 2 (0-1) |" in table and " ± " in table
+    assert main(["reproduce", "ccgc-bat", "--config", "configs/demo/ccgc.yaml"]) == 2
+    assert "exactly one of them" in capsys.readouterr().err
 
 
 def test_reproduce_trains_the_dependency_first_and_reuses_it(tmp_path, monkeypatch):

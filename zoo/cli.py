@@ -143,6 +143,11 @@ def _fmt_int(n) -> str:
 def cmd_list(ns) -> int:
     from zoo import registry
 
+    if ns.demos:  # the README's demo table: measured rows of results/demo/*.csv
+        from zoo.results import demo_table
+
+        rows = [("demo config", "variant", "protocol", "seeds", "metrics (mean ± std over seeds)"), *demo_table()]
+        return _print_table(rows, ns.markdown)
     rows = [("name", "params", "GFLOPs", "input", "paper metric", "our metric", "weights")]
     for name in registry.list_models(ns.pattern, pretrained=True if ns.pretrained else None):
         e = registry.get(name)
@@ -158,7 +163,11 @@ def cmd_list(ns) -> int:
             f"{om.name or om.metric} {om.value:g}" if om else "-",
             e.weights,  # hub | official | pending | - (zoo.registry.Entry.weights)
         ))
-    if ns.markdown:  # the README's model table is this output
+    return _print_table(rows, ns.markdown)
+
+
+def _print_table(rows: list[tuple[str, ...]], markdown: bool) -> int:
+    if markdown:  # the README's tables are this output
         for j, r in enumerate(rows):
             print("| " + " | ".join(c.replace("|", "/") for c in r) + " |")
             if j == 0:
@@ -196,16 +205,26 @@ def cmd_card(ns) -> int:
 
 
 def cmd_reproduce(ns) -> int:
-    from zoo.reproduce import parse_seeds, reproduce
+    from zoo.reproduce import destination, parse_seeds, reproduce, reproduce_config
 
     _console_logging()
     bad = [a for a in ns.overrides if not a.startswith(("--trainer.", "--model.", "--data."))]
     if bad:
         raise ValueError(f"unrecognised argument(s) {' '.join(bad)}: zoo reproduce passes only --trainer.*, --model.* "
                          "and --data.* overrides to the config")
-    rows = reproduce(ns.name, parse_seeds(ns.seeds), variant=ns.variant, overrides=ns.overrides,
-                     results_dir=ns.results_dir, runs_dir=ns.runs_dir)
-    print(f"appended {len(rows)} row(s); `zoo card {ns.name}` shows the pooled numbers")
+    if (ns.name is None) == (ns.config is None):
+        raise ValueError("zoo reproduce takes a registry NAME or --config FILE (a demo config), exactly one of them")
+    kw = dict(variant=ns.variant, overrides=ns.overrides, results_dir=ns.results_dir, runs_dir=ns.runs_dir,
+              record=ns.record)
+    if ns.config is not None:
+        rows = reproduce_config(ns.config, parse_seeds(ns.seeds), **kw)
+        shown = "`zoo list --demos` shows the pooled numbers" if ns.record or ns.results_dir else ""
+    else:
+        rows = reproduce(ns.name, parse_seeds(ns.seeds), **kw)
+        shown = f"`zoo card {ns.name}` shows the pooled numbers" if ns.record else ""
+    dest = destination(ns.results_dir, ns.runs_dir, ns.record)
+    print(f"appended {len(rows)} row(s) under {dest}" + (f"; {shown}" if shown else
+          " (the run's own results; --record writes into the repository's results/)"))
     return 0
 
 
@@ -278,6 +297,7 @@ def tools_parser() -> argparse.ArgumentParser:
     s.add_argument("--pretrained", action="store_true",
                    help="only models whose weights load (status hub or official)")
     s.add_argument("--markdown", action="store_true", help="a Markdown table (the README's)")
+    s.add_argument("--demos", action="store_true", help="the demos' measured rows (results/demo/*.csv) instead")
     s.set_defaults(fn=cmd_list)
     s = sub.add_parser("export", help="write a Hub folder from a Lightning .ckpt or a registry name with weights")
     s.add_argument("source", help="a Lightning .ckpt, or a registry name whose weights are hub or official")
@@ -300,12 +320,19 @@ def tools_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("card", help="print a model's card")
     s.add_argument("name")
     s.set_defaults(fn=cmd_card)
-    s = sub.add_parser("reproduce", help="re-measure an entry's numbers, one fit per seed, into results/<method>.csv",
+    s = sub.add_parser("reproduce", help="re-measure an entry's (or a demo's) numbers, one fit per seed, into a "
+                                         "results file",
                        epilog="Any --trainer.*, --model.* or --data.* argument is passed on to the config.")
-    s.add_argument("name")
+    s.add_argument("name", nargs="?", help="registry name (or give --config)")
+    s.add_argument("--config", help="a config with no registry entry, e.g. configs/demo/cmt.yaml: every logged scalar "
+                                    "becomes a column of demo/<stem>.csv")
     s.add_argument("--seeds", default="0", help="'0-9', '3' or '0,2,5' (default 0)")
-    s.add_argument("--variant", default="default", help="a named set of overrides of the entry (see its card)")
-    s.add_argument("--results-dir", default=None, help="folder of <method>.csv (default: the repository's results/)")
+    s.add_argument("--variant", default="default", help="a named set of overrides of the entry (see its card); for "
+                                                          "--config, a label for the overrides given")
+    s.add_argument("--record", action="store_true", help="append to the repository's results/ (what cards and the "
+                                                          "README read) instead of <runs-dir>/results/")
+    s.add_argument("--results-dir", default=None, help="folder of <method>.csv (default: <runs-dir>/results, or the "
+                                                         "repository's results/ with --record)")
     s.add_argument("--runs-dir", default="runs/reproduce", help="where the runs write logs and checkpoints")
     s.set_defaults(fn=cmd_reproduce, overrides=[])
     s = sub.add_parser("env", help="versions, CUDA/Triton, which fused kernels would run")

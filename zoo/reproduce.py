@@ -1,4 +1,7 @@
-"""``zoo reproduce NAME --seeds 0-9``: any number on a card, re-measured and appended to ``results/<method>.csv``.
+"""``zoo reproduce NAME --seeds 0-9``: any number on a card, re-measured into a results file: the run's own
+``runs/reproduce/results/<method>.csv`` by default, the repository's ``results/<method>.csv`` with ``--record``.
+``zoo reproduce --config configs/demo/cmt.yaml --seeds 0-2`` does the same for a demo config (every logged scalar,
+into ``demo/<stem>.csv``).
 
 Each seed is one run of the entry's config through the same LightningCLI path as ``zoo fit`` (``--seed_everything``
 set, the variant's overrides and the user's ``--trainer.* / --model.* / --data.*`` arguments appended), followed by
@@ -21,31 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from zoo import registry
-from zoo.results import ResultSpec, append_rows
+from zoo.results import ResultSpec, append_rows, parse_seeds  # noqa: F401  (parse_seeds: zoo.reproduce's API)
 
 log = logging.getLogger(__name__)
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``"0-9"``, ``"0,2,5"``, ``"0-2,7"`` -> seeds in order."""
-    seeds: list[int] = []
-    try:
-        for part in str(text).split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                a, b = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0],
-                                                                          part[1:].split("-", 1)[1])
-                lo, hi = int(a), int(b)
-                if hi < lo:
-                    raise ValueError
-                seeds += range(lo, hi + 1)
-            elif part:
-                seeds.append(int(part))
-    except ValueError:
-        raise ValueError(f"--seeds {text!r}: expected seeds like '0-9', '3' or '0,2,5'") from None
-    if not seeds:
-        raise ValueError(f"--seeds {text!r} names no seed")
-    return seeds
 
 
 def _spec(entry) -> ResultSpec:
@@ -139,10 +120,106 @@ def _dependency(name: str, seed: int, runs: Path, echo, trainer_args: list[str])
     return ckpt
 
 
+def destination(results_dir: str | Path | None, runs_dir: str | Path, record: bool) -> Path:
+    """Where rows go: ``results_dir`` when given; the repository's ``results/`` with ``record``; else the runs'
+    own ``<runs_dir>/results`` (a user's run never changes the tracked results unless asked to)."""
+    if results_dir is not None:
+        return Path(results_dir)
+    if record:
+        from zoo.results import results_dir as repo_results
+
+        return repo_results()
+    return Path(runs_dir) / "results"
+
+
+def _check_aggregates(method_or_demo: str, group: dict, seeds: list[int], dest: Path) -> None:
+    """Before any run: refuse seeds that an aggregate row already counts unless all its seeds are re-measured."""
+    from zoo.results import _group, csv_path, read_rows, row_seeds
+
+    if not csv_path(method_or_demo, dest).is_file():
+        return
+    for r in read_rows(method_or_demo, dest):
+        if int(r["seeds"]) == 1 or {k: r.get(k, "") for k in group} != group:
+            continue
+        covered = set(row_seeds(r))
+        if covered & set(seeds) and not covered <= set(seeds):
+            raise ValueError(
+                f"seeds {sorted(covered & set(seeds))} of {'/'.join(_group(r))} are already counted in the aggregate row "
+                f"of seeds {r['seed']} in {csv_path(method_or_demo, dest)}: re-measure all of {r['seed']} to replace it, "
+                "or choose seeds it does not cover")
+
+
+def _test_after_fit(cli) -> bool:
+    """A demo is tested when its data module and module define a test loop (as `make demo` tests EMO)."""
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    dm = cli.datamodule
+    return dm is not None and is_overridden("test_dataloader", dm) and is_overridden("test_step", cli.model)
+
+
+def _scalars(metrics: dict) -> dict[str, float]:
+    out = {}
+    for k, v in metrics.items():
+        try:
+            out[k] = float(v)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def reproduce_config(config: str, seeds: list[int], variant: str = "default", overrides: list[str] | None = None,
+                     results_dir: str | Path | None = None, runs_dir: str | Path = "runs/reproduce",
+                     record: bool = False, echo=print) -> list[dict]:
+    """A demo config (or any config with no registry entry), once per seed: every scalar the fit logged (protocol
+    ``fit``) and, when the config has a test loop, every scalar ``trainer.test`` on the final weights returned
+    (protocol ``test``), one row each, to ``<dest>/demo/<config stem>.csv`` with entry ``demo/<stem>``."""
+    import zoo
+
+    path = registry.find_config(config) or (Path(config) if Path(config).is_file() else None)
+    if path is None:
+        raise FileNotFoundError(f"{config} is not a config file (give a path such as configs/demo/cmt.yaml)")
+    stem = Path(path).stem
+    demo = f"demo/{stem}"
+    dest = destination(results_dir, runs_dir, record)
+    dataset = "demo"
+    for proto in ("fit", "test"):
+        _check_aggregates(demo, {"entry": demo, "dataset": dataset, "variant": variant, "protocol": proto}, seeds,
+                          dest)
+    written, times = [], []
+    for i, seed in enumerate(seeds):
+        t0 = time.perf_counter()
+        run_dir = Path(runs_dir) / demo / variant / f"seed{seed}"
+        cli = _fit(str(path), seed, run_dir, list(overrides or []))
+        logged = {"fit": _scalars(cli.trainer.callback_metrics)}
+        if _test_after_fit(cli):
+            logged["test"] = {}
+            for d in cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False):
+                logged["test"].update(_scalars(d))
+        wall = time.perf_counter() - t0
+        times.append(wall)
+        rows = []
+        for proto, values in logged.items():
+            row = {"entry": demo, "dataset": dataset, "variant": variant, "protocol": proto, "seed": seed,
+                   "seeds": 1, "wall_s": round(wall, 1), "zoo_version": zoo.__version__, "git_commit": _git_commit(),
+                   "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "device": _device(cli.trainer),
+                   "note": " ".join(overrides or [])}
+            row.update(values)
+            rows.append(row)
+        out = append_rows(demo, rows, dest, replace_aggregates=True)
+        written += rows
+        eta = (len(seeds) - i - 1) * sum(times) / len(times)
+        shown = "; ".join(f"{k} {v:.4g}" for k, v in list(logged["fit"].items())[:6])
+        echo(f"zoo reproduce {demo} [{variant}] seed {seed} ({i + 1}/{len(seeds)}): {shown} | {wall:.0f} s, "
+             f"ETA {eta / 60:.1f} min -> {out}")
+    return written
+
+
 def reproduce(name: str, seeds: list[int], variant: str = "default", overrides: list[str] | None = None,
-              results_dir: str | Path | None = None, runs_dir: str | Path = "runs/reproduce", echo=print) -> list[dict]:
+              results_dir: str | Path | None = None, runs_dir: str | Path = "runs/reproduce", echo=print,
+              record: bool = False) -> list[dict]:
     """Run entry ``name``'s config once per seed, read its protocols' metrics and append one row per (seed, protocol)
-    to ``results/<method>.csv`` (``results_dir`` overrides the folder). Returns the rows written."""
+    to ``<dest>/<method>.csv``: ``results_dir`` when given, the repository's ``results/`` with ``record``, else
+    ``<runs_dir>/results``. Returns the rows written."""
     import zoo
 
     entry = registry.get(name)
@@ -153,6 +230,10 @@ def reproduce(name: str, seeds: list[int], variant: str = "default", overrides: 
     config = _config(entry, var.config)
     dataset = var.dataset or (entry.datasets[0] if entry.datasets else "")
     runs = Path(runs_dir)
+    dest = destination(results_dir, runs_dir, record)
+    for pname in spec.protocols:
+        _check_aggregates(entry.method, {"entry": entry.name, "dataset": dataset, "variant": variant,
+                                         "protocol": pname}, seeds, dest)
     written, times = [], []
     for i, seed in enumerate(seeds):
         t0 = time.perf_counter()
@@ -183,7 +264,7 @@ def reproduce(name: str, seeds: list[int], variant: str = "default", overrides: 
                 scale = 1.0 if col in spec.counts else spec.scale
                 row[col] = logged[key] * scale
             rows.append(row)
-        path = append_rows(entry.method, rows, results_dir)
+        path = append_rows(entry.method, rows, dest, replace_aggregates=True)
         written += rows
         eta = (len(seeds) - i - 1) * sum(times) / len(times)
         shown = "; ".join(f"{r['protocol']}: " + ", ".join(f"{col} {r[col]:.{spec.decimals}f}" for col in spec.metrics

@@ -5,15 +5,21 @@ One row per (entry, dataset, variant, protocol, seed); every metric is a column.
 - ``entry``, ``dataset``: the registry name and the dataset id;
 - ``variant``: a named set of config overrides of the entry (``default``: the entry's config as it is);
 - ``protocol``: how the numbers were read (which split, which epoch), named in the method's :class:`ResultSpec`;
-- ``seed``: the ``seed_everything`` of the run; empty on an aggregate row (below);
-- ``seeds``: 1 on a per-seed row; on an aggregate row the number of seeds its mean covers;
+- ``seed``: the ``seed_everything`` of the run; on an aggregate row (below) the seeds its mean covers, written as
+  ``zoo reproduce --seeds`` takes them (``0-9``, ``0,2,5``);
+- ``seeds``: 1 on a per-seed row; on an aggregate row the number of seeds its mean covers (= the seeds it names);
 - ``wall_s``, ``zoo_version``, ``git_commit``, ``date``, ``device``: where and how long;
 - ``note``: free text (aggregate rows say that per-seed values were not kept);
 - metric columns (``acc``, ``conll_f1``, ...), and ``<metric>_std`` on aggregate rows only.
 
 Aggregate rows hold numbers measured before per-seed rows were kept: their mean and std (the method's ``std_ddof``)
 are pooled exactly with per-seed rows of the same (entry, variant, protocol), so a card's seed count grows as
-``zoo reproduce`` appends seeds. An entry's ``our_metrics`` are computed from these rows when asked.
+``zoo reproduce`` appends seeds. A seed is counted once: a per-seed row whose seed an aggregate row of its group already
+covers is refused (re-measure all of the aggregate's seeds to replace it). An entry's ``our_metrics`` are computed from
+these rows when asked.
+
+Demo configs (``configs/demo/*.yaml``) have rows too, in ``results/demo/<config stem>.csv`` (entry ``demo/<stem>``):
+``zoo reproduce --config configs/demo/cmt.yaml --seeds 0-2`` records every scalar the run logged.
 """
 from __future__ import annotations
 
@@ -75,6 +81,28 @@ class ResultSpec:
 
 
 # ------------------------------------------------------------------------------------------------ files
+def parse_seeds(text: str) -> list[int]:
+    """``"0-9"``, ``"0,2,5"``, ``"0-2,7"`` -> seeds in order."""
+    seeds: list[int] = []
+    try:
+        for part in str(text).split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                a, b = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0],
+                                                                          part[1:].split("-", 1)[1])
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    raise ValueError
+                seeds += range(lo, hi + 1)
+            elif part:
+                seeds.append(int(part))
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: expected seeds like '0-9', '3' or '0,2,5'") from None
+    if not seeds:
+        raise ValueError(f"--seeds {text!r} names no seed")
+    return seeds
+
+
 def results_dir() -> Path:
     """``$ZOO_RESULTS_DIR``, else the repository's ``results/`` (a source checkout or an editable install), else the
     copy installed with the package (``zoo/results_data``, setup.py)."""
@@ -114,19 +142,59 @@ def read_rows(method: str, root: str | Path | None = None) -> list[dict[str, str
     return rows
 
 
+def _group(row) -> tuple:
+    return (row["entry"], row.get("dataset", ""), row["variant"], row["protocol"])
+
+
+def row_seeds(row) -> list[int]:
+    """The seeds a row covers: ``[seed]`` on a per-seed row, the named seeds on an aggregate row."""
+    seed = str(row.get("seed") if row.get("seed") is not None else "").strip()
+    n = int(row["seeds"])
+    if not seed:
+        raise ValueError(f"a row of {row['entry']} ({row['variant']}, {row['protocol']}) names no seed: per-seed rows "
+                         "give their seed, aggregate rows the seeds they cover (e.g. 0-9)")
+    seeds = parse_seeds(seed)
+    if len(seeds) != n or len(set(seeds)) != n:
+        raise ValueError(f"a row of {row['entry']} ({row['variant']}, {row['protocol']}) says seeds={n} but names "
+                         f"seed(s) {seed!r}: the two must agree")
+    return seeds
+
+
 def _key(row) -> tuple | None:
-    seed = row.get("seed")
-    if seed in (None, ""):
+    if int(row["seeds"]) != 1:
         return None
-    return (row["entry"], row.get("dataset", ""), row["variant"], row["protocol"], str(seed))
+    return (*_group(row), str(row_seeds(row)[0]))
 
 
-def append_rows(method: str, new: list[dict[str, Any]], root: str | Path | None = None) -> Path:
+def check_seeds_counted_once(rows: list[dict], source: str = "results") -> None:
+    """Refuse rows that count one seed twice in a group (an aggregate covering a per-seed row, or two aggregates)."""
+    seen: dict[tuple, dict[int, str]] = {}
+    for r in rows:
+        where = seen.setdefault(_group(r), {})
+        label = f"seed {r['seed']}" if int(r["seeds"]) == 1 else f"the aggregate of seeds {r['seed']}"
+        for s in row_seeds(r):
+            if s in where:
+                raise ValueError(
+                    f"{source}: seed {s} of {r['entry']} ({r['variant']}, {r['protocol']}) is counted twice ({where[s]} "
+                    f"and {label}); a seed counts once: re-measure every seed of an aggregate to replace it, or use "
+                    "seeds it does not cover")
+            where[s] = label
+
+
+def append_rows(method: str, new: list[dict[str, Any]], root: str | Path | None = None,
+                replace_aggregates: bool = False) -> Path:
     """Append rows to ``results/<method>.csv`` (new columns are added; the file is replaced atomically). A per-seed
-    row of the same (entry, dataset, variant, protocol, seed) as a new one is replaced: a seed is counted once."""
+    row of the same (entry, dataset, variant, protocol, seed) as a new one is replaced: a seed is counted once. A new
+    row whose seed an aggregate row already covers is refused, unless ``replace_aggregates`` (the caller re-measures
+    every seed of that aggregate), which drops the aggregate row."""
     path = csv_path(method, root)
+    new = [{**r, "seed": str(r["seed"]) if r.get("seed") is not None else ""} for r in new]
     keys = {_key(r) for r in new} - {None}
     old = [r for r in (read_rows(method, root) if path.is_file() else []) if _key(r) not in keys]
+    if replace_aggregates:
+        covered = {(_group(r), s) for r in new for s in row_seeds(r)}
+        old = [r for r in old if _key(r) is not None or not any((_group(r), s) in covered for s in row_seeds(r))]
+    check_seeds_counted_once([*old, *new], str(path))
     cols = list(FIXED)
     for r in [*old, *new]:
         for k in r:
@@ -171,6 +239,7 @@ class Summary:
 def summarize(rows: list[dict[str, str]], columns, ddof: int = 0) -> list[Summary]:
     """Group rows by (entry, dataset, variant, protocol) in file order and pool each group exactly: an aggregate row
     (mean m, std s over n seeds) counts as n values with that mean and spread."""
+    check_seeds_counted_once(rows)
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["entry"], r.get("dataset", ""), r["variant"], r["protocol"]), []).append(r)
@@ -187,7 +256,7 @@ def summarize(rows: list[dict[str, str]], columns, ddof: int = 0) -> list[Summar
             ss = sum(k * (s * s + v * v) for k, v, s in parts) - n * m * m  # sum of squared deviations
             mean[c] = m
             std[c] = math.sqrt(max(ss, 0.0) / (n - ddof)) if n - ddof > 0 else 0.0
-        seeds = sorted(int(r["seed"]) for r in rs if r.get("seed") not in (None, ""))
+        seeds = sorted(s for r in rs for s in row_seeds(r))
         notes = [r["note"] for r in rs if r.get("note")]
         out.append(Summary(entry, ds, variant, protocol, n_total, seeds, mean, std, notes))
     return out
@@ -202,9 +271,7 @@ def _std_of(row: dict, col: str, ddof: int) -> float:
 
 
 def _seed_text(s: Summary) -> str:
-    if s.n == len(s.seeds):
-        return f"{s.n} seed{'s' if s.n > 1 else ''} ({_ranges(s.seeds)})"
-    return f"{s.n} seeds"
+    return f"{s.n} seed{'s' if s.n > 1 else ''} ({_ranges(s.seeds)})"
 
 
 def _ranges(seeds: list[int]) -> str:
@@ -252,3 +319,25 @@ def our_metrics(entry, spec: ResultSpec, root: str | Path | None = None) -> tupl
                               value=round(s.mean[col], spec.decimals), split=spec.split,
                               name=f"{label} ({tag}, n={s.n}{std})", protocol=text))
     return tuple(out)
+
+
+# ------------------------------------------------------------------------------------------------ demos
+def _shown(col: str) -> bool:
+    """Demo columns a table shows: the run's metrics, not step-level noise or bookkeeping."""
+    return col not in FIXED and not col.endswith(("_std", "_step")) and col not in ("epoch", "step")
+
+
+def demo_table(root: str | Path | None = None) -> list[tuple[str, ...]]:
+    """One line per (demo config, variant, protocol) of ``<results>/demo/*.csv``: the seeds and each metric's mean ±
+    std (population std, like the cards' per-seed pools). Rows: (config, variant, protocol, seeds, metrics text)."""
+    folder = (Path(root) if root is not None else results_dir()) / "demo"
+    out = []
+    for path in sorted(folder.glob("*.csv")):
+        rows = read_rows(f"demo/{path.stem}", folder.parent)
+        cols = [c for c in (rows[0] if rows else {}) if _shown(c)]
+        for s in summarize(rows, cols):
+            metrics = ", ".join(f"{c} {s.mean[c]:.4g}" + (f" ± {s.std[c]:.2g}" if s.n > 1 else "")
+                                for c in cols if c in s.mean)
+            out.append((f"configs/demo/{path.stem}.yaml", s.variant, s.protocol,
+                        f"{s.n} ({_ranges(s.seeds)})", metrics))
+    return out
