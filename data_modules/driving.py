@@ -31,6 +31,7 @@ cropped, boxes whose centre lies outside in x/y are dropped; applied after augme
 (a list of specs for :func:`data_modules.driving_aug.build_augmentation`, applied in order to training frames only;
 ``GTSampling`` draws on a database built once from the training split, in memory or, with ``gt_database_dir``, on
 disk and reused). GT-sampling pastes points only: with ``load_images`` the images do not show pasted objects.
+Points with a NaN or infinite value are dropped (a warning counts them); a cloud with no finite point is an error.
 """
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ looked up under ``root/samples/<CAM or LIDAR_TOP>/`` and in ``root`` itself (the
   (list of flat xy lists) on the 1600×900 image. Each record is matched to the PLA instance of the same class with
   the highest 2D-box IoU (≥ 0.3); the supervision box is the mask's tight box (the official ``tbox_refine`` sets),
   the evaluation mask is the human mask. Records without a LiDAR match keep box + mask, with ignore points.
+  Polygons of fewer than 3 points are dropped (a record left without one is skipped, and counted in a warning).
 - **No nuInsSeg file** (as in ``shared/data``): the GT boxes are the projected 3D boxes (extent of the in-front
   corners clipped to the image) and the evaluation masks are the convex hulls of the projected 3D box corners,
   ``mask_source = "box-hull"``: they exercise the mask-AP path, they are not object masks.

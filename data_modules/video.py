@@ -425,7 +425,8 @@ def read_webvid(root: Path, file: str) -> list[tuple[str, str, int]]:
             for row in reader:
                 missing = [c for c in need if row.get(c) is None]
                 if missing or (not release and not (row.get("video_path") or row.get("path"))):
-                    raise UserError(f"{path}: line {reader.line_num} has {sum(v is not None for k, v in row.items() if k)} of the header's "
+                    given = sum(v is not None for k, v in row.items() if k)
+                    raise UserError(f"{path}: line {reader.line_num} has {given} of the header's "
                                     f"{len(reader.fieldnames)} fields (no {', '.join(missing) or 'video path'}); the "
                                     "file is truncated or mis-quoted: re-download it or fix that row")
                 if release:

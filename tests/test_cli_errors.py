@@ -216,7 +216,8 @@ def test_an_error_in_a_dataloader_worker_is_its_own_message():
     with pytest.raises(UserError) as e:
         next(iter(torch.utils.data.DataLoader(_FailingItems(), num_workers=1)))
     assert "Original Traceback" in str(e.value)
-    assert user_error_message(e.value) == "frame 0: all 6 points are NaN; re-extract it (in DataLoader worker process 0)"
+    assert user_error_message(e.value) == \
+        "frame 0: all 6 points are NaN; re-extract it (in DataLoader worker process 0)"
     keyerror = KeyError("Caught KeyError in DataLoader worker process 1.\nOriginal Traceback (most recent call last):\n"
                         "  File \"x.py\", line 1, in f\nKeyError: 'lidar_points'\n")
     assert user_error_message(keyerror, broad=True) == "lidar_points (in DataLoader worker process 1)"
@@ -224,9 +225,11 @@ def test_an_error_in_a_dataloader_worker_is_its_own_message():
         is None  # a bug stays a traceback
 
 
-ACLIP = ["fit", "--config", str(REPO / "configs/demo/aclip.yaml"), "--trainer.max_steps=1",
-         "--trainer.limit_val_batches=0", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
-         "--trainer.callbacks=[]"]
+def _fit_args(method: str, tmp_path) -> list[str]:
+    """`zoo fit` of a demo config, one step, writing nothing outside tmp_path."""
+    return ["fit", "--config", str(REPO / f"configs/demo/{method}.yaml"), "--trainer.max_steps=1",
+            "--trainer.limit_val_batches=0", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
+            "--trainer.callbacks=[]", f"--trainer.default_root_dir={tmp_path}"]
 
 
 def test_worker_error_through_zoo_fit_is_one_line(capsys, tmp_path):
@@ -239,8 +242,8 @@ def test_worker_error_through_zoo_fit_is_one_line(capsys, tmp_path):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    assert main([*ACLIP, f"--data.init_args.root={tmp_path}", "--data.init_args.num_workers=1",
-                 "--data.init_args.webdataset_length=4", f"--trainer.default_root_dir={tmp_path}"]) == 2
+    assert main([*_fit_args("aclip", tmp_path), f"--data.init_args.root={tmp_path}", "--data.init_args.num_workers=1",
+                 "--data.init_args.webdataset_length=4"]) == 2
     line = _one_error_line(capsys, "fit", "no usable sample in 1 shard(s)", "(in DataLoader worker process 0)")
     assert "Original Traceback" not in line and len(line) < 400, line
 
@@ -250,5 +253,63 @@ def test_aclip_images_all_corrupt_is_one_line_not_zero_steps(capsys, tmp_path):
     from tests.data_modules.test_bad_input import write_corrupt_pairs
 
     csv = write_corrupt_pairs(tmp_path / "data", n=6)
-    assert main([*ACLIP, f"--data.init_args.root={csv}", f"--trainer.default_root_dir={tmp_path}"]) == 2
+    assert main([*_fit_args("aclip", tmp_path), f"--data.init_args.root={csv}"]) == 2
     _one_error_line(capsys, "fit", "none of 6 images sampled across its 6 rows decodes")
+
+
+# ---------------------------------------------------------------------------------------------- 3D data through `zoo`
+def _nan_kitti(shared_data, tmp_path):
+    """The shared KITTI frames (symlinked) with every point cloud replaced by NaNs of the right size."""
+    import numpy as np
+
+    root = tmp_path / "kitti"
+    for sub in ("calib", "image_2", "label_2", "velodyne"):
+        (root / sub).mkdir(parents=True)
+        for f in (shared_data / "kitti_frames" / sub).iterdir():
+            if sub == "velodyne":
+                np.full((f.stat().st_size // 4,), np.nan, np.float32).tofile(root / sub / f.name)
+            else:
+                (root / sub / f.name).symlink_to(f)
+    return root
+
+
+@pytest.mark.parametrize("case", ["ssda3d-no-lidar-points", "ssda3d-all-nan", "lwsis-no-lidar-points"])
+def test_3d_data_errors_through_zoo_fit_are_one_line(case, shared_data, capsys, tmp_path):
+    from tests.data_modules.test_bad_input import _nuscenes_without_lidar
+
+    method = case.split("-")[0]
+    args = _fit_args(method, tmp_path)
+    if case == "ssda3d-all-nan":
+        args += [f"--data.init_args.source.init_args.root={_nan_kitti(shared_data, tmp_path)}",
+                 f"--data.init_args.target.init_args.root={shared_data / 'nuscenes_demo'}"]
+        needles = ["all", "points are NaN or infinite", "re-extract it"]
+    else:
+        root = _nuscenes_without_lidar(shared_data, tmp_path)
+        args += ([f"--data.init_args.source.init_args.root={shared_data / 'kitti_frames'}",
+                  f"--data.init_args.target.init_args.root={root}"] if method == "ssda3d"
+                 else [f"--data.init_args.root={root}", "--data.init_args.cameras=[CAM_FRONT]"])
+        needles = ["has no lidar_points.lidar_path", "tools/create_data.py"]
+    assert main(args) == 2
+    _one_error_line(capsys, "fit", *needles)
+
+
+# ---------------------------------------------------------------------------------------------- files through `zoo`
+def test_csv_and_coco_errors_through_zoo_fit_are_one_line(shared_data, capsys, tmp_path):
+    """A non-UTF-8 A-CLIP CSV, a WebVid CSV with a short row, a COCO nuInsSeg export with a non-numeric polygon."""
+    from tests.data_modules.test_bad_input import _coco
+
+    (tmp_path / "pairs.csv").write_bytes("filepath,title\na.jpg,cr\u00e8me\n".encode("latin-1"))
+    assert main([*_fit_args("aclip", tmp_path), f"--data.init_args.root={tmp_path / 'pairs.csv'}"]) == 2
+    _one_error_line(capsys, "fit", "pairs.csv: not UTF-8 text (byte 0xe8", "iconv")
+
+    webvid = tmp_path / "webvid"
+    webvid.mkdir()
+    (webvid / "results_2M_train.csv").write_text("videoid,contentUrl,duration,page_dir,name\n1,http://x\n")
+    assert main([*_fit_args("simvtp", tmp_path), f"--data.init_args.root={webvid}",
+                 "--data.init_args.layout=webvid"]) == 2
+    _one_error_line(capsys, "fit", "line 2 has 2 of the header's 5 fields", "re-download it or fix that row")
+
+    coco = _coco(tmp_path, [[[10, 10, "x", 10, 50, 40]]])
+    assert main([*_fit_args("lwsis", tmp_path), f"--data.init_args.root={shared_data / 'nuscenes_demo'}",
+                 f"--data.init_args.nuinsseg={coco}", "--data.init_args.cameras=[CAM_FRONT]"]) == 2
+    _one_error_line(capsys, "fit", "coco.json: annotation 0: polygon 0 must be a flat list of numeric")

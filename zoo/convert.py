@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
-__all__ = ["read_release", "release_globals", "read_official", "read_url", "load_official", "converter_main", "cache_dir", "fetch", "load_entry",
-           "DownloadError", "ConnectError"]
+__all__ = ["read_release", "release_globals", "read_official", "read_url", "load_official", "converter_main",
+           "cache_dir", "fetch", "load_entry", "DownloadError", "ConnectError"]
 
 
 class DownloadError(OSError, ValueError):

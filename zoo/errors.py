@@ -112,9 +112,9 @@ def config_error_message(message: str, command: str | None = None) -> str:
     if len(given) > 80:
         given = given[:77] + "..."
     help_cmd = f"zoo {command} --help" if command else "zoo fit --help"
-    return _one_line(f"{'config key ' + key + ': ' if key else 'config: '}{'; '.join(what) or 'invalid'}"
-                     f"{f' (given: {given})' if given and 'Got value' not in ' '.join(what) else ''}; fix it in the config "
-                     f"file or on the command line (`{help_cmd}` lists the accepted keys)")
+    shown = f" (given: {given})" if given and "Got value" not in " ".join(what) else ""
+    return _one_line(f"{'config key ' + key + ': ' if key else 'config: '}{'; '.join(what) or 'invalid'}{shown}; fix "
+                     f"it in the config file or on the command line (`{help_cmd}` lists the accepted keys)")
 
 
 def _is_config_error(exc: BaseException) -> bool:
