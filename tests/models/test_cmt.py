@@ -297,6 +297,20 @@ def test_camera_only_queries_get_the_bev_pe_as_released():
     assert not hasattr(plain.model, "bev_embedding")
 
 
+@pytest.mark.parametrize("norm_eval", [True, False])
+def test_image_backbone_batchnorm_stays_frozen_as_released(norm_eval):
+    """The released configs set ``norm_eval=True`` on the image backbone: its BatchNorm layers keep their running
+    statistics in training; ``img_norm_eval=False`` trains them as ordinary BatchNorm. The neck and head are
+    unaffected."""
+    m = tiny(modalities="camera", img_norm_eval=norm_eval).train()
+    bns = [mod for mod in m.model.img.backbone.modules() if isinstance(mod, torch.nn.BatchNorm2d)]
+    before = [bn.running_mean.clone() for bn in bns]
+    m.model(*m.example_input_array)
+    changed = any(not torch.equal(a, bn.running_mean) for a, bn in zip(before, bns))
+    assert changed != norm_eval
+    assert all(bn.training != norm_eval for bn in bns) and m.model.decoder.training
+
+
 def test_negative_size_boxes_are_dropped_and_counted():
     """A box with a size <= 0 would be a NaN target (log dx) in the loss and the matching cost: it is dropped with a
     warning that counts it (as SSDA3D drops its bad boxes), the good boxes train as before."""

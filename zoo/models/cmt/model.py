@@ -22,7 +22,8 @@ Architecture of ``junjie18/CMT`` (``projects/mmdet3d_plugin/models/dense_heads/c
 - Head: ``SeparateTaskHead`` with one group per decoder layer (grouped Conv1d over the query axis) predicting
   center (2), height (1), dim (3), rot (2), vel (2), cls (10); see :func:`encode_boxes` for the box code quirk.
 
-CMT-L (``modalities="lidar"``) and CMT-C (``"camera"``) are the same network with one branch not built; a fusion
+CMT-L (``modalities="lidar"``) and CMT-C (``"camera"``) are the same network with one branch not built (CMT-C
+keeps the BEV sine PE of its queries, as released); a fusion
 model can also run on a subset of its branches (``forward(..., modalities=...)``), the tokens of the other one are
 then left out of the memory and of the query PE.
 """
@@ -204,10 +205,14 @@ class ImageBranch(nn.Module):
     ``ese_every_block`` (VoVNet backbones): the release's VoVNet (DD3D's ``vovnet.py``, ``_OSA_module``) builds and
     applies its eSE attention in every OSA block (the ``SE`` flag it is given is unused), timm's ``ese_vovnet*`` only in
     the last block of each stage; True adds timm's ``EffectiveSEModule`` (same hard-sigmoid gate) to the other blocks,
-    so the released checkpoints load; False is timm's architecture."""
+    so the released checkpoints load; False is timm's architecture.
+
+    ``norm_eval`` (the released configs' ``norm_eval=True`` for VoVNet and ResNet): the backbone's BatchNorm layers stay
+    in eval mode while the model trains (running statistics frozen and used; their affine parameters still learn);
+    False trains them as ordinary BatchNorm."""
 
     def __init__(self, backbone: str, out_indices: Sequence[int] = (3, 4), channels: int = 256,
-                 backbone_kwargs: dict | None = None, ese_every_block: bool = True):
+                 backbone_kwargs: dict | None = None, ese_every_block: bool = True, norm_eval: bool = True):
         super().__init__()
         import timm
 
@@ -226,6 +231,15 @@ class ImageBranch(nn.Module):
                             "and stride-32 stages)")
         self.neck = CPFPN(info.channels(), channels)
         self.stride = 16
+        self.norm_eval = norm_eval
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.norm_eval:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
 
     def _add_ese_to_every_block(self):
         from timm.layers import EffectiveSEModule
@@ -530,7 +544,7 @@ class CMT(nn.Module):
                  num_heads: int = 8, ffn_dim: int = 1024, dropout: float = 0.1, head_conv: int = 64,
                  final_kernel: int = 1, narrow_band_pe: bool = True, box_code_quirk: bool = True,
                  clamp_query_anchors: bool = True, cross_attn_dropout: float = 0.0, camera_bev_query_pe: bool = True,
-                 ese_every_block: bool = True):
+                 ese_every_block: bool = True, img_norm_eval: bool = True):
         super().__init__()
         check_choice("modalities", modalities, MODALITIES)
         self.modalities = modalities
@@ -545,7 +559,8 @@ class CMT(nn.Module):
         if not 0.0 <= cross_attn_dropout < 1.0:
             raise UserError(f"cross_attn_dropout must lie in [0, 1), got {cross_attn_dropout}")
         if self.use_camera:
-            self.img = ImageBranch(img_backbone, img_out_indices, hidden_dim, img_backbone_kwargs, ese_every_block)
+            self.img = ImageBranch(img_backbone, img_out_indices, hidden_dim, img_backbone_kwargs, ese_every_block,
+                                   img_norm_eval)
             self.rv_embedding = nn.Sequential(nn.Linear(depth_num * 3, hidden_dim * 4), nn.ReLU(),
                                               nn.Linear(hidden_dim * 4, hidden_dim))
         # CMT-C (``CmtImageHead``) inherits ``CmtHead.query_embed``: its queries get the BEV sine PE of the anchors'

@@ -9,7 +9,8 @@ Objective, for every decoder layer l (all layers' heads are trained; keys ``loss
   8 code dims);
 - ``loss_cls`` = 2.0 · Σ sigmoid-focal(γ 2, α 0.25) / (num_pos + bg_cls_weight · num_neg);
 - ``loss_bbox`` = 0.25 · Σ code_weights ⊙ |pred − code(GT)| / num_pos over the matched queries (non-finite targets,
-  e.g. unknown velocities, dropped);
+  e.g. unknown velocities, dropped); GT boxes with a size <= 0 or a non-finite centre / size / yaw are dropped before
+  matching with a warning that counts them (their log-size code would be NaN);
 - DN-DETR denoising (``dn_loss_cls`` / ``dn_loss_bbox``): the jittered GT copies prepended as anchors predict their
   original box; focal normalised by N_dn·π/6·split³, L1 by N_dn, × ``dn_weight``.
 
@@ -139,7 +140,7 @@ class CMTModule(LightningModule):
                  num_heads: int = 8, ffn_dim: int = 1024, dropout: float = 0.1, head_conv: int = 64,
                  final_kernel: int = 1, narrow_band_pe: bool = True, box_code_quirk: bool = True,
                  clamp_query_anchors: bool = True, cross_attn_dropout: float = 0.0, camera_bev_query_pe: bool = True,
-                 ese_every_block: bool = True,
+                 ese_every_block: bool = True, img_norm_eval: bool = True,
                  # objective
                  cls_weight: float = 2.0, bbox_weight: float = 0.25, code_weights: Sequence[float] = CODE_WEIGHTS,
                  bg_cls_weight: float = 0.1, dn_groups: int = 10, dn_noise_scale: float = 1.0,
@@ -166,7 +167,7 @@ class CMTModule(LightningModule):
                          bev_upsample_filters, img_backbone, img_out_indices, img_backbone_kwargs, hidden_dim,
                          num_query, depth_num, num_layers, num_heads, ffn_dim, dropout, head_conv, final_kernel,
                          narrow_band_pe, box_code_quirk, clamp_query_anchors, cross_attn_dropout,
-                         camera_bev_query_pe, ese_every_block)
+                         camera_bev_query_pe, ese_every_block, img_norm_eval)
         self.modal_masker = ModalMask3D(p_image_off, p_lidar_off)
         self.metric = None
         self.dropped_boxes = 0  # target boxes dropped for a size <= 0 or non-finite values (see _targets)
