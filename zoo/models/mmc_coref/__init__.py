@@ -63,7 +63,10 @@ _RELEASE_NOTES = ("Candidate spans follow the release (experiments/model.py): th
                   "exist. span_candidates=word_aligned is zoo's earlier form (specials dropped, spans on word "
                   "boundaries only: 446 of 1,813 candidates fewer on one English dev document, budget 64 vs 66). "
                   "Decoding keys mentions by span and adds singletons (best antecedent the dummy, mention score > 0) "
-                  "after the links, as the release's get_predicted_clusters.")
+                  "after the links, as the release's get_predicted_clusters. Checked against the release's model "
+                  "on five English dev documents (tests/fixtures/mmc): same candidates, top spans and clusters. Not "
+                  "reproduced: the release's preprocessing keeps only the first word of a speaker name ('Penny ’s "
+                  "Dad' becomes 'Penny'), zoo keeps the whole name.")
 _LIMITS = ("Architecture and recipe only: no weights are published for this entry. The paper's result tables could "
            "not be retrieved here, so no paper metrics are listed. The MMC data has no licence statement (research "
            "use; the HF mirror says apache-2.0); the train split is not available offline. " + _RELEASE_NOTES)
