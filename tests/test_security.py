@@ -399,3 +399,22 @@ def test_a_crafted_sample_data_token_never_writes_outside_the_pla_cache(tmp_path
                and p not in (root, *root.parents)]
     assert outside == [] and [p.parent for p in cache.rglob("*")] == [cache]
     assert [p.name.startswith("pla-x_escaped-") for p in cache.iterdir()] == [True]
+
+
+def test_zoo_chains_that_only_take_a_network_still_accept_a_source_naming_files(tmp_path):
+    """TinyMIM's sequential distillation (configs/tinymim-small.yaml) takes the distilled student of a run whose own
+    teacher was a file: only the network is used, so its sources are never opened and the guard lets it through."""
+    from zoo.models.tinymim.module import TinyMIMDistillModule, build_teacher
+
+    torch.manual_seed(0)
+    student = TinyMIMDistillModule(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, last_heads=4,
+                                   teacher=str(tmp_path / "mae_pretrain_vit_large.pth"), teacher_block=-1, lr=1e-3)
+    ckpt = lightning_ckpt(tmp_path / "distill.ckpt", student)
+    folder = hub.export(student, tmp_path / "exported")
+    with pytest.raises(hub.UntrustedInitArgError, match="teacher="):  # as a model to train, the source is refused
+        zoo.load(f"local-dir:{folder}")
+    for spec in (str(ckpt), f"local-dir:{folder}"):  # as a teacher network, it is fine
+        net = build_teacher(spec, teacher_heads=2)
+        torch.testing.assert_close(net.state_dict()["blocks.1.attn.qkv.weight"],
+                                   student.model.state_dict()["blocks.1.attn.qkv.weight"])
+

@@ -181,7 +181,7 @@ def _read_any(source: str) -> dict:
         return convert_videomae_hf(net.state_dict())
     import zoo
 
-    return zoo.load(str(source)).model.state_dict()
+    return zoo.load(str(source), allowed_init_args=("init_from", "text_init", "pretrained")).model.state_dict()
 
 
 def _load_matching(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:

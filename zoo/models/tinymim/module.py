@@ -158,7 +158,7 @@ def _read_state(source: str) -> dict:
         return model
     import zoo
 
-    return zoo.load(source).model.state_dict()
+    return zoo.load(source, allowed_init_args=("teacher", "pretrained")).model.state_dict()  # its network only
 
 
 def _infer_vit_args(state: dict) -> dict:
@@ -199,11 +199,11 @@ def build_teacher(spec: str | dict, teacher_heads: int | None = None) -> TinyMIM
             hp = read_checkpoint(path).get("hyper_parameters", {})
             cls = None if "_class_path" in hp else (
                 f"{__name__}.TinyMIMDistillModule" if "last_heads" in hp else f"{__name__}.ViTFinetuneModule")
-            net = module_from_checkpoint(path, cls)[0].model
+            net = module_from_checkpoint(path, cls, ("teacher", "pretrained"))[0].model  # its own sources unused
         else:
             import zoo
 
-            net = zoo.load(str(spec)).model
+            net = zoo.load(str(spec), allowed_init_args=("teacher", "pretrained")).model  # its own sources unused
         if not isinstance(net, TinyMIMViT):
             raise UserError(f"teacher {spec!r} is a {type(net).__name__}; TinyMIM needs a zoo ViT (TinyMIMViT): give a "
                             "tinymim-* / MAE teacher")
