@@ -272,6 +272,15 @@ def test_module_arguments_and_data_agreement_are_user_errors():
         _module(d_model=15)
     with pytest.raises(UserError, match="selection_metrics"):
         _module(selection_metrics=["meteor"], meteor=False)
+    with pytest.raises(UserError, match="beam_rule='first'"):
+        _module(beam_rule="first")
+    feats = [torch.randn(3, 2, 6), torch.randn(3, 2, 5)]
+    with torch.no_grad():  # the module's decoding arguments reach the search
+        for kw in ({}, {"beam_rule": "top_eos"}, {"decode_cache": False}):
+            torch.manual_seed(0)
+            mod = _module(**kw).eval()
+            want = beam_search(mod.model, feats, None, 2, rule=kw.get("beam_rule", "release"))
+            assert torch.equal(mod(feats)["tokens"], want.tokens)
     m = _module()
 
     class DM:
