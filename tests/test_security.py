@@ -303,15 +303,26 @@ def test_values_zoo_itself_uses_pass_the_guard():
     hub.check_init_args(CMTModule, {"img_backbone_kwargs": {"layers": [1, 1, 1, 1], "drop_path_rate": 0.1}})
 
 
-def test_zoo_export_of_a_checkpoint_naming_a_pretrained_url_needs_allow_init_arg(tmp_path, capsys):
+def test_zoo_export_writes_a_source_the_checkpoint_names_unopened_and_loading_checks_it(tmp_path, capsys):
     vit = tiny("tinymim-tiny.in1k-ft")
-    url = "https://evil.example/weights.pth"
+    url = "https://evil.example/weights.pth"  # opened only in setup, which exporting never runs
     ckpt = lightning_ckpt(tmp_path / "vit.ckpt", vit, pretrained=url)
+    assert main(["export", str(ckpt), str(tmp_path / "out")]) == 0
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["init_args"]["pretrained"] == url
+    with pytest.raises(hub.UntrustedInitArgError, match=f"pretrained={url!r}"):
+        zoo.load(f"local-dir:{tmp_path / 'out'}")
+    assert zoo.load(f"local-dir:{tmp_path / 'out'}", allowed_init_args=["pretrained"]).hparams.pretrained == url
+
+
+def test_zoo_export_refuses_what_building_the_module_would_resolve(tmp_path, monkeypatch, capsys):
+    marker = _evil_package(tmp_path, monkeypatch, "evilpkg3")
+    name = "mmc-minilm-l6.en"
+    m = zoo.create(name, **registry.get(name).tiny_overrides)
+    ckpt = lightning_ckpt(tmp_path / "mmc.ckpt", m, encoder="pkg:evilpkg3.x/model", encoder_config=None)
     assert main(["export", str(ckpt), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert f"pretrained={url!r}" in err and not (tmp_path / "out").exists()
-    assert main(["export", str(ckpt), str(tmp_path / "out"), "--allow-init-arg", "pretrained"]) == 0
-    assert json.loads((tmp_path / "out" / "config.json").read_text())["init_args"]["pretrained"] == url
+    assert "encoder='pkg:evilpkg3.x/model'" in err and "--allow-init-arg encoder" in err
+    assert not marker.exists() and "evilpkg3" not in sys.modules and not (tmp_path / "out").exists()
 
 
 def test_refusing_a_class_never_suggests_allowing_it_when_it_is_not_a_lightning_module(tmp_path):

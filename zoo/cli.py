@@ -90,6 +90,16 @@ def _cli_class():
                 kw["weights_only"] = True
             return kw
 
+        def _run_subcommand(self, subcommand: str) -> None:
+            # one run per folder: two fits into one default_root_dir interleaved their logs in one version folder
+            # and each overwrote the other's last.ckpt. Global rank 0 holds the folder for the whole run.
+            from zoo.files import run_lock
+
+            if self.trainer.global_rank != 0:
+                return super()._run_subcommand(subcommand)
+            with run_lock(self.trainer.default_root_dir, f"{subcommand} run"):
+                return super()._run_subcommand(subcommand)
+
         def __init__(self, *a, args=None, **kw):
             self._zoo_args = args
             super().__init__(*a, args=args, **kw)

@@ -1,9 +1,12 @@
 """Writing files so that nothing is ever half-written: a temporary sibling, then an atomic rename."""
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
+
+from zoo.errors import UserError
 
 
 def current_umask() -> int:
@@ -28,3 +31,58 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+class FolderBusyError(UserError):
+    """Another live process holds a run folder (see :func:`run_lock`)."""
+
+
+@contextlib.contextmanager
+def run_lock(folder: str | os.PathLike, what: str = "run"):
+    """Hold ``<folder>/.zoo-run.lock`` while a run writes there, so two runs never interleave their logs and
+    checkpoints in one folder. The lock is created atomically (``O_EXCL``) and names its process and host; a lock
+    whose process has ended on this host is stale and taken over; a live one (or one from another host, whose process
+    cannot be checked) refuses the second run with one line naming the fix."""
+    import json
+    import socket
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / ".zoo-run.lock"
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "what": what}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~current_umask())
+        except FileExistsError:
+            try:
+                held = json.loads(lock.read_text() or "{}")
+            except (OSError, ValueError):
+                held = {}
+            if held.get("host") == me["host"] and isinstance(held.get("pid"), int) and not _alive(held["pid"]):
+                lock.unlink(missing_ok=True)  # its process ended without releasing it (killed)
+                continue
+            raise FolderBusyError(
+                f"{folder} is in use by another zoo {held.get('what', 'run')} (pid {held.get('pid', '?')} on "
+                f"{held.get('host', '?')}): give this run its own --trainer.default_root_dir (or wait for that one; "
+                f"if no run is active, delete {lock})") from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        break
+    try:
+        yield lock
+    finally:
+        try:
+            if json.loads(lock.read_text()).get("pid") == me["pid"]:
+                lock.unlink()
+        except (OSError, ValueError):
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

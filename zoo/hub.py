@@ -77,6 +77,12 @@ EXTERNAL_INIT_ARGS: dict[str, dict[str, str]] = {
     "zoo.models.tinymim.module.ViTFinetuneModule": {
         "pretrained": "the pre-trained weights to start from (a zoo source, a .ckpt, an official .pth file or URL)"},
 }
+# Of those, the ones ``__init__`` itself resolves (the rest are opened only in ``setup`` / ``configure_model``, which
+# building a module to export its weights never runs).
+BUILD_TIME_INIT_ARGS: dict[str, tuple[str, ...]] = {
+    "zoo.models.mmc_coref.module.MMCCorefModule": ("encoder",),  # its config, when encoder_config is not given
+    "zoo.models.cmt.module.CMTModule": ("img_backbone_kwargs",),
+}
 # timm.create_model keywords that read a file or a download (CMT's img_backbone_kwargs)
 _TIMM_FILE_KWARGS = frozenset({"checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"})
 # teacher specs that load nothing: a quick teacher trained in setup (ReliantModule)
@@ -115,11 +121,13 @@ def trusted_class(module_path: str, allowed_modules=(), source: str = "a file"):
     return cls
 
 
-def _external_args(cls) -> dict[str, str]:
-    """:data:`EXTERNAL_INIT_ARGS` of ``cls`` and its bases."""
+def _external_args(cls, build_only: bool = False) -> dict[str, str]:
+    """:data:`EXTERNAL_INIT_ARGS` of ``cls`` and its bases; ``build_only``: those ``__init__`` resolves."""
     out: dict[str, str] = {}
     for base in reversed(cls.__mro__):
-        out.update(EXTERNAL_INIT_ARGS.get(f"{base.__module__}.{base.__qualname__}", {}))
+        path = f"{base.__module__}.{base.__qualname__}"
+        args = EXTERNAL_INIT_ARGS.get(path, {})
+        out.update({k: v for k, v in args.items() if not build_only or k in BUILD_TIME_INIT_ARGS.get(path, ())})
     return out
 
 
@@ -148,13 +156,15 @@ def _zoo_uses(cls, arg: str, value) -> bool:
 
 
 def check_init_args(cls, file_args: dict[str, Any], allowed_init_args=(), source: str = "a file",
-                    allow_hint: str | None = None) -> None:
+                    allow_hint: str | None = None, build_only: bool = False) -> None:
     """Refuse, before ``cls`` is built, an init arg from a file that names code, a file or a URL
     (:data:`EXTERNAL_INIT_ARGS`) with a value zoo itself does not use, unless the caller allows that arg by name.
-    ``allow_hint``: how the caller allows one (``{arg}`` is filled in); default: the ``zoo.load`` keywords."""
-    hint = allow_hint or ("zoo.load(..., allowed_init_args=[{arg!r}]), or give the value yourself: "
-                          "zoo.load(..., {arg}=...)")
-    for arg, what in _external_args(cls).items():
+    ``allow_hint``: how the caller allows one (``{arg}`` is filled in); default: the ``zoo.load`` keywords.
+    ``build_only``: the module is only built (to export its weights), never set up: only the args ``__init__``
+    resolves (:data:`BUILD_TIME_INIT_ARGS`) are checked; the others go into the export, where loading checks them."""
+    hint = allow_hint or ("zoo.load(..., allowed_init_args=[{arg!r}]) or `zoo export CKPT DIR --allow-init-arg "
+                          "{arg}`, or give the value yourself: zoo.load(..., {arg}=...)")
+    for arg, what in _external_args(cls, build_only).items():
         if arg in file_args and arg not in (allowed_init_args or ()) and not _zoo_uses(cls, arg, file_args[arg]):
             raise UntrustedInitArgError(
                 f"{source} sets {arg}={file_args[arg]!r}: {what}; zoo does not import, open or download what a file "
@@ -163,11 +173,11 @@ def check_init_args(cls, file_args: dict[str, Any], allowed_init_args=(), source
 
 
 def build_module(module_path: str, init_args: dict[str, Any], allowed_modules=(), source: str = "a file",
-                 file_args: dict[str, Any] | None = None, allowed_init_args=()):
+                 file_args: dict[str, Any] | None = None, allowed_init_args=(), build_only: bool = False):
     """Build the trusted class at ``module_path`` (:func:`trusted_class`) from ``init_args``; ``file_args``: the init
     args that came from a file, checked by :func:`check_init_args` first."""
     cls = trusted_class(module_path, allowed_modules, source)
-    check_init_args(cls, file_args or {}, allowed_init_args, source)
+    check_init_args(cls, file_args or {}, allowed_init_args, source, build_only=build_only)
     try:
         return cls(**init_args)
     except TypeError as e:
@@ -368,10 +378,12 @@ def read_checkpoint(path: str | Path) -> dict:
         ) from e
 
 
-def module_from_checkpoint(path: str | Path, module: str | None = None, allowed_init_args=()):
+def module_from_checkpoint(path: str | Path, module: str | None = None, allowed_init_args=(),
+                           build_only: bool = False):
     """Rebuild the LightningModule saved in a checkpoint (class path from the CLI's ``_class_path`` hparam, which
     must be a ``zoo.*`` LightningModule, or ``module``: the caller's explicit choice) and load its weights strictly.
-    Hyper-parameters that name code, files or URLs are checked as a folder's init args (:func:`check_init_args`)."""
+    Hyper-parameters that name code, files or URLs are checked as a folder's init args (:func:`check_init_args`;
+    ``build_only``: the caller never sets the module up, e.g. ``zoo export``)."""
     ckpt = read_checkpoint(path)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise ValueError(f"{path} has no 'state_dict': not a Lightning checkpoint")
@@ -386,7 +398,7 @@ def module_from_checkpoint(path: str | Path, module: str | None = None, allowed_
         )
     mod = build_module(cls_path, hparams, allowed_modules=(module,) if module else (),
                        source=f"checkpoint {path}" if not module else "--module", file_args=hparams,
-                       allowed_init_args=allowed_init_args)
+                       allowed_init_args=allowed_init_args, build_only=build_only)
     load_weights_strict(mod.model, model_state_dict(ckpt, path), str(path))
     return mod.eval(), cls_path, hparams
 
@@ -616,7 +628,9 @@ def export_source(source: str, out_dir: str | Path, name: str | None = None, mod
     check_export_target(out_dir, overwrite)
     p = Path(source)
     if p.suffix == ".ckpt" or p.is_file():
-        mod, _, _ = module_from_checkpoint(p, module, allowed_init_args)
+        # only built and written out: a teacher / pretrained source it names goes into config.json unopened, where
+        # loading the export checks it again
+        mod, _, _ = module_from_checkpoint(p, module, allowed_init_args, build_only=True)
     else:
         entry = registry.get(source)
         if not entry.pretrained:
