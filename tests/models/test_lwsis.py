@@ -420,3 +420,109 @@ def test_gcr_graphs_and_losses_match_the_official_code():
     node_logits = L.sample_logits(logits, uv, 4)
     torch.testing.assert_close(L.graph_loss(node_logits, geo, w).reshape(1), g["loss_gcr_geo"], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(L.graph_loss(node_logits, app, w).reshape(1), g["loss_gcr_app"], rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ release checkpoints
+TINY_NET = dict(depth=50, backbone_channels=[2, 4, 8, 16], fpn=32, tower=1, mask_ch=16, mask_convs=1, mask_out=8,
+                gn_groups=32)
+
+
+def _official_tiny_state():
+    from safetensors.torch import load_file
+
+    state = {}
+    for part in ("resnet", "fpn", "fcos", "mask"):
+        state.update(load_file(GOLDEN / f"condinst_tiny_w_{part}.safetensors"))
+    return state
+
+
+@pytest.mark.parametrize("size", ["r50", "r101"])
+def test_converter_maps_the_full_official_key_set(size):
+    """Every key of the official CondInst (names / shapes of ``CondInst(cfg).state_dict()`` built from the official
+    module definitions with Base-BoxInst-nuscenes.yaml, tests/fixtures/lwsis/official_keys.json) lands on a zoo key
+    of the same shape, and every zoo key is filled."""
+    import json
+
+    from zoo.models.lwsis.convert import convert_state_dict
+    from zoo.models.lwsis.model import SIZES, CondInst
+
+    keys = json.loads((GOLDEN / "official_keys.json").read_text())[size]
+    official = {k: torch.zeros(s, device="meta") for k, s in keys.items()}
+    official["mask_head.sizes_of_interest"] = torch.tensor([64.0, 128, 256, 512, 1024])
+    with torch.device("meta"):
+        own = CondInst(num_classes=10, **SIZES[size]).state_dict()
+    got = convert_state_dict({"model": official})
+    assert sorted(got) == sorted(own)
+    assert {k: tuple(v.shape) for k, v in got.items()} == {k: tuple(v.shape) for k, v in own.items()}
+
+
+def test_converted_official_network_reproduces_its_outputs():
+    """The official tiny CondInst's state_dict (detectron2 ResNet-50 layout, FPN, FCOS head, controller, mask branch),
+    converted and loaded strictly: FPN levels, class logits, box regression (zoo multiplies by the stride),
+    centerness, controller outputs and mask features agree at float32 tolerance for an RGB copy of its BGR input; the
+    timm stride-in-3x3 layout does not."""
+    from safetensors.torch import load_file
+
+    from zoo.models.lwsis.convert import convert_state_dict
+    from zoo.models.lwsis.model import CondInst
+
+    io, fpn = load_file(GOLDEN / "condinst_tiny_io.safetensors"), load_file(GOLDEN / "condinst_tiny_fpn.safetensors")
+    state = convert_state_dict(_official_tiny_state())
+    image = io["image_bgr"].float()[:, [2, 1, 0]]
+
+    def close(a, b):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))
+
+    m = CondInst(**TINY_NET).eval()
+    m.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        out, feats = m(image), m.features(image)
+    for i, f in enumerate(("p3", "p4", "p5", "p6", "p7")):
+        close(feats[i], fpn[f])
+        close(out["logits"][i], io[f"logits_{f}"])
+        close(out["reg"][i] / m.strides[i], io[f"reg_{f}"])
+        close(out["ctr"][i], io[f"ctr_{f}"])
+        if f"params_{f}" in io:
+            close(out["params"][i], io[f"params_{f}"])
+    close(out["mask_feats"], fpn["mask_feats"])
+    timm_layout = CondInst(**TINY_NET, stride_in_3x3=True).eval()
+    timm_layout.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        assert not torch.allclose(timm_layout.features(image)[0], fpn["p3"], rtol=1e-2)
+
+
+def test_release_files_load_without_running_code_and_convert_strictly(tmp_path):
+    """detectron2's trained ``.pth`` ({model, optimizer, scheduler, iteration}) and model-zoo ``.pkl`` (a raw pickle
+    of numpy arrays with ``__author__``) both convert into a strict load; files naming any other global are refused."""
+    import os
+    import pickle
+
+    from zoo.models.lwsis.convert import convert_state_dict, read_official
+    from zoo.models.lwsis.model import CondInst
+
+    state = _official_tiny_state()
+    want = convert_state_dict(state)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.05, momentum=0.9)
+    torch.save({"model": state, "optimizer": opt.state_dict(), "scheduler": {"last_epoch": 9999, "base_lrs": [0.05]},
+                "iteration": 9999}, tmp_path / "model_final.pth")
+    with open(tmp_path / "model_final.pkl", "wb") as f:
+        pickle.dump({"model": {k: v.numpy() for k, v in state.items()}, "__author__": "LWSIS",
+                     "matching_heuristics": True}, f)
+    for name in ("model_final.pth", "model_final.pkl"):
+        got = read_official(tmp_path / name)
+        CondInst(**TINY_NET).load_state_dict(got, strict=True)
+        assert all(torch.equal(got[k], want[k]) for k in want), name
+
+    class Payload:
+        def __reduce__(self):
+            return (os.getcwd, ())
+
+    with open(tmp_path / "crafted.pkl", "wb") as f:
+        pickle.dump({"model": {}, "x": Payload()}, f)
+    with pytest.raises(UserError, match="refusing to unpickle global posix.getcwd"):
+        read_official(tmp_path / "crafted.pkl")
+    torch.save({"model": state, "extra": Path("/etc")}, tmp_path / "crafted.pth")
+    with pytest.raises(ValueError, match="weights_only=True.*Nothing in it was run"):
+        read_official(tmp_path / "crafted.pth")
+    with pytest.raises(UserError, match="no place in zoo's CondInst: \\['proposal_generator.fcos_head.share_tower"):
+        convert_state_dict({**state, "proposal_generator.fcos_head.share_tower.0.weight": torch.zeros(1)})

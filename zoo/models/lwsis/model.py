@@ -1,7 +1,8 @@
-"""CondInst (Tian, Shen, Chen, ECCV 2020) with FCOS (Tian et al., ICCV 2019) as the base network of BoxInst (Tian et al.,
-CVPR 2021) and LWSIS (Li et al., AAAI 2023, arXiv 2212.03504, §3.1). Plain ``nn.Module``s, no Lightning.
+"""CondInst (Tian, Shen, Chen, ECCV 2020) with FCOS (Tian et al., ICCV 2019) as the base network of BoxInst (Tian
+et al., CVPR 2021) and LWSIS (Li et al., AAAI 2023, arXiv 2212.03504, §3.1). Plain ``nn.Module``s, no Lightning.
 
-Library blocks: the ResNet backbone is timm's (``features_only``, res3-res5, ImageNet init in the paper; random here),
+Library blocks: the ResNet backbone is timm's (``features_only``, res3-res5, ImageNet init in the paper; random here;
+the bottlenecks stride in their 1x1 conv as detectron2's MSRA ResNet, ``stride_in_3x3`` is timm's layout),
 the FPN and its P6/P7 block are torchvision's (``FeaturePyramidNetwork`` + ``LastLevelP6P7`` fed by P5, the
 detectron2 / AdelaiDet ``LastLevelP6P7(..., "p5")`` layout). Written by hand (no library has them): the FCOS head with
 its per-level learnable scales and the CondInst controller, the mask branch, the dynamic mask head with relative
@@ -213,7 +214,8 @@ class CondInst(nn.Module):
     def __init__(self, depth: int = 50, num_classes: int = 10, fpn: int = 256, tower: int = 4, mask_ch: int = 128,
                  mask_convs: int = 4, mask_out: int = 16, dyn_ch: int = 8, dyn_layers: int = 3,
                  backbone_channels: tuple[int, ...] | None = None, stem_width: int = 64, gn_groups: int = 32,
-                 freeze_at: int = 2, frozen_bn: bool = True, num_levels: int = 5, box_activation: str = "relu"):
+                 freeze_at: int = 2, frozen_bn: bool = True, num_levels: int = 5, box_activation: str = "relu",
+                 stride_in_3x3: bool = False):
         super().__init__()
         name = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101"}.get(depth)
         if name is None:
@@ -222,6 +224,12 @@ class CondInst(nn.Module):
         if backbone_channels is not None:  # a narrower ResNet of the same layout (tests, CPU demo)
             kw = {"channels": tuple(backbone_channels), "stem_width": stem_width}
         self.backbone = timm.create_model(name, pretrained=False, features_only=True, out_indices=(2, 3, 4), **kw)
+        if depth >= 50 and not stride_in_3x3:
+            # detectron2's MSRA ResNet (RESNETS.STRIDE_IN_1X1 = True, the release's config): a downsampling bottleneck
+            # strides in its first 1x1 conv; timm / torchvision stride in the 3x3 (``stride_in_3x3``)
+            for layer in (self.backbone.layer2, self.backbone.layer3, self.backbone.layer4):
+                blk = layer[0]
+                blk.conv1.stride, blk.conv2.stride = blk.conv2.stride, (1, 1)
         if frozen_bn:  # detectron2 FrozenBN: BN statistics and affine fixed (buffers, not parameters)
             self.backbone = timm.layers.freeze_batch_norm_2d(self.backbone)
         for mod_name in ("conv1", "bn1", "layer1")[: {0: 0, 1: 2, 2: 3}.get(freeze_at, 3)]:

@@ -49,6 +49,8 @@ class LWSISModule(LightningModule):
         num_classes: 10 nuScenes detection classes.
         box_activation: "relu" (AdelaiDet's normalised FCOS regression, the paper recipe) | "exp" (the FCOS paper's
             original exp(s·x); the CPU demo uses it: from random init on a few tiny boxes the ReLU branch can die).
+        stride_in_3x3: timm's ResNet layout (a downsampling bottleneck strides in its 3x3 conv) instead of the
+            release's detectron2 MSRA layout (stride in the first 1x1, ``RESNETS.STRIDE_IN_1X1``) (default off).
         pla, gcr: LWSIS's point loss / graph regulariser on (off: BoxInst).
         point_weight, geo_weight, app_weight: 0.1, 0.2, 0.15; loss_warmup_iters: 1000.
         geo_thresh, app_thresh: graph edge thresholds (0.5, 0.3).
@@ -80,7 +82,7 @@ class LWSISModule(LightningModule):
                  tower: int | None = None, mask_ch: int | None = None, mask_convs: int | None = None,
                  mask_out: int | None = None, dyn_ch: int | None = None, dyn_layers: int | None = None,
                  backbone_channels: list[int] | None = None, stem_width: int = 64, gn_groups: int = 32,
-                 freeze_at: int = 2, frozen_bn: bool = True, box_activation: str = "relu",
+                 freeze_at: int = 2, frozen_bn: bool = True, box_activation: str = "relu", stride_in_3x3: bool = False,
                  pla: bool = True, gcr: bool = True, point_weight: float = 0.1, geo_weight: float = 0.2,
                  app_weight: float = 0.15, loss_warmup_iters: int = 1000, geo_thresh: float = 0.5,
                  app_thresh: float = 0.3, gcr_pairwise: bool = False,
@@ -106,7 +108,7 @@ class LWSISModule(LightningModule):
                 arch[k] = getattr(self.hparams, k)
         self.model = CondInst(num_classes=num_classes, backbone_channels=backbone_channels, stem_width=stem_width,
                               gn_groups=gn_groups, freeze_at=freeze_at, frozen_bn=frozen_bn,
-                              box_activation=box_activation, **arch)
+                              box_activation=box_activation, stride_in_3x3=stride_in_3x3, **arch)
         self.example_input_array = torch.rand(1, 3, *img_size) * 255
         self._metrics = {}
 
