@@ -108,7 +108,9 @@ def config_error_message(message: str, command: str | None = None) -> str:
             line = m[2]
         if line and line not in what:
             what.append(line.rstrip("."))
-    key = " ".join(where).replace(") ", ") -> ")
+    key = ""
+    for w in where:  # model (class_path X) -> num_classes
+        key += (" " if w.startswith("(") else " -> " if key else "") + w
     if len(given) > 80:
         given = given[:77] + "..."
     help_cmd = f"zoo {command} --help" if command else "zoo fit --help"
@@ -136,11 +138,11 @@ def user_error_message(exc: BaseException, broad: bool = False, command: str | N
     """
     chain = list(_chain(exc))
     for e in chain:
-        if _is_config_error(e):
-            return config_error_message(str(e), command)
-    for e in chain:
         if isinstance(e, UserError):
             return worker_error_message(e) or _one_line(e)
+    for e in chain:
+        if _is_config_error(e):
+            return config_error_message(str(e), command)
     for e in chain:
         if type(e).__name__ == "MisconfigurationException" and type(e).__module__.startswith("lightning"):
             return _one_line(e)
