@@ -140,6 +140,17 @@ def test_webvid_non_utf8_is_one_line(tmp_path):
     _one_line(e, "results_2M_train.csv: not UTF-8 text (byte 0xe9", "iconv")
 
 
+@pytest.mark.parametrize("reader", ["read_msvd", "read_msrvtt_test", "read_caption_json"])
+def test_other_video_caption_files_that_are_not_utf8_are_one_line(tmp_path, reader):
+    from zoo.data_modules import video
+
+    path = tmp_path / "captions.txt"
+    path.write_bytes("a caf\u00e9 scene\tclip1\n".encode("latin-1"))
+    with pytest.raises(UserError) as e:
+        getattr(video, reader)(path, tmp_path)
+    _one_line(e, "captions.txt: not UTF-8 text (byte 0xe9")
+
+
 def test_aclip_non_utf8_csv_is_one_line(tmp_path):
     Image.new("RGB", (40, 30)).save(tmp_path / "a.jpg")
     (tmp_path / "pairs.csv").write_bytes("filepath,title\na.jpg,cr\u00e8me br\u00fbl\u00e9e\n".encode("latin-1"))
