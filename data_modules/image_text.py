@@ -23,9 +23,10 @@ and the ACLIP dataset): two ``RandomResizedCrop(image_size, scale)`` boxes v1, v
 (ColorJitter(0.4, 0.4, 0.2, 0.1) p 0.8, grayscale p 0.2, Gaussian blur sigma in [0.1, 2] p 0.1, solarize p 0.2, no
 flip), and v3, a random enlargement of the box that contains both ("zoom out"), without colour augmentation; all
 normalised with ImageNet mean/std. Each view's box ``(top, left, height, width)`` in source pixels comes with it
-(``boxes`` (3, 4)) for the attentive-mask mapping. Two release defects are fixed, each with a flag that restores it
-(``release_union_box_bug``): the union box's left edge was ``min(left1, height2)``, and the enlarged box's height /
-width were drawn from the un-enlarged size so that it could miss the far edge of the union.
+(``boxes`` (3, 4)) for the attentive-mask mapping. The release has two defects here, kept by default because they
+produced the paper's numbers (``release_union_box_bug=True``; ``False`` fixes both): the union box's left edge was
+``min(left1, height2)``, and the enlarged box's height / width were drawn from the un-enlarged size so that it could
+miss the far edge of the union.
 
 Bad rows never stop an epoch: a missing image file or an empty caption is counted and skipped when the pairs are
 listed (a warning names the first few); an image that does not decode is counted and skipped when it is read (the
@@ -132,7 +133,7 @@ class ThreeViews:
     """PIL image -> (v1, v2, v3 tensors (3, S, S), boxes LongTensor (3, 4)) as described in the module docstring."""
 
     def __init__(self, size: int, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), online_augment: bool = True,
-                 release_union_box_bug: bool = False, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+                 release_union_box_bug: bool = True, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         from torchvision import transforms as T
 
         self.size, self.scale, self.ratio, self.bug = size, tuple(scale), tuple(ratio), release_union_box_bug
@@ -406,7 +407,7 @@ class ImageTextDataModule(LightningDataModule):
         scale: Sequence[float] = (0.5, 1.0),
         context_length: int = 77,
         online_augment: bool = True,
-        release_union_box_bug: bool = False,
+        release_union_box_bug: bool = True,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
         num_workers: int = 0,

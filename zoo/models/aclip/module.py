@@ -19,8 +19,8 @@ augmentation; ``view3``: a zoomed-out crop containing both, no colour augmentati
 
    CLIP(I, T) = (CE(s I T^T) + CE(s T I^T)) / 2 with L2-normalised rows, s = exp(logit_scale); SimCLR is SLIP's
    NT-Xent between the SimCLR-head outputs of the two views; BYOL = mean of 2 - 2 cos(p_k, z) over both views.
-   ``release_simclr_same_view=True`` reproduces the released code's pairing of view 1 with itself (the bug of
-   microsoft/A-CLIP#4); off by default: view 1 vs view 2, as the paper intends.
+   ``release_simclr_same_view=True`` (the default) is the released code's pairing of view 1 with itself (the bug of
+   microsoft/A-CLIP#4), which produced the paper's numbers; ``False`` pairs view 1 with view 2, as the paper intends.
 
 ``objective: clip`` is plain CLIP with the same towers (one full view, no EMA, no heads): the paper's baseline and the
 bench comparison. AdamW (betas 0.9/0.98, eps 1e-8, wd 0.5; no decay on biases, parameters with ndim < 2 and names
@@ -145,7 +145,7 @@ class ACLIPModule(TimmScheduled, LightningModule):
         simclr_weight: float = 1.0,
         byol_weight: float = 2.0,
         simclr_temperature: float = 0.1,
-        release_simclr_same_view: bool = False,
+        release_simclr_same_view: bool = True,
         momentum: float = 0.996,
         lr: float = 5e-4,
         min_lr: float = 1e-5,
