@@ -313,3 +313,21 @@ def test_csv_and_coco_errors_through_zoo_fit_are_one_line(shared_data, capsys, t
     assert main([*_fit_args("lwsis", tmp_path), f"--data.init_args.root={shared_data / 'nuscenes_demo'}",
                  f"--data.init_args.nuinsseg={coco}", "--data.init_args.cameras=[CAM_FRONT]"]) == 2
     _one_error_line(capsys, "fit", "coco.json: annotation 0: polygon 0 must be a flat list of numeric")
+
+
+def test_the_console_script_prints_a_config_error_as_one_line(tmp_path):
+    """`zoo fit --config BAD` as a process (the console script path: LightningCLI reads sys.argv): stderr is one line."""
+    import os
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  class_path: zoo.models.emo.module.EMOModule\n  init_args:\n    num_classes: ten\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("ZOO_DEBUG", None)
+    proc = subprocess.run([sys.executable, "-m", "zoo.cli", "fit", "--config", str(bad)], capture_output=True,
+                          text=True, cwd=tmp_path, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("zoo fit: error: config key model"), proc.stderr[-2000:]
+    assert "num_classes: Expected a <class 'int'>. Got value: ten" in lines[0]
