@@ -70,3 +70,21 @@ def test_tinymim_finetune_demo_reads_the_distillation_under_the_same_root(tmp_pa
     assert f"fine-tuning from {distilled}" in caplog.text
     assert (root / "finetune" / "checkpoints" / "last.ckpt").is_file()
     assert in_repo() == []
+
+
+@pytest.mark.parametrize("config", DEMOS, ids=lambda p: p.stem)
+def test_demo_configs_state_no_measured_figures_and_fit_demos_keep_last_ckpt(config):
+    """A demo's figures are rows of results/demo/<stem>.csv (zoo reproduce --config ... --record), never config
+    comments; every training demo keeps last.ckpt, so `zoo test` / `zoo export` can be run on it."""
+    text = config.read_text()
+    comments = [ln for ln in text.splitlines() if ln.lstrip().startswith("#")]
+    assert not [ln for ln in comments if "Measured" in ln or "measured (" in ln.lower()], config.name
+    cfg = yaml.safe_load(text)
+    if "predict" in config.stem or "features" in config.stem:
+        return
+    assert f"results/demo/{config.stem}.csv" in text, config.name
+    callbacks = (cfg["trainer"].get("callbacks") or [])
+    assert cfg["trainer"].get("enable_checkpointing", True) is not False, config.name
+    assert any(cb["class_path"].endswith("ModelCheckpoint") and (cb.get("init_args", {}).get("save_last")
+                                                                  or cb.get("init_args", {}).get("filename") == "last")
+               for cb in callbacks), config.name
