@@ -32,8 +32,9 @@ Bad rows never stop an epoch: a missing image file or an empty caption is counte
 listed (a warning names the first few); an image that does not decode is counted and skipped when it is read (the
 batch is one smaller); webdataset skips are counted per pass and reported in a warning at its end. A source with
 nothing usable is an error instead of an empty run: a CSV / folder none of whose sampled images decodes (checked at
-setup, :func:`check_some_decode`), a webdataset pass that skipped every sample. Images of any mode (L, P, RGBA, CMYK) are converted to RGB; captions longer than
-``context_length`` tokens are truncated by the tokenizer (EOT kept as the last token).
+setup, :func:`check_some_decode`), a webdataset pass that skipped every sample. Images of any mode (L, P, RGBA,
+CMYK) are converted to RGB; captions longer than ``context_length`` tokens are truncated by the tokenizer (EOT kept as
+the last token).
 """
 from __future__ import annotations
 

@@ -316,7 +316,7 @@ def test_csv_and_coco_errors_through_zoo_fit_are_one_line(shared_data, capsys, t
 
 
 def test_the_console_script_prints_a_config_error_as_one_line(tmp_path):
-    """`zoo fit --config BAD` as a process (the console script path: LightningCLI reads sys.argv): stderr is one line."""
+    """`zoo fit --config BAD` as a process (the console script path, LightningCLI reads sys.argv): one stderr line."""
     import os
     import subprocess
     import sys
