@@ -105,3 +105,15 @@ def test_readme_model_table_lists_every_registered_model():
     table = readme.split("<!-- models-table -->")[1].split("<!-- /models-table -->")[0]
     missing = [n for n in registry.list_models() if f"| {n} |" not in table]
     assert not missing, f"README model table lacks {missing}: paste `zoo list --markdown` into it"
+
+
+def test_readme_demo_table_is_the_committed_demo_rows(capsys):
+    """README's demo table is `zoo list --demos --markdown` of results/demo/*.csv: the figures it shows are rows a
+    fresh `zoo reproduce --config ... --record` wrote, never typed in."""
+    from zoo.cli import main
+
+    assert main(["list", "--demos", "--markdown"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()[2:]
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("<!-- demos-table -->")[1].split("<!-- /demos-table -->")[0].strip().splitlines()[2:]
+    assert table == lines, "README's demo table differs from `zoo list --demos --markdown`: paste its output"
