@@ -64,9 +64,11 @@ def test_pla_occlusion_filter_and_labels_on_a_hand_built_scene():
     # 2D box = extent of the projected corners (nearest face x = 9: u = 300 -+ 500·2/9, v = 200 -+ 500/9)
     np.testing.assert_allclose(inst["box2d"], [300 - 1000 / 9, 200 - 500 / 9, 300 + 1000 / 9, 200 + 500 / 9],
                                rtol=1e-5)
-    # the (u, v) columns are the projections of the rows' points
+    # the (u, v) columns are the projections of the rows' points, truncated to integer pixels as released
     uv, _ = project(inst["in_rows"][:, :3], _camera())
-    np.testing.assert_allclose(inst["in_rows"][:, 4:], uv, rtol=1e-5)
+    np.testing.assert_allclose(inst["in_rows"][:, 4:], np.trunc(uv), rtol=1e-5)
+    (sub,), _ = _pla("window", subpixel=True)
+    np.testing.assert_allclose(sub["in_rows"][:, 4:], project(sub["in_rows"][:, :3], _camera())[0], rtol=1e-5)
     assert sorted(inst["point_labels"].tolist()) == [0] * 5 + [1] * 5
 
 
@@ -95,13 +97,15 @@ def test_balanced_sampler_counts_and_ignore_marks():
     rng = np.random.default_rng(0)
     box = (100.0, 50.0, 200.0, 250.0)  # w 100, h 200
     fg = np.array([[150.0, 150.0], [151.0, 151.0], [152.0, 152.0]])
-    coords, labels = balanced_sample(fg, np.zeros((0, 2)), box, 10, rng)
+    _, labels = balanced_sample(fg, np.zeros((0, 2)), box, 10, rng)
+    assert (labels == 1).sum() == 5 and (labels == 0).sum() == 5  # as released: synthetic pixels keep their label
+    coords, labels = balanced_sample(fg, np.zeros((0, 2)), box, 10, rng, ignore_synthetic=True)
     assert (labels == 1).sum() == 5 and (labels == -1).sum() == 5 and (labels == 0).sum() == 0
     assert {tuple(c) for c in coords[labels == 1]} <= {tuple(c) for c in fg.astype(np.float32)}  # with replacement
     syn = coords[labels == -1]  # synthetic background: square of side min(w, h)/5 = 20 at the top-left corner
     assert (syn[:, 0] >= 100).all() and (syn[:, 0] <= 120).all() and (syn[:, 1] >= 50).all() and (syn[:, 1] <= 70).all()
     bg = rng.uniform(0, 300, size=(50, 2))
-    coords, labels = balanced_sample(np.zeros((0, 2)), bg, box, 20, rng)
+    coords, labels = balanced_sample(np.zeros((0, 2)), bg, box, 20, rng, ignore_synthetic=True)
     assert (labels == 0).sum() == 10 and (labels == -1).sum() == 10
     assert len({tuple(c) for c in coords[labels == 0]}) == 10  # enough points: without replacement
     syn = coords[labels == -1]  # synthetic fg: square of side 50 around the centre (150, 150)
@@ -526,3 +530,30 @@ def test_release_files_load_without_running_code_and_convert_strictly(tmp_path):
         read_official(tmp_path / "crafted.pth")
     with pytest.raises(UserError, match="no place in zoo's CondInst: \\['proposal_generator.fcos_head.share_tower"):
         convert_state_dict({**state, "proposal_generator.fcos_head.share_tower.0.weight": torch.zeros(1)})
+
+
+def test_pla_projection_occlusion_filter_and_sampler_match_the_official_code():
+    """Official nuInsSeg converter ``map_point_to_img`` (nuScenes calibration chain, depth > 1, 1 px border, int16
+    pixels), ``tools/utils.py: remove_overlap`` on its depth image and ``random_sample_balance`` with fixed
+    ``np.random`` draws (tests/fixtures/lwsis/README.md)."""
+    from safetensors.numpy import load_file
+
+    from zoo.models.lwsis.pla import occlusion_filter
+
+    g = load_file(GOLDEN / "pla.safetensors")
+    uv, depth = project(g["points"], g["lidar2img"])
+    h, w = 900, 1600
+    vis = (depth > 1) & (uv[:, 0] > 1) & (uv[:, 0] < w - 1) & (uv[:, 1] > 1) & (uv[:, 1] < h - 1)
+    assert np.array_equal(vis, g["visible"])
+    np.testing.assert_allclose(depth[vis], g["depth"], rtol=1e-5)  # the release projects in float32
+    off = np.abs(np.trunc(uv[vis]) - g["pixels"].T)
+    assert off.max() <= 1 and (off > 0).mean() < 0.01  # float32 vs float64 at integer boundaries: 14 of 3513
+    pixels, d = g["pixels"].T.astype(np.float64), g["depth"].astype(np.float64)
+    assert np.array_equal(occlusion_filter(pixels, d, (h, w)), g["keep"])
+    assert not np.array_equal(occlusion_filter(pixels, d, (h, w), vectorised=True), g["keep"])
+    box = (500.0, 300.0, 740.0, 480.0)  # the release's bbox [500, 300, 240, 180] (x, y, w, h)
+    empty = np.zeros((0, 2))
+    for case, (fg, bg) in {"both": (g["fg"], g["bg"]), "no_fg": (empty, g["bg"]), "no_bg": (g["fg"], empty)}.items():
+        coords, labels = balanced_sample(fg, bg, box, 20, np.random.RandomState(7))
+        np.testing.assert_allclose(coords, g[f"{case}_coords"], rtol=1e-6, err_msg=case)
+        assert np.array_equal(labels, g[f"{case}_labels"]), case

@@ -122,8 +122,10 @@ ENTRIES = [
                      "the pixels int(x1)..int(x2) (box_mask_continuous=true: the float box) and the Lab colour "
                      "similarity uses the byte-truncated stride-4 average (lab_from_float=true: unrounded). "
                      "Checked against the official code (tests/fixtures/lwsis): dynamic mask head, BoxInst terms, "
-                     "point loss, GCR graphs and losses, and the whole converted network. The occlusion filter evaluates every depth "
-                     "window on the unfiltered depth image (vectorised), the official loop order is not replicated. "
+                     "point loss, GCR graphs and losses, the whole converted network and PLA. PLA also follows the "
+                     "release: integer pixels, the sequential occlusion-filter pass (vectorised=true: zoo's earlier "
+                     "all-windows-at-once form) and synthetic points labelled like their set (ignore_synthetic=true: "
+                     "-1, the release's balance2/3 variants). "
                      "Without nuInsSeg (the shared data) the evaluation masks are projected 3D-box hulls, which test "
                      "the metric path, not segmentation quality."),
         tiny_overrides=TINY,

@@ -5,22 +5,23 @@ reimplemented): LiDAR points + calibration + 3D boxes + image size -> per-instan
 One call of :func:`point_label_assignment` handles one camera image:
 
 1. project the LiDAR points with ``lidar2img`` (4×4 = K · lidar2cam); keep depth > 1 m and 1 < u < W − 1,
-   1 < v < H − 1;
+   1 < v < H − 1; truncate the pixels to integers as released (``subpixel`` keeps them);
 2. depth-guided occlusion filter (:func:`occlusion_filter`, ``mode="window"``; ``mode="simple"`` skips it):
    30×30 px windows (rows from 200 in steps of 5, columns in steps of 10) over the sparse depth image; in a window
    with (d_max − d_min)/d_min ≥ 0.25 the points with (d − d_min)/d_min < 0.25 are "near", the others "far", and
    the far points whose column lies within [min near column − 15, max near column + 15] are deleted (seen through a
    foreground object by the LiDAR-camera parallax); windows whose nearest point sits on the window's last row are
-   skipped. Every window is evaluated on the unfiltered depth image and the deletions are united, all windows at
-   once (vectorised: each point is scattered into the ≤ 18 windows that contain it, so the cost is linear in N);
+   skipped. As released, the points' integer pixels are rasterised into a depth image and the windows are visited
+   in order, each on the depth image left by the ones before (``vectorised=True``: zoo's earlier form, every window
+   on the unfiltered image, all at once);
 3. per 3D box visible in the image (a corner in front of the camera and inside the image, nuScenes
    ``BoxVisibility.ANY``): 2D box = extent of the projected in-front corners clipped to the image; foreground =
    kept points inside the 3D box; background = kept points outside it whose projection lies inside the 2D box
    shrunk by a 1 px margin;
 4. balanced sampling (:func:`balanced_sample`): K/2 fg + K/2 bg, without replacement when a set is large enough,
    with replacement otherwise; an empty set is filled with synthetic pixels (fg: uniform in a square of side
-   min(w, h)/2 around the box centre; bg: a square of side min(w, h)/5 at the box's top-left corner) labelled −1
-   (ignore, the official ``random_sample_balance2/3`` variants); shuffled.
+   min(w, h)/2 around the box centre; bg: a square of side min(w, h)/5 at the box's top-left corner) labelled like
+   the set, as released (``ignore_synthetic``: −1, the official ``random_sample_balance2/3`` variants); shuffled.
 
 Outputs per instance: ``point_coords [K, 2]`` (pixel x, y), ``point_labels [K]`` (1, 0, −1), ``in_rows`` /
 ``out_rows`` ``[≤ max_rows, 6]`` = (x, y, z, intensity, u, v) of the fg / bg LiDAR points (GCR's nodes), ``box2d``,
@@ -67,9 +68,13 @@ def project(points: np.ndarray, lidar2img: np.ndarray) -> tuple[np.ndarray, np.n
 
 def occlusion_filter(uv: np.ndarray, depth: np.ndarray, image_size: tuple[int, int], window: int = 30,
                      row_start: int = 200, row_step: int = 5, col_step: int = 10, ratio: float = 0.25,
-                     margin: int = 15) -> np.ndarray:
+                     margin: int = 15, vectorised: bool = False) -> np.ndarray:
     """Keep mask ``[N]`` of the depth-window occlusion filter (module docstring, step 2). ``uv [N, 2]`` pixels of
-    points already inside the image, ``depth [N]`` metres (> 0)."""
+    points already inside the image, ``depth [N]`` metres (> 0). Default: the release's sequential pass
+    (:func:`_occlusion_filter_sequential`); ``vectorised``: zoo's earlier all-windows-at-once form."""
+    if not vectorised:
+        return _occlusion_filter_sequential(uv, depth, image_size, window, row_start, row_step, col_step, ratio,
+                                            margin)
     n = len(depth)
     keep = np.ones(n, dtype=bool)
     if n == 0:
@@ -122,30 +127,74 @@ def occlusion_filter(uv: np.ndarray, depth: np.ndarray, image_size: tuple[int, i
     return keep
 
 
-def balanced_sample(fg_uv: np.ndarray, bg_uv: np.ndarray, box2d, k: int, rng: np.random.Generator):
-    """K/2 fg + K/2 bg pixels (module docstring, step 4) -> (coords ``[K, 2]``, labels ``[K]`` in {1, 0, −1}),
-    shuffled."""
+def _occlusion_filter_sequential(uv, depth, image_size, window, row_start, row_step, col_step, ratio, margin):
+    """As released (``tools/utils.py: remove_overlap`` on the depth image of the nuInsSeg converter): the points are
+    rasterised into a depth image at their integer pixels (a later point overwrites an earlier one on the same pixel);
+    windows are visited row by row (tops ``row_start``, ``row_start + row_step``, ... while top < H − window − 1; lefts
+    0, ``col_step``, ... while left < W − window − 1) and each sees the deletions of the windows before it; a window
+    is skipped when the first (row-major) pixel holding its minimum depth is on its last row. A point is dropped when
+    the pixel it was last written to has been cleared."""
+    h, w = image_size
+    keep = np.ones(len(depth), dtype=bool)
+    if len(depth) == 0:
+        return keep
+    col, row = uv[:, 0].astype(np.int64), uv[:, 1].astype(np.int64)
+    img = np.zeros((h, w))
+    img[row, col] = depth
+    owner = np.zeros((h, w), dtype=np.int64)
+    owner[row, col] = np.arange(len(depth))
+    before = img > 0
+    for top in range(row_start, h - window - 1, row_step):
+        band = img[top:top + window]
+        if np.count_nonzero(band) <= 1:
+            continue
+        for left in range(0, w - window - 1, col_step):
+            win = band[:, left:left + window]
+            r, c = np.nonzero(win)
+            if len(r) <= 1:
+                continue
+            d = win[r, c]
+            dmin = d.min()
+            if (d.max() - dmin) / dmin < ratio or r[np.argmax(d == dmin)] == window - 1:
+                continue
+            near = (d - dmin) / dmin < ratio
+            cols = c + left
+            lo, hi = cols[near].min() - margin, cols[near].max() + margin
+            far = ~near & (cols >= lo) & (cols <= hi)
+            win[r[far], c[far]] = 0.0
+    keep[owner[before & (img == 0)]] = False
+    return keep
+
+
+def balanced_sample(fg_uv: np.ndarray, bg_uv: np.ndarray, box2d, k: int, rng, ignore_synthetic: bool = False):
+    """K/2 fg + K/2 bg pixels (module docstring, step 4) -> (coords ``[K, 2]``, labels ``[K]``), shuffled.
+
+    As released (``tools/utils.py: random_sample_balance``), and with the same draws in the same order, so a
+    ``np.random.RandomState`` seeded like the release's global ``np.random`` reproduces its samples: per set
+    ``choice(n, K/2, replace=n < K/2)``; an empty set is replaced by K/2 synthetic pixels (``rand(K/2, 2)``; fg: a
+    square of side min(w, h)/2 centred on the box, bg: a square of side min(w, h)/5 at its top-left corner) drawn
+    through ``choice(K/2, K/2, replace=False)`` and labelled like the set (1 / 0); then ``shuffle``.
+    ``ignore_synthetic``: label the synthetic pixels −1 (ignored by the point loss; the ``random_sample_balance2/3``
+    variants and zoo's earlier behaviour). ``rng``: ``np.random.Generator`` or ``np.random.RandomState``."""
     half = k // 2
     x1, y1, x2, y2 = box2d
     side = min(x2 - x1, y2 - y1)
-    out_c, out_l = [], []
-    for uv, n, lab in ((fg_uv, half, 1), (bg_uv, k - half, 0)):
-        if len(uv):
-            idx = rng.choice(len(uv), size=n, replace=len(uv) < n)
-            out_c.append(uv[idx])
-            out_l.append(np.full(n, lab))
-        else:
+    rows = []
+    for uv, lab in ((fg_uv, 1), (bg_uv, 0)):
+        uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+        if len(uv) == 0:
             if lab == 1:
-                cx, cy, s = (x1 + x2) / 2, (y1 + y2) / 2, side / 2
-                c = np.stack([rng.uniform(cx - s / 2, cx + s / 2, n), rng.uniform(cy - s / 2, cy + s / 2, n)], 1)
+                uv = (rng.random((half, 2)) - 0.5) * side / 2 + np.array([(x1 + x2) / 2, (y1 + y2) / 2])
             else:
-                s = side / 5
-                c = np.stack([rng.uniform(x1, x1 + s, n), rng.uniform(y1, y1 + s, n)], 1)
-            out_c.append(c)
-            out_l.append(np.full(n, -1))
-    coords, labels = np.concatenate(out_c), np.concatenate(out_l)
-    perm = rng.permutation(k)
-    return coords[perm].astype(np.float32), labels[perm].astype(np.int64)
+                uv = rng.random((half, 2)) * side / 5 + np.array([x1, y1])
+            idx = rng.choice(half, half, replace=False)
+            lab = -1 if ignore_synthetic else lab
+        else:
+            idx = rng.choice(len(uv), half, replace=len(uv) < half)
+        rows.append(np.concatenate([uv[idx], np.full((half, 1), lab)], 1))
+    rows = np.concatenate(rows)
+    rng.shuffle(rows)
+    return rows[:, :2].astype(np.float32), rows[:, 2].astype(np.int64)
 
 
 def _rows(points, uv, sel, max_rows, rng):
@@ -159,11 +208,15 @@ def _rows(points, uv, sel, max_rows, rng):
 def point_label_assignment(points: np.ndarray, lidar2img: np.ndarray, boxes: np.ndarray, image_size: tuple[int, int],
                            num_points: int = 100, mode: str = "window", max_rows: int = 100,
                            min_depth: float = 1.0, seed: int | None = 0, return_debug: bool = False,
+                           ignore_synthetic: bool = False, subpixel: bool = False,
                            **filter_args) -> list[dict] | tuple[list[dict], dict]:
     """PLA for one image. ``points [N, >=3]`` LiDAR frame (x, y, z[, intensity]); ``lidar2img`` 4×4;
     ``boxes [M, 7]`` LiDAR boxes; ``image_size (H, W)`` the size the calibration is for. Returns one dict per
     visible box (``index``, ``box2d`` [x1, y1, x2, y2], ``point_coords``, ``point_labels``, ``in_rows``,
-    ``out_rows``, ``num_fg``, ``num_bg``); with ``return_debug`` also the kept / deleted point indices."""
+    ``out_rows``, ``num_fg``, ``num_bg``); with ``return_debug`` also the kept / deleted point indices.
+    As released, the visible points' pixels are truncated to integers (``subpixel``: keep them fractional, zoo's
+    earlier form); ``ignore_synthetic`` / ``vectorised`` (in ``filter_args``): see :func:`balanced_sample` /
+    :func:`occlusion_filter`."""
     if mode not in ("window", "simple"):
         raise UserError(f"PLA mode must be 'window' (occlusion filter) or 'simple', got {mode!r}")
     if num_points < 2 or num_points % 2:
@@ -175,6 +228,8 @@ def point_label_assignment(points: np.ndarray, lidar2img: np.ndarray, boxes: np.
     rng = np.random.default_rng(seed)
     uv, depth = project(points, lidar2img)
     vis = (depth > min_depth) & (uv[:, 0] > 1) & (uv[:, 0] < w - 1) & (uv[:, 1] > 1) & (uv[:, 1] < h - 1)
+    if not subpixel:  # the release casts the projected pixels to int16 after the visibility test
+        uv = np.where(vis[:, None], np.trunc(uv), uv)
     idx = np.nonzero(vis)[0]
     if mode == "window" and len(idx):
         k = occlusion_filter(uv[idx], depth[idx], image_size, **filter_args)
@@ -201,7 +256,7 @@ def point_label_assignment(points: np.ndarray, lidar2img: np.ndarray, boxes: np.
         fg = inside[:, m]
         in_2d = (puv[:, 0] > x1 + 1) & (puv[:, 0] < x2 - 1) & (puv[:, 1] > y1 + 1) & (puv[:, 1] < y2 - 1)
         bg = ~fg & in_2d
-        coords, labels = balanced_sample(puv[fg], puv[bg], (x1, y1, x2, y2), num_points, rng)
+        coords, labels = balanced_sample(puv[fg], puv[bg], (x1, y1, x2, y2), num_points, rng, ignore_synthetic)
         out.append({"index": m, "box2d": np.array([x1, y1, x2, y2], dtype=np.float32), "point_coords": coords,
                     "point_labels": labels, "in_rows": _rows(pts, puv, fg, max_rows, rng),
                     "out_rows": _rows(pts, puv, bg, max_rows, rng), "num_fg": int(fg.sum()),
