@@ -122,3 +122,70 @@ def test_release_pillars_filter_on_x_and_y_only():
     assert dec.shape[0] == int(inside_xy.sum()) and dec[:, 2].max() > 2.0
     with pytest.raises(UserError, match="filter_z"):
         voxelize(pts, (0.25, 0.25, 1.0), rng, filter_z=False)
+
+
+def _voxelize_by_unique(points, voxel_size, point_cloud_range, batch_index=None, filter_z=True):
+    """zoo's previous voxelize (before issue 26), kept here as the reference: float [N, 3] broadcasts and one
+    ``torch.unique(sorted=True, return_inverse=True, return_counts=True)`` over the flat key."""
+    nx, ny, nz = grid_size(voxel_size, point_cloud_range)
+    lo = torch.tensor(point_cloud_range[:3], dtype=points.dtype)
+    hi = torch.tensor(point_cloud_range[3:], dtype=points.dtype)
+    vs = torch.tensor(voxel_size, dtype=points.dtype)
+    xyz = points[:, :3]
+    if filter_z:
+        keep = ((xyz >= lo) & (xyz < hi)).all(dim=1)
+        idx = torch.minimum(torch.floor((xyz[keep] - lo) / vs).long(), torch.tensor([nx - 1, ny - 1, nz - 1]))
+    else:
+        cell = torch.floor((xyz[:, :2] - lo[:2]) / vs[:2]).long()
+        keep = ((cell >= 0) & (cell < torch.tensor([nx, ny]))).all(dim=1)
+        idx = torch.cat([cell[keep], torch.zeros_like(cell[keep, :1])], dim=1)
+    b = batch_index[keep].long() if batch_index is not None else torch.zeros(idx.shape[0], dtype=torch.long)
+    key = ((b * nz + idx[:, 2]) * ny + idx[:, 1]) * nx + idx[:, 0]
+    uniq, inverse, counts = torch.unique(key, sorted=True, return_inverse=True, return_counts=True)
+    coords = torch.stack([uniq // (nx * ny * nz), uniq // (nx * ny) % nz, uniq // nx % ny, uniq % nx], dim=1)
+    return coords, inverse, counts, keep
+
+
+PILLAR_GRID = ((0.2, 0.2, 9.8), (-51.2, -51.2, -5.0, 51.2, 51.2, 4.8))  # ssda3d-pillar
+VOXEL_GRID = ((0.075, 0.075, 0.2), (-54.0, -54.0, -5.0, 54.0, 54.0, 4.8))  # ssda3d-voxel (a key space > 2^21)
+
+
+def test_voxelize_is_the_previous_torch_unique_result_on_real_frames(shared_data):
+    """Issue 26: the counting (pillar grid) and radix-sort (voxel grid) paths give exactly the coords, inverse,
+    counts and keep mask of the previous torch.unique implementation on KITTI 000000-000002 (one frame, three
+    frames as one cloud, three frames as a batch) and the nuScenes keyframe, filter_z both ways for pillars."""
+    from data_modules.driving_formats import read_points
+
+    kitti = [torch.from_numpy(read_points(shared_data / f"kitti_frames/velodyne/00000{i}.bin", 4)) for i in range(3)]
+    nus = next((shared_data / "nuscenes_demo").glob("*LIDAR_TOP*.pcd.bin"))
+    clouds = {"kitti": (kitti[0], None), "kitti x3": (torch.cat(kitti), None),
+              "kitti batch 3": (torch.cat(kitti), torch.cat([torch.full((len(p),), i) for i, p in enumerate(kitti)])),
+              "nuscenes": (torch.from_numpy(read_points(nus, 5)), None)}
+    compared = 0
+    for name, (pts, b) in clouds.items():
+        for grid, filter_zs in ((PILLAR_GRID, (True, False)), (VOXEL_GRID, (True,))):
+            for fz in filter_zs:
+                new = voxelize(pts, *grid, batch_index=b, filter_z=fz)
+                old = _voxelize_by_unique(pts, *grid, batch_index=b, filter_z=fz)
+                for field, got, want in zip(("coords", "inverse", "counts", "keep"), new, old):
+                    assert got.dtype == want.dtype and torch.equal(got, want), (name, grid, fz, field)
+                compared += 1
+                assert new.counts.max() > 1  # real frames: cells with many points
+    assert compared == 12
+
+
+@pytest.mark.parametrize("n", [0, 1, 5000])
+def test_voxelize_both_unique_paths_agree_with_torch_unique(n, monkeypatch):
+    """The dense counting path and the sort path give the torch.unique result on the same cloud (forced by the
+    dense-table threshold), batch indices included, empty and single-point clouds included."""
+    import zoo.nn.pillars as pillars
+
+    pts = cloud(n, 4) * 3
+    b = torch.arange(n) % 3
+    want = _voxelize_by_unique(pts, (0.5, 0.5, 0.5), RANGE, b)
+    for cells in (1 << 30, 0):  # 1<<30: every key space is dense; 0: only the 4-per-point rule, the sort path
+        monkeypatch.setattr(pillars, "_DENSE_CELLS", cells)
+        got = voxelize(pts, (0.5, 0.5, 0.5), RANGE, b)
+        assert all(torch.equal(x, y) for x, y in zip(got, want))
+    with pytest.raises(UserError, match="batch_index"):
+        voxelize(torch.zeros(3, 4), (0.5, 0.5, 0.5), RANGE, torch.tensor([0, -1, 0]))

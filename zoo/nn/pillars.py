@@ -4,9 +4,10 @@ Pure PyTorch, deterministic on the CPU. The recipe of spec ``3d.md`` §4 (OpenPC
 ``PointPillarScatter`` and ``BaseBEVBackbone``; PointPillars, Lang et al., CVPR 2019, §2.1):
 
 1. :func:`voxelize`: points inside the range -> integer cell ``(b, iz, iy, ix)``, the unique occupied cells and every
-   point's cell (``torch.unique(..., return_inverse=True)``). No cap on the points per cell or on the cells: every
-   point counts. It is the one function a ``zoo.ops`` kernel can replace later. ``filter_z=False`` (pillars) keeps
-   the points whose x / y cell is in the grid whatever their z, as OpenPCDet's ``DynamicPillarVFE`` (SSDA3D's default).
+   point's cell (what ``torch.unique(..., return_inverse=True)`` gives, by counting or a radix sort). No cap on the
+   points per cell or on the cells: every point counts. Plain tensor ops: the same function runs on CUDA tensors.
+   ``filter_z=False`` (pillars) keeps the points whose x / y cell is in the grid whatever their z, as OpenPCDet's
+   ``DynamicPillarVFE`` (SSDA3D's default).
 2. :class:`DynamicPillarVFE`: per point ``(x, y, z, r) || xyz - mean(pillar) || xyz - centre(pillar)`` (10-d), then PFN
    layers Linear (no bias) + BatchNorm1d (over points) + ReLU; the pillar feature is the max over its points
    (``scatter_reduce 'amax'``), concatenated back to the points between layers.
@@ -56,6 +57,33 @@ class Voxels(NamedTuple):
     keep: torch.Tensor
 
 
+# key spaces up to this many cells (or 4 per point) are counted in a dense table; larger ones are sorted
+_DENSE_CELLS = 1 << 21
+
+
+def _unique_keys(key: torch.Tensor, num_keys: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``torch.unique(key, sorted=True, return_inverse=True, return_counts=True)`` for keys in ``[0, num_keys)``,
+    in linear time: a counting pass (``bincount``) over a dense table when the key space is small (pillars), else
+    one integer sort (a radix sort on the CPU for 32-bit keys) and run boundaries (voxels). Same values, same
+    dtypes (int64) as ``torch.unique``."""
+    n = key.numel()
+    dev = key.device
+    if num_keys <= max(_DENSE_CELLS, 4 * n):
+        counts_full = torch.bincount(key, minlength=num_keys)
+        uniq = torch.nonzero(counts_full).squeeze(1)
+        table = torch.empty(num_keys, dtype=torch.long, device=dev)
+        table.index_copy_(0, uniq, torch.arange(uniq.numel(), device=dev))
+        return uniq, table.index_select(0, key), counts_full.index_select(0, uniq)
+    sorted_key, perm = torch.sort(key.int() if num_keys < 2**31 else key, stable=True)
+    first = torch.ones(n, dtype=torch.bool, device=dev)  # a run of equal keys starts here
+    if n > 1:
+        torch.ne(sorted_key[1:], sorted_key[:-1], out=first[1:])
+    inverse = torch.empty(n, dtype=torch.long, device=dev).index_copy_(0, perm, torch.cumsum(first, 0) - 1)
+    starts = torch.nonzero(first).squeeze(1)
+    counts = torch.diff(starts, append=torch.tensor([n], device=dev))
+    return sorted_key.index_select(0, starts).long(), inverse, counts
+
+
 def voxelize(points: torch.Tensor, voxel_size: Sequence[float], point_cloud_range: Sequence[float],
              batch_index: torch.Tensor | None = None, filter_z: bool = True) -> Voxels:
     """Dynamic voxelisation: every point inside ``point_cloud_range`` goes to its cell, no cap.
@@ -65,8 +93,10 @@ def voxelize(points: torch.Tensor, voxel_size: Sequence[float], point_cloud_rang
     ``filter_z=False`` (pillars only, one z cell): a point is kept when its x / y cell lies in the grid,
     ``0 <= floor((p - min) / voxel) < n``, whatever its z, as OpenPCDet's ``DynamicPillarVFE.forward``
     (``yinjunbo/SSDA3D:pcdet/models/backbones_3d/vfe/dynamic_pillar_vfe.py``) filters; every kept point has ``iz = 0``.
-    The flat key is ``((b * nz + iz) * ny + iy) * nx + ix`` (spec §4 step 2); the cost is one ``torch.unique``
-    (a sort: O(N log N), linear in practice, see ``scripts/ssda3d_bench.py``).
+    The flat key is ``((b * nz + iz) * ny + iy) * nx + ix`` (spec §4 step 2). The result is what
+    ``torch.unique(key, sorted=True, return_inverse=True, return_counts=True)`` gives, computed in linear time by
+    :func:`_unique_keys` (counting for pillar grids, a radix sort for voxel grids): no point is dropped, unlike
+    spconv's ``PointToVoxel`` with its caps. Plain tensor ops, so the same function runs on CUDA tensors.
     """
     if points.dim() != 2 or points.shape[1] < 3:
         raise UserError(f"voxelize: points must be [N, >=3] (x, y, z, ...), got shape {tuple(points.shape)}")
@@ -75,23 +105,32 @@ def voxelize(points: torch.Tensor, voxel_size: Sequence[float], point_cloud_rang
     lo = torch.tensor(point_cloud_range[:3], dtype=points.dtype, device=dev)
     hi = torch.tensor(point_cloud_range[3:], dtype=points.dtype, device=dev)
     vs = torch.tensor(voxel_size, dtype=points.dtype, device=dev)
-    xyz = points[:, :3]
+    cols = points.unbind(1)  # per-axis passes over strided columns: cheaper than [N, 3] broadcasts
     if filter_z:
-        keep = ((xyz >= lo) & (xyz < hi)).all(dim=1)
-        idx = torch.floor((xyz[keep] - lo) / vs).long()
+        keep = (cols[0] >= lo[0]) & (cols[0] < hi[0])
+        for a in (1, 2):
+            keep &= (cols[a] >= lo[a]) & (cols[a] < hi[a])
+        sel = torch.nonzero(keep).squeeze(1)
         # float rounding at the upper edge (p just below max) can give n: clamp into the grid
-        idx = torch.minimum(idx, torch.tensor([nx - 1, ny - 1, nz - 1], device=dev))
+        cell = [torch.floor((cols[a].index_select(0, sel) - lo[a]) / vs[a]).long().clamp_(max=n - 1)
+                for a, n in enumerate((nx, ny, nz))]
+        key = (cell[2] * ny + cell[1]) * nx + cell[0]
     else:
         if nz != 1:
             raise UserError(f"voxelize(filter_z=False) is for pillars (one z cell); this grid has {nz}: keep "
                             "filter_z=True for voxels")
-        cell = torch.floor((xyz[:, :2] - lo[:2]) / vs[:2]).long()
-        keep = ((cell >= 0) & (cell < torch.tensor([nx, ny], device=dev))).all(dim=1)
-        idx = torch.cat([cell[keep], torch.zeros_like(cell[keep, :1])], dim=1)
-    b = (batch_index[keep].long() if batch_index is not None
-         else torch.zeros(idx.shape[0], dtype=torch.long, device=dev))
-    key = ((b * nz + idx[:, 2]) * ny + idx[:, 1]) * nx + idx[:, 0]
-    uniq, inverse, counts = torch.unique(key, sorted=True, return_inverse=True, return_counts=True)
+        cx, cy = (torch.floor((cols[a] - lo[a]) / vs[a]) for a in (0, 1))
+        keep = (cx >= 0) & (cx < nx) & (cy >= 0) & (cy < ny)
+        sel = torch.nonzero(keep).squeeze(1)
+        key = cy.index_select(0, sel).long() * nx + cx.index_select(0, sel).long()
+    num_frames = 1
+    if batch_index is not None:
+        b = batch_index.index_select(0, sel).long()
+        num_frames = int(b.max()) + 1 if b.numel() else 1
+        if b.numel() and int(b.min()) < 0:
+            raise UserError("voxelize: batch_index must be >= 0 (the frame of each point)")
+        key = key + b * (nz * ny * nx)
+    uniq, inverse, counts = _unique_keys(key, num_frames * nz * ny * nx)
     ix = uniq % nx
     rest = uniq // nx
     iy = rest % ny
