@@ -547,6 +547,10 @@ class ImageTextDataModule(LightningDataModule):
                           persistent_workers=hp.num_workers > 0)
 
     def train_dataloader(self):
+        n, bs = (None if isinstance(self.train_set, IterableDataset) else len(self.train_set)), self.hparams.batch_size
+        if n is not None and n < bs:  # drop_last: not one full batch, so not one training step
+            raise UserError(f"ImageTextDataModule: {n} training pairs are fewer than batch_size={bs} and the partial "
+                            f"batch is dropped, so nothing would train; set data.init_args.batch_size to at most {n}")
         return self._loader(self.train_set, True)
 
     def val_dataloader(self):

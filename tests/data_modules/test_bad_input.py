@@ -187,6 +187,15 @@ def test_aclip_all_corrupt_images_stop_at_setup(tmp_path):
     assert len(some.train_set) == 12
 
 
+def test_aclip_fewer_pairs_than_a_batch_is_one_line_not_zero_steps(tmp_path):
+    dm = ImageTextDataModule(root=str(write_corrupt_pairs(tmp_path, n=3, good=3)), image_size=32, context_length=16,
+                             batch_size=4)
+    dm.setup("fit")
+    with pytest.raises(UserError) as e:
+        dm.train_dataloader()
+    _one_line(e, "3 training pairs are fewer than batch_size=4", "set data.init_args.batch_size to at most 3")
+
+
 def _shard(path, samples):
     with tarfile.open(path, "w") as tar:
         for name, data in samples:
