@@ -151,6 +151,11 @@ class GCNTeacher(nn.Module):
             h = F.relu(gcn_layer(self.propagate, conv, h, adj))
         return h
 
+    def first_layer(self, x, edge_index):
+        """The first layer's output after its ReLU (64-d): the ``emb`` the release's GCN keeps and train_dgl.py saves
+        as GraphAKD's teacher embedding (CPF-master/models/GCN.py ``self.emb``)."""
+        return F.relu(gcn_layer(self.propagate, self.convs[0], x, adjacency(edge_index, x.shape[0], normalize=True)))
+
     def forward(self, x, edge_index):
         h = F.dropout(self.embed(x, edge_index), self.dropout, self.training)
         return gcn_layer(self.propagate, self.convs[-1], h, adjacency(edge_index, x.shape[0], normalize=True))
@@ -159,13 +164,20 @@ class GCNTeacher(nn.Module):
 class SAGETeacher(nn.Module):
     """CPF's GraphSAGE teacher (n_layers=2): SAGEConv(F->128) -> 2x SAGEConv(128->128) -> SAGEConv(128->C), DGL's
     "gcn" aggregator ((sum of neighbours + self) / (deg + 1), one weight + bias), ReLU and dropout between layers and
-    dropout on the input. PyG's SAGEConv(aggr="mean", root_weight=False) on the graph with self-loops is exactly that."""
+    dropout on the input.
+
+    ``aggregator``: ``"dgl_gcn"`` (default, the release) is DGL's ``SAGEConv(..., "gcn")`` on the release's graph,
+    which already holds self-loops (CPF-master data/utils.py adds I): the node itself is counted twice,
+    h_i = W ((sum_{j in N(i) + i} x_j + x_i) / (deg_i + 2)) + b. ``"mean"`` (zoo's earlier form): the mean over the
+    neighbours and the node once, PyG's SAGEConv(aggr="mean", root_weight=False) on the graph with self-loops."""
 
     def __init__(self, in_features: int, hidden: int = 128, num_classes: int = 2, num_layers: int = 4,
-                 dropout: float = 0.5, propagate_impl: str = "auto"):
+                 dropout: float = 0.5, propagate_impl: str = "auto", aggregator: str = "dgl_gcn"):
         super().__init__()
         from torch_geometric.nn import SAGEConv
 
+        check_choice("aggregator", aggregator, SAGE_AGGREGATORS, where="SAGETeacher")
+        self.self_twice = aggregator == "dgl_gcn"
         self.propagate = GraphPropagation(impl=propagate_impl)
 
         dims = [in_features] + [hidden] * (num_layers - 1) + [num_classes]
@@ -176,20 +188,37 @@ class SAGETeacher(nn.Module):
         ei = adjacency(edge_index, x.shape[0], self_loops=True)
         h = F.dropout(x, self.dropout, self.training)
         for conv in self.convs[:-1]:
-            h = F.dropout(F.relu(sage_layer(self.propagate, conv, h, ei)), self.dropout, self.training)
+            h = F.relu(sage_layer(self.propagate, conv, h, ei, self.self_twice))
+            h = F.dropout(h, self.dropout, self.training)
         return h, ei
+
+    def first_layer(self, x, edge_index):
+        """The first layer's output before its activation (128-d): the release's ``emb`` (CPF-master
+        models/GraphSAGE.py), GraphAKD's teacher embedding. Input dropout as in training mode."""
+        ei = adjacency(edge_index, x.shape[0], self_loops=True)
+        return sage_layer(self.propagate, self.convs[0], F.dropout(x, self.dropout, self.training), ei,
+                          self.self_twice)
 
     def forward(self, x, edge_index):
         h, ei = self.embed(x, edge_index)
-        return sage_layer(self.propagate, self.convs[-1], h, ei)
+        return sage_layer(self.propagate, self.convs[-1], h, ei, self.self_twice)
 
 
-def sage_layer(propagate: GraphPropagation, conv, x: torch.Tensor, adj_loops: torch.Tensor) -> torch.Tensor:
+SAGE_AGGREGATORS = ("dgl_gcn", "mean")
+TEACHER_EMBEDDINGS = ("first_layer", "penultimate")
+
+
+def sage_layer(propagate: GraphPropagation, conv, x: torch.Tensor, adj_loops: torch.Tensor,
+               self_twice: bool = False) -> torch.Tensor:
     """PyG ``SAGEConv(aggr="mean", root_weight=False).forward`` on the binary adjacency with self-loops: mean of the
     neighbours (and self), then ``lin_l``. The mean is (A + I) x / deg with the symmetric product of
-    :func:`sym_propagate` (its backward reuses the CSR arrays); same parameters, same result."""
+    :func:`sym_propagate` (its backward reuses the CSR arrays); same parameters, same result. ``self_twice``: DGL's
+    "gcn" aggregator on a graph that has self-loops, ((A + I) x + x) / (deg + 1)."""
     deg = adj_loops.crow_indices().diff().to(x.dtype).clamp(min=1)
-    return conv.lin_l(sym_propagate(propagate, adj_loops, x) / deg.unsqueeze(1))
+    agg = sym_propagate(propagate, adj_loops, x)
+    if self_twice:
+        agg, deg = agg + x, deg + 1
+    return conv.lin_l(agg / deg.unsqueeze(1))
 
 
 def build_teacher(arch: str, in_features: int, num_classes: int = 2, **kw) -> nn.Module:
@@ -200,7 +229,12 @@ def build_teacher(arch: str, in_features: int, num_classes: int = 2, **kw) -> nn
     check_choice("teacher arch", arch, ("gcn", "sage"), where="build_teacher")
 
 
-def teacher_embedding(teacher: nn.Module, x, edge_index) -> torch.Tensor:
+def teacher_embedding(teacher: nn.Module, x, edge_index, which: str = "first_layer") -> torch.Tensor:
+    """The teacher embedding GraphAKD distils: ``"first_layer"`` (the release: its models' ``emb``, the first layer's
+    output) or ``"penultimate"`` (zoo's earlier choice: the input of the last layer)."""
+    check_choice("teacher embedding", which, TEACHER_EMBEDDINGS, where="teacher_embedding")
+    if which == "first_layer":
+        return teacher.first_layer(x, edge_index)
     out = teacher.embed(x, edge_index)
     return out[0] if isinstance(out, tuple) else out
 
@@ -371,10 +405,13 @@ class LogitsDiscriminator(nn.Module):
 
 
 class LocalEmbDiscriminator(nn.Module):
-    """Edge-wise bilinear score <diag(d) e_u, e_v> * scale on L2-normalised embeddings (GraphAKD's local_emb_D)."""
+    """Edge-wise bilinear score <diag(d) e_u, e_v> * scale on L2-normalised embeddings (GraphAKD's local_emb_D).
+    ``self_loops``: score the self-loop edges too (default: the release's graph holds them, stu-gcn/data/utils.py
+    adds I before building the DGL graph); ``False``: the graph's own edges only (zoo's earlier form)."""
 
-    def __init__(self, hidden: int):
+    def __init__(self, hidden: int, self_loops: bool = True):
         super().__init__()
+        self.self_loops = self_loops
         self.d = nn.Parameter(torch.ones(hidden))
         self.scale = nn.Parameter(torch.full((1,), 0.5))
 
@@ -383,7 +420,7 @@ class LocalEmbDiscriminator(nn.Module):
         ``edge_index`` is given as (2, E) or as that CSR tensor: one sampled dense-dense product instead of
         gathering two (E, hidden) matrices."""
         e = F.normalize(emb, p=2, dim=1)
-        adj = adjacency(edge_index, emb.shape[0]).to(e.dtype)  # its values are ignored (beta=0)
+        adj = adjacency(edge_index, emb.shape[0], self_loops=self.self_loops).to(e.dtype)  # values ignored (beta=0)
         return torch.sparse.sampled_addmm(adj, e * self.d, e.T, beta=0.0).values() * self.scale
 
 

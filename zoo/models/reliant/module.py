@@ -41,6 +41,8 @@ from zoo.models.reliant.model import (
     LocalEmbDiscriminator,
     LogitsDiscriminator,
     PLPStudent,
+    SAGE_AGGREGATORS,
+    TEACHER_EMBEDDINGS,
     SGCStudent,
     bias_penalty,
     build_teacher,
@@ -124,13 +126,17 @@ class GNNTeacherModule(_FairGraphEval):
     Args: arch ("gcn" | "sage"), in_features, num_classes, hidden/num_layers/dropout (None: the paper's per arch),
     lr, weight_decay (None: CPF's train.conf: GCN 0.01 / 1e-3, SAGE 0.01 / 5e-4), propagate_impl (the
     ``zoo.ops.graph_propagate`` implementation of the sparse products: "auto" | "triton" | "reference";
-    ``zoo.callbacks.FusedKernels`` switches it for a run)."""
+    ``zoo.callbacks.FusedKernels`` switches it for a run), sage_aggregator ("dgl_gcn", default: the release's DGL
+    "gcn" aggregator on its graph with self-loops, the node counted twice; "mean": zoo's earlier mean over the
+    neighbours and the node, see :class:`SAGETeacher`)."""
 
     def __init__(self, arch: str = "gcn", in_features: int = 18, num_classes: int = 2, hidden: int | None = None,
                  num_layers: int | None = None, dropout: float | None = None, lr: float = 0.01,
-                 weight_decay: float | None = None, example_nodes: int = 8, propagate_impl: str = "auto"):
+                 weight_decay: float | None = None, example_nodes: int = 8, propagate_impl: str = "auto",
+                 sage_aggregator: str = "dgl_gcn"):
         super().__init__()
         self.save_hyperparameters()
+        check_choice("sage_aggregator", sage_aggregator, SAGE_AGGREGATORS, where="GNNTeacherModule")
         defaults = {"gcn": (64, 3, 0.8, 1e-3), "sage": (128, 4, 0.5, 5e-4)}
         check_choice("arch", arch, defaults, where="GNNTeacherModule")
         check_positive("in_features", in_features, where="GNNTeacherModule")
@@ -138,8 +144,9 @@ class GNNTeacherModule(_FairGraphEval):
         _check_rates(GNNTeacherModule.__name__, dropout=dropout, lr=lr, weight_decay=weight_decay)
         h, nl, dp, wd = defaults[arch]
         self.weight_decay = wd if weight_decay is None else weight_decay
+        extra = {"aggregator": sage_aggregator} if arch == "sage" else {}
         self.model = build_teacher(arch, in_features, num_classes, hidden=hidden or h, num_layers=num_layers or nl,
-                                   dropout=dp if dropout is None else dropout, propagate_impl=propagate_impl)
+                                   dropout=dp if dropout is None else dropout, propagate_impl=propagate_impl, **extra)
         self._make_metrics()
         self.example_input_array = (torch.randn(example_nodes, in_features), _ring(example_nodes))
 
@@ -168,12 +175,13 @@ class GNNTeacherModule(_FairGraphEval):
         return torch.optim.Adam(self.model.parameters(), lr=self.hparams.lr, weight_decay=self.weight_decay)
 
     @torch.no_grad()
-    def knowledge(self, x, edge_index):
-        """Teacher outputs used for distillation (eval mode): logits (N, C) and the penultimate embedding."""
+    def knowledge(self, x, edge_index, embedding: str = "first_layer"):
+        """Teacher outputs used for distillation (eval mode): logits (N, C) and the embedding GraphAKD distils
+        (``"first_layer"``, the release's ``emb``, or ``"penultimate"``; :func:`teacher_embedding`)."""
         was = self.training
         self.eval()
         logits = self.model(x, edge_index)
-        emb = teacher_embedding(self.model, x, edge_index)
+        emb = teacher_embedding(self.model, x, edge_index, embedding)
         self.train(was)
         return logits, emb
 
@@ -227,6 +235,10 @@ class ReliantModule(_FairGraphEval):
         teacher_epochs: epochs of the quick teacher trained in ``setup`` when ``teacher="fit:gcn|sage"`` (demos).
         propagate_impl: the student's ``zoo.ops.graph_propagate`` implementation ("auto" | "triton" | "reference");
             ``zoo.callbacks.FusedKernels`` switches it for a run.
+        teacher_embedding: the teacher embedding GraphAKD's discriminators see: "first_layer" (default, the
+            release's ``emb``: the first layer's output, train_dgl.py saves it) or "penultimate" (zoo's earlier).
+        local_self_loops: GraphAKD's local discriminator scores the self-loop edges too (default: the release's
+            graph holds them); False = the graph's edges only (zoo's earlier).
     """
 
     @classmethod
@@ -244,10 +256,12 @@ class ReliantModule(_FairGraphEval):
                  alpha: float | None = None, num_layers: int = 10, emb_dim: int = 64, mlp_layers: int = 2,
                  feat_drop: float = 0.8, attn_drop: float = 0.2, hidden: int = 64, sgc_k: int = 1,
                  dropout: float = 0.5, lr: float | None = None, weight_decay: float | None = None,
-                 teacher_epochs: int = 200, propagate_impl: str = "auto"):
+                 teacher_epochs: int = 200, propagate_impl: str = "auto", teacher_embedding: str = "first_layer",
+                 local_self_loops: bool = True):
         super().__init__()
         self.save_hyperparameters()
         where = "ReliantModule"
+        check_choice("teacher_embedding", teacher_embedding, TEACHER_EMBEDDINGS, where=where)
         check_choice("framework", framework, _FRAMEWORKS, where=where)
         check_choice("metric", metric, ("sp", "eo"), where=where)
         if proxy not in (0, 1, 2):
@@ -281,7 +295,7 @@ class ReliantModule(_FairGraphEval):
             slot = "append" if proxy else "none"
             self.discriminators = nn.ModuleDict({
                 "logits": LogitsDiscriminator(num_classes),
-                "local": LocalEmbDiscriminator(hidden),
+                "local": LocalEmbDiscriminator(hidden, self_loops=local_self_loops),
                 "global": GlobalEmbDiscriminator(hidden),
             })
         self.model = FairStudent(student, slot)
@@ -360,7 +374,7 @@ class ReliantModule(_FairGraphEval):
                     f"the teacher {hp.teacher} was trained on {teacher.hparams.in_features} features, this graph has "
                     f"{data.num_features}: use the teacher trained on this dataset (reliant-teacher-<arch>.<dataset>)")
             teacher = teacher.to(self.device)
-            self.set_teacher_outputs(*teacher.knowledge(data.x, data.edge_index))
+            self.set_teacher_outputs(*teacher.knowledge(data.x, data.edge_index, hp.teacher_embedding))
         if self.hparams.proxy and self.proxy is not None:
             with torch.no_grad():
                 self.model.proxy_mean.copy_(self.proxy.mean(0))
