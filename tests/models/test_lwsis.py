@@ -202,6 +202,22 @@ def test_gcr_geometric_edges_on_a_known_point_set():
     assert torch.equal(app[0], (s / 2 > 0.3) & valid[0][:, None] & valid[0][None])
 
 
+def test_gcr_graphs_as_released_range_over_padding_and_no_single_node_graph():
+    feats = torch.tensor([[[3.0, 1], [1.5, 1.2], [-1.5, 0]]])  # the last slot is padding
+    valid = torch.tensor([[True, True, False]])
+    s = feats[0] @ feats[0].T  # valid pairs 3.69 .. 10; with the padding slot the range reaches down to -4.5
+    pair = valid[0][:, None] & valid[0][None]
+    want = (s / (10 + 4.5 + 1e-5) > 0.3) & pair  # the release: range over all slots
+    assert torch.equal(L.appearance_graph(feats, valid)[0], want)
+    earlier = L.appearance_graph(feats, valid, padded_range=False, min_nodes=1)[0]
+    assert torch.equal(earlier, (s / (10 - 3.69 + 1e-5) > 0.3) & pair)
+    assert earlier[1, 1] and not want[1, 1]
+    one = torch.tensor([[True, False, False]])
+    xyz = torch.randn(1, 3, 3)
+    assert not L.geometric_graph(xyz, one).any() and not L.appearance_graph(feats, one).any()
+    assert L.geometric_graph(xyz, one, min_nodes=1)[0, 0, 0]  # zoo's earlier self-edge for a single node
+
+
 def test_graph_loss_released_per_point_default_and_the_paper_switch():
     logits = torch.tensor([[2.0, -1.0, 0.5]])
     adj = torch.tensor([[[True, True, False], [True, False, True], [False, False, False]]])

@@ -200,10 +200,17 @@ def point_loss(logits: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor,
     return (bce * valid * weights[:, None]).mean()
 
 
-def geometric_graph(xyz: torch.Tensor, valid: torch.Tensor, thresh: float = 0.5) -> torch.Tensor:
+def _enough_nodes(valid: torch.Tensor, min_nodes: int) -> torch.Tensor:
+    """``[G, 1, 1]``: the instance has at least ``min_nodes`` valid nodes (the release builds no graph for 0 or 1)."""
+    return (valid.sum(1) >= min_nodes)[:, None, None]
+
+
+def geometric_graph(xyz: torch.Tensor, valid: torch.Tensor, thresh: float = 0.5, min_nodes: int = 2) -> torch.Tensor:
     """LWSIS §3.4 geometric graph over one instance's LiDAR points. ``xyz [G, N, 3]``, ``valid [G, N]`` -> bool
     adjacency ``[G, N, N]``: S_geo = exp(−(d_ij / d̄ − 1) / 2) ≥ ``thresh`` with d̄ the median over the valid nodes of
-    their nearest-neighbour distance (self-pairs included, fully connected candidates)."""
+    their nearest-neighbour distance (self-pairs included, fully connected candidates), as the release's
+    ``get_lidar_dis_similarity2``; an instance with fewer than ``min_nodes`` valid nodes has no edges (released: 2;
+    zoo's earlier 1 gave a single node a self-edge)."""
     d = torch.cdist(xyz, xyz)  # [G, N, N]
     pair = valid[:, :, None] & valid[:, None, :]
     eye = torch.eye(xyz.shape[1], dtype=torch.bool, device=xyz.device)
@@ -214,19 +221,28 @@ def geometric_graph(xyz: torch.Tensor, valid: torch.Tensor, thresh: float = 0.5)
         scale.append(v.median() if v.numel() else d.new_tensor(1.0))
     scale = torch.stack(scale).clamp(min=1e-6)[:, None, None]
     s = torch.exp(-(d / scale - 1) / 2)
-    return (s >= thresh) & pair
+    return (s >= thresh) & pair & _enough_nodes(valid, min_nodes)
 
 
-def appearance_graph(feats: torch.Tensor, valid: torch.Tensor, thresh: float = 0.3) -> torch.Tensor:
-    """LWSIS §3.4 appearance graph: ``feats [G, N, C]`` (detached P3 features sampled at the points) -> bool
-    ``[G, N, N]``: S = FFᵀ / (max S − min S + 1e-5) (over the instance's valid pairs) > ``thresh``."""
+def appearance_graph(feats: torch.Tensor, valid: torch.Tensor, thresh: float = 0.3, padded_range: bool = True,
+                     min_nodes: int = 2) -> torch.Tensor:
+    """LWSIS §3.4 appearance graph: ``feats [G, N, C]`` (detached P3 features sampled at the N node slots) -> bool
+    ``[G, N, N]``: S = FFᵀ / (max S − min S + 1e-5) > ``thresh`` on the valid pairs.
+
+    As released (``compute_resnet_sim``), max and min run over all N × N slots, the padding slots included (their
+    features are sampled at pixel (0, 0), where the data pads their coordinates), and an instance with fewer than
+    ``min_nodes`` (2) valid nodes has no edges. ``padded_range=False``: the range over the valid pairs only (zoo's
+    earlier form, with ``min_nodes=1``)."""
     s = feats @ feats.transpose(1, 2)
     pair = valid[:, :, None] & valid[:, None, :]
-    big = torch.finfo(s.dtype).max
-    mx = s.masked_fill(~pair, -big).flatten(1).max(1).values
-    mn = s.masked_fill(~pair, big).flatten(1).min(1).values
+    if padded_range:
+        mx, mn = s.flatten(1).max(1).values, s.flatten(1).min(1).values
+    else:
+        big = torch.finfo(s.dtype).max
+        mx = s.masked_fill(~pair, -big).flatten(1).max(1).values
+        mn = s.masked_fill(~pair, big).flatten(1).min(1).values
     s = s / (mx - mn + 1e-5).clamp(min=1e-5)[:, None, None]
-    return (s > thresh) & pair
+    return (s > thresh) & pair & _enough_nodes(valid, min_nodes)
 
 
 def graph_loss(point_logits: torch.Tensor, adjacency: torch.Tensor, weights: torch.Tensor,

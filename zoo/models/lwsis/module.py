@@ -17,7 +17,8 @@ Training objective (paper §3, the official ``Base-BoxInst-nuscenes.yaml``), ``w
 - ``L_point``: PLA point labels (``data_modules.instance_seg`` computes them once per dataset) sampled with
   ``grid_sample`` from the proposal's mask logits, weighted per GT by the min-max-normalised sqrt(area / 96²);
 - ``L_gcr_*``: the proposal's mask probabilities at its GT's LiDAR nodes, pairwise edge loss over the geometric
-  graph (3D distances, threshold 0.5) and the appearance graph (detached FPN P3 features, threshold 0.3), weighted
+  graph (3D distances, threshold 0.5) and the appearance graph (detached FPN P3 features, threshold 0.3, the
+  similarity range over all node slots as released; ``gcr_valid_nodes_only`` over the valid ones), weighted
   by 1 − w. The edge term is the release's −log(p_j² + (1 − p_j)²) (``compute_lidar_sim_loss`` broadcasts both
   operands along one axis); ``gcr_pairwise`` evaluates the paper's −log(p_i p_j + (1 − p_i)(1 − p_j)) instead.
   w = (s − min s) / (max s − min s + 1e-5) as released (one GT box in the batch: w = 0); ``instance_weight_exact``
@@ -61,6 +62,9 @@ class LWSISModule(LightningModule):
             release's integer pixel rows / columns int(x1) .. int(x2) inclusive (default off).
         lab_from_float: Lab colour similarity of the unrounded stride-4 average (zoo's earlier form) instead of the
             release's byte-truncated average (default off).
+        gcr_valid_nodes_only: zoo's earlier GCR graphs: the appearance similarity range over the valid node pairs
+            only and a self-edge for a single-node instance, instead of the release's range over all node slots
+            (padding included) and no graph below 2 nodes (default off).
         pairwise_thresh, pairwise_dilation: 0.3, 2; bottom_pixels_removed: 10; topk_proposals: 64.
         lr, momentum, weight_decay, steps, max_steps, lr_warmup_iters: the schedule.
         img_size: (H, W) of ``example_input_array``.
@@ -87,7 +91,7 @@ class LWSISModule(LightningModule):
                  app_weight: float = 0.15, loss_warmup_iters: int = 1000, geo_thresh: float = 0.5,
                  app_thresh: float = 0.3, gcr_pairwise: bool = False,
                  instance_weight_exact: bool = False, box_mask_continuous: bool = False,
-                 lab_from_float: bool = False, pairwise_thresh: float = 0.3,
+                 lab_from_float: bool = False, gcr_valid_nodes_only: bool = False, pairwise_thresh: float = 0.3,
                  pairwise_dilation: int = 2, bottom_pixels_removed: int = 10, topk_proposals: int = 64,
                  lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 1e-4,
                  steps: list[int] = (6000, 8000), max_steps: int = 10000, lr_warmup_iters: int = 1000,
@@ -190,14 +194,15 @@ class LWSISModule(LightningModule):
             xyz = torch.cat([t["node_xyz"] for t in targets])
             uv = torch.cat([t["node_uv"] for t in targets])
             valid = torch.cat([t["node_valid"] for t in targets])
-            geo = L.geometric_graph(xyz, valid, hp.geo_thresh)
+            nodes = 1 if hp.gcr_valid_nodes_only else 2
+            geo = L.geometric_graph(xyz, valid, hp.geo_thresh, nodes)
             p3 = out["p3"].detach()
             hp3, wp3 = p3.shape[-2:]
             g = torch.stack([uv[..., 0] / (8 * wp3), uv[..., 1] / (8 * hp3)], -1) * 2 - 1  # [G, N, 2]
             owner = torch.cat([torch.full((t["boxes"].shape[0],), i, device=images.device)
                                for i, t in enumerate(targets)])
             feats = F.grid_sample(p3[owner], g[:, :, None, :], align_corners=False)[..., 0].transpose(1, 2)
-            app = L.appearance_graph(feats, valid, hp.app_thresh)
+            app = L.appearance_graph(feats, valid, hp.app_thresh, not hp.gcr_valid_nodes_only, nodes)
             node_logits = L.sample_logits(logits, uv[gt_ids], stride=4)
             q = hp.gcr_pairwise
             losses["loss_gcr_geo"] = warm * hp.geo_weight * L.graph_loss(node_logits, geo[gt_ids], weights, q)
