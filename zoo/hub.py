@@ -781,7 +781,7 @@ Reported in the paper:
 {_metric_table(entry.paper_metrics)}
 Measured by zoo (ours):
 
-{_metric_table(ours)}
+{_metric_table(ours)}{_demo_text(entry)}
 ## Training recipe
 
 {entry.recipe or "See the config file."}
@@ -790,6 +790,21 @@ Measured by zoo (ours):
 
 {entry.limitations or "Numbers labelled 'paper' are the authors'; only those labelled 'ours' were measured by zoo."}
 {cite}"""
+
+
+def _demo_text(entry: registry.Entry) -> str:
+    """The method's demos in miniature (a CPU, minutes), read from results/demo/<stem>.csv: mean ± std over seeds."""
+    from zoo.results import demo_configs_of, demo_table
+
+    demos = demo_configs_of(entry.method)
+    rows = demo_table(stems=[d.stem for d in demos]) if demos else []
+    if not demos:
+        return ""
+    lines = [f"- `{cfg}` ({variant}, {proto}; seeds {seeds}): {metrics}" for cfg, variant, proto, seeds, metrics in rows]
+    runs = ", ".join(f"`zoo fit --config configs/demo/{d.name}`" for d in demos)
+    return ("\nDemos on a CPU (not benchmarks; " + runs + "):\n\n"
+            + ("\n".join(lines) if lines else "- not measured yet (`zoo reproduce --config configs/demo/<demo>.yaml "
+               "--seeds 0-2 --record`)") + "\n")
 
 
 # --------------------------------------------------------------------------------------------- push

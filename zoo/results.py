@@ -327,12 +327,29 @@ def _shown(col: str) -> bool:
     return col not in FIXED and not col.endswith(("_std", "_step")) and col not in ("epoch", "step")
 
 
-def demo_table(root: str | Path | None = None) -> list[tuple[str, ...]]:
+def demo_configs_of(method: str) -> list[Path]:
+    """The demo configs (``configs/demo/*.yaml``) whose model is one of ``zoo.models.<method>``'s modules."""
+    from zoo.registry import find_config
+
+    folder = find_config("configs/demo/emo.yaml")
+    if folder is None:
+        return []
+    out = []
+    for path in sorted(Path(folder).parent.glob("*.yaml")):
+        text = path.read_text()
+        if f"class_path: zoo.models.{method}." in text:
+            out.append(path)
+    return out
+
+
+def demo_table(root: str | Path | None = None, stems: list[str] | None = None) -> list[tuple[str, ...]]:
     """One line per (demo config, variant, protocol) of ``<results>/demo/*.csv``: the seeds and each metric's mean ±
     std (population std, like the cards' per-seed pools). Rows: (config, variant, protocol, seeds, metrics text)."""
     folder = (Path(root) if root is not None else results_dir()) / "demo"
     out = []
     for path in sorted(folder.glob("*.csv")):
+        if stems is not None and path.stem not in stems:
+            continue
         rows = read_rows(f"demo/{path.stem}", folder.parent)
         cols = [c for c in (rows[0] if rows else {}) if _shown(c)]
         for s in summarize(rows, cols):
