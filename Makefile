@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.zoo-installed
 # The torch builds that lie on this machine's disk (a CUDA build that also runs on the CPU; brings Triton).
 TORCH   := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench gpu-check clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,6 +34,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/zoo bench emo-1m timm:mobilenetv2_100 --batch-size 32 --device cpu
 	$(BIN)/zoo bench emo-1m timm:mobilenetv2_100 --train --device cpu --warmup 2 --steps 5
+
+# On a CUDA machine: GPU-only tests, kernel benchmarks, one bf16 training step per entry, one table (< 8 min on an
+# H100); without CUDA it prints what it would run (scripts/gpu_check.sh --dry-run).
+gpu-check: $(STAMP)
+	PYTHON=$(BIN)/python scripts/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) runs lightning_logs .pytest_cache

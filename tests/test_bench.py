@@ -145,3 +145,96 @@ def test_emo_value_activation_runs_in_place_and_keeps_gradients():
     block(x).square().sum().backward()
     assert torch.allclose(g_inplace, x.grad, atol=1e-6)
     assert not hasattr(iRMB(16, 16, act="gelu").v_act, "inplace")  # GELU: no in-place form, left as is
+
+
+# ---------------------------------------------------------------------------------------------- issue 26
+def test_warm_up_runs_until_the_step_time_is_stable():
+    """A fresh process's first steps are slower: warm-up continues past min_steps until the last 3 step times agree
+    within 5 %, and says when they never did."""
+    from zoo.profiling import warm_up
+
+    clock = {"t": 0.0}
+    durations = iter([2.0, 1.6, 1.3, 1.1, 1.0, 1.01, 0.99, 1.0] + [1.0] * 50)
+
+    def step():
+        clock["t"] += next(durations)
+
+    assert warm_up(step, min_steps=3, timer=lambda: clock["t"]) == (7, True)
+    noisy = iter([1.0, 2.0] * 30)
+    assert warm_up(lambda: clock.__setitem__("t", clock["t"] + next(noisy)), min_steps=1, max_steps=9,
+                   timer=lambda: clock["t"]) == (9, False)
+
+
+def test_inference_row_reports_its_warm_up_steps(capsys):
+    (row,) = bench_models(["emo-1m"], batch_size=1, steps=1, warmup=2, device="cpu")
+    assert row["warmup"] >= 2 and "warm-up: " in row["note"] and f"{row['warmup']} steps" in row["note"]
+    assert "emo-1m: warm-up: " in capsys.readouterr().out
+
+
+def test_peer_op_rows_iou_and_nms(capsys):
+    """`zoo bench --op iou,nms` prints zoo vs shapely rows with ratios; zoo's NMS keeps what the shapely greedy
+    NMS keeps, its IoU is shapely's."""
+    import numpy as np
+
+    from zoo.nn.boxes3d import bev_iou, rotated_nms
+    from zoo.profiling import bench_peer_ops, scene_boxes, shapely_bev_iou, shapely_nms_rows, shapely_nms_tree
+
+    rows = bench_peer_ops("iou,nms", reps=1, box_sizes=(60,))
+    assert [(r["op"], r["peer"]) for r in rows] == [("iou", "shapely STRtree"), ("nms", rows[1]["peer"])]
+    assert all(r["ratio"] == pytest.approx(r["zoo_ms"] / r["peer_ms"]) for r in rows)
+    out = capsys.readouterr().out
+    assert "ratio" in out.splitlines()[0] and "rotated NMS 60 boxes" in out
+    boxes, scores = scene_boxes(300, seed=1)
+    np.testing.assert_allclose(bev_iou(boxes.double(), boxes.double()).numpy(), shapely_bev_iou(boxes, boxes),
+                               atol=1e-9)
+    keep = sorted(rotated_nms(boxes, scores, 0.2).tolist())
+    assert keep == sorted(shapely_nms_rows(boxes, scores, 0.2).tolist()) == sorted(
+        shapely_nms_tree(boxes, scores, 0.2).tolist())
+    assert 0 < len(keep) < 300
+
+
+def test_peer_op_rows_voxelize(monkeypatch, shared_data, capsys):
+    """`zoo bench --op voxelize` (through the CLI): rows on the real KITTI / nuScenes frames against spconv's
+    PointToVoxel, with the share of points spconv kept, and a linearity row."""
+    import zoo.profiling as profiling
+
+    monkeypatch.setenv("ZOO_SHARED_DATA", str(shared_data))
+    monkeypatch.setattr(profiling, "UNIFORM_POINTS", 20_000)
+    monkeypatch.setattr(profiling, "LINEARITY_POINTS", (5_000, 20_000))
+    assert main(["bench", "--op", "voxelize", "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    for work in ("0.2 m pillars, KITTI frame", "3 KITTI scans", "nuScenes frame", "0.075 m voxels, uniform 20k",
+                 "linearity 5k-20k"):
+        assert work in out
+    assert "spconv keeps" in out and "x  spconv PointToVoxel" in out
+    from zoo.ops.bench import bench_op
+
+    with pytest.raises(ValueError, match="voxelize, iou, nms"):
+        bench_op("nope")
+
+
+def test_gpu_check_script_syntax_and_dry_run():
+    """scripts/gpu_check.sh: bash -n clean; the dry run (forced, and automatic without CUDA) lists the GPU-only
+    tests, the kernel benchmarks and a bf16 training step of every registry entry, runs nothing, exits 0."""
+    import subprocess
+    from pathlib import Path
+
+    from zoo import registry
+
+    repo = Path(__file__).resolve().parents[1]
+    script = repo / "scripts" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    runs = [["--dry-run"]] + ([[]] if not torch.cuda.is_available() else [])
+    for args in runs:
+        res = subprocess.run(["bash", str(script), *args], capture_output=True, text=True, timeout=120, cwd=repo)
+        assert res.returncode == 0, res.stderr
+        out = res.stdout
+        assert "tests/test_ops_gpu.py" in out and "dry run: nothing was run" in out
+        for op in ("relation_kl", "graph_propagate", "fused_linear_cross_entropy"):
+            assert f"--op {op} --device cuda" in out
+        trained = " ".join(line for line in out.splitlines() if "--precision bf16-mixed" in line)
+        assert all(f" {e.name} " in trained for e in registry.all_entries())
+    make = subprocess.run(["make", "-n", "gpu-check"], capture_output=True, text=True, cwd=repo)
+    assert "scripts/gpu_check.sh" in make.stdout
+    bad = subprocess.run(["bash", str(script), "--bogus"], capture_output=True, text=True, cwd=repo)
+    assert bad.returncode == 2 and "--dry-run" in bad.stderr

@@ -1,9 +1,12 @@
 """``zoo bench``: throughput, step time and peak memory of models side by side in one run; data preprocessing.
 
-Three modes:
+Four modes:
 
 - **Inference** (default): ``forward`` under ``torch.inference_mode`` on random inputs of the entry's
-  ``preprocess["input_size"]`` (image models) or the module's ``example_input_array``; ``--batch-size`` (default 32).
+  ``preprocess["input_size"]`` (image models) or the module's ``example_input_array``; ``--batch-size`` (default 32),
+  timed after a warm-up that lasts until the step time is stable (the note gives the number of warm-up steps).
+- **Ops** (``--op``): zoo's fused kernels against their references (``zoo.ops.bench``), and zoo's 3D / detection
+  pieces (voxelize, iou, nms, or ``peers`` for all) against their peers as ratios (``zoo.profiling``).
 - **Training** (``--train``): the LightningModule's real ``training_step`` run by a Lightning ``Trainer`` - loss,
   backward, the optimizers and schedules of the module's own ``configure_optimizers`` (automatic or manual
   optimisation, gradient clipping as the demo config sets it) - on batches drawn from a data module. The module is
@@ -266,7 +269,11 @@ def _params(net: torch.nn.Module) -> int:
 
 def bench_inference(name: str, batch_size: int | None = None, compile: bool = False, channels_last: bool = False,
                     device: str | None = None, steps: int = 10, warmup: int = 3) -> dict:
-    """One row: ``forward`` of ``name`` under ``torch.inference_mode`` on random inputs (see the module docstring)."""
+    """One row: ``forward`` of ``name`` under ``torch.inference_mode`` on random inputs (see the module docstring).
+
+    Warm-up (:func:`zoo.profiling.warm_up`): at least ``warmup`` untimed steps, then more until the last three step
+    times lie within 5 % of their median (at most 50): a fresh process runs the same network up to about 2x slower
+    at first (allocator page faults). The row's ``warmup`` is the number of warm-up steps run, its note says so."""
     dev = _device(device)
     net, inputs = _build(name, batch_size or 32)
     net = net.to(dev).eval()
@@ -281,8 +288,9 @@ def bench_inference(name: str, batch_size: int | None = None, compile: bool = Fa
         with torch.inference_mode():
             fn(*inputs)
 
-    for _ in range(warmup):
-        step()
+    from zoo.profiling import warm_up
+
+    warm, stable = warm_up(step, min_steps=warmup, max_steps=max(50, warmup), sync=lambda: synchronize(dev))
     with PeakMemory(dev) as mem:
         times = time_calls(step, steps, warmup=0, device=dev)
     first = inputs[0]  # a forward argument that is a list of tensors holds one per sample (LiDAR clouds)
@@ -290,8 +298,9 @@ def bench_inference(name: str, batch_size: int | None = None, compile: bool = Fa
         _count(first)[0]
     return {"name": name, "mode": "infer", **_env(dev), "batch": n, "unit": "samples",
             **_timing(times, [n] * len(times)), "peak_mem_mb": mem.peak_mb if dev.type == "cuda" else mem.growth_mb,
-            "params": _params(net), "steps": steps, "warmup": warmup, "loss": None, "data": "random inputs",
-            "note": ""}
+            "params": _params(net), "steps": steps, "warmup": warm, "loss": None, "data": "random inputs",
+            "note": f"warm-up: {warm} steps until the step time was stable (last 3 within 5%)" if stable else
+            f"warm-up: step time not stable after {warm} steps (the figures may be inflated)"}
 
 
 # ================================================================================================ training

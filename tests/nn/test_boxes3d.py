@@ -135,3 +135,38 @@ def test_rotated_nms_matches_greedy_loop():
 def test_limit_period():
     a = torch.tensor([-3 * math.pi, -math.pi, 0.0, math.pi, 2.5 * math.pi])
     torch.testing.assert_close(limit_period(a), torch.tensor([-math.pi, -math.pi, 0.0, -math.pi, 0.5 * math.pi]))
+
+
+def _dense_greedy_nms(boxes, scores, thr):
+    """zoo's previous rotated_nms (before issue 26): the full bev_iou matrix, then the greedy loop."""
+    order = torch.sort(scores, descending=True, stable=True).indices
+    iou = bev_iou(boxes[order], boxes[order]).numpy()
+    suppressed = np.zeros(len(order), dtype=bool)
+    keep = []
+    for i in range(len(order)):
+        if not suppressed[i]:
+            keep.append(i)
+            suppressed[i + 1:] |= iou[i, i + 1:] > thr
+    return order[keep]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sparse_nms_is_the_dense_nms(dtype):
+    """Issue 26: the sparse NMS (sweep candidate pairs, IoU on pairs only, greedy over over-threshold pairs) keeps
+    exactly what the dense-matrix greedy NMS keeps, in the same order, on detector-like boxes (10 jittered
+    proposals per object), duplicates and a lone box included."""
+    from zoo.nn.boxes3d import _candidate_pairs, _self_candidate_pairs
+    from zoo.profiling import scene_boxes
+
+    boxes, scores = scene_boxes(800, seed=2)
+    boxes = torch.cat([boxes, boxes[:5], torch.tensor([[500.0, 500.0, 0, 4, 2, 1.5, 0.3]])]).to(dtype)
+    scores = torch.cat([scores, scores[:5], torch.tensor([0.5])]).to(dtype)
+    for thr in (0.0, 0.1, 0.2, 0.5, 0.9):
+        got = rotated_nms(boxes, scores, thr)
+        want = _dense_greedy_nms(boxes, scores, thr)
+        assert torch.equal(got, want), thr
+    b64 = boxes.double()
+    dense = _candidate_pairs(b64, b64)
+    dense = dense[dense[:, 0] < dense[:, 1]]
+    sweep = _self_candidate_pairs(b64)
+    assert sorted(map(tuple, sweep.tolist())) == sorted(map(tuple, dense.tolist()))

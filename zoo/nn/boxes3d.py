@@ -15,6 +15,7 @@ mmcv's ``box_iou_rotated`` / OpenPCDet's ``iou3d_nms`` CUDA kernels (Shi et al.,
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 __all__ = ["bev_corners", "bev_iou", "box_corners", "iou3d", "limit_period", "points_in_boxes", "rotated_nms"]
@@ -129,6 +130,42 @@ def _candidate_pairs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(dist < ra[:, None] + rb[None, :] + 1e-6)
 
 
+def _self_candidate_pairs(boxes: torch.Tensor) -> torch.Tensor:
+    """Pairs ``[P, 2]`` (``i < j``) of ``boxes [N, 7]`` whose circumscribed BEV circles overlap, found by a sweep
+    along x (sort, then ``searchsorted`` for the end of each box's window ``x_i + r_i + max r``): O(N log N + pairs
+    in the window), no N x N matrix. The pairs and the test (``dist < r_i + r_j + 1e-6``) are those of
+    :func:`_candidate_pairs` restricted to ``i < j``."""
+    n, dev = len(boxes), boxes.device
+    r = 0.5 * torch.linalg.vector_norm(boxes[:, 3:5], dim=1)
+    xs, perm = torch.sort(boxes[:, 0])
+    end = torch.searchsorted(xs, xs + r[perm] + r.max() + 1e-6, right=True)
+    pos = torch.arange(n, device=dev)
+    width = end - pos - 1  # boxes after this one (in x order) inside its window
+    k = torch.repeat_interleave(pos, width)
+    j = k + 1 + torch.arange(len(k), device=dev) - torch.repeat_interleave(torch.cumsum(width, 0) - width, width)
+    i, j = perm[k], perm[j]
+    close = torch.linalg.vector_norm(boxes[i, :2] - boxes[j, :2], dim=1) < r[i] + r[j] + 1e-6
+    i, j = i[close], j[close]
+    return torch.stack([torch.minimum(i, j), torch.maximum(i, j)], dim=1)
+
+
+def _bev_areas(boxes: torch.Tensor) -> torch.Tensor:
+    return (boxes[:, 3] * boxes[:, 4]).detach().to(torch.float64)
+
+
+def _pair_iou(boxes: torch.Tensor, pairs: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+    """BEV IoU (float64) of ``boxes[pairs[:, 0]]`` with ``boxes[pairs[:, 1]]``: the values :func:`bev_iou` puts at
+    those entries, computed for the pairs only."""
+    b64 = boxes.detach().to(torch.float64)
+    area = _bev_areas(boxes)
+    out = b64.new_zeros(len(pairs))
+    for start in range(0, len(pairs), chunk):
+        i, j = pairs[start:start + chunk].unbind(1)
+        inter = _pair_intersection_area(b64[i], b64[j])
+        out[start:start + chunk] = inter / (area[i] + area[j] - inter).clamp(min=1e-12)
+    return out
+
+
 def _bev_intersection(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``[N, M]`` BEV intersection areas (float64)."""
     a64, b64 = a.detach().to(torch.float64), b.detach().to(torch.float64)
@@ -148,9 +185,7 @@ def bev_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     _check(a, "a")
     _check(b, "b")
     inter = _bev_intersection(a, b)
-    area_a = (a[:, 3] * a[:, 4]).detach().to(torch.float64)
-    area_b = (b[:, 3] * b[:, 4]).detach().to(torch.float64)
-    union = area_a[:, None] + area_b[None, :] - inter
+    union = _bev_areas(a)[:, None] + _bev_areas(b)[None, :] - inter
     return (inter / union.clamp(min=1e-12)).to(a.dtype)
 
 
@@ -173,22 +208,28 @@ def iou3d(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def rotated_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Greedy NMS with the rotated BEV IoU (as OpenPCDet's ``nms_gpu``): visit boxes by descending score, keep a
     box unless its BEV IoU with an already kept box is > ``iou_threshold``. ``boxes [N, 7]``, ``scores [N]`` ->
-    ``LongTensor`` of kept indices into the input, sorted by descending score (on ``boxes.device``)."""
+    ``LongTensor`` of kept indices into the input, sorted by descending score (on ``boxes.device``).
+
+    Sparse: only the pairs whose circumscribed circles overlap (:func:`_self_candidate_pairs`, a sweep along x) get
+    an IoU, and the greedy pass walks only the boxes that overlap a lower-scored box above the threshold, so time and
+    memory grow with the overlapping pairs, not N². The IoU values (float64, compared in the input's dtype) and the
+    kept set are those of the dense ``bev_iou`` matrix."""
     _check(boxes)
     if scores.shape != boxes.shape[:1]:
         raise ValueError(f"scores must be [N] for boxes [N, 7], got {tuple(scores.shape)} and {tuple(boxes.shape)}")
     if len(boxes) == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = torch.sort(scores.detach(), descending=True, stable=True).indices
-    iou = bev_iou(boxes[order], boxes[order]).cpu().numpy()
-    n = len(order)
-    suppressed = [False] * n
-    keep = []
-    for i in range(n):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        row = iou[i]
-        for j in (row[i + 1:] > iou_threshold).nonzero()[0]:
-            suppressed[i + 1 + j] = True
-    return order[torch.tensor(keep, dtype=torch.long, device=order.device)]
+    ranked = boxes[order].detach()
+    pairs = _self_candidate_pairs(ranked.to(torch.float64))  # i < j: i scores higher
+    over = pairs[_pair_iou(ranked, pairs).to(boxes.dtype) > iou_threshold].cpu().numpy()
+    suppressed = np.zeros(len(order), dtype=bool)
+    if len(over):
+        over = over[np.lexsort((over[:, 1], over[:, 0]))]
+        rows, starts = np.unique(over[:, 0], return_index=True)
+        ends = np.append(starts[1:], len(over))
+        for i, s, e in zip(rows.tolist(), starts.tolist(), ends.tolist()):  # ascending rank: the greedy order
+            if not suppressed[i]:
+                suppressed[over[s:e, 1]] = True
+    keep = torch.from_numpy(np.flatnonzero(~suppressed)).to(order.device)
+    return order[keep]
