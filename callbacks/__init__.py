@@ -8,6 +8,7 @@ _LAZY = {
     "HubExport": "hub_export",
     "FusedKernels": "fused_kernels",
     "LatestBestCheckpoint": "checkpoint",
+    "PredictionFigures": "figures",
 }
 __all__ = sorted(_LAZY)
 

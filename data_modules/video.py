@@ -385,6 +385,7 @@ class Collate:
         return {"video": torch.stack([s["video"] for s in samples]), "input_ids": tok["input_ids"],
                 "attention_mask": tok["attention_mask"],
                 "match_id": torch.tensor([s["match_id"] for s in samples], dtype=torch.long),
+                "caption": [s["caption"] for s in samples],  # the text itself (figures draw it)
                 "skipped": int(sum(s["skipped"] for s in samples))}
 
 

@@ -308,6 +308,27 @@ class ACLIPModule(TimmScheduled, LightningModule):
     def on_test_epoch_start(self) -> None:
         self._eval_start()
 
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        """The normalised embeddings of the eval towers (``image_embeds``; ``text_embeds`` when the batch has text)."""
+        if batch is None:  # every image of the batch failed to decode
+            return None
+        return {k: v.cpu() for k, v in self.model(batch["image"], batch.get("text")).items()}
+
+    def figure_inputs(self, batch, outputs=None, max_items: int = 4) -> dict:
+        """A kept-tokens figure spec (:func:`zoo.figures.kept_tokens`) of the first ``max_items`` images: the tokens
+        the online encoder would keep of the whole image (:meth:`keep_indices` with every view box = the image, so
+        ``masking: random`` draws random cells) and the EMA encoder's CLS attention that ranks them."""
+        images = batch["image"][:max_items]
+        _, scores = self.model.visual_ema.forward_cls_attention(images)
+        size = self.hparams.img_size
+        full = torch.tensor([0, 0, size, size], device=images.device).expand(len(images), 3, 4)
+        keep = self.keep_indices(scores, full)[:len(images)]
+        items = [{"image": images[i].cpu(), "keep": keep[i].cpu(), "scores": scores[i].cpu(), "name": f"image {i}"}
+                 for i in range(len(images))]
+        hp = self.hparams
+        return {"kind": "kept_tokens", "images": items, "grid": self.grid,
+                "title": f"A-CLIP {hp.masking} mask: keep ratio {hp.keep_ratio}, {hp.mask_unit}x{hp.mask_unit} cells"}
+
     def _eval_step(self, batch: dict | None, stage: str) -> None:
         if batch is None:  # every image of the batch failed to decode (counted by the data module)
             return

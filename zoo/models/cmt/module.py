@@ -306,6 +306,29 @@ class CMTModule(LightningModule):
         out = self.model(*self._inputs(batch))
         return self.model.decode(out["cls"][-1], out["box"][-1], self.hparams.max_num)
 
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        """Per frame the decoded detections (:meth:`detect`, after ``drop_modality`` as in validation), on the CPU."""
+        if self.hparams.drop_modality is not None:
+            batch = self.modal_masker.drop(batch, self.hparams.drop_modality)
+        return [{k: v.cpu() for k, v in d.items()} for d in self.detect(batch)]
+
+    def figure_inputs(self, batch, outputs=None, max_items: int = 4, score_threshold: float = 0.3) -> dict:
+        """A BEV figure spec (:func:`zoo.figures.bev_boxes`) of the first ``max_items`` frames: the LiDAR points
+        (when the batch has them), the detections scoring >= ``score_threshold`` and the batch's boxes."""
+        dets = outputs if isinstance(outputs, list) and outputs and "scores" in outputs[0] else \
+            self.predict_step(batch, 0)
+        pts, gts = batch.get("points"), batch.get("boxes")
+        frames = []
+        for i, d in enumerate(dets[:max_items]):
+            keep = d["scores"] >= score_threshold
+            frames.append({"points": pts[i][:, :3].cpu() if pts is not None else None,
+                           "pred_boxes": d["boxes"][keep].cpu(), "pred_scores": d["scores"][keep].cpu(),
+                           "gt_boxes": gts[i].cpu() if gts is not None else None, "name": f"frame {i}"})
+        modal = self.hparams.modalities + (f", {self.hparams.drop_modality} dropped" if self.hparams.drop_modality
+                                           else "")
+        return {"kind": "bev_boxes", "frames": frames, "point_cloud_range": list(self.hparams.point_cloud_range),
+                "title": f"CMT ({modal}) detections (score >= {score_threshold}) vs ground truth"}
+
     def _eval_step(self, batch, stage: str):
         hp = self.hparams
         if hp.drop_modality is not None:

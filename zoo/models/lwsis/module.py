@@ -229,6 +229,32 @@ class LWSISModule(LightningModule):
             self._metrics[stage] = MaskAP().to("cpu")
         return self._metrics[stage]
 
+    @staticmethod
+    def _images(batch) -> torch.Tensor:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if not torch.is_tensor(images) or images.dim() != 4:
+            raise UserError("LWSIS predicts on images [B, 3, H, W] (RGB 0..255) or an (images, targets) batch")
+        return images
+
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        """Per image the detections with their masks (``boxes``, ``scores``, ``labels``, ``masks``), on the CPU."""
+        return [{k: v.cpu() for k, v in p.items()} for p in self.model.predict(self._images(batch))]
+
+    def figure_inputs(self, batch, outputs=None, max_items: int = 4, score_threshold: float = 0.3) -> dict:
+        """An instance-mask figure spec (:func:`zoo.figures.instance_masks`) of the first ``max_items`` images: the
+        masks of the detections scoring >= ``score_threshold`` over the camera image."""
+        images = self._images(batch)
+        preds = outputs if isinstance(outputs, list) and outputs and "masks" in outputs[0] else \
+            self.predict_step(batch, 0)
+        items = []
+        for i, p in enumerate(preds[:max_items]):
+            keep = p["scores"] >= score_threshold
+            items.append({"image": images[i].cpu(), "masks": p["masks"][keep].cpu(), "boxes": p["boxes"][keep].cpu(),
+                          "scores": p["scores"][keep].cpu(), "labels": p["labels"][keep].cpu(), "name": f"image {i}"})
+        method = "LWSIS" if self.hparams.pla or self.hparams.gcr else "BoxInst"
+        return {"kind": "instance_masks", "images": items,
+                "title": f"{method} instance masks (score >= {score_threshold})"}
+
     def _eval_step(self, batch, stage):
         images, targets = batch
         preds = self.model.predict(images)

@@ -223,6 +223,25 @@ class RSFDModule(LightningModule):
         toks = self(feats, category)["tokens"].tolist()
         return [ids_to_text(t, self.itow) for t in toks]
 
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        """Generated captions of the batch's clips, with their dataset ``index`` (corpus video order)."""
+        caps = self.caption(batch["feats"], batch.get("category"))
+        index = batch.get("index")
+        return [{"index": int(index[i]) if index is not None else i, "caption": c} for i, c in enumerate(caps)]
+
+    def figure_inputs(self, batch, outputs=None, max_items: int = 4) -> dict:
+        """A captions figure spec (:func:`zoo.figures.captions`) of the first ``max_items`` clips: the generated
+        caption and the first reference over the clip's sampled frames (``frames`` [B, T, 3, H, W] when the batch
+        has them, otherwise the first modality's per-step features, which is what the model saw)."""
+        caps = [o["caption"] for o in outputs] if isinstance(outputs, list) and outputs and "caption" in outputs[0] \
+            else [o["caption"] for o in self.predict_step(batch, 0)]
+        first = modalities(batch["feats"])[0]
+        frames, refs = batch.get("frames"), batch.get("refs")
+        clips = [{"frames": frames[i].cpu() if frames is not None else None, "features": first[i].cpu(),
+                  "caption": caps[i], "reference": refs[i][0] if refs is not None and refs[i] else None}
+                 for i in range(min(max_items, len(caps)))]
+        return {"kind": "captions", "clips": clips, "title": "RSFD captions (beam search) vs a reference"}
+
     def _eval_step(self, batch, stage: str):
         caps = self.caption(batch["feats"], batch.get("category"))
         self._metric(stage).update(caps, batch["refs"], batch["index"])

@@ -395,6 +395,43 @@ class SimVTPRetrievalModule(TimmScheduled, LightningModule):
         t = self.model.encode_text(batch["input_ids"], batch["attention_mask"])
         metric.update(v, t, batch["match_id"], batch["match_id"])
 
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        """The batch's video embeddings (``video_embeds``) and, when it has captions, text embeddings."""
+        out = {"video_embeds": self.embed_video(batch["video"]).cpu()}
+        if batch.get("input_ids") is not None:
+            out["text_embeds"] = self.model.encode_text(batch["input_ids"], batch["attention_mask"]).cpu()
+        return out
+
+    def figure_inputs(self, batch, outputs=None, max_items: int = 4, top_k: int = 3) -> dict:
+        """A retrieval figure spec (:func:`zoo.figures.retrieval`): the first ``max_items`` captions of the batch as
+        queries, each with its ``top_k`` videos of the batch by cosine similarity (the true match: same
+        ``match_id``). Captions are the batch's ``caption`` strings, else its token ids decoded by id."""
+        emb = outputs if isinstance(outputs, dict) and "text_embeds" in outputs else self.predict_step(batch, 0)
+        if "text_embeds" not in emb:
+            raise UserError("the SimVTP retrieval figure needs captions in the batch (input_ids, attention_mask)")
+        sim = cosine_matrix(emb["text_embeds"].float(), emb["video_embeds"].float())  # (texts, videos)
+        k = min(top_k, sim.shape[1])
+        scores, ranked = sim.topk(k, dim=1)
+        match = batch.get("match_id")
+        texts = batch.get("caption")
+        queries = []
+        for i in range(min(max_items, sim.shape[0])):
+            if texts is not None:
+                text = str(texts[i])
+            else:
+                ids = batch["input_ids"][i][batch["attention_mask"][i].bool()].tolist()
+                text = "token ids " + " ".join(map(str, ids))
+            true = -1
+            if match is not None:
+                hits = (match.cpu() == match[i].cpu()).nonzero().flatten().tolist()
+                true = hits[0] if hits else -1
+            queries.append({"caption": text, "ranked": ranked[i].tolist(), "scores": scores[i].tolist(),
+                            "match": true})
+        video = batch["video"]
+        video = video[:, 0] if video.dim() == 6 else video  # multi-view: the first view
+        return {"kind": "retrieval", "queries": queries, "videos": video.cpu(),
+                "title": f"SimVTP text -> video retrieval, top {k} of {sim.shape[1]} videos in the batch"}
+
     def validation_step(self, batch, batch_idx):
         self._eval(batch, self.val_retrieval)
 

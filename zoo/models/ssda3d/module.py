@@ -240,6 +240,20 @@ class SSDA3DModule(LightningModule):
                         "labels": p["labels"][keep].cpu()})
         return out
 
+    def figure_inputs(self, batch, outputs=None, max_items: int = 4) -> dict:
+        """A BEV figure spec (:func:`zoo.figures.bev_boxes`) of the first ``max_items`` frames: points, the
+        detections above ``pseudo_label_threshold`` (``predict_step``'s outputs when given) and the batch's boxes."""
+        pts = self._points(batch)[:max_items]
+        if outputs is None or not isinstance(outputs, list) or not outputs or "frame_id" not in outputs[0]:
+            outputs = self.predict_step(batch, 0)
+        gts = batch.get("boxes") if isinstance(batch, dict) else None
+        frames = []
+        for i, (p, o) in enumerate(zip(pts, outputs)):
+            frames.append({"points": p.cpu(), "pred_boxes": o["boxes"].cpu(), "pred_scores": o["scores"].cpu(),
+                           "gt_boxes": gts[i].cpu() if gts is not None else None, "name": str(o["frame_id"])})
+        return {"kind": "bev_boxes", "frames": frames, "point_cloud_range": list(self.hparams.point_cloud_range),
+                "title": f"SSDA3D detections (score > {self.hparams.pseudo_label_threshold}) vs ground truth"}
+
     # ------------------------------------------------------------------------------------------ optimiser
     def configure_optimizers(self):
         hp = self.hparams
