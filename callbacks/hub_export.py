@@ -15,7 +15,9 @@ class HubExport(Callback):
 
     ``which="best"`` exports the ModelCheckpoint's best checkpoint when there is one, ``"last"`` the weights in
     memory at the end of training (the EMA weights when :class:`zoo.callbacks.EMA` is on). ``name`` is the registry
-    name whose card to use (guessed from the module when omitted). Given ``repo_id``, the folder is then pushed with
+    name whose card to use (guessed from the module when omitted). When the trainer also runs
+    :class:`zoo.callbacks.PredictionFigures`, its latest picture goes in as figure.png, shown on the card. Given
+    ``repo_id``, the folder is then pushed with
     ``zoo.hub.push`` (needs a token).
     """
 
@@ -40,7 +42,16 @@ class HubExport(Callback):
         else:
             log.info("HubExport: exporting the weights at the end of training")
         was_training = module.training
-        self.exported = hub.export(module, self.dirpath, name=self.name, overwrite=True)  # its own folder
+        figure = _latest_figure(trainer)
+        self.exported = hub.export(module, self.dirpath, name=self.name, overwrite=True, figure=figure)  # its own folder
         module.train(was_training)
         if self.repo_id:
             hub.push(self.exported, self.repo_id, revision=self.revision, private=self.private)
+
+
+def _latest_figure(trainer) -> Path | None:
+    """The last picture a :class:`zoo.callbacks.PredictionFigures` of this trainer wrote (embedded in the card)."""
+    from .figures import PredictionFigures
+
+    written = [p for cb in trainer.callbacks if isinstance(cb, PredictionFigures) for p in cb.written]
+    return written[-1] if written and written[-1].is_file() else None

@@ -122,7 +122,7 @@ def test_figure_specs_carry_what_each_picture_needs():
         assert all(len(x["ranked"]) == 3 and x["scores"] == sorted(x["scores"], reverse=True) for x in q)
 
 
-def test_validation_writes_the_latest_figure_but_not_during_the_sanity_check(tmp_path):
+def test_validation_writes_val_png_and_unknown_kinds_are_refused(tmp_path):
     from zoo.figures import render
 
     module, batch = _aclip()
@@ -183,3 +183,79 @@ def test_png_is_written_atomically(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         figures.save_png(fig, path)
     assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["f.png"]
+
+
+# ------------------------------------------------------------------------------------------------ export with a figure
+def _png(path):
+    from zoo import figures
+
+    return figures.save_png(figures.new_figure((128, 96)), path)
+
+
+def test_export_embeds_the_run_figure_and_overwrite_replaces_exactly_the_files_zoo_wrote(tmp_path, capsys):
+    import json
+
+    import zoo
+    from zoo import hub, registry
+    from zoo.cli import main
+
+    torch.manual_seed(0)
+    module = zoo.create("emo-1m", **registry.get("emo-1m").tiny_overrides)
+    ckpt = tmp_path / "run.ckpt"
+    hp = {"_class_path": hub.class_path(module), **dict(module.hparams)}
+    torch.save({"state_dict": {f"model.{k}": v for k, v in module.model.state_dict().items()},
+                "hyper_parameters": hp}, ckpt)
+    fig = _png(tmp_path / "figures" / "val.png")
+    out = tmp_path / "export"
+    assert main(["export", str(ckpt), str(out), "--figure", str(fig)]) == 0
+    assert "figure.png" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "figure.png", "model.safetensors"]
+    assert (out / "figure.png").read_bytes() == fig.read_bytes()
+    assert "![predictions](figure.png)" in (out / "README.md").read_text()
+    assert json.loads((out / "config.json").read_text())["figure"] == "figure.png"
+    assert zoo.load(f"local-dir:{out}") is not None
+    # --overwrite without a figure replaces the four files zoo wrote (the old figure.png included)
+    assert main(["export", str(ckpt), str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    # a figure.png zoo did not write (config.json does not record it) is the user's: never replaced
+    (out / "figure.png").write_bytes(b"my own picture")
+    assert main(["export", str(ckpt), str(out), "--overwrite", "--figure", str(fig)]) == 2
+    assert "figure.png" in capsys.readouterr().err and (out / "figure.png").read_bytes() == b"my own picture"
+    (out / "figure.png").unlink()
+    # nor a folder / link under that name, even where config.json records a figure
+    assert main(["export", str(ckpt), str(out), "--overwrite", "--figure", str(fig)]) == 0
+    (out / "figure.png").unlink()
+    (out / "figure.png").mkdir()
+    (out / "figure.png" / "keep.txt").write_text("mine")
+    assert main(["export", str(ckpt), str(out), "--overwrite"]) == 2
+    assert (out / "figure.png" / "keep.txt").read_text() == "mine"
+    # the figure must be a PNG (regular file)
+    (tmp_path / "notes.txt").write_text("not a picture")
+    with pytest.raises(UserError, match="not a PNG"):
+        hub.export(module, tmp_path / "other", figure=tmp_path / "notes.txt")
+    assert not (tmp_path / "other").exists()
+
+
+def test_hub_export_callback_embeds_the_latest_prediction_figure(tmp_path):
+    from zoo.callbacks import HubExport
+
+    module, batch = _aclip()
+
+    class Fit(type(module)):
+        def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+            return None
+
+        def training_step(self, batch, batch_idx):
+            return sum(p.sum() for p in self.parameters()) * 0.0
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    module = Fit(**module.hparams)
+    figs, export = PredictionFigures(size=SIZE), HubExport(str(tmp_path / "hub"), which="last")
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, default_root_dir=str(tmp_path), callbacks=[figs, export],
+                         max_steps=1, num_sanity_val_steps=1)
+    trainer.fit(module, train_dataloaders=_loader(batch), val_dataloaders=_loader(batch))
+    assert figs.written == [tmp_path / "figures" / "val.png"]  # the sanity check draws nothing
+    assert (tmp_path / "hub" / "figure.png").read_bytes() == (tmp_path / "figures" / "val.png").read_bytes()

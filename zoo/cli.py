@@ -195,8 +195,8 @@ def cmd_export(ns) -> int:
     from zoo import hub
 
     out = hub.export_source(ns.source, ns.dir, name=ns.name, module=ns.module, overwrite=ns.overwrite,
-                            allowed_init_args=tuple(ns.allow_init_arg or ()))
-    print(f"wrote {out} (config.json, model.safetensors, README.md)")
+                            allowed_init_args=tuple(ns.allow_init_arg or ()), figure=ns.figure)
+    print(f"wrote {out} (config.json, model.safetensors, README.md{', figure.png' if ns.figure else ''})")
     return 0
 
 
@@ -317,6 +317,8 @@ def tools_parser() -> argparse.ArgumentParser:
     s.add_argument("--module", help="LightningModule class path to build, instead of the checkpoint's own "
                    "(needed for a class outside zoo.*: only zoo.* classes are built from a file unasked)")
     s.add_argument("--overwrite", action="store_true", help="replace DIR when it is an earlier zoo export")
+    s.add_argument("--figure", metavar="PNG", help="embed the run's figure in the card (figure.png), e.g. "
+                   "<run>/figures/val.png written by zoo.callbacks.PredictionFigures")
     s.add_argument("--allow-init-arg", action="append", metavar="NAME", help="honour the checkpoint's value of init "
                    "arg NAME although it names code, a file or a URL (e.g. teacher, encoder): only for files you trust")
     s.set_defaults(fn=cmd_export)

@@ -35,6 +35,9 @@ from zoo.errors import UserError
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
+FIGURE_NAME = "figure.png"  # optional: a picture of the run's predictions (zoo.callbacks.PredictionFigures)
+FIGURE_MAX_BYTES = 20 * 2 ** 20
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -434,7 +437,18 @@ def _find_entry(module, name: str | None) -> registry.Entry | None:
     return None
 
 
-_EXPORT_FILES = {CONFIG_NAME, WEIGHTS_NAME, CARD_NAME}
+_EXPORT_FILES = {CONFIG_NAME, WEIGHTS_NAME, CARD_NAME}  # always written
+
+
+def _export_files(folder: Path) -> set[str]:
+    """The regular files a zoo export in ``folder`` may hold: the three it always writes, and ``figure.png`` only
+    where its config.json records ``"figure": "figure.png"`` (zoo wrote it)."""
+    try:
+        cfg = json.loads((Path(folder) / CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        cfg = {}
+    figure = isinstance(cfg, dict) and cfg.get("figure") == FIGURE_NAME
+    return _EXPORT_FILES | ({FIGURE_NAME} if figure else set())
 
 
 def is_export(folder: Path) -> bool:
@@ -469,14 +483,14 @@ def check_export_target(out_dir: str | Path, overwrite: bool = False) -> Path:
             f"export target {out_dir} already exists and is not a zoo export (no config.json written by zoo; it holds "
             f"{', '.join(contents[:5])}{' ...' if len(contents) > 5 else ''}): refusing to replace it; {fix}."
         )
-    foreign = [c for c in contents if c not in _EXPORT_FILES]
+    foreign = [c for c in contents if c not in _export_files(out_dir)]
     if foreign:
         raise ValueError(
             f"export target {out_dir} is a zoo export but also holds files zoo did not write ({', '.join(foreign[:5])}"
             f"): refusing to delete them; move them away or {fix}."
         )
     odd = [c for c in contents if (out_dir / c).is_symlink() or not (out_dir / c).is_file()]
-    if odd:  # zoo writes three regular files; a folder or link under their names is the user's
+    if odd:  # zoo writes three (four with a figure) regular files; a folder or link under their names is the user's
         raise ValueError(
             f"export target {out_dir} holds {', '.join(odd)}, which is not a regular file as zoo writes it (a folder "
             f"or a link): refusing to delete it; move it away or {fix}."
@@ -537,10 +551,11 @@ def _follow_umask(folder: Path) -> None:
 
 
 def _remove_export(folder: Path) -> None:
-    """Delete an earlier export moved aside: only the three regular files zoo wrote, then the (then empty) folder; if
-    anything else appeared meanwhile, the folder stays where it is."""
+    """Delete an earlier export moved aside: only the regular files zoo wrote (the three, and figure.png where its
+    config.json records it), then the (then empty) folder; if anything else appeared meanwhile, the folder stays where
+    it is."""
     try:
-        for name in sorted(_EXPORT_FILES):
+        for name in sorted(_export_files(folder)):
             f = folder / name
             if f.is_symlink() or f.is_file():
                 f.unlink()
@@ -551,9 +566,26 @@ def _remove_export(folder: Path) -> None:
         logging.getLogger(__name__).warning("kept the earlier export at %s: %s", folder, e)
 
 
+def read_figure(path: str | Path) -> bytes:
+    """The bytes of a run's figure to embed in an export: a regular PNG file (no link) of at most 20 MiB."""
+    from zoo.errors import UserError
+
+    path = Path(path)
+    fix = "give --figure a PNG written by zoo.callbacks.PredictionFigures (<run>/figures/val.png or predict.png)"
+    if path.is_symlink() or not path.is_file():
+        raise UserError(f"figure {path} is not a regular file: {fix}")
+    if path.stat().st_size > FIGURE_MAX_BYTES:
+        raise UserError(f"figure {path} is over {FIGURE_MAX_BYTES >> 20} MiB: {fix}")
+    data = path.read_bytes()
+    if not data.startswith(_PNG_MAGIC):
+        raise UserError(f"figure {path} is not a PNG: {fix}")
+    return data
+
+
 def export(module, out_dir: str | Path, name: str | None = None, our_metrics=None, overwrite: bool = False,
-           extra_config: dict | None = None) -> Path:
-    """Write ``module`` (a LightningModule) as a Hub folder: config.json, model.safetensors, README.md.
+           extra_config: dict | None = None, figure: str | Path | None = None) -> Path:
+    """Write ``module`` (a LightningModule) as a Hub folder: config.json, model.safetensors, README.md, and with
+    ``figure`` (a PNG of the run's predictions) figure.png, which the card shows and config.json records.
 
     ``out_dir`` must be absent, empty, or (with ``overwrite``) an earlier zoo export; anything else is refused.
     ``extra_config``: more keys for config.json (e.g. the official file a conversion came from)."""
@@ -562,6 +594,7 @@ def export(module, out_dir: str | Path, name: str | None = None, our_metrics=Non
     import zoo
 
     check_export_target(out_dir, overwrite)  # before any work
+    picture = read_figure(figure) if figure is not None else None
     entry = _find_entry(module, name)
     cfg = {
         "library": "zoo",
@@ -572,13 +605,20 @@ def export(module, out_dir: str | Path, name: str | None = None, our_metrics=Non
         "preprocess": dict(entry.preprocess) if entry else {},
         **(extra_config or {}),
     }
+    cfg.pop("figure", None)
+    if picture is not None:
+        cfg["figure"] = FIGURE_NAME
     state = {k: v.detach().contiguous().cpu() for k, v in module.model.state_dict().items()}
     card = make_card(entry, cfg, our_metrics=our_metrics) if entry else make_card(None, cfg)
+    if picture is not None:
+        card.text = card.text.rstrip("\n") + f"\n\n## Predictions of this run\n\n![predictions]({FIGURE_NAME})\n"
 
     def write(tmp: Path):
         (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         save_file(_unshare(state), str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "zoo_module": cfg["module"]})
         (tmp / CARD_NAME).write_text(str(card))
+        if picture is not None:
+            (tmp / FIGURE_NAME).write_bytes(picture)
 
     return _atomic_dir(Path(out_dir), write, overwrite)
 
@@ -621,11 +661,13 @@ def check_name(module, name: str) -> registry.Entry:
 
 
 def export_source(source: str, out_dir: str | Path, name: str | None = None, module: str | None = None,
-                  overwrite: bool = False, allowed_init_args=()) -> Path:
+                  overwrite: bool = False, allowed_init_args=(), figure: str | Path | None = None) -> Path:
     """``zoo export``: SOURCE is a Lightning ``.ckpt`` or a registry name with weights (official or Hub).
 
     The target is checked first (nothing is loaded for a refused target); ``name`` is checked against the model."""
     check_export_target(out_dir, overwrite)
+    if figure is not None:
+        read_figure(figure)  # checked before anything is loaded
     p = Path(source)
     if p.suffix == ".ckpt" or p.is_file():
         # only built and written out: a teacher / pretrained source it names goes into config.json unopened, where
@@ -643,7 +685,7 @@ def export_source(source: str, out_dir: str | Path, name: str | None = None, mod
         name = name or entry.name
     if name:
         check_name(mod, name)
-    return export(mod, out_dir, name=name, overwrite=overwrite)
+    return export(mod, out_dir, name=name, overwrite=overwrite, figure=figure)
 
 
 # --------------------------------------------------------------------------------------------- cards
