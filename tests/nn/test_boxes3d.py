@@ -162,9 +162,11 @@ def test_sparse_nms_is_the_dense_nms(dtype):
     boxes = torch.cat([boxes, boxes[:5], torch.tensor([[500.0, 500.0, 0, 4, 2, 1.5, 0.3]])]).to(dtype)
     scores = torch.cat([scores, scores[:5], torch.tensor([0.5])]).to(dtype)
     for thr in (0.0, 0.1, 0.2, 0.5, 0.9):
-        got = rotated_nms(boxes, scores, thr)
         want = _dense_greedy_nms(boxes, scores, thr)
-        assert torch.equal(got, want), thr
+        for block in (1, 37, 256, 10**6):  # blocks of ranks: only the not-yet-suppressed rows get an IoU
+            assert torch.equal(rotated_nms(boxes, scores, thr, block=block), want), (thr, block)
+    with pytest.raises(ValueError, match="block"):
+        rotated_nms(boxes, scores, 0.5, block=0)
     b64 = boxes.double()
     dense = _candidate_pairs(b64, b64)
     dense = dense[dense[:, 0] < dense[:, 1]]

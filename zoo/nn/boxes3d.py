@@ -124,20 +124,38 @@ def _candidate_pairs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(dist < ra[:, None] + rb[None, :] + 1e-6)
 
 
+def _ranges(starts: torch.Tensor, ends: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, value) for every value in ``[starts[row], ends[row])``, concatenated (empty ranges allowed)."""
+    width = (ends - starts).clamp(min=0)
+    row = torch.repeat_interleave(torch.arange(len(starts), device=starts.device), width)
+    first = torch.cumsum(width, 0) - width
+    return row, starts[row] + torch.arange(len(row), device=starts.device) - first[row]
+
+
 def _self_candidate_pairs(boxes: torch.Tensor) -> torch.Tensor:
-    """Pairs ``[P, 2]`` (``i < j``) of ``boxes [N, 7]`` whose circumscribed BEV circles overlap, found by a sweep
-    along x (sort, then ``searchsorted`` for the end of each box's window ``x_i + r_i + max r``): O(N log N + pairs
-    in the window), no N x N matrix. The pairs and the test (``dist < r_i + r_j + 1e-6``) are those of
-    :func:`_candidate_pairs` restricted to ``i < j``."""
+    """Pairs ``[P, 2]`` (``i < j``) of ``boxes [N, 7]`` whose circumscribed BEV circles overlap, by spatial hashing:
+    cells of the largest circle's diameter, boxes sorted by cell (column-major), and each box paired with the rest
+    of its cell and the next cell up (one contiguous run) and the three cells of the next column (another run),
+    located by ``searchsorted``: O(N log N + pairs in neighbouring cells), no N x N matrix. The pairs and the test
+    (``dist < r_i + r_j + 1e-6``) are those of :func:`_candidate_pairs` restricted to ``i < j``."""
     n, dev = len(boxes), boxes.device
+    if n < 2:
+        return torch.zeros(0, 2, dtype=torch.long, device=dev)
     r = 0.5 * torch.linalg.vector_norm(boxes[:, 3:5], dim=1)
-    xs, perm = torch.sort(boxes[:, 0])
-    end = torch.searchsorted(xs, xs + r[perm] + r.max() + 1e-6, right=True)
+    size = float(2 * r.max() + 1e-6)
+    xy = boxes[:, :2]
+    cell = torch.floor((xy - xy.min(0).values) / size).long()
+    rows = int(cell[:, 1].max()) + 3  # a margin row on both sides: neighbour keys never wrap into another column
+    key = cell[:, 0] * rows + cell[:, 1] + 1
+    key_sorted, perm = torch.sort(key)
     pos = torch.arange(n, device=dev)
-    width = end - pos - 1  # boxes after this one (in x order) inside its window
-    k = torch.repeat_interleave(pos, width)
-    j = k + 1 + torch.arange(len(k), device=dev) - torch.repeat_interleave(torch.cumsum(width, 0) - width, width)
-    i, j = perm[k], perm[j]
+    same_col_end = torch.searchsorted(key_sorted, key_sorted + 1, right=True)  # own cell (after me) + the one above
+    next_col = key_sorted + rows
+    next_lo = torch.searchsorted(key_sorted, next_col - 1)
+    next_hi = torch.searchsorted(key_sorted, next_col + 1, right=True)
+    k1, j1 = _ranges(pos + 1, same_col_end)
+    k2, j2 = _ranges(next_lo, next_hi)
+    i, j = perm[torch.cat([k1, k2])], perm[torch.cat([j1, j2])]
     close = torch.linalg.vector_norm(boxes[i, :2] - boxes[j, :2], dim=1) < r[i] + r[j] + 1e-6
     i, j = i[close], j[close]
     return torch.stack([torch.minimum(i, j), torch.maximum(i, j)], dim=1)
@@ -199,28 +217,38 @@ def iou3d(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (inter / union.clamp(min=1e-12)).to(a.dtype)
 
 
-def rotated_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+def rotated_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, block: int = 256) -> torch.Tensor:
     """Greedy NMS with the rotated BEV IoU (as OpenPCDet's ``nms_gpu``): visit boxes by descending score, keep a
     box unless its BEV IoU with an already kept box is > ``iou_threshold``. ``boxes [N, 7]``, ``scores [N]`` ->
     ``LongTensor`` of kept indices into the input, sorted by descending score (on ``boxes.device``).
 
-    Sparse: only the pairs whose circumscribed circles overlap (:func:`_self_candidate_pairs`, a sweep along x) get
+    Sparse: only the pairs whose circumscribed circles overlap (:func:`_self_candidate_pairs`, spatial hashing) get
     an IoU, and the greedy pass walks only the boxes that overlap a lower-scored box above the threshold, so time and
-    memory grow with the overlapping pairs, not N². The IoU values (float64, compared in the input's dtype) and the
-    kept set are those of the dense ``bev_iou`` matrix."""
+    memory grow with the overlapping pairs, not N². The boxes are visited in blocks of ``block`` ranks, and the IoU of
+    a block's pairs is computed only for its boxes not yet suppressed (a suppressed box suppresses nothing). The IoU
+    values (float64, compared in the input's dtype) and the kept set are those of the dense ``bev_iou`` matrix."""
     _check(boxes)
     if scores.shape != boxes.shape[:1]:
         raise ValueError(f"scores must be [N] for boxes [N, 7], got {tuple(scores.shape)} and {tuple(boxes.shape)}")
+    if block < 1:
+        raise ValueError(f"rotated_nms: block must be >= 1 (ranks per block), got {block}")
     if len(boxes) == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = torch.sort(scores.detach(), descending=True, stable=True).indices
     ranked = boxes[order].detach()
     pairs = _self_candidate_pairs(ranked.to(torch.float64))  # i < j: i scores higher
-    over = pairs[_pair_iou(ranked, pairs).to(boxes.dtype) > iou_threshold].cpu().numpy()
+    pairs = pairs[torch.argsort(pairs[:, 0], stable=True)].cpu()
+    row_start = torch.searchsorted(pairs[:, 0].contiguous(), torch.arange(0, len(order) + block, block)).tolist()
     suppressed = np.zeros(len(order), dtype=bool)
-    if len(over):
-        over = over[np.lexsort((over[:, 1], over[:, 0]))]
-        rows, starts = np.unique(over[:, 0], return_index=True)
+    for b0, b1 in zip(row_start[:-1], row_start[1:]):  # blocks of ``block`` ranks, in rank order
+        cand = pairs[b0:b1]
+        cand = cand[torch.from_numpy(~suppressed[cand[:, 0].numpy()])]  # a suppressed box suppresses nothing
+        if not len(cand):
+            continue
+        over = cand[_pair_iou(ranked, cand.to(ranked.device)).cpu().to(boxes.dtype) > iou_threshold].numpy()
+        if not len(over):
+            continue
+        rows, starts = np.unique(over[:, 0], return_index=True)  # over is sorted by row
         ends = np.append(starts[1:], len(over))
         for i, s, e in zip(rows.tolist(), starts.tolist(), ends.tolist()):  # ascending rank: the greedy order
             if not suppressed[i]:
