@@ -20,6 +20,9 @@ class Recorder(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is None:  # manual optimisation returns nothing: what the step logged instead
+            logged = {k: float(v) for k, v in trainer.callback_metrics.items() if "loss" in k and v.numel() == 1}
+            loss = sum(logged.values()) if logged else None
         self.events.append(["train", trainer.global_step, None if loss is None else float(loss)])
 
     def on_validation_end(self, trainer, pl_module):

@@ -192,3 +192,19 @@ def test_reproduce_trains_the_dependency_first_and_reuses_it(tmp_path, monkeypat
     reproduce("reliant-cpf.german", [0], **kw)  # the default (RELIANT) variant: same teacher, reused
     assert sum("training reliant-teacher-gcn.german" in x for x in lines) == 1
     assert [r["variant"] for r in read_rows("reliant", tmp_path)] == ["kd", "default"]
+
+
+def test_reproduce_a_chained_demo_fits_its_predecessor_in_the_same_folder(tmp_path, monkeypatch, caplog):
+    """The TinyMIM fine-tune demo reads the distillation demo's checkpoint under its own default_root_dir:
+    --after fits the distillation first, same seed, same run folder."""
+    from zoo.reproduce import reproduce_config
+
+    monkeypatch.chdir(REPO)
+    short = ["--trainer.max_epochs=1", "--trainer.max_steps=2", "--trainer.limit_val_batches=1",
+             "--trainer.num_sanity_val_steps=0"]
+    with caplog.at_level("INFO", logger="zoo"):
+        rows = reproduce_config("configs/demo/tinymim-finetune.yaml", [3], overrides=short, results_dir=tmp_path,
+                                runs_dir=tmp_path / "runs", after=["configs/demo/tinymim.yaml"], echo=lambda s: None)
+    run = tmp_path / "runs" / "demo" / "tinymim-finetune" / "default" / "seed3"
+    assert f"fine-tuning from {run / 'distill' / 'checkpoints' / 'last.ckpt'}" in caplog.text
+    assert [r["seed"] for r in rows][:1] == [3] and read_rows("demo/tinymim-finetune", tmp_path)

@@ -224,10 +224,12 @@ def cmd_reproduce(ns) -> int:
                          "and --data.* overrides to the config")
     if (ns.name is None) == (ns.config is None):
         raise ValueError("zoo reproduce takes a registry NAME or --config FILE (a demo config), exactly one of them")
+    if ns.after and ns.config is None:
+        raise ValueError("--after CONFIG goes with --config (a demo that reads another demo's checkpoint)")
     kw = dict(variant=ns.variant, overrides=ns.overrides, results_dir=ns.results_dir, runs_dir=ns.runs_dir,
               record=ns.record)
     if ns.config is not None:
-        rows = reproduce_config(ns.config, parse_seeds(ns.seeds), **kw)
+        rows = reproduce_config(ns.config, parse_seeds(ns.seeds), after=ns.after, **kw)
         shown = "`zoo list --demos` shows the pooled numbers" if ns.record or ns.results_dir else ""
     else:
         rows = reproduce(ns.name, parse_seeds(ns.seeds), **kw)
@@ -338,6 +340,8 @@ def tools_parser() -> argparse.ArgumentParser:
     s.add_argument("name", nargs="?", help="registry name (or give --config)")
     s.add_argument("--config", help="a config with no registry entry, e.g. configs/demo/cmt.yaml: every logged scalar "
                                     "becomes a column of demo/<stem>.csv")
+    s.add_argument("--after", action="append", metavar="CONFIG", help="with --config: fit this config first, same "
+                   "seed and folder (e.g. configs/demo/tinymim.yaml before configs/demo/tinymim-finetune.yaml)")
     s.add_argument("--seeds", default="0", help="'0-9', '3' or '0,2,5' (default 0)")
     s.add_argument("--variant", default="default", help="a named set of overrides of the entry (see its card); for "
                                                           "--config, a label for the overrides given")

@@ -167,17 +167,25 @@ def _scalars(metrics: dict) -> dict[str, float]:
     return out
 
 
-def reproduce_config(config: str, seeds: list[int], variant: str = "default", overrides: list[str] | None = None,
-                     results_dir: str | Path | None = None, runs_dir: str | Path = "runs/reproduce",
-                     record: bool = False, echo=print) -> list[dict]:
-    """A demo config (or any config with no registry entry), once per seed: every scalar the fit logged (protocol
-    ``fit``) and, when the config has a test loop, every scalar ``trainer.test`` on the final weights returned
-    (protocol ``test``), one row each, to ``<dest>/demo/<config stem>.csv`` with entry ``demo/<stem>``."""
-    import zoo
-
+def _config_path(config: str) -> Path:
     path = registry.find_config(config) or (Path(config) if Path(config).is_file() else None)
     if path is None:
         raise FileNotFoundError(f"{config} is not a config file (give a path such as configs/demo/cmt.yaml)")
+    return Path(path)
+
+
+def reproduce_config(config: str, seeds: list[int], variant: str = "default", overrides: list[str] | None = None,
+                     results_dir: str | Path | None = None, runs_dir: str | Path = "runs/reproduce",
+                     record: bool = False, echo=print, after: list[str] | None = None) -> list[dict]:
+    """A demo config (or any config with no registry entry), once per seed: every scalar the fit logged (protocol
+    ``fit``) and, when the config has a test loop, every scalar ``trainer.test`` on the final weights returned
+    (protocol ``test``), one row each, to ``<dest>/demo/<config stem>.csv`` with entry ``demo/<stem>``. ``after``:
+    configs fitted first, same seed, same run folder (a fine-tuning demo reads the pre-training demo's checkpoint
+    under its ``default_root_dir``)."""
+    import zoo
+
+    path = _config_path(config)
+    first = [_config_path(c) for c in after or ()]
     stem = Path(path).stem
     demo = f"demo/{stem}"
     dest = destination(results_dir, runs_dir, record)
@@ -189,6 +197,9 @@ def reproduce_config(config: str, seeds: list[int], variant: str = "default", ov
     for i, seed in enumerate(seeds):
         t0 = time.perf_counter()
         run_dir = Path(runs_dir) / demo / variant / f"seed{seed}"
+        for pre in first:
+            echo(f"zoo reproduce {demo}: fitting {pre} first (seed {seed}) under {run_dir}")
+            _fit(str(pre), seed, run_dir, [a for a in overrides or () if a.startswith("--trainer.")])
         cli = _fit(str(path), seed, run_dir, list(overrides or []))
         logged = {"fit": _scalars(cli.trainer.callback_metrics)}
         if _test_after_fit(cli):
