@@ -48,7 +48,10 @@ class PredictionFigures(Callback):
         if hook is None:
             raise UserError(f"{type(pl_module).__name__} draws no figure (it has no figure_inputs): remove "
                             "zoo.callbacks.PredictionFigures from the trainer's callbacks")
-        with torch.no_grad():
+        # drawing must not change the run: no gradient, and the random streams (A-CLIP's random mask draws cells)
+        # are put back as they were, so a run with the figures gives the same numbers as one without
+        cuda = [pl_module.device.index or 0] if pl_module.device.type == "cuda" else []
+        with torch.no_grad(), torch.random.fork_rng(devices=cuda):
             self._spec = hook(batch, outputs, self.max_items)
 
     def _write(self, trainer, stage: str) -> None:

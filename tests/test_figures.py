@@ -141,6 +141,20 @@ def test_validation_writes_val_png_and_unknown_kinds_are_refused(tmp_path):
         render({"kind": "pie"}, tmp_path / "x.png")
 
 
+def test_drawing_leaves_the_random_stream_as_it_was(tmp_path):
+    """A-CLIP's random mask draws cells with torch.rand: the figure must not shift the run's random numbers."""
+    from zoo.models.aclip.module import ACLIPModule
+
+    module, batch = _aclip()
+    module = ACLIPModule(**{**module.hparams, "masking": "random"})
+    cb = PredictionFigures(size=SIZE)
+    torch.manual_seed(5)
+    want = torch.rand(3)
+    torch.manual_seed(5)
+    cb._capture(module.eval(), None, batch)
+    assert cb._spec["title"].startswith("A-CLIP random") and torch.equal(torch.rand(3), want)
+
+
 def test_bev_box_corners_follow_the_heading():
     from zoo.figures import box_corners_bev
 
