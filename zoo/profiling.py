@@ -116,12 +116,9 @@ def real_clouds() -> dict[str, torch.Tensor]:
     """The shared KITTI frames 000000 (one, and 000000-000002 as one cloud) and the nuScenes keyframe; {} when the
     shared data is not here."""
     root = _shared_data()
-    try:
-        from data_modules.driving_formats import read_points
-    except ImportError:  # an installed zoo without the repository's data modules
-        return {}
     if root is None:
         return {}
+    from zoo.data_modules.driving_formats import read_points  # data_modules/ installs as zoo.data_modules
 
     kitti = [torch.from_numpy(read_points(root / f"kitti_frames/velodyne/00000{i}.bin", 4)) for i in range(3)]
     nus = next((root / "nuscenes_demo").glob("*LIDAR_TOP*.pcd.bin"))

@@ -183,8 +183,9 @@ def test_voxelize_both_unique_paths_agree_with_torch_unique(n, monkeypatch):
     pts = cloud(n, 4) * 3
     b = torch.arange(n) % 3
     want = _voxelize_by_unique(pts, (0.5, 0.5, 0.5), RANGE, b)
-    for cells in (1 << 30, 0):  # 1<<30: every key space is dense; 0: only the 4-per-point rule, the sort path
+    for cells, per_point in ((1 << 30, 4), (0, 0)):  # every key space dense / none: the sort path
         monkeypatch.setattr(pillars, "_DENSE_CELLS", cells)
+        monkeypatch.setattr(pillars, "_DENSE_PER_POINT", per_point)
         got = voxelize(pts, (0.5, 0.5, 0.5), RANGE, b)
         assert all(torch.equal(x, y) for x, y in zip(got, want))
     with pytest.raises(UserError, match="batch_index"):

@@ -4,7 +4,7 @@ Pure PyTorch, deterministic on the CPU. The recipe of spec ``3d.md`` §4 (OpenPC
 ``PointPillarScatter`` and ``BaseBEVBackbone``; PointPillars, Lang et al., CVPR 2019, §2.1):
 
 1. :func:`voxelize`: points inside the range -> integer cell ``(b, iz, iy, ix)``, the unique occupied cells and every
-   point's cell (what ``torch.unique(..., return_inverse=True)`` gives, by counting or a radix sort). No cap on the
+   point's cell (what ``torch.unique(..., return_inverse=True)`` gives, by counting or one sort). No cap on the
    points per cell or on the cells: every point counts. Plain tensor ops: the same function runs on CUDA tensors.
    ``filter_z=False`` (pillars) keeps the points whose x / y cell is in the grid whatever their z, as OpenPCDet's
    ``DynamicPillarVFE`` (SSDA3D's default).
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -57,29 +58,38 @@ class Voxels(NamedTuple):
     keep: torch.Tensor
 
 
-# key spaces up to this many cells (or 4 per point) are counted in a dense table; larger ones are sorted
+# key spaces up to this many cells (or _DENSE_PER_POINT per point) are counted in a dense table; larger ones sorted
 _DENSE_CELLS = 1 << 21
+_DENSE_PER_POINT = 4
 
 
-def _unique_keys(key: torch.Tensor, num_keys: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _flat_nonzero(x: torch.Tensor) -> torch.Tensor:
+    """Indices of the non-zero entries of the 1-D ``x`` (int64): ``numpy.flatnonzero`` on the CPU (several times
+    faster than ``torch.nonzero`` there), ``torch.nonzero`` elsewhere."""
+    if x.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(x.numpy()))
+    return torch.nonzero(x).squeeze(1)
+
+
+def _unique_keys(key: torch.Tensor, num_keys: int, dense: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``torch.unique(key, sorted=True, return_inverse=True, return_counts=True)`` for keys in ``[0, num_keys)``,
-    in linear time: a counting pass (``bincount``) over a dense table when the key space is small (pillars), else
-    one integer sort (a radix sort on the CPU for 32-bit keys) and run boundaries (voxels). Same values, same
-    dtypes (int64) as ``torch.unique``."""
+    in linear time: ``dense`` (a small key space: pillars; int64 keys) a counting pass (``bincount``) over a dense
+    table, else one integer sort (int32 keys where they fit) and run boundaries (voxels). Same values, same dtypes
+    (int64) as ``torch.unique``."""
     n = key.numel()
     dev = key.device
-    if num_keys <= max(_DENSE_CELLS, 4 * n):
+    if dense:
         counts_full = torch.bincount(key, minlength=num_keys)
-        uniq = torch.nonzero(counts_full).squeeze(1)
+        uniq = _flat_nonzero(counts_full)
         table = torch.empty(num_keys, dtype=torch.long, device=dev)
         table.index_copy_(0, uniq, torch.arange(uniq.numel(), device=dev))
         return uniq, table.index_select(0, key), counts_full.index_select(0, uniq)
-    sorted_key, perm = torch.sort(key.int() if num_keys < 2**31 else key, stable=True)
+    sorted_key, perm = torch.sort(key)  # the order of equal keys does not matter
     first = torch.ones(n, dtype=torch.bool, device=dev)  # a run of equal keys starts here
     if n > 1:
         torch.ne(sorted_key[1:], sorted_key[:-1], out=first[1:])
     inverse = torch.empty(n, dtype=torch.long, device=dev).index_copy_(0, perm, torch.cumsum(first, 0) - 1)
-    starts = torch.nonzero(first).squeeze(1)
+    starts = _flat_nonzero(first)
     counts = torch.diff(starts, append=torch.tensor([n], device=dev))
     return sorted_key.index_select(0, starts).long(), inverse, counts
 
@@ -95,7 +105,7 @@ def voxelize(points: torch.Tensor, voxel_size: Sequence[float], point_cloud_rang
     (``yinjunbo/SSDA3D:pcdet/models/backbones_3d/vfe/dynamic_pillar_vfe.py``) filters; every kept point has ``iz = 0``.
     The flat key is ``((b * nz + iz) * ny + iy) * nx + ix`` (spec §4 step 2). The result is what
     ``torch.unique(key, sorted=True, return_inverse=True, return_counts=True)`` gives, computed in linear time by
-    :func:`_unique_keys` (counting for pillar grids, a radix sort for voxel grids): no point is dropped, unlike
+    :func:`_unique_keys` (counting for pillar grids, one integer sort for voxel grids): no point is dropped, unlike
     spconv's ``PointToVoxel`` with its caps. Plain tensor ops, so the same function runs on CUDA tensors.
     """
     if points.dim() != 2 or points.shape[1] < 3:
@@ -105,14 +115,22 @@ def voxelize(points: torch.Tensor, voxel_size: Sequence[float], point_cloud_rang
     lo = torch.tensor(point_cloud_range[:3], dtype=points.dtype, device=dev)
     hi = torch.tensor(point_cloud_range[3:], dtype=points.dtype, device=dev)
     vs = torch.tensor(voxel_size, dtype=points.dtype, device=dev)
+    num_frames = 1
+    if batch_index is not None and batch_index.numel():
+        if int(batch_index.min()) < 0:
+            raise UserError("voxelize: batch_index must be >= 0 (the frame of each point)")
+        num_frames = int(batch_index.max()) + 1
+    num_keys = num_frames * nz * ny * nx
+    dense = num_keys <= max(_DENSE_CELLS, _DENSE_PER_POINT * points.shape[0])
+    kdt = torch.int32 if not dense and num_keys < 2**31 else torch.long  # int32: a faster sort; int64: bincount
     cols = points.unbind(1)  # per-axis passes over strided columns: cheaper than [N, 3] broadcasts
     if filter_z:
         keep = (cols[0] >= lo[0]) & (cols[0] < hi[0])
         for a in (1, 2):
             keep &= (cols[a] >= lo[a]) & (cols[a] < hi[a])
-        sel = torch.nonzero(keep).squeeze(1)
+        sel = _flat_nonzero(keep)
         # float rounding at the upper edge (p just below max) can give n: clamp into the grid
-        cell = [torch.floor((cols[a].index_select(0, sel) - lo[a]) / vs[a]).long().clamp_(max=n - 1)
+        cell = [torch.floor((cols[a].index_select(0, sel) - lo[a]) / vs[a]).to(kdt).clamp_(max=n - 1)
                 for a, n in enumerate((nx, ny, nz))]
         key = (cell[2] * ny + cell[1]) * nx + cell[0]
     else:
@@ -121,16 +139,11 @@ def voxelize(points: torch.Tensor, voxel_size: Sequence[float], point_cloud_rang
                             "filter_z=True for voxels")
         cx, cy = (torch.floor((cols[a] - lo[a]) / vs[a]) for a in (0, 1))
         keep = (cx >= 0) & (cx < nx) & (cy >= 0) & (cy < ny)
-        sel = torch.nonzero(keep).squeeze(1)
-        key = cy.index_select(0, sel).long() * nx + cx.index_select(0, sel).long()
-    num_frames = 1
+        sel = _flat_nonzero(keep)
+        key = cy.index_select(0, sel).to(kdt) * nx + cx.index_select(0, sel).to(kdt)
     if batch_index is not None:
-        b = batch_index.index_select(0, sel).long()
-        num_frames = int(b.max()) + 1 if b.numel() else 1
-        if b.numel() and int(b.min()) < 0:
-            raise UserError("voxelize: batch_index must be >= 0 (the frame of each point)")
-        key = key + b * (nz * ny * nx)
-    uniq, inverse, counts = _unique_keys(key, num_frames * nz * ny * nx)
+        key += batch_index.index_select(0, sel).to(kdt) * (nz * ny * nx)
+    uniq, inverse, counts = _unique_keys(key, num_keys, dense)
     ix = uniq % nx
     rest = uniq // nx
     iy = rest % ny
