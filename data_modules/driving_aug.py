@@ -20,10 +20,8 @@ streams (``DrivingDataModule`` does so in its ``worker_init_fn``). :func:`build_
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -31,6 +29,7 @@ import numpy as np
 import torch
 
 from zoo.errors import UserError
+from zoo.files import path_inside, safe_file_name
 from zoo.nn.boxes3d import bev_iou, limit_period, points_in_boxes
 
 __all__ = [
@@ -177,31 +176,6 @@ class GlobalTranslation(_Augmentation):
         shift[:3, 3] = t.double()
         _move_cameras(frame, shift)
         return frame
-
-
-# ------------------------------------------------------------------------------------------------ file names
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
-
-
-def safe_file_name(name) -> str:
-    """A file name made from a name read from a dataset file (a frame id, a token): kept when it is a plain name
-    (letters, digits, ``._+-``, no leading dot, at most 100 characters), else its readable characters and a hash of
-    the whole (``a_b-<sha256[:16]>``), so no separator, ``..`` or hidden name ever reaches a path."""
-    name = str(name)
-    if _PLAIN_NAME.match(name) and ".." not in name:
-        return name
-    readable = re.sub(r"[^A-Za-z0-9_+-]+", "_", name).strip("_")[:40]
-    return f"{readable or 'name'}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
-
-
-def path_inside(folder: str | Path, name: str) -> Path:
-    """``folder / name``, refused unless it lands directly inside ``folder`` (links resolved)."""
-    folder = Path(folder)
-    path = folder / name
-    if Path(name).name != name or path.resolve().parent != folder.resolve():
-        raise UserError(f"{name!r} is not a plain file name inside {folder}: refusing to write or read outside it; "
-                        "delete the folder and build it again")
-    return path
 
 
 # ------------------------------------------------------------------------------------------------ GT sampling

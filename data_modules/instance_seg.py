@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 from zoo.errors import DataNotFoundError, UserError, check_positive
 
 from .driving import info_lidar_path
-from .driving_aug import path_inside, safe_file_name
+from zoo.files import path_inside, safe_file_name
 from .driving_formats import load_info_pickle, read_points
 
 __all__ = ["InstanceSegImages", "MultiScaleCollate", "NuScenesInstanceSegDataModule", "box_hull", "box_hull_mask",

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -86,3 +88,28 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+# ------------------------------------------------------------------------------------------------ file names
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+
+
+def safe_file_name(name) -> str:
+    """A file name made from a name read from a dataset file (a frame id, a token): kept when it is a plain name
+    (letters, digits, ``._+-``, no leading dot, at most 100 characters), else its readable characters and a hash of
+    the whole (``a_b-<sha256[:16]>``), so no separator, ``..`` or hidden name ever reaches a path."""
+    name = str(name)
+    if _PLAIN_NAME.match(name) and ".." not in name:
+        return name
+    readable = re.sub(r"[^A-Za-z0-9_+-]+", "_", name).strip("_")[:40]
+    return f"{readable or 'name'}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+
+
+def path_inside(folder: str | Path, name: str) -> Path:
+    """``folder / name``, refused unless it lands directly inside ``folder`` (links resolved)."""
+    folder = Path(folder)
+    path = folder / name
+    if Path(name).name != name or path.resolve().parent != folder.resolve():
+        raise UserError(f"{name!r} is not a plain file name inside {folder}: refusing to write or read outside it; "
+                        "delete the folder and build it again")
+    return path
