@@ -3,7 +3,7 @@
 #   1. every GPU-only test: the compiled Triton kernels (tests/test_ops_gpu.py, tests/ops in compiled mode) and the
 #      forward + backward of the entries whose backward needs CUDA (spconv: ssda3d-voxel, the CMT voxel entries);
 #   2. the kernel benchmarks: each zoo.ops kernel vs its PyTorch reference at the sizes the methods use, with the
-#      CUDA allocator's peak memory (zoo bench --op NAME);
+#      CUDA allocator's peak memory (zoo bench --op NAME), and zoo's voxelize vs spconv's on the GPU;
 #   3. one bf16-mixed training step of each paper-size registry entry (zoo bench NAME --train --precision bf16-mixed);
 # and prints one table (step, status, seconds, detail). Each step has its own time limit; a failure is a row, not
 # the end of the run. Exit status: 0 when every step passed, 1 otherwise.
@@ -97,6 +97,8 @@ done
 for op in "${KERNEL_OPS[@]}"; do
   run "kernel bench: $op" 120 "$PYTHON" -m zoo.cli bench --op "$op" --device cuda
 done
+# voxelize on the GPU (the same function as on the CPU) vs spconv's PointToVoxel on the GPU, real frames
+run "voxelize vs spconv (cuda)" 120 "$PYTHON" -m zoo.cli bench --op voxelize --device cuda
 # 3. one bf16 training step per paper-size entry (one warm-up step, one timed), the entries of a class together
 for group in "${GROUPS_[@]}"; do
   read -r -a names <<< "$group"

@@ -106,3 +106,39 @@ def test_bench_cuda(op, size):
     rows = bench_op(op, device="cuda", sizes=[size], reps=3)
     assert {"reference", "triton"} <= {r["provider"] for r in rows}
     assert all(r["ms"] > 0 and r["peak_mib"] is not None for r in rows)
+
+
+def test_voxelize_cuda_is_the_cpu_result(shared_data):
+    """Issue 26: voxelize is one function on both devices: on CUDA tensors (counting / sort path on the GPU) it gives
+    the CPU's coords, inverse, counts and keep on the KITTI and nuScenes frames, pillar and voxel grids, batched."""
+    from zoo.data_modules.driving_formats import read_points
+    from zoo.nn.pillars import voxelize
+    from zoo.profiling import PILLAR_GRID, VOXEL_GRID
+
+    kitti = [torch.from_numpy(read_points(shared_data / f"kitti_frames/velodyne/00000{i}.bin", 4)) for i in range(3)]
+    nus = torch.from_numpy(read_points(next((shared_data / "nuscenes_demo").glob("*LIDAR_TOP*.pcd.bin")), 5))
+    batch = torch.cat([torch.full((len(p),), i) for i, p in enumerate(kitti)])
+    for pts, b in ((kitti[0], None), (torch.cat(kitti), batch), (nus, None)):
+        for vs, rng, *_ in (PILLAR_GRID, VOXEL_GRID):
+            cpu = voxelize(pts, vs, rng, b)
+            gpu = voxelize(pts.cuda(), vs, rng, None if b is None else b.cuda())
+            for c, g in zip(cpu, gpu):
+                assert g.device.type == "cuda" and torch.equal(c, g.cpu())
+
+
+def test_rotated_nms_and_iou_cuda_match_the_cpu():
+    from zoo.nn.boxes3d import bev_iou, rotated_nms
+    from zoo.profiling import scene_boxes
+
+    boxes, scores = scene_boxes(2000, seed=3)
+    torch.testing.assert_close(bev_iou(boxes.cuda(), boxes.cuda()).cpu(), bev_iou(boxes, boxes), atol=1e-6, rtol=0)
+    keep = rotated_nms(boxes.cuda(), scores.cuda(), 0.2)
+    assert keep.device.type == "cuda" and torch.equal(keep.cpu(), rotated_nms(boxes, scores, 0.2))
+
+
+def test_peer_bench_voxelize_cuda(monkeypatch):
+    import zoo.profiling as profiling
+
+    monkeypatch.setattr(profiling, "LINEARITY_POINTS", (20_000, 100_000))
+    rows = profiling.bench_peer_ops("voxelize", reps=3, device="cuda")
+    assert all(r["device"] == "cuda" and r["zoo_ms"] > 0 for r in rows)

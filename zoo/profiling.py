@@ -41,16 +41,20 @@ VOXEL_GRID = ((0.075, 0.075, 0.2), (-54.0, -54.0, -5.0, 54.0, 54.0, 4.8), 10, 16
 
 # ============================================================================================== timing helpers
 def interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1,
-                timer: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    """Median seconds of each of ``fns``, called in turn ``reps`` times (after ``warmup`` untimed rounds)."""
+                timer: Callable[[], float] = time.perf_counter, sync: Callable[[], None] = lambda: None
+                ) -> dict[str, float]:
+    """Median seconds of each of ``fns``, called in turn ``reps`` times (after ``warmup`` untimed rounds);
+    ``sync`` (e.g. ``torch.cuda.synchronize``) runs before the clock starts and before it stops."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
         for k, fn in fns.items():
+            sync()
             t0 = timer()
             fn()
+            sync()
             times[k].append(timer() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
@@ -202,8 +206,12 @@ def _row(op: str, size: str, zoo_s: float, peer: str, peer_s: float | None, note
             "ratio": None if not peer_s else zoo_s / peer_s, "note": note}
 
 
-def _voxelize_rows(reps: int) -> list[dict]:
+def _voxelize_rows(reps: int, device: torch.device) -> list[dict]:
+    from zoo.bench import synchronize
     from zoo.nn.pillars import voxelize
+
+    def sync():
+        synchronize(device)
 
     try:
         from spconv.pytorch.utils import PointToVoxel
@@ -213,24 +221,25 @@ def _voxelize_rows(reps: int) -> list[dict]:
     for grid_name, (vs, rng, max_pts, max_vox) in (("0.2 m pillars", PILLAR_GRID), ("0.075 m voxels", VOXEL_GRID)):
         clouds = {**real_clouds(), f"uniform {UNIFORM_POINTS // 1000}k": uniform_cloud(UNIFORM_POINTS, rng)}
         for cloud_name, pts in clouds.items():
+            pts = pts.to(device)
             fns = {"zoo": lambda: voxelize(pts, vs, rng)}
             note = ""
             if PointToVoxel is not None:
                 gen = PointToVoxel(vsize_xyz=list(vs), coors_range_xyz=list(rng), num_point_features=pts.shape[1],
-                                   max_num_voxels=max_vox, max_num_points_per_voxel=max_pts)
+                                   max_num_voxels=max_vox, max_num_points_per_voxel=max_pts, device=device)
                 fns["spconv"] = lambda: gen(pts)
                 kept = int(gen(pts)[2].sum())
                 note = f"spconv keeps {kept / max(1, int(voxelize(pts, vs, rng).keep.sum())):.0%} of the points"
             else:
                 note = "spconv not installed (pip install zoo[3d])"
-            t = interleaved(fns, reps)
+            t = interleaved(fns, reps, sync=sync)
             rows.append(_row("voxelize", f"{grid_name}, {cloud_name} ({len(pts) / 1e3:.0f}k)", t["zoo"],
                              f"spconv PointToVoxel ({max_pts} pts, {max_vox:,} cells)", t.get("spconv"), note))
         sizes = LINEARITY_POINTS
         per = []
         for n in sizes:
-            pts = uniform_cloud(n, rng, seed=n)
-            per.append(interleaved({"zoo": lambda: voxelize(pts, vs, rng)}, reps)["zoo"])
+            pts = uniform_cloud(n, rng, seed=n).to(device)
+            per.append(interleaved({"zoo": lambda: voxelize(pts, vs, rng)}, reps, sync=sync)["zoo"])
         slope, icpt = np.polyfit(np.array(sizes, dtype=float), np.array(per), 1)
         lo_k, hi_k = sizes[0] // 1000, sizes[-1] // 1000
         rows.append(_row("voxelize", f"{grid_name}, linearity {lo_k}k-{hi_k}k", per[-1], "-", None,
@@ -269,10 +278,12 @@ def _nms_rows(reps: int, sizes, iou_threshold: float = 0.2) -> list[dict]:
     return rows
 
 
-def bench_peer_ops(names: list[str] | str, reps: int | None = None, box_sizes=BOX_SIZES, verbose: bool = True
-                   ) -> list[dict]:
-    """Rows for ``names`` (of :data:`PEER_OPS`; ``"peers"`` = all), one thread, interleaved with the peers, on the
-    CPU; prints one table. ``reps``: timed rounds per row (default 7; take medians)."""
+def bench_peer_ops(names: list[str] | str, reps: int | None = None, box_sizes=BOX_SIZES, device=None,
+                   verbose: bool = True) -> list[dict]:
+    """Rows for ``names`` (of :data:`PEER_OPS`; ``"peers"`` = all), one thread, interleaved with the peers;
+    prints one table. ``reps``: timed rounds per row (default 7; take medians). ``device``: where voxelize and
+    spconv run (default the CPU; ``cuda``: both on the GPU, synchronised); iou and nms always run on the CPU (their
+    peer, shapely, is CPU-only)."""
     if isinstance(names, str):
         names = list(PEER_OPS) if names == "peers" else names.split(",")
     unknown = [n for n in names if n not in PEER_OPS]
@@ -280,20 +291,23 @@ def bench_peer_ops(names: list[str] | str, reps: int | None = None, box_sizes=BO
         raise ValueError(f"zoo bench --op: {unknown} are not peer-timed ops; those are {list(PEER_OPS)} or 'peers'")
     reps = reps or 7
     rows: list[dict] = []
+    dev = torch.device(device or "cpu")
     with _threads(1):
         for n in names:
-            rows += {"voxelize": lambda: _voxelize_rows(reps), "iou": lambda: _iou_rows(reps, box_sizes),
+            rows += {"voxelize": lambda: _voxelize_rows(reps, dev), "iou": lambda: _iou_rows(reps, box_sizes),
                      "nms": lambda: _nms_rows(reps, box_sizes)}[n]()
+    for r in rows:
+        r["device"] = str(device or "cpu") if r["op"] == "voxelize" else "cpu"
     if verbose:
         print_peer_rows(rows)
     return rows
 
 
 def print_peer_rows(rows: list[dict]) -> None:
-    print(f"{'op':9s} {'work':48s} {'zoo ms':>9s} {'peer ms':>9s} {'ratio':>7s}  peer; note  (1 thread, interleaved, "
-          "medians)")
+    print(f"{'op':9s} {'dev':5s} {'work':48s} {'zoo ms':>9s} {'peer ms':>9s} {'ratio':>7s}  peer; note  (1 thread, "
+          "interleaved, medians)")
     for r in rows:
         peer = "-" if r["peer_ms"] is None else f"{r['peer_ms']:9.2f}"
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
-        print(f"{r['op']:9s} {r['size']:48s} {r['zoo_ms']:9.2f} {peer:>9s} {ratio:>7s}  {r['peer']}"
-              + (f"; {r['note']}" if r["note"] else ""))
+        print(f"{r['op']:9s} {r.get('device', 'cpu')[:5]:5s} {r['size']:48s} {r['zoo_ms']:9.2f} {peer:>9s} "
+              f"{ratio:>7s}  {r['peer']}" + (f"; {r['note']}" if r["note"] else ""))

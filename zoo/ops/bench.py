@@ -118,7 +118,7 @@ def bench_op(name: str, device=None, sizes=None, reps: int | None = None, verbos
     from zoo.profiling import PEER_OPS, bench_peer_ops
 
     if name == "peers" or all(n in PEER_OPS for n in name.split(",")):  # zoo's 3D / detection pieces vs their peers
-        return bench_peer_ops(name, reps=reps, verbose=verbose)
+        return bench_peer_ops(name, reps=reps, device=device, verbose=verbose)
     if name not in CASES:
         raise ValueError(f"zoo bench --op: unknown op {name!r}; the ops are {sorted(CASES)}, and "
                          f"{', '.join(PEER_OPS)} (comma-separated, or 'peers' for all) timed against their peers")
