@@ -102,6 +102,21 @@ def test_predict_writes_a_png_of_the_requested_size(method, tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["predict.png"]  # no temporary file left behind
 
 
+def test_zoo_predict_of_the_ssda3d_demo_writes_its_bev_figure(tmp_path, monkeypatch, shared_data):
+    """The real `zoo predict` path: the demo config's PredictionFigures writes <root>/figures/predict.png."""
+    from pathlib import Path
+
+    from zoo.cli import main
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the demo names ../shared/data relative to the repo
+    root = tmp_path / "run"
+    assert main(["predict", "--config", "configs/demo/ssda3d.yaml", f"--trainer.default_root_dir={root}",
+                 "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+                 "--data.init_args.target.init_args.predict_split=n015-2018-07-24-11-22-45+0800.pkl"]) in (0, None)
+    with Image.open(root / "figures" / "predict.png") as img:
+        assert img.size == (1200, 800)  # PredictionFigures' default size
+
+
 def test_figure_specs_carry_what_each_picture_needs():
     torch.manual_seed(0)
     with torch.no_grad():

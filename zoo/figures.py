@@ -8,7 +8,7 @@ calls it on the first predict / validation batch). Kinds:
   (green) 3D boxes drawn as rotated rectangles, a line from the centre to the front edge showing the heading (yaw),
   boxes ``(x, y, z, dx, dy, dz, yaw, ...)`` in the LiDAR frame as OpenPCDet / mmdet3d write them.
 - ``"instance_masks"`` (LWSIS): each instance mask tinted over the camera image, with its box and score.
-- ``"kept_tokens"`` (A-CLIP): the image with the dropped patches dimmed, i.e. the tokens the online encoder keeps
+- ``"kept_tokens"`` (A-CLIP): the image with the dropped patches veiled, i.e. the tokens the online encoder keeps
   (attentive mask: the EMA encoder's CLS attention, Yang et al. 2023, Sec. 3.2), beside the attention map.
 - ``"captions"`` (RSFD): for each clip its sampled frames (or, for a feature-only batch, its per-step appearance
   features drawn as a strip) with the generated caption and a reference caption.
@@ -183,7 +183,7 @@ def instance_masks(images: list[dict], class_names: Sequence[str] | None = None,
 
 def kept_tokens(images: list[dict], grid: int, size=DEFAULT_SIZE, title: str = ""):
     """Per image ``{"image" (3, H, W), "keep" (K) kept patch indices on the grid x grid patches, "scores" (grid*grid)
-    or None}``: the image with dropped patches dimmed, next to the attention map that chose them."""
+    or None}``: the image with dropped patches veiled, next to the attention map that chose them."""
     import numpy as np
 
     fig = new_figure(size)
@@ -195,7 +195,8 @@ def kept_tokens(images: list[dict], grid: int, size=DEFAULT_SIZE, title: str = "
         kept[it["keep"].detach().cpu().long().numpy()] = True
         cell = np.kron(kept.reshape(grid, grid), np.ones((math.ceil(H / grid), math.ceil(W / grid)), dtype=bool))
         cell = cell[:H, :W]
-        shown = np.where(cell[..., None], img, 0.15 * img)
+        veil = np.array([0.55, 0.6, 0.9])  # a bluish veil over dropped patches, visible on dark and bright pixels
+        shown = np.where(cell[..., None], img, 0.3 * img + 0.7 * veil)
         ax = axes[2 * k]
         ax.imshow(shown)
         ax.set_title(f"{it.get('name', '')}: {int(kept.sum())}/{grid * grid} tokens kept", fontsize=8)
@@ -225,14 +226,15 @@ def captions(clips: list[dict], frames_per_clip: int = 4, size=DEFAULT_SIZE, tit
 
     fig = new_figure(size)
     axes = _grid(fig, len(clips), cols=1)
+    fig.subplots_adjust(hspace=0.6, top=0.88, bottom=0.04)
+    features_only = False
     for ax, c in zip(axes, clips):
         if c.get("frames") is not None:
             ax.imshow(_strip(c["frames"], frames_per_clip))
         else:
-            feats = c["features"].detach().float().cpu()
-            ax.imshow(feats.T.numpy(), aspect="auto", cmap="magma", interpolation="nearest")
-            ax.set_xlabel(f"{feats.shape[0]} sampled steps (appearance features; the batch holds no frames)",
-                          fontsize=6)
+            features_only = True
+            ax.imshow(c["features"].detach().float().cpu().T.numpy(), aspect="auto", cmap="magma",
+                      interpolation="nearest")
         text = f"generated: {c['caption']}"
         if c.get("reference"):
             text += f"\nreference: {c['reference']}"
@@ -240,7 +242,9 @@ def captions(clips: list[dict], frames_per_clip: int = 4, size=DEFAULT_SIZE, tit
                      fontsize=8, loc="left")
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(title or "captions over sampled frames", fontsize=10)
+    note = "\n(the batch holds features, not frames: each strip is the sampled steps' appearance features, step " \
+        "by step left to right)" if features_only else ""
+    fig.suptitle((title or "captions over sampled frames") + note, fontsize=9)
     return fig
 
 
