@@ -40,7 +40,8 @@ def _lwsis():
 
     m = LWSISModule(depth=18, backbone_channels=[8, 16, 32, 64], stem_width=8, fpn=16, tower=1, mask_ch=8,
                     mask_convs=1, mask_out=8, gn_groups=8, img_size=[64, 96])
-    return m, (torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(0)) * 255, [{}, {}])
+    targets = [{"boxes": torch.tensor([[10.0, 8.0, 40.0, 50.0]]), "labels": torch.tensor([0])} for _ in range(2)]
+    return m, (torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(0)) * 255, targets)
 
 
 def _aclip():
@@ -123,6 +124,9 @@ def test_figure_specs_carry_what_each_picture_needs():
         m, b = _ssda3d()
         spec = m.eval().figure_inputs(b, None, 1)
         assert spec["kind"] == "bev_boxes" and len(spec["frames"]) == 1 and spec["frames"][0]["gt_boxes"].shape == (1, 7)
+        m, b = _lwsis()
+        spec = m.eval().figure_inputs(b, None, 1)
+        assert spec["kind"] == "instance_masks" and torch.equal(spec["images"][0]["gt_boxes"], b[1][0]["boxes"])
         m, b = _aclip()
         spec = m.eval().figure_inputs(b, None, 2)
         from zoo.models.aclip.masking import cells_kept
@@ -288,3 +292,19 @@ def test_hub_export_callback_embeds_the_latest_prediction_figure(tmp_path):
     trainer.fit(module, train_dataloaders=_loader(batch), val_dataloaders=_loader(batch))
     assert figs.written == [tmp_path / "figures" / "val.png"]  # the sanity check draws nothing
     assert (tmp_path / "hub" / "figure.png").read_bytes() == (tmp_path / "figures" / "val.png").read_bytes()
+
+
+def test_instance_masks_tint_the_masked_pixels(tmp_path):
+    import numpy as np
+
+    from zoo.figures import render
+
+    image = torch.zeros(3, 40, 40)
+    masks = torch.zeros(1, 40, 40, dtype=torch.bool)
+    masks[0, :, :20] = True  # the left half
+    spec = {"kind": "instance_masks", "images": [{"image": image, "masks": masks, "boxes": torch.tensor([[0, 0, 19, 39]]),
+                                                  "scores": torch.tensor([0.9]), "labels": torch.tensor([0])}]}
+    with Image.open(render(spec, tmp_path / "m.png", (200, 200))) as img:
+        px = np.asarray(img.convert("RGB")).astype(int)
+    left, right = px[90:110, 60:90].mean((0, 1)), px[90:110, 110:140].mean((0, 1))
+    assert left.sum() > right.sum() + 100 and right.max() < 30  # tinted mask over the black image; the rest stays black

@@ -7,7 +7,8 @@ calls it on the first predict / validation batch). Kinds:
 - ``"bev_boxes"`` (SSDA3D, CMT): bird's-eye view of the point cloud with predicted (red, scored) and ground-truth
   (green) 3D boxes drawn as rotated rectangles, a line from the centre to the front edge showing the heading (yaw),
   boxes ``(x, y, z, dx, dy, dz, yaw, ...)`` in the LiDAR frame as OpenPCDet / mmdet3d write them.
-- ``"instance_masks"`` (LWSIS): each instance mask tinted over the camera image, with its box and score.
+- ``"instance_masks"`` (LWSIS): each instance mask tinted over the camera image, with its box and score, and the
+  ground-truth boxes (the weak labels) dashed.
 - ``"kept_tokens"`` (A-CLIP): the image with the dropped patches veiled, i.e. the tokens the online encoder keeps
   (attentive mask: the EMA encoder's CLS attention, Yang et al. 2023, Sec. 3.2), beside the attention map.
 - ``"captions"`` (RSFD): for each clip its sampled frames (or, for a feature-only batch, its per-step appearance
@@ -152,8 +153,8 @@ def bev_boxes(frames: list[dict], point_cloud_range: Sequence[float], size=DEFAU
 
 def instance_masks(images: list[dict], class_names: Sequence[str] | None = None, size=DEFAULT_SIZE,
                    title: str = ""):
-    """Per image ``{"image" (3, H, W), "masks" (n, H, W) bool, "boxes" (n, 4) x1y1x2y2, "scores" (n), "labels" (n)}``:
-    masks tinted over the image with their boxes and scores."""
+    """Per image ``{"image" (3, H, W), "masks" (n, H, W) bool, "boxes" (n, 4) x1y1x2y2, "scores" (n), "labels" (n), "gt_boxes" (m, 4) or None}``: masks tinted over the image with their boxes and scores, the
+    ground-truth boxes (the weak labels) dashed."""
     import matplotlib
     import numpy as np
     from matplotlib.patches import Rectangle
@@ -175,6 +176,11 @@ def instance_masks(images: list[dict], class_names: Sequence[str] | None = None,
             name = class_names[lab] if class_names and lab < len(class_names) else str(lab)
             ax.text(x1, y1, f"{name} {float(it['scores'][i]):.2f}", color="white", fontsize=6,
                     bbox={"facecolor": cmap(i % 10), "alpha": 0.7, "pad": 1, "linewidth": 0})
+        gt = it.get("gt_boxes")
+        for box in gt.detach().float().cpu() if gt is not None else ():
+            x1, y1, x2, y2 = (float(v) for v in box)
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white", linestyle="--",
+                                   linewidth=0.8))
         ax.set_title(f"{it.get('name', '')}: {len(masks)} instances", fontsize=8)
         ax.axis("off")
     fig.suptitle(title or "instance masks", fontsize=10)

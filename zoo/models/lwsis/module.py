@@ -244,16 +244,19 @@ class LWSISModule(LightningModule):
         """An instance-mask figure spec (:func:`zoo.figures.instance_masks`) of the first ``max_items`` images: the
         masks of the detections scoring >= ``score_threshold`` over the camera image."""
         images = self._images(batch)
+        targets = batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
         preds = outputs if isinstance(outputs, list) and outputs and "masks" in outputs[0] else \
             self.predict_step(batch, 0)
         items = []
         for i, p in enumerate(preds[:max_items]):
             keep = p["scores"] >= score_threshold
+            gt = targets[i].get("boxes") if targets is not None and isinstance(targets[i], dict) else None
             items.append({"image": images[i].cpu(), "masks": p["masks"][keep].cpu(), "boxes": p["boxes"][keep].cpu(),
-                          "scores": p["scores"][keep].cpu(), "labels": p["labels"][keep].cpu(), "name": f"image {i}"})
+                          "scores": p["scores"][keep].cpu(), "labels": p["labels"][keep].cpu(), "name": f"image {i}",
+                          "gt_boxes": gt.cpu() if gt is not None else None})
         method = "LWSIS" if self.hparams.pla or self.hparams.gcr else "BoxInst"
         return {"kind": "instance_masks", "images": items,
-                "title": f"{method} instance masks (score >= {score_threshold})"}
+                "title": f"{method} instance masks (score >= {score_threshold}); dashed white: the box labels"}
 
     def _eval_step(self, batch, stage):
         images, targets = batch
