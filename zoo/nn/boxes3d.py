@@ -75,34 +75,33 @@ def points_in_boxes(points: torch.Tensor, boxes: torch.Tensor, chunk: int = 3276
     return out
 
 
-def _cross(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
-
-
-def _boundary_inside(p: torch.Tensor, q: torch.Tensor, same_direction_out: bool) -> torch.Tensor:
+def _boundary_inside(p: torch.Tensor, q: torch.Tensor, same_direction_out: torch.Tensor | bool) -> torch.Tensor:
     """``½ Σ cross(start, end)`` over the parts of the edges of the counter-clockwise rectangles ``p [P, 4, 2]`` that
     lie inside the rectangles ``q [P, 4, 2]``: each edge clipped to q's four half-planes (Cyrus-Beck), ``[P]``.
 
     ``d[i, k] = cross(edge k of q, vertex i of p - vertex k of q)`` >= 0 when the vertex is inside q's edge k;
     values within 1e-8 m of the edge count as on it. An edge of p on an edge of q (both ends on it) counts as inside
-    unless ``same_direction_out`` and the edges run the same way: then the shared piece is counted once (from the
-    other rectangle), edges running opposite ways (touching rectangles) cancel."""
-    ep = torch.roll(p, -1, dims=1) - p
-    eq = torch.roll(q, -1, dims=1) - q
-    d = _cross(eq[:, None, :, :], p[:, :, None, :] - q[:, None, :, :])  # [P, 4 (edge i of p), 4 (edge k of q)]
-    tol = 1e-8 * torch.linalg.vector_norm(eq, dim=-1)[:, None, :]
-    d = torch.where(d.abs() <= tol, torch.zeros_like(d), d)
+    unless ``same_direction_out`` (a bool, or one per pair ``[P]``) and the edges run the same way: then the shared
+    piece is counted once (from the other rectangle), edges running opposite ways (touching rectangles) cancel."""
+    px, py = (v.contiguous() for v in p.unbind(-1))  # [P, 4] each: x and y apart, no size-2 inner dimension
+    qx, qy = (v.contiguous() for v in q.unbind(-1))
+    epx, epy = torch.roll(px, -1, dims=1) - px, torch.roll(py, -1, dims=1) - py
+    eqx, eqy = (torch.roll(qx, -1, dims=1) - qx)[:, None, :], (torch.roll(qy, -1, dims=1) - qy)[:, None, :]
+    # d[:, i, k] = cross(edge k of q, vertex i of p - vertex k of q)
+    d = eqx * (py[:, :, None] - qy[:, None, :]) - eqy * (px[:, :, None] - qx[:, None, :])
+    d = torch.where(d.abs() <= 1e-8 * torch.hypot(eqx, eqy), torch.zeros_like(d), d)
     d0, d1 = d, torch.roll(d, -1, dims=1)  # at the start / the end of edge i
     out = (d0 < 0) & (d1 < 0)
-    if same_direction_out:
-        out |= (d0 == 0) & (d1 == 0) & ((eq[:, None] * ep[:, :, None]).sum(-1) > 0)
+    if torch.is_tensor(same_direction_out) or same_direction_out:
+        mask = same_direction_out[:, None, None] if torch.is_tensor(same_direction_out) else True
+        out |= (d0 == 0) & (d1 == 0) & (eqx * epx[:, :, None] + eqy * epy[:, :, None] > 0) & mask
     denom = d0 - d1
     t = d0 / torch.where(denom == 0, torch.ones_like(denom), denom)  # where the edge crosses q's edge line
     lo = torch.where((d0 < 0) & (d1 >= 0), t, torch.zeros_like(t)).amax(dim=2)  # entering
     hi = torch.where((d0 >= 0) & (d1 < 0), t, torch.ones_like(t)).amin(dim=2)  # leaving
     ok = (lo < hi) & ~out.any(dim=2)
-    start, end = p + lo[..., None] * ep, p + hi[..., None] * ep
-    return torch.where(ok, 0.5 * _cross(start, end), torch.zeros_like(lo)).sum(1)
+    area2 = (px + lo * epx) * (py + hi * epy) - (py + lo * epy) * (px + hi * epx)  # cross(start, end)
+    return 0.5 * torch.where(ok, area2, torch.zeros_like(area2)).sum(1)
 
 
 def _pair_intersection_area(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -111,9 +110,13 @@ def _pair_intersection_area(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     Green's theorem: the boundary of A ∩ B is the part of A's boundary inside B plus the part of B's boundary
     inside A, and the area is ``½ ∮ x dy - y dx`` along it (:func:`_boundary_inside`, coordinates relative to A's
     centre). No vertex sorting; checked against shapely's polygon intersection in the tests."""
-    origin = a[:, None, :2]
-    ca, cb = bev_corners(a) - origin, bev_corners(b) - origin
-    return (_boundary_inside(ca, cb, False) + _boundary_inside(cb, ca, True)).clamp(min=0)
+    n = len(a)
+    corners = bev_corners(torch.cat([a, b])) - torch.cat([a, a])[:, None, :2]  # A's centre as the origin
+    # both halves in one pass: A's edges inside B (shared same-direction edges kept), then B's inside A (dropped)
+    other = torch.cat([corners[n:], corners[:n]])
+    same_out = torch.arange(2 * n, device=a.device) >= n
+    half = _boundary_inside(corners, other, same_out)
+    return (half[:n] + half[n:]).clamp(min=0)
 
 
 def _candidate_pairs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -236,7 +239,12 @@ def rotated_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = torch.sort(scores.detach(), descending=True, stable=True).indices
     ranked = boxes[order].detach()
-    pairs = _self_candidate_pairs(ranked.to(torch.float64))  # i < j: i scores higher
+    r64 = ranked.to(torch.float64)
+    if len(order) <= 512:  # few boxes: the all-pairs distance test costs fewer operations than hashing
+        pairs = _candidate_pairs(r64, r64)
+        pairs = pairs[pairs[:, 0] < pairs[:, 1]]  # i < j: i scores higher
+    else:
+        pairs = _self_candidate_pairs(r64)
     pairs = pairs[torch.argsort(pairs[:, 0], stable=True)].cpu()
     row_start = torch.searchsorted(pairs[:, 0].contiguous(), torch.arange(0, len(order) + block, block)).tolist()
     suppressed = np.zeros(len(order), dtype=bool)
