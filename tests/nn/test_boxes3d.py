@@ -158,13 +158,14 @@ def test_sparse_nms_is_the_dense_nms(dtype):
     from zoo.nn.boxes3d import _candidate_pairs, _self_candidate_pairs
     from zoo.profiling import scene_boxes
 
-    boxes, scores = scene_boxes(800, seed=2)
-    boxes = torch.cat([boxes, boxes[:5], torch.tensor([[500.0, 500.0, 0, 4, 2, 1.5, 0.3]])]).to(dtype)
-    scores = torch.cat([scores, scores[:5], torch.tensor([0.5])]).to(dtype)
-    for thr in (0.0, 0.1, 0.2, 0.5, 0.9):
-        want = _dense_greedy_nms(boxes, scores, thr)
-        for block in (1, 37, 256, 10**6):  # blocks of ranks: only the not-yet-suppressed rows get an IoU
-            assert torch.equal(rotated_nms(boxes, scores, thr, block=block), want), (thr, block)
+    for n in (150, 800):  # up to 200 boxes: all-pairs candidates; more: spatial hashing
+        boxes, scores = scene_boxes(n, seed=2)
+        boxes = torch.cat([boxes, boxes[:5], torch.tensor([[500.0, 500.0, 0, 4, 2, 1.5, 0.3]])]).to(dtype)
+        scores = torch.cat([scores, scores[:5], torch.tensor([0.5])]).to(dtype)
+        for thr in (0.0, 0.1, 0.2, 0.5, 0.9):
+            want = _dense_greedy_nms(boxes, scores, thr)
+            for block in (1, 37, 256, 10**6):  # blocks of ranks: only the not-yet-suppressed rows get an IoU
+                assert torch.equal(rotated_nms(boxes, scores, thr, block=block), want), (n, thr, block)
     with pytest.raises(ValueError, match="block"):
         rotated_nms(boxes, scores, 0.5, block=0)
     b64 = boxes.double()

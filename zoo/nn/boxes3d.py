@@ -110,11 +110,17 @@ def _pair_intersection_area(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     Green's theorem: the boundary of A ∩ B is the part of A's boundary inside B plus the part of B's boundary
     inside A, and the area is ``½ ∮ x dy - y dx`` along it (:func:`_boundary_inside`, coordinates relative to A's
     centre). No vertex sorting; checked against shapely's polygon intersection in the tests."""
-    n = len(a)
-    corners = bev_corners(torch.cat([a, b])) - torch.cat([a, a])[:, None, :2]  # A's centre as the origin
+    return _corners_intersection_area(bev_corners(a), bev_corners(b), a[:, :2])
+
+
+def _corners_intersection_area(ca: torch.Tensor, cb: torch.Tensor, origin: torch.Tensor) -> torch.Tensor:
+    """:func:`_pair_intersection_area` from the corners ``[P, 4, 2]`` (:func:`bev_corners`) and A's centres
+    ``origin [P, 2]`` (the coordinates are taken relative to them)."""
+    n = len(ca)
+    corners = torch.cat([ca, cb]) - origin.repeat(2, 1)[:, None, :]
     # both halves in one pass: A's edges inside B (shared same-direction edges kept), then B's inside A (dropped)
     other = torch.cat([corners[n:], corners[:n]])
-    same_out = torch.arange(2 * n, device=a.device) >= n
+    same_out = torch.arange(2 * n, device=ca.device) >= n
     half = _boundary_inside(corners, other, same_out)
     return (half[:n] + half[n:]).clamp(min=0)
 
@@ -172,13 +178,13 @@ def _pair_iou(boxes: torch.Tensor, pairs: torch.Tensor, chunk: int = 65536) -> t
     """BEV IoU (float64) of ``boxes[pairs[:, 0]]`` with ``boxes[pairs[:, 1]]``: the values :func:`bev_iou` puts at
     those entries, computed for the pairs only."""
     b64 = boxes.detach().to(torch.float64)
-    area = _bev_areas(boxes)
-    out = b64.new_zeros(len(pairs))
+    area, corners, centre = _bev_areas(boxes), bev_corners(b64), b64[:, :2]  # once per box, not per pair
+    parts = []
     for start in range(0, len(pairs), chunk):
         i, j = pairs[start:start + chunk].unbind(1)
-        inter = _pair_intersection_area(b64[i], b64[j])
-        out[start:start + chunk] = inter / (area[i] + area[j] - inter).clamp(min=1e-12)
-    return out
+        inter = _corners_intersection_area(corners[i], corners[j], centre[i])
+        parts.append(inter / (area[i] + area[j] - inter).clamp(min=1e-12))
+    return parts[0] if len(parts) == 1 else torch.cat(parts) if parts else b64.new_zeros(0)
 
 
 def _bev_intersection(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -188,10 +194,11 @@ def _bev_intersection(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if len(a) == 0 or len(b) == 0:
         return out
     pairs = _candidate_pairs(a64, b64)
+    ca, cb = bev_corners(a64), bev_corners(b64)  # once per box, not per pair
     chunk = 65536
     for start in range(0, len(pairs), chunk):
         i, j = pairs[start:start + chunk].unbind(1)
-        out[i, j] = _pair_intersection_area(a64[i], b64[j])
+        out[i, j] = _corners_intersection_area(ca[i], cb[j], a64[i, :2])
     return out
 
 
@@ -240,12 +247,12 @@ def rotated_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
     order = torch.sort(scores.detach(), descending=True, stable=True).indices
     ranked = boxes[order].detach()
     r64 = ranked.to(torch.float64)
-    if len(order) <= 512:  # few boxes: the all-pairs distance test costs fewer operations than hashing
+    if len(order) <= 200:  # few boxes: the all-pairs distance test costs fewer operations than hashing
         pairs = _candidate_pairs(r64, r64)
-        pairs = pairs[pairs[:, 0] < pairs[:, 1]]  # i < j: i scores higher
+        pairs = pairs[pairs[:, 0] < pairs[:, 1]].cpu()  # i < j: i scores higher; row-major, so sorted by i
     else:
         pairs = _self_candidate_pairs(r64)
-    pairs = pairs[torch.argsort(pairs[:, 0], stable=True)].cpu()
+        pairs = pairs[torch.argsort(pairs[:, 0], stable=True)].cpu()
     row_start = torch.searchsorted(pairs[:, 0].contiguous(), torch.arange(0, len(order) + block, block)).tolist()
     suppressed = np.zeros(len(order), dtype=bool)
     for b0, b1 in zip(row_start[:-1], row_start[1:]):  # blocks of ``block`` ranks, in rank order
