@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 PEER_OPS = ("voxelize", "iou", "nms")
-BOX_SIZES = (100, 200, 1000, 4000)
+BOX_SIZES = (100, 200, 500, 1000, 4000)
 UNIFORM_POINTS = 300_000
 LINEARITY_POINTS = (20_000, 50_000, 100_000, 200_000, 400_000)
 PILLAR_GRID = ((0.2, 0.2, 9.8), (-51.2, -51.2, -5.0, 51.2, 51.2, 4.8), 32, 40000)  # voxel, range, spconv caps

@@ -89,19 +89,19 @@ def _boundary_inside(p: torch.Tensor, q: torch.Tensor, same_direction_out: torch
     eqx, eqy = (torch.roll(qx, -1, dims=1) - qx)[:, None, :], (torch.roll(qy, -1, dims=1) - qy)[:, None, :]
     # d[:, i, k] = cross(edge k of q, vertex i of p - vertex k of q)
     d = eqx * (py[:, :, None] - qy[:, None, :]) - eqy * (px[:, :, None] - qx[:, None, :])
-    d = torch.where(d.abs() <= 1e-8 * torch.hypot(eqx, eqy), torch.zeros_like(d), d)
+    d.masked_fill_(d.abs() <= 1e-8 * torch.hypot(eqx, eqy), 0.0)
     d0, d1 = d, torch.roll(d, -1, dims=1)  # at the start / the end of edge i
     out = (d0 < 0) & (d1 < 0)
     if torch.is_tensor(same_direction_out) or same_direction_out:
         mask = same_direction_out[:, None, None] if torch.is_tensor(same_direction_out) else True
         out |= (d0 == 0) & (d1 == 0) & (eqx * epx[:, :, None] + eqy * epy[:, :, None] > 0) & mask
     denom = d0 - d1
-    t = d0 / torch.where(denom == 0, torch.ones_like(denom), denom)  # where the edge crosses q's edge line
-    lo = torch.where((d0 < 0) & (d1 >= 0), t, torch.zeros_like(t)).amax(dim=2)  # entering
-    hi = torch.where((d0 >= 0) & (d1 < 0), t, torch.ones_like(t)).amin(dim=2)  # leaving
+    t = d0 / denom.masked_fill_(denom == 0, 1.0)  # where the edge crosses q's edge line
+    lo = torch.where((d0 < 0) & (d1 >= 0), t, 0.0).amax(dim=2)  # entering
+    hi = torch.where((d0 >= 0) & (d1 < 0), t, 1.0).amin(dim=2)  # leaving
     ok = (lo < hi) & ~out.any(dim=2)
     area2 = (px + lo * epx) * (py + hi * epy) - (py + lo * epy) * (px + hi * epx)  # cross(start, end)
-    return 0.5 * torch.where(ok, area2, torch.zeros_like(area2)).sum(1)
+    return 0.5 * torch.where(ok, area2, 0.0).sum(1)
 
 
 def _pair_intersection_area(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -227,7 +227,7 @@ def iou3d(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (inter / union.clamp(min=1e-12)).to(a.dtype)
 
 
-def rotated_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, block: int = 256) -> torch.Tensor:
+def rotated_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, block: int = 128) -> torch.Tensor:
     """Greedy NMS with the rotated BEV IoU (as OpenPCDet's ``nms_gpu``): visit boxes by descending score, keep a
     box unless its BEV IoU with an already kept box is > ``iou_threshold``. ``boxes [N, 7]``, ``scores [N]`` ->
     ``LongTensor`` of kept indices into the input, sorted by descending score (on ``boxes.device``).
@@ -235,8 +235,9 @@ def rotated_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
     Sparse: only the pairs whose circumscribed circles overlap (:func:`_self_candidate_pairs`, spatial hashing) get
     an IoU, and the greedy pass walks only the boxes that overlap a lower-scored box above the threshold, so time and
     memory grow with the overlapping pairs, not N². The boxes are visited in blocks of ``block`` ranks, and the IoU of
-    a block's pairs is computed only for its boxes not yet suppressed (a suppressed box suppresses nothing). The IoU
-    values (float64, compared in the input's dtype) and the kept set are those of the dense ``bev_iou`` matrix."""
+    a block's pairs is computed only for its boxes not yet suppressed (a suppressed box suppresses nothing); 128
+    measured fastest or near it from 100 to 4,000 detector boxes (``zoo bench --op nms``). The IoU values (float64,
+    compared in the input's dtype) and the kept set are those of the dense ``bev_iou`` matrix."""
     _check(boxes)
     if scores.shape != boxes.shape[:1]:
         raise ValueError(f"scores must be [N] for boxes [N, 7], got {tuple(scores.shape)} and {tuple(boxes.shape)}")
