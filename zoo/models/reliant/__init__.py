@@ -136,9 +136,9 @@ _AKD_NOTES = (" Defaults follow the release's stu-gcn/train.py: the teacher embe
               "and the local discriminator scores the self-loop edges of the release's graph too (local_self_loops="
               "true). A 128-d GraphSAGE embedding is projected on its top 64 principal directions for the 64-d "
               "student (zoo's choice; the release pairs equal sizes only). The SGC student, the three "
-              "discriminators and R_SP / R_EO equal the release's modules to 1.2e-7; the GraphAKD rows of "
-              "results/reliant.csv (commit a99f852) were measured with the earlier penultimate embedding and no "
-              "self-loop scores.")
+              "discriminators and R_SP / R_EO equal the release's modules to 1.2e-7. The GraphAKD and GraphSAGE rows "
+              "measured with the earlier forms (commit a99f852) were removed from results/reliant.csv (git keeps "
+              "them); `zoo reproduce reliant-graphakd.<dataset> --seeds 0-4 --record` re-measures them.")
 _CPF_NOTES = (" The PLP student (attention over in-edges with self-loops, gate, clamped training labels) equals the "
               "release's CPF PLP forward to 1.2e-7.")
 
