@@ -46,7 +46,8 @@ def _flat_grads(enc):
 
 
 def test_laplacian_smoothing_matches_the_release(official):
-    """H^4 X on BAT (71 self-loops in the released adjacency, dropped before Â = A + I), release in float64 -> float32."""
+    """H^4 X on BAT (71 self-loops in the released adjacency, dropped before Â = A + I); the release computes in float64
+    and casts to float32."""
     rows, cols = official["adj_edges"].numpy()
     adj = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(N, N))
     close("H^t X", laplacian_smoothing(adj, official["features"].numpy(), t=4), official["smooth_fea"])
