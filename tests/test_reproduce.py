@@ -141,16 +141,18 @@ def test_reproduce_writes_the_runs_results_unless_asked_to_record(tmp_path, monk
 
     results = tmp_path / "results"
     shutil.copytree(REPO / "results", results)
-    append_rows("ccgc", [{**{k: r[k] for k in ("entry", "dataset", "variant", "protocol", "acc")}, "seed": "0-9",
+    n0 = sum(int(r["seeds"]) for r in read_rows("ccgc", results)
+             if (r["entry"], r["variant"], r["protocol"]) == ("ccgc-bat", "default", "best"))
+    append_rows("ccgc", [{**{k: r[k] for k in ("entry", "dataset", "variant", "protocol", "acc")}, "seed": "20-29",
                           "seeds": 10, "acc_std": 1.0, "note": "an earlier aggregate"} for r in rows[:2]], results)
-    assert any("(default, best, n=10," in n for n in _n_seeds("ccgc-bat", results, monkeypatch))
+    assert any(f"(default, best, n={n0 + 10}," in n for n in _n_seeds("ccgc-bat", results, monkeypatch))
     args = ["--results-dir", str(results), "--runs-dir", str(runs), *CCGC_SHORT]
-    with pytest.raises(ValueError, match=r"already counted in the aggregate row of seeds 0-9"):
+    with pytest.raises(ValueError, match=r"already counted in the aggregate row of seeds 20-29"):
         from zoo.reproduce import reproduce
 
-        reproduce("ccgc-bat", [1, 2], results_dir=results, runs_dir=runs, overrides=CCGC_SHORT)
-    assert main(["reproduce", "ccgc-bat", "--seeds", "10-11", *args]) == 0
-    assert any("(default, best, n=12," in n for n in _n_seeds("ccgc-bat", results, monkeypatch))
+        reproduce("ccgc-bat", [21, 30], results_dir=results, runs_dir=runs, overrides=CCGC_SHORT)
+    assert main(["reproduce", "ccgc-bat", "--seeds", "30-31", *args]) == 0
+    assert any(f"(default, best, n={n0 + 12}," in n for n in _n_seeds("ccgc-bat", results, monkeypatch))
 
 
 def test_reproduce_a_demo_config_records_every_logged_scalar(tmp_path, monkeypatch, capsys):

@@ -72,3 +72,25 @@ def test_mean_vfe_hard_voxel_cap_matches_a_loop():
     assert dyn.shape[0] > 14  # without the cap every voxel (and point) counts
     with pytest.raises(UserError, match="max_voxels"):
         mean_vfe(pts, b, VOX, RANGE, max_voxels=0)
+
+
+def test_cpu_forward_is_the_same_on_any_thread_count():
+    """spconv's CPU path sums wrongly (and differently run to run) with several intra-op threads; the forward runs on
+    one thread and gives the caller's thread count back."""
+    torch.manual_seed(0)
+    net = VoxelResBackBone8x(4, VOX, RANGE, channels=(8, 16, 16, 16), out_channels=16).eval()
+    pts = [_cloud(3000, 2), _cloud(2500, 3)]
+    b = torch.cat([torch.full((len(p),), i) for i, p in enumerate(pts)])
+    feats, coords = mean_vfe(torch.cat(pts), b, VOX, RANGE)
+    before = torch.get_num_threads()
+    outs = []
+    try:
+        for threads in (1, 2, 2, 4):
+            torch.set_num_threads(threads)
+            with torch.no_grad():
+                outs.append(net(feats, coords, 2))
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    for out in outs[1:]:
+        assert torch.equal(out, outs[0])

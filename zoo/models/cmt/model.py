@@ -305,15 +305,16 @@ class SparseEncoder(nn.Module):
         self.stride = 8
 
     def forward(self, features, coords, batch_size):
-        from zoo.nn.voxel_backbone import import_spconv
+        from zoo.nn.voxel_backbone import import_spconv, spconv_cpu_single_thread
 
         sp = import_spconv()
-        x = sp.SparseConvTensor(features, coords.int(), self.sparse_shape, batch_size)
-        x = self.conv_input(x)
-        for stage in self.encoder_layers:
-            for block in stage:
-                x = block(x)
-        dense = self.conv_out(x).dense()
+        with spconv_cpu_single_thread(features):
+            x = sp.SparseConvTensor(features, coords.int(), self.sparse_shape, batch_size)
+            x = self.conv_input(x)
+            for stage in self.encoder_layers:
+                for block in stage:
+                    x = block(x)
+            dense = self.conv_out(x).dense()
         b, c, d, h, w = dense.shape
         return dense.view(b, c * d, h, w)
 
