@@ -12,8 +12,9 @@ for name, folder in extra.items():
     for sub in find_packages(where=folder):
         package_dir[f"{name}.{sub}"] = f"{folder}/{sub.replace('.', '/')}"
 
-# results/*.csv (the measured numbers the cards show) install as zoo/results_data; a source checkout reads results/
+# results/*.csv and results/demo/*.csv (the measured numbers the cards show) install as zoo/results_data; a source
+# checkout reads results/
 packages.append("zoo.results_data")
 package_dir["zoo.results_data"] = "results"
 
-setup(packages=packages, package_dir=package_dir, package_data={"zoo.results_data": ["*.csv"]})
+setup(packages=packages, package_dir=package_dir, package_data={"zoo.results_data": ["*.csv", "demo/*.csv"]})
