@@ -1,5 +1,6 @@
 """Package discovery only (metadata is in pyproject.toml): ``data_modules/`` and ``callbacks/`` sit at the top level
 of the repository and install inside the ``zoo`` namespace; ``results/`` installs as data."""
+
 from setuptools import find_packages, setup
 
 extra = {"zoo.data_modules": "data_modules", "zoo.callbacks": "callbacks"}

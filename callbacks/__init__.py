@@ -1,4 +1,5 @@
 """Lightning callbacks of zoo; installed as ``zoo.callbacks``. Names resolve lazily."""
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """A ModelCheckpoint whose ties go to the later epoch."""
+
 from __future__ import annotations
 
 import torch

@@ -6,6 +6,7 @@ copied into the model when training ends, so ``zoo export`` of the last checkpoi
 subclass only sets the zoo recipes' defaults: EMO and TinyMIM's fine-tuning average every step with decay
 0.9998 and include BatchNorm buffers (``use_buffers=True``), as timm's ModelEma does.
 """
+
 from __future__ import annotations
 
 from lightning.pytorch.callbacks import EMAWeightAveraging

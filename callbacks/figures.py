@@ -1,9 +1,10 @@
 """Write a picture of what the model predicts at the end of ``predict`` and of each validation run."""
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from lightning.pytorch import Callback
@@ -26,8 +27,14 @@ class PredictionFigures(Callback):
     ``size`` is the PNG's (width, height) in pixels; ``max_items`` caps the frames / images / clips / queries drawn.
     """
 
-    def __init__(self, dirpath: str | None = None, size: Sequence[int] = (1200, 800), max_items: int = 4,
-                 on_predict: bool = True, on_validation: bool = True) -> None:
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        size: Sequence[int] = (1200, 800),
+        max_items: int = 4,
+        on_predict: bool = True,
+        on_validation: bool = True,
+    ) -> None:
         from zoo.figures import _check_size
 
         self.size = _check_size(tuple(size))
@@ -46,8 +53,10 @@ class PredictionFigures(Callback):
             return
         hook = getattr(pl_module, "figure_inputs", None)
         if hook is None:
-            raise UserError(f"{type(pl_module).__name__} draws no figure (it has no figure_inputs): remove "
-                            "zoo.callbacks.PredictionFigures from the trainer's callbacks")
+            raise UserError(
+                f"{type(pl_module).__name__} draws no figure (it has no figure_inputs): remove "
+                "zoo.callbacks.PredictionFigures from the trainer's callbacks"
+            )
         # drawing must not change the run: no gradient, and the random streams (A-CLIP's random mask draws cells)
         # are put back as they were, so a run with the figures gives the same numbers as one without
         cuda = [pl_module.device.index or 0] if pl_module.device.type == "cuda" else []
@@ -83,8 +92,7 @@ class PredictionFigures(Callback):
 
     @rank_zero_only
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if (self.on_validation and not trainer.sanity_checking and self._spec is None
-                and dataloader_idx == 0):
+        if self.on_validation and not trainer.sanity_checking and self._spec is None and dataloader_idx == 0:
             self._capture(pl_module, outputs, batch)
 
     @rank_zero_only

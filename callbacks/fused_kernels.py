@@ -16,6 +16,7 @@ cannot run (no CUDA device, no Triton, unsupported device) its modules keep thei
 (``strict=True`` raises instead). On CPU tensors the kernels run only under ``TRITON_INTERPRET=1`` (Triton's
 interpreter, for tests).
 """
+
 from __future__ import annotations
 
 import logging
@@ -55,8 +56,9 @@ def _selected_ops(ops) -> tuple[str, ...]:
     return names
 
 
-def apply_fused_kernels(model: nn.Module, ops="all", device: torch.device | str = "cuda",
-                        strict: bool = False) -> FusedSwitch:
+def apply_fused_kernels(
+    model: nn.Module, ops="all", device: torch.device | str = "cuda", strict: bool = False
+) -> FusedSwitch:
     """Set ``impl = "triton"`` on the op modules of ``model`` whose op is among ``ops`` and can run on ``device``.
     Returns a ``FusedSwitch`` whose ``restore()`` undoes every change."""
     from zoo.ops import _dispatch
@@ -83,8 +85,10 @@ def apply_fused_kernels(model: nn.Module, ops="all", device: torch.device | str 
                     switch.changes.append((module, module.impl))
                     module.impl = "triton"
             switch.running[op] = names
-            switch.report.append(f"{op}: Triton kernel in {len(names)} module(s): {', '.join(names[:5])}"
-                                 + (" ..." if len(names) > 5 else ""))
+            switch.report.append(
+                f"{op}: Triton kernel in {len(names)} module(s): {', '.join(names[:5])}"
+                + (" ..." if len(names) > 5 else "")
+            )
     return switch
 
 

@@ -1,4 +1,5 @@
 """Export (and optionally push) the trained model as a Hub folder when ``fit`` ends."""
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,15 @@ class HubExport(Callback):
     ``zoo.hub.push`` (needs a token).
     """
 
-    def __init__(self, dirpath: str, which: str = "best", name: str | None = None, repo_id: str | None = None,
-                 revision: str | None = None, private: bool = False) -> None:
+    def __init__(
+        self,
+        dirpath: str,
+        which: str = "best",
+        name: str | None = None,
+        repo_id: str | None = None,
+        revision: str | None = None,
+        private: bool = False,
+    ) -> None:
         if which not in ("best", "last"):
             raise ValueError(f"HubExport(which=...) must be 'best' or 'last', got {which!r}")
         self.dirpath, self.which, self.name = Path(dirpath), which, name
@@ -43,7 +51,9 @@ class HubExport(Callback):
             log.info("HubExport: exporting the weights at the end of training")
         was_training = module.training
         figure = _latest_figure(trainer)
-        self.exported = hub.export(module, self.dirpath, name=self.name, overwrite=True, figure=figure)  # its own folder
+        self.exported = hub.export(
+            module, self.dirpath, name=self.name, overwrite=True, figure=figure
+        )  # its own folder
         module.train(was_training)
         if self.repo_id:
             hub.push(self.exported, self.repo_id, revision=self.revision, private=self.private)

@@ -3,6 +3,7 @@
 Names resolve lazily so that ``class_path: zoo.data_modules.ImageNetDataModule`` works without importing
 every dataset family.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -39,6 +39,7 @@ references. Batches: ``feats`` {``m0``: (B, n_steps, dim), ``m1``: ...} (one ent
 ``tokens`` (B, L) (training), ``category`` (B,) (MSR-VTT), ``index`` (B,) video index, ``refs`` (evaluation: lists of
 reference strings).
 """
+
 from __future__ import annotations
 
 import json
@@ -53,6 +54,7 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
+
 from zoo.data_modules.video import (
     DIRECTIONS,
     digit_caption,
@@ -60,7 +62,6 @@ from zoo.data_modules.video import (
     read_msvd,
     segment_indices,
 )
-
 from zoo.errors import DataNotFoundError, UserError, check_choice, check_positive
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,12 @@ def words(caption: str) -> list[str]:
 class Corpus:
     """Videos per split, captions per video, category per video (``None`` without categories)."""
 
-    def __init__(self, split_videos: dict[str, list[str]], captions: dict[str, list[str]],
-                 categories: dict[str, int] | None = None):
+    def __init__(
+        self,
+        split_videos: dict[str, list[str]],
+        captions: dict[str, list[str]],
+        categories: dict[str, int] | None = None,
+    ):
         self.split_videos, self.captions, self.categories = split_videos, captions, categories
 
     def num_captions(self, split: str) -> int:
@@ -91,12 +96,15 @@ def read_videodatainfo(path: str | Path) -> Corpus:
     """MSR-VTT ``videodatainfo.json`` -> Corpus (split and category of every video from its ``videos`` list)."""
     path = Path(path)
     if not path.is_file():
-        raise DataNotFoundError(f"msrvtt: {path} not found (videodatainfo.json with 'videos' and 'sentences', the "
-                                "MSR-VTT 2016 release)")
+        raise DataNotFoundError(
+            f"msrvtt: {path} not found (videodatainfo.json with 'videos' and 'sentences', the MSR-VTT 2016 release)"
+        )
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict) or "videos" not in data or "sentences" not in data:
-        raise UserError(f"{path}: needs 'videos' (video_id, category, split) and 'sentences' (video_id, caption), the "
-                        "videodatainfo.json layout")
+        raise UserError(
+            f"{path}: needs 'videos' (video_id, category, split) and 'sentences' (video_id, caption), the "
+            "videodatainfo.json layout"
+        )
     split_videos = {s: [] for s in SPLITS}
     categories, captions = {}, {}
     for v in data["videos"]:
@@ -121,8 +129,10 @@ def read_msvd_lists(root: str | Path, files: dict[str, str]) -> Corpus:
     for split, name in files.items():
         path = root / name
         if not path.is_file():
-            raise DataNotFoundError(f"msvd: {path} not found (MSVD_{{train,val,test}}.tsv: '<captions joined by \", "
-                                    "\">\\t<clip id>' per line)")
+            raise DataNotFoundError(
+                f"msvd: {path} not found (MSVD_{{train,val,test}}.tsv: '<captions joined by \", "
+                "\">\\t<clip id>' per line)"
+            )
         vids = []
         for video_path, caption, _ in read_msvd(path, root):
             vid = Path(video_path).stem
@@ -143,7 +153,7 @@ def build_vocab(captions: Sequence[str], count_threshold: int) -> list[str]:
 
 def encode(caption: str, wtoi: dict[str, int], max_len: int) -> list[int]:
     """``<bos> w1 .. wn <eos>`` with unknown words as ``<unk>``, cut to ``max_len`` tokens (``<eos>`` kept)."""
-    ids = [wtoi.get(w, UNK) for w in words(caption)][:max_len - 2]
+    ids = [wtoi.get(w, UNK) for w in words(caption)][: max_len - 2]
     return [BOS, *ids, EOS]
 
 
@@ -151,7 +161,7 @@ def frequency_table(captions: Sequence[str], wtoi: dict[str, int], vocab_size: i
     """Counts per id over the encoded captions (no length cut): the FAD table."""
     counts = torch.zeros(vocab_size)
     for c in captions:
-        ids = encode(c, wtoi, 10 ** 9)
+        ids = encode(c, wtoi, 10**9)
         counts += torch.bincount(torch.tensor(ids), minlength=vocab_size).float()
     return counts
 
@@ -173,9 +183,11 @@ class FeatureFiles:
         dims = []
         for p in self.paths:
             if not Path(p).is_file():
-                raise DataNotFoundError(f"feature file {p} not found: extract features first (zoo predict with "
-                                        "zoo.models.rsfd.features.FeatureExtractionModule, see configs/demo/"
-                                        "rsfd-features.yaml)")
+                raise DataNotFoundError(
+                    f"feature file {p} not found: extract features first (zoo predict with "
+                    "zoo.models.rsfd.features.FeatureExtractionModule, see configs/demo/"
+                    "rsfd-features.yaml)"
+                )
             try:
                 f = h5py.File(p, "r")
             except OSError as e:
@@ -185,17 +197,23 @@ class FeatureFiles:
                 for vid in videos:
                     key = feature_key(vid)
                     if key not in f:
-                        raise UserError(f"{p} has no entry {key!r}: the caption file names a video that the "
-                                        "features lack (extract its features or fix the caption file)")
+                        raise UserError(
+                            f"{p} has no entry {key!r}: the caption file names a video that the "
+                            "features lack (extract its features or fix the caption file)"
+                        )
                     ds = f[key]
                     if not hasattr(ds, "shape") or len(ds.shape) != 2 or ds.shape[0] < 1:
-                        raise UserError(f"{p}: entry {key!r} has shape {getattr(ds, 'shape', None)}, expected "
-                                        "(steps, dim) with steps >= 1: the file is corrupt, re-extract this video")
+                        raise UserError(
+                            f"{p}: entry {key!r} has shape {getattr(ds, 'shape', None)}, expected "
+                            "(steps, dim) with steps >= 1: the file is corrupt, re-extract this video"
+                        )
                     if width is None:
                         width = int(ds.shape[1])
                     elif ds.shape[1] != width:
-                        raise UserError(f"{p}: entry {key!r} has width {ds.shape[1]}, the file's others {width}: "
-                                        "corrupt entry, re-extract this video")
+                        raise UserError(
+                            f"{p}: entry {key!r} has width {ds.shape[1]}, the file's others {width}: "
+                            "corrupt entry, re-extract this video"
+                        )
                 dims.append(width)
         return dims
 
@@ -227,12 +245,24 @@ def sample_steps(x: np.ndarray, n_steps: int, rng: np.random.Generator | None) -
 
 
 class CaptionDataset(Dataset):
-    def __init__(self, videos: Sequence[str], corpus: Corpus, files: FeatureFiles, wtoi: dict[str, int],
-                 max_len: int, n_steps: int, train: bool, seed: int = 0):
+    def __init__(
+        self,
+        videos: Sequence[str],
+        corpus: Corpus,
+        files: FeatureFiles,
+        wtoi: dict[str, int],
+        max_len: int,
+        n_steps: int,
+        train: bool,
+        seed: int = 0,
+    ):
         self.videos, self.corpus, self.files = list(videos), corpus, files
         self.n_steps, self.train, self.seed = n_steps, train, seed
-        self.items = [(k, encode(c, wtoi, max_len)) for k, v in enumerate(self.videos) for c in corpus.captions[v]] \
-            if train else [(k, None) for k in range(len(self.videos))]
+        self.items = (
+            [(k, encode(c, wtoi, max_len)) for k, v in enumerate(self.videos) for c in corpus.captions[v]]
+            if train
+            else [(k, None) for k in range(len(self.videos))]
+        )
         self._draws = 0
 
     def __len__(self) -> int:
@@ -245,8 +275,9 @@ class CaptionDataset(Dataset):
         if self.train:
             self._draws += 1
             info = torch.utils.data.get_worker_info()
-            rng = np.random.default_rng([self.seed, i, self._draws, info.id if info else 0,
-                                         torch.initial_seed() % 2 ** 32])
+            rng = np.random.default_rng(
+                [self.seed, i, self._draws, info.id if info else 0, torch.initial_seed() % 2**32]
+            )
         feats = [torch.from_numpy(sample_steps(a, self.n_steps, rng)) for a in self.files.read(vid)]
         out = {"feats": feats, "index": k}
         if self.corpus.categories is not None:
@@ -260,8 +291,10 @@ class CaptionDataset(Dataset):
 
 def collate(samples: list[dict]) -> dict:
     # modalities as an ordered mapping (not a list: a list of tensors reads as per-sample items to generic tools)
-    out = {"feats": {f"m{m}": torch.stack([s["feats"][m] for s in samples]) for m in range(len(samples[0]["feats"]))},
-           "index": torch.tensor([s["index"] for s in samples], dtype=torch.long)}
+    out = {
+        "feats": {f"m{m}": torch.stack([s["feats"][m] for s in samples]) for m in range(len(samples[0]["feats"]))},
+        "index": torch.tensor([s["index"] for s in samples], dtype=torch.long),
+    }
     if "category" in samples[0]:
         out["category"] = torch.tensor([s["category"] for s in samples], dtype=torch.long)
     if "tokens" in samples[0]:
@@ -281,17 +314,37 @@ class CaptionFeaturesDataModule(LightningDataModule):
     ``digits_size`` px; the extractor: ``image_model`` (timm) on frames resized to ``image_size`` pooled to ``grid``
     x ``grid``, ``motion_model`` (torchvision) on ``clip_len``-frame windows overlapping by ``overlap``."""
 
-    def __init__(self, layout: str = "msrvtt", root: str | None = None,
-                 features: Sequence[str] = ("image_resnet101_imagenet_fps_max60.hdf5",
-                                            "motion_resnext101_kinetics_duration16_overlap8.hdf5"),
-                 captions_file: str = "videodatainfo.json",
-                 msvd_files: Sequence[str] = ("MSVD_train.tsv", "MSVD_val.tsv", "MSVD_test.tsv"),
-                 count_threshold: int = 1, max_len: int = 30, n_steps: int = 8, frequencies: str = "train",
-                 batch_size: int = 64, eval_batch_size: int | None = None, num_workers: int = 0, seed: int = 0,
-                 cache_dir: str | None = None, digits_sizes: Sequence[int] = (320, 40, 80), digits_frames: int = 8,
-                 digits_size: int = 32, image_model: str = "test_resnet", image_size: int = 32, grid: int = 1,
-                 image_pretrain_steps: int = 150, motion_model: str = "r3d_18", motion_size: int = 16,
-                 clip_len: int = 4, overlap: int = 2):
+    def __init__(
+        self,
+        layout: str = "msrvtt",
+        root: str | None = None,
+        features: Sequence[str] = (
+            "image_resnet101_imagenet_fps_max60.hdf5",
+            "motion_resnext101_kinetics_duration16_overlap8.hdf5",
+        ),
+        captions_file: str = "videodatainfo.json",
+        msvd_files: Sequence[str] = ("MSVD_train.tsv", "MSVD_val.tsv", "MSVD_test.tsv"),
+        count_threshold: int = 1,
+        max_len: int = 30,
+        n_steps: int = 8,
+        frequencies: str = "train",
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        digits_sizes: Sequence[int] = (320, 40, 80),
+        digits_frames: int = 8,
+        digits_size: int = 32,
+        image_model: str = "test_resnet",
+        image_size: int = 32,
+        grid: int = 1,
+        image_pretrain_steps: int = 150,
+        motion_model: str = "r3d_18",
+        motion_size: int = 16,
+        clip_len: int = 4,
+        overlap: int = 2,
+    ):
         super().__init__()
         self.save_hyperparameters()
         check_choice("layout", layout, ("msrvtt", "msvd"), "CaptionFeaturesDataModule")
@@ -326,8 +379,10 @@ class CaptionFeaturesDataModule(LightningDataModule):
             return [str(c / "image_digits.hdf5"), str(c / "motion_digits.hdf5")], c / "videodatainfo.json"
         root = Path(hp.root).expanduser()
         if not root.is_dir():
-            raise DataNotFoundError(f"{hp.layout}: data root {root} does not exist (see zoo.data_modules.captioning "
-                                    "for the layout; root: null gives the synthetic moving digits)")
+            raise DataNotFoundError(
+                f"{hp.layout}: data root {root} does not exist (see zoo.data_modules.captioning "
+                "for the layout; root: null gives the synthetic moving digits)"
+            )
         feats = [str(p if Path(p).is_absolute() else root / p) for p in hp.features]
         return feats, root / hp.captions_file
 
@@ -348,33 +403,58 @@ class CaptionFeaturesDataModule(LightningDataModule):
         if info.is_file() and all(Path(p).is_file() for p in feats):
             return
         videos, sentences, todo, k = [], [], [], 0
-        for split, n, seed, pool in zip(("train", "validate", "test"), hp.digits_sizes, (0, 1, 2),
-                                        ("train", "heldout", "heldout")):
+        for split, n, seed, pool in zip(
+            ("train", "validate", "test"), hp.digits_sizes, (0, 1, 2), ("train", "heldout", "heldout")
+        ):
             clips, _, labels = moving_digits(n, hp.digits_frames, hp.digits_size, hp.seed * 10 + seed, pool)
             for clip, (digit, direction, _) in zip(clips, labels):
                 vid = f"video{k}"
-                videos.append({"video_id": vid, "category": 0, "split": split, "digit": int(digit),
-                               "direction": DIRECTIONS[direction]})
-                sentences += [{"video_id": vid, "caption": digit_caption(int(digit), DIRECTIONS[direction], t)}
-                              for t in range(4)]
+                videos.append(
+                    {
+                        "video_id": vid,
+                        "category": 0,
+                        "split": split,
+                        "digit": int(digit),
+                        "direction": DIRECTIONS[direction],
+                    }
+                )
+                sentences += [
+                    {"video_id": vid, "caption": digit_caption(int(digit), DIRECTIONS[direction], t)} for t in range(4)
+                ]
                 todo.append((vid, clip))
                 k += 1
-        log.info("CaptionFeaturesDataModule: root=None -> synthetic moving digits %s, features into %s",
-                 tuple(hp.digits_sizes), info.parent)
+        log.info(
+            "CaptionFeaturesDataModule: root=None -> synthetic moving digits %s, features into %s",
+            tuple(hp.digits_sizes),
+            info.parent,
+        )
         torch.manual_seed(hp.seed)  # the frozen random CNNs
-        extractor = VideoFeatureExtractor(hp.image_model, hp.motion_model, False, hp.image_size, hp.motion_size,
-                                          hp.clip_len, hp.overlap, hp.grid)
+        extractor = VideoFeatureExtractor(
+            hp.image_model, hp.motion_model, False, hp.image_size, hp.motion_size, hp.clip_len, hp.overlap, hp.grid
+        )
         if hp.image_pretrain_steps:
             # the stand-in for ImageNet pretraining: classify single frames of training-pool scans, then freeze
             frames, _, labels = moving_digits(1500, 1, hp.digits_size, hp.seed * 10 + 9, "train")
             acc = pretrain_image_cnn(extractor, frames[:, 0], labels[:, 0], hp.image_pretrain_steps, seed=hp.seed)
-            log.info("CaptionFeaturesDataModule: %s pretrained on training-pool digit scans for %d steps (last batch "
-                     "accuracy %.2f), then frozen", hp.image_model, hp.image_pretrain_steps, acc)
+            log.info(
+                "CaptionFeaturesDataModule: %s pretrained on training-pool digit scans for %d steps (last batch "
+                "accuracy %.2f), then frozen",
+                hp.image_model,
+                hp.image_pretrain_steps,
+                acc,
+            )
         extract_to_hdf5(extractor, todo, feats[0], feats[1])
         info.parent.mkdir(parents=True, exist_ok=True)
         tmp = info.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"info": {"description": "synthetic moving digits (zoo.data_modules.video)"},
-                                   "videos": videos, "sentences": sentences}))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "info": {"description": "synthetic moving digits (zoo.data_modules.video)"},
+                    "videos": videos,
+                    "sentences": sentences,
+                }
+            )
+        )
         tmp.replace(info)
 
     def read_corpus(self) -> Corpus:
@@ -409,8 +489,9 @@ class CaptionFeaturesDataModule(LightningDataModule):
         train_caps = [c for v in corpus.split_videos["train"] for c in corpus.captions[v]]
         self.itow = build_vocab(train_caps, hp.count_threshold)
         wtoi = {w: i for i, w in enumerate(self.itow)}
-        freq_caps = train_caps if hp.frequencies == "train" else [c for v in corpus.captions for c in
-                                                                  corpus.captions[v]]
+        freq_caps = (
+            train_caps if hp.frequencies == "train" else [c for v in corpus.captions for c in corpus.captions[v]]
+        )
         self.token_counts = frequency_table(freq_caps, wtoi, len(self.itow))
         feats, _ = self._paths()
         files = FeatureFiles(feats)
@@ -421,8 +502,12 @@ class CaptionFeaturesDataModule(LightningDataModule):
             vids = corpus.split_videos.get(s, [])
             if vids:
                 self.sets[s] = CaptionDataset(vids, corpus, files, wtoi, hp.max_len, hp.n_steps, s == "train", hp.seed)
-        log.info("CaptionFeaturesDataModule: %s videos (train/val/test), vocabulary %d, features %s",
-                 [len(corpus.split_videos.get(s, [])) for s in SPLITS], len(self.itow), self.feature_dims)
+        log.info(
+            "CaptionFeaturesDataModule: %s videos (train/val/test), vocabulary %d, features %s",
+            [len(corpus.split_videos.get(s, [])) for s in SPLITS],
+            len(self.itow),
+            self.feature_dims,
+        )
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         hp = self.hparams
@@ -430,8 +515,9 @@ class CaptionFeaturesDataModule(LightningDataModule):
             raise UserError(f"the corpus has no {split} videos")
         ds = self.sets[split]
         bs = hp.batch_size if train else (hp.eval_batch_size or hp.batch_size)
-        return DataLoader(ds, batch_size=bs, shuffle=train, drop_last=False, num_workers=hp.num_workers,
-                          collate_fn=collate)
+        return DataLoader(
+            ds, batch_size=bs, shuffle=train, drop_last=False, num_workers=hp.num_workers, collate_fn=collate
+        )
 
     def train_dataloader(self):
         return self._loader("train", True)
@@ -446,6 +532,7 @@ class CaptionFeaturesDataModule(LightningDataModule):
     def nearest_caption(self, split: str = "test") -> dict[int, str]:
         """The nearest-caption baseline: each ``split`` video gets the first caption of the training video whose
         mean feature (per-modality time means, concatenated, standardised over the training videos) is closest."""
+
         def means(videos):
             return np.stack([np.concatenate([a.mean(0) for a in self.sets["train"].files.read(v)]) for v in videos])
 
@@ -453,7 +540,7 @@ class CaptionFeaturesDataModule(LightningDataModule):
         a, b = means(train), means(self.corpus.split_videos[split])
         mu, sd = a.mean(0), a.std(0) + 1e-6
         a, b = (a - mu) / sd, (b - mu) / sd
-        d = (b ** 2).sum(1)[:, None] - 2 * b @ a.T + (a ** 2).sum(1)[None]
+        d = (b**2).sum(1)[:, None] - 2 * b @ a.T + (a**2).sum(1)[None]
         return {k: self.corpus.captions[train[j]][0] for k, j in enumerate(d.argmin(1))}
 
     def baseline_scores(self, split: str = "test", tokenize: bool = True, meteor: bool = True) -> dict[str, float]:
@@ -480,9 +567,19 @@ class VideoFramesDataModule(LightningDataModule):
     ``skip_done`` (the appearance HDF5 file being written) are skipped, so a rerun resumes. Batches: ``ids``, ``frames``
     (lists; one video per item; a file that cannot be decoded gives its ``DecodeError`` instead of frames)."""
 
-    def __init__(self, video_dir: str | None = None, pattern: str = "*.mp4", max_frames: int = 60,
-                 skip_done: str | None = None, digits: int = 16, digits_frames: int = 8, digits_size: int = 32,
-                 seed: int = 0, batch_size: int = 1, num_workers: int = 0):
+    def __init__(
+        self,
+        video_dir: str | None = None,
+        pattern: str = "*.mp4",
+        max_frames: int = 60,
+        skip_done: str | None = None,
+        digits: int = 16,
+        digits_frames: int = 8,
+        digits_size: int = 32,
+        seed: int = 0,
+        batch_size: int = 1,
+        num_workers: int = 0,
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.items: list[tuple[str, object]] = []
@@ -502,13 +599,19 @@ class VideoFramesDataModule(LightningDataModule):
             items = [(p.stem, p) for p in files]
         done = done_keys(hp.skip_done) if hp.skip_done else set()
         self.items = [(v, x) for v, x in items if feature_key(v) not in done]
-        log.info("VideoFramesDataModule: %d videos to extract, %d already done", len(self.items), len(items) -
-                 len(self.items))
+        log.info(
+            "VideoFramesDataModule: %d videos to extract, %d already done",
+            len(self.items),
+            len(items) - len(self.items),
+        )
 
     def predict_dataloader(self):
-        return DataLoader(_Frames(self.items, self.hparams.max_frames), batch_size=self.hparams.batch_size,
-                          num_workers=self.hparams.num_workers,
-                          collate_fn=lambda s: {"ids": [x[0] for x in s], "frames": [x[1] for x in s]})
+        return DataLoader(
+            _Frames(self.items, self.hparams.max_frames),
+            batch_size=self.hparams.batch_size,
+            num_workers=self.hparams.num_workers,
+            collate_fn=lambda s: {"ids": [x[0] for x in s], "frames": [x[1] for x in s]},
+        )
 
 
 class _Frames(Dataset):

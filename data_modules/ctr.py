@@ -36,6 +36,7 @@ The result is cached next to the raw file in ``<file>.zoo-ctr/<fingerprint>/`` (
 datasets cache when that folder is read-only), keyed by the file's size and mtime and the options, and read back
 memory-mapped (``Dataset.from_file``). A malformed line raises :class:`CTRFormatError` naming the file and line.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -61,13 +62,29 @@ __all__ = ["CTRDataModule", "CTRFormatError", "log_bin", "write_synthetic_criteo
 
 FORMAT_VERSION = 1
 CRITEO_COLUMNS = ["label", *(f"I{i}" for i in range(1, 14)), *(f"C{i}" for i in range(1, 27))]
-AVAZU_COLUMNS = ["id", "click", "hour", "C1", "banner_pos", "site_id", "site_domain", "site_category", "app_id",
-                 "app_domain", "app_category", "device_id", "device_ip", "device_model", "device_type",
-                 "device_conn_type", *(f"C{i}" for i in range(14, 22))]
+AVAZU_COLUMNS = [
+    "id",
+    "click",
+    "hour",
+    "C1",
+    "banner_pos",
+    "site_id",
+    "site_domain",
+    "site_category",
+    "app_id",
+    "app_domain",
+    "app_category",
+    "device_id",
+    "device_ip",
+    "device_model",
+    "device_type",
+    "device_conn_type",
+    *(f"C{i}" for i in range(14, 22)),
+]
 INT_BUCKETS = 64  # identity buckets of a binned integer field (reference)
 _LAYOUT = {
     "criteo": "Kaggle DAC train.txt: tab-separated, no header, 40 columns label, I1..I13, C1..C26 "
-              "(or comma-separated with a 'label,I1,...' header)",
+    "(or comma-separated with a 'label,I1,...' header)",
     "avazu": "Kaggle Avazu train / train.csv: comma-separated with header " + ",".join(AVAZU_COLUMNS),
 }
 _DEFAULT_FILES = {"criteo": ("train.txt", "criteo_sample.txt"), "avazu": ("train", "train.csv", "avazu_sample.txt")}
@@ -86,8 +103,34 @@ def log_bin(x: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------------
 # Synthetic Criteo-format data with planted crosses
 # ----------------------------------------------------------------------------------------------------------------
-SYNTHETIC_CARDINALITIES = [40, 60, 60, 50, 40, 40, 30, 40, 500, 1000, 3000, 200, 80, 20, 1500, 10, 5000, 300, 8, 4,
-                           2000, 120, 15, 600, 70, 9000]
+SYNTHETIC_CARDINALITIES = [
+    40,
+    60,
+    60,
+    50,
+    40,
+    40,
+    30,
+    40,
+    500,
+    1000,
+    3000,
+    200,
+    80,
+    20,
+    1500,
+    10,
+    5000,
+    300,
+    8,
+    4,
+    2000,
+    120,
+    15,
+    600,
+    70,
+    9000,
+]
 SYNTHETIC_TERMS = (
     "logit = -1.2 + 0.5 s(C1) + 0.5 s(C7)                 (first order: visible to logistic regression)\n"
     "        + 1.2 s(C2) s(C3) + 1.0 s(I1) s(C4)          (second-order crosses)\n"
@@ -99,7 +142,9 @@ SYNTHETIC_TERMS = (
 
 def _synthetic_tokens(field: int, card: int) -> np.ndarray:
     # v -> v * odd constant mod 2^32 is a bijection, so tokens are unique within a field; look like Criteo's hashes.
-    v = (np.arange(card, dtype=np.uint64) * np.uint64(0x9E3779B1) + np.uint64(field * 0x85EBCA77)) & np.uint64(0xFFFFFFFF)
+    v = (np.arange(card, dtype=np.uint64) * np.uint64(0x9E3779B1) + np.uint64(field * 0x85EBCA77)) & np.uint64(
+        0xFFFFFFFF
+    )
     return np.array([f"{int(t):08x}" for t in v])
 
 
@@ -150,8 +195,7 @@ def write_synthetic_criteo(path: str | os.PathLike, rows: int, seed: int = 0, ch
             s = [signs[j][idx[j]] for j in range(8)]
             i1, i1_missing = ints[0]
             s_i1 = np.where(~i1_missing & (log_bin(i1) >= 3), 1.0, -1.0)
-            logit = (-1.2 + 0.5 * s[0] + 0.5 * s[6] + 1.2 * s[1] * s[2] + 1.0 * s_i1 * s[3]
-                     + 1.2 * s[4] * s[5] * s[7])
+            logit = -1.2 + 0.5 * s[0] + 0.5 * s[6] + 1.2 * s[1] * s[2] + 1.0 * s_i1 * s[3] + 1.2 * s[4] * s[5] * s[7]
             label = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int8)
             cols["label"] = pa.array(label)
             for i, (x, miss) in enumerate(ints):
@@ -195,7 +239,8 @@ class _Format:
             got = first.split(self.delimiter)
             if got != self.columns:
                 raise CTRFormatError(
-                    f"{path}:1: header {got[:6]}... does not match the {dataset} layout; expected {_LAYOUT[dataset]}")
+                    f"{path}:1: header {got[:6]}... does not match the {dataset} layout; expected {_LAYOUT[dataset]}"
+                )
 
     def line_of(self, row: int) -> int:
         """1-based line number of 0-based data row ``row`` (ignoring blank lines)."""
@@ -239,8 +284,10 @@ class _Format:
                     continue
                 problem = self.check_line(line.split(self.delimiter))
                 if problem:
-                    return CTRFormatError(f"{self.path}:{lineno}: {problem} (expected {self.describe()}); "
-                                          f"fix or drop that line. Line starts: {line[:80]!r}")
+                    return CTRFormatError(
+                        f"{self.path}:{lineno}: {problem} (expected {self.describe()}); "
+                        f"fix or drop that line. Line starts: {line[:80]!r}"
+                    )
         return CTRFormatError(f"{self.path}: cannot be read as {self.describe()}: {cause}")
 
     def batches(self, block_size: int = 1 << 20) -> Iterator:
@@ -257,11 +304,17 @@ class _Format:
         try:  # open_csv already parses the first block
             reader = pacsv.open_csv(
                 self.path,
-                read_options=pacsv.ReadOptions(column_names=self.columns, skip_rows=int(self.header), 
-                                               block_size=block_size),
+                read_options=pacsv.ReadOptions(
+                    column_names=self.columns, skip_rows=int(self.header), block_size=block_size
+                ),
                 parse_options=pacsv.ParseOptions(delimiter=self.delimiter, quote_char=False),
-                convert_options=pacsv.ConvertOptions(column_types=types, include_columns=include, null_values=[""],
-                                                     strings_can_be_null=False, quoted_strings_can_be_null=False),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=types,
+                    include_columns=include,
+                    null_values=[""],
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
             )
         except pa.ArrowInvalid as e:
             raise self.locate_error(str(e)) from None
@@ -312,8 +365,9 @@ def _progress(**kw):
     return tqdm(**kw)
 
 
-def build_ctr_cache(raw: Path, out: Path, dataset: str, min_count: int, train_fraction: float,
-                    criteo_int_fields: int) -> dict:
+def build_ctr_cache(
+    raw: Path, out: Path, dataset: str, min_count: int, train_fraction: float, criteo_int_fields: int
+) -> dict:
     """Passes 1-3 (see the module docstring) into ``out``; returns the metadata. Writes to a temporary folder and
     renames it at the end, so an interrupted run leaves no half cache behind."""
     import pyarrow as pa
@@ -328,8 +382,13 @@ def build_ctr_cache(raw: Path, out: Path, dataset: str, min_count: int, train_fr
     os.umask(umask)
     os.chmod(work, 0o777 & ~umask)  # mkdtemp makes it private; the cache is as shareable as the raw file's folder
     try:
-        raw_features = Features({"label": Value("int8"), **{c: Value("int32") for c in fmt.int_columns},
-                                 **{c: Value("string") for c in fmt.fields if c not in fmt.int_columns}})
+        raw_features = Features(
+            {
+                "label": Value("int8"),
+                **{c: Value("int32") for c in fmt.int_columns},
+                **{c: Value("string") for c in fmt.fields if c not in fmt.int_columns},
+            }
+        )
         per_mille = round(train_fraction * 1000)
         writers = {s: ArrowWriter(features=raw_features, path=str(work / f"raw_{s}.arrow")) for s in ("train", "test")}
         rows = 0
@@ -360,7 +419,9 @@ def build_ctr_cache(raw: Path, out: Path, dataset: str, min_count: int, train_fr
             keep = pc.and_(pc.greater(n, min_count), pc.not_equal(values, ""))
             values, n = values.filter(keep), n.filter(keep)
             # Most frequent first, ties by value: ids are deterministic whatever the hash order.
-            order = pc.sort_indices(pa.table({"n": n, "v": values}), sort_keys=[("n", "descending"), ("v", "ascending")])
+            order = pc.sort_indices(
+                pa.table({"n": n, "v": values}), sort_keys=[("n", "descending"), ("v", "ascending")]
+            )
             vocab[c] = values.take(order).to_pylist()
         del table, train_raw
         vocab_sizes = [INT_BUCKETS if f in fmt.int_columns else len(vocab[f]) for f in fmt.fields]
@@ -377,8 +438,9 @@ def build_ctr_cache(raw: Path, out: Path, dataset: str, min_count: int, train_fr
                     pos = pc.index_in(t.column(f), value_set=value_sets[f])
                     cols.append(pc.fill_null(pc.add(pos, 1), 0).to_numpy().astype(np.int32))
             ids = np.stack(cols, axis=1).astype(np.int32).reshape(-1) if cols else np.zeros(0, np.int32)
-            return pa.table({"label": t.column("label"),
-                             "ids": pa.FixedSizeListArray.from_arrays(pa.array(ids), num_fields)})
+            return pa.table(
+                {"label": t.column("label"), "ids": pa.FixedSizeListArray.from_arrays(pa.array(ids), num_fields)}
+            )
 
         # Pass 3: ids, one batched Dataset.map per split, written straight into the cache folder.
         for s in ("train", "test"):
@@ -388,10 +450,17 @@ def build_ctr_cache(raw: Path, out: Path, dataset: str, min_count: int, train_fr
                 w.finalize()
                 w.close()
             else:
-                ds.map(encode, batched=True, batch_size=50_000, writer_batch_size=50_000, features=final_features,
-                       remove_columns=ds.column_names,
-                       cache_file_name=str(work / f"{s}.arrow"), new_fingerprint=f"ctr-{s}-{out.name}",
-                       desc=f"Encoding {s}")
+                ds.map(
+                    encode,
+                    batched=True,
+                    batch_size=50_000,
+                    writer_batch_size=50_000,
+                    features=final_features,
+                    remove_columns=ds.column_names,
+                    cache_file_name=str(work / f"{s}.arrow"),
+                    new_fingerprint=f"ctr-{s}-{out.name}",
+                    desc=f"Encoding {s}",
+                )
             del ds
             (work / f"raw_{s}.arrow").unlink()
         label_pos = {}
@@ -399,9 +468,17 @@ def build_ctr_cache(raw: Path, out: Path, dataset: str, min_count: int, train_fr
             lbl = Dataset.from_file(str(work / f"{s}.arrow")).data.table.column("label")
             label_pos[s] = int(pc.sum(lbl).as_py() or 0)
         meta = {
-            "format_version": FORMAT_VERSION, "dataset": dataset, "raw": str(raw), "rows": rows,
-            "split_rows": counts, "positives": label_pos, "fields": fmt.fields, "vocab_sizes": vocab_sizes,
-            "min_count": min_count, "train_fraction": train_fraction, "split_rule": f"train iff (i % 1000) <= {per_mille}",
+            "format_version": FORMAT_VERSION,
+            "dataset": dataset,
+            "raw": str(raw),
+            "rows": rows,
+            "split_rows": counts,
+            "positives": label_pos,
+            "fields": fmt.fields,
+            "vocab_sizes": vocab_sizes,
+            "min_count": min_count,
+            "train_fraction": train_fraction,
+            "split_rule": f"train iff (i % 1000) <= {per_mille}",
             "criteo_int_fields": criteo_int_fields if dataset == "criteo" else None,
         }
         (work / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -474,31 +551,47 @@ class CTRDataModule(LightningDataModule):
         shuffle: shuffle the order of training batches (the reference reads in file order).
     """
 
-    def __init__(self, dataset: str = "criteo", root: str | None = None, cache_dir: str | None = None,
-                 min_count: int = 20, train_fraction: float = 0.8, criteo_int_fields: int = 12,
-                 batch_size: int = 4096, eval_batch_size: int = 16384, shuffle: bool = False, num_workers: int = 0,
-                 synthetic_rows: int = 100_000, synthetic_seed: int = 0):
+    def __init__(
+        self,
+        dataset: str = "criteo",
+        root: str | None = None,
+        cache_dir: str | None = None,
+        min_count: int = 20,
+        train_fraction: float = 0.8,
+        criteo_int_fields: int = 12,
+        batch_size: int = 4096,
+        eval_batch_size: int = 16384,
+        shuffle: bool = False,
+        num_workers: int = 0,
+        synthetic_rows: int = 100_000,
+        synthetic_seed: int = 0,
+    ):
         super().__init__()
         where = "CTRDataModule"
         check_choice("dataset", dataset, sorted(_LAYOUT), where=where)
         if not 0 < train_fraction < 1:
             raise UserError(f"{where}: train_fraction must be in (0, 1), got {train_fraction}; 0.8 is the reference's.")
         if not 0 <= criteo_int_fields <= 13:
-            raise UserError(f"{where}: criteo_int_fields must be in 0..13, got {criteo_int_fields}; 12 is the reference's.")
+            raise UserError(
+                f"{where}: criteo_int_fields must be in 0..13, got {criteo_int_fields}; 12 is the reference's."
+            )
         check_positive("batch_size", batch_size, where=where)
         check_positive("eval_batch_size", eval_batch_size, where=where)
         check_positive("min_count", min_count, minimum=0, where=where)
         check_positive("num_workers", num_workers, minimum=0, where=where)
         if root is None and dataset != "criteo":
-            raise UserError(f"{where}: root=None gives synthetic Criteo-format data only; for {dataset!r} pass root= "
-                            f"the folder holding {_DEFAULT_FILES[dataset][0]} ({_LAYOUT[dataset]})")
+            raise UserError(
+                f"{where}: root=None gives synthetic Criteo-format data only; for {dataset!r} pass root= "
+                f"the folder holding {_DEFAULT_FILES[dataset][0]} ({_LAYOUT[dataset]})"
+            )
         if root is None:
             check_positive("synthetic_rows", synthetic_rows, minimum=10, where=where)
         elif not Path(root).expanduser().exists():
             raise DataNotFoundError(
                 f"{where}: {root} does not exist; point data.init_args.root at the {dataset} file or at a folder "
                 f"holding one of {', '.join(_DEFAULT_FILES[dataset])} ({_LAYOUT[dataset]}), or use root=null for "
-                "synthetic Criteo-format data.")
+                "synthetic Criteo-format data."
+            )
         self.save_hyperparameters()
         self._meta: dict | None = None
         self._raw: Path | None = None
@@ -525,8 +618,11 @@ class CTRDataModule(LightningDataModule):
             path = self._cache_root() / f"synthetic_criteo_n{hp.synthetic_rows}_s{hp.synthetic_seed}.txt"
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
-                log.info("root=None: writing %d rows of synthetic Criteo-format data with planted crosses to %s",
-                         hp.synthetic_rows, path)
+                log.info(
+                    "root=None: writing %d rows of synthetic Criteo-format data with planted crosses to %s",
+                    hp.synthetic_rows,
+                    path,
+                )
                 write_synthetic_criteo(path, hp.synthetic_rows, hp.synthetic_seed)
             else:
                 log.info("root=None: using the synthetic Criteo-format data at %s", path)
@@ -541,14 +637,24 @@ class CTRDataModule(LightningDataModule):
         raise DataNotFoundError(
             f"no {hp.dataset} data at {root}: expected a file, or a folder holding one of "
             f"{', '.join(_DEFAULT_FILES[hp.dataset])} ({_LAYOUT[hp.dataset]}). Download the dataset and extract it "
-            "there (Criteo: dac.tar.gz -> train.txt), or use root=None for synthetic Criteo-format data.")
+            "there (Criteo: dac.tar.gz -> train.txt), or use root=None for synthetic Criteo-format data."
+        )
 
     def processed_dir(self) -> Path:
         hp = self.hparams
         raw = self.raw_file()
         st = raw.stat()
-        key = json.dumps([FORMAT_VERSION, hp.dataset, st.st_size, st.st_mtime_ns, hp.min_count, hp.train_fraction,
-                          hp.criteo_int_fields if hp.dataset == "criteo" else None])
+        key = json.dumps(
+            [
+                FORMAT_VERSION,
+                hp.dataset,
+                st.st_size,
+                st.st_mtime_ns,
+                hp.min_count,
+                hp.train_fraction,
+                hp.criteo_int_fields if hp.dataset == "criteo" else None,
+            ]
+        )
         fp = hashlib.sha1(key.encode()).hexdigest()[:16]
         if hp.cache_dir is None and hp.root is not None and _writable(raw.parent):
             return raw.parent / f"{raw.name}.zoo-ctr" / fp
@@ -567,8 +673,14 @@ class CTRDataModule(LightningDataModule):
         if not (out / "meta.json").is_file():
             raw = self.raw_file()
             log.info("Preprocessing %s (%s) into %s", raw, self.hparams.dataset, out)
-            build_ctr_cache(raw, out, self.hparams.dataset, self.hparams.min_count, self.hparams.train_fraction,
-                            self.hparams.criteo_int_fields)
+            build_ctr_cache(
+                raw,
+                out,
+                self.hparams.dataset,
+                self.hparams.min_count,
+                self.hparams.train_fraction,
+                self.hparams.criteo_int_fields,
+            )
         else:
             log.info("Using the processed %s data cached in %s", self.hparams.dataset, out)
         self._dir = out
@@ -607,8 +719,13 @@ class CTRDataModule(LightningDataModule):
         return self._splits[name]
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.split(name), batch_size=None, shuffle=shuffle, num_workers=self.hparams.num_workers,
-                          persistent_workers=self.hparams.num_workers > 0)
+        return DataLoader(
+            self.split(name),
+            batch_size=None,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.hparams.shuffle)

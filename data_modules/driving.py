@@ -33,6 +33,7 @@ cropped, boxes whose centre lies outside in x/y are dropped; applied after augme
 disk and reused). GT-sampling pastes points only: with ``load_images`` the images do not show pasted objects.
 Points with a NaN or infinite value are dropped (a warning counts them); a cloud with no finite point is an error.
 """
+
 from __future__ import annotations
 
 import copy
@@ -87,9 +88,11 @@ def info_lidar_path(info, source, index: int) -> str:
     path = lp.get("lidar_path") if isinstance(lp, Mapping) else None
     if not isinstance(path, str) or not path:
         frame = info.get("sample_idx", info.get("token", index)) if isinstance(info, Mapping) else index
-        raise UserError(f"{source}: frame {frame} (data_list[{index}]) has no lidar_points.lidar_path; the info file "
-                        "must name each frame's LiDAR file: regenerate it with mmdet3d's tools/create_data.py (v2 "
-                        "infos)")
+        raise UserError(
+            f"{source}: frame {frame} (data_list[{index}]) has no lidar_points.lidar_path; the info file "
+            "must name each frame's LiDAR file: regenerate it with mmdet3d's tools/create_data.py (v2 "
+            "infos)"
+        )
     return path
 
 
@@ -101,8 +104,10 @@ def finite_points(pts: np.ndarray, source) -> np.ndarray:
         return pts
     bad = int((~ok).sum())
     if bad == len(pts):
-        raise UserError(f"{source}: all {len(pts)} points are NaN or infinite; the point file is corrupt: re-extract "
-                        "it or drop the frame from the split")
+        raise UserError(
+            f"{source}: all {len(pts)} points are NaN or infinite; the point file is corrupt: re-extract "
+            "it or drop the frame from the split"
+        )
     warnings.warn(f"{source}: dropped {bad} of {len(pts)} points with NaN or infinite values", stacklevel=2)
     return pts[ok]
 
@@ -119,8 +124,16 @@ def collate_frames(frames: Sequence[dict]) -> dict:
 class _FrameLoader:
     """Reads one record into a frame with the dataset conventions applied (picklable for DataLoader workers)."""
 
-    def __init__(self, dataset: str, classes: Sequence[str], class_map: Mapping[str, str], z_shift: float,
-                 intensity: str, min_points: int, load_images: bool = False):
+    def __init__(
+        self,
+        dataset: str,
+        classes: Sequence[str],
+        class_map: Mapping[str, str],
+        z_shift: float,
+        intensity: str,
+        min_points: int,
+        load_images: bool = False,
+    ):
         self.dataset, self.classes, self.load_images = dataset, list(classes), load_images
         self.class_map, self.z_shift, self.intensity, self.min_points = dict(class_map), z_shift, intensity, min_points
 
@@ -158,8 +171,14 @@ class _FrameLoader:
             extra = {k: v[ok] for k, v in extra.items()}
         if self.load_images:
             extra.update(self._images(rec))
-        return {"points": points, "boxes": boxes, "labels": labels, "frame_id": rec["frame_id"],
-                "dataset": self.dataset, **extra}
+        return {
+            "points": points,
+            "boxes": boxes,
+            "labels": labels,
+            "frame_id": rec["frame_id"],
+            "dataset": self.dataset,
+            **extra,
+        }
 
     def _images(self, rec: dict) -> dict:
         """``images`` uint8 [V, 3, H, W] (RGB) and ``lidar2img`` float32 [V, 4, 4] for the (z-shifted) points."""
@@ -172,8 +191,10 @@ class _FrameLoader:
             with Image.open(p) as im:
                 imgs.append(torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1))
         if len({tuple(i.shape) for i in imgs}) != 1:
-            raise UserError(f"frame {rec['frame_id']}: camera images differ in size "
-                            f"{sorted({tuple(i.shape) for i in imgs})}; resize them to one size first")
+            raise UserError(
+                f"frame {rec['frame_id']}: camera images differ in size "
+                f"{sorted({tuple(i.shape) for i in imgs})}; resize them to one size first"
+            )
         lidar2img = torch.as_tensor(np.asarray(rec["lidar2img"]), dtype=torch.float64)
         unshift = torch.eye(4, dtype=torch.float64)
         unshift[2, 3] = -self.z_shift  # the points were moved up by z_shift: undo it before projecting
@@ -183,8 +204,15 @@ class _FrameLoader:
 class DrivingFrames(Dataset):
     """Frames of one split: load -> augment (``transform``) -> range crop -> optional point shuffle."""
 
-    def __init__(self, records: list[dict], loader: _FrameLoader, transform=None,
-                 point_cloud_range: list[float] | None = None, shuffle_points: bool = False, seed: int = 0):
+    def __init__(
+        self,
+        records: list[dict],
+        loader: _FrameLoader,
+        transform=None,
+        point_cloud_range: list[float] | None = None,
+        shuffle_points: bool = False,
+        seed: int = 0,
+    ):
         self.records, self.loader, self.transform = records, loader, transform
         self.point_cloud_range = None if point_cloud_range is None else torch.tensor(point_cloud_range)
         self.shuffle_points = shuffle_points
@@ -241,27 +269,44 @@ class DrivingDataModule(LightningDataModule):
     dataset_name = ""
     layout = ""
 
-    def __init__(self, root: str, train_split, val_split, predict_split=None,
-                 classes: list[str] | tuple[str, ...] = ("car",), class_map: dict[str, str] | None = None,
-                 z_shift: float = 0.0, intensity: str = "none", min_points: int = 1,
-                 point_cloud_range: list[float] | None = None,
-                 train_augmentations: list[dict] | None = None, shuffle_points: bool = True, load_interval: int = 1,
-                 batch_size: int = 4, num_workers: int = 0, seed: int = 0, load_images: bool = False,
-                 gt_database_dir: str | None = None):
+    def __init__(
+        self,
+        root: str,
+        train_split,
+        val_split,
+        predict_split=None,
+        classes: list[str] | tuple[str, ...] = ("car",),
+        class_map: dict[str, str] | None = None,
+        z_shift: float = 0.0,
+        intensity: str = "none",
+        min_points: int = 1,
+        point_cloud_range: list[float] | None = None,
+        train_augmentations: list[dict] | None = None,
+        shuffle_points: bool = True,
+        load_interval: int = 1,
+        batch_size: int = 4,
+        num_workers: int = 0,
+        seed: int = 0,
+        load_images: bool = False,
+        gt_database_dir: str | None = None,
+    ):
         super().__init__()
         self.save_hyperparameters()  # collects the subclass's arguments too (Lightning walks the __init__ frames)
         if not self.dataset_name:
-            raise UserError("DrivingDataModule is the family's base; use KittiDataModule, NuScenesDataModule or "
-                            "WaymoDataModule")
+            raise UserError(
+                "DrivingDataModule is the family's base; use KittiDataModule, NuScenesDataModule or WaymoDataModule"
+            )
         check_choice("intensity", intensity, INTENSITY_MODES)
         check_positive("batch_size", batch_size)
         check_positive("load_interval", load_interval)
         if not classes or len(set(classes)) != len(classes):
             raise UserError(f"classes must be a non-empty list of distinct names, got {list(classes)}")
-        if point_cloud_range is not None and (len(point_cloud_range) != 6 or any(
-                point_cloud_range[i] >= point_cloud_range[i + 3] for i in range(3))):
-            raise UserError(f"point_cloud_range must be [x0, y0, z0, x1, y1, z1] with mins < maxes, "
-                            f"got {list(point_cloud_range)}")
+        if point_cloud_range is not None and (
+            len(point_cloud_range) != 6 or any(point_cloud_range[i] >= point_cloud_range[i + 3] for i in range(3))
+        ):
+            raise UserError(
+                f"point_cloud_range must be [x0, y0, z0, x1, y1, z1] with mins < maxes, got {list(point_cloud_range)}"
+            )
         if root is None:
             raise UserError(f"{type(self).__name__} needs root: {self.layout}")
         self.root = Path(root)
@@ -274,8 +319,9 @@ class DrivingDataModule(LightningDataModule):
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.load_images = load_images
         self.gt_database_dir = gt_database_dir
-        self.loader = _FrameLoader(self.dataset_name, self.classes, self.class_map, float(z_shift), intensity,
-                                   int(min_points), load_images)
+        self.loader = _FrameLoader(
+            self.dataset_name, self.classes, self.class_map, float(z_shift), intensity, int(min_points), load_images
+        )
         self.train_set = self.val_set = self.predict_set = None
         self._records: dict[str, list[dict]] = {}
         self._gt_db = None
@@ -312,8 +358,9 @@ class DrivingDataModule(LightningDataModule):
             raise DataNotFoundError(f"{type(self).__name__}: info file {p} not found; expected {self.layout}")
         return p
 
-    def _find_points(self, name: str, subdirs: Sequence[str], what: str = "point file",
-                     any_suffix: bool = False) -> Path:
+    def _find_points(
+        self, name: str, subdirs: Sequence[str], what: str = "point file", any_suffix: bool = False
+    ) -> Path:
         base = Path(name).name
         for sub in subdirs:
             p = self.root / sub / base
@@ -323,8 +370,10 @@ class DrivingDataModule(LightningDataModule):
                 hits = sorted((self.root / sub).glob(Path(base).stem + ".*"))
                 if hits:
                     return hits[0]
-        raise DataNotFoundError(f"{type(self).__name__}: {what} {base} not found in "
-                                f"{', '.join(str(self.root / s) for s in subdirs)}; expected {self.layout}")
+        raise DataNotFoundError(
+            f"{type(self).__name__}: {what} {base} not found in "
+            f"{', '.join(str(self.root / s) for s in subdirs)}; expected {self.layout}"
+        )
 
     # ---- Lightning ------------------------------------------------------------------------------------------
     def gt_database(self) -> dict[str, list[dict]]:
@@ -333,10 +382,17 @@ class DrivingDataModule(LightningDataModule):
             loader = copy.copy(self.loader)
             loader.load_images = False  # the database holds points only
             frames = DrivingFrames(self.records("train"), loader)
-            self._gt_db = build_gt_database((frames.raw(i) for i in range(len(frames))), self.classes,
-                                            self.gt_database_dir, [r["frame_id"] for r in frames.records])
-            log.info("GT database: %s objects from %d training frames",
-                     {c: len(v) for c, v in self._gt_db.items()}, len(frames))
+            self._gt_db = build_gt_database(
+                (frames.raw(i) for i in range(len(frames))),
+                self.classes,
+                self.gt_database_dir,
+                [r["frame_id"] for r in frames.records],
+            )
+            log.info(
+                "GT database: %s objects from %d training frames",
+                {c: len(v) for c, v in self._gt_db.items()},
+                len(frames),
+            )
         return self._gt_db
 
     def frames(self, split: str, augment: bool | None = None) -> DrivingFrames:
@@ -344,11 +400,18 @@ class DrivingDataModule(LightningDataModule):
         augment = (split == "train") if augment is None else augment
         transform = None
         if augment and self.train_augmentations:
-            transform = Compose([build_augmentation(s, self.gt_database, self.classes)
-                                 for s in self.train_augmentations])
+            transform = Compose(
+                [build_augmentation(s, self.gt_database, self.classes) for s in self.train_augmentations]
+            )
             transform.reseed(self.seed)
-        return DrivingFrames(self.records(split), self.loader, transform, self.point_cloud_range,
-                             shuffle_points=augment and self.shuffle_points, seed=self.seed)
+        return DrivingFrames(
+            self.records(split),
+            self.loader,
+            transform,
+            self.point_cloud_range,
+            shuffle_points=augment and self.shuffle_points,
+            seed=self.seed,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
@@ -360,10 +423,16 @@ class DrivingDataModule(LightningDataModule):
 
     def _loader(self, ds: DrivingFrames, shuffle: bool) -> DataLoader:
         g = torch.Generator().manual_seed(self.seed)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          collate_fn=collate_frames, generator=g,
-                          worker_init_fn=_worker_init if self.num_workers else None,
-                          persistent_workers=False)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate_frames,
+            generator=g,
+            worker_init_fn=_worker_init if self.num_workers else None,
+            persistent_workers=False,
+        )
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
@@ -385,21 +454,53 @@ class KittiDataModule(DrivingDataModule):
     """KITTI 3D object detection (Velodyne HDL-64E; 4-float points, camera-frame labels converted to LiDAR boxes)."""
 
     dataset_name = "kitti"
-    layout = ("the KITTI object layout root/training/{velodyne,calib,label_2}/NNNNNN.{bin,txt} with "
-              "root/ImageSets/<split>.txt (root may be the training folder itself; split 'all' takes every frame), "
-              "or an mmdet3d info .pkl beside the velodyne files")
+    layout = (
+        "the KITTI object layout root/training/{velodyne,calib,label_2}/NNNNNN.{bin,txt} with "
+        "root/ImageSets/<split>.txt (root may be the training folder itself; split 'all' takes every frame), "
+        "or an mmdet3d info .pkl beside the velodyne files"
+    )
 
-    def __init__(self, root: str, train_split: str | list[str] = "train", val_split: str | list[str] = "val",
-                 predict_split: str | list[str] | None = None,
-                 classes: list[str] | tuple[str, ...] = ("car",), class_map: dict[str, str] | None = None,
-                 z_shift: float = 0.0, intensity: str = "none", min_points: int = 1,
-                 point_cloud_range: list[float] | None = None,
-                 train_augmentations: list[dict] | None = None, shuffle_points: bool = True, load_interval: int = 1,
-                 batch_size: int = 4, num_workers: int = 0, seed: int = 0, load_images: bool = False,
-                 gt_database_dir: str | None = None):
-        super().__init__(root, train_split, val_split, predict_split, classes, class_map, z_shift, intensity,
-                         min_points, point_cloud_range, train_augmentations, shuffle_points, load_interval,
-                         batch_size, num_workers, seed, load_images, gt_database_dir)
+    def __init__(
+        self,
+        root: str,
+        train_split: str | list[str] = "train",
+        val_split: str | list[str] = "val",
+        predict_split: str | list[str] | None = None,
+        classes: list[str] | tuple[str, ...] = ("car",),
+        class_map: dict[str, str] | None = None,
+        z_shift: float = 0.0,
+        intensity: str = "none",
+        min_points: int = 1,
+        point_cloud_range: list[float] | None = None,
+        train_augmentations: list[dict] | None = None,
+        shuffle_points: bool = True,
+        load_interval: int = 1,
+        batch_size: int = 4,
+        num_workers: int = 0,
+        seed: int = 0,
+        load_images: bool = False,
+        gt_database_dir: str | None = None,
+    ):
+        super().__init__(
+            root,
+            train_split,
+            val_split,
+            predict_split,
+            classes,
+            class_map,
+            z_shift,
+            intensity,
+            min_points,
+            point_cloud_range,
+            train_augmentations,
+            shuffle_points,
+            load_interval,
+            batch_size,
+            num_workers,
+            seed,
+            load_images,
+            gt_database_dir,
+        )
 
     def _training_dir(self) -> Path:
         for d in (self.root / "training", self.root):
@@ -417,8 +518,10 @@ class KittiDataModule(DrivingDataModule):
             candidates = [self.root / "ImageSets" / f"{spec}.txt", d.parent / "ImageSets" / f"{spec}.txt"]
             f = next((c for c in candidates if c.is_file()), None)
             if f is None:
-                raise DataNotFoundError(f"KittiDataModule: split file {candidates[0]} not found; expected "
-                                        f"{self.layout}, or pass split 'all' or a list of frame ids")
+                raise DataNotFoundError(
+                    f"KittiDataModule: split file {candidates[0]} not found; expected "
+                    f"{self.layout}, or pass split 'all' or a list of frame ids"
+                )
             ids = f.read_text().split()
         else:
             ids = [str(i) for i in spec]
@@ -426,15 +529,21 @@ class KittiDataModule(DrivingDataModule):
         for fid in ids:
             calib = read_kitti_calib(d / "calib" / f"{fid}.txt")
             label = d / "label_2" / f"{fid}.txt"
-            boxes, names = kitti_label_boxes(read_kitti_label(label), calib) if label.is_file() else (
-                np.zeros((0, 7), np.float32), [])
+            boxes, names = (
+                kitti_label_boxes(read_kitti_label(label), calib)
+                if label.is_file()
+                else (np.zeros((0, 7), np.float32), [])
+            )
             pts = d / "velodyne" / f"{fid}.bin"
             if not pts.is_file():
                 raise DataNotFoundError(f"KittiDataModule: {pts} not found; expected {self.layout}")
             rec = {"frame_id": fid, "points_path": pts, "boxes": boxes, "names": names}
             if self.load_images:
-                rec["images"] = [self._find_points(f"{fid}.png", [str(d.relative_to(self.root) / "image_2")],
-                                                   "image", any_suffix=True)]
+                rec["images"] = [
+                    self._find_points(
+                        f"{fid}.png", [str(d.relative_to(self.root) / "image_2")], "image", any_suffix=True
+                    )
+                ]
                 rec["lidar2img"] = kitti_lidar2img(calib)[None]
             recs.append(rec)
         return recs
@@ -446,10 +555,12 @@ class KittiDataModule(DrivingDataModule):
             inst = [i for i in info.get("instances", []) if i["bbox_label_3d"] >= 0]
             lidar2cam = np.array(info["images"]["CAM2"]["lidar2cam"])
             cam = np.array([i["bbox_3d"] for i in inst], dtype=np.float64).reshape(-1, 7)
-            rec = {"frame_id": str(info.get("sample_idx", info.get("sample_id"))).zfill(6),
-                   "points_path": self._find_points(lidar, ("training/velodyne", "training/velodyne_reduced", ".")),
-                   "boxes": camera_boxes_to_lidar(cam, lidar2cam).astype(np.float32),
-                   "names": [KITTI_CLASSES[i["bbox_label_3d"]] for i in inst]}
+            rec = {
+                "frame_id": str(info.get("sample_idx", info.get("sample_id"))).zfill(6),
+                "points_path": self._find_points(lidar, ("training/velodyne", "training/velodyne_reduced", ".")),
+                "boxes": camera_boxes_to_lidar(cam, lidar2cam).astype(np.float32),
+                "names": [KITTI_CLASSES[i["bbox_label_3d"]] for i in inst],
+            }
             if self.load_images:
                 cam2 = info["images"]["CAM2"]
                 rec["images"] = [self._find_points(cam2["img_path"], ("training/image_2", "."), "image")]
@@ -465,20 +576,53 @@ class NuScenesDataModule(DrivingDataModule):
     for the nuScenes velocity error (mAVE) of a detector that predicts none or some."""
 
     dataset_name = "nuscenes"
-    layout = ("the nuScenes layout root/samples/LIDAR_TOP/*.pcd.bin (or the .pcd.bin files in root) with mmdet3d "
-              "v2 info files root/nuscenes_infos_{train,val}.pkl (tools/create_data.py nuscenes)")
+    layout = (
+        "the nuScenes layout root/samples/LIDAR_TOP/*.pcd.bin (or the .pcd.bin files in root) with mmdet3d "
+        "v2 info files root/nuscenes_infos_{train,val}.pkl (tools/create_data.py nuscenes)"
+    )
 
-    def __init__(self, root: str, train_split: str = "nuscenes_infos_train.pkl",
-                 val_split: str = "nuscenes_infos_val.pkl", predict_split: str | None = None,
-                 classes: list[str] | tuple[str, ...] = ("car",), class_map: dict[str, str] | None = None,
-                 z_shift: float = 0.0, intensity: str = "max", min_points: int = 1,
-                 point_cloud_range: list[float] | None = None, train_augmentations: list[dict] | None = None,
-                 shuffle_points: bool = True, load_interval: int = 1, batch_size: int = 4, num_workers: int = 0,
-                 seed: int = 0, load_images: bool = False,
-                 gt_database_dir: str | None = None, with_velocity: bool = False):
-        super().__init__(root, train_split, val_split, predict_split, classes, class_map, z_shift, intensity,
-                         min_points, point_cloud_range, train_augmentations, shuffle_points, load_interval,
-                         batch_size, num_workers, seed, load_images, gt_database_dir)
+    def __init__(
+        self,
+        root: str,
+        train_split: str = "nuscenes_infos_train.pkl",
+        val_split: str = "nuscenes_infos_val.pkl",
+        predict_split: str | None = None,
+        classes: list[str] | tuple[str, ...] = ("car",),
+        class_map: dict[str, str] | None = None,
+        z_shift: float = 0.0,
+        intensity: str = "max",
+        min_points: int = 1,
+        point_cloud_range: list[float] | None = None,
+        train_augmentations: list[dict] | None = None,
+        shuffle_points: bool = True,
+        load_interval: int = 1,
+        batch_size: int = 4,
+        num_workers: int = 0,
+        seed: int = 0,
+        load_images: bool = False,
+        gt_database_dir: str | None = None,
+        with_velocity: bool = False,
+    ):
+        super().__init__(
+            root,
+            train_split,
+            val_split,
+            predict_split,
+            classes,
+            class_map,
+            z_shift,
+            intensity,
+            min_points,
+            point_cloud_range,
+            train_augmentations,
+            shuffle_points,
+            load_interval,
+            batch_size,
+            num_workers,
+            seed,
+            load_images,
+            gt_database_dir,
+        )
         self.with_velocity = with_velocity
 
     def _read_split(self, spec) -> list[dict]:
@@ -494,19 +638,24 @@ class NuScenesDataModule(DrivingDataModule):
         for j, info in enumerate(data["data_list"]):
             lidar = info_lidar_path(info, path, j)
             inst = [i for i in info.get("instances", []) if i["bbox_label_3d"] >= 0]
-            rec = {"frame_id": str(info.get("token", info.get("sample_idx"))),
-                   "points_path": self._find_points(lidar, ("samples/LIDAR_TOP", ".")),
-                   "boxes": np.array([i["bbox_3d"] for i in inst], dtype=np.float32).reshape(-1, 7),
-                   "names": [names_of[i["bbox_label_3d"]] for i in inst]}
+            rec = {
+                "frame_id": str(info.get("token", info.get("sample_idx"))),
+                "points_path": self._find_points(lidar, ("samples/LIDAR_TOP", ".")),
+                "boxes": np.array([i["bbox_3d"] for i in inst], dtype=np.float32).reshape(-1, 7),
+                "names": [names_of[i["bbox_label_3d"]] for i in inst],
+            }
             if self.load_images:
                 cams = [c for c in NUSCENES_CAMERAS if c in info.get("images", {})]
-                rec["images"] = [self._find_points(info["images"][c]["img_path"], (f"samples/{c}", "."), "image")
-                                 for c in cams]
-                rec["lidar2img"] = np.stack([pad4(info["images"][c]["cam2img"])
-                                             @ np.asarray(info["images"][c]["lidar2cam"]) for c in cams])
+                rec["images"] = [
+                    self._find_points(info["images"][c]["img_path"], (f"samples/{c}", "."), "image") for c in cams
+                ]
+                rec["lidar2img"] = np.stack(
+                    [pad4(info["images"][c]["cam2img"]) @ np.asarray(info["images"][c]["lidar2cam"]) for c in cams]
+                )
             if self.with_velocity:
-                rec["velocity"] = np.array([i.get("velocity", (np.nan, np.nan)) for i in inst],
-                                           dtype=np.float32).reshape(-1, 2)
+                rec["velocity"] = np.array(
+                    [i.get("velocity", (np.nan, np.nan)) for i in inst], dtype=np.float32
+                ).reshape(-1, 2)
             recs.append(rec)
         return recs
 
@@ -515,20 +664,52 @@ class WaymoDataModule(DrivingDataModule):
     """Waymo Open Dataset in mmdet3d's KITTI format (6-float points, vehicle frame, v2 infos)."""
 
     dataset_name = "waymo"
-    layout = ("mmdet3d's Waymo KITTI format root/training/velodyne/*.bin (6 float32 per point) with "
-              "root/waymo_infos_{train,val}.pkl (tools/create_data.py waymo)")
+    layout = (
+        "mmdet3d's Waymo KITTI format root/training/velodyne/*.bin (6 float32 per point) with "
+        "root/waymo_infos_{train,val}.pkl (tools/create_data.py waymo)"
+    )
 
-    def __init__(self, root: str, train_split: str = "waymo_infos_train.pkl",
-                 val_split: str = "waymo_infos_val.pkl", predict_split: str | None = None,
-                 classes: list[str] | tuple[str, ...] = ("car",), class_map: dict[str, str] | None = None,
-                 z_shift: float = 0.0, intensity: str = "tanh", min_points: int = 1,
-                 point_cloud_range: list[float] | None = None, train_augmentations: list[dict] | None = None,
-                 shuffle_points: bool = True, load_interval: int = 1, batch_size: int = 4, num_workers: int = 0,
-                 seed: int = 0, load_images: bool = False,
-                 gt_database_dir: str | None = None):
-        super().__init__(root, train_split, val_split, predict_split, classes, class_map, z_shift, intensity,
-                         min_points, point_cloud_range, train_augmentations, shuffle_points, load_interval,
-                         batch_size, num_workers, seed, load_images, gt_database_dir)
+    def __init__(
+        self,
+        root: str,
+        train_split: str = "waymo_infos_train.pkl",
+        val_split: str = "waymo_infos_val.pkl",
+        predict_split: str | None = None,
+        classes: list[str] | tuple[str, ...] = ("car",),
+        class_map: dict[str, str] | None = None,
+        z_shift: float = 0.0,
+        intensity: str = "tanh",
+        min_points: int = 1,
+        point_cloud_range: list[float] | None = None,
+        train_augmentations: list[dict] | None = None,
+        shuffle_points: bool = True,
+        load_interval: int = 1,
+        batch_size: int = 4,
+        num_workers: int = 0,
+        seed: int = 0,
+        load_images: bool = False,
+        gt_database_dir: str | None = None,
+    ):
+        super().__init__(
+            root,
+            train_split,
+            val_split,
+            predict_split,
+            classes,
+            class_map,
+            z_shift,
+            intensity,
+            min_points,
+            point_cloud_range,
+            train_augmentations,
+            shuffle_points,
+            load_interval,
+            batch_size,
+            num_workers,
+            seed,
+            load_images,
+            gt_database_dir,
+        )
 
     def _read_split(self, spec) -> list[dict]:
         if not (isinstance(spec, str) and spec.endswith(".pkl")):
@@ -540,13 +721,20 @@ class WaymoDataModule(DrivingDataModule):
             inst = [i for i in info.get("instances", []) if i["bbox_label_3d"] >= 0]
             boxes = np.array([i["bbox_3d"] for i in inst], dtype=np.float32).reshape(-1, 7)
             boxes[:, 2] += boxes[:, 5] / 2  # bottom -> gravity centre
-            rec = {"frame_id": str(info["sample_idx"]),
-                   "points_path": self._find_points(lidar, ("training/velodyne", "validation/velodyne", ".")),
-                   "boxes": boxes, "names": [WAYMO_CLASSES[i["bbox_label_3d"]] for i in inst]}
+            rec = {
+                "frame_id": str(info["sample_idx"]),
+                "points_path": self._find_points(lidar, ("training/velodyne", "validation/velodyne", ".")),
+                "boxes": boxes,
+                "names": [WAYMO_CLASSES[i["bbox_label_3d"]] for i in inst],
+            }
             if self.load_images:
                 cams = sorted(info.get("images", {}))
-                rec["images"] = [self._find_points(info["images"][c]["img_path"], ("training/image_0", "."), "image",
-                                                   any_suffix=True) for c in cams]
+                rec["images"] = [
+                    self._find_points(
+                        info["images"][c]["img_path"], ("training/image_0", "."), "image", any_suffix=True
+                    )
+                    for c in cams
+                ]
                 rec["lidar2img"] = np.stack([pad4(info["images"][c]["lidar2img"]) for c in cams])
             recs.append(rec)
         return recs

@@ -18,6 +18,7 @@ Each augmentation owns a ``numpy.random.Generator`` (``seed``); :meth:`reseed` g
 streams (``DrivingDataModule`` does so in its ``worker_init_fn``). :func:`build_augmentation` turns a YAML spec
 ``{"type": "GlobalRotation", "range": [-0.785, 0.785]}`` into one.
 """
+
 from __future__ import annotations
 
 import json
@@ -179,8 +180,12 @@ class GlobalTranslation(_Augmentation):
 
 
 # ------------------------------------------------------------------------------------------------ GT sampling
-def build_gt_database(frames: Iterable[dict], classes: Sequence[str], out_dir: str | Path | None = None,
-                      frame_ids: Sequence[str] | None = None) -> dict[str, list[dict]]:
+def build_gt_database(
+    frames: Iterable[dict],
+    classes: Sequence[str],
+    out_dir: str | Path | None = None,
+    frame_ids: Sequence[str] | None = None,
+) -> dict[str, list[dict]]:
     """Ground-truth database from (un-augmented) training frames: for every box, the points inside it, stored once
     relative to the box centre. -> ``{class name: [{"points": FloatTensor[K, C] (xyz relative to the centre),
     "num_points": K, "box": FloatTensor[7], "frame_id": str[, "velocity": FloatTensor[2]]}, ...]}``.
@@ -200,11 +205,22 @@ def build_gt_database(frames: Iterable[dict], classes: Sequence[str], out_dir: s
         if index.is_file():
             saved = json.loads(index.read_text())
             if saved["key"] != key:
-                raise UserError(f"GT database {out_dir} was built from other frames or classes; delete it or point "
-                                f"gt_database_dir at a new folder")
-            return {c: [{**o, "box": torch.tensor(o["box"]), "path": path_inside(out_dir, o["path"]),
-                         **({"velocity": torch.tensor(o["velocity"])} if "velocity" in o else {})} for o in objs]
-                    for c, objs in saved["db"].items()}
+                raise UserError(
+                    f"GT database {out_dir} was built from other frames or classes; delete it or point "
+                    f"gt_database_dir at a new folder"
+                )
+            return {
+                c: [
+                    {
+                        **o,
+                        "box": torch.tensor(o["box"]),
+                        "path": path_inside(out_dir, o["path"]),
+                        **({"velocity": torch.tensor(o["velocity"])} if "velocity" in o else {}),
+                    }
+                    for o in objs
+                ]
+                for c, objs in saved["db"].items()
+            }
         out_dir.mkdir(parents=True, exist_ok=True)
     db: dict[str, list[dict]] = {c: [] for c in classes}
     for frame in frames:
@@ -216,8 +232,12 @@ def build_gt_database(frames: Iterable[dict], classes: Sequence[str], out_dir: s
             pts = points[inside[:, m]].clone()
             pts[:, :3] -= boxes[m, :3]
             cls = classes[int(frame["labels"][m])]
-            obj = {"num_points": len(pts), "box": boxes[m].clone(), "frame_id": frame["frame_id"],
-                   "width": pts.shape[1]}
+            obj = {
+                "num_points": len(pts),
+                "box": boxes[m].clone(),
+                "frame_id": frame["frame_id"],
+                "width": pts.shape[1],
+            }
             if "velocity" in frame:
                 obj["velocity"] = frame["velocity"][m].clone()
             if out_dir is None:
@@ -228,9 +248,15 @@ def build_gt_database(frames: Iterable[dict], classes: Sequence[str], out_dir: s
                 pts.numpy().astype("<f4").tofile(obj["path"])
             db[cls].append(obj)
     if out_dir is not None:
+
         def plain(o):
-            return {**{k: v for k, v in o.items() if k not in ("box", "path", "velocity")}, "box": o["box"].tolist(),
-                    "path": o["path"].name, **({"velocity": o["velocity"].tolist()} if "velocity" in o else {})}
+            return {
+                **{k: v for k, v in o.items() if k not in ("box", "path", "velocity")},
+                "box": o["box"].tolist(),
+                "path": o["path"].name,
+                **({"velocity": o["velocity"].tolist()} if "velocity" in o else {}),
+            }
+
         tmp = out_dir / "index.json.tmp"
         tmp.write_text(json.dumps({"key": key, "db": {c: [plain(o) for o in objs] for c, objs in db.items()}}))
         tmp.replace(out_dir / "index.json")
@@ -250,13 +276,21 @@ class GTSampling(_Augmentation):
     it); ``sample_groups``: target number of objects per class name after pasting; ``min_points``: database objects
     with fewer points are never pasted (mmdet3d ``filter_by_min_points``, 5 in SSDA3D)."""
 
-    def __init__(self, database: Mapping[str, list[dict]], classes: Sequence[str],
-                 sample_groups: Mapping[str, int], min_points: int = 5, seed: int | None = None):
+    def __init__(
+        self,
+        database: Mapping[str, list[dict]],
+        classes: Sequence[str],
+        sample_groups: Mapping[str, int],
+        min_points: int = 5,
+        seed: int | None = None,
+    ):
         super().__init__(seed)
         unknown = [c for c in sample_groups if c not in classes]
         if unknown:
-            raise UserError(f"GTSampling: sample_groups names {unknown}, which are not among the data module's "
-                            f"classes {list(classes)}; use those names")
+            raise UserError(
+                f"GTSampling: sample_groups names {unknown}, which are not among the data module's "
+                f"classes {list(classes)}; use those names"
+            )
         self.classes = list(classes)
         self.sample_groups = {c: int(n) for c, n in sample_groups.items()}
         self.pool = {c: [o for o in database.get(c, []) if o["num_points"] >= min_points] for c in sample_groups}
@@ -326,12 +360,18 @@ class Compose:
         return len(self.transforms)
 
 
-_TYPES = {"GlobalFlip": GlobalFlip, "GlobalRotation": GlobalRotation, "GlobalScaling": GlobalScaling,
-          "GlobalTranslation": GlobalTranslation, "GTSampling": GTSampling}
+_TYPES = {
+    "GlobalFlip": GlobalFlip,
+    "GlobalRotation": GlobalRotation,
+    "GlobalScaling": GlobalScaling,
+    "GlobalTranslation": GlobalTranslation,
+    "GTSampling": GTSampling,
+}
 
 
-def build_augmentation(spec: Mapping | Callable, gt_database: Callable[[], Mapping] | None = None,
-                       classes: Sequence[str] = ()) -> Callable[[dict], dict]:
+def build_augmentation(
+    spec: Mapping | Callable, gt_database: Callable[[], Mapping] | None = None, classes: Sequence[str] = ()
+) -> Callable[[dict], dict]:
     """``{"type": NAME, **kwargs}`` (NAME one of GlobalFlip, GlobalRotation, GlobalScaling, GlobalTranslation,
     GTSampling) -> the augmentation; callables pass through. GTSampling gets ``database=gt_database()`` and
     ``classes``."""
@@ -345,8 +385,10 @@ def build_augmentation(spec: Mapping | Callable, gt_database: Callable[[], Mappi
         raise UserError(f"unknown augmentation type {spec['type']!r}; choose one of {sorted(_TYPES)}")
     if cls is GTSampling:
         if gt_database is None:
-            raise UserError("GTSampling needs a ground-truth database built from a training split; "
-                            "use it through a DrivingDataModule's train_augmentations")
+            raise UserError(
+                "GTSampling needs a ground-truth database built from a training split; "
+                "use it through a DrivingDataModule's train_augmentations"
+            )
         return GTSampling(database=gt_database(), classes=classes, **kwargs)
     try:
         return cls(**kwargs)

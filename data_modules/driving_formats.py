@@ -15,6 +15,7 @@
 
 All readers raise :class:`zoo.errors.UserError` (one line: the file, the problem, the fix) on malformed input.
 """
+
 from __future__ import annotations
 
 import io
@@ -53,8 +54,15 @@ WAYMO_CLASSES = ("Car", "Pedestrian", "Cyclist")
 #: the six nuScenes cameras in mmdet3d's order
 NUSCENES_CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
 KITTI_CALIB_REQUIRED = ("P2", "R0_rect", "Tr_velo_to_cam")
-_CALIB_SHAPES = {"P0": (3, 4), "P1": (3, 4), "P2": (3, 4), "P3": (3, 4), "R0_rect": (3, 3),
-                 "Tr_velo_to_cam": (3, 4), "Tr_imu_to_velo": (3, 4)}
+_CALIB_SHAPES = {
+    "P0": (3, 4),
+    "P1": (3, 4),
+    "P2": (3, 4),
+    "P3": (3, 4),
+    "R0_rect": (3, 3),
+    "Tr_velo_to_cam": (3, 4),
+    "Tr_imu_to_velo": (3, 4),
+}
 
 
 # ----------------------------------------------------------------------------------------------------- points
@@ -67,8 +75,10 @@ def read_points(path: str | Path, width: int) -> np.ndarray:
     size = path.stat().st_size
     row = 4 * width
     if size % row:
-        raise UserError(f"{path}: {size} bytes is not a multiple of {row} ({width} float32 values per point); "
-                        f"the file is truncated or belongs to another dataset (nuScenes 5, KITTI 4, Waymo 6 values)")
+        raise UserError(
+            f"{path}: {size} bytes is not a multiple of {row} ({width} float32 values per point); "
+            f"the file is truncated or belongs to another dataset (nuScenes 5, KITTI 4, Waymo 6 values)"
+        )
     if size == 0:
         raise UserError(f"{path}: empty point cloud (0 points); re-extract the file or drop the frame from the split")
     return np.fromfile(path, dtype="<f4").reshape(-1, width).astype(np.float32, copy=False)
@@ -79,8 +89,10 @@ class InfoUnpickler(RestrictedUnpickler):
     """Unpickler for mmdet3d / OpenPCDet info files: only numpy arrays, scalars and dtypes, ``_codecs.encode``
     (protocol-2 bytes) and builtin containers may be referenced; any other global is refused."""
 
-    refusal = ("an mmdet3d info file holds only dicts, lists and numpy values. The file is not an info pickle (or was "
-               "tampered with); regenerate it with mmdet3d's tools/create_data.py")
+    refusal = (
+        "an mmdet3d info file holds only dicts, lists and numpy values. The file is not an info pickle (or was "
+        "tampered with); regenerate it with mmdet3d's tools/create_data.py"
+    )
     error = UserError
 
     def __init__(self, file, source: str = "<pickle>"):
@@ -103,8 +115,10 @@ def load_info_pickle(path: str | Path) -> dict:
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
             raise UserError(f"{path}: not a readable info pickle ({type(e).__name__}: {e}); regenerate it") from None
     if isinstance(obj, dict) and "infos" in obj and "data_list" not in obj:
-        raise UserError(f"{path}: an mmdet3d < 1.1 info file ('infos' list); convert it to the v2 format with "
-                        f"mmdet3d's tools/dataset_converters/update_infos_to_v2.py")
+        raise UserError(
+            f"{path}: an mmdet3d < 1.1 info file ('infos' list); convert it to the v2 format with "
+            f"mmdet3d's tools/dataset_converters/update_infos_to_v2.py"
+        )
     if not isinstance(obj, dict) or not isinstance(obj.get("data_list"), list):
         raise UserError(f"{path}: expected an mmdet3d v2 info dict with a 'data_list' list, got {type(obj).__name__}")
     return obj
@@ -137,8 +151,10 @@ def read_kitti_calib(path: str | Path) -> dict[str, np.ndarray]:
         calib[key] = arr
     missing = [k for k in KITTI_CALIB_REQUIRED if k not in calib]
     if missing:
-        raise UserError(f"{path}: calibration lacks {', '.join(missing)}; a KITTI object calib file has P0-P3, "
-                        f"R0_rect, Tr_velo_to_cam and Tr_imu_to_velo lines (re-download data_object_calib.zip)")
+        raise UserError(
+            f"{path}: calibration lacks {', '.join(missing)}; a KITTI object calib file has P0-P3, "
+            f"R0_rect, Tr_velo_to_cam and Tr_imu_to_velo lines (re-download data_object_calib.zip)"
+        )
     return calib
 
 
@@ -160,9 +176,19 @@ def read_kitti_label(path: str | Path) -> list[dict]:
             v = [float(x) for x in f[1:]]
         except ValueError:
             raise UserError(f"{path}:{lineno}: non-numeric field in {line[:60]!r}") from None
-        objects.append({"type": f[0], "truncated": v[0], "occluded": int(v[1]), "alpha": v[2], "bbox": v[3:7],
-                        "dimensions": v[7:10], "location": v[10:13], "rotation_y": v[13],
-                        "score": v[14] if len(v) == 15 else None})
+        objects.append(
+            {
+                "type": f[0],
+                "truncated": v[0],
+                "occluded": int(v[1]),
+                "alpha": v[2],
+                "bbox": v[3:7],
+                "dimensions": v[7:10],
+                "location": v[10:13],
+                "rotation_y": v[13],
+                "score": v[14] if len(v) == 15 else None,
+            }
+        )
     return objects
 
 
@@ -215,8 +241,9 @@ def kitti_label_boxes(objects: list[dict], calib: dict[str, np.ndarray]) -> tupl
     keep = [o for o in objects if o["type"] != "DontCare"]
     if not keep:
         return np.zeros((0, 7), np.float32), []
-    cam = np.array([[*o["location"], o["dimensions"][2], o["dimensions"][0], o["dimensions"][1], o["rotation_y"]]
-                    for o in keep])
+    cam = np.array(
+        [[*o["location"], o["dimensions"][2], o["dimensions"][0], o["dimensions"][1], o["rotation_y"]] for o in keep]
+    )
     return camera_boxes_to_lidar(cam, kitti_lidar2cam(calib)).astype(np.float32), [o["type"] for o in keep]
 
 

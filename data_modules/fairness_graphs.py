@@ -37,6 +37,7 @@ Every dataset becomes one ``torch_geometric.data.Data`` (full-batch training): `
 (2, 2E) both directions, no self-loops (the models add them), ``y`` (N,) long, ``sens`` (N,) long, boolean
 ``train_mask``/``val_mask``/``test_mask``. Every dataloader yields that one graph.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -110,7 +111,11 @@ def undirected_pairs(edges: np.ndarray, num_nodes: int) -> np.ndarray:
 
 
 def _cache_dir(cache_dir) -> Path:
-    p = Path(cache_dir) if cache_dir else Path(os.environ.get("ZOO_CACHE", Path.home() / ".cache" / "zoo")) / "fairness_graphs"
+    p = (
+        Path(cache_dir)
+        if cache_dir
+        else Path(os.environ.get("ZOO_CACHE", Path.home() / ".cache" / "zoo")) / "fairness_graphs"
+    )
     p.mkdir(parents=True, exist_ok=True)
     return p
 
@@ -123,25 +128,32 @@ def _edges(name: str, root: Path, feats: np.ndarray, thresh: float, cache_dir, r
     cached = _cache_dir(cache_dir) / f"{name}_edges_t{thresh}_{digest}.npy"
     if cached.is_file():
         return np.load(cached)
-    log.info("%s: %s absent; rebuilding the edge list with the NIFTY similarity rule (threshold %s)", name, f.name, thresh)
+    log.info(
+        "%s: %s absent; rebuilding the edge list with the NIFTY similarity rule (threshold %s)", name, f.name, thresh
+    )
     e = build_relationship(feats, thresh)
     np.save(cached, e)
     return e
 
 
 # ------------------------------------------------------------------------------------------------ splits
-def reliant_split(labels: np.ndarray, seed: int, label_number: int = 1000, train_frac: float = 0.5,
-                  val_end: float = 0.75):
+def reliant_split(
+    labels: np.ndarray, seed: int, label_number: int = 1000, train_frac: float = 0.5, val_end: float = 0.75
+):
     """The RELIANT/NIFTY per-class split with Python's ``random`` (same calls, same order: same indices)."""
     random.seed(seed)
     idx0, idx1 = np.where(labels == 0)[0], np.where(labels == 1)[0]
     random.shuffle(idx0)
     random.shuffle(idx1)
-    tr = np.append(idx0[: min(int(train_frac * len(idx0)), label_number // 2)],
-                   idx1[: min(int(train_frac * len(idx1)), label_number // 2)])
-    va = np.append(idx0[int(train_frac * len(idx0)): int(val_end * len(idx0))],
-                   idx1[int(train_frac * len(idx1)): int(val_end * len(idx1))])
-    te = np.append(idx0[int(val_end * len(idx0)):], idx1[int(val_end * len(idx1)):])
+    tr = np.append(
+        idx0[: min(int(train_frac * len(idx0)), label_number // 2)],
+        idx1[: min(int(train_frac * len(idx1)), label_number // 2)],
+    )
+    va = np.append(
+        idx0[int(train_frac * len(idx0)) : int(val_end * len(idx0))],
+        idx1[int(train_frac * len(idx1)) : int(val_end * len(idx1))],
+    )
+    te = np.append(idx0[int(val_end * len(idx0)) :], idx1[int(val_end * len(idx1)) :])
     return tr, va, te
 
 
@@ -184,7 +196,10 @@ def _to_data(name, x, edges, y, sens, tr, va, te):
         edge_index=ei.long(),
         y=torch.as_tensor(np.array(y, dtype=np.int64)),
         sens=torch.as_tensor(np.array(sens, dtype=np.int64)),
-        train_mask=masks[0], val_mask=masks[1], test_mask=masks[2], name=name,
+        train_mask=masks[0],
+        val_mask=masks[1],
+        test_mask=masks[2],
+        name=name,
     )
 
 
@@ -270,12 +285,26 @@ def load_dblp_fair_small_graph(root):
     sens = np.loadtxt(root / "sens.txt")[:, 1]
     edges = np.loadtxt(root / "edgelist.txt", dtype=np.int64)
     tr, va, te = (np.load(root / "split" / f"{k}_split.npy").astype(np.int64) for k in ("train", "val", "test"))
-    return _to_data("dblp_fair_small", np.zeros((len(labels), 0)), edges, (labels == 3).astype(np.int64),
-                    (sens == 2).astype(np.int64), tr, va, te)
+    return _to_data(
+        "dblp_fair_small",
+        np.zeros((len(labels), 0)),
+        edges,
+        (labels == 3).astype(np.int64),
+        (sens == 2).astype(np.int64),
+        tr,
+        va,
+        te,
+    )
 
 
-def synthetic_fair_graph(num_nodes: int = 1000, num_features: int = 16, seed: int = 0, bias: float = 0.1,
-                         homophily: float = 0.5, avg_degree: float = 10.0):
+def synthetic_fair_graph(
+    num_nodes: int = 1000,
+    num_features: int = 16,
+    seed: int = 0,
+    bias: float = 0.1,
+    homophily: float = 0.5,
+    avg_degree: float = 10.0,
+):
     """A small attributed graph with a planted sensitive attribute (documented generator).
 
     - s_i ~ Bernoulli(0.5); y_i ~ Bernoulli(0.5 + bias/2) if s_i = 1 else Bernoulli(0.5 - bias/2): the base rates of
@@ -325,8 +354,10 @@ LOADERS = {"bail": load_bail, "credit": load_credit, "german": load_german, "dbl
 
 def load_fair_graph(name: str, root=None, cache_dir=None, **synthetic_kwargs):
     if root is None or name == "synthetic":
-        log.info("FairGraphDataModule: root=None -> the synthetic fairness graph (synthetic_fair_graph, %s)",
-                 synthetic_kwargs or "defaults")
+        log.info(
+            "FairGraphDataModule: root=None -> the synthetic fairness graph (synthetic_fair_graph, %s)",
+            synthetic_kwargs or "defaults",
+        )
         return synthetic_fair_graph(**synthetic_kwargs)
     if name not in LOADERS:
         raise ValueError(f"unknown fairness graph {name!r}; choose one of {', '.join(DATASETS)}")
@@ -346,8 +377,14 @@ class FairGraphDataModule(LightningDataModule):
         synthetic_nodes, synthetic_seed: size and seed of the synthetic graph.
     """
 
-    def __init__(self, name: str = "synthetic", root: str | None = None, cache_dir: str | None = None,
-                 synthetic_nodes: int = 1000, synthetic_seed: int = 0):
+    def __init__(
+        self,
+        name: str = "synthetic",
+        root: str | None = None,
+        cache_dir: str | None = None,
+        synthetic_nodes: int = 1000,
+        synthetic_seed: int = 0,
+    ):
         super().__init__()
         if name not in DATASETS:
             raise UserError(f"unknown fairness graph {name!r}; choose one of {', '.join(DATASETS)}")
@@ -365,9 +402,16 @@ class FairGraphDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None):
         if self.data is None:
-            self.data = load_fair_graph(self.name, self.root, self.cache_dir,
-                                        **({"num_nodes": self.synthetic_nodes, "seed": self.synthetic_seed}
-                                           if self.root is None or self.name == "synthetic" else {}))
+            self.data = load_fair_graph(
+                self.name,
+                self.root,
+                self.cache_dir,
+                **(
+                    {"num_nodes": self.synthetic_nodes, "seed": self.synthetic_seed}
+                    if self.root is None or self.name == "synthetic"
+                    else {}
+                ),
+            )
 
     @property
     def num_features(self) -> int:

@@ -21,6 +21,7 @@ X̃ = H^t X are computed once with ``t`` sparse products (``zoo.ops.graph_propag
 
 Every dataloader yields the same full-batch sample ``{"x": X̃ (N, d) float32, "y": labels (N,) int64}``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,8 +59,10 @@ class PlanetoidUnpickler(RestrictedUnpickler):
     """Unpickler for the Planetoid ``ind.*`` files: only numpy arrays/dtypes, scipy CSR matrices, ``defaultdict``
     and ``list`` may be referenced. Any other global (a function that would run code) is refused."""
 
-    refusal = ("a Planetoid file holds only numpy arrays, scipy.sparse CSR matrices and a dict of lists. This file is "
-               "not a Planetoid ind.* file (or was tampered with); re-download it from kimiyoung/planetoid.")
+    refusal = (
+        "a Planetoid file holds only numpy arrays, scipy.sparse CSR matrices and a dict of lists. This file is "
+        "not a Planetoid ind.* file (or was tampered with); re-download it from kimiyoung/planetoid."
+    )
 
     def __init__(self, file, source: str = "<pickle>"):
         super().__init__(file, source)
@@ -67,10 +70,13 @@ class PlanetoidUnpickler(RestrictedUnpickler):
 
         import scipy.sparse as sp
 
-        self.allowed = {**numpy_globals(), **builtin_globals(("list",)),
-                        ("scipy.sparse.csr", "csr_matrix"): sp.csr_matrix,
-                        ("scipy.sparse._csr", "csr_matrix"): sp.csr_matrix,
-                        ("collections", "defaultdict"): collections.defaultdict}
+        self.allowed = {
+            **numpy_globals(),
+            **builtin_globals(("list",)),
+            ("scipy.sparse.csr", "csr_matrix"): sp.csr_matrix,
+            ("scipy.sparse._csr", "csr_matrix"): sp.csr_matrix,
+            ("collections", "defaultdict"): collections.defaultdict,
+        }
 
 
 def restricted_load(path: str | Path):
@@ -170,8 +176,10 @@ def load_npy_graph(name: str, root: str | Path):
         raise ValueError(f"{name}: the .npy files under {root} must be plain numeric arrays ({e})") from e
     n = feat.shape[0]
     if feat.ndim != 2 or label.shape != (n,) or adj.shape != (n, n):
-        raise ValueError(f"{name}: inconsistent shapes feat {feat.shape}, label {label.shape}, adj {adj.shape}; "
-                         "expected (N, d), (N,), (N, N)")
+        raise ValueError(
+            f"{name}: inconsistent shapes feat {feat.shape}, label {label.shape}, adj {adj.shape}; "
+            "expected (N, d), (N,), (N, N)"
+        )
     rows, cols = np.nonzero(adj)
     return feat.astype(np.float32), label.astype(np.int64), _symmetric_binary(rows, cols, n)
 
@@ -197,8 +205,10 @@ def load_graph(name: str, root: str | Path | None):
         return load_planetoid(name, root)
     if name in NPY:
         return load_npy_graph(name, root)
-    raise ValueError(f"unknown graph {name!r}: choose one of {', '.join(PLANETOID + NPY)} (with root), or root=None "
-                     "for the karate club")
+    raise ValueError(
+        f"unknown graph {name!r}: choose one of {', '.join(PLANETOID + NPY)} (with root), or root=None "
+        "for the karate club"
+    )
 
 
 # --------------------------------------------------------------------------------------------- filter
@@ -216,10 +226,13 @@ def normalized_adjacency(adj) -> torch.Tensor:
     h.sort_indices()
     with warnings.catch_warnings():  # "sparse CSR support is in beta": informational
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(torch.from_numpy(h.indptr.astype(np.int64)),
-                                       torch.from_numpy(h.indices.astype(np.int64)),
-                                       torch.from_numpy(h.data.astype(np.float32)), size=h.shape,
-                                       check_invariants=True)
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(h.indptr.astype(np.int64)),
+            torch.from_numpy(h.indices.astype(np.int64)),
+            torch.from_numpy(h.data.astype(np.float32)),
+            size=h.shape,
+            check_invariants=True,
+        )
 
 
 def laplacian_smoothing(adj, features, t: int) -> torch.Tensor:
@@ -262,7 +275,8 @@ class GraphClusteringDataModule(LightningDataModule):
             raise DataNotFoundError(
                 f"GraphClusteringDataModule: the data folder {root} does not exist; point data.init_args.root at the "
                 f"folder holding ind.{name}.{{x,y,tx,ty,allx,ally,graph,test.index}} (Planetoid) or "
-                f"{name}_{{feat,label,adj}}.npy, or use root=null for the bundled karate club.")
+                f"{name}_{{feat,label,adj}}.npy, or use root=null for the bundled karate club."
+            )
         check_positive("t", t, minimum=0, where="GraphClusteringDataModule")
         self.save_hyperparameters()
         self.name, self.root, self.t = name, root, t
@@ -272,8 +286,10 @@ class GraphClusteringDataModule(LightningDataModule):
         if self.smoothed is not None:
             return
         if self.root is None:
-            log.info("GraphClusteringDataModule: root=None -> Zachary's karate club (networkx, 34 nodes, 2 communities)"
-                     "%s", "" if self.name in (None, "karate") else f"; name={self.name!r} is ignored without a root")
+            log.info(
+                "GraphClusteringDataModule: root=None -> Zachary's karate club (networkx, 34 nodes, 2 communities)%s",
+                "" if self.name in (None, "karate") else f"; name={self.name!r} is ignored without a root",
+            )
         features, labels, adj = load_graph(self.name, self.root)
         self.features = torch.from_numpy(features)
         self.labels = torch.from_numpy(labels)

@@ -36,6 +36,7 @@ setup, :func:`check_some_decode`), a webdataset pass that skipped every sample. 
 CMYK) are converted to RGB; captions longer than ``context_length`` tokens are truncated by the tokenizer (EOT kept as
 the last token).
 """
+
 from __future__ import annotations
 
 import csv
@@ -60,8 +61,14 @@ _IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 _WDS_IMG_KEYS = ("jpg", "jpeg", "png", "webp")
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-DIGIT_CAPTIONS = ("a photo of the number {}", "a handwritten {}", "the digit {}", "a scan of a handwritten {}",
-                  "the number {}, written by hand", "a small grey picture of a {}")
+DIGIT_CAPTIONS = (
+    "a photo of the number {}",
+    "a handwritten {}",
+    "the digit {}",
+    "a scan of a handwritten {}",
+    "the number {}, written by hand",
+    "a small grey picture of a {}",
+)
 DIGIT_TEMPLATES = ("a photo of the number {}.", "a picture of the digit {}.")
 
 
@@ -74,8 +81,14 @@ def clip_tokenizer(context_length: int):
 
 
 # ================================================================================================ views
-def three_boxes(height: int, width: int, scale: Sequence[float], ratio: Sequence[float],
-                release_bug: bool = False, rng: random.Random | None = None) -> list[tuple[int, int, int, int]]:
+def three_boxes(
+    height: int,
+    width: int,
+    scale: Sequence[float],
+    ratio: Sequence[float],
+    release_bug: bool = False,
+    rng: random.Random | None = None,
+) -> list[tuple[int, int, int, int]]:
     """(v1, v2, v3) boxes (top, left, height, width): two RandomResizedCrop boxes and a random enlargement of their
     union that stays inside the image (the fixed zoom-out; ``release_bug``: the released code's draw)."""
     import math
@@ -133,14 +146,26 @@ class _PILGaussianBlur:
 class ThreeViews:
     """PIL image -> (v1, v2, v3 tensors (3, S, S), boxes LongTensor (3, 4)) as described in the module docstring."""
 
-    def __init__(self, size: int, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), online_augment: bool = True,
-                 release_union_box_bug: bool = True, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    def __init__(
+        self,
+        size: int,
+        scale=(0.5, 1.0),
+        ratio=(3 / 4, 4 / 3),
+        online_augment: bool = True,
+        release_union_box_bug: bool = True,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    ):
         from torchvision import transforms as T
 
         self.size, self.scale, self.ratio, self.bug = size, tuple(scale), tuple(ratio), release_union_box_bug
         norm = [T.ToTensor(), T.Normalize(mean, std)]
-        aug = [T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8), T.RandomGrayscale(p=0.2),
-               T.RandomApply([_PILGaussianBlur((0.1, 2.0))], p=0.1), T.RandomSolarize(128, p=0.2)]
+        aug = [
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+            T.RandomApply([_PILGaussianBlur((0.1, 2.0))], p=0.1),
+            T.RandomSolarize(128, p=0.2),
+        ]
         self.online = T.Compose((aug if online_augment else []) + norm)
         self.ema = T.Compose(norm)
 
@@ -152,16 +177,21 @@ class ThreeViews:
             img = img.convert("RGB")
         boxes = three_boxes(img.height, img.width, self.scale, self.ratio, self.bug)
         crops = [TF.resized_crop(img, *b, [self.size, self.size], InterpolationMode.BILINEAR) for b in boxes]
-        return (self.online(crops[0]), self.online(crops[1]), self.ema(crops[2]),
-                torch.tensor(boxes, dtype=torch.long))
+        return (self.online(crops[0]), self.online(crops[1]), self.ema(crops[2]), torch.tensor(boxes, dtype=torch.long))
 
 
 def eval_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """Resize the short side to ``size`` (bilinear), centre-crop ``size`` (crop pct 1.0, official eval), normalise."""
     from torchvision import transforms as T
 
-    return T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BILINEAR), T.CenterCrop(size), T.ToTensor(),
-                      T.Normalize(mean, std)])
+    return T.Compose(
+        [
+            T.Resize(size, interpolation=T.InterpolationMode.BILINEAR),
+            T.CenterCrop(size),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
 
 
 # ================================================================================================ sources
@@ -187,16 +217,18 @@ class SkipCounter:
 
     def warn(self) -> None:
         for reason, n in self.counts.items():
-            log.warning("%s: skipped %d row(s) with %s, e.g. %s", self.source, n, reason,
-                        ", ".join(self.examples[reason]))
+            log.warning(
+                "%s: skipped %d row(s) with %s, e.g. %s", self.source, n, reason, ", ".join(self.examples[reason])
+            )
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
 
-def read_pair_table(path: Path, image_key: str, caption_key: str | Sequence[str], separator: str | None,
-                    skips: SkipCounter) -> list[tuple[str, str | list[str]]]:
+def read_pair_table(
+    path: Path, image_key: str, caption_key: str | Sequence[str], separator: str | None, skips: SkipCounter
+) -> list[tuple[str, str | list[str]]]:
     """(image path, caption) rows of a CSV/TSV file; rows with a missing file or an empty caption are skipped.
     ``caption_key`` may list several columns (YFCC's title and description): the row keeps its non-empty ones and
     training draws one per access, as SLIP / A-CLIP do."""
@@ -207,9 +239,11 @@ def read_pair_table(path: Path, image_key: str, caption_key: str | Sequence[str]
             reader = csv.DictReader(f, delimiter=sep)
             fields = reader.fieldnames or []
             if image_key not in fields or any(k not in fields for k in keys):
-                raise UserError(f"{path}: columns {fields} lack image_key={image_key!r} / caption_key="
-                                f"{caption_key!r}: set data.init_args.image_key / caption_key to its image-path and "
-                                "caption columns")
+                raise UserError(
+                    f"{path}: columns {fields} lack image_key={image_key!r} / caption_key="
+                    f"{caption_key!r}: set data.init_args.image_key / caption_key to its image-path and "
+                    "caption columns"
+                )
             rows = []
             for i, r in enumerate(reader, start=2):
                 img = (r.get(image_key) or "").strip()
@@ -271,8 +305,10 @@ def check_some_decode(paths: Sequence[str], source, probes: int = 8) -> None:
             return
         except Exception as e:  # noqa: BLE001 - any decoding failure
             errors.append(f"{Path(paths[i]).name} ({type(e).__name__})")
-    raise UserError(f"{source}: none of {len(picks)} images sampled across its {n} rows decodes, e.g. {errors[0]}; "
-                    "check that the image column / files hold images (JPEG, PNG, ...) and re-download corrupt files")
+    raise UserError(
+        f"{source}: none of {len(picks)} images sampled across its {n} rows decodes, e.g. {errors[0]}; "
+        "check that the image column / files hold images (JPEG, PNG, ...) and re-download corrupt files"
+    )
 
 
 class PairDataset(Dataset):
@@ -322,8 +358,16 @@ def collate_skipping(items):
 class WebDatasetPairs(IterableDataset):
     """Streams (image, caption) samples from tar shards with ``webdataset``; bad samples are counted and skipped."""
 
-    def __init__(self, urls: list[str], transform, tokenizer, train: bool, skips: SkipCounter,
-                 length: int | None = None, shuffle: int = 1000):
+    def __init__(
+        self,
+        urls: list[str],
+        transform,
+        tokenizer,
+        train: bool,
+        skips: SkipCounter,
+        length: int | None = None,
+        shuffle: int = 1000,
+    ):
         self.urls, self.transform, self.tokenizer, self.train, self.skips = urls, transform, tokenizer, train, skips
         self.length, self.shuffle = length, shuffle
 
@@ -355,8 +399,13 @@ class WebDatasetPairs(IterableDataset):
     def __iter__(self):
         import webdataset as wds
 
-        ds = wds.WebDataset(self.urls, handler=wds.warn_and_continue, shardshuffle=self.train and len(self.urls),
-                            nodesplitter=wds.split_by_node, empty_check=False)
+        ds = wds.WebDataset(
+            self.urls,
+            handler=wds.warn_and_continue,
+            shardshuffle=self.train and len(self.urls),
+            nodesplitter=wds.split_by_node,
+            empty_check=False,
+        )
         if self.train and self.shuffle:
             ds = ds.shuffle(self.shuffle)
         n = 0
@@ -382,10 +431,18 @@ class WebDatasetPairs(IterableDataset):
         what = ", ".join(f"{c} with {r}" for r, c in skipped.items())
         examples = "; ".join(", ".join(self.skips.examples[r]) for r in skipped)
         if yielded == 0:
-            raise UserError(f"{self.skips.source}: no usable sample in {len(self.urls)} shard(s): skipped {what} "
-                            f"(e.g. {examples}); each sample needs a txt caption and a jpg/png/webp image")
-        log.warning("%s: skipped %d of %d webdataset samples this pass (%s; e.g. %s)", self.skips.source,
-                    sum(skipped.values()), yielded + sum(skipped.values()), what, examples)
+            raise UserError(
+                f"{self.skips.source}: no usable sample in {len(self.urls)} shard(s): skipped {what} "
+                f"(e.g. {examples}); each sample needs a txt caption and a jpg/png/webp image"
+            )
+        log.warning(
+            "%s: skipped %d of %d webdataset samples this pass (%s; e.g. %s)",
+            self.skips.source,
+            sum(skipped.values()),
+            yielded + sum(skipped.values()),
+            what,
+            examples,
+        )
 
 
 # ================================================================================================ data module
@@ -435,8 +492,9 @@ class ImageTextDataModule(LightningDataModule):
 
     def _views(self):
         hp = self.hparams
-        return ThreeViews(hp.image_size, hp.scale, online_augment=hp.online_augment,
-                          release_union_box_bug=hp.release_union_box_bug)
+        return ThreeViews(
+            hp.image_size, hp.scale, online_augment=hp.online_augment, release_union_box_bug=hp.release_union_box_bug
+        )
 
     def _pairs(self, root: str, train: bool, skips: SkipCounter):
         hp = self.hparams
@@ -454,7 +512,8 @@ class ImageTextDataModule(LightningDataModule):
             raise DataNotFoundError(
                 f"{root}: not an image-text dataset. Expected a CSV/TSV file with columns {hp.image_key!r} and "
                 f"{hp.caption_key!r}, a folder of webdataset *.tar shards (jpg + txt per sample), or a folder of "
-                "images with same-stem .txt captions; root=null uses the bundled captioned digits.")
+                "images with same-stem .txt captions; root=null uses the bundled captioned digits."
+            )
         skips.warn()
         if not rows:
             raise DataNotFoundError(f"{root}: no usable image-text pair (skipped: {skips.counts})")
@@ -472,16 +531,17 @@ class ImageTextDataModule(LightningDataModule):
         folder = ImageFolder(str(p))
         names = resolve_classnames(self.hparams.classnames) or [c.replace("_", " ") for c in folder.classes]
         if len(names) != len(folder.classes):
-            raise UserError(f"{len(names)} classnames for {len(folder.classes)} class folders in {root}: give one "
-                            "name per folder, in sorted folder order")
+            raise UserError(
+                f"{len(names)} classnames for {len(folder.classes)} class folders in {root}: give one "
+                "name per folder, in sorted folder order"
+            )
         self.classnames = names
         tmpl = self.templates if self.templates is not None else "openai"
         from zoo.models.aclip.zeroshot import resolve_templates
 
         first = resolve_templates(tmpl)[0]
         rows = [(path, first.format(names[y]), y) for path, y in folder.samples]
-        ds = PairDataset(rows, eval_transform(self.hparams.image_size), self.tokenizer(), False,
-                         SkipCounter(str(root)))
+        ds = PairDataset(rows, eval_transform(self.hparams.image_size), self.tokenizer(), False, SkipCounter(str(root)))
         ds.no_pairs = True
         return ds
 
@@ -495,8 +555,9 @@ class ImageTextDataModule(LightningDataModule):
         hp = self.hparams
         digits = load_digits()
         imgs = (digits.images * (255.0 / 16.0)).astype(np.uint8)
-        idx_tr, idx_va = train_test_split(np.arange(len(imgs)), test_size=hp.digits_val_fraction,
-                                          random_state=hp.seed, stratify=digits.target)
+        idx_tr, idx_va = train_test_split(
+            np.arange(len(imgs)), test_size=hp.digits_val_fraction, random_state=hp.seed, stratify=digits.target
+        )
         size = hp.image_size
 
         def rows(idx):
@@ -516,9 +577,12 @@ class ImageTextDataModule(LightningDataModule):
         hp = self.hparams
         tok = self.tokenizer()
         if hp.root is None:
-            log.warning("ImageTextDataModule: root=None -> scikit-learn's digits with template captions "
-                        "(%d px, %d %% held out for zero-shot / retrieval)", hp.image_size,
-                        round(100 * hp.digits_val_fraction))
+            log.warning(
+                "ImageTextDataModule: root=None -> scikit-learn's digits with template captions "
+                "(%d px, %d %% held out for zero-shot / retrieval)",
+                hp.image_size,
+                round(100 * hp.digits_val_fraction),
+            )
             tr, va = self._digits()
             self.train_set = PairDataset(tr, self._views(), tok, True, self.skips)
             self.val_sets = [PairDataset(va, eval_transform(hp.image_size), tok, False, self.skips)]
@@ -540,17 +604,24 @@ class ImageTextDataModule(LightningDataModule):
     def _loader(self, ds, train: bool):
         hp = self.hparams
         iterable = isinstance(ds, IterableDataset)
-        return DataLoader(ds, batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
-                          shuffle=train and not iterable, drop_last=train and not iterable,
-                          num_workers=hp.num_workers, collate_fn=_Collate(ds),
-                          pin_memory=hp.pin_memory and torch.cuda.is_available(),
-                          persistent_workers=hp.num_workers > 0)
+        return DataLoader(
+            ds,
+            batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
+            shuffle=train and not iterable,
+            drop_last=train and not iterable,
+            num_workers=hp.num_workers,
+            collate_fn=_Collate(ds),
+            pin_memory=hp.pin_memory and torch.cuda.is_available(),
+            persistent_workers=hp.num_workers > 0,
+        )
 
     def train_dataloader(self):
         n, bs = (None if isinstance(self.train_set, IterableDataset) else len(self.train_set)), self.hparams.batch_size
         if n is not None and n < bs:  # drop_last: not one full batch, so not one training step
-            raise UserError(f"ImageTextDataModule: {n} training pairs are fewer than batch_size={bs} and the partial "
-                            f"batch is dropped, so nothing would train; set data.init_args.batch_size to at most {n}")
+            raise UserError(
+                f"ImageTextDataModule: {n} training pairs are fewer than batch_size={bs} and the partial "
+                f"batch is dropped, so nothing would train; set data.init_args.batch_size to at most {n}"
+            )
         return self._loader(self.train_set, True)
 
     def val_dataloader(self):

@@ -18,12 +18,13 @@ public), and the log says so.
 Training transforms are timm's ``create_transform`` with the paper's augmentation arguments (RandAugment string,
 colour jitter, random erasing, interpolation); evaluation resizes to ``image_size / crop_pct`` and centre-crops.
 """
+
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -62,13 +63,12 @@ def _digits_split(seed: int = 0, test: bool = False):
 
     digits = load_digits()
     imgs = (digits.images * (255.0 / 16.0)).astype(np.uint8)
-    idx_tr, idx_va = train_test_split(
-        np.arange(len(imgs)), test_size=0.2, random_state=seed, stratify=digits.target
-    )
+    idx_tr, idx_va = train_test_split(np.arange(len(imgs)), test_size=0.2, random_state=seed, stratify=digits.target)
     idx_te = None
     if test:
-        idx_tr, idx_te = train_test_split(idx_tr, test_size=len(idx_va), random_state=seed,
-                                          stratify=digits.target[idx_tr])
+        idx_tr, idx_te = train_test_split(
+            idx_tr, test_size=len(idx_va), random_state=seed, stratify=digits.target[idx_tr]
+        )
 
     def make(idx):
         pil = [Image.fromarray(imgs[i], mode="L") for i in idx]
@@ -188,10 +188,15 @@ class ImageNetDataModule(LightningDataModule):
         self.test_set = None
         if self.root is None:
             splits = _digits_split(test=bool(hp.test_split))
-            log.warning("ImageNetDataModule: root=None -> using scikit-learn's bundled digits (10 classes), "
-                        "upscaled to %dx%d; %s", hp.image_size, hp.image_size,
-                        "train/val/test %d/%d/%d images" % tuple(n for _, n in splits) if hp.test_split
-                        else "train/val %d/%d images" % tuple(n for _, n in splits))
+            log.warning(
+                "ImageNetDataModule: root=None -> using scikit-learn's bundled digits (10 classes), "
+                "upscaled to %dx%d; %s",
+                hp.image_size,
+                hp.image_size,
+                "train/val/test %d/%d/%d images" % tuple(n for _, n in splits)
+                if hp.test_split
+                else "train/val %d/%d images" % tuple(n for _, n in splits),
+            )
             self.train_set, self.val_set = _Transformed(*splits[0], t_train), _Transformed(*splits[1], t_eval)
             if hp.test_split:
                 self.test_set = _Transformed(*splits[2], t_eval)
@@ -203,8 +208,10 @@ class ImageNetDataModule(LightningDataModule):
             for s in (hp.train_split, val_name, *([hp.test_split] if hp.test_split else [])):
                 if s not in dd:
                     wanted = ", ".join(repr(x) for x in (hp.train_split, hp.val_split, hp.test_split) if x)
-                    raise DataNotFoundError(f"{self.root} has splits {list(dd)}; expected {wanted}: set "
-                                            "data.init_args.train_split / val_split / test_split to its split names.")
+                    raise DataNotFoundError(
+                        f"{self.root} has splits {list(dd)}; expected {wanted}: set "
+                        "data.init_args.train_split / val_split / test_split to its split names."
+                    )
             tr, va = dd[hp.train_split], dd[val_name]
 
             def getter(ds):
@@ -238,8 +245,13 @@ class ImageNetDataModule(LightningDataModule):
     def _loader(self, ds, shuffle: bool, batch_size: int) -> DataLoader:
         hp = self.hparams
         return DataLoader(
-            ds, batch_size=batch_size, shuffle=shuffle, num_workers=hp.num_workers, drop_last=shuffle,
-            pin_memory=hp.pin_memory and torch.cuda.is_available(), persistent_workers=hp.num_workers > 0,
+            ds,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=hp.num_workers,
+            drop_last=shuffle,
+            pin_memory=hp.pin_memory and torch.cuda.is_available(),
+            persistent_workers=hp.num_workers > 0,
         )
 
     def train_dataloader(self):
@@ -250,8 +262,10 @@ class ImageNetDataModule(LightningDataModule):
 
     def test_dataloader(self):
         if self.test_set is None:
-            log.info("ImageNetDataModule: no test_split set -> testing on the validation split (%s)",
-                     "the digits' val part" if self.root is None else self.hparams.val_split)
+            log.info(
+                "ImageNetDataModule: no test_split set -> testing on the validation split (%s)",
+                "the digits' val part" if self.root is None else self.hparams.val_split,
+            )
             return self.val_dataloader()
         return self._loader(self.test_set, False, self.hparams.eval_batch_size or self.hparams.batch_size)
 

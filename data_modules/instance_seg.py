@@ -29,6 +29,7 @@ Batches: ``(images [B, 3, H, W] float 0..255, targets)`` with one dict per image
 ``point_coords [G, P, 2]``, ``point_labels [G, P]``, ``node_xyz [G, 2·max_nodes, 3]``, ``node_uv [G, 2·max_nodes, 2]``,
 ``node_valid [G, 2·max_nodes]``, ``masks [G, H, W]`` bool (evaluation), ``mask_source``, ``camera``.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,24 +42,50 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from zoo.errors import DataNotFoundError, UserError, check_positive
+from zoo.files import path_inside, safe_file_name
 
 from .driving import info_lidar_path
-from zoo.files import path_inside, safe_file_name
 from .driving_formats import load_info_pickle, read_points
 
-__all__ = ["InstanceSegImages", "MultiScaleCollate", "NuScenesInstanceSegDataModule", "box_hull", "box_hull_mask",
-           "collate", "load_nuinsseg"]
+__all__ = [
+    "InstanceSegImages",
+    "MultiScaleCollate",
+    "NuScenesInstanceSegDataModule",
+    "box_hull",
+    "box_hull_mask",
+    "collate",
+    "load_nuinsseg",
+]
 
-NUSCENES_CLASSES = ("car", "truck", "trailer", "bus", "construction_vehicle", "bicycle", "motorcycle", "pedestrian",
-                    "traffic_cone", "barrier")
+NUSCENES_CLASSES = (
+    "car",
+    "truck",
+    "trailer",
+    "bus",
+    "construction_vehicle",
+    "bicycle",
+    "motorcycle",
+    "pedestrian",
+    "traffic_cone",
+    "barrier",
+)
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
 # nuScenes general categories -> detection classes (nuInsSeg's category_name values)
 _NUSCENES_MAP = {
-    "vehicle.car": "car", "vehicle.truck": "truck", "vehicle.trailer": "trailer", "vehicle.bus.bendy": "bus",
-    "vehicle.bus.rigid": "bus", "vehicle.construction": "construction_vehicle", "vehicle.bicycle": "bicycle",
-    "vehicle.motorcycle": "motorcycle", "human.pedestrian.adult": "pedestrian", "human.pedestrian.child": "pedestrian",
-    "human.pedestrian.construction_worker": "pedestrian", "human.pedestrian.police_officer": "pedestrian",
-    "movable_object.trafficcone": "traffic_cone", "movable_object.barrier": "barrier",
+    "vehicle.car": "car",
+    "vehicle.truck": "truck",
+    "vehicle.trailer": "trailer",
+    "vehicle.bus.bendy": "bus",
+    "vehicle.bus.rigid": "bus",
+    "vehicle.construction": "construction_vehicle",
+    "vehicle.bicycle": "bicycle",
+    "vehicle.motorcycle": "motorcycle",
+    "human.pedestrian.adult": "pedestrian",
+    "human.pedestrian.child": "pedestrian",
+    "human.pedestrian.construction_worker": "pedestrian",
+    "human.pedestrian.police_officer": "pedestrian",
+    "movable_object.trafficcone": "traffic_cone",
+    "movable_object.barrier": "barrier",
 }
 
 
@@ -90,7 +117,8 @@ def box_hull_mask(hull: np.ndarray, image_size: tuple[int, int], scale: tuple[fl
 
 def _number_list(poly) -> bool:
     return isinstance(poly, (list, tuple)) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in poly)
+        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in poly
+    )
 
 
 def _decode(m, h: int, w: int, where: str) -> np.ndarray | None:
@@ -103,10 +131,13 @@ def _decode(m, h: int, w: int, where: str) -> np.ndarray | None:
     if isinstance(m, dict):
         rle = dict(m)
         size, counts = rle.get("size"), rle.get("counts")
-        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) for v in size)) or \
-                not (isinstance(counts, (str, bytes)) or (isinstance(counts, list) and _number_list(counts))):
-            raise UserError(f"{where}: a COCO RLE needs size [height, width] and counts (a string or a list of "
-                            f"integers), got keys {sorted(rle)}; re-export the masks with pycocotools' mask.encode")
+        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) for v in size)) or not (
+            isinstance(counts, (str, bytes)) or (isinstance(counts, list) and _number_list(counts))
+        ):
+            raise UserError(
+                f"{where}: a COCO RLE needs size [height, width] and counts (a string or a list of "
+                f"integers), got keys {sorted(rle)}; re-export the masks with pycocotools' mask.encode"
+            )
         if isinstance(counts, list):
             rle = mask_utils.frPyObjects(rle, *size)
         elif isinstance(counts, str):
@@ -115,8 +146,10 @@ def _decode(m, h: int, w: int, where: str) -> np.ndarray | None:
     if isinstance(m, list):
         for j, poly in enumerate(m):
             if not _number_list(poly):
-                raise UserError(f"{where}: polygon {j} must be a flat list of numeric x, y coordinates, got "
-                                f"{str(poly)[:60]}; fix the segmentation (COCO polygons are [[x1, y1, x2, y2, ...]])")
+                raise UserError(
+                    f"{where}: polygon {j} must be a flat list of numeric x, y coordinates, got "
+                    f"{str(poly)[:60]}; fix the segmentation (COCO polygons are [[x1, y1, x2, y2, ...]])"
+                )
         polys = [[float(v) for v in poly] for poly in m if len(poly) >= 6 and len(poly) % 2 == 0]
         if not polys:
             return None
@@ -131,8 +164,10 @@ def load_nuinsseg(path: str | Path) -> dict[str, list[dict]]:
     detection-class index (records of other classes are dropped)."""
     path = Path(path)
     if not path.is_file():
-        raise DataNotFoundError(f"nuInsSeg table {path} not found (nuinsseg.json from the nuInsSeg devkit, placed in "
-                                "v1.0-trainval/ or v1.0-mini/, or the COCO json its converter writes)")
+        raise DataNotFoundError(
+            f"nuInsSeg table {path} not found (nuinsseg.json from the nuInsSeg devkit, placed in "
+            "v1.0-trainval/ or v1.0-mini/, or the COCO json its converter writes)"
+        )
     try:
         records = json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -152,26 +187,33 @@ def load_nuinsseg(path: str | Path) -> dict[str, list[dict]]:
         cats = {c["id"]: c["name"] for c in records.get("categories", [])}
         for j, im in enumerate(records["images"]):
             if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str):
-                raise UserError(f"{path}: images[{j}] lacks its id or file_name (COCO format: every image has id, "
-                                "file_name, height, width); re-run nuinsseg_converter.py")
+                raise UserError(
+                    f"{path}: images[{j}] lacks its id or file_name (COCO format: every image has id, "
+                    "file_name, height, width); re-run nuinsseg_converter.py"
+                )
         images = {im["id"]: im for im in records["images"]}
         for i, ann in enumerate(records["annotations"]):
             im = images.get(ann.get("image_id"))
             if im is None or "segmentation" not in ann:
                 raise UserError(f"{path}: annotation {i} lacks a known image_id or its segmentation (COCO format)")
             mask = _decode(ann["segmentation"], im.get("height", 900), im.get("width", 1600), f"{path}: annotation {i}")
-            add(Path(im["file_name"]).name, cats.get(ann.get("category_id"), ""), mask, ann.get("id"),
-                f"annotation {i}")
+            add(
+                Path(im["file_name"]).name, cats.get(ann.get("category_id"), ""), mask, ann.get("id"), f"annotation {i}"
+            )
         _warn_degenerate(path, degenerate)
         return out
     if not isinstance(records, list):
-        raise UserError(f"{path}: expected a JSON list of records (nuScenes table format) or a COCO dict with images "
-                        f"and annotations, got {type(records).__name__}")
+        raise UserError(
+            f"{path}: expected a JSON list of records (nuScenes table format) or a COCO dict with images "
+            f"and annotations, got {type(records).__name__}"
+        )
     for i, r in enumerate(records):
         missing = [k for k in ("sample_data_token", "category_name", "instance_mask") if k not in r]
         if missing:
-            raise UserError(f"{path}: record {i} lacks {', '.join(missing)}; a nuInsSeg record has token, "
-                            "sample_data_token, category_name, bbox_corners, filename, instance_mask")
+            raise UserError(
+                f"{path}: record {i} lacks {', '.join(missing)}; a nuInsSeg record has token, "
+                "sample_data_token, category_name, bbox_corners, filename, instance_mask"
+            )
         mask = _decode(r["instance_mask"], r.get("height", 900), r.get("width", 1600), f"{path}: record {i}")
         add(r["sample_data_token"], r["category_name"], mask, r.get("token"), f"record {i}")
     _warn_degenerate(path, degenerate)
@@ -180,8 +222,11 @@ def load_nuinsseg(path: str | Path) -> dict[str, list[dict]]:
 
 def _warn_degenerate(path: Path, where: list[str]) -> None:
     if where:
-        warnings.warn(f"{path}: skipped {len(where)} mask(s) without a polygon of at least 3 points (e.g. "
-                      f"{', '.join(where[:3])})", stacklevel=3)
+        warnings.warn(
+            f"{path}: skipped {len(where)} mask(s) without a polygon of at least 3 points (e.g. "
+            f"{', '.join(where[:3])})",
+            stacklevel=3,
+        )
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -234,9 +279,17 @@ class InstanceSegImages(Dataset):
             masks = torch.from_numpy(it["masks"])[:, None].float()
             masks = torch.nn.functional.interpolate(masks, size=(h, w), mode="nearest")[:, 0] > 0.5
         return img.permute(2, 0, 1).contiguous(), {
-            "boxes": boxes, "labels": torch.from_numpy(it["labels"]).long(), "point_coords": coords,
-            "point_labels": plabels, "node_xyz": xyz, "node_uv": uv, "node_valid": valid, "masks": masks,
-            "mask_source": it["mask_source"], "camera": it["camera"]}
+            "boxes": boxes,
+            "labels": torch.from_numpy(it["labels"]).long(),
+            "point_coords": coords,
+            "point_labels": plabels,
+            "node_xyz": xyz,
+            "node_uv": uv,
+            "node_valid": valid,
+            "masks": masks,
+            "mask_source": it["mask_source"],
+            "camera": it["camera"],
+        }
 
 
 def collate(batch):
@@ -263,8 +316,9 @@ class MultiScaleCollate:
         s = min(s, self.max_size / max(h, w))
         nh, nw = round(h * s), round(w * s)
         ph, pw = -(-nh // 32) * 32, -(-nw // 32) * 32
-        out = F.pad(F.interpolate(images, size=(nh, nw), mode="bilinear", align_corners=False),
-                    (0, pw - nw, 0, ph - nh))
+        out = F.pad(
+            F.interpolate(images, size=(nh, nw), mode="bilinear", align_corners=False), (0, pw - nw, 0, ph - nh)
+        )
         sx, sy = nw / w, nh / h
         for t in targets:
             t["boxes"] = t["boxes"] * torch.tensor([sx, sy, sx, sy])
@@ -294,12 +348,28 @@ class NuScenesInstanceSegDataModule(LightningDataModule):
             ``max_size`` (1333), padded to multiples of 32 (:class:`MultiScaleCollate`); ``None``: ``image_size``.
     """
 
-    def __init__(self, root: str, info: str | None = None, nuinsseg: str | None = None,
-                 train_frames: list[int] | None = None, val_frames: list[int] | None = None,
-                 cameras: list[str] = CAMERAS, image_size: list[int] = (800, 1344), num_points: int = 20,
-                 pla_points: int = 100, pla_mode: str = "window", max_nodes: int = 100, min_box_px: float = 2.0,
-                 repeat: int = 1, batch_size: int = 2, num_workers: int = 0, seed: int = 0,
-                 cache_dir: str | None = None, train_scales: list[int] | None = None, max_size: int = 1333):
+    def __init__(
+        self,
+        root: str,
+        info: str | None = None,
+        nuinsseg: str | None = None,
+        train_frames: list[int] | None = None,
+        val_frames: list[int] | None = None,
+        cameras: list[str] = CAMERAS,
+        image_size: list[int] = (800, 1344),
+        num_points: int = 20,
+        pla_points: int = 100,
+        pla_mode: str = "window",
+        max_nodes: int = 100,
+        min_box_px: float = 2.0,
+        repeat: int = 1,
+        batch_size: int = 2,
+        num_workers: int = 0,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        train_scales: list[int] | None = None,
+        max_size: int = 1333,
+    ):
         super().__init__()
         self.save_hyperparameters()
         for name in ("num_points", "pla_points", "max_nodes", "repeat", "batch_size"):
@@ -320,8 +390,10 @@ class NuScenesInstanceSegDataModule(LightningDataModule):
     def _root(self) -> Path:
         root = Path(self.hparams.root).expanduser()
         if not root.is_dir():
-            raise DataNotFoundError(f"data root {root} not found; expected an mmdet3d v2 info pickle with the LiDAR "
-                                    "and camera files beside it or under samples/<SENSOR>/")
+            raise DataNotFoundError(
+                f"data root {root} not found; expected an mmdet3d v2 info pickle with the LiDAR "
+                "and camera files beside it or under samples/<SENSOR>/"
+            )
         return root
 
     def _info_path(self) -> Path:
@@ -385,33 +457,56 @@ class NuScenesInstanceSegDataModule(LightningDataModule):
                 token = c.get("sample_data_token", f"{fi}-{cam}")
                 cached = path_inside(cache_dir, f"pla-{safe_file_name(token)}.pt") if cache_dir else None
                 if cached is not None and cached.is_file():
-                    pla = [{k: (v.numpy() if torch.is_tensor(v) else v) for k, v in d.items()}
-                           for d in torch.load(cached, weights_only=True)]
+                    pla = [
+                        {k: (v.numpy() if torch.is_tensor(v) else v) for k, v in d.items()}
+                        for d in torch.load(cached, weights_only=True)
+                    ]
                 else:
-                    pla = point_label_assignment(points, lidar2img, boxes3d, (oh, ow), num_points=hp.pla_points,
-                                                 mode=hp.pla_mode, max_rows=hp.max_nodes, seed=hp.seed + fi)
+                    pla = point_label_assignment(
+                        points,
+                        lidar2img,
+                        boxes3d,
+                        (oh, ow),
+                        num_points=hp.pla_points,
+                        mode=hp.pla_mode,
+                        max_rows=hp.max_nodes,
+                        seed=hp.seed + fi,
+                    )
                     if cached is not None:
                         cached.parent.mkdir(parents=True, exist_ok=True)
-                        torch.save([{k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v)
-                                     for k, v in d.items()} for d in pla], cached)
+                        torch.save(
+                            [
+                                {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in d.items()}
+                                for d in pla
+                            ],
+                            cached,
+                        )
                 cuv, cdep = project(corners, lidar2img)
                 cuv, cdep = cuv.reshape(-1, 8, 2), cdep.reshape(-1, 8)
                 sx, sy = hp.image_size[1] / ow, hp.image_size[0] / oh
-                keep = [d for d in pla if min((d["box2d"][2] - d["box2d"][0]) * sx,
-                                              (d["box2d"][3] - d["box2d"][1]) * sy) >= hp.min_box_px]
+                keep = [
+                    d
+                    for d in pla
+                    if min((d["box2d"][2] - d["box2d"][0]) * sx, (d["box2d"][3] - d["box2d"][1]) * sy) >= hp.min_box_px
+                ]
                 if ns is not None:
                     recs = ns.get(token) or ns.get(Path(c["img_path"]).name, [])  # table: token; COCO: file name
                     item = self._nuinsseg_item(recs, keep, labels3d, hp.pla_points)
                 else:
-                    item = {"boxes": np.stack([d["box2d"] for d in keep]) if keep else np.zeros((0, 4), np.float32),
-                            "labels": labels3d[[d["index"] for d in keep]],
-                            "hulls": [box_hull(cuv[d["index"]], cdep[d["index"]]) for d in keep],
-                            "point_coords": np.stack([d["point_coords"] for d in keep]) if keep else
-                            np.zeros((0, hp.pla_points, 2), np.float32),
-                            "point_labels": np.stack([d["point_labels"] for d in keep]) if keep else
-                            np.zeros((0, hp.pla_points), np.int64),
-                            "in_rows": [d["in_rows"] for d in keep], "out_rows": [d["out_rows"] for d in keep],
-                            "mask_source": "box-hull"}
+                    item = {
+                        "boxes": np.stack([d["box2d"] for d in keep]) if keep else np.zeros((0, 4), np.float32),
+                        "labels": labels3d[[d["index"] for d in keep]],
+                        "hulls": [box_hull(cuv[d["index"]], cdep[d["index"]]) for d in keep],
+                        "point_coords": np.stack([d["point_coords"] for d in keep])
+                        if keep
+                        else np.zeros((0, hp.pla_points, 2), np.float32),
+                        "point_labels": np.stack([d["point_labels"] for d in keep])
+                        if keep
+                        else np.zeros((0, hp.pla_points), np.int64),
+                        "in_rows": [d["in_rows"] for d in keep],
+                        "out_rows": [d["out_rows"] for d in keep],
+                        "mask_source": "box-hull",
+                    }
                 item.update({"image_path": img_path, "camera": cam, "frame": fi})
                 items.append(item)
         self._items = items
@@ -451,11 +546,16 @@ class NuScenesInstanceSegDataModule(LightningDataModule):
                 rin.append(np.zeros((0, 6), np.float32))
                 rout.append(np.zeros((0, 6), np.float32))
         g = len(boxes)
-        return {"boxes": np.stack(boxes) if g else np.zeros((0, 4), np.float32),
-                "labels": np.array(labels, dtype=np.int64), "masks": np.stack(masks) if g else np.zeros((0, 900, 1600), bool),
-                "point_coords": np.stack(coords) if g else np.zeros((0, k, 2), np.float32),
-                "point_labels": np.stack(plabels) if g else np.zeros((0, k), np.int64),
-                "in_rows": rin, "out_rows": rout, "mask_source": "nuinsseg"}
+        return {
+            "boxes": np.stack(boxes) if g else np.zeros((0, 4), np.float32),
+            "labels": np.array(labels, dtype=np.int64),
+            "masks": np.stack(masks) if g else np.zeros((0, 900, 1600), bool),
+            "point_coords": np.stack(coords) if g else np.zeros((0, k, 2), np.float32),
+            "point_labels": np.stack(plabels) if g else np.zeros((0, k), np.int64),
+            "in_rows": rin,
+            "out_rows": rout,
+            "mask_source": "nuinsseg",
+        }
 
     # ---------------------------------------------------------------------------------------------- splits
     def _subset(self, frames) -> list[dict]:
@@ -480,8 +580,14 @@ class NuScenesInstanceSegDataModule(LightningDataModule):
         fn = collate
         if split == "train" and self.hparams.train_scales:
             fn = MultiScaleCollate(self.hparams.train_scales, self.hparams.max_size, self.hparams.seed)
-        return DataLoader(ds, batch_size=self.hparams.batch_size, shuffle=shuffle, collate_fn=fn,
-                          num_workers=self.hparams.num_workers, generator=g)
+        return DataLoader(
+            ds,
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            collate_fn=fn,
+            num_workers=self.hparams.num_workers,
+            generator=g,
+        )
 
     def train_dataloader(self):
         return self._loader("train", True)

@@ -25,6 +25,7 @@ Per frame (the released pipeline, ``projects/configs/fusion/*.py``):
    training split (``cbgs``: mmdet3d ``CBGSDataset``).
 0. Optionally first (training): multi-modal GT-sampling (:class:`MultiModalGTSampling`, ``UnifiedObjectSample``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,8 +45,18 @@ from .driving_formats import load_info_pickle, read_points
 log = logging.getLogger(__name__)
 
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
-CLASSES = ("car", "truck", "construction_vehicle", "bus", "trailer", "barrier", "motorcycle", "bicycle",
-           "pedestrian", "traffic_cone")
+CLASSES = (
+    "car",
+    "truck",
+    "construction_vehicle",
+    "bus",
+    "trailer",
+    "barrier",
+    "motorcycle",
+    "bicycle",
+    "pedestrian",
+    "traffic_cone",
+)
 MEAN_BGR = (103.53, 116.28, 123.675)
 STD_BGR = (57.375, 57.12, 58.395)
 SOURCE_WIDTH, SOURCE_HEIGHT = 1600, 900
@@ -65,9 +76,16 @@ def image_affine(scale: float, crop_xy: tuple[float, float], flip: bool, out_wid
     return a
 
 
-def transform_frame_3d(points: np.ndarray, boxes: np.ndarray, lidar2img: np.ndarray, rot: float = 0.0,
-                       scale: float = 1.0, trans: Sequence[float] = (0.0, 0.0, 0.0), flip_x: bool = False,
-                       flip_y: bool = False):
+def transform_frame_3d(
+    points: np.ndarray,
+    boxes: np.ndarray,
+    lidar2img: np.ndarray,
+    rot: float = 0.0,
+    scale: float = 1.0,
+    trans: Sequence[float] = (0.0, 0.0, 0.0),
+    flip_x: bool = False,
+    flip_y: bool = False,
+):
     """Global 3D augmentation as one 4x4 T = Flip · Translate · Scale · Rot(z, rot) applied to points [N, >=3], boxes
     [M, 9] (centre by T, yaw and velocity with it, sizes × scale) and lidar2img [V, 4, 4] (``@ T⁻¹``).
     ``flip_y`` is mmdet3d's "horizontal" BEV flip (y -> −y), ``flip_x`` the "vertical" one (x -> −x)."""
@@ -95,8 +113,9 @@ def transform_frame_3d(points: np.ndarray, boxes: np.ndarray, lidar2img: np.ndar
     return points, boxes, lidar2img, m
 
 
-def grid_mask(image: torch.Tensor, rng: np.random.Generator, ratio: float = 0.5, prob: float = 0.7,
-              mode: int = 1) -> torch.Tensor:
+def grid_mask(
+    image: torch.Tensor, rng: np.random.Generator, ratio: float = 0.5, prob: float = 0.7, mode: int = 1
+) -> torch.Tensor:
     """GridMask (Chen et al. 2020; CMT's ``use_h, use_w, ratio 0.5, mode 1, prob 0.7``): with probability ``prob``,
     a grid of period d ~ U[2, min(H, W)) whose stripes of width ⌊d·ratio⌋ (rows and columns) are kept (mode 1) and the
     rest zeroed (in normalised space: the mean colour). image [3, H, W]. The released 0-1° rotation is omitted."""
@@ -116,8 +135,9 @@ def grid_mask(image: torch.Tensor, rng: np.random.Generator, ratio: float = 0.5,
 def cbgs_indices(labels_per_frame: Sequence[np.ndarray], num_classes: int, rng: np.random.Generator) -> list[int]:
     """mmdet3d ``CBGSDataset``: for each class c, draw ``len(I_c) · (1/K) / f_c`` frames (with replacement) from the
     frames I_c containing c, f_c = |I_c| / Σ_k |I_k|. Frames without any box are dropped."""
-    per_class = [[i for i, lab in enumerate(labels_per_frame) if (np.asarray(lab) == c).any()]
-                 for c in range(num_classes)]
+    per_class = [
+        [i for i, lab in enumerate(labels_per_frame) if (np.asarray(lab) == c).any()] for c in range(num_classes)
+    ]
     total = sum(len(ix) for ix in per_class)
     if total == 0:
         return list(range(len(labels_per_frame)))
@@ -131,8 +151,18 @@ def cbgs_indices(labels_per_frame: Sequence[np.ndarray], num_classes: int, rng: 
 
 
 # ============================================================================================ GT-sampling
-SAMPLE_GROUPS = {"car": 2, "truck": 3, "construction_vehicle": 7, "bus": 4, "trailer": 6, "barrier": 2,
-                 "motorcycle": 6, "bicycle": 6, "pedestrian": 2, "traffic_cone": 2}
+SAMPLE_GROUPS = {
+    "car": 2,
+    "truck": 3,
+    "construction_vehicle": 7,
+    "bus": 4,
+    "trailer": 6,
+    "barrier": 2,
+    "motorcycle": 6,
+    "bicycle": 6,
+    "pedestrian": 2,
+    "traffic_cone": 2,
+}
 
 
 def _project_box(box: np.ndarray, l2i: np.ndarray, hw: tuple[int, int]):
@@ -164,8 +194,14 @@ class MultiModalGTSampling:
     blended ``mixup_rate`` : 1 - ``mixup_rate`` with the frame's pixels.
     """
 
-    def __init__(self, database: list[dict], classes: Sequence[str], sample_groups: dict | None = None,
-                 mixup_rate: float = 0.5, seed: int = 0):
+    def __init__(
+        self,
+        database: list[dict],
+        classes: Sequence[str],
+        sample_groups: dict | None = None,
+        mixup_rate: float = 0.5,
+        seed: int = 0,
+    ):
         self.database, self.classes = database, list(classes)
         self.groups = dict(SAMPLE_GROUPS if sample_groups is None else sample_groups)
         self.mixup_rate = mixup_rate
@@ -191,8 +227,9 @@ class MultiModalGTSampling:
                     if pr is not None:
                         (x1, y1, x2, y2), _ = pr
                         crops[cam] = img[y1:y2, x1:x2].copy()
-                db.append({"box": box.copy(), "label": int(lab), "points": f["points"][inside[:, j]].copy(),
-                           "crops": crops})
+                db.append(
+                    {"box": box.copy(), "label": int(lab), "points": f["points"][inside[:, j]].copy(), "crops": crops}
+                )
         return db
 
     def __call__(self, frame: dict, cameras: Sequence[str] | None = None) -> dict:
@@ -219,8 +256,11 @@ class MultiModalGTSampling:
             return frame
         out = dict(frame)
         new_boxes = np.stack([o["box"] for o in chosen])
-        drop = points_in_boxes(torch.as_tensor(frame["points"][:, :3]),
-                               torch.as_tensor(new_boxes[:, :7])).numpy().any(axis=1)
+        drop = (
+            points_in_boxes(torch.as_tensor(frame["points"][:, :3]), torch.as_tensor(new_boxes[:, :7]))
+            .numpy()
+            .any(axis=1)
+        )
         out["points"] = np.concatenate([frame["points"][~drop], *(o["points"] for o in chosen)])
         out["boxes"] = np.concatenate([boxes, new_boxes])
         out["labels"] = np.concatenate([labels, np.array([o["label"] for o in chosen], dtype=labels.dtype)])
@@ -236,7 +276,8 @@ class MultiModalGTSampling:
                     patch = np.asarray(Image.fromarray(crop).resize((x2 - x1, y2 - y1), Image.BILINEAR), np.float32)
                     region = images[v][y1:y2, x1:x2].astype(np.float32)
                     images[v][y1:y2, x1:x2] = (self.mixup_rate * patch + (1 - self.mixup_rate) * region).astype(
-                        np.uint8)
+                        np.uint8
+                    )
             out["images"] = images
         return out
 
@@ -245,12 +286,30 @@ class MultiModalGTSampling:
 class MultiViewFrames(Dataset):
     """Frames of one info file (module docstring); ``train`` switches the random augmentations on."""
 
-    def __init__(self, root: Path, records: list[dict], categories: dict, classes: Sequence[str],
-                 cameras: Sequence[str], image_size: Sequence[int], point_cloud_range: Sequence[float], train: bool,
-                 sweeps: int = 10, resize_range: Sequence[float] = (0.94, 1.25), rot_range=(-0.785, 0.785),
-                 scale_range=(0.9, 1.1), translation_std=(0.5, 0.5, 0.5), flip_prob: float = 0.5,
-                 image_flip_prob: float = 0.5, use_grid_mask: bool = True, augment_3d: bool = True,
-                 augment_images: bool = True, seed: int = 0, with_images: bool = True, cache: bool = False):
+    def __init__(
+        self,
+        root: Path,
+        records: list[dict],
+        categories: dict,
+        classes: Sequence[str],
+        cameras: Sequence[str],
+        image_size: Sequence[int],
+        point_cloud_range: Sequence[float],
+        train: bool,
+        sweeps: int = 10,
+        resize_range: Sequence[float] = (0.94, 1.25),
+        rot_range=(-0.785, 0.785),
+        scale_range=(0.9, 1.1),
+        translation_std=(0.5, 0.5, 0.5),
+        flip_prob: float = 0.5,
+        image_flip_prob: float = 0.5,
+        use_grid_mask: bool = True,
+        augment_3d: bool = True,
+        augment_images: bool = True,
+        seed: int = 0,
+        with_images: bool = True,
+        cache: bool = False,
+    ):
         self.root, self.records, self.classes = root, records, list(classes)
         self.label_of = {i: (self.classes.index(n) if n in self.classes else -1) for n, i in categories.items()}
         self.cameras, self.image_size = list(cameras), tuple(int(v) for v in image_size)
@@ -274,12 +333,16 @@ class MultiViewFrames(Dataset):
         for cand in [self.root / p, *(self.root / d / p.name for d in subdirs), self.root / p.name]:
             if cand.is_file():
                 return cand
-        raise DataNotFoundError(f"{p.name} not found under {self.root} (looked in {', '.join(subdirs)} and the root); "
-                                "expected the nuScenes layout samples/<SENSOR>/<file>")
+        raise DataNotFoundError(
+            f"{p.name} not found under {self.root} (looked in {', '.join(subdirs)} and the root); "
+            "expected the nuScenes layout samples/<SENSOR>/<file>"
+        )
 
     def labels(self, i: int) -> np.ndarray:
-        return np.array([self.label_of.get(int(o.get("bbox_label_3d", -1)), -1)
-                         for o in self.records[i].get("instances", [])], dtype=np.int64)
+        return np.array(
+            [self.label_of.get(int(o.get("bbox_label_3d", -1)), -1) for o in self.records[i].get("instances", [])],
+            dtype=np.int64,
+        )
 
     # -------------------------------------------------------------------------------------- LiDAR
     def _points(self, rec: dict) -> np.ndarray:
@@ -311,8 +374,10 @@ class MultiViewFrames(Dataset):
         imgs = rec.get("images") or {}
         missing = [c for c in self.cameras if c not in imgs]
         if missing:
-            raise UserError(f"frame {rec.get('token', '?')}: camera view(s) {missing} missing from the info's images; "
-                            "CMT needs every view of `cameras` (or list fewer cameras)")
+            raise UserError(
+                f"frame {rec.get('token', '?')}: camera view(s) {missing} missing from the info's images; "
+                "CMT needs every view of `cameras` (or list fewer cameras)"
+            )
         out, mats = [], []
         for cam in self.cameras:
             info = imgs[cam]
@@ -358,8 +423,9 @@ class MultiViewFrames(Dataset):
         """Record ``i`` before any augmentation: points, boxes [M, 9], labels, raw views and lidar2img (GT database)."""
         rec = self.records[i]
         inst = rec.get("instances", [])
-        boxes = np.array([list(o["bbox_3d"])[:7] + list(o.get("velocity", [np.nan, np.nan]))[:2] for o in inst],
-                         dtype=np.float64).reshape(-1, 9)
+        boxes = np.array(
+            [list(o["bbox_3d"])[:7] + list(o.get("velocity", [np.nan, np.nan]))[:2] for o in inst], dtype=np.float64
+        ).reshape(-1, 9)
         labels = self.labels(i)
         keep = labels >= 0
         frame = {"points": self._points(rec), "boxes": boxes[keep], "labels": labels[keep]}
@@ -382,8 +448,9 @@ class MultiViewFrames(Dataset):
         if self.train and self.gt_sampler is not None:
             raw = self.gt_sampler(raw, self.cameras)
         points, boxes, labels = raw["points"], raw["boxes"], raw["labels"]
-        images, l2i = (self._augment_images(raw["images"], raw["lidar2img"]) if self.with_images
-                       else (None, np.zeros((0, 4, 4))))
+        images, l2i = (
+            self._augment_images(raw["images"], raw["lidar2img"]) if self.with_images else (None, np.zeros((0, 4, 4)))
+        )
         if self.train and self.augment_3d:
             rot = float(self.rng.uniform(*self.rot_range))
             scale = float(self.rng.uniform(*self.scale_range))
@@ -393,14 +460,18 @@ class MultiViewFrames(Dataset):
             points, boxes, l2i, _ = transform_frame_3d(points, boxes, l2i, rot, scale, trans, fx, fy)
         lo, hi = self.pcr[:3], self.pcr[3:]
         points = points[((points[:, :3] >= lo) & (points[:, :3] < hi)).all(axis=1)]
-        inside = ((boxes[:, :2] >= lo[:2]) & (boxes[:, :2] <= hi[:2])).all(axis=1) if len(boxes) else \
-            np.zeros(0, dtype=bool)
+        inside = (
+            ((boxes[:, :2] >= lo[:2]) & (boxes[:, :2] <= hi[:2])).all(axis=1) if len(boxes) else np.zeros(0, dtype=bool)
+        )
         boxes, labels = boxes[inside], labels[inside]
         if self.train:
             points = points[self.rng.permutation(len(points))]
-        frame = {"points": torch.from_numpy(points.astype(np.float32)),
-                 "boxes": torch.from_numpy(boxes.astype(np.float32)), "labels": torch.from_numpy(labels),
-                 "frame_id": str(rec.get("token", self.index[idx]))}
+        frame = {
+            "points": torch.from_numpy(points.astype(np.float32)),
+            "boxes": torch.from_numpy(boxes.astype(np.float32)),
+            "labels": torch.from_numpy(labels),
+            "frame_id": str(rec.get("token", self.index[idx])),
+        }
         if images is not None:
             frame["images"] = images
             frame["lidar2img"] = torch.from_numpy(l2i.astype(np.float32))
@@ -434,17 +505,36 @@ class NuScenesMultiViewDataModule(LightningDataModule):
     crops with ``tools/data_converter/create_unified_gt_database.py``, a file this module does not read).
     """
 
-    def __init__(self, root: str, train_split: str = "nuscenes_infos_train.pkl",
-                 val_split: str = "nuscenes_infos_val.pkl", test_split: str | None = None,
-                 classes: Sequence[str] = CLASSES, cameras: Sequence[str] = CAMERAS,
-                 image_size: Sequence[int] = (640, 1600), point_cloud_range: Sequence[float] =
-                 (-54.0, -54.0, -5.0, 54.0, 54.0, 3.0), sweeps: int = 10, resize_range: Sequence[float] = (0.94, 1.25),
-                 rot_range: Sequence[float] = (-0.785, 0.785), scale_range: Sequence[float] = (0.9, 1.1),
-                 translation_std: Sequence[float] = (0.5, 0.5, 0.5), flip_prob: float = 0.5,
-                 image_flip_prob: float = 0.5, grid_mask: bool = True, augment: bool = True, cbgs: bool = True,
-                 with_images: bool = True, cache_frames: bool = False, gt_sampling: bool = False,
-                 sample_groups: dict | None = None, mixup_rate: float = 0.5, repeat: int = 1, batch_size: int = 2,
-                 num_workers: int = 4, seed: int = 0):
+    def __init__(
+        self,
+        root: str,
+        train_split: str = "nuscenes_infos_train.pkl",
+        val_split: str = "nuscenes_infos_val.pkl",
+        test_split: str | None = None,
+        classes: Sequence[str] = CLASSES,
+        cameras: Sequence[str] = CAMERAS,
+        image_size: Sequence[int] = (640, 1600),
+        point_cloud_range: Sequence[float] = (-54.0, -54.0, -5.0, 54.0, 54.0, 3.0),
+        sweeps: int = 10,
+        resize_range: Sequence[float] = (0.94, 1.25),
+        rot_range: Sequence[float] = (-0.785, 0.785),
+        scale_range: Sequence[float] = (0.9, 1.1),
+        translation_std: Sequence[float] = (0.5, 0.5, 0.5),
+        flip_prob: float = 0.5,
+        image_flip_prob: float = 0.5,
+        grid_mask: bool = True,
+        augment: bool = True,
+        cbgs: bool = True,
+        with_images: bool = True,
+        cache_frames: bool = False,
+        gt_sampling: bool = False,
+        sample_groups: dict | None = None,
+        mixup_rate: float = 0.5,
+        repeat: int = 1,
+        batch_size: int = 2,
+        num_workers: int = 4,
+        seed: int = 0,
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.root = Path(root).expanduser()
@@ -461,8 +551,10 @@ class NuScenesMultiViewDataModule(LightningDataModule):
         if not path.is_absolute():
             path = self.root / split
         if not self.root.is_dir():
-            raise DataNotFoundError(f"nuScenes root {self.root} not found; expected samples/CAM_*/, samples/LIDAR_TOP/, "
-                                    "sweeps/LIDAR_TOP/ and mmdet3d v2 info pickles (nuscenes_infos_train.pkl)")
+            raise DataNotFoundError(
+                f"nuScenes root {self.root} not found; expected samples/CAM_*/, samples/LIDAR_TOP/, "
+                "sweeps/LIDAR_TOP/ and mmdet3d v2 info pickles (nuscenes_infos_train.pkl)"
+            )
         info = load_info_pickle(path)
         cats = (info.get("metainfo") or {}).get("categories")
         if not isinstance(cats, dict):
@@ -472,10 +564,29 @@ class NuScenesMultiViewDataModule(LightningDataModule):
     def frames(self, split: str, train: bool) -> MultiViewFrames:
         hp = self.hparams
         records, cats = self._info(split)
-        ds = MultiViewFrames(self.root, records, cats, self.classes, hp.cameras, hp.image_size, self.point_cloud_range,
-                             train and hp.augment, hp.sweeps, hp.resize_range, hp.rot_range, hp.scale_range,
-                             hp.translation_std, hp.flip_prob, hp.image_flip_prob, hp.grid_mask, True, True,
-                             hp.seed, hp.with_images, hp.cache_frames)
+        ds = MultiViewFrames(
+            self.root,
+            records,
+            cats,
+            self.classes,
+            hp.cameras,
+            hp.image_size,
+            self.point_cloud_range,
+            train and hp.augment,
+            hp.sweeps,
+            hp.resize_range,
+            hp.rot_range,
+            hp.scale_range,
+            hp.translation_std,
+            hp.flip_prob,
+            hp.image_flip_prob,
+            hp.grid_mask,
+            True,
+            True,
+            hp.seed,
+            hp.with_images,
+            hp.cache_frames,
+        )
         if train and hp.gt_sampling and hp.augment:
             raw = [ds.raw_frame(i) for i in range(len(records))]
             db = MultiModalGTSampling.build(raw, hp.cameras if hp.with_images else [])
@@ -486,8 +597,10 @@ class NuScenesMultiViewDataModule(LightningDataModule):
             if hp.cbgs:
                 index = cbgs_indices([ds.labels(i) for i in index], len(self.classes), np.random.default_rng(hp.seed))
                 if not index:
-                    raise UserError(f"CBGS resampling of {split} ({len(records)} frames) kept no frame (each class "
-                                    "draws |frames with it| x (1/K) / its share, rounded down); set cbgs: false")
+                    raise UserError(
+                        f"CBGS resampling of {split} ({len(records)} frames) kept no frame (each class "
+                        "draws |frames with it| x (1/K) / its share, rounded down); set cbgs: false"
+                    )
             ds.index = index * hp.repeat
         return ds
 
@@ -502,9 +615,14 @@ class NuScenesMultiViewDataModule(LightningDataModule):
             self.datasets["val"] = self.frames(hp.val_split, False)
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.datasets[name], batch_size=self.hparams.batch_size, shuffle=shuffle,
-                          num_workers=self.hparams.num_workers, collate_fn=collate_multiview,
-                          persistent_workers=self.hparams.num_workers > 0)
+        return DataLoader(
+            self.datasets[name],
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+            collate_fn=collate_multiview,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
 
     def train_dataloader(self):
         return self._loader("train", True)

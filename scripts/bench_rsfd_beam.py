@@ -5,6 +5,7 @@ generated lengths, and whether cached and recomputed beam search gave the same c
 
     OMP_NUM_THREADS=2 python scripts/bench_rsfd_beam.py --batch-size 64 --size msrvtt --repeats 3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,10 +47,17 @@ def main(argv=None) -> int:
             for k, fn in runs.items():
                 times[k] += time_calls(fn, 1, warmup=0, device=dev)
     med = {k: statistics.median(v) for k, v in times.items()}
-    out = {"device": str(dev), "threads": torch.get_num_threads(), "size": ns.size, "batch": ns.batch_size,
-           "beam": ns.beam_size, "repeats": ns.repeats, "median_s": med,
-           "ratio_to_greedy": {k: v / med["greedy"] for k, v in med.items()},
-           "caption_width": {k: int(o.tokens.shape[1]) for k, o in outs.items()}}
+    out = {
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "size": ns.size,
+        "batch": ns.batch_size,
+        "beam": ns.beam_size,
+        "repeats": ns.repeats,
+        "median_s": med,
+        "ratio_to_greedy": {k: v / med["greedy"] for k, v in med.items()},
+        "caption_width": {k: int(o.tokens.shape[1]) for k, o in outs.items()},
+    }
     if "beam_uncached" in outs:
         out["cached_equals_uncached"] = bool(torch.equal(outs["beam_cached"].tokens, outs["beam_uncached"].tokens))
         out["speedup_cache"] = med["beam_uncached"] / med["beam_cached"]

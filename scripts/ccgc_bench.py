@@ -11,6 +11,7 @@ JSON line. The rest is ``zoo bench``:
     zoo bench ccgc-cora --train --config configs/ccgc-cora.yaml --model-arg warmup_epochs=0   # cluster-guided
     zoo bench ccgc-cora --data --config configs/ccgc-cora.yaml             # loading + the H^t X filter
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,10 +53,15 @@ def main():
     def med(fn, repeat=args.repeat):
         return round(statistics.median(time_calls(fn, repeat, warmup=1)), 4)
 
-    res = {"dataset": args.dataset, "nodes": n, "features": dm.num_features, "threads": args.threads,
-           "warmup_epoch_gram_s": med(lambda: step(warmup_loss)),
-           "warmup_epoch_official_dense_s": med(lambda: step(lambda a, b: F.mse_loss(a @ b.T, eye))),
-           "evaluation_kmeans10_s": med(lambda: kmeans(m(x).detach(), k, 10, 0), max(1, args.repeat // 2))}
+    res = {
+        "dataset": args.dataset,
+        "nodes": n,
+        "features": dm.num_features,
+        "threads": args.threads,
+        "warmup_epoch_gram_s": med(lambda: step(warmup_loss)),
+        "warmup_epoch_official_dense_s": med(lambda: step(lambda a, b: F.mse_loss(a @ b.T, eye))),
+        "evaluation_kmeans10_s": med(lambda: kmeans(m(x).detach(), k, 10, 0), max(1, args.repeat // 2)),
+    }
     print(json.dumps(res))
 
 

@@ -5,6 +5,7 @@ C1..C26) whose labels come from planted 2nd- and 3rd-order feature crosses (see
 
     python scripts/make_synthetic_criteo.py data/synthetic/train.txt --rows 1000000 --seed 0
 """
+
 from __future__ import annotations
 
 import argparse

@@ -14,6 +14,7 @@ The shared files are single splits (MSVD val: 100 clips; MSR-VTT 1k-A test: 1,00
 vocabulary and frequencies here are those of that split, not of the release's training corpora (the release: MSVD
 9,468 words with |L| 9,169 / |H| 296, MSR-VTT 10,547 with |L| 9,718 / |H| 826, all-split counts).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,6 @@ from pathlib import Path
 
 from zoo.data_modules.captioning import build_vocab, frequency_table, read_msvd_lists
 from zoo.data_modules.video import read_msrvtt_test
-
 from zoo.metrics.captioning import caption_scores
 from zoo.models.rsfd.model import fad_partition
 
@@ -40,14 +40,20 @@ def human_agreement(captions: dict[str, list[str]]) -> dict:
     rounds = min(len(captions[v]) for v in vids)
     b4, cider = [], []
     for r in range(rounds):
-        refs = {i: captions[v][:r] + captions[v][r + 1:] for i, v in enumerate(vids)}
+        refs = {i: captions[v][:r] + captions[v][r + 1 :] for i, v in enumerate(vids)}
         cand = {i: [captions[v][r]] for i, v in enumerate(vids)}
         s = caption_scores(refs, cand, tokenize=False, meteor=False)  # lower-case words already
         b4.append(s["bleu4"])
         cider.append(s["cider"])
-    return {"rounds": rounds, "bleu4": 100 * sum(b4) / rounds, "cider": 100 * sum(cider) / rounds,
-            "bleu4_min": 100 * min(b4), "bleu4_max": 100 * max(b4), "cider_min": 100 * min(cider),
-            "cider_max": 100 * max(cider)}
+    return {
+        "rounds": rounds,
+        "bleu4": 100 * sum(b4) / rounds,
+        "cider": 100 * sum(cider) / rounds,
+        "bleu4_min": 100 * min(b4),
+        "bleu4_max": 100 * max(b4),
+        "cider_min": 100 * min(cider),
+        "cider_max": 100 * max(cider),
+    }
 
 
 def main(argv=None):
@@ -63,12 +69,16 @@ def main(argv=None):
     for name, cs in (("MSVD val", flat), ("MSR-VTT 1k-A test", msrvtt)):
         for thr in (0, 1):
             s = vocab_stats(cs, thr)
-            print(f"{name}: {s['captions']} captions, count_threshold {thr}: vocabulary {s['vocab']} (6 specials "
-                  f"included), FAD at 200: |L| = {s['L']}, |H| = {s['H']}")
+            print(
+                f"{name}: {s['captions']} captions, count_threshold {thr}: vocabulary {s['vocab']} (6 specials "
+                f"included), FAD at 200: |L| = {s['L']}, |H| = {s['H']}"
+            )
     h = human_agreement(caps)
-    print(f"MSVD val human agreement ({len(caps)} clips, {h['rounds']} rounds, each caption against the clip's "
-          f"others): BLEU-4 {h['bleu4']:.1f} (rounds {h['bleu4_min']:.1f}-{h['bleu4_max']:.1f}), CIDEr "
-          f"{h['cider']:.1f} ({h['cider_min']:.1f}-{h['cider_max']:.1f})")
+    print(
+        f"MSVD val human agreement ({len(caps)} clips, {h['rounds']} rounds, each caption against the clip's "
+        f"others): BLEU-4 {h['bleu4']:.1f} (rounds {h['bleu4_min']:.1f}-{h['bleu4_max']:.1f}), CIDEr "
+        f"{h['cider']:.1f} ({h['cider_min']:.1f}-{h['cider_max']:.1f})"
+    )
 
 
 if __name__ == "__main__":

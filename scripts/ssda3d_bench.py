@@ -21,6 +21,7 @@ of the detector is ``zoo bench``:
         --model-arg bn_momentum=0.1
                                                 # the demo's CPU size
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,10 @@ def main():
 
     torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.points.split(",")]
-    grids = {"pillar 0.2 m": ((0.2, 0.2, 9.8), (-51.2, -51.2, -5.0, 51.2, 51.2, 4.8)),
-             "voxel 0.075 m": ((0.075, 0.075, 0.2), (-54.0, -54.0, -5.0, 54.0, 54.0, 4.8))}
+    grids = {
+        "pillar 0.2 m": ((0.2, 0.2, 9.8), (-51.2, -51.2, -5.0, 51.2, 51.2, 4.8)),
+        "voxel 0.075 m": ((0.075, 0.075, 0.2), (-54.0, -54.0, -5.0, 54.0, 54.0, 4.8)),
+    }
     out = {"threads": args.threads, "points": sizes, "voxelize_clock": "process CPU time"}
     g = torch.Generator().manual_seed(0)
     for name, (vox, rng) in grids.items():
@@ -64,16 +67,27 @@ def main():
         a, b = torch.linalg.lstsq(A, y[:, None]).solution.flatten().tolist()
         fit = a + b * x
         r2 = 1 - float(((y - fit) ** 2).sum() / ((y - y.mean()) ** 2).sum())
-        out[name] = {"median_ms": [round(t * 1e3, 3) for t in times], "slope_us_per_1k_points": round(b * 1e6 * 1e3, 2),
-                     "intercept_ms": round(a * 1e3, 3), "r2": round(r2, 4),
-                     "time_per_point_ratio_largest_vs_smallest": round((times[-1] / sizes[-1]) / (times[0] / sizes[0]),
-                                                                       3)}
+        out[name] = {
+            "median_ms": [round(t * 1e3, 3) for t in times],
+            "slope_us_per_1k_points": round(b * 1e6 * 1e3, 2),
+            "intercept_ms": round(a * 1e3, 3),
+            "r2": round(r2, 4),
+            "time_per_point_ratio_largest_vs_smallest": round((times[-1] / sizes[-1]) / (times[0] / sizes[0]), 3),
+        }
     out["inference"] = infer(args)
     print(json.dumps(out))
 
 
-DEMO = dict(voxel_size=[0.4, 0.4, 9.8], pillar_filters=[32, 32], layer_nums=[2, 2], layer_strides=[2, 2],
-            num_filters=[32, 64], upsample_strides=[1, 2], num_upsample_filters=[32, 32], head_channels=32)
+DEMO = dict(
+    voxel_size=[0.4, 0.4, 9.8],
+    pillar_filters=[32, 32],
+    layer_nums=[2, 2],
+    layer_strides=[2, 2],
+    num_filters=[32, 64],
+    upsample_strides=[1, 2],
+    num_upsample_filters=[32, 32],
+    head_channels=32,
+)
 
 
 def infer(args) -> dict:
@@ -88,10 +102,22 @@ def infer(args) -> dict:
     data = Path(args.data)
     pcr = [-51.2, -51.2, -5.0, 51.2, 51.2, 4.8]
     info = "n015-2018-07-24-11-22-45+0800.pkl"
-    kitti = KittiDataModule(root=str(data / "kitti_frames"), train_split=["000002"], val_split=["000002"],
-                            z_shift=1.73, intensity="max", point_cloud_range=pcr)
-    nus = NuScenesDataModule(root=str(data / "nuscenes_demo"), train_split=info, val_split=info, z_shift=1.8,
-                             intensity="max", point_cloud_range=pcr)
+    kitti = KittiDataModule(
+        root=str(data / "kitti_frames"),
+        train_split=["000002"],
+        val_split=["000002"],
+        z_shift=1.73,
+        intensity="max",
+        point_cloud_range=pcr,
+    )
+    nus = NuScenesDataModule(
+        root=str(data / "nuscenes_demo"),
+        train_split=info,
+        val_split=info,
+        z_shift=1.8,
+        intensity="max",
+        point_cloud_range=pcr,
+    )
     batch = collate_frames([kitti.frames("val")[0], nus.frames("val")[0]])
     rows = {}
     for name, over in (("demo (CPU) size", DEMO), ("ssda3d-pillar size", {})):
@@ -101,10 +127,13 @@ def infer(args) -> dict:
             with PeakMemory() as mem:
                 times = time_calls(lambda: module(batch), max(3, args.repeat // 2), warmup=0)
         t = statistics.median(times)
-        rows[name] = {"frames_per_s": round(2 / t, 3), "batch_ms": round(t * 1e3, 1),
-                      "peak_rss_growth_mb": round(mem.growth_mb, 1),
-                      "params": sum(p.numel() for p in module.model.parameters()),
-                      "points": [len(p) for p in batch["points"]]}
+        rows[name] = {
+            "frames_per_s": round(2 / t, 3),
+            "batch_ms": round(t * 1e3, 1),
+            "peak_rss_growth_mb": round(mem.growth_mb, 1),
+            "params": sum(p.numel() for p in module.model.parameters()),
+            "points": [len(p) for p in batch["points"]],
+        }
     return rows
 
 

@@ -12,6 +12,7 @@ the ids, and prints the test AUC for C = 0.01, 0.1, 1 (chosen on test, which fav
 
     python scripts/xdeepint_proof.py [--rows 100000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,14 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=100_000)
     args = ap.parse_args(argv)
-    dm = CTRDataModule("criteo", root=None, cache_dir=tempfile.mkdtemp(prefix="xdeepint_proof_"),
-                       synthetic_rows=args.rows, batch_size=1024, eval_batch_size=16384)
+    dm = CTRDataModule(
+        "criteo",
+        root=None,
+        cache_dir=tempfile.mkdtemp(prefix="xdeepint_proof_"),
+        synthetic_rows=args.rows,
+        batch_size=1024,
+        eval_batch_size=16384,
+    )
     dm.setup()
 
     def one_hot(split):

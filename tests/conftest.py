@@ -1,4 +1,5 @@
 """Test set-up: offline (any non-loopback connection fails loudly), shared data fixtures."""
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,11 @@ _real_connect = socket.socket.connect
 
 def _loopback_only(self, address):
     host = address[0] if isinstance(address, tuple) else address
-    if isinstance(host, str) and (host.startswith("127.") or host in ("localhost", "::1", "")) or self.family == socket.AF_UNIX:
+    if (
+        isinstance(host, str)
+        and (host.startswith("127.") or host in ("localhost", "::1", ""))
+        or self.family == socket.AF_UNIX
+    ):
         return _real_connect(self, address)
     raise RuntimeError(f"tests must not use the network (tried to connect to {address!r})")
 
@@ -67,8 +72,9 @@ def run_script(tmp_path):
         script.write_text(text)
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}
         env.pop("LOCAL_RANK", None)
-        proc = subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, str(script), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc
 

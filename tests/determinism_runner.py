@@ -3,6 +3,7 @@ run as ``python tests/determinism_runner.py OUT.json -- <zoo fit arguments>`` in
 
 Every loss a training step returns and every metric at each validation end is recorded, through a callback appended
 to the trainer's own (demos with ``logger: false`` log nothing to disk)."""
+
 from __future__ import annotations
 
 import functools
@@ -31,7 +32,7 @@ class Recorder(Callback):
 
 
 def main(argv: list[str]) -> None:
-    out, args = argv[0], argv[argv.index("--") + 1:]
+    out, args = argv[0], argv[argv.index("--") + 1 :]
     rec = Recorder()
     init = Trainer.__init__
 

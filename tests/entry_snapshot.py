@@ -8,6 +8,7 @@ The paper-size network's printed module tree (on the meta device) is compared by
 ``python tests/entry_snapshot.py --write`` rewrites ``tests/fixtures/entry_snapshot/`` (only when a network change
 is intended: say so in the commit).
 """
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,14 @@ def summary(out) -> list[dict]:
     rows = []
     for t in float_tensors(out):
         d = t.detach().double()
-        rows.append({"shape": list(d.shape), "sum": d.sum().item(), "abs_sum": d.abs().sum().item(),
-                     "head": d.flatten()[:HEAD].tolist()})
+        rows.append(
+            {
+                "shape": list(d.shape),
+                "sum": d.sum().item(),
+                "abs_sum": d.abs().sum().item(),
+                "head": d.flatten()[:HEAD].tolist(),
+            }
+        )
     return rows
 
 

@@ -1,5 +1,6 @@
 """`zoo bench`: inference and real training steps side by side, data preprocessing, the JSON rows; EMO's in-place
 value activation."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,27 @@ from lightning.pytorch import Callback
 from zoo.bench import PeakMemory, bench_models, time_calls, write_json
 from zoo.cli import main
 
-ROW_FIELDS = {"name", "mode", "device", "threads", "torch", "zoo", "batch", "unit", "samples_per_s", "step_ms_median",
-              "step_ms_min", "step_ms_max", "peak_mem_mb", "params", "steps", "warmup", "loss", "data", "note"}
+ROW_FIELDS = {
+    "name",
+    "mode",
+    "device",
+    "threads",
+    "torch",
+    "zoo",
+    "batch",
+    "unit",
+    "samples_per_s",
+    "step_ms_median",
+    "step_ms_min",
+    "step_ms_max",
+    "peak_mem_mb",
+    "params",
+    "steps",
+    "warmup",
+    "loss",
+    "data",
+    "note",
+}
 
 
 class TrainingProbe(Callback):
@@ -26,8 +46,9 @@ class TrainingProbe(Callback):
     def on_train_end(self, trainer, pl_module):
         after = dict(pl_module.named_parameters())
         self.changed = [k for k, v in self.before.items() if not torch.equal(v, after[k].detach())]
-        self.opt_steps = [max((int(s["step"]) for s in o.state.values() if "step" in s), default=0)
-                          for o in self.optimizers]
+        self.opt_steps = [
+            max((int(s["step"]) for s in o.state.values() if "step" in s), default=0) for o in self.optimizers
+        ]
         self.momentum_buffers = sum("momentum_buffer" in s for o in self.optimizers for s in o.state.values())
 
 
@@ -45,8 +66,16 @@ def test_train_runs_the_modules_training_step_and_optimizer(capsys):
     """emo-1m (at 32 px to stay fast) trains through its own training_step and AdamW: the parameters move, AdamW
     counts warmup + steps updates, the loss is finite; the demo batch size is overridden."""
     probe = TrainingProbe()
-    (row,) = bench_models(["emo-1m"], train=True, batch_size=4, steps=2, warmup=1, device="cpu",
-                          model_args={"img_size": 32}, callbacks=[probe])
+    (row,) = bench_models(
+        ["emo-1m"],
+        train=True,
+        batch_size=4,
+        steps=2,
+        warmup=1,
+        device="cpu",
+        model_args={"img_size": 32},
+        callbacks=[probe],
+    )
     assert ROW_FIELDS <= set(row) and row["mode"] == "train"
     assert row["batch"] == 4 and row["unit"] == "images" and row["samples_per_s"] > 0
     assert row["step_ms_min"] <= row["step_ms_median"] <= row["step_ms_max"]
@@ -71,8 +100,29 @@ def test_train_full_graph_entry_takes_data_sizes_from_the_demo():
 def test_train_timm_model_beside_an_entry_and_json(tmp_path):
     """The acceptance command at toy size: `zoo bench emo-1m timm:<name> --train --json PATH`."""
     path = tmp_path / "out" / "bench.json"
-    assert main(["bench", "emo-1m", "timm:mobilenetv2_050", "--train", "--batch-size", "2", "--steps", "1",
-                 "--warmup", "1", "--device", "cpu", "--model-arg", "img_size=32", "--json", str(path)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "emo-1m",
+                "timm:mobilenetv2_050",
+                "--train",
+                "--batch-size",
+                "2",
+                "--steps",
+                "1",
+                "--warmup",
+                "1",
+                "--device",
+                "cpu",
+                "--model-arg",
+                "img_size=32",
+                "--json",
+                str(path),
+            ]
+        )
+        == 0
+    )
     rows = json.loads(path.read_text())
     assert [r["name"] for r in rows] == ["emo-1m", "timm:mobilenetv2_050"]
     assert all(ROW_FIELDS <= set(r) and r["mode"] == "train" and math.isfinite(r["loss"]) for r in rows)
@@ -82,8 +132,7 @@ def test_train_timm_model_beside_an_entry_and_json(tmp_path):
 
 def test_timm_training_steps_its_sgd():
     probe = TrainingProbe()
-    bench_models(["timm:mobilenetv2_050"], train=True, batch_size=2, steps=1, warmup=1, device="cpu",
-                 callbacks=[probe])
+    bench_models(["timm:mobilenetv2_050"], train=True, batch_size=2, steps=1, warmup=1, device="cpu", callbacks=[probe])
     assert probe.momentum_buffers > 0 and probe.changed
 
 
@@ -161,8 +210,9 @@ def test_warm_up_runs_until_the_step_time_is_stable():
 
     assert warm_up(step, min_steps=3, timer=lambda: clock["t"]) == (7, True)
     noisy = iter([1.0, 2.0] * 30)
-    assert warm_up(lambda: clock.__setitem__("t", clock["t"] + next(noisy)), min_steps=1, max_steps=9,
-                   timer=lambda: clock["t"]) == (9, False)
+    assert warm_up(
+        lambda: clock.__setitem__("t", clock["t"] + next(noisy)), min_steps=1, max_steps=9, timer=lambda: clock["t"]
+    ) == (9, False)
 
 
 def test_inference_row_reports_its_warm_up_steps(capsys):
@@ -185,11 +235,15 @@ def test_peer_op_rows_iou_and_nms(capsys):
     out = capsys.readouterr().out
     assert "ratio" in out.splitlines()[0] and "rotated NMS 60 boxes" in out
     boxes, scores = scene_boxes(300, seed=1)
-    np.testing.assert_allclose(bev_iou(boxes.double(), boxes.double()).numpy(), shapely_bev_iou(boxes, boxes),
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        bev_iou(boxes.double(), boxes.double()).numpy(), shapely_bev_iou(boxes, boxes), atol=1e-9
+    )
     keep = sorted(rotated_nms(boxes, scores, 0.2).tolist())
-    assert keep == sorted(shapely_nms_rows(boxes, scores, 0.2).tolist()) == sorted(
-        shapely_nms_tree(boxes, scores, 0.2).tolist())
+    assert (
+        keep
+        == sorted(shapely_nms_rows(boxes, scores, 0.2).tolist())
+        == sorted(shapely_nms_tree(boxes, scores, 0.2).tolist())
+    )
     assert 0 < len(keep) < 300
 
 
@@ -203,8 +257,13 @@ def test_peer_op_rows_voxelize(monkeypatch, shared_data, capsys):
     monkeypatch.setattr(profiling, "LINEARITY_POINTS", (5_000, 20_000))
     assert main(["bench", "--op", "voxelize", "--steps", "1"]) == 0
     out = capsys.readouterr().out
-    for work in ("0.2 m pillars, KITTI frame", "3 KITTI scans", "nuScenes frame", "0.075 m voxels, uniform 20k",
-                 "linearity 5k-20k"):
+    for work in (
+        "0.2 m pillars, KITTI frame",
+        "3 KITTI scans",
+        "nuScenes frame",
+        "0.075 m voxels, uniform 20k",
+        "linearity 5k-20k",
+    ):
         assert work in out
     assert "spconv keeps" in out and "x  spconv PointToVoxel" in out
     from zoo.ops.bench import bench_op

@@ -1,4 +1,5 @@
 """zoo.callbacks.EMA and zoo.callbacks.HubExport on a small real fit."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,15 @@ def _loader():
 
 
 def _trainer(tmp_path, callbacks, steps=8):
-    return Trainer(max_steps=steps, callbacks=callbacks, logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    return Trainer(
+        max_steps=steps,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
 
 
 def test_ema_weights_are_the_exponential_average(tmp_path):
@@ -97,22 +105,31 @@ class _Scores(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-@pytest.mark.parametrize("mode,scores,best_epoch_latest,best_epoch_lightning", [
-    ("max", [0.7, 0.7, 0.6, 0.7, 0.5], 3, 0),   # ties keep the later epoch (``>=``), Lightning keeps epoch 0
-    ("max", [0.5, 0.7, 0.8, 0.6, 0.8], 4, 2),
-    ("min", [0.3, 0.2, 0.2, 0.4, 0.9], 2, 1),
-])
-def test_latest_best_checkpoint_breaks_ties_towards_the_later_epoch(tmp_path, mode, scores, best_epoch_latest,
-                                                                    best_epoch_lightning):
+@pytest.mark.parametrize(
+    "mode,scores,best_epoch_latest,best_epoch_lightning",
+    [
+        ("max", [0.7, 0.7, 0.6, 0.7, 0.5], 3, 0),  # ties keep the later epoch (``>=``), Lightning keeps epoch 0
+        ("max", [0.5, 0.7, 0.8, 0.6, 0.8], 4, 2),
+        ("min", [0.3, 0.2, 0.2, 0.4, 0.9], 2, 1),
+    ],
+)
+def test_latest_best_checkpoint_breaks_ties_towards_the_later_epoch(
+    tmp_path, mode, scores, best_epoch_latest, best_epoch_lightning
+):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from zoo.callbacks import LatestBestCheckpoint
 
     data = DataLoader(TensorDataset(torch.zeros(2, 1)), batch_size=2)
     for cls, expected in ((LatestBestCheckpoint, best_epoch_latest), (ModelCheckpoint, best_epoch_lightning)):
-        ckpt = cls(dirpath=tmp_path / cls.__name__, monitor="val/select", mode=mode, save_top_k=1,
-                   filename="{epoch}")
-        Trainer(max_epochs=len(scores), logger=False, callbacks=[ckpt], enable_progress_bar=False,
-                enable_model_summary=False, num_sanity_val_steps=0).fit(_Scores(scores), data, data)
+        ckpt = cls(dirpath=tmp_path / cls.__name__, monitor="val/select", mode=mode, save_top_k=1, filename="{epoch}")
+        Trainer(
+            max_epochs=len(scores),
+            logger=False,
+            callbacks=[ckpt],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        ).fit(_Scores(scores), data, data)
         assert ckpt.best_model_path.endswith(f"epoch={expected}.ckpt"), (cls.__name__, ckpt.best_model_path)
         assert len(list((tmp_path / cls.__name__).glob("*.ckpt"))) == 1

@@ -2,6 +2,7 @@
 
 The fit-with-kernels-equals-fit-without test runs the kernels in Triton's interpreter, so it lives in
 tests/ops/test_fused_kernels_fit.py (whose conftest provides the interpreter)."""
+
 from __future__ import annotations
 
 import logging
@@ -20,13 +21,15 @@ from zoo.ops import GraphPropagation, LinearCrossEntropyLoss, RelationKLLoss
 class Probe(pl.LightningModule):
     def __init__(self):
         super().__init__()
-        self.model = nn.ModuleDict({
-            "enc": nn.Linear(4, 4),
-            "head": nn.Linear(4, 3),
-            "ce": LinearCrossEntropyLoss(),
-            "prop": GraphPropagation(hops=2),
-            "aux_ce": LinearCrossEntropyLoss(impl="auto"),  # set from YAML, as TinyMIM's relation_impl
-        })
+        self.model = nn.ModuleDict(
+            {
+                "enc": nn.Linear(4, 4),
+                "head": nn.Linear(4, 3),
+                "ce": LinearCrossEntropyLoss(),
+                "prop": GraphPropagation(hops=2),
+                "aux_ce": LinearCrossEntropyLoss(impl="auto"),  # set from YAML, as TinyMIM's relation_impl
+            }
+        )
         self.seen = []
 
     def training_step(self, batch, _):
@@ -42,8 +45,16 @@ class Probe(pl.LightningModule):
 
 def _fit(module, callbacks):
     data = TensorDataset(torch.randn(8, 4), torch.randint(0, 3, (8,)))
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=2, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
     trainer.fit(module, DataLoader(data, batch_size=4))
     return trainer
 
@@ -116,9 +127,11 @@ def test_reaches_reliants_sparse_products(monkeypatch):
 
     monkeypatch.setattr("zoo.ops._dispatch.kernel_error", lambda device: None)
     teacher = GNNTeacherModule(arch="sage", in_features=6, propagate_impl="reference")
-    for module, where in ((teacher, "model.propagate"),
-                          (ReliantModule(framework="cpf", in_features=6, num_nodes=10), "model.student.propagate"),
-                          (ReliantModule(framework="graphakd", in_features=6, num_nodes=10), "model.student.propagate")):
+    for module, where in (
+        (teacher, "model.propagate"),
+        (ReliantModule(framework="cpf", in_features=6, num_nodes=10), "model.student.propagate"),
+        (ReliantModule(framework="graphakd", in_features=6, num_nodes=10), "model.student.propagate"),
+    ):
         switch = apply_fused_kernels(module, ops=["graph_propagate"], device="cuda")
         assert switch.running == {"graph_propagate": [where]}, switch.report
         switch.restore()

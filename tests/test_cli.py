@@ -1,4 +1,5 @@
 """The `zoo` command, in-process: LightningCLI subcommands and the tools."""
+
 from __future__ import annotations
 
 import json
@@ -82,11 +83,17 @@ def test_fit_demo_then_export_checkpoint_then_load(tmp_path):
         lg.setdefault("init_args", {})["save_dir"] = str(root / "logs")
     assert any("ModelCheckpoint" in cb["class_path"] for cb in cfg["trainer"]["callbacks"])
     (tmp_path / "demo.yaml").write_text(yaml.safe_dump(cfg))
-    main([
-        "fit", "--config", str(tmp_path / "demo.yaml"),
-        "--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2",
-        f"--trainer.default_root_dir={root}",
-    ])
+    main(
+        [
+            "fit",
+            "--config",
+            str(tmp_path / "demo.yaml"),
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=3",
+            "--trainer.limit_val_batches=2",
+            f"--trainer.default_root_dir={root}",
+        ]
+    )
     ckpts = sorted((root / "ckpt").glob("*.ckpt"))
     assert ckpts, "fit wrote no checkpoint"
     assert main(["export", str(ckpts[-1]), str(tmp_path / "hub")]) == 0

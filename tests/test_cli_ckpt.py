@@ -1,6 +1,7 @@
 """``zoo test|validate|predict --ckpt_path``: the checkpoint's hyper-parameters rebuild the trained model, but init
 args set explicitly on the command line win (Lightning alone silently drops them: an eval-time switch such as CMT's
 ``drop_modality`` was ignored)."""
+
 import functools
 import sys
 
@@ -37,15 +38,31 @@ class ToyData(LightningDataModule):
 
 
 def test_explicit_model_args_are_read_off_the_command_line():
-    argv = ["--config", "c.yaml", "--model.init_args.flag=b", "--model.width", "3", "--model.class_path=x.Y",
-            "--trainer.max_steps=1", "--model.init_args.drop_modality", "camera"]
+    argv = [
+        "--config",
+        "c.yaml",
+        "--model.init_args.flag=b",
+        "--model.width",
+        "3",
+        "--model.class_path=x.Y",
+        "--trainer.max_steps=1",
+        "--model.init_args.drop_modality",
+        "camera",
+    ]
     assert _explicit_model_args(argv) == ["flag", "width", "drop_modality"]
 
 
 def test_command_line_init_args_win_over_the_checkpoint(tmp_path):
-    common = ["--model", f"{__name__}.Toy", "--data", f"{__name__}.ToyData", "--trainer.logger=false",
-              "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-              f"--trainer.default_root_dir={tmp_path}"]  # the saved config.yaml goes there too
+    common = [
+        "--model",
+        f"{__name__}.Toy",
+        "--data",
+        f"{__name__}.ToyData",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]  # the saved config.yaml goes there too
     run_lightning(["fit", *common, "--model.init_args.width=4", "--trainer.max_steps=1"])
     (ckpt,) = tmp_path.rglob("*.ckpt")
     # the architecture comes from the checkpoint (width 4, the YAML default 2 would not load) ...
@@ -59,9 +76,16 @@ def test_command_line_init_args_win_over_the_checkpoint(tmp_path):
 
 # ------------------------------------------------------------------------------------ issue 23: check before import
 def _fit_toy(tmp_path):
-    common = ["--model", f"{__name__}.Toy", "--data", f"{__name__}.ToyData", "--trainer.logger=false",
-              "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-              f"--trainer.default_root_dir={tmp_path}"]
+    common = [
+        "--model",
+        f"{__name__}.Toy",
+        "--data",
+        f"{__name__}.ToyData",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
     run_lightning(["fit", *common, "--trainer.max_steps=1"])
     (ckpt,) = tmp_path.rglob("*.ckpt")
     return common, ckpt

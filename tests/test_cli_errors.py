@@ -1,5 +1,6 @@
 """User errors through `zoo` end in one `zoo CMD: error: ...` line (the problem and the fix), exit status 2, no
 traceback; `--debug` / ZOO_DEBUG=1 give the traceback. Model/data mismatches are caught at setup, both numbers named."""
+
 from __future__ import annotations
 
 import logging
@@ -41,12 +42,18 @@ def _one_error_line(capsys, cmd: str, *needles: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("args, needles", [
-    (["--model.init_args.num_classes", "0"], ["num_classes must be >= 1, got 0", "set model.init_args.num_classes"]),
-    (["--model.init_args.variant", "emo_3m"], ["unknown variant 'emo_3m'", "choose one of", "'emo_1m'"]),
-    (["--data.init_args.root", "/nonexistent/imagenet"], ["/nonexistent/imagenet does not exist", "root=None"]),
-    (["--data.init_args.batch_size", "0"], ["batch_size must be >= 1, got 0"]),
-])
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (
+            ["--model.init_args.num_classes", "0"],
+            ["num_classes must be >= 1, got 0", "set model.init_args.num_classes"],
+        ),
+        (["--model.init_args.variant", "emo_3m"], ["unknown variant 'emo_3m'", "choose one of", "'emo_1m'"]),
+        (["--data.init_args.root", "/nonexistent/imagenet"], ["/nonexistent/imagenet does not exist", "root=None"]),
+        (["--data.init_args.batch_size", "0"], ["batch_size must be >= 1, got 0"]),
+    ],
+)
 def test_bad_arguments_are_one_line(args, needles, capsys, tmp_path):
     assert main([*EMO, *args, f"--trainer.default_root_dir={tmp_path}"]) == 2
     _one_error_line(capsys, "fit", *needles)
@@ -87,20 +94,55 @@ def test_num_classes_below_the_datas_classes_is_caught_at_setup(capsys, tmp_path
 
 
 def test_tinymim_finetune_num_classes_is_checked(capsys, tmp_path):
-    assert main(["fit", "--config", str(REPO / "configs/demo/tinymim-finetune.yaml"), "--model.init_args.pretrained",
-                 "null", "--model.init_args.num_classes", "3", f"--trainer.default_root_dir={tmp_path}"]) == 2
+    assert (
+        main(
+            [
+                "fit",
+                "--config",
+                str(REPO / "configs/demo/tinymim-finetune.yaml"),
+                "--model.init_args.pretrained",
+                "null",
+                "--model.init_args.num_classes",
+                "3",
+                f"--trainer.default_root_dir={tmp_path}",
+            ]
+        )
+        == 2
+    )
     _one_error_line(capsys, "fit", "ViTFinetuneModule", "num_classes=3", "10 classes")
 
 
 def test_ccgc_in_features_must_match_the_graph(capsys, tmp_path):
-    assert main(["fit", "--config", str(REPO / "configs/demo/ccgc.yaml"), "--model.init_args.in_features", "30",
-                 f"--trainer.default_root_dir={tmp_path}"]) == 2
+    assert (
+        main(
+            [
+                "fit",
+                "--config",
+                str(REPO / "configs/demo/ccgc.yaml"),
+                "--model.init_args.in_features",
+                "30",
+                f"--trainer.default_root_dir={tmp_path}",
+            ]
+        )
+        == 2
+    )
     _one_error_line(capsys, "fit", "in_features=30", "34 attributes per node", "set model.init_args.in_features to 34")
 
 
 def test_reliant_in_features_must_match_the_graph(capsys, tmp_path):
-    assert main(["fit", "--config", str(REPO / "configs/demo/reliant.yaml"), "--model.init_args.in_features", "12",
-                 f"--trainer.default_root_dir={tmp_path}"]) == 2
+    assert (
+        main(
+            [
+                "fit",
+                "--config",
+                str(REPO / "configs/demo/reliant.yaml"),
+                "--model.init_args.in_features",
+                "12",
+                f"--trainer.default_root_dir={tmp_path}",
+            ]
+        )
+        == 2
+    )
     _one_error_line(capsys, "fit", "12 features", "1000 x 16", "in_features")
 
 
@@ -118,9 +160,22 @@ def test_reliant_teacher_in_features_must_match_the_graph():
 
 
 def test_xdeepint_num_fields_must_match_the_data(capsys, tmp_path):
-    assert main(["fit", "--config", str(REPO / "configs/demo/xdeepint.yaml"), "--model.init_args.num_fields", "30",
-                 "--data.init_args.synthetic_rows", "300", f"--data.init_args.cache_dir={tmp_path / 'cache'}",
-                 f"--trainer.default_root_dir={tmp_path}"]) == 2
+    assert (
+        main(
+            [
+                "fit",
+                "--config",
+                str(REPO / "configs/demo/xdeepint.yaml"),
+                "--model.init_args.num_fields",
+                "30",
+                "--data.init_args.synthetic_rows",
+                "300",
+                f"--data.init_args.cache_dir={tmp_path / 'cache'}",
+                f"--trainer.default_root_dir={tmp_path}",
+            ]
+        )
+        == 2
+    )
     _one_error_line(capsys, "fit", "the data has 38 fields", "num_fields=30", "set model.init_args.num_fields=38")
 
 
@@ -146,18 +201,25 @@ def test_bench_cuda_without_a_gpu_is_one_line(capsys):
 def test_argument_checks_name_the_argument_the_value_and_the_fix():
     with pytest.raises(UserError, match=r"^M: batch_size must be >= 1, got 0; set batch_size to a value >= 1\.$"):
         check_positive("batch_size", 0, where="M")
-    with pytest.raises(UserError, match=r"unknown variant 'emo_2n' \(did you mean 'emo_2m'\?\); choose one of 'emo_1m', "):
+    with pytest.raises(
+        UserError, match=r"unknown variant 'emo_2n' \(did you mean 'emo_2m'\?\); choose one of 'emo_1m', "
+    ):
         check_choice("variant", "emo_2n", ["emo_1m", "emo_2m"])
 
 
 # ---------------------------------------------------------------------------------------------- config errors
-@pytest.mark.parametrize("edit, needles", [
-    ({"model.init_args.num_clases": 10}, ["config key model (class_path zoo.models.emo.module.EMOModule)",
-                                          "'num_clases' is not accepted"]),
-    ({"model.init_args.num_classes": "ten"}, ["-> num_classes: Expected a <class 'int'>. Got value: ten"]),
-    ({"model.class_path": "zoo.models.emo.module.NoSuchModule"}, ["NoSuchModule"]),
-    ({"trainer.max_epochs": "x"}, ["config key trainer.max_epochs: Expected a <class 'int'> (given: x)"]),
-])
+@pytest.mark.parametrize(
+    "edit, needles",
+    [
+        (
+            {"model.init_args.num_clases": 10},
+            ["config key model (class_path zoo.models.emo.module.EMOModule)", "'num_clases' is not accepted"],
+        ),
+        ({"model.init_args.num_classes": "ten"}, ["-> num_classes: Expected a <class 'int'>. Got value: ten"]),
+        ({"model.class_path": "zoo.models.emo.module.NoSuchModule"}, ["NoSuchModule"]),
+        ({"trainer.max_epochs": "x"}, ["config key trainer.max_epochs: Expected a <class 'int'> (given: x)"]),
+    ],
+)
 def test_config_errors_are_one_line(edit, needles, capsys, tmp_path):
     """jsonargparse's report (usage + a nested 'Does not validate against any of the Union subtypes' block, 50-60
     lines) becomes one line: the key path, the problem, the value, where to look."""
@@ -181,8 +243,7 @@ def test_config_errors_are_one_line(edit, needles, capsys, tmp_path):
         assert needle in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("text, needle", [("model: [\n", "Problems parsing config"),
-                                          (None, "File does not exist")])
+@pytest.mark.parametrize("text, needle", [("model: [\n", "Problems parsing config"), (None, "File does not exist")])
 def test_unreadable_config_file_is_one_line(text, needle, capsys, tmp_path):
     path = tmp_path / "cfg.yaml"
     if text is not None:
@@ -216,20 +277,33 @@ def test_an_error_in_a_dataloader_worker_is_its_own_message():
     with pytest.raises(UserError) as e:
         next(iter(torch.utils.data.DataLoader(_FailingItems(), num_workers=1)))
     assert "Original Traceback" in str(e.value)
-    assert user_error_message(e.value) == \
-        "frame 0: all 6 points are NaN; re-extract it (in DataLoader worker process 0)"
-    keyerror = KeyError("Caught KeyError in DataLoader worker process 1.\nOriginal Traceback (most recent call last):\n"
-                        "  File \"x.py\", line 1, in f\nKeyError: 'lidar_points'\n")
+    assert (
+        user_error_message(e.value) == "frame 0: all 6 points are NaN; re-extract it (in DataLoader worker process 0)"
+    )
+    keyerror = KeyError(
+        "Caught KeyError in DataLoader worker process 1.\nOriginal Traceback (most recent call last):\n"
+        "  File \"x.py\", line 1, in f\nKeyError: 'lidar_points'\n"
+    )
     assert user_error_message(keyerror, broad=True) == "lidar_points (in DataLoader worker process 1)"
-    assert user_error_message(RuntimeError("Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback")) \
-        is None  # a bug stays a traceback
+    assert (
+        user_error_message(RuntimeError("Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback"))
+        is None
+    )  # a bug stays a traceback
 
 
 def _fit_args(method: str, tmp_path) -> list[str]:
     """`zoo fit` of a demo config, one step, writing nothing outside tmp_path."""
-    return ["fit", "--config", str(REPO / f"configs/demo/{method}.yaml"), "--trainer.max_steps=1",
-            "--trainer.limit_val_batches=0", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
-            "--trainer.callbacks=[]", f"--trainer.default_root_dir={tmp_path}"]
+    return [
+        "fit",
+        "--config",
+        str(REPO / f"configs/demo/{method}.yaml"),
+        "--trainer.max_steps=1",
+        "--trainer.limit_val_batches=0",
+        "--trainer.logger=false",
+        "--trainer.enable_checkpointing=false",
+        "--trainer.callbacks=[]",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
 
 
 def test_worker_error_through_zoo_fit_is_one_line(capsys, tmp_path):
@@ -242,8 +316,17 @@ def test_worker_error_through_zoo_fit_is_one_line(capsys, tmp_path):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    assert main([*_fit_args("aclip", tmp_path), f"--data.init_args.root={tmp_path}", "--data.init_args.num_workers=1",
-                 "--data.init_args.webdataset_length=4"]) == 2
+    assert (
+        main(
+            [
+                *_fit_args("aclip", tmp_path),
+                f"--data.init_args.root={tmp_path}",
+                "--data.init_args.num_workers=1",
+                "--data.init_args.webdataset_length=4",
+            ]
+        )
+        == 2
+    )
     line = _one_error_line(capsys, "fit", "no usable sample in 1 shard(s)", "(in DataLoader worker process 0)")
     assert "Original Traceback" not in line and len(line) < 400, line
 
@@ -280,14 +363,21 @@ def test_3d_data_errors_through_zoo_fit_are_one_line(case, shared_data, capsys, 
     method = case.split("-")[0]
     args = _fit_args(method, tmp_path)
     if case == "ssda3d-all-nan":
-        args += [f"--data.init_args.source.init_args.root={_nan_kitti(shared_data, tmp_path)}",
-                 f"--data.init_args.target.init_args.root={shared_data / 'nuscenes_demo'}"]
+        args += [
+            f"--data.init_args.source.init_args.root={_nan_kitti(shared_data, tmp_path)}",
+            f"--data.init_args.target.init_args.root={shared_data / 'nuscenes_demo'}",
+        ]
         needles = ["all", "points are NaN or infinite", "re-extract it"]
     else:
         root = _nuscenes_without_lidar(shared_data, tmp_path)
-        args += ([f"--data.init_args.source.init_args.root={shared_data / 'kitti_frames'}",
-                  f"--data.init_args.target.init_args.root={root}"] if method == "ssda3d"
-                 else [f"--data.init_args.root={root}", "--data.init_args.cameras=[CAM_FRONT]"])
+        args += (
+            [
+                f"--data.init_args.source.init_args.root={shared_data / 'kitti_frames'}",
+                f"--data.init_args.target.init_args.root={root}",
+            ]
+            if method == "ssda3d"
+            else [f"--data.init_args.root={root}", "--data.init_args.cameras=[CAM_FRONT]"]
+        )
         needles = ["has no lidar_points.lidar_path", "tools/create_data.py"]
     assert main(args) == 2
     _one_error_line(capsys, "fit", *needles)
@@ -305,13 +395,23 @@ def test_csv_and_coco_errors_through_zoo_fit_are_one_line(shared_data, capsys, t
     webvid = tmp_path / "webvid"
     webvid.mkdir()
     (webvid / "results_2M_train.csv").write_text("videoid,contentUrl,duration,page_dir,name\n1,http://x\n")
-    assert main([*_fit_args("simvtp", tmp_path), f"--data.init_args.root={webvid}",
-                 "--data.init_args.layout=webvid"]) == 2
+    assert (
+        main([*_fit_args("simvtp", tmp_path), f"--data.init_args.root={webvid}", "--data.init_args.layout=webvid"]) == 2
+    )
     _one_error_line(capsys, "fit", "line 2 has 2 of the header's 5 fields", "re-download it or fix that row")
 
     coco = _coco(tmp_path, [[[10, 10, "x", 10, 50, 40]]])
-    assert main([*_fit_args("lwsis", tmp_path), f"--data.init_args.root={shared_data / 'nuscenes_demo'}",
-                 f"--data.init_args.nuinsseg={coco}", "--data.init_args.cameras=[CAM_FRONT]"]) == 2
+    assert (
+        main(
+            [
+                *_fit_args("lwsis", tmp_path),
+                f"--data.init_args.root={shared_data / 'nuscenes_demo'}",
+                f"--data.init_args.nuinsseg={coco}",
+                "--data.init_args.cameras=[CAM_FRONT]",
+            ]
+        )
+        == 2
+    )
     _one_error_line(capsys, "fit", "coco.json: annotation 0: polygon 0 must be a flat list of numeric")
 
 
@@ -325,8 +425,14 @@ def test_the_console_script_prints_a_config_error_as_one_line(tmp_path):
     bad.write_text("model:\n  class_path: zoo.models.emo.module.EMOModule\n  init_args:\n    num_classes: ten\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("ZOO_DEBUG", None)
-    proc = subprocess.run([sys.executable, "-m", "zoo.cli", "fit", "--config", str(bad)], capture_output=True,
-                          text=True, cwd=tmp_path, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "zoo.cli", "fit", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("zoo fit: error: config key model"), proc.stderr[-2000:]

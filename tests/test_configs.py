@@ -1,5 +1,6 @@
 """Every registry entry's config trains that entry's architecture: the config, parsed by LightningCLI
 (``--print_config``, nothing trained or built), names the entry's LightningModule with the entry's init args."""
+
 from __future__ import annotations
 
 import contextlib
@@ -62,13 +63,20 @@ def test_logs_and_checkpoints_follow_default_root_dir(config, monkeypatch, tmp_p
     monkeypatch.setattr("sys.argv", ["zoo"])
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
-        run_lightning(["fit", "--config", str(REPO / config), f"--trainer.default_root_dir={tmp_path}",
-                       "--print_config"])
+        run_lightning(
+            ["fit", "--config", str(REPO / config), f"--trainer.default_root_dir={tmp_path}", "--print_config"]
+        )
     trainer = yaml.safe_load(out.getvalue())["trainer"]
     logger = trainer.get("logger")
-    dirs = [logger["init_args"]["save_dir"]] if isinstance(logger, dict) and "save_dir" in logger.get("init_args",
-                                                                                                       {}) else []
-    dirs += [cb["init_args"]["dirpath"] for cb in trainer.get("callbacks") or []
-             if isinstance(cb, dict) and (cb.get("init_args") or {}).get("dirpath")]
+    dirs = (
+        [logger["init_args"]["save_dir"]]
+        if isinstance(logger, dict) and "save_dir" in logger.get("init_args", {})
+        else []
+    )
+    dirs += [
+        cb["init_args"]["dirpath"]
+        for cb in trainer.get("callbacks") or []
+        if isinstance(cb, dict) and (cb.get("init_args") or {}).get("dirpath")
+    ]
     for d in dirs:
         assert str(d).startswith(str(tmp_path)), f"{config}: {d} does not follow trainer.default_root_dir"

@@ -1,6 +1,7 @@
 """The demos write only under trainer.default_root_dir: with --trainer.default_root_dir TMP nothing appears in the
 repository (logs, checkpoints, config.yaml), and the TinyMIM fine-tune demo finds the distillation demo's checkpoint
 under the same root."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,13 @@ from zoo.cli import main
 REPO = Path(__file__).resolve().parents[1]
 DEMOS = sorted((REPO / "configs" / "demo").glob("*.yaml"))
 _SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache"}
-ONE_STEP = ["--trainer.max_epochs=1", "--trainer.max_steps=1", "--trainer.limit_val_batches=1",
-            "--trainer.num_sanity_val_steps=0", "--trainer.log_every_n_steps=1"]
+ONE_STEP = [
+    "--trainer.max_epochs=1",
+    "--trainer.max_steps=1",
+    "--trainer.limit_val_batches=1",
+    "--trainer.num_sanity_val_steps=0",
+    "--trainer.log_every_n_steps=1",
+]
 
 
 def _outputs_in_repo() -> set[str]:
@@ -65,8 +71,7 @@ def test_tinymim_finetune_demo_reads_the_distillation_under_the_same_root(tmp_pa
     distilled = root / "distill" / "checkpoints" / "last.ckpt"
     assert distilled.is_file()
     with caplog.at_level("INFO", logger="zoo"):
-        main(["fit", "--config", "configs/demo/tinymim-finetune.yaml", f"--trainer.default_root_dir={root}",
-              *ONE_STEP])
+        main(["fit", "--config", "configs/demo/tinymim-finetune.yaml", f"--trainer.default_root_dir={root}", *ONE_STEP])
     assert f"fine-tuning from {distilled}" in caplog.text
     assert (root / "finetune" / "checkpoints" / "last.ckpt").is_file()
     assert in_repo() == []
@@ -83,8 +88,10 @@ def test_demo_configs_state_no_measured_figures_and_fit_demos_keep_last_ckpt(con
     if "predict" in config.stem or "features" in config.stem:
         return
     assert f"results/demo/{config.stem}.csv" in text, config.name
-    callbacks = (cfg["trainer"].get("callbacks") or [])
+    callbacks = cfg["trainer"].get("callbacks") or []
     assert cfg["trainer"].get("enable_checkpointing", True) is not False, config.name
-    assert any(cb["class_path"].endswith("ModelCheckpoint") and (cb.get("init_args", {}).get("save_last")
-                                                                  or cb.get("init_args", {}).get("filename") == "last")
-               for cb in callbacks), config.name
+    assert any(
+        cb["class_path"].endswith("ModelCheckpoint")
+        and (cb.get("init_args", {}).get("save_last") or cb.get("init_args", {}).get("filename") == "last")
+        for cb in callbacks
+    ), config.name

@@ -3,6 +3,7 @@ different hash seeds, so set/dict order of strings cannot hide), logs bit-identi
 
 Each demo runs 2 epochs of 3 training batches with a validation pass after each epoch; demos that read another demo's
 checkpoint (TinyMIM and SimVTP fine-tuning) run after it under the same root."""
+
 from __future__ import annotations
 
 import json
@@ -16,14 +17,24 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = REPO / "tests" / "determinism_runner.py"
-SHORT = ["--trainer.max_epochs=2", "--trainer.max_steps=-1", "--trainer.limit_train_batches=3",
-         "--trainer.limit_val_batches=1", "--trainer.check_val_every_n_epoch=1", "--trainer.val_check_interval=1.0",
-         "--trainer.num_sanity_val_steps=0", "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1"]
+SHORT = [
+    "--trainer.max_epochs=2",
+    "--trainer.max_steps=-1",
+    "--trainer.limit_train_batches=3",
+    "--trainer.limit_val_batches=1",
+    "--trainer.check_val_every_n_epoch=1",
+    "--trainer.val_check_interval=1.0",
+    "--trainer.num_sanity_val_steps=0",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.log_every_n_steps=1",
+]
 # a demo -> the demos that must run before it under the same root
 CHAINS = {"tinymim-finetune": ["tinymim"], "simvtp-finetune": ["simvtp"]}
 # demos whose module sets its own epoch count: a shorter one (same code path)
-EXTRA = {"ccgc": ["--model.init_args.epochs=6", "--model.init_args.warmup_epochs=2", "--model.init_args.eval_every=3"],
-         "reliant": ["--model.init_args.teacher_epochs=5"]}
+EXTRA = {
+    "ccgc": ["--model.init_args.epochs=6", "--model.init_args.warmup_epochs=2", "--model.init_args.eval_every=3"],
+    "reliant": ["--model.init_args.teacher_epochs=5"],
+}
 FIT_DEMOS = sorted(p.stem for p in (REPO / "configs" / "demo").glob("*.yaml") if p.stem != "rsfd-features")
 
 
@@ -33,9 +44,23 @@ def _run_chain(demo: str, root: Path, hash_seed: int) -> list[dict]:
     for step in [*CHAINS.get(demo, []), demo]:
         result = root / f"{step}.json"
         proc = subprocess.run(
-            [sys.executable, str(RUNNER), str(result), "--", "--config", f"configs/demo/{step}.yaml",
-             f"--trainer.default_root_dir={root}", *SHORT, *EXTRA.get(step, [])],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+            [
+                sys.executable,
+                str(RUNNER),
+                str(result),
+                "--",
+                "--config",
+                f"configs/demo/{step}.yaml",
+                f"--trainer.default_root_dir={root}",
+                *SHORT,
+                *EXTRA.get(step, []),
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert proc.returncode == 0, f"{step} (hash seed {hash_seed}) failed:\n{proc.stderr[-3000:]}"
         out.append(json.loads(result.read_text()))
     return out

@@ -1,5 +1,6 @@
 """Pictures of predictions (zoo.figures, zoo.callbacks.PredictionFigures): each of the six methods' tiny models, run
 through Trainer.predict with the callback, writes a non-empty PNG of the requested pixel size."""
+
 from __future__ import annotations
 
 import os
@@ -19,9 +20,20 @@ def _ssda3d():
     from zoo.models.ssda3d.module import SSDA3DModule, example_batch
 
     pcr = [-51.2, -51.2, -5.0, 51.2, 51.2, 4.8]
-    m = SSDA3DModule(voxel_size=[0.8, 0.8, 9.8], point_cloud_range=pcr, pillar_filters=[16, 16], layer_nums=[1, 1],
-                     layer_strides=[2, 2], num_filters=[16, 32], upsample_strides=[1, 2], num_upsample_filters=[16, 16],
-                     head_channels=16, example_points=200, pseudo_label_threshold=0.0, score_threshold=0.0)
+    m = SSDA3DModule(
+        voxel_size=[0.8, 0.8, 9.8],
+        point_cloud_range=pcr,
+        pillar_filters=[16, 16],
+        layer_nums=[1, 1],
+        layer_strides=[2, 2],
+        num_filters=[16, 32],
+        upsample_strides=[1, 2],
+        num_upsample_filters=[16, 16],
+        head_channels=16,
+        example_points=200,
+        pseudo_label_threshold=0.0,
+        score_threshold=0.0,
+    )
     return m, example_batch(pcr, num_points=200, frames=2)
 
 
@@ -38,8 +50,18 @@ def _cmt():
 def _lwsis():
     from zoo.models.lwsis.module import LWSISModule
 
-    m = LWSISModule(depth=18, backbone_channels=[8, 16, 32, 64], stem_width=8, fpn=16, tower=1, mask_ch=8,
-                    mask_convs=1, mask_out=8, gn_groups=8, img_size=[64, 96])
+    m = LWSISModule(
+        depth=18,
+        backbone_channels=[8, 16, 32, 64],
+        stem_width=8,
+        fpn=16,
+        tower=1,
+        mask_ch=8,
+        mask_convs=1,
+        mask_out=8,
+        gn_groups=8,
+        img_size=[64, 96],
+    )
     targets = [{"boxes": torch.tensor([[10.0, 8.0, 40.0, 50.0]]), "labels": torch.tensor([0])} for _ in range(2)]
     return m, (torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(0)) * 255, targets)
 
@@ -47,9 +69,23 @@ def _lwsis():
 def _aclip():
     from zoo.models.aclip.module import ACLIPModule
 
-    m = ACLIPModule(img_size=32, patch_size=8, vision_width=32, vision_depth=2, vision_heads=2, embed_dim=16,
-                    context_length=8, vocab_size=64, text_width=16, text_heads=2, text_layers=1, ssl_mlp_dim=32,
-                    ssl_emb_dim=8, byol_hidden_dim=32, byol_dim=8)
+    m = ACLIPModule(
+        img_size=32,
+        patch_size=8,
+        vision_width=32,
+        vision_depth=2,
+        vision_heads=2,
+        embed_dim=16,
+        context_length=8,
+        vocab_size=64,
+        text_width=16,
+        text_heads=2,
+        text_layers=1,
+        ssl_mlp_dim=32,
+        ssl_emb_dim=8,
+        byol_hidden_dim=32,
+        byol_dim=8,
+    )
     text = torch.randint(1, 63, (2, 8), generator=torch.Generator().manual_seed(0))
     text[:, -1] = 63
     return m, {"image": torch.randn(2, 3, 32, 32), "text": text}
@@ -58,8 +94,19 @@ def _aclip():
 def _rsfd():
     from zoo.models.rsfd.module import RSFDModule
 
-    m = RSFDModule(in_features=[6, 5], vocab_size=15, max_len=7, num_categories=0, d_model=16, num_heads=2,
-                   ffn_dim=32, beam_size=2, example_steps=3, dropout=0.0, encoder_dropout=0.0)
+    m = RSFDModule(
+        in_features=[6, 5],
+        vocab_size=15,
+        max_len=7,
+        num_categories=0,
+        d_model=16,
+        num_heads=2,
+        ffn_dim=32,
+        beam_size=2,
+        example_steps=3,
+        dropout=0.0,
+        encoder_dropout=0.0,
+    )
     m.itow = ["<pad>", "<unk>", "<bos>", "<eos>"] + [f"w{i}" for i in range(11)]
     feats = {"m0": torch.randn(2, 3, 6), "m1": torch.randn(2, 3, 5)}
     return m, {"feats": feats, "index": torch.tensor([0, 1]), "refs": [["a w4 w5"], ["a w6"]]}
@@ -68,11 +115,25 @@ def _rsfd():
 def _simvtp():
     from zoo.models.simvtp.module import SimVTPRetrievalModule
 
-    m = SimVTPRetrievalModule(img_size=16, patch_size=8, num_frames=4, tubelet_size=2, embed_dim=32, depth=2,
-                              num_heads=2, vocab_size=300, max_text_len=16)
+    m = SimVTPRetrievalModule(
+        img_size=16,
+        patch_size=8,
+        num_frames=4,
+        tubelet_size=2,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        vocab_size=300,
+        max_text_len=16,
+    )
     ids = torch.randint(1, 300, (3, 6), generator=torch.Generator().manual_seed(0))
-    return m, {"video": torch.randn(3, 3, 4, 16, 16), "input_ids": ids, "attention_mask": torch.ones_like(ids),
-               "match_id": torch.tensor([0, 1, 2]), "caption": ["a red ball", "two dogs play", "a man cooks"]}
+    return m, {
+        "video": torch.randn(3, 3, 4, 16, 16),
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "match_id": torch.tensor([0, 1, 2]),
+        "caption": ["a red ball", "two dogs play", "a man cooks"],
+    }
 
 
 METHODS = {"ssda3d": _ssda3d, "cmt": _cmt, "lwsis": _lwsis, "aclip": _aclip, "rsfd": _rsfd, "simvtp": _simvtp}
@@ -84,8 +145,15 @@ def _loader(batch):
 
 
 def _trainer(tmp_path, callback):
-    return pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                      enable_checkpointing=False, default_root_dir=str(tmp_path), callbacks=[callback])
+    return pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=str(tmp_path),
+        callbacks=[callback],
+    )
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -111,9 +179,17 @@ def test_zoo_predict_of_the_ssda3d_demo_writes_its_bev_figure(tmp_path, monkeypa
 
     monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the demo names ../shared/data relative to the repo
     root = tmp_path / "run"
-    assert main(["predict", "--config", "configs/demo/ssda3d.yaml", f"--trainer.default_root_dir={root}",
-                 "--trainer.logger=false", "--trainer.enable_progress_bar=false",
-                 "--data.init_args.target.init_args.predict_split=n015-2018-07-24-11-22-45+0800.pkl"]) in (0, None)
+    assert main(
+        [
+            "predict",
+            "--config",
+            "configs/demo/ssda3d.yaml",
+            f"--trainer.default_root_dir={root}",
+            "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false",
+            "--data.init_args.target.init_args.predict_split=n015-2018-07-24-11-22-45+0800.pkl",
+        ]
+    ) in (0, None)
     with Image.open(root / "figures" / "predict.png") as img:
         assert img.size == (1200, 800)  # PredictionFigures' default size
 
@@ -123,7 +199,9 @@ def test_figure_specs_carry_what_each_picture_needs():
     with torch.no_grad():
         m, b = _ssda3d()
         spec = m.eval().figure_inputs(b, None, 1)
-        assert spec["kind"] == "bev_boxes" and len(spec["frames"]) == 1 and spec["frames"][0]["gt_boxes"].shape == (1, 7)
+        assert (
+            spec["kind"] == "bev_boxes" and len(spec["frames"]) == 1 and spec["frames"][0]["gt_boxes"].shape == (1, 7)
+        )
         m, b = _lwsis()
         spec = m.eval().figure_inputs(b, None, 1)
         assert spec["kind"] == "instance_masks" and torch.equal(spec["images"][0]["gt_boxes"], b[1][0]["boxes"])
@@ -236,8 +314,9 @@ def test_export_embeds_the_run_figure_and_overwrite_replaces_exactly_the_files_z
     module = zoo.create("emo-1m", **registry.get("emo-1m").tiny_overrides)
     ckpt = tmp_path / "run.ckpt"
     hp = {"_class_path": hub.class_path(module), **dict(module.hparams)}
-    torch.save({"state_dict": {f"model.{k}": v for k, v in module.model.state_dict().items()},
-                "hyper_parameters": hp}, ckpt)
+    torch.save(
+        {"state_dict": {f"model.{k}": v for k, v in module.model.state_dict().items()}, "hyper_parameters": hp}, ckpt
+    )
     fig = _png(tmp_path / "figures" / "val.png")
     out = tmp_path / "export"
     assert main(["export", str(ckpt), str(out), "--figure", str(fig)]) == 0
@@ -286,9 +365,17 @@ def test_hub_export_callback_embeds_the_latest_prediction_figure(tmp_path):
 
     module = Fit(**module.hparams)
     figs, export = PredictionFigures(size=SIZE), HubExport(str(tmp_path / "hub"), which="last")
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         enable_checkpointing=False, default_root_dir=str(tmp_path), callbacks=[figs, export],
-                         max_steps=1, num_sanity_val_steps=1)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=str(tmp_path),
+        callbacks=[figs, export],
+        max_steps=1,
+        num_sanity_val_steps=1,
+    )
     trainer.fit(module, train_dataloaders=_loader(batch), val_dataloaders=_loader(batch))
     assert figs.written == [tmp_path / "figures" / "val.png"]  # the sanity check draws nothing
     assert (tmp_path / "hub" / "figure.png").read_bytes() == (tmp_path / "figures" / "val.png").read_bytes()
@@ -302,8 +389,18 @@ def test_instance_masks_tint_the_masked_pixels(tmp_path):
     image = torch.zeros(3, 40, 40)
     masks = torch.zeros(1, 40, 40, dtype=torch.bool)
     masks[0, :, :20] = True  # the left half
-    spec = {"kind": "instance_masks", "images": [{"image": image, "masks": masks, "boxes": torch.tensor([[0, 0, 19, 39]]),
-                                                  "scores": torch.tensor([0.9]), "labels": torch.tensor([0])}]}
+    spec = {
+        "kind": "instance_masks",
+        "images": [
+            {
+                "image": image,
+                "masks": masks,
+                "boxes": torch.tensor([[0, 0, 19, 39]]),
+                "scores": torch.tensor([0.9]),
+                "labels": torch.tensor([0]),
+            }
+        ],
+    }
     with Image.open(render(spec, tmp_path / "m.png", (200, 200))) as img:
         px = np.asarray(img.convert("RGB")).astype(int)
     left, right = px[90:110, 60:90].mean((0, 1)), px[90:110, 110:140].mean((0, 1))

@@ -1,4 +1,5 @@
 """Name resolution, strict loading, Hub folders (local and in the huggingface_hub cache layout), atomic export."""
+
 from __future__ import annotations
 
 import json

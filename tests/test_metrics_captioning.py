@@ -1,5 +1,6 @@
 """Caption metrics through pycocoevalcap: hand-worked BLEU / CIDEr-D cases, a caption equal to its references, the
 torchmetrics wrapper (batches, duplicate ids, merged process states) and the Java path (PTB tokenizer, METEOR)."""
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,9 @@ def test_captions_equal_to_their_references_score_what_the_definitions_give():
 def test_metric_gathers_batches_drops_repeated_ids_and_merges_process_states():
     refs = [["a man is walking", "a man walks"], ["a dog runs fast"], ["a cat sits"]]
     cands = ["a man is running", "a dog runs", "a cat sits"]
-    want = caption_scores({i: r for i, r in enumerate(refs)}, {i: [c] for i, c in enumerate(cands)},
-                          tokenize=False, meteor=False)
+    want = caption_scores(
+        {i: r for i, r in enumerate(refs)}, {i: [c] for i, c in enumerate(cands)}, tokenize=False, meteor=False
+    )
     m = CaptionMetrics(tokenize=False, meteor=False)
     m.update(cands[:2], refs[:2], torch.tensor([0, 1]))
     m.update(cands[2:], refs[2:], torch.tensor([2]))
@@ -56,7 +58,11 @@ def test_metric_gathers_batches_drops_repeated_ids_and_merges_process_states():
 
 
 def test_java_tokenizer_and_meteor():
-    s = caption_scores({0: ["A man is running.", "a man runs"], 1: ["The dog barks!"]},
-                       {0: ["a man is running"], 1: ["the dog, barks"]}, tokenize=True, meteor=True)
+    s = caption_scores(
+        {0: ["A man is running.", "a man runs"], 1: ["The dog barks!"]},
+        {0: ["a man is running"], 1: ["the dog, barks"]},
+        tokenize=True,
+        meteor=True,
+    )
     assert s["bleu1"] == pytest.approx(1.0, abs=1e-6)  # case and punctuation removed by the PTB tokenizer
     assert 0.9 < s["meteor"] <= 1.0  # exact matches; only METEOR's fragmentation penalty remains

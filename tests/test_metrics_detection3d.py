@@ -1,4 +1,5 @@
 """nuScenes (devkit algorithm) and KITTI-style 3D detection metrics on perfect and shifted predictions."""
+
 from __future__ import annotations
 
 import math
@@ -9,15 +10,21 @@ import torch
 from zoo.errors import UserError
 from zoo.metrics.detection3d import KittiDetection, NuScenesDetection, kitti_ap_r40
 
-CARS = torch.tensor([[10.0, 5.0, -0.5, 4.0, 2.0, 1.5, 0.3],
-                     [20.0, -6.0, -0.4, 4.5, 1.9, 1.6, -2.0],
-                     [-15.0, 3.0, -0.6, 3.8, 1.8, 1.5, math.pi / 2]])
+CARS = torch.tensor(
+    [
+        [10.0, 5.0, -0.5, 4.0, 2.0, 1.5, 0.3],
+        [20.0, -6.0, -0.4, 4.5, 1.9, 1.6, -2.0],
+        [-15.0, 3.0, -0.6, 3.8, 1.8, 1.5, math.pi / 2],
+    ]
+)
 
 
 def targets():
-    return [{"boxes": CARS[:2], "labels": torch.zeros(2, dtype=torch.long)},
-            {"boxes": CARS[2:], "labels": torch.zeros(1, dtype=torch.long)},
-            {"boxes": torch.zeros(0, 7), "labels": torch.zeros(0, dtype=torch.long)}]
+    return [
+        {"boxes": CARS[:2], "labels": torch.zeros(2, dtype=torch.long)},
+        {"boxes": CARS[2:], "labels": torch.zeros(1, dtype=torch.long)},
+        {"boxes": torch.zeros(0, 7), "labels": torch.zeros(0, dtype=torch.long)},
+    ]
 
 
 def predictions(shift=(0.0, 0.0, 0.0), extra=None):
@@ -25,8 +32,13 @@ def predictions(shift=(0.0, 0.0, 0.0), extra=None):
     for i, t in enumerate(targets()):
         b = t["boxes"].clone()
         b[:, :3] += torch.tensor(shift)
-        out.append({"boxes": b, "scores": torch.linspace(0.9, 0.5, len(b)) if len(b) else torch.zeros(0),
-                    "labels": t["labels"].clone()})
+        out.append(
+            {
+                "boxes": b,
+                "scores": torch.linspace(0.9, 0.5, len(b)) if len(b) else torch.zeros(0),
+                "labels": t["labels"].clone(),
+            }
+        )
     if extra is not None:
         out[2] = extra
     return out
@@ -61,14 +73,20 @@ def test_nuscenes_one_metre_shift_loses_what_the_definitions_say():
 
 
 def test_nuscenes_false_positive_and_range_filter():
-    fp = {"boxes": torch.tensor([[30.0, 30.0, 0.0, 4.0, 2.0, 1.5, 0.0]]), "scores": torch.tensor([0.95]),
-          "labels": torch.tensor([0])}
+    fp = {
+        "boxes": torch.tensor([[30.0, 30.0, 0.0, 4.0, 2.0, 1.5, 0.0]]),
+        "scores": torch.tensor([0.95]),
+        "labels": torch.tensor([0]),
+    }
     m = NuScenesDetection(classes=["car"])
     m.update(predictions(extra=fp), targets())
     ap = m.compute()["car/ap@2.0"].item()
     assert 0.0 < ap < 1.0  # the highest-scored box is a false positive
-    far = {"boxes": torch.tensor([[60.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0]]), "scores": torch.tensor([0.95]),
-           "labels": torch.tensor([0])}
+    far = {
+        "boxes": torch.tensor([[60.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0]]),
+        "scores": torch.tensor([0.95]),
+        "labels": torch.tensor([0]),
+    }
     m.reset()
     m.update(predictions(extra=far), targets())  # beyond the 50 m car range: filtered like the devkit does
     assert m.compute()["car/ap@2.0"].item() == pytest.approx(1.0)
@@ -86,8 +104,10 @@ def test_kitti_perfect_and_shifted():
     shifted = box.clone()
     shifted[0, 0] += 1.0
     m = KittiDetection(classes=["car"])
-    m.update([{"boxes": shifted, "scores": torch.ones(1), "labels": torch.zeros(1, dtype=torch.long)}],
-             [{"boxes": box, "labels": torch.zeros(1, dtype=torch.long)}])
+    m.update(
+        [{"boxes": shifted, "scores": torch.ones(1), "labels": torch.zeros(1, dtype=torch.long)}],
+        [{"boxes": box, "labels": torch.zeros(1, dtype=torch.long)}],
+    )
     r = m.compute()
     assert r["car/ap_bev@0.7"].item() == 0.0 and r["car/ap_3d@0.7"].item() == 0.0
     assert r["car/ap_bev@0.5"].item() == 1.0 and r["car/ap_3d@0.5"].item() == 1.0
@@ -95,8 +115,9 @@ def test_kitti_perfect_and_shifted():
 
 def test_kitti_ap_r40_definition():
     # 2 GT; detections TP, FP, TP by descending score: precision at recall 0.5 = 1, at recall 1 = 2/3
-    assert kitti_ap_r40(torch.tensor([0.9, 0.8, 0.7]).numpy(), torch.tensor([1.0, 0.0, 1.0]).numpy(), 2) == \
-        pytest.approx((20 * 1.0 + 20 * 2 / 3) / 40)
+    assert kitti_ap_r40(
+        torch.tensor([0.9, 0.8, 0.7]).numpy(), torch.tensor([1.0, 0.0, 1.0]).numpy(), 2
+    ) == pytest.approx((20 * 1.0 + 20 * 2 / 3) / 40)
     assert kitti_ap_r40(torch.tensor([0.9]).numpy(), torch.tensor([1.0]).numpy(), 2) == pytest.approx(0.5)
     assert math.isnan(kitti_ap_r40(torch.zeros(0).numpy(), torch.zeros(0).numpy(), 0))
 
@@ -117,7 +138,6 @@ def test_metric_states_merge_like_processes():
     ra, rw = a.compute(), whole.compute()
     assert all(ra[k].item() == pytest.approx(rw[k].item(), nan_ok=True) for k in rw)
     assert rw["car/ap@0.5"].item() == pytest.approx(1.0) and rw["car/trans_err"].item() == pytest.approx(0.3)
-
 
 
 def _ddp_worker(rank: int, port: int, out: str) -> None:

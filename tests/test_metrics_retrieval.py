@@ -1,4 +1,5 @@
 """zoo.metrics.retrieval: recall at K and ranks on hand-made similarity matrices, and the accumulating metric."""
+
 import pytest
 import torch
 
@@ -7,9 +8,13 @@ from zoo.metrics.retrieval import CrossModalRetrieval, best_positive_rank, retri
 
 def test_ranks_and_recall_on_a_hand_made_matrix():
     # 3 queries x 4 gallery items; positives on the diagonal (query 2 also matches item 3)
-    sim = torch.tensor([[0.9, 0.1, 0.2, 0.3],    # positive 0 ranks 1st
-                        [0.8, 0.5, 0.9, 0.1],    # positive 1 ranks 3rd (0.9, 0.8 above it)
-                        [0.1, 0.2, 0.3, 0.4]])   # positives 2 (3rd... 0.3) and 3 (1st): best is rank 1
+    sim = torch.tensor(
+        [
+            [0.9, 0.1, 0.2, 0.3],  # positive 0 ranks 1st
+            [0.8, 0.5, 0.9, 0.1],  # positive 1 ranks 3rd (0.9, 0.8 above it)
+            [0.1, 0.2, 0.3, 0.4],
+        ]
+    )  # positives 2 (3rd... 0.3) and 3 (1st): best is rank 1
     match = torch.eye(3, 4, dtype=torch.bool)
     match[2, 3] = True
     assert best_positive_rank(sim, match).tolist() == [1, 3, 1]
@@ -33,7 +38,7 @@ def test_metric_accumulates_batches_and_equals_one_shot():
     t[:6] = v[:6] + 0.01 * torch.randn(6, 8)  # half the captions match their video closely
     m = CrossModalRetrieval(ks=(1, 5), query="text", gallery="video")
     for i in range(0, 12, 4):
-        m.update(v[i:i + 4], t[i:i + 4])
+        m.update(v[i : i + 4], t[i : i + 4])
     got = m.compute()
     sim = torch.nn.functional.normalize(t, dim=-1) @ torch.nn.functional.normalize(v, dim=-1).T
     ref = retrieval_scores(sim, torch.eye(12, dtype=torch.bool), ks=(1, 5))

@@ -5,6 +5,7 @@
 - the paper-size version on the meta device: the parameter count equals the entry's ``params`` exactly;
 - export -> load round trip gives identical outputs; the model card renders and its metadata parses back.
 """
+
 from __future__ import annotations
 
 import pytest

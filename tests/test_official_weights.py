@@ -5,6 +5,7 @@ EMO-1M, saved as the authors save ``net.pth``). ``zoo.load("emo-1m")`` must down
 strictly and cache the converted safetensors; the next load works offline with the server gone and no conversion.
 Broken downloads (short, corrupt, a pickle that is not plain tensors) are clear errors that leave nothing in the cache.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -95,8 +96,11 @@ def online(tmp_path, monkeypatch):
 
 def _serve_as_emo_1m(server, monkeypatch, body: bytes, hash_of: bytes | None = None):
     server.files["/EMO_1M/net.pth"] = body
-    entry = dataclasses.replace(registry.get("emo-1m"), official_url=f"{server.url}/EMO_1M/net.pth",
-                                official_hash=f"git-blob-sha1:{_git_blob_sha1(body if hash_of is None else hash_of)}")
+    entry = dataclasses.replace(
+        registry.get("emo-1m"),
+        official_url=f"{server.url}/EMO_1M/net.pth",
+        official_hash=f"git-blob-sha1:{_git_blob_sha1(body if hash_of is None else hash_of)}",
+    )
     monkeypatch.setitem(registry._load(), "emo-1m", entry)
     return entry
 
@@ -119,8 +123,12 @@ def test_first_load_downloads_and_converts_then_offline_from_the_cache(official_
     first = zoo.load("emo-1m")
     assert not first.training and server.requests == ["/EMO_1M/net.pth"]
     _same_outputs(net, first)
-    assert _files(online) == ["converted/emo-1m/README.md", "converted/emo-1m/config.json",
-                              "converted/emo-1m/model.safetensors", "official/emo-1m/net.pth"]
+    assert _files(online) == [
+        "converted/emo-1m/README.md",
+        "converted/emo-1m/config.json",
+        "converted/emo-1m/model.safetensors",
+        "official/emo-1m/net.pth",
+    ]
 
     # the server is gone, the Hub is offline, and converting again would fail: the cache serves the load
     server.stop()
@@ -203,8 +211,10 @@ def test_the_cache_location_follows_zoo_cache(monkeypatch, tmp_path):
 def test_emo_entries_point_at_the_pinned_official_files():
     for size in ("1m", "2m", "5m", "6m"):
         e = registry.get(f"emo-{size}")
-        assert e.official_url == (f"https://github.com/zhangzjn/EMO/raw/27d9b40fea9c2a12a2fe7acc51032184852a99d8/"
-                                  f"resources/EMO_{size.upper()}/net.pth")
+        assert e.official_url == (
+            f"https://github.com/zhangzjn/EMO/raw/27d9b40fea9c2a12a2fe7acc51032184852a99d8/"
+            f"resources/EMO_{size.upper()}/net.pth"
+        )
         assert e.official_hash.startswith("git-blob-sha1:") and len(e.official_hash.split(":")[1]) == 40
 
 

@@ -1,6 +1,7 @@
 """zoo.ops compiled Triton kernels on a CUDA device against the references (fp32 with TF32 tolerances, bf16), and
 the benchmark at one size each. Skipped where there is no CUDA device; the same kernels run on the CPU in Triton's
 interpreter in tests/ops."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,9 +24,9 @@ def test_relation_kl_cuda(N, ds, dt, dtype):
     torch.manual_seed(0)
     sa, sb = (torch.randn(2, 3, N, ds, device="cuda", dtype=dtype, requires_grad=True) for _ in range(2))
     ta, tb = (torch.randn(2, 3, N, dt, device="cuda", dtype=dtype) for _ in range(2))
-    ref = relation_kl_reference(sa, sb, ta, tb, ds ** -0.5, dt ** -0.5)
+    ref = relation_kl_reference(sa, sb, ta, tb, ds**-0.5, dt**-0.5)
     g_ref = torch.autograd.grad(ref, (sa, sb))
-    out = relation_kl(sa, sb, ta, tb, ds ** -0.5, dt ** -0.5)  # auto -> kernel on CUDA
+    out = relation_kl(sa, sb, ta, tb, ds**-0.5, dt**-0.5)  # auto -> kernel on CUDA
     g_out = torch.autograd.grad(out, (sa, sb))
     torch.testing.assert_close(out, ref, **TOL[dtype])
     for a, b in zip(g_out, g_ref):
@@ -81,7 +82,7 @@ def test_fused_linear_cross_entropy_cuda(dtype, reduction):
 
     torch.manual_seed(0)
     h = torch.randn(300, 128, device="cuda", dtype=dtype, requires_grad=True)
-    w = (torch.randn(5000, 128, device="cuda", dtype=dtype) / 128 ** 0.5).requires_grad_()
+    w = (torch.randn(5000, 128, device="cuda", dtype=dtype) / 128**0.5).requires_grad_()
     b = torch.randn(5000, device="cuda", dtype=dtype, requires_grad=True)
     y = torch.randint(0, 5000, (300,), device="cuda")
     y[::7] = -100
@@ -95,11 +96,14 @@ def test_fused_linear_cross_entropy_cuda(dtype, reduction):
         torch.testing.assert_close(a.float(), r.float(), **TOL[dtype])
 
 
-@pytest.mark.parametrize("op,size", [
-    ("relation_kl", dict(B=8, H=12, N=197, d=64)),
-    ("graph_propagate", dict(graph="cora", nodes=2708, nnz=13264, F=1433)),
-    ("fused_linear_cross_entropy", dict(R=1024, D=768, V=30522)),
-])
+@pytest.mark.parametrize(
+    "op,size",
+    [
+        ("relation_kl", dict(B=8, H=12, N=197, d=64)),
+        ("graph_propagate", dict(graph="cora", nodes=2708, nnz=13264, F=1433)),
+        ("fused_linear_cross_entropy", dict(R=1024, D=768, V=30522)),
+    ],
+)
 def test_bench_cuda(op, size):
     from zoo.ops.bench import bench_op
 

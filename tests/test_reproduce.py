@@ -1,4 +1,5 @@
 """Results as data: results/<method>.csv rows -> card metrics, and `zoo reproduce` appending per-seed rows."""
+
 from __future__ import annotations
 
 import csv
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 
 from zoo import registry
-from zoo.results import Protocol, ResultSpec, Variant, append_rows, our_metrics, read_rows, summarize
 from zoo.reproduce import parse_seeds
+from zoo.results import Protocol, ResultSpec, Variant, append_rows, our_metrics, read_rows, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,10 +31,30 @@ def test_aggregate_and_per_seed_rows_pool_exactly(ddof):
     statistics of all the values."""
     rng = np.random.default_rng(0)
     old, new = rng.normal(60, 2, 10), rng.normal(58, 1, 3)
-    rows = [{"entry": "e", "dataset": "d", "variant": "default", "protocol": "p", "seed": "0-9", "seeds": "10",
-             "acc": str(old.mean()), "acc_std": str(old.std(ddof=ddof))}]
-    rows += [{"entry": "e", "dataset": "d", "variant": "default", "protocol": "p", "seed": str(10 + i), "seeds": "1",
-              "acc": str(v)} for i, v in enumerate(new)]
+    rows = [
+        {
+            "entry": "e",
+            "dataset": "d",
+            "variant": "default",
+            "protocol": "p",
+            "seed": "0-9",
+            "seeds": "10",
+            "acc": str(old.mean()),
+            "acc_std": str(old.std(ddof=ddof)),
+        }
+    ]
+    rows += [
+        {
+            "entry": "e",
+            "dataset": "d",
+            "variant": "default",
+            "protocol": "p",
+            "seed": str(10 + i),
+            "seeds": "1",
+            "acc": str(v),
+        }
+        for i, v in enumerate(new)
+    ]
     (s,) = summarize(rows, ["acc"], ddof)
     both = np.concatenate([old, new])
     assert s.n == 13 and s.seeds == list(range(13))
@@ -42,8 +63,16 @@ def test_aggregate_and_per_seed_rows_pool_exactly(ddof):
 
 
 def _agg(seed_text="0-9", n=10, acc=60.0):
-    return {"entry": "e", "dataset": "d", "variant": "default", "protocol": "p", "seed": seed_text, "seeds": n,
-            "acc": acc, "acc_std": 1.0}
+    return {
+        "entry": "e",
+        "dataset": "d",
+        "variant": "default",
+        "protocol": "p",
+        "seed": seed_text,
+        "seeds": n,
+        "acc": acc,
+        "acc_std": 1.0,
+    }
 
 
 def _one(seed, acc=50.0):
@@ -76,24 +105,69 @@ def test_committed_aggregate_rows_name_their_seeds():
 
 
 def _spec():
-    return ResultSpec(task="t", split="test", metrics={"acc": ("accuracy", "ACC")},
-                      protocols={"p": Protocol("read at the end", {"acc": "test/acc"}, stage="test")},
-                      variants={"default": Variant("as configured")}, decimals=2)
+    return ResultSpec(
+        task="t",
+        split="test",
+        metrics={"acc": ("accuracy", "ACC")},
+        protocols={"p": Protocol("read at the end", {"acc": "test/acc"}, stage="test")},
+        variants={"default": Variant("as configured")},
+        decimals=2,
+    )
 
 
 def test_rows_become_card_metrics_and_unknown_variants_are_refused(tmp_path):
     entry = registry.get("ccgc-bat")
-    append_rows("ccgc", [{"entry": "ccgc-bat", "dataset": "bat", "variant": "default", "protocol": "p", "seed": s,
-                          "seeds": 1, "acc": v} for s, v in ((0, 50.0), (1, 52.0))], tmp_path)
+    append_rows(
+        "ccgc",
+        [
+            {
+                "entry": "ccgc-bat",
+                "dataset": "bat",
+                "variant": "default",
+                "protocol": "p",
+                "seed": s,
+                "seeds": 1,
+                "acc": v,
+            }
+            for s, v in ((0, 50.0), (1, 52.0))
+        ],
+        tmp_path,
+    )
     (m,) = our_metrics(entry, _spec(), tmp_path)
     assert m.value == 51.0 and "n=2" in m.name and "±1.00" in m.name and "2 seeds (0-1)" in m.protocol
-    append_rows("ccgc", [{"entry": "ccgc-bat", "dataset": "bat", "variant": "mystery", "protocol": "p", "seed": 2,
-                          "seeds": 1, "acc": 1.0}], tmp_path)
+    append_rows(
+        "ccgc",
+        [
+            {
+                "entry": "ccgc-bat",
+                "dataset": "bat",
+                "variant": "mystery",
+                "protocol": "p",
+                "seed": 2,
+                "seeds": 1,
+                "acc": 1.0,
+            }
+        ],
+        tmp_path,
+    )
     with pytest.raises(ValueError, match="mystery"):
         our_metrics(entry, _spec(), tmp_path)
     # re-measuring a seed replaces its row: a seed counts once
-    append_rows("ccgc", [{"entry": "ccgc-bat", "dataset": "bat", "variant": "default", "protocol": "p", "seed": 1,
-                          "seeds": 1, "acc": 56.0}], tmp_path)
+    append_rows(
+        "ccgc",
+        [
+            {
+                "entry": "ccgc-bat",
+                "dataset": "bat",
+                "variant": "default",
+                "protocol": "p",
+                "seed": 1,
+                "seeds": 1,
+                "acc": 56.0,
+            }
+        ],
+        tmp_path,
+    )
     rows = [r for r in read_rows("ccgc", tmp_path) if r["variant"] == "default"]
     assert [(r["seed"], r["acc"]) for r in rows] == [("0", "50"), ("1", "56")]
     (tmp_path / "broken.csv").write_text("entry,variant,protocol,seeds\nx,,p,1\n")
@@ -106,8 +180,11 @@ def test_card_numbers_come_from_the_committed_csv():
     m = registry.get("ccgc-cora").our_metrics[0]
     variant, protocol = m.name.split("(", 1)[1].split(",")[:2]
     with (REPO / "results" / "ccgc.csv").open() as f:
-        rows = [r for r in csv.DictReader(f) if r["entry"] == "ccgc-cora" and r["variant"] == variant
-                and r["protocol"] == protocol.strip()]
+        rows = [
+            r
+            for r in csv.DictReader(f)
+            if r["entry"] == "ccgc-cora" and r["variant"] == variant and r["protocol"] == protocol.strip()
+        ]
     n = sum(int(r["seeds"]) for r in rows)
     spec = registry.get("ccgc-cora").results
     assert m.value == round(sum(float(r["acc"]) * int(r["seeds"]) for r in rows) / n, spec.decimals)
@@ -141,10 +218,25 @@ def test_reproduce_writes_the_runs_results_unless_asked_to_record(tmp_path, monk
 
     results = tmp_path / "results"
     shutil.copytree(REPO / "results", results)
-    n0 = sum(int(r["seeds"]) for r in read_rows("ccgc", results)
-             if (r["entry"], r["variant"], r["protocol"]) == ("ccgc-bat", "default", "best"))
-    append_rows("ccgc", [{**{k: r[k] for k in ("entry", "dataset", "variant", "protocol", "acc")}, "seed": "20-29",
-                          "seeds": 10, "acc_std": 1.0, "note": "an earlier aggregate"} for r in rows[:2]], results)
+    n0 = sum(
+        int(r["seeds"])
+        for r in read_rows("ccgc", results)
+        if (r["entry"], r["variant"], r["protocol"]) == ("ccgc-bat", "default", "best")
+    )
+    append_rows(
+        "ccgc",
+        [
+            {
+                **{k: r[k] for k in ("entry", "dataset", "variant", "protocol", "acc")},
+                "seed": "20-29",
+                "seeds": 10,
+                "acc_std": 1.0,
+                "note": "an earlier aggregate",
+            }
+            for r in rows[:2]
+        ],
+        results,
+    )
     assert any(f"(default, best, n={n0 + 10}," in n for n in _n_seeds("ccgc-bat", results, monkeypatch))
     args = ["--results-dir", str(results), "--runs-dir", str(runs), *CCGC_SHORT]
     with pytest.raises(ValueError, match=r"already counted in the aggregate row of seeds 20-29"):
@@ -163,11 +255,26 @@ def test_reproduce_a_demo_config_records_every_logged_scalar(tmp_path, monkeypat
     monkeypatch.chdir(REPO)
     monkeypatch.setenv("ZOO_RESULTS_DIR", str(tmp_path / "results"))
     short = [*CCGC_SHORT, "--trainer.max_epochs=12", "--model.init_args.eval_every=4"]
-    assert main(["reproduce", "--config", "configs/demo/ccgc.yaml", "--seeds", "0-1", "--record",
-                 "--runs-dir", str(tmp_path / "runs"), *short]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "--config",
+                "configs/demo/ccgc.yaml",
+                "--seeds",
+                "0-1",
+                "--record",
+                "--runs-dir",
+                str(tmp_path / "runs"),
+                *short,
+            ]
+        )
+        == 0
+    )
     rows = read_rows("demo/ccgc", tmp_path / "results")
     assert [(r["entry"], r["seed"], r["protocol"]) for r in rows] == [
-        ("demo/ccgc", s, p) for s in ("0", "1") for p in ("fit", "test")]  # the demo has a test loop
+        ("demo/ccgc", s, p) for s in ("0", "1") for p in ("fit", "test")
+    ]  # the demo has a test loop
     metric_cols = [c for c in rows[0] if "/" in c and rows[0][c]]
     assert metric_cols, rows[0]
     capsys.readouterr()
@@ -184,8 +291,7 @@ def test_reproduce_trains_the_dependency_first_and_reuses_it(tmp_path, monkeypat
 
     monkeypatch.chdir(REPO)
     lines = []
-    kw = dict(results_dir=tmp_path, runs_dir=tmp_path / "runs", echo=lines.append,
-              overrides=["--trainer.max_epochs=2"])
+    kw = dict(results_dir=tmp_path, runs_dir=tmp_path / "runs", echo=lines.append, overrides=["--trainer.max_epochs=2"])
     rows = reproduce("reliant-cpf.german", [0], variant="kd", **kw)
     assert sum("training reliant-teacher-gcn.german" in x for x in lines) == 1
     assert (tmp_path / "runs" / "reliant-teacher-gcn.german" / "seed0" / "checkpoint.txt").is_file()
@@ -203,11 +309,22 @@ def test_reproduce_a_chained_demo_fits_its_predecessor_in_the_same_folder(tmp_pa
     from zoo.reproduce import reproduce_config
 
     monkeypatch.chdir(REPO)
-    short = ["--trainer.max_epochs=1", "--trainer.max_steps=2", "--trainer.limit_val_batches=1",
-             "--trainer.num_sanity_val_steps=0"]
+    short = [
+        "--trainer.max_epochs=1",
+        "--trainer.max_steps=2",
+        "--trainer.limit_val_batches=1",
+        "--trainer.num_sanity_val_steps=0",
+    ]
     with caplog.at_level("INFO", logger="zoo"):
-        rows = reproduce_config("configs/demo/tinymim-finetune.yaml", [3], overrides=short, results_dir=tmp_path,
-                                runs_dir=tmp_path / "runs", after=["configs/demo/tinymim.yaml"], echo=lambda s: None)
+        rows = reproduce_config(
+            "configs/demo/tinymim-finetune.yaml",
+            [3],
+            overrides=short,
+            results_dir=tmp_path,
+            runs_dir=tmp_path / "runs",
+            after=["configs/demo/tinymim.yaml"],
+            echo=lambda s: None,
+        )
     run = tmp_path / "runs" / "demo" / "tinymim-finetune" / "default" / "seed3"
     assert f"fine-tuning from {run / 'distill' / 'checkpoints' / 'last.ckpt'}" in caplog.text
     assert [r["seed"] for r in rows][:1] == [3] and read_rows("demo/tinymim-finetune", tmp_path)

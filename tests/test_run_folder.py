@@ -1,4 +1,5 @@
 """One run per folder: `zoo fit` holds its default_root_dir (zoo/files.py run_lock) for the whole run."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,8 +27,16 @@ def test_two_runs_never_share_one_folder(tmp_path):
 
     root = tmp_path / "run"
     with run_lock(root, "fit run"):
-        rc = main(["fit", "--config", "configs/demo/emo.yaml", f"--trainer.default_root_dir={root}",
-                   "--trainer.max_steps=1", "--trainer.limit_val_batches=0"])
+        rc = main(
+            [
+                "fit",
+                "--config",
+                "configs/demo/emo.yaml",
+                f"--trainer.default_root_dir={root}",
+                "--trainer.max_steps=1",
+                "--trainer.limit_val_batches=0",
+            ]
+        )
         assert rc == 2
         assert not (root / "checkpoints").exists() and not (root / "logs").exists()
     assert not (root / ".zoo-run.lock").exists()
@@ -43,7 +52,17 @@ def test_a_busy_folder_is_one_line(tmp_path, capsys):
     from zoo.files import run_lock
 
     with run_lock(tmp_path, "fit run"):
-        assert main(["fit", "--config", "configs/demo/emo.yaml", f"--trainer.default_root_dir={tmp_path}",
-                     "--trainer.max_steps=1"]) == 2
+        assert (
+            main(
+                [
+                    "fit",
+                    "--config",
+                    "configs/demo/emo.yaml",
+                    f"--trainer.default_root_dir={tmp_path}",
+                    "--trainer.max_steps=1",
+                ]
+            )
+            == 2
+        )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "in use by another zoo fit run" in err[0] and "--trainer.default_root_dir" in err[0]

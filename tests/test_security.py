@@ -1,5 +1,6 @@
 """Export never destroys user data; loading never imports or calls a class a file names unless it is a zoo
 LightningModule (or the user allowed it); `zoo export --name` is checked against the model (issue 19)."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,8 @@ from lightning.pytorch import LightningModule
 
 import zoo
 from zoo import hub, registry
-from zoo.errors import UserError
 from zoo.cli import main
+from zoo.errors import UserError
 
 
 def tiny(name="emo-1m", **kw):
@@ -139,8 +140,7 @@ def test_a_class_the_user_allows_loads(tmp_path):
 def test_zoo_export_of_a_checkpoint_naming_os_system_runs_nothing(tmp_path, capsys):
     marker = tmp_path / "pwned"
     ckpt = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": {"_class_path": "os.system",
-                                                        "command": f"touch {marker}"}}, ckpt)
+    torch.save({"state_dict": {}, "hyper_parameters": {"_class_path": "os.system", "command": f"touch {marker}"}}, ckpt)
     assert main(["export", str(ckpt), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "os.system" in err and "--module" in err
@@ -251,8 +251,11 @@ def _zoo_lightning_modules():
     out = []
     for f in sorted(Path(zoo.__file__).parent.glob("models/*/module.py")):
         mod = importlib.import_module(f"zoo.models.{f.parent.name}.module")
-        out += [c for _, c in inspect.getmembers(mod, inspect.isclass)
-                if issubclass(c, LightningModule) and c.__module__ == mod.__name__]
+        out += [
+            c
+            for _, c in inspect.getmembers(mod, inspect.isclass)
+            if issubclass(c, LightningModule) and c.__module__ == mod.__name__
+        ]
     return out
 
 
@@ -262,10 +265,14 @@ def test_every_init_arg_that_names_a_resource_is_guarded():
     import inspect
     import re
 
-    looks_external = re.compile(r"encoder$|teacher$|pretrained$|init_from$|_init$|init_weights$|(^|_)path$|url|"
-                                r"file|ckpt|checkpoint|tokenizer|_kwargs$")
-    names_nothing = {"CMTModule.lidar_encoder",  # a choice: voxel | pillar
-                     "CCGCModule.kmeans_n_init"}  # an int (k-means restarts)
+    looks_external = re.compile(
+        r"encoder$|teacher$|pretrained$|init_from$|_init$|init_weights$|(^|_)path$|url|"
+        r"file|ckpt|checkpoint|tokenizer|_kwargs$"
+    )
+    names_nothing = {
+        "CMTModule.lidar_encoder",  # a choice: voxel | pillar
+        "CCGCModule.kmeans_n_init",
+    }  # an int (k-means restarts)
     found = {}
     for cls in _zoo_lightning_modules():
         for name, p in inspect.signature(cls.__init__).parameters.items():
@@ -277,8 +284,15 @@ def test_every_init_arg_that_names_a_resource_is_guarded():
     assert found == declared
 
 
-_BAD_VALUES = ["/etc/passwd", "https://evil.example/w.pth", "hf-hub:evil/model", "local-dir:/tmp/x", "evil/model",
-               "pkg:os/..", "../../weights.ckpt"]
+_BAD_VALUES = [
+    "/etc/passwd",
+    "https://evil.example/w.pth",
+    "hf-hub:evil/model",
+    "local-dir:/tmp/x",
+    "evil/model",
+    "pkg:os/..",
+    "../../weights.ckpt",
+]
 
 
 @pytest.mark.parametrize("path,arg", [(c, a) for c, args in hub.EXTERNAL_INIT_ARGS.items() for a in args])
@@ -363,7 +377,10 @@ def test_export_follows_the_umask(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {
-        "config.json": 0o644, "model.safetensors": 0o644, "README.md": 0o644}
+        "config.json": 0o644,
+        "model.safetensors": 0o644,
+        "README.md": 0o644,
+    }
 
 
 # ------------------------------------------------------------------------------------ names from data files (issue 23)
@@ -371,8 +388,12 @@ def test_a_crafted_frame_id_never_writes_outside_the_gt_database(tmp_path):
     from data_modules.driving_aug import build_gt_database
 
     db_dir = tmp_path / "deep" / "db"
-    frame = {"frame_id": "../../escaped", "points": torch.zeros(3, 4), "boxes": torch.tensor([[0.0, 0, 0, 2, 2, 2, 0]]),
-             "labels": torch.tensor([0])}
+    frame = {
+        "frame_id": "../../escaped",
+        "points": torch.zeros(3, 4),
+        "boxes": torch.tensor([[0.0, 0, 0, 2, 2, 2, 0]]),
+        "labels": torch.tensor([0]),
+    }
     db = build_gt_database([frame], ["car"], out_dir=db_dir)
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     (obj,) = db["car"]
@@ -403,11 +424,15 @@ def test_a_crafted_sample_data_token_never_writes_outside_the_pla_cache(tmp_path
     info["data_list"][0]["images"]["CAM_FRONT"]["sample_data_token"] = "x/../../../../escaped"
     (root / pkl.name).write_bytes(pickle.dumps(info))
     cache = tmp_path / "a" / "b" / "cache"
-    dm = NuScenesInstanceSegDataModule(str(root), cameras=["CAM_FRONT"], image_size=[128, 224], min_box_px=0.0,
-                                       cache_dir=str(cache))
+    dm = NuScenesInstanceSegDataModule(
+        str(root), cameras=["CAM_FRONT"], image_size=[128, 224], min_box_px=0.0, cache_dir=str(cache)
+    )
     dm.prepare_items()
-    outside = [p for p in tmp_path.rglob("*") if cache not in p.parents and p != cache and root not in p.parents
-               and p not in (root, *root.parents)]
+    outside = [
+        p
+        for p in tmp_path.rglob("*")
+        if cache not in p.parents and p != cache and root not in p.parents and p not in (root, *root.parents)
+    ]
     assert outside == [] and [p.parent for p in cache.rglob("*")] == [cache]
     assert [p.name.startswith("pla-x_escaped-") for p in cache.iterdir()] == [True]
 
@@ -418,14 +443,23 @@ def test_zoo_chains_that_only_take_a_network_still_accept_a_source_naming_files(
     from zoo.models.tinymim.module import TinyMIMDistillModule, build_teacher
 
     torch.manual_seed(0)
-    student = TinyMIMDistillModule(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, last_heads=4,
-                                   teacher=str(tmp_path / "mae_pretrain_vit_large.pth"), teacher_block=-1, lr=1e-3)
+    student = TinyMIMDistillModule(
+        img_size=32,
+        patch_size=8,
+        embed_dim=16,
+        depth=2,
+        num_heads=2,
+        last_heads=4,
+        teacher=str(tmp_path / "mae_pretrain_vit_large.pth"),
+        teacher_block=-1,
+        lr=1e-3,
+    )
     ckpt = lightning_ckpt(tmp_path / "distill.ckpt", student)
     folder = hub.export(student, tmp_path / "exported")
     with pytest.raises(hub.UntrustedInitArgError, match="teacher="):  # as a model to train, the source is refused
         zoo.load(f"local-dir:{folder}")
     for spec in (str(ckpt), f"local-dir:{folder}"):  # as a teacher network, it is fine
         net = build_teacher(spec, teacher_heads=2)
-        torch.testing.assert_close(net.state_dict()["blocks.1.attn.qkv.weight"],
-                                   student.model.state_dict()["blocks.1.attn.qkv.weight"])
-
+        torch.testing.assert_close(
+            net.state_dict()["blocks.1.attn.qkv.weight"], student.model.state_dict()["blocks.1.attn.qkv.weight"]
+        )

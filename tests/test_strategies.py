@@ -1,6 +1,7 @@
 """zoo.strategies: registration with Lightning's StrategyRegistry, FSDP block policies, and a 2-process DDP fit on
 the CPU (gloo) through the zoo CLI with ``trainer.strategy: zoo_ddp`` that ends at the same weights as a 1-process
 fit with the doubled batch."""
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,7 @@ import zoo.strategies as zs
 # A tiny model and data module, written to a temporary folder so the CLI (and DDP's second process) can import
 # them by class path. The head's loss is a zoo.ops module, so zoo_ddp switches it to the Triton kernel (run here in
 # Triton's interpreter: TRITON_INTERPRET=1 in the DDP processes) while the 1-process baseline runs the reference.
-PROBE = textwrap.dedent('''
+PROBE = textwrap.dedent("""
     import lightning.pytorch as pl
     import torch
     from torch import nn
@@ -65,13 +66,18 @@ PROBE = textwrap.dedent('''
             world, rank = self.trainer.world_size, self.trainer.global_rank
             sampler = DistributedSampler(self.data, num_replicas=world, rank=rank, shuffle=False)
             return DataLoader(self.data, batch_size=self.batch_size, sampler=sampler)
-''')
+""")
 
 
 def test_registered_names_build_zoo_strategies():
     names = pl.strategies.StrategyRegistry.available_strategies()
-    for name in ("zoo_ddp", "zoo_ddp_spawn", "zoo_ddp_find_unused_parameters_true", "zoo_fsdp",
-                 "zoo_fsdp_checkpointed"):
+    for name in (
+        "zoo_ddp",
+        "zoo_ddp_spawn",
+        "zoo_ddp_find_unused_parameters_true",
+        "zoo_fsdp",
+        "zoo_fsdp_checkpointed",
+    ):
         assert name in names
     s = pl.strategies.StrategyRegistry.get("zoo_ddp_spawn")
     assert isinstance(s, zs.ZooDDPStrategy) and isinstance(s, pl.strategies.DDPStrategy)
@@ -100,8 +106,9 @@ def test_fsdp_blocks_are_read_from_the_model_and_skip_unknown_names():
     # names that no module of the model has are skipped
     plain = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2, img_size=32, num_classes=3)
     assert zs.fsdp_block_classes(plain) == set()
-    assert zs.fsdp_block_classes(plain, ["timm.models.vision_transformer.Block", "NoSuchBlock",
-                                         "zoo.models.not_written_yet.Block"]) == {Block}
+    assert zs.fsdp_block_classes(
+        plain, ["timm.models.vision_transformer.Block", "NoSuchBlock", "zoo.models.not_written_yet.Block"]
+    ) == {Block}
     assert zs.fsdp_block_classes(torch.nn.Linear(2, 2)) == set()
     strategy = zs.ZooFSDPStrategy(checkpoint_blocks=True)
     assert strategy.configure_block_policies(vit) == {Block}
@@ -126,12 +133,22 @@ def test_zoo_models_declare_their_blocks():
     from zoo.models.mmc_coref.model import CorefModel, build_encoder
     from zoo.models.tinymim.model import TinyMIMStarViT
 
-    assert zs.fsdp_block_classes(EMO(depths=[1, 1, 1, 1], embed_dims=[8, 8, 8, 8], dim_heads=[4, 4, 4, 4],
-                                     stem_dim=8, num_classes=2)) == {iRMB}
-    assert zs.fsdp_block_classes(TinyMIMStarViT(img_size=32, patch_size=8, embed_dim=24, depth=1, num_heads=2,
-                                                neck_dim=32, num_classes=2)) == {Block}
-    encoder = build_encoder({"model_type": "bert", "vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 2,
-                             "num_attention_heads": 2, "intermediate_size": 32})
+    assert zs.fsdp_block_classes(
+        EMO(depths=[1, 1, 1, 1], embed_dims=[8, 8, 8, 8], dim_heads=[4, 4, 4, 4], stem_dim=8, num_classes=2)
+    ) == {iRMB}
+    assert zs.fsdp_block_classes(
+        TinyMIMStarViT(img_size=32, patch_size=8, embed_dim=24, depth=1, num_heads=2, neck_dim=32, num_classes=2)
+    ) == {Block}
+    encoder = build_encoder(
+        {
+            "model_type": "bert",
+            "vocab_size": 50,
+            "hidden_size": 16,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 32,
+        }
+    )
     coref = CorefModel(encoder, hidden_size=16, feature_emb_size=4, ffnn_size=8)
     assert {c.__name__ for c in zs.fsdp_block_classes(coref)} == {"BertLayer"}
 
@@ -140,7 +157,8 @@ def test_ddp_two_processes_equal_one_process_with_doubled_batch(tmp_path, monkey
     (tmp_path / "zoo_ddp_probe.py").write_text(PROBE)
     out = tmp_path / "ddp.pt"
     config = tmp_path / "ddp.yaml"
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(
+        textwrap.dedent(f"""
         seed_everything: 0
         trainer:
           accelerator: cpu
@@ -159,11 +177,22 @@ def test_ddp_two_processes_equal_one_process_with_doubled_batch(tmp_path, monkey
         data:
           class_path: zoo_ddp_probe.TinyData
           init_args: {{batch_size: 8}}
-    """))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
-           "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "zoo.cli", "fit", "--config", str(config)], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    """)
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+        "TRITON_INTERPRET": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "zoo.cli", "fit", "--config", str(config)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "fused_linear_cross_entropy: Triton kernel in 1 module(s): loss" in proc.stdout + proc.stderr
     ddp = torch.load(out, weights_only=True)
@@ -175,8 +204,17 @@ def test_ddp_two_processes_equal_one_process_with_doubled_batch(tmp_path, monkey
     pl.seed_everything(0)
     single = zoo_ddp_probe.TinyClassifier()
     before = {k: v.clone() for k, v in single.model.state_dict().items()}
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, use_distributed_sampler=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path / "one")
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        use_distributed_sampler=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path / "one",
+    )
     trainer.fit(single, zoo_ddp_probe.TinyData(batch_size=16))
     assert single.impls == {"reference"} and trainer.global_step == 2
     for name, value in single.model.state_dict().items():

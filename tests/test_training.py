@@ -1,6 +1,7 @@
 """zoo.training: the timm warm-up + cosine schedule gives the values of the two hand-written schedules it replaced
 (EMO's and MAE's/TinyMIM's ``lr_sched``), at every step and inside a Lightning fit; timm's no-weight-decay groups
 are the groups the modules built by hand."""
+
 from __future__ import annotations
 
 import math
@@ -56,7 +57,7 @@ def test_emo_schedule_values_unchanged(total, warmup):
 @pytest.mark.parametrize("total,warmup,min_lr", [(100, 10, 1e-6), (100, 0, 0.0), (10, 15, 0.0)])
 def test_mae_schedule_values_unchanged_with_layer_scales(total, warmup, min_lr):
     lr = 5e-4
-    scales = [0.65 ** 3, 0.65, 1.0]
+    scales = [0.65**3, 0.65, 1.0]
     # ViTFinetuneModule's layer-decay groups: lr x lr_scale, and the lr_scale that timm's scheduler applies
     groups = [{"lr": lr * s, "lr_scale": s} for s in scales]
     new = _new_lrs(groups, total, warmup, min_lr, 0.0, STEPS)
@@ -77,15 +78,24 @@ class _Probe(TimmScheduled, pl.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.SGD(self.parameters(), lr=0.1)
-        return {"optimizer": opt, "lr_scheduler": warmup_cosine(opt, total_steps=8, warmup_steps=3, min_lr=1e-3,
-                                                                 warmup_lr=1e-4)}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": warmup_cosine(opt, total_steps=8, warmup_steps=3, min_lr=1e-3, warmup_lr=1e-4),
+        }
 
 
 def test_lightning_steps_the_timm_scheduler_once_per_optimizer_step(tmp_path):
     m = _Probe()
-    trainer = pl.Trainer(accelerator="cpu", max_steps=10, accumulate_grad_batches=2, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=10,
+        accumulate_grad_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(m, DataLoader(TensorDataset(torch.randn(40, 3)), batch_size=2))
     # two batches per optimizer step; optimizer step k runs at the factor LambdaLR gave after k steps
     want = [0.1 * old_emo_lr(k, 8, 3, 0.1, 1e-4, 1e-3) / 0.1 for k in range(10) for _ in range(2)]
@@ -98,15 +108,19 @@ def test_no_weight_decay_groups_are_the_hand_written_ones():
 
     emo = EMOModule("emo_1m", num_classes=10, img_size=32)
     skip = emo.model.no_weight_decay()
-    old = [({id(p) for n, p in emo.model.named_parameters() if n not in skip}, 0.05),
-           ({id(p) for n, p in emo.model.named_parameters() if n in skip}, 0.0)]
+    old = [
+        ({id(p) for n, p in emo.model.named_parameters() if n not in skip}, 0.05),
+        ({id(p) for n, p in emo.model.named_parameters() if n in skip}, 0.0),
+    ]
     assert [({id(p) for p in g["params"]}, g["weight_decay"]) for g in emo.param_groups()] == old
 
     tm = TinyMIMDistillModule(img_size=32, patch_size=8, embed_dim=24, depth=2, num_heads=2, last_heads=4, lr=1e-3)
     tm.trainer = pl.Trainer(accelerator="cpu", max_steps=4, logger=False)  # the schedule reads the step count
     opt = tm.configure_optimizers()["optimizer"]
     named = [(n, p) for n, p in tm.model.named_parameters() if p.requires_grad]
-    old = [({id(p) for n, p in named if not (p.ndim <= 1 or n.endswith(".bias"))}, 0.05),
-           ({id(p) for n, p in named if p.ndim <= 1 or n.endswith(".bias")}, 0.0)]
+    old = [
+        ({id(p) for n, p in named if not (p.ndim <= 1 or n.endswith(".bias"))}, 0.05),
+        ({id(p) for n, p in named if p.ndim <= 1 or n.endswith(".bias")}, 0.0),
+    ]
     assert [({id(p) for p in g["params"]}, g["weight_decay"]) for g in opt.param_groups] == old
     assert id(tm.model.cls_token) in old[0][0]  # MAE pre-training decays the tokens

@@ -3,6 +3,7 @@
 Public API (stable): ``list_models``, ``create``, ``load``, ``registry``, ``__version__``.
 Importing ``zoo`` imports nothing heavy; models, Lightning and the Hub client are imported on use.
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"

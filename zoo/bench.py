@@ -43,6 +43,7 @@ state, activations) over the timed steps; on the CPU the growth of the process's
 the timed steps, with the peak mark reset at their start (``/proc/self/clear_refs``; where the kernel refuses, the
 growth of ``ru_maxrss``, which only grows, so an earlier larger model hides a later one).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -58,8 +59,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -127,7 +129,7 @@ class PeakMemory:
         self.peak_mb = self.growth_mb = float("nan")
         self.exact = True
 
-    def start(self) -> "PeakMemory":
+    def start(self) -> PeakMemory:
         synchronize(self.device)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -145,7 +147,7 @@ class PeakMemory:
             self._base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
         return self
 
-    def stop(self) -> "PeakMemory":
+    def stop(self) -> PeakMemory:
         synchronize(self.device)
         if self.device.type == "cuda":
             self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
@@ -173,15 +175,18 @@ def _device(device: str | None) -> torch.device:
 
 
 def _timing(times: list[float], samples: list[int]) -> dict:
-    return {"samples_per_s": sum(samples) / sum(times), "step_ms_median": statistics.median(times) * 1e3,
-            "step_ms_min": min(times) * 1e3, "step_ms_max": max(times) * 1e3}
+    return {
+        "samples_per_s": sum(samples) / sum(times),
+        "step_ms_median": statistics.median(times) * 1e3,
+        "step_ms_min": min(times) * 1e3,
+        "step_ms_max": max(times) * 1e3,
+    }
 
 
 def _env(dev: torch.device) -> dict:
     import zoo
 
-    return {"device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "zoo": zoo.__version__}
+    return {"device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__, "zoo": zoo.__version__}
 
 
 def count_macs(model: torch.nn.Module, *inputs, norms: bool = True) -> float:
@@ -193,18 +198,18 @@ def count_macs(model: torch.nn.Module, *inputs, norms: bool = True) -> float:
     element without affine), LayerNorm 5 per element (4 without affine) and adaptive average pooling 1 per input
     element, so that figures compare with the papers' tables.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from torch.utils.flop_counter import sdpa_flop_count
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
     aten = torch.ops.aten
     extra: dict = {}
     if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):  # the CPU kernel torch does not count
+
         def sdpa_cpu(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs):
             return sdpa_flop_count(q_shape, k_shape, v_shape)
 
         extra[aten._scaled_dot_product_flash_attention_for_cpu] = sdpa_cpu
     if norms:
+
         def bn(x_shape, weight=None, *args, out_shape=None, **kwargs):  # flop formulas return FLOPs = 2 x MACs
             return 2 * math.prod(x_shape) * (2 if weight is not None else 1)
 
@@ -214,8 +219,12 @@ def count_macs(model: torch.nn.Module, *inputs, norms: bool = True) -> float:
         def pool(x_shape, *args, out_shape=None, **kwargs):
             return 2 * math.prod(x_shape)
 
-        for op in ("_native_batch_norm_legit_no_training", "_native_batch_norm_legit", "native_batch_norm",
-                   "cudnn_batch_norm"):
+        for op in (
+            "_native_batch_norm_legit_no_training",
+            "_native_batch_norm_legit",
+            "native_batch_norm",
+            "cudnn_batch_norm",
+        ):
             if hasattr(aten, op):
                 extra[getattr(aten, op)] = bn
         extra[aten.native_layer_norm] = ln
@@ -238,8 +247,9 @@ def _timm_net(name: str, **kw):
         return timm.create_model(name, pretrained=False, **kw)
     except RuntimeError as e:
         if "Unknown model" in str(e):
-            raise ValueError(f"unknown timm model {name!r}: timm.list_models('*{name[:6]}*') lists the names "
-                             "(zoo bench timm:<name>)") from None
+            raise ValueError(
+                f"unknown timm model {name!r}: timm.list_models('*{name[:6]}*') lists the names (zoo bench timm:<name>)"
+            ) from None
         raise
 
 
@@ -267,8 +277,15 @@ def _params(net: torch.nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def bench_inference(name: str, batch_size: int | None = None, compile: bool = False, channels_last: bool = False,
-                    device: str | None = None, steps: int = 10, warmup: int = 3) -> dict:
+def bench_inference(
+    name: str,
+    batch_size: int | None = None,
+    compile: bool = False,
+    channels_last: bool = False,
+    device: str | None = None,
+    steps: int = 10,
+    warmup: int = 3,
+) -> dict:
     """One row: ``forward`` of ``name`` under ``torch.inference_mode`` on random inputs (see the module docstring).
 
     Warm-up (:func:`zoo.profiling.warm_up`): at least ``warmup`` untimed steps, then more until the last three step
@@ -280,8 +297,10 @@ def bench_inference(name: str, batch_size: int | None = None, compile: bool = Fa
     inputs = tuple(x.to(dev) if torch.is_tensor(x) else x for x in inputs)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
-        inputs = tuple(x.contiguous(memory_format=torch.channels_last) if torch.is_tensor(x) and x.dim() == 4 else x
-                       for x in inputs)
+        inputs = tuple(
+            x.contiguous(memory_format=torch.channels_last) if torch.is_tensor(x) and x.dim() == 4 else x
+            for x in inputs
+        )
     fn = torch.compile(net) if compile else net
 
     def step():
@@ -294,13 +313,24 @@ def bench_inference(name: str, batch_size: int | None = None, compile: bool = Fa
     with PeakMemory(dev) as mem:
         times = time_calls(step, steps, warmup=0, device=dev)
     first = inputs[0]  # a forward argument that is a list of tensors holds one per sample (LiDAR clouds)
-    n = len(first) if isinstance(first, list) and first and all(torch.is_tensor(t) for t in first) else \
-        _count(first)[0]
-    return {"name": name, "mode": "infer", **_env(dev), "batch": n, "unit": "samples",
-            **_timing(times, [n] * len(times)), "peak_mem_mb": mem.peak_mb if dev.type == "cuda" else mem.growth_mb,
-            "params": _params(net), "steps": steps, "warmup": warm, "loss": None, "data": "random inputs",
-            "note": f"warm-up: {warm} steps until the step time was stable (last 3 within 5%)" if stable else
-            f"warm-up: step time not stable after {warm} steps (the figures may be inflated)"}
+    n = len(first) if isinstance(first, list) and first and all(torch.is_tensor(t) for t in first) else _count(first)[0]
+    return {
+        "name": name,
+        "mode": "infer",
+        **_env(dev),
+        "batch": n,
+        "unit": "samples",
+        **_timing(times, [n] * len(times)),
+        "peak_mem_mb": mem.peak_mb if dev.type == "cuda" else mem.growth_mb,
+        "params": _params(net),
+        "steps": steps,
+        "warmup": warm,
+        "loss": None,
+        "data": "random inputs",
+        "note": f"warm-up: {warm} steps until the step time was stable (last 3 within 5%)"
+        if stable
+        else f"warm-up: step time not stable after {warm} steps (the figures may be inflated)",
+    }
 
 
 # ================================================================================================ training
@@ -338,7 +368,8 @@ def demo_config(entry) -> tuple[Path, dict]:
     raise FileNotFoundError(
         f"zoo bench --train: no demo config for {entry.name} (configs/demo/{entry.method}.yaml, looked in "
         f"{', '.join(map(str, roots)) or 'no configs/ folder'}): run it from the zoo repository's root, or pass "
-        "--config FILE (a LightningCLI YAML whose data: section to train on)")
+        "--config FILE (a LightningCLI YAML whose data: section to train on)"
+    )
 
 
 def _accepts(cls, name: str) -> bool:
@@ -355,8 +386,9 @@ def _data_section(cfg: dict, path: Path | str) -> tuple[Any, dict]:
     return import_class(data["class_path"]), dict(data.get("init_args") or {})
 
 
-def _entry_setup(name: str, cfg_path: str | None, model_args: dict, data_args: dict, batch_size: int | None,
-                 strict: bool = True):
+def _entry_setup(
+    name: str, cfg_path: str | None, model_args: dict, data_args: dict, batch_size: int | None, strict: bool = True
+):
     """-> (module, data module, data label, notes, config) for a registry entry. A ``model_args`` key the module
     does not take is an error (``strict``) or skipped with a note (a run of several models)."""
     import zoo
@@ -393,8 +425,11 @@ def _entry_setup(name: str, cfg_path: str | None, model_args: dict, data_args: d
     hp = module.hparams
     # what the model fixes and its data must follow: input size, tokenizer, text context
     size = hp.get("img_size") or (entry.preprocess.get("input_size") or [None])[-1]
-    for key, value, what in (("image_size", size, "images {} px"), ("encoder", hp.get("encoder"), "tokenised with {}"),
-                             ("context_length", hp.get("context_length"), "captions of {} tokens")):
+    for key, value, what in (
+        ("image_size", size, "images {} px"),
+        ("encoder", hp.get("encoder"), "tokenised with {}"),
+        ("context_length", hp.get("context_length"), "captions of {} tokens"),
+    ):
         if value and _accepts(data_cls, key) and key not in data_args and dargs.get(key) != value:
             notes.append(f"{what.format(value)} (demo {dargs.get(key)})")
             dargs[key] = value
@@ -437,16 +472,19 @@ def _timm_setup(name: str, image_cfg: tuple[str, dict] | None, data_args: dict, 
         roots = _config_roots()
         path = next((r / "demo" / "emo.yaml" for r in roots if (r / "demo" / "emo.yaml").is_file()), None)
         if path is None:
-            raise FileNotFoundError("zoo bench --train timm:<name> needs image data: configs/demo/emo.yaml (run from "
-                                    "the repository root) or --config FILE with an image data: section")
+            raise FileNotFoundError(
+                "zoo bench --train timm:<name> needs image data: configs/demo/emo.yaml (run from "
+                "the repository root) or --config FILE with an image data: section"
+            )
         image_cfg = (str(path), _read_yaml(path))
     path, cfg = image_cfg
     data_cls, dargs = _data_section(cfg, path)
     size = net.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
     notes = [f"cross-entropy + SGD on {net.num_classes} classes, images {size} px"]
     if not _accepts(data_cls, "image_size"):
-        raise ValueError(f"timm:{name[5:]} needs image data; {path}'s data module {data_cls.__name__} has no "
-                         "image_size")
+        raise ValueError(
+            f"timm:{name[5:]} needs image data; {path}'s data module {data_cls.__name__} has no image_size"
+        )
     dargs["image_size"] = size
     dargs.update(data_args)
     if batch_size is not None and _accepts(data_cls, "batch_size"):
@@ -456,8 +494,12 @@ def _timm_setup(name: str, image_cfg: tuple[str, dict] | None, data_args: dict, 
 
 def _ragged(v) -> bool:
     """A list of tensors of different shapes: one per sample (a list of equal shapes is a batch's parts)."""
-    return isinstance(v, (list, tuple)) and len(v) > 1 and all(torch.is_tensor(t) for t in v) and \
-        len({tuple(t.shape) for t in v}) > 1
+    return (
+        isinstance(v, (list, tuple))
+        and len(v) > 1
+        and all(torch.is_tensor(t) for t in v)
+        and len({tuple(t.shape) for t in v}) > 1
+    )
 
 
 def _count(batch) -> tuple[int, str]:
@@ -517,11 +559,22 @@ def _step_timer(warmup: int, steps: int, device: torch.device):
     return _StepTimer()
 
 
-def bench_training(name: str, batch_size: int | None = None, device: str | None = None, steps: int = 10,
-                   warmup: int = 3, compile: bool = False, channels_last: bool = False, precision: str | None = None,
-                   config: str | None = None, model_args: dict | None = None, data_args: dict | None = None,
-                   image_data: tuple[str, dict] | None = None, callbacks: list | None = None,
-                   strict: bool = True) -> dict:
+def bench_training(
+    name: str,
+    batch_size: int | None = None,
+    device: str | None = None,
+    steps: int = 10,
+    warmup: int = 3,
+    compile: bool = False,
+    channels_last: bool = False,
+    precision: str | None = None,
+    config: str | None = None,
+    model_args: dict | None = None,
+    data_args: dict | None = None,
+    image_data: tuple[str, dict] | None = None,
+    callbacks: list | None = None,
+    strict: bool = True,
+) -> dict:
     """One row: ``steps`` timed training steps of ``name`` under a Lightning ``Trainer`` (see the module docstring).
 
     ``model_args`` / ``data_args`` override init args of the module / data module; ``image_data`` is the
@@ -556,22 +609,45 @@ def bench_training(name: str, batch_size: int | None = None, device: str | None 
         warnings.filterwarnings("ignore", ".*val_dataloader.* no .validation_step.*")
         warnings.filterwarnings("ignore", ".*isinstance.treespec, LeafSpec.*")
         trainer = pl.Trainer(
-            accelerator=dev.type, devices=[dev.index] if dev.type == "cuda" and dev.index is not None else 1,
-            max_epochs=max(int(max_epochs), n), min_epochs=None, limit_train_batches=n, limit_val_batches=0,
+            accelerator=dev.type,
+            devices=[dev.index] if dev.type == "cuda" and dev.index is not None else 1,
+            max_epochs=max(int(max_epochs), n),
+            min_epochs=None,
+            limit_train_batches=n,
+            limit_val_batches=0,
             num_sanity_val_steps=0,
-            logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            log_every_n_steps=1, default_root_dir=tmp, precision=precision, callbacks=[timer, *(callbacks or [])],
-            **cfg_trainer)
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            log_every_n_steps=1,
+            default_root_dir=tmp,
+            precision=precision,
+            callbacks=[timer, *(callbacks or [])],
+            **cfg_trainer,
+        )
         trainer.fit(torch.compile(module) if compile else module, datamodule=dm)
     if len(timer.times) < steps:
-        raise RuntimeError(f"zoo bench --train {name}: the fit ended after {timer.seen} batches, fewer than "
-                           f"--warmup {warmup} + --steps {steps}; lower them")
+        raise RuntimeError(
+            f"zoo bench --train {name}: the fit ended after {timer.seen} batches, fewer than "
+            f"--warmup {warmup} + --steps {steps}; lower them"
+        )
     n_med = int(statistics.median(timer.samples))
-    return {"name": name, "mode": "train", **_env(dev), "batch": n_med, "unit": timer.unit,
-            **_timing(timer.times, timer.samples),
-            "peak_mem_mb": timer.mem.peak_mb if dev.type == "cuda" else timer.mem.growth_mb,
-            "params": _params(module), "steps": steps, "warmup": warmup,
-            "loss": timer.losses[-1] if timer.losses else None, "data": data, "note": "; ".join(notes)}
+    return {
+        "name": name,
+        "mode": "train",
+        **_env(dev),
+        "batch": n_med,
+        "unit": timer.unit,
+        **_timing(timer.times, timer.samples),
+        "peak_mem_mb": timer.mem.peak_mb if dev.type == "cuda" else timer.mem.growth_mb,
+        "params": _params(module),
+        "steps": steps,
+        "warmup": warmup,
+        "loss": timer.losses[-1] if timer.losses else None,
+        "data": data,
+        "note": "; ".join(notes),
+    }
 
 
 def _recipe_max_epochs(name: str) -> int | None:
@@ -627,18 +703,27 @@ def _data_child(spec: dict) -> dict:
             dm.prepare_data()
             dm.setup("fit")
             dt = time.perf_counter() - t0
-    return {"name": spec["name"], "mode": "data", **_env(torch.device("cpu")), "seconds": dt,
-            "peak_mem_mb": mem.growth_mb, "data": f"{path} ({data_cls.__name__})", "note": "; ".join(notes)}
+    return {
+        "name": spec["name"],
+        "mode": "data",
+        **_env(torch.device("cpu")),
+        "seconds": dt,
+        "peak_mem_mb": mem.growth_mb,
+        "data": f"{path} ({data_cls.__name__})",
+        "note": "; ".join(notes),
+    }
 
 
 def bench_data(name: str, config: str | None = None, data_args: dict | None = None) -> dict:
     """One row: the preprocessing of ``name``'s demo data module (or ``config``'s) in a fresh Python process, so
     that neither a warm cache nor an earlier peak of this process enters the figures."""
     spec = json.dumps({"name": name, "config": config, "data_args": data_args or {}})
-    code = ("import json, sys\nfrom zoo.bench import _data_child\n"
-            "print('ZOO-BENCH-ROW ' + json.dumps(_data_child(json.loads(sys.argv[1]))))")
+    code = (
+        "import json, sys\nfrom zoo.bench import _data_child\n"
+        "print('ZOO-BENCH-ROW ' + json.dumps(_data_child(json.loads(sys.argv[1]))))"
+    )
     out = subprocess.run([sys.executable, "-c", code, spec], capture_output=True, text=True)
-    rows = [ln[len("ZOO-BENCH-ROW "):] for ln in out.stdout.splitlines() if ln.startswith("ZOO-BENCH-ROW ")]
+    rows = [ln[len("ZOO-BENCH-ROW ") :] for ln in out.stdout.splitlines() if ln.startswith("ZOO-BENCH-ROW ")]
     if out.returncode or not rows:
         tail = (out.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise RuntimeError(f"zoo bench --data {name}: the preprocessing process failed: {tail}")
@@ -661,17 +746,23 @@ def print_rows(rows: list[dict]) -> None:
     else:
         first = rows[0]
         mem = "peak MB" if first["device"].startswith("cuda") else "+RSS MB"
-        print(f"{'model':28s} {'mode':5s} {'dev':6s} {'thr':>3s} {'batch':>6s} {'unit':7s} {'samples/s':>10s} "
-              f"{'step ms':>9s} {'min':>9s} {'max':>9s} {mem:>8s} {'params':>12s} {'vs first':>8s}")
+        print(
+            f"{'model':28s} {'mode':5s} {'dev':6s} {'thr':>3s} {'batch':>6s} {'unit':7s} {'samples/s':>10s} "
+            f"{'step ms':>9s} {'min':>9s} {'max':>9s} {mem:>8s} {'params':>12s} {'vs first':>8s}"
+        )
         for r in rows:
-            ratio = (f"{r['samples_per_s'] / first['samples_per_s']:.2f}x" if r["unit"] == first["unit"] else "-")
-            print(f"{r['name']:28s} {r['mode']:5s} {r['device']:6s} {r['threads']:3d} {r['batch']:6d} {r['unit']:7s} "
-                  f"{r['samples_per_s']:10.1f} {r['step_ms_median']:9.1f} {r['step_ms_min']:9.1f} "
-                  f"{r['step_ms_max']:9.1f} {_fmt(r['peak_mem_mb']):>8s} {r['params']:12,d} {ratio:>8s}")
+            ratio = f"{r['samples_per_s'] / first['samples_per_s']:.2f}x" if r["unit"] == first["unit"] else "-"
+            print(
+                f"{r['name']:28s} {r['mode']:5s} {r['device']:6s} {r['threads']:3d} {r['batch']:6d} {r['unit']:7s} "
+                f"{r['samples_per_s']:10.1f} {r['step_ms_median']:9.1f} {r['step_ms_min']:9.1f} "
+                f"{r['step_ms_max']:9.1f} {_fmt(r['peak_mem_mb']):>8s} {r['params']:12,d} {ratio:>8s}"
+            )
     for r in rows:
         if r.get("note") or r["mode"] == "train":
-            print(f"  {r['name']}: " + "; ".join(x for x in (r.get("data") if r["mode"] == "train" else None,
-                                                            r.get("note")) if x))
+            print(
+                f"  {r['name']}: "
+                + "; ".join(x for x in (r.get("data") if r["mode"] == "train" else None, r.get("note")) if x)
+            )
 
 
 def write_json(rows: list[dict], path: str | os.PathLike) -> Path:
@@ -687,11 +778,22 @@ def _is_image_entry(name: str) -> bool:
     return not name.startswith("timm:") and bool(registry.get(name).preprocess.get("input_size"))
 
 
-def bench_models(names: list[str], train: bool = False, data: bool = False, batch_size: int | None = None,
-                 device: str | None = None, steps: int | None = None, warmup: int | None = None,
-                 threads: int | None = None, json_path: str | None = None, config: str | None = None,
-                 model_args: dict | None = None, data_args: dict | None = None, verbose: bool = True,
-                 **kw) -> list[dict]:
+def bench_models(
+    names: list[str],
+    train: bool = False,
+    data: bool = False,
+    batch_size: int | None = None,
+    device: str | None = None,
+    steps: int | None = None,
+    warmup: int | None = None,
+    threads: int | None = None,
+    json_path: str | None = None,
+    config: str | None = None,
+    model_args: dict | None = None,
+    data_args: dict | None = None,
+    verbose: bool = True,
+    **kw,
+) -> list[dict]:
     """Benchmark ``names`` side by side (inference, ``train=True`` training steps or ``data=True`` preprocessing),
     print the table and write ``json_path``; returns the rows. ``kw``: compile, channels_last, precision."""
     if not names:
@@ -719,9 +821,21 @@ def bench_models(names: list[str], train: bool = False, data: bool = False, batc
             image_data = (config, _read_yaml(Path(config))) if config else demo_config(registry.get(first_image))
             image_data = (str(image_data[0]), image_data[1])
         for n in names:
-            rows.append(bench_training(n, batch_size=batch_size, device=device, steps=steps, warmup=warmup,
-                                       config=config, model_args=model_args, data_args=data_args,
-                                       image_data=image_data, strict=len(names) == 1, **kw))
+            rows.append(
+                bench_training(
+                    n,
+                    batch_size=batch_size,
+                    device=device,
+                    steps=steps,
+                    warmup=warmup,
+                    config=config,
+                    model_args=model_args,
+                    data_args=data_args,
+                    image_data=image_data,
+                    strict=len(names) == 1,
+                    **kw,
+                )
+            )
     else:
         if model_args or data_args or config:
             raise ValueError("zoo bench: --model-arg / --data-arg / --config apply to --train and --data only")

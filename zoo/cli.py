@@ -4,6 +4,7 @@
   for the model and the data (``class_path``/``init_args`` in YAML), ``--print_config``, SaveConfigCallback.
 - ``zoo list|export|push|card|reproduce|env|bench``: the zoo's tools.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,12 +20,10 @@ def run_lightning(args: list[str] | None):
     ``omegaconf+`` parser mode): the demos write ``save_dir: ${trainer.default_root_dir}`` and
     ``dirpath: ${trainer.default_root_dir}/checkpoints``, so ``--trainer.default_root_dir DIR`` moves every output.
     """
+    from jsonargparse import set_parsing_settings
     from lightning.pytorch import LightningDataModule, LightningModule
-    from lightning.pytorch.cli import LightningCLI
 
     import zoo.strategies  # noqa: F401  registers zoo_ddp / zoo_fsdp with Lightning's StrategyRegistry
-
-    from jsonargparse import set_parsing_settings
 
     # ${trainer.x} in a config file means that config's own trainer.x, also under a subcommand (fit.trainer.x)
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
@@ -49,7 +48,7 @@ def _explicit_model_args(argv: list[str]) -> list[str]:
     for tok in argv:
         for prefix in ("--model.init_args.", "--model."):
             if tok.startswith(prefix):
-                name = tok[len(prefix):].split("=", 1)[0]
+                name = tok[len(prefix) :].split("=", 1)[0]
                 if name not in ("class_path", "init_args", "dict_kwargs"):
                     names.append(name)
                 break
@@ -129,19 +128,25 @@ def _check_ckpt_hparams(config, sub: str, explicit: list[str]) -> None:
     ckpt_cls = hp.get("_class_path")
     source = f"--ckpt_path {ckpt_path}"
     if ckpt_cls is not None and cfg_cls is not None and ckpt_cls != cfg_cls:
-        raise UserError(f"{source} is a checkpoint of {ckpt_cls}, but the config's model is {cfg_cls}: refusing to "
-                        "swap in another model class; pass the checkpoint of this model, or the config it was trained "
-                        "with.")
+        raise UserError(
+            f"{source} is a checkpoint of {ckpt_cls}, but the config's model is {cfg_cls}: refusing to "
+            "swap in another model class; pass the checkpoint of this model, or the config it was trained "
+            "with."
+        )
     path = cfg_cls or ckpt_cls
     if path is None:
         return
     # the config's class is the user's choice; a class only the checkpoint names must be a zoo LightningModule
     cls = hub.trusted_class(path, allowed_modules=(cfg_cls,) if cfg_cls else (), source=source)
     init = f"{sub}.model.init_args"
-    from_file = {k: v for k, v in hp.items() if not k.startswith("_") and k not in explicit
-                 and not (f"{init}.{k}" in config and config[f"{init}.{k}"] == v)}
-    hub.check_init_args(cls, from_file, source=source,
-                        allow_hint="set it yourself on the command line, --model.init_args.{arg}=VALUE")
+    from_file = {
+        k: v
+        for k, v in hp.items()
+        if not k.startswith("_") and k not in explicit and not (f"{init}.{k}" in config and config[f"{init}.{k}"] == v)
+    }
+    hub.check_init_args(
+        cls, from_file, source=source, allow_hint="set it yourself on the command line, --model.init_args.{arg}=VALUE"
+    )
 
 
 def _fmt_int(n) -> str:
@@ -164,15 +169,17 @@ def cmd_list(ns) -> int:
         pm = e.paper_metrics[0] if e.paper_metrics else None
         om = e.our_metrics[0] if e.our_metrics else None
         size = e.preprocess.get("input_size")
-        rows.append((
-            name,
-            _fmt_int(e.params),
-            f"{e.flops / 1e9:.3f}" if e.flops else "-",
-            "x".join(str(s) for s in size[1:]) if isinstance(size, (list, tuple)) else "-",
-            f"{pm.name or pm.metric} {pm.value:g}" if pm else "-",
-            f"{om.name or om.metric} {om.value:g}" if om else "-",
-            e.weights,  # hub | official | pending | - (zoo.registry.Entry.weights)
-        ))
+        rows.append(
+            (
+                name,
+                _fmt_int(e.params),
+                f"{e.flops / 1e9:.3f}" if e.flops else "-",
+                "x".join(str(s) for s in size[1:]) if isinstance(size, (list, tuple)) else "-",
+                f"{pm.name or pm.metric} {pm.value:g}" if pm else "-",
+                f"{om.name or om.metric} {om.value:g}" if om else "-",
+                e.weights,  # hub | official | pending | - (zoo.registry.Entry.weights)
+            )
+        )
     return _print_table(rows, ns.markdown)
 
 
@@ -194,8 +201,15 @@ def _print_table(rows: list[tuple[str, ...]], markdown: bool) -> int:
 def cmd_export(ns) -> int:
     from zoo import hub
 
-    out = hub.export_source(ns.source, ns.dir, name=ns.name, module=ns.module, overwrite=ns.overwrite,
-                            allowed_init_args=tuple(ns.allow_init_arg or ()), figure=ns.figure)
+    out = hub.export_source(
+        ns.source,
+        ns.dir,
+        name=ns.name,
+        module=ns.module,
+        overwrite=ns.overwrite,
+        allowed_init_args=tuple(ns.allow_init_arg or ()),
+        figure=ns.figure,
+    )
     print(f"wrote {out} (config.json, model.safetensors, README.md{', figure.png' if ns.figure else ''})")
     return 0
 
@@ -220,14 +234,17 @@ def cmd_reproduce(ns) -> int:
     _console_logging()
     bad = [a for a in ns.overrides if not a.startswith(("--trainer.", "--model.", "--data."))]
     if bad:
-        raise ValueError(f"unrecognised argument(s) {' '.join(bad)}: zoo reproduce passes only --trainer.*, --model.* "
-                         "and --data.* overrides to the config")
+        raise ValueError(
+            f"unrecognised argument(s) {' '.join(bad)}: zoo reproduce passes only --trainer.*, --model.* "
+            "and --data.* overrides to the config"
+        )
     if (ns.name is None) == (ns.config is None):
         raise ValueError("zoo reproduce takes a registry NAME or --config FILE (a demo config), exactly one of them")
     if ns.after and ns.config is None:
         raise ValueError("--after CONFIG goes with --config (a demo that reads another demo's checkpoint)")
-    kw = dict(variant=ns.variant, overrides=ns.overrides, results_dir=ns.results_dir, runs_dir=ns.runs_dir,
-              record=ns.record)
+    kw = dict(
+        variant=ns.variant, overrides=ns.overrides, results_dir=ns.results_dir, runs_dir=ns.runs_dir, record=ns.record
+    )
     if ns.config is not None:
         rows = reproduce_config(ns.config, parse_seeds(ns.seeds), after=ns.after, **kw)
         shown = "`zoo list --demos` shows the pooled numbers" if ns.record or ns.results_dir else ""
@@ -235,8 +252,10 @@ def cmd_reproduce(ns) -> int:
         rows = reproduce(ns.name, parse_seeds(ns.seeds), **kw)
         shown = f"`zoo card {ns.name}` shows the pooled numbers" if ns.record else ""
     dest = destination(ns.results_dir, ns.runs_dir, ns.record)
-    print(f"appended {len(rows)} row(s) under {dest}" + (f"; {shown}" if shown else
-          " (the run's own results; --record writes into the repository's results/)"))
+    print(
+        f"appended {len(rows)} row(s) under {dest}"
+        + (f"; {shown}" if shown else " (the run's own results; --record writes into the repository's results/)")
+    )
     return 0
 
 
@@ -276,11 +295,23 @@ def cmd_bench(ns) -> int:
 
         bench_op(ns.op, device=ns.device, reps=ns.steps)
         return 0
-    bench.bench_models(ns.names, train=ns.train, data=ns.data, batch_size=ns.batch_size, device=ns.device,
-                       steps=ns.steps, warmup=ns.warmup, threads=ns.threads, json_path=ns.json, config=ns.config,
-                       model_args=_key_values(ns.model_arg, "--model-arg"),
-                       data_args=_key_values(ns.data_arg, "--data-arg"), compile=ns.compile,
-                       channels_last=ns.channels_last, precision=ns.precision)
+    bench.bench_models(
+        ns.names,
+        train=ns.train,
+        data=ns.data,
+        batch_size=ns.batch_size,
+        device=ns.device,
+        steps=ns.steps,
+        warmup=ns.warmup,
+        threads=ns.threads,
+        json_path=ns.json,
+        config=ns.config,
+        model_args=_key_values(ns.model_arg, "--model-arg"),
+        data_args=_key_values(ns.data_arg, "--data-arg"),
+        compile=ns.compile,
+        channels_last=ns.channels_last,
+        precision=ns.precision,
+    )
     return 0
 
 
@@ -306,23 +337,37 @@ def tools_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", metavar="{fit,validate,test,predict,list,export,push,card,reproduce,env,bench}")
     s = sub.add_parser("list", help="registered models as a table")
     s.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'emo*'")
-    s.add_argument("--pretrained", action="store_true",
-                   help="only models whose weights load (status hub or official)")
+    s.add_argument("--pretrained", action="store_true", help="only models whose weights load (status hub or official)")
     s.add_argument("--markdown", action="store_true", help="a Markdown table (the README's)")
     s.add_argument("--demos", action="store_true", help="the demos' measured rows (results/demo/*.csv) instead")
     s.set_defaults(fn=cmd_list)
     s = sub.add_parser("export", help="write a Hub folder from a Lightning .ckpt or a registry name with weights")
     s.add_argument("source", help="a Lightning .ckpt, or a registry name whose weights are hub or official")
     s.add_argument("dir", help="the folder to write: new, empty, or an earlier zoo export (with --overwrite)")
-    s.add_argument("--name", help="registry name whose card to write (guessed when omitted); checked against the "
-                   "checkpoint's class, init args and tensor shapes")
-    s.add_argument("--module", help="LightningModule class path to build, instead of the checkpoint's own "
-                   "(needed for a class outside zoo.*: only zoo.* classes are built from a file unasked)")
+    s.add_argument(
+        "--name",
+        help="registry name whose card to write (guessed when omitted); checked against the "
+        "checkpoint's class, init args and tensor shapes",
+    )
+    s.add_argument(
+        "--module",
+        help="LightningModule class path to build, instead of the checkpoint's own "
+        "(needed for a class outside zoo.*: only zoo.* classes are built from a file unasked)",
+    )
     s.add_argument("--overwrite", action="store_true", help="replace DIR when it is an earlier zoo export")
-    s.add_argument("--figure", metavar="PNG", help="embed the run's figure in the card (figure.png), e.g. "
-                   "<run>/figures/val.png written by zoo.callbacks.PredictionFigures")
-    s.add_argument("--allow-init-arg", action="append", metavar="NAME", help="honour the checkpoint's value of init "
-                   "arg NAME although it names code, a file or a URL (e.g. teacher, encoder): only for files you trust")
+    s.add_argument(
+        "--figure",
+        metavar="PNG",
+        help="embed the run's figure in the card (figure.png), e.g. "
+        "<run>/figures/val.png written by zoo.callbacks.PredictionFigures",
+    )
+    s.add_argument(
+        "--allow-init-arg",
+        action="append",
+        metavar="NAME",
+        help="honour the checkpoint's value of init "
+        "arg NAME although it names code, a file or a URL (e.g. teacher, encoder): only for files you trust",
+    )
     s.set_defaults(fn=cmd_export)
     s = sub.add_parser("push", help="upload a Hub folder (needs a token)")
     s.add_argument("dir")
@@ -334,21 +379,40 @@ def tools_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("card", help="print a model's card")
     s.add_argument("name")
     s.set_defaults(fn=cmd_card)
-    s = sub.add_parser("reproduce", help="re-measure an entry's (or a demo's) numbers, one fit per seed, into a "
-                                         "results file",
-                       epilog="Any --trainer.*, --model.* or --data.* argument is passed on to the config.")
+    s = sub.add_parser(
+        "reproduce",
+        help="re-measure an entry's (or a demo's) numbers, one fit per seed, into a results file",
+        epilog="Any --trainer.*, --model.* or --data.* argument is passed on to the config.",
+    )
     s.add_argument("name", nargs="?", help="registry name (or give --config)")
-    s.add_argument("--config", help="a config with no registry entry, e.g. configs/demo/cmt.yaml: every logged scalar "
-                                    "becomes a column of demo/<stem>.csv")
-    s.add_argument("--after", action="append", metavar="CONFIG", help="with --config: fit this config first, same "
-                   "seed and folder (e.g. configs/demo/tinymim.yaml before configs/demo/tinymim-finetune.yaml)")
+    s.add_argument(
+        "--config",
+        help="a config with no registry entry, e.g. configs/demo/cmt.yaml: every logged scalar "
+        "becomes a column of demo/<stem>.csv",
+    )
+    s.add_argument(
+        "--after",
+        action="append",
+        metavar="CONFIG",
+        help="with --config: fit this config first, same "
+        "seed and folder (e.g. configs/demo/tinymim.yaml before configs/demo/tinymim-finetune.yaml)",
+    )
     s.add_argument("--seeds", default="0", help="'0-9', '3' or '0,2,5' (default 0)")
-    s.add_argument("--variant", default="default", help="a named set of overrides of the entry (see its card); for "
-                                                          "--config, a label for the overrides given")
-    s.add_argument("--record", action="store_true", help="append to the repository's results/ (what cards and the "
-                                                          "README read) instead of <runs-dir>/results/")
-    s.add_argument("--results-dir", default=None, help="folder of <method>.csv (default: <runs-dir>/results, or the "
-                                                         "repository's results/ with --record)")
+    s.add_argument(
+        "--variant",
+        default="default",
+        help="a named set of overrides of the entry (see its card); for --config, a label for the overrides given",
+    )
+    s.add_argument(
+        "--record",
+        action="store_true",
+        help="append to the repository's results/ (what cards and the README read) instead of <runs-dir>/results/",
+    )
+    s.add_argument(
+        "--results-dir",
+        default=None,
+        help="folder of <method>.csv (default: <runs-dir>/results, or the repository's results/ with --record)",
+    )
     s.add_argument("--runs-dir", default="runs/reproduce", help="where the runs write logs and checkpoints")
     s.set_defaults(fn=cmd_reproduce, overrides=[])
     s = sub.add_parser("env", help="versions, CUDA/Triton, which fused kernels would run")
@@ -356,25 +420,39 @@ def tools_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="throughput, step time and peak memory: inference, training steps, data")
     s.add_argument("names", nargs="*", help="registry names or timm:<name>, measured side by side")
     s.add_argument("--op", help="benchmark a custom op (reference vs kernel) instead")
-    s.add_argument("--train", action="store_true", help="time the module's training_step (loss, backward, its "
-                   "configure_optimizers) under a Lightning Trainer on batches of the entry's demo data")
-    s.add_argument("--data", action="store_true", help="time the demo data module's preprocessing (prepare_data + "
-                   "setup) in a fresh process instead")
-    s.add_argument("--batch-size", type=int, default=None,
-                   help="inference: 32; --train: the demo config's batch size unless given")
-    s.add_argument("--steps", type=int, default=None,
-                   help="timed repetitions (models: 10; --op: 20 on CUDA, 3 on the CPU)")
+    s.add_argument(
+        "--train",
+        action="store_true",
+        help="time the module's training_step (loss, backward, its "
+        "configure_optimizers) under a Lightning Trainer on batches of the entry's demo data",
+    )
+    s.add_argument(
+        "--data",
+        action="store_true",
+        help="time the demo data module's preprocessing (prepare_data + setup) in a fresh process instead",
+    )
+    s.add_argument(
+        "--batch-size", type=int, default=None, help="inference: 32; --train: the demo config's batch size unless given"
+    )
+    s.add_argument(
+        "--steps", type=int, default=None, help="timed repetitions (models: 10; --op: 20 on CUDA, 3 on the CPU)"
+    )
     s.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3)")
     s.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     s.add_argument("--precision", default=None, help="--train: Trainer precision, e.g. bf16-mixed, 16-mixed")
     s.add_argument("--compile", action="store_true")
     s.add_argument("--channels-last", action="store_true")
-    s.add_argument("--config", help="--train / --data: a LightningCLI YAML whose data: section to use instead of "
-                   "the demo config")
+    s.add_argument(
+        "--config", help="--train / --data: a LightningCLI YAML whose data: section to use instead of the demo config"
+    )
     s.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="--train: override a model init arg")
-    s.add_argument("--data-arg", action="append", metavar="KEY=VALUE", help="--train / --data: override a data "
-                   "module init arg (e.g. root=/data/criteo/train.txt)")
+    s.add_argument(
+        "--data-arg",
+        action="append",
+        metavar="KEY=VALUE",
+        help="--train / --data: override a data module init arg (e.g. root=/data/criteo/train.txt)",
+    )
     s.add_argument("--json", metavar="PATH", help="also write the rows to PATH (JSON, atomically)")
     s.set_defaults(fn=cmd_bench)
     return p

@@ -17,6 +17,7 @@ The cache is ``$ZOO_CACHE`` when set, else ``$XDG_CACHE_HOME/zoo`` (``~/.cache/z
     official/<name>/<file>     the authors' file, as downloaded
     converted/<name>/          config.json + model.safetensors (+ README.md), zoo's layout
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,12 +26,23 @@ import importlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlparse
 
-__all__ = ["read_release", "release_globals", "read_official", "read_url", "load_official", "converter_main",
-           "cache_dir", "fetch", "load_entry", "DownloadError", "ConnectError"]
+__all__ = [
+    "read_release",
+    "release_globals",
+    "read_official",
+    "read_url",
+    "load_official",
+    "converter_main",
+    "cache_dir",
+    "fetch",
+    "load_entry",
+    "DownloadError",
+    "ConnectError",
+]
 
 
 class DownloadError(OSError, ValueError):
@@ -298,6 +310,7 @@ def convert_entry(entry) -> Path:
     url, raw = entry.official_url, official_file(entry)
     downloaded = None
     if not raw.is_file():
+
         def save_by_hand(why: str) -> FileNotFoundError:
             return FileNotFoundError(
                 f"{entry.name}: the converted weights are not in the zoo cache ({converted_folder(entry)}) and "
@@ -326,5 +339,10 @@ def convert_entry(entry) -> Path:
     finally:
         if downloaded is not None:
             downloaded.unlink(missing_ok=True)
-    return hub.export(module.eval(), converted_folder(entry), name=entry.name, overwrite=True,
-                      extra_config={"official_url": url, "official_hash": entry.official_hash})
+    return hub.export(
+        module.eval(),
+        converted_folder(entry),
+        name=entry.name,
+        overwrite=True,
+        extra_config={"official_url": url, "official_hash": entry.official_hash},
+    )

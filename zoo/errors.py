@@ -13,14 +13,25 @@ The checks below are shared by the modules and data modules: :func:`check_positi
 checks for ``__init__``) and :func:`check_fits_data` (in a LightningModule's ``setup``: the model's sizes against the
 data module's ``num_classes`` / ``num_features`` / ..., both numbers in the message).
 """
+
 from __future__ import annotations
 
 import os
 import re
 
-__all__ = ["UserError", "DataNotFoundError", "user_error_message", "config_error_message", "worker_error_message",
-           "debug_requested", "check_positive", "check_choice", "data_attribute", "check_fits_data",
-           "not_utf8_error"]
+__all__ = [
+    "UserError",
+    "DataNotFoundError",
+    "user_error_message",
+    "config_error_message",
+    "worker_error_message",
+    "debug_requested",
+    "check_positive",
+    "check_choice",
+    "data_attribute",
+    "check_fits_data",
+    "not_utf8_error",
+]
 
 
 class UserError(ValueError):
@@ -70,14 +81,19 @@ def worker_error_message(exc: BaseException) -> str | None:
     if m is None:
         return None
     heads = list(re.finditer(rf"^(?:[\w.]+\.)?{re.escape(m[1])}: ", text, flags=re.M))
-    original = text[heads[-1].end():] if heads else text.splitlines()[-1]
+    original = text[heads[-1].end() :] if heads else text.splitlines()[-1]
     if isinstance(exc, KeyError):  # KeyError's message is the repr of its key
         original = original.strip().strip("'\"")
     return f"{_one_line(original)} (in DataLoader worker process {m[2]})"
 
 
-_CONFIG_NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:",
-                 "Expected a <class 'NoneType'>")
+_CONFIG_NOISE = (
+    "Does not validate against any of the Union subtypes",
+    "Subtypes:",
+    "Errors:",
+    "Given value type:",
+    "Expected a <class 'NoneType'>",
+)
 
 
 def config_error_message(message: str, command: str | None = None) -> str:
@@ -115,8 +131,10 @@ def config_error_message(message: str, command: str | None = None) -> str:
         given = given[:77] + "..."
     help_cmd = f"zoo {command} --help" if command else "zoo fit --help"
     shown = f" (given: {given})" if given and "Got value" not in " ".join(what) else ""
-    return _one_line(f"{'config key ' + key + ': ' if key else 'config: '}{'; '.join(what) or 'invalid'}{shown}; fix "
-                     f"it in the config file or on the command line (`{help_cmd}` lists the accepted keys)")
+    return _one_line(
+        f"{'config key ' + key + ': ' if key else 'config: '}{'; '.join(what) or 'invalid'}{shown}; fix "
+        f"it in the config file or on the command line (`{help_cmd}` lists the accepted keys)"
+    )
 
 
 def _is_config_error(exc: BaseException) -> bool:
@@ -164,17 +182,21 @@ def user_error_message(exc: BaseException, broad: bool = False, command: str | N
 def not_utf8_error(path, exc: UnicodeDecodeError) -> UserError:
     """The :class:`UserError` for a text file (``path``) that is not UTF-8: where the bad byte is and how to convert
     the file (raise it ``from None``)."""
-    byte = exc.object[exc.start:exc.start + 1].hex() if isinstance(exc.object, bytes) else "?"
-    return UserError(f"{path}: not UTF-8 text (byte 0x{byte} at offset {exc.start}); convert the file to UTF-8, "
-                     f"e.g. iconv -f latin1 -t utf-8 {path} > utf8.csv")
+    byte = exc.object[exc.start : exc.start + 1].hex() if isinstance(exc.object, bytes) else "?"
+    return UserError(
+        f"{path}: not UTF-8 text (byte 0x{byte} at offset {exc.start}); convert the file to UTF-8, "
+        f"e.g. iconv -f latin1 -t utf-8 {path} > utf8.csv"
+    )
 
 
 def check_positive(name: str, value, minimum: int = 1, where: str = "", fix: str = "") -> None:
     """Raise :class:`UserError` unless ``value >= minimum`` (``name``: the argument, as the user writes it;
     ``where``: the class; ``fix``: what to set instead, default "a value >= minimum")."""
     if value is None or value < minimum:
-        raise UserError(f"{where + ': ' if where else ''}{name} must be >= {minimum}, got {value!r}; "
-                        f"{fix or f'set {name} to a value >= {minimum}'}.")
+        raise UserError(
+            f"{where + ': ' if where else ''}{name} must be >= {minimum}, got {value!r}; "
+            f"{fix or f'set {name} to a value >= {minimum}'}."
+        )
 
 
 def check_choice(name: str, value, choices, where: str = "") -> None:
@@ -185,8 +207,10 @@ def check_choice(name: str, value, choices, where: str = "") -> None:
 
         close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(f"{where + ': ' if where else ''}unknown {name} {value!r}{hint}; choose one of "
-                        f"{', '.join(repr(c) for c in choices)}.")
+        raise UserError(
+            f"{where + ': ' if where else ''}unknown {name} {value!r}{hint}; choose one of "
+            f"{', '.join(repr(c) for c in choices)}."
+        )
 
 
 def data_attribute(module, name: str):
@@ -202,8 +226,9 @@ def data_attribute(module, name: str):
         return None
 
 
-def check_fits_data(module, arg: str, model_value: int, data_attr: str, exact: bool = True,
-                    what: str | None = None) -> None:
+def check_fits_data(
+    module, arg: str, model_value: int, data_attr: str, exact: bool = True, what: str | None = None
+) -> None:
     """In a LightningModule's ``setup``: the model's ``arg`` (``model_value``) must equal (``exact``) or be at least
     the data module's ``data_attr``; otherwise a :class:`UserError` naming both numbers and the setting to change.
     Nothing is checked when the data module does not expose ``data_attr``."""
@@ -214,6 +239,8 @@ def check_fits_data(module, arg: str, model_value: int, data_attr: str, exact: b
         return
     dm = type(module.trainer.datamodule).__name__
     relation = "" if exact else " at least"
-    raise UserError(f"{type(module).__name__} was built with {arg}={model_value} but the data ({dm}) has "
-                    f"{data_value} {what or data_attr.replace('num_', '')}; set model.init_args.{arg} to{relation} "
-                    f"{data_value}.")
+    raise UserError(
+        f"{type(module).__name__} was built with {arg}={model_value} but the data ({dm}) has "
+        f"{data_value} {what or data_attr.replace('num_', '')}; set model.init_args.{arg} to{relation} "
+        f"{data_value}."
+    )

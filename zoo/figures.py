@@ -19,13 +19,14 @@ calls it on the first predict / validation batch). Kinds:
 matplotlib is imported inside the functions so that ``import zoo`` stays light. A figure is built on
 ``matplotlib.figure.Figure`` (no pyplot global state) at exactly ``size = (width, height)`` pixels.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -113,14 +114,18 @@ def _draw_boxes(ax, boxes: torch.Tensor, color: str, label: str, scores: torch.T
         return
     corners = box_corners_bev(boxes)
     for i, poly in enumerate(corners):
-        ax.add_patch(Polygon(poly.numpy(), closed=True, fill=False, edgecolor=color, linewidth=1.2,
-                             label=label if i == 0 else None))
+        ax.add_patch(
+            Polygon(
+                poly.numpy(), closed=True, fill=False, edgecolor=color, linewidth=1.2, label=label if i == 0 else None
+            )
+        )
         front = (poly[0] + poly[1]) / 2
         centre = boxes[i, :2].float().cpu()
         ax.plot([float(centre[0]), float(front[0])], [float(centre[1]), float(front[1])], color=color, linewidth=1.2)
         if scores is not None and len(corners) <= 20:  # beyond that the numbers hide the boxes
-            ax.text(float(poly[:, 0].max()), float(poly[:, 1].max()), f"{float(scores[i]):.2f}", color=color,
-                    fontsize=6)
+            ax.text(
+                float(poly[:, 0].max()), float(poly[:, 1].max()), f"{float(scores[i]):.2f}", color=color, fontsize=6
+            )
 
 
 def bev_boxes(frames: list[dict], point_cloud_range: Sequence[float], size=DEFAULT_SIZE, title: str = ""):
@@ -143,16 +148,16 @@ def bev_boxes(frames: list[dict], point_cloud_range: Sequence[float], size=DEFAU
         ax.set_ylabel("y (m)", fontsize=7)
         ax.tick_params(labelsize=6)
         n_gt = 0 if fr.get("gt_boxes") is None else len(fr["gt_boxes"])
-        ax.set_title(f"{fr.get('name', '')}: {len(fr.get('pred_boxes', []))} predicted, {n_gt} ground truth",
-                     fontsize=8)
+        ax.set_title(
+            f"{fr.get('name', '')}: {len(fr.get('pred_boxes', []))} predicted, {n_gt} ground truth", fontsize=8
+        )
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6, loc="upper right")
     fig.suptitle(title or "BEV: predicted (red) vs ground-truth (green) boxes", fontsize=10)
     return fig
 
 
-def instance_masks(images: list[dict], class_names: Sequence[str] | None = None, size=DEFAULT_SIZE,
-                   title: str = ""):
+def instance_masks(images: list[dict], class_names: Sequence[str] | None = None, size=DEFAULT_SIZE, title: str = ""):
     """Per image ``{"image" (3, H, W), "masks" (n, H, W) bool, "boxes" (n, 4) x1y1x2y2, "scores" (n), "labels" (n), "gt_boxes" (m, 4) or None}``: masks tinted over the image with their boxes and scores, the
     ground-truth boxes (the weak labels) dashed."""
     import matplotlib
@@ -174,13 +179,20 @@ def instance_masks(images: list[dict], class_names: Sequence[str] | None = None,
             ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=cmap(i % 10), linewidth=1))
             lab = int(it["labels"][i])
             name = class_names[lab] if class_names and lab < len(class_names) else str(lab)
-            ax.text(x1, y1, f"{name} {float(it['scores'][i]):.2f}", color="white", fontsize=6,
-                    bbox={"facecolor": cmap(i % 10), "alpha": 0.7, "pad": 1, "linewidth": 0})
+            ax.text(
+                x1,
+                y1,
+                f"{name} {float(it['scores'][i]):.2f}",
+                color="white",
+                fontsize=6,
+                bbox={"facecolor": cmap(i % 10), "alpha": 0.7, "pad": 1, "linewidth": 0},
+            )
         gt = it.get("gt_boxes")
         for box in gt.detach().float().cpu() if gt is not None else ():
             x1, y1, x2, y2 = (float(v) for v in box)
-            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white", linestyle="--",
-                                   linewidth=0.8))
+            ax.add_patch(
+                Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white", linestyle="--", linewidth=0.8)
+            )
         ax.set_title(f"{it.get('name', '')}: {len(masks)} instances", fontsize=8)
         ax.axis("off")
     fig.suptitle(title or "instance masks", fontsize=10)
@@ -239,17 +251,25 @@ def captions(clips: list[dict], frames_per_clip: int = 4, size=DEFAULT_SIZE, tit
             ax.imshow(_strip(c["frames"], frames_per_clip))
         else:
             features_only = True
-            ax.imshow(c["features"].detach().float().cpu().T.numpy(), aspect="auto", cmap="magma",
-                      interpolation="nearest")
+            ax.imshow(
+                c["features"].detach().float().cpu().T.numpy(), aspect="auto", cmap="magma", interpolation="nearest"
+            )
         text = f"generated: {c['caption']}"
         if c.get("reference"):
             text += f"\nreference: {c['reference']}"
-        ax.set_title("\n".join(textwrap.wrap(text, 140, replace_whitespace=False)) if len(text) > 140 else text,
-                     fontsize=8, loc="left")
+        ax.set_title(
+            "\n".join(textwrap.wrap(text, 140, replace_whitespace=False)) if len(text) > 140 else text,
+            fontsize=8,
+            loc="left",
+        )
         ax.set_xticks([])
         ax.set_yticks([])
-    note = "\n(the batch holds features, not frames: each strip is the sampled steps' appearance features, step " \
-        "by step left to right)" if features_only else ""
+    note = (
+        "\n(the batch holds features, not frames: each strip is the sampled steps' appearance features, step "
+        "by step left to right)"
+        if features_only
+        else ""
+    )
     fig.suptitle((title or "captions over sampled frames") + note, fontsize=9)
     return fig
 
@@ -272,8 +292,16 @@ def retrieval(queries: list[dict], videos: torch.Tensor, size=DEFAULT_SIZE, titl
             img = display_image(clip[:, clip.shape[1] // 2])
             ax.imshow(img)
             hit = int(v) == int(q.get("match", -1))
-            ax.add_patch(Rectangle((0, 0), img.shape[1] - 1, img.shape[0] - 1, fill=False, linewidth=3,
-                                   edgecolor="tab:green" if hit else "tab:red"))
+            ax.add_patch(
+                Rectangle(
+                    (0, 0),
+                    img.shape[1] - 1,
+                    img.shape[0] - 1,
+                    fill=False,
+                    linewidth=3,
+                    edgecolor="tab:green" if hit else "tab:red",
+                )
+            )
             ax.set_title(f"#{j + 1} video {int(v)} ({float(s):.2f})", fontsize=6)
             ax.axis("off")
     fig.suptitle(title or "text -> video retrieval (true match framed green)", fontsize=10)
@@ -286,11 +314,13 @@ def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(str(text), width) or [""]
 
 
-_DRAW = {"bev_boxes": lambda s, size, t: bev_boxes(s["frames"], s["point_cloud_range"], size, t),
-         "instance_masks": lambda s, size, t: instance_masks(s["images"], s.get("class_names"), size, t),
-         "kept_tokens": lambda s, size, t: kept_tokens(s["images"], s["grid"], size, t),
-         "captions": lambda s, size, t: captions(s["clips"], s.get("frames_per_clip", 4), size, t),
-         "retrieval": lambda s, size, t: retrieval(s["queries"], s["videos"], size, t)}
+_DRAW = {
+    "bev_boxes": lambda s, size, t: bev_boxes(s["frames"], s["point_cloud_range"], size, t),
+    "instance_masks": lambda s, size, t: instance_masks(s["images"], s.get("class_names"), size, t),
+    "kept_tokens": lambda s, size, t: kept_tokens(s["images"], s["grid"], size, t),
+    "captions": lambda s, size, t: captions(s["clips"], s.get("frames_per_clip", 4), size, t),
+    "retrieval": lambda s, size, t: retrieval(s["queries"], s["videos"], size, t),
+}
 
 
 def render(spec: dict, path: str | os.PathLike, size: Sequence[int] = DEFAULT_SIZE) -> Path:

@@ -1,4 +1,5 @@
 """Writing files so that nothing is ever half-written: a temporary sibling, then an atomic rename."""
+
 from __future__ import annotations
 
 import contextlib
@@ -66,7 +67,8 @@ def run_lock(folder: str | os.PathLike, what: str = "run"):
             raise FolderBusyError(
                 f"{folder} is in use by another zoo {held.get('what', 'run')} (pid {held.get('pid', '?')} on "
                 f"{held.get('host', '?')}): give this run its own --trainer.default_root_dir (or wait for that one; "
-                f"if no run is active, delete {lock})") from None
+                f"if no run is active, delete {lock})"
+            ) from None
         with os.fdopen(fd, "w") as f:
             json.dump(me, f)
         break
@@ -110,6 +112,8 @@ def path_inside(folder: str | Path, name: str) -> Path:
     folder = Path(folder)
     path = folder / name
     if Path(name).name != name or path.resolve().parent != folder.resolve():
-        raise UserError(f"{name!r} is not a plain file name inside {folder}: refusing to write or read outside it; "
-                        "delete the folder and build it again")
+        raise UserError(
+            f"{name!r} is not a plain file name inside {folder}: refusing to write or read outside it; "
+            "delete the folder and build it again"
+        )
     return path

@@ -19,6 +19,7 @@ Registry names load by the entry's weights status (``Entry.weights``): ``officia
 zoo cache, else the authors' file downloaded and converted (``zoo/convert.py``); ``hub`` -> the Hub repo at its
 pinned commit; ``pending`` / ``-`` -> an error that says how to produce the weights.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 FIGURE_NAME = "figure.png"  # optional: a picture of the run's predictions (zoo.callbacks.PredictionFigures)
-FIGURE_MAX_BYTES = 20 * 2 ** 20
+FIGURE_MAX_BYTES = 20 * 2**20
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -63,22 +64,30 @@ class UntrustedInitArgError(UserError):
 # would use it (:func:`_zoo_uses`) or the caller allows the arg by name (``allowed_init_args``).
 EXTERNAL_INIT_ARGS: dict[str, dict[str, str]] = {
     "zoo.models.mmc_coref.module.MMCCorefModule": {
-        "encoder": "the transformers encoder and tokenizer to load (a Hub id, a folder or a pkg:PACKAGE/SUB spec)"},
+        "encoder": "the transformers encoder and tokenizer to load (a Hub id, a folder or a pkg:PACKAGE/SUB spec)"
+    },
     "zoo.models.cmt.module.CMTModule": {
-        "img_backbone_kwargs": "keyword arguments of timm.create_model, which may name a checkpoint file or config"},
+        "img_backbone_kwargs": "keyword arguments of timm.create_model, which may name a checkpoint file or config"
+    },
     "zoo.models.reliant.module.ReliantModule": {
-        "teacher": "the teacher model to load (a zoo source, a folder or a .ckpt)"},
+        "teacher": "the teacher model to load (a zoo source, a folder or a .ckpt)"
+    },
     "zoo.models.simvtp.module.SimVTPModule": {
         "init_from": "the weights to start pre-training from (a file, a folder, a Hub name or a zoo source)",
-        "text_init": "the BERT model whose text embeddings to load (a folder, a Hub id or a pkg: spec)"},
+        "text_init": "the BERT model whose text embeddings to load (a folder, a Hub id or a pkg: spec)",
+    },
     "zoo.models.simvtp.module.SimVTPRetrievalModule": {
-        "pretrained": "the pre-training weights to start from (a file, a folder, a Hub name or a zoo source)"},
+        "pretrained": "the pre-training weights to start from (a file, a folder, a Hub name or a zoo source)"
+    },
     "zoo.models.ssda3d.module.SSDA3DModule": {
-        "init_weights": "the Stage-I weights to start from (a .ckpt or an exported folder)"},
+        "init_weights": "the Stage-I weights to start from (a .ckpt or an exported folder)"
+    },
     "zoo.models.tinymim.module.TinyMIMDistillModule": {
-        "teacher": "the teacher to load (a zoo source, a .ckpt, an official .pth file or URL)"},
+        "teacher": "the teacher to load (a zoo source, a .ckpt, an official .pth file or URL)"
+    },
     "zoo.models.tinymim.module.ViTFinetuneModule": {
-        "pretrained": "the pre-trained weights to start from (a zoo source, a .ckpt, an official .pth file or URL)"},
+        "pretrained": "the pre-trained weights to start from (a zoo source, a .ckpt, an official .pth file or URL)"
+    },
 }
 # Of those, the ones ``__init__`` itself resolves (the rest are opened only in ``setup`` / ``configure_model``, which
 # building a module to export its weights never runs).
@@ -95,7 +104,8 @@ _BUILT_HERE = ("fit:gcn", "fit:sage")
 # --------------------------------------------------------------------------------------------- building
 def _allowed(path: str, allowed_modules) -> bool:
     return path.startswith(TRUSTED_PREFIX) or any(
-        path == a or path.startswith(a.rstrip(".") + ".") for a in (allowed_modules or ()))
+        path == a or path.startswith(a.rstrip(".") + ".") for a in (allowed_modules or ())
+    )
 
 
 def trusted_class(module_path: str, allowed_modules=(), source: str = "a file"):
@@ -158,15 +168,23 @@ def _zoo_uses(cls, arg: str, value) -> bool:
     return False
 
 
-def check_init_args(cls, file_args: dict[str, Any], allowed_init_args=(), source: str = "a file",
-                    allow_hint: str | None = None, build_only: bool = False) -> None:
+def check_init_args(
+    cls,
+    file_args: dict[str, Any],
+    allowed_init_args=(),
+    source: str = "a file",
+    allow_hint: str | None = None,
+    build_only: bool = False,
+) -> None:
     """Refuse, before ``cls`` is built, an init arg from a file that names code, a file or a URL
     (:data:`EXTERNAL_INIT_ARGS`) with a value zoo itself does not use, unless the caller allows that arg by name.
     ``allow_hint``: how the caller allows one (``{arg}`` is filled in); default: the ``zoo.load`` keywords.
     ``build_only``: the module is only built (to export its weights), never set up: only the args ``__init__``
     resolves (:data:`BUILD_TIME_INIT_ARGS`) are checked; the others go into the export, where loading checks them."""
-    hint = allow_hint or ("zoo.load(..., allowed_init_args=[{arg!r}]) or `zoo export CKPT DIR --allow-init-arg "
-                          "{arg}`, or give the value yourself: zoo.load(..., {arg}=...)")
+    hint = allow_hint or (
+        "zoo.load(..., allowed_init_args=[{arg!r}]) or `zoo export CKPT DIR --allow-init-arg "
+        "{arg}`, or give the value yourself: zoo.load(..., {arg}=...)"
+    )
     for arg, what in _external_args(cls, build_only).items():
         if arg in file_args and arg not in (allowed_init_args or ()) and not _zoo_uses(cls, arg, file_args[arg]):
             raise UntrustedInitArgError(
@@ -175,8 +193,15 @@ def check_init_args(cls, file_args: dict[str, Any], allowed_init_args=(), source
             )
 
 
-def build_module(module_path: str, init_args: dict[str, Any], allowed_modules=(), source: str = "a file",
-                 file_args: dict[str, Any] | None = None, allowed_init_args=(), build_only: bool = False):
+def build_module(
+    module_path: str,
+    init_args: dict[str, Any],
+    allowed_modules=(),
+    source: str = "a file",
+    file_args: dict[str, Any] | None = None,
+    allowed_init_args=(),
+    build_only: bool = False,
+):
     """Build the trusted class at ``module_path`` (:func:`trusted_class`) from ``init_args``; ``file_args``: the init
     args that came from a file, checked by :func:`check_init_args` first."""
     cls = trusted_class(module_path, allowed_modules, source)
@@ -200,14 +225,18 @@ def _no_weights_hint(entry: registry.Entry) -> str:
     if entry.weights == "pending":
         how = entry.weights_note or _pending_default(entry)
         return f"{entry.name} has no published weights yet (status 'pending'): {how}"
-    return (f"{entry.name} has no published weights (architecture only): build it with zoo.create({entry.name!r}) "
-            "or load your own export with 'local-dir:PATH'.")
+    return (
+        f"{entry.name} has no published weights (architecture only): build it with zoo.create({entry.name!r}) "
+        "or load your own export with 'local-dir:PATH'."
+    )
 
 
 def _pending_default(entry: registry.Entry) -> str:
     cfg = entry.config or f"configs/{entry.method}.yaml"
-    return (f"train it with `zoo fit --config {cfg}`, then `zoo export CKPT DIR --name {entry.name}` and load "
-            "'local-dir:DIR'" + (f"; `zoo push DIR {entry.hub_repo}` publishes it." if entry.hub_repo else "."))
+    return (
+        f"train it with `zoo fit --config {cfg}`, then `zoo export CKPT DIR --name {entry.name}` and load "
+        "'local-dir:DIR'" + (f"; `zoo push DIR {entry.hub_repo}` publishes it." if entry.hub_repo else ".")
+    )
 
 
 def load_entry(entry: registry.Entry, allowed_modules=(), allowed_init_args=(), **overrides):
@@ -217,8 +246,13 @@ def load_entry(entry: registry.Entry, allowed_modules=(), allowed_init_args=(), 
 
         return convert.load_entry(entry, **overrides)
     if entry.weights == "hub":
-        return load_hub(entry.hub_repo, entry.revision, allowed_modules=allowed_modules,
-                        allowed_init_args=allowed_init_args, **overrides)
+        return load_hub(
+            entry.hub_repo,
+            entry.revision,
+            allowed_modules=allowed_modules,
+            allowed_init_args=allowed_init_args,
+            **overrides,
+        )
     raise ValueError(_no_weights_hint(entry))
 
 
@@ -284,13 +318,18 @@ def _read_config(path) -> dict:
     return cfg
 
 
-def _build_from(cfg: dict, weights: Path | str, source: str, overrides: dict, allowed_modules=(),
-                allowed_init_args=()):
+def _build_from(cfg: dict, weights: Path | str, source: str, overrides: dict, allowed_modules=(), allowed_init_args=()):
     if "module" not in cfg or not isinstance(cfg.get("init_args"), dict):
         raise UserError(f"{source}/config.json has no 'module'/'init_args': not a zoo Hub folder.")
     from_file = {k: v for k, v in cfg["init_args"].items() if k not in overrides}  # the caller's own values are trusted
-    module = build_module(cfg["module"], {**cfg["init_args"], **overrides}, allowed_modules,
-                          source=f"{source}/config.json", file_args=from_file, allowed_init_args=allowed_init_args)
+    module = build_module(
+        cfg["module"],
+        {**cfg["init_args"], **overrides},
+        allowed_modules,
+        source=f"{source}/config.json",
+        file_args=from_file,
+        allowed_init_args=allowed_init_args,
+    )
     load_weights_strict(module.model, _read_safetensors(weights), source)
     return module.eval()
 
@@ -338,12 +377,12 @@ def load(source: str, allowed_modules=(), allowed_init_args=(), **overrides):
     kw = dict(allowed_modules=allowed_modules, allowed_init_args=allowed_init_args, **overrides)
     source = str(source)
     if source.startswith("local-dir:"):
-        path = Path(source[len("local-dir:"):]).expanduser()
+        path = Path(source[len("local-dir:") :]).expanduser()
         if not path.is_dir():
             raise FileNotFoundError(f"local-dir: {path} is not a folder")
         return load_folder(path, **kw)
     if source.startswith("hf-hub:"):
-        repo, _, rev = source[len("hf-hub:"):].partition("@")
+        repo, _, rev = source[len("hf-hub:") :].partition("@")
         if not _REPO_ID.match(repo):
             raise ValueError(f"{source!r}: {repo!r} is not a Hub repo id (expected 'org/name[@revision]')")
         return load_hub(repo, rev or "main", **kw)
@@ -381,8 +420,7 @@ def read_checkpoint(path: str | Path) -> dict:
         ) from e
 
 
-def module_from_checkpoint(path: str | Path, module: str | None = None, allowed_init_args=(),
-                           build_only: bool = False):
+def module_from_checkpoint(path: str | Path, module: str | None = None, allowed_init_args=(), build_only: bool = False):
     """Rebuild the LightningModule saved in a checkpoint (class path from the CLI's ``_class_path`` hparam, which
     must be a ``zoo.*`` LightningModule, or ``module``: the caller's explicit choice) and load its weights strictly.
     Hyper-parameters that name code, files or URLs are checked as a folder's init args (:func:`check_init_args`;
@@ -399,9 +437,15 @@ def module_from_checkpoint(path: str | Path, module: str | None = None, allowed_
             f"{path} does not say which LightningModule it holds (no '_class_path' hyper-parameter); "
             "pass it: `zoo export CKPT DIR --module zoo.models.emo.module.EMOModule`."
         )
-    mod = build_module(cls_path, hparams, allowed_modules=(module,) if module else (),
-                       source=f"checkpoint {path}" if not module else "--module", file_args=hparams,
-                       allowed_init_args=allowed_init_args, build_only=build_only)
+    mod = build_module(
+        cls_path,
+        hparams,
+        allowed_modules=(module,) if module else (),
+        source=f"checkpoint {path}" if not module else "--module",
+        file_args=hparams,
+        allowed_init_args=allowed_init_args,
+        build_only=build_only,
+    )
     load_weights_strict(mod.model, model_state_dict(ckpt, path), str(path))
     return mod.eval(), cls_path, hparams
 
@@ -412,7 +456,7 @@ def model_state_dict(ckpt: dict, path: str | Path = "the checkpoint") -> dict:
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise UserError(f"{path} has no 'state_dict': not a Lightning checkpoint")
-    return {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    return {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
 
 
 def class_path(module) -> str:
@@ -582,8 +626,15 @@ def read_figure(path: str | Path) -> bytes:
     return data
 
 
-def export(module, out_dir: str | Path, name: str | None = None, our_metrics=None, overwrite: bool = False,
-           extra_config: dict | None = None, figure: str | Path | None = None) -> Path:
+def export(
+    module,
+    out_dir: str | Path,
+    name: str | None = None,
+    our_metrics=None,
+    overwrite: bool = False,
+    extra_config: dict | None = None,
+    figure: str | Path | None = None,
+) -> Path:
     """Write ``module`` (a LightningModule) as a Hub folder: config.json, model.safetensors, README.md, and with
     ``figure`` (a PNG of the run's predictions) figure.png, which the card shows and config.json records.
 
@@ -643,10 +694,13 @@ def check_name(module, name: str) -> registry.Entry:
     cp, hp = class_path(module), _init_args(module)
     fix = "Omit --name for a card without the entry's numbers, or name the entry this model was trained as."
     if cp != entry.module:
-        raise ValueError(f"--name {entry.name}: this checkpoint holds a {cp}, but {entry.name} is a {entry.module}. {fix}")
+        raise ValueError(
+            f"--name {entry.name}: this checkpoint holds a {cp}, but {entry.name} is a {entry.module}. {fix}"
+        )
     missing = object()
-    diffs = [f"{k}: {hp.get(k, '<unset>')!r} (entry: {v!r})" for k, v in entry.init_args.items()
-             if hp.get(k, missing) != v]
+    diffs = [
+        f"{k}: {hp.get(k, '<unset>')!r} (entry: {v!r})" for k, v in entry.init_args.items() if hp.get(k, missing) != v
+    ]
     if diffs:
         raise ValueError(f"--name {entry.name}: init args differ from the entry's: {'; '.join(diffs)}. {fix}")
     with torch.device("meta"):
@@ -655,13 +709,22 @@ def check_name(module, name: str) -> registry.Entry:
     want = {k: tuple(v.shape) for k, v in ref.model.state_dict().items()}
     if ours != want:
         bad = sorted(set(ours) ^ set(want)) + sorted(k for k in set(ours) & set(want) if ours[k] != want[k])
-        raise ValueError(f"--name {entry.name}: the weights do not have the entry's architecture "
-                         f"({len(bad)} tensors differ, e.g. {', '.join(bad[:3])}). {fix}")
+        raise ValueError(
+            f"--name {entry.name}: the weights do not have the entry's architecture "
+            f"({len(bad)} tensors differ, e.g. {', '.join(bad[:3])}). {fix}"
+        )
     return entry
 
 
-def export_source(source: str, out_dir: str | Path, name: str | None = None, module: str | None = None,
-                  overwrite: bool = False, allowed_init_args=(), figure: str | Path | None = None) -> Path:
+def export_source(
+    source: str,
+    out_dir: str | Path,
+    name: str | None = None,
+    module: str | None = None,
+    overwrite: bool = False,
+    allowed_init_args=(),
+    figure: str | Path | None = None,
+) -> Path:
     """``zoo export``: SOURCE is a Lightning ``.ckpt`` or a registry name with weights (official or Hub).
 
     The target is checked first (nothing is loaded for a refused target); ``name`` is checked against the model."""
@@ -779,9 +842,11 @@ def card_body(entry: registry.Entry, ours) -> str:
     flops = f"{entry.flops / 1e6:.0f}M" if entry.flops else "n/a"
     pre = "\n".join(f"- {k}: {v}" for k, v in entry.preprocess.items()) or "- none"
     weights = _weights_text(entry)
-    usage = (f'model = zoo.load("{entry.name}")      # LightningModule in eval mode, with the weights above'
-             if entry.pretrained else
-             f'model = zoo.create("{entry.name}")    # the architecture, randomly initialised (no weights yet)')
+    usage = (
+        f'model = zoo.load("{entry.name}")      # LightningModule in eval mode, with the weights above'
+        if entry.pretrained
+        else f'model = zoo.create("{entry.name}")    # the architecture, randomly initialised (no weights yet)'
+    )
     cfg = entry.config or f"configs/{entry.method}.yaml"
     cite = f"\n## Citation\n\n```bibtex\n{p.citation.strip()}\n```\n" if p.citation else ""
     return f"""# {entry.name}
@@ -842,16 +907,32 @@ def _demo_text(entry: registry.Entry) -> str:
     rows = demo_table(stems=[d.stem for d in demos]) if demos else []
     if not demos:
         return ""
-    lines = [f"- `{cfg}` ({variant}, {proto}; seeds {seeds}): {metrics}" for cfg, variant, proto, seeds, metrics in rows]
+    lines = [
+        f"- `{cfg}` ({variant}, {proto}; seeds {seeds}): {metrics}" for cfg, variant, proto, seeds, metrics in rows
+    ]
     runs = ", ".join(f"`zoo fit --config configs/demo/{d.name}`" for d in demos)
-    return ("\nDemos on a CPU (not benchmarks; " + runs + "):\n\n"
-            + ("\n".join(lines) if lines else "- not measured yet (`zoo reproduce --config configs/demo/<demo>.yaml "
-               "--seeds 0-2 --record`)") + "\n")
+    return (
+        "\nDemos on a CPU (not benchmarks; "
+        + runs
+        + "):\n\n"
+        + (
+            "\n".join(lines)
+            if lines
+            else "- not measured yet (`zoo reproduce --config configs/demo/<demo>.yaml --seeds 0-2 --record`)"
+        )
+        + "\n"
+    )
 
 
 # --------------------------------------------------------------------------------------------- push
-def push(folder: str | Path, repo_id: str, revision: str | None = None, private: bool = False,
-         overwrite_card: bool = False, token: str | None = None) -> str:
+def push(
+    folder: str | Path,
+    repo_id: str,
+    revision: str | None = None,
+    private: bool = False,
+    overwrite_card: bool = False,
+    token: str | None = None,
+) -> str:
     """Upload a Hub folder with ``HfApi.upload_folder``; a README.md already on the Hub is kept unless
     ``overwrite_card``."""
     from huggingface_hub import HfApi, get_token
@@ -863,9 +944,7 @@ def push(folder: str | Path, repo_id: str, revision: str | None = None, private:
         raise ValueError(f"{repo_id!r} is not a Hub repo id 'org/name'")
     token = token or get_token()
     if not token:
-        raise PermissionError(
-            "no Hugging Face token: run `hf auth login` or set HF_TOKEN (a token with write access)."
-        )
+        raise PermissionError("no Hugging Face token: run `hf auth login` or set HF_TOKEN (a token with write access).")
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     if revision:
@@ -874,7 +953,10 @@ def push(folder: str | Path, repo_id: str, revision: str | None = None, private:
     if not overwrite_card and api.file_exists(repo_id, CARD_NAME, revision=revision):
         ignore = [CARD_NAME]
     info = api.upload_folder(
-        folder_path=str(folder), repo_id=repo_id, revision=revision, ignore_patterns=ignore,
+        folder_path=str(folder),
+        repo_id=repo_id,
+        revision=revision,
+        ignore_patterns=ignore,
         commit_message="Upload zoo model",
     )
     return str(info)

@@ -19,14 +19,15 @@ Interleaving puts both under the same machine load; on a shared machine repeat a
 The boxes are a detector's output on a 80 m x 80 m scene: one object per 10 boxes (car-sized, any heading), each
 box a jittered copy of its object (centre sd 0.5 m, size sd 5 %, heading sd 0.1 rad), uniform scores.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -40,9 +41,13 @@ VOXEL_GRID = ((0.075, 0.075, 0.2), (-54.0, -54.0, -5.0, 54.0, 54.0, 4.8), 10, 16
 
 
 # ============================================================================================== timing helpers
-def interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1,
-                timer: Callable[[], float] = time.perf_counter, sync: Callable[[], None] = lambda: None
-                ) -> dict[str, float]:
+def interleaved(
+    fns: dict[str, Callable[[], object]],
+    reps: int,
+    warmup: int = 1,
+    timer: Callable[[], float] = time.perf_counter,
+    sync: Callable[[], None] = lambda: None,
+) -> dict[str, float]:
     """Median seconds of each of ``fns``, called in turn ``reps`` times (after ``warmup`` untimed rounds);
     ``sync`` (e.g. ``torch.cuda.synchronize``) runs before the clock starts and before it stops."""
     for _ in range(warmup):
@@ -59,9 +64,16 @@ def interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def warm_up(step: Callable[[], object], min_steps: int = 3, max_steps: int = 50, tol: float = 0.05,
-            window: int = 3, max_seconds: float = 120.0, sync: Callable[[], None] = lambda: None,
-            timer: Callable[[], float] = time.perf_counter) -> tuple[int, bool]:
+def warm_up(
+    step: Callable[[], object],
+    min_steps: int = 3,
+    max_steps: int = 50,
+    tol: float = 0.05,
+    window: int = 3,
+    max_seconds: float = 120.0,
+    sync: Callable[[], None] = lambda: None,
+    timer: Callable[[], float] = time.perf_counter,
+) -> tuple[int, bool]:
     """Call ``step`` until its time is stable: at least ``min_steps`` calls, then until the last ``window`` step
     times lie within ``tol`` of their median (or ``max_steps`` calls / ``max_seconds``). A fresh process runs a
     network up to about 2x slower for its first steps (allocator page faults, lazy initialisation), which would
@@ -99,15 +111,28 @@ def scene_boxes(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` detector-like boxes [n, 7] (float32) and scores [n] (see the module docstring)."""
     g = torch.Generator().manual_seed(seed)
     m = max(1, n // 10)
-    obj = torch.cat([torch.rand(m, 2, generator=g) * 80 - 40, torch.full((m, 1), -1.0),
-                     torch.tensor([4.2, 1.8, 1.6]) * (1 + 0.1 * torch.randn(m, 3, generator=g)),
-                     torch.rand(m, 1, generator=g) * 2 * torch.pi - torch.pi], 1)
+    obj = torch.cat(
+        [
+            torch.rand(m, 2, generator=g) * 80 - 40,
+            torch.full((m, 1), -1.0),
+            torch.tensor([4.2, 1.8, 1.6]) * (1 + 0.1 * torch.randn(m, 3, generator=g)),
+            torch.rand(m, 1, generator=g) * 2 * torch.pi - torch.pi,
+        ],
+        1,
+    )
     pick = torch.randint(0, m, (n,), generator=g)
-    noise = torch.cat([0.5 * torch.randn(n, 3, generator=g), 0.05 * torch.randn(n, 3, generator=g),
-                       0.1 * torch.randn(n, 1, generator=g)], 1)
+    noise = torch.cat(
+        [
+            0.5 * torch.randn(n, 3, generator=g),
+            0.05 * torch.randn(n, 3, generator=g),
+            0.1 * torch.randn(n, 1, generator=g),
+        ],
+        1,
+    )
     boxes = obj[pick]
-    boxes = torch.cat([boxes[:, :3] + noise[:, :3], boxes[:, 3:6] * (1 + noise[:, 3:6]), boxes[:, 6:] + noise[:, 6:]],
-                      1)
+    boxes = torch.cat(
+        [boxes[:, :3] + noise[:, :3], boxes[:, 3:6] * (1 + noise[:, 3:6]), boxes[:, 6:] + noise[:, 6:]], 1
+    )
     return boxes, torch.rand(n, generator=g)
 
 
@@ -126,8 +151,11 @@ def real_clouds() -> dict[str, torch.Tensor]:
 
     kitti = [torch.from_numpy(read_points(root / f"kitti_frames/velodyne/00000{i}.bin", 4)) for i in range(3)]
     nus = next((root / "nuscenes_demo").glob("*LIDAR_TOP*.pcd.bin"))
-    return {"KITTI frame": kitti[0], "3 KITTI scans": torch.cat(kitti),
-            "nuScenes frame": torch.from_numpy(read_points(nus, 5))[:, :4].contiguous()}
+    return {
+        "KITTI frame": kitti[0],
+        "3 KITTI scans": torch.cat(kitti),
+        "nuScenes frame": torch.from_numpy(read_points(nus, 5))[:, :4].contiguous(),
+    }
 
 
 def uniform_cloud(n: int, point_cloud_range, seed: int = 0) -> torch.Tensor:
@@ -171,7 +199,7 @@ def shapely_nms_rows(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: f
         if not alive[i]:
             continue
         keep.append(i)
-        rest = np.flatnonzero(alive[i + 1:]) + i + 1
+        rest = np.flatnonzero(alive[i + 1 :]) + i + 1
         inter = shapely.area(shapely.intersection(polys[i], polys[rest]))
         alive[rest[inter / (area[i] + area[rest] - inter) > iou_threshold]] = False
     return order[keep]
@@ -195,15 +223,21 @@ def shapely_nms_tree(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: f
     alive = np.ones(len(order), dtype=bool)
     for row in np.unique(i):
         if alive[row]:
-            alive[j[np.searchsorted(i, row):np.searchsorted(i, row, side="right")]] = False
+            alive[j[np.searchsorted(i, row) : np.searchsorted(i, row, side="right")]] = False
     return order[alive]
 
 
 # ===================================================================================================== the rows
 def _row(op: str, size: str, zoo_s: float, peer: str, peer_s: float | None, note: str = "") -> dict:
-    return {"op": op, "size": size, "zoo_ms": zoo_s * 1e3, "peer": peer,
-            "peer_ms": None if peer_s is None else peer_s * 1e3,
-            "ratio": None if not peer_s else zoo_s / peer_s, "note": note}
+    return {
+        "op": op,
+        "size": size,
+        "zoo_ms": zoo_s * 1e3,
+        "peer": peer,
+        "peer_ms": None if peer_s is None else peer_s * 1e3,
+        "ratio": None if not peer_s else zoo_s / peer_s,
+        "note": note,
+    }
 
 
 def _voxelize_rows(reps: int, device: torch.device) -> list[dict]:
@@ -225,16 +259,30 @@ def _voxelize_rows(reps: int, device: torch.device) -> list[dict]:
             fns = {"zoo": lambda: voxelize(pts, vs, rng)}
             note = ""
             if PointToVoxel is not None:
-                gen = PointToVoxel(vsize_xyz=list(vs), coors_range_xyz=list(rng), num_point_features=pts.shape[1],
-                                   max_num_voxels=max_vox, max_num_points_per_voxel=max_pts, device=device)
+                gen = PointToVoxel(
+                    vsize_xyz=list(vs),
+                    coors_range_xyz=list(rng),
+                    num_point_features=pts.shape[1],
+                    max_num_voxels=max_vox,
+                    max_num_points_per_voxel=max_pts,
+                    device=device,
+                )
                 fns["spconv"] = lambda: gen(pts)
                 kept = int(gen(pts)[2].sum())
                 note = f"spconv keeps {kept / max(1, int(voxelize(pts, vs, rng).keep.sum())):.0%} of the points"
             else:
                 note = "spconv not installed (pip install zoo[3d])"
             t = interleaved(fns, reps, sync=sync)
-            rows.append(_row("voxelize", f"{grid_name}, {cloud_name} ({len(pts) / 1e3:.0f}k)", t["zoo"],
-                             f"spconv PointToVoxel ({max_pts} pts, {max_vox:,} cells)", t.get("spconv"), note))
+            rows.append(
+                _row(
+                    "voxelize",
+                    f"{grid_name}, {cloud_name} ({len(pts) / 1e3:.0f}k)",
+                    t["zoo"],
+                    f"spconv PointToVoxel ({max_pts} pts, {max_vox:,} cells)",
+                    t.get("spconv"),
+                    note,
+                )
+            )
         sizes = LINEARITY_POINTS
         per = []
         for n in sizes:
@@ -242,9 +290,17 @@ def _voxelize_rows(reps: int, device: torch.device) -> list[dict]:
             per.append(interleaved({"zoo": lambda: voxelize(pts, vs, rng)}, reps, sync=sync)["zoo"])
         slope, icpt = np.polyfit(np.array(sizes, dtype=float), np.array(per), 1)
         lo_k, hi_k = sizes[0] // 1000, sizes[-1] // 1000
-        rows.append(_row("voxelize", f"{grid_name}, linearity {lo_k}k-{hi_k}k", per[-1], "-", None,
-                         f"time per point at {hi_k}k / at {lo_k}k = {(per[-1] / sizes[-1]) / (per[0] / sizes[0]):.2f} "
-                         f"(1 = linear); slope {slope * 1e9:.1f} us per 1,000 points, intercept {icpt * 1e3:.2f} ms"))
+        rows.append(
+            _row(
+                "voxelize",
+                f"{grid_name}, linearity {lo_k}k-{hi_k}k",
+                per[-1],
+                "-",
+                None,
+                f"time per point at {hi_k}k / at {lo_k}k = {(per[-1] / sizes[-1]) / (per[0] / sizes[0]):.2f} "
+                f"(1 = linear); slope {slope * 1e9:.1f} us per 1,000 points, intercept {icpt * 1e3:.2f} ms",
+            )
+        )
     return rows
 
 
@@ -254,8 +310,7 @@ def _iou_rows(reps: int, sizes) -> list[dict]:
     rows = []
     for n in sizes:
         boxes, _ = scene_boxes(n)
-        t = interleaved({"zoo": lambda: bev_iou(boxes, boxes), "shapely": lambda: shapely_bev_iou(boxes, boxes)},
-                        reps)
+        t = interleaved({"zoo": lambda: bev_iou(boxes, boxes), "shapely": lambda: shapely_bev_iou(boxes, boxes)}, reps)
         rows.append(_row("iou", f"rotated BEV IoU {n} x {n}", t["zoo"], "shapely STRtree", t["shapely"]))
     return rows
 
@@ -266,20 +321,32 @@ def _nms_rows(reps: int, sizes, iou_threshold: float = 0.2) -> list[dict]:
     rows = []
     for n in sizes:
         boxes, scores = scene_boxes(n)
-        t = interleaved({"zoo": lambda: rotated_nms(boxes, scores, iou_threshold),
-                         "rows": lambda: shapely_nms_rows(boxes, scores, iou_threshold),
-                         "tree": lambda: shapely_nms_tree(boxes, scores, iou_threshold)}, reps)
+        t = interleaved(
+            {
+                "zoo": lambda: rotated_nms(boxes, scores, iou_threshold),
+                "rows": lambda: shapely_nms_rows(boxes, scores, iou_threshold),
+                "tree": lambda: shapely_nms_tree(boxes, scores, iou_threshold),
+            },
+            reps,
+        )
         best = min(("rows", "tree"), key=t.get)
         kept = len(rotated_nms(boxes, scores, iou_threshold))
-        rows.append(_row("nms", f"rotated NMS {n} boxes (IoU > {iou_threshold})", t["zoo"],
-                         {"rows": "shapely row-vectorised", "tree": "shapely STRtree"}[best], t[best],
-                         f"{kept} kept; other shapely peer "
-                         f"{t['tree' if best == 'rows' else 'rows'] * 1e3:.2f} ms"))
+        rows.append(
+            _row(
+                "nms",
+                f"rotated NMS {n} boxes (IoU > {iou_threshold})",
+                t["zoo"],
+                {"rows": "shapely row-vectorised", "tree": "shapely STRtree"}[best],
+                t[best],
+                f"{kept} kept; other shapely peer {t['tree' if best == 'rows' else 'rows'] * 1e3:.2f} ms",
+            )
+        )
     return rows
 
 
-def bench_peer_ops(names: list[str] | str, reps: int | None = None, box_sizes=BOX_SIZES, device=None,
-                   verbose: bool = True) -> list[dict]:
+def bench_peer_ops(
+    names: list[str] | str, reps: int | None = None, box_sizes=BOX_SIZES, device=None, verbose: bool = True
+) -> list[dict]:
     """Rows for ``names`` (of :data:`PEER_OPS`; ``"peers"`` = all), one thread, interleaved with the peers;
     prints one table. ``reps``: timed rounds per row (default 7; take medians). ``device``: where voxelize and
     spconv run (default the CPU; ``cuda``: both on the GPU, synchronised); iou and nms always run on the CPU (their
@@ -294,8 +361,11 @@ def bench_peer_ops(names: list[str] | str, reps: int | None = None, box_sizes=BO
     dev = torch.device(device or "cpu")
     with _threads(1):
         for n in names:
-            rows += {"voxelize": lambda: _voxelize_rows(reps, dev), "iou": lambda: _iou_rows(reps, box_sizes),
-                     "nms": lambda: _nms_rows(reps, box_sizes)}[n]()
+            rows += {
+                "voxelize": lambda: _voxelize_rows(reps, dev),
+                "iou": lambda: _iou_rows(reps, box_sizes),
+                "nms": lambda: _nms_rows(reps, box_sizes),
+            }[n]()
     for r in rows:
         r["device"] = str(device or "cpu") if r["op"] == "voxelize" else "cpu"
     if verbose:
@@ -304,10 +374,14 @@ def bench_peer_ops(names: list[str] | str, reps: int | None = None, box_sizes=BO
 
 
 def print_peer_rows(rows: list[dict]) -> None:
-    print(f"{'op':9s} {'dev':5s} {'work':48s} {'zoo ms':>9s} {'peer ms':>9s} {'ratio':>7s}  peer; note  (1 thread, "
-          "interleaved, medians)")
+    print(
+        f"{'op':9s} {'dev':5s} {'work':48s} {'zoo ms':>9s} {'peer ms':>9s} {'ratio':>7s}  peer; note  (1 thread, "
+        "interleaved, medians)"
+    )
     for r in rows:
         peer = "-" if r["peer_ms"] is None else f"{r['peer_ms']:9.2f}"
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
-        print(f"{r['op']:9s} {r.get('device', 'cpu')[:5]:5s} {r['size']:48s} {r['zoo_ms']:9.2f} {peer:>9s} "
-              f"{ratio:>7s}  {r['peer']}" + (f"; {r['note']}" if r["note"] else ""))
+        print(
+            f"{r['op']:9s} {r.get('device', 'cpu')[:5]:5s} {r['size']:48s} {r['zoo_ms']:9.2f} {peer:>9s} "
+            f"{ratio:>7s}  {r['peer']}" + (f"; {r['note']}" if r["note"] else "")
+        )

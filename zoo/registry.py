@@ -8,6 +8,7 @@ path and imported only when a model is built), so listing models stays fast.
 The paper's reported metrics (``paper_metrics``) and the metrics we measured (``our_metrics``, read from
 ``results/<method>.csv``) are kept apart and never mixed: a model card shows both, each labelled.
 """
+
 from __future__ import annotations
 
 import difflib

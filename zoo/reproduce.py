@@ -14,6 +14,7 @@ dependency is trained first with its own config under ``<runs>/<dependency>/seed
 finished; the user's ``--trainer.*`` overrides apply to it too) and its checkpoint is passed as the init argument the
 variant names.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,10 @@ log = logging.getLogger(__name__)
 
 def _spec(entry) -> ResultSpec:
     if entry.results is None:
-        raise ValueError(f"{entry.name} has no results spec (its method records no measured numbers yet); "
-                         "entries with one: " + ", ".join(e.name for e in registry.all_entries() if e.results))
+        raise ValueError(
+            f"{entry.name} has no results spec (its method records no measured numbers yet); "
+            "entries with one: " + ", ".join(e.name for e in registry.all_entries() if e.results)
+        )
     return entry.results
 
 
@@ -43,8 +46,10 @@ def _config(entry, config: str | None = None) -> str:
     path = registry.find_config(config)
     if path is not None:
         return str(path)
-    raise FileNotFoundError(f"{config} (the config of {entry.name}) is not here: run zoo reproduce from the "
-                            "repository root, where configs/ is.")
+    raise FileNotFoundError(
+        f"{config} (the config of {entry.name}) is not here: run zoo reproduce from the "
+        "repository root, where configs/ is."
+    )
 
 
 def _logger_args(config: str, run_dir: Path) -> list[str]:
@@ -61,10 +66,16 @@ def _logger_args(config: str, run_dir: Path) -> list[str]:
 def _git_commit() -> str:
     repo = Path(__file__).resolve().parents[1]
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
     return f"{sha}-dirty" if sha and dirty else sha
@@ -88,10 +99,19 @@ def _fit(config: str, seed: int, run_dir: Path, args: list[str]):
     run_dir.mkdir(parents=True, exist_ok=True)
     argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when both sys.argv and args are given
     try:
-        return run_lightning(["fit", "--config", config, f"--seed_everything={seed}",
-                              f"--trainer.default_root_dir={run_dir}", "--trainer.enable_progress_bar=false",
-                              "--trainer.enable_model_summary=false",
-                              *_logger_args(config, run_dir), *args])
+        return run_lightning(
+            [
+                "fit",
+                "--config",
+                config,
+                f"--seed_everything={seed}",
+                f"--trainer.default_root_dir={run_dir}",
+                "--trainer.enable_progress_bar=false",
+                "--trainer.enable_model_summary=false",
+                *_logger_args(config, run_dir),
+                *args,
+            ]
+        )
     finally:
         sys.argv = argv
 
@@ -114,8 +134,10 @@ def _dependency(name: str, seed: int, runs: Path, echo, trainer_args: list[str])
     cli = _fit(_config(entry), seed, run_dir, [*(variant.args if variant else ()), *trainer_args])
     ckpt = _best_checkpoint(cli.trainer)
     if ckpt is None:
-        raise RuntimeError(f"{entry.name}'s config kept no checkpoint under {run_dir}: a dependency needs one "
-                           "(add a ModelCheckpoint callback).")
+        raise RuntimeError(
+            f"{entry.name}'s config kept no checkpoint under {run_dir}: a dependency needs one "
+            "(add a ModelCheckpoint callback)."
+        )
     marker.write_text(ckpt + "\n")
     return ckpt
 
@@ -146,7 +168,8 @@ def _check_aggregates(method_or_demo: str, group: dict, seeds: list[int], dest: 
             raise ValueError(
                 f"seeds {sorted(covered & set(seeds))} of {'/'.join(_group(r))} are already counted in the aggregate row "
                 f"of seeds {r['seed']} in {csv_path(method_or_demo, dest)}: re-measure all of {r['seed']} to replace it, "
-                "or choose seeds it does not cover")
+                "or choose seeds it does not cover"
+            )
 
 
 def _test_after_fit(cli) -> bool:
@@ -174,9 +197,17 @@ def _config_path(config: str) -> Path:
     return Path(path)
 
 
-def reproduce_config(config: str, seeds: list[int], variant: str = "default", overrides: list[str] | None = None,
-                     results_dir: str | Path | None = None, runs_dir: str | Path = "runs/reproduce",
-                     record: bool = False, echo=print, after: list[str] | None = None) -> list[dict]:
+def reproduce_config(
+    config: str,
+    seeds: list[int],
+    variant: str = "default",
+    overrides: list[str] | None = None,
+    results_dir: str | Path | None = None,
+    runs_dir: str | Path = "runs/reproduce",
+    record: bool = False,
+    echo=print,
+    after: list[str] | None = None,
+) -> list[dict]:
     """A demo config (or any config with no registry entry), once per seed: every scalar the fit logged (protocol
     ``fit``) and, when the config has a test loop, every scalar ``trainer.test`` on the final weights returned
     (protocol ``test``), one row each, to ``<dest>/demo/<config stem>.csv`` with entry ``demo/<stem>``. ``after``:
@@ -191,8 +222,7 @@ def reproduce_config(config: str, seeds: list[int], variant: str = "default", ov
     dest = destination(results_dir, runs_dir, record)
     dataset = "demo"
     for proto in ("fit", "test"):
-        _check_aggregates(demo, {"entry": demo, "dataset": dataset, "variant": variant, "protocol": proto}, seeds,
-                          dest)
+        _check_aggregates(demo, {"entry": demo, "dataset": dataset, "variant": variant, "protocol": proto}, seeds, dest)
     written, times = [], []
     for i, seed in enumerate(seeds):
         t0 = time.perf_counter()
@@ -210,24 +240,43 @@ def reproduce_config(config: str, seeds: list[int], variant: str = "default", ov
         times.append(wall)
         rows = []
         for proto, values in logged.items():
-            row = {"entry": demo, "dataset": dataset, "variant": variant, "protocol": proto, "seed": seed,
-                   "seeds": 1, "wall_s": round(wall, 1), "zoo_version": zoo.__version__, "git_commit": _git_commit(),
-                   "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "device": _device(cli.trainer),
-                   "note": " ".join(overrides or [])}
+            row = {
+                "entry": demo,
+                "dataset": dataset,
+                "variant": variant,
+                "protocol": proto,
+                "seed": seed,
+                "seeds": 1,
+                "wall_s": round(wall, 1),
+                "zoo_version": zoo.__version__,
+                "git_commit": _git_commit(),
+                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+                "device": _device(cli.trainer),
+                "note": " ".join(overrides or []),
+            }
             row.update(values)
             rows.append(row)
         out = append_rows(demo, rows, dest, replace_aggregates=True)
         written += rows
         eta = (len(seeds) - i - 1) * sum(times) / len(times)
         shown = "; ".join(f"{k} {v:.4g}" for k, v in list(logged["fit"].items())[:6])
-        echo(f"zoo reproduce {demo} [{variant}] seed {seed} ({i + 1}/{len(seeds)}): {shown} | {wall:.0f} s, "
-             f"ETA {eta / 60:.1f} min -> {out}")
+        echo(
+            f"zoo reproduce {demo} [{variant}] seed {seed} ({i + 1}/{len(seeds)}): {shown} | {wall:.0f} s, "
+            f"ETA {eta / 60:.1f} min -> {out}"
+        )
     return written
 
 
-def reproduce(name: str, seeds: list[int], variant: str = "default", overrides: list[str] | None = None,
-              results_dir: str | Path | None = None, runs_dir: str | Path = "runs/reproduce", echo=print,
-              record: bool = False) -> list[dict]:
+def reproduce(
+    name: str,
+    seeds: list[int],
+    variant: str = "default",
+    overrides: list[str] | None = None,
+    results_dir: str | Path | None = None,
+    runs_dir: str | Path = "runs/reproduce",
+    echo=print,
+    record: bool = False,
+) -> list[dict]:
     """Run entry ``name``'s config once per seed, read its protocols' metrics and append one row per (seed, protocol)
     to ``<dest>/<method>.csv``: ``results_dir`` when given, the repository's ``results/`` with ``record``, else
     ``<runs_dir>/results``. Returns the rows written."""
@@ -243,21 +292,25 @@ def reproduce(name: str, seeds: list[int], variant: str = "default", overrides: 
     runs = Path(runs_dir)
     dest = destination(results_dir, runs_dir, record)
     for pname in spec.protocols:
-        _check_aggregates(entry.method, {"entry": entry.name, "dataset": dataset, "variant": variant,
-                                         "protocol": pname}, seeds, dest)
+        _check_aggregates(
+            entry.method, {"entry": entry.name, "dataset": dataset, "variant": variant, "protocol": pname}, seeds, dest
+        )
     written, times = [], []
     for i, seed in enumerate(seeds):
         t0 = time.perf_counter()
         trainer_args = [a for a in overrides or () if a.startswith("--trainer.")]
-        deps = [f"--model.init_args.{arg}={_dependency(dep.format(dataset=dataset), seed, runs, echo, trainer_args)}"
-                for arg, dep in var.depends.items()]
+        deps = [
+            f"--model.init_args.{arg}={_dependency(dep.format(dataset=dataset), seed, runs, echo, trainer_args)}"
+            for arg, dep in var.depends.items()
+        ]
         run_dir = runs / entry.name / variant / f"seed{seed}"
         cli = _fit(config, seed, run_dir, [*var.args, *deps, *(overrides or [])])
         trainer = cli.trainer
         logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if any(p.stage == "test" for p in spec.protocols.values()):
-            tested = trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=_best_checkpoint(trainer),
-                                  verbose=False)
+            tested = trainer.test(
+                cli.model, datamodule=cli.datamodule, ckpt_path=_best_checkpoint(trainer), verbose=False
+            )
             for d in tested:
                 logged.update({k: float(v) for k, v in d.items()})
         wall = time.perf_counter() - t0
@@ -266,11 +319,24 @@ def reproduce(name: str, seeds: list[int], variant: str = "default", overrides: 
         for pname, protocol in spec.protocols.items():
             missing = [key for key in protocol.keys.values() if key not in logged]
             if missing:
-                raise RuntimeError(f"{entry.name}: the run logged no {', '.join(missing)} (protocol {pname!r}); "
-                                   f"logged: {', '.join(sorted(logged)) or 'nothing'}")
-            row = {"entry": entry.name, "dataset": dataset, "variant": variant, "protocol": pname, "seed": seed,
-                   "seeds": 1, "wall_s": round(wall, 1), "zoo_version": zoo.__version__, "git_commit": _git_commit(),
-                   "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "device": _device(trainer), "note": ""}
+                raise RuntimeError(
+                    f"{entry.name}: the run logged no {', '.join(missing)} (protocol {pname!r}); "
+                    f"logged: {', '.join(sorted(logged)) or 'nothing'}"
+                )
+            row = {
+                "entry": entry.name,
+                "dataset": dataset,
+                "variant": variant,
+                "protocol": pname,
+                "seed": seed,
+                "seeds": 1,
+                "wall_s": round(wall, 1),
+                "zoo_version": zoo.__version__,
+                "git_commit": _git_commit(),
+                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+                "device": _device(trainer),
+                "note": "",
+            }
             for col, key in protocol.keys.items():
                 scale = 1.0 if col in spec.counts else spec.scale
                 row[col] = logged[key] * scale
@@ -278,8 +344,12 @@ def reproduce(name: str, seeds: list[int], variant: str = "default", overrides: 
         path = append_rows(entry.method, rows, dest, replace_aggregates=True)
         written += rows
         eta = (len(seeds) - i - 1) * sum(times) / len(times)
-        shown = "; ".join(f"{r['protocol']}: " + ", ".join(f"{col} {r[col]:.{spec.decimals}f}" for col in spec.metrics
-                                                         if col in r) for r in rows)
-        echo(f"zoo reproduce {entry.name} [{variant}] seed {seed} ({i + 1}/{len(seeds)}): {shown} | {wall:.0f} s, "
-             f"ETA {eta / 60:.1f} min -> {path}")
+        shown = "; ".join(
+            f"{r['protocol']}: " + ", ".join(f"{col} {r[col]:.{spec.decimals}f}" for col in spec.metrics if col in r)
+            for r in rows
+        )
+        echo(
+            f"zoo reproduce {entry.name} [{variant}] seed {seed} ({i + 1}/{len(seeds)}): {shown} | {wall:.0f} s, "
+            f"ETA {eta / 60:.1f} min -> {path}"
+        )
     return written

@@ -21,6 +21,7 @@ these rows when asked.
 Demo configs (``configs/demo/*.yaml``) have rows too, in ``results/demo/<config stem>.csv`` (entry ``demo/<stem>``):
 ``zoo reproduce --config configs/demo/cmt.yaml --seeds 0-2`` records every scalar the run logged.
 """
+
 from __future__ import annotations
 
 import csv
@@ -33,8 +34,20 @@ from typing import Any
 
 from zoo.files import atomic_write_text
 
-FIXED = ("entry", "dataset", "variant", "protocol", "seed", "seeds", "wall_s", "zoo_version", "git_commit", "date",
-         "device", "note")
+FIXED = (
+    "entry",
+    "dataset",
+    "variant",
+    "protocol",
+    "seed",
+    "seeds",
+    "wall_s",
+    "zoo_version",
+    "git_commit",
+    "date",
+    "device",
+    "note",
+)
 
 
 @dataclass(frozen=True)
@@ -88,8 +101,11 @@ def parse_seeds(text: str) -> list[int]:
         for part in str(text).split(","):
             part = part.strip()
             if "-" in part[1:]:
-                a, b = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0],
-                                                                          part[1:].split("-", 1)[1])
+                a, b = (
+                    part.split("-", 1)
+                    if not part.startswith("-")
+                    else ("-" + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1])
+                )
                 lo, hi = int(a), int(b)
                 if hi < lo:
                     raise ValueError
@@ -115,8 +131,11 @@ def results_dir() -> Path:
 
 
 def csv_path(method: str, root: str | Path | None = None) -> Path:
-    return Path(root) if root is not None and Path(root).suffix == ".csv" else (
-        Path(root) if root is not None else results_dir()) / f"{method}.csv"
+    return (
+        Path(root)
+        if root is not None and Path(root).suffix == ".csv"
+        else (Path(root) if root is not None else results_dir()) / f"{method}.csv"
+    )
 
 
 _CACHE: dict[Path, tuple[float, list[dict]]] = {}
@@ -136,8 +155,10 @@ def read_rows(method: str, root: str | Path | None = None) -> list[dict[str, str
     for i, r in enumerate(rows, start=2):
         missing = [c for c in ("entry", "variant", "protocol", "seeds") if not r.get(c)]
         if missing:
-            raise ValueError(f"{path}:{i}: column(s) {', '.join(missing)} empty; every row names its entry, variant, "
-                             "protocol and seed count (see zoo/results.py).")
+            raise ValueError(
+                f"{path}:{i}: column(s) {', '.join(missing)} empty; every row names its entry, variant, "
+                "protocol and seed count (see zoo/results.py)."
+            )
     _CACHE[path] = (mtime, rows)
     return rows
 
@@ -151,12 +172,16 @@ def row_seeds(row) -> list[int]:
     seed = str(row.get("seed") if row.get("seed") is not None else "").strip()
     n = int(row["seeds"])
     if not seed:
-        raise ValueError(f"a row of {row['entry']} ({row['variant']}, {row['protocol']}) names no seed: per-seed rows "
-                         "give their seed, aggregate rows the seeds they cover (e.g. 0-9)")
+        raise ValueError(
+            f"a row of {row['entry']} ({row['variant']}, {row['protocol']}) names no seed: per-seed rows "
+            "give their seed, aggregate rows the seeds they cover (e.g. 0-9)"
+        )
     seeds = parse_seeds(seed)
     if len(seeds) != n or len(set(seeds)) != n:
-        raise ValueError(f"a row of {row['entry']} ({row['variant']}, {row['protocol']}) says seeds={n} but names "
-                         f"seed(s) {seed!r}: the two must agree")
+        raise ValueError(
+            f"a row of {row['entry']} ({row['variant']}, {row['protocol']}) says seeds={n} but names "
+            f"seed(s) {seed!r}: the two must agree"
+        )
     return seeds
 
 
@@ -177,12 +202,14 @@ def check_seeds_counted_once(rows: list[dict], source: str = "results") -> None:
                 raise ValueError(
                     f"{source}: seed {s} of {r['entry']} ({r['variant']}, {r['protocol']}) is counted twice ({where[s]} "
                     f"and {label}); a seed counts once: re-measure every seed of an aggregate to replace it, or use "
-                    "seeds it does not cover")
+                    "seeds it does not cover"
+                )
             where[s] = label
 
 
-def append_rows(method: str, new: list[dict[str, Any]], root: str | Path | None = None,
-                replace_aggregates: bool = False) -> Path:
+def append_rows(
+    method: str, new: list[dict[str, Any]], root: str | Path | None = None, replace_aggregates: bool = False
+) -> Path:
     """Append rows to ``results/<method>.csv`` (new columns are added; the file is replaced atomically). A per-seed
     row of the same (entry, dataset, variant, protocol, seed) as a new one is replaced: a seed is counted once. A new
     row whose seed an aggregate row already covers is refused, unless ``replace_aggregates`` (the caller re-measures
@@ -293,31 +320,48 @@ def our_metrics(entry, spec: ResultSpec, root: str | Path | None = None) -> tupl
     rows = [r for r in read_rows(entry.method, root) if r["entry"] == entry.name]
     sums = summarize(rows, [*spec.metrics, *spec.counts], spec.std_ddof)
     vorder, porder = list(spec.variants), list(spec.protocols)
-    sums.sort(key=lambda s: (vorder.index(s.variant) if s.variant in vorder else len(vorder),
-                             porder.index(s.protocol) if s.protocol in porder else len(porder)))
+    sums.sort(
+        key=lambda s: (
+            vorder.index(s.variant) if s.variant in vorder else len(vorder),
+            porder.index(s.protocol) if s.protocol in porder else len(porder),
+        )
+    )
     out = []
     for s in sums:
         variant = spec.variants.get(s.variant)
         protocol = spec.protocols.get(s.protocol)
         if variant is None or protocol is None:
-            raise ValueError(f"results/{entry.method}.csv: entry {entry.name} has rows of variant {s.variant!r} / "
-                             f"protocol {s.protocol!r}, which the method's ResultSpec does not define "
-                             f"(variants: {', '.join(vorder)}; protocols: {', '.join(porder)}).")
+            raise ValueError(
+                f"results/{entry.method}.csv: entry {entry.name} has rows of variant {s.variant!r} / "
+                f"protocol {s.protocol!r}, which the method's ResultSpec does not define "
+                f"(variants: {', '.join(vorder)}; protocols: {', '.join(porder)})."
+            )
         stats = "mean" if s.n > 1 else "one run"
-        counts = "".join(f"; {round(s.mean[c] * s.n)} of {s.n} runs {text}" for c, text in spec.counts.items()
-                         if s.mean.get(c))
-        text = (f"ours, {stats} of {_seed_text(s)} (reproduce: zoo reproduce {entry.name}"
-                f"{'' if s.variant == 'default' else f' --variant {s.variant}'}); {protocol.text}; {variant.text}"
-                f"{counts}" + "".join(f"; {n}" for n in dict.fromkeys(s.notes)))
+        counts = "".join(
+            f"; {round(s.mean[c] * s.n)} of {s.n} runs {text}" for c, text in spec.counts.items() if s.mean.get(c)
+        )
+        text = (
+            f"ours, {stats} of {_seed_text(s)} (reproduce: zoo reproduce {entry.name}"
+            f"{'' if s.variant == 'default' else f' --variant {s.variant}'}); {protocol.text}; {variant.text}"
+            f"{counts}" + "".join(f"; {n}" for n in dict.fromkeys(s.notes))
+        )
         for col, (metric, label) in spec.metrics.items():
             if col not in s.mean:
                 continue
             std = f", ±{s.std[col]:.{spec.decimals}f}" if s.n > 1 else ""
             tag = s.variant if len(spec.protocols) == 1 else f"{s.variant}, {s.protocol}"
-            out.append(Metric(task=spec.task, dataset=s.dataset,
-                              dataset_name=spec.dataset_names.get(s.dataset, s.dataset), metric=metric,
-                              value=round(s.mean[col], spec.decimals), split=spec.split,
-                              name=f"{label} ({tag}, n={s.n}{std})", protocol=text))
+            out.append(
+                Metric(
+                    task=spec.task,
+                    dataset=s.dataset,
+                    dataset_name=spec.dataset_names.get(s.dataset, s.dataset),
+                    metric=metric,
+                    value=round(s.mean[col], spec.decimals),
+                    split=spec.split,
+                    name=f"{label} ({tag}, n={s.n}{std})",
+                    protocol=text,
+                )
+            )
     return tuple(out)
 
 
@@ -353,8 +397,10 @@ def demo_table(root: str | Path | None = None, stems: list[str] | None = None) -
         rows = read_rows(f"demo/{path.stem}", folder.parent)
         cols = [c for c in (rows[0] if rows else {}) if _shown(c)]
         for s in summarize(rows, cols):
-            metrics = ", ".join(f"{c} {s.mean[c]:.4g}" + (f" ± {s.std[c]:.2g}" if s.n > 1 else "")
-                                for c in cols if c in s.mean)
-            out.append((f"configs/demo/{path.stem}.yaml", s.variant, s.protocol,
-                        f"{s.n} ({_ranges(s.seeds)})", metrics))
+            metrics = ", ".join(
+                f"{c} {s.mean[c]:.4g}" + (f" ± {s.std[c]:.2g}" if s.n > 1 else "") for c in cols if c in s.mean
+            )
+            out.append(
+                (f"configs/demo/{path.stem}.yaml", s.variant, s.protocol, f"{s.n} ({_ranges(s.seeds)})", metrics)
+            )
     return out

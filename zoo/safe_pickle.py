@@ -1,15 +1,29 @@
 """Restricted unpickling for the published datasets that ship as pickles (Planetoid ``ind.*`` files, mmdet3d / OpenPCDet
 info files): only the globals a reader names may be referenced; any other global (a function that would run code) is
 refused with an error that says what the file should hold."""
+
 from __future__ import annotations
 
 import io
 import pickle
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-_BUILTIN_TYPES = ("list", "dict", "tuple", "set", "frozenset", "bytearray", "bytes", "str", "int", "float", "complex",
-                  "bool", "slice")
+_BUILTIN_TYPES = (
+    "list",
+    "dict",
+    "tuple",
+    "set",
+    "frozenset",
+    "bytearray",
+    "bytes",
+    "str",
+    "int",
+    "float",
+    "complex",
+    "bool",
+    "slice",
+)
 
 
 def numpy_globals() -> dict[tuple[str, str], object]:

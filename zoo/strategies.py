@@ -16,10 +16,11 @@ The blocks are declared by the models, not listed here: any module of the model 
 
 Everything distributed is Lightning's and PyTorch's own; these subclasses only choose settings.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from collections.abc import Iterable
 
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, StrategyRegistry
 from lightning.pytorch.utilities import rank_zero_info
@@ -90,8 +91,13 @@ class ZooFSDPStrategy(_FusedKernelsMixin, FSDPStrategy):
     or paths) in its own FSDP unit; ``checkpoint_blocks=True`` also recomputes their activations in the backward. An
     explicit ``auto_wrap_policy`` / ``activation_checkpointing_policy`` wins over the blocks."""
 
-    def __init__(self, block_classes: list[str] | None = None, checkpoint_blocks: bool = False,
-                 fused_ops: str | list[str] | None = "all", **kwargs) -> None:
+    def __init__(
+        self,
+        block_classes: list[str] | None = None,
+        checkpoint_blocks: bool = False,
+        fused_ops: str | list[str] | None = "all",
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.block_classes = tuple(block_classes or ())
         self.checkpoint_blocks = checkpoint_blocks
@@ -103,8 +109,10 @@ class ZooFSDPStrategy(_FusedKernelsMixin, FSDPStrategy):
 
         blocks = fsdp_block_classes(model, self.block_classes)
         if not blocks:
-            rank_zero_info(f"{type(self).__name__}: the model declares no fsdp_blocks; FSDP wraps it as one unit "
-                           "(set fsdp_blocks on the model, or pass block_classes=['pkg.module.Block'])")
+            rank_zero_info(
+                f"{type(self).__name__}: the model declares no fsdp_blocks; FSDP wraps it as one unit "
+                "(set fsdp_blocks on the model, or pass block_classes=['pkg.module.Block'])"
+            )
             return blocks
         names = sorted(f"{c.__module__}.{c.__qualname__}" for c in blocks)
         if "auto_wrap_policy" not in self.kwargs:
@@ -122,18 +130,42 @@ class ZooFSDPStrategy(_FusedKernelsMixin, FSDPStrategy):
 
 def register(registry=StrategyRegistry) -> None:
     """Register the zoo strategies (idempotent: re-registering replaces the entries)."""
-    registry.register("zoo_ddp", ZooDDPStrategy, description="DDP for zoo models, with the zoo's fused kernels",
-                      override=True, start_method="popen")
-    registry.register("zoo_ddp_find_unused_parameters_true", ZooDDPStrategy, override=True, start_method="popen",
-                      find_unused_parameters=True,
-                      description="zoo_ddp for models with parameters that get no gradient in some steps "
-                                  "(e.g. TinyMIM's student: its last block's projection and MLP)")
-    registry.register("zoo_ddp_spawn", ZooDDPStrategy, override=True, start_method="spawn",
-                      description="DDP (start_method='spawn') for zoo models, with the zoo's fused kernels")
-    registry.register("zoo_fsdp", ZooFSDPStrategy, override=True,
-                      description="FSDP sharding each block the model declares (fsdp_blocks), with the fused kernels")
-    registry.register("zoo_fsdp_checkpointed", ZooFSDPStrategy, override=True, checkpoint_blocks=True,
-                      description="zoo_fsdp plus activation checkpointing of each zoo block")
+    registry.register(
+        "zoo_ddp",
+        ZooDDPStrategy,
+        description="DDP for zoo models, with the zoo's fused kernels",
+        override=True,
+        start_method="popen",
+    )
+    registry.register(
+        "zoo_ddp_find_unused_parameters_true",
+        ZooDDPStrategy,
+        override=True,
+        start_method="popen",
+        find_unused_parameters=True,
+        description="zoo_ddp for models with parameters that get no gradient in some steps "
+        "(e.g. TinyMIM's student: its last block's projection and MLP)",
+    )
+    registry.register(
+        "zoo_ddp_spawn",
+        ZooDDPStrategy,
+        override=True,
+        start_method="spawn",
+        description="DDP (start_method='spawn') for zoo models, with the zoo's fused kernels",
+    )
+    registry.register(
+        "zoo_fsdp",
+        ZooFSDPStrategy,
+        override=True,
+        description="FSDP sharding each block the model declares (fsdp_blocks), with the fused kernels",
+    )
+    registry.register(
+        "zoo_fsdp_checkpointed",
+        ZooFSDPStrategy,
+        override=True,
+        checkpoint_blocks=True,
+        description="zoo_fsdp plus activation checkpointing of each zoo block",
+    )
 
 
 register()

@@ -3,6 +3,7 @@ warm-up + cosine schedule (timm's ``CosineLRScheduler``), and top-1 / top-5 clas
 
 No-weight-decay parameter groups are timm's ``timm.optim.param_groups_weight_decay`` (weight decay on >= 2-D
 weights, none on 1-D parameters, biases and the model's ``no_weight_decay()`` names), called by each module."""
+
 from __future__ import annotations
 
 import logging
@@ -44,9 +45,16 @@ def warmup_cosine(optimizer, total_steps: int, warmup_steps: int, min_lr: float,
 
     for group in optimizer.param_groups:  # timm applies lr_scale itself: the groups must hold the unscaled lr
         group.setdefault("initial_lr", group["lr"] / group.get("lr_scale", 1.0))
-    sched = CosineLRScheduler(optimizer, t_initial=max(1, total_steps - warmup_steps), lr_min=min_lr,
-                              warmup_t=warmup_steps, warmup_lr_init=warmup_lr, warmup_prefix=True, cycle_limit=1,
-                              t_in_epochs=False)
+    sched = CosineLRScheduler(
+        optimizer,
+        t_initial=max(1, total_steps - warmup_steps),
+        lr_min=min_lr,
+        warmup_t=warmup_steps,
+        warmup_lr_init=warmup_lr,
+        warmup_prefix=True,
+        cycle_limit=1,
+        t_in_epochs=False,
+    )
     sched.step_update(0)  # the lr of the first step (timm sets it only when there is a warm-up)
     return {"scheduler": sched, "interval": "step"}
 
@@ -72,10 +80,12 @@ class ClassificationEval:
         from torchmetrics import MetricCollection
         from torchmetrics.classification import MulticlassAccuracy
 
-        metrics = MetricCollection({
-            "acc1": MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro"),
-            "acc5": MulticlassAccuracy(num_classes=num_classes, top_k=min(5, num_classes), average="micro"),
-        })
+        metrics = MetricCollection(
+            {
+                "acc1": MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro"),
+                "acc5": MulticlassAccuracy(num_classes=num_classes, top_k=min(5, num_classes), average="micro"),
+            }
+        )
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 

@@ -2,6 +2,7 @@
 warning where skipping is right (issue 23, section 4): info files without lidar_points, COCO segmentations that are not
 polygons of numbers or lack file_name, short or non-UTF-8 CSV rows, NaN clouds, all-corrupt images, bad webdataset
 samples. Each message is checked to be what the `zoo` command prints: one line (zoo.errors.user_error_message)."""
+
 from __future__ import annotations
 
 import io
@@ -13,12 +14,12 @@ import tarfile
 import numpy as np
 import pytest
 from PIL import Image
+
 from zoo.data_modules.driving import NuScenesDataModule, _FrameLoader
 from zoo.data_modules.driving_formats import load_info_pickle
 from zoo.data_modules.image_text import ImageTextDataModule
 from zoo.data_modules.instance_seg import NuScenesInstanceSegDataModule, load_nuinsseg
 from zoo.data_modules.video import VideoTextDataModule
-
 from zoo.errors import UserError, user_error_message
 
 NUS_INFO = "n015-2018-07-24-11-22-45+0800.pkl"
@@ -66,8 +67,12 @@ def test_lwsis_info_without_lidar_points(shared_data, tmp_path):
 def _cloud(tmp_path, pts) -> dict:
     path = tmp_path / "frame.bin"
     np.asarray(pts, np.float32).tofile(path)
-    return {"points_path": path, "names": ["car"], "boxes": np.array([[0, 0, 0, 4, 2, 1.5, 0]], np.float32),
-            "frame_id": "f"}
+    return {
+        "points_path": path,
+        "names": ["car"],
+        "boxes": np.array([[0, 0, 0, 4, 2, 1.5, 0]], np.float32),
+        "frame_id": "f",
+    }
 
 
 def test_all_nan_cloud_is_an_error_and_nan_points_are_dropped_with_a_count(tmp_path):
@@ -85,8 +90,11 @@ def test_all_nan_cloud_is_an_error_and_nan_points_are_dropped_with_a_count(tmp_p
 # --------------------------------------------------------------------------------------------- COCO / nuInsSeg
 def _coco(tmp_path, segmentation, image=None):
     image = image if image is not None else {"id": 1, "file_name": "a.jpg", "height": 90, "width": 160}
-    coco = {"images": [image], "categories": [{"id": 3, "name": "car"}],
-            "annotations": [{"id": 5, "image_id": 1, "category_id": 3, "segmentation": s} for s in segmentation]}
+    coco = {
+        "images": [image],
+        "categories": [{"id": 3, "name": "car"}],
+        "annotations": [{"id": 5, "image_id": 1, "category_id": 3, "segmentation": s} for s in segmentation],
+    }
     path = tmp_path / "coco.json"
     path.write_text(json.dumps(coco))
     return path
@@ -95,18 +103,24 @@ def _coco(tmp_path, segmentation, image=None):
 def test_coco_polygon_with_fewer_than_3_points_is_a_counted_skip(tmp_path):
     good = [[10, 10, 50, 10, 50, 40, 10, 40]]
     path = _coco(tmp_path, [good, [[10, 10, 50, 10]], [[]], [[1, 2, 3, 4], *good]])
-    with pytest.warns(UserWarning, match=r"skipped 2 mask\(s\) without a polygon of at least 3 points \(e.g. "
-                                         r"annotation 1, annotation 2\)"):
+    with pytest.warns(
+        UserWarning,
+        match=r"skipped 2 mask\(s\) without a polygon of at least 3 points \(e.g. "
+        r"annotation 1, annotation 2\)",
+    ):
         out = load_nuinsseg(path)
     assert [r["mask"].sum() for r in out["a.jpg"]] == [1200, 1200]  # the 2-point polygon of the last one is dropped
 
 
-@pytest.mark.parametrize("segmentation, needle", [
-    ([[10, 10, "x", 10, 50, 40]], "polygon 0 must be a flat list of numeric x, y coordinates"),
-    ([[10, 10, None, 10, 50, 40]], "polygon 0 must be a flat list of numeric x, y coordinates"),
-    ([[[10, 10], [50, 10], [50, 40]]], "polygon 0 must be a flat list"),
-    ({"counts": [5, 10]}, "a COCO RLE needs size [height, width] and counts"),
-])
+@pytest.mark.parametrize(
+    "segmentation, needle",
+    [
+        ([[10, 10, "x", 10, 50, 40]], "polygon 0 must be a flat list of numeric x, y coordinates"),
+        ([[10, 10, None, 10, 50, 40]], "polygon 0 must be a flat list of numeric x, y coordinates"),
+        ([[[10, 10], [50, 10], [50, 40]]], "polygon 0 must be a flat list"),
+        ({"counts": [5, 10]}, "a COCO RLE needs size [height, width] and counts"),
+    ],
+)
 def test_coco_non_numeric_segmentation_is_one_line(tmp_path, segmentation, needle):
     with pytest.raises(UserError) as e:
         load_nuinsseg(_coco(tmp_path, [segmentation]))
@@ -129,8 +143,7 @@ def test_webvid_short_row_is_one_line(tmp_path):
     dm = _webvid(tmp_path, b"1,http://x,PT00H00M10S,000001_000050,people ride bikes\n2,http://x,PT00H00M05S\n")
     with pytest.raises(UserError) as e:
         dm.read_split("train")
-    _one_line(e, "results_2M_train.csv: line 3 has 3 of the header's 5 fields", "no name, page_dir",
-              "re-download")
+    _one_line(e, "results_2M_train.csv: line 3 has 3 of the header's 5 fields", "no name, page_dir", "re-download")
 
 
 def test_webvid_non_utf8_is_one_line(tmp_path):
@@ -176,20 +189,23 @@ def write_corrupt_pairs(folder, n: int = 4, good: int = 0):
 
 
 def test_aclip_all_corrupt_images_stop_at_setup(tmp_path):
-    dm = ImageTextDataModule(root=str(write_corrupt_pairs(tmp_path, n=12)), image_size=32, context_length=16,
-                             batch_size=2)
+    dm = ImageTextDataModule(
+        root=str(write_corrupt_pairs(tmp_path, n=12)), image_size=32, context_length=16, batch_size=2
+    )
     with pytest.raises(UserError) as e:
         dm.setup("fit")
     _one_line(e, "none of 8 images sampled across its 12 rows decodes", "0.jpg", "re-download corrupt files")
-    some = ImageTextDataModule(root=str(write_corrupt_pairs(tmp_path / "some", n=12, good=1)), image_size=32,
-                               context_length=16, batch_size=2)
+    some = ImageTextDataModule(
+        root=str(write_corrupt_pairs(tmp_path / "some", n=12, good=1)), image_size=32, context_length=16, batch_size=2
+    )
     some.setup("fit")  # one decodable image is enough: the rest are counted skips while training
     assert len(some.train_set) == 12
 
 
 def test_aclip_fewer_pairs_than_a_batch_is_one_line_not_zero_steps(tmp_path):
-    dm = ImageTextDataModule(root=str(write_corrupt_pairs(tmp_path, n=3, good=3)), image_size=32, context_length=16,
-                             batch_size=4)
+    dm = ImageTextDataModule(
+        root=str(write_corrupt_pairs(tmp_path, n=3, good=3)), image_size=32, context_length=16, batch_size=4
+    )
     dm.setup("fit")
     with pytest.raises(UserError) as e:
         dm.train_dataloader()
@@ -211,8 +227,17 @@ def _jpeg() -> bytes:
 
 
 def test_skipped_webdataset_samples_are_reported(tmp_path, caplog):
-    _shard(tmp_path / "00000.tar", [("a.jpg", _jpeg()), ("a.txt", b"red"), ("b.jpg", b"junk"), ("b.txt", b"x"),
-                                    ("c.jpg", _jpeg()), ("c.txt", b"")])
+    _shard(
+        tmp_path / "00000.tar",
+        [
+            ("a.jpg", _jpeg()),
+            ("a.txt", b"red"),
+            ("b.jpg", b"junk"),
+            ("b.txt", b"x"),
+            ("c.jpg", _jpeg()),
+            ("c.txt", b""),
+        ],
+    )
     dm = ImageTextDataModule(root=str(tmp_path), image_size=32, context_length=16, batch_size=2)
     dm.setup("fit")
     with caplog.at_level(logging.WARNING):

@@ -1,5 +1,6 @@
 """Caption corpora + HDF5 features for RSFD: the readers on the shared MSVD / MSR-VTT captions, the vocabulary and
 FAD frequency table, batches, and the clear errors (corrupt HDF5 entry, a caption file naming an unknown video)."""
+
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+
 from zoo.data_modules.captioning import (
     BOS,
     EOS,
@@ -21,7 +23,6 @@ from zoo.data_modules.captioning import (
     read_msvd_lists,
     words,
 )
-
 from zoo.errors import DataNotFoundError, UserError
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -68,8 +69,10 @@ def _write_msrvtt(root: Path, n=(6, 2, 2), dims=(5, 3), extra_sentence=None, cor
         for _ in range(m):
             vid = f"video{k}"
             videos.append({"video_id": vid, "category": k % 3, "split": split})
-            sentences += [{"video_id": vid, "caption": f"a man number {k % 4} is running"},
-                          {"video_id": vid, "caption": "someone runs"}]
+            sentences += [
+                {"video_id": vid, "caption": f"a man number {k % 4} is running"},
+                {"video_id": vid, "caption": "someone runs"},
+            ]
             k += 1
     if extra_sentence:
         sentences.append({"video_id": extra_sentence, "caption": "a ghost"})
@@ -85,8 +88,16 @@ def _write_msrvtt(root: Path, n=(6, 2, 2), dims=(5, 3), extra_sentence=None, cor
 
 
 def _dm(root, **kw):
-    return CaptionFeaturesDataModule(layout="msrvtt", root=str(root), features=["image.hdf5", "motion.hdf5"],
-                                     count_threshold=0, max_len=6, n_steps=4, batch_size=4, **kw)
+    return CaptionFeaturesDataModule(
+        layout="msrvtt",
+        root=str(root),
+        features=["image.hdf5", "motion.hdf5"],
+        count_threshold=0,
+        max_len=6,
+        n_steps=4,
+        batch_size=4,
+        **kw,
+    )
 
 
 def test_msrvtt_layout_batches_vocabulary_and_frequencies(tmp_path):
@@ -141,8 +152,9 @@ def test_msvd_layout_reads_shared_caption_lists_with_features(tmp_path):
             for v in vids:
                 fi[f"video{v}"] = np.ones((9, 4), np.float32)
                 fm[f"video{v}"] = np.ones((2, 2), np.float32)
-    dm = CaptionFeaturesDataModule(layout="msvd", root=str(tmp_path), features=["image.hdf5", "motion.hdf5"],
-                                   max_len=20, batch_size=8)
+    dm = CaptionFeaturesDataModule(
+        layout="msvd", root=str(tmp_path), features=["image.hdf5", "motion.hdf5"], max_len=20, batch_size=8
+    )
     dm.setup("fit")
     assert dm.num_categories == 0 and "category" not in next(iter(dm.train_dataloader()))
     assert len(dm.sets["train"]) == corpus.num_captions("train") and len(dm.sets["test"]) == 1

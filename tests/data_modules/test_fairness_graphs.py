@@ -1,4 +1,5 @@
 """Fairness graph loaders: published counts, the NIFTY edge rule, RELIANT splits, the synthetic generator, errors."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -83,7 +84,7 @@ def test_credit_loader_counts_and_split(shared_data, tmp_path):
     # NIFTY's feature_norm: every column spans [-1, 1] except the sensitive one (Age, binary), kept raw
     age = 1  # column order of credit.csv without the label and Single: Married, Age, ...
     torch.testing.assert_close(d.x[:, age], d.sens.float())
-    others = torch.cat([d.x[:, :age], d.x[:, age + 1:]], 1)
+    others = torch.cat([d.x[:, :age], d.x[:, age + 1 :]], 1)
     torch.testing.assert_close(others.min(0).values, -torch.ones(12))
     torch.testing.assert_close(others.max(0).values, torch.ones(12))
 

@@ -1,5 +1,6 @@
 """Deep-graph-clustering loaders: published counts on the shared data, the restricted unpickler, the karate club,
 clear errors."""
+
 from __future__ import annotations
 
 import pickle
@@ -56,6 +57,7 @@ def test_restricted_unpickler_refuses_code(tmp_path):
     class Evil:
         def __reduce__(self):
             import os
+
             return (os.system, (f"touch {marker}",))
 
     bad = tmp_path / "ind.cora.x"

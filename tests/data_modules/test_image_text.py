@@ -1,5 +1,6 @@
 """ImageTextDataModule: CSV/TSV, webdataset shards, captioned folders and the captioned digits; A-CLIP's three views
 and their boxes; bad rows (missing file, empty caption, undecodable image) are counted skips, not crashes."""
+
 from __future__ import annotations
 
 import io
@@ -9,6 +10,7 @@ import tarfile
 import pytest
 import torch
 from PIL import Image
+
 from zoo.data_modules.image_text import (
     DIGIT_NAMES,
     ImageTextDataModule,
@@ -16,7 +18,6 @@ from zoo.data_modules.image_text import (
     collate_skipping,
     three_boxes,
 )
-
 from zoo.errors import DataNotFoundError, UserError
 
 EOT = 49407
@@ -29,14 +30,20 @@ def _img(mode="RGB", size=(40, 30), color=None):
 def _write_pairs(tmp_path, sep=","):
     (tmp_path / "imgs").mkdir()
     _img().save(tmp_path / "imgs" / "a.jpg")
-    _img("L").save(tmp_path / "imgs" / "gray.png")                        # wrong mode -> converted
+    _img("L").save(tmp_path / "imgs" / "gray.png")  # wrong mode -> converted
     _img("RGBA", color=(0, 0, 255, 128)).save(tmp_path / "imgs" / "rgba.png")
     _img("P").save(tmp_path / "imgs" / "pal.png")
     (tmp_path / "imgs" / "broken.jpg").write_bytes(b"not a jpeg at all")  # undecodable -> skipped when read
-    long_caption = " ".join(["a very long caption"] * 40)                # longer than the context -> truncated
-    rows = [("imgs/a.jpg", "a red rectangle"), ("imgs/gray.png", long_caption), ("imgs/rgba.png", "blue"),
-            ("imgs/pal.png", "a palette image"), ("imgs/missing.jpg", "no file"), ("imgs/a.jpg", "  "),
-            ("imgs/broken.jpg", "broken")]
+    long_caption = " ".join(["a very long caption"] * 40)  # longer than the context -> truncated
+    rows = [
+        ("imgs/a.jpg", "a red rectangle"),
+        ("imgs/gray.png", long_caption),
+        ("imgs/rgba.png", "blue"),
+        ("imgs/pal.png", "a palette image"),
+        ("imgs/missing.jpg", "no file"),
+        ("imgs/a.jpg", "  "),
+        ("imgs/broken.jpg", "broken"),
+    ]
     path = tmp_path / ("pairs.csv" if sep == "," else "pairs.tsv")
     path.write_text("filepath" + sep + "title\n" + "".join(f"{a}{sep}{b}\n" for a, b in rows))
     return path
@@ -75,8 +82,7 @@ def test_captioned_folder_reads_same_stem_captions(tmp_path):
         _img().save(tmp_path / f"{i}.jpg")
         (tmp_path / f"{i}.txt").write_text(f"picture number {i}\n")
     _img().save(tmp_path / "nocap.jpg")
-    dm = ImageTextDataModule(root=str(tmp_path), val_root=str(tmp_path), image_size=32, context_length=16,
-                             batch_size=2)
+    dm = ImageTextDataModule(root=str(tmp_path), val_root=str(tmp_path), image_size=32, context_length=16, batch_size=2)
     dm.setup("fit")
     assert len(dm.train_set) == 3 and dm.skips.counts == {"no or an empty caption file": 1}
     val = next(iter(dm.val_dataloader()))
@@ -98,14 +104,14 @@ def test_webdataset_shards_stream_pairs_and_skip_bad_samples(tmp_path):
                 _img().save(buf, format="JPEG")
                 add(tar, f"{key}.jpg", buf.getvalue() if (shard, i) != (1, 2) else b"garbage")
                 add(tar, f"{key}.txt", b"a red box" if (shard, i) != (0, 1) else b"")
-    dm = ImageTextDataModule(root=str(tmp_path / "{00000..00001}.tar"), image_size=32, context_length=16,
-                             batch_size=2)
+    dm = ImageTextDataModule(root=str(tmp_path / "{00000..00001}.tar"), image_size=32, context_length=16, batch_size=2)
     dm.setup("fit")
     items = list(dm.train_set)
     assert len(items) == 4 and all(x["view1"].shape == (3, 32, 32) for x in items)
     assert dm.skips.counts == {"an empty caption": 1, "an undecodable image": 1}
-    folder = ImageTextDataModule(root=str(tmp_path), image_size=32, context_length=16, batch_size=2,
-                                 webdataset_length=3)
+    folder = ImageTextDataModule(
+        root=str(tmp_path), image_size=32, context_length=16, batch_size=2, webdataset_length=3
+    )
     folder.setup("fit")
     batches = list(folder.train_dataloader())
     assert sum(b["text"].shape[0] for b in batches) == 3
@@ -167,8 +173,14 @@ def test_zeroshot_folder_gives_labels_class_names_and_no_retrieval_pairs(tmp_pat
     for i in range(2):
         _img().save(tmp_path / f"{i}.jpg")
         (tmp_path / f"{i}.txt").write_text("a caption")
-    dm = ImageTextDataModule(root=str(tmp_path), zeroshot_root=str(tmp_path / "zs"),
-                             templates=["a photo of a {}."], image_size=32, context_length=16, batch_size=4)
+    dm = ImageTextDataModule(
+        root=str(tmp_path),
+        zeroshot_root=str(tmp_path / "zs"),
+        templates=["a photo of a {}."],
+        image_size=32,
+        context_length=16,
+        batch_size=4,
+    )
     dm.setup("fit")
     assert dm.classnames == ["golden retriever", "tabby cat"]
     zs = next(iter(dm.val_dataloader()))

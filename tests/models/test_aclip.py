@@ -1,5 +1,6 @@
 """A-CLIP: attentive mask, token gather, attention hook, losses against direct computations, EMA schedule,
 logit-scale clamp, weight-decay groups, zero-shot classifier and retrieval, and a short end-to-end fit."""
+
 from __future__ import annotations
 
 import argparse
@@ -35,9 +36,23 @@ from zoo.models.aclip.module import (
     weight_decay_groups,
 )
 
-TINY = dict(img_size=32, patch_size=8, vision_width=32, vision_depth=2, vision_heads=2, embed_dim=16,
-            context_length=8, vocab_size=64, text_width=16, text_heads=2, text_layers=1, ssl_mlp_dim=32,
-            ssl_emb_dim=8, byol_hidden_dim=32, byol_dim=8)
+TINY = dict(
+    img_size=32,
+    patch_size=8,
+    vision_width=32,
+    vision_depth=2,
+    vision_heads=2,
+    embed_dim=16,
+    context_length=8,
+    vocab_size=64,
+    text_width=16,
+    text_heads=2,
+    text_layers=1,
+    ssl_mlp_dim=32,
+    ssl_emb_dim=8,
+    byol_hidden_dim=32,
+    byol_dim=8,
+)
 
 
 # ---------------------------------------------------------------------------------------------- attentive mask
@@ -60,7 +75,8 @@ def test_top_cells_of_a_hand_made_map_are_kept_as_2x2_patch_units():
     best = int(cell_scores.flatten().argmax())
     r, c = divmod(best, 7)
     assert {2 * r * 14 + 2 * c, 2 * r * 14 + 2 * c + 1, (2 * r + 1) * 14 + 2 * c, (2 * r + 1) * 14 + 2 * c + 1} <= set(
-        keep[0].tolist())
+        keep[0].tolist()
+    )
 
 
 def _official_map(scores, view_box, ema_box, grid):
@@ -71,8 +87,13 @@ def _official_map(scores, view_box, ema_box, grid):
     for i in range(scores.shape[0]):
         m = scores[i].reshape(1, 1, grid, grid)
         m = F.interpolate(m, (int(ema_box[i, 2]), int(ema_box[i, 3])), mode="bilinear")
-        m = crop(m, int(view_box[i, 0] - ema_box[i, 0]), int(view_box[i, 1] - ema_box[i, 1]), int(view_box[i, 2]),
-                 int(view_box[i, 3]))
+        m = crop(
+            m,
+            int(view_box[i, 0] - ema_box[i, 0]),
+            int(view_box[i, 1] - ema_box[i, 1]),
+            int(view_box[i, 2]),
+            int(view_box[i, 3]),
+        )
         out.append(F.interpolate(m, (grid, grid), mode="bilinear")[0, 0])
     return torch.stack(out)
 
@@ -177,12 +198,22 @@ def test_byol_loss_and_the_weighted_total_with_the_simclr_pairing_flag():
     direct = sum(2 - 2 * float(p[r] @ z[r]) / (float(p[r].norm()) * float(z[r].norm())) for r in range(3)) / 3
     assert byol_loss(p, z).item() == pytest.approx(direct, rel=1e-5)
 
-    out = {"image1": torch.randn(4, 8), "image2": torch.randn(4, 8), "text": torch.randn(4, 8),
-           "ssl1": torch.randn(4, 6), "ssl2": torch.randn(4, 6), "pred1": torch.randn(4, 5),
-           "pred2": torch.randn(4, 5), "target": torch.randn(4, 5), "logit_scale": torch.tensor(1 / 0.07)}
+    out = {
+        "image1": torch.randn(4, 8),
+        "image2": torch.randn(4, 8),
+        "text": torch.randn(4, 8),
+        "ssl1": torch.randn(4, 6),
+        "ssl2": torch.randn(4, 6),
+        "pred1": torch.randn(4, 5),
+        "pred2": torch.randn(4, 5),
+        "target": torch.randn(4, 5),
+        "logit_scale": torch.tensor(1 / 0.07),
+    }
     got = aclip_loss(out)
-    c1, c2 = clip_loss(out["image1"], out["text"], out["logit_scale"]), clip_loss(out["image2"], out["text"],
-                                                                                   out["logit_scale"])
+    c1, c2 = (
+        clip_loss(out["image1"], out["text"], out["logit_scale"]),
+        clip_loss(out["image2"], out["text"], out["logit_scale"]),
+    )
     s = simclr_loss(out["ssl1"], out["ssl2"], 0.1)
     b = (byol_loss(out["pred1"], out["target"]) + byol_loss(out["pred2"], out["target"])) / 2
     torch.testing.assert_close(got["loss"], 0.5 * c1 + 0.5 * c2 + 1.0 * s + 2.0 * b)
@@ -214,7 +245,8 @@ def test_momentum_schedule_and_update():
     # token embedding and ln_final are shared, not copied
     names = {n for n, _ in net.named_parameters()}
     assert sorted(n for n in names if "embedding" in n or "ln_final" in n) == sorted(
-        ["text.token_embedding.weight", "text.positional_embedding", "text.ln_final.weight", "text.ln_final.bias"])
+        ["text.token_embedding.weight", "text.positional_embedding", "text.ln_final.weight", "text.ln_final.bias"]
+    )
     assert all(not p.requires_grad for n, p in net.named_parameters() if "_ema" in n)
 
 
@@ -235,10 +267,23 @@ def test_weight_decay_groups_follow_the_release():
     dec, nodec = {ids[id(p)] for p in decay["params"]}, {ids[id(p)] for p in no_decay["params"]}
     assert decay["weight_decay"] == 0.5 and no_decay["weight_decay"] == 0.0
     # the released rule is literal: tokens and position embeddings are >= 2-D, so they are decayed
-    assert {"visual.blocks.0.attn.qkv.weight", "image_projection", "image_mlp.layer1.weight",
-            "text.token_embedding.weight", "visual.cls_token", "visual.pos_embed", "text.positional_embedding"} <= dec
-    assert {"logit_scale", "text.ln_final.weight", "text.transformer.resblocks.0.ln_1.weight",
-            "image_mlp.bn1.weight", "visual.blocks.0.attn.qkv.bias", "visual.norm.weight"} <= nodec
+    assert {
+        "visual.blocks.0.attn.qkv.weight",
+        "image_projection",
+        "image_mlp.layer1.weight",
+        "text.token_embedding.weight",
+        "visual.cls_token",
+        "visual.pos_embed",
+        "text.positional_embedding",
+    } <= dec
+    assert {
+        "logit_scale",
+        "text.ln_final.weight",
+        "text.transformer.resblocks.0.ln_1.weight",
+        "image_mlp.bn1.weight",
+        "visual.blocks.0.attn.qkv.bias",
+        "visual.norm.weight",
+    } <= nodec
     assert not any("_ema" in n or "patch_embed.proj" in n for n in dec | nodec)  # nothing frozen is optimised
 
 
@@ -313,20 +358,38 @@ def test_forward_gives_the_ema_towers_in_eval_and_the_online_outputs_in_training
 def test_short_fit_on_captioned_digits_runs_end_to_end(tmp_path):
     """Two steps of the real objective on the digits data module, then zero-shot + retrieval on held-out digits."""
     from lightning.pytorch import Trainer, seed_everything
+
     from zoo.data_modules.image_text import ImageTextDataModule
 
     seed_everything(0)
     module = ACLIPModule(**{**TINY, "vocab_size": 49408, "context_length": 16})
     dm = ImageTextDataModule(root=None, image_size=32, context_length=16, batch_size=8)
-    trainer = Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=2, logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                      default_root_dir=tmp_path, num_sanity_val_steps=0)
+    trainer = Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+    )
     before = module.model.visual_ema.cls_token.clone()
     online_before = module.model.visual.blocks[0].attn.qkv.weight.clone()
     trainer.fit(module, datamodule=dm)
     m = trainer.callback_metrics
-    for key in ("train/loss", "train/clip", "train/simclr", "train/byol", "val/zeroshot_top1", "val/zeroshot_top5",
-                "val/i2t_r1", "val/t2i_r1"):
+    for key in (
+        "train/loss",
+        "train/clip",
+        "train/simclr",
+        "train/byol",
+        "val/zeroshot_top1",
+        "val/zeroshot_top5",
+        "val/i2t_r1",
+        "val/t2i_r1",
+    ):
         assert key in m and torch.isfinite(m[key]), key
     assert module.classnames[7] == "seven"
     assert not torch.equal(module.model.visual.blocks[0].attn.qkv.weight, online_before)  # trained
@@ -341,8 +404,13 @@ def _batch(B=4, size=32, ctx=8, vocab=64):
     text = torch.randint(1, vocab - 1, (B, ctx), generator=g)
     text[:, -1] = vocab - 1
     boxes = torch.tensor([[[4, 0, 20, 24], [8, 6, 24, 20], [0, 0, 32, 32]]]).expand(B, -1, -1)
-    return {"view1": torch.randn(B, 3, size, size, generator=g), "view2": torch.randn(B, 3, size, size, generator=g),
-            "view3": torch.randn(B, 3, size, size, generator=g), "boxes": boxes, "text": text}
+    return {
+        "view1": torch.randn(B, 3, size, size, generator=g),
+        "view2": torch.randn(B, 3, size, size, generator=g),
+        "view3": torch.randn(B, 3, size, size, generator=g),
+        "boxes": boxes,
+        "text": text,
+    }
 
 
 @pytest.mark.filterwarnings("ignore:.*self.log.*")
@@ -350,7 +418,9 @@ def test_training_step_of_both_objectives():
     torch.manual_seed(0)
     aclip = ACLIPModule(**TINY).train()
     aclip.training_step(_batch(), 0).backward()
-    assert aclip.model.image_mlp.layer1.weight.grad is not None and aclip.model.byol_predictor[0].weight.grad is not None
+    assert (
+        aclip.model.image_mlp.layer1.weight.grad is not None and aclip.model.byol_predictor[0].weight.grad is not None
+    )
     assert aclip.model.visual_ema.cls_token.grad is None  # the EMA tower is a target, never trained by gradient
     clip = ACLIPModule(**TINY, objective="clip").train()
     loss = clip.training_step(_batch(), 0)
@@ -363,9 +433,23 @@ def test_training_step_of_both_objectives():
 # ---------------------------------------------------------------------------------------------- release parity
 # Golden tensors from microsoft/A-CLIP@0e51942 (models.py, losses.py) run on CPU: tests/fixtures/aclip/README.md.
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "aclip"
-GOLDEN_SIZE = dict(img_size=224, patch_size=16, vision_width=16, vision_depth=2, vision_heads=2, embed_dim=16,
-                   context_length=8, vocab_size=64, text_width=16, text_heads=2, text_layers=1, ssl_mlp_dim=32,
-                   ssl_emb_dim=8, byol_hidden_dim=32, byol_dim=8)
+GOLDEN_SIZE = dict(
+    img_size=224,
+    patch_size=16,
+    vision_width=16,
+    vision_depth=2,
+    vision_heads=2,
+    embed_dim=16,
+    context_length=8,
+    vocab_size=64,
+    text_width=16,
+    text_heads=2,
+    text_layers=1,
+    ssl_mlp_dim=32,
+    ssl_emb_dim=8,
+    byol_hidden_dim=32,
+    byol_dim=8,
+)
 ATOL = 1e-5
 
 
@@ -376,11 +460,22 @@ def _release_checkpoint(path: Path) -> Path:
     opt = torch.optim.AdamW(params, lr=5e-4)
     sum(p.sum() for p in params).backward()
     opt.step()
-    ckpt = {"epoch": 3, "state_dict": {f"module.{k}": v for k, v in state.items()}, "optimizer": opt.state_dict(),
-            "scaler": {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
-                       "_growth_tracker": 0},
-            "best_acc": 12.5, "args": argparse.Namespace(model="ACLIP_VITB16", mask_ratio=0.5, lr=5e-4,
-                                                         output_dir="./output", betas=(0.9, 0.98))}
+    ckpt = {
+        "epoch": 3,
+        "state_dict": {f"module.{k}": v for k, v in state.items()},
+        "optimizer": opt.state_dict(),
+        "scaler": {
+            "scale": 65536.0,
+            "growth_factor": 2.0,
+            "backoff_factor": 0.5,
+            "growth_interval": 2000,
+            "_growth_tracker": 0,
+        },
+        "best_acc": 12.5,
+        "args": argparse.Namespace(
+            model="ACLIP_VITB16", mask_ratio=0.5, lr=5e-4, output_dir="./output", betas=(0.9, 0.98)
+        ),
+    }
     torch.save(ckpt, path)
     return path
 
@@ -484,8 +579,11 @@ def test_training_forward_and_losses_match_the_release(golden, release_net):
     _close("EMA BYOL target", out["target"], golden["train_byol_feats_e"])
     _close("logit scale", out["logit_scale"], golden["train_logit_scale"])
     state = convert_to_release(module.model.state_dict())
-    for key in ("image_projection_e", "visual_ema.blocks.0.attn.qkv.weight",
-                "transformer_e.resblocks.0.mlp.c_fc.weight"):
+    for key in (
+        "image_projection_e",
+        "visual_ema.blocks.0.attn.qkv.weight",
+        "transformer_e.resblocks.0.mlp.c_fc.weight",
+    ):
         _close(f"EMA update {key}", state[key], golden[f"after_{key}"], 1e-7)
     end_to_end = aclip_loss(out, same_view=True)["loss"]
     _close("total loss, end to end", end_to_end, golden["loss_loss"], 1e-4)  # BN over 4 rows amplifies 1e-8 to 1e-6
@@ -496,9 +594,17 @@ def test_losses_match_the_release_on_its_own_outputs(golden):
     default), both fed the release's forward outputs."""
     B = golden["text"].shape[0]
     img, ssl, pred = golden["train_image_embed"], golden["train_image_ssl_embed"], golden["train_byol_feats"]
-    out = {"image1": img[:B], "image2": img[B:], "text": golden["train_text_embed"], "ssl1": ssl[:B],
-           "ssl2": ssl[B:], "pred1": pred[:B], "pred2": pred[B:], "target": golden["train_byol_feats_e"],
-           "logit_scale": golden["train_logit_scale"]}
+    out = {
+        "image1": img[:B],
+        "image2": img[B:],
+        "text": golden["train_text_embed"],
+        "ssl1": ssl[:B],
+        "ssl2": ssl[B:],
+        "pred1": pred[:B],
+        "pred2": pred[B:],
+        "target": golden["train_byol_feats_e"],
+        "logit_scale": golden["train_logit_scale"],
+    }
     release = aclip_loss(out, same_view=True)
     _close("total loss", release["loss"], golden["loss_loss"])
     _close("SimCLR loss (view 1 with itself)", release["simclr"], golden["loss_simclr_loss"])
@@ -509,8 +615,15 @@ def test_losses_match_the_release_on_its_own_outputs(golden):
 
 
 # ---------------------------------------------------------------------------------------------- zero-shot protocol
-RELEASE_IMAGENET_TEMPLATES = ["itap of a {}.", "a bad photo of the {}.", "a origami {}.", "a photo of the large {}.",
-                              "a {} in a video game.", "art of the {}.", "a photo of the small {}."]
+RELEASE_IMAGENET_TEMPLATES = [
+    "itap of a {}.",
+    "a bad photo of the {}.",
+    "a origami {}.",
+    "a photo of the large {}.",
+    "a {} in a video game.",
+    "art of the {}.",
+    "a photo of the small {}.",
+]
 
 
 @pytest.mark.parametrize("config", ["aclip.yaml", "aclip-vit-l16.yaml", "aclip-vit-s16.yaml", "aclip-cc3m.yaml"])

@@ -3,6 +3,7 @@ embeddings of both processes with gradients (``all_gather(sync_grads=True)``), s
 the concatenated batch: the CLIP and SimCLR terms equal the single-process values on all 8 pairs, the per-process
 BYOL terms average to the single-process one, and each process's embedding gradients are the world size times the
 single-process gradients of its rows (DDP's gradient averaging then gives the single-process parameter gradients)."""
+
 from __future__ import annotations
 
 import inspect
@@ -26,7 +27,9 @@ def batch_outputs():
     return {k: torch.randn(2 * B, D, generator=g) for k in KEYS}
 """
 
-SCRIPT = COMMON + """
+SCRIPT = (
+    COMMON
+    + """
 import sys
 from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader, TensorDataset
@@ -54,6 +57,7 @@ trainer.fit(model, DataLoader(TensorDataset(torch.zeros(2, 1)), batch_size=1))
 assert trainer.world_size == 2
 torch.save(model.result, sys.argv[1] + f".rank{trainer.global_rank}")
 """
+)
 
 
 @pytest.mark.slow  # two processes that import torch + Lightning + timm + open_clip: about 20 s on two shared cores
@@ -76,8 +80,7 @@ def test_gathered_loss_under_ddp_equals_the_single_process_loss(tmp_path, run_sc
         for k in ("image1", "image2", "text", "ssl1", "ssl2", "pred1", "pred2"):
             assert (full[k].grad is None) == ("grad_" + k not in res), f"rank {r} {k}: used in one run only"
             if full[k].grad is not None:
-                torch.testing.assert_close(res["grad_" + k], 2 * full[k].grad[r * B:(r + 1) * B],
-                                           msg=f"rank {r} {k}")
+                torch.testing.assert_close(res["grad_" + k], 2 * full[k].grad[r * B : (r + 1) * B], msg=f"rank {r} {k}")
     torch.testing.assert_close((ranks[0]["byol"] + ranks[1]["byol"]) / 2, single["byol"].detach())
     torch.testing.assert_close((ranks[0]["loss"] + ranks[1]["loss"]) / 2, single["loss"].detach())
     assert not torch.allclose(ranks[0]["byol"], ranks[1]["byol"])  # the processes did see different rows

@@ -1,5 +1,6 @@
 """CCGC: the Laplacian filter, the losses on hand-made examples, the metrics against scikit-learn, the quirk flags,
 the multi-seed protocol inside one fit, and a short Cora fit that beats K-means on the raw features."""
+
 from __future__ import annotations
 
 import itertools
@@ -25,9 +26,17 @@ from zoo.models.ccgc.module import (
 def _trainer(epochs: int):
     import lightning.pytorch as pl
 
-    return pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, accelerator="cpu",
-                      devices=1)
+    return pl.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        devices=1,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ filter
@@ -117,8 +126,9 @@ def test_cluster_guided_loss_gradients_pull_positives_together():
     torch.manual_seed(0)
     w = torch.randn(10, 3, requires_grad=True)
     z1, z2, labels = _two_clusters()
-    loss, _, _ = cluster_guided_loss(F.normalize(z1 + 0.1 * w, dim=1), z2, labels, torch.ones(10, dtype=torch.bool),
-                                     num_clusters=2)
+    loss, _, _ = cluster_guided_loss(
+        F.normalize(z1 + 0.1 * w, dim=1), z2, labels, torch.ones(10, dtype=torch.bool), num_clusters=2
+    )
     loss.backward()
     assert torch.isfinite(w.grad).all() and w.grad.abs().sum() > 0
 
@@ -175,9 +185,16 @@ def test_kmeans_distances_are_to_own_centre(impl):
 def test_module_checks_arguments():
     from zoo.errors import UserError
 
-    bad = [({"threshold": 0.0}, "threshold"), ({"num_clusters": 1}, "num_clusters"),
-           ({"kmeans_impl": "faiss"}, "kmeans_impl"), ({"pos_ratio": 1.5}, "pos_ratio"), ({"epochs": 0}, "epochs"),
-           ({"eval_every": 0}, "eval_every"), ({"lr": -1.0}, "lr"), ({"in_features": 0}, "in_features")]
+    bad = [
+        ({"threshold": 0.0}, "threshold"),
+        ({"num_clusters": 1}, "num_clusters"),
+        ({"kmeans_impl": "faiss"}, "kmeans_impl"),
+        ({"pos_ratio": 1.5}, "pos_ratio"),
+        ({"epochs": 0}, "epochs"),
+        ({"eval_every": 0}, "eval_every"),
+        ({"lr": -1.0}, "lr"),
+        ({"in_features": 0}, "in_features"),
+    ]
     for kwargs, name in bad:
         with pytest.raises(UserError, match=name) as err:
             CCGCModule(**{"in_features": 4, **kwargs})
@@ -209,8 +226,16 @@ def test_accumulate_grad_quirk():
     for quirk in (False, True):
         pl.seed_everything(0, verbose=False)
         dm = GraphClusteringDataModule(root=None, t=2)
-        m = CCGCModule(in_features=34, num_clusters=2, dims=8, lr=0.0, epochs=3, eval_every=10,
-                       kmeans_n_init=1, accumulate_grad_across_epochs=quirk)
+        m = CCGCModule(
+            in_features=34,
+            num_clusters=2,
+            dims=8,
+            lr=0.0,
+            epochs=3,
+            eval_every=10,
+            kmeans_n_init=1,
+            accumulate_grad_across_epochs=quirk,
+        )
         _trainer(3).fit(m, dm)
         grads[quirk] = m.model.encoder_1.weight.grad.clone()
     assert grads[False].abs().sum() > 0
@@ -221,8 +246,9 @@ def test_one_fit_is_one_seeded_run():
     import lightning.pytorch as pl
 
     dm = GraphClusteringDataModule(root=None, t=4)
-    hp = dict(in_features=34, num_clusters=2, dims=16, lr=1e-3, warmup_epochs=10, epochs=30, eval_every=10,
-              kmeans_n_init=2)
+    hp = dict(
+        in_features=34, num_clusters=2, dims=16, lr=1e-3, warmup_epochs=10, epochs=30, eval_every=10, kmeans_n_init=2
+    )
     results = []
     for seed in (1, 0, 1):
         pl.seed_everything(seed, verbose=False)

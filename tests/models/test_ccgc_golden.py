@@ -2,6 +2,7 @@
 negative losses and the release's training step (gradients accumulated across epochs, first confident cluster skipped)
 against xihongyang1999/CCGC's train.py run unchanged on the BAT graph with the same weights and the same random draws
 (tests/fixtures/ccgc/README.md says how the fixture was made)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,7 +34,7 @@ def close(name, got, want, rtol=1e-5, atol=1e-6):
 
 def _encoders(official, prefix="init"):
     enc = SiameseEncoders(D_IN, DIMS)
-    enc.load_state_dict({k[len(prefix) + 1:]: v for k, v in official.items() if k.startswith(prefix + ".")})
+    enc.load_state_dict({k[len(prefix) + 1 :]: v for k, v in official.items() if k.startswith(prefix + ".")})
     return enc
 
 
@@ -121,8 +122,9 @@ def test_cluster_guided_step_matches_the_release(official, monkeypatch):
     labels = official["kmeans.labels"]
     confident = high_confidence_mask(official["kmeans.dis"].min(dim=1).values, module.hparams.threshold)
     monkeypatch.setattr(torch, "randperm", _replay_draws(official, confident, labels))
-    loss, pos, neg = cluster_guided_loss(z1, z2, labels, confident, K, module.hparams.alpha, module.hparams.pos_ratio,
-                                         module.hparams.skip_first_cluster)
+    loss, pos, neg = cluster_guided_loss(
+        z1, z2, labels, confident, K, module.hparams.alpha, module.hparams.pos_ratio, module.hparams.skip_first_cluster
+    )
     close("L_pos", pos, official["cluster.loss_pos"])
     close("L_neg", neg, official["cluster.loss_neg"])
     close("L", loss, official["cluster.loss"])

@@ -1,5 +1,6 @@
 """CMT: camera geometry of the coordinates encoding, query visibility, PE shapes, matching, denoising, box code, the
 three modality paths, losses, bad calibration, the converter and a short real-data fit (spec 3d.md §1)."""
+
 from __future__ import annotations
 
 import math
@@ -134,17 +135,20 @@ def test_denoising_attention_mask():
     for g in range(3):
         rows = slice(2 * g, 2 * g + 2)
         own = torch.zeros(10, dtype=torch.bool)
-        own[2 * g:2 * g + 2] = True
+        own[2 * g : 2 * g + 2] = True
         own[6:] = True
         assert (m[rows] == ~own).all()  # a group sees itself and the matching queries only
 
 
 def test_prepare_denoising_targets_and_anchors():
-    boxes = [torch.tensor([[10.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0, 0.0, 0.0]]),
-             torch.tensor([[0.0, 5.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0], [-5.0, 0, 0, 1, 1, 1, 0, 0, 0]])]
+    boxes = [
+        torch.tensor([[10.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0, 0.0, 0.0]]),
+        torch.tensor([[0.0, 5.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0], [-5.0, 0, 0, 1, 1, 1, 0, 0, 0]]),
+    ]
     labels = [torch.tensor([0]), torch.tensor([8, 9])]
-    dn = prepare_denoising(boxes, labels, num_query=10, num_classes=10, pc_range=PCR, scalar=3,
-                           generator=torch.Generator().manual_seed(0))
+    dn = prepare_denoising(
+        boxes, labels, num_query=10, num_classes=10, pc_range=PCR, scalar=3, generator=torch.Generator().manual_seed(0)
+    )
     assert dn.groups == 3 and dn.pad_size == 6 and dn.anchors.shape == (2, 6, 3)
     assert dn.labels.shape == (9,)
     # jitter within half the box size: the DN anchor of the first car stays within (2, 1, 0.75) m of its centre
@@ -174,8 +178,7 @@ def _batch(m, n_boxes=3):
         pts = [torch.zeros(8, 5)]
     boxes = torch.tensor([[10.0, 3.0, 0.0, 4.0, 2.0, 1.5, 0.3, 1.0, 0.0]]).repeat(n_boxes, 1)
     boxes[:, 0] += torch.arange(n_boxes) * 5.0
-    return {"points": pts, "images": images, "lidar2img": l2i, "boxes": [boxes],
-            "labels": [torch.arange(n_boxes) % 10]}
+    return {"points": pts, "images": images, "lidar2img": l2i, "boxes": [boxes], "labels": [torch.arange(n_boxes) % 10]}
 
 
 def _grads(m):
@@ -251,8 +254,9 @@ def test_query_anchors_are_clamped_before_the_query_encodings(clamp):
             m.model.reference_points.weight.copy_(ref)
             dn = torch.tensor([[[-0.4, 1.2, 0.5]]])  # a denoising anchor outside [0, 1]
             outs.append(m.model(pts, images, l2i, dn_anchors=dn if not outs else dn.clamp(0, 1)))
-    same = all(torch.allclose(a, b, atol=1e-6) for a, b in ((outs[0]["cls"], outs[1]["cls"]),
-                                                            (outs[0]["box"], outs[1]["box"])))
+    same = all(
+        torch.allclose(a, b, atol=1e-6) for a, b in ((outs[0]["cls"], outs[1]["cls"]), (outs[0]["box"], outs[1]["box"]))
+    )
     assert same == clamp
     dn_same = torch.allclose(outs[0]["cls"][:, :, 0], outs[1]["cls"][:, :, 0], atol=1e-6)  # the DN query alone
     assert dn_same == clamp
@@ -352,8 +356,12 @@ def test_layer_loss_is_zero_for_a_perfect_box_and_counts_every_layer():
     assert matches[0][0].tolist() == [0, 1] and float(lb) == pytest.approx(0.0, abs=1e-6) and float(lc) < 1e-3
     losses = m.compute_losses(b)
     n = m.hparams.num_layers
-    assert {k for k in losses if k.startswith("d0.")} == {"d0.loss_cls", "d0.loss_bbox", "d0.dn_loss_cls",
-                                                          "d0.dn_loss_bbox"}
+    assert {k for k in losses if k.startswith("d0.")} == {
+        "d0.loss_cls",
+        "d0.loss_bbox",
+        "d0.dn_loss_cls",
+        "d0.dn_loss_bbox",
+    }
     assert float(losses["loss"]) == pytest.approx(float(sum(v for k, v in losses.items() if k != "loss")))
     assert len([k for k in losses if k.endswith("loss_cls") and "dn" not in k]) == n
 
@@ -379,12 +387,15 @@ def test_one_cycle_schedule_and_backbone_lr():
 # ------------------------------------------------------------------------------------------------ converter
 def _official_key(ours: str) -> str:
     """Our key -> the release's (hand-written inverse of the documented layout)."""
-    rules = [("img.neck.fpn_conv.", "img_neck.fpn_convs.0.conv."), ("shared_conv.0.", "pts_bbox_head.shared_conv.conv."),
-             ("shared_conv.1.", "pts_bbox_head.shared_conv.bn."), ("decoder.post_norm.",
-                                                                   "pts_bbox_head.transformer.decoder.post_norm.")]
+    rules = [
+        ("img.neck.fpn_conv.", "img_neck.fpn_convs.0.conv."),
+        ("shared_conv.0.", "pts_bbox_head.shared_conv.conv."),
+        ("shared_conv.1.", "pts_bbox_head.shared_conv.bn."),
+        ("decoder.post_norm.", "pts_bbox_head.transformer.decoder.post_norm."),
+    ]
     for a, b in rules:
         if ours.startswith(a):
-            return b + ours[len(a):]
+            return b + ours[len(a) :]
     parts = ours.split(".")
     if ours.startswith("img.neck.lateral_convs."):
         return f"img_neck.lateral_convs.{parts[3]}.conv.{parts[4]}"
@@ -412,8 +423,10 @@ def _official_key(ours: str) -> str:
 def test_converter_on_the_official_layout():
     m = tiny()
     own = m.model.state_dict()
-    official = {_official_key(k): torch.randn_like(v.float()).to(v.dtype) if v.is_floating_point() else v
-                for k, v in own.items()}
+    official = {
+        _official_key(k): torch.randn_like(v.float()).to(v.dtype) if v.is_floating_point() else v
+        for k, v in own.items()
+    }
     one_by_one = "pts_neck.deblocks.0.0.weight"  # stride-1 level: the release's 1x1 Conv2d is [out, in], ours [in, out]
     assert official[one_by_one].shape[-2:] == (1, 1)
     assert "pts_bbox_head.transformer.decoder.layers.0.attentions.1.attn.in_proj_weight" in official
@@ -456,8 +469,11 @@ def test_converter_covers_the_full_official_key_set(name, spconv_layout):
     own = {k: v for k, v in m.model.state_dict().items() if not k.endswith("num_batches_tracked")}
     assert set(got) == set(own)
     assert [k for k in own if got[k].shape != own[k].shape] == []
-    official_params = sum(math.prod(s) for k, s in spec["keys"].items()
-                          if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    official_params = sum(
+        math.prod(s)
+        for k, s in spec["keys"].items()
+        if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
     assert official_params == sum(p.numel() for p in m.model.parameters()) == SPECS[name][1]
 
 
@@ -469,8 +485,9 @@ def test_sparse_conv_layout_is_read_from_the_shape():
     for w in (w2, w2.permute(1, 2, 3, 4, 0)):
         torch.testing.assert_close(convert_state_dict({key: w})[ours], w2)
     w = torch.randn(128, 3, 1, 1, 128)  # conv_out: kernel (3, 1, 1)
-    torch.testing.assert_close(convert_state_dict({"pts_middle_encoder.conv_out.0.weight": w})
-                               ["pts.pts_middle_encoder.conv_out.0.weight"], w)
+    torch.testing.assert_close(
+        convert_state_dict({"pts_middle_encoder.conv_out.0.weight": w})["pts.pts_middle_encoder.conv_out.0.weight"], w
+    )
     with pytest.raises(UserError, match="neither spconv 1.x"):
         convert_state_dict({key: torch.randn(3, 3, 3, 32, 16)})
 
@@ -498,18 +515,47 @@ def _mmcv_checkpoint(state_dict: dict, optimizer: torch.optim.Optimizer) -> dict
 
     sd = OrderedDict((k, v.detach().clone()) for k, v in state_dict.items())
     sd._metadata = OrderedDict([("", {"version": 1}), ("pts_middle_encoder.conv_input.0", {"version": 2})])
-    meta = {"env_info": "sys.platform: linux\nPyTorch: 1.9.0", "config": "model = dict(type='CmtDetector')\n",
-            "seed": np.int64(1234), "exp_name": "cmt_voxel0075_vov_1600x640_cbgs.py", "mmdet_version": "2.24.0",
-            "mmseg_version": "0.20.0", "mmdet3d_version": "1.0.0rc5", "CLASSES": tuple(SPECS_CLASSES), "PALETTE": None,
-            "epoch": 20, "iter": 123456, "mmcv_version": "1.6.0", "time": "Sat Mar 11 10:00:00 2023",
-            "fp16": {"loss_scaler": {"cur_scale": 512.0, "cur_iter": 123456, "mode": "dynamic",
-                                     "last_overflow_iter": 120000, "scale_factor": 2.0, "scale_window": 1000}},
-            "hook_msgs": {"last_ckpt": "work_dirs/epoch_20.pth"}}
+    meta = {
+        "env_info": "sys.platform: linux\nPyTorch: 1.9.0",
+        "config": "model = dict(type='CmtDetector')\n",
+        "seed": np.int64(1234),
+        "exp_name": "cmt_voxel0075_vov_1600x640_cbgs.py",
+        "mmdet_version": "2.24.0",
+        "mmseg_version": "0.20.0",
+        "mmdet3d_version": "1.0.0rc5",
+        "CLASSES": tuple(SPECS_CLASSES),
+        "PALETTE": None,
+        "epoch": 20,
+        "iter": 123456,
+        "mmcv_version": "1.6.0",
+        "time": "Sat Mar 11 10:00:00 2023",
+        "fp16": {
+            "loss_scaler": {
+                "cur_scale": 512.0,
+                "cur_iter": 123456,
+                "mode": "dynamic",
+                "last_overflow_iter": 120000,
+                "scale_factor": 2.0,
+                "scale_window": 1000,
+            }
+        },
+        "hook_msgs": {"last_ckpt": "work_dirs/epoch_20.pth"},
+    }
     return {"meta": meta, "state_dict": sd, "optimizer": optimizer.state_dict()}
 
 
-SPECS_CLASSES = ("car", "truck", "construction_vehicle", "bus", "trailer", "barrier", "motorcycle", "bicycle",
-                 "pedestrian", "traffic_cone")
+SPECS_CLASSES = (
+    "car",
+    "truck",
+    "construction_vehicle",
+    "bus",
+    "trailer",
+    "barrier",
+    "motorcycle",
+    "bicycle",
+    "pedestrian",
+    "traffic_cone",
+)
 
 
 def test_release_file_format_reads_safely_and_converts_strictly(tmp_path):
@@ -522,8 +568,10 @@ def test_release_file_format_reads_safely_and_converts_strictly(tmp_path):
     from zoo.models.cmt.convert import load_official
 
     m = tiny()
-    official = {_official_key(k): torch.randn_like(v.float()).to(v.dtype) if v.is_floating_point() else v
-                for k, v in m.model.state_dict().items()}
+    official = {
+        _official_key(k): torch.randn_like(v.float()).to(v.dtype) if v.is_floating_point() else v
+        for k, v in m.model.state_dict().items()
+    }
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(3))], lr=1e-4)
     opt.step()
     path = tmp_path / "epoch_20.pth"
@@ -533,8 +581,10 @@ def test_release_file_format_reads_safely_and_converts_strictly(tmp_path):
     target = tiny()
     load_official(target, raw)
     got = target.model.state_dict()
-    torch.testing.assert_close(got["decoder.layers.0.cross_attn.in_proj_weight"],
-                               official["pts_bbox_head.transformer.decoder.layers.0.attentions.1.attn.in_proj_weight"])
+    torch.testing.assert_close(
+        got["decoder.layers.0.cross_attn.in_proj_weight"],
+        official["pts_bbox_head.transformer.decoder.layers.0.attentions.1.attn.in_proj_weight"],
+    )
     bad = _mmcv_checkpoint(official, opt)
     bad["meta"]["work_dir"] = pathlib.PurePosixPath("work_dirs/cmt")  # any other global
     torch.save(bad, tmp_path / "bad.pth")
@@ -560,9 +610,19 @@ def test_short_fit_on_the_real_frame_reduces_the_loss(shared_data):
     from zoo.data_modules.multiview import NuScenesMultiViewDataModule
 
     info = "n015-2018-07-24-11-22-45+0800.pkl"
-    dm = NuScenesMultiViewDataModule(root=str(shared_data / "nuscenes_demo"), train_split=info, val_split=info,
-                                     image_size=[64, 128], point_cloud_range=PCR, sweeps=1, augment=False,
-                                     cbgs=False, with_images=False, batch_size=1, num_workers=0)
+    dm = NuScenesMultiViewDataModule(
+        root=str(shared_data / "nuscenes_demo"),
+        train_split=info,
+        val_split=info,
+        image_size=[64, 128],
+        point_cloud_range=PCR,
+        sweeps=1,
+        augment=False,
+        cbgs=False,
+        with_images=False,
+        batch_size=1,
+        num_workers=0,
+    )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     m = tiny(modalities="lidar", num_query=80, dn_groups=1, dropout=0.0)
@@ -580,12 +640,23 @@ def test_short_fit_on_the_real_frame_reduces_the_loss(shared_data):
 def test_voxel_path_forward_on_the_cpu():
     """The released sparse encoder (spconv) at a small grid: 41 z cells as released, 32 x 32 cells -> 4 x 4 BEV tokens
     of 256 channels. Only the forward: spconv's CPU wheel has no backward (the tiny registry models use pillars)."""
-    m = tiny(modalities="lidar", lidar_encoder="voxel", point_cloud_range=[-12.8, -12.8, -5.0, 12.8, 12.8, 3.0],
-             voxel_size=[0.8, 0.8, 0.2])
+    m = tiny(
+        modalities="lidar",
+        lidar_encoder="voxel",
+        point_cloud_range=[-12.8, -12.8, -5.0, 12.8, 12.8, 3.0],
+        voxel_size=[0.8, 0.8, 0.2],
+    )
     assert m.model.pts.pts_middle_encoder.out_channels == 256 and m.model.pts.bev_hw == (4, 4)
     g = torch.Generator().manual_seed(0)
-    pts = [torch.cat([torch.rand(500, 3, generator=g) * torch.tensor([25.0, 25.0, 7.0]) - torch.tensor([12.5, 12.5, 4.5]),
-                      torch.rand(500, 2, generator=g)], 1)]
+    pts = [
+        torch.cat(
+            [
+                torch.rand(500, 3, generator=g) * torch.tensor([25.0, 25.0, 7.0]) - torch.tensor([12.5, 12.5, 4.5]),
+                torch.rand(500, 2, generator=g),
+            ],
+            1,
+        )
+    ]
     m.eval()
     with torch.no_grad():
         bev = m.model.pts(pts)
@@ -600,11 +671,14 @@ def test_converter_maps_the_released_vovnet_onto_timm():
 
     with torch.device("meta"):
         m = CMTModule(**SPECS["cmt-camera-vov"][0])
-    own = {k: v for k, v in m.model.state_dict().items() if k.startswith("img.backbone.")
-           and not k.endswith("num_batches_tracked")}
+    own = {
+        k: v
+        for k, v in m.model.state_dict().items()
+        if k.startswith("img.backbone.") and not k.endswith("num_batches_tracked")
+    }
 
     def official(k):
-        k = k[len("img.backbone."):]
+        k = k[len("img.backbone.") :]
         if k.startswith("stem_"):
             i, part, rest = re.match(r"stem_(\d+)\.(conv|bn)\.(.*)", k).groups()
             return f"img_backbone.stem.stem_{int(i) + 1}/{'norm' if part == 'bn' else 'conv'}.{rest}"
@@ -617,7 +691,7 @@ def test_converter_maps_the_released_vovnet_onto_timm():
         if rest.startswith("conv_concat."):
             part, tail = re.match(r"conv_concat\.(conv|bn)\.(.*)", rest).groups()
             return f"img_backbone.stage{s}.{osa}.concat.{osa}_concat/{'norm' if part == 'bn' else 'conv'}.{tail}"
-        return f"img_backbone.stage{s}.{osa}.ese.fc.{rest[len('attn.fc.'):]}"
+        return f"img_backbone.stage{s}.{osa}.ese.fc.{rest[len('attn.fc.') :]}"
 
     sd = {official(k): v for k, v in own.items()}
     assert "img_backbone.stage4.OSA4_9.layers.4.OSA4_9_4/conv.weight" in sd  # V-99: 9 blocks in stage 4
@@ -651,9 +725,19 @@ def test_head_matches_the_official_cmt_head():
     weights = load_file(GOLDEN / "head_weights.safetensors")
     b, v = io["lidar2img"].shape[:2]
     e = io["img_feat"].shape[1]
-    m = CMTModule(**{**SPECS["cmt-pillar0200-r50"][3], "hidden_dim": e, "num_heads": 4, "ffn_dim": 64,
-                     "num_layers": 2, "num_query": 24, "depth_num": 8, "head_conv": 16,
-                     "bev_upsample_filters": [8, 8]}).eval()
+    m = CMTModule(
+        **{
+            **SPECS["cmt-pillar0200-r50"][3],
+            "hidden_dim": e,
+            "num_heads": 4,
+            "ffn_dim": 64,
+            "num_layers": 2,
+            "num_query": 24,
+            "depth_num": 8,
+            "head_conv": 16,
+            "bev_upsample_filters": [8, 8],
+        }
+    ).eval()
     got = convert_state_dict(weights)
     own = m.model.state_dict()
     assert set(got) <= set(own) and all(got[k].shape == own[k].shape for k in got)
@@ -668,11 +752,14 @@ def test_head_matches_the_official_cmt_head():
     tgt, query_pos, memory, memory_pos, _ = cap["args"]
     hw = io["bev_pe"].shape[0]
     rv = io["rv_pe"].view(b, -1, e)  # [(B V), H, W, E] -> [B, (V H W), E]
-    checks = {"BEV token PE": (memory_pos[:, :hw], io["bev_pe"].expand(b, -1, -1)),
-              "camera-ray token PE": (memory_pos[:, hw:], rv),
-              "query PE (BEV + camera-ray, clamped anchors)": (query_pos, io["query_pe"]),
-              "decoder outputs": (cap["out"], io["decoder"]),
-              "logits": (out["cls"], io["cls"]), "box codes": (out["box"], io["box"])}
+    checks = {
+        "BEV token PE": (memory_pos[:, :hw], io["bev_pe"].expand(b, -1, -1)),
+        "camera-ray token PE": (memory_pos[:, hw:], rv),
+        "query PE (BEV + camera-ray, clamped anchors)": (query_pos, io["query_pe"]),
+        "decoder outputs": (cap["out"], io["decoder"]),
+        "logits": (out["cls"], io["cls"]),
+        "box codes": (out["box"], io["box"]),
+    }
     for name, (ours, theirs) in checks.items():
         torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4, msg=lambda s, n=name: f"{n}: {s}")
     dets = m.model.decode(out["cls"][-1], out["box"][-1], max_num=20)
@@ -723,7 +810,7 @@ def test_image_branch_matches_the_official_vovnet_and_cpfpn():
     keys = json.loads((GOLDEN / "branch_keys.json").read_text())["img"]
     io = load_file(GOLDEN / "img_branch_io.safetensors")
     branch = ImageBranch("ese_vovnet19b_slim", (3, 4), 32).eval()
-    got = {k[len("img."):]: v for k, v in convert_state_dict(_weights_from_keys(keys)).items()}
+    got = {k[len("img.") :]: v for k, v in convert_state_dict(_weights_from_keys(keys)).items()}
     branch.load_state_dict(got, strict=True)
     with torch.no_grad():
         feats = branch.backbone(io["image"])
@@ -742,12 +829,16 @@ def test_lidar_branch_matches_the_official_sparse_encoder_second_and_fpn():
 
     keys = json.loads((GOLDEN / "branch_keys.json").read_text())["pts"]
     io = load_file(GOLDEN / "lidar_branch_io.safetensors")
-    m = tiny(modalities="lidar", lidar_encoder="voxel", point_cloud_range=[-12.8, -12.8, -5.0, 12.8, 12.8, 3.0],
-             voxel_size=[0.8, 0.8, 0.2], **{k: v for k, v in SPECS["cmt-lidar-voxel0075"][0].items()
-                                            if k.startswith("bev_")}).eval()
+    m = tiny(
+        modalities="lidar",
+        lidar_encoder="voxel",
+        point_cloud_range=[-12.8, -12.8, -5.0, 12.8, 12.8, 3.0],
+        voxel_size=[0.8, 0.8, 0.2],
+        **{k: v for k, v in SPECS["cmt-lidar-voxel0075"][0].items() if k.startswith("bev_")},
+    ).eval()
     got = convert_state_dict(_weights_from_keys(keys))
     own = m.model.pts.state_dict()
-    sub = {k[len("pts."):]: v for k, v in got.items()}
+    sub = {k[len("pts.") :]: v for k, v in got.items()}
     assert set(sub) == {k for k in own if not k.endswith("num_batches_tracked")}
     m.model.pts.load_state_dict({**own, **sub}, strict=True)
     with torch.no_grad():

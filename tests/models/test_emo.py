@@ -1,4 +1,5 @@
 """EMO / iRMB: sizes against the paper, the released model's details, the timm-like surface, the converter."""
+
 from __future__ import annotations
 
 import pickle
@@ -11,7 +12,7 @@ import zoo
 from zoo.bench import count_macs
 from zoo.models.emo import SIZES
 from zoo.models.emo.convert import convert_state_dict, read_official, to_official_state_dict
-from zoo.models.emo.model import EMO, VARIANTS, emo_1m, iRMB, window_partition, window_unpartition
+from zoo.models.emo.model import EMO, VARIANTS, emo_1m, window_partition, window_unpartition
 from zoo.models.emo.module import EMOModule
 
 PAPER_PARAMS = {"emo_1m": 1_361_168, "emo_2m": 2_377_472, "emo_5m": 5_108_848, "emo_6m": 6_168_496}
@@ -131,12 +132,26 @@ def test_no_weight_decay_on_norms_and_biases():
 
 # --------------------------------------------------------------------------------------------- converter
 OFFICIAL_KEYS = [  # fvcore tables of the official logs
-    "stage0.0.convs.0.0.weight", "stage0.0.convs.0.0.bias", "stage0.0.convs.0.1.running_var",
-    "stage0.1.conv_local.conv.weight", "stage0.1.conv_local.norm.weight", "stage0.1.se.conv_reduce.weight",
-    "stage0.1.se.conv_expand.bias", "stage0.1.proj.conv.weight",
-    "stage1.0.norm.running_mean", "stage1.1.v.conv.weight", "stage1.1.v.conv.bias", "stage2.1.proj.conv.weight",
-    "stage3.1.norm.norm.weight", "stage3.1.qk.conv.weight", "stage3.1.qk.conv.bias", "stage4.2.conv_local.conv.weight",
-    "norm.norm.weight", "norm.norm.bias", "head.weight", "head.bias",
+    "stage0.0.convs.0.0.weight",
+    "stage0.0.convs.0.0.bias",
+    "stage0.0.convs.0.1.running_var",
+    "stage0.1.conv_local.conv.weight",
+    "stage0.1.conv_local.norm.weight",
+    "stage0.1.se.conv_reduce.weight",
+    "stage0.1.se.conv_expand.bias",
+    "stage0.1.proj.conv.weight",
+    "stage1.0.norm.running_mean",
+    "stage1.1.v.conv.weight",
+    "stage1.1.v.conv.bias",
+    "stage2.1.proj.conv.weight",
+    "stage3.1.norm.norm.weight",
+    "stage3.1.qk.conv.weight",
+    "stage3.1.qk.conv.bias",
+    "stage4.2.conv_local.conv.weight",
+    "norm.norm.weight",
+    "norm.norm.bias",
+    "head.weight",
+    "head.bias",
 ]
 
 
@@ -216,8 +231,12 @@ def test_module_recipe_and_errors():
 
 
 # EMO Table 2 / the official README, written out here independently of the registry: (params, MAdds, top-1)
-PAPER_TABLE = {"1m": (1_361_168, 261e6, 71.5), "2m": (2_377_472, 439e6, 75.1), "5m": (5_108_848, 903e6, 78.4),
-               "6m": (6_168_496, 961e6, 79.0)}
+PAPER_TABLE = {
+    "1m": (1_361_168, 261e6, 71.5),
+    "2m": (2_377_472, 439e6, 75.1),
+    "5m": (5_108_848, 903e6, 78.4),
+    "6m": (6_168_496, 961e6, 79.0),
+}
 
 
 def test_registry_entries_carry_the_paper_table():

@@ -1,5 +1,6 @@
 """LWSIS: PLA on a hand-built scene, the balanced sampler, each loss against a direct computation, the dynamic head's
 parameter count, a tiny forward/backward of the full objective, mask AP against pycocotools."""
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,17 @@ from zoo.models.lwsis import losses as L
 from zoo.models.lwsis.model import CondInst, DynamicMaskHead, aligned_bilinear, num_dynamic_params
 from zoo.models.lwsis.pla import balanced_sample, check_calibration, point_label_assignment, project
 
-TINY = {"depth": 18, "backbone_channels": [8, 16, 32, 64], "stem_width": 8, "fpn": 16, "tower": 1, "mask_ch": 8,
-        "mask_convs": 1, "mask_out": 8, "gn_groups": 8}
+TINY = {
+    "depth": 18,
+    "backbone_channels": [8, 16, 32, 64],
+    "stem_width": 8,
+    "fpn": 16,
+    "tower": 1,
+    "mask_ch": 8,
+    "mask_convs": 1,
+    "mask_out": 8,
+    "gn_groups": 8,
+}
 
 
 # ------------------------------------------------------------------------------------------------ PLA
@@ -44,8 +54,9 @@ NAMES = list(SCENE)
 def _pla(mode, boxes=None, **kw):
     pts = np.array([[*SCENE[n], 0.5] for n in NAMES], dtype=np.float32)
     boxes = np.array([[10.0, 0.0, 0.0, 2.0, 4.0, 2.0, 0.0]], dtype=np.float32) if boxes is None else boxes
-    return point_label_assignment(pts, _camera(), boxes, (400, 600), num_points=10, mode=mode, row_start=0,
-                                  return_debug=True, **kw)
+    return point_label_assignment(
+        pts, _camera(), boxes, (400, 600), num_points=10, mode=mode, row_start=0, return_debug=True, **kw
+    )
 
 
 def _names(rows):
@@ -62,8 +73,7 @@ def test_pla_occlusion_filter_and_labels_on_a_hand_built_scene():
     assert _names(inst["out_rows"]) == {"bg_far", "pole"}
     assert (inst["num_fg"], inst["num_bg"]) == (3, 2)
     # 2D box = extent of the projected corners (nearest face x = 9: u = 300 -+ 500·2/9, v = 200 -+ 500/9)
-    np.testing.assert_allclose(inst["box2d"], [300 - 1000 / 9, 200 - 500 / 9, 300 + 1000 / 9, 200 + 500 / 9],
-                               rtol=1e-5)
+    np.testing.assert_allclose(inst["box2d"], [300 - 1000 / 9, 200 - 500 / 9, 300 + 1000 / 9, 200 + 500 / 9], rtol=1e-5)
     # the (u, v) columns are the projections of the rows' points, truncated to integer pixels as released
     uv, _ = project(inst["in_rows"][:, :3], _camera())
     np.testing.assert_allclose(inst["in_rows"][:, 4:], np.trunc(uv), rtol=1e-5)
@@ -284,12 +294,17 @@ def _targets(b, h, w, g=2, p=6, n=12):
         xy = torch.rand(g, 2, generator=gen) * torch.tensor([w / 2, h / 2])
         wh = 12 + torch.rand(g, 2, generator=gen) * torch.tensor([w / 3, h / 3])
         boxes = torch.cat([xy, xy + wh], 1)
-        out.append({"boxes": boxes, "labels": torch.tensor([0, 3])[:g],
-                    "point_coords": boxes[:, None, :2] + torch.rand(g, p, 2, generator=gen) * wh[:, None],
-                    "point_labels": torch.randint(-1, 2, (g, p), generator=gen),
-                    "node_xyz": torch.randn(g, n, 3, generator=gen),
-                    "node_uv": boxes[:, None, :2] + torch.rand(g, n, 2, generator=gen) * wh[:, None],
-                    "node_valid": torch.rand(g, n, generator=gen) > 0.2})
+        out.append(
+            {
+                "boxes": boxes,
+                "labels": torch.tensor([0, 3])[:g],
+                "point_coords": boxes[:, None, :2] + torch.rand(g, p, 2, generator=gen) * wh[:, None],
+                "point_labels": torch.randint(-1, 2, (g, p), generator=gen),
+                "node_xyz": torch.randn(g, n, 3, generator=gen),
+                "node_uv": boxes[:, None, :2] + torch.rand(g, n, 2, generator=gen) * wh[:, None],
+                "node_valid": torch.rand(g, n, generator=gen) > 0.2,
+            }
+        )
     return out
 
 
@@ -301,8 +316,16 @@ def test_tiny_objective_forward_backward(pla_gcr):
     m = LWSISModule(**TINY, img_size=[64, 96], pla=pla_gcr, gcr=pla_gcr, loss_warmup_iters=1).train()
     images = torch.rand(2, 3, 64, 96) * 255
     losses = m.compute_losses(images, _targets(2, 64, 96), warm=1.0)
-    assert set(losses) == {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr", "loss_prj", "loss_pairwise",
-                           "loss_point", "loss_gcr_geo", "loss_gcr_app"}
+    assert set(losses) == {
+        "loss_fcos_cls",
+        "loss_fcos_loc",
+        "loss_fcos_ctr",
+        "loss_prj",
+        "loss_pairwise",
+        "loss_point",
+        "loss_gcr_geo",
+        "loss_gcr_app",
+    }
     assert all(torch.isfinite(v) for v in losses.values())
     for k in ("loss_point", "loss_gcr_geo", "loss_gcr_app"):
         assert (float(losses[k].detach()) > 0) == pla_gcr, k
@@ -361,8 +384,13 @@ def test_mask_ap_is_one_for_a_perfect_prediction_and_matches_pycocotools():
     noisy[1] ^= torch.rand(40, 60, generator=gen) > 0.9
     extra = torch.zeros(1, 40, 60, dtype=torch.bool)
     extra[0, 0:10, 0:10] = True
-    pred = [{"masks": torch.cat([noisy, extra]), "scores": torch.tensor([0.9, 0.6, 0.7, 0.95]),
-             "labels": torch.tensor([0, 0, 1, 0])}]
+    pred = [
+        {
+            "masks": torch.cat([noisy, extra]),
+            "scores": torch.tensor([0.9, 0.6, 0.7, 0.95]),
+            "labels": torch.tensor([0, 0, 1, 0]),
+        }
+    ]
     m = MaskAP()
     m.update(pred, target)
     got = float(m.compute()["map"])
@@ -443,8 +471,9 @@ def test_gcr_graphs_and_losses_match_the_official_code():
 
 
 # ------------------------------------------------------------------------------------------ release checkpoints
-TINY_NET = dict(depth=50, backbone_channels=[2, 4, 8, 16], fpn=32, tower=1, mask_ch=16, mask_convs=1, mask_out=8,
-                gn_groups=32)
+TINY_NET = dict(
+    depth=50, backbone_channels=[2, 4, 8, 16], fpn=32, tower=1, mask_ch=16, mask_convs=1, mask_out=8, gn_groups=32
+)
 
 
 def _official_tiny_state():
@@ -523,11 +552,19 @@ def test_release_files_load_without_running_code_and_convert_strictly(tmp_path):
     state = _official_tiny_state()
     want = convert_state_dict(state)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.05, momentum=0.9)
-    torch.save({"model": state, "optimizer": opt.state_dict(), "scheduler": {"last_epoch": 9999, "base_lrs": [0.05]},
-                "iteration": 9999}, tmp_path / "model_final.pth")
+    torch.save(
+        {
+            "model": state,
+            "optimizer": opt.state_dict(),
+            "scheduler": {"last_epoch": 9999, "base_lrs": [0.05]},
+            "iteration": 9999,
+        },
+        tmp_path / "model_final.pth",
+    )
     with open(tmp_path / "model_final.pkl", "wb") as f:
-        pickle.dump({"model": {k: v.numpy() for k, v in state.items()}, "__author__": "LWSIS",
-                     "matching_heuristics": True}, f)
+        pickle.dump(
+            {"model": {k: v.numpy() for k, v in state.items()}, "__author__": "LWSIS", "matching_heuristics": True}, f
+        )
     for name in ("model_final.pth", "model_final.pkl"):
         got = read_official(tmp_path / name)
         CondInst(**TINY_NET).load_state_dict(got, strict=True)

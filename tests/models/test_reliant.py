@@ -1,5 +1,6 @@
 """RELIANT: the surrogate, the bias penalty, the fairness metrics, the proxy's gradient, the teachers' sizes, teacher
 loading, and a short run on the synthetic graph where RELIANT lowers ΔSP against plain KD."""
+
 from __future__ import annotations
 
 import logging
@@ -12,8 +13,8 @@ from torch import nn
 from torchmetrics.classification import BinaryFairness
 
 from zoo import hub
-from zoo.errors import UserError
 from zoo.data_modules.fairness_graphs import FairGraphDataModule, synthetic_fair_graph
+from zoo.errors import UserError
 from zoo.models.reliant.model import GCNTeacher, SAGETeacher, bias_penalty, surrogate_indicator
 from zoo.models.reliant.module import FairnessGaps, GNNTeacherModule, ReliantModule, fit_teacher
 
@@ -35,7 +36,9 @@ def test_surrogate_values_from_the_spec():
     coef = np.zeros(10)
     coef[[0, 1, 3, 5, 7, 9]] = [0.5, 0.5, -1 / 8, 1 / 16, -5 / 128, 7 / 256]
     x = np.linspace(0, 1, 11)
-    np.testing.assert_allclose(surrogate_indicator(torch.tensor(x)).numpy(), np.polynomial.legendre.legval(2 * x - 1, coef))
+    np.testing.assert_allclose(
+        surrogate_indicator(torch.tensor(x)).numpy(), np.polynomial.legendre.legval(2 * x - 1, coef)
+    )
 
 
 def test_bias_penalty_hand_example():
@@ -101,8 +104,10 @@ def test_cached_propagation_equals_pyg_layers():
     cases = [
         (GCNConv(5, 3).double(), lambda c, v: gcn_layer(prop, c, v, adjacency(ei, n, normalize=True))),
         (SGConv(5, 3, K=2).double(), lambda c, v: sgc_layer(prop, c, v, adjacency(ei, n, normalize=True))),
-        (SAGEConv(5, 3, aggr="mean", root_weight=False).double(),
-         lambda c, v: sage_layer(prop, c, v, adjacency(ei, n, self_loops=True))),
+        (
+            SAGEConv(5, 3, aggr="mean", root_weight=False).double(),
+            lambda c, v: sage_layer(prop, c, v, adjacency(ei, n, self_loops=True)),
+        ),
     ]
     from torch_geometric.utils import add_self_loops
 
@@ -142,8 +147,9 @@ def test_proxy_step_increases_the_bias_penalty():
     torch.manual_seed(0)
     dm = _graph()
     data = dm.data
-    m = ReliantModule("cpf", in_features=dm.num_features, num_nodes=dm.num_nodes, num_layers=3, proxy=2,
-                      feat_drop=0.0, attn_drop=0.0)
+    m = ReliantModule(
+        "cpf", in_features=dm.num_features, num_nodes=dm.num_nodes, num_layers=3, proxy=2, feat_drop=0.0, attn_drop=0.0
+    )
     m.set_teacher_outputs(torch.randn(dm.num_nodes, 2))
     m._prepare(data)
     m.eval()  # no dropout: the penalty is a deterministic function of the proxy
@@ -187,18 +193,22 @@ def test_meta_device_and_bad_arguments():
     from zoo.models.reliant.model import FairStudent, build_teacher
 
     # every argument check is a one-line UserError naming the argument
-    bad = [(lambda: ReliantModule("kd"), "framework"), (lambda: ReliantModule("cpf", num_nodes=4, proxy=3), "proxy"),
-           (lambda: ReliantModule("cpf", num_nodes=4, metric="dp"), "metric"),
-           (lambda: ReliantModule("cpf", in_features=2, num_nodes=4), "needs >= 3 features"),
-           (lambda: ReliantModule("cpf", num_nodes=0), "num_nodes"),
-           (lambda: ReliantModule("cpf", num_nodes=4, feat_drop=1.0), "feat_drop"),
-           (lambda: ReliantModule("graphakd", num_nodes=4, lr=-1.0), "lr"),
-           (lambda: ReliantModule("cpf", num_nodes=4, alpha=-5.0), "alpha"),
-           (lambda: GNNTeacherModule("gat"), "arch"), (lambda: GNNTeacherModule("gcn", dropout=1.5), "dropout"),
-           (lambda: build_teacher("gin", 4), "teacher arch"),
-           (lambda: FairStudent(nn.Identity(), "prepend"), "proxy_slot"),
-           (lambda: bias_penalty(torch.rand(4, 2), torch.tensor([0, 1, 0, 1]), torch.ones(4), metric="dp"), "metric"),
-           (lambda: bias_penalty(torch.rand(4, 2), torch.tensor([0, 1, 0, 1]), torch.ones(4), metric="eo"), "labels")]
+    bad = [
+        (lambda: ReliantModule("kd"), "framework"),
+        (lambda: ReliantModule("cpf", num_nodes=4, proxy=3), "proxy"),
+        (lambda: ReliantModule("cpf", num_nodes=4, metric="dp"), "metric"),
+        (lambda: ReliantModule("cpf", in_features=2, num_nodes=4), "needs >= 3 features"),
+        (lambda: ReliantModule("cpf", num_nodes=0), "num_nodes"),
+        (lambda: ReliantModule("cpf", num_nodes=4, feat_drop=1.0), "feat_drop"),
+        (lambda: ReliantModule("graphakd", num_nodes=4, lr=-1.0), "lr"),
+        (lambda: ReliantModule("cpf", num_nodes=4, alpha=-5.0), "alpha"),
+        (lambda: GNNTeacherModule("gat"), "arch"),
+        (lambda: GNNTeacherModule("gcn", dropout=1.5), "dropout"),
+        (lambda: build_teacher("gin", 4), "teacher arch"),
+        (lambda: FairStudent(nn.Identity(), "prepend"), "proxy_slot"),
+        (lambda: bias_penalty(torch.rand(4, 2), torch.tensor([0, 1, 0, 1]), torch.ones(4), metric="dp"), "metric"),
+        (lambda: bias_penalty(torch.rand(4, 2), torch.tensor([0, 1, 0, 1]), torch.ones(4), metric="eo"), "labels"),
+    ]
     for make, name in bad:
         with pytest.raises(UserError, match=name) as err:
             make()
@@ -214,8 +224,9 @@ def test_meta_device_and_bad_arguments():
 def test_teacher_of_another_dataset_is_a_clear_error(tmp_path):
     """A teacher exported for another graph (other feature count) is refused by name before any matmul fails."""
     hub.export(GNNTeacherModule("gcn", in_features=27), tmp_path / "german-teacher")
-    m = ReliantModule("cpf", teacher=f"local-dir:{tmp_path / 'german-teacher'}", in_features=16, num_nodes=120,
-                      num_layers=2)
+    m = ReliantModule(
+        "cpf", teacher=f"local-dir:{tmp_path / 'german-teacher'}", in_features=16, num_nodes=120, num_layers=2
+    )
     with pytest.raises(UserError, match="trained on 27 features, this graph has 16"):
         m._prepare(_graph(120).data)
 
@@ -223,8 +234,16 @@ def test_teacher_of_another_dataset_is_a_clear_error(tmp_path):
 def _fit_test(module, dm, epochs):
     import lightning.pytorch as pl
 
-    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu", devices=1)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        devices=1,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(module, dm)
@@ -245,8 +264,14 @@ def test_short_synthetic_run_lowers_dsp_against_plain_kd(tmp_path):
     results = {}
     for proxy in (0, 2):
         torch.manual_seed(0)
-        m = ReliantModule("cpf", teacher=f"local-dir:{folder}", in_features=dm.num_features,
-                          num_nodes=dm.num_nodes, proxy=proxy, alpha=100.0)
+        m = ReliantModule(
+            "cpf",
+            teacher=f"local-dir:{folder}",
+            in_features=dm.num_features,
+            num_nodes=dm.num_nodes,
+            proxy=proxy,
+            alpha=100.0,
+        )
         results[proxy] = _fit_test(m, dm, epochs=80)
         assert m.teacher_probs is not None and m.teacher_probs.shape == (dm.num_nodes, 2)
     kd, fair = results[0], results[2]
@@ -259,8 +284,9 @@ def test_short_synthetic_run_lowers_dsp_against_plain_kd(tmp_path):
 def test_graphakd_student_trains_and_exports(tmp_path):
     dm = _graph(200, seed=2)
     torch.manual_seed(0)
-    m = ReliantModule("graphakd", teacher="fit:sage", teacher_epochs=5, in_features=dm.num_features,
-                      num_nodes=dm.num_nodes, proxy=2)
+    m = ReliantModule(
+        "graphakd", teacher="fit:sage", teacher_epochs=5, in_features=dm.num_features, num_nodes=dm.num_nodes, proxy=2
+    )
     before = m.proxy.detach().clone()
     res = _fit_test(m, dm, epochs=3)
     assert set(res) >= {"acc", "auc", "sp", "eo"}

@@ -2,6 +2,7 @@
 
 The cache used to be keyed on ``edge_index.data_ptr()`` without keeping the tensor alive, so a new graph allocated
 at a freed graph's address (same shape, same version counter) got the freed graph's adjacency."""
+
 from __future__ import annotations
 
 import torch

@@ -1,6 +1,7 @@
 """RELIANT golden tests: zoo's teachers (GCN, GraphSAGE), the GraphAKD path (SGC student, logit / local / global
 discriminators, the Legendre bias penalty) and the CPF student (PLP) against yushundong/RELIANT's own DGL modules run
 on one small graph with the same weights (tests/fixtures/reliant/README.md says how the fixture was made)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,8 +10,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo.models.reliant.model import (GCNTeacher, GlobalEmbDiscriminator, LocalEmbDiscriminator, LogitsDiscriminator,
-                                      PLPStudent, SAGETeacher, SGCStudent, bias_penalty, teacher_embedding)
+from zoo.models.reliant.model import (
+    GCNTeacher,
+    GlobalEmbDiscriminator,
+    LocalEmbDiscriminator,
+    LogitsDiscriminator,
+    PLPStudent,
+    SAGETeacher,
+    SGCStudent,
+    bias_penalty,
+    teacher_embedding,
+)
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "reliant" / "reliant_official.safetensors"
 N, F_IN, H = 24, 6, 8
@@ -25,7 +35,7 @@ def official():
 
 def _load(module, official, name):
     prefix = f"w.{name}."
-    module.load_state_dict({k[len(prefix):]: v for k, v in official.items() if k.startswith(prefix)})
+    module.load_state_dict({k[len(prefix) :]: v for k, v in official.items() if k.startswith(prefix)})
     return module.eval()
 
 
@@ -45,8 +55,9 @@ def test_teachers_match_the_release(official):
         close(sage(x, ei), official["sage_logits"])
         close(teacher_embedding(sage, x, ei), official["sage_emb"])
         assert not torch.allclose(teacher_embedding(gcn, x, ei, "penultimate"), official["gcn_emb"], atol=1e-3)
-        mean = _load(SAGETeacher(F_IN, hidden=H, num_layers=4, propagate_impl="reference", aggregator="mean"),
-                     official, "sage")
+        mean = _load(
+            SAGETeacher(F_IN, hidden=H, num_layers=4, propagate_impl="reference", aggregator="mean"), official, "sage"
+        )
         assert not torch.allclose(mean(x, ei), official["sage_logits"], atol=1e-3)
 
 
@@ -77,8 +88,9 @@ def test_graphakd_student_discriminators_and_penalty_match_the_release(official)
 
 def test_cpf_student_plp_matches_the_release(official):
     x, ei, y, train = official["x"], official["edge_index"], official["y"], official["train_mask"].bool()
-    plp = PLPStudent(F_IN, N, 2, num_layers=3, emb_dim=H, mlp_layers=2, feat_drop=0.8, attn_drop=0.2,
-                     propagate_impl="reference")
+    plp = PLPStudent(
+        F_IN, N, 2, num_layers=3, emb_dim=H, mlp_layers=2, feat_drop=0.8, attn_drop=0.2, propagate_impl="reference"
+    )
     plp = _load(plp, official, "plp")
     plp.set_labels(y, train)
     with torch.no_grad():

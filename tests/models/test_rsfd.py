@@ -1,5 +1,6 @@
 """RSFD: FAD on a hand-made vocabulary, DSS targets and loss, the highway encoder, beam search, the objective,
 feature extraction to HDF5 with resume."""
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,8 @@ from zoo.models.rsfd.model import (
     PAD,
     RSFD,
     CaptionDecoder,
-    DivergentSemanticSupervisor,
     DecoderLayer,
+    DivergentSemanticSupervisor,
     Highway,
     HighwayEncoder,
     beam_search,
@@ -33,8 +34,9 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "rsfd"
 
 # ------------------------------------------------------------------------------------------------ FAD
 def _decoder_with_counts(counts, d=4, threshold=200):
-    dec = CaptionDecoder(len(counts), max_len=8, d_model=d, num_heads=1, ffn_dim=8, dropout=0.0,
-                         fad_threshold=threshold)
+    dec = CaptionDecoder(
+        len(counts), max_len=8, d_model=d, num_heads=1, ffn_dim=8, dropout=0.0, fad_threshold=threshold
+    )
     dec.fad.token_counts.copy_(torch.tensor(counts, dtype=torch.float))
     return dec
 
@@ -45,8 +47,8 @@ COUNTS = [0, 0, 5000, 5000, 0, 0, 900, 300, 12, 3, 150]
 
 def _hand_embeddings(dec):
     w = torch.zeros(11, 4)
-    w[6] = torch.tensor([1.0, 0, 0, 0])    # man
-    w[7] = torch.tensor([0, 1.0, 0, 0])    # dog
+    w[6] = torch.tensor([1.0, 0, 0, 0])  # man
+    w[7] = torch.tensor([0, 1.0, 0, 0])  # dog
     w[8] = torch.tensor([0.9, 0.1, 0, 0])  # guy   -> man
     w[9] = torch.tensor([0.1, 0.8, 0, 0])  # puppy -> dog
     w[10] = torch.tensor([0.2, 0.7, 0, 1])  # cat  -> dog
@@ -182,8 +184,7 @@ def test_highway_gate_formula_and_encoder_shapes():
 # ------------------------------------------------------------------------------------------------ decoding
 def _tiny(vocab=15, max_len=7, seed=0):
     torch.manual_seed(seed)
-    return RSFD([6, 5], vocab, max_len, 0, d_model=16, num_heads=2, ffn_dim=32, dropout=0.0,
-                encoder_dropout=0.0).eval()
+    return RSFD([6, 5], vocab, max_len, 0, d_model=16, num_heads=2, ffn_dim=32, dropout=0.0, encoder_dropout=0.0).eval()
 
 
 def test_beam_one_is_greedy_and_lengths_respect_max_len():
@@ -224,9 +225,7 @@ class _ScriptedLM:
 
 def test_beam_search_finds_the_better_hypothesis_and_normalises_by_length():
     A, B = 6, 7
-    table = {(BOS,): {A: 0.6, B: 0.4},
-             (BOS, A): {A: 0.25, B: 0.25, EOS: 0.25, 5: 0.25},
-             (BOS, B): {EOS: 1.0}}
+    table = {(BOS,): {A: 0.6, B: 0.4}, (BOS, A): {A: 0.25, B: 0.25, EOS: 0.25, 5: 0.25}, (BOS, B): {EOS: 1.0}}
     lm = _ScriptedLM(table)
     feats = [torch.zeros(1, 1, 1)]
     greedy = beam_search(lm, feats, beam_size=1)
@@ -243,8 +242,19 @@ def test_beam_search_finds_the_better_hypothesis_and_normalises_by_length():
 def _module(**kw):
     from zoo.models.rsfd.module import RSFDModule
 
-    args = dict(in_features=[6, 5], vocab_size=15, max_len=7, num_categories=0, d_model=16, num_heads=2, ffn_dim=32,
-                beam_size=2, example_steps=3, dropout=0.0, encoder_dropout=0.0)
+    args = dict(
+        in_features=[6, 5],
+        vocab_size=15,
+        max_len=7,
+        num_categories=0,
+        d_model=16,
+        num_heads=2,
+        ffn_dim=32,
+        beam_size=2,
+        example_steps=3,
+        dropout=0.0,
+        encoder_dropout=0.0,
+    )
     args.update(kw)
     return RSFDModule(**args)
 
@@ -252,8 +262,10 @@ def _module(**kw):
 def test_loss_is_caption_nll_plus_weighted_dss_and_dss_heads_live_outside_the_network():
     torch.manual_seed(0)
     m = _module(dss_weight=0.3)
-    batch = {"feats": [torch.randn(3, 4, 6), torch.randn(3, 2, 5)],
-             "tokens": torch.tensor([[BOS, 8, 9, 10, EOS], [BOS, 11, EOS, PAD, PAD], [BOS, 6, 7, EOS, PAD]])}
+    batch = {
+        "feats": [torch.randn(3, 4, 6), torch.randn(3, 2, 5)],
+        "tokens": torch.tensor([[BOS, 8, 9, 10, EOS], [BOS, 11, EOS, PAD, PAD], [BOS, 6, 7, EOS, PAD]]),
+    }
     m.train()
     torch.manual_seed(1)
     out = m.losses(batch)
@@ -301,8 +313,8 @@ def test_module_arguments_and_data_agreement_are_user_errors():
 # ------------------------------------------------------------------------------------------------ features
 def test_feature_extraction_writes_the_published_layout_and_resumes(tmp_path):
     import lightning.pytorch as pl
-    from zoo.data_modules.captioning import VideoFramesDataModule
 
+    from zoo.data_modules.captioning import VideoFramesDataModule
     from zoo.models.rsfd.features import (
         PARTIAL,
         FeatureExtractionModule,
@@ -322,8 +334,9 @@ def test_feature_extraction_writes_the_published_layout_and_resumes(tmp_path):
 
     def run(writer):
         dm = VideoFramesDataModule(video_dir=None, digits=4, digits_frames=8, digits_size=32, skip_done=app)
-        trainer = pl.Trainer(accelerator="cpu", logger=False, callbacks=[writer], enable_progress_bar=False,
-                             enable_model_summary=False)
+        trainer = pl.Trainer(
+            accelerator="cpu", logger=False, callbacks=[writer], enable_progress_bar=False, enable_model_summary=False
+        )
         trainer.predict(module, datamodule=dm, return_predictions=False)
         return dm
 
@@ -363,24 +376,51 @@ def test_fit_validates_with_beam_search_and_caption_metrics(tmp_path):
     import json
 
     import lightning.pytorch as pl
+
     from zoo.data_modules.captioning import CaptionFeaturesDataModule
 
     rng = np.random.default_rng(0)
-    videos = [{"video_id": f"video{k}", "category": k % 3, "split": s}
-              for k, s in enumerate(["train"] * 6 + ["validate"] * 2 + ["test"] * 2)]
-    sentences = [{"video_id": v["video_id"], "caption": c} for k, v in enumerate(videos)
-                 for c in (f"a man number {k % 4} is running", "someone runs")]
+    videos = [
+        {"video_id": f"video{k}", "category": k % 3, "split": s}
+        for k, s in enumerate(["train"] * 6 + ["validate"] * 2 + ["test"] * 2)
+    ]
+    sentences = [
+        {"video_id": v["video_id"], "caption": c}
+        for k, v in enumerate(videos)
+        for c in (f"a man number {k % 4} is running", "someone runs")
+    ]
     (tmp_path / "videodatainfo.json").write_text(json.dumps({"videos": videos, "sentences": sentences}))
     for name, d, steps in (("image.hdf5", 5, 11), ("motion.hdf5", 3, 4)):
         with h5py.File(tmp_path / name, "w") as f:
             for v in videos:
                 f[v["video_id"]] = rng.standard_normal((steps, d)).astype(np.float32)
-    dm = CaptionFeaturesDataModule(root=str(tmp_path), features=["image.hdf5", "motion.hdf5"], count_threshold=0,
-                                   max_len=6, n_steps=4, batch_size=4)
-    m = _module(in_features=[5, 3], vocab_size=20, max_len=6, num_categories=3, tokenize=False, meteor=False,
-                selection_metrics=["bleu4", "cider"], lr=1e-2)
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    dm = CaptionFeaturesDataModule(
+        root=str(tmp_path),
+        features=["image.hdf5", "motion.hdf5"],
+        count_threshold=0,
+        max_len=6,
+        n_steps=4,
+        batch_size=4,
+    )
+    m = _module(
+        in_features=[5, 3],
+        vocab_size=20,
+        max_len=6,
+        num_categories=3,
+        tokenize=False,
+        meteor=False,
+        selection_metrics=["bleu4", "cider"],
+        lr=1e-2,
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(m, datamodule=dm)
     logged = trainer.callback_metrics
     assert {"val/cider", "val/bleu4", "val/rouge_l", "val/kept_epoch", "train/dss"} <= set(logged)
@@ -454,8 +494,9 @@ def test_decoder_applies_the_release_dropouts_five_per_pass_and_the_old_four_on_
     """The release's BertOutput applies its dropout again after the FFN residual (models/bert.py): embedding, self-,
     cross-attention, FFN, FFN residual = 5 dropout calls per one-layer decoder pass; ffn_residual_dropout=False: 4."""
     for flag, calls in ((True, 5), (False, 4)):
-        dec = CaptionDecoder(20, max_len=6, d_model=8, num_heads=2, ffn_dim=16, dropout=0.5,
-                             ffn_residual_dropout=flag).train()
+        dec = CaptionDecoder(
+            20, max_len=6, d_model=8, num_heads=2, ffn_dim=16, dropout=0.5, ffn_residual_dropout=flag
+        ).train()
         seen = []
         for m in dec.modules():
             if isinstance(m, torch.nn.Dropout):
@@ -482,8 +523,10 @@ def _zoo_from_official(state, io, **kw):
     from zoo.models.rsfd.convert import convert_state_dict
 
     model = RSFD([6, 5], 9468, 20, 3, d_model=4, num_heads=2, ffn_dim=8, fad_at_inference=True, **kw).eval()
-    model.load_state_dict(convert_state_dict({"state_dict": state, "settings": {"modality": "mi"}},
-                                             token_counts=io["token_counts"]), strict=True)
+    model.load_state_dict(
+        convert_state_dict({"state_dict": state, "settings": {"modality": "mi"}}, token_counts=io["token_counts"]),
+        strict=True,
+    )
     return model
 
 
@@ -519,16 +562,31 @@ def test_converter_reads_the_release_save_format_strictly(tmp_path):
 
     state, io = _official_net()
     path = tmp_path / "model_0.pth.tar"
-    torch.save({"epoch": 12, "state_dict": state, "validate_result": {"CIDEr": np.float64(0.51), "loss": np.float32(2)},
-                "settings": argparse.Namespace(modality="mi", num_attention_heads=2)}, path)
+    torch.save(
+        {
+            "epoch": 12,
+            "state_dict": state,
+            "validate_result": {"CIDEr": np.float64(0.51), "loss": np.float32(2)},
+            "settings": argparse.Namespace(modality="mi", num_attention_heads=2),
+        },
+        path,
+    )
     converted = read_checkpoint(path, token_counts=io["token_counts"])
     model = _zoo_from_official(state, io)
     assert set(converted) == set(model.state_dict())
     for k, v in model.state_dict().items():
         assert torch.equal(converted[k].to(v.dtype), v), k
     args = init_args({"state_dict": state, "settings": {"modality": "mi", "num_attention_heads": 2}})
-    assert args == {"in_features": [6, 5], "vocab_size": 9468, "max_len": 20, "num_categories": 3, "d_model": 4,
-                    "ffn_dim": 8, "num_layers": 1, "num_heads": 2}
+    assert args == {
+        "in_features": [6, 5],
+        "vocab_size": 9468,
+        "max_len": 20,
+        "num_categories": 3,
+        "d_model": 4,
+        "ffn_dim": 8,
+        "num_layers": 1,
+        "num_heads": 2,
+    }
     swapped = convert_state_dict({"state_dict": state}, modalities="im")  # image first in zoo's feature list
     assert torch.equal(swapped["encoder.branches.0.0.weight"], state["encoder.Encoder_I.0.weight"])
     assert torch.equal(swapped["encoder.norms.0.running_mean"], state["joint_representation_learner.bn1.running_mean"])
@@ -558,8 +616,8 @@ def test_feature_extraction_skips_an_undecodable_video_and_the_rerun_does_not_di
     """Issue 23: one corrupt file among the videos is skipped with a counted warning, the others are written, and the
     resumable rerun skips it again instead of stopping."""
     import lightning.pytorch as pl
-    from zoo.data_modules.captioning import VideoFramesDataModule
 
+    from zoo.data_modules.captioning import VideoFramesDataModule
     from zoo.models.rsfd.features import FeatureExtractionModule, HDF5FeatureWriter, done_keys
 
     videos = tmp_path / "videos"
@@ -572,8 +630,13 @@ def test_feature_extraction_skips_an_undecodable_video_and_the_rerun_does_not_di
 
     def run():
         dm = VideoFramesDataModule(video_dir=str(videos), skip_done=app, max_frames=6)
-        trainer = pl.Trainer(accelerator="cpu", logger=False, callbacks=[HDF5FeatureWriter(app, mot)],
-                             enable_progress_bar=False, enable_model_summary=False)
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            logger=False,
+            callbacks=[HDF5FeatureWriter(app, mot)],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
         with pytest.warns(RuntimeWarning, match=r"skipping video video1 .*1 skipped so far"):
             trainer.predict(module, datamodule=dm, return_predictions=False)
         return dm

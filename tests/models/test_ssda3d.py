@@ -1,4 +1,5 @@
 """SSDA3D: Point-CutMix / Point-MixUp invariants, the two training sets, pseudo-labels, and a short real-data fit."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,14 @@ import torch
 
 from zoo.errors import UserError
 from zoo.models.ssda3d.data import CutMixFrames, MixUpFrames, PseudoLabelledFrames
-from zoo.models.ssda3d.mixing import (apply_cutmix, boxes_touching_region, draw_cutmix_region, draw_side_ratios,
-                                      point_cutmix, point_mixup)
+from zoo.models.ssda3d.mixing import (
+    apply_cutmix,
+    boxes_touching_region,
+    draw_cutmix_region,
+    draw_side_ratios,
+    point_cutmix,
+    point_mixup,
+)
 from zoo.models.ssda3d.module import SSDA3DModule
 from zoo.models.ssda3d.pseudo_labels import PseudoLabelWriter, read_pseudo_labels
 from zoo.nn.boxes3d import bev_iou, points_in_boxes
@@ -24,13 +31,21 @@ def frame(n, tag, boxes, seed, name):
     xyz = torch.rand(n, 3, generator=g) * torch.tensor([40.0, 40.0, 4.0]) - torch.tensor([20.0, 20.0, 2.0])
     pts = torch.cat([xyz, torch.full((n, 1), tag), torch.arange(n, dtype=torch.float32)[:, None]], 1)
     b = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 7)
-    return {"points": pts, "boxes": b, "labels": torch.zeros(len(b), dtype=torch.long), "frame_id": name,
-            "dataset": name}
+    return {
+        "points": pts,
+        "boxes": b,
+        "labels": torch.zeros(len(b), dtype=torch.long),
+        "frame_id": name,
+        "dataset": name,
+    }
 
 
 # region [-5, -5, 5, 5]; boxes: fully inside, fully outside, and crossing the border (only 2 corners inside)
-INSIDE, OUTSIDE, BORDER = [0.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0], [12.0, 12.0, 0.0, 4.0, 2.0, 1.5, 0.3], \
-    [5.5, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0]
+INSIDE, OUTSIDE, BORDER = (
+    [0.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0],
+    [12.0, 12.0, 0.0, 4.0, 2.0, 1.5, 0.3],
+    [5.5, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0],
+)
 
 
 def test_corner_rule_on_a_hand_made_border_box():
@@ -73,8 +88,9 @@ def test_cutmix_region_rules():
     src = frame(500, 0.25, [OUTSIDE], 2, "src")
     tgt = frame(4000, 0.75, [INSIDE], 3, "tgt")
     for seed in range(10):
-        region = draw_cutmix_region(src["points"], tgt["points"], RANGE, np.random.default_rng(seed),
-                                    min_target_points=1000)
+        region = draw_cutmix_region(
+            src["points"], tgt["points"], RANGE, np.random.default_rng(seed), min_target_points=1000
+        )
         x0, y0, x1, y1 = region
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
         # centred on a source point, half-extent c * range / 2 with c in [0.5, 1]
@@ -133,26 +149,49 @@ def test_mixup_dataset_rules():
         MixUpFrames(gt, ps, mixup_type="gt")
 
 
-TINY = dict(voxel_size=[0.8, 0.8, 9.8], point_cloud_range=[-51.2, -51.2, -5.0, 51.2, 51.2, 4.8],
-            pillar_filters=[16, 16], layer_nums=[1, 1], layer_strides=[2, 2], num_filters=[16, 32],
-            upsample_strides=[1, 2], num_upsample_filters=[16, 16], head_channels=16, example_points=200)
+TINY = dict(
+    voxel_size=[0.8, 0.8, 9.8],
+    point_cloud_range=[-51.2, -51.2, -5.0, 51.2, 51.2, 4.8],
+    pillar_filters=[16, 16],
+    layer_nums=[1, 1],
+    layer_strides=[2, 2],
+    num_filters=[16, 32],
+    upsample_strides=[1, 2],
+    num_upsample_filters=[16, 16],
+    head_channels=16,
+    example_points=200,
+)
 
 
 def _nuscenes(shared_data, **kw):
     from zoo.data_modules.driving import NuScenesDataModule
 
     info = "n015-2018-07-24-11-22-45+0800.pkl"
-    return NuScenesDataModule(root=str(shared_data / "nuscenes_demo"), train_split=info, val_split=info,
-                              predict_split=info, z_shift=1.8, intensity="max",
-                              point_cloud_range=TINY["point_cloud_range"], batch_size=1, **kw)
+    return NuScenesDataModule(
+        root=str(shared_data / "nuscenes_demo"),
+        train_split=info,
+        val_split=info,
+        predict_split=info,
+        z_shift=1.8,
+        intensity="max",
+        point_cloud_range=TINY["point_cloud_range"],
+        batch_size=1,
+        **kw,
+    )
 
 
 def test_short_fit_on_real_frames_lowers_the_loss(shared_data):
     from zoo.data_modules.driving import KittiDataModule, collate_frames
 
     torch.manual_seed(0)
-    kitti = KittiDataModule(root=str(shared_data / "kitti_frames"), train_split=["000002"], val_split=["000002"],
-                            z_shift=1.73, intensity="max", point_cloud_range=TINY["point_cloud_range"])
+    kitti = KittiDataModule(
+        root=str(shared_data / "kitti_frames"),
+        train_split=["000002"],
+        val_split=["000002"],
+        z_shift=1.73,
+        intensity="max",
+        point_cloud_range=TINY["point_cloud_range"],
+    )
     frames = [kitti.frames("train", augment=False)[0], _nuscenes(shared_data).frames("train", augment=False)[0]]
     mix = point_cutmix(frames[0], frames[1], TINY["point_cloud_range"], np.random.default_rng(0), 10_000)
     assert mix is not None and len(mix["boxes"])
@@ -176,18 +215,24 @@ def test_pseudo_labels_written_by_predict_are_read_by_stage_two(shared_data, tmp
     dm = _nuscenes(shared_data)
     module = SSDA3DModule(**TINY, pseudo_label_threshold=0.05, score_threshold=0.0)
     writer = PseudoLabelWriter("pl/labels.json", threshold=0.06)  # tau on top of the module's
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         default_root_dir=str(tmp_path), callbacks=[writer])
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+        callbacks=[writer],
+    )
     trainer.predict(module, dataloaders=dm.predict_dataloader(), return_predictions=False)
     path = tmp_path / "pl" / "labels.json"
     data = json.loads(path.read_text())
     assert data["classes"] == ["car"] and data["threshold"] == 0.06
-    (fid, lab), = data["frames"].items()
+    ((fid, lab),) = data["frames"].items()
     assert lab["boxes"] and all(s > 0.06 for s in lab["scores"]) and len(lab["boxes"]) == len(lab["labels"])
     labels = read_pseudo_labels(path, ["car"])
     ps = PseudoLabelledFrames(dm.frames("predict", augment=False), labels)
     f = ps[0]
-    assert f["frame_id"] == fid and f["labels"].tolist() == lab["labels"][:len(f["labels"])]
+    assert f["frame_id"] == fid and f["labels"].tolist() == lab["labels"][: len(f["labels"])]
     written = torch.tensor(lab["boxes"])  # the frame's boxes are the pseudo-labels (those centred inside the range)
     assert len(f["boxes"]) and all(torch.isclose(written, b, atol=1e-5).all(1).any() for b in f["boxes"])
     with pytest.raises(UserError, match="classes"):
@@ -204,8 +249,16 @@ def test_pseudo_labels_written_by_predict_are_read_by_stage_two(shared_data, tmp
     intra.load_initial_weights(str(tmp_path / "stage1.ckpt"))
     for k, v in module.model.state_dict().items():
         torch.testing.assert_close(intra.model.state_dict()[k], v)
-    fit = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                     enable_checkpointing=False, max_steps=2, limit_val_batches=0, default_root_dir=str(tmp_path))
+    fit = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        max_steps=2,
+        limit_val_batches=0,
+        default_root_dir=str(tmp_path),
+    )
     fit.fit(SSDA3DModule(**TINY, stage="intra", init_weights=str(tmp_path / "stage1.ckpt")), datamodule=stage2)
     assert fit.global_step == 2 and torch.isfinite(fit.callback_metrics["train/loss"])
 
@@ -249,8 +302,11 @@ class _LegacyDraws:
 
 
 def _frame(points, boxes):
-    return {"points": torch.from_numpy(points), "boxes": torch.from_numpy(boxes),
-            "labels": torch.zeros(len(boxes), dtype=torch.long)}
+    return {
+        "points": torch.from_numpy(points),
+        "boxes": torch.from_numpy(boxes),
+        "labels": torch.zeros(len(boxes), dtype=torch.long),
+    }
 
 
 def test_point_cutmix_matches_the_release():
@@ -260,8 +316,12 @@ def test_point_cutmix_matches_the_release():
     from safetensors.numpy import load_file
 
     x, y = load_file(FIX / "cutmix_inputs.safetensors"), load_file(FIX / "cutmix_outputs.safetensors")
-    out = point_cutmix(_frame(x["source_points"], x["source_boxes"]), _frame(x["target_points"], x["target_boxes"]),
-                       x["point_cloud_range"].tolist(), _LegacyDraws(int(x["seed"][0])))
+    out = point_cutmix(
+        _frame(x["source_points"], x["source_boxes"]),
+        _frame(x["target_points"], x["target_boxes"]),
+        x["point_cloud_range"].tolist(),
+        _LegacyDraws(int(x["seed"][0])),
+    )
     assert out["points"].shape == y["points"].shape and torch.equal(out["points"], torch.from_numpy(y["points"]))
     assert torch.equal(out["boxes"], torch.from_numpy(y["boxes"]))
     region = out["cutmix_region"].tolist()
@@ -298,9 +358,18 @@ def test_point_mixup_matches_the_release(collision):
 
 
 # ------------------------------------------------------- parity with the official detector pieces (fixtures README)
-_TINY = dict(backbone="pillar", voxel_size=(0.8, 0.8, 9.8), point_cloud_range=(-12.8, -12.8, -5.0, 12.8, 12.8, 4.8),
-             pillar_filters=(8, 8), layer_nums=(1, 1, 1), layer_strides=(2, 2, 2), num_filters=(8, 16, 16),
-             upsample_strides=(0.5, 1, 2), num_upsample_filters=(8, 8, 8), head_channels=8)
+_TINY = dict(
+    backbone="pillar",
+    voxel_size=(0.8, 0.8, 9.8),
+    point_cloud_range=(-12.8, -12.8, -5.0, 12.8, 12.8, 4.8),
+    pillar_filters=(8, 8),
+    layer_nums=(1, 1, 1),
+    layer_strides=(2, 2, 2),
+    num_filters=(8, 16, 16),
+    upsample_strides=(0.5, 1, 2),
+    num_upsample_filters=(8, 8, 8),
+    head_channels=8,
+)
 
 
 @pytest.fixture(scope="module")
@@ -355,8 +424,9 @@ def test_bev_scatter_backbone_and_center_head_match_the_release(official_pillar)
     pts = ref["points"]
     with torch.no_grad():
         feats, coords = det.vfe(pts[:, 1:], pts[:, 0].long())
-        torch.testing.assert_close(scatter_to_bev(feats, coords, 2, 32, 32), ref["spatial_features"], atol=1e-5,
-                                   rtol=1e-5)
+        torch.testing.assert_close(
+            scatter_to_bev(feats, coords, 2, 32, 32), ref["spatial_features"], atol=1e-5, rtol=1e-5
+        )
         torch.testing.assert_close(det.bev(ref["spatial_features"]), ref["spatial_features_2d"], atol=1e-5, rtol=1e-5)
         maps = det.head(ref["spatial_features_2d"])
         end = det([pts[pts[:, 0] == b, 1:] for b in range(2)])
@@ -403,22 +473,52 @@ def test_openpcdet_voxel_checkpoint_converts_strictly(tmp_path, spconv_layout):
 
     shapes = json.loads((FIX / "voxel_model_state_shapes.json").read_text())
     g = torch.Generator().manual_seed(0)
-    state = {k: (torch.zeros(s, dtype=torch.long) if k.endswith(("num_batches_tracked", "global_step"))
-                 else torch.randn(s, generator=g)) for k, s in shapes.items()}
-    saved = {k: (v.permute(1, 2, 3, 4, 0).contiguous() if v.dim() == 5 and spconv_layout == "1.x" else v)
-             for k, v in state.items()}
+    state = {
+        k: (
+            torch.zeros(s, dtype=torch.long)
+            if k.endswith(("num_batches_tracked", "global_step"))
+            else torch.randn(s, generator=g)
+        )
+        for k, s in shapes.items()
+    }
+    saved = {
+        k: (v.permute(1, 2, 3, 4, 0).contiguous() if v.dim() == 5 and spconv_layout == "1.x" else v)
+        for k, v in state.items()
+    }
     path = tmp_path / "checkpoint_epoch_20.pth"
-    torch.save({"epoch": 20, "it": 5, "model_state": saved, "optimizer_state": {"state": {}, "param_groups": []},
-                "version": "pcdet+0.5.2"}, path)
-    det = SSDA3DDetector(backbone="voxel", voxel_size=(0.2, 0.2, 0.2),
-                         point_cloud_range=(-6.4, -6.4, -5.0, 6.4, 6.4, 4.8), voxel_channels=(16, 32, 64, 128),
-                         layer_nums=(1, 1), layer_strides=(1, 2), num_filters=(8, 16), upsample_strides=(1, 2),
-                         num_upsample_filters=(8, 8), head_channels=8)
+    torch.save(
+        {
+            "epoch": 20,
+            "it": 5,
+            "model_state": saved,
+            "optimizer_state": {"state": {}, "param_groups": []},
+            "version": "pcdet+0.5.2",
+        },
+        path,
+    )
+    det = SSDA3DDetector(
+        backbone="voxel",
+        voxel_size=(0.2, 0.2, 0.2),
+        point_cloud_range=(-6.4, -6.4, -5.0, 6.4, 6.4, 4.8),
+        voxel_channels=(16, 32, 64, 128),
+        layer_nums=(1, 1),
+        layer_strides=(1, 2),
+        num_filters=(8, 16),
+        upsample_strides=(1, 2),
+        num_upsample_filters=(8, 8),
+        head_channels=8,
+    )
     load_official(det, read_checkpoint(path))
     own = det.state_dict()
-    for key in ("backbone_3d.conv_input.0.weight", "backbone_3d.conv4.0.0.weight", "backbone_3d.conv_out.0.weight",
-                "backbone_3d.conv2.1.conv1.bias", "dense_head.heads_list.0.center.0.0.weight",
-                "dense_head.heads_list.0.hm.1.bias", "backbone_2d.deblocks.1.0.weight"):
+    for key in (
+        "backbone_3d.conv_input.0.weight",
+        "backbone_3d.conv4.0.0.weight",
+        "backbone_3d.conv_out.0.weight",
+        "backbone_3d.conv2.1.conv1.bias",
+        "dense_head.heads_list.0.center.0.0.weight",
+        "dense_head.heads_list.0.hm.1.bias",
+        "backbone_2d.deblocks.1.0.weight",
+    ):
         assert torch.equal(own[convert_key(key)], state[key]), key
     with pytest.raises(UserError, match="not a key"):
         convert_key("roi_head.shared_fc_layer.0.weight")
@@ -441,14 +541,22 @@ def test_bad_input_is_reported():
     g = torch.Generator().manual_seed(0)
     good = torch.cat([torch.rand(300, 3, generator=g) * 20 - 10, torch.rand(300, 1, generator=g)], 1)
     box = torch.tensor([[0.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0]])
-    batch = {"points": [good, torch.full((300, 4), float("nan"))], "boxes": [box, box],
-             "labels": [torch.zeros(1, dtype=torch.long)] * 2, "frame_id": ["ok", "scan-7"]}
+    batch = {
+        "points": [good, torch.full((300, 4), float("nan"))],
+        "boxes": [box, box],
+        "labels": [torch.zeros(1, dtype=torch.long)] * 2,
+        "frame_id": ["ok", "scan-7"],
+    }
     with pytest.raises(UserError, match="scan-7.*NaN") as e:
         m.training_step(batch, 0)
     assert "\n" not in str(e.value)
     bad_box = torch.tensor([[0.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0], [3.0, 3.0, 0.0, -4.0, 2.0, 1.5, 0.0]])
-    batch = {"points": [good, good], "boxes": [bad_box, bad_box], "labels": [torch.zeros(2, dtype=torch.long)] * 2,
-             "frame_id": ["a", "b"]}
+    batch = {
+        "points": [good, good],
+        "boxes": [bad_box, bad_box],
+        "labels": [torch.zeros(2, dtype=torch.long)] * 2,
+        "frame_id": ["a", "b"],
+    }
     with pytest.warns(UserWarning, match=r"skipped 2 of 4 boxes .*\(2 so far\)"):
         loss = m.training_step(batch, 0)
     assert torch.isfinite(loss) and m.model.head.skipped_boxes == 2

@@ -1,4 +1,5 @@
 """TinyMIM: relation loss, frozen teacher, converter, offline Hub loading, fine-tuning, demo configs."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file
 
@@ -77,8 +77,12 @@ def test_relation_loss_rejects_mismatched_heads():
 
 def test_student_equal_to_teacher_gives_zero_loss_in_the_module():
     """A student that *is* the teacher (same weights, same head split, same images) has zero relation loss."""
-    m = TinyMIMDistillModule(**{**STUDENT, "embed_dim": 48, "depth": 3, "num_heads": 4, "last_heads": 4},
-                             teacher=TEACHER, teacher_block=-1, lr=1e-3)
+    m = TinyMIMDistillModule(
+        **{**STUDENT, "embed_dim": 48, "depth": 3, "num_heads": 4, "last_heads": 4},
+        teacher=TEACHER,
+        teacher_block=-1,
+        lr=1e-3,
+    )
     m.configure_model()
     m.model.load_state_dict(m.teacher.state_dict())
     m.eval()
@@ -107,7 +111,7 @@ def test_forward_qkv_is_what_timms_attention_uses():
     assert q.shape == (2, 4, 17, 8)
     h = net.blocks[0](net.embed(x))
     blk = net.blocks[1]
-    a = torch.softmax(q @ k.transpose(-1, -2) * 8 ** -0.5, dim=-1) @ v
+    a = torch.softmax(q @ k.transpose(-1, -2) * 8**-0.5, dim=-1) @ v
     torch.testing.assert_close(blk.attn.proj(a.transpose(1, 2).reshape(2, 17, 32)), blk.attn(blk.norm1(h)))
 
 
@@ -134,8 +138,13 @@ def test_gradients_reach_only_the_student():
     got = {n for n, p in m.model.named_parameters() if p.grad is not None}
     # Everything up to the last block's q, k, v is trained; the rest of that block and the final norm are not used
     # by the loss (as in the released model).
-    assert {"cls_token", "patch_embed.proj.weight", "blocks.0.mlp.fc2.weight", "blocks.1.attn.qkv.weight",
-            "blocks.1.norm1.weight"} <= got
+    assert {
+        "cls_token",
+        "patch_embed.proj.weight",
+        "blocks.0.mlp.fc2.weight",
+        "blocks.1.attn.qkv.weight",
+        "blocks.1.norm1.weight",
+    } <= got
     assert not got & {"blocks.1.attn.proj.weight", "blocks.1.mlp.fc1.weight", "norm.weight", "pos_embed"}
     assert all(torch.isfinite(m.model.get_parameter(n).grad).all() for n in got)
 
@@ -180,14 +189,32 @@ def test_teacher_frozen_through_fit_and_left_out_of_checkpoints(tmp_path):
             self.modes.append((pl_module.training, pl_module.teacher.training))
 
     def data():
-        return ImageNetDataModule(root=None, image_size=32, batch_size=8, num_workers=0, auto_augment=None,
-                                  color_jitter=None, re_prob=0.0, crop_pct=1.0, pin_memory=False)
+        return ImageNetDataModule(
+            root=None,
+            image_size=32,
+            batch_size=8,
+            num_workers=0,
+            auto_augment=None,
+            color_jitter=None,
+            re_prob=0.0,
+            crop_pct=1.0,
+            pin_memory=False,
+        )
 
     watch = Watch()
     m = tiny_distill(lr=None, blr=1e-3, warmup_epochs=0)
-    trainer = Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=3, limit_val_batches=1, logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                      callbacks=[watch], default_root_dir=tmp_path)
+    trainer = Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=3,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[watch],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(m, datamodule=data())
     assert not watch.teacher_in_opt
     assert watch.modes and all(s and not t for s, t in watch.modes)
@@ -203,18 +230,37 @@ def test_teacher_frozen_through_fit_and_left_out_of_checkpoints(tmp_path):
     assert state and not any(k.startswith("teacher.") for k in state)
     # resuming restores into a module whose teacher is rebuilt from its spec
     m2 = tiny_distill(lr=None, blr=1e-3, warmup_epochs=0)
-    Trainer(accelerator="cpu", max_epochs=2, limit_train_batches=1, limit_val_batches=0, logger=False,
-            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            default_root_dir=tmp_path).fit(m2, datamodule=data(), ckpt_path=ckpt)
+    Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    ).fit(m2, datamodule=data(), ckpt_path=ckpt)
     # and exporting gives the student alone
     mod, _, _ = hub.module_from_checkpoint(ckpt, "zoo.models.tinymim.module.TinyMIMDistillModule")
     assert mod.teacher is None
     # sequential distillation: the distilled student (4 heads in its last block) teaches a smaller one
-    nxt = TinyMIMDistillModule(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, last_heads=2,
-                               teacher=str(ckpt), teacher_block=-1, teacher_heads=2, lr=1e-3)
+    nxt = TinyMIMDistillModule(
+        img_size=32,
+        patch_size=8,
+        embed_dim=16,
+        depth=2,
+        num_heads=2,
+        last_heads=2,
+        teacher=str(ckpt),
+        teacher_block=-1,
+        teacher_heads=2,
+        lr=1e-3,
+    )
     nxt.configure_model()
-    torch.testing.assert_close(nxt.teacher.state_dict()["blocks.1.attn.qkv.weight"],
-                               m.model.state_dict()["blocks.1.attn.qkv.weight"])
+    torch.testing.assert_close(
+        nxt.teacher.state_dict()["blocks.1.attn.qkv.weight"], m.model.state_dict()["blocks.1.attn.qkv.weight"]
+    )
     assert nxt.teacher.blocks[0].attn.num_heads == 2 and nxt.teacher.blocks[1].attn.num_heads == 4
     assert nxt.relation_loss(torch.randn(2, 3, 32, 32))[0].item() > 0
 
@@ -254,38 +300,69 @@ def test_warmup_cosine_schedule():
 # ============================================================================================== converter
 def official_vit_keys(dim, depth, tokens, patch=16, pretrain=True, classes=0, dist=False, neck=None):
     """Names and shapes of an official MAE/TinyMIM checkpoint , written out independently of zoo."""
-    keys = {"cls_token": (1, 1, dim), "pos_embed": (1, tokens, dim), "patch_embed.proj.weight": (dim, 3, patch, patch),
-            "patch_embed.proj.bias": (dim,)}
+    keys = {
+        "cls_token": (1, 1, dim),
+        "pos_embed": (1, tokens, dim),
+        "patch_embed.proj.weight": (dim, 3, patch, patch),
+        "patch_embed.proj.bias": (dim,),
+    }
     for i in range(depth):
         b = f"blocks.{i}."
-        keys.update({b + "norm1.weight": (dim,), b + "norm1.bias": (dim,), b + "attn.qkv.weight": (3 * dim, dim),
-                     b + "attn.qkv.bias": (3 * dim,), b + "attn.proj.weight": (dim, dim), b + "attn.proj.bias": (dim,),
-                     b + "norm2.weight": (dim,), b + "norm2.bias": (dim,), b + "mlp.fc1.weight": (4 * dim, dim),
-                     b + "mlp.fc1.bias": (4 * dim,), b + "mlp.fc2.weight": (dim, 4 * dim), b + "mlp.fc2.bias": (dim,)})
+        keys.update(
+            {
+                b + "norm1.weight": (dim,),
+                b + "norm1.bias": (dim,),
+                b + "attn.qkv.weight": (3 * dim, dim),
+                b + "attn.qkv.bias": (3 * dim,),
+                b + "attn.proj.weight": (dim, dim),
+                b + "attn.proj.bias": (dim,),
+                b + "norm2.weight": (dim,),
+                b + "norm2.bias": (dim,),
+                b + "mlp.fc1.weight": (4 * dim, dim),
+                b + "mlp.fc1.bias": (4 * dim,),
+                b + "mlp.fc2.weight": (dim, 4 * dim),
+                b + "mlp.fc2.bias": (dim,),
+            }
+        )
     if pretrain:
         keys.update({"norm.weight": (dim,), "norm.bias": (dim,)})
     if dist:
         keys["dist_token"] = (1, 1, dim)
     width = dim
     if neck:
-        keys.update({"conv1x1.0.weight": (dim,), "conv1x1.0.bias": (dim,), "conv1x1.1.weight": (neck, dim),
-                     "conv1x1.1.bias": (neck,)})
+        keys.update(
+            {
+                "conv1x1.0.weight": (dim,),
+                "conv1x1.0.bias": (dim,),
+                "conv1x1.1.weight": (neck, dim),
+                "conv1x1.1.bias": (neck,),
+            }
+        )
         width = neck
     if classes:
-        keys.update({"fc_norm.weight": (width,), "fc_norm.bias": (width,), "head.weight": (classes, width),
-                     "head.bias": (classes,)})
+        keys.update(
+            {
+                "fc_norm.weight": (width,),
+                "fc_norm.bias": (width,),
+                "head.weight": (classes, width),
+                "head.bias": (classes,),
+            }
+        )
         if dist:
             keys.update({"head_dist.weight": (classes, width), "head_dist.bias": (classes,)})
     return keys
 
 
-@pytest.mark.parametrize("name, official", [
-    ("tinymim-base", official_vit_keys(768, 12, 197)),                    # TinyMIM-PT-B.pth
-    ("tinymim-tiny", official_vit_keys(192, 12, 197)),
-    ("tinymim-small.in1k-ft", official_vit_keys(384, 12, 197, pretrain=False, classes=1000)),
-    ("tinymim-base.in1k-ft", official_vit_keys(768, 12, 197, pretrain=False, classes=1000)),
-    ("tinymim-tiny-star", official_vit_keys(192, 12, 198, pretrain=False, classes=1000, dist=True, neck=1280)),
-])
+@pytest.mark.parametrize(
+    "name, official",
+    [
+        ("tinymim-base", official_vit_keys(768, 12, 197)),  # TinyMIM-PT-B.pth
+        ("tinymim-tiny", official_vit_keys(192, 12, 197)),
+        ("tinymim-small.in1k-ft", official_vit_keys(384, 12, 197, pretrain=False, classes=1000)),
+        ("tinymim-base.in1k-ft", official_vit_keys(768, 12, 197, pretrain=False, classes=1000)),
+        ("tinymim-tiny-star", official_vit_keys(192, 12, 198, pretrain=False, classes=1000, dist=True, neck=1280)),
+    ],
+)
 def test_official_layouts_convert_onto_the_paper_size_models(name, official):
     with torch.device("meta"):
         module = zoo.create(name)
@@ -301,17 +378,24 @@ def test_mae_checkpoint_with_decoder_is_stripped_to_the_encoder_and_loads_as_a_t
     keys = official_vit_keys(32, 2, 17, patch=8)
     g = torch.Generator().manual_seed(0)
     sd = {k: torch.randn(s, generator=g) for k, s in keys.items()}
-    full = {**sd, "mask_token": torch.zeros(1, 1, 16), "decoder_embed.weight": torch.zeros(16, 32),
-            "decoder_blocks.0.norm1.weight": torch.zeros(16), "decoder_pred.weight": torch.zeros(192, 16),
-            "decoder_pos_embed": torch.zeros(1, 17, 16), "decoder_norm.weight": torch.zeros(16)}
+    full = {
+        **sd,
+        "mask_token": torch.zeros(1, 1, 16),
+        "decoder_embed.weight": torch.zeros(16, 32),
+        "decoder_blocks.0.norm1.weight": torch.zeros(16),
+        "decoder_pred.weight": torch.zeros(192, 16),
+        "decoder_pos_embed": torch.zeros(1, 17, 16),
+        "decoder_norm.weight": torch.zeros(16),
+    }
     path = tmp_path / "mae_pretrain_tiny.pth"
     torch.save({"model": {f"module.{k}": v for k, v in full.items()}}, path)
     conv = convert.read_official(path)
     assert set(conv) == set(sd)
     # ... and the distillation module accepts the file as its teacher (dims inferred, heads = width / 64 -> 1 here,
     # overridden by teacher_heads)
-    m = TinyMIMDistillModule(**{**STUDENT, "last_heads": 4}, teacher=str(path), teacher_block=2, teacher_heads=4,
-                             lr=1e-3)
+    m = TinyMIMDistillModule(
+        **{**STUDENT, "last_heads": 4}, teacher=str(path), teacher_block=2, teacher_heads=4, lr=1e-3
+    )
     m.configure_model()
     torch.testing.assert_close(m.teacher.blocks[1].attn.qkv.weight, sd["blocks.1.attn.qkv.weight"])
     assert m.relation_loss(torch.randn(2, 3, 32, 32))[0].item() > 0
@@ -320,8 +404,10 @@ def test_mae_checkpoint_with_decoder_is_stripped_to_the_encoder_and_loads_as_a_t
 def test_converter_round_trip_with_values():
     g = torch.Generator().manual_seed(0)
     star = TinyMIMStarViT(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, neck_dim=64, num_classes=10)
-    official = {k: torch.randn(s, generator=g) for k, s in
-                official_vit_keys(32, 2, 18, patch=8, pretrain=False, classes=10, dist=True, neck=64).items()}
+    official = {
+        k: torch.randn(s, generator=g)
+        for k, s in official_vit_keys(32, 2, 18, patch=8, pretrain=False, classes=10, dist=True, neck=64).items()
+    }
     conv = convert.convert_state_dict({"model": official})
     star.load_state_dict(conv, strict=True)
     back = convert.to_official_state_dict(star.state_dict())["model"]
@@ -334,8 +420,10 @@ def test_converter_round_trip_with_values():
 
 def test_convert_cli_writes_a_hub_folder_whose_card_has_the_paper_results(tmp_path):
     g = torch.Generator().manual_seed(0)
-    official = {k: torch.randn(s, generator=g) * 0.02 for k, s in
-                official_vit_keys(192, 12, 198, pretrain=False, classes=1000, dist=True, neck=1280).items()}
+    official = {
+        k: torch.randn(s, generator=g) * 0.02
+        for k, s in official_vit_keys(192, 12, 198, pretrain=False, classes=1000, dist=True, neck=1280).items()
+    }
     path = tmp_path / "TinyMIM-FT-Tstar.pth"
     torch.save({"model": official}, path)
     out = tmp_path / "hub"
@@ -400,37 +488,46 @@ def test_zoo_load_tinymim_base_without_weights_is_a_clear_error(hf_cache):
 def test_finetune_starts_from_a_distillation_checkpoint(tmp_path):
     student = tiny_distill()
     ckpt = tmp_path / "distill.ckpt"
-    torch.save({"state_dict": {f"model.{k}": v for k, v in student.model.state_dict().items()},
-                "hyper_parameters": dict(student.hparams)}, ckpt)
-    ft = ViTFinetuneModule(img_size=32, patch_size=8, embed_dim=24, depth=2, num_heads=1, num_classes=10,
-                           pretrained=str(ckpt))
+    torch.save(
+        {
+            "state_dict": {f"model.{k}": v for k, v in student.model.state_dict().items()},
+            "hyper_parameters": dict(student.hparams),
+        },
+        ckpt,
+    )
+    ft = ViTFinetuneModule(
+        img_size=32, patch_size=8, embed_dim=24, depth=2, num_heads=1, num_classes=10, pretrained=str(ckpt)
+    )
     ft.configure_model()
     for k in ("blocks.1.attn.qkv.weight", "patch_embed.proj.weight", "cls_token", "pos_embed"):
         torch.testing.assert_close(ft.model.state_dict()[k], student.model.state_dict()[k])
     assert ft.model.head.weight.abs().max() < 1e-3  # MAE's N(0, 2e-5) head, not loaded
     # a larger fine-tuning resolution resamples the position embedding
-    ft64 = ViTFinetuneModule(img_size=64, patch_size=8, embed_dim=24, depth=2, num_heads=2, num_classes=10,
-                             pretrained=str(ckpt))
+    ft64 = ViTFinetuneModule(
+        img_size=64, patch_size=8, embed_dim=24, depth=2, num_heads=2, num_classes=10, pretrained=str(ckpt)
+    )
     ft64.configure_model()
     assert ft64.model.pos_embed.shape == (1, 65, 24)
-    bad = ViTFinetuneModule(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=10,
-                            pretrained=str(ckpt))
+    bad = ViTFinetuneModule(
+        img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=10, pretrained=str(ckpt)
+    )
     with pytest.raises(ValueError, match="do not fit"):
         bad.configure_model()
 
 
 def test_layer_wise_lr_decay_is_maes():
-    ft = ViTFinetuneModule(img_size=32, patch_size=8, embed_dim=24, depth=3, num_heads=2, num_classes=10,
-                           layer_decay=0.65)
+    ft = ViTFinetuneModule(
+        img_size=32, patch_size=8, embed_dim=24, depth=3, num_heads=2, num_classes=10, layer_decay=0.65
+    )
     scale = {}
     for g in ft.param_groups(1.0):
         for p in g["params"]:
             scale[id(p)] = (g["lr"], g["weight_decay"])
     named = dict(ft.model.named_parameters())
     L = 3 + 1
-    assert scale[id(named["cls_token"])] == (pytest.approx(0.65 ** L), 0.0)
-    assert scale[id(named["patch_embed.proj.weight"])] == (pytest.approx(0.65 ** L), 0.05)
-    assert scale[id(named["blocks.0.attn.qkv.weight"])] == (pytest.approx(0.65 ** 3), 0.05)
+    assert scale[id(named["cls_token"])] == (pytest.approx(0.65**L), 0.0)
+    assert scale[id(named["patch_embed.proj.weight"])] == (pytest.approx(0.65**L), 0.05)
+    assert scale[id(named["blocks.0.attn.qkv.weight"])] == (pytest.approx(0.65**3), 0.05)
     assert scale[id(named["blocks.2.norm1.weight"])] == (pytest.approx(0.65), 0.0)
     assert scale[id(named["head.weight"])] == (pytest.approx(1.0), 0.05)
 
@@ -503,8 +600,8 @@ def test_relation_loss_is_an_op_module_that_fused_kernels_switches(monkeypatch):
         ref = relation_kl_loss(m.model.forward_qkv(images, -1), t_qkv, impl="reference")
     torch.testing.assert_close(loss, ref[0])
     # temperatures from each model's own head dim: student 24 / 4 heads, teacher 48 / 4 heads
-    assert m.relation_kl.student_scale == pytest.approx(6 ** -0.5)
-    assert m.relation_kl.teacher_scale == pytest.approx(12 ** -0.5)
+    assert m.relation_kl.student_scale == pytest.approx(6**-0.5)
+    assert m.relation_kl.teacher_scale == pytest.approx(12**-0.5)
     monkeypatch.setattr("zoo.ops._dispatch.kernel_error", lambda device: None)
     switch = apply_fused_kernels(m, ["relation_kl"], "cuda")
     assert m.relation_kl.impl == "triton"
@@ -521,11 +618,31 @@ def _save_model_format(path: Path, model_state: dict) -> Path:
     opt = torch.optim.AdamW(params, lr=2.4e-3, betas=(0.9, 0.95))
     sum(p.sum() for p in params).backward()
     opt.step()
-    args = argparse.Namespace(model="tinymim_vit_tiny_patch16", teacher_model="mae_vit_base", batch_size=128,
-                              blr=1.5e-4, epochs=300, output_dir="./output_dir", input_size=224)
-    torch.save({"model": model_state, "optimizer": opt.state_dict(), "epoch": 299,
-                "scaler": {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
-                           "_growth_tracker": 0}, "args": args}, path)
+    args = argparse.Namespace(
+        model="tinymim_vit_tiny_patch16",
+        teacher_model="mae_vit_base",
+        batch_size=128,
+        blr=1.5e-4,
+        epochs=300,
+        output_dir="./output_dir",
+        input_size=224,
+    )
+    torch.save(
+        {
+            "model": model_state,
+            "optimizer": opt.state_dict(),
+            "epoch": 299,
+            "scaler": {
+                "scale": 65536.0,
+                "growth_factor": 2.0,
+                "backoff_factor": 0.5,
+                "growth_interval": 2000,
+                "_growth_tracker": 0,
+            },
+            "args": args,
+        },
+        path,
+    )
     return path
 
 
@@ -648,10 +765,22 @@ def test_argument_checks_are_user_errors():
 def test_finetune_classifier_matches_the_release():
     """models_vit.py VisionTransformer(global_pool=True) on timm 0.3.2: mean of patch tokens -> fc_norm -> head."""
     golden = load_file(FIXTURES / "finetune_golden.safetensors")
-    module = ViTFinetuneModule(kind="vit", img_size=64, patch_size=16, embed_dim=16, depth=2, num_heads=2,
-                               num_classes=10, mixup=0.0, cutmix=0.0).eval()
-    hub.load_weights_strict(module.model, convert.convert_state_dict(
-        {"model": load_file(FIXTURES / "finetune_state.safetensors")}), "release")
+    module = ViTFinetuneModule(
+        kind="vit",
+        img_size=64,
+        patch_size=16,
+        embed_dim=16,
+        depth=2,
+        num_heads=2,
+        num_classes=10,
+        mixup=0.0,
+        cutmix=0.0,
+    ).eval()
+    hub.load_weights_strict(
+        module.model,
+        convert.convert_state_dict({"model": load_file(FIXTURES / "finetune_state.safetensors")}),
+        "release",
+    )
     with torch.no_grad():
         features = module.model.forward_head(module.model.forward_features(golden["images"]), pre_logits=True)
         _delta("pooled features (fc_norm)", features, golden["features"], 1e-5)

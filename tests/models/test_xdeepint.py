@@ -1,5 +1,6 @@
 """xDeepInt: the PIN recursion, subspace crossing, output layer, reference sizes, the Lightning module end to end and
 the proof that it learns planted feature crosses that logistic regression cannot."""
+
 from __future__ import annotations
 
 import warnings
@@ -19,7 +20,7 @@ def test_subspace_crossing_layout():
     assert s.shape == (2, 2, 12)
     for i in range(4):  # column i*F + f = sub-vector i of field f (subspace-major, as the TF code)
         for f in range(3):
-            torch.testing.assert_close(s[:, :, i * 3 + f], x[:, f, 2 * i:2 * i + 2])
+            torch.testing.assert_close(s[:, :, i * 3 + f], x[:, f, 2 * i : 2 * i + 2])
     torch.testing.assert_close(from_subspaces(s, 4), x)
 
 
@@ -89,8 +90,15 @@ def test_reference_configuration_sizes():
 def _trainer(**kw):
     import lightning as L
 
-    return L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                     num_sanity_val_steps=0, accelerator="cpu", **kw)
+    return L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        **kw,
+    )
 
 
 def test_module_fits_from_data_and_round_trips(tmp_path):
@@ -99,8 +107,15 @@ def test_module_fits_from_data_and_round_trips(tmp_path):
 
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
-    dm = CTRDataModule("criteo", root=None, cache_dir=str(tmp_path / "data"), synthetic_rows=3000, min_count=3,
-                       batch_size=256, eval_batch_size=1000)
+    dm = CTRDataModule(
+        "criteo",
+        root=None,
+        cache_dir=str(tmp_path / "data"),
+        synthetic_rows=3000,
+        min_count=3,
+        batch_size=256,
+        eval_batch_size=1000,
+    )
     m = XDeepIntModule(embed_dim=4, num_layers=2, num_subspaces=2, gftrl_lambda1=1.0, gftrl_lambda2=1.0)
     assert m.model.embedding is None
     trainer = _trainer(max_epochs=1)
@@ -133,8 +148,15 @@ def test_module_fits_from_data_and_round_trips(tmp_path):
 
 def test_adam_option_trains():
     torch.manual_seed(0)
-    m = XDeepIntModule(vocab_sizes=[3, 4], num_fields=2, embed_dim=4, num_subspaces=2, optimizer="adam",
-                       adam_lr=0.05, loss_reduction="mean")
+    m = XDeepIntModule(
+        vocab_sizes=[3, 4],
+        num_fields=2,
+        embed_dim=4,
+        num_subspaces=2,
+        optimizer="adam",
+        adam_lr=0.05,
+        loss_reduction="mean",
+    )
     opt = m.configure_optimizers()
     assert isinstance(opt, torch.optim.Adam)
     ids = torch.tensor([[1, 1], [2, 3], [3, 4], [1, 2]] * 8)
@@ -170,10 +192,18 @@ def test_learns_planted_crosses_that_logistic_regression_cannot(tmp_path):
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    dm = CTRDataModule("criteo", root=None, cache_dir=str(tmp_path), synthetic_rows=30_000, min_count=5,
-                       batch_size=512, eval_batch_size=4096)
-    m = XDeepIntModule(embed_dim=8, num_layers=3, num_subspaces=4, gftrl_alpha=0.1, gftrl_lambda1=1.0,
-                       gftrl_lambda2=1.0, ftrl_lr=0.1)
+    dm = CTRDataModule(
+        "criteo",
+        root=None,
+        cache_dir=str(tmp_path),
+        synthetic_rows=30_000,
+        min_count=5,
+        batch_size=512,
+        eval_batch_size=4096,
+    )
+    m = XDeepIntModule(
+        embed_dim=8, num_layers=3, num_subspaces=4, gftrl_alpha=0.1, gftrl_lambda1=1.0, gftrl_lambda2=1.0, ftrl_lr=0.1
+    )
     trainer = _trainer(max_epochs=3, limit_val_batches=0)
     trainer.fit(m, dm)
     auc_xdi = trainer.test(m, dm, verbose=False)[0]["test/auc"]
@@ -185,7 +215,9 @@ def test_learns_planted_crosses_that_logistic_regression_cannot(tmp_path):
 
     (xtr, ytr), (xte, yte) = arrays("train"), arrays("test")
     xtr, xte = _onehot(xtr, dm.vocab_sizes), _onehot(xte, dm.vocab_sizes)
-    auc_lr = max(roc_auc_score(yte, LogisticRegression(C=c, max_iter=1000).fit(xtr, ytr).predict_proba(xte)[:, 1])
-                 for c in (0.01, 0.1, 1.0))
+    auc_lr = max(
+        roc_auc_score(yte, LogisticRegression(C=c, max_iter=1000).fit(xtr, ytr).predict_proba(xte)[:, 1])
+        for c in (0.01, 0.1, 1.0)
+    )
     print(f"planted crosses, 30k rows: xDeepInt AUC {auc_xdi:.4f}, logistic regression AUC {auc_lr:.4f}")
     assert auc_xdi > auc_lr + 0.04, (auc_xdi, auc_lr)

@@ -1,6 +1,7 @@
 """xDeepInt under DDP: Lightning's ``ddp`` strategy with 2 CPU processes (gloo) trains with G-FTRL + FTRL-Proximal and
 ends with the same weights as one process that sees both ranks' batches at once (``loss_reduction="mean"``: DDP
 averages the ranks' gradients). Sharding strategies are refused at setup with the strategies that work."""
+
 from __future__ import annotations
 
 import textwrap
@@ -12,8 +13,20 @@ from zoo.errors import UserError
 from zoo.models.xdeepint.module import XDeepIntModule
 
 VOCAB = [5, 7, 4, 6]
-INIT = dict(vocab_sizes=VOCAB, num_fields=4, embed_dim=4, num_layers=2, num_subspaces=2, loss_reduction="mean",
-            gftrl_alpha=0.5, gftrl_lambda1=0.01, gftrl_lambda2=0.1, ftrl_lr=0.5, ftrl_l1=0.01, ftrl_l2=0.01)
+INIT = dict(
+    vocab_sizes=VOCAB,
+    num_fields=4,
+    embed_dim=4,
+    num_layers=2,
+    num_subspaces=2,
+    loss_reduction="mean",
+    gftrl_alpha=0.5,
+    gftrl_lambda1=0.01,
+    gftrl_lambda2=0.1,
+    ftrl_lr=0.5,
+    ftrl_l1=0.01,
+    ftrl_l2=0.01,
+)
 
 # Shared by the DDP script and the in-process reference: data, model and trainer settings.
 COMMON = f"""
@@ -46,7 +59,9 @@ def run(strategy, devices, batch_size):
     return trainer, model
 """
 
-SCRIPT = COMMON + """
+SCRIPT = (
+    COMMON
+    + """
 import sys
 from safetensors.torch import save_file
 trainer, model = run("ddp", 2, 8)
@@ -54,6 +69,7 @@ assert trainer.world_size == 2 and not model.model.embedding.table.sparse
 if trainer.global_rank == 0:
     save_file({k: v.contiguous() for k, v in model.model.state_dict().items()}, sys.argv[1])
 """
+)
 
 
 @pytest.mark.slow  # two processes that import torch + Lightning: about 20 s on two shared cores

@@ -1,4 +1,5 @@
 """G-FTRL and FTRL-Proximal against hand-computed updates (official xdeepint/src/optimizer.py, TF FTRL)."""
+
 from __future__ import annotations
 
 import math
@@ -84,7 +85,9 @@ def test_group_ftrl_strong_lambda1_zeroes_whole_rows_exactly():
         opt.step()
     w = emb.weight.detach()
     zero_rows = (w == 0).all(dim=1)
-    assert zero_rows.sum() >= 35, f"strong lambda1 must drop most useless feature values, dropped {int(zero_rows.sum())}"
+    assert zero_rows.sum() >= 35, (
+        f"strong lambda1 must drop most useless feature values, dropped {int(zero_rows.sum())}"
+    )
     assert not zero_rows[:5].any(), "the useful rows survive"
     assert (w[:5] > 0.3).all()
     # group sparsity: a row is either entirely zero or has no zero entry

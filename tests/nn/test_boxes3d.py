@@ -1,4 +1,5 @@
 """zoo.nn.boxes3d against shapely polygon intersection and direct loops."""
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,15 @@ from zoo.nn.boxes3d import (
 
 def random_boxes(n: int, seed: int, extent: float = 8.0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return torch.cat([torch.rand(n, 2, generator=g) * extent, torch.rand(n, 1, generator=g) * 2 - 1,
-                      torch.rand(n, 3, generator=g) * 3 + 0.3, (torch.rand(n, 1, generator=g) * 2 - 1) * math.pi], 1)
+    return torch.cat(
+        [
+            torch.rand(n, 2, generator=g) * extent,
+            torch.rand(n, 1, generator=g) * 2 - 1,
+            torch.rand(n, 3, generator=g) * 3 + 0.3,
+            (torch.rand(n, 1, generator=g) * 2 - 1) * math.pi,
+        ],
+        1,
+    )
 
 
 def shapely_ious(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -35,8 +43,10 @@ def shapely_ious(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, np.ndarr
         for j, q in enumerate(pb):
             inter = p.intersection(q).area
             bev[i, j] = inter / (p.area + q.area - inter)
-            dz = max(0.0, min(a[i, 2] + a[i, 5] / 2, b[j, 2] + b[j, 5] / 2)
-                     - max(a[i, 2] - a[i, 5] / 2, b[j, 2] - b[j, 5] / 2))
+            dz = max(
+                0.0,
+                min(a[i, 2] + a[i, 5] / 2, b[j, 2] + b[j, 5] / 2) - max(a[i, 2] - a[i, 5] / 2, b[j, 2] - b[j, 5] / 2),
+            )
             v = inter * dz
             vol[i, j] = v / (np.prod(a[i, 3:6]) + np.prod(b[j, 3:6]) - v)
     return bev, vol
@@ -99,8 +109,14 @@ def test_iou_hand_made_cases():
 def test_points_in_boxes_vs_loop():
     boxes = random_boxes(5, 3, extent=4.0)
     g = torch.Generator().manual_seed(4)
-    pts = torch.cat([torch.rand(400, 2, generator=g) * 6 - 1, torch.rand(400, 1, generator=g) * 4 - 2,
-                     torch.rand(400, 1, generator=g)], 1)
+    pts = torch.cat(
+        [
+            torch.rand(400, 2, generator=g) * 6 - 1,
+            torch.rand(400, 1, generator=g) * 4 - 2,
+            torch.rand(400, 1, generator=g),
+        ],
+        1,
+    )
     got = points_in_boxes(pts, boxes)
     assert got.shape == (400, 5) and 20 < int(got.sum()) < 400 * 5
     checked = 0
@@ -146,7 +162,7 @@ def _dense_greedy_nms(boxes, scores, thr):
     for i in range(len(order)):
         if not suppressed[i]:
             keep.append(i)
-            suppressed[i + 1:] |= iou[i, i + 1:] > thr
+            suppressed[i + 1 :] |= iou[i, i + 1 :] > thr
     return order[keep]
 
 
@@ -187,8 +203,15 @@ def test_green_clipping_on_degenerate_pairs_matches_shapely():
 
     g = torch.Generator().manual_seed(0)
     n = 4000
-    a = torch.cat([torch.randn(n, 2, generator=g), torch.zeros(n, 1), 1 + 4 * torch.rand(n, 3, generator=g),
-                   (torch.rand(n, 1, generator=g) * 2 - 1) * 3.2], 1).double()
+    a = torch.cat(
+        [
+            torch.randn(n, 2, generator=g),
+            torch.zeros(n, 1),
+            1 + 4 * torch.rand(n, 3, generator=g),
+            (torch.rand(n, 1, generator=g) * 2 - 1) * 3.2,
+        ],
+        1,
+    ).double()
     kind = torch.arange(n) % 4
     b = a.clone()
     b[kind == 0, 6] += torch.pi

@@ -1,4 +1,5 @@
 """zoo.nn.pillars: dynamic voxelisation and the pillar feature net against loop-based references."""
+
 from __future__ import annotations
 
 import math
@@ -158,9 +159,12 @@ def test_voxelize_is_the_previous_torch_unique_result_on_real_frames(shared_data
 
     kitti = [torch.from_numpy(read_points(shared_data / f"kitti_frames/velodyne/00000{i}.bin", 4)) for i in range(3)]
     nus = next((shared_data / "nuscenes_demo").glob("*LIDAR_TOP*.pcd.bin"))
-    clouds = {"kitti": (kitti[0], None), "kitti x3": (torch.cat(kitti), None),
-              "kitti batch 3": (torch.cat(kitti), torch.cat([torch.full((len(p),), i) for i, p in enumerate(kitti)])),
-              "nuscenes": (torch.from_numpy(read_points(nus, 5)), None)}
+    clouds = {
+        "kitti": (kitti[0], None),
+        "kitti x3": (torch.cat(kitti), None),
+        "kitti batch 3": (torch.cat(kitti), torch.cat([torch.full((len(p),), i) for i, p in enumerate(kitti)])),
+        "nuscenes": (torch.from_numpy(read_points(nus, 5)), None),
+    }
     compared = 0
     for name, (pts, b) in clouds.items():
         for grid, filter_zs in ((PILLAR_GRID, (True, False)), (VOXEL_GRID, (True,))):

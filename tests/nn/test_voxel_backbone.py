@@ -1,6 +1,7 @@
 """zoo.nn.voxel_backbone (spconv): forward and shapes only. spconv 2.3.8's CPU wheel runs the forward, but its backward
 launches CUDA kernels, so on a CPU machine the backward (training) of this backbone cannot be tested; the CPU training
 path is the pillar encoder (tests/nn/test_pillars.py)."""
+
 from __future__ import annotations
 
 import torch
@@ -49,8 +50,9 @@ def test_mean_vfe_hard_voxel_cap_matches_a_loop():
     from zoo.errors import UserError
 
     g = torch.Generator().manual_seed(0)
-    pts = torch.cat([torch.rand(400, 3, generator=g) * torch.tensor([1.2, 1.2, 0.4]) - 0.6,
-                     torch.rand(400, 1, generator=g)], 1)  # dense: many voxels hold more than 3 points
+    pts = torch.cat(
+        [torch.rand(400, 3, generator=g) * torch.tensor([1.2, 1.2, 0.4]) - 0.6, torch.rand(400, 1, generator=g)], 1
+    )  # dense: many voxels hold more than 3 points
     b = torch.cat([torch.zeros(250, dtype=torch.long), torch.ones(150, dtype=torch.long)])
     feats, coords = mean_vfe(pts, b, VOX, RANGE, max_points_per_voxel=3, max_voxels=7)
     ref: dict[tuple, list[int]] = {}

@@ -7,6 +7,7 @@ process (the variable is set per test, so other test modules never see it); othe
 each test module is run once in a fresh ``TRITON_INTERPRET=1`` pytest subprocess and every test here reports the
 outcome it had there (``pytest_pyfunc_call`` below), so the kernels are exercised either way.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,14 +48,20 @@ def _subprocess_results(path: Path, tmp_dir: Path) -> dict[str, tuple[str, str]]
     if path not in _RESULTS:
         xml = tmp_dir / f"{path.stem}.xml"
         env = {**os.environ, "TRITON_INTERPRET": "1"}
-        proc = subprocess.run([sys.executable, "-m", "pytest", str(path), "-q", "-p", "no:cacheprovider",
-                               f"--junitxml={xml}"], env=env, capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", str(path), "-q", "-p", "no:cacheprovider", f"--junitxml={xml}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         results = {}
         if xml.exists():
             for case in ET.parse(xml).getroot().iter("testcase"):
                 bad = [c for c in case if c.tag in ("failure", "error", "skipped")]
-                results[case.get("name")] = ((bad[0].tag, (bad[0].get("message") or "") + "\n" + (bad[0].text or ""))
-                                             if bad else ("passed", ""))
+                results[case.get("name")] = (
+                    (bad[0].tag, (bad[0].get("message") or "") + "\n" + (bad[0].text or "")) if bad else ("passed", "")
+                )
         results["__output__"] = ("", proc.stdout[-4000:] + proc.stderr[-4000:])
         _RESULTS[path] = results
     return _RESULTS[path]

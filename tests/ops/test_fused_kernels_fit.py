@@ -1,5 +1,6 @@
 """A small model trained with zoo.callbacks.FusedKernels (all three kernels, in Triton's interpreter) follows the
 same loss curve and ends at the same weights as without it (the reference ops)."""
+
 from __future__ import annotations
 
 import lightning.pytorch as pl
@@ -44,13 +45,21 @@ class TinyDistillGraph(pl.LightningModule):
 
 def _fit(callbacks):
     g = torch.Generator().manual_seed(1)
-    adj = ((torch.rand(10, 10, generator=g) < 0.3).float() + torch.eye(10))
+    adj = (torch.rand(10, 10, generator=g) < 0.3).float() + torch.eye(10)
     adj = (adj / adj.sum(1, keepdim=True)).to_sparse_csr()
     x, y = torch.randn(10, 6, generator=g), torch.randint(0, 7, (10,), generator=g)
     y[3] = -100
     model = TinyDistillGraph(adj)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=5, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=5,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
     loader = DataLoader(TensorDataset(x[None], y[None]), batch_size=None)  # one full-graph batch per step
     trainer.fit(model, loader)
     return model

@@ -1,4 +1,5 @@
 """zoo.ops.fused_linear_cross_entropy: the chunked Triton path (interpreted on the CPU) against F.cross_entropy."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,7 +11,7 @@ from zoo.ops.linear_cross_entropy import _chunk_rows
 
 def _inputs(lead, d, v, bias=True, ignore_every=0):
     h = torch.randn(*lead, d, requires_grad=True)
-    w = (torch.randn(v, d) / d ** 0.5).requires_grad_()
+    w = (torch.randn(v, d) / d**0.5).requires_grad_()
     b = torch.randn(v).requires_grad_() if bias else None
     y = torch.randint(0, v, lead)
     if ignore_every:
@@ -75,10 +76,13 @@ def test_opcheck(interpret, reduction, monkeypatch):
     if not interpret:
         monkeypatch.delenv("TRITON_INTERPRET")
     h, w, b, y = _inputs((6,), 4, 11, ignore_every=4)
-    torch.library.opcheck(torch.ops.zoo.fused_linear_cross_entropy.default,
-                          (h, w, b, y, -100, reduction, True, True, True))
-    torch.library.opcheck(torch.ops.zoo.fused_linear_cross_entropy_backward.default,
-                          (torch.rand(6), h.detach(), w.detach(), b.detach(), y, -100))
+    torch.library.opcheck(
+        torch.ops.zoo.fused_linear_cross_entropy.default, (h, w, b, y, -100, reduction, True, True, True)
+    )
+    torch.library.opcheck(
+        torch.ops.zoo.fused_linear_cross_entropy_backward.default,
+        (torch.rand(6), h.detach(), w.detach(), b.detach(), y, -100),
+    )
 
 
 def test_compile_matches_eager():

@@ -1,4 +1,5 @@
 """zoo.ops.graph_propagate: the CSR SpMM Triton kernel (interpreted on the CPU) against torch.sparse.mm."""
+
 from __future__ import annotations
 
 import pytest

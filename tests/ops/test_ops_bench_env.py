@@ -1,4 +1,5 @@
 """zoo.ops.available() (printed by `zoo env`) and zoo.ops.bench.bench_op (`zoo bench --op NAME`) on the CPU."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,11 +21,14 @@ def test_available_lists_every_op_with_a_status(monkeypatch):
     assert all(s.startswith("reference only: no CUDA device") for s in zoo.ops.available().values())
 
 
-@pytest.mark.parametrize("op,size", [
-    ("relation_kl", dict(B=1, H=1, N=20, d=16)),
-    ("graph_propagate", dict(graph="random", nodes=30, nnz=90, F=8)),
-    ("fused_linear_cross_entropy", dict(R=8, D=16, V=40)),
-])
+@pytest.mark.parametrize(
+    "op,size",
+    [
+        ("relation_kl", dict(B=1, H=1, N=20, d=16)),
+        ("graph_propagate", dict(graph="random", nodes=30, nnz=90, F=8)),
+        ("fused_linear_cross_entropy", dict(R=8, D=16, V=40)),
+    ],
+)
 def test_bench_op_runs_reference_and_interpreted_kernel(op, size, capsys):
     rows = bench_op(op, device="cpu", sizes=[size], reps=1)
     providers = {r["provider"] for r in rows}

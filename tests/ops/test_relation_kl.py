@@ -1,4 +1,5 @@
 """zoo.ops.relation_kl: the tiled Triton kernel (interpreted on the CPU) against the materialising reference."""
+
 from __future__ import annotations
 
 import pytest
@@ -25,7 +26,7 @@ def _inputs(B, H, N, M, ds, dt, spread=1.0):
 )
 def test_kernel_matches_reference(B, H, N, M, ds, dt, spread):
     sa, sb, ta, tb = _inputs(B, H, N, M, ds, dt, spread)
-    scales = (ds ** -0.5, dt ** -0.5)
+    scales = (ds**-0.5, dt**-0.5)
     ref = relation_kl_reference(sa, sb, ta, tb, *scales)
     g_ref = torch.autograd.grad(ref, (sa, sb))
     out = relation_kl(sa, sb, ta, tb, *scales, impl="triton")
@@ -50,8 +51,7 @@ def test_zero_when_student_equals_teacher_and_teacher_gets_no_gradient():
 def test_auto_runs_reference_on_cpu_and_triton_needs_cuda_or_interpreter(monkeypatch):
     sa, sb, ta, tb = _inputs(1, 1, 4, 4, 8, 8)
     calls = []
-    monkeypatch.setattr("zoo.ops.relation.relation_kl_reference",
-                        lambda *a: calls.append(1) or torch.zeros(()))
+    monkeypatch.setattr("zoo.ops.relation.relation_kl_reference", lambda *a: calls.append(1) or torch.zeros(()))
     relation_kl(sa, sb, ta, tb, 1.0, 1.0)  # impl="auto"
     assert calls == [1]
     monkeypatch.delenv("TRITON_INTERPRET")
@@ -70,8 +70,10 @@ def test_opcheck(interpret, monkeypatch):
     sa, sb, ta, tb = _inputs(1, 2, 7, 9, 8, 12)
     torch.library.opcheck(torch.ops.zoo.relation_kl.default, (sa, sb, ta, tb, 0.5, 0.25))
     _, lse_s, lse_t = torch.ops.zoo.relation_kl(sa, sb, ta, tb, 0.5, 0.25)
-    torch.library.opcheck(torch.ops.zoo.relation_kl_backward.default,
-                          (torch.tensor(1.5), sa.detach(), sb.detach(), ta, tb, lse_s, lse_t, 0.5, 0.25))
+    torch.library.opcheck(
+        torch.ops.zoo.relation_kl_backward.default,
+        (torch.tensor(1.5), sa.detach(), sb.detach(), ta, tb, lse_s, lse_t, 0.5, 0.25),
+    )
 
 
 def test_compile_matches_eager():
@@ -82,7 +84,7 @@ def test_compile_matches_eager():
 
         def forward(self, x, teacher):
             q, k = self.proj(x).chunk(2, dim=-1)
-            return relation_kl(q, k, teacher, teacher, 8 ** -0.5, 8 ** -0.5, impl="triton")
+            return relation_kl(q, k, teacher, teacher, 8**-0.5, 8**-0.5, impl="triton")
 
     model = Distill()
     x, teacher = torch.randn(2, 2, 11, 8), torch.randn(2, 2, 11, 8)

@@ -12,6 +12,7 @@ downloads Stanford models). Scores are fractions (BLEU 0.43 = 43.0 in papers; CI
 UTF-8 bytes in tensor states, so they are gathered across processes like any ``cat`` state; ``compute()`` decodes,
 keeps the first occurrence of each id (a distributed sampler repeats items to even out the ranks) and scores.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -72,15 +73,17 @@ def caption_scores(references: dict, candidates: dict, tokenize: bool = True, me
 def _encode(strings: Sequence[str], device) -> tuple[Tensor, Tensor]:
     data = [s.encode("utf-8") for s in strings]
     flat = b"".join(data)
-    return (torch.tensor(list(flat), dtype=torch.uint8, device=device),
-            torch.tensor([len(d) for d in data], dtype=torch.long, device=device))
+    return (
+        torch.tensor(list(flat), dtype=torch.uint8, device=device),
+        torch.tensor([len(d) for d in data], dtype=torch.long, device=device),
+    )
 
 
 def _decode(flat: Tensor, lens: Tensor) -> list[str]:
     raw = bytes(flat.cpu().tolist())
     out, pos = [], 0
     for n in lens.cpu().tolist():
-        out.append(raw[pos:pos + n].decode("utf-8"))
+        out.append(raw[pos : pos + n].decode("utf-8"))
         pos += n
     return out
 
@@ -111,8 +114,11 @@ class CaptionMetrics(Metric):
             raise ValueError("every candidate needs at least one reference caption")
         dev = self.device
         if ids is None:
-            if torch.distributed.is_available() and torch.distributed.is_initialized() and \
-                    torch.distributed.get_world_size() > 1:
+            if (
+                torch.distributed.is_available()
+                and torch.distributed.is_initialized()
+                and torch.distributed.get_world_size() > 1
+            ):
                 raise ValueError("under several processes pass ids (dataset indices): automatic ids would collide")
             ids = torch.arange(self._count, self._count + len(candidates), device=dev)
             self._count += len(candidates)
@@ -137,7 +143,7 @@ class CaptionMetrics(Metric):
         refs, res, pos = {}, {}, 0
         for i, c, n in zip(ids, cands, counts):
             if i not in res:
-                res[i], refs[i] = [c], refs_flat[pos:pos + n]
+                res[i], refs[i] = [c], refs_flat[pos : pos + n]
             pos += n
         return refs, res
 

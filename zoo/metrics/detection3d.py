@@ -30,6 +30,7 @@ the KITTI devkit; AP = mean over recall r in {1/40, ..., 40/40} of the maximum p
 difficulty levels and DontCare regions are not modelled (one "all boxes" level), so values are comparable to the
 KITTI server's only in spirit. Classes without ground truth give NaN and are left out of the means.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -46,10 +47,18 @@ from zoo.nn.boxes3d import bev_iou, iou3d
 __all__ = ["KittiDetection", "NuScenesDetection", "kitti_ap_r40"]
 
 # nuScenes default attribute per class (mmdet3d NuScenesMetric.DefaultAttribute / OpenPCDet)
-_DEFAULT_ATTRIBUTE = {"car": "vehicle.parked", "pedestrian": "pedestrian.moving", "trailer": "vehicle.parked",
-                      "truck": "vehicle.parked", "bus": "vehicle.moving", "motorcycle": "cycle.without_rider",
-                      "construction_vehicle": "vehicle.parked", "bicycle": "cycle.without_rider", "barrier": "",
-                      "traffic_cone": ""}
+_DEFAULT_ATTRIBUTE = {
+    "car": "vehicle.parked",
+    "pedestrian": "pedestrian.moving",
+    "trailer": "vehicle.parked",
+    "truck": "vehicle.parked",
+    "bus": "vehicle.moving",
+    "motorcycle": "cycle.without_rider",
+    "construction_vehicle": "vehicle.parked",
+    "bicycle": "cycle.without_rider",
+    "barrier": "",
+    "traffic_cone": "",
+}
 
 
 def _rank_world() -> tuple[int, int]:
@@ -91,8 +100,9 @@ class _FrameRows(Metric):
 
     def update(self, preds: Sequence[Mapping], targets: Sequence[Mapping]) -> None:
         if len(preds) != len(targets):
-            raise UserError(f"update got {len(preds)} prediction dicts for {len(targets)} target dicts; "
-                            "pass one of each per frame")
+            raise UserError(
+                f"update got {len(preds)} prediction dicts for {len(targets)} target dicts; pass one of each per frame"
+            )
         rank, world = _rank_world()
         for p, t in zip(preds, targets):
             key = float(self._frames_seen * world + rank)
@@ -100,17 +110,36 @@ class _FrameRows(Metric):
             pb = torch.as_tensor(p["boxes"]).detach().to("cpu", torch.float64).reshape(-1, 7)
             k = len(pb)
             if len(p["scores"]) != k or len(p["labels"]) != k:
-                raise UserError(f"prediction boxes/scores/labels lengths differ: {k}, {len(p['scores'])}, "
-                                f"{len(p['labels'])}")
-            self.pred_rows.append(torch.cat([
-                torch.full((k, 1), key, dtype=torch.float64), self._col(p, "labels", k, 1, 0),
-                self._col(p, "scores", k, 1, 0), pb, self._col(p, "velocity", k, 2, 0.0),
-                self._col(p, "attributes", k, 1, -1)], 1).to(self.device))
+                raise UserError(
+                    f"prediction boxes/scores/labels lengths differ: {k}, {len(p['scores'])}, {len(p['labels'])}"
+                )
+            self.pred_rows.append(
+                torch.cat(
+                    [
+                        torch.full((k, 1), key, dtype=torch.float64),
+                        self._col(p, "labels", k, 1, 0),
+                        self._col(p, "scores", k, 1, 0),
+                        pb,
+                        self._col(p, "velocity", k, 2, 0.0),
+                        self._col(p, "attributes", k, 1, -1),
+                    ],
+                    1,
+                ).to(self.device)
+            )
             tb = torch.as_tensor(t["boxes"]).detach().to("cpu", torch.float64).reshape(-1, 7)
             m = len(tb)
-            self.target_rows.append(torch.cat([
-                torch.full((m, 1), key, dtype=torch.float64), self._col(t, "labels", m, 1, 0), tb,
-                self._col(t, "velocity", m, 2, 0.0), self._col(t, "attributes", m, 1, -1)], 1).to(self.device))
+            self.target_rows.append(
+                torch.cat(
+                    [
+                        torch.full((m, 1), key, dtype=torch.float64),
+                        self._col(t, "labels", m, 1, 0),
+                        tb,
+                        self._col(t, "velocity", m, 2, 0.0),
+                        self._col(t, "attributes", m, 1, -1),
+                    ],
+                    1,
+                ).to(self.device)
+            )
             self.frame_keys.append(torch.tensor([key], dtype=torch.float64, device=self.device))
 
     def _tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,6 +147,7 @@ class _FrameRows(Metric):
             if isinstance(rows, list) and not rows:
                 return np.zeros((0, width))
             return dim_zero_cat(rows).cpu().numpy().reshape(-1, width)
+
         return cat(self.pred_rows, 13), cat(self.target_rows, 12), cat(self.frame_keys, 1)[:, 0]
 
 
@@ -135,8 +165,10 @@ class NuScenesDetection(_FrameRows):
 
         bad = [c for c in self.classes if c not in DETECTION_NAMES]
         if bad:
-            raise UserError(f"NuScenesDetection: {bad} are not nuScenes detection classes; use names from "
-                            f"{DETECTION_NAMES} (map your classes in the data module)")
+            raise UserError(
+                f"NuScenesDetection: {bad} are not nuScenes detection classes; use names from "
+                f"{DETECTION_NAMES} (map your classes in the data module)"
+            )
         self.filter_range = filter_range
 
     def config(self):
@@ -167,12 +199,17 @@ class NuScenesDetection(_FrameRows):
             attr = ATTRIBUTE_NAMES[attr_idx] if attr_idx >= 0 else _DEFAULT_ATTRIBUTE[name]
             yaw = float(b[6])
             box = DetectionBox(
-                sample_token=f"{int(r[0])}", translation=tuple(float(v) for v in b[:3]),
+                sample_token=f"{int(r[0])}",
+                translation=tuple(float(v) for v in b[:3]),
                 size=(float(b[4]), float(b[3]), float(b[5])),  # nuScenes wlh = (dy, dx, dz)
                 rotation=(float(np.cos(yaw / 2)), 0.0, 0.0, float(np.sin(yaw / 2))),
-                velocity=(float(vel[0]), float(vel[1])), ego_translation=tuple(float(v) for v in b[:3]),
-                num_pts=-1, detection_name=name, detection_score=float(r[2]) if is_pred else -1.0,
-                attribute_name=attr)
+                velocity=(float(vel[0]), float(vel[1])),
+                ego_translation=tuple(float(v) for v in b[:3]),
+                num_pts=-1,
+                detection_name=name,
+                detection_score=float(r[2]) if is_pred else -1.0,
+                attribute_name=attr,
+            )
             per_frame.setdefault(int(r[0]), []).append(box)
         for k, lst in per_frame.items():
             if is_pred and len(lst) > cfg.max_boxes_per_sample:
@@ -202,15 +239,15 @@ class NuScenesDetection(_FrameRows):
             out[f"{c}/ap"] = float(np.mean([out[f"{c}/ap@{th}"] for th in cfg.dist_ths]))
             for name in TP_METRICS:
                 if (c == "traffic_cone" and name in ("attr_err", "vel_err", "orient_err")) or (
-                        c == "barrier" and name in ("attr_err", "vel_err")):
+                    c == "barrier" and name in ("attr_err", "vel_err")
+                ):
                     tp = float("nan")
                 else:
                     tp = calc_tp(mds[cfg.dist_th_tp], cfg.min_recall, name)
                 metrics.add_label_tp(c, name, tp)
                 out[f"{c}/{name}"] = tp
         out["mAP"] = metrics.mean_ap
-        short = {"trans_err": "mATE", "scale_err": "mASE", "orient_err": "mAOE", "vel_err": "mAVE",
-                 "attr_err": "mAAE"}
+        short = {"trans_err": "mATE", "scale_err": "mASE", "orient_err": "mAOE", "vel_err": "mAVE", "attr_err": "mAAE"}
         for name, err in metrics.tp_errors.items():
             out[short[name]] = err
         out["NDS"] = metrics.nd_score

@@ -4,6 +4,7 @@
 encoded to COCO RLE and scored by ``pycocotools.cocoeval.COCOeval``); :func:`coco_mask_ap` runs pycocotools directly
 on the same inputs, the reference the tests compare it with.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,17 @@ def coco_mask_ap(preds: list[dict], targets: list[dict]) -> float:
         for m, lab in zip(t["masks"], t["labels"]):
             r = rle(torch.as_tensor(m).cpu().numpy())
             cats.add(int(lab))
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(lab), "segmentation": r,
-                         "area": float(mask_utils.area(r)), "bbox": list(mask_utils.toBbox(r)), "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": int(lab),
+                    "segmentation": r,
+                    "area": float(mask_utils.area(r)),
+                    "bbox": list(mask_utils.toBbox(r)),
+                    "iscrowd": 0,
+                }
+            )
         for m, s, lab in zip(p["masks"], p["scores"], p["labels"]):
             r = rle(torch.as_tensor(m).cpu().numpy())
             cats.add(int(lab))

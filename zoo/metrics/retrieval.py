@@ -6,9 +6,10 @@ query is found at K when any of its positives is among the K most similar galler
 1-based rank of its best-ranked positive; ties are counted in the query's favour (items with a strictly higher
 similarity are counted), so a constant similarity does not depend on sort order.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -64,18 +65,26 @@ class CrossModalRetrieval(Metric):
 
     def update(self, a: Tensor, b: Tensor, a_ids: Tensor | None = None, b_ids: Tensor | None = None) -> None:
         if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1]:
-            raise ValueError(f"embeddings must be [N, D] and [M, D] with the same D, got {tuple(a.shape)} and "
-                             f"{tuple(b.shape)}")
+            raise ValueError(
+                f"embeddings must be [N, D] and [M, D] with the same D, got {tuple(a.shape)} and {tuple(b.shape)}"
+            )
         if (a_ids is None) != (b_ids is None):
             raise ValueError("pass both a_ids and b_ids, or neither (then the i-th a matches the i-th b)")
         if a_ids is None:
-            if torch.distributed.is_available() and torch.distributed.is_initialized() and \
-                    torch.distributed.get_world_size() > 1:
-                raise ValueError("under several processes pass a_ids and b_ids (dataset indices): automatic one-to-one "
-                                 "ids restart in every process and would collide")
+            if (
+                torch.distributed.is_available()
+                and torch.distributed.is_initialized()
+                and torch.distributed.get_world_size() > 1
+            ):
+                raise ValueError(
+                    "under several processes pass a_ids and b_ids (dataset indices): automatic one-to-one "
+                    "ids restart in every process and would collide"
+                )
             if a.shape[0] != b.shape[0]:
-                raise ValueError(f"{a.shape[0]} gallery and {b.shape[0]} query embeddings without ids: pass a_ids and "
-                                 "b_ids to say which items match (e.g. several captions per video)")
+                raise ValueError(
+                    f"{a.shape[0]} gallery and {b.shape[0]} query embeddings without ids: pass a_ids and "
+                    "b_ids to say which items match (e.g. several captions per video)"
+                )
             a_ids = b_ids = torch.arange(self._count, self._count + a.shape[0], device=a.device)
             self._count += a.shape[0]
         if a_ids.shape != a.shape[:1] or b_ids.shape != b.shape[:1]:

@@ -13,6 +13,7 @@ polygon arithmetic runs in float64 and the result is returned in the input's dty
 mmcv's ``box_iou_rotated`` / OpenPCDet's ``iou3d_nms`` CUDA kernels (Shi et al., PointRCNN / OpenPCDet
 ``pcdet/ops/iou3d_nms``) without a compiled extension; it is checked against shapely in the tests.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +33,10 @@ def limit_period(angle: torch.Tensor, offset: float = 0.5, period: float = 2 * t
 
 def _check(boxes: torch.Tensor, name: str = "boxes") -> None:
     if boxes.shape[-1] != 7:
-        raise ValueError(f"{name} must have 7 values (x, y, z, dx, dy, dz, yaw) in the last dimension, "
-                         f"got shape {tuple(boxes.shape)}")
+        raise ValueError(
+            f"{name} must have 7 values (x, y, z, dx, dy, dz, yaw) in the last dimension, "
+            f"got shape {tuple(boxes.shape)}"
+        )
 
 
 def bev_corners(boxes: torch.Tensor) -> torch.Tensor:
@@ -68,10 +71,12 @@ def points_in_boxes(points: torch.Tensor, boxes: torch.Tensor, chunk: int = 3276
     half = boxes[:, 3:6] / 2
     out = torch.empty(len(points), len(boxes), dtype=torch.bool, device=points.device)
     for start in range(0, len(points), chunk):
-        d = points[start:start + chunk, None, :3] - boxes[None, :, :3]  # [n, M, 3]
+        d = points[start : start + chunk, None, :3] - boxes[None, :, :3]  # [n, M, 3]
         lx = d[..., 0] * c + d[..., 1] * s  # rotate by -yaw into the box frame
         ly = -d[..., 0] * s + d[..., 1] * c
-        out[start:start + chunk] = (lx.abs() <= half[:, 0]) & (ly.abs() <= half[:, 1]) & (d[..., 2].abs() <= half[:, 2])
+        out[start : start + chunk] = (
+            (lx.abs() <= half[:, 0]) & (ly.abs() <= half[:, 1]) & (d[..., 2].abs() <= half[:, 2])
+        )
     return out
 
 
@@ -181,7 +186,7 @@ def _pair_iou(boxes: torch.Tensor, pairs: torch.Tensor, chunk: int = 65536) -> t
     area, corners, centre = _bev_areas(boxes), bev_corners(b64), b64[:, :2]  # once per box, not per pair
     parts = []
     for start in range(0, len(pairs), chunk):
-        i, j = pairs[start:start + chunk].unbind(1)
+        i, j = pairs[start : start + chunk].unbind(1)
         inter = _corners_intersection_area(corners[i], corners[j], centre[i])
         parts.append(inter / (area[i] + area[j] - inter).clamp(min=1e-12))
     return parts[0] if len(parts) == 1 else torch.cat(parts) if parts else b64.new_zeros(0)
@@ -197,7 +202,7 @@ def _bev_intersection(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     ca, cb = bev_corners(a64), bev_corners(b64)  # once per box, not per pair
     chunk = 65536
     for start in range(0, len(pairs), chunk):
-        i, j = pairs[start:start + chunk].unbind(1)
+        i, j = pairs[start : start + chunk].unbind(1)
         out[i, j] = _corners_intersection_area(ca[i], cb[j], a64[i, :2])
     return out
 

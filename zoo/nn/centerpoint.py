@@ -12,18 +12,25 @@ regression at the peaks. As OpenPCDet's ``CenterHead`` (``pcdet/models/dense_hea
 - decode (:meth:`CenterHead.decode`): top-K heatmap peaks, score > threshold, centre inside the limit range, rotated
   BEV NMS (``zoo.nn.boxes3d.rotated_nms``) with pre/post caps.
 """
+
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from zoo.errors import UserError
 
-__all__ = ["gaussian_radius", "draw_gaussian", "centerpoint_targets", "focal_loss_centernet", "CenterHead",
-           "HEAD_ORDER"]
+__all__ = [
+    "gaussian_radius",
+    "draw_gaussian",
+    "centerpoint_targets",
+    "focal_loss_centernet",
+    "CenterHead",
+    "HEAD_ORDER",
+]
 
 HEAD_ORDER = ("center", "center_z", "dim", "rot")
 HEAD_CHANNELS = {"center": 2, "center_z": 1, "dim": 3, "rot": 2}
@@ -34,13 +41,13 @@ def gaussian_radius(height: torch.Tensor, width: torch.Tensor, min_overlap: floa
     quadratic roots for which a box shifted by r keeps IoU >= ``min_overlap`` with the ground truth (in cells)."""
     a1, b1 = 1.0, height + width
     c1 = width * height * (1 - min_overlap) / (1 + min_overlap)
-    r1 = (b1 + torch.sqrt(b1 ** 2 - 4 * a1 * c1)) / 2
+    r1 = (b1 + torch.sqrt(b1**2 - 4 * a1 * c1)) / 2
     a2, b2 = 4.0, 2 * (height + width)
     c2 = (1 - min_overlap) * width * height
-    r2 = (b2 + torch.sqrt(b2 ** 2 - 4 * a2 * c2)) / 2
+    r2 = (b2 + torch.sqrt(b2**2 - 4 * a2 * c2)) / 2
     a3, b3 = 4 * min_overlap, -2 * min_overlap * (height + width)
     c3 = (min_overlap - 1) * width * height
-    r3 = (b3 + torch.sqrt(b3 ** 2 - 4 * a3 * c3)) / 2
+    r3 = (b3 + torch.sqrt(b3**2 - 4 * a3 * c3)) / 2
     return torch.minimum(torch.minimum(r1, r2), r3)
 
 
@@ -56,13 +63,22 @@ def draw_gaussian(heatmap: torch.Tensor, cx: int, cy: int, radius: int) -> None:
     top, bottom = min(cy, radius), min(h - cy, radius + 1)
     if left + right <= 0 or top + bottom <= 0:
         return
-    region = heatmap[cy - top:cy + bottom, cx - left:cx + right]
-    torch.maximum(region, g[radius - top:radius + bottom, radius - left:radius + right], out=region)
+    region = heatmap[cy - top : cy + bottom, cx - left : cx + right]
+    torch.maximum(region, g[radius - top : radius + bottom, radius - left : radius + right], out=region)
 
 
-def centerpoint_targets(boxes: torch.Tensor, labels: torch.Tensor, num_classes: int, feature_size: tuple[int, int],
-                        point_cloud_range: Sequence[float], voxel_size: Sequence[float], stride: float,
-                        gaussian_overlap: float = 0.1, min_radius: int = 2, max_objs: int = 500):
+def centerpoint_targets(
+    boxes: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    feature_size: tuple[int, int],
+    point_cloud_range: Sequence[float],
+    voxel_size: Sequence[float],
+    stride: float,
+    gaussian_overlap: float = 0.1,
+    min_radius: int = 2,
+    max_objs: int = 500,
+):
     """Targets of one frame (OpenPCDet ``assign_target_of_single_head``).
 
     boxes [M, 7] (x, y, z, dx, dy, dz, yaw), labels [M] in [0, num_classes); feature_size (H, W) of the head's map.
@@ -107,7 +123,7 @@ def focal_loss_centernet(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     pos = gt.eq(1).float()
     neg = 1 - pos
     pos_loss = torch.log(pred) * (1 - pred) ** 2 * pos
-    neg_loss = torch.log(1 - pred) * pred ** 2 * (1 - gt) ** 4 * neg
+    neg_loss = torch.log(1 - pred) * pred**2 * (1 - gt) ** 4 * neg
     num_pos = pos.sum()
     if num_pos == 0:
         return -neg_loss.sum()
@@ -117,15 +133,19 @@ def focal_loss_centernet(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 class SeparateHead(nn.Module):
     """One 3x3-conv branch per regression target (OpenPCDet ``SeparateHead``)."""
 
-    def __init__(self, channels: int, heads: dict[str, int], num_conv: int = 2, use_bias: bool = True,
-                 init_bias: float = -2.19):
+    def __init__(
+        self, channels: int, heads: dict[str, int], num_conv: int = 2, use_bias: bool = True, init_bias: float = -2.19
+    ):
         super().__init__()
         self.names = list(heads)
         for name, out in heads.items():
             layers: list[nn.Module] = []
             for _ in range(num_conv - 1):
-                layers += [nn.Conv2d(channels, channels, 3, padding=1, bias=use_bias), nn.BatchNorm2d(channels),
-                           nn.ReLU()]
+                layers += [
+                    nn.Conv2d(channels, channels, 3, padding=1, bias=use_bias),
+                    nn.BatchNorm2d(channels),
+                    nn.ReLU(),
+                ]
             layers.append(nn.Conv2d(channels, out, 3, padding=1, bias=True))
             branch = nn.Sequential(*layers)
             if name == "hm":
@@ -149,21 +169,35 @@ class CenterHead(nn.Module):
     ``stride`` is the map's stride in voxels (cells of ``voxel_size``), used to place targets and decode boxes.
     """
 
-    def __init__(self, in_channels: int, num_classes: int = 1, shared_channels: int = 64, num_conv: int = 2,
-                 point_cloud_range: Sequence[float] = (-54.0, -54.0, -5.0, 54.0, 54.0, 4.8),
-                 voxel_size: Sequence[float] = (0.075, 0.075, 0.2), stride: float = 8,
-                 gaussian_overlap: float = 0.1, min_radius: int = 2, max_objs: int = 500,
-                 cls_weight: float = 1.0, loc_weight: float = 0.25,
-                 code_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2),
-                 score_threshold: float = 0.1, nms_threshold: float = 0.2, nms_pre: int = 1000, nms_post: int = 83,
-                 max_per_frame: int = 500,
-                 post_center_range: Sequence[float] = (-61.2, -61.2, -10.0, 61.2, 61.2, 11.8)):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int = 1,
+        shared_channels: int = 64,
+        num_conv: int = 2,
+        point_cloud_range: Sequence[float] = (-54.0, -54.0, -5.0, 54.0, 54.0, 4.8),
+        voxel_size: Sequence[float] = (0.075, 0.075, 0.2),
+        stride: float = 8,
+        gaussian_overlap: float = 0.1,
+        min_radius: int = 2,
+        max_objs: int = 500,
+        cls_weight: float = 1.0,
+        loc_weight: float = 0.25,
+        code_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2),
+        score_threshold: float = 0.1,
+        nms_threshold: float = 0.2,
+        nms_pre: int = 1000,
+        nms_post: int = 83,
+        max_per_frame: int = 500,
+        post_center_range: Sequence[float] = (-61.2, -61.2, -10.0, 61.2, 61.2, 11.8),
+    ):
         super().__init__()
         if num_classes < 1:
             raise UserError(f"num_classes must be >= 1, got {num_classes}")
         if len(code_weights) != 8:
-            raise UserError(f"code_weights needs 8 numbers (x, y offsets, z, 3 log sizes, cos, sin), got "
-                            f"{list(code_weights)}")
+            raise UserError(
+                f"code_weights needs 8 numbers (x, y offsets, z, 3 log sizes, cos, sin), got {list(code_weights)}"
+            )
         self.num_classes = num_classes
         self.point_cloud_range = [float(v) for v in point_cloud_range]
         self.voxel_size = [float(v) for v in voxel_size]
@@ -174,8 +208,9 @@ class CenterHead(nn.Module):
         self.score_threshold, self.nms_threshold = float(score_threshold), float(nms_threshold)
         self.nms_pre, self.nms_post, self.max_per_frame = int(nms_pre), int(nms_post), int(max_per_frame)
         self.post_center_range = [float(v) for v in post_center_range]
-        self.shared_conv = nn.Sequential(nn.Conv2d(in_channels, shared_channels, 3, padding=1, bias=True),
-                                         nn.BatchNorm2d(shared_channels), nn.ReLU())
+        self.shared_conv = nn.Sequential(
+            nn.Conv2d(in_channels, shared_channels, 3, padding=1, bias=True), nn.BatchNorm2d(shared_channels), nn.ReLU()
+        )
         self.heads = SeparateHead(shared_channels, {**HEAD_CHANNELS, "hm": num_classes}, num_conv=num_conv)
         self.skipped_boxes = 0  # boxes with dx or dy <= 0 left out of the targets so far (warned about)
 
@@ -190,16 +225,33 @@ class CenterHead(nn.Module):
         bad = sum(int(((b[:, 3] <= 0) | (b[:, 4] <= 0)).sum()) for b in boxes if b.numel())
         if bad:
             self.skipped_boxes += bad
-            warnings.warn(f"CenterPoint targets: skipped {bad} of {sum(len(b) for b in boxes)} boxes in this batch "
-                          f"({self.skipped_boxes} so far) with a non-positive size (dx or dy <= 0); fix the dataset's "
-                          "boxes", UserWarning, stacklevel=2)
-        out = [centerpoint_targets(b.detach().float(), lab, self.num_classes, feature_size, self.point_cloud_range,
-                                   self.voxel_size, self.stride, self.gaussian_overlap, self.min_radius,
-                                   self.max_objs) for b, lab in zip(boxes, labels)]
+            warnings.warn(
+                f"CenterPoint targets: skipped {bad} of {sum(len(b) for b in boxes)} boxes in this batch "
+                f"({self.skipped_boxes} so far) with a non-positive size (dx or dy <= 0); fix the dataset's "
+                "boxes",
+                UserWarning,
+                stacklevel=2,
+            )
+        out = [
+            centerpoint_targets(
+                b.detach().float(),
+                lab,
+                self.num_classes,
+                feature_size,
+                self.point_cloud_range,
+                self.voxel_size,
+                self.stride,
+                self.gaussian_overlap,
+                self.min_radius,
+                self.max_objs,
+            )
+            for b, lab in zip(boxes, labels)
+        ]
         return tuple(torch.stack(t) for t in zip(*out))
 
-    def loss(self, preds: dict[str, torch.Tensor], boxes: list[torch.Tensor], labels: list[torch.Tensor]
-             ) -> dict[str, torch.Tensor]:
+    def loss(
+        self, preds: dict[str, torch.Tensor], boxes: list[torch.Tensor], labels: list[torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         """-> {"loss", "hm_loss", "loc_loss"}: focal(sigmoid(hm) clamped to [1e-4, 1 - 1e-4]) x cls_weight
         + sum_d code_weight_d x L1_d / num objects x loc_weight (OpenPCDet ``RegLossCenterNet``; NaN target elements
         excluded, as its ``_reg_loss``)."""
@@ -250,11 +302,10 @@ class CenterHead(nn.Module):
         for i in range(b):
             keep = (scores[i] > self.score_threshold) & ((boxes[i, :, :3] >= lo) & (boxes[i, :, :3] <= hi)).all(1)
             bx, sc, lb = boxes[i][keep], scores[i][keep], labels[i][keep]
-            order = sc.argsort(descending=True)[:self.nms_pre]
+            order = sc.argsort(descending=True)[: self.nms_pre]
             bx, sc, lb = bx[order], sc[order], lb[order]
             if bx.shape[0]:
-                sel = rotated_nms(bx, sc, self.nms_threshold)[:self.nms_post]
+                sel = rotated_nms(bx, sc, self.nms_threshold)[: self.nms_post]
                 bx, sc, lb = bx[sel], sc[sel], lb[sel]
             out.append({"boxes": bx, "scores": sc, "labels": lb})
         return out
-

@@ -16,9 +16,11 @@ Pure PyTorch, deterministic on the CPU. The recipe of spec ``3d.md`` §4 (OpenPC
    momentum 0.01, ReLU), each level upsampled (transposed conv, or a strided conv for an upsample stride < 1) to a
    common stride and concatenated (the FPN neck of SECOND/PointPillars).
 """
+
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -32,14 +34,18 @@ __all__ = ["Voxels", "grid_size", "voxelize", "DynamicPillarVFE", "scatter_to_be
 def grid_size(voxel_size: Sequence[float], point_cloud_range: Sequence[float]) -> tuple[int, int, int]:
     """``(nx, ny, nz)`` cells of the grid: ``round((max - min) / voxel)`` per axis."""
     if len(voxel_size) != 3 or len(point_cloud_range) != 6:
-        raise UserError(f"voxel_size needs 3 numbers and point_cloud_range 6 (x0 y0 z0 x1 y1 z1), got "
-                        f"{list(voxel_size)} and {list(point_cloud_range)}")
+        raise UserError(
+            f"voxel_size needs 3 numbers and point_cloud_range 6 (x0 y0 z0 x1 y1 z1), got "
+            f"{list(voxel_size)} and {list(point_cloud_range)}"
+        )
     out = []
     for i in range(3):
         extent = float(point_cloud_range[i + 3]) - float(point_cloud_range[i])
         if extent <= 0 or float(voxel_size[i]) <= 0:
-            raise UserError(f"point_cloud_range {list(point_cloud_range)} and voxel_size {list(voxel_size)} must be "
-                            "positive extents: max > min and voxel > 0 on every axis")
+            raise UserError(
+                f"point_cloud_range {list(point_cloud_range)} and voxel_size {list(voxel_size)} must be "
+                "positive extents: max > min and voxel > 0 on every axis"
+            )
         out.append(int(round(extent / float(voxel_size[i]))))
     return tuple(out)
 
@@ -94,8 +100,13 @@ def _unique_keys(key: torch.Tensor, num_keys: int, dense: bool) -> tuple[torch.T
     return sorted_key.index_select(0, starts).long(), inverse, counts
 
 
-def voxelize(points: torch.Tensor, voxel_size: Sequence[float], point_cloud_range: Sequence[float],
-             batch_index: torch.Tensor | None = None, filter_z: bool = True) -> Voxels:
+def voxelize(
+    points: torch.Tensor,
+    voxel_size: Sequence[float],
+    point_cloud_range: Sequence[float],
+    batch_index: torch.Tensor | None = None,
+    filter_z: bool = True,
+) -> Voxels:
     """Dynamic voxelisation: every point inside ``point_cloud_range`` goes to its cell, no cap.
 
     points: [N, >=3] (x, y, z, ...); batch_index: LongTensor[N] frame of each point (all 0 when None).
@@ -130,13 +141,17 @@ def voxelize(points: torch.Tensor, voxel_size: Sequence[float], point_cloud_rang
             keep &= (cols[a] >= lo[a]) & (cols[a] < hi[a])
         sel = _flat_nonzero(keep)
         # float rounding at the upper edge (p just below max) can give n: clamp into the grid
-        cell = [torch.floor((cols[a].index_select(0, sel) - lo[a]) / vs[a]).to(kdt).clamp_(max=n - 1)
-                for a, n in enumerate((nx, ny, nz))]
+        cell = [
+            torch.floor((cols[a].index_select(0, sel) - lo[a]) / vs[a]).to(kdt).clamp_(max=n - 1)
+            for a, n in enumerate((nx, ny, nz))
+        ]
         key = (cell[2] * ny + cell[1]) * nx + cell[0]
     else:
         if nz != 1:
-            raise UserError(f"voxelize(filter_z=False) is for pillars (one z cell); this grid has {nz}: keep "
-                            "filter_z=True for voxels")
+            raise UserError(
+                f"voxelize(filter_z=False) is for pillars (one z cell); this grid has {nz}: keep "
+                "filter_z=True for voxels"
+            )
         cx, cy = (torch.floor((cols[a] - lo[a]) / vs[a]) for a in (0, 1))
         keep = (cx >= 0) & (cx < nx) & (cy >= 0) & (cy < ny)
         sel = _flat_nonzero(keep)
@@ -206,23 +221,31 @@ class DynamicPillarVFE(nn.Module):
     above or below the range still feeds its pillar's mean and max and can make a pillar exist.
     """
 
-    def __init__(self, num_point_features: int = 4, filters: Sequence[int] = (64, 64),
-                 voxel_size: Sequence[float] = (0.2, 0.2, 8.0),
-                 point_cloud_range: Sequence[float] = (-51.2, -51.2, -5.0, 51.2, 51.2, 3.0), filter_z: bool = True):
+    def __init__(
+        self,
+        num_point_features: int = 4,
+        filters: Sequence[int] = (64, 64),
+        voxel_size: Sequence[float] = (0.2, 0.2, 8.0),
+        point_cloud_range: Sequence[float] = (-51.2, -51.2, -5.0, 51.2, 51.2, 3.0),
+        filter_z: bool = True,
+    ):
         super().__init__()
         self.filter_z = bool(filter_z)
         self.voxel_size = [float(v) for v in voxel_size]
         self.point_cloud_range = [float(v) for v in point_cloud_range]
         nx, ny, nz = grid_size(self.voxel_size, self.point_cloud_range)
         if nz != 1:
-            raise UserError(f"pillars span the whole z range: voxel_size[2] must equal point_cloud_range z extent "
-                            f"({self.point_cloud_range[5] - self.point_cloud_range[2]}), got {self.voxel_size[2]}")
+            raise UserError(
+                f"pillars span the whole z range: voxel_size[2] must equal point_cloud_range z extent "
+                f"({self.point_cloud_range[5] - self.point_cloud_range[2]}), got {self.voxel_size[2]}"
+            )
         if not filters or any(int(f) <= 0 for f in filters):
             raise UserError(f"pillar filters must be positive widths, got {list(filters)}")
         self.num_point_features = num_point_features
         widths = [num_point_features + 6, *[int(f) for f in filters]]
-        self.pfn = nn.ModuleList(PFNLayer(widths[i], widths[i + 1], last=i == len(filters) - 1)
-                                 for i in range(len(filters)))
+        self.pfn = nn.ModuleList(
+            PFNLayer(widths[i], widths[i + 1], last=i == len(filters) - 1) for i in range(len(filters))
+        )
         self.out_channels = widths[-1]
 
     def decorate(self, points: torch.Tensor, vox: Voxels) -> torch.Tensor:
@@ -232,15 +255,21 @@ class DynamicPillarVFE(nn.Module):
         mean = _scatter_mean(xyz, vox.inverse, vox.counts)
         c = vox.coords[vox.inverse]
         x0, y0, z0, _, _, z1 = self.point_cloud_range
-        centre = torch.stack([(c[:, 3].to(p.dtype) + 0.5) * self.voxel_size[0] + x0,
-                              (c[:, 2].to(p.dtype) + 0.5) * self.voxel_size[1] + y0,
-                              torch.full_like(xyz[:, 2], (z0 + z1) / 2)], dim=1)
-        return torch.cat([p[:, :self.num_point_features], xyz - mean[vox.inverse], xyz - centre], dim=1)
+        centre = torch.stack(
+            [
+                (c[:, 3].to(p.dtype) + 0.5) * self.voxel_size[0] + x0,
+                (c[:, 2].to(p.dtype) + 0.5) * self.voxel_size[1] + y0,
+                torch.full_like(xyz[:, 2], (z0 + z1) / 2),
+            ],
+            dim=1,
+        )
+        return torch.cat([p[:, : self.num_point_features], xyz - mean[vox.inverse], xyz - centre], dim=1)
 
     def forward(self, points: torch.Tensor, batch_index: torch.Tensor | None = None):
         if points.shape[1] < self.num_point_features:
-            raise UserError(f"the pillar net reads {self.num_point_features} point features, the points have "
-                            f"{points.shape[1]}")
+            raise UserError(
+                f"the pillar net reads {self.num_point_features} point features, the points have {points.shape[1]}"
+            )
         vox = voxelize(points, self.voxel_size, self.point_cloud_range, batch_index, filter_z=self.filter_z)
         x = self.decorate(points, vox)
         for layer in self.pfn:
@@ -257,8 +286,11 @@ def scatter_to_bev(features: torch.Tensor, coords: torch.Tensor, batch_size: int
 
 
 def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-            nn.BatchNorm2d(cout, eps=1e-3, momentum=0.01), nn.ReLU()]
+    return [
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout, eps=1e-3, momentum=0.01),
+        nn.ReLU(),
+    ]
 
 
 class BEVBackbone(nn.Module):
@@ -270,22 +302,32 @@ class BEVBackbone(nn.Module):
     [B, in_channels, H, W] -> [B, sum(num_upsample_filters), H * u_0 / S_0, ...].
     """
 
-    def __init__(self, in_channels: int, layer_nums: Sequence[int] = (3, 5, 5),
-                 layer_strides: Sequence[int] = (2, 2, 2),
-                 num_filters: Sequence[int] = (64, 128, 256), upsample_strides: Sequence[float] = (0.5, 1, 2),
-                 num_upsample_filters: Sequence[int] = (128, 128, 128)):
+    def __init__(
+        self,
+        in_channels: int,
+        layer_nums: Sequence[int] = (3, 5, 5),
+        layer_strides: Sequence[int] = (2, 2, 2),
+        num_filters: Sequence[int] = (64, 128, 256),
+        upsample_strides: Sequence[float] = (0.5, 1, 2),
+        num_upsample_filters: Sequence[int] = (128, 128, 128),
+    ):
         super().__init__()
         n = len(layer_nums)
         if not (len(layer_strides) == len(num_filters) == len(upsample_strides) == len(num_upsample_filters) == n):
-            raise UserError("BEV backbone: layer_nums, layer_strides, num_filters, upsample_strides and "
-                            "num_upsample_filters must have one entry per level")
+            raise UserError(
+                "BEV backbone: layer_nums, layer_strides, num_filters, upsample_strides and "
+                "num_upsample_filters must have one entry per level"
+            )
         self.blocks = nn.ModuleList()
         self.deblocks = nn.ModuleList()
         cin = in_channels
         for i in range(n):
-            layers: list[nn.Module] = [nn.ZeroPad2d(1), nn.Conv2d(cin, num_filters[i], 3, stride=layer_strides[i],
-                                                                  padding=0, bias=False),
-                                       nn.BatchNorm2d(num_filters[i], eps=1e-3, momentum=0.01), nn.ReLU()]
+            layers: list[nn.Module] = [
+                nn.ZeroPad2d(1),
+                nn.Conv2d(cin, num_filters[i], 3, stride=layer_strides[i], padding=0, bias=False),
+                nn.BatchNorm2d(num_filters[i], eps=1e-3, momentum=0.01),
+                nn.ReLU(),
+            ]
             for _ in range(layer_nums[i]):
                 layers += _conv_bn_relu(num_filters[i], num_filters[i])
             self.blocks.append(nn.Sequential(*layers))
@@ -296,8 +338,9 @@ class BEVBackbone(nn.Module):
             else:
                 k = int(round(1 / u))
                 up = nn.Conv2d(num_filters[i], num_upsample_filters[i], k, stride=k, bias=False)
-            self.deblocks.append(nn.Sequential(up, nn.BatchNorm2d(num_upsample_filters[i], eps=1e-3, momentum=0.01),
-                                               nn.ReLU()))
+            self.deblocks.append(
+                nn.Sequential(up, nn.BatchNorm2d(num_upsample_filters[i], eps=1e-3, momentum=0.01), nn.ReLU())
+            )
             cin = num_filters[i]
         self.out_channels = int(sum(num_upsample_filters))
         total = 1.0
@@ -306,8 +349,10 @@ class BEVBackbone(nn.Module):
             total *= s
             strides.append(total / float(u))
         if len({round(s, 6) for s in strides}) != 1:
-            raise UserError(f"BEV backbone: every level must reach one output stride, got {strides} (cumulative "
-                            "layer stride / upsample stride)")
+            raise UserError(
+                f"BEV backbone: every level must reach one output stride, got {strides} (cumulative "
+                "layer stride / upsample stride)"
+            )
         self.stride = strides[0]  # output stride relative to the input canvas
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ The VideoMAE tokenisation (Tong et al., NeurIPS 2022; official MCG-NJU/VideoMAE 
 - :func:`tubelet_patchify` / :func:`normalized_tubelet_targets`: the pixel targets of masked video modelling, each
   tubelet's pixels per colour channel standardised over the tubelet (unbiased std + 1e-6).
 """
+
 from __future__ import annotations
 
 import math
@@ -35,29 +36,49 @@ def sinusoid_table(n_position: int, dim: int) -> Tensor:
 class TubeletEmbed(nn.Module):
     """Clip (B, C, T, H, W) -> tokens (B, N, D), N = T/t · H/p · W/p, order (t, h, w) (VideoMAE ``PatchEmbed``)."""
 
-    def __init__(self, img_size: int = 224, patch_size: int = 16, num_frames: int = 16, tubelet_size: int = 2,
-                 in_chans: int = 3, embed_dim: int = 768):
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        num_frames: int = 16,
+        tubelet_size: int = 2,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+    ):
         super().__init__()
         if img_size % patch_size or num_frames % tubelet_size:
-            raise ValueError(f"img_size {img_size} must be a multiple of patch_size {patch_size} and num_frames "
-                             f"{num_frames} a multiple of tubelet_size {tubelet_size}")
+            raise ValueError(
+                f"img_size {img_size} must be a multiple of patch_size {patch_size} and num_frames "
+                f"{num_frames} a multiple of tubelet_size {tubelet_size}"
+            )
         self.img_size, self.patch_size = img_size, patch_size
         self.num_frames, self.tubelet_size = num_frames, tubelet_size
         self.grid = (num_frames // tubelet_size, img_size // patch_size, img_size // patch_size)
         self.num_patches = math.prod(self.grid)
-        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=(tubelet_size, patch_size, patch_size),
-                              stride=(tubelet_size, patch_size, patch_size))
+        self.proj = nn.Conv3d(
+            in_chans,
+            embed_dim,
+            kernel_size=(tubelet_size, patch_size, patch_size),
+            stride=(tubelet_size, patch_size, patch_size),
+        )
 
     def forward(self, video: Tensor) -> Tensor:
         T, H, W = video.shape[-3:]
         if (T, H, W) != (self.num_frames, self.img_size, self.img_size):
-            raise ValueError(f"clip of {T} frames at {H}x{W}; the model takes {self.num_frames} frames at "
-                             f"{self.img_size}x{self.img_size} (B, C, T, H, W)")
+            raise ValueError(
+                f"clip of {T} frames at {H}x{W}; the model takes {self.num_frames} frames at "
+                f"{self.img_size}x{self.img_size} (B, C, T, H, W)"
+            )
         return self.proj(video).flatten(2).transpose(1, 2)
 
 
-def tube_mask(batch: int, grid: tuple[int, int, int], ratio: float, generator: torch.Generator | None = None,
-              device: torch.device | str | None = None) -> Tensor:
+def tube_mask(
+    batch: int,
+    grid: tuple[int, int, int],
+    ratio: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
     """Tube masking: (B, T'·H'·W') bool, True = masked. Per sample, ⌊ratio · H'W'⌋ spatial positions are drawn
     uniformly without replacement and masked in every one of the T' temporal slices (VideoMAE ``TubeMaskingGenerator``),
     so every sample has exactly T'·(H'W' − ⌊ratio · H'W'⌋) visible tokens."""

@@ -11,11 +11,11 @@ spconv is an optional extra (``pip install zoo[3d]``), imported only when a voxe
 spconv 2.3.8's CPU wheel runs the forward, but its backward calls CUDA kernels: the tests run this backbone's forward
 and check its shapes only; training the voxel model needs a GPU. The CPU training path is :mod:`zoo.nn.pillars`.
 """
+
 from __future__ import annotations
 
 import contextlib
-
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -47,8 +47,10 @@ def import_spconv():
     try:
         import spconv.pytorch as spconv
     except ImportError as e:
-        raise UserError(f"the voxel backbone needs spconv ({e}); install it with `pip install zoo[3d]` (or the "
-                        "spconv-cuXXX wheel matching your CUDA), or use the pillar backbone (backbone: pillar)") from e
+        raise UserError(
+            f"the voxel backbone needs spconv ({e}); install it with `pip install zoo[3d]` (or the "
+            "spconv-cuXXX wheel matching your CUDA), or use the pillar backbone (backbone: pillar)"
+        ) from e
     return spconv
 
 
@@ -61,9 +63,14 @@ def _rank_within(groups: torch.Tensor) -> torch.Tensor:
     return rank
 
 
-def mean_vfe(points: torch.Tensor, batch_index: torch.Tensor, voxel_size: Sequence[float],
-             point_cloud_range: Sequence[float], max_points_per_voxel: int | None = None,
-             max_voxels: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def mean_vfe(
+    points: torch.Tensor,
+    batch_index: torch.Tensor,
+    voxel_size: Sequence[float],
+    point_cloud_range: Sequence[float],
+    max_points_per_voxel: int | None = None,
+    max_voxels: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """OpenPCDet ``MeanVFE``: the mean of each voxel's point features.
     -> (features [V, C], coords [V, 4] (b, iz, iy, ix)).
 
@@ -84,7 +91,8 @@ def mean_vfe(points: torch.Tensor, batch_index: torch.Tensor, voxel_size: Sequen
         n, v = inverse.shape[0], coords.shape[0]
         order = torch.arange(n, device=points.device)
         first = torch.full((v,), n, dtype=torch.long, device=points.device).scatter_reduce(
-            0, inverse, order, reduce="amin", include_self=True)
+            0, inverse, order, reduce="amin", include_self=True
+        )
         use = torch.ones(n, dtype=torch.bool, device=points.device)
         if max_points_per_voxel is not None:
             use &= _rank_within(inverse) < int(max_points_per_voxel)  # a point's place in its voxel, input order
@@ -115,8 +123,11 @@ class _Spconv:
 
     def post_act(self, cin, cout, stride, padding, key):
         sp = self.sp
-        return sp.SparseSequential(sp.SparseConv3d(cin, cout, 3, stride=stride, padding=padding, bias=False,
-                                                   indice_key=key), self.norm(cout), nn.ReLU())
+        return sp.SparseSequential(
+            sp.SparseConv3d(cin, cout, 3, stride=stride, padding=padding, bias=False, indice_key=key),
+            self.norm(cout),
+            nn.ReLU(),
+        )
 
     def res(self, c, key):
         return _basic_block_class(self.sp)(self, c, key)
@@ -130,6 +141,7 @@ def _basic_block_class(sp):
     tensor, not its features); spconv is imported lazily, so the class is made on first use."""
     global _BLOCK
     if _BLOCK is None:
+
         class SparseBasicBlock(sp.SparseModule):
             """Two SubM 3x3x3 convs with bias (as OpenPCDet's ``SparseBasicBlock``) + BN, identity shortcut, ReLU.
             The conv biases are held beside the convs (``bias1``, ``bias2``; official ``conv1.bias``,
@@ -159,9 +171,14 @@ class VoxelResBackBone8x(nn.Module):
     """Sparse residual 3D encoder, stride 8 in x/y. forward(features [V, C], coords [V, 4] (b, iz, iy, ix), batch_size)
     -> dense BEV map [B, 128 * nz_out, ny / 8, nx / 8] (HeightCompression). ``out_channels`` = 128 * nz_out."""
 
-    def __init__(self, in_channels: int = 4, voxel_size: Sequence[float] = (0.075, 0.075, 0.2),
-                 point_cloud_range: Sequence[float] = (-54.0, -54.0, -5.0, 54.0, 54.0, 4.8),
-                 channels: Sequence[int] = (16, 32, 64, 128), out_channels: int = 128):
+    def __init__(
+        self,
+        in_channels: int = 4,
+        voxel_size: Sequence[float] = (0.075, 0.075, 0.2),
+        point_cloud_range: Sequence[float] = (-54.0, -54.0, -5.0, 54.0, 54.0, 4.8),
+        channels: Sequence[int] = (16, 32, 64, 128),
+        out_channels: int = 128,
+    ):
         super().__init__()
         b = _Spconv()
         sp = b.sp
@@ -172,16 +189,22 @@ class VoxelResBackBone8x(nn.Module):
             raise UserError(f"the voxel grid {nx} x {ny} must be divisible by 8 (the backbone's stride)")
         self.sparse_shape = [nz + 1, ny, nx]
         c1, c2, c3, c4 = (int(c) for c in channels)
-        self.conv_input = sp.SparseSequential(sp.SubMConv3d(in_channels, c1, 3, padding=1, bias=False,
-                                                            indice_key="subm1"), b.norm(c1), nn.ReLU())
+        self.conv_input = sp.SparseSequential(
+            sp.SubMConv3d(in_channels, c1, 3, padding=1, bias=False, indice_key="subm1"), b.norm(c1), nn.ReLU()
+        )
         self.conv1 = sp.SparseSequential(b.res(c1, "res1"), b.res(c1, "res1"))
         self.conv2 = sp.SparseSequential(b.post_act(c1, c2, 2, 1, "spconv2"), b.res(c2, "res2"), b.res(c2, "res2"))
         self.conv3 = sp.SparseSequential(b.post_act(c2, c3, 2, 1, "spconv3"), b.res(c3, "res3"), b.res(c3, "res3"))
-        self.conv4 = sp.SparseSequential(b.post_act(c3, c4, 2, (0, 1, 1), "spconv4"), b.res(c4, "res4"),
-                                         b.res(c4, "res4"))
-        self.conv_out = sp.SparseSequential(sp.SparseConv3d(c4, out_channels, (3, 1, 1), stride=(2, 1, 1), padding=0,
-                                                            bias=False, indice_key="spconv_down2"),
-                                            b.norm(out_channels), nn.ReLU())
+        self.conv4 = sp.SparseSequential(
+            b.post_act(c3, c4, 2, (0, 1, 1), "spconv4"), b.res(c4, "res4"), b.res(c4, "res4")
+        )
+        self.conv_out = sp.SparseSequential(
+            sp.SparseConv3d(
+                c4, out_channels, (3, 1, 1), stride=(2, 1, 1), padding=0, bias=False, indice_key="spconv_down2"
+            ),
+            b.norm(out_channels),
+            nn.ReLU(),
+        )
         z = nz + 1
         for k, s, p in ((3, 2, 1), (3, 2, 1), (3, 2, 0), (3, 2, 0)):  # conv2, conv3, conv4 (z pad 0), conv_out
             z = (z + 2 * p - k) // s + 1

@@ -22,6 +22,7 @@ strategies) set ``impl="triton"`` on a model's op modules for one run. Each kern
 
 Importing this package is light: the op files (and Triton, which they import) are imported on first use.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -32,8 +33,11 @@ OPS = {
     "graph_propagate": "propagate",
     "fused_linear_cross_entropy": "linear_cross_entropy",
 }
-_MODULE_FORMS = {"RelationKLLoss": "relation", "GraphPropagation": "propagate",
-                 "LinearCrossEntropyLoss": "linear_cross_entropy"}
+_MODULE_FORMS = {
+    "RelationKLLoss": "relation",
+    "GraphPropagation": "propagate",
+    "LinearCrossEntropyLoss": "linear_cross_entropy",
+}
 _LAZY = {
     **{name: file for op, file in OPS.items() for name in (op, f"{op}_reference")},
     **_MODULE_FORMS,

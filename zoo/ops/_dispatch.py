@@ -6,6 +6,7 @@ when it is first used. Kernels are compiled, or run by Triton's interpreter when
 one program at a time; the tests use it), and ``triton.jit`` chooses between the two when a kernel is decorated, so
 each op file keeps its kernels as plain functions and :func:`jit` decorates them, once per mode.
 """
+
 from __future__ import annotations
 
 import functools
@@ -77,11 +78,15 @@ def kernel_error(device) -> str | None:
         if err:
             return err
         if not interpret_mode():
-            return ("the tensors are on the CPU and TRITON_INTERPRET is not set (compiled Triton kernels need CUDA "
-                    "tensors); set TRITON_INTERPRET=1 before triton is first imported to run it in Triton's interpreter")
+            return (
+                "the tensors are on the CPU and TRITON_INTERPRET is not set (compiled Triton kernels need CUDA "
+                "tensors); set TRITON_INTERPRET=1 before triton is first imported to run it in Triton's interpreter"
+            )
         if not interpreter_ready():
-            return ("TRITON_INTERPRET=1 was set after triton had been imported (importing lightning imports it), "
-                    "so Triton's own functions are compiled-mode; set it in the environment before starting Python")
+            return (
+                "TRITON_INTERPRET=1 was set after triton had been imported (importing lightning imports it), "
+                "so Triton's own functions are compiled-mode; set it in the environment before starting Python"
+            )
         return None
     return f"Triton kernels do not run on {kind!r} tensors"
 

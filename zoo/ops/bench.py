@@ -12,6 +12,7 @@ non-zeros with both directions and self-loops, 13 features); fused cross-entropy
 the reference runs — or, under ``TRITON_INTERPRET=1``, also the kernel in Triton's interpreter at tiny sizes, whose
 timings say nothing about GPU speed.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -23,14 +24,18 @@ from zoo.ops import _dispatch
 
 GPU_SIZES = {
     "relation_kl": [dict(B=64, H=12, N=197, d=64), dict(B=64, H=12, N=577, d=64), dict(B=64, H=12, N=1025, d=64)],
-    "graph_propagate": [dict(graph="cora", nodes=2708, nnz=13264, F=1433),
-                        dict(graph="credit", nodes=30000, nnz=2 * 1421858 + 30000, F=13)],
+    "graph_propagate": [
+        dict(graph="cora", nodes=2708, nnz=13264, F=1433),
+        dict(graph="credit", nodes=30000, nnz=2 * 1421858 + 30000, F=13),
+    ],
     "fused_linear_cross_entropy": [dict(R=4096, D=768, V=30522), dict(R=256, D=768, V=1000)],
 }
 CPU_SIZES = {
     "relation_kl": [dict(B=2, H=12, N=197, d=64)],
-    "graph_propagate": [dict(graph="cora", nodes=2708, nnz=13264, F=1433),
-                        dict(graph="credit", nodes=30000, nnz=2 * 1421858 + 30000, F=13)],
+    "graph_propagate": [
+        dict(graph="cora", nodes=2708, nnz=13264, F=1433),
+        dict(graph="credit", nodes=30000, nnz=2 * 1421858 + 30000, F=13),
+    ],
     "fused_linear_cross_entropy": [dict(R=128, D=768, V=30522), dict(R=256, D=768, V=1000)],
 }
 INTERPRETER_SIZES = {
@@ -46,7 +51,7 @@ def _relation_case(size, device):
     B, H, N, d = size["B"], size["H"], size["N"], size["d"]
     sa, sb = (torch.randn(B, H, N, d, device=device, requires_grad=True) for _ in range(2))
     ta, tb = (torch.randn(B, H, N, d, device=device) for _ in range(2))
-    scale = d ** -0.5
+    scale = d**-0.5
 
     def run(impl):
         relation_kl(sa, sb, ta, tb, scale, scale, impl=impl).backward()
@@ -89,7 +94,7 @@ def _ce_case(size, device):
 
     R, D, V = size["R"], size["D"], size["V"]
     h = torch.randn(R, D, device=device, requires_grad=True)
-    w = (torch.randn(V, D, device=device) / D ** 0.5).requires_grad_()
+    w = (torch.randn(V, D, device=device) / D**0.5).requires_grad_()
     b = torch.zeros(V, device=device, requires_grad=True)
     y = torch.randint(0, V, (R,), device=device)
 
@@ -120,8 +125,10 @@ def bench_op(name: str, device=None, sizes=None, reps: int | None = None, verbos
     if name == "peers" or all(n in PEER_OPS for n in name.split(",")):  # zoo's 3D / detection pieces vs their peers
         return bench_peer_ops(name, reps=reps, device=device, verbose=verbose)
     if name not in CASES:
-        raise ValueError(f"zoo bench --op: unknown op {name!r}; the ops are {sorted(CASES)}, and "
-                         f"{', '.join(PEER_OPS)} (comma-separated, or 'peers' for all) timed against their peers")
+        raise ValueError(
+            f"zoo bench --op: unknown op {name!r}; the ops are {sorted(CASES)}, and "
+            f"{', '.join(PEER_OPS)} (comma-separated, or 'peers' for all) timed against their peers"
+        )
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     note = ""
     if device.type == "cuda":
@@ -146,12 +153,26 @@ def bench_op(name: str, device=None, sizes=None, reps: int | None = None, verbos
                 continue
             try:
                 ms, peak = _measure(fn, device, reps)
-                row = dict(op=name, size=label, provider=provider, device=str(device), ms=round(ms, 3),
-                           peak_mib=None if peak is None else round(peak, 1), note=note)
+                row = dict(
+                    op=name,
+                    size=label,
+                    provider=provider,
+                    device=str(device),
+                    ms=round(ms, 3),
+                    peak_mib=None if peak is None else round(peak, 1),
+                    note=note,
+                )
             except torch.cuda.OutOfMemoryError as e:
                 torch.cuda.empty_cache()
-                row = dict(op=name, size=label, provider=provider, device=str(device), ms=None, peak_mib=None,
-                           note=f"out of memory: {str(e).splitlines()[0]}")
+                row = dict(
+                    op=name,
+                    size=label,
+                    provider=provider,
+                    device=str(device),
+                    ms=None,
+                    peak_mib=None,
+                    note=f"out of memory: {str(e).splitlines()[0]}",
+                )
             rows.append(row)
             if verbose:
                 peak_s = "-" if row["peak_mib"] is None else f"{row['peak_mib']:.1f}"

@@ -14,6 +14,7 @@ gradients are only known then). Peak extra memory is C×V instead of R×V.
 Shapes: hidden (..., D), target (...), weight (V, D), bias (V,) or None. ``ignore_index`` rows contribute nothing
 (and are not counted by the mean). The loss is float32.
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,39 +34,67 @@ REDUCTIONS = ("mean", "sum", "none")
 
 def _check(hidden, weight, bias, target, reduction):
     if reduction not in REDUCTIONS:
-        raise ValueError(f"zoo.ops.fused_linear_cross_entropy: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        raise ValueError(
+            f"zoo.ops.fused_linear_cross_entropy: reduction must be one of {REDUCTIONS}, got {reduction!r}"
+        )
     if weight.dim() != 2 or hidden.shape[-1] != weight.shape[1]:
-        raise ValueError(f"zoo.ops.fused_linear_cross_entropy: weight must be (V, D) with D = hidden.shape[-1], got "
-                         f"hidden {tuple(hidden.shape)} and weight {tuple(weight.shape)}")
+        raise ValueError(
+            f"zoo.ops.fused_linear_cross_entropy: weight must be (V, D) with D = hidden.shape[-1], got "
+            f"hidden {tuple(hidden.shape)} and weight {tuple(weight.shape)}"
+        )
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-        raise ValueError(f"zoo.ops.fused_linear_cross_entropy: bias must be (V,) = ({weight.shape[0]},), got "
-                         f"{tuple(bias.shape)}")
+        raise ValueError(
+            f"zoo.ops.fused_linear_cross_entropy: bias must be (V,) = ({weight.shape[0]},), got {tuple(bias.shape)}"
+        )
     if tuple(target.shape) != tuple(hidden.shape[:-1]) or target.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"zoo.ops.fused_linear_cross_entropy: target must be an integer tensor of shape "
-                         f"hidden.shape[:-1] = {tuple(hidden.shape[:-1])}, got {target.dtype} {tuple(target.shape)}")
+        raise ValueError(
+            f"zoo.ops.fused_linear_cross_entropy: target must be an integer tensor of shape "
+            f"hidden.shape[:-1] = {tuple(hidden.shape[:-1])}, got {target.dtype} {tuple(target.shape)}"
+        )
 
 
-def fused_linear_cross_entropy_reference(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor,
-                                         ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+def fused_linear_cross_entropy_reference(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    target: Tensor,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> Tensor:
     """The specification: ``F.cross_entropy(F.linear(hidden, weight, bias), target)`` with float32 logits."""
     _check(hidden, weight, bias, target, reduction)
     logits = F.linear(hidden, weight, bias).float()
-    loss = F.cross_entropy(logits.reshape(-1, weight.shape[0]), target.reshape(-1).long(), ignore_index=ignore_index,
-                           reduction=reduction)
+    loss = F.cross_entropy(
+        logits.reshape(-1, weight.shape[0]), target.reshape(-1).long(), ignore_index=ignore_index, reduction=reduction
+    )
     return loss.view(target.shape) if reduction == "none" else loss
 
 
-def fused_linear_cross_entropy(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor,
-                               ignore_index: int = -100, reduction: str = "mean", impl: str = "auto") -> Tensor:
+def fused_linear_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    target: Tensor,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    impl: str = "auto",
+) -> Tensor:
     """Cross-entropy of ``hidden @ weight.T + bias`` against ``target``, in row chunks (no full logits matrix)."""
     _check(hidden, weight, bias, target, reduction)
     if _dispatch.resolve(OP, impl, hidden, weight, bias, target) == "reference":
         return fused_linear_cross_entropy_reference(hidden, weight, bias, target, ignore_index, reduction)
     grad_on = torch.is_grad_enabled()
     loss, _, _, _ = torch.ops.zoo.fused_linear_cross_entropy(
-        hidden.reshape(-1, hidden.shape[-1]), weight, bias, target.reshape(-1), int(ignore_index), reduction,
-        grad_on and hidden.requires_grad, grad_on and weight.requires_grad,
-        grad_on and bias is not None and bias.requires_grad)
+        hidden.reshape(-1, hidden.shape[-1]),
+        weight,
+        bias,
+        target.reshape(-1),
+        int(ignore_index),
+        reduction,
+        grad_on and hidden.requires_grad,
+        grad_on and weight.requires_grad,
+        grad_on and bias is not None and bias.requires_grad,
+    )
     return loss.view(target.shape) if reduction == "none" else loss
 
 
@@ -81,8 +110,9 @@ class LinearCrossEntropyLoss(_dispatch.OpModule):
         self.ignore_index, self.reduction = ignore_index, reduction
 
     def forward(self, hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor) -> Tensor:
-        return fused_linear_cross_entropy(hidden, weight, bias, target, self.ignore_index, self.reduction,
-                                          impl=self.impl)
+        return fused_linear_cross_entropy(
+            hidden, weight, bias, target, self.ignore_index, self.reduction, impl=self.impl
+        )
 
     def extra_repr(self) -> str:
         return f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, impl={self.impl}"
@@ -91,8 +121,19 @@ class LinearCrossEntropyLoss(_dispatch.OpModule):
 # --------------------------------------------------------------------------------------------------------------
 # Triton kernel (a plain function; zoo.ops._dispatch.jit decorates it).
 
-def _ce_kernel(LOGITS, TARGET, LOSS, SCALE, V, stride, ignore_index,
-               HAS_SCALE: tl.constexpr, WRITE_GRAD: tl.constexpr, BLOCK_V: tl.constexpr):
+
+def _ce_kernel(
+    LOGITS,
+    TARGET,
+    LOSS,
+    SCALE,
+    V,
+    stride,
+    ignore_index,
+    HAS_SCALE: tl.constexpr,
+    WRITE_GRAD: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+):
     # One program per row: online log-sum-exp over V in blocks, the loss, then (optionally) the gradient
     # (softmax − onehot)·scale written over the logits.
     row = tl.program_id(0).to(tl.int64)
@@ -129,9 +170,18 @@ def _chunk_loss_(logits: Tensor, target: Tensor, ignore_index: int, scale: Tenso
     loss = torch.empty(C, device=logits.device, dtype=torch.float32)
     if _dispatch.kernel_error(logits.device) is None:
         block_v = min(4096 if logits.device.type == "cuda" else 1024, _dispatch.next_pow2(V))
-        _dispatch.jit(_ce_kernel)[(C,)](logits, target, loss, scale if scale is not None else loss, V,
-                                        logits.stride(0), ignore_index, HAS_SCALE=scale is not None,
-                                        WRITE_GRAD=write_grad, BLOCK_V=block_v)
+        _dispatch.jit(_ce_kernel)[(C,)](
+            logits,
+            target,
+            loss,
+            scale if scale is not None else loss,
+            V,
+            logits.stride(0),
+            ignore_index,
+            HAS_SCALE=scale is not None,
+            WRITE_GRAD=write_grad,
+            BLOCK_V=block_v,
+        )
         return loss
     # Inside the op without a runnable kernel (CPU, no interpreter): the same arithmetic in torch.
     valid = target != ignore_index
@@ -155,8 +205,10 @@ def _chunk_rows(R: int, V: int, D: int) -> int:
 def _check_targets(target: Tensor, V: int, ignore_index: int):
     bad = (target != ignore_index) & ((target < 0) | (target >= V))
     if bool(bad.any()):
-        raise ValueError(f"zoo.ops.fused_linear_cross_entropy: target values must be in [0, {V}) or "
-                         f"ignore_index={ignore_index}; found {target[bad][:5].tolist()}")
+        raise ValueError(
+            f"zoo.ops.fused_linear_cross_entropy: target values must be in [0, {V}) or "
+            f"ignore_index={ignore_index}; found {target[bad][:5].tolist()}"
+        )
 
 
 def _linear(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -182,8 +234,17 @@ def _accumulate(dlogits: Tensor, h: Tensor, weight: Tensor, start: int, gh, gw, 
 
 
 @torch.library.custom_op("zoo::fused_linear_cross_entropy", mutates_args=())
-def _flce_op(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, ignore_index: int, reduction: str,
-             grad_hidden: bool, grad_weight: bool, grad_bias: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _flce_op(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    target: Tensor,
+    ignore_index: int,
+    reduction: str,
+    grad_hidden: bool,
+    grad_weight: bool,
+    grad_bias: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(loss, ∂loss/∂hidden, ∂loss/∂weight, ∂loss/∂bias); the gradients are empty unless asked for and
     ``reduction`` is "mean" or "sum" (for "none" the backward op recomputes them)."""
     R, D = hidden.shape
@@ -196,12 +257,19 @@ def _flce_op(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor
     losses = torch.empty(R, device=hidden.device, dtype=torch.float32)
     C = _chunk_rows(R, V, D)
     for s in range(0, R, C):
-        h = hidden[s:s + C]
+        h = hidden[s : s + C]
         logits = _linear(h, weight, bias)
-        losses[s:s + C] = _chunk_loss_(logits, target[s:s + C], ignore_index, None, want)
+        losses[s : s + C] = _chunk_loss_(logits, target[s : s + C], ignore_index, None, want)
         if want:
-            _accumulate(logits, h, weight, s, gh if grad_hidden else None, gw if grad_weight else None,
-                        gb if grad_bias else None)
+            _accumulate(
+                logits,
+                h,
+                weight,
+                s,
+                gh if grad_hidden else None,
+                gw if grad_weight else None,
+                gb if grad_bias else None,
+            )
     if reduction == "none":
         return losses, gh, gw, gb  # all empty
     loss = losses.sum()
@@ -209,8 +277,12 @@ def _flce_op(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor
         count = (target != ignore_index).sum().float()  # all ignored -> nan, as F.cross_entropy
         loss = loss / count
         gh, gw, gb = (g / count if g.numel() else g for g in (gh, gw, gb))
-    return (loss, gh, gw.to(weight.dtype) if gw.numel() else gw,
-            gb.to(bias.dtype) if gb.numel() and bias is not None else gb)
+    return (
+        loss,
+        gh,
+        gw.to(weight.dtype) if gw.numel() else gw,
+        gb.to(bias.dtype) if gb.numel() and bias is not None else gb,
+    )
 
 
 @_flce_op.register_fake
@@ -225,8 +297,9 @@ def _(hidden, weight, bias, target, ignore_index, reduction, grad_hidden, grad_w
 
 
 @torch.library.custom_op("zoo::fused_linear_cross_entropy_backward", mutates_args=())
-def _flce_backward_op(grad: Tensor, hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor,
-                      ignore_index: int) -> tuple[Tensor, Tensor, Tensor]:
+def _flce_backward_op(
+    grad: Tensor, hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, ignore_index: int
+) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients for ``reduction="none"``: per-row upstream ``grad`` (R,), logits recomputed chunk by chunk."""
     R, D = hidden.shape
     V = weight.shape[0]
@@ -236,17 +309,20 @@ def _flce_backward_op(grad: Tensor, hidden: Tensor, weight: Tensor, bias: Tensor
     grad = grad.float().contiguous()
     C = _chunk_rows(R, V, D)
     for s in range(0, R, C):
-        h = hidden[s:s + C]
+        h = hidden[s : s + C]
         logits = _linear(h, weight, bias)
-        _chunk_loss_(logits, target[s:s + C], ignore_index, grad[s:s + C], True)
+        _chunk_loss_(logits, target[s : s + C], ignore_index, grad[s : s + C], True)
         _accumulate(logits, h, weight, s, gh, gw, gb)
     return gh, gw.to(weight.dtype), gb.to(bias.dtype if bias is not None else weight.dtype)
 
 
 @_flce_backward_op.register_fake
 def _(grad, hidden, weight, bias, target, ignore_index):
-    return (torch.empty_like(hidden), torch.empty_like(weight),
-            weight.new_empty(weight.shape[0], dtype=bias.dtype if bias is not None else weight.dtype))
+    return (
+        torch.empty_like(hidden),
+        torch.empty_like(weight),
+        weight.new_empty(weight.shape[0], dtype=bias.dtype if bias is not None else weight.dtype),
+    )
 
 
 def _setup_context(ctx, inputs, output):
@@ -264,13 +340,23 @@ def _backward(ctx, grad, *_):
     grad_hidden, grad_weight, grad_bias = ctx.flags
     if ctx.reduction == "none":
         hidden, weight, bias, target = ctx.saved_tensors
-        gh, gw, gb = torch.ops.zoo.fused_linear_cross_entropy_backward(grad, hidden, weight, bias, target,
-                                                                       ctx.ignore_index)
+        gh, gw, gb = torch.ops.zoo.fused_linear_cross_entropy_backward(
+            grad, hidden, weight, bias, target, ctx.ignore_index
+        )
     else:
         gh, gw, gb = ctx.saved_tensors
         gh, gw, gb = gh * grad, gw * grad, gb * grad
-    return (gh if grad_hidden else None, gw if grad_weight else None,
-            gb if grad_bias and ctx.has_bias else None, None, None, None, None, None, None)
+    return (
+        gh if grad_hidden else None,
+        gw if grad_weight else None,
+        gb if grad_bias and ctx.has_bias else None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
 
 
 _flce_op.register_autograd(_backward, setup_context=_setup_context)

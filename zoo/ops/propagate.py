@@ -9,6 +9,7 @@ adjacency can carry it), else built in the backward by a stable sort of the colu
 Kernel: one program per (row, feature block) walks the row's non-zeros BLOCK_K at a time, gathering the rows of X
 they point to and accumulating in float32.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,23 +27,31 @@ OP = "graph_propagate"
 
 def _as_csr(adj: Tensor) -> Tensor:
     if not isinstance(adj, Tensor) or adj.dim() != 2:
-        raise ValueError("zoo.ops.graph_propagate: adj must be a 2-D torch sparse tensor (CSR, or COO which is "
-                         f"converted), got {type(adj).__name__} {tuple(getattr(adj, 'shape', ()))}")
+        raise ValueError(
+            "zoo.ops.graph_propagate: adj must be a 2-D torch sparse tensor (CSR, or COO which is "
+            f"converted), got {type(adj).__name__} {tuple(getattr(adj, 'shape', ()))}"
+        )
     if adj.layout == torch.sparse_csr:
         return adj
     if adj.layout == torch.sparse_coo:
         return adj.coalesce().to_sparse_csr()
-    raise ValueError(f"zoo.ops.graph_propagate: adj must be sparse (torch.sparse_csr or sparse_coo), got layout "
-                     f"{adj.layout}; convert a dense matrix with adj.to_sparse_csr()")
+    raise ValueError(
+        f"zoo.ops.graph_propagate: adj must be sparse (torch.sparse_csr or sparse_coo), got layout "
+        f"{adj.layout}; convert a dense matrix with adj.to_sparse_csr()"
+    )
 
 
 def _check(adj: Tensor, x: Tensor):
     if not isinstance(x, Tensor) or x.dim() != 2 or x.layout != torch.strided:
-        raise ValueError(f"zoo.ops.graph_propagate: x must be a dense (M, F) tensor, got "
-                         f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+        raise ValueError(
+            f"zoo.ops.graph_propagate: x must be a dense (M, F) tensor, got "
+            f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}"
+        )
     if adj.shape[1] != x.shape[0]:
-        raise ValueError(f"zoo.ops.graph_propagate: adj is {tuple(adj.shape)} but x has {x.shape[0]} rows "
-                         f"(need adj (N, M) and x (M, F))")
+        raise ValueError(
+            f"zoo.ops.graph_propagate: adj is {tuple(adj.shape)} but x has {x.shape[0]} rows "
+            f"(need adj (N, M) and x (M, F))"
+        )
 
 
 def graph_propagate_reference(adj: Tensor, x: Tensor) -> Tensor:
@@ -62,8 +71,10 @@ def graph_propagate(adj: Tensor, x: Tensor, impl: str = "auto", adj_t: Tensor | 
     if adj_t is not None:
         adj_t = _as_csr(adj_t)
         if tuple(adj_t.shape) != (adj.shape[1], adj.shape[0]):
-            raise ValueError(f"zoo.ops.graph_propagate: adj_t must be adj's transpose, shape "
-                             f"{(adj.shape[1], adj.shape[0])}, got {tuple(adj_t.shape)}")
+            raise ValueError(
+                f"zoo.ops.graph_propagate: adj_t must be adj's transpose, shape "
+                f"{(adj.shape[1], adj.shape[0])}, got {tuple(adj_t.shape)}"
+            )
     if _dispatch.resolve(OP, impl, adj, x) == "reference":
         if adj_t is None:
             return graph_propagate_reference(adj, x)
@@ -112,13 +123,16 @@ def _csr_arrays(adj: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     # Dynamo cannot trace sparse-tensor accessors (their outputs are views of a sparse base): this runs eagerly,
     # and the op itself, on plain dense tensors, is traced.
     if adj.values().requires_grad:
-        raise ValueError("zoo.ops.graph_propagate(impl='triton') treats the adjacency as a constant; its values "
-                         "require grad — pass adj.detach() or use impl='reference'")
+        raise ValueError(
+            "zoo.ops.graph_propagate(impl='triton') treats the adjacency as a constant; its values "
+            "require grad — pass adj.detach() or use impl='reference'"
+        )
     return adj.crow_indices().detach(), adj.col_indices().detach(), adj.values().detach()
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Triton kernel (a plain function; zoo.ops._dispatch.jit decorates it).
+
 
 def _spmm_kernel(CROW, COL, VAL, X, OUT, F, BLOCK_K: tl.constexpr, BLOCK_F: tl.constexpr):
     row = tl.program_id(0)
@@ -150,27 +164,36 @@ def _spmm(crow: Tensor, col: Tensor, val: Tensor, x: Tensor, n_rows: int) -> Ten
     block_f = min(128, max(16, _dispatch.next_pow2(F)))
     block_k = 16 if x.device.type == "cuda" else 32
     grid = (n_rows, _dispatch.cdiv(F, block_f))
-    _dispatch.jit(_spmm_kernel)[grid](crow.contiguous(), col.contiguous(), val.contiguous(), x, out, F,
-                                      BLOCK_K=block_k, BLOCK_F=block_f)
+    _dispatch.jit(_spmm_kernel)[grid](
+        crow.contiguous(), col.contiguous(), val.contiguous(), x, out, F, BLOCK_K=block_k, BLOCK_F=block_f
+    )
     return out
 
 
 def _transpose_csr(crow: Tensor, col: Tensor, val: Tensor, n_cols: int):
     """CSR arrays of the transpose (M×N) of an N×M CSR matrix."""
     n_rows = crow.numel() - 1
-    rows = torch.repeat_interleave(torch.arange(n_rows, device=col.device, dtype=col.dtype), crow.diff(),
-                                   output_size=col.numel())
+    rows = torch.repeat_interleave(
+        torch.arange(n_rows, device=col.device, dtype=col.dtype), crow.diff(), output_size=col.numel()
+    )
     order = torch.sort(col, stable=True).indices
     counts = torch.zeros(n_cols, dtype=crow.dtype, device=crow.device).index_add_(
-        0, col.to(torch.int64), torch.ones_like(col, dtype=crow.dtype))
+        0, col.to(torch.int64), torch.ones_like(col, dtype=crow.dtype)
+    )
     t_crow = torch.cat([crow.new_zeros(1), counts.cumsum(0)])
     return t_crow, rows[order], val[order]
 
 
 @torch.library.custom_op("zoo::graph_propagate", mutates_args=())
-def _graph_propagate_op(crow_indices: Tensor, col_indices: Tensor, values: Tensor, x: Tensor,
-                        t_crow_indices: Tensor | None = None, t_col_indices: Tensor | None = None,
-                        t_values: Tensor | None = None) -> Tensor:
+def _graph_propagate_op(
+    crow_indices: Tensor,
+    col_indices: Tensor,
+    values: Tensor,
+    x: Tensor,
+    t_crow_indices: Tensor | None = None,
+    t_col_indices: Tensor | None = None,
+    t_values: Tensor | None = None,
+) -> Tensor:
     """CSR @ x; the ``t_*`` arrays (the transpose's CSR, or None) serve the backward only."""
     return _spmm(crow_indices, col_indices, values, x, crow_indices.numel() - 1)
 
@@ -181,8 +204,9 @@ def _(crow_indices, col_indices, values, x, t_crow_indices=None, t_col_indices=N
 
 
 @torch.library.custom_op("zoo::graph_propagate_backward", mutates_args=())
-def _graph_propagate_backward_op(crow_indices: Tensor, col_indices: Tensor, values: Tensor, grad: Tensor,
-                                 n_cols: int) -> Tensor:
+def _graph_propagate_backward_op(
+    crow_indices: Tensor, col_indices: Tensor, values: Tensor, grad: Tensor, n_cols: int
+) -> Tensor:
     t_crow, t_col, t_val = _transpose_csr(crow_indices, col_indices, values, n_cols)
     return _spmm(t_crow, t_col, t_val, grad, n_cols)
 

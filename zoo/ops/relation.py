@@ -19,6 +19,7 @@ constants (no gradient; the reference detaches them too).
 Shapes: a (B, H, N, d) and b (B, H, M, d) (M = N for TinyMIM); student and teacher ``d`` may differ.
 Returns a float32 scalar.
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,23 +36,39 @@ OP = "relation_kl"
 
 
 def _check(student_a, student_b, teacher_a, teacher_b):
-    for name, t in (("student_a", student_a), ("student_b", student_b), ("teacher_a", teacher_a),
-                    ("teacher_b", teacher_b)):
+    for name, t in (
+        ("student_a", student_a),
+        ("student_b", student_b),
+        ("teacher_a", teacher_a),
+        ("teacher_b", teacher_b),
+    ):
         if not isinstance(t, Tensor) or t.dim() != 4:
-            raise ValueError(f"zoo.ops.relation_kl: {name} must be a (B, H, N, d) tensor, got "
-                             f"{tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}")
+            raise ValueError(
+                f"zoo.ops.relation_kl: {name} must be a (B, H, N, d) tensor, got "
+                f"{tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}"
+            )
     for who, a, b in (("student", student_a, student_b), ("teacher", teacher_a, teacher_b)):
         if a.shape[:2] != b.shape[:2] or a.shape[-1] != b.shape[-1]:
-            raise ValueError(f"zoo.ops.relation_kl: {who}_a {tuple(a.shape)} and {who}_b {tuple(b.shape)} must share "
-                             "B, H and d (a is (B, H, N, d), b is (B, H, M, d))")
+            raise ValueError(
+                f"zoo.ops.relation_kl: {who}_a {tuple(a.shape)} and {who}_b {tuple(b.shape)} must share "
+                "B, H and d (a is (B, H, N, d), b is (B, H, M, d))"
+            )
     if student_a.shape[:3] != teacher_a.shape[:3] or student_b.shape[:3] != teacher_b.shape[:3]:
-        raise ValueError(f"zoo.ops.relation_kl: student and teacher must have the same B, H and token counts, got "
-                         f"student_a {tuple(student_a.shape)}, teacher_a {tuple(teacher_a.shape)}, "
-                         f"student_b {tuple(student_b.shape)}, teacher_b {tuple(teacher_b.shape)}")
+        raise ValueError(
+            f"zoo.ops.relation_kl: student and teacher must have the same B, H and token counts, got "
+            f"student_a {tuple(student_a.shape)}, teacher_a {tuple(teacher_a.shape)}, "
+            f"student_b {tuple(student_b.shape)}, teacher_b {tuple(teacher_b.shape)}"
+        )
 
 
-def relation_kl_reference(student_a: Tensor, student_b: Tensor, teacher_a: Tensor, teacher_b: Tensor,
-                          student_scale: float, teacher_scale: float) -> Tensor:
+def relation_kl_reference(
+    student_a: Tensor,
+    student_b: Tensor,
+    teacher_a: Tensor,
+    teacher_b: Tensor,
+    student_scale: float,
+    teacher_scale: float,
+) -> Tensor:
     """The specification: materialises the (B, H, N, M) relations."""
     _check(student_a, student_b, teacher_a, teacher_b)
     s = torch.matmul(student_a.float(), student_b.float().transpose(-1, -2)) * student_scale
@@ -62,8 +79,15 @@ def relation_kl_reference(student_a: Tensor, student_b: Tensor, teacher_a: Tenso
     return kl_rows.mean()
 
 
-def relation_kl(student_a: Tensor, student_b: Tensor, teacher_a: Tensor, teacher_b: Tensor,
-                student_scale: float, teacher_scale: float, impl: str = "auto") -> Tensor:
+def relation_kl(
+    student_a: Tensor,
+    student_b: Tensor,
+    teacher_a: Tensor,
+    teacher_b: Tensor,
+    student_scale: float,
+    teacher_scale: float,
+    impl: str = "auto",
+) -> Tensor:
     """Mean over B, H and the N rows of KL(softmax(t_a t_bᵀ·teacher_scale) ‖ softmax(s_a s_bᵀ·student_scale)).
 
     Inputs are (B, H, N, d) / (B, H, M, d); gradients flow to the student inputs only. ``impl``: see ``zoo.ops``.
@@ -71,8 +95,9 @@ def relation_kl(student_a: Tensor, student_b: Tensor, teacher_a: Tensor, teacher
     _check(student_a, student_b, teacher_a, teacher_b)
     if _dispatch.resolve(OP, impl, student_a, student_b, teacher_a, teacher_b) == "reference":
         return relation_kl_reference(student_a, student_b, teacher_a, teacher_b, student_scale, teacher_scale)
-    loss, _, _ = torch.ops.zoo.relation_kl(student_a, student_b, teacher_a.detach(), teacher_b.detach(),
-                                           float(student_scale), float(teacher_scale))
+    loss, _, _ = torch.ops.zoo.relation_kl(
+        student_a, student_b, teacher_a.detach(), teacher_b.detach(), float(student_scale), float(teacher_scale)
+    )
     return loss
 
 
@@ -87,8 +112,9 @@ class RelationKLLoss(_dispatch.OpModule):
         self.student_scale, self.teacher_scale = float(student_scale), float(teacher_scale)
 
     def forward(self, student_a: Tensor, student_b: Tensor, teacher_a: Tensor, teacher_b: Tensor) -> Tensor:
-        return relation_kl(student_a, student_b, teacher_a, teacher_b, self.student_scale, self.teacher_scale,
-                           impl=self.impl)
+        return relation_kl(
+            student_a, student_b, teacher_a, teacher_b, self.student_scale, self.teacher_scale, impl=self.impl
+        )
 
     def extra_repr(self) -> str:
         return f"student_scale={self.student_scale:.4g}, teacher_scale={self.teacher_scale:.4g}, impl={self.impl}"
@@ -98,18 +124,38 @@ class RelationKLLoss(_dispatch.OpModule):
 # Triton kernels (plain functions; zoo.ops._dispatch.jit decorates them on first use).
 # Layout: every input is a contiguous (B·H, rows, d) block; one program handles BLOCK_N rows of one (b, h).
 
-def _fwd_kernel(SA, SB, TA, TB, KL, LSE_S, LSE_T, N, M, DS, DT, s_scale, t_scale,
-                BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_DS: tl.constexpr, BLOCK_DT: tl.constexpr):
+
+def _fwd_kernel(
+    SA,
+    SB,
+    TA,
+    TB,
+    KL,
+    LSE_S,
+    LSE_T,
+    N,
+    M,
+    DS,
+    DT,
+    s_scale,
+    t_scale,
+    BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_DS: tl.constexpr,
+    BLOCK_DT: tl.constexpr,
+):
     pid = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < N
     ds = tl.arange(0, BLOCK_DS)
     dt = tl.arange(0, BLOCK_DT)
-    sa = tl.load(SA + bh * N * DS + rows[:, None] * DS + ds[None, :], mask=row_ok[:, None] & (ds[None, :] < DS),
-                 other=0.0)
-    ta = tl.load(TA + bh * N * DT + rows[:, None] * DT + dt[None, :], mask=row_ok[:, None] & (dt[None, :] < DT),
-                 other=0.0)
+    sa = tl.load(
+        SA + bh * N * DS + rows[:, None] * DS + ds[None, :], mask=row_ok[:, None] & (ds[None, :] < DS), other=0.0
+    )
+    ta = tl.load(
+        TA + bh * N * DT + rows[:, None] * DT + dt[None, :], mask=row_ok[:, None] & (dt[None, :] < DT), other=0.0
+    )
     m_s = tl.full([BLOCK_N], float("-inf"), tl.float32)
     l_s = tl.zeros([BLOCK_N], tl.float32)
     m_t = tl.full([BLOCK_N], float("-inf"), tl.float32)
@@ -118,10 +164,12 @@ def _fwd_kernel(SA, SB, TA, TB, KL, LSE_S, LSE_T, N, M, DS, DT, s_scale, t_scale
     for start in range(0, M, BLOCK_M):
         cols = start + tl.arange(0, BLOCK_M)
         col_ok = cols < M
-        sb = tl.load(SB + bh * M * DS + cols[:, None] * DS + ds[None, :], mask=col_ok[:, None] & (ds[None, :] < DS),
-                     other=0.0)
-        tb = tl.load(TB + bh * M * DT + cols[:, None] * DT + dt[None, :], mask=col_ok[:, None] & (dt[None, :] < DT),
-                     other=0.0)
+        sb = tl.load(
+            SB + bh * M * DS + cols[:, None] * DS + ds[None, :], mask=col_ok[:, None] & (ds[None, :] < DS), other=0.0
+        )
+        tb = tl.load(
+            TB + bh * M * DT + cols[:, None] * DT + dt[None, :], mask=col_ok[:, None] & (dt[None, :] < DT), other=0.0
+        )
         s = tl.dot(sa, tl.trans(sb)).to(tl.float32) * s_scale
         t = tl.dot(ta, tl.trans(tb)).to(tl.float32) * t_scale
         t_minus_s = t - s  # before masking: padded columns would give −inf − (−inf)
@@ -145,8 +193,26 @@ def _fwd_kernel(SA, SB, TA, TB, KL, LSE_S, LSE_T, N, M, DS, DT, s_scale, t_scale
     tl.store(LSE_T + out, lse_t, mask=row_ok)
 
 
-def _bwd_rows_kernel(SA, SB, TA, TB, LSE_S, LSE_T, DSA, N, M, DS, DT, s_scale, t_scale, g_scale,
-                     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_DS: tl.constexpr, BLOCK_DT: tl.constexpr):
+def _bwd_rows_kernel(
+    SA,
+    SB,
+    TA,
+    TB,
+    LSE_S,
+    LSE_T,
+    DSA,
+    N,
+    M,
+    DS,
+    DT,
+    s_scale,
+    t_scale,
+    g_scale,
+    BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_DS: tl.constexpr,
+    BLOCK_DT: tl.constexpr,
+):
     # ∂L/∂s_a[i] = g_scale · Σ_j (Q_ij − P_ij) s_b[j]
     pid = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
@@ -154,32 +220,57 @@ def _bwd_rows_kernel(SA, SB, TA, TB, LSE_S, LSE_T, DSA, N, M, DS, DT, s_scale, t
     row_ok = rows < N
     ds = tl.arange(0, BLOCK_DS)
     dt = tl.arange(0, BLOCK_DT)
-    sa = tl.load(SA + bh * N * DS + rows[:, None] * DS + ds[None, :], mask=row_ok[:, None] & (ds[None, :] < DS),
-                 other=0.0)
-    ta = tl.load(TA + bh * N * DT + rows[:, None] * DT + dt[None, :], mask=row_ok[:, None] & (dt[None, :] < DT),
-                 other=0.0)
+    sa = tl.load(
+        SA + bh * N * DS + rows[:, None] * DS + ds[None, :], mask=row_ok[:, None] & (ds[None, :] < DS), other=0.0
+    )
+    ta = tl.load(
+        TA + bh * N * DT + rows[:, None] * DT + dt[None, :], mask=row_ok[:, None] & (dt[None, :] < DT), other=0.0
+    )
     lse_s = tl.load(LSE_S + bh * N + rows, mask=row_ok, other=0.0)
     lse_t = tl.load(LSE_T + bh * N + rows, mask=row_ok, other=0.0)
     dsa = tl.zeros([BLOCK_N, BLOCK_DS], tl.float32)
     for start in range(0, M, BLOCK_M):
         cols = start + tl.arange(0, BLOCK_M)
         col_ok = cols < M
-        sb = tl.load(SB + bh * M * DS + cols[:, None] * DS + ds[None, :], mask=col_ok[:, None] & (ds[None, :] < DS),
-                     other=0.0)
-        tb = tl.load(TB + bh * M * DT + cols[:, None] * DT + dt[None, :], mask=col_ok[:, None] & (dt[None, :] < DT),
-                     other=0.0)
+        sb = tl.load(
+            SB + bh * M * DS + cols[:, None] * DS + ds[None, :], mask=col_ok[:, None] & (ds[None, :] < DS), other=0.0
+        )
+        tb = tl.load(
+            TB + bh * M * DT + cols[:, None] * DT + dt[None, :], mask=col_ok[:, None] & (dt[None, :] < DT), other=0.0
+        )
         s = tl.dot(sa, tl.trans(sb)).to(tl.float32) * s_scale
         t = tl.dot(ta, tl.trans(tb)).to(tl.float32) * t_scale
         d = tl.exp(s - lse_s[:, None]) - tl.exp(t - lse_t[:, None])
         d = tl.where(row_ok[:, None] & col_ok[None, :], d, 0.0)
         dsa += tl.dot(d.to(sb.dtype), sb)
     dsa = dsa * g_scale
-    tl.store(DSA + bh * N * DS + rows[:, None] * DS + ds[None, :], dsa.to(DSA.dtype.element_ty),
-             mask=row_ok[:, None] & (ds[None, :] < DS))
+    tl.store(
+        DSA + bh * N * DS + rows[:, None] * DS + ds[None, :],
+        dsa.to(DSA.dtype.element_ty),
+        mask=row_ok[:, None] & (ds[None, :] < DS),
+    )
 
 
-def _bwd_cols_kernel(SA, SB, TA, TB, LSE_S, LSE_T, DSB, N, M, DS, DT, s_scale, t_scale, g_scale,
-                     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_DS: tl.constexpr, BLOCK_DT: tl.constexpr):
+def _bwd_cols_kernel(
+    SA,
+    SB,
+    TA,
+    TB,
+    LSE_S,
+    LSE_T,
+    DSB,
+    N,
+    M,
+    DS,
+    DT,
+    s_scale,
+    t_scale,
+    g_scale,
+    BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_DS: tl.constexpr,
+    BLOCK_DT: tl.constexpr,
+):
     # ∂L/∂s_b[j] = g_scale · Σ_i (Q_ij − P_ij) s_a[i]
     pid = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
@@ -187,18 +278,22 @@ def _bwd_cols_kernel(SA, SB, TA, TB, LSE_S, LSE_T, DSB, N, M, DS, DT, s_scale, t
     col_ok = cols < M
     ds = tl.arange(0, BLOCK_DS)
     dt = tl.arange(0, BLOCK_DT)
-    sb = tl.load(SB + bh * M * DS + cols[:, None] * DS + ds[None, :], mask=col_ok[:, None] & (ds[None, :] < DS),
-                 other=0.0)
-    tb = tl.load(TB + bh * M * DT + cols[:, None] * DT + dt[None, :], mask=col_ok[:, None] & (dt[None, :] < DT),
-                 other=0.0)
+    sb = tl.load(
+        SB + bh * M * DS + cols[:, None] * DS + ds[None, :], mask=col_ok[:, None] & (ds[None, :] < DS), other=0.0
+    )
+    tb = tl.load(
+        TB + bh * M * DT + cols[:, None] * DT + dt[None, :], mask=col_ok[:, None] & (dt[None, :] < DT), other=0.0
+    )
     dsb = tl.zeros([BLOCK_M, BLOCK_DS], tl.float32)
     for start in range(0, N, BLOCK_N):
         rows = start + tl.arange(0, BLOCK_N)
         row_ok = rows < N
-        sa = tl.load(SA + bh * N * DS + rows[:, None] * DS + ds[None, :], mask=row_ok[:, None] & (ds[None, :] < DS),
-                     other=0.0)
-        ta = tl.load(TA + bh * N * DT + rows[:, None] * DT + dt[None, :], mask=row_ok[:, None] & (dt[None, :] < DT),
-                     other=0.0)
+        sa = tl.load(
+            SA + bh * N * DS + rows[:, None] * DS + ds[None, :], mask=row_ok[:, None] & (ds[None, :] < DS), other=0.0
+        )
+        ta = tl.load(
+            TA + bh * N * DT + rows[:, None] * DT + dt[None, :], mask=row_ok[:, None] & (dt[None, :] < DT), other=0.0
+        )
         lse_s = tl.load(LSE_S + bh * N + rows, mask=row_ok, other=0.0)
         lse_t = tl.load(LSE_T + bh * N + rows, mask=row_ok, other=0.0)
         s = tl.dot(sa, tl.trans(sb)).to(tl.float32) * s_scale
@@ -207,8 +302,11 @@ def _bwd_cols_kernel(SA, SB, TA, TB, LSE_S, LSE_T, DSB, N, M, DS, DT, s_scale, t
         d = tl.where(row_ok[:, None] & col_ok[None, :], d, 0.0)
         dsb += tl.dot(tl.trans(d).to(sa.dtype), sa)
     dsb = dsb * g_scale
-    tl.store(DSB + bh * M * DS + cols[:, None] * DS + ds[None, :], dsb.to(DSB.dtype.element_ty),
-             mask=col_ok[:, None] & (ds[None, :] < DS))
+    tl.store(
+        DSB + bh * M * DS + cols[:, None] * DS + ds[None, :],
+        dsb.to(DSB.dtype.element_ty),
+        mask=col_ok[:, None] & (ds[None, :] < DS),
+    )
 
 
 def _blocks(sa, ta):
@@ -240,8 +338,14 @@ def _fwd_torch(sa, sb, ta, tb, s_scale, t_scale):
 
 
 @torch.library.custom_op("zoo::relation_kl", mutates_args=())
-def _relation_kl_op(student_a: Tensor, student_b: Tensor, teacher_a: Tensor, teacher_b: Tensor,
-                    student_scale: float, teacher_scale: float) -> tuple[Tensor, Tensor, Tensor]:
+def _relation_kl_op(
+    student_a: Tensor,
+    student_b: Tensor,
+    teacher_a: Tensor,
+    teacher_b: Tensor,
+    student_scale: float,
+    teacher_scale: float,
+) -> tuple[Tensor, Tensor, Tensor]:
     """(loss, lse_student (B, H, N), lse_teacher (B, H, N)); the log-sum-exps are saved for the backward."""
     B, H, N, _ = student_a.shape
     M = student_b.shape[2]
@@ -253,9 +357,25 @@ def _relation_kl_op(student_a: Tensor, student_b: Tensor, teacher_a: Tensor, tea
     lse_s, lse_t = torch.empty_like(kl), torch.empty_like(kl)
     block, block_ds, block_dt = _blocks(student_a, teacher_a)
     grid = (_dispatch.cdiv(N, block), B * H)
-    _dispatch.jit(_fwd_kernel)[grid](sa, sb, ta, tb, kl, lse_s, lse_t, N, M, sa.shape[-1], ta.shape[-1],
-                                     float(student_scale), float(teacher_scale), BLOCK_N=block, BLOCK_M=block,
-                                     BLOCK_DS=block_ds, BLOCK_DT=block_dt)
+    _dispatch.jit(_fwd_kernel)[grid](
+        sa,
+        sb,
+        ta,
+        tb,
+        kl,
+        lse_s,
+        lse_t,
+        N,
+        M,
+        sa.shape[-1],
+        ta.shape[-1],
+        float(student_scale),
+        float(teacher_scale),
+        BLOCK_N=block,
+        BLOCK_M=block,
+        BLOCK_DS=block_ds,
+        BLOCK_DT=block_dt,
+    )
     return kl.mean(), lse_s.view(B, H, N), lse_t.view(B, H, N)
 
 
@@ -266,16 +386,27 @@ def _(student_a, student_b, teacher_a, teacher_b, student_scale, teacher_scale):
 
 
 @torch.library.custom_op("zoo::relation_kl_backward", mutates_args=())
-def _relation_kl_backward_op(grad: Tensor, student_a: Tensor, student_b: Tensor, teacher_a: Tensor,
-                             teacher_b: Tensor, lse_s: Tensor, lse_t: Tensor, student_scale: float,
-                             teacher_scale: float) -> tuple[Tensor, Tensor]:
+def _relation_kl_backward_op(
+    grad: Tensor,
+    student_a: Tensor,
+    student_b: Tensor,
+    teacher_a: Tensor,
+    teacher_b: Tensor,
+    lse_s: Tensor,
+    lse_t: Tensor,
+    student_scale: float,
+    teacher_scale: float,
+) -> tuple[Tensor, Tensor]:
     B, H, N, _ = student_a.shape
     M = student_b.shape[2]
     if not _use_kernel(student_a):
         s = torch.matmul(student_a.float(), student_b.float().transpose(-1, -2)) * student_scale
         t = torch.matmul(teacher_a.float(), teacher_b.float().transpose(-1, -2)) * teacher_scale
         d = (torch.exp(s - lse_s[..., None]) - torch.exp(t - lse_t[..., None])) * (grad * student_scale / (B * H * N))
-        return ((d @ student_b.float()).to(student_a.dtype), (d.transpose(-1, -2) @ student_a.float()).to(student_b.dtype))
+        return (
+            (d @ student_b.float()).to(student_a.dtype),
+            (d.transpose(-1, -2) @ student_a.float()).to(student_b.dtype),
+        )
     sa, sb, ta, tb = (_flat(x) for x in (student_a, student_b, teacher_a, teacher_b))
     lse_s, lse_t = lse_s.contiguous(), lse_t.contiguous()
     dsa, dsb = torch.empty_like(sa), torch.empty_like(sb)
@@ -307,8 +438,9 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad, _grad_lse_s, _grad_lse_t):
     student_a, student_b, teacher_a, teacher_b, lse_s, lse_t = ctx.saved_tensors
-    dsa, dsb = torch.ops.zoo.relation_kl_backward(grad, student_a, student_b, teacher_a, teacher_b, lse_s, lse_t,
-                                                  *ctx.scales)
+    dsa, dsb = torch.ops.zoo.relation_kl_backward(
+        grad, student_a, student_b, teacher_a, teacher_b, lse_s, lse_t, *ctx.scales
+    )
     return dsa, dsb, None, None, None, None
 
 

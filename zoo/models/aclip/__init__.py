@@ -10,6 +10,7 @@ For ViT-B/16: CLIP core 149,619,969 + heads 27,304,192 + EMA copies 128,485,120 
 
 No official weights exist (the authors released none): every entry is architecture only until zoo trains one.
 """
+
 from zoo.models.aclip.sizes import VISION
 from zoo.registry import Entry, Metric, Paper
 from zoo.results import Protocol, ResultSpec, Variant
@@ -41,23 +42,63 @@ PREPROCESS = {
 # Exact parameter counts of module.model (online + heads + EMA copies), checked on the meta device.
 PARAMS = {"b16": 305_409_281, "l16": 743_823_105, "s16": 172_031_489}
 
-_YFCC = ("ViT-B/16, YFCC-15M (SLIP's subset), 25 epochs, batch 4096; EMA towers; paper Table 1 / official README")
+_YFCC = "ViT-B/16, YFCC-15M (SLIP's subset), 25 epochs, batch 4096; EMA towers; paper Table 1 / official README"
 _FLICKR = "Flickr30K 1k test, zero-shot retrieval R@1 (paper Table 1)"
 _COCO = "COCO 5k test, zero-shot retrieval R@1 (paper Table 1)"
 
 
 def _table(in1k, f_i2t, f_t2i, c_i2t, c_t2i, protocol):
     return (
-        Metric("zero-shot-image-classification", "imagenet-1k", "ImageNet-1k", "accuracy", in1k, "validation",
-               "zero-shot top-1", protocol),
-        Metric("image-to-text-retrieval", "nlphuji/flickr_1k_test_image_text_retrieval", "Flickr30K", "recall@1",
-               f_i2t, "test", "I2T R@1", f"{_FLICKR}; {protocol}"),
-        Metric("text-to-image-retrieval", "nlphuji/flickr_1k_test_image_text_retrieval", "Flickr30K", "recall@1",
-               f_t2i, "test", "T2I R@1", f"{_FLICKR}; {protocol}"),
-        Metric("image-to-text-retrieval", "coco-5k", "COCO 5k", "recall@1", c_i2t, "test", "I2T R@1",
-               f"{_COCO}; {protocol}"),
-        Metric("text-to-image-retrieval", "coco-5k", "COCO 5k", "recall@1", c_t2i, "test", "T2I R@1",
-               f"{_COCO}; {protocol}"),
+        Metric(
+            "zero-shot-image-classification",
+            "imagenet-1k",
+            "ImageNet-1k",
+            "accuracy",
+            in1k,
+            "validation",
+            "zero-shot top-1",
+            protocol,
+        ),
+        Metric(
+            "image-to-text-retrieval",
+            "nlphuji/flickr_1k_test_image_text_retrieval",
+            "Flickr30K",
+            "recall@1",
+            f_i2t,
+            "test",
+            "I2T R@1",
+            f"{_FLICKR}; {protocol}",
+        ),
+        Metric(
+            "text-to-image-retrieval",
+            "nlphuji/flickr_1k_test_image_text_retrieval",
+            "Flickr30K",
+            "recall@1",
+            f_t2i,
+            "test",
+            "T2I R@1",
+            f"{_FLICKR}; {protocol}",
+        ),
+        Metric(
+            "image-to-text-retrieval",
+            "coco-5k",
+            "COCO 5k",
+            "recall@1",
+            c_i2t,
+            "test",
+            "I2T R@1",
+            f"{_COCO}; {protocol}",
+        ),
+        Metric(
+            "text-to-image-retrieval",
+            "coco-5k",
+            "COCO 5k",
+            "recall@1",
+            c_t2i,
+            "test",
+            "T2I R@1",
+            f"{_COCO}; {protocol}",
+        ),
     )
 
 
@@ -110,61 +151,105 @@ _PROTOCOL = (
 RESULTS = ResultSpec(
     task="zero-shot-image-classification",
     split="validation",
-    metrics={"zeroshot_top1": ("accuracy", "zero-shot top-1"), "zeroshot_top5": ("top-5", "zero-shot top-5"),
-             "i2t_r1": ("recall@1", "I2T R@1"), "t2i_r1": ("recall@1", "T2I R@1")},
+    metrics={
+        "zeroshot_top1": ("accuracy", "zero-shot top-1"),
+        "zeroshot_top5": ("top-5", "zero-shot top-5"),
+        "i2t_r1": ("recall@1", "I2T R@1"),
+        "t2i_r1": ("recall@1", "T2I R@1"),
+    },
     protocols={
-        "last": Protocol("EMA towers after the last epoch: zero-shot on the validation data's class names with the "
-                         "data module's templates (the paper configs: the release's 7), retrieval on its captions",
-                         {"zeroshot_top1": "val/zeroshot_top1", "zeroshot_top5": "val/zeroshot_top5",
-                          "i2t_r1": "val/i2t_r1", "t2i_r1": "val/t2i_r1"}),
+        "last": Protocol(
+            "EMA towers after the last epoch: zero-shot on the validation data's class names with the "
+            "data module's templates (the paper configs: the release's 7), retrieval on its captions",
+            {
+                "zeroshot_top1": "val/zeroshot_top1",
+                "zeroshot_top5": "val/zeroshot_top5",
+                "i2t_r1": "val/i2t_r1",
+                "t2i_r1": "val/t2i_r1",
+            },
+        ),
     },
     variants={
         "default": Variant("attentive masking, the released code's SimCLR of view 1 with itself and union-box bug"),
-        "paper-intent": Variant("the release's two defects fixed: SimCLR of view 1 vs view 2, the union box as intended",
-                                ("--model.init_args.release_simclr_same_view=false",
-                                 "--data.init_args.release_union_box_bug=false")),
-        "templates-openai80": Variant("zero-shot with CLIP's 80 OpenAI templates instead of the release's 7",
-                                      ("--data.init_args.templates=openai",)),
-        "random-mask": Variant("random 2x2-patch cells instead of attentive ones (the paper's ablation)",
-                               ("--model.init_args.masking=random",)),
-        "clip": Variant("plain CLIP with the same towers: one full view, no EMA, no heads (the paper's baseline)",
-                        ("--model.init_args.objective=clip",)),
+        "paper-intent": Variant(
+            "the release's two defects fixed: SimCLR of view 1 vs view 2, the union box as intended",
+            ("--model.init_args.release_simclr_same_view=false", "--data.init_args.release_union_box_bug=false"),
+        ),
+        "templates-openai80": Variant(
+            "zero-shot with CLIP's 80 OpenAI templates instead of the release's 7",
+            ("--data.init_args.templates=openai",),
+        ),
+        "random-mask": Variant(
+            "random 2x2-patch cells instead of attentive ones (the paper's ablation)",
+            ("--model.init_args.masking=random",),
+        ),
+        "clip": Variant(
+            "plain CLIP with the same towers: one full view, no EMA, no heads (the paper's baseline)",
+            ("--model.init_args.objective=clip",),
+        ),
     },
     dataset_names={"yfcc15m": "YFCC-15M", "cc3m": "CC3M", "digits": "scikit-learn digits (captioned)"},
     scale=100.0,
     decimals=2,
 )
 
-_TINY = {"img_size": 32, "patch_size": 8, "vision_width": 32, "vision_depth": 2, "vision_heads": 2,
-         "embed_dim": 16, "context_length": 8, "vocab_size": 64, "text_width": 16, "text_heads": 2,
-         "text_layers": 1, "ssl_mlp_dim": 32, "ssl_emb_dim": 8, "byol_hidden_dim": 32, "byol_dim": 8}
+_TINY = {
+    "img_size": 32,
+    "patch_size": 8,
+    "vision_width": 32,
+    "vision_depth": 2,
+    "vision_heads": 2,
+    "embed_dim": 16,
+    "context_length": 8,
+    "vocab_size": 64,
+    "text_width": 16,
+    "text_heads": 2,
+    "text_layers": 1,
+    "ssl_mlp_dim": 32,
+    "ssl_emb_dim": 8,
+    "byol_hidden_dim": 32,
+    "byol_dim": 8,
+}
 
 _NAMES = {"b16": "ViT-B/16", "l16": "ViT-L/16", "s16": "ViT-S/16 (12 heads)"}
 ENTRIES = []
 for _size, _vision in VISION.items():
-    ENTRIES.append(Entry(
-        name=f"aclip-vit-{_size}",
-        module=MODULE,
-        init_args={"img_size": 224, "patch_size": 16, **_vision},
-        paper=PAPER,
-        license=LICENSE,
-        description=(f"A-CLIP with a {_NAMES[_size]} image tower and the CLIP text transformer (512 wide, 12 layers), "
-                     "trained on image-text pairs with attentive token removal, SimCLR and online-to-EMA "
-                     "distillation. forward(images, text) gives the EMA towers' normalised embeddings."),
-        hub_repo=None,
-        weights_note=_NOTE,
-        preprocess=PREPROCESS,
-        pipeline_tag="zero-shot-image-classification",
-        datasets=("yfcc15m",),
-        tags=("clip", "vision-language", "contrastive", "masked-image", "vision-transformer"),
-        params=PARAMS[_size],
-        paper_metrics=PAPER_METRICS[_size],
-        results=RESULTS,
-        config="configs/aclip.yaml" if _size == "b16" else f"configs/aclip-vit-{_size}.yaml",
-        recipe=_RECIPE + PAPER_TABLE,
-        limitations=(_NOTE + " " + _FIXED + " " + _PROTOCOL
-                     + (" The paper reports no ViT-S/16 number; the code's ViT-S has 12 heads (timm's has 6)."
-                        if _size == "s16" else "")
-                     + " A-CLIP-eff is not implemented (its settings are only in the paper)."),
-        tiny_overrides=_TINY,
-    ))
+    ENTRIES.append(
+        Entry(
+            name=f"aclip-vit-{_size}",
+            module=MODULE,
+            init_args={"img_size": 224, "patch_size": 16, **_vision},
+            paper=PAPER,
+            license=LICENSE,
+            description=(
+                f"A-CLIP with a {_NAMES[_size]} image tower and the CLIP text transformer (512 wide, 12 layers), "
+                "trained on image-text pairs with attentive token removal, SimCLR and online-to-EMA "
+                "distillation. forward(images, text) gives the EMA towers' normalised embeddings."
+            ),
+            hub_repo=None,
+            weights_note=_NOTE,
+            preprocess=PREPROCESS,
+            pipeline_tag="zero-shot-image-classification",
+            datasets=("yfcc15m",),
+            tags=("clip", "vision-language", "contrastive", "masked-image", "vision-transformer"),
+            params=PARAMS[_size],
+            paper_metrics=PAPER_METRICS[_size],
+            results=RESULTS,
+            config="configs/aclip.yaml" if _size == "b16" else f"configs/aclip-vit-{_size}.yaml",
+            recipe=_RECIPE + PAPER_TABLE,
+            limitations=(
+                _NOTE
+                + " "
+                + _FIXED
+                + " "
+                + _PROTOCOL
+                + (
+                    " The paper reports no ViT-S/16 number; the code's ViT-S has 12 heads (timm's has 6)."
+                    if _size == "s16"
+                    else ""
+                )
+                + " A-CLIP-eff is not implemented (its settings are only in the paper)."
+            ),
+            tiny_overrides=_TINY,
+        )
+    )

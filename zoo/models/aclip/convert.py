@@ -33,6 +33,7 @@ result is loaded (:func:`zoo.hub.load_weights_strict`). Command line::
 
     python -m zoo.models.aclip.convert output/checkpoint_best.pt aclip-vit-b16 out/aclip-vit-b16
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -72,7 +73,7 @@ def _zoo_key(key: str) -> str | None:
     if not hits:
         return None
     old, new = max(hits, key=lambda p: len(p[0]))
-    return new + key[len(old):]
+    return new + key[len(old) :]
 
 
 def convert_state_dict(official: dict) -> dict:
@@ -85,15 +86,17 @@ def convert_state_dict(official: dict) -> dict:
         raise UserError("not an A-CLIP checkpoint: expected main.py's saved dict with a 'state_dict' of tensors")
     out, unknown = {}, []
     for key, value in state.items():
-        key = key[len("module."):] if key.startswith("module.") else key
+        key = key[len("module.") :] if key.startswith("module.") else key
         new = _zoo_key(key)
         if new is None:
             unknown.append(key)
         else:
             out[new] = value
     if unknown:
-        raise UserError(f"not an A-CLIP (microsoft/A-CLIP models.py ACLIP) checkpoint: {len(unknown)} keys the "
-                        f"release does not have, e.g. {sorted(unknown)[:5]}; convert only main.py's checkpoint.pt")
+        raise UserError(
+            f"not an A-CLIP (microsoft/A-CLIP models.py ACLIP) checkpoint: {len(unknown)} keys the "
+            f"release does not have, e.g. {sorted(unknown)[:5]}; convert only main.py's checkpoint.pt"
+        )
     return out
 
 
@@ -109,7 +112,7 @@ def to_official_state_dict(state: dict) -> dict:
         if not hits:
             raise UserError(f"{key!r} is not a key of zoo's A-CLIP network")
         old, new = max(hits, key=lambda p: len(p[1]))
-        out[old + key[len(new):]] = value
+        out[old + key[len(new) :]] = value
     return out
 
 

@@ -11,6 +11,7 @@
 Boxes are ``(top, left, height, width)`` in pixels of the source image (torchvision's ``RandomResizedCrop.get_params``
 order). Kept patch indices come sorted (row-major), which is the order the online tower runs them in.
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,14 +35,14 @@ def map_to_view(scores: Tensor, view_box: Tensor, ema_box: Tensor, grid: int) ->
     for i in range(B):
         t3, l3, h3, w3 = (int(v) for v in ema_box[i])
         t, l, h, w = (int(v) for v in view_box[i])
-        big = F.interpolate(maps[i:i + 1], size=(h3, w3), mode="bilinear", align_corners=False)
+        big = F.interpolate(maps[i : i + 1], size=(h3, w3), mode="bilinear", align_corners=False)
         top, left = t - t3, l - l3
         # crop with zero padding where the view leaves v3's box (torchvision's crop semantics)
         crop = big.new_zeros(1, 1, h, w)
         y0, y1 = max(top, 0), min(top + h, h3)
         x0, x1 = max(left, 0), min(left + w, w3)
         if y1 > y0 and x1 > x0:
-            crop[..., y0 - top:y1 - top, x0 - left:x1 - left] = big[..., y0:y1, x0:x1]
+            crop[..., y0 - top : y1 - top, x0 - left : x1 - left] = big[..., y0:y1, x0:x1]
         out.append(F.interpolate(crop, size=(grid, grid), mode="bilinear", align_corners=False))
     return torch.cat(out, 0)[:, 0]
 
@@ -50,8 +51,9 @@ def cells_to_patches(cells: Tensor, grid: int, unit: int) -> Tensor:
     """(B, k) cell indices on the (g/u)^2 grid -> (B, k*u*u) sorted patch indices on the g^2 grid."""
     c = grid // unit
     r, col = cells // c, cells % c
-    dy, dx = torch.meshgrid(torch.arange(unit, device=cells.device), torch.arange(unit, device=cells.device),
-                            indexing="ij")
+    dy, dx = torch.meshgrid(
+        torch.arange(unit, device=cells.device), torch.arange(unit, device=cells.device), indexing="ij"
+    )
     rows = r[:, :, None] * unit + dy.reshape(1, 1, -1)
     cols = col[:, :, None] * unit + dx.reshape(1, 1, -1)
     return (rows * grid + cols).flatten(1).sort(dim=1).values
@@ -67,8 +69,9 @@ def keep_top_cells(view_maps: Tensor, unit: int = 2, ratio: float = 0.5) -> Tens
     return cells_to_patches(top, g, unit)
 
 
-def keep_random_cells(batch: int, grid: int, unit: int = 2, ratio: float = 0.5, device=None,
-                      generator: torch.Generator | None = None) -> Tensor:
+def keep_random_cells(
+    batch: int, grid: int, unit: int = 2, ratio: float = 0.5, device=None, generator: torch.Generator | None = None
+) -> Tensor:
     """(B, K) kept patch indices of uniformly random cells (same count as :func:`keep_top_cells`)."""
     k = cells_kept(grid, unit, ratio)
     c = grid // unit
@@ -76,7 +79,8 @@ def keep_random_cells(batch: int, grid: int, unit: int = 2, ratio: float = 0.5, 
     return cells_to_patches(noise.argsort(dim=1)[:, :k].to(device), grid, unit)
 
 
-def attentive_keep(scores: Tensor, view_box: Tensor, ema_box: Tensor, grid: int, unit: int = 2,
-                   ratio: float = 0.5) -> Tensor:
+def attentive_keep(
+    scores: Tensor, view_box: Tensor, ema_box: Tensor, grid: int, unit: int = 2, ratio: float = 0.5
+) -> Tensor:
     """Steps 2-3 together: EMA scores (B, g*g) + boxes -> (B, K) kept patch indices of the online view."""
     return keep_top_cells(map_to_view(scores, view_box, ema_box, grid), unit, ratio)

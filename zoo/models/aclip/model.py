@@ -30,6 +30,7 @@ So they are parameters of ``module.model`` (``requires_grad=False``; counted in 
 Shapes: images (B, 3, H, W); text (B, L) token ids; keep (B, K) patch indices in [0, N); scores (B, N); embeddings
 (B, 512).
 """
+
 from __future__ import annotations
 
 import copy
@@ -48,13 +49,30 @@ __all__ = ["ACLIP", "ACLIPVisionTransformer", "aclip_vit_b16", "aclip_vit_l16", 
 class ACLIPVisionTransformer(VisionTransformer):
     """timm ViT with a frozen patch embedding, a kept-token path and a CLS-attention hook (see the module docstring)."""
 
-    def __init__(self, img_size: int = 224, patch_size: int = 16, embed_dim: int = 768, depth: int = 12,
-                 num_heads: int = 12, **kwargs):
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        **kwargs,
+    ):
         from functools import partial
 
-        super().__init__(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
-                         num_heads=num_heads, num_classes=0, global_pool="token", mlp_ratio=4.0, qkv_bias=True,
-                         norm_layer=partial(nn.LayerNorm, eps=1e-6), **kwargs)
+        super().__init__(
+            img_size=img_size,
+            patch_size=patch_size,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            num_classes=0,
+            global_pool="token",
+            mlp_ratio=4.0,
+            qkv_bias=True,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6),
+            **kwargs,
+        )
         self.patch_embed.proj.requires_grad_(False)  # frozen at random init (A-CLIP / MoCo v3)
 
     @property
@@ -64,7 +82,7 @@ class ACLIPVisionTransformer(VisionTransformer):
     def _tokens(self, images: Tensor, keep: Tensor | None) -> Tensor:
         """(B, 1 + K, C): CLS + kept patch tokens, each with its position embedding."""
         x = self.patch_embed(images)  # (B, N, C)
-        x = x + self.pos_embed[:, self.num_prefix_tokens:]
+        x = x + self.pos_embed[:, self.num_prefix_tokens :]
         if keep is not None:
             x = torch.gather(x, 1, keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
@@ -81,7 +99,7 @@ class ACLIPVisionTransformer(VisionTransformer):
         rows: list[Tensor] = []
 
         def hook(_module, _inp, out):
-            rows.append(out[:, :, 0, self.num_prefix_tokens:].float())  # (B, heads, N)
+            rows.append(out[:, :, 0, self.num_prefix_tokens :].float())  # (B, heads, N)
 
         handles, fused = [], []
         for blk in self.blocks:
@@ -103,17 +121,29 @@ class ACLIPVisionTransformer(VisionTransformer):
 
 def _simclr_mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     """SLIP's SimCLR head (``_build_mlp``): Linear-BN-ReLU-Linear-BN-ReLU-Linear, with biases."""
-    return nn.Sequential(OrderedDict([
-        ("layer1", nn.Linear(in_dim, hidden)), ("bn1", nn.BatchNorm1d(hidden)), ("relu1", nn.ReLU(inplace=True)),
-        ("layer2", nn.Linear(hidden, hidden)), ("bn2", nn.BatchNorm1d(hidden)), ("relu2", nn.ReLU(inplace=True)),
-        ("layer3", nn.Linear(hidden, out_dim)),
-    ]))
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("layer1", nn.Linear(in_dim, hidden)),
+                ("bn1", nn.BatchNorm1d(hidden)),
+                ("relu1", nn.ReLU(inplace=True)),
+                ("layer2", nn.Linear(hidden, hidden)),
+                ("bn2", nn.BatchNorm1d(hidden)),
+                ("relu2", nn.ReLU(inplace=True)),
+                ("layer3", nn.Linear(hidden, out_dim)),
+            ]
+        )
+    )
 
 
 def _byol_mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     """A-CLIP's ``_build_mlp_byol(2, ..., last_bn=False)``: bias-free Linear-BN-ReLU-Linear."""
-    return nn.Sequential(nn.Linear(in_dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                         nn.Linear(hidden, out_dim, bias=False))
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden, bias=False),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, out_dim, bias=False),
+    )
 
 
 class ACLIP(nn.Module):
@@ -125,21 +155,44 @@ class ACLIP(nn.Module):
     embeddings, the SimCLR and BYOL-predictor outputs and the logit scale.
     """
 
-    def __init__(self, img_size: int = 224, patch_size: int = 16, vision_width: int = 768, vision_depth: int = 12,
-                 vision_heads: int = 12, embed_dim: int = 512, context_length: int = 77, vocab_size: int = 49408,
-                 text_width: int = 512, text_heads: int = 8, text_layers: int = 12, ssl_mlp_dim: int = 4096,
-                 ssl_emb_dim: int = 256, byol_hidden_dim: int = 4096, byol_dim: int = 256,
-                 eval_towers: str = "ema"):
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        vision_width: int = 768,
+        vision_depth: int = 12,
+        vision_heads: int = 12,
+        embed_dim: int = 512,
+        context_length: int = 77,
+        vocab_size: int = 49408,
+        text_width: int = 512,
+        text_heads: int = 8,
+        text_layers: int = 12,
+        ssl_mlp_dim: int = 4096,
+        ssl_emb_dim: int = 256,
+        byol_hidden_dim: int = 4096,
+        byol_dim: int = 256,
+        eval_towers: str = "ema",
+    ):
         super().__init__()
         from open_clip.transformer import LayerNormFp32, QuickGELU, TextTransformer
 
         self.eval_towers = eval_towers
         self.visual = ACLIPVisionTransformer(img_size, patch_size, vision_width, vision_depth, vision_heads)
-        self.text = TextTransformer(context_length=context_length, vocab_size=vocab_size, width=text_width,
-                                    heads=text_heads, layers=text_layers, output_dim=embed_dim,
-                                    act_layer=QuickGELU, norm_layer=LayerNormFp32, pool_type="argmax",
-                                    proj_type="linear", proj_bias=False)
-        self.image_projection = nn.Parameter(torch.randn(vision_width, embed_dim) * vision_width ** -0.5)
+        self.text = TextTransformer(
+            context_length=context_length,
+            vocab_size=vocab_size,
+            width=text_width,
+            heads=text_heads,
+            layers=text_layers,
+            output_dim=embed_dim,
+            act_layer=QuickGELU,
+            norm_layer=LayerNormFp32,
+            pool_type="argmax",
+            proj_type="linear",
+            proj_bias=False,
+        )
+        self.image_projection = nn.Parameter(torch.randn(vision_width, embed_dim) * vision_width**-0.5)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.image_mlp = _simclr_mlp(vision_width, ssl_mlp_dim, ssl_emb_dim)
         self.byol_projector = _byol_mlp(vision_width, byol_hidden_dim, byol_dim)
@@ -161,8 +214,11 @@ class ACLIP(nn.Module):
 
     def ema_pairs(self):
         """(online tensor, EMA tensor) pairs that the momentum update averages: parameters and BN buffers."""
-        for online, ema in ((self.visual, self.visual_ema), (self.text.transformer, self.text_transformer_ema),
-                            (self.byol_projector, self.byol_projector_ema)):
+        for online, ema in (
+            (self.visual, self.visual_ema),
+            (self.text.transformer, self.text_transformer_ema),
+            (self.byol_projector, self.byol_projector_ema),
+        ):
             yield from zip(online.parameters(), ema.parameters())
         yield self.image_projection, self.image_projection_ema
         yield self.text.text_projection, self.text_projection_ema
@@ -192,8 +248,9 @@ class ACLIP(nn.Module):
         proj = self.text_projection_ema if ema else t.text_projection
         L = text.shape[1]
         if L > t.num_pos:
-            raise ValueError(f"text of {L} tokens but the context length is {t.num_pos}: tokenise with "
-                             f"context_length={t.num_pos}")
+            raise ValueError(
+                f"text of {L} tokens but the context length is {t.num_pos}: tokenise with context_length={t.num_pos}"
+            )
         x = t.token_embedding(text) + t.positional_embedding[:L].to(t.token_embedding.weight.dtype)
         x = transformer(x, attn_mask=t.attn_mask[:L, :L])
         x = t.ln_final(x)
@@ -205,14 +262,20 @@ class ACLIP(nn.Module):
         """See the class docstring; ``text=None`` encodes the images only."""
         if not self.training:
             ema = self.eval_towers == "ema"
-            out = {"image_embeds": nn.functional.normalize(self.encode_image(images, ema=ema), dim=-1),
-                   "logit_scale": self.logit_scale.exp()}
+            out = {
+                "image_embeds": nn.functional.normalize(self.encode_image(images, ema=ema), dim=-1),
+                "logit_scale": self.logit_scale.exp(),
+            }
             if text is not None:
                 out["text_embeds"] = self.encode_text(text, normalize=True, ema=ema)
             return out
         cls = self.visual.forward_cls(images)
-        out = {"image_embeds": cls @ self.image_projection, "ssl_embeds": self.image_mlp(cls),
-               "byol_pred": self.byol_predictor(self.byol_projector(cls)), "logit_scale": self.logit_scale.exp()}
+        out = {
+            "image_embeds": cls @ self.image_projection,
+            "ssl_embeds": self.image_mlp(cls),
+            "byol_pred": self.byol_predictor(self.byol_projector(cls)),
+            "logit_scale": self.logit_scale.exp(),
+        }
         if text is not None:
             out["text_embeds"] = self.encode_text(text, ema=False)
         return out

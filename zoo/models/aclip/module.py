@@ -33,6 +33,7 @@ names x prompt templates (``classnames``/``templates`` here or the data module's
 templates, ``"aclip"``; CLIP's 80 are ``"openai"``) and image<->text retrieval R@1/5/10
 (``zoo.metrics.retrieval.CrossModalRetrieval``), both torchmetrics that accumulate across batches and processes.
 """
+
 from __future__ import annotations
 
 import logging
@@ -82,9 +83,15 @@ def byol_loss(pred: Tensor, target: Tensor) -> Tensor:
     return (2 - 2 * F.cosine_similarity(pred.float(), target.detach().float(), dim=-1)).mean()
 
 
-def aclip_loss(out: dict[str, Tensor], gather: Callable[[Tensor], Tensor] = lambda x: x,
-               clip_weight: float = 0.5, simclr_weight: float = 1.0, byol_weight: float = 2.0,
-               temperature: float = 0.1, same_view: bool = False) -> dict[str, Tensor]:
+def aclip_loss(
+    out: dict[str, Tensor],
+    gather: Callable[[Tensor], Tensor] = lambda x: x,
+    clip_weight: float = 0.5,
+    simclr_weight: float = 1.0,
+    byol_weight: float = 2.0,
+    temperature: float = 0.1,
+    same_view: bool = False,
+) -> dict[str, Tensor]:
     """The A-CLIP objective from the step's outputs: ``image1``, ``image2`` (B, D), ``text`` (B, D), ``ssl1``,
     ``ssl2`` (B, 256), ``pred1``, ``pred2``, ``target`` (B, 256), ``logit_scale`` (the exp'ed scale). ``gather``
     concatenates a tensor over processes with gradients (identity in one process)."""
@@ -165,15 +172,34 @@ class ACLIPModule(TimmScheduled, LightningModule):
             if not value > 0:
                 raise UserError(f"{name}={value}: must be > 0")
         if not 0.0 < keep_ratio < 1.0:
-            raise UserError(f"keep_ratio={keep_ratio}: the kept fraction of masking units must be in (0, 1) (paper 0.5)")
+            raise UserError(
+                f"keep_ratio={keep_ratio}: the kept fraction of masking units must be in (0, 1) (paper 0.5)"
+            )
         if not 0.0 <= momentum <= 1.0:
             raise UserError(f"momentum={momentum}: the EMA momentum must be in [0, 1] (paper 0.996)")
         if img_size % patch_size or (img_size // patch_size) % mask_unit:
-            raise UserError(f"img_size={img_size}, patch_size={patch_size}: the {img_size // patch_size}-patch grid "
-                            f"must split into {mask_unit}x{mask_unit}-patch masking units (mask_unit)")
-        self.model = ACLIP(img_size, patch_size, vision_width, vision_depth, vision_heads, embed_dim, context_length,
-                           vocab_size, text_width, text_heads, text_layers, ssl_mlp_dim, ssl_emb_dim,
-                           byol_hidden_dim, byol_dim, eval_towers="ema" if objective == "aclip" else "online")
+            raise UserError(
+                f"img_size={img_size}, patch_size={patch_size}: the {img_size // patch_size}-patch grid "
+                f"must split into {mask_unit}x{mask_unit}-patch masking units (mask_unit)"
+            )
+        self.model = ACLIP(
+            img_size,
+            patch_size,
+            vision_width,
+            vision_depth,
+            vision_heads,
+            embed_dim,
+            context_length,
+            vocab_size,
+            text_width,
+            text_heads,
+            text_layers,
+            ssl_mlp_dim,
+            ssl_emb_dim,
+            byol_hidden_dim,
+            byol_dim,
+            eval_towers="ema" if objective == "aclip" else "online",
+        )
         if objective == "clip":  # plain CLIP trains no head: frozen, so DDP and the optimizer never wait for them
             for head in (self.model.image_mlp, self.model.byol_projector, self.model.byol_predictor):
                 head.requires_grad_(False)
@@ -197,13 +223,17 @@ class ACLIPModule(TimmScheduled, LightningModule):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         ctx = getattr(dm, "hparams", {}).get("context_length") if dm is not None else None
         if ctx is not None and ctx != self.hparams.context_length:
-            raise UserError(f"the data module tokenises to context_length={ctx} but the model's text tower has "
-                            f"{self.hparams.context_length}: set data.init_args.context_length="
-                            f"{self.hparams.context_length}")
+            raise UserError(
+                f"the data module tokenises to context_length={ctx} but the model's text tower has "
+                f"{self.hparams.context_length}: set data.init_args.context_length="
+                f"{self.hparams.context_length}"
+            )
         size = getattr(dm, "hparams", {}).get("image_size") if dm is not None else None
         if size is not None and size != self.hparams.img_size:
-            raise UserError(f"the data module makes {size} px views but the model takes img_size="
-                            f"{self.hparams.img_size}: set data.init_args.image_size={self.hparams.img_size}")
+            raise UserError(
+                f"the data module makes {size} px views but the model takes img_size="
+                f"{self.hparams.img_size}: set data.init_args.image_size={self.hparams.img_size}"
+            )
         from torchmetrics import MetricCollection
         from torchmetrics.classification import MulticlassAccuracy
 
@@ -217,9 +247,12 @@ class ACLIPModule(TimmScheduled, LightningModule):
         self.templates = resolve_templates(templates if templates is not None else RELEASE_TEMPLATES)
         if self.classnames is not None and not hasattr(self, "zs_metrics"):
             c = len(self.classnames)
-            self.zs_metrics = MetricCollection({
-                "zeroshot_top1": MulticlassAccuracy(num_classes=c, top_k=1, average="micro"),
-                "zeroshot_top5": MulticlassAccuracy(num_classes=c, top_k=min(5, c), average="micro")})
+            self.zs_metrics = MetricCollection(
+                {
+                    "zeroshot_top1": MulticlassAccuracy(num_classes=c, top_k=1, average="micro"),
+                    "zeroshot_top5": MulticlassAccuracy(num_classes=c, top_k=min(5, c), average="micro"),
+                }
+            )
         if not hasattr(self, "retrieval"):
             self.retrieval = CrossModalRetrieval(ks=(1, 5, 10), query="text", gallery="image")
 
@@ -246,8 +279,9 @@ class ACLIPModule(TimmScheduled, LightningModule):
         B = scores.shape[0]
         if hp.masking == "random":
             return keep_random_cells(2 * B, self.grid, hp.mask_unit, hp.keep_ratio, device=scores.device)
-        return torch.cat([attentive_keep(scores, boxes[:, k], boxes[:, 2], self.grid, hp.mask_unit, hp.keep_ratio)
-                          for k in (0, 1)])
+        return torch.cat(
+            [attentive_keep(scores, boxes[:, k], boxes[:, 2], self.grid, hp.mask_unit, hp.keep_ratio) for k in (0, 1)]
+        )
 
     def step_outputs(self, batch: dict) -> dict[str, Tensor]:
         """The A-CLIP step's tensors (steps 1-4 of the module docstring) for :func:`aclip_loss`."""
@@ -263,14 +297,29 @@ class ACLIPModule(TimmScheduled, LightningModule):
         image = cls @ net.image_projection
         ssl = net.image_mlp(cls)
         pred = net.byol_predictor(net.byol_projector(cls))
-        return {"image1": image[:B], "image2": image[B:], "text": net.encode_text(batch["text"], ema=False),
-                "ssl1": ssl[:B], "ssl2": ssl[B:], "pred1": pred[:B], "pred2": pred[B:], "target": target,
-                "logit_scale": net.logit_scale.exp()}
+        return {
+            "image1": image[:B],
+            "image2": image[B:],
+            "text": net.encode_text(batch["text"], ema=False),
+            "ssl1": ssl[:B],
+            "ssl2": ssl[B:],
+            "pred1": pred[:B],
+            "pred2": pred[B:],
+            "target": target,
+            "logit_scale": net.logit_scale.exp(),
+        }
 
     def objective(self, out: dict[str, Tensor]) -> dict[str, Tensor]:
         hp = self.hparams
-        return aclip_loss(out, self._gather, hp.clip_weight, hp.simclr_weight, hp.byol_weight,
-                          hp.simclr_temperature, hp.release_simclr_same_view)
+        return aclip_loss(
+            out,
+            self._gather,
+            hp.clip_weight,
+            hp.simclr_weight,
+            hp.byol_weight,
+            hp.simclr_temperature,
+            hp.release_simclr_same_view,
+        )
 
     def training_step(self, batch, batch_idx):
         if batch is None:  # every image of the batch failed to decode: skip the step (Lightning allows None)
@@ -278,8 +327,11 @@ class ACLIPModule(TimmScheduled, LightningModule):
         B = batch["text"].shape[0]
         if self.hparams.objective == "clip":  # plain CLIP: one full view, no EMA, no heads
             net = self.model
-            loss = clip_loss(self._gather(net.encode_image(batch["view1"])),
-                             self._gather(net.encode_text(batch["text"], ema=False)), net.logit_scale.exp())
+            loss = clip_loss(
+                self._gather(net.encode_image(batch["view1"])),
+                self._gather(net.encode_text(batch["text"], ema=False)),
+                net.logit_scale.exp(),
+            )
             self.log_dict({"train/loss": loss, "train/clip": loss}, prog_bar=True, batch_size=B)
             return loss
         losses = self.objective(self.step_outputs(batch))
@@ -299,8 +351,9 @@ class ACLIPModule(TimmScheduled, LightningModule):
         if getattr(self, "classnames", None) is not None:
             from zoo.models.aclip.zeroshot import zero_shot_weights
 
-            self._zs_weights = zero_shot_weights(self.model, self.tokenizer(), self.classnames, self.templates,
-                                                 device=self.device)
+            self._zs_weights = zero_shot_weights(
+                self.model, self.tokenizer(), self.classnames, self.templates, device=self.device
+            )
 
     def on_validation_epoch_start(self) -> None:
         self._eval_start()
@@ -322,12 +375,18 @@ class ACLIPModule(TimmScheduled, LightningModule):
         _, scores = self.model.visual_ema.forward_cls_attention(images)
         size = self.hparams.img_size
         full = torch.tensor([0, 0, size, size], device=images.device).expand(len(images), 3, 4)
-        keep = self.keep_indices(scores, full)[:len(images)]
-        items = [{"image": images[i].cpu(), "keep": keep[i].cpu(), "scores": scores[i].cpu(), "name": f"image {i}"}
-                 for i in range(len(images))]
+        keep = self.keep_indices(scores, full)[: len(images)]
+        items = [
+            {"image": images[i].cpu(), "keep": keep[i].cpu(), "scores": scores[i].cpu(), "name": f"image {i}"}
+            for i in range(len(images))
+        ]
         hp = self.hparams
-        return {"kind": "kept_tokens", "images": items, "grid": self.grid,
-                "title": f"A-CLIP {hp.masking} mask: keep ratio {hp.keep_ratio}, {hp.mask_unit}x{hp.mask_unit} cells"}
+        return {
+            "kind": "kept_tokens",
+            "images": items,
+            "grid": self.grid,
+            "title": f"A-CLIP {hp.masking} mask: keep ratio {hp.keep_ratio}, {hp.mask_unit}x{hp.mask_unit} cells",
+        }
 
     def _eval_step(self, batch: dict | None, stage: str) -> None:
         if batch is None:  # every image of the batch failed to decode (counted by the data module)
@@ -368,8 +427,9 @@ class ACLIPModule(TimmScheduled, LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
         hp = self.hparams
-        opt = torch.optim.AdamW(weight_decay_groups(self.model, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas),
-                                eps=hp.eps)
+        opt = torch.optim.AdamW(
+            weight_decay_groups(self.model, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps
+        )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         warmup = int(round(hp.warmup_epochs * total / epochs))

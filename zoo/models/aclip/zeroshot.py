@@ -16,6 +16,7 @@ Prompts are tokenised by open_clip's tokenizer, which cuts a long text at the co
 in the last slot; the release's ``tokenizer.py`` cuts without an end token (pooling then picks the largest token id).
 The 7 templates with ImageNet's names are far below 77 tokens, so zero-shot prompts are unaffected.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -57,19 +58,23 @@ def resolve_templates(templates: Sequence[str] | str | None) -> list[str]:
     out = [str(t) for t in templates]
     bad = [t for t in out if "{}" not in t]
     if bad or not out:
-        raise UserError(f"templates {bad or out}: every prompt template needs a '{{}}' for the class name, e.g. "
-                        "'a photo of a {}.' (or templates: aclip / openai)")
+        raise UserError(
+            f"templates {bad or out}: every prompt template needs a '{{}}' for the class name, e.g. "
+            "'a photo of a {}.' (or templates: aclip / openai)"
+        )
     return out
 
 
 @torch.no_grad()
-def zero_shot_weights(text_model, tokenizer, classnames: Sequence[str], templates: Sequence[str],
-                      device: torch.device | str = "cpu") -> Tensor:
+def zero_shot_weights(
+    text_model, tokenizer, classnames: Sequence[str], templates: Sequence[str], device: torch.device | str = "cpu"
+) -> Tensor:
     """(D, C) classifier: column c = normalised mean of the normalised embeddings of class c's prompts."""
     from open_clip.zero_shot_classifier import build_zero_shot_classifier
 
-    return build_zero_shot_classifier(text_model, tokenizer, list(classnames), list(templates),
-                                      num_classes_per_batch=10, device=device)
+    return build_zero_shot_classifier(
+        text_model, tokenizer, list(classnames), list(templates), num_classes_per_batch=10, device=device
+    )
 
 
 def zero_shot_logits(image_embeds: Tensor, weights: Tensor) -> Tensor:

@@ -5,6 +5,7 @@
 - F1: macro-F1 of the predictions after that same mapping (as the official ``cluster_acc`` does);
 - NMI (arithmetic normalisation) and ARI: ``torchmetrics.clustering``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,10 @@ def hungarian_match(target: np.ndarray, preds: np.ndarray) -> np.ndarray:
 
     target, preds = np.asarray(target, dtype=np.int64), np.asarray(preds, dtype=np.int64)
     if target.shape != preds.shape or target.ndim != 1:
-        raise UserError(f"clustering metrics: preds {preds.shape} and target {target.shape} must be 1-D and of the "
-                        "same length; pass one cluster id and one label per node.")
+        raise UserError(
+            f"clustering metrics: preds {preds.shape} and target {target.shape} must be 1-D and of the "
+            "same length; pass one cluster id and one label per node."
+        )
     classes, t = np.unique(target, return_inverse=True)
     clusters, p = np.unique(preds, return_inverse=True)
     k = max(len(classes), len(clusters))

@@ -5,6 +5,7 @@ Each encoder is one ``Linear(d -> dims)`` with bias and no activation (the offic
 L2-normalised: Z1 = normalize(X̃ W1 + b1), Z2 = normalize(X̃ W2 + b2). The two views come from the two weight sets
 only (no graph augmentation). The clustering embedding is the fused E = (Z1 + Z2) / 2, on which K-means runs.
 """
+
 from __future__ import annotations
 
 import torch

@@ -37,6 +37,7 @@ and ``skip_first_cluster=True`` (its loop over consecutive sorted cluster ids ne
 high-confidence cluster; L_pos is still divided by K). Set both to ``False`` for the paper's form (Eq. of §3: every
 cluster, a fresh gradient per step).
 """
+
 from __future__ import annotations
 
 import logging
@@ -76,9 +77,17 @@ def high_confidence_mask(distances: torch.Tensor, threshold: float) -> torch.Ten
     return distances < cut
 
 
-def cluster_guided_loss(z1: torch.Tensor, z2: torch.Tensor, pseudo_labels: torch.Tensor, confident: torch.Tensor,
-                        num_clusters: int, alpha: float = 0.5, pos_ratio: float = 0.8,
-                        skip_first_cluster: bool = False, generator: torch.Generator | None = None):
+def cluster_guided_loss(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    pseudo_labels: torch.Tensor,
+    confident: torch.Tensor,
+    num_clusters: int,
+    alpha: float = 0.5,
+    pos_ratio: float = 0.8,
+    skip_first_cluster: bool = False,
+    generator: torch.Generator | None = None,
+):
     """(L, L_pos, L_neg), or None when the step has to be skipped (fewer than 2 confident clusters, or L_pos = 0).
 
     ``pseudo_labels`` (N,) K-means ids; ``confident`` (N,) bool. Sampling uses ``generator`` (the global RNG if None).
@@ -172,33 +181,61 @@ class CCGCModule(LightningModule):
             docstring); ``False`` for the paper's form (zoo's earlier default).
     """
 
-    def __init__(self, in_features: int = 1433, num_clusters: int = 7, dims: int = 500, lr: float = 1e-4,
-                 weight_decay: float = 0.0, threshold: float = 0.5, alpha: float = 0.5, warmup_epochs: int = 51,
-                 pos_ratio: float = 0.8, epochs: int = 400, eval_every: int = 10, kmeans_n_init: int = 10,
-                 kmeans_impl: str = "sklearn", accumulate_grad_across_epochs: bool = True,
-                 skip_first_cluster: bool = True):
+    def __init__(
+        self,
+        in_features: int = 1433,
+        num_clusters: int = 7,
+        dims: int = 500,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        threshold: float = 0.5,
+        alpha: float = 0.5,
+        warmup_epochs: int = 51,
+        pos_ratio: float = 0.8,
+        epochs: int = 400,
+        eval_every: int = 10,
+        kmeans_n_init: int = 10,
+        kmeans_impl: str = "sklearn",
+        accumulate_grad_across_epochs: bool = True,
+        skip_first_cluster: bool = True,
+    ):
         super().__init__()
         self.save_hyperparameters()
         where = "CCGCModule"
         if not 0 < threshold <= 1:
-            raise UserError(f"{where}: threshold (τ) must be in (0, 1], got {threshold!r}; set model.init_args."
-                            "threshold to the fraction of nodes taken as high-confidence (official 0.5).")
+            raise UserError(
+                f"{where}: threshold (τ) must be in (0, 1], got {threshold!r}; set model.init_args."
+                "threshold to the fraction of nodes taken as high-confidence (official 0.5)."
+            )
         if not 0 < pos_ratio <= 1:
-            raise UserError(f"{where}: pos_ratio must be in (0, 1], got {pos_ratio!r}; set model.init_args.pos_ratio "
-                            "to the fraction of a confident cluster sampled as positives (official 0.8).")
-        check_positive("num_clusters", num_clusters, minimum=2, where=where,
-                       fix="set model.init_args.num_clusters to the graph's number of classes (Cora 7)")
+            raise UserError(
+                f"{where}: pos_ratio must be in (0, 1], got {pos_ratio!r}; set model.init_args.pos_ratio "
+                "to the fraction of a confident cluster sampled as positives (official 0.8)."
+            )
+        check_positive(
+            "num_clusters",
+            num_clusters,
+            minimum=2,
+            where=where,
+            fix="set model.init_args.num_clusters to the graph's number of classes (Cora 7)",
+        )
         check_positive("epochs", epochs, where=where)
         check_positive("eval_every", eval_every, where=where)
         check_positive("kmeans_n_init", kmeans_n_init, where=where)
         check_positive("warmup_epochs", warmup_epochs, minimum=0, where=where)
         check_choice("kmeans_impl", kmeans_impl, ("sklearn", "official"), where=where)
-        check_positive("in_features", in_features, where=where,
-                       fix="set model.init_args.in_features to the graph's attribute dimension (Cora 1433)")
+        check_positive(
+            "in_features",
+            in_features,
+            where=where,
+            fix="set model.init_args.in_features to the graph's attribute dimension (Cora 1433)",
+        )
         check_positive("dims", dims, where=where)
         if lr < 0 or weight_decay < 0:
-            raise UserError(f"{where}: lr and weight_decay must be >= 0, got {lr!r} and {weight_decay!r}; set "
-                            "model.init_args.lr / weight_decay to non-negative values (official 1e-4, 0).")
+            raise UserError(
+                f"{where}: lr and weight_decay must be >= 0, got {lr!r} and {weight_decay!r}; set "
+                "model.init_args.lr / weight_decay to non-negative values (official 1e-4, 0)."
+            )
         self.automatic_optimization = False  # the official loop: optional zero_grad, backward, step; skips skip
         self.model = SiameseEncoders(in_features, dims)
         self.example_input_array = torch.randn(8, in_features)
@@ -220,8 +257,10 @@ class CCGCModule(LightningModule):
     # -------------------------------------------------------------- the run
     def on_fit_start(self):
         if self.trainer.max_epochs != self.hparams.epochs:
-            rank_zero_info(f"CCGC: one run of {self.hparams.epochs} epochs -> trainer.max_epochs = "
-                           f"{self.hparams.epochs} (was {self.trainer.max_epochs})")
+            rank_zero_info(
+                f"CCGC: one run of {self.hparams.epochs} epochs -> trainer.max_epochs = "
+                f"{self.hparams.epochs} (was {self.trainer.max_epochs})"
+            )
             self.trainer.fit_loop.max_epochs = self.hparams.epochs
         # the run's own RNG (K-means seeds, positive sampling), drawn from the global seed
         self._rng = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
@@ -235,8 +274,9 @@ class CCGCModule(LightningModule):
         return int(torch.randint(0, 2**31 - 1, (1,), generator=self._rng).item())
 
     def _evaluate(self, emb: torch.Tensor, y: torch.Tensor, epoch: int, scheduled: bool = True) -> dict:
-        labels, dist = kmeans(emb, self.hparams.num_clusters, self.hparams.kmeans_n_init, self._kmeans_seed(),
-                           self.hparams.kmeans_impl)
+        labels, dist = kmeans(
+            emb, self.hparams.num_clusters, self.hparams.kmeans_n_init, self._kmeans_seed(), self.hparams.kmeans_impl
+        )
         out = {"epoch": epoch, **clustering_scores(labels, y.cpu())}
         self.history.append(out)
         if scheduled:  # the official schedule: these become the pseudo-labels and candidates of protocol (a)
@@ -260,9 +300,17 @@ class CCGCModule(LightningModule):
             self.log("train/loss_warmup", loss, on_epoch=True, on_step=False)
         else:
             confident = high_confidence_mask(self.distances, self.hparams.threshold)
-            out = cluster_guided_loss(z1, z2, self.pseudo_labels, confident, self.hparams.num_clusters,
-                                      self.hparams.alpha, self.hparams.pos_ratio, self.hparams.skip_first_cluster,
-                                      generator=self._rng)
+            out = cluster_guided_loss(
+                z1,
+                z2,
+                self.pseudo_labels,
+                confident,
+                self.hparams.num_clusters,
+                self.hparams.alpha,
+                self.hparams.pos_ratio,
+                self.hparams.skip_first_cluster,
+                generator=self._rng,
+            )
             if out is None:  # official `continue`: no backward, no step
                 log.info("CCGC epoch %d skipped: fewer than two confident clusters", epoch)
                 return None
@@ -297,14 +345,16 @@ class CCGCModule(LightningModule):
             self.result = {"best": dict(self.best), "last": dict(out), "history": list(self.history)}
             self.log_dict({f"run/best_{k}": self.best[k] for k in METRICS})
             self.log_dict({f"run/last_{k}": out[k] for k in METRICS})
-            rank_zero_info(f"CCGC: best-ACC epoch {self.best['epoch']}: "
-                           + ", ".join(f"{k} {100 * self.best[k]:.2f}" for k in METRICS)
-                           + " | final epoch: " + ", ".join(f"{k} {100 * out[k]:.2f}" for k in METRICS))
+            rank_zero_info(
+                f"CCGC: best-ACC epoch {self.best['epoch']}: "
+                + ", ".join(f"{k} {100 * self.best[k]:.2f}" for k in METRICS)
+                + " | final epoch: "
+                + ", ".join(f"{k} {100 * out[k]:.2f}" for k in METRICS)
+            )
 
     # -------------------------------------------------------------- evaluation outside the schedule
     def _score(self, batch, prefix: str):
-        labels, _ = kmeans(self(batch["x"]), self.hparams.num_clusters, self.hparams.kmeans_n_init,
-                           self._kmeans_seed())
+        labels, _ = kmeans(self(batch["x"]), self.hparams.num_clusters, self.hparams.kmeans_n_init, self._kmeans_seed())
         scores = clustering_scores(labels, batch["y"].cpu())
         self.log_dict({f"{prefix}/{k}": scores[k] for k in METRICS})
 
@@ -317,8 +367,7 @@ class CCGCModule(LightningModule):
 
     def predict_step(self, batch, batch_idx):
         """Cluster assignments (K-means on E)."""
-        labels, _ = kmeans(self(batch["x"]), self.hparams.num_clusters, self.hparams.kmeans_n_init,
-                           self._kmeans_seed())
+        labels, _ = kmeans(self(batch["x"]), self.hparams.num_clusters, self.hparams.kmeans_n_init, self._kmeans_seed())
         return labels
 
     def configure_optimizers(self):

@@ -24,6 +24,7 @@ Key layout of the release (mmdet3d 1.0 / mmcv 1.x):
   ``decoder.layers.{l}.{self_attn,cross_attn}.*``; ``ffns.0.layers.0.0`` / ``ffns.0.layers.1`` -> ``ffn.0`` / ``ffn.2``;
   ``norms.{k}``; ``transformer.decoder.post_norm``; ``task_heads.0.<head>.{0,1,3}`` -> ``task_head.<head>.{0,1,3}``.
 """
+
 from __future__ import annotations
 
 import re
@@ -48,10 +49,18 @@ _RULES = [
     (r"^pts_bbox_head\.shared_conv\.conv\.(.*)$", r"shared_conv.0.\1"),
     (r"^pts_bbox_head\.shared_conv\.bn\.(.*)$", r"shared_conv.1.\1"),
     (r"^pts_bbox_head\.(reference_points|bev_embedding|rv_embedding)\.(.*)$", r"\1.\2"),
-    (r"^pts_bbox_head\.transformer\.decoder\.layers\.(\d+)\.attentions\.0\.attn\.(.*)$", r"decoder.layers.\1.self_attn.\2"),
-    (r"^pts_bbox_head\.transformer\.decoder\.layers\.(\d+)\.attentions\.1\.attn\.(.*)$",
-     r"decoder.layers.\1.cross_attn.\2"),
-    (r"^pts_bbox_head\.transformer\.decoder\.layers\.(\d+)\.ffns\.0\.layers\.0\.0\.(.*)$", r"decoder.layers.\1.ffn.0.\2"),
+    (
+        r"^pts_bbox_head\.transformer\.decoder\.layers\.(\d+)\.attentions\.0\.attn\.(.*)$",
+        r"decoder.layers.\1.self_attn.\2",
+    ),
+    (
+        r"^pts_bbox_head\.transformer\.decoder\.layers\.(\d+)\.attentions\.1\.attn\.(.*)$",
+        r"decoder.layers.\1.cross_attn.\2",
+    ),
+    (
+        r"^pts_bbox_head\.transformer\.decoder\.layers\.(\d+)\.ffns\.0\.layers\.0\.0\.(.*)$",
+        r"decoder.layers.\1.ffn.0.\2",
+    ),
     (r"^pts_bbox_head\.transformer\.decoder\.layers\.(\d+)\.ffns\.0\.layers\.1\.(.*)$", r"decoder.layers.\1.ffn.2.\2"),
     (r"^pts_bbox_head\.transformer\.decoder\.layers\.(\d+)\.norms\.(\d+)\.(.*)$", r"decoder.layers.\1.norms.\2.\3"),
     (r"^pts_bbox_head\.transformer\.decoder\.post_norm\.(.*)$", r"decoder.post_norm.\1"),
@@ -67,8 +76,10 @@ def convert_key(key: str) -> str | None:
         if not m:
             continue
         if repl is None:
-            raise UserError(f"{key}: a VoVNet key of the DD3D layout outside V-99-eSE's (stem, OSA layers, concat, "
-                            "eSE); only the released VoVNet-99-eSE maps onto timm's ese_vovnet99b")
+            raise UserError(
+                f"{key}: a VoVNet key of the DD3D layout outside V-99-eSE's (stem, OSA layers, concat, "
+                "eSE); only the released VoVNet-99-eSE maps onto timm's ese_vovnet99b"
+            )
         g = m.groups()
         if repl.startswith("VOV"):
             nb = lambda x: "bn" if x == "norm" else x
@@ -85,8 +96,10 @@ def convert_key(key: str) -> str | None:
         if repl == "SECOND":
             return f"pts.pts_backbone.blocks.{m.group(1)}.{int(m.group(2)) + 1}.{m.group(3)}"
         return m.expand(repl)
-    raise UserError(f"{key}: not a key of the official CMT checkpoint layout (img_backbone, img_neck, "
-                    "pts_middle_encoder, pts_backbone, pts_neck, pts_bbox_head); is this a CMT checkpoint?")
+    raise UserError(
+        f"{key}: not a key of the official CMT checkpoint layout (img_backbone, img_neck, "
+        "pts_middle_encoder, pts_backbone, pts_neck, pts_bbox_head); is this a CMT checkpoint?"
+    )
 
 
 def _sparse_conv_geometry(key: str) -> tuple[tuple[int, ...], int] | None:
@@ -113,9 +126,11 @@ def sparse_conv_weight(key: str, value):
     v2 = shape[0] == out and shape[1:4] == kernel
     v1 = shape[:3] == kernel and shape[4] == out
     if v1 == v2:
-        raise UserError(f"{key}: sparse conv weight of shape {list(shape)} is {'both' if v1 else 'neither'} spconv 1.x "
-                        f"(k, k, k, in, out) and 2.x (out, k, k, k, in) for kernel {list(kernel)} and {out} output "
-                        "channels; is this a released CMT SparseEncoder checkpoint?")
+        raise UserError(
+            f"{key}: sparse conv weight of shape {list(shape)} is {'both' if v1 else 'neither'} spconv 1.x "
+            f"(k, k, k, in, out) and 2.x (out, k, k, k, in) for kernel {list(kernel)} and {out} output "
+            "channels; is this a released CMT SparseEncoder checkpoint?"
+        )
     return value if v2 else value.permute(4, 0, 1, 2, 3).contiguous()
 
 
@@ -130,8 +145,11 @@ def convert_state_dict(official: dict) -> dict:
         if new is None:
             continue
         value = sparse_conv_weight(new, value)
-        if re.fullmatch(r"pts\.pts_backbone\.deblocks\.\d+\.0\.weight", new) and value.dim() == 4 \
-                and value.shape[-2:] == (1, 1):
+        if (
+            re.fullmatch(r"pts\.pts_backbone\.deblocks\.\d+\.0\.weight", new)
+            and value.dim() == 4
+            and value.shape[-2:] == (1, 1)
+        ):
             # SECONDFPN use_conv_for_no_stride: a stride-1 level is Conv2d 1x1 [out, in]; ours ConvTranspose2d [in, out]
             value = value.transpose(0, 1).contiguous()
         out[new] = value
@@ -146,6 +164,8 @@ def load_official(module, official: dict) -> None:
     extra = [k for k in sd if k not in own]
     bad = [k for k in sd if k in own and own[k].shape != sd[k].shape]
     if missing or extra or bad:
-        raise UserError(f"official checkpoint does not fit this CMT: missing {missing[:5]}, unexpected {extra[:5]}, "
-                        f"shape mismatch {bad[:5]}; build the entry that matches the checkpoint's config")
+        raise UserError(
+            f"official checkpoint does not fit this CMT: missing {missing[:5]}, unexpected {extra[:5]}, "
+            f"shape mismatch {bad[:5]}; build the entry that matches the checkpoint's config"
+        )
     module.model.load_state_dict({**own, **sd}, strict=True)

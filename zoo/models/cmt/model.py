@@ -27,6 +27,7 @@ keeps the BEV sine PE of its queries, as released); a fusion
 model can also run on a subset of its branches (``forward(..., modalities=...)``), the tokens of the other one are
 then left out of the memory and of the query PE.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,18 @@ from torch import nn
 from zoo.errors import UserError, check_choice
 from zoo.nn.pillars import BEVBackbone, DynamicPillarVFE, flatten_batch, grid_size, scatter_to_bev
 
-CLASSES = ("car", "truck", "construction_vehicle", "bus", "trailer", "barrier", "motorcycle", "bicycle",
-           "pedestrian", "traffic_cone")
+CLASSES = (
+    "car",
+    "truck",
+    "construction_vehicle",
+    "bus",
+    "trailer",
+    "barrier",
+    "motorcycle",
+    "bicycle",
+    "pedestrian",
+    "traffic_cone",
+)
 MODALITIES = ("fusion", "camera", "lidar")
 # mmdet3d SparseEncoder encoder_channels of every released config (stage i, block j -> output channels)
 SPARSE_ENCODER_CHANNELS = ((16, 16, 32), (32, 32, 64), (64, 64, 128), (128, 128))
@@ -91,7 +102,7 @@ def pos2embed(pos: torch.Tensor, num_feats: int, narrow_band: bool = True, tempe
     """
     i = torch.arange(num_feats, dtype=torch.float32, device=pos.device)
     expo = 2 * torch.div(i, 2, rounding_mode="floor") / num_feats
-    dim_t = 1 + expo if narrow_band else temperature ** expo
+    dim_t = 1 + expo if narrow_band else temperature**expo
     p = pos.float() * 2 * math.pi
     px = p[..., 0, None] / dim_t
     py = p[..., 1, None] / dim_t
@@ -102,19 +113,25 @@ def pos2embed(pos: torch.Tensor, num_feats: int, narrow_band: bool = True, tempe
 
 def bev_cell_centres(ny: int, nx: int, device=None) -> torch.Tensor:
     """Normalised centres of a ny x nx BEV map, row-major (h w): [ny*nx, 2] (x = (w+0.5)/nx, y = (h+0.5)/ny)."""
-    ys, xs = torch.meshgrid(torch.arange(ny, device=device, dtype=torch.float32),
-                            torch.arange(nx, device=device, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(ny, device=device, dtype=torch.float32),
+        torch.arange(nx, device=device, dtype=torch.float32),
+        indexing="ij",
+    )
     return torch.stack([(xs + 0.5) / nx, (ys + 0.5) / ny], dim=-1).reshape(-1, 2)
 
 
 def check_lidar2img(lidar2img: torch.Tensor, num_views: int | None = None) -> torch.Tensor:
     """[B, V, 4, 4] finite and invertible (else a UserError naming the view) -> its inverse (img2lidar)."""
     if lidar2img.dim() != 4 or lidar2img.shape[-2:] != (4, 4):
-        raise UserError(f"lidar2img must be [B, V, 4, 4] (one 4x4 LiDAR->image matrix per view), got "
-                        f"{tuple(lidar2img.shape)}")
+        raise UserError(
+            f"lidar2img must be [B, V, 4, 4] (one 4x4 LiDAR->image matrix per view), got {tuple(lidar2img.shape)}"
+        )
     if num_views is not None and lidar2img.shape[1] != num_views:
-        raise UserError(f"the batch has {num_views} camera views but lidar2img has {lidar2img.shape[1]} matrices: "
-                        "every view needs its calibration (a missing view in the info file?)")
+        raise UserError(
+            f"the batch has {num_views} camera views but lidar2img has {lidar2img.shape[1]} matrices: "
+            "every view needs its calibration (a missing view in the info file?)"
+        )
     m = lidar2img.double()
     if not torch.isfinite(m).all():
         raise UserError("lidar2img holds NaN/inf entries: check the calibration (cam2img, lidar2cam) of the frame")
@@ -125,13 +142,21 @@ def check_lidar2img(lidar2img: torch.Tensor, num_views: int | None = None) -> to
         bad = bad | (cond > 1e12) | ~torch.isfinite(cond)
     if bad.any():
         b, v = (int(i) for i in bad.nonzero()[0])
-        raise UserError(f"lidar2img of frame {b}, view {v} is singular (not invertible): the camera-ray position "
-                        "encoding needs inv(lidar2img); rebuild it as [K 0; 0 1] @ lidar2cam from the info file")
+        raise UserError(
+            f"lidar2img of frame {b}, view {v} is singular (not invertible): the camera-ray position "
+            "encoding needs inv(lidar2img); rebuild it as [K 0; 0 1] @ lidar2cam from the info file"
+        )
     return inv.to(lidar2img.dtype)
 
 
-def camera_ray_points(lidar2img: torch.Tensor, feat_hw: tuple[int, int], pad_hw: tuple[int, int], depth_num: int,
-                      pc_range: Sequence[float], img2lidar: torch.Tensor | None = None) -> torch.Tensor:
+def camera_ray_points(
+    lidar2img: torch.Tensor,
+    feat_hw: tuple[int, int],
+    pad_hw: tuple[int, int],
+    depth_num: int,
+    pc_range: Sequence[float],
+    img2lidar: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Normalised 3D points along the camera ray of every image-feature cell (paper Eq. 1-2, ``CmtHead._rv_pe``).
 
     Cell (h, w) sits at pixel ``(u, v) = (w pad_w / W, h pad_h / H)`` (top-left, no +0.5); depths
@@ -154,8 +179,14 @@ def camera_ray_points(lidar2img: torch.Tensor, feat_hw: tuple[int, int], pad_hw:
     return pts.flatten(-2)
 
 
-def project_anchors(anchors: torch.Tensor, lidar2img: torch.Tensor, pad_hw: tuple[int, int], depth_num: int,
-                    pc_range: Sequence[float], img2lidar: torch.Tensor | None = None):
+def project_anchors(
+    anchors: torch.Tensor,
+    lidar2img: torch.Tensor,
+    pad_hw: tuple[int, int],
+    depth_num: int,
+    pc_range: Sequence[float],
+    img2lidar: torch.Tensor | None = None,
+):
     """Anchors [B, Q, 3] (normalised) -> (ray points [B, V, Q, D*3], visibility [B, V, Q]) (``_rv_query_embed``).
 
     The anchor (in metres) is projected into every view; ``(u, v) = (x_c, y_c) / z_c`` with z_c guarded by ±1e-6
@@ -173,8 +204,14 @@ def project_anchors(anchors: torch.Tensor, lidar2img: torch.Tensor, pad_hw: tupl
     pad_h, pad_w = pad_hw
     vis = (uv[..., 0] >= 0) & (uv[..., 0] < pad_w) & (uv[..., 1] >= 0) & (uv[..., 1] < pad_h) & zpos[..., 0]
     d = 1 + torch.arange(depth_num, device=pts.device, dtype=pts.dtype) * (pc_range[3] - 1) / depth_num
-    pix = torch.cat([uv[..., None, :] * d[:, None], d[:, None].expand(*uv.shape[:-1], depth_num, 1),
-                     torch.ones(*uv.shape[:-1], depth_num, 1, device=pts.device, dtype=pts.dtype)], dim=-1)
+    pix = torch.cat(
+        [
+            uv[..., None, :] * d[:, None],
+            d[:, None].expand(*uv.shape[:-1], depth_num, 1),
+            torch.ones(*uv.shape[:-1], depth_num, 1, device=pts.device, dtype=pts.dtype),
+        ],
+        dim=-1,
+    )
     inv = img2lidar if img2lidar is not None else check_lidar2img(lidar2img)
     back = torch.einsum("bvqdo,bvco->bvqdc", pix, inv.to(pts.dtype))[..., :3]
     back = (back - lo) / (hi - lo)
@@ -211,24 +248,39 @@ class ImageBranch(nn.Module):
     in eval mode while the model trains (running statistics frozen and used; their affine parameters still learn);
     False trains them as ordinary BatchNorm."""
 
-    def __init__(self, backbone: str, out_indices: Sequence[int] = (3, 4), channels: int = 256,
-                 backbone_kwargs: dict | None = None, ese_every_block: bool = True, norm_eval: bool = True):
+    def __init__(
+        self,
+        backbone: str,
+        out_indices: Sequence[int] = (3, 4),
+        channels: int = 256,
+        backbone_kwargs: dict | None = None,
+        ese_every_block: bool = True,
+        norm_eval: bool = True,
+    ):
         super().__init__()
         import timm
 
         try:
-            self.backbone = timm.create_model(backbone, pretrained=False, features_only=True,
-                                              out_indices=tuple(out_indices), **(backbone_kwargs or {}))
+            self.backbone = timm.create_model(
+                backbone,
+                pretrained=False,
+                features_only=True,
+                out_indices=tuple(out_indices),
+                **(backbone_kwargs or {}),
+            )
         except RuntimeError as e:
-            raise UserError(f"img_backbone {backbone!r} is not a timm model ({e}); use e.g. resnet50 or "
-                            "ese_vovnet99b") from e
+            raise UserError(
+                f"img_backbone {backbone!r} is not a timm model ({e}); use e.g. resnet50 or ese_vovnet99b"
+            ) from e
         if ese_every_block:
             self._add_ese_to_every_block()
         info = self.backbone.feature_info
         if info.reduction()[0] != 16:
-            raise UserError(f"img_backbone {backbone!r}: out_indices {list(out_indices)} start at stride "
-                            f"{info.reduction()[0]}; CMT's image tokens are the stride-16 level (use the stride-16 "
-                            "and stride-32 stages)")
+            raise UserError(
+                f"img_backbone {backbone!r}: out_indices {list(out_indices)} start at stride "
+                f"{info.reduction()[0]}; CMT's image tokens are the stride-16 level (use the stride-16 "
+                "and stride-32 stages)"
+            )
         self.neck = CPFPN(info.channels(), channels)
         self.stride = 16
         self.norm_eval = norm_eval
@@ -278,8 +330,9 @@ class SparseEncoder(nn.Module):
         def bn(c):
             return nn.BatchNorm1d(c, eps=1e-3, momentum=0.01)
 
-        self.conv_input = sp.SparseSequential(sp.SubMConv3d(in_channels, 16, 3, padding=1, bias=False,
-                                                            indice_key="subm1"), bn(16), nn.ReLU())
+        self.conv_input = sp.SparseSequential(
+            sp.SubMConv3d(in_channels, 16, 3, padding=1, bias=False, indice_key="subm1"), bn(16), nn.ReLU()
+        )
         chans = SPARSE_ENCODER_CHANNELS
         pads = (1, 1, (0, 1, 1), None)
         self.encoder_layers = nn.ModuleList()
@@ -288,16 +341,26 @@ class SparseEncoder(nn.Module):
             blocks = []
             for j, c in enumerate(stage):
                 if j == len(stage) - 1 and i != len(chans) - 1:
-                    blocks.append(sp.SparseSequential(sp.SparseConv3d(cin, c, 3, stride=2, padding=pads[i],
-                                                                      bias=False, indice_key=f"spconv{i + 2}"),
-                                                      bn(c), nn.ReLU()))
+                    blocks.append(
+                        sp.SparseSequential(
+                            sp.SparseConv3d(
+                                cin, c, 3, stride=2, padding=pads[i], bias=False, indice_key=f"spconv{i + 2}"
+                            ),
+                            bn(c),
+                            nn.ReLU(),
+                        )
+                    )
                 else:
                     blocks.append(_SparseBasicBlock(sp, c, f"subm{i + 1}"))
                 cin = c
             self.encoder_layers.append(nn.ModuleList(blocks))  # iterated in forward: the blocks take sparse tensors
-        self.conv_out = sp.SparseSequential(sp.SparseConv3d(128, out_channels, (3, 1, 1), stride=(2, 1, 1), padding=0,
-                                                            bias=False, indice_key="spconv_down2"),
-                                            bn(out_channels), nn.ReLU())
+        self.conv_out = sp.SparseSequential(
+            sp.SparseConv3d(
+                128, out_channels, (3, 1, 1), stride=(2, 1, 1), padding=0, bias=False, indice_key="spconv_down2"
+            ),
+            bn(out_channels),
+            nn.ReLU(),
+        )
         z = self.sparse_shape[0]
         for k, p in ((3, 1), (3, 1), (3, 0), (3, 0)):
             z = (z + 2 * p - k) // 2 + 1
@@ -344,10 +407,19 @@ class LidarBranch(nn.Module):
     BEV scatter -> SECOND/SECONDFPN.
     """
 
-    def __init__(self, encoder: str, point_cloud_range: Sequence[float], voxel_size: Sequence[float],
-                 point_features: int, pillar_filters: Sequence[int], layer_nums: Sequence[int],
-                 layer_strides: Sequence[int], num_filters: Sequence[int], upsample_strides: Sequence[float],
-                 upsample_filters: Sequence[int]):
+    def __init__(
+        self,
+        encoder: str,
+        point_cloud_range: Sequence[float],
+        voxel_size: Sequence[float],
+        point_features: int,
+        pillar_filters: Sequence[int],
+        layer_nums: Sequence[int],
+        layer_strides: Sequence[int],
+        num_filters: Sequence[int],
+        upsample_strides: Sequence[float],
+        upsample_filters: Sequence[int],
+    ):
         super().__init__()
         check_choice("lidar_encoder", encoder, ("voxel", "pillar"))
         self.encoder = encoder
@@ -360,11 +432,11 @@ class LidarBranch(nn.Module):
             self.pts_middle_encoder = SparseEncoder(point_features, (nz + 1, ny, nx))
             cin, s0 = self.pts_middle_encoder.out_channels, 8
         else:
-            self.pts_voxel_encoder = DynamicPillarVFE(point_features, pillar_filters, self.voxel_size,
-                                                      self.point_cloud_range)
+            self.pts_voxel_encoder = DynamicPillarVFE(
+                point_features, pillar_filters, self.voxel_size, self.point_cloud_range
+            )
             cin, s0 = self.pts_voxel_encoder.out_channels, 1
-        self.pts_backbone = BEVBackbone(cin, layer_nums, layer_strides, num_filters, upsample_strides,
-                                        upsample_filters)
+        self.pts_backbone = BEVBackbone(cin, layer_nums, layer_strides, num_filters, upsample_strides, upsample_filters)
         self.out_channels = self.pts_backbone.out_channels
         stride = s0 * self.pts_backbone.stride
         if nx % stride or ny % stride:
@@ -375,9 +447,11 @@ class LidarBranch(nn.Module):
     def forward(self, points: list[torch.Tensor]) -> torch.Tensor:
         pts, bidx, b = flatten_batch(points)
         if pts.shape[1] < self.point_features:
-            raise UserError(f"the LiDAR branch reads {self.point_features} point features (x, y, z, intensity, dt), "
-                            f"the points have {pts.shape[1]}")
-        pts = pts[:, :self.point_features]
+            raise UserError(
+                f"the LiDAR branch reads {self.point_features} point features (x, y, z, intensity, dt), "
+                f"the points have {pts.shape[1]}"
+            )
+        pts = pts[:, : self.point_features]
         if self.encoder == "voxel":
             from zoo.nn.voxel_backbone import mean_vfe
 
@@ -414,8 +488,13 @@ class Attention(nn.Module):
             return F.linear(x, w, bias).view(b, -1, h, e // h).transpose(1, 2)
 
         allowed = None if mask is None else ~mask
-        out = F.scaled_dot_product_attention(split(q, wq, bq), split(k, wk, bk), split(v, wv, bv),
-                                             attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0)
+        out = F.scaled_dot_product_attention(
+            split(q, wq, bq),
+            split(k, wk, bk),
+            split(v, wv, bv),
+            attn_mask=allowed,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
         return self.out_proj(out.transpose(1, 2).reshape(b, lq, e))
 
 
@@ -449,11 +528,13 @@ class Decoder(nn.Module):
     """``PETRTransformerDecoder``: ``num_layers`` layers, every intermediate output through one shared post-norm
     LayerNorm and ``nan_to_num``. -> [L, B, Q, E]."""
 
-    def __init__(self, num_layers: int, dim: int, heads: int, ffn_dim: int, dropout: float,
-                 cross_attn_dropout: float = 0.0):
+    def __init__(
+        self, num_layers: int, dim: int, heads: int, ffn_dim: int, dropout: float, cross_attn_dropout: float = 0.0
+    ):
         super().__init__()
-        self.layers = nn.ModuleList(DecoderLayer(dim, heads, ffn_dim, dropout, cross_attn_dropout)
-                                    for _ in range(num_layers))
+        self.layers = nn.ModuleList(
+            DecoderLayer(dim, heads, ffn_dim, dropout, cross_attn_dropout) for _ in range(num_layers)
+        )
         self.post_norm = nn.LayerNorm(dim)
 
     def forward(self, x, pos, mem, mem_pos, mask=None):
@@ -488,17 +569,27 @@ class SeparateTaskHead(nn.Module):
     k = ``final_kernel`` (1; 3 in the LiDAR-only config, which then mixes neighbouring query indices).
     [L, B, Q, E] -> {name: [L, B, Q, out]}."""
 
-    def __init__(self, dim: int, groups: int, num_classes: int, head_conv: int = 64, final_kernel: int = 1,
-                 init_bias: float = -2.19):
+    def __init__(
+        self,
+        dim: int,
+        groups: int,
+        num_classes: int,
+        head_conv: int = 64,
+        final_kernel: int = 1,
+        init_bias: float = -2.19,
+    ):
         super().__init__()
         self.groups = groups
         self.names = [n for n, _ in HEADS] + ["cls_logits"]
         for name, out in [*HEADS, ("cls_logits", num_classes)]:
             seq = nn.Sequential(
-                nn.Conv1d(dim * groups, head_conv * groups, final_kernel, padding=final_kernel // 2, groups=groups,
-                          bias=False),
-                GroupLayerNorm1d(head_conv * groups, groups), nn.ReLU(),
-                nn.Conv1d(head_conv * groups, out * groups, final_kernel, padding=final_kernel // 2, groups=groups))
+                nn.Conv1d(
+                    dim * groups, head_conv * groups, final_kernel, padding=final_kernel // 2, groups=groups, bias=False
+                ),
+                GroupLayerNorm1d(head_conv * groups, groups),
+                nn.ReLU(),
+                nn.Conv1d(head_conv * groups, out * groups, final_kernel, padding=final_kernel // 2, groups=groups),
+            )
             setattr(self, name, seq)
         self.init_bias = init_bias
 
@@ -532,20 +623,40 @@ class CMT(nn.Module):
     /32); lidar2img [B, V, 4, 4] (including every image / 3D augmentation).
     """
 
-    def __init__(self, modalities: str = "fusion", num_classes: int = 10,
-                 point_cloud_range: Sequence[float] = (-54.0, -54.0, -5.0, 54.0, 54.0, 3.0),
-                 lidar_encoder: str = "voxel", voxel_size: Sequence[float] = (0.075, 0.075, 0.2),
-                 point_features: int = 5, pillar_filters: Sequence[int] = (64,),
-                 bev_layer_nums: Sequence[int] = (5, 5), bev_layer_strides: Sequence[int] = (1, 2),
-                 bev_num_filters: Sequence[int] = (128, 256), bev_upsample_strides: Sequence[float] = (1, 2),
-                 bev_upsample_filters: Sequence[int] = (256, 256),
-                 img_backbone: str = "ese_vovnet99b", img_out_indices: Sequence[int] = (3, 4),
-                 img_backbone_kwargs: dict | None = None,
-                 hidden_dim: int = 256, num_query: int = 900, depth_num: int = 64, num_layers: int = 6,
-                 num_heads: int = 8, ffn_dim: int = 1024, dropout: float = 0.1, head_conv: int = 64,
-                 final_kernel: int = 1, narrow_band_pe: bool = True, box_code_quirk: bool = True,
-                 clamp_query_anchors: bool = True, cross_attn_dropout: float = 0.0, camera_bev_query_pe: bool = True,
-                 ese_every_block: bool = True, img_norm_eval: bool = True):
+    def __init__(
+        self,
+        modalities: str = "fusion",
+        num_classes: int = 10,
+        point_cloud_range: Sequence[float] = (-54.0, -54.0, -5.0, 54.0, 54.0, 3.0),
+        lidar_encoder: str = "voxel",
+        voxel_size: Sequence[float] = (0.075, 0.075, 0.2),
+        point_features: int = 5,
+        pillar_filters: Sequence[int] = (64,),
+        bev_layer_nums: Sequence[int] = (5, 5),
+        bev_layer_strides: Sequence[int] = (1, 2),
+        bev_num_filters: Sequence[int] = (128, 256),
+        bev_upsample_strides: Sequence[float] = (1, 2),
+        bev_upsample_filters: Sequence[int] = (256, 256),
+        img_backbone: str = "ese_vovnet99b",
+        img_out_indices: Sequence[int] = (3, 4),
+        img_backbone_kwargs: dict | None = None,
+        hidden_dim: int = 256,
+        num_query: int = 900,
+        depth_num: int = 64,
+        num_layers: int = 6,
+        num_heads: int = 8,
+        ffn_dim: int = 1024,
+        dropout: float = 0.1,
+        head_conv: int = 64,
+        final_kernel: int = 1,
+        narrow_band_pe: bool = True,
+        box_code_quirk: bool = True,
+        clamp_query_anchors: bool = True,
+        cross_attn_dropout: float = 0.0,
+        camera_bev_query_pe: bool = True,
+        ese_every_block: bool = True,
+        img_norm_eval: bool = True,
+    ):
         super().__init__()
         check_choice("modalities", modalities, MODALITIES)
         self.modalities = modalities
@@ -560,22 +671,37 @@ class CMT(nn.Module):
         if not 0.0 <= cross_attn_dropout < 1.0:
             raise UserError(f"cross_attn_dropout must lie in [0, 1), got {cross_attn_dropout}")
         if self.use_camera:
-            self.img = ImageBranch(img_backbone, img_out_indices, hidden_dim, img_backbone_kwargs, ese_every_block,
-                                   img_norm_eval)
-            self.rv_embedding = nn.Sequential(nn.Linear(depth_num * 3, hidden_dim * 4), nn.ReLU(),
-                                              nn.Linear(hidden_dim * 4, hidden_dim))
+            self.img = ImageBranch(
+                img_backbone, img_out_indices, hidden_dim, img_backbone_kwargs, ese_every_block, img_norm_eval
+            )
+            self.rv_embedding = nn.Sequential(
+                nn.Linear(depth_num * 3, hidden_dim * 4), nn.ReLU(), nn.Linear(hidden_dim * 4, hidden_dim)
+            )
         # CMT-C (``CmtImageHead``) inherits ``CmtHead.query_embed``: its queries get the BEV sine PE of the anchors'
         # (x, y) too, so the camera-only release has a ``bev_embedding`` (used on the queries only)
         self.bev_query_pe = self.use_lidar or camera_bev_query_pe
         if self.bev_query_pe:
-            self.bev_embedding = nn.Sequential(nn.Linear(hidden_dim * 2, hidden_dim), nn.ReLU(),
-                                               nn.Linear(hidden_dim, hidden_dim))
+            self.bev_embedding = nn.Sequential(
+                nn.Linear(hidden_dim * 2, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim)
+            )
         if self.use_lidar:
-            self.pts = LidarBranch(lidar_encoder, self.pc_range, voxel_size, point_features, pillar_filters,
-                                   bev_layer_nums, bev_layer_strides, bev_num_filters, bev_upsample_strides,
-                                   bev_upsample_filters)
-            self.shared_conv = nn.Sequential(nn.Conv2d(self.pts.out_channels, hidden_dim, 3, padding=1, bias=False),
-                                             nn.BatchNorm2d(hidden_dim), nn.ReLU())
+            self.pts = LidarBranch(
+                lidar_encoder,
+                self.pc_range,
+                voxel_size,
+                point_features,
+                pillar_filters,
+                bev_layer_nums,
+                bev_layer_strides,
+                bev_num_filters,
+                bev_upsample_strides,
+                bev_upsample_filters,
+            )
+            self.shared_conv = nn.Sequential(
+                nn.Conv2d(self.pts.out_channels, hidden_dim, 3, padding=1, bias=False),
+                nn.BatchNorm2d(hidden_dim),
+                nn.ReLU(),
+            )
         self.reference_points = nn.Embedding(num_query, 3)
         self.decoder = Decoder(num_layers, hidden_dim, num_heads, ffn_dim, dropout, cross_attn_dropout)
         self.task_head = SeparateTaskHead(hidden_dim, num_layers, num_classes, head_conv, final_kernel)
@@ -598,31 +724,45 @@ class CMT(nn.Module):
         check_choice("modalities", modalities, MODALITIES)
         cam, lid = modalities in ("fusion", "camera"), modalities in ("fusion", "lidar")
         if (cam and not self.use_camera) or (lid and not self.use_lidar):
-            raise UserError(f"modalities={modalities!r} needs a branch this model does not have (built: "
-                            f"{self.modalities!r}); run it with a subset of {self.modalities!r}")
+            raise UserError(
+                f"modalities={modalities!r} needs a branch this model does not have (built: "
+                f"{self.modalities!r}); run it with a subset of {self.modalities!r}"
+            )
         return cam, lid
 
-    def forward(self, points=None, images=None, lidar2img=None, dn_anchors: torch.Tensor | None = None,
-                attn_mask: torch.Tensor | None = None, modalities: str | None = None) -> dict:
+    def forward(
+        self,
+        points=None,
+        images=None,
+        lidar2img=None,
+        dn_anchors: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        modalities: str | None = None,
+    ) -> dict:
         cam, lid = self.active(modalities)
         mem, mem_pos = [], []
         anchors = self.reference_points.weight
         b = None
         if lid:
             if points is None:
-                raise UserError("this CMT uses LiDAR: the batch needs 'points' (a list of [N, C] clouds); for a "
-                                "camera-only run pass modalities='camera'")
+                raise UserError(
+                    "this CMT uses LiDAR: the batch needs 'points' (a list of [N, C] clouds); for a "
+                    "camera-only run pass modalities='camera'"
+                )
             bev = self.shared_conv(self.pts(points))  # [B, E, h, w]
             b, _, h, w = bev.shape
             mem.append(bev.flatten(2).transpose(1, 2))
             centres = bev_cell_centres(h, w, bev.device)
-            mem_pos.append(self.bev_embedding(pos2embed(centres, self.hidden_dim, self.narrow_band_pe))
-                           .expand(b, -1, -1))
+            mem_pos.append(
+                self.bev_embedding(pos2embed(centres, self.hidden_dim, self.narrow_band_pe)).expand(b, -1, -1)
+            )
         img2lidar = None
         if cam:
             if images is None or lidar2img is None:
-                raise UserError("this CMT uses cameras: the batch needs 'images' [B, V, 3, H, W] and 'lidar2img' "
-                                "[B, V, 4, 4]; for a LiDAR-only run pass modalities='lidar'")
+                raise UserError(
+                    "this CMT uses cameras: the batch needs 'images' [B, V, 3, H, W] and 'lidar2img' "
+                    "[B, V, 4, 4]; for a LiDAR-only run pass modalities='lidar'"
+                )
             if images.dim() != 5:
                 raise UserError(f"images must be [B, V, 3, H, W], got {tuple(images.shape)}")
             img2lidar = check_lidar2img(lidar2img, images.shape[1])
@@ -644,8 +784,9 @@ class CMT(nn.Module):
         # denoising ones included, into [eps / (1 + eps), 1 / (1 + eps)] before both query encodings
         pe_anchors = inverse_sigmoid(anchors).sigmoid() if self.clamp_query_anchors else anchors
         if lid or (cam and not self.use_lidar and self.bev_query_pe):
-            query_pos = query_pos + self.bev_embedding(pos2embed(pe_anchors[..., :2], self.hidden_dim,
-                                                                 self.narrow_band_pe))
+            query_pos = query_pos + self.bev_embedding(
+                pos2embed(pe_anchors[..., :2], self.hidden_dim, self.narrow_band_pe)
+            )
         if cam:
             rays, vis = project_anchors(pe_anchors, lidar2img, pad_hw, self.depth_num, self.pc_range, img2lidar)
             query_pos = query_pos + (self.rv_embedding(rays) * vis[..., None]).sum(dim=1)
@@ -662,8 +803,13 @@ class CMT(nn.Module):
         return {"cls": out["cls_logits"], "box": box, "anchors": anchors}
 
     # ------------------------------------------------------------------------------------------ inference
-    def decode(self, cls: torch.Tensor, box: torch.Tensor, max_num: int = 300,
-               post_center_range: Sequence[float] = (-61.2, -61.2, -10.0, 61.2, 61.2, 10.0)) -> list[dict]:
+    def decode(
+        self,
+        cls: torch.Tensor,
+        box: torch.Tensor,
+        max_num: int = 300,
+        post_center_range: Sequence[float] = (-61.2, -61.2, -10.0, 61.2, 61.2, 10.0),
+    ) -> list[dict]:
         """Last-layer logits [B, Q, C] and codes [B, Q, 10] -> per frame {"boxes" [K, 9] (gravity centre),
         "scores" [K], "labels" [K]}: sigmoid over Q x C, global top-k (300), no NMS, centres inside
         ``post_center_range`` (``NMSFreeCoder``)."""
@@ -678,4 +824,3 @@ class CMT(nn.Module):
             keep = ((boxes[:, :3] >= r[:3]) & (boxes[:, :3] <= r[3:])).all(dim=1)
             out.append({"boxes": boxes[keep], "scores": val[keep], "labels": labels[keep]})
         return out
-

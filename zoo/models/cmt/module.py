@@ -25,6 +25,7 @@ Optimisation (``configure_optimizers``): AdamW (wd 0.01), image backbone lr × 0
 cycle (cosine) to ``lr · peak_ratio`` at 40 % of the steps, down to ``lr · 1e-4``; β1 cycles 0.9 -> 0.805 -> 0.9
 (mmcv's cyclic momentum, target ratio 0.8947); gradient clipping 35 is the trainer's ``gradient_clip_val``.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,11 +52,17 @@ class ModalMask3D:
     ``drop(batch, "camera" | "lidar")`` is the test-time variant.
     """
 
-    def __init__(self, p_image_off: float = 0.25, p_lidar_off: float = 0.25, mean: Sequence[float] = IMAGE_MEAN,
-                 std: Sequence[float] = IMAGE_STD):
+    def __init__(
+        self,
+        p_image_off: float = 0.25,
+        p_lidar_off: float = 0.25,
+        mean: Sequence[float] = IMAGE_MEAN,
+        std: Sequence[float] = IMAGE_STD,
+    ):
         if p_image_off < 0 or p_lidar_off < 0 or p_image_off + p_lidar_off > 1:
-            raise UserError(f"ModalMask3D: p_image_off {p_image_off} and p_lidar_off {p_lidar_off} must be >= 0 and "
-                            "sum to <= 1")
+            raise UserError(
+                f"ModalMask3D: p_image_off {p_image_off} and p_lidar_off {p_lidar_off} must be >= 0 and sum to <= 1"
+            )
         self.p_image_off, self.p_lidar_off = p_image_off, p_lidar_off
         self.black = [-m / s for m, s in zip(mean, std)]
 
@@ -104,8 +111,9 @@ def sigmoid_focal_sum(logits: torch.Tensor, labels: torch.Tensor, alpha: float =
     return sigmoid_focal_loss(logits, target, alpha=alpha, gamma=gamma, reduction="sum")
 
 
-def synthetic_cameras(num_views: int, height: int, width: int, focal: float | None = None,
-                      dtype=torch.float32) -> torch.Tensor:
+def synthetic_cameras(
+    num_views: int, height: int, width: int, focal: float | None = None, dtype=torch.float32
+) -> torch.Tensor:
     """lidar2img [V, 4, 4] of ``num_views`` pinhole cameras at the LiDAR origin, yawed 360°/V apart (view 0 looks
     along +x), principal point at the image centre: [K 0; 0 1] @ lidar2cam (camera x right, y down, z forward)."""
     f = focal or width / 2
@@ -127,47 +135,112 @@ class CMTModule(LightningModule):
     :class:`~zoo.models.cmt.model.CMT`); :meth:`detect` decodes the last layer into boxes.
     """
 
-    def __init__(self, modalities: str = "fusion", num_classes: int = 10, classes: Sequence[str] = CLASSES,
-                 point_cloud_range: Sequence[float] = (-54.0, -54.0, -5.0, 54.0, 54.0, 3.0),
-                 lidar_encoder: str = "voxel", voxel_size: Sequence[float] = (0.075, 0.075, 0.2),
-                 point_features: int = 5, pillar_filters: Sequence[int] = (64,),
-                 bev_layer_nums: Sequence[int] = (5, 5), bev_layer_strides: Sequence[int] = (1, 2),
-                 bev_num_filters: Sequence[int] = (128, 256), bev_upsample_strides: Sequence[float] = (1, 2),
-                 bev_upsample_filters: Sequence[int] = (256, 256),
-                 img_backbone: str = "ese_vovnet99b", img_out_indices: Sequence[int] = (3, 4),
-                 img_backbone_kwargs: dict | None = None, image_size: Sequence[int] = (640, 1600), num_views: int = 6,
-                 hidden_dim: int = 256, num_query: int = 900, depth_num: int = 64, num_layers: int = 6,
-                 num_heads: int = 8, ffn_dim: int = 1024, dropout: float = 0.1, head_conv: int = 64,
-                 final_kernel: int = 1, narrow_band_pe: bool = True, box_code_quirk: bool = True,
-                 clamp_query_anchors: bool = True, cross_attn_dropout: float = 0.0, camera_bev_query_pe: bool = True,
-                 ese_every_block: bool = True, img_norm_eval: bool = True,
-                 # objective
-                 cls_weight: float = 2.0, bbox_weight: float = 0.25, code_weights: Sequence[float] = CODE_WEIGHTS,
-                 bg_cls_weight: float = 0.1, dn_groups: int = 10, dn_noise_scale: float = 1.0,
-                 dn_split: float = 0.75, dn_weight: float = 1.0,
-                 modal_mask: bool = True, p_image_off: float = 0.25, p_lidar_off: float = 0.25,
-                 drop_modality: str | None = None, max_num: int = 300,
-                 # optimisation
-                 lr: float = 1e-4, weight_decay: float = 0.01, backbone_lr_mult: float = 0.01,
-                 backbone_decay_mult: float = 5.0,
-                 neck_lr_mult: float = 0.1, peak_ratio: float = 8.0, pct_start: float = 0.4,
-                 final_ratio: float = 1e-4, momentum_ratio: float = 0.8947):
+    def __init__(
+        self,
+        modalities: str = "fusion",
+        num_classes: int = 10,
+        classes: Sequence[str] = CLASSES,
+        point_cloud_range: Sequence[float] = (-54.0, -54.0, -5.0, 54.0, 54.0, 3.0),
+        lidar_encoder: str = "voxel",
+        voxel_size: Sequence[float] = (0.075, 0.075, 0.2),
+        point_features: int = 5,
+        pillar_filters: Sequence[int] = (64,),
+        bev_layer_nums: Sequence[int] = (5, 5),
+        bev_layer_strides: Sequence[int] = (1, 2),
+        bev_num_filters: Sequence[int] = (128, 256),
+        bev_upsample_strides: Sequence[float] = (1, 2),
+        bev_upsample_filters: Sequence[int] = (256, 256),
+        img_backbone: str = "ese_vovnet99b",
+        img_out_indices: Sequence[int] = (3, 4),
+        img_backbone_kwargs: dict | None = None,
+        image_size: Sequence[int] = (640, 1600),
+        num_views: int = 6,
+        hidden_dim: int = 256,
+        num_query: int = 900,
+        depth_num: int = 64,
+        num_layers: int = 6,
+        num_heads: int = 8,
+        ffn_dim: int = 1024,
+        dropout: float = 0.1,
+        head_conv: int = 64,
+        final_kernel: int = 1,
+        narrow_band_pe: bool = True,
+        box_code_quirk: bool = True,
+        clamp_query_anchors: bool = True,
+        cross_attn_dropout: float = 0.0,
+        camera_bev_query_pe: bool = True,
+        ese_every_block: bool = True,
+        img_norm_eval: bool = True,
+        # objective
+        cls_weight: float = 2.0,
+        bbox_weight: float = 0.25,
+        code_weights: Sequence[float] = CODE_WEIGHTS,
+        bg_cls_weight: float = 0.1,
+        dn_groups: int = 10,
+        dn_noise_scale: float = 1.0,
+        dn_split: float = 0.75,
+        dn_weight: float = 1.0,
+        modal_mask: bool = True,
+        p_image_off: float = 0.25,
+        p_lidar_off: float = 0.25,
+        drop_modality: str | None = None,
+        max_num: int = 300,
+        # optimisation
+        lr: float = 1e-4,
+        weight_decay: float = 0.01,
+        backbone_lr_mult: float = 0.01,
+        backbone_decay_mult: float = 5.0,
+        neck_lr_mult: float = 0.1,
+        peak_ratio: float = 8.0,
+        pct_start: float = 0.4,
+        final_ratio: float = 1e-4,
+        momentum_ratio: float = 0.8947,
+    ):
         super().__init__()
         self.save_hyperparameters()
         check_positive("num_classes", num_classes, where="CMTModule")
         if len(classes) != num_classes:
-            raise UserError(f"CMTModule: classes lists {len(classes)} names but num_classes is {num_classes}; give one "
-                            "name per class")
+            raise UserError(
+                f"CMTModule: classes lists {len(classes)} names but num_classes is {num_classes}; give one "
+                "name per class"
+            )
         if len(code_weights) != 10:
             raise UserError(f"code_weights needs 10 numbers (one per code dim), got {len(code_weights)}")
         if drop_modality is not None:
             check_choice("drop_modality", drop_modality, ("camera", "lidar"))
-        self.model = CMT(modalities, num_classes, point_cloud_range, lidar_encoder, voxel_size, point_features,
-                         pillar_filters, bev_layer_nums, bev_layer_strides, bev_num_filters, bev_upsample_strides,
-                         bev_upsample_filters, img_backbone, img_out_indices, img_backbone_kwargs, hidden_dim,
-                         num_query, depth_num, num_layers, num_heads, ffn_dim, dropout, head_conv, final_kernel,
-                         narrow_band_pe, box_code_quirk, clamp_query_anchors, cross_attn_dropout,
-                         camera_bev_query_pe, ese_every_block, img_norm_eval)
+        self.model = CMT(
+            modalities,
+            num_classes,
+            point_cloud_range,
+            lidar_encoder,
+            voxel_size,
+            point_features,
+            pillar_filters,
+            bev_layer_nums,
+            bev_layer_strides,
+            bev_num_filters,
+            bev_upsample_strides,
+            bev_upsample_filters,
+            img_backbone,
+            img_out_indices,
+            img_backbone_kwargs,
+            hidden_dim,
+            num_query,
+            depth_num,
+            num_layers,
+            num_heads,
+            ffn_dim,
+            dropout,
+            head_conv,
+            final_kernel,
+            narrow_band_pe,
+            box_code_quirk,
+            clamp_query_anchors,
+            cross_attn_dropout,
+            camera_bev_query_pe,
+            ese_every_block,
+            img_norm_eval,
+        )
         self.modal_masker = ModalMask3D(p_image_off, p_lidar_off)
         self.metric = None
         self.dropped_boxes = 0  # target boxes dropped for a size <= 0 or non-finite values (see _targets)
@@ -196,15 +269,20 @@ class CMTModule(LightningModule):
 
     def _inputs(self, batch: dict):
         cam, lid = self.model.use_camera, self.model.use_lidar
-        return (batch.get("points") if lid else None, batch.get("images") if cam else None,
-                batch.get("lidar2img") if cam else None)
+        return (
+            batch.get("points") if lid else None,
+            batch.get("images") if cam else None,
+            batch.get("lidar2img") if cam else None,
+        )
 
     def _targets(self, batch: dict):
         boxes = [b.float() for b in batch["boxes"]]
         if any(b.shape[-1] < 7 for b in boxes):
             raise UserError("CMT targets need boxes [M, 7 or 9] (x, y, z, dx, dy, dz, yaw[, vx, vy])")
-        boxes = [b if b.shape[-1] >= 9 else torch.cat([b[:, :7], b.new_full((b.shape[0], 2), float("nan"))], 1)
-                 for b in boxes]
+        boxes = [
+            b if b.shape[-1] >= 9 else torch.cat([b[:, :7], b.new_full((b.shape[0], 2), float("nan"))], 1)
+            for b in boxes
+        ]
         labels = [lab.long() for lab in batch["labels"]]
         if any(len(b) != len(lab) for b, lab in zip(boxes, labels)):
             raise UserError("CMT targets: every frame needs one label per box (boxes [M, 7 or 9], labels [M])")
@@ -215,9 +293,11 @@ class CMTModule(LightningModule):
         if dropped:
             self.dropped_boxes += dropped
             total = sum(len(b) for b in boxes)
-            warnings.warn(f"CMT: dropped {dropped} of {total} target boxes in this batch ({self.dropped_boxes} so far) "
-                          "with a size <= 0 or a non-finite centre/size/yaw; fix the dataset's boxes (dx, dy, dz > 0)",
-                          stacklevel=2)
+            warnings.warn(
+                f"CMT: dropped {dropped} of {total} target boxes in this batch ({self.dropped_boxes} so far) "
+                "with a size <= 0 or a non-finite centre/size/yaw; fix the dataset's boxes (dx, dy, dz > 0)",
+                stacklevel=2,
+            )
             boxes = [b[k] for b, k in zip(boxes, keep)]
             labels = [lab[k] for lab, k in zip(labels, keep)]
         return boxes, labels
@@ -234,8 +314,9 @@ class CMTModule(LightningModule):
         matches = []
         for i in range(b):
             codes = encode_boxes(boxes[i], hp.box_code_quirk)
-            rows, cols = match(cls[i].detach(), box[i].detach(), labels[i], codes, hp.cls_weight, hp.bbox_weight,
-                               hp.code_weights)
+            rows, cols = match(
+                cls[i].detach(), box[i].detach(), labels[i], codes, hp.cls_weight, hp.bbox_weight, hp.code_weights
+            )
             matches.append((rows, cols))
             tgt_labels[i, rows] = labels[i][cols]
             tgt_codes[i, rows] = codes[cols]
@@ -270,8 +351,18 @@ class CMTModule(LightningModule):
         dn = None
         kwargs = {}
         if hp.dn_groups > 0:
-            dn = prepare_denoising(boxes, labels, hp.num_query, hp.num_classes, hp.point_cloud_range, hp.dn_groups,
-                                   hp.dn_noise_scale, 0.0, hp.dn_split, generator)
+            dn = prepare_denoising(
+                boxes,
+                labels,
+                hp.num_query,
+                hp.num_classes,
+                hp.point_cloud_range,
+                hp.dn_groups,
+                hp.dn_noise_scale,
+                0.0,
+                hp.dn_split,
+                generator,
+            )
             kwargs = {"dn_anchors": dn.anchors.to(self.device), "attn_mask": dn.attn_mask.to(self.device)}
         out = self.model(*self._inputs(batch), **kwargs)
         pad = dn.pad_size if dn is not None else 0
@@ -315,19 +406,31 @@ class CMTModule(LightningModule):
     def figure_inputs(self, batch, outputs=None, max_items: int = 4, score_threshold: float = 0.3) -> dict:
         """A BEV figure spec (:func:`zoo.figures.bev_boxes`) of the first ``max_items`` frames: the LiDAR points
         (when the batch has them), the detections scoring >= ``score_threshold`` and the batch's boxes."""
-        dets = outputs if isinstance(outputs, list) and outputs and "scores" in outputs[0] else \
-            self.predict_step(batch, 0)
+        dets = (
+            outputs if isinstance(outputs, list) and outputs and "scores" in outputs[0] else self.predict_step(batch, 0)
+        )
         pts, gts = batch.get("points"), batch.get("boxes")
         frames = []
         for i, d in enumerate(dets[:max_items]):
             keep = d["scores"] >= score_threshold
-            frames.append({"points": pts[i][:, :3].cpu() if pts is not None else None,
-                           "pred_boxes": d["boxes"][keep].cpu(), "pred_scores": d["scores"][keep].cpu(),
-                           "gt_boxes": gts[i].cpu() if gts is not None else None, "name": f"frame {i}"})
-        modal = self.hparams.modalities + (f", {self.hparams.drop_modality} dropped" if self.hparams.drop_modality
-                                           else "")
-        return {"kind": "bev_boxes", "frames": frames, "point_cloud_range": list(self.hparams.point_cloud_range),
-                "title": f"CMT ({modal}) detections (score >= {score_threshold}) vs ground truth"}
+            frames.append(
+                {
+                    "points": pts[i][:, :3].cpu() if pts is not None else None,
+                    "pred_boxes": d["boxes"][keep].cpu(),
+                    "pred_scores": d["scores"][keep].cpu(),
+                    "gt_boxes": gts[i].cpu() if gts is not None else None,
+                    "name": f"frame {i}",
+                }
+            )
+        modal = self.hparams.modalities + (
+            f", {self.hparams.drop_modality} dropped" if self.hparams.drop_modality else ""
+        )
+        return {
+            "kind": "bev_boxes",
+            "frames": frames,
+            "point_cloud_range": list(self.hparams.point_cloud_range),
+            "title": f"CMT ({modal}) detections (score >= {score_threshold}) vs ground truth",
+        }
 
     def _eval_step(self, batch, stage: str):
         hp = self.hparams
@@ -347,10 +450,21 @@ class CMTModule(LightningModule):
         self.log(f"{stage}/loss", loss_cls + loss_bbox, batch_size=bs)
         dets = self.model.decode(cls, box, hp.max_num)
         if self.metric is not None:
-            self.metric.update([{"boxes": d["boxes"][:, :7], "scores": d["scores"], "labels": d["labels"],
-                                 "velocity": d["boxes"][:, 7:9]} for d in dets],
-                               [{"boxes": b[:, :7], "labels": lab, "velocity": b[:, 7:9].nan_to_num(0.0)}
-                                for b, lab in zip(boxes, labels)])
+            self.metric.update(
+                [
+                    {
+                        "boxes": d["boxes"][:, :7],
+                        "scores": d["scores"],
+                        "labels": d["labels"],
+                        "velocity": d["boxes"][:, 7:9],
+                    }
+                    for d in dets
+                ],
+                [
+                    {"boxes": b[:, :7], "labels": lab, "velocity": b[:, 7:9].nan_to_num(0.0)}
+                    for b, lab in zip(boxes, labels)
+                ],
+            )
 
     def _start_metric(self):
         from zoo.metrics.detection3d import NuScenesDetection
@@ -391,12 +505,16 @@ class CMTModule(LightningModule):
             return
         classes = getattr(dm, "classes", None)
         if classes is not None and list(classes) != list(self.hparams.classes):
-            raise UserError(f"the data module's classes {list(classes)} differ from the model's "
-                            f"{list(self.hparams.classes)}; set data classes to the model's")
+            raise UserError(
+                f"the data module's classes {list(classes)} differ from the model's "
+                f"{list(self.hparams.classes)}; set data classes to the model's"
+            )
         pcr = getattr(dm, "point_cloud_range", None)
         if pcr is not None and [float(v) for v in pcr] != [float(v) for v in self.hparams.point_cloud_range]:
-            raise UserError(f"data point_cloud_range {list(pcr)} differs from the model's "
-                            f"{list(self.hparams.point_cloud_range)}; use one range for both")
+            raise UserError(
+                f"data point_cloud_range {list(pcr)} differs from the model's "
+                f"{list(self.hparams.point_cloud_range)}; use one range for both"
+            )
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -408,14 +526,25 @@ class CMTModule(LightningModule):
             groups[key].append(p)
         mult = {"backbone": hp.backbone_lr_mult, "neck": hp.neck_lr_mult, "rest": 1.0}
         decay = {"backbone": hp.backbone_decay_mult, "neck": 1.0, "rest": 1.0}
-        params = [{"params": v, "lr": hp.lr * mult[k], "weight_decay": hp.weight_decay * decay[k]}
-                  for k, v in groups.items() if v]
+        params = [
+            {"params": v, "lr": hp.lr * mult[k], "weight_decay": hp.weight_decay * decay[k]}
+            for k, v in groups.items()
+            if v
+        ]
         opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay, betas=(0.9, 0.999))
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1000
         sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=[g["lr"] * hp.peak_ratio for g in params], total_steps=max(total, 2), pct_start=hp.pct_start,
-            anneal_strategy="cos", cycle_momentum=True, base_momentum=0.9 * hp.momentum_ratio, max_momentum=0.9,
-            div_factor=hp.peak_ratio, final_div_factor=1.0 / hp.final_ratio)
+            opt,
+            max_lr=[g["lr"] * hp.peak_ratio for g in params],
+            total_steps=max(total, 2),
+            pct_start=hp.pct_start,
+            anneal_strategy="cos",
+            cycle_momentum=True,
+            base_momentum=0.9 * hp.momentum_ratio,
+            max_momentum=0.9,
+            div_factor=hp.peak_ratio,
+            final_div_factor=1.0 / hp.final_ratio,
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     @classmethod

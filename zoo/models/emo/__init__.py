@@ -6,6 +6,7 @@ licence file); each entry carries that file's URL at a pinned commit and its git
 downloads it once, converts it (``zoo.models.emo.convert``) and caches the result (weights status ``official``).
 This file imports nothing heavy.
 """
+
 from zoo.registry import Entry, Metric, Paper
 
 PAPER = Paper(
@@ -45,8 +46,10 @@ OFFICIAL = {
     "5m": "3ea7450fa9c290c3c46f372c1f5cebe1198d1ce1",
     "6m": "10a248725247cf18b51e449dbd1a220354457c99",
 }
-_PROTOCOL = ("ImageNet-1k val, resize 256 (bicubic) -> centre crop 224; EMA weights at the best evaluated epoch "
-             "(official README / resources/EMO_*/log_train.txt)")
+_PROTOCOL = (
+    "ImageNet-1k val, resize 256 (bicubic) -> centre crop 224; EMA weights at the best evaluated epoch "
+    "(official README / resources/EMO_*/log_train.txt)"
+)
 RECIPE = (
     "ImageNet-1k, 300 epochs, batch 2048 (8 GPUs x 256), AdamW (0.9, 0.999), weight decay 0.05 (none on 1-D "
     "parameters and biases), lr 1.5e-3 x batch / 512 = 6e-3, per-iteration cosine to 1e-6 after a 20-epoch linear "
@@ -69,9 +72,11 @@ ENTRIES = [
         init_args={"variant": f"emo_{size}", "num_classes": 1000},
         paper=PAPER,
         license="other",
-        description=(f"EMO-{size.upper()}: an efficient mobile network of inverted residual mobile blocks (iRMB: "
-                     "depth-wise convolution + windowed attention in one residual block), ImageNet-1k classifier. "
-                     "forward(images) gives logits; forward_features / features_only for dense heads."),
+        description=(
+            f"EMO-{size.upper()}: an efficient mobile network of inverted residual mobile blocks (iRMB: "
+            "depth-wise convolution + windowed attention in one residual block), ImageNet-1k classifier. "
+            "forward(images) gives logits; forward_features / features_only for dense heads."
+        ),
         official_url=f"https://github.com/zhangzjn/EMO/raw/{_EMO_COMMIT}/resources/EMO_{size.upper()}/net.pth",
         official_hash=f"git-blob-sha1:{OFFICIAL[size]}",
         preprocess=PREPROCESS,
@@ -81,10 +86,12 @@ ENTRIES = [
         params=params,
         flops=flops,
         paper_metrics=(
-            Metric("image-classification", "imagenet-1k", "ImageNet-1k", "accuracy", top1, "validation", "top-1",
-                   _PROTOCOL),
-            Metric("image-classification", "imagenet-1k", "ImageNet-1k", "top-5", top5, "validation", "top-5",
-                   _PROTOCOL),
+            Metric(
+                "image-classification", "imagenet-1k", "ImageNet-1k", "accuracy", top1, "validation", "top-1", _PROTOCOL
+            ),
+            Metric(
+                "image-classification", "imagenet-1k", "ImageNet-1k", "top-5", top5, "validation", "top-5", _PROTOCOL
+            ),
         ),
         config="configs/emo.yaml" if size == "1m" else f"configs/emo-{size}.yaml",
         recipe=RECIPE,

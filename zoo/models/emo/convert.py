@@ -24,6 +24,7 @@ official                               zoo
 
     python -m zoo.models.emo.convert resources/EMO_1M/net.pth emo-1m out/emo-1m
 """
+
 from __future__ import annotations
 
 import re
@@ -59,7 +60,7 @@ def _unwrap(official: dict) -> dict:
 def convert_key(key: str) -> str:
     """One official key -> its zoo name (see the module table)."""
     if key.startswith("module."):
-        key = key[len("module."):]
+        key = key[len("module.") :]
     for pattern, repl in _PREFIXES:
         key, n = pattern.subn(repl, key)
         if n:
@@ -87,7 +88,8 @@ def to_official_state_dict(state: dict) -> dict:
     """The inverse of :func:`convert_state_dict`: zoo keys -> official names (a bare state_dict). LayerNorm2d
     layers are told from BatchNorm ones by their lack of running statistics."""
     ln_prefixes = {k.rsplit(".", 1)[0] for k in state if k.endswith("norm.weight")} - {
-        k.rsplit(".", 1)[0] for k in state if k.endswith("norm.running_mean")}
+        k.rsplit(".", 1)[0] for k in state if k.endswith("norm.running_mean")
+    }
     out = {}
     for key, value in state.items():
         k = key

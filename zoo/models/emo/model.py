@@ -29,17 +29,17 @@ with bias + BN, a stage-0 iRMB (no norm, no expansion, SE with reduction ratio 1
 4/8/16/32 with BN+SiLU (stages 1-2, attention off) and LN+GELU (stages 3-4, attention on), a final LayerNorm, global
 average pooling and a linear classifier.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from timm.layers import ConvNormAct, DropPath, LayerNorm2d, SqueezeExcite, trunc_normal_
+from torch import nn
 
-__all__ = ["iRMB", "EMO", "emo_1m", "emo_2m", "emo_5m", "emo_6m", "VARIANTS", "window_partition",
-           "window_unpartition"]
+__all__ = ["iRMB", "EMO", "emo_1m", "emo_2m", "emo_5m", "emo_6m", "VARIANTS", "window_partition", "window_unpartition"]
 
 _EPS = 1e-6  # every norm in the released model (BN and LN alike)
 
@@ -124,7 +124,7 @@ class iRMB(nn.Module):  # noqa: N801 - the paper's name
             self.dim_head = dim_head
             self.num_heads = dim_in // dim_head
             self.window_size = window_size
-            self.scale = dim_head ** -0.5
+            self.scale = dim_head**-0.5
             self.attn_drop = attn_drop
             self.qk = nn.Conv2d(dim_in, 2 * dim_in, 1, bias=qkv_bias)
         if v_proj or attn:
@@ -139,8 +139,15 @@ class iRMB(nn.Module):  # noqa: N801 - the paper's name
             self.v = self.v_act = nn.Identity()
         # the local (depth-wise) mixer is BN + SiLU in every stage, whatever the stage's activation
         self.conv_local = ConvNormAct(
-            dim_mid, dim_mid, dw_kernel_size, stride=stride, groups=dim_mid, bias=False,
-            norm_layer=nn.BatchNorm2d, act_layer=nn.SiLU, norm_kwargs={"eps": _EPS},
+            dim_mid,
+            dim_mid,
+            dw_kernel_size,
+            stride=stride,
+            groups=dim_mid,
+            bias=False,
+            norm_layer=nn.BatchNorm2d,
+            act_layer=nn.SiLU,
+            norm_kwargs={"eps": _EPS},
         )
         self.se = SqueezeExcite(dim_mid, rd_channels=dim_mid, act_layer=_ACTS[act]) if se else nn.Identity()
         self.proj_drop = nn.Dropout(proj_drop)
@@ -166,8 +173,11 @@ class iRMB(nn.Module):  # noqa: N801 - the paper's name
         # with attn_pre the attention mixes the (normalised) input; otherwise the activated values
         v = x if self.attn_pre else self.v_act(self.v(x))
         y = F.scaled_dot_product_attention(
-            q, k, self._heads(v, wh, ww),
-            dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale,
+            q,
+            k,
+            self._heads(v, wh, ww),
+            dropout_p=self.attn_drop if self.training else 0.0,
+            scale=self.scale,
         )  # [B·n_h·n_w, heads, w·w, d_v]
         Bn, nh, _, dv = y.shape
         y = y.transpose(-1, -2).reshape(Bn, nh * dv, wh, ww)
@@ -240,12 +250,14 @@ class EMO(nn.Module):
     ) -> None:
         super().__init__()
         n = len(depths)
-        embed_dims, exp_ratios, dim_heads = (_per_stage(v, n, k) for k, v in
-                                             (("embed_dims", embed_dims), ("exp_ratios", exp_ratios),
-                                              ("dim_heads", dim_heads)))
-        norms, acts, dw_ks, attn = (_per_stage(v, n, k) for k, v in
-                                    (("norms", norms), ("acts", acts), ("dw_kernel_sizes", dw_kernel_sizes),
-                                     ("attn", attn)))
+        embed_dims, exp_ratios, dim_heads = (
+            _per_stage(v, n, k)
+            for k, v in (("embed_dims", embed_dims), ("exp_ratios", exp_ratios), ("dim_heads", dim_heads))
+        )
+        norms, acts, dw_ks, attn = (
+            _per_stage(v, n, k)
+            for k, v in (("norms", norms), ("acts", acts), ("dw_kernel_sizes", dw_kernel_sizes), ("attn", attn))
+        )
         windows = _per_stage(window_sizes, n, "window_sizes")
         self.num_classes = num_classes
         self.drop_rate = drop_rate
@@ -255,12 +267,35 @@ class EMO(nn.Module):
             raise ValueError(f"EMO: out_indices must lie in 0..{n} (stage 0-{n}), got {self.out_indices}")
 
         # stem: 3x3 stride-2 conv WITH bias + BN, no activation (MSPatchEmb with one dilation in the official code)
-        self.stem = ConvNormAct(in_chans, stem_dim, dw_ks[0], stride=2, bias=True, apply_act=False,
-                                norm_layer=nn.BatchNorm2d, norm_kwargs={"eps": _EPS})
-        stages = [nn.Sequential(iRMB(
-            stem_dim, stem_dim, exp_ratio=1.0, norm=None, act=acts[0], v_proj=False, dw_kernel_size=dw_ks[0],
-            se=True, attn=False, qkv_bias=qkv_bias, attn_pre=attn_pre, proj_drop=proj_drop_rate, has_skip=False,
-        ))]
+        self.stem = ConvNormAct(
+            in_chans,
+            stem_dim,
+            dw_ks[0],
+            stride=2,
+            bias=True,
+            apply_act=False,
+            norm_layer=nn.BatchNorm2d,
+            norm_kwargs={"eps": _EPS},
+        )
+        stages = [
+            nn.Sequential(
+                iRMB(
+                    stem_dim,
+                    stem_dim,
+                    exp_ratio=1.0,
+                    norm=None,
+                    act=acts[0],
+                    v_proj=False,
+                    dw_kernel_size=dw_ks[0],
+                    se=True,
+                    attn=False,
+                    qkv_bias=qkv_bias,
+                    attn_pre=attn_pre,
+                    proj_drop=proj_drop_rate,
+                    has_skip=False,
+                )
+            )
+        ]
         self.feature_info = [{"num_chs": stem_dim, "reduction": 2, "module": "stages.0"}]
         dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         dim, reduction, k = stem_dim, 2, 0
@@ -268,12 +303,26 @@ class EMO(nn.Module):
             blocks = []
             for j in range(depths[i]):
                 first = j == 0  # downsampling block: stride 2, no skip, no attention, doubled expansion
-                blocks.append(iRMB(
-                    dim, embed_dims[i], exp_ratio=exp_ratios[i] * (2 if first else 1), norm=norms[i], act=acts[i],
-                    dw_kernel_size=dw_ks[i], stride=2 if first else 1, attn=attn[i] and not first,
-                    dim_head=dim_heads[i], window_size=windows[i], qkv_bias=qkv_bias, attn_pre=attn_pre,
-                    attn_drop=attn_drop_rate, proj_drop=proj_drop_rate, drop_path=dpr[k], has_skip=not first,
-                ))
+                blocks.append(
+                    iRMB(
+                        dim,
+                        embed_dims[i],
+                        exp_ratio=exp_ratios[i] * (2 if first else 1),
+                        norm=norms[i],
+                        act=acts[i],
+                        dw_kernel_size=dw_ks[i],
+                        stride=2 if first else 1,
+                        attn=attn[i] and not first,
+                        dim_head=dim_heads[i],
+                        window_size=windows[i],
+                        qkv_bias=qkv_bias,
+                        attn_pre=attn_pre,
+                        attn_drop=attn_drop_rate,
+                        proj_drop=proj_drop_rate,
+                        drop_path=dpr[k],
+                        has_skip=not first,
+                    )
+                )
                 dim, k = embed_dims[i], k + 1
             reduction *= 2
             stages.append(nn.Sequential(*blocks))
@@ -350,14 +399,34 @@ class EMO(nn.Module):
 
 # model/emo.py of the official repository (the timm port uses the same dict)
 VARIANTS: dict[str, dict] = {
-    "emo_1m": dict(depths=(2, 2, 8, 3), embed_dims=(32, 48, 80, 168), exp_ratios=(2.0, 2.5, 3.0, 3.5),
-                   dim_heads=(16, 16, 20, 21), drop_path_rate=0.04036),
-    "emo_2m": dict(depths=(3, 3, 9, 3), embed_dims=(32, 48, 120, 200), exp_ratios=(2.0, 2.5, 3.0, 3.5),
-                   dim_heads=(16, 16, 20, 20), drop_path_rate=0.05),
-    "emo_5m": dict(depths=(3, 3, 9, 3), embed_dims=(48, 72, 160, 288), exp_ratios=(2.0, 3.0, 4.0, 4.0),
-                   dim_heads=(24, 24, 32, 32), drop_path_rate=0.05),
-    "emo_6m": dict(depths=(3, 3, 9, 3), embed_dims=(48, 72, 160, 320), exp_ratios=(2.0, 3.0, 4.0, 5.0),
-                   dim_heads=(16, 24, 20, 32), drop_path_rate=0.05),
+    "emo_1m": dict(
+        depths=(2, 2, 8, 3),
+        embed_dims=(32, 48, 80, 168),
+        exp_ratios=(2.0, 2.5, 3.0, 3.5),
+        dim_heads=(16, 16, 20, 21),
+        drop_path_rate=0.04036,
+    ),
+    "emo_2m": dict(
+        depths=(3, 3, 9, 3),
+        embed_dims=(32, 48, 120, 200),
+        exp_ratios=(2.0, 2.5, 3.0, 3.5),
+        dim_heads=(16, 16, 20, 20),
+        drop_path_rate=0.05,
+    ),
+    "emo_5m": dict(
+        depths=(3, 3, 9, 3),
+        embed_dims=(48, 72, 160, 288),
+        exp_ratios=(2.0, 3.0, 4.0, 4.0),
+        dim_heads=(24, 24, 32, 32),
+        drop_path_rate=0.05,
+    ),
+    "emo_6m": dict(
+        depths=(3, 3, 9, 3),
+        embed_dims=(48, 72, 160, 320),
+        exp_ratios=(2.0, 3.0, 4.0, 5.0),
+        dim_heads=(16, 24, 20, 32),
+        drop_path_rate=0.05,
+    ),
 }
 
 

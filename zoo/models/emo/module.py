@@ -8,9 +8,11 @@ over ``warmup_epochs``, then cosine down to ``min_lr`` at the end of ``epochs`` 
 ``zoo.callbacks.EMA`` callback and ``trainer.gradient_clip_val`` in configs/emo.yaml. Metrics: top-1 / top-5
 (torchmetrics), logged as ``val/acc1``, ``val/acc5`` (``test/...`` in testing).
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +20,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from zoo.errors import check_choice, check_fits_data, check_positive
-from zoo.models.emo.model import VARIANTS, EMO
+from zoo.models.emo.model import EMO, VARIANTS
 from zoo.training import ClassificationEval, TimmScheduled, scaled_lr, warmup_cosine
 
 
@@ -55,8 +57,12 @@ class EMOModule(TimmScheduled, ClassificationEval, LightningModule):
     ) -> None:
         super().__init__()
         check_choice("variant", variant, sorted(VARIANTS), where="EMOModule")
-        check_positive("num_classes", num_classes, where="EMOModule",
-                       fix="set model.init_args.num_classes to the number of classes (1000 for ImageNet)")
+        check_positive(
+            "num_classes",
+            num_classes,
+            where="EMOModule",
+            fix="set model.init_args.num_classes to the number of classes (1000 for ImageNet)",
+        )
         check_positive("img_size", img_size, where="EMOModule")
         self.save_hyperparameters()
         kwargs: dict[str, Any] = {"num_classes": num_classes, "window_sizes": window_size, "attn_pre": attn_pre}
@@ -92,8 +98,9 @@ class EMOModule(TimmScheduled, ClassificationEval, LightningModule):
         decayed group first (the optimizer state layout of earlier checkpoints)."""
         from timm.optim import param_groups_weight_decay
 
-        groups = param_groups_weight_decay(self.model, self.hparams.weight_decay,
-                                           no_weight_decay_list=self.model.no_weight_decay())
+        groups = param_groups_weight_decay(
+            self.model, self.hparams.weight_decay, no_weight_decay_list=self.model.no_weight_decay()
+        )
         return sorted(groups, key=lambda g: g["weight_decay"] == 0.0)
 
     def configure_optimizers(self):
@@ -107,6 +114,8 @@ class EMOModule(TimmScheduled, ClassificationEval, LightningModule):
         total = int(round(per_epoch * (hp.epochs or max_epochs)))
         warmup = int(round(per_epoch * hp.warmup_epochs))
         if warmup >= total:
-            raise ValueError(f"warmup_epochs={hp.warmup_epochs} covers the whole schedule ({hp.epochs or max_epochs} "
-                             "epochs): lower warmup_epochs or raise epochs/max_epochs.")
+            raise ValueError(
+                f"warmup_epochs={hp.warmup_epochs} covers the whole schedule ({hp.epochs or max_epochs} "
+                "epochs): lower warmup_epochs or raise epochs/max_epochs."
+            )
         return {"optimizer": opt, "lr_scheduler": warmup_cosine(opt, total, warmup, hp.min_lr, hp.warmup_lr)}

@@ -6,6 +6,7 @@ One entry per backbone of the README table (R-50, R-101); both build CondInst at
 ``Base-BoxInst-nuscenes.yaml`` sizes (FPN 256, P3-P7, GN towers of 4, mask branch 128 -> 16 channels, 233 dynamic
 parameters per instance, 10 nuScenes classes).
 """
+
 from zoo.registry import Entry, Metric, Paper
 from zoo.results import Protocol, ResultSpec, Variant
 
@@ -34,26 +35,39 @@ SIZES = {
     "r101": (53_038_285, 36.22, 34.39),
 }
 
-_PROTOCOL = ("Serenos/LWSIS README: nuInsSeg val (157,879 instances), COCO mask AP; trained on the nuInsSeg train "
-             "images with PLA point labels from nuScenes 3D boxes + LiDAR (no mask labels)")
+_PROTOCOL = (
+    "Serenos/LWSIS README: nuInsSeg val (157,879 instances), COCO mask AP; trained on the nuInsSeg train "
+    "images with PLA point labels from nuScenes 3D boxes + LiDAR (no mask labels)"
+)
 
 RESULTS = ResultSpec(
     task="instance-segmentation",
     split="nuInsSeg val",
-    metrics={"mask_ap": ("mask-ap", "mask AP"), "mask_ap50": ("mask-ap50", "mask AP50"),
-             "mask_ap75": ("mask-ap75", "mask AP75")},
+    metrics={
+        "mask_ap": ("mask-ap", "mask AP"),
+        "mask_ap50": ("mask-ap50", "mask AP50"),
+        "mask_ap75": ("mask-ap75", "mask AP75"),
+    },
     protocols={
-        "val": Protocol("COCO mask AP (pycocotools) of the final weights on the validation images",
-                        {"mask_ap": "val/mask_ap", "mask_ap50": "val/mask_ap50", "mask_ap75": "val/mask_ap75"}),
+        "val": Protocol(
+            "COCO mask AP (pycocotools) of the final weights on the validation images",
+            {"mask_ap": "val/mask_ap", "mask_ap50": "val/mask_ap50", "mask_ap75": "val/mask_ap75"},
+        ),
     },
     variants={
-        "default": Variant("LWSIS + BoxInst: point loss (0.1) + geometric (0.2) and appearance (0.15) GCR, as "
-                           "released (per-point GCR edge term, instance weights (s - min) / (max - min + 1e-5))"),
-        "boxinst": Variant("the baseline row: BoxInst alone (PLA and GCR off), same schedule",
-                           ("--model.init_args.pla=false", "--model.init_args.gcr=false")),
-        "paper-gcr": Variant("GCR with the paper's pairwise edge loss -log(p_i p_j + (1-p_i)(1-p_j)) instead of "
-                             "the release's per-point -log(p_j^2 + (1-p_j)^2)",
-                             ("--model.init_args.gcr_pairwise=true",)),
+        "default": Variant(
+            "LWSIS + BoxInst: point loss (0.1) + geometric (0.2) and appearance (0.15) GCR, as "
+            "released (per-point GCR edge term, instance weights (s - min) / (max - min + 1e-5))"
+        ),
+        "boxinst": Variant(
+            "the baseline row: BoxInst alone (PLA and GCR off), same schedule",
+            ("--model.init_args.pla=false", "--model.init_args.gcr=false"),
+        ),
+        "paper-gcr": Variant(
+            "GCR with the paper's pairwise edge loss -log(p_i p_j + (1-p_i)(1-p_j)) instead of "
+            "the release's per-point -log(p_j^2 + (1-p_j)^2)",
+            ("--model.init_args.gcr_pairwise=true",),
+        ),
     },
     dataset_names={"nuinsseg": "nuInsSeg"},
     scale=100.0,
@@ -63,15 +77,41 @@ RESULTS = ResultSpec(
 
 def _paper_metrics(lwsis: float, boxinst: float) -> tuple[Metric, ...]:
     return (
-        Metric(task="instance-segmentation", dataset="nuinsseg", dataset_name="nuInsSeg", metric="mask-ap",
-               value=lwsis, split="val", name="mask AP (LWSIS + BoxInst)", protocol=_PROTOCOL),
-        Metric(task="instance-segmentation", dataset="nuinsseg", dataset_name="nuInsSeg", metric="mask-ap",
-               value=boxinst, split="val", name="mask AP (BoxInst baseline, 2D boxes)", protocol=_PROTOCOL),
+        Metric(
+            task="instance-segmentation",
+            dataset="nuinsseg",
+            dataset_name="nuInsSeg",
+            metric="mask-ap",
+            value=lwsis,
+            split="val",
+            name="mask AP (LWSIS + BoxInst)",
+            protocol=_PROTOCOL,
+        ),
+        Metric(
+            task="instance-segmentation",
+            dataset="nuinsseg",
+            dataset_name="nuInsSeg",
+            metric="mask-ap",
+            value=boxinst,
+            split="val",
+            name="mask AP (BoxInst baseline, 2D boxes)",
+            protocol=_PROTOCOL,
+        ),
     )
 
 
-TINY = {"depth": 18, "backbone_channels": [8, 16, 32, 64], "stem_width": 8, "fpn": 16, "tower": 1, "mask_ch": 8,
-        "mask_convs": 1, "mask_out": 8, "gn_groups": 8, "img_size": [64, 96]}
+TINY = {
+    "depth": 18,
+    "backbone_channels": [8, 16, 32, 64],
+    "stem_width": 8,
+    "fpn": 16,
+    "tower": 1,
+    "mask_ch": 8,
+    "mask_convs": 1,
+    "mask_out": 8,
+    "gn_groups": 8,
+    "img_size": [64, 96],
+}
 
 ENTRIES = [
     Entry(
@@ -80,57 +120,73 @@ ENTRIES = [
         init_args={"size": size, "num_classes": 10},
         paper=PAPER,
         license="AdelaiDet non-commercial (upstream code); nuScenes / nuInsSeg data CC BY-NC-SA 4.0",
-        description=(f"LWSIS on BoxInst with a ResNet-{size[1:]} FPN (P3-P7) CondInst: FCOS detector with GN towers, "
-                     "a controller emitting 233 dynamic mask-head parameters per instance, a 16-channel mask branch "
-                     "at stride 8, masks at stride 4. Trained without mask labels: 2D boxes (BoxInst projection + "
-                     "colour-affinity losses), LiDAR point labels from 3D boxes (PLA, point loss) and 3D / appearance "
-                     "graph consistency (GCR); inference is plain CondInst."),
-        preprocess={"input": "RGB float 0..255 [B, 3, H, W] (H, W multiples of 32), normalised inside with the "
-                             "detectron2 MSRA mean/std", "input_size": [3, 800, 1344],
-                    "train_resize": "short side random in 640..800 (multi-scale), long side <= 1333",
-                    "backbone_init": f"ImageNet MSRA ResNet-{size[1:]} (detectron2 R-{size[1:]}.pkl); random here",
-                    "pla": "offline per camera image: zoo.models.lwsis.pla.point_label_assignment (K = 100 points, "
-                           "20 used per instance)",
-                    "data_module": "zoo.data_modules.NuScenesInstanceSegDataModule"},
+        description=(
+            f"LWSIS on BoxInst with a ResNet-{size[1:]} FPN (P3-P7) CondInst: FCOS detector with GN towers, "
+            "a controller emitting 233 dynamic mask-head parameters per instance, a 16-channel mask branch "
+            "at stride 8, masks at stride 4. Trained without mask labels: 2D boxes (BoxInst projection + "
+            "colour-affinity losses), LiDAR point labels from 3D boxes (PLA, point loss) and 3D / appearance "
+            "graph consistency (GCR); inference is plain CondInst."
+        ),
+        preprocess={
+            "input": "RGB float 0..255 [B, 3, H, W] (H, W multiples of 32), normalised inside with the "
+            "detectron2 MSRA mean/std",
+            "input_size": [3, 800, 1344],
+            "train_resize": "short side random in 640..800 (multi-scale), long side <= 1333",
+            "backbone_init": f"ImageNet MSRA ResNet-{size[1:]} (detectron2 R-{size[1:]}.pkl); random here",
+            "pla": "offline per camera image: zoo.models.lwsis.pla.point_label_assignment (K = 100 points, "
+            "20 used per instance)",
+            "data_module": "zoo.data_modules.NuScenesInstanceSegDataModule",
+        },
         datasets=("nuinsseg",),
-        tags=("instance-segmentation", "weakly-supervised", "lidar", "autonomous-driving", "nuscenes", "boxinst",
-              "condinst"),
+        tags=(
+            "instance-segmentation",
+            "weakly-supervised",
+            "lidar",
+            "autonomous-driving",
+            "nuscenes",
+            "boxinst",
+            "condinst",
+        ),
         params=params,
         paper_metrics=_paper_metrics(ap, base),
         results=RESULTS,
         config=f"configs/lwsis-boxinst-{size}.yaml",
-        recipe=("Official Base-BoxInst-nuscenes.yaml: batch 16 (4 GPUs), SGD lr 0.05 momentum 0.9 wd 1e-4, linear "
-                "lr warm-up 1000 iterations, 10k iterations with steps at 6k / 8k, multi-scale short side 640-800; "
-                "loss warm-up min(iter / 1000, 1) on the pairwise term and every LWSIS term; point loss 0.1, "
-                "geometric GCR 0.2, appearance GCR 0.15; 64 mask proposals per image split over its GT boxes."),
-        limitations=("A detectron2 / AdelaiDet BoxInst or LWSIS checkpoint (trained .pth = {model, optimizer, "
-                     "scheduler, iteration}, or a model-zoo .pkl = {model: {name: numpy array}, __author__}) converts "
-                     f"with `python -m zoo.models.lwsis.convert FILE lwsis-boxinst-{size} out/lwsis-boxinst-{size}`: "
-                     "read without running code, every official key mapped (detectron2's BGR, std-1 input folded "
-                     "into the stem convolution), loaded strictly. "
-                     "Upstream code (Serenos/LWSIS, AdelaiDet) is non-commercial and the nuScenes images and "
-                     "nuInsSeg masks are CC BY-NC-SA 4.0: weights trained here inherit non-commercial terms. No "
-                     "weights are published and no ImageNet init is downloaded here (random init). The exact "
-                     "schedule behind the README numbers is ambiguous (10k iterations on 1/16 of the images vs the "
-                     "nuInsSeg 1x = 70k). Defaults follow the release (Serenos/LWSIS dynamic_mask_head.py), which "
-                     "produced the README numbers: the GCR edge term is its per-point -log(p_j^2 + (1-p_j)^2) (both "
-                     "operands broadcast along one axis; the paper's pairwise -log(p_i p_j + (1-p_i)(1-p_j)) is "
-                     "gcr_pairwise=true), and the instance weight is (s - min) / (max - min + 1e-5), 0 for a batch "
-                     "with a single GT box (no point loss, full GCR weight; zoo's earlier exact min-max with 0.5 for "
-                     "equal sizes is instance_weight_exact=true). Also as released: the ResNet bottlenecks stride in their 1x1 conv "
-                     "(detectron2 MSRA, STRIDE_IN_1X1; stride_in_3x3=true is timm's layout), BoxInst box masks cover "
-                     "the pixels int(x1)..int(x2) (box_mask_continuous=true: the float box) and the Lab colour "
-                     "similarity uses the byte-truncated stride-4 average (lab_from_float=true: unrounded); the "
-                     "appearance graph's similarity range runs over all node slots, padding included, and an "
-                     "instance with fewer than 2 LiDAR nodes has no graph (gcr_valid_nodes_only=true: zoo's earlier "
-                     "range over the valid pairs and single-node self-edge). "
-                     "Checked against the official code (tests/fixtures/lwsis): dynamic mask head, BoxInst terms, "
-                     "point loss, GCR graphs and losses, the whole converted network and PLA. PLA also follows the "
-                     "release: integer pixels, the sequential occlusion-filter pass (vectorised=true: zoo's earlier "
-                     "all-windows-at-once form) and synthetic points labelled like their set (ignore_synthetic=true: "
-                     "-1, the release's balance2/3 variants). "
-                     "Without nuInsSeg (the shared data) the evaluation masks are projected 3D-box hulls, which test "
-                     "the metric path, not segmentation quality."),
+        recipe=(
+            "Official Base-BoxInst-nuscenes.yaml: batch 16 (4 GPUs), SGD lr 0.05 momentum 0.9 wd 1e-4, linear "
+            "lr warm-up 1000 iterations, 10k iterations with steps at 6k / 8k, multi-scale short side 640-800; "
+            "loss warm-up min(iter / 1000, 1) on the pairwise term and every LWSIS term; point loss 0.1, "
+            "geometric GCR 0.2, appearance GCR 0.15; 64 mask proposals per image split over its GT boxes."
+        ),
+        limitations=(
+            "A detectron2 / AdelaiDet BoxInst or LWSIS checkpoint (trained .pth = {model, optimizer, "
+            "scheduler, iteration}, or a model-zoo .pkl = {model: {name: numpy array}, __author__}) converts "
+            f"with `python -m zoo.models.lwsis.convert FILE lwsis-boxinst-{size} out/lwsis-boxinst-{size}`: "
+            "read without running code, every official key mapped (detectron2's BGR, std-1 input folded "
+            "into the stem convolution), loaded strictly. "
+            "Upstream code (Serenos/LWSIS, AdelaiDet) is non-commercial and the nuScenes images and "
+            "nuInsSeg masks are CC BY-NC-SA 4.0: weights trained here inherit non-commercial terms. No "
+            "weights are published and no ImageNet init is downloaded here (random init). The exact "
+            "schedule behind the README numbers is ambiguous (10k iterations on 1/16 of the images vs the "
+            "nuInsSeg 1x = 70k). Defaults follow the release (Serenos/LWSIS dynamic_mask_head.py), which "
+            "produced the README numbers: the GCR edge term is its per-point -log(p_j^2 + (1-p_j)^2) (both "
+            "operands broadcast along one axis; the paper's pairwise -log(p_i p_j + (1-p_i)(1-p_j)) is "
+            "gcr_pairwise=true), and the instance weight is (s - min) / (max - min + 1e-5), 0 for a batch "
+            "with a single GT box (no point loss, full GCR weight; zoo's earlier exact min-max with 0.5 for "
+            "equal sizes is instance_weight_exact=true). Also as released: the ResNet bottlenecks stride in their 1x1 conv "
+            "(detectron2 MSRA, STRIDE_IN_1X1; stride_in_3x3=true is timm's layout), BoxInst box masks cover "
+            "the pixels int(x1)..int(x2) (box_mask_continuous=true: the float box) and the Lab colour "
+            "similarity uses the byte-truncated stride-4 average (lab_from_float=true: unrounded); the "
+            "appearance graph's similarity range runs over all node slots, padding included, and an "
+            "instance with fewer than 2 LiDAR nodes has no graph (gcr_valid_nodes_only=true: zoo's earlier "
+            "range over the valid pairs and single-node self-edge). "
+            "Checked against the official code (tests/fixtures/lwsis): dynamic mask head, BoxInst terms, "
+            "point loss, GCR graphs and losses, the whole converted network and PLA. PLA also follows the "
+            "release: integer pixels, the sequential occlusion-filter pass (vectorised=true: zoo's earlier "
+            "all-windows-at-once form) and synthetic points labelled like their set (ignore_synthetic=true: "
+            "-1, the release's balance2/3 variants). "
+            "Without nuInsSeg (the shared data) the evaluation masks are projected 3D-box hulls, which test "
+            "the metric path, not segmentation quality."
+        ),
         tiny_overrides=TINY,
     )
     for size, (params, ap, base) in SIZES.items()

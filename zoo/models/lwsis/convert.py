@@ -28,6 +28,7 @@ std. Any other key (a share tower, a semantic-loss head) is refused by name.
 
 ``python -m zoo.models.lwsis.convert CHECKPOINT NAME OUT_DIR`` writes a zoo Hub folder.
 """
+
 from __future__ import annotations
 
 import re
@@ -44,19 +45,29 @@ RELEASE_PIXEL_STD = (1.0, 1.0, 1.0)  # detectron2 MSRA default, BGR order
 _RULES = (
     (r"backbone\.bottom_up\.stem\.conv1\.weight", "backbone.conv1.weight"),
     (r"backbone\.bottom_up\.stem\.conv1\.norm\.(\w+)", r"backbone.bn1.\1"),
-    (r"backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.weight",
-     lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.conv{m[3]}.weight"),
-    (r"backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.norm\.(\w+)",
-     lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.bn{m[3]}.{m[4]}"),
-    (r"backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.weight",
-     lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.downsample.0.weight"),
-    (r"backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.norm\.(\w+)",
-     lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.downsample.1.{m[3]}"),
+    (
+        r"backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.weight",
+        lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.conv{m[3]}.weight",
+    ),
+    (
+        r"backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.norm\.(\w+)",
+        lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.bn{m[3]}.{m[4]}",
+    ),
+    (
+        r"backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.weight",
+        lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.downsample.0.weight",
+    ),
+    (
+        r"backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.norm\.(\w+)",
+        lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.downsample.1.{m[3]}",
+    ),
     (r"backbone\.fpn_lateral([345])\.(weight|bias)", lambda m: f"fpn.inner_blocks.{int(m[1]) - 3}.0.{m[2]}"),
     (r"backbone\.fpn_output([345])\.(weight|bias)", lambda m: f"fpn.layer_blocks.{int(m[1]) - 3}.0.{m[2]}"),
     (r"backbone\.top_block\.(p6|p7)\.(weight|bias)", r"fpn.extra_blocks.\1.\2"),
-    (r"proposal_generator\.fcos_head\.((?:cls|bbox)_tower\.\d+|cls_logits|bbox_pred|ctrness)\.(weight|bias)",
-     r"head.\1.\2"),
+    (
+        r"proposal_generator\.fcos_head\.((?:cls|bbox)_tower\.\d+|cls_logits|bbox_pred|ctrness)\.(weight|bias)",
+        r"head.\1.\2",
+    ),
     (r"proposal_generator\.fcos_head\.scales\.(\d)\.scale", r"head.scales.\1.scale"),
     (r"controller\.(weight|bias)", r"head.controller.\1"),
     (r"mask_branch\.((?:refine|tower)\.[\w.]+)", r"mask_branch.\1"),
@@ -70,7 +81,7 @@ def _unwrap(official: dict) -> dict:
         raise UserError(f"not a detectron2 checkpoint: 'model' holds a {type(state).__name__}, not a state_dict")
     out = {}
     for k, v in state.items():
-        k = k[len("module."):] if k.startswith("module.") else k
+        k = k[len("module.") :] if k.startswith("module.") else k
         if not torch.is_tensor(v):
             try:
                 v = torch.as_tensor(v)  # model-zoo .pkl: numpy arrays
@@ -93,8 +104,10 @@ def convert_state_dict(official: dict, pixel_std=RELEASE_PIXEL_STD, bgr: bool = 
         if k == "mask_head.sizes_of_interest":
             want = [*SIZES_OF_INTEREST, SIZES_OF_INTEREST[-1] * 2]
             if v.tolist() != want:
-                raise UserError(f"mask_head.sizes_of_interest is {v.tolist()}, zoo's CondInst uses {want} (FCOS "
-                                "SIZES_OF_INTEREST [64, 128, 256, 512]): a checkpoint of another configuration")
+                raise UserError(
+                    f"mask_head.sizes_of_interest is {v.tolist()}, zoo's CondInst uses {want} (FCOS "
+                    "SIZES_OF_INTEREST [64, 128, 256, 512]): a checkpoint of another configuration"
+                )
             continue
         for pattern, repl in _RULES:
             m = re.fullmatch(pattern, k)
@@ -104,8 +117,10 @@ def convert_state_dict(official: dict, pixel_std=RELEASE_PIXEL_STD, bgr: bool = 
         else:
             unknown.append(k)
     if unknown:
-        raise UserError(f"{len(unknown)} checkpoint key(s) have no place in zoo's CondInst: {unknown[:4]} (a share "
-                        "tower, semantic-loss head or another architecture is not supported)")
+        raise UserError(
+            f"{len(unknown)} checkpoint key(s) have no place in zoo's CondInst: {unknown[:4]} (a share "
+            "tower, semantic-loss head or another architecture is not supported)"
+        )
     for lvl in range(5):
         k = f"head.scales.{lvl}.scale"
         if k in out:

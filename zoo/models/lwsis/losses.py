@@ -13,6 +13,7 @@
 - LWSIS point loss (:func:`point_loss`): per-instance-weighted BCE of mask logits sampled at PLA points.
 - LWSIS GCR (:func:`geometric_graph`, :func:`appearance_graph`, :func:`graph_loss`).
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,8 +24,9 @@ INF = 1e8
 
 
 # ------------------------------------------------------------------------------------------------------ FCOS
-def fcos_targets(locations: torch.Tensor, level: torch.Tensor, boxes: torch.Tensor, strides, sizes,
-                 radius: float = 1.5):
+def fcos_targets(
+    locations: torch.Tensor, level: torch.Tensor, boxes: torch.Tensor, strides, sizes, radius: float = 1.5
+):
     """``locations [L, 2]``, ``level [L]``, one image's GT ``boxes [G, 4]`` -> (matched GT index ``[L]`` (−1 =
     background), ltrb targets ``[L, 4]``)."""
     n = locations.shape[0]
@@ -50,8 +52,9 @@ def fcos_targets(locations: torch.Tensor, level: torch.Tensor, boxes: torch.Tens
 
 def centerness_target(ltrb: torch.Tensor) -> torch.Tensor:
     lr, tb = ltrb[:, 0::2], ltrb[:, 1::2]
-    return torch.sqrt((lr.min(1).values / lr.max(1).values).clamp(min=0)
-                      * (tb.min(1).values / tb.max(1).values).clamp(min=0))
+    return torch.sqrt(
+        (lr.min(1).values / lr.max(1).values).clamp(min=0) * (tb.min(1).values / tb.max(1).values).clamp(min=0)
+    )
 
 
 def fcos_losses(logits, reg, ctr, locations, matched, ltrb_t, labels):
@@ -101,8 +104,9 @@ def dice_loss(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-5) -> torch.Tens
 def projection_loss(mask_probs: torch.Tensor, box_mask: torch.Tensor) -> torch.Tensor:
     """BoxInst Eq. 2: dice(max_y mask, max_y box) + dice(max_x mask, max_x box), per instance ``[R]``.
     ``mask_probs``, ``box_mask``: ``[R, h, w]``."""
-    return (dice_loss(mask_probs.max(1).values, box_mask.max(1).values)
-            + dice_loss(mask_probs.max(2).values, box_mask.max(2).values))
+    return dice_loss(mask_probs.max(1).values, box_mask.max(1).values) + dice_loss(
+        mask_probs.max(2).values, box_mask.max(2).values
+    )
 
 
 def _neighbours(x: torch.Tensor, k: int = 3, dilation: int = 2) -> torch.Tensor:
@@ -111,15 +115,14 @@ def _neighbours(x: torch.Tensor, k: int = 3, dilation: int = 2) -> torch.Tensor:
     pad = dilation * (k - 1) // 2
     u = F.unfold(x, kernel_size=k, dilation=dilation, padding=pad).reshape(n, c, k * k, h, w)
     centre = k * k // 2
-    return torch.cat([u[:, :, :centre], u[:, :, centre + 1:]], 2)
+    return torch.cat([u[:, :, :centre], u[:, :, centre + 1 :]], 2)
 
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """sRGB ``[..., 3, h, w]`` in 0..255 -> CIE Lab (D65), as skimage.color.rgb2lab."""
     c = rgb / 255.0
     c = torch.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
-    m = c.new_tensor([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169],
-                      [0.019334, 0.119193, 0.950227]])
+    m = c.new_tensor([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]])
     xyz = torch.einsum("ij,...jhw->...ihw", m, c)
     xyz = xyz / c.new_tensor([0.95047, 1.0, 1.08883])[:, None, None]
     f = torch.where(xyz > 0.008856, xyz.clamp(min=1e-12) ** (1 / 3), 7.787 * xyz + 16 / 116)
@@ -129,8 +132,9 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     return torch.cat([l, a, b], -3)
 
 
-def color_similarity(images: torch.Tensor, stride: int = 4, dilation: int = 2,
-                     from_float: bool = False) -> torch.Tensor:
+def color_similarity(
+    images: torch.Tensor, stride: int = 4, dilation: int = 2, from_float: bool = False
+) -> torch.Tensor:
     """``images [B, 3, H, W]`` RGB 0..255 -> ``[B, 8, H/s, W/s]``: exp(−‖lab_i − lab_j‖ / 2) between each stride-``s``
     average-pooled pixel and its 8 dilated neighbours (BoxInst §3.2).
 
@@ -151,8 +155,9 @@ def pairwise_log_same(logits: torch.Tensor, dilation: int = 2) -> torch.Tensor:
     return torch.logaddexp(fg + nfg, bg + nbg)
 
 
-def pairwise_loss(logits: torch.Tensor, similarity: torch.Tensor, box_mask: torch.Tensor, thresh: float = 0.3,
-                  dilation: int = 2) -> torch.Tensor:
+def pairwise_loss(
+    logits: torch.Tensor, similarity: torch.Tensor, box_mask: torch.Tensor, thresh: float = 0.3, dilation: int = 2
+) -> torch.Tensor:
     """BoxInst Eq. 4: mean of −log P(y_i = y_j) over the edges with colour similarity ≥ ``thresh`` whose centre
     pixel lies in the box. ``logits [R, 1, h, w]``, ``similarity [R, 8, h, w]`` (each instance's image),
     ``box_mask [R, h, w]``."""
@@ -169,7 +174,7 @@ def instance_weights(boxes: torch.Tensor, exact: bool = False) -> torch.Tensor:
     (s − min s) / (max s − min s + 1e-5), so with one GT box in the batch (or boxes all of one size) every weight is
     0: the point loss vanishes and the GCR terms get the full weight 1 − w = 1. ``exact``: zoo's earlier form,
     (s − min s) / (max s − min s) and 0.5 for every box when all sizes are equal."""
-    s = torch.sqrt(((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=0) / 96.0 ** 2)
+    s = torch.sqrt(((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=0) / 96.0**2)
     if s.numel() == 0:
         return s
     span = s.max() - s.min()
@@ -188,8 +193,9 @@ def sample_logits(logits: torch.Tensor, coords: torch.Tensor, stride: int = 4) -
     return F.grid_sample(logits, g[:, :, None, :].to(logits.dtype), mode="bilinear", align_corners=False)[:, 0, :, 0]
 
 
-def point_loss(logits: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
-               stride: int = 4) -> torch.Tensor:
+def point_loss(
+    logits: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, stride: int = 4
+) -> torch.Tensor:
     """LWSIS Eq. 5: mean over the R×P entries of w_r · 1[y ≠ −1] · BCE(m_r(x_rp), y_rp). ``labels [R, P]`` in
     {1 fg, 0 bg, −1 ignore}, ``weights [R]``."""
     if logits.shape[0] == 0:
@@ -224,8 +230,9 @@ def geometric_graph(xyz: torch.Tensor, valid: torch.Tensor, thresh: float = 0.5,
     return (s >= thresh) & pair & _enough_nodes(valid, min_nodes)
 
 
-def appearance_graph(feats: torch.Tensor, valid: torch.Tensor, thresh: float = 0.3, padded_range: bool = True,
-                     min_nodes: int = 2) -> torch.Tensor:
+def appearance_graph(
+    feats: torch.Tensor, valid: torch.Tensor, thresh: float = 0.3, padded_range: bool = True, min_nodes: int = 2
+) -> torch.Tensor:
     """LWSIS §3.4 appearance graph: ``feats [G, N, C]`` (detached P3 features sampled at the N node slots) -> bool
     ``[G, N, N]``: S = FFᵀ / (max S − min S + 1e-5) > ``thresh`` on the valid pairs.
 
@@ -245,8 +252,9 @@ def appearance_graph(feats: torch.Tensor, valid: torch.Tensor, thresh: float = 0
     return (s > thresh) & pair & _enough_nodes(valid, min_nodes)
 
 
-def graph_loss(point_logits: torch.Tensor, adjacency: torch.Tensor, weights: torch.Tensor,
-               pairwise: bool = False) -> torch.Tensor:
+def graph_loss(
+    point_logits: torch.Tensor, adjacency: torch.Tensor, weights: torch.Tensor, pairwise: bool = False
+) -> torch.Tensor:
     """Σ_edges (1 − w_r) ℓ_ij / #edges over the graph ``adjacency`` (LWSIS Eq. 7-8). ``point_logits [R, N]`` (mask
     logits of proposal r at its GT's nodes), ``adjacency [R, N, N]`` bool, ``weights [R]``.
 

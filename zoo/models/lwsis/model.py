@@ -14,6 +14,7 @@ Sizes (the official ``configs/BoxInst/Base-BoxInst-nuscenes.yaml``): stated once
 Shapes: images ``[B, 3, H, W]`` float RGB in 0..255 (normalised inside with the detectron2 MSRA pixel mean / std);
 FPN levels P3..P7 at strides 8..128; mask features ``[B, C_mask, H/8, W/8]``; mask logits at stride 4.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,10 +41,26 @@ __all__ = [
 #: name -> architecture. ``depth``: ResNet depth; ``fpn``: FPN channels; ``mask_ch`` / ``mask_out``: mask branch width /
 #: output channels (BoxInst 16, CondInst 8); ``dyn_ch``: dynamic-head width; ``tower``: FCOS tower depth.
 SIZES = {
-    "r50": {"depth": 50, "fpn": 256, "tower": 4, "mask_ch": 128, "mask_convs": 4, "mask_out": 16, "dyn_ch": 8,
-            "dyn_layers": 3},
-    "r101": {"depth": 101, "fpn": 256, "tower": 4, "mask_ch": 128, "mask_convs": 4, "mask_out": 16, "dyn_ch": 8,
-             "dyn_layers": 3},
+    "r50": {
+        "depth": 50,
+        "fpn": 256,
+        "tower": 4,
+        "mask_ch": 128,
+        "mask_convs": 4,
+        "mask_out": 16,
+        "dyn_ch": 8,
+        "dyn_layers": 3,
+    },
+    "r101": {
+        "depth": 101,
+        "fpn": 256,
+        "tower": 4,
+        "mask_ch": 128,
+        "mask_convs": 4,
+        "mask_out": 16,
+        "dyn_ch": 8,
+        "dyn_layers": 3,
+    },
 }
 STRIDES = (8, 16, 32, 64, 128)
 SIZES_OF_INTEREST = (64, 128, 256, 512)  # FCOS level ranges; the last level is unbounded
@@ -106,8 +123,16 @@ class FCOSHead(nn.Module):
     one stride per side and cannot die, used by the short CPU demo from random init), centerness on the box tower,
     and CondInst's controller (a 3x3 conv on the box tower emitting the dynamic-head parameters)."""
 
-    def __init__(self, channels: int, num_classes: int, tower: int, num_params: int, num_levels: int = 5,
-                 gn_groups: int = 32, box_activation: str = "relu"):
+    def __init__(
+        self,
+        channels: int,
+        num_classes: int,
+        tower: int,
+        num_params: int,
+        num_levels: int = 5,
+        gn_groups: int = 32,
+        box_activation: str = "relu",
+    ):
         super().__init__()
         if box_activation not in ("relu", "exp"):
             raise ValueError(f"box_activation must be 'relu' (AdelaiDet) or 'exp' (FCOS paper), got {box_activation!r}")
@@ -181,8 +206,14 @@ class DynamicMaskHead(nn.Module):
         self.num_params = sum(self.weight_nums) + sum(self.bias_nums)
         self.mask_stride, self.out_stride = mask_stride, out_stride
 
-    def forward(self, mask_feats: torch.Tensor, params: torch.Tensor, im_inds: torch.Tensor,
-                locations: torch.Tensor, soi: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        mask_feats: torch.Tensor,
+        params: torch.Tensor,
+        im_inds: torch.Tensor,
+        locations: torch.Tensor,
+        soi: torch.Tensor,
+    ) -> torch.Tensor:
         """``mask_feats [B, C, h, w]``; per instance ``params [R, P]``, image index ``im_inds [R]``, location
         ``locations [R, 2]`` (image px), size of interest ``soi [R]`` -> mask logits ``[R, 1, 2h, 2w]`` (stride 4)."""
         r = params.shape[0]
@@ -211,11 +242,26 @@ class CondInst(nn.Module):
     masks of the kept detections (inference: the same network, LWSIS adds nothing at test time).
     """
 
-    def __init__(self, depth: int = 50, num_classes: int = 10, fpn: int = 256, tower: int = 4, mask_ch: int = 128,
-                 mask_convs: int = 4, mask_out: int = 16, dyn_ch: int = 8, dyn_layers: int = 3,
-                 backbone_channels: tuple[int, ...] | None = None, stem_width: int = 64, gn_groups: int = 32,
-                 freeze_at: int = 2, frozen_bn: bool = True, num_levels: int = 5, box_activation: str = "relu",
-                 stride_in_3x3: bool = False):
+    def __init__(
+        self,
+        depth: int = 50,
+        num_classes: int = 10,
+        fpn: int = 256,
+        tower: int = 4,
+        mask_ch: int = 128,
+        mask_convs: int = 4,
+        mask_out: int = 16,
+        dyn_ch: int = 8,
+        dyn_layers: int = 3,
+        backbone_channels: tuple[int, ...] | None = None,
+        stem_width: int = 64,
+        gn_groups: int = 32,
+        freeze_at: int = 2,
+        frozen_bn: bool = True,
+        num_levels: int = 5,
+        box_activation: str = "relu",
+        stride_in_3x3: bool = False,
+    ):
         super().__init__()
         name = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101"}.get(depth)
         if name is None:
@@ -263,12 +309,26 @@ class CondInst(nn.Module):
         ``reg``, ``ctr``, ``params`` and ``mask_feats [B, C, H/8, W/8]``, ``p3`` (the FPN P3 map, for GCR)."""
         feats = self.features(images)
         logits, reg, ctr, params = self.head(feats, self.strides)
-        return {"logits": logits, "reg": reg, "ctr": ctr, "params": params,
-                "mask_feats": self.mask_branch(feats[:3]), "p3": feats[0]}
+        return {
+            "logits": logits,
+            "reg": reg,
+            "ctr": ctr,
+            "params": params,
+            "mask_feats": self.mask_branch(feats[:3]),
+            "p3": feats[0],
+        }
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor, score_thresh: float = 0.05, pre_nms_topk: int = 1000,
-                nms_thresh: float = 0.6, max_dets: int = 100, mask_thresh: float = 0.5, out: dict | None = None):
+    def predict(
+        self,
+        images: torch.Tensor,
+        score_thresh: float = 0.05,
+        pre_nms_topk: int = 1000,
+        nms_thresh: float = 0.6,
+        max_dets: int = 100,
+        mask_thresh: float = 0.5,
+        out: dict | None = None,
+    ):
         """Detections per image: ``boxes [n, 4]`` (x1, y1, x2, y2), ``scores [n]`` (sqrt(cls · centerness), FCOS
         "thresh_with_ctr"), ``labels [n]``, ``masks [n, H, W]`` bool and ``mask_probs`` (same, float)."""
         out = self(images) if out is None else out
@@ -291,18 +351,28 @@ class CondInst(nn.Module):
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
             k = batched_nms(boxes, s, cls, nms_thresh)[:max_dets]
             loc, cls, s, boxes = loc[k], cls[k], s[k], boxes[k]
-            logits = self.dynamic(out["mask_feats"], flat["params"][i][loc], torch.full_like(loc, i),
-                                  flat["locations"][loc], soi[flat["level"][loc]])
-            probs = F.interpolate(logits.sigmoid(), size=(h, w), mode="bilinear", align_corners=False)[:, 0] \
-                if logits.shape[0] else logits.new_zeros(0, h, w)
-            results.append({"boxes": boxes, "scores": s, "labels": cls, "masks": probs > mask_thresh,
-                            "mask_probs": probs})
+            logits = self.dynamic(
+                out["mask_feats"],
+                flat["params"][i][loc],
+                torch.full_like(loc, i),
+                flat["locations"][loc],
+                soi[flat["level"][loc]],
+            )
+            probs = (
+                F.interpolate(logits.sigmoid(), size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+                if logits.shape[0]
+                else logits.new_zeros(0, h, w)
+            )
+            results.append(
+                {"boxes": boxes, "scores": s, "labels": cls, "masks": probs > mask_thresh, "mask_probs": probs}
+            )
         return results
 
 
 def flatten_outputs(out: dict, strides=STRIDES) -> dict:
     """Per-level head outputs -> flat per-location tensors: ``logits [B, L, K]``, ``reg [B, L, 4]``, ``ctr [B, L]``,
     ``params [B, L, P]``, ``locations [L, 2]``, ``level [L]`` (L = Σ h·w over levels, level-major)."""
+
     def cat(key):
         return torch.cat([t.flatten(2).transpose(1, 2) for t in out[key]], 1)
 
@@ -311,5 +381,11 @@ def flatten_outputs(out: dict, strides=STRIDES) -> dict:
         h, w = t.shape[-2:]
         locs.append(compute_locations(h, w, strides[lvl], t.device, t.dtype))
         level.append(torch.full((h * w,), lvl, dtype=torch.long, device=t.device))
-    return {"logits": cat("logits"), "reg": cat("reg"), "ctr": cat("ctr")[..., 0], "params": cat("params"),
-            "locations": torch.cat(locs), "level": torch.cat(level)}
+    return {
+        "logits": cat("logits"),
+        "reg": cat("reg"),
+        "ctr": cat("ctr")[..., 0],
+        "params": cat("params"),
+        "locations": torch.cat(locs),
+        "level": torch.cat(level),
+    }

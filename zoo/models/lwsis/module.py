@@ -30,6 +30,7 @@ CondInst's: FCOS detections, NMS, one dynamic mask per detection, no LWSIS cost.
 Optimisation (detectron2 defaults of the config): SGD momentum 0.9, weight decay 1e-4, base lr 0.05 at batch 16,
 linear warm-up over 1000 iterations from 0.001×, ×0.1 at the ``steps``; ``max_steps`` iterations.
 """
+
 from __future__ import annotations
 
 import torch
@@ -45,29 +46,29 @@ ARCH_KEYS = ("depth", "fpn", "tower", "mask_ch", "mask_convs", "mask_out", "dyn_
 
 class LWSISModule(LightningModule):
     """Args:
-        size: "r50" | "r101" (:data:`zoo.models.lwsis.model.SIZES`); the keys of ``ARCH_KEYS`` and
-            ``backbone_channels`` / ``stem_width`` / ``gn_groups`` override it (CPU demo, tests).
-        num_classes: 10 nuScenes detection classes.
-        box_activation: "relu" (AdelaiDet's normalised FCOS regression, the paper recipe) | "exp" (the FCOS paper's
-            original exp(s·x); the CPU demo uses it: from random init on a few tiny boxes the ReLU branch can die).
-        stride_in_3x3: timm's ResNet layout (a downsampling bottleneck strides in its 3x3 conv) instead of the
-            release's detectron2 MSRA layout (stride in the first 1x1, ``RESNETS.STRIDE_IN_1X1``) (default off).
-        pla, gcr: LWSIS's point loss / graph regulariser on (off: BoxInst).
-        point_weight, geo_weight, app_weight: 0.1, 0.2, 0.15; loss_warmup_iters: 1000.
-        geo_thresh, app_thresh: graph edge thresholds (0.5, 0.3).
-        gcr_pairwise: the paper's pairwise GCR edge loss instead of the release's per-point collapse (default off).
-        instance_weight_exact: exact min-max instance weights, 0.5 when all GT sizes are equal (zoo's earlier
-            form) instead of the release's (s − min) / (max − min + 1e-5) (default off).
-        box_mask_continuous: box masks from the float box (x1 <= x < x2, zoo's earlier form) instead of the
-            release's integer pixel rows / columns int(x1) .. int(x2) inclusive (default off).
-        lab_from_float: Lab colour similarity of the unrounded stride-4 average (zoo's earlier form) instead of the
-            release's byte-truncated average (default off).
-        gcr_valid_nodes_only: zoo's earlier GCR graphs: the appearance similarity range over the valid node pairs
-            only and a self-edge for a single-node instance, instead of the release's range over all node slots
-            (padding included) and no graph below 2 nodes (default off).
-        pairwise_thresh, pairwise_dilation: 0.3, 2; bottom_pixels_removed: 10; topk_proposals: 64.
-        lr, momentum, weight_decay, steps, max_steps, lr_warmup_iters: the schedule.
-        img_size: (H, W) of ``example_input_array``.
+    size: "r50" | "r101" (:data:`zoo.models.lwsis.model.SIZES`); the keys of ``ARCH_KEYS`` and
+        ``backbone_channels`` / ``stem_width`` / ``gn_groups`` override it (CPU demo, tests).
+    num_classes: 10 nuScenes detection classes.
+    box_activation: "relu" (AdelaiDet's normalised FCOS regression, the paper recipe) | "exp" (the FCOS paper's
+        original exp(s·x); the CPU demo uses it: from random init on a few tiny boxes the ReLU branch can die).
+    stride_in_3x3: timm's ResNet layout (a downsampling bottleneck strides in its 3x3 conv) instead of the
+        release's detectron2 MSRA layout (stride in the first 1x1, ``RESNETS.STRIDE_IN_1X1``) (default off).
+    pla, gcr: LWSIS's point loss / graph regulariser on (off: BoxInst).
+    point_weight, geo_weight, app_weight: 0.1, 0.2, 0.15; loss_warmup_iters: 1000.
+    geo_thresh, app_thresh: graph edge thresholds (0.5, 0.3).
+    gcr_pairwise: the paper's pairwise GCR edge loss instead of the release's per-point collapse (default off).
+    instance_weight_exact: exact min-max instance weights, 0.5 when all GT sizes are equal (zoo's earlier
+        form) instead of the release's (s − min) / (max − min + 1e-5) (default off).
+    box_mask_continuous: box masks from the float box (x1 <= x < x2, zoo's earlier form) instead of the
+        release's integer pixel rows / columns int(x1) .. int(x2) inclusive (default off).
+    lab_from_float: Lab colour similarity of the unrounded stride-4 average (zoo's earlier form) instead of the
+        release's byte-truncated average (default off).
+    gcr_valid_nodes_only: zoo's earlier GCR graphs: the appearance similarity range over the valid node pairs
+        only and a self-edge for a single-node instance, instead of the release's range over all node slots
+        (padding included) and no graph below 2 nodes (default off).
+    pairwise_thresh, pairwise_dilation: 0.3, 2; bottom_pixels_removed: 10; topk_proposals: 64.
+    lr, momentum, weight_decay, steps, max_steps, lr_warmup_iters: the schedule.
+    img_size: (H, W) of ``example_input_array``.
     """
 
     @classmethod
@@ -77,25 +78,64 @@ class LWSISModule(LightningModule):
         paper-size network is benchmarked as it is."""
         if torch.cuda.is_available():
             return {}, ""
-        keys = (*ARCH_KEYS, "backbone_channels", "stem_width", "gn_groups", "freeze_at", "frozen_bn", "img_size",
-                "box_activation", "topk_proposals")
+        keys = (
+            *ARCH_KEYS,
+            "backbone_channels",
+            "stem_width",
+            "gn_groups",
+            "freeze_at",
+            "frozen_bn",
+            "img_size",
+            "box_activation",
+            "topk_proposals",
+        )
         args = {k: demo_init_args[k] for k in keys if k in demo_init_args and init_args.get(k) != demo_init_args[k]}
         return args, "CPU-size model of configs/demo/lwsis.yaml (no CUDA: the paper size takes minutes per step)"
 
-    def __init__(self, size: str = "r50", num_classes: int = 10, depth: int | None = None, fpn: int | None = None,
-                 tower: int | None = None, mask_ch: int | None = None, mask_convs: int | None = None,
-                 mask_out: int | None = None, dyn_ch: int | None = None, dyn_layers: int | None = None,
-                 backbone_channels: list[int] | None = None, stem_width: int = 64, gn_groups: int = 32,
-                 freeze_at: int = 2, frozen_bn: bool = True, box_activation: str = "relu", stride_in_3x3: bool = False,
-                 pla: bool = True, gcr: bool = True, point_weight: float = 0.1, geo_weight: float = 0.2,
-                 app_weight: float = 0.15, loss_warmup_iters: int = 1000, geo_thresh: float = 0.5,
-                 app_thresh: float = 0.3, gcr_pairwise: bool = False,
-                 instance_weight_exact: bool = False, box_mask_continuous: bool = False,
-                 lab_from_float: bool = False, gcr_valid_nodes_only: bool = False, pairwise_thresh: float = 0.3,
-                 pairwise_dilation: int = 2, bottom_pixels_removed: int = 10, topk_proposals: int = 64,
-                 lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 1e-4,
-                 steps: list[int] = (6000, 8000), max_steps: int = 10000, lr_warmup_iters: int = 1000,
-                 img_size: list[int] = (800, 1344)):
+    def __init__(
+        self,
+        size: str = "r50",
+        num_classes: int = 10,
+        depth: int | None = None,
+        fpn: int | None = None,
+        tower: int | None = None,
+        mask_ch: int | None = None,
+        mask_convs: int | None = None,
+        mask_out: int | None = None,
+        dyn_ch: int | None = None,
+        dyn_layers: int | None = None,
+        backbone_channels: list[int] | None = None,
+        stem_width: int = 64,
+        gn_groups: int = 32,
+        freeze_at: int = 2,
+        frozen_bn: bool = True,
+        box_activation: str = "relu",
+        stride_in_3x3: bool = False,
+        pla: bool = True,
+        gcr: bool = True,
+        point_weight: float = 0.1,
+        geo_weight: float = 0.2,
+        app_weight: float = 0.15,
+        loss_warmup_iters: int = 1000,
+        geo_thresh: float = 0.5,
+        app_thresh: float = 0.3,
+        gcr_pairwise: bool = False,
+        instance_weight_exact: bool = False,
+        box_mask_continuous: bool = False,
+        lab_from_float: bool = False,
+        gcr_valid_nodes_only: bool = False,
+        pairwise_thresh: float = 0.3,
+        pairwise_dilation: int = 2,
+        bottom_pixels_removed: int = 10,
+        topk_proposals: int = 64,
+        lr: float = 0.05,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        steps: list[int] = (6000, 8000),
+        max_steps: int = 10000,
+        lr_warmup_iters: int = 1000,
+        img_size: list[int] = (800, 1344),
+    ):
         super().__init__()
         self.save_hyperparameters()
         if size not in SIZES:
@@ -110,9 +150,17 @@ class LWSISModule(LightningModule):
         for k in ARCH_KEYS:
             if getattr(self.hparams, k) is not None:
                 arch[k] = getattr(self.hparams, k)
-        self.model = CondInst(num_classes=num_classes, backbone_channels=backbone_channels, stem_width=stem_width,
-                              gn_groups=gn_groups, freeze_at=freeze_at, frozen_bn=frozen_bn,
-                              box_activation=box_activation, stride_in_3x3=stride_in_3x3, **arch)
+        self.model = CondInst(
+            num_classes=num_classes,
+            backbone_channels=backbone_channels,
+            stem_width=stem_width,
+            gn_groups=gn_groups,
+            freeze_at=freeze_at,
+            frozen_bn=frozen_bn,
+            box_activation=box_activation,
+            stride_in_3x3=stride_in_3x3,
+            **arch,
+        )
         self.example_input_array = torch.rand(1, 3, *img_size) * 255
         self._metrics = {}
 
@@ -144,9 +192,15 @@ class LWSISModule(LightningModule):
             offset += t["boxes"].shape[0]
         all_labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
         b = images.shape[0]
-        losses = L.fcos_losses(flat["logits"].reshape(-1, model.num_classes), flat["reg"].reshape(-1, 4),
-                               flat["ctr"].reshape(-1), locs.repeat(b, 1), torch.cat(matched), torch.cat(ltrb),
-                               all_labels)
+        losses = L.fcos_losses(
+            flat["logits"].reshape(-1, model.num_classes),
+            flat["reg"].reshape(-1, 4),
+            flat["ctr"].reshape(-1),
+            locs.repeat(b, 1),
+            torch.cat(matched),
+            torch.cat(ltrb),
+            all_labels,
+        )
         # ---- proposals for mask training: positives, top-k per GT by cls score x centerness
         soi = model.soi().to(images.device)
         im_ids, loc_ids, gt_ids = [], [], []
@@ -156,8 +210,10 @@ class LWSISModule(LightningModule):
             if g == 0 or not (m >= 0).any():
                 continue
             k = max(hp.topk_proposals // g, 1)
-            score = (flat["logits"][i].sigmoid().gather(1, all_labels[m.clamp(min=0)][:, None])[:, 0]
-                     * flat["ctr"][i].sigmoid()).detach()
+            score = (
+                flat["logits"][i].sigmoid().gather(1, all_labels[m.clamp(min=0)][:, None])[:, 0]
+                * flat["ctr"][i].sigmoid()
+            ).detach()
             for gi in torch.unique(m[m >= 0]).tolist():
                 cand = (m == gi).nonzero()[:, 0]
                 cand = cand[score[cand].topk(min(k, cand.numel())).indices]
@@ -181,8 +237,9 @@ class LWSISModule(LightningModule):
         if hp.bottom_pixels_removed > 0:
             rows = (torch.arange(h4, device=images.device) * 4 + 2) < images.shape[-2] - hp.bottom_pixels_removed
             sim = sim * rows[None, None, :, None]
-        losses["loss_pairwise"] = warm * L.pairwise_loss(logits, sim[im_ids], bmask, hp.pairwise_thresh,
-                                                         hp.pairwise_dilation)
+        losses["loss_pairwise"] = warm * L.pairwise_loss(
+            logits, sim[im_ids], bmask, hp.pairwise_thresh, hp.pairwise_dilation
+        )
         weights = L.instance_weights(gt_boxes, hp.instance_weight_exact)[gt_ids]
         if hp.pla:
             coords = torch.cat([t["point_coords"] for t in targets])[gt_ids]
@@ -199,8 +256,9 @@ class LWSISModule(LightningModule):
             p3 = out["p3"].detach()
             hp3, wp3 = p3.shape[-2:]
             g = torch.stack([uv[..., 0] / (8 * wp3), uv[..., 1] / (8 * hp3)], -1) * 2 - 1  # [G, N, 2]
-            owner = torch.cat([torch.full((t["boxes"].shape[0],), i, device=images.device)
-                               for i, t in enumerate(targets)])
+            owner = torch.cat(
+                [torch.full((t["boxes"].shape[0],), i, device=images.device) for i, t in enumerate(targets)]
+            )
             feats = F.grid_sample(p3[owner], g[:, :, None, :], align_corners=False)[..., 0].transpose(1, 2)
             app = L.appearance_graph(feats, valid, hp.app_thresh, not hp.gcr_valid_nodes_only, nodes)
             node_logits = L.sample_logits(logits, uv[gt_ids], stride=4)
@@ -245,25 +303,38 @@ class LWSISModule(LightningModule):
         masks of the detections scoring >= ``score_threshold`` over the camera image."""
         images = self._images(batch)
         targets = batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
-        preds = outputs if isinstance(outputs, list) and outputs and "masks" in outputs[0] else \
-            self.predict_step(batch, 0)
+        preds = (
+            outputs if isinstance(outputs, list) and outputs and "masks" in outputs[0] else self.predict_step(batch, 0)
+        )
         items = []
         for i, p in enumerate(preds[:max_items]):
             keep = p["scores"] >= score_threshold
             gt = targets[i].get("boxes") if targets is not None and isinstance(targets[i], dict) else None
-            items.append({"image": images[i].cpu(), "masks": p["masks"][keep].cpu(), "boxes": p["boxes"][keep].cpu(),
-                          "scores": p["scores"][keep].cpu(), "labels": p["labels"][keep].cpu(), "name": f"image {i}",
-                          "gt_boxes": gt.cpu() if gt is not None else None})
+            items.append(
+                {
+                    "image": images[i].cpu(),
+                    "masks": p["masks"][keep].cpu(),
+                    "boxes": p["boxes"][keep].cpu(),
+                    "scores": p["scores"][keep].cpu(),
+                    "labels": p["labels"][keep].cpu(),
+                    "name": f"image {i}",
+                    "gt_boxes": gt.cpu() if gt is not None else None,
+                }
+            )
         method = "LWSIS" if self.hparams.pla or self.hparams.gcr else "BoxInst"
-        return {"kind": "instance_masks", "images": items,
-                "title": f"{method} instance masks (score >= {score_threshold}); dashed white: the box labels"}
+        return {
+            "kind": "instance_masks",
+            "images": items,
+            "title": f"{method} instance masks (score >= {score_threshold}); dashed white: the box labels",
+        }
 
     def _eval_step(self, batch, stage):
         images, targets = batch
         preds = self.model.predict(images)
         self._metric(stage).update(
             [{"masks": p["masks"].cpu(), "scores": p["scores"].cpu(), "labels": p["labels"].cpu()} for p in preds],
-            [{"masks": t["masks"].cpu(), "labels": t["labels"].cpu()} for t in targets])
+            [{"masks": t["masks"].cpu(), "labels": t["labels"].cpu()} for t in targets],
+        )
 
     def _eval_end(self, stage):
         m = self._metric(stage)
@@ -293,8 +364,11 @@ class LWSISModule(LightningModule):
             if p.requires_grad:
                 owner = self.model.get_submodule(n.rpartition(".")[0])  # detectron2: no decay on norm layers only
                 (no_decay if p.ndim <= 1 and "norm" in type(owner).__name__.lower() else decay).append(p)
-        opt = torch.optim.SGD([{"params": decay, "weight_decay": hp.weight_decay},
-                               {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr, momentum=hp.momentum)
+        opt = torch.optim.SGD(
+            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=hp.lr,
+            momentum=hp.momentum,
+        )
         steps, warm = sorted(hp.steps), hp.lr_warmup_iters
 
         def factor(it):

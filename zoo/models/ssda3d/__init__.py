@@ -12,6 +12,7 @@ Point-MixUp). Entries:
 Defaults follow the release (``yinjunbo/SSDA3D`` @ 5aa7443, which produced the paper's numbers); each quirk is a switch
 (``_RELEASE_NOTES`` below, on both cards). Parity with the official code: ``tests/fixtures/ssda3d/README.md``.
 """
+
 from zoo.registry import Entry, Metric, Paper
 from zoo.results import Protocol, ResultSpec, Variant
 
@@ -31,48 +32,77 @@ PAPER = Paper(
 MODULE = "zoo.models.ssda3d.module.SSDA3DModule"
 
 # init args of the two sizes (zoo.models.ssda3d.model.SIZES, repeated here so the registry imports no torch)
-VOXEL = {"backbone": "voxel", "voxel_size": [0.075, 0.075, 0.2], "point_cloud_range": [-54.0, -54.0, -5.0, 54.0, 54.0,
-                                                                                        4.8],
-         "voxel_channels": [16, 32, 64, 128], "layer_nums": [5, 5], "layer_strides": [1, 2],
-         "num_filters": [128, 256], "upsample_strides": [1, 2], "num_upsample_filters": [256, 256]}
-PILLAR = {"backbone": "pillar", "voxel_size": [0.2, 0.2, 9.8],
-          "point_cloud_range": [-51.2, -51.2, -5.0, 51.2, 51.2, 4.8], "pillar_filters": [64, 64],
-          "layer_nums": [3, 5, 5], "layer_strides": [2, 2, 2], "num_filters": [64, 128, 256],
-          "upsample_strides": [0.5, 1, 2], "num_upsample_filters": [128, 128, 128]}
+VOXEL = {
+    "backbone": "voxel",
+    "voxel_size": [0.075, 0.075, 0.2],
+    "point_cloud_range": [-54.0, -54.0, -5.0, 54.0, 54.0, 4.8],
+    "voxel_channels": [16, 32, 64, 128],
+    "layer_nums": [5, 5],
+    "layer_strides": [1, 2],
+    "num_filters": [128, 256],
+    "upsample_strides": [1, 2],
+    "num_upsample_filters": [256, 256],
+}
+PILLAR = {
+    "backbone": "pillar",
+    "voxel_size": [0.2, 0.2, 9.8],
+    "point_cloud_range": [-51.2, -51.2, -5.0, 51.2, 51.2, 4.8],
+    "pillar_filters": [64, 64],
+    "layer_nums": [3, 5, 5],
+    "layer_strides": [2, 2, 2],
+    "num_filters": [64, 128, 256],
+    "upsample_strides": [0.5, 1, 2],
+    "num_upsample_filters": [128, 128, 128],
+}
 
 # yinjunbo/SSDA3D README (spec 3d.md §3.8): nuScenes val, class car, "AP / NDS" (%), Waymo -> nuScenes with
 # 1 / 5 / 10 / 100 % of the nuScenes training frames labelled
 PAPER_TABLE = {1: (73.4, 67.1), 5: (76.2, 68.8), 10: (78.8, 70.9), 100: (79.8, 71.8)}
 BASELINE_TABLE = {1: (37.2, 38.1), 5: (61.0, 53.2), 10: (65.6, 58.2), 100: (78.4, 69.9)}  # labelled target only
-_PROTOCOL = ("paper/README table: CenterPoint (voxel 0.075) trained with SSDA3D (Stage I Point-CutMix co-training on "
-             "Waymo + {p} % labelled nuScenes, pseudo-labels tau 0.2, Stage II Point-MixUp), nuScenes val, car only")
+_PROTOCOL = (
+    "paper/README table: CenterPoint (voxel 0.075) trained with SSDA3D (Stage I Point-CutMix co-training on "
+    "Waymo + {p} % labelled nuScenes, pseudo-labels tau 0.2, Stage II Point-MixUp), nuScenes val, car only"
+)
 
 RESULTS = ResultSpec(
     task="object-detection",
     split="validation",
     metrics={"car_ap": ("car-ap", "car AP"), "nds": ("nds", "NDS")},
     protocols={
-        "val": Protocol("nuScenes val after the stage's last epoch (zoo.metrics.detection3d.NuScenesDetection: "
-                        "car AP over the 0.5/1/2/4 m centre-distance thresholds, NDS)",
-                        {"car_ap": "val/car/ap", "nds": "val/NDS"}),
+        "val": Protocol(
+            "nuScenes val after the stage's last epoch (zoo.metrics.detection3d.NuScenesDetection: "
+            "car AP over the 0.5/1/2/4 m centre-distance thresholds, NDS)",
+            {"car_ap": "val/car/ap", "nds": "val/NDS"},
+        ),
     },
     variants={
         "default": Variant("Stage I (Point-CutMix) on Waymo (20 % of frames) + 10 % labelled nuScenes"),
-        "stage1-1pct": Variant("Stage I with 1 % labelled nuScenes", config="configs/ssda3d-voxel-1pct.yaml",
-                               dataset="nuscenes-1pct"),
-        "stage1-5pct": Variant("Stage I with 5 % labelled nuScenes", config="configs/ssda3d-voxel-5pct.yaml",
-                               dataset="nuscenes-5pct"),
-        "stage2-1pct": Variant("Stage II (Point-MixUp) with 1 % labelled + pseudo-labels; needs the Stage-I run's "
-                               "pseudo-labels (configs/ssda3d-voxel-1pct-pseudo.yaml)",
-                               config="configs/ssda3d-voxel-1pct-stage2.yaml", dataset="nuscenes-1pct"),
-        "stage2-5pct": Variant("Stage II with 5 % labelled + pseudo-labels",
-                               config="configs/ssda3d-voxel-5pct-stage2.yaml",
-                               dataset="nuscenes-5pct"),
-        "stage2-10pct": Variant("Stage II with 10 % labelled + pseudo-labels",
-                                config="configs/ssda3d-voxel-10pct-stage2.yaml"),
+        "stage1-1pct": Variant(
+            "Stage I with 1 % labelled nuScenes", config="configs/ssda3d-voxel-1pct.yaml", dataset="nuscenes-1pct"
+        ),
+        "stage1-5pct": Variant(
+            "Stage I with 5 % labelled nuScenes", config="configs/ssda3d-voxel-5pct.yaml", dataset="nuscenes-5pct"
+        ),
+        "stage2-1pct": Variant(
+            "Stage II (Point-MixUp) with 1 % labelled + pseudo-labels; needs the Stage-I run's "
+            "pseudo-labels (configs/ssda3d-voxel-1pct-pseudo.yaml)",
+            config="configs/ssda3d-voxel-1pct-stage2.yaml",
+            dataset="nuscenes-1pct",
+        ),
+        "stage2-5pct": Variant(
+            "Stage II with 5 % labelled + pseudo-labels",
+            config="configs/ssda3d-voxel-5pct-stage2.yaml",
+            dataset="nuscenes-5pct",
+        ),
+        "stage2-10pct": Variant(
+            "Stage II with 10 % labelled + pseudo-labels", config="configs/ssda3d-voxel-10pct-stage2.yaml"
+        ),
     },
-    dataset_names={"nuscenes": "nuScenes (10 % labelled)", "nuscenes-1pct": "nuScenes (1 % labelled)",
-                   "nuscenes-5pct": "nuScenes (5 % labelled)"},
+    dataset_names={
+        "nuscenes": "nuScenes (10 % labelled)",
+        "nuscenes-1pct": "nuScenes (1 % labelled)",
+        "nuscenes-5pct": "nuScenes (5 % labelled)",
+    },
     scale=100.0,
     decimals=1,
 )
@@ -83,18 +113,41 @@ def _paper_metrics():
     for p, (ap, nds) in PAPER_TABLE.items():
         ds = "nuscenes" if p == 10 else f"nuscenes-{p}pct"
         for metric, name, v in (("car-ap", "car AP", ap), ("nds", "NDS", nds)):
-            out.append(Metric(task="object-detection", dataset=ds, dataset_name=f"nuScenes val ({p} % labelled)",
-                              metric=metric, value=v, split="validation", name=f"{name} ({p} % labels)",
-                              protocol=_PROTOCOL.format(p=p)))
+            out.append(
+                Metric(
+                    task="object-detection",
+                    dataset=ds,
+                    dataset_name=f"nuScenes val ({p} % labelled)",
+                    metric=metric,
+                    value=v,
+                    split="validation",
+                    name=f"{name} ({p} % labels)",
+                    protocol=_PROTOCOL.format(p=p),
+                )
+            )
     return tuple(out)
 
 
-_TINY_PILLAR = {"voxel_size": [0.8, 0.8, 9.8], "point_cloud_range": [-12.8, -12.8, -5.0, 12.8, 12.8, 4.8],
-                "pillar_filters": [8, 8], "layer_nums": [1, 1, 1], "num_filters": [8, 16, 16],
-                "num_upsample_filters": [8, 8, 8], "head_channels": 8, "example_points": 500}
-_TINY_VOXEL = {"voxel_size": [0.4, 0.4, 0.2], "point_cloud_range": [-6.4, -6.4, -2.0, 6.4, 6.4, 3.0],
-               "voxel_channels": [4, 8, 8, 8], "layer_nums": [1, 1], "num_filters": [8, 16],
-               "num_upsample_filters": [8, 8], "head_channels": 8, "example_points": 500}
+_TINY_PILLAR = {
+    "voxel_size": [0.8, 0.8, 9.8],
+    "point_cloud_range": [-12.8, -12.8, -5.0, 12.8, 12.8, 4.8],
+    "pillar_filters": [8, 8],
+    "layer_nums": [1, 1, 1],
+    "num_filters": [8, 16, 16],
+    "num_upsample_filters": [8, 8, 8],
+    "head_channels": 8,
+    "example_points": 500,
+}
+_TINY_VOXEL = {
+    "voxel_size": [0.4, 0.4, 0.2],
+    "point_cloud_range": [-6.4, -6.4, -2.0, 6.4, 6.4, 3.0],
+    "voxel_channels": [4, 8, 8, 8],
+    "layer_nums": [1, 1],
+    "num_filters": [8, 16],
+    "num_upsample_filters": [8, 8],
+    "head_channels": 8,
+    "example_points": 500,
+}
 
 # release behaviour kept as defaults, with the switch restoring the other form (both model cards)
 _RELEASE_NOTES = (
@@ -117,59 +170,79 @@ _COMMON = dict(
     license="Apache-2.0",
     pipeline_tag=None,
     datasets=("waymo", "nuscenes"),
-    tags=("lidar", "point-cloud", "3d-object-detection", "domain-adaptation", "semi-supervised", "centerpoint",
-          "autonomous-driving"),
+    tags=(
+        "lidar",
+        "point-cloud",
+        "3d-object-detection",
+        "domain-adaptation",
+        "semi-supervised",
+        "centerpoint",
+        "autonomous-driving",
+    ),
     paper_metrics=_paper_metrics(),
     results=RESULTS,
-    recipe=("Stage I: Waymo (every 5th frame for 1/5 %, all for 10 %) + the labelled nuScenes subset, Point-CutMix "
-            "with probability 0.3 (0.6 at 5 %); per-domain GT-sampling (car), flips x/y, rotation +-pi/4, scaling "
-            "[0.9, 1.1]; nuScenes shifted up 1.8 m, single sweep, intensity / frame max; Adam one-cycle lr 1e-3, wd "
-            "0.01, moms (0.95, 0.85), pct_start 0.4, div 10, grad clip 10; batch 4 per GPU; 20 epochs. Pseudo-labels "
-            "on the unlabelled nuScenes pool with the Stage-I model (score > 0.2). Stage II: from Stage I, labelled + "
-            "pseudo-labelled nuScenes, Point-MixUp (Beta(2, 2)) with probability 0.6 (1/5 %) or 0.5 (10 %), 20 "
-            "epochs, same optimiser."),
-    preprocess={"points": "x, y, z, intensity (LiDAR frame; intensity / the frame's max); nuScenes z + 1.8 m",
-                "data_module": "zoo.models.ssda3d.data.SSDA3DDataModule over zoo.data_modules.NuScenesDataModule / "
-                               "WaymoDataModule",
-                "classes": ["car"]},
+    recipe=(
+        "Stage I: Waymo (every 5th frame for 1/5 %, all for 10 %) + the labelled nuScenes subset, Point-CutMix "
+        "with probability 0.3 (0.6 at 5 %); per-domain GT-sampling (car), flips x/y, rotation +-pi/4, scaling "
+        "[0.9, 1.1]; nuScenes shifted up 1.8 m, single sweep, intensity / frame max; Adam one-cycle lr 1e-3, wd "
+        "0.01, moms (0.95, 0.85), pct_start 0.4, div 10, grad clip 10; batch 4 per GPU; 20 epochs. Pseudo-labels "
+        "on the unlabelled nuScenes pool with the Stage-I model (score > 0.2). Stage II: from Stage I, labelled + "
+        "pseudo-labelled nuScenes, Point-MixUp (Beta(2, 2)) with probability 0.6 (1/5 %) or 0.5 (10 %), 20 "
+        "epochs, same optimiser."
+    ),
+    preprocess={
+        "points": "x, y, z, intensity (LiDAR frame; intensity / the frame's max); nuScenes z + 1.8 m",
+        "data_module": "zoo.models.ssda3d.data.SSDA3DDataModule over zoo.data_modules.NuScenesDataModule / "
+        "WaymoDataModule",
+        "classes": ["car"],
+    },
 )
 
 ENTRIES = [
     Entry(
         name="ssda3d-voxel",
         init_args=VOXEL,
-        description=("SSDA3D's CenterPoint at the paper's size: mean VFE on 0.075 x 0.075 x 0.2 m voxels over "
-                     "[-54, 54]^2 x [-5, 4.8] m, VoxelResBackBone8x (spconv), HeightCompression (256 ch, stride 8), "
-                     "BEV backbone [5, 5] / [128, 256] -> 512 ch, CenterHead for car (heatmap + center, z, log-dims, "
-                     "cos/sin yaw). Paper's reference rows (README, car AP / NDS on nuScenes val): labelled target "
-                     "only " + ", ".join(f"{p} %: {a} / {n}" for p, (a, n) in BASELINE_TABLE.items()) +
-                     "; the 100 % row is the oracle."),
+        description=(
+            "SSDA3D's CenterPoint at the paper's size: mean VFE on 0.075 x 0.075 x 0.2 m voxels over "
+            "[-54, 54]^2 x [-5, 4.8] m, VoxelResBackBone8x (spconv), HeightCompression (256 ch, stride 8), "
+            "BEV backbone [5, 5] / [128, 256] -> 512 ch, CenterHead for car (heatmap + center, z, log-dims, "
+            "cos/sin yaw). Paper's reference rows (README, car AP / NDS on nuScenes val): labelled target "
+            "only "
+            + ", ".join(f"{p} %: {a} / {n}" for p, (a, n) in BASELINE_TABLE.items())
+            + "; the 100 % row is the oracle."
+        ),
         params=7_757_225,
         config="configs/ssda3d-voxel.yaml",
-        limitations=("Architecture only: the authors publish no trained weights (an OpenPCDet checkpoint of this "
-                     "config converts with zoo.models.ssda3d.convert). Training needs spconv on a "
-                     "GPU (`pip install zoo[3d]`): spconv's CPU wheel runs the forward but not the backward. "
-                     "`params` is the count of the official config's architecture as built here "
-                     "(the paper states none). Licence of trained weights: Waymo and nuScenes data are "
-                     "non-commercial." + _RELEASE_NOTES),
+        limitations=(
+            "Architecture only: the authors publish no trained weights (an OpenPCDet checkpoint of this "
+            "config converts with zoo.models.ssda3d.convert). Training needs spconv on a "
+            "GPU (`pip install zoo[3d]`): spconv's CPU wheel runs the forward but not the backward. "
+            "`params` is the count of the official config's architecture as built here "
+            "(the paper states none). Licence of trained weights: Waymo and nuScenes data are "
+            "non-commercial." + _RELEASE_NOTES
+        ),
         tiny_overrides=_TINY_VOXEL,
         **_COMMON,
     ),
     Entry(
         name="ssda3d-pillar",
         init_args=PILLAR,
-        description=("SSDA3D training on a spconv-free CenterPoint: dynamic pillars (0.2 m, PFN [64, 64], scatter "
-                     "max, no point cap) over [-51.2, 51.2]^2 x [-5, 4.8] m, BEV backbone [3, 5, 5] / [64, 128, 256] "
-                     "with upsampling [0.5, 1, 2] -> 384 ch at stride 4, the paper's CenterHead for car."),
+        description=(
+            "SSDA3D training on a spconv-free CenterPoint: dynamic pillars (0.2 m, PFN [64, 64], scatter "
+            "max, no point cap) over [-51.2, 51.2]^2 x [-5, 4.8] m, BEV backbone [3, 5, 5] / [64, 128, 256] "
+            "with upsampling [0.5, 1, 2] -> 384 ch at stride 4, the paper's CenterHead for car."
+        ),
         params=4_805_065,
         config="configs/ssda3d-pillar.yaml",
-        limitations=("Not the paper's detector: the pillar encoder (OpenPCDet cbgs_dyn_pp_centerpoint) replaces the "
-                     "voxel backbone so that SSDA3D trains without spconv; the paper's table is for ssda3d-voxel. "
-                     "Architecture only, no weights. Measured here (not a benchmark): the demo "
-                     "(configs/demo/ssda3d.yaml; a 0.4 m pillar model of 0.2 M parameters, Stage I with Point-CutMix "
-                     "on three KITTI frames as source and one nuScenes frame as target, 80 steps, flips only) "
-                     "overfits its training frame: nuScenes car AP 99.5 / NDS 94.6 on that frame, loss 16.7 -> 0.39 "
-                     "(measured before the release's x / y pillar filtering became the default)." + _RELEASE_NOTES),
+        limitations=(
+            "Not the paper's detector: the pillar encoder (OpenPCDet cbgs_dyn_pp_centerpoint) replaces the "
+            "voxel backbone so that SSDA3D trains without spconv; the paper's table is for ssda3d-voxel. "
+            "Architecture only, no weights. Measured here (not a benchmark): the demo "
+            "(configs/demo/ssda3d.yaml; a 0.4 m pillar model of 0.2 M parameters, Stage I with Point-CutMix "
+            "on three KITTI frames as source and one nuScenes frame as target, 80 steps, flips only) "
+            "overfits its training frame: nuScenes car AP 99.5 / NDS 94.6 on that frame, loss 16.7 -> 0.39 "
+            "(measured before the release's x / y pillar filtering became the default)." + _RELEASE_NOTES
+        ),
         tiny_overrides=_TINY_PILLAR,
         **_COMMON,
     ),

@@ -28,6 +28,7 @@ Command line::
 
     python -m zoo.models.ssda3d.convert checkpoint_epoch_20.pth ssda3d-voxel out/ssda3d-voxel
 """
+
 from __future__ import annotations
 
 import re
@@ -67,8 +68,10 @@ def convert_key(key: str) -> str | None:
             name, j, rest = m.groups()
             return f"head.heads.{name}.{3 * int(j)}.{rest}"
         return m.expand(repl)
-    raise UserError(f"{key}: not a key of an OpenPCDet CenterPoint checkpoint with one head (vfe, backbone_3d, "
-                    "backbone_2d, dense_head.heads_list.0); is this an SSDA3D checkpoint?")
+    raise UserError(
+        f"{key}: not a key of an OpenPCDet CenterPoint checkpoint with one head (vfe, backbone_3d, "
+        "backbone_2d, dense_head.heads_list.0); is this an SSDA3D checkpoint?"
+    )
 
 
 def _kernel(key: str, value: torch.Tensor, ours: torch.Tensor | None) -> torch.Tensor:
@@ -78,8 +81,10 @@ def _kernel(key: str, value: torch.Tensor, ours: torch.Tensor | None) -> torch.T
     v1 = value.permute(4, 0, 1, 2, 3)  # spconv 1.x (kD, kH, kW, in, out) -> (out, kD, kH, kW, in)
     if tuple(v1.shape) == tuple(ours.shape):
         return v1.contiguous()
-    raise UserError(f"{key}: kernel shape {tuple(value.shape)} is neither spconv 2.x's {tuple(ours.shape)} nor "
-                    "spconv 1.x's layout of it; build the entry whose voxel_channels match the checkpoint")
+    raise UserError(
+        f"{key}: kernel shape {tuple(value.shape)} is neither spconv 2.x's {tuple(ours.shape)} nor "
+        "spconv 1.x's layout of it; build the entry whose voxel_channels match the checkpoint"
+    )
 
 
 def convert_state_dict(official: dict, reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -103,8 +108,10 @@ def read_checkpoint(path: str | Path) -> dict:
     plain tensors (:func:`zoo.convert.read_release`)."""
     raw = _convert.read_release(path, "the SSDA3D release (checkpoints of OpenPCDet's tools/train.py)")
     if "model_state" not in raw and not all(torch.is_tensor(v) for v in raw.values()):
-        raise UserError(f"{path}: no 'model_state' entry (keys {sorted(raw)[:8]}); give an OpenPCDet checkpoint "
-                        "(checkpoint_epoch_N.pth)")
+        raise UserError(
+            f"{path}: no 'model_state' entry (keys {sorted(raw)[:8]}); give an OpenPCDet checkpoint "
+            "(checkpoint_epoch_N.pth)"
+        )
     return raw
 
 

@@ -15,10 +15,11 @@ cutmix_dataset/waymo_nus_cutmix_dataset.py``, ``pcdet/datasets/nuscenes/nuscenes
 In both, an item left without a box is replaced by another random index (OpenPCDet ``prepare_data``).
 :class:`SSDA3DDataModule` wires them from a target (and source) ``DrivingDataModule``.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -53,8 +54,15 @@ class _Seeded(Dataset):
 class CutMixFrames(_Seeded):
     """Stage I: source + target frames, a share Point-CutMix-ed (see the module docstring)."""
 
-    def __init__(self, source: Dataset, target: Dataset, point_cloud_range: Sequence[float], cutmix_prob: float = 0.3,
-                 min_target_points: int = 10_000, seed: int = 0):
+    def __init__(
+        self,
+        source: Dataset,
+        target: Dataset,
+        point_cloud_range: Sequence[float],
+        cutmix_prob: float = 0.3,
+        min_target_points: int = 10_000,
+        seed: int = 0,
+    ):
         super().__init__(seed)
         if not 0 <= cutmix_prob <= 1:
             raise UserError(f"cutmix_prob must lie in [0, 1], got {cutmix_prob}")
@@ -69,8 +77,13 @@ class CutMixFrames(_Seeded):
 
     def item(self, i: int) -> dict | None:
         if self.rng.random() < self.cutmix_prob:
-            mixed = point_cutmix(self.source[i % len(self.source)], self.target[i % len(self.target)],
-                                 self.point_cloud_range, self.rng, self.min_target_points)
+            mixed = point_cutmix(
+                self.source[i % len(self.source)],
+                self.target[i % len(self.target)],
+                self.point_cloud_range,
+                self.rng,
+                self.min_target_points,
+            )
             if mixed is not None:
                 mixed.pop("cutmix_region", None)
                 return mixed
@@ -95,8 +108,10 @@ class PseudoLabelledFrames(Dataset):
     def __init__(self, frames, labels: dict[str, dict]):
         keep = [r for r in frames.records if str(r["frame_id"]) in labels]
         if not keep:
-            raise UserError("none of the unlabelled frames has pseudo-labels: run `zoo predict` with the Stage-I "
-                            "model on the same predict_split first (zoo.models.ssda3d.pseudo_labels)")
+            raise UserError(
+                "none of the unlabelled frames has pseudo-labels: run `zoo predict` with the Stage-I "
+                "model on the same predict_split first (zoo.models.ssda3d.pseudo_labels)"
+            )
         self.frames, self.records, self.labels = frames, keep, labels
 
     def reseed(self, seed: int) -> None:
@@ -116,9 +131,18 @@ class PseudoLabelledFrames(Dataset):
 class MixUpFrames(_Seeded):
     """Stage II: labelled + pseudo-labelled target frames, a share Point-MixUp-ed (see the module docstring)."""
 
-    def __init__(self, labelled: Dataset, pseudo: Dataset, mixup_prob: float = 0.6, gt_prob: float = 0.3,
-                 mixup_type: str = "gt+ps_gt+ps", alpha: float = 2.0, collision_check: bool = False, seed: int = 0,
-                 collision_margin: float = 0.1):
+    def __init__(
+        self,
+        labelled: Dataset,
+        pseudo: Dataset,
+        mixup_prob: float = 0.6,
+        gt_prob: float = 0.3,
+        mixup_type: str = "gt+ps_gt+ps",
+        alpha: float = 2.0,
+        collision_check: bool = False,
+        seed: int = 0,
+        collision_margin: float = 0.1,
+    ):
         super().__init__(seed)
         check_choice("mixup_type", mixup_type, ("gt+ps_gt+ps", "gt_gt+ps"))
         for name, v in (("mixup_prob", mixup_prob), ("gt_prob", gt_prob)):
@@ -151,8 +175,7 @@ class MixUpFrames(_Seeded):
         else:
             f1 = self._any(int(self.rng.integers(len(self))))
         f2 = self._any(int(self.rng.integers(len(self))))
-        return point_mixup(f1, f2, self.rng, self.alpha, self.collision_check,
-                           collision_margin=self.collision_margin)
+        return point_mixup(f1, f2, self.rng, self.alpha, self.collision_check, collision_margin=self.collision_margin)
 
     def __getitem__(self, i: int) -> dict:
         frame = self.item(i)
@@ -183,12 +206,25 @@ class SSDA3DDataModule(LightningDataModule):
     target module's loaders. ``batch_size`` / ``num_workers`` / ``seed`` here govern the training loader.
     """
 
-    def __init__(self, target: LightningDataModule, source: LightningDataModule | None = None, stage: str = "inter",
-                 cutmix_prob: float = 0.3, min_target_points: int = 10_000, pseudo_labels: str | None = None,
-                 mixup_prob: float = 0.6, gt_prob: float = 0.3, mixup_type: str = "gt+ps_gt+ps",
-                 mixup_alpha: float = 2.0, collision_check: bool = False, collision_margin: float = 0.1,
-                 point_cloud_range: Sequence[float] | None = None, batch_size: int = 4, num_workers: int = 0,
-                 seed: int = 0):
+    def __init__(
+        self,
+        target: LightningDataModule,
+        source: LightningDataModule | None = None,
+        stage: str = "inter",
+        cutmix_prob: float = 0.3,
+        min_target_points: int = 10_000,
+        pseudo_labels: str | None = None,
+        mixup_prob: float = 0.6,
+        gt_prob: float = 0.3,
+        mixup_type: str = "gt+ps_gt+ps",
+        mixup_alpha: float = 2.0,
+        collision_check: bool = False,
+        collision_margin: float = 0.1,
+        point_cloud_range: Sequence[float] | None = None,
+        batch_size: int = 4,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
         super().__init__()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise UserError(f"batch_size must be a whole number >= 1 (frames per training batch), got {batch_size!r}")
@@ -197,21 +233,34 @@ class SSDA3DDataModule(LightningDataModule):
         target, source = _instantiate(target), _instantiate(source)
         check_choice("stage", stage, ("inter", "intra"))
         if stage == "intra" and not pseudo_labels:
-            raise UserError("stage 'intra' (Point-MixUp) needs pseudo_labels: the file `zoo predict` wrote with the "
-                            "Stage-I model (zoo.models.ssda3d.pseudo_labels.PseudoLabelWriter)")
+            raise UserError(
+                "stage 'intra' (Point-MixUp) needs pseudo_labels: the file `zoo predict` wrote with the "
+                "Stage-I model (zoo.models.ssda3d.pseudo_labels.PseudoLabelWriter)"
+            )
         if source is not None and list(source.classes) != list(target.classes):
-            raise UserError(f"source classes {list(source.classes)} differ from target classes "
-                            f"{list(target.classes)}: map both to the same names (class_map)")
+            raise UserError(
+                f"source classes {list(source.classes)} differ from target classes "
+                f"{list(target.classes)}: map both to the same names (class_map)"
+            )
         self.target, self.source, self.stage = target, source, stage
         self.classes = list(target.classes)
         rng = point_cloud_range or getattr(target, "point_cloud_range", None)
         if stage == "inter" and source is not None and rng is None:
-            raise UserError("Point-CutMix sizes its region from the point-cloud range: set point_cloud_range here or "
-                            "on the target data module")
+            raise UserError(
+                "Point-CutMix sizes its region from the point-cloud range: set point_cloud_range here or "
+                "on the target data module"
+            )
         self.point_cloud_range = None if rng is None else [float(v) for v in rng]
-        self.kw = dict(cutmix_prob=cutmix_prob, min_target_points=min_target_points, mixup_prob=mixup_prob,
-                       gt_prob=gt_prob, mixup_type=mixup_type, alpha=mixup_alpha, collision_check=collision_check,
-                       collision_margin=collision_margin)
+        self.kw = dict(
+            cutmix_prob=cutmix_prob,
+            min_target_points=min_target_points,
+            mixup_prob=mixup_prob,
+            gt_prob=gt_prob,
+            mixup_type=mixup_type,
+            alpha=mixup_alpha,
+            collision_check=collision_check,
+            collision_margin=collision_margin,
+        )
         self.pseudo_labels = pseudo_labels
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.train_set = None
@@ -221,17 +270,35 @@ class SSDA3DDataModule(LightningDataModule):
             kw = self.kw
             target = self.target.frames("train")
             if self.stage == "inter":
-                self.train_set = target if self.source is None else CutMixFrames(
-                    self.source.frames("train"), target, self.point_cloud_range, kw["cutmix_prob"],
-                    kw["min_target_points"], self.seed)
+                self.train_set = (
+                    target
+                    if self.source is None
+                    else CutMixFrames(
+                        self.source.frames("train"),
+                        target,
+                        self.point_cloud_range,
+                        kw["cutmix_prob"],
+                        kw["min_target_points"],
+                        self.seed,
+                    )
+                )
             else:
                 from zoo.models.ssda3d.pseudo_labels import read_pseudo_labels
 
-                pseudo = PseudoLabelledFrames(self.target.frames("predict", augment=True),
-                                              read_pseudo_labels(self.pseudo_labels, self.classes))
-                self.train_set = MixUpFrames(target, pseudo, kw["mixup_prob"], kw["gt_prob"], kw["mixup_type"],
-                                             kw["alpha"], kw["collision_check"], self.seed,
-                                             kw["collision_margin"])
+                pseudo = PseudoLabelledFrames(
+                    self.target.frames("predict", augment=True), read_pseudo_labels(self.pseudo_labels, self.classes)
+                )
+                self.train_set = MixUpFrames(
+                    target,
+                    pseudo,
+                    kw["mixup_prob"],
+                    kw["gt_prob"],
+                    kw["mixup_type"],
+                    kw["alpha"],
+                    kw["collision_check"],
+                    self.seed,
+                    kw["collision_margin"],
+                )
             log.info("SSDA3D %s training set: %d items", self.stage, len(self.train_set))
 
     def train_dataloader(self) -> DataLoader:
@@ -239,9 +306,15 @@ class SSDA3DDataModule(LightningDataModule):
 
         self.setup("fit")
         g = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
-                          collate_fn=collate_frames, generator=g,
-                          worker_init_fn=_worker_init if self.num_workers else None)
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            num_workers=self.num_workers,
+            collate_fn=collate_frames,
+            generator=g,
+            worker_init_fn=_worker_init if self.num_workers else None,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self.target.val_dataloader()

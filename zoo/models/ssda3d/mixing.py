@@ -22,17 +22,24 @@ A frame is ``{"points": [N, C], "boxes": [M, 7], "labels": [M], "frame_id": str,
 Both compare as the release: region borders in float64, the range's extent in float32 (parity fixtures in
 ``tests/fixtures/ssda3d``).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from zoo.errors import UserError
 
-__all__ = ["draw_side_ratios", "draw_cutmix_region", "apply_cutmix", "point_cutmix", "boxes_touching_region",
-           "point_mixup"]
+__all__ = [
+    "draw_side_ratios",
+    "draw_cutmix_region",
+    "apply_cutmix",
+    "point_cutmix",
+    "boxes_touching_region",
+    "point_mixup",
+]
 
 
 def draw_side_ratios(rng: np.random.Generator, min_aspect: float = 0.75, max_tries: int = 100) -> np.ndarray:
@@ -56,9 +63,14 @@ def _inside_xy(points: torch.Tensor, region: Sequence[float]) -> torch.Tensor:
     return (x > x0) & (x < x1) & (y > y0) & (y < y1)
 
 
-def draw_cutmix_region(source_points: torch.Tensor, target_points: torch.Tensor, point_cloud_range: Sequence[float],
-                       rng: np.random.Generator, min_target_points: int = 10_000, max_tries: int = 1000
-                       ) -> list[float] | None:
+def draw_cutmix_region(
+    source_points: torch.Tensor,
+    target_points: torch.Tensor,
+    point_cloud_range: Sequence[float],
+    rng: np.random.Generator,
+    min_target_points: int = 10_000,
+    max_tries: int = 1000,
+) -> list[float] | None:
     """The BEV region ``[x0, y0, x1, y1]`` of one Point-CutMix, or None when ``max_tries`` centres (source points)
     all leave at most ``min_target_points`` target points inside (the official code loops forever; the caller
     resamples other frames instead)."""
@@ -71,15 +83,20 @@ def draw_cutmix_region(source_points: torch.Tensor, target_points: torch.Tensor,
     src = source_points[:, :2].double().numpy()
     for _ in range(max_tries):
         centre = src[rng.integers(src.shape[0])]
-        region = [float(centre[0] - half[0]), float(centre[1] - half[1]),
-                  float(centre[0] + half[0]), float(centre[1] + half[1])]
+        region = [
+            float(centre[0] - half[0]),
+            float(centre[1] - half[1]),
+            float(centre[0] + half[0]),
+            float(centre[1] + half[1]),
+        ]
         if int(_inside_xy(target_points, region).sum()) > min_target_points:
             return region
     return None
 
 
-def boxes_touching_region(boxes: torch.Tensor, region: Sequence[float], z_range: Sequence[float],
-                          min_corners: int = 1) -> torch.Tensor:
+def boxes_touching_region(
+    boxes: torch.Tensor, region: Sequence[float], z_range: Sequence[float], min_corners: int = 1
+) -> torch.Tensor:
     """BoolTensor[M]: at least ``min_corners`` of the box's 8 corners lie in ``[x0, x1] x [y0, y1] x [z0, z1]``
     (bounds included; OpenPCDet ``mask_boxes_outside_range_numpy(..., min_num_corners=1)``). The corners are computed in
     the boxes' dtype and compared in float64, as the release's numpy comparison with its float64 region does."""
@@ -110,15 +127,24 @@ def apply_cutmix(source: dict, target: dict, region: Sequence[float], point_clou
     return out
 
 
-def point_cutmix(source: dict, target: dict, point_cloud_range: Sequence[float], rng: np.random.Generator,
-                 min_target_points: int = 10_000, max_tries: int = 1000) -> dict | None:
+def point_cutmix(
+    source: dict,
+    target: dict,
+    point_cloud_range: Sequence[float],
+    rng: np.random.Generator,
+    min_target_points: int = 10_000,
+    max_tries: int = 1000,
+) -> dict | None:
     """Inter-domain Point-CutMix of a source and a target frame (see the module docstring); None when no region
     with enough target points was found (the caller resamples)."""
     if source["points"].shape[1] != target["points"].shape[1]:
-        raise UserError(f"Point-CutMix: source points have {source['points'].shape[1]} features, target points "
-                        f"{target['points'].shape[1]}; give both domains the same point features (x, y, z, intensity)")
-    region = draw_cutmix_region(source["points"], target["points"], point_cloud_range, rng, min_target_points,
-                                max_tries)
+        raise UserError(
+            f"Point-CutMix: source points have {source['points'].shape[1]} features, target points "
+            f"{target['points'].shape[1]}; give both domains the same point features (x, y, z, intensity)"
+        )
+    region = draw_cutmix_region(
+        source["points"], target["points"], point_cloud_range, rng, min_target_points, max_tries
+    )
     if region is None:
         return None
     out = apply_cutmix(source, target, region, point_cloud_range)
@@ -126,8 +152,15 @@ def point_cutmix(source: dict, target: dict, point_cloud_range: Sequence[float],
     return out
 
 
-def point_mixup(frame1: dict, frame2: dict, rng: np.random.Generator, alpha: float = 2.0,
-                collision_check: bool = False, return_lambda: bool = False, collision_margin: float = 0.1):
+def point_mixup(
+    frame1: dict,
+    frame2: dict,
+    rng: np.random.Generator,
+    alpha: float = 2.0,
+    collision_check: bool = False,
+    return_lambda: bool = False,
+    collision_margin: float = 0.1,
+):
     """Intra-domain Point-MixUp of two target frames (see the module docstring). -> the mixed frame (and lambda).
 
     ``collision_margin``: with ``collision_check`` the frame-2 points removed with a colliding box are those within
@@ -158,4 +191,3 @@ def point_mixup(frame1: dict, frame2: dict, rng: np.random.Generator, alpha: flo
     out["labels"] = torch.cat([frame1["labels"], l2], dim=0)
     out["frame_id"] = f"mixup({frame1.get('frame_id', '?')}|{frame2.get('frame_id', '?')})"
     return (out, lam) if return_lambda else out
-

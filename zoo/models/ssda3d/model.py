@@ -19,9 +19,10 @@ voxel encoder (None: dynamic voxels, every point counts).
 Input: a collated batch dict (``zoo.data_modules.driving.collate_frames``): ``points`` list of [N_i, >=4] (x, y, z,
 intensity) in the LiDAR frame. Output: the head's maps (training) or per-frame detections (:meth:`detect`).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -34,34 +35,62 @@ __all__ = ["SSDA3DDetector", "SIZES"]
 
 # the two published/recipe sizes (registry entries ssda3d-voxel and ssda3d-pillar)
 SIZES = {
-    "voxel": dict(backbone="voxel", voxel_size=(0.075, 0.075, 0.2),
-                  point_cloud_range=(-54.0, -54.0, -5.0, 54.0, 54.0, 4.8),
-                  voxel_channels=(16, 32, 64, 128), layer_nums=(5, 5), layer_strides=(1, 2), num_filters=(128, 256),
-                  upsample_strides=(1, 2), num_upsample_filters=(256, 256)),
-    "pillar": dict(backbone="pillar", voxel_size=(0.2, 0.2, 9.8),
-                   point_cloud_range=(-51.2, -51.2, -5.0, 51.2, 51.2, 4.8), pillar_filters=(64, 64),
-                   layer_nums=(3, 5, 5), layer_strides=(2, 2, 2), num_filters=(64, 128, 256),
-                   upsample_strides=(0.5, 1, 2), num_upsample_filters=(128, 128, 128)),
+    "voxel": dict(
+        backbone="voxel",
+        voxel_size=(0.075, 0.075, 0.2),
+        point_cloud_range=(-54.0, -54.0, -5.0, 54.0, 54.0, 4.8),
+        voxel_channels=(16, 32, 64, 128),
+        layer_nums=(5, 5),
+        layer_strides=(1, 2),
+        num_filters=(128, 256),
+        upsample_strides=(1, 2),
+        num_upsample_filters=(256, 256),
+    ),
+    "pillar": dict(
+        backbone="pillar",
+        voxel_size=(0.2, 0.2, 9.8),
+        point_cloud_range=(-51.2, -51.2, -5.0, 51.2, 51.2, 4.8),
+        pillar_filters=(64, 64),
+        layer_nums=(3, 5, 5),
+        layer_strides=(2, 2, 2),
+        num_filters=(64, 128, 256),
+        upsample_strides=(0.5, 1, 2),
+        num_upsample_filters=(128, 128, 128),
+    ),
 }
 
 
 class SSDA3DDetector(nn.Module):
     """Encoder -> BEV map -> BEV backbone + neck -> CenterHead. See the module docstring for the two sizes."""
 
-    def __init__(self, backbone: str = "pillar", num_classes: int = 1, num_point_features: int = 4,
-                 voxel_size: Sequence[float] = (0.2, 0.2, 9.8),
-                 point_cloud_range: Sequence[float] = (-51.2, -51.2, -5.0, 51.2, 51.2, 4.8),
-                 pillar_filters: Sequence[int] = (64, 64), voxel_channels: Sequence[int] = (16, 32, 64, 128),
-                 layer_nums: Sequence[int] = (3, 5, 5), layer_strides: Sequence[int] = (2, 2, 2),
-                 num_filters: Sequence[int] = (64, 128, 256), upsample_strides: Sequence[float] = (0.5, 1, 2),
-                 num_upsample_filters: Sequence[int] = (128, 128, 128), head_channels: int = 64,
-                 bn_momentum: float = 0.01, pillar_filter_z: bool = False, max_points_per_voxel: int | None = 10,
-                 max_voxels: Sequence[int] | None = (120_000, 160_000), **head_kw):
+    def __init__(
+        self,
+        backbone: str = "pillar",
+        num_classes: int = 1,
+        num_point_features: int = 4,
+        voxel_size: Sequence[float] = (0.2, 0.2, 9.8),
+        point_cloud_range: Sequence[float] = (-51.2, -51.2, -5.0, 51.2, 51.2, 4.8),
+        pillar_filters: Sequence[int] = (64, 64),
+        voxel_channels: Sequence[int] = (16, 32, 64, 128),
+        layer_nums: Sequence[int] = (3, 5, 5),
+        layer_strides: Sequence[int] = (2, 2, 2),
+        num_filters: Sequence[int] = (64, 128, 256),
+        upsample_strides: Sequence[float] = (0.5, 1, 2),
+        num_upsample_filters: Sequence[int] = (128, 128, 128),
+        head_channels: int = 64,
+        bn_momentum: float = 0.01,
+        pillar_filter_z: bool = False,
+        max_points_per_voxel: int | None = 10,
+        max_voxels: Sequence[int] | None = (120_000, 160_000),
+        **head_kw,
+    ):
         super().__init__()
         check_choice("backbone", backbone, ("pillar", "voxel"))
         if max_voxels is not None and (len(max_voxels) != 2 or min(int(v) for v in max_voxels) < 1):
-            raise UserError(f"max_voxels needs (train, test) voxel caps >= 1, e.g. [120000, 160000], or null for "
-                            f"none; got {max_voxels}")
+            raise UserError(
+                f"max_voxels needs (train, test) voxel caps >= 1, e.g. [120000, 160000], or null for "
+                f"none; got {max_voxels}"
+            )
         if max_points_per_voxel is not None and int(max_points_per_voxel) < 1:
             raise UserError(f"max_points_per_voxel must be >= 1 (or null for no cap), got {max_points_per_voxel}")
         self.max_points_per_voxel = None if max_points_per_voxel is None else int(max_points_per_voxel)
@@ -72,14 +101,16 @@ class SSDA3DDetector(nn.Module):
         self.point_cloud_range = [float(v) for v in point_cloud_range]
         self.nx, self.ny, self.nz = grid_size(self.voxel_size, self.point_cloud_range)
         if backbone == "pillar":
-            self.vfe = DynamicPillarVFE(num_point_features, pillar_filters, self.voxel_size, self.point_cloud_range,
-                                        filter_z=pillar_filter_z)
+            self.vfe = DynamicPillarVFE(
+                num_point_features, pillar_filters, self.voxel_size, self.point_cloud_range, filter_z=pillar_filter_z
+            )
             bev_in, enc_stride = self.vfe.out_channels, 1
         else:
             from zoo.nn.voxel_backbone import VoxelResBackBone8x
 
-            self.encoder = VoxelResBackBone8x(num_point_features, self.voxel_size, self.point_cloud_range,
-                                              voxel_channels)
+            self.encoder = VoxelResBackBone8x(
+                num_point_features, self.voxel_size, self.point_cloud_range, voxel_channels
+            )
             bev_in, enc_stride = self.encoder.out_channels, self.encoder.stride
         self.bev = BEVBackbone(bev_in, layer_nums, layer_strides, num_filters, upsample_strides, num_upsample_filters)
         total = 1
@@ -87,8 +118,10 @@ class SSDA3DDetector(nn.Module):
             total *= int(s)
         total *= enc_stride
         if self.nx % total or self.ny % total:
-            raise UserError(f"the grid {self.nx} x {self.ny} cells must be divisible by the network's total "
-                            f"downsampling {total}: change point_cloud_range or voxel_size")
+            raise UserError(
+                f"the grid {self.nx} x {self.ny} cells must be divisible by the network's total "
+                f"downsampling {total}: change point_cloud_range or voxel_size"
+            )
         if not 0 < bn_momentum <= 1:
             raise UserError(f"bn_momentum must lie in (0, 1], got {bn_momentum}")
         # encoder + BEV BatchNorms: OpenPCDet's momentum 0.01 (eps 1e-3); a run of a few hundred steps (the demo) uses
@@ -97,14 +130,20 @@ class SSDA3DDetector(nn.Module):
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.momentum = bn_momentum
         self.stride = enc_stride * self.bev.stride  # head map stride in voxels
-        self.head = CenterHead(self.bev.out_channels, num_classes, head_channels,
-                               point_cloud_range=self.point_cloud_range, voxel_size=self.voxel_size,
-                               stride=self.stride, **head_kw)
+        self.head = CenterHead(
+            self.bev.out_channels,
+            num_classes,
+            head_channels,
+            point_cloud_range=self.point_cloud_range,
+            voxel_size=self.voxel_size,
+            stride=self.stride,
+            **head_kw,
+        )
 
     def bev_features(self, points: list[torch.Tensor]) -> torch.Tensor:
         """Per-frame clouds -> BEV features [B, C, ny / stride, nx / stride]."""
         pts, bidx, b = flatten_batch(points)
-        pts = pts[:, :self.num_point_features].float()
+        pts = pts[:, : self.num_point_features].float()
         if self.backbone == "pillar":
             feats, coords = self.vfe(pts, bidx)
             x = scatter_to_bev(feats, coords, b, self.ny, self.nx)

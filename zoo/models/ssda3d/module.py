@@ -19,10 +19,12 @@ Optimiser (spec ``3d.md`` §3.7, OpenPCDet ``adam_onecycle``): Adam with decoupl
 ``trainer.gradient_clip_val`` in the configs. Validation: nuScenes car AP / NDS or KITTI BEV / 3D AP with
 ``zoo.metrics.detection3d``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
@@ -49,32 +51,61 @@ def _example_batch(point_cloud_range, num_points, frames, seed):
         pts.append(torch.cat([xyz, torch.rand(num_points, 1, generator=g)], dim=1))
         c = (lo + hi) / 2
         boxes.append(torch.tensor([[float(c[0]), float(c[1]), float(c[2]), 4.0, 1.8, 1.6, 0.3]]))
-    return {"points": pts, "boxes": boxes, "labels": [torch.zeros(1, dtype=torch.long) for _ in range(frames)],
-            "frame_id": [f"example-{i}" for i in range(frames)], "dataset": ["example"] * frames}
+    return {
+        "points": pts,
+        "boxes": boxes,
+        "labels": [torch.zeros(1, dtype=torch.long) for _ in range(frames)],
+        "frame_id": [f"example-{i}" for i in range(frames)],
+        "dataset": ["example"] * frames,
+    }
 
 
 class SSDA3DModule(LightningModule):
     """CenterPoint trained the SSDA3D way. ``forward(batch)``: the head's maps in training mode, per-frame detections
     ``[{"boxes": [K, 7], "scores": [K], "labels": [K]}]`` in eval mode (``zoo.load(...)(batch)``)."""
 
-    def __init__(self, backbone: str = "pillar", class_names: Sequence[str] = ("car",), num_point_features: int = 4,
-                 voxel_size: Sequence[float] = (0.2, 0.2, 9.8),
-                 point_cloud_range: Sequence[float] = (-51.2, -51.2, -5.0, 51.2, 51.2, 4.8),
-                 pillar_filters: Sequence[int] = (64, 64), voxel_channels: Sequence[int] = (16, 32, 64, 128),
-                 layer_nums: Sequence[int] = (3, 5, 5), layer_strides: Sequence[int] = (2, 2, 2),
-                 num_filters: Sequence[int] = (64, 128, 256), upsample_strides: Sequence[float] = (0.5, 1, 2),
-                 num_upsample_filters: Sequence[int] = (128, 128, 128), head_channels: int = 64,
-                 bn_momentum: float = 0.01, pillar_filter_z: bool = False, max_points_per_voxel: int | None = 10,
-                 max_voxels: Sequence[int] | None = (120_000, 160_000), gaussian_overlap: float = 0.1,
-                 min_radius: int = 2,
-                 max_objs: int = 500, cls_weight: float = 1.0,
-                 loc_weight: float = 0.25, code_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2),
-                 score_threshold: float = 0.1, nms_threshold: float = 0.2, nms_pre: int = 1000, nms_post: int = 83,
-                 post_center_range: Sequence[float] = (-61.2, -61.2, -10.0, 61.2, 61.2, 11.8),
-                 stage: str = "inter", init_weights: str | None = None, pseudo_label_threshold: float = 0.2,
-                 lr: float = 1e-3, weight_decay: float = 0.01, moms: Sequence[float] = (0.95, 0.85),
-                 pct_start: float = 0.4, div_factor: float = 10.0, final_div_factor: float = 1e4,
-                 eval_metric: str = "nuscenes", example_points: int = 2000):
+    def __init__(
+        self,
+        backbone: str = "pillar",
+        class_names: Sequence[str] = ("car",),
+        num_point_features: int = 4,
+        voxel_size: Sequence[float] = (0.2, 0.2, 9.8),
+        point_cloud_range: Sequence[float] = (-51.2, -51.2, -5.0, 51.2, 51.2, 4.8),
+        pillar_filters: Sequence[int] = (64, 64),
+        voxel_channels: Sequence[int] = (16, 32, 64, 128),
+        layer_nums: Sequence[int] = (3, 5, 5),
+        layer_strides: Sequence[int] = (2, 2, 2),
+        num_filters: Sequence[int] = (64, 128, 256),
+        upsample_strides: Sequence[float] = (0.5, 1, 2),
+        num_upsample_filters: Sequence[int] = (128, 128, 128),
+        head_channels: int = 64,
+        bn_momentum: float = 0.01,
+        pillar_filter_z: bool = False,
+        max_points_per_voxel: int | None = 10,
+        max_voxels: Sequence[int] | None = (120_000, 160_000),
+        gaussian_overlap: float = 0.1,
+        min_radius: int = 2,
+        max_objs: int = 500,
+        cls_weight: float = 1.0,
+        loc_weight: float = 0.25,
+        code_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2),
+        score_threshold: float = 0.1,
+        nms_threshold: float = 0.2,
+        nms_pre: int = 1000,
+        nms_post: int = 83,
+        post_center_range: Sequence[float] = (-61.2, -61.2, -10.0, 61.2, 61.2, 11.8),
+        stage: str = "inter",
+        init_weights: str | None = None,
+        pseudo_label_threshold: float = 0.2,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        moms: Sequence[float] = (0.95, 0.85),
+        pct_start: float = 0.4,
+        div_factor: float = 10.0,
+        final_div_factor: float = 1e4,
+        eval_metric: str = "nuscenes",
+        example_points: int = 2000,
+    ):
         super().__init__()
         self.save_hyperparameters()
         check_choice("stage", stage, ("inter", "intra"))
@@ -91,16 +122,35 @@ class SSDA3DModule(LightningModule):
         if not class_names:
             raise UserError("class_names is empty: name the classes the head detects, e.g. [car]")
         self.model = SSDA3DDetector(
-            backbone=backbone, num_classes=len(class_names), num_point_features=num_point_features,
-            voxel_size=voxel_size, point_cloud_range=point_cloud_range, pillar_filters=pillar_filters,
-            voxel_channels=voxel_channels, layer_nums=layer_nums, layer_strides=layer_strides,
-            num_filters=num_filters, upsample_strides=upsample_strides, num_upsample_filters=num_upsample_filters,
-            head_channels=head_channels, bn_momentum=bn_momentum, pillar_filter_z=pillar_filter_z,
-            max_points_per_voxel=max_points_per_voxel, max_voxels=max_voxels, gaussian_overlap=gaussian_overlap,
+            backbone=backbone,
+            num_classes=len(class_names),
+            num_point_features=num_point_features,
+            voxel_size=voxel_size,
+            point_cloud_range=point_cloud_range,
+            pillar_filters=pillar_filters,
+            voxel_channels=voxel_channels,
+            layer_nums=layer_nums,
+            layer_strides=layer_strides,
+            num_filters=num_filters,
+            upsample_strides=upsample_strides,
+            num_upsample_filters=num_upsample_filters,
+            head_channels=head_channels,
+            bn_momentum=bn_momentum,
+            pillar_filter_z=pillar_filter_z,
+            max_points_per_voxel=max_points_per_voxel,
+            max_voxels=max_voxels,
+            gaussian_overlap=gaussian_overlap,
             min_radius=min_radius,
-            max_objs=max_objs, cls_weight=cls_weight, loc_weight=loc_weight, code_weights=code_weights,
-            score_threshold=score_threshold, nms_threshold=nms_threshold, nms_pre=nms_pre, nms_post=nms_post,
-            post_center_range=post_center_range)
+            max_objs=max_objs,
+            cls_weight=cls_weight,
+            loc_weight=loc_weight,
+            code_weights=code_weights,
+            score_threshold=score_threshold,
+            nms_threshold=nms_threshold,
+            nms_pre=nms_pre,
+            nms_post=nms_post,
+            post_center_range=post_center_range,
+        )
         self.example_input_array = (example_batch(point_cloud_range, example_points),)
         # spconv's CPU wheel has no backward (its backward launches CUDA kernels): the voxel model trains on a GPU only
         self.backward_needs_cuda = backbone == "voxel"
@@ -119,8 +169,10 @@ class SSDA3DModule(LightningModule):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         classes = getattr(dm, "classes", None)
         if classes is not None and list(classes) != list(self.hparams.class_names):
-            raise UserError(f"the model detects {list(self.hparams.class_names)}, the data module's classes are "
-                            f"{list(classes)}: set model.init_args.class_names to the data's classes")
+            raise UserError(
+                f"the model detects {list(self.hparams.class_names)}, the data module's classes are "
+                f"{list(classes)}: set model.init_args.class_names to the data's classes"
+            )
         feats = getattr(dm, "num_point_features", None)
         if feats is not None and feats < self.hparams.num_point_features:
             raise UserError(f"the model reads {self.hparams.num_point_features} point features, the data has {feats}")
@@ -139,8 +191,10 @@ class SSDA3DModule(LightningModule):
         if p.is_dir():
             p = p / "model.safetensors"
         if not p.is_file():
-            raise UserError(f"init_weights {path!r} does not exist: give the Stage-I checkpoint (.ckpt) or exported "
-                            "folder (model.safetensors)")
+            raise UserError(
+                f"init_weights {path!r} does not exist: give the Stage-I checkpoint (.ckpt) or exported "
+                "folder (model.safetensors)"
+            )
         if p.suffix == ".safetensors":
             from safetensors.torch import load_file
 
@@ -149,7 +203,7 @@ class SSDA3DModule(LightningModule):
             from zoo.hub import read_checkpoint
 
             state = read_checkpoint(p).get("state_dict", {})
-        state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+        state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
         if not state:
             raise UserError(f"{p} holds no 'model.*' weights of an SSDA3DModule")
         self.model.load_state_dict(state, strict=True)
@@ -174,8 +228,10 @@ class SSDA3DModule(LightningModule):
             if p.shape[0] and not bool(torch.isfinite(p[:, :3]).all(dim=1).any()):
                 ids = batch.get("frame_id") if isinstance(batch, dict) else None
                 name = ids[i] if ids is not None and i < len(ids) else f"#{i} of the batch"
-                raise UserError(f"frame {name}: every point has a NaN or infinite coordinate; fix or drop this "
-                                "frame in the dataset (its point cloud is unusable)")
+                raise UserError(
+                    f"frame {name}: every point has a NaN or infinite coordinate; fix or drop this "
+                    "frame in the dataset (its point cloud is unusable)"
+                )
 
     def forward(self, batch) -> Any:
         pts = self._points(batch)
@@ -236,8 +292,14 @@ class SSDA3DModule(LightningModule):
         out = []
         for fid, p in zip(ids, preds):
             keep = p["scores"] > self.hparams.pseudo_label_threshold
-            out.append({"frame_id": fid, "boxes": p["boxes"][keep].cpu(), "scores": p["scores"][keep].cpu(),
-                        "labels": p["labels"][keep].cpu()})
+            out.append(
+                {
+                    "frame_id": fid,
+                    "boxes": p["boxes"][keep].cpu(),
+                    "scores": p["scores"][keep].cpu(),
+                    "labels": p["labels"][keep].cpu(),
+                }
+            )
         return out
 
     def figure_inputs(self, batch, outputs=None, max_items: int = 4) -> dict:
@@ -249,19 +311,39 @@ class SSDA3DModule(LightningModule):
         gts = batch.get("boxes") if isinstance(batch, dict) else None
         frames = []
         for i, (p, o) in enumerate(zip(pts, outputs)):
-            frames.append({"points": p.cpu(), "pred_boxes": o["boxes"].cpu(), "pred_scores": o["scores"].cpu(),
-                           "gt_boxes": gts[i].cpu() if gts is not None else None, "name": str(o["frame_id"])})
-        return {"kind": "bev_boxes", "frames": frames, "point_cloud_range": list(self.hparams.point_cloud_range),
-                "title": f"SSDA3D detections (score > {self.hparams.pseudo_label_threshold}) vs ground truth"}
+            frames.append(
+                {
+                    "points": p.cpu(),
+                    "pred_boxes": o["boxes"].cpu(),
+                    "pred_scores": o["scores"].cpu(),
+                    "gt_boxes": gts[i].cpu() if gts is not None else None,
+                    "name": str(o["frame_id"]),
+                }
+            )
+        return {
+            "kind": "bev_boxes",
+            "frames": frames,
+            "point_cloud_range": list(self.hparams.point_cloud_range),
+            "title": f"SSDA3D detections (score > {self.hparams.pseudo_label_threshold}) vs ground truth",
+        }
 
     # ------------------------------------------------------------------------------------------ optimiser
     def configure_optimizers(self):
         hp = self.hparams
-        opt = torch.optim.AdamW(self.model.parameters(), lr=hp.lr, betas=(hp.moms[0], 0.99),
-                                weight_decay=hp.weight_decay)
+        opt = torch.optim.AdamW(
+            self.model.parameters(), lr=hp.lr, betas=(hp.moms[0], 0.99), weight_decay=hp.weight_decay
+        )
         total = int(self.trainer.estimated_stepping_batches)
         sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=hp.lr, total_steps=max(total, 2), pct_start=hp.pct_start, anneal_strategy="cos",
-            cycle_momentum=True, base_momentum=hp.moms[1], max_momentum=hp.moms[0], div_factor=hp.div_factor,
-            final_div_factor=hp.final_div_factor)
+            opt,
+            max_lr=hp.lr,
+            total_steps=max(total, 2),
+            pct_start=hp.pct_start,
+            anneal_strategy="cos",
+            cycle_momentum=True,
+            base_momentum=hp.moms[1],
+            max_momentum=hp.moms[0],
+            div_factor=hp.div_factor,
+            final_div_factor=hp.final_div_factor,
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

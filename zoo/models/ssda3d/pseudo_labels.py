@@ -9,11 +9,12 @@ those frames' boxes in Stage II.
 Boxes are in the frame's coordinates as the target data module delivers them (after its ``z_shift``), which is how
 Stage II reads them back (:class:`zoo.models.ssda3d.data.PseudoLabelledFrames`).
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
@@ -49,8 +50,14 @@ class PseudoLabelWriter(BasePredictionWriter):
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices):
         frames = {}
-        batches = predictions[0] if predictions and isinstance(predictions[0], list) and predictions[0] and \
-            isinstance(predictions[0][0], list) else predictions
+        batches = (
+            predictions[0]
+            if predictions
+            and isinstance(predictions[0], list)
+            and predictions[0]
+            and isinstance(predictions[0][0], list)
+            else predictions
+        )
         hp = pl_module.hparams
         tau = float(hp.pseudo_label_threshold)
         if self.threshold is not None:
@@ -58,8 +65,11 @@ class PseudoLabelWriter(BasePredictionWriter):
         for batch in batches:
             for f in batch:
                 keep = f["scores"] > tau
-                frames[str(f["frame_id"])] = {"boxes": f["boxes"][keep].tolist(), "scores": f["scores"][keep].tolist(),
-                                              "labels": f["labels"][keep].tolist()}
+                frames[str(f["frame_id"])] = {
+                    "boxes": f["boxes"][keep].tolist(),
+                    "scores": f["scores"][keep].tolist(),
+                    "labels": f["labels"][keep].tolist(),
+                }
         out = {"format": FORMAT, "classes": list(hp.class_names), "threshold": tau, "frames": frames}
         p = self.path(trainer)
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -73,8 +83,10 @@ def read_pseudo_labels(path: str | Path, classes: Sequence[str] | None = None) -
     p = Path(path).expanduser()
     files = [p] if p.is_file() else sorted(p.parent.glob(f"{p.stem}.rank*{p.suffix}"))
     if not files:
-        raise DataNotFoundError(f"pseudo-label file {p} not found: write it with `zoo predict` and the "
-                                "PseudoLabelWriter callback (configs/ssda3d-*-pseudo.yaml)")
+        raise DataNotFoundError(
+            f"pseudo-label file {p} not found: write it with `zoo predict` and the "
+            "PseudoLabelWriter callback (configs/ssda3d-*-pseudo.yaml)"
+        )
     frames: dict[str, dict] = {}
     for f in files:
         try:

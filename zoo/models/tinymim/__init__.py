@@ -14,6 +14,7 @@ entries train from are public at stable URLs (``MAE_TEACHERS``): ``model.init_ar
 file is downloaded once into the zoo cache and read as plain tensors).
 This file imports nothing heavy.
 """
+
 from zoo.models.tinymim.sizes import FINETUNED, STUDENTS, TEACHER_OF  # plain data, no torch
 from zoo.registry import Entry, Metric, Paper
 
@@ -49,11 +50,15 @@ MAE_TEACHERS = {
     "MAE ViT-B/16": "https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base.pth",
     "MAE ViT-L/16": "https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_large.pth",
 }
-_CONVERT_NOTE = ("download {file} from the links in the official README (github.com/OliverRensu/TinyMIM, Google "
-                 "Drive), convert it with `python -m zoo.models.tinymim.convert {file} {name} out/{name}` and load "
-                 "'local-dir:out/{name}'; `zoo push out/{name} {repo}` publishes it.")
-_FT_PROTOCOL = ("fine-tuned on ImageNet-1k from the distilled model (100 epochs for B, MAE recipe), single 224 "
-                "centre crop; README table of the official repo")
+_CONVERT_NOTE = (
+    "download {file} from the links in the official README (github.com/OliverRensu/TinyMIM, Google "
+    "Drive), convert it with `python -m zoo.models.tinymim.convert {file} {name} out/{name}` and load "
+    "'local-dir:out/{name}'; `zoo push out/{name} {repo}` publishes it."
+)
+_FT_PROTOCOL = (
+    "fine-tuned on ImageNet-1k from the distilled model (100 epochs for B, MAE recipe), single 224 "
+    "centre crop; README table of the official repo"
+)
 _ADE_PROTOCOL = "UperNet, 512x512, 160k iterations, single-scale mIoU (official Segmentation/ code)"
 _FIDELITY = (
     " Release files: TinyMIM's and MAE's util/misc.py save_model writes {{model, optimizer, epoch, scaler, args "
@@ -61,17 +66,26 @@ _FIDELITY = (
     "globals (zoo.convert.read_release) and refuses any key outside the MAE/TinyMIM ViT layout. Parity with "
     "OliverRensu/TinyMIM@d084705 is a golden test (tests/fixtures/tinymim): {what}."
 )
-_FIDELITY_PT = _FIDELITY.format(what=(
-    "student (models_tinymim.py TinyMIMViT.forward_encoder, relations at block 12) and teacher "
-    "(models_teacher.py MaskedAutoencoderViT) Q-K / V-V relations and the KL losses of TinyMIMViT.forward; zoo "
-    "takes the log of the student relation as a log-softmax (fp16-safe) where the release logs the softmax"))
-_FIDELITY_FT = _FIDELITY.format(what=(
-    "the classifier (models_vit.py VisionTransformer, global_pool=True: mean of patch tokens -> fc_norm -> head) on "
-    "the release's timm 0.3.2"))
-_FIDELITY_STAR = _FIDELITY.format(what=(
-    "the backbone (CLS + dist token, 12 heads) and the conv1x1 neck against Segmentation/TinyMIMstar-T/backbone/"
-    "mae.py with plain blocks (its ADE20K config adds relative position bias and LayerScale, which the "
-    "ADE20K log lists as missing from TinyMIM-FT-Tstar.pth); the classification heads are not in the released code"))
+_FIDELITY_PT = _FIDELITY.format(
+    what=(
+        "student (models_tinymim.py TinyMIMViT.forward_encoder, relations at block 12) and teacher "
+        "(models_teacher.py MaskedAutoencoderViT) Q-K / V-V relations and the KL losses of TinyMIMViT.forward; zoo "
+        "takes the log of the student relation as a log-softmax (fp16-safe) where the release logs the softmax"
+    )
+)
+_FIDELITY_FT = _FIDELITY.format(
+    what=(
+        "the classifier (models_vit.py VisionTransformer, global_pool=True: mean of patch tokens -> fc_norm -> head) on "
+        "the release's timm 0.3.2"
+    )
+)
+_FIDELITY_STAR = _FIDELITY.format(
+    what=(
+        "the backbone (CLS + dist token, 12 heads) and the conv1x1 neck against Segmentation/TinyMIMstar-T/backbone/"
+        "mae.py with plain blocks (its ADE20K config adds relative position bias and LayerScale, which the "
+        "ADE20K log lists as missing from TinyMIM-FT-Tstar.pth); the classification heads are not in the released code"
+    )
+)
 _TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
 
 _RECIPE_PT = (
@@ -90,111 +104,199 @@ _RECIPE_FT = (
 
 ENTRIES = []
 for _size, _student in STUDENTS.items():
-    _dim, _heads, _last, _ft_heads = (_student["embed_dim"], _student["num_heads"], _student["last_heads"],
-                                      FINETUNED[_size]["num_heads"])
+    _dim, _heads, _last, _ft_heads = (
+        _student["embed_dim"],
+        _student["num_heads"],
+        _student["last_heads"],
+        FINETUNED[_size]["num_heads"],
+    )
     _teacher, _tblock = _TEACHER_NAMES[TEACHER_OF[_size][0]], TEACHER_OF[_size][1]
     _pt_metrics = (
-        Metric("image-classification", "imagenet-1k", "ImageNet-1k", "accuracy", TOP1[_size], "validation",
-               "top-1 after fine-tuning", _FT_PROTOCOL),
-        Metric("image-segmentation", "scene_parse_150", "ADE20K", "mean_iou", ADE[_size], "validation",
-               "mIoU (UperNet)", _ADE_PROTOCOL),
-    )
-    ENTRIES.append(Entry(
-        name=f"tinymim-{_size}",
-        module="zoo.models.tinymim.module.TinyMIMDistillModule",
-        init_args={"embed_dim": _dim, "depth": 12, "num_heads": _heads, "last_heads": _last,
-                   "teacher_block": _tblock},
-        paper=PAPER,
-        license=LICENSE,
-        description=(f"TinyMIM ViT-{_size[0].upper()}/16 distilled from {_teacher} (relations of teacher block "
-                     f"{_tblock}); {_heads} heads, {_last} in the last block. forward(images) gives token features."),
-        hub_repo="zoo-models/tinymim-base" if _size in RELEASED_PT else None,
-        weights_note=(_CONVERT_NOTE.format(file="TinyMIM-PT-B.pth", name="tinymim-base", repo="zoo-models/tinymim-base")
-                      if _size in RELEASED_PT else ""),
-        preprocess=PREPROCESS,
-        pipeline_tag="image-feature-extraction",
-        datasets=("imagenet-1k",),
-        tags=("vision-transformer", "knowledge-distillation", "masked-image-modeling"),
-        params=PARAMS_PT[_size],
-        paper_metrics=_pt_metrics,
-        config="configs/tinymim.yaml" if _size == "base" else f"configs/tinymim-{_size}.yaml",
-        recipe=_RECIPE_PT.format(tb=_tblock, teacher=f"{_teacher} ({MAE_TEACHERS[_teacher]})"),
-        limitations=(
-            "A pre-trained feature extractor: fine-tune it (configs/tinymim-finetune.yaml) before classifying. "
-            "In the released pre-trained student the last block's attention projection, MLP and the final norm were "
-            "never trained (the loss stops at its q, k, v): use features of earlier blocks or fine-tune. "
-            + ("Converted from the official TinyMIM-PT-B.pth; the upstream weights carry no licence and derive from "
-               "MAE (CC-BY-NC 4.0): non-commercial research use." if _size in RELEASED_PT else
-               "The authors did not release these pre-trained weights (OliverRensu/TinyMIM#11); train them with "
-               f"the config (teacher: a ViT-B, e.g. MAE ViT-B or tinymim-base with teacher_heads={_last}).")
-            + _FIDELITY_PT
+        Metric(
+            "image-classification",
+            "imagenet-1k",
+            "ImageNet-1k",
+            "accuracy",
+            TOP1[_size],
+            "validation",
+            "top-1 after fine-tuning",
+            _FT_PROTOCOL,
         ),
-        tiny_overrides={**_TINY, "last_heads": 4, "teacher_block": -1},
-    ))
-    ENTRIES.append(Entry(
-        name=f"tinymim-{_size}.in1k-ft",
+        Metric(
+            "image-segmentation",
+            "scene_parse_150",
+            "ADE20K",
+            "mean_iou",
+            ADE[_size],
+            "validation",
+            "mIoU (UperNet)",
+            _ADE_PROTOCOL,
+        ),
+    )
+    ENTRIES.append(
+        Entry(
+            name=f"tinymim-{_size}",
+            module="zoo.models.tinymim.module.TinyMIMDistillModule",
+            init_args={
+                "embed_dim": _dim,
+                "depth": 12,
+                "num_heads": _heads,
+                "last_heads": _last,
+                "teacher_block": _tblock,
+            },
+            paper=PAPER,
+            license=LICENSE,
+            description=(
+                f"TinyMIM ViT-{_size[0].upper()}/16 distilled from {_teacher} (relations of teacher block "
+                f"{_tblock}); {_heads} heads, {_last} in the last block. forward(images) gives token features."
+            ),
+            hub_repo="zoo-models/tinymim-base" if _size in RELEASED_PT else None,
+            weights_note=(
+                _CONVERT_NOTE.format(file="TinyMIM-PT-B.pth", name="tinymim-base", repo="zoo-models/tinymim-base")
+                if _size in RELEASED_PT
+                else ""
+            ),
+            preprocess=PREPROCESS,
+            pipeline_tag="image-feature-extraction",
+            datasets=("imagenet-1k",),
+            tags=("vision-transformer", "knowledge-distillation", "masked-image-modeling"),
+            params=PARAMS_PT[_size],
+            paper_metrics=_pt_metrics,
+            config="configs/tinymim.yaml" if _size == "base" else f"configs/tinymim-{_size}.yaml",
+            recipe=_RECIPE_PT.format(tb=_tblock, teacher=f"{_teacher} ({MAE_TEACHERS[_teacher]})"),
+            limitations=(
+                "A pre-trained feature extractor: fine-tune it (configs/tinymim-finetune.yaml) before classifying. "
+                "In the released pre-trained student the last block's attention projection, MLP and the final norm were "
+                "never trained (the loss stops at its q, k, v): use features of earlier blocks or fine-tune. "
+                + (
+                    "Converted from the official TinyMIM-PT-B.pth; the upstream weights carry no licence and derive from "
+                    "MAE (CC-BY-NC 4.0): non-commercial research use."
+                    if _size in RELEASED_PT
+                    else "The authors did not release these pre-trained weights (OliverRensu/TinyMIM#11); train them with "
+                    f"the config (teacher: a ViT-B, e.g. MAE ViT-B or tinymim-base with teacher_heads={_last})."
+                )
+                + _FIDELITY_PT
+            ),
+            tiny_overrides={**_TINY, "last_heads": 4, "teacher_block": -1},
+        )
+    )
+    ENTRIES.append(
+        Entry(
+            name=f"tinymim-{_size}.in1k-ft",
+            module="zoo.models.tinymim.module.ViTFinetuneModule",
+            init_args={
+                "embed_dim": _dim,
+                "depth": 12,
+                "num_heads": _ft_heads,
+                "num_classes": 1000,
+                "layer_decay": 0.65 if _size == "base" else 0.75,
+            },
+            paper=PAPER,
+            license=LICENSE,
+            description=(
+                f"TinyMIM ViT-{_size[0].upper()}/16 fine-tuned on ImageNet-1k ({_ft_heads} heads, global "
+                "average pooling + fc_norm). forward(images) gives 1000-way logits."
+            ),
+            hub_repo=None,
+            preprocess=PREPROCESS,
+            pipeline_tag="image-classification",
+            datasets=("imagenet-1k",),
+            tags=("vision-transformer", "image-classification"),
+            params=PARAMS_FT[_size],
+            paper_metrics=(
+                Metric(
+                    "image-classification",
+                    "imagenet-1k",
+                    "ImageNet-1k",
+                    "accuracy",
+                    TOP1[_size],
+                    "validation",
+                    "top-1",
+                    _FT_PROTOCOL,
+                ),
+            ),
+            config="configs/tinymim-finetune.yaml" if _size == "base" else f"configs/tinymim-{_size}-finetune.yaml",
+            recipe=_RECIPE_FT,
+            limitations=(
+                "No fine-tuned T/S/B weights are linked from the official repository by name; fine-tune a distilled "
+                "student with the config. Layer decay for T/S (0.75 here) is our choice: the authors did not publish it."
+                + (
+                    " The fine-tuned ViT-T uses 3 heads although it was pre-trained with 6/12 (the authors' choice, for "
+                    "parity with DeiT; OliverRensu/TinyMIM#4)."
+                    if _size == "tiny"
+                    else ""
+                )
+                + _FIDELITY_FT
+            ),
+            tiny_overrides={**_TINY, "num_classes": 10},
+        )
+    )
+
+ENTRIES.append(
+    Entry(
+        name="tinymim-tiny-star",
         module="zoo.models.tinymim.module.ViTFinetuneModule",
-        init_args={"embed_dim": _dim, "depth": 12, "num_heads": _ft_heads, "num_classes": 1000,
-                   "layer_decay": 0.65 if _size == "base" else 0.75},
+        init_args={
+            "kind": "star",
+            "embed_dim": 192,
+            "depth": 12,
+            "num_heads": 12,
+            "neck_dim": 1280,
+            "num_classes": 1000,
+            "layer_decay": 0.75,
+        },
         paper=PAPER,
         license=LICENSE,
-        description=(f"TinyMIM ViT-{_size[0].upper()}/16 fine-tuned on ImageNet-1k ({_ft_heads} heads, global "
-                     "average pooling + fc_norm). forward(images) gives 1000-way logits."),
-        hub_repo=None,
+        description=(
+            "TinyMIM*-T: ViT-T/16 with 12 heads, a distillation token and a 192->1280 projection of the final "
+            "tokens, fine-tuned on ImageNet-1k (~1000 epochs with DeiT-style distillation). forward(images) "
+            "gives logits (class and distillation heads averaged)."
+        ),
+        hub_repo="zoo-models/tinymim-tiny-star",
+        weights_note=_CONVERT_NOTE.format(
+            file="TinyMIM-FT-Tstar.pth", name="tinymim-tiny-star", repo="zoo-models/tinymim-tiny-star"
+        ),
         preprocess=PREPROCESS,
         pipeline_tag="image-classification",
         datasets=("imagenet-1k",),
-        tags=("vision-transformer", "image-classification"),
-        params=PARAMS_FT[_size],
-        paper_metrics=(Metric("image-classification", "imagenet-1k", "ImageNet-1k", "accuracy", TOP1[_size],
-                              "validation", "top-1", _FT_PROTOCOL),),
-        config="configs/tinymim-finetune.yaml" if _size == "base" else f"configs/tinymim-{_size}-finetune.yaml",
-        recipe=_RECIPE_FT,
-        limitations=(
-            "No fine-tuned T/S/B weights are linked from the official repository by name; fine-tune a distilled "
-            "student with the config. Layer decay for T/S (0.75 here) is our choice: the authors did not publish it."
-            + (" The fine-tuned ViT-T uses 3 heads although it was pre-trained with 6/12 (the authors' choice, for "
-               "parity with DeiT; OliverRensu/TinyMIM#4)." if _size == "tiny" else "")
-            + _FIDELITY_FT
+        tags=("vision-transformer", "image-classification", "knowledge-distillation"),
+        params=8_336_400,
+        paper_metrics=(
+            Metric(
+                "image-classification",
+                "imagenet-1k",
+                "ImageNet-1k",
+                "accuracy",
+                79.6,
+                "validation",
+                "top-1",
+                "TinyMIM*-T fine-tuned ~1000 epochs with DeiT-style distillation (teacher/recipe unpublished)",
+            ),
+            Metric(
+                "image-segmentation",
+                "scene_parse_150",
+                "ADE20K",
+                "mean_iou",
+                45.0,
+                "validation",
+                "mIoU (UperNet)",
+                _ADE_PROTOCOL + "; layer decay 0.8",
+            ),
         ),
-        tiny_overrides={**_TINY, "num_classes": 10},
-    ))
-
-ENTRIES.append(Entry(
-    name="tinymim-tiny-star",
-    module="zoo.models.tinymim.module.ViTFinetuneModule",
-    init_args={"kind": "star", "embed_dim": 192, "depth": 12, "num_heads": 12, "neck_dim": 1280,
-               "num_classes": 1000, "layer_decay": 0.75},
-    paper=PAPER,
-    license=LICENSE,
-    description=("TinyMIM*-T: ViT-T/16 with 12 heads, a distillation token and a 192->1280 projection of the final "
-                 "tokens, fine-tuned on ImageNet-1k (~1000 epochs with DeiT-style distillation). forward(images) "
-                 "gives logits (class and distillation heads averaged)."),
-    hub_repo="zoo-models/tinymim-tiny-star",
-    weights_note=_CONVERT_NOTE.format(file="TinyMIM-FT-Tstar.pth", name="tinymim-tiny-star",
-                                      repo="zoo-models/tinymim-tiny-star"),
-    preprocess=PREPROCESS,
-    pipeline_tag="image-classification",
-    datasets=("imagenet-1k",),
-    tags=("vision-transformer", "image-classification", "knowledge-distillation"),
-    params=8_336_400,
-    paper_metrics=(
-        Metric("image-classification", "imagenet-1k", "ImageNet-1k", "accuracy", 79.6, "validation", "top-1",
-               "TinyMIM*-T fine-tuned ~1000 epochs with DeiT-style distillation (teacher/recipe unpublished)"),
-        Metric("image-segmentation", "scene_parse_150", "ADE20K", "mean_iou", 45.0, "validation", "mIoU (UperNet)",
-               _ADE_PROTOCOL + "; layer decay 0.8"),
-    ),
-    config="configs/tinymim-tiny-star-finetune.yaml",
-    recipe=("Distilled ViT-T (TinyMIM), then ~1000 epochs of supervised fine-tuning with a DeiT distillation token "
+        config="configs/tinymim-tiny-star-finetune.yaml",
+        recipe=(
+            "Distilled ViT-T (TinyMIM), then ~1000 epochs of supervised fine-tuning with a DeiT distillation token "
             "(OliverRensu/TinyMIM#8); the distillation teacher and hyper-parameters were not released, so zoo "
-            "fine-tunes T* with the MAE recipe and both heads on the labels."),
-    limitations=(
-        "Converted from the official TinyMIM-FT-Tstar.pth (no licence upstream; MAE-derived, CC-BY-NC 4.0: "
-        "non-commercial research use). The widths of fc_norm/head/head_dist (1280) and the pooling (mean of patch "
-        "tokens for head, distillation token for head_dist) are our reading of the checkpoint's key names; the "
-        "classification code of T* was not published, so the parameter count (8,336,400) is checked against that "
-        "reading, not against the file. DeiT-style hard distillation during training is not implemented."
-        + _FIDELITY_STAR
-    ),
-    tiny_overrides={**_TINY, "num_heads": 4, "neck_dim": 64, "num_classes": 10},
-))
+            "fine-tunes T* with the MAE recipe and both heads on the labels."
+        ),
+        limitations=(
+            "Converted from the official TinyMIM-FT-Tstar.pth (no licence upstream; MAE-derived, CC-BY-NC 4.0: "
+            "non-commercial research use). The widths of fc_norm/head/head_dist (1280) and the pooling (mean of patch "
+            "tokens for head, distillation token for head_dist) are our reading of the checkpoint's key names; the "
+            "classification code of T* was not published, so the parameter count (8,336,400) is checked against that "
+            "reading, not against the file. DeiT-style hard distillation during training is not implemented."
+            + _FIDELITY_STAR
+        ),
+        tiny_overrides={**_TINY, "num_heads": 4, "neck_dim": 64, "num_classes": 10},
+    )
+)

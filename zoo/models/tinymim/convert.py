@@ -18,6 +18,7 @@ Command line (reads a file only as plain tensors: ``torch.load(weights_only=True
 MAE's encoders are public at stable URLs (``zoo.models.tinymim.MAE_TEACHERS``); :func:`read_official` accepts such a
 URL and keeps the downloaded file in the zoo cache (``zoo/convert.py``).
 """
+
 from __future__ import annotations
 
 import re
@@ -32,9 +33,11 @@ __all__ = ["convert_state_dict", "to_official_state_dict", "read_official", "loa
 _RENAMES = (("conv1x1.0.", "neck.0."), ("conv1x1.1.", "neck.1."))
 _DROP = re.compile(r"^(decoder_|decoder\.|mask_token$)")
 # every name an official TinyMIM / MAE encoder file holds (after renaming); anything else is refused
-_KNOWN = re.compile(r"^(cls_token|dist_token|pos_embed|patch_embed\.proj\.(weight|bias)"
-                    r"|blocks\.\d+\.(norm1|attn\.qkv|attn\.proj|norm2|mlp\.fc1|mlp\.fc2)\.(weight|bias)"
-                    r"|(norm|fc_norm|head|head_dist|neck\.0|neck\.1)\.(weight|bias))$")
+_KNOWN = re.compile(
+    r"^(cls_token|dist_token|pos_embed|patch_embed\.proj\.(weight|bias)"
+    r"|blocks\.\d+\.(norm1|attn\.qkv|attn\.proj|norm2|mlp\.fc1|mlp\.fc2)\.(weight|bias)"
+    r"|(norm|fc_norm|head|head_dist|neck\.0|neck\.1)\.(weight|bias))$"
+)
 
 
 def _unwrap(official: dict) -> dict:
@@ -59,17 +62,19 @@ def convert_state_dict(official: dict) -> dict:
     out = {}
     for key, value in state.items():
         if key.startswith("module."):
-            key = key[len("module."):]
+            key = key[len("module.") :]
         if _DROP.match(key):
             continue
         for old, new in _RENAMES:
             if key.startswith(old):
-                key = new + key[len(old):]
+                key = new + key[len(old) :]
         out[key] = value
     unknown = sorted(k for k in out if not _KNOWN.match(k))
     if unknown:
-        raise UserError(f"not a TinyMIM/MAE ViT checkpoint: {len(unknown)} keys outside the MAE/TinyMIM layout, e.g. "
-                        f"{unknown[:5]}; convert the file's 'model' entry of an official TinyMIM or MAE release")
+        raise UserError(
+            f"not a TinyMIM/MAE ViT checkpoint: {len(unknown)} keys outside the MAE/TinyMIM layout, e.g. "
+            f"{unknown[:5]}; convert the file's 'model' entry of an official TinyMIM or MAE release"
+        )
     if "pos_embed" not in out or not any(k.startswith("blocks.") for k in out):
         raise UserError(
             "not a TinyMIM/MAE ViT checkpoint: no 'pos_embed' or 'blocks.*' keys "
@@ -84,7 +89,7 @@ def to_official_state_dict(state: dict) -> dict:
     for key, value in state.items():
         for old, new in _RENAMES:
             if key.startswith(new):
-                key = old + key[len(new):]
+                key = old + key[len(new) :]
         out[key] = value
     return {"model": out}
 

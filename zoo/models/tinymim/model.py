@@ -23,6 +23,7 @@ before it, then only that block's ``norm1`` and ``attn.qkv`` (timm's own modules
 
 Shapes: images (B, 3, H, W); tokens (B, 1 + N, C) with N = (H/16)(W/16); q, k, v (B, heads, 1 + N, C/heads).
 """
+
 from __future__ import annotations
 
 import math
@@ -58,8 +59,7 @@ def sincos_pos_embed(dim: int, grid: tuple[int, int], num_prefix_tokens: int = 1
         raise UserError(f"embed_dim={dim}: the sin-cos position embedding needs embed_dim divisible by 4")
     gh, gw = grid
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
-    ys, xs = torch.meshgrid(torch.arange(gh, dtype=torch.float64), torch.arange(gw, dtype=torch.float64),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(gh, dtype=torch.float64), torch.arange(gw, dtype=torch.float64), indexing="ij")
 
     def one_d(pos):
         out = pos.reshape(-1, 1) * omega[None]
@@ -92,23 +92,49 @@ class TinyMIMViT(VisionTransformer):
 
     fsdp_blocks = (Block,)  # zoo_fsdp: one FSDP unit (and checkpointing unit) per transformer block
 
-    def __init__(self, img_size: int = 224, patch_size: int = 16, embed_dim: int = 768, depth: int = 12,
-                 num_heads: int = 12, last_heads: int | None = None, num_classes: int = 0,
-                 global_pool: str = "token", drop_path_rate: float = 0.0, drop_path_uniform: bool = False,
-                 fixed_pos_embed: bool = True, **kwargs):
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        last_heads: int | None = None,
+        num_classes: int = 0,
+        global_pool: str = "token",
+        drop_path_rate: float = 0.0,
+        drop_path_uniform: bool = False,
+        fixed_pos_embed: bool = True,
+        **kwargs,
+    ):
         super().__init__(
-            img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-            num_classes=num_classes, global_pool=global_pool, mlp_ratio=4.0, qkv_bias=True, norm_layer=LayerNorm6,
+            img_size=img_size,
+            patch_size=patch_size,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            num_classes=num_classes,
+            global_pool=global_pool,
+            mlp_ratio=4.0,
+            qkv_bias=True,
+            norm_layer=LayerNorm6,
             drop_path_rate=0.0 if drop_path_uniform else drop_path_rate,
-            weight_init="skip" if fixed_pos_embed else "", **kwargs,
+            weight_init="skip" if fixed_pos_embed else "",
+            **kwargs,
         )
         self.last_heads = last_heads or num_heads
         if self.last_heads != num_heads:
             if embed_dim % self.last_heads:
                 raise UserError(f"last_heads={self.last_heads} does not divide embed_dim={embed_dim}: pick a divisor")
             old = self.blocks[-1]
-            self.blocks[-1] = Block(embed_dim, self.last_heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=LayerNorm6,
-                                    drop_path=0.0 if drop_path_uniform else drop_path_rate)
+            self.blocks[-1] = Block(
+                embed_dim,
+                self.last_heads,
+                mlp_ratio=4.0,
+                qkv_bias=True,
+                norm_layer=LayerNorm6,
+                drop_path=0.0 if drop_path_uniform else drop_path_rate,
+            )
             if not fixed_pos_embed:  # keep timm's init of the block it replaces (head count changes no shape)
                 self.blocks[-1].load_state_dict(old.state_dict())
         if drop_path_uniform and drop_path_rate > 0:
@@ -156,8 +182,10 @@ def block_qkv(blk: Block, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """q, k, v of a timm ``Block`` for input tokens ``x`` (B, T, C): the split timm's ``Attention.forward`` makes."""
     attn = blk.attn
     if not isinstance(attn.q_norm, nn.Identity) or not isinstance(attn.k_norm, nn.Identity):
-        raise UserError("relation targets are defined for attention without q/k norm (TinyMIM's ViTs have none): "
-                        "use a TinyMIMViT teacher")
+        raise UserError(
+            "relation targets are defined for attention without q/k norm (TinyMIM's ViTs have none): "
+            "use a TinyMIMViT teacher"
+        )
     B, T, _ = x.shape
     qkv = attn.qkv(blk.norm1(x)).reshape(B, T, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
@@ -177,12 +205,33 @@ class TinyMIMStarViT(VisionTransformerDistilled):
 
     fsdp_blocks = (Block,)  # zoo_fsdp: one FSDP unit (and checkpointing unit) per transformer block
 
-    def __init__(self, img_size: int = 224, patch_size: int = 16, embed_dim: int = 192, depth: int = 12,
-                 num_heads: int = 12, neck_dim: int = 1280, num_classes: int = 1000, drop_path_rate: float = 0.0,
-                 **kwargs):
-        super().__init__(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
-                         num_heads=num_heads, num_classes=0, global_pool="token", fc_norm=False, mlp_ratio=4.0,
-                         qkv_bias=True, norm_layer=LayerNorm6, drop_path_rate=drop_path_rate, **kwargs)
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        embed_dim: int = 192,
+        depth: int = 12,
+        num_heads: int = 12,
+        neck_dim: int = 1280,
+        num_classes: int = 1000,
+        drop_path_rate: float = 0.0,
+        **kwargs,
+    ):
+        super().__init__(
+            img_size=img_size,
+            patch_size=patch_size,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            num_classes=0,
+            global_pool="token",
+            fc_norm=False,
+            mlp_ratio=4.0,
+            qkv_bias=True,
+            norm_layer=LayerNorm6,
+            drop_path_rate=drop_path_rate,
+            **kwargs,
+        )
         self.norm = nn.Identity()  # the released model has no final norm: the neck's LayerNorm takes its place
         self.neck = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, neck_dim), nn.GELU())
         self.num_features = self.head_hidden_size = neck_dim
@@ -207,7 +256,7 @@ class TinyMIMStarViT(VisionTransformerDistilled):
         return self.neck(x)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False):
-        pooled = self.fc_norm(x[:, self.num_prefix_tokens:].mean(dim=1))
+        pooled = self.fc_norm(x[:, self.num_prefix_tokens :].mean(dim=1))
         dist = self.fc_norm(x[:, 1])
         pooled, dist = self.head_drop(pooled), self.head_drop(dist)
         if pre_logits:

@@ -35,12 +35,14 @@ facts from the official code (OliverRensu/TinyMIM: main_pretrain.py, engine_pret
     warm-up + cosine to ``min_lr``; top-1 / top-5 (torchmetrics). ``pretrained`` (loaded lazily in
     ``configure_model``): a distillation checkpoint, a zoo model, or an official ``.pth``.
 """
+
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,9 +50,9 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
 from zoo.errors import UserError, check_choice, check_fits_data, check_positive
-from zoo.training import ClassificationEval, TimmScheduled, scaled_lr, warmup_cosine
 from zoo.models.tinymim.model import TinyMIMStarViT, TinyMIMViT, block_qkv
 from zoo.models.tinymim.sizes import TEACHERS
+from zoo.training import ClassificationEval, TimmScheduled, scaled_lr, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,9 @@ _OFFICIAL_SUFFIXES = (".pth", ".pt", ".bin")
 
 
 # ============================================================================================== the loss
-def relation_kl_loss(student_qkv: Sequence[Tensor], teacher_qkv: Sequence[Tensor],
-                     impl: str = "auto", kl: nn.Module | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def relation_kl_loss(
+    student_qkv: Sequence[Tensor], teacher_qkv: Sequence[Tensor], impl: str = "auto", kl: nn.Module | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """TinyMIM's relation loss (Eq. 2-4): ``(L, L_qk, L_vv)`` with ``L = L_qk + L_vv``.
 
     ``student_qkv`` / ``teacher_qkv``: (q, k, v), each (B, H, N, d); H and N must agree, d may differ. Each relation
@@ -91,8 +94,13 @@ def relation_kl_loss(student_qkv: Sequence[Tensor], teacher_qkv: Sequence[Tensor
 
 
 # ============================================================================================== helpers
-def color_jitter(images: Tensor, strength: float, mean: Sequence[float], std: Sequence[float],
-                 generator: torch.Generator | None = None) -> Tensor:
+def color_jitter(
+    images: Tensor,
+    strength: float,
+    mean: Sequence[float],
+    std: Sequence[float],
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Per-sample ColorJitter(brightness=contrast=saturation=strength) on a normalised batch (B, 3, H, W).
 
     torchvision's semantics, vectorised: each factor ~ U[max(0, 1 - s), 1 + s], the three ops in a random order per
@@ -114,12 +122,12 @@ def color_jitter(images: Tensor, strength: float, mean: Sequence[float], std: Se
         return (f * a + (1 - f) * b).clamp(0, 1)
 
     for slot in range(3):
-        f = factors.gather(1, order[:, slot:slot + 1]).view(B, 1, 1, 1)
+        f = factors.gather(1, order[:, slot : slot + 1]).view(B, 1, 1, 1)
         gray = (x * gray_w).sum(1, keepdim=True)
         candidates = (
-            blend(x, torch.zeros_like(x), f),                          # brightness
-            blend(x, gray.mean(dim=(1, 2, 3), keepdim=True), f),       # contrast
-            blend(x, gray, f),                                         # saturation
+            blend(x, torch.zeros_like(x), f),  # brightness
+            blend(x, gray.mean(dim=(1, 2, 3), keepdim=True), f),  # contrast
+            blend(x, gray, f),  # saturation
         )
         op = order[:, slot].view(B, 1, 1, 1)
         x = torch.where(op == 0, candidates[0], torch.where(op == 1, candidates[1], candidates[2]))
@@ -151,10 +159,12 @@ def _read_state(source: str) -> dict:
         from zoo.hub import read_checkpoint
 
         state = read_checkpoint(path).get("state_dict", {})
-        model = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+        model = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
         if not model:
-            raise UserError(f"{path} holds no 'model.*' weights: not a checkpoint of a zoo LightningModule; give a "
-                            "zoo .ckpt, an official .pth or a registry name")
+            raise UserError(
+                f"{path} holds no 'model.*' weights: not a checkpoint of a zoo LightningModule; give a "
+                "zoo .ckpt, an official .pth or a registry name"
+            )
         return model
     import zoo
 
@@ -185,8 +195,10 @@ def build_teacher(spec: str | dict, teacher_heads: int | None = None) -> TinyMIM
         if _is_url(str(spec)) or (path.is_file() and path.suffix in _OFFICIAL_SUFFIXES):
             state = _read_state(str(spec))
             if "norm.weight" not in state:
-                raise UserError(f"{spec} is not a pre-training (encoder) checkpoint: it has no final 'norm'; give the "
-                                "teacher's pre-training file (e.g. mae_pretrain_vit_large.pth), not a fine-tuned one")
+                raise UserError(
+                    f"{spec} is not a pre-training (encoder) checkpoint: it has no final 'norm'; give the "
+                    "teacher's pre-training file (e.g. mae_pretrain_vit_large.pth), not a fine-tuned one"
+                )
             net = TinyMIMViT(**_infer_vit_args(state))
             from zoo.hub import load_weights_strict
 
@@ -197,16 +209,21 @@ def build_teacher(spec: str | dict, teacher_heads: int | None = None) -> TinyMIM
             # Head counts are not in the weights: rebuild the module from the checkpoint's hyper-parameters
             # (LightningCLI records the class path; a plain Trainer checkpoint of a TinyMIM module does not).
             hp = read_checkpoint(path).get("hyper_parameters", {})
-            cls = None if "_class_path" in hp else (
-                f"{__name__}.TinyMIMDistillModule" if "last_heads" in hp else f"{__name__}.ViTFinetuneModule")
+            cls = (
+                None
+                if "_class_path" in hp
+                else (f"{__name__}.TinyMIMDistillModule" if "last_heads" in hp else f"{__name__}.ViTFinetuneModule")
+            )
             net = module_from_checkpoint(path, cls, ("teacher", "pretrained"))[0].model  # its own sources unused
         else:
             import zoo
 
             net = zoo.load(str(spec), allowed_init_args=("teacher", "pretrained")).model  # its own sources unused
         if not isinstance(net, TinyMIMViT):
-            raise UserError(f"teacher {spec!r} is a {type(net).__name__}; TinyMIM needs a zoo ViT (TinyMIMViT): give a "
-                            "tinymim-* / MAE teacher")
+            raise UserError(
+                f"teacher {spec!r} is a {type(net).__name__}; TinyMIM needs a zoo ViT (TinyMIMViT): give a "
+                "tinymim-* / MAE teacher"
+            )
     net.requires_grad_(False)
     net.teacher_heads = teacher_heads  # an optional re-split of the relation block's channels into heads
     return net.eval()
@@ -246,8 +263,12 @@ class TinyMIMDistillModule(TimmScheduled, LightningModule):
         if init_args.get("teacher"):
             return {}, ""
         arch = "mae_vit_large" if init_args.get("teacher_block", 18) > 12 else "mae_vit_base"
-        spec = {**TEACHERS[arch], "img_size": init_args.get("img_size", 224),
-                "patch_size": init_args.get("patch_size", 16), "seed": 0}
+        spec = {
+            **TEACHERS[arch],
+            "img_size": init_args.get("img_size", 224),
+            "patch_size": init_args.get("patch_size", 16),
+            "seed": 0,
+        }
         return {"teacher": spec}, f"teacher {arch} at random weights"
 
     def __init__(
@@ -276,11 +297,21 @@ class TinyMIMDistillModule(TimmScheduled, LightningModule):
         super().__init__()
         self.save_hyperparameters()
         if teacher_block == 0:
-            raise UserError("teacher_block=0: it is 1-based (the paper's 'block 18 of 24') or negative from the end "
-                            "(-1: the last block)")
-        self.model = TinyMIMViT(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
-                                num_heads=num_heads, last_heads=last_heads, drop_path_rate=drop_path_rate,
-                                drop_path_uniform=True, fixed_pos_embed=True)
+            raise UserError(
+                "teacher_block=0: it is 1-based (the paper's 'block 18 of 24') or negative from the end "
+                "(-1: the last block)"
+            )
+        self.model = TinyMIMViT(
+            img_size=img_size,
+            patch_size=patch_size,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            last_heads=last_heads,
+            drop_path_rate=drop_path_rate,
+            drop_path_uniform=True,
+            fixed_pos_embed=True,
+        )
         self.teacher: TinyMIMViT | None = None  # built in configure_model
         # the loss as a zoo op module (no parameters) with ``impl=relation_impl``, which
         # zoo.callbacks.FusedKernels(ops=["relation_kl"]) / the zoo_ddp strategy switch to the Triton kernel for a run
@@ -318,8 +349,13 @@ class TinyMIMDistillModule(TimmScheduled, LightningModule):
                 f"{self.model.last_heads}."
             )
         self.teacher = teacher.to(self.device)
-        log.info("TinyMIM teacher: %s (%d blocks, relations at block %d, %d heads)", spec if isinstance(spec, str)
-                 else "ViT from init args", n, self._teacher_index + 1, heads)
+        log.info(
+            "TinyMIM teacher: %s (%d blocks, relations at block %d, %d heads)",
+            spec if isinstance(spec, str) else "ViT from init args",
+            n,
+            self._teacher_index + 1,
+            heads,
+        )
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -353,15 +389,19 @@ class TinyMIMDistillModule(TimmScheduled, LightningModule):
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         student_images = color_jitter(images, self.hparams.student_color_jitter, self.hparams.mean, self.hparams.std)
         loss, l_qk, l_vv = self.relation_loss(images, student_images)
-        self.log_dict({"train/loss": loss, "train/loss_qk": l_qk, "train/loss_vv": l_vv}, prog_bar=True,
-                      batch_size=images.shape[0])
+        self.log_dict(
+            {"train/loss": loss, "train/loss_qk": l_qk, "train/loss_vv": l_vv},
+            prog_bar=True,
+            batch_size=images.shape[0],
+        )
         return loss
 
     def validation_step(self, batch, batch_idx):
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         loss, l_qk, l_vv = self.relation_loss(images)
-        self.log_dict({"val/loss": loss, "val/loss_qk": l_qk, "val/loss_vv": l_vv}, prog_bar=True,
-                      batch_size=images.shape[0])
+        self.log_dict(
+            {"val/loss": loss, "val/loss_qk": l_qk, "val/loss_vv": l_vv}, prog_bar=True, batch_size=images.shape[0]
+        )
 
     test_step = validation_step
 
@@ -391,19 +431,24 @@ def load_pretrained(model: nn.Module, source: str) -> list[str]:
     if "pos_embed" in state and state["pos_embed"].shape != own["pos_embed"].shape:
         src_prefix = 1 + ("dist_token" in state)
         if src_prefix != prefix:
-            raise UserError(f"cannot map pos_embed with {src_prefix} prefix tokens onto a model with {prefix}: "
-                            "load T* (dist token) weights into kind='star', plain ViT weights into kind='vit'")
+            raise UserError(
+                f"cannot map pos_embed with {src_prefix} prefix tokens onto a model with {prefix}: "
+                "load T* (dist token) weights into kind='star', plain ViT weights into kind='vit'"
+            )
         grid = getattr(model.patch_embed, "grid_size")
         state["pos_embed"] = resample_abs_pos_embed(state["pos_embed"], new_size=grid, num_prefix_tokens=prefix)
-    keep = {k: v for k, v in state.items()
-            if k in own and not k.startswith(("head", "fc_norm")) and v.shape == own[k].shape}
+    keep = {
+        k: v for k, v in state.items() if k in own and not k.startswith(("head", "fc_norm")) and v.shape == own[k].shape
+    }
     if isinstance(getattr(model, "fc_norm", None), nn.LayerNorm):
         keep = {k: v for k, v in keep.items() if not k.startswith("norm.")}
     encoder = [k for k in own if k.startswith(("blocks.", "patch_embed.", "cls_token"))]
     lost = [k for k in encoder if k not in keep]
     if lost:
-        raise UserError(f"pre-trained weights from {source} do not fit the encoder: {lost[:6]} missing or shaped "
-                        "differently: give weights of the same ViT size (embed_dim, depth, patch_size)")
+        raise UserError(
+            f"pre-trained weights from {source} do not fit the encoder: {lost[:6]} missing or shaped "
+            "differently: give weights of the same ViT size (embed_dim, depth, patch_size)"
+        )
     model.load_state_dict(keep, strict=False)
     return sorted(set(own) - set(keep))
 
@@ -444,17 +489,36 @@ class ViTFinetuneModule(TimmScheduled, ClassificationEval, LightningModule):
     ) -> None:
         super().__init__()
         check_choice("kind", kind, ("vit", "star"), where="ViTFinetuneModule")
-        check_positive("num_classes", num_classes, where="ViTFinetuneModule",
-                       fix="set model.init_args.num_classes to the number of classes (1000 for ImageNet)")
+        check_positive(
+            "num_classes",
+            num_classes,
+            where="ViTFinetuneModule",
+            fix="set model.init_args.num_classes to the number of classes (1000 for ImageNet)",
+        )
         self.save_hyperparameters()
         if kind == "vit":
-            self.model = TinyMIMViT(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
-                                    num_heads=num_heads, num_classes=num_classes, global_pool=global_pool,
-                                    drop_path_rate=drop_path_rate, fixed_pos_embed=False)
+            self.model = TinyMIMViT(
+                img_size=img_size,
+                patch_size=patch_size,
+                embed_dim=embed_dim,
+                depth=depth,
+                num_heads=num_heads,
+                num_classes=num_classes,
+                global_pool=global_pool,
+                drop_path_rate=drop_path_rate,
+                fixed_pos_embed=False,
+            )
         else:  # "star" (check_choice above)
-            self.model = TinyMIMStarViT(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
-                                        num_heads=num_heads, neck_dim=neck_dim, num_classes=num_classes,
-                                        drop_path_rate=drop_path_rate)
+            self.model = TinyMIMStarViT(
+                img_size=img_size,
+                patch_size=patch_size,
+                embed_dim=embed_dim,
+                depth=depth,
+                num_heads=num_heads,
+                neck_dim=neck_dim,
+                num_classes=num_classes,
+                drop_path_rate=drop_path_rate,
+            )
         for head in (getattr(self.model, "head", None), getattr(self.model, "head_dist", None)):
             if isinstance(head, nn.Linear):  # MAE: trunc_normal(std=2e-5) head, zero bias
                 nn.init.trunc_normal_(head.weight, std=2e-5)
@@ -463,9 +527,14 @@ class ViTFinetuneModule(TimmScheduled, ClassificationEval, LightningModule):
         if mixup > 0 or cutmix > 0:
             from timm.data import Mixup
 
-            self.mixup_fn = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=mixup_prob,
-                                  switch_prob=mixup_switch_prob, label_smoothing=label_smoothing,
-                                  num_classes=num_classes)
+            self.mixup_fn = Mixup(
+                mixup_alpha=mixup,
+                cutmix_alpha=cutmix,
+                prob=mixup_prob,
+                switch_prob=mixup_switch_prob,
+                label_smoothing=label_smoothing,
+                num_classes=num_classes,
+            )
         self.init_classification_metrics(num_classes)
         self._pretrained_loaded = False
         self.example_input_array = torch.randn(2, 3, img_size, img_size)
@@ -503,9 +572,12 @@ class ViTFinetuneModule(TimmScheduled, ClassificationEval, LightningModule):
         block i id i + 1, head L + 1), each with its scaled lr; no weight decay on 1-D params, pos/cls/dist tokens."""
         from timm.optim import param_groups_layer_decay
 
-        groups = param_groups_layer_decay(self.model, weight_decay=self.hparams.weight_decay,
-                                          no_weight_decay_list=self.model.no_weight_decay(),
-                                          layer_decay=self.hparams.layer_decay)
+        groups = param_groups_layer_decay(
+            self.model,
+            weight_decay=self.hparams.weight_decay,
+            no_weight_decay_list=self.model.no_weight_decay(),
+            layer_decay=self.hparams.layer_decay,
+        )
         for g in groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
         return groups

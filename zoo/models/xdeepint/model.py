@@ -20,6 +20,7 @@ Shapes (B = batch, F = fields, K = embedding size, h = subspaces, d = K / h):
 There is no DNN branch and no nonlinearity in the reference configuration (activation None, dropout 0, L = 4,
 h = K = 16, F = 38 on Criteo).
 """
+
 from __future__ import annotations
 
 import math
@@ -28,11 +29,26 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["FieldEmbedding", "PINLayer", "XDeepInt", "to_subspaces", "from_subspaces", "ACTIVATIONS",
-           "xdeepint_criteo", "xdeepint_avazu"]
+__all__ = [
+    "FieldEmbedding",
+    "PINLayer",
+    "XDeepInt",
+    "to_subspaces",
+    "from_subspaces",
+    "ACTIVATIONS",
+    "xdeepint_criteo",
+    "xdeepint_avazu",
+]
 
-ACTIVATIONS = {None: nn.Identity, "linear": nn.Identity, "identity": nn.Identity, "relu": nn.ReLU, "tanh": nn.Tanh,
-               "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
+ACTIVATIONS = {
+    None: nn.Identity,
+    "linear": nn.Identity,
+    "identity": nn.Identity,
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+}
 
 
 class FieldEmbedding(nn.Module):
@@ -101,8 +117,16 @@ class XDeepInt(nn.Module):
     :meth:`build_embedding` once the vocabulary is known (the Lightning module does it in ``setup``).
     """
 
-    def __init__(self, vocab_sizes: Sequence[int] | None, num_fields: int, embed_dim: int = 16, num_layers: int = 4,
-                 num_subspaces: int = 16, activation: str | None = None, dropout: float = 0.0):
+    def __init__(
+        self,
+        vocab_sizes: Sequence[int] | None,
+        num_fields: int,
+        embed_dim: int = 16,
+        num_layers: int = 4,
+        num_subspaces: int = 16,
+        activation: str | None = None,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if embed_dim % num_subspaces:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_subspaces ({num_subspaces})")
@@ -132,8 +156,10 @@ class XDeepInt(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.embedding is None:
-            raise RuntimeError("XDeepInt has no embedding tables yet: build it with vocab_sizes=[...] or call "
-                               "build_embedding(vocab_sizes) (XDeepIntModule does this from the data module).")
+            raise RuntimeError(
+                "XDeepInt has no embedding tables yet: build it with vocab_sizes=[...] or call "
+                "build_embedding(vocab_sizes) (XDeepIntModule does this from the data module)."
+            )
         if ids.dim() != 2 or ids.shape[1] != self.num_fields:
             raise ValueError(f"expected ids of shape (batch, {self.num_fields}), got {tuple(ids.shape)}")
         o = self.interactions(self.embedding(ids))  # (B, F, K)

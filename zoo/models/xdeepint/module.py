@@ -16,6 +16,7 @@ arXiv 2301.01089; paper §3.3-3.4, official xdeepint/experiment/criteo/nn1.py).
 vocabulary in ``setup`` and the sizes are written back into the hyper-parameters, so checkpoints and exported
 folders rebuild the same network.
 """
+
 from __future__ import annotations
 
 import torch
@@ -93,13 +94,31 @@ class XDeepIntModule(LightningModule):
             constant memory (for the full 9M-row Criteo test split on small machines).
     """
 
-    def __init__(self, vocab_sizes: list[int] | None = None, num_fields: int = 38, embed_dim: int = 16,
-                 num_layers: int = 4, num_subspaces: int = 16, activation: str | None = None, dropout: float = 0.0,
-                 optimizer: str = "ftrl", gftrl_alpha: float = 0.02, gftrl_beta: float = 1.0,
-                 gftrl_lambda1: float = 10.0, gftrl_lambda2: float = 10.0, ftrl_lr: float = 0.02,
-                 ftrl_lr_power: float = -0.5, ftrl_l1: float = 0.1, ftrl_l2: float = 0.1,
-                 ftrl_initial_accumulator: float = 0.1, adam_lr: float = 1e-3, adam_weight_decay: float = 0.0,
-                 loss_reduction: str = "sum", sparse_embedding_grad: bool = True, auroc_thresholds: int | None = None):
+    def __init__(
+        self,
+        vocab_sizes: list[int] | None = None,
+        num_fields: int = 38,
+        embed_dim: int = 16,
+        num_layers: int = 4,
+        num_subspaces: int = 16,
+        activation: str | None = None,
+        dropout: float = 0.0,
+        optimizer: str = "ftrl",
+        gftrl_alpha: float = 0.02,
+        gftrl_beta: float = 1.0,
+        gftrl_lambda1: float = 10.0,
+        gftrl_lambda2: float = 10.0,
+        ftrl_lr: float = 0.02,
+        ftrl_lr_power: float = -0.5,
+        ftrl_l1: float = 0.1,
+        ftrl_l2: float = 0.1,
+        ftrl_initial_accumulator: float = 0.1,
+        adam_lr: float = 1e-3,
+        adam_weight_decay: float = 0.0,
+        loss_reduction: str = "sum",
+        sparse_embedding_grad: bool = True,
+        auroc_thresholds: int | None = None,
+    ):
         super().__init__()
         where = "XDeepIntModule"
         check_choice("optimizer", optimizer, ("ftrl", "adam"), where=where)  # ftrl: the paper's G-FTRL + FTRL-Proximal
@@ -108,31 +127,43 @@ class XDeepIntModule(LightningModule):
             check_positive(name, value, where=where)
         check_positive("num_layers", num_layers, minimum=0, where=where)
         if embed_dim % num_subspaces:
-            raise UserError(f"{where}: num_subspaces={num_subspaces} must divide embed_dim={embed_dim} (each subspace "
-                            "takes embed_dim / num_subspaces coordinates); e.g. embed_dim 16 with num_subspaces 16.")
+            raise UserError(
+                f"{where}: num_subspaces={num_subspaces} must divide embed_dim={embed_dim} (each subspace "
+                "takes embed_dim / num_subspaces coordinates); e.g. embed_dim 16 with num_subspaces 16."
+            )
         if vocab_sizes is not None and len(vocab_sizes) != num_fields:
-            raise UserError(f"{where}: vocab_sizes has {len(vocab_sizes)} entries but num_fields={num_fields}; give one "
-                            "size per field, or vocab_sizes=null to take them from the data module.")
+            raise UserError(
+                f"{where}: vocab_sizes has {len(vocab_sizes)} entries but num_fields={num_fields}; give one "
+                "size per field, or vocab_sizes=null to take them from the data module."
+            )
         self.save_hyperparameters()
         self.automatic_optimization = False  # two optimisers stepped on every batch
         self.model = XDeepInt(vocab_sizes, num_fields, embed_dim, num_layers, num_subspaces, activation, dropout)
         g = torch.Generator().manual_seed(0)
         sizes = vocab_sizes if vocab_sizes is not None else [0] * num_fields
         self.example_input_array = torch.stack([torch.randint(0, v + 1, (4,), generator=g) for v in sizes], dim=1)
-        self.metrics = nn.ModuleDict({s: nn.ModuleDict({"auc": BinaryAUROC(thresholds=auroc_thresholds),
-                                                         "loss": CTRLoss()}) for s in ("val", "test")})
+        self.metrics = nn.ModuleDict(
+            {
+                s: nn.ModuleDict({"auc": BinaryAUROC(thresholds=auroc_thresholds), "loss": CTRLoss()})
+                for s in ("val", "test")
+            }
+        )
 
     # -- network ------------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         sizes = data_attribute(self, "vocab_sizes")
         data_sizes = list(sizes) if sizes is not None else None
         if data_sizes is not None and len(data_sizes) != self.hparams.num_fields:
-            raise UserError(f"the data has {len(data_sizes)} fields but XDeepIntModule was built with "
-                            f"num_fields={self.hparams.num_fields}; set model.init_args.num_fields={len(data_sizes)}")
+            raise UserError(
+                f"the data has {len(data_sizes)} fields but XDeepIntModule was built with "
+                f"num_fields={self.hparams.num_fields}; set model.init_args.num_fields={len(data_sizes)}"
+            )
         if self.model.embedding is None:
             if data_sizes is None:
-                raise UserError("XDeepIntModule(vocab_sizes=None) needs a data module with `vocab_sizes` "
-                                "(e.g. CTRDataModule) or explicit vocab_sizes=[...]")
+                raise UserError(
+                    "XDeepIntModule(vocab_sizes=None) needs a data module with `vocab_sizes` "
+                    "(e.g. CTRDataModule) or explicit vocab_sizes=[...]"
+                )
             self.model.build_embedding(data_sizes)
             self.hparams["vocab_sizes"] = data_sizes  # saved in checkpoints / exported configs
             g = torch.Generator().manual_seed(0)
@@ -140,9 +171,11 @@ class XDeepIntModule(LightningModule):
         elif data_sizes is not None and data_sizes != self.model.embedding.vocab_sizes:
             ours = self.model.embedding.vocab_sizes
             f = next(i for i, (a, b) in enumerate(zip(ours, data_sizes)) if a != b)
-            raise UserError(f"XDeepIntModule's vocab_sizes differ from the data module's (field {f}: {ours[f]} values "
-                            f"in the model, {data_sizes[f]} in the data): the vocabulary was built with other "
-                            "preprocessing options or data; use vocab_sizes=null to size the model from the data")
+            raise UserError(
+                f"XDeepIntModule's vocab_sizes differ from the data module's (field {f}: {ours[f]} values "
+                f"in the model, {data_sizes[f]} in the data): the vocabulary was built with other "
+                "preprocessing options or data; use vocab_sizes=null to size the model from the data"
+            )
         # decided before the strategy wraps the model: DDP fixes at wrap time which parameters have sparse gradients
         self.model.embedding.table.sparse = self._sparse_embedding_grad()
 
@@ -161,7 +194,8 @@ class XDeepIntModule(LightningModule):
             raise UserError(
                 f"XDeepIntModule(optimizer='ftrl') cannot run under {type(strategy).__name__}: it shards the embedding "
                 "table, and G-FTRL's groups are whole rows. Use trainer.strategy auto (one device), ddp, ddp_spawn or "
-                "zoo_ddp, or optimizer='adam'.")
+                "zoo_ddp, or optimizer='adam'."
+            )
         return bool(hp.sparse_embedding_grad)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -220,11 +254,22 @@ class XDeepIntModule(LightningModule):
         self.model.embedding.table.sparse = self._sparse_embedding_grad()  # as set in setup (a strategy may wrap)
         if hp.optimizer == "adam":
             return torch.optim.Adam(self.model.parameters(), lr=hp.adam_lr, weight_decay=hp.adam_weight_decay)
-        emb = GroupFTRL([self.model.embedding.table.weight], alpha=hp.gftrl_alpha, beta=hp.gftrl_beta,
-                        lambda1=hp.gftrl_lambda1, lambda2=hp.gftrl_lambda2)
+        emb = GroupFTRL(
+            [self.model.embedding.table.weight],
+            alpha=hp.gftrl_alpha,
+            beta=hp.gftrl_beta,
+            lambda1=hp.gftrl_lambda1,
+            lambda2=hp.gftrl_lambda2,
+        )
         rest = [p for n, p in self.model.named_parameters() if not n.startswith("embedding.")]
-        pin = FTRLProximal(rest, lr=hp.ftrl_lr, lr_power=hp.ftrl_lr_power, l1=hp.ftrl_l1, l2=hp.ftrl_l2,
-                           initial_accumulator=hp.ftrl_initial_accumulator)
+        pin = FTRLProximal(
+            rest,
+            lr=hp.ftrl_lr,
+            lr_power=hp.ftrl_lr_power,
+            l1=hp.ftrl_l1,
+            l2=hp.ftrl_l2,
+            initial_accumulator=hp.ftrl_initial_accumulator,
+        )
         return [emb, pin]
 
     def sparsity(self) -> dict[str, float]:

@@ -27,6 +27,7 @@ optimization"; paper §3.4, official xdeepint/src/optimizer.py and TensorFlow's 
 Both are plain :class:`torch.optim.Optimizer` subclasses; their state (``n``/``z`` or ``accum``/``linear``, in the
 parameter's dtype) lives in ``optimizer.state``, so they checkpoint like any optimiser.
 """
+
 from __future__ import annotations
 
 import math
@@ -127,8 +128,15 @@ class FTRLProximal(Optimizer):
         initial_accumulator: starting value of the squared-gradient accumulator (TF default 0.1).
     """
 
-    def __init__(self, params, lr: float = 0.02, lr_power: float = -0.5, l1: float = 0.1, l2: float = 0.1,
-                 initial_accumulator: float = 0.1):
+    def __init__(
+        self,
+        params,
+        lr: float = 0.02,
+        lr_power: float = -0.5,
+        l1: float = 0.1,
+        l2: float = 0.1,
+        initial_accumulator: float = 0.1,
+    ):
         if lr <= 0:
             raise ValueError(f"FTRLProximal: lr must be > 0, got {lr}")
         if lr_power > 0:
@@ -165,7 +173,9 @@ class FTRLProximal(Optimizer):
                 new_root = root(new_accum)
                 linear.add_(g - (new_root - root(accum)) / lr * p)
                 quadratic = new_root / lr + 2 * l2
-                p.copy_(torch.where(linear.abs() > l1, (torch.sign(linear) * l1 - linear) / quadratic, torch.zeros_like(p)))
+                p.copy_(
+                    torch.where(linear.abs() > l1, (torch.sign(linear) * l1 - linear) / quadratic, torch.zeros_like(p))
+                )
                 accum.copy_(new_accum)
                 state["step"] += 1
         return loss
