@@ -59,6 +59,27 @@ def warmup_cosine(optimizer, total_steps: int, warmup_steps: int, min_lr: float,
     return {"scheduler": sched, "interval": "step"}
 
 
+def warmup_cosine_epochs(
+    module, optimizer, warmup_epochs: float, min_lr: float, warmup_lr: float = 0.0, epochs: int | None = None
+) -> dict:
+    """:func:`warmup_cosine` with the warm-up (and optionally the schedule's length, ``epochs``) given in epochs, as
+    the papers' recipes state them: converted to optimizer steps with the trainer's ``estimated_stepping_batches``
+    over ``max_epochs``. ``epochs`` longer than ``max_epochs`` stretches the cosine (a run cut short of its recipe)."""
+    from zoo.errors import UserError
+
+    trainer = module.trainer
+    max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
+    steps = max(1, int(trainer.estimated_stepping_batches))
+    total = steps if epochs is None else int(round(steps / max_epochs * epochs))
+    warmup = int(round(warmup_epochs * steps / max_epochs))
+    if epochs is not None and warmup >= total:
+        raise UserError(
+            f"warmup_epochs={warmup_epochs} covers the whole schedule ({epochs} epochs): lower warmup_epochs or raise "
+            "epochs/max_epochs."
+        )
+    return warmup_cosine(optimizer, total, warmup, min_lr, warmup_lr)
+
+
 class TimmScheduled:
     """Mixin for LightningModules whose scheduler is a timm scheduler (:func:`warmup_cosine`): Lightning steps only
     torch schedulers by itself. Per-iteration schedules get the number of optimizer steps taken, per-epoch ones the

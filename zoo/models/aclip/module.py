@@ -48,7 +48,7 @@ from torch import Tensor
 from zoo.errors import UserError, check_choice
 from zoo.models.aclip.masking import attentive_keep, keep_random_cells
 from zoo.models.aclip.model import ACLIP
-from zoo.training import TimmScheduled, warmup_cosine
+from zoo.training import TimmScheduled, warmup_cosine_epochs
 
 log = logging.getLogger(__name__)
 
@@ -430,7 +430,7 @@ class ACLIPModule(TimmScheduled, LightningModule):
         opt = torch.optim.AdamW(
             weight_decay_groups(self.model, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        warmup = int(round(hp.warmup_epochs * total / epochs))
-        return {"optimizer": opt, "lr_scheduler": warmup_cosine(opt, total, warmup, hp.min_lr, hp.warmup_lr)}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": warmup_cosine_epochs(self, opt, hp.warmup_epochs, hp.min_lr, hp.warmup_lr),
+        }

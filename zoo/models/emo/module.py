@@ -21,7 +21,7 @@ from torch import Tensor
 
 from zoo.errors import check_choice, check_fits_data, check_positive
 from zoo.models.emo.model import EMO, VARIANTS
-from zoo.training import ClassificationEval, TimmScheduled, scaled_lr, warmup_cosine
+from zoo.training import ClassificationEval, TimmScheduled, scaled_lr, warmup_cosine_epochs
 
 
 class EMOModule(TimmScheduled, ClassificationEval, LightningModule):
@@ -107,15 +107,12 @@ class EMOModule(TimmScheduled, ClassificationEval, LightningModule):
         hp = self.hparams
         lr = scaled_lr(self, hp.lr, hp.blr, per=512)
         opt = torch.optim.AdamW(self.param_groups(), lr=lr, betas=tuple(hp.betas), eps=hp.eps)
-        trainer = self.trainer
-        max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
-        steps = max(1, int(trainer.estimated_stepping_batches))
-        per_epoch = steps / max_epochs
-        total = int(round(per_epoch * (hp.epochs or max_epochs)))
-        warmup = int(round(per_epoch * hp.warmup_epochs))
-        if warmup >= total:
-            raise ValueError(
-                f"warmup_epochs={hp.warmup_epochs} covers the whole schedule ({hp.epochs or max_epochs} "
-                "epochs): lower warmup_epochs or raise epochs/max_epochs."
-            )
-        return {"optimizer": opt, "lr_scheduler": warmup_cosine(opt, total, warmup, hp.min_lr, hp.warmup_lr)}
+        sched = warmup_cosine_epochs(
+            self,
+            opt,
+            hp.warmup_epochs,
+            hp.min_lr,
+            hp.warmup_lr,
+            epochs=hp.epochs or max(1, self.trainer.max_epochs or 1),
+        )
+        return {"optimizer": opt, "lr_scheduler": sched}

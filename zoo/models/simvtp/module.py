@@ -45,7 +45,7 @@ from torch import Tensor
 from zoo.errors import UserError
 from zoo.models.simvtp.model import SimVTPDualEncoder, SimVTPPretrainModel, mean_tokens
 from zoo.nn.video import normalized_tubelet_targets, tube_mask
-from zoo.training import TimmScheduled, scaled_lr, warmup_cosine
+from zoo.training import TimmScheduled, scaled_lr, warmup_cosine_epochs
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +129,7 @@ def _example_inputs(
 
 
 def _schedule(module: LightningModule, optimizer, warmup_epochs: float, min_lr: float, warmup_lr: float = 0.0):
-    total = max(1, int(module.trainer.estimated_stepping_batches))
-    epochs = module.trainer.max_epochs if module.trainer.max_epochs and module.trainer.max_epochs > 0 else 1
-    return warmup_cosine(optimizer, total, int(round(warmup_epochs * total / epochs)), min_lr, warmup_lr)
+    return warmup_cosine_epochs(module, optimizer, warmup_epochs, min_lr, warmup_lr)
 
 
 def _check_batch(batch: dict, model_frames: int, model_size: int) -> None:

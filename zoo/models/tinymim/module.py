@@ -52,7 +52,7 @@ from torch import Tensor, nn
 from zoo.errors import UserError, check_choice, check_fits_data, check_positive
 from zoo.models.tinymim.model import TinyMIMStarViT, TinyMIMViT, block_qkv
 from zoo.models.tinymim.sizes import TEACHERS
-from zoo.training import ClassificationEval, TimmScheduled, scaled_lr, warmup_cosine
+from zoo.training import ClassificationEval, TimmScheduled, scaled_lr, warmup_cosine_epochs
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +137,7 @@ def color_jitter(
 def _schedule(module: LightningModule, optimizer, warmup_epochs: float, min_lr: float) -> dict:
     """MAE's ``lr_sched``: per iteration, linear warm-up from 0 over ``warmup_epochs``, then half-cycle cosine down to
     ``min_lr`` (times each group's ``lr_scale``)."""
-    total = max(1, int(module.trainer.estimated_stepping_batches))
-    epochs = module.trainer.max_epochs if module.trainer.max_epochs and module.trainer.max_epochs > 0 else 1
-    warmup = int(round(warmup_epochs * total / epochs))
-    return warmup_cosine(optimizer, total, warmup, min_lr)
+    return warmup_cosine_epochs(module, optimizer, warmup_epochs, min_lr)
 
 
 def _is_url(source: str) -> bool:
