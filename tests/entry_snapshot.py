@@ -1,8 +1,9 @@
 """Outputs of every registry entry on a fixed input, with weights that do not depend on construction order.
 
 The house refactors (sizes stated once, modules taking a size name, layers moved) must not change any network:
-``tests/test_entry_snapshot.py`` rebuilds every entry at its ``tiny_overrides``, fills every parameter from a generator seeded by the tensor's *name* (so reordering submodule construction changes nothing, renaming
-a parameter does), feeds the input stored at the snapshot's commit and compares the outputs with the stored summary.
+``tests/test_entry_snapshot.py`` rebuilds every entry at its ``tiny_overrides``, fills every parameter from a
+generator seeded by the tensor's *name* (so reordering submodule construction changes nothing, renaming a parameter
+does), feeds the input stored at the snapshot's commit and compares the outputs with the stored summary.
 The paper-size network's printed module tree (on the meta device) is compared by its hash.
 
 ``python tests/entry_snapshot.py --write`` rewrites ``tests/fixtures/entry_snapshot/`` (only when a network change

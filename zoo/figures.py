@@ -158,8 +158,9 @@ def bev_boxes(frames: list[dict], point_cloud_range: Sequence[float], size=DEFAU
 
 
 def instance_masks(images: list[dict], class_names: Sequence[str] | None = None, size=DEFAULT_SIZE, title: str = ""):
-    """Per image ``{"image" (3, H, W), "masks" (n, H, W) bool, "boxes" (n, 4) x1y1x2y2, "scores" (n), "labels" (n), "gt_boxes" (m, 4) or None}``: masks tinted over the image with their boxes and scores, the
-    ground-truth boxes (the weak labels) dashed."""
+    """Per image ``{"image" (3, H, W), "masks" (n, H, W) bool, "boxes" (n, 4) x1y1x2y2, "scores" (n), "labels" (n),
+    "gt_boxes" (m, 4) or None}``: masks tinted over the image with their boxes and scores, the ground-truth boxes (the
+    weak labels) dashed."""
     import matplotlib
     import numpy as np
     from matplotlib.patches import Rectangle

@@ -142,14 +142,14 @@ def _ce_kernel(
     valid = y != ignore_index
     y_safe = tl.where(valid, y, 0)
     m = float("-inf")
-    l = 0.0
+    acc = 0.0
     for start in range(0, V, BLOCK_V):
         cols = start + tl.arange(0, BLOCK_V)
         x = tl.load(base + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
         m_new = tl.maximum(m, tl.max(x, 0))
-        l = l * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), 0)
+        acc = acc * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), 0)
         m = m_new
-    lse = m + tl.log(l)
+    lse = m + tl.log(acc)
     x_y = tl.load(base + y_safe).to(tl.float32)
     loss = tl.where(valid, lse - x_y, 0.0)
     tl.store(LOSS + row, loss)
