@@ -15,6 +15,10 @@ Testing (``trainer.test``) reads ``test_split`` when it is set (``root/<test_spl
 or the digits' held-out 20 %); otherwise the validation split, the ImageNet convention (its test labels are not
 public), and the log says so.
 
+``image_size`` follows the model: left ``None``, it is the attached
+LightningModule's ``data_config()["image_size"]`` (EMO's / TinyMIM's input side), read in ``setup``; set, it must
+agree with the model (``zoo.sizes.follow_model``). Without a model (tests, ``zoo bench --data``) it must be set.
+
 Training transforms are timm's ``create_transform`` with the paper's augmentation arguments (RandAugment string,
 colour jitter, random erasing, interpolation); evaluation resizes to ``image_size / crop_pct`` and centre-crops.
 """
@@ -87,7 +91,7 @@ class ImageNetDataModule(LightningDataModule):
     def __init__(
         self,
         root: str | None = None,
-        image_size: int = 224,
+        image_size: int | None = None,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
         num_workers: int = 4,
@@ -109,7 +113,8 @@ class ImageNetDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         where = "ImageNetDataModule"
-        check_positive("image_size", image_size, where=where)
+        if image_size is not None:
+            check_positive("image_size", image_size, where=where, fix="set it >= 1, or null to follow the model")
         check_positive("batch_size", batch_size, where=where)
         if eval_batch_size is not None:
             check_positive("eval_batch_size", eval_batch_size, where=where, fix="set it >= 1, or null for batch_size")
@@ -122,6 +127,7 @@ class ImageNetDataModule(LightningDataModule):
             self._check_layout()
         self.train_set = self.val_set = self.test_set = None
         self._num_classes: int | None = 10 if self.root is None else None
+        self.image_size: int | None = image_size  # resolved in setup (follows the model when None)
 
     # ------------------------------------------------------------------ layout
     def _is_hf(self) -> bool:
@@ -161,13 +167,21 @@ class ImageNetDataModule(LightningDataModule):
         return self._num_classes
 
     # ------------------------------------------------------------------ transforms
+    def resolve_image_size(self) -> int:
+        """``image_size``, or the attached model's (``zoo.sizes.follow_model``); a conflict is a one-line error."""
+        from zoo.sizes import follow_model, model_data_config
+
+        model = model_data_config(self).get("image_size")
+        self.image_size = follow_model(self, "image_size", self.hparams.image_size, model)
+        return self.image_size
+
     def transform(self, training: bool):
         from timm.data import create_transform
 
         hp = self.hparams
         interp = hp.interpolation if training or hp.interpolation != "random" else "bicubic"
         return create_transform(
-            input_size=hp.image_size,
+            input_size=self.image_size or self.resolve_image_size(),
             is_training=training,
             scale=tuple(hp.scale),
             hflip=hp.hflip,
@@ -181,6 +195,7 @@ class ImageNetDataModule(LightningDataModule):
         )
 
     def setup(self, stage: str | None = None) -> None:
+        size = self.resolve_image_size()
         if self.train_set is not None:
             return
         hp = self.hparams
@@ -191,11 +206,11 @@ class ImageNetDataModule(LightningDataModule):
             log.warning(
                 "ImageNetDataModule: root=None -> using scikit-learn's bundled digits (10 classes), "
                 "upscaled to %dx%d; %s",
-                hp.image_size,
-                hp.image_size,
-                "train/val/test %d/%d/%d images" % tuple(n for _, n in splits)
-                if hp.test_split
-                else "train/val %d/%d images" % tuple(n for _, n in splits),
+                size,
+                size,
+                ("train/val/test " if hp.test_split else "train/val ")
+                + "/".join(str(n) for _, n in splits)
+                + " images",
             )
             self.train_set, self.val_set = _Transformed(*splits[0], t_train), _Transformed(*splits[1], t_eval)
             if hp.test_split:

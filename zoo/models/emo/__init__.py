@@ -30,8 +30,8 @@ PREPROCESS = {
     "mean": [0.485, 0.456, 0.406],
     "std": [0.229, 0.224, 0.225],
 }
-# variant -> (exact parameters, multiply-adds at 224², top-1, top-5): official README / training logs
-SIZES = {
+# size (zoo.models.emo.sizes) -> (exact parameters, multiply-adds at 224², top-1, top-5): official README / logs
+FIGURES = {
     "1m": (1_361_168, 261_000_000, 71.5, 90.368),
     "2m": (2_377_472, 439_000_000, 75.1, 92.184),
     "5m": (5_108_848, 903_000_000, 78.4, 93.970),
@@ -69,7 +69,7 @@ ENTRIES = [
     Entry(
         name=f"emo-{size}",
         module="zoo.models.emo.module.EMOModule",
-        init_args={"variant": f"emo_{size}", "num_classes": 1000},
+        init_args={"size": f"emo_{size}", "num_classes": 1000},
         paper=PAPER,
         license="other",
         description=(
@@ -98,5 +98,5 @@ ENTRIES = [
         limitations=LIMITS,
         tiny_overrides={"num_classes": 10, "img_size": 32},
     )
-    for size, (params, flops, top1, top5) in SIZES.items()
+    for size, (params, flops, top1, top5) in FIGURES.items()
 ]

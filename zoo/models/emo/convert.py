@@ -2,7 +2,8 @@
 
 The official model wraps every conv in a ``ConvNormAct`` whose conv is ``.conv`` and norm ``.norm``, keeps the stem
 and the stage-0 block in ``stage0`` and the LayerNorm2d around an ``nn.LayerNorm`` (``.norm.norm``); key names from
-the fvcore tables in the official training logs (``resources/EMO_*/log_train.txt``). Ours (``zoo.models.emo.model.EMO``):
+the fvcore tables in the official training logs (``resources/EMO_*/log_train.txt``). Ours
+(``zoo.models.emo.model.EMO``):
 
 =====================================  ======================================
 official                               zoo

@@ -3,7 +3,8 @@
 Zhang et al., "Rethinking Mobile Block for Efficient Attention-based Models", ICCV 2023, arXiv 2301.01146;
 official code ``zhangzjn/EMO`` (``model/emo.py``). Layer configs, block order and quirks follow the released code.
 
-The iRMB (paper §3, Eqs. for the Meta Mobile Block and iRMB; official model/emo.py ``iRMB``) on an input X ∈ R^{B×C×H×W}::
+The iRMB (paper §3, Eqs. for the Meta Mobile Block and iRMB; official model/emo.py ``iRMB``) on an input
+X ∈ R^{B×C×H×W}::
 
     X̂ = Norm(X)                                     pre-norm (BN, or LayerNorm over channels; eps 1e-6)
     Y = Act(W_v · EW-MHSA(X̂))                       attention on  (``attn_pre=True``, as released)
@@ -24,10 +25,10 @@ released weights were trained with them:
   the softmax (they enter with the Q/K conv's bias as their query/key).
 
 A skip exists iff ``C_in == C_out`` and stride 1, so the first (downsampling, attention-free, doubled-expansion)
-block of each stage has neither the inner nor the outer residual. EMO (paper §4, official model/emo.py ``EMO``): a 3×3/2 conv stem
-with bias + BN, a stage-0 iRMB (no norm, no expansion, SE with reduction ratio 1), then four stages at strides
-4/8/16/32 with BN+SiLU (stages 1-2, attention off) and LN+GELU (stages 3-4, attention on), a final LayerNorm, global
-average pooling and a linear classifier.
+block of each stage has neither the inner nor the outer residual. EMO (paper §4, official model/emo.py ``EMO``): a
+3×3/2 conv stem with bias + BN, a stage-0 iRMB (no norm, no expansion, SE with reduction ratio 1), then four stages
+at strides 4/8/16/32 with BN+SiLU (stages 1-2, attention off) and LN+GELU (stages 3-4, attention on), a final
+LayerNorm, global average pooling and a linear classifier.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ import torch.nn.functional as F
 from timm.layers import ConvNormAct, DropPath, LayerNorm2d, SqueezeExcite, trunc_normal_
 from torch import nn
 
-__all__ = ["iRMB", "EMO", "emo_1m", "emo_2m", "emo_5m", "emo_6m", "VARIANTS", "window_partition", "window_unpartition"]
+from zoo.models.emo.sizes import SIZES
+
+__all__ = ["iRMB", "EMO", "emo_1m", "emo_2m", "emo_5m", "emo_6m", "window_partition", "window_unpartition"]
 
 _EPS = 1e-6  # every norm in the released model (BN and LN alike)
 
@@ -397,41 +400,8 @@ class EMO(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-# model/emo.py of the official repository (the timm port uses the same dict)
-VARIANTS: dict[str, dict] = {
-    "emo_1m": dict(
-        depths=(2, 2, 8, 3),
-        embed_dims=(32, 48, 80, 168),
-        exp_ratios=(2.0, 2.5, 3.0, 3.5),
-        dim_heads=(16, 16, 20, 21),
-        drop_path_rate=0.04036,
-    ),
-    "emo_2m": dict(
-        depths=(3, 3, 9, 3),
-        embed_dims=(32, 48, 120, 200),
-        exp_ratios=(2.0, 2.5, 3.0, 3.5),
-        dim_heads=(16, 16, 20, 20),
-        drop_path_rate=0.05,
-    ),
-    "emo_5m": dict(
-        depths=(3, 3, 9, 3),
-        embed_dims=(48, 72, 160, 288),
-        exp_ratios=(2.0, 3.0, 4.0, 4.0),
-        dim_heads=(24, 24, 32, 32),
-        drop_path_rate=0.05,
-    ),
-    "emo_6m": dict(
-        depths=(3, 3, 9, 3),
-        embed_dims=(48, 72, 160, 320),
-        exp_ratios=(2.0, 3.0, 4.0, 5.0),
-        dim_heads=(16, 24, 20, 32),
-        drop_path_rate=0.05,
-    ),
-}
-
-
-def _build(variant: str, **kwargs) -> EMO:
-    return EMO(**{**VARIANTS[variant], **kwargs})
+def _build(size: str, **kwargs) -> EMO:
+    return EMO(**{**SIZES[size], **kwargs})
 
 
 def emo_1m(**kwargs) -> EMO:

@@ -1,16 +1,18 @@
-"""EMO's LightningModule: ImageNet classification with the paper's recipe (the effective values of the official resources/EMO_*/log_train.txt).
+"""EMO's LightningModule: ImageNet classification with the paper's recipe.
 
-Objective: label-smoothing cross-entropy (0.1). Optimizer: AdamW (β 0.9/0.999, ε 1e-8, weight decay 0.05, none on
-1-D parameters and biases). Learning rate: ``lr``, or ``blr`` × effective batch / 512 (the official trainer's
-linear scaling: 1.5e-3 per 512 -> 6e-3 at batch 2048); per-iteration schedule: linear warm-up from ``warmup_lr``
-over ``warmup_epochs``, then cosine down to ``min_lr`` at the end of ``epochs`` (default: the trainer's
-``max_epochs``). EMA of the weights (decay 0.9998) and gradient clipping (5.0) belong to the trainer: the
-``zoo.callbacks.EMA`` callback and ``trainer.gradient_clip_val`` in configs/emo.yaml. Metrics: top-1 / top-5
-(torchmetrics), logged as ``val/acc1``, ``val/acc5`` (``test/...`` in testing).
+The recipe is the effective values of the official ``resources/EMO_*/log_train.txt``. Objective: label-smoothing
+cross-entropy (0.1). Optimizer: AdamW (β 0.9/0.999, ε 1e-8, weight decay 0.05, none on 1-D parameters and biases).
+Learning rate: ``lr``, or ``blr`` × effective batch / 512 (the official trainer's linear scaling: 1.5e-3 per 512 ->
+6e-3 at batch 2048); per-iteration schedule: linear warm-up from ``warmup_lr`` over ``warmup_epochs``, then cosine
+down to ``min_lr`` at the end of ``epochs`` (default: the trainer's ``max_epochs``). EMA of the weights (decay
+0.9998) and gradient clipping (5.0) belong to the trainer: the ``zoo.callbacks.EMA`` callback and
+``trainer.gradient_clip_val`` in configs/emo.yaml. Metrics: top-1 / top-5 (torchmetrics), logged as ``val/acc1``,
+``val/acc5`` (``test/...`` in testing).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,31 +21,36 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
-from zoo.errors import check_choice, check_fits_data, check_positive
-from zoo.models.emo.model import EMO, VARIANTS
+from zoo.errors import check_fits_data, check_positive
+from zoo.models.emo.model import EMO
+from zoo.models.emo.sizes import DEFAULT, SIZES
+from zoo.sizes import net_args
 from zoo.training import ClassificationEval, TimmScheduled, scaled_lr, warmup_cosine_epochs
 
 
 class EMOModule(TimmScheduled, ClassificationEval, LightningModule):
-    """EMO-{1M,2M,5M,6M} (``variant``) trained for classification; ``forward`` gives logits [B, num_classes].
+    """EMO-{1M,2M,5M,6M} (``size``) trained for classification; ``forward`` gives logits [B, num_classes].
 
     Args:
-        variant: ``emo_1m`` | ``emo_2m`` | ``emo_5m`` | ``emo_6m`` (stage layouts of the released models).
-        num_classes, img_size: classifier width and the training/evaluation input side (the network itself is
-            resolution-free; ``img_size`` sets the example input).
-        drop_path_rate: stochastic depth; ``None`` takes the variant's (0.04036 for 1M, 0.05 otherwise).
-        window_size: EW-MHSA window (7 for classification). attn_pre: ``True`` as released (see ``iRMB``).
+        size: ``emo_1m`` | ``emo_2m`` | ``emo_5m`` | ``emo_6m`` (:data:`zoo.models.emo.sizes.SIZES`: the released
+            models' stage layouts and drop-path rates).
+        net: overrides of :class:`~zoo.models.emo.model.EMO`'s arguments (``drop_path_rate``, ``window_sizes`` (7
+            for classification), ``attn_pre`` (``True`` as released, see ``iRMB``), a smaller layout for tests).
+        num_classes: classifier width (the data's label set; checked against the data module in ``setup``).
+        img_size: the training/evaluation input side (the network itself is resolution-free): the data module's
+            ``image_size`` follows it (:meth:`data_config`), and it sets the example input.
         label_smoothing, lr / blr, weight_decay, betas, eps, warmup_epochs, warmup_lr, min_lr, epochs: the recipe.
     """
 
+    # a classifier: the label set is the module's (num_classes), and it returns logits, not feature maps
+    _NOT_NET = ("num_classes", "features_only", "out_indices")
+
     def __init__(
         self,
-        variant: str = "emo_1m",
+        size: str = DEFAULT,
+        net: dict[str, Any] | None = None,
         num_classes: int = 1000,
         img_size: int = 224,
-        drop_path_rate: float | None = None,
-        window_size: int = 7,
-        attn_pre: bool = True,
         label_smoothing: float = 0.1,
         lr: float | None = None,
         blr: float = 1.5e-3,
@@ -56,7 +63,6 @@ class EMOModule(TimmScheduled, ClassificationEval, LightningModule):
         epochs: int | None = None,
     ) -> None:
         super().__init__()
-        check_choice("variant", variant, sorted(VARIANTS), where="EMOModule")
         check_positive(
             "num_classes",
             num_classes,
@@ -64,13 +70,16 @@ class EMOModule(TimmScheduled, ClassificationEval, LightningModule):
             fix="set model.init_args.num_classes to the number of classes (1000 for ImageNet)",
         )
         check_positive("img_size", img_size, where="EMOModule")
+        allowed = set(inspect.signature(EMO).parameters) - set(self._NOT_NET)
+        self.net_kwargs = net_args(SIZES, size, net, where="EMOModule", allowed=allowed)
         self.save_hyperparameters()
-        kwargs: dict[str, Any] = {"num_classes": num_classes, "window_sizes": window_size, "attn_pre": attn_pre}
-        if drop_path_rate is not None:
-            kwargs["drop_path_rate"] = drop_path_rate
-        self.model = EMO(**{**VARIANTS[variant], **kwargs})
+        self.model = EMO(**self.net_kwargs, num_classes=num_classes)
         self.init_classification_metrics(num_classes)
         self.example_input_array = torch.randn(2, 3, img_size, img_size)
+
+    def data_config(self) -> dict[str, Any]:
+        """What the data module follows (``zoo.sizes.follow_model``): the input side."""
+        return {"image_size": self.hparams.img_size}
 
     def setup(self, stage: str) -> None:
         # a head narrower than the data's label set fails mid-step (a CUDA assert / an index error): refuse here

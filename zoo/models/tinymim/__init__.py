@@ -15,7 +15,7 @@ file is downloaded once into the zoo cache and read as plain tensors).
 This file imports nothing heavy.
 """
 
-from zoo.models.tinymim.sizes import FINETUNED, STUDENTS, TEACHER_OF  # plain data, no torch
+from zoo.models.tinymim.sizes import FINETUNE_SIZES, SIZES, TEACHER_OF  # plain data, no torch
 from zoo.registry import Entry, Metric, Paper
 
 PAPER = Paper(
@@ -75,8 +75,8 @@ _FIDELITY_PT = _FIDELITY.format(
 )
 _FIDELITY_FT = _FIDELITY.format(
     what=(
-        "the classifier (models_vit.py VisionTransformer, global_pool=True: mean of patch tokens -> fc_norm -> head) on "
-        "the release's timm 0.3.2"
+        "the classifier (models_vit.py VisionTransformer, global_pool=True: mean of patch tokens -> fc_norm -> head) "
+        "on the release's timm 0.3.2"
     )
 )
 _FIDELITY_STAR = _FIDELITY.format(
@@ -103,13 +103,8 @@ _RECIPE_FT = (
 )
 
 ENTRIES = []
-for _size, _student in STUDENTS.items():
-    _dim, _heads, _last, _ft_heads = (
-        _student["embed_dim"],
-        _student["num_heads"],
-        _student["last_heads"],
-        FINETUNED[_size]["num_heads"],
-    )
+for _size, _student in SIZES.items():
+    _heads, _last, _ft_heads = _student["num_heads"], _student["last_heads"], FINETUNE_SIZES[_size]["num_heads"]
     _teacher, _tblock = _TEACHER_NAMES[TEACHER_OF[_size][0]], TEACHER_OF[_size][1]
     _pt_metrics = (
         Metric(
@@ -137,13 +132,7 @@ for _size, _student in STUDENTS.items():
         Entry(
             name=f"tinymim-{_size}",
             module="zoo.models.tinymim.module.TinyMIMDistillModule",
-            init_args={
-                "embed_dim": _dim,
-                "depth": 12,
-                "num_heads": _heads,
-                "last_heads": _last,
-                "teacher_block": _tblock,
-            },
+            init_args={"size": _size, "teacher_block": _tblock},
             paper=PAPER,
             license=LICENSE,
             description=(
@@ -166,31 +155,25 @@ for _size, _student in STUDENTS.items():
             recipe=_RECIPE_PT.format(tb=_tblock, teacher=f"{_teacher} ({MAE_TEACHERS[_teacher]})"),
             limitations=(
                 "A pre-trained feature extractor: fine-tune it (configs/tinymim-finetune.yaml) before classifying. "
-                "In the released pre-trained student the last block's attention projection, MLP and the final norm were "
-                "never trained (the loss stops at its q, k, v): use features of earlier blocks or fine-tune. "
+                "In the released pre-trained student the last block's attention projection, MLP and the final norm "
+                "were never trained (the loss stops at its q, k, v): use features of earlier blocks or fine-tune. "
                 + (
-                    "Converted from the official TinyMIM-PT-B.pth; the upstream weights carry no licence and derive from "
-                    "MAE (CC-BY-NC 4.0): non-commercial research use."
+                    "Converted from the official TinyMIM-PT-B.pth; the upstream weights carry no licence and derive "
+                    "from MAE (CC-BY-NC 4.0): non-commercial research use."
                     if _size in RELEASED_PT
-                    else "The authors did not release these pre-trained weights (OliverRensu/TinyMIM#11); train them with "
-                    f"the config (teacher: a ViT-B, e.g. MAE ViT-B or tinymim-base with teacher_heads={_last})."
+                    else "The authors did not release these pre-trained weights (OliverRensu/TinyMIM#11); train them "
+                    f"with the config (teacher: a ViT-B, e.g. MAE ViT-B or tinymim-base with teacher_heads={_last})."
                 )
                 + _FIDELITY_PT
             ),
-            tiny_overrides={**_TINY, "last_heads": 4, "teacher_block": -1},
+            tiny_overrides={"net": {**_TINY, "last_heads": 4}, "teacher_block": -1},
         )
     )
     ENTRIES.append(
         Entry(
             name=f"tinymim-{_size}.in1k-ft",
             module="zoo.models.tinymim.module.ViTFinetuneModule",
-            init_args={
-                "embed_dim": _dim,
-                "depth": 12,
-                "num_heads": _ft_heads,
-                "num_classes": 1000,
-                "layer_decay": 0.65 if _size == "base" else 0.75,
-            },
+            init_args={"size": _size, "num_classes": 1000, "layer_decay": 0.65 if _size == "base" else 0.75},
             paper=PAPER,
             license=LICENSE,
             description=(
@@ -219,16 +202,17 @@ for _size, _student in STUDENTS.items():
             recipe=_RECIPE_FT,
             limitations=(
                 "No fine-tuned T/S/B weights are linked from the official repository by name; fine-tune a distilled "
-                "student with the config. Layer decay for T/S (0.75 here) is our choice: the authors did not publish it."
+                "student with the config. Layer decay for T/S (0.75 here) is our choice: the authors did not publish "
+                "it."
                 + (
-                    " The fine-tuned ViT-T uses 3 heads although it was pre-trained with 6/12 (the authors' choice, for "
-                    "parity with DeiT; OliverRensu/TinyMIM#4)."
+                    " The fine-tuned ViT-T uses 3 heads although it was pre-trained with 6/12 (the authors' choice, "
+                    "for parity with DeiT; OliverRensu/TinyMIM#4)."
                     if _size == "tiny"
                     else ""
                 )
                 + _FIDELITY_FT
             ),
-            tiny_overrides={**_TINY, "num_classes": 10},
+            tiny_overrides={"net": _TINY, "num_classes": 10},
         )
     )
 
@@ -236,15 +220,7 @@ ENTRIES.append(
     Entry(
         name="tinymim-tiny-star",
         module="zoo.models.tinymim.module.ViTFinetuneModule",
-        init_args={
-            "kind": "star",
-            "embed_dim": 192,
-            "depth": 12,
-            "num_heads": 12,
-            "neck_dim": 1280,
-            "num_classes": 1000,
-            "layer_decay": 0.75,
-        },
+        init_args={"size": "tiny-star", "num_classes": 1000, "layer_decay": 0.75},
         paper=PAPER,
         license=LICENSE,
         description=(
@@ -297,6 +273,6 @@ ENTRIES.append(
             "reading, not against the file. DeiT-style hard distillation during training is not implemented."
             + _FIDELITY_STAR
         ),
-        tiny_overrides={**_TINY, "num_heads": 4, "neck_dim": 64, "num_classes": 10},
+        tiny_overrides={"net": {**_TINY, "num_heads": 4, "neck_dim": 64}, "num_classes": 10},
     )
 )

@@ -26,7 +26,6 @@ Shapes: images (B, 3, H, W); tokens (B, 1 + N, C) with N = (H/16)(W/16); q, k, v
 
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import torch
@@ -276,8 +275,3 @@ def mae_vit_base(**kw) -> TinyMIMViT:
 def mae_vit_large(**kw) -> TinyMIMViT:
     """MAE ViT-L/16 encoder (no decoder), the teacher of TinyMIM-B (relations at block 18 of 24)."""
     return TinyMIMViT(**{**TEACHERS["mae_vit_large"], **kw})
-
-
-def relation_scale(head_dim: int) -> float:
-    """1/sqrt(d_h), the temperature of both relations (TinyMIM Sec. 3.2, Eq. 2-3)."""
-    return 1.0 / math.sqrt(head_dim)

@@ -38,6 +38,7 @@ facts from the official code (OliverRensu/TinyMIM: main_pretrain.py, engine_pret
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Sequence
@@ -51,7 +52,8 @@ from torch import Tensor, nn
 
 from zoo.errors import UserError, check_choice, check_fits_data, check_positive
 from zoo.models.tinymim.model import TinyMIMStarViT, TinyMIMViT, block_qkv
-from zoo.models.tinymim.sizes import TEACHERS
+from zoo.models.tinymim.sizes import DEFAULT, FINETUNE_DEFAULT, FINETUNE_SIZES, SIZES, TEACHERS
+from zoo.sizes import net_args
 from zoo.training import ClassificationEval, TimmScheduled, scaled_lr, warmup_cosine_epochs
 
 log = logging.getLogger(__name__)
@@ -153,10 +155,9 @@ def _read_state(source: str) -> dict:
 
         return read_official(path)
     if path.is_file() and path.suffix == ".ckpt":
-        from zoo.hub import read_checkpoint
+        from zoo.hub import model_state_dict, read_checkpoint
 
-        state = read_checkpoint(path).get("state_dict", {})
-        model = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+        model = model_state_dict(read_checkpoint(path), path)
         if not model:
             raise UserError(
                 f"{path} holds no 'model.*' weights: not a checkpoint of a zoo LightningModule; give a "
@@ -209,7 +210,7 @@ def build_teacher(spec: str | dict, teacher_heads: int | None = None) -> TinyMIM
             cls = (
                 None
                 if "_class_path" in hp
-                else (f"{__name__}.TinyMIMDistillModule" if "last_heads" in hp else f"{__name__}.ViTFinetuneModule")
+                else (f"{__name__}.TinyMIMDistillModule" if "teacher_block" in hp else f"{__name__}.ViTFinetuneModule")
             )
             net = module_from_checkpoint(path, cls, ("teacher", "pretrained"))[0].model  # its own sources unused
         else:
@@ -243,14 +244,23 @@ def _teacher_qkv(teacher: TinyMIMViT, images: Tensor, block: int, heads: int | N
 
 
 # ============================================================================================== distillation
+def _ctor_args(cls, fixed: Sequence[str] = ()) -> set[str]:
+    """A network's named constructor arguments, less those the module sets itself."""
+    return set(inspect.signature(cls).parameters) - {"kwargs", *fixed}
+
+
 class TinyMIMDistillModule(TimmScheduled, LightningModule):
     """Relation distillation of a frozen MIM teacher into a ViT student (see the module docstring).
 
-    Student: ViT/``patch_size`` at ``img_size`` with ``embed_dim``, ``depth``, ``num_heads`` and ``last_heads``
-    in its last block (defaults: TinyMIM ViT-B from an MAE ViT-L teacher at block 18). ``teacher_block`` is
-    1-based as in the paper (18 of 24) or negative from the end (-1: last). ``forward`` gives the student's token
-    features (B, 1 + N, C) after its final norm.
+    Student: ``size`` (:data:`zoo.models.tinymim.sizes.SIZES`: ``tiny`` | ``small`` | ``base``, a ViT/16 at 224 with
+    the teacher's head count in its last block) with ``net`` overriding
+    :class:`~zoo.models.tinymim.model.TinyMIMViT`'s arguments (``img_size``, ``patch_size``, ``embed_dim``, ``depth``,
+    ``num_heads``, ``last_heads``, ``drop_path_rate``); the module fixes MAE's sin-cos position embedding and the
+    uniform drop path of pre-training. ``teacher_block`` is 1-based as in the paper (18 of 24) or negative from the
+    end (-1: last). ``forward`` gives the student's token features (B, 1 + N, C) after its final norm.
     """
+
+    _FIXED = ("num_classes", "global_pool", "drop_path_uniform", "fixed_pos_embed")  # set by the module
 
     @classmethod
     def bench_init_args(cls, init_args: dict, demo_init_args: dict) -> tuple[dict, str]:
@@ -260,23 +270,14 @@ class TinyMIMDistillModule(TimmScheduled, LightningModule):
         if init_args.get("teacher"):
             return {}, ""
         arch = "mae_vit_large" if init_args.get("teacher_block", 18) > 12 else "mae_vit_base"
-        spec = {
-            **TEACHERS[arch],
-            "img_size": init_args.get("img_size", 224),
-            "patch_size": init_args.get("patch_size", 16),
-            "seed": 0,
-        }
+        student = net_args(SIZES, init_args.get("size", DEFAULT), init_args.get("net"), where=cls.__name__)
+        spec = {**TEACHERS[arch], "img_size": student["img_size"], "patch_size": student["patch_size"], "seed": 0}
         return {"teacher": spec}, f"teacher {arch} at random weights"
 
     def __init__(
         self,
-        img_size: int = 224,
-        patch_size: int = 16,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        last_heads: int = 16,
-        drop_path_rate: float = 0.1,
+        size: str = DEFAULT,
+        net: dict[str, Any] | None = None,
         teacher: str | dict | None = None,
         teacher_block: int = 18,
         teacher_heads: int | None = None,
@@ -292,30 +293,27 @@ class TinyMIMDistillModule(TimmScheduled, LightningModule):
         relation_impl: str = "auto",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
         if teacher_block == 0:
             raise UserError(
                 "teacher_block=0: it is 1-based (the paper's 'block 18 of 24') or negative from the end "
                 "(-1: the last block)"
             )
-        self.model = TinyMIMViT(
-            img_size=img_size,
-            patch_size=patch_size,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            last_heads=last_heads,
-            drop_path_rate=drop_path_rate,
-            drop_path_uniform=True,
-            fixed_pos_embed=True,
-        )
+        where = type(self).__name__
+        self.net_kwargs = net_args(SIZES, size, net, where=where, allowed=_ctor_args(TinyMIMViT, self._FIXED))
+        self.save_hyperparameters()
+        self.model = TinyMIMViT(**self.net_kwargs, drop_path_uniform=True, fixed_pos_embed=True)
+        img_size = self.net_kwargs["img_size"]
         self.teacher: TinyMIMViT | None = None  # built in configure_model
         # the loss as a zoo op module (no parameters) with ``impl=relation_impl``, which
         # zoo.callbacks.FusedKernels(ops=["relation_kl"]) / the zoo_ddp strategy switch to the Triton kernel for a run
         from zoo.ops import RelationKLLoss
 
-        self.relation_kl = RelationKLLoss((embed_dim // last_heads) ** -0.5, 1.0, impl=relation_impl)
+        self.relation_kl = RelationKLLoss(self.model.blocks[-1].attn.head_dim ** -0.5, 1.0, impl=relation_impl)
         self.example_input_array = torch.randn(2, 3, img_size, img_size)
+
+    def data_config(self) -> dict[str, Any]:
+        """What the data module follows (``zoo.sizes.follow_model``): the student's input side."""
+        return {"image_size": self.net_kwargs["img_size"]}
 
     # ------------------------------------------------------------------ inference
     def forward(self, images: Tensor) -> Tensor:
@@ -453,23 +451,21 @@ def load_pretrained(model: nn.Module, source: str) -> list[str]:
 class ViTFinetuneModule(TimmScheduled, ClassificationEval, LightningModule):
     """MAE-style supervised fine-tuning of a (TinyMIM-distilled) ViT; ``forward`` gives logits.
 
-    ``kind="vit"``: a timm ViT with ``num_heads`` heads (the standard counts: T 3, S 6, B 12), ``global_pool``
-    ("avg": MAE's mean of patch tokens + fc_norm; "token": CLS + final norm). ``kind="star"``: TinyMIM*-T
-    (distillation token, ``neck_dim``-wide features, two heads averaged).
+    ``size``: :data:`zoo.models.tinymim.sizes.FINETUNE_SIZES` (``tiny`` | ``small`` | ``base`` | ``tiny-star``),
+    ``net``: overrides of its arguments. Its ``kind`` picks the network: ``"vit"``, a timm ViT with ``num_heads``
+    heads (the standard counts: T 3, S 6, B 12) and ``global_pool`` ("avg": MAE's mean of patch tokens + fc_norm;
+    "token": CLS + final norm); ``"star"``, TinyMIM*-T (distillation token, ``neck_dim``-wide features, two heads
+    averaged). ``num_classes``: the label set (checked against the data module in ``setup``).
     """
+
+    _NETS = {"vit": TinyMIMViT, "star": TinyMIMStarViT}
+    _FIXED = ("num_classes", "drop_path_uniform", "fixed_pos_embed")  # set by the module
 
     def __init__(
         self,
-        kind: str = "vit",
-        img_size: int = 224,
-        patch_size: int = 16,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
+        size: str = FINETUNE_DEFAULT,
+        net: dict[str, Any] | None = None,
         num_classes: int = 1000,
-        global_pool: str = "avg",
-        neck_dim: int = 1280,
-        drop_path_rate: float = 0.2,
         pretrained: str | None = None,
         blr: float = 5e-4,
         lr: float | None = None,
@@ -485,37 +481,24 @@ class ViTFinetuneModule(TimmScheduled, ClassificationEval, LightningModule):
         label_smoothing: float = 0.1,
     ) -> None:
         super().__init__()
-        check_choice("kind", kind, ("vit", "star"), where="ViTFinetuneModule")
+        where = "ViTFinetuneModule"
         check_positive(
             "num_classes",
             num_classes,
-            where="ViTFinetuneModule",
+            where=where,
             fix="set model.init_args.num_classes to the number of classes (1000 for ImageNet)",
         )
+        kind = net_args(FINETUNE_SIZES, size, net, where=where)["kind"]
+        check_choice("net.kind", kind, sorted(self._NETS), where=where)
+        cls = self._NETS[kind]
+        args = net_args(FINETUNE_SIZES, size, net, where=where, allowed=_ctor_args(cls, self._FIXED) | {"kind"})
+        self.net_kwargs = {k: v for k, v in args.items() if k != "kind"}
+        if kind == "star":  # a ViT size switched to star by net.kind: the star head has its own pooling
+            self.net_kwargs.pop("global_pool", None)
         self.save_hyperparameters()
-        if kind == "vit":
-            self.model = TinyMIMViT(
-                img_size=img_size,
-                patch_size=patch_size,
-                embed_dim=embed_dim,
-                depth=depth,
-                num_heads=num_heads,
-                num_classes=num_classes,
-                global_pool=global_pool,
-                drop_path_rate=drop_path_rate,
-                fixed_pos_embed=False,
-            )
-        else:  # "star" (check_choice above)
-            self.model = TinyMIMStarViT(
-                img_size=img_size,
-                patch_size=patch_size,
-                embed_dim=embed_dim,
-                depth=depth,
-                num_heads=num_heads,
-                neck_dim=neck_dim,
-                num_classes=num_classes,
-                drop_path_rate=drop_path_rate,
-            )
+        extra = {"fixed_pos_embed": False} if kind == "vit" else {}
+        self.model = cls(**self.net_kwargs, num_classes=num_classes, **extra)
+        img_size = self.net_kwargs["img_size"]
         for head in (getattr(self.model, "head", None), getattr(self.model, "head_dist", None)):
             if isinstance(head, nn.Linear):  # MAE: trunc_normal(std=2e-5) head, zero bias
                 nn.init.trunc_normal_(head.weight, std=2e-5)
@@ -535,6 +518,10 @@ class ViTFinetuneModule(TimmScheduled, ClassificationEval, LightningModule):
         self.init_classification_metrics(num_classes)
         self._pretrained_loaded = False
         self.example_input_array = torch.randn(2, 3, img_size, img_size)
+
+    def data_config(self) -> dict[str, Any]:
+        """What the data module follows (``zoo.sizes.follow_model``): the network's input side."""
+        return {"image_size": self.net_kwargs["img_size"]}
 
     def setup(self, stage: str) -> None:
         # a head narrower than the data's label set fails mid-step (an index error in the loss): refuse here
