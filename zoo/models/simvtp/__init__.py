@@ -37,16 +37,6 @@ PREPROCESS = {
     "tokenizer": "bert-base-uncased (WordPiece, vocab 30522; the MiniLM package's identical uncased vocab serves "
     "offline use)",
 }
-VIT_B = {
-    "img_size": 224,
-    "patch_size": 16,
-    "num_frames": 16,
-    "tubelet_size": 2,
-    "embed_dim": 768,
-    "depth": 12,
-    "num_heads": 12,
-    "vocab_size": 30522,
-}
 _TINY = {
     "img_size": 32,
     "patch_size": 8,
@@ -81,11 +71,11 @@ _PAPER_10 = Metric(
 )
 _DIFFS = (
     "The released code differs from the paper; zoo exposes each difference as a switch with the released behaviour "
-    "as default: (i) the 'text decoder' is one linear layer on the encoder's text outputs (text_decoder_depth=0; >0 "
-    "adds transformer blocks as in the paper's figure); (ii) the mean-pooled features include text padding "
-    "(pool_padding=True); (iii) VTC and VTM see the masked text and only the visible tubelets "
-    "(contrast_masked_inputs=True); (iv) masked words all become [MASK] (mlm_replace_mask=1.0, no 80/10/10); (v) "
-    "MLM never selects a special token ([PAD] [UNK] [CLS] [SEP] [MASK], the tokenizer's special-tokens mask in the "
+    "as default: (i) the 'text decoder' is one linear layer on the encoder's text outputs (net.text_decoder_depth=0; "
+    ">0 adds transformer blocks as in the paper's figure); (ii) the mean-pooled features include text padding "
+    "(pool_padding=True; net.pool_padding in fine-tuning); (iii) VTC and VTM see the masked text and only the visible "
+    "tubelets (contrast_masked_inputs=True); (iv) masked words all become [MASK] (mlm_replace_mask=1.0, no 80/10/10); "
+    "(v) MLM never selects a special token ([PAD] [UNK] [CLS] [SEP] [MASK], the tokenizer's special-tokens mask in the "
     "release's mask_batch_text_tokens); mlm_unk_mask_eligible=True is zoo's earlier behaviour, which let [UNK] and "
     "[MASK] be selected. "
 )
@@ -130,7 +120,7 @@ ENTRIES = [
     Entry(
         name="simvtp-base",
         module=f"{_MODULE}.SimVTPModule",
-        init_args=dict(VIT_B),
+        init_args={"size": "base"},
         paper=PAPER,
         license=LICENSE,
         description=(
@@ -164,12 +154,12 @@ ENTRIES = [
             "are after fine-tuning (simvtp-base.msrvtt-ft); per-ablation and zero-shot numbers were not "
             "retrievable."
         ),
-        tiny_overrides={**_TINY, "decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2},
+        tiny_overrides={"net": {**_TINY, "decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2}},
     ),
     Entry(
         name="simvtp-base.msrvtt-ft",
         module=f"{_MODULE}.SimVTPRetrievalModule",
-        init_args=dict(VIT_B),
+        init_args={"size": "base"},
         paper=PAPER,
         license=LICENSE,
         description=(
@@ -203,6 +193,6 @@ ENTRIES = [
             "The released fine-tuning also used RandAugment (rand-m7-n4-mstd0.5-inc1) and random erasing "
             "0.25 on the frames and DeepSpeed fp16; zoo's data module does the multi-scale crop only."
         ),
-        tiny_overrides=dict(_TINY),
+        tiny_overrides={"net": dict(_TINY)},
     ),
 ]

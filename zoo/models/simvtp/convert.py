@@ -185,10 +185,9 @@ def _read_any(source: str) -> dict:
 
         return convert_state_dict(load_file(str(path)))
     if path.is_file() and path.suffix == ".ckpt":
-        from zoo.hub import read_checkpoint
+        from zoo.hub import model_state_dict, read_checkpoint
 
-        state = read_checkpoint(path).get("state_dict", {})
-        model = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+        model = model_state_dict(read_checkpoint(path), path)
         if not model:
             raise UserError(f"{path} holds no 'model.*' weights: not a checkpoint of a zoo SimVTP module")
         return model

@@ -4,7 +4,7 @@ Ma, Yang, Shan, Li, "SimVTP: Simple Video Text Pre-training with Masked Autoenco
 facts from the official code release (commit "mayuema release code", carried by github.com/wufeim/SimVTP @4b54321;
 files ``modeling_pretrain.py``, ``modeling_finetune.py``), which is the VideoMAE code base + BERT text embeddings.
 Parameter names follow that release, so the official and VideoMAE checkpoints load after a light renaming
-(``convert.py``).
+(``convert.py``). The published size (ViT-B, 16 x 224²) is stated in ``sizes.py``.
 
 :class:`SimVTPPretrainModel` (``PretrainVisionTransformer``, ``pretrain_simvtp_base_patch16_224``)
     ``encoder``: a ViT-B over tubelet tokens (Conv3d 2x16x16 -> 8x14x14 = 1568 tokens of 768 at 16x224², fixed
@@ -32,11 +32,6 @@ import torch
 from torch import Tensor, nn
 
 from zoo.nn.video import TubeletEmbed, sinusoid_table
-
-# Published size (the only one): ViT-B/16, 16 frames at 224², tubelet 2; BERT-base-uncased text embeddings.
-VIT_B = dict(img_size=224, patch_size=16, num_frames=16, tubelet_size=2, embed_dim=768, depth=12, num_heads=12)
-BERT_BASE = dict(vocab_size=30522, max_text_len=512, type_vocab_size=2)
-DECODER = dict(decoder_dim=384, decoder_depth=4, decoder_heads=6)
 
 PAD_BIAS = -10000.0  # the released additive mask value for text padding
 

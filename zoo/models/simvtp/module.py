@@ -19,8 +19,8 @@ official code release (``engine_for_pretraining.py``, ``loss.py``, ``run_simvtp_
 - ``L = L_v + L_t + L_vtc + L_vtm``. AdamW (0.9, 0.95), wd 0.05, lr = 1.5e-4 x batch/256, warm-up from 1e-6 x
   batch/256, per-step cosine to 1e-5 x batch/256.
 
-Switches for the released code's differences from the paper (defaults = as released): ``text_decoder_depth`` 0 (the
-"text decoder" is the linear ``text_cls``), ``pool_padding`` True (means include text padding),
+Switches for the released code's differences from the paper (defaults = as released): ``net.text_decoder_depth`` 0
+(the "text decoder" is the linear ``text_cls``), ``pool_padding`` True (means include text padding),
 ``contrast_masked_inputs`` True (VTC and VTM see the masked text and the visible tubelets only),
 ``mlm_unk_mask_eligible`` False (as released, [UNK] and [MASK] in a caption are never selected for MLM; True is zoo's
 earlier behaviour, which excluded only [CLS], [SEP] and padding).
@@ -34,8 +34,10 @@ R@1/5/10, median and mean rank (``zoo.metrics.retrieval.CrossModalRetrieval``); 
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,14 +46,15 @@ from torch import Tensor
 
 from zoo.errors import UserError
 from zoo.models.simvtp.model import SimVTPDualEncoder, SimVTPPretrainModel, mean_tokens
+from zoo.models.simvtp.sizes import DEFAULT, RETRIEVAL_SIZES, SIZES
 from zoo.nn.video import normalized_tubelet_targets, tube_mask
+from zoo.sizes import net_args
 from zoo.training import TimmScheduled, scaled_lr, warmup_cosine_epochs
 
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-BERT_SPECIAL = {"pad_token_id": 0, "unk_token_id": 100, "cls_token_id": 101, "sep_token_id": 102, "mask_token_id": 103}
 
 
 # ============================================================================================== losses
@@ -128,10 +131,6 @@ def _example_inputs(
     return video, ids, att, tube_mask(batch, grid, ratio, generator=g)
 
 
-def _schedule(module: LightningModule, optimizer, warmup_epochs: float, min_lr: float, warmup_lr: float = 0.0):
-    return warmup_cosine_epochs(module, optimizer, warmup_epochs, min_lr, warmup_lr)
-
-
 def _check_batch(batch: dict, model_frames: int, model_size: int) -> None:
     video = batch["video"]
     T, H = video.shape[-3], video.shape[-2]
@@ -142,47 +141,44 @@ def _check_batch(batch: dict, model_frames: int, model_size: int) -> None:
         )
 
 
-# ============================================================================================== pre-training
-_SIZE_KEYS = (
-    "img_size",
-    "patch_size",
-    "num_frames",
-    "tubelet_size",
-    "embed_dim",
-    "depth",
-    "num_heads",
-    "decoder_dim",
-    "decoder_depth",
-    "decoder_heads",
-    "max_text_len",
-)
+def _data_config(arch: dict) -> dict:
+    """What the network fixes in its data: clip length, frame size, and the text length its position table holds."""
+    return {"frames": arch["num_frames"], "image_size": arch["img_size"], "max_tokens": arch["max_text_len"]}
 
 
-def _bench_cpu_size(cls, init_args: dict, demo_init_args: dict) -> tuple[dict, str]:
-    """``zoo bench --train`` hook: on a machine without CUDA, the demo config's (CPU) size; with CUDA the entry's."""
+def _bench_cpu_size(init_args: dict, demo_init_args: dict) -> tuple[dict, str]:
+    """``zoo bench --train`` hook: on a machine without CUDA, the demo config's (CPU) size and ``net``; with CUDA the
+    entry's."""
     if torch.cuda.is_available():
         return {}, ""
-    import inspect
-
-    defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()}
     over = {
-        k: demo_init_args[k]
-        for k in _SIZE_KEYS
-        if k in demo_init_args and init_args.get(k, defaults.get(k)) != demo_init_args[k]
+        k: demo_init_args[k] for k in ("size", "net") if k in demo_init_args and init_args.get(k) != demo_init_args[k]
     }
     if not over:
         return {}, ""
     return over, "no CUDA: the demo's CPU size (" + ", ".join(f"{k}={v}" for k, v in over.items()) + ")"
 
 
+def _build(network: type, sizes: dict, size: str, net: dict | None, where: str):
+    """-> (the network, all its constructor arguments: the size's, the overrides, the constructor's defaults)."""
+    defaults = {k: p.default for k, p in inspect.signature(network).parameters.items()}
+    args = net_args(sizes, size, net, where=where, allowed=set(defaults))
+    return network(**args), {**defaults, **args}
+
+
+# ============================================================================================== pre-training
+
+
 class SimVTPModule(TimmScheduled, LightningModule):
     """SimVTP pre-training (see the module docstring). ``forward(video, input_ids, attention_mask[, mask])`` gives the
-    model's inference dict (``SimVTPPretrainModel.forward``). ``init_from``: VideoMAE/SimVTP weights to start from
+    model's inference dict (``SimVTPPretrainModel.forward``). ``size``: a size of ``sizes.py`` (``base``); ``net``:
+    overrides of :class:`SimVTPPretrainModel`'s arguments (``text_decoder_depth``, ``drop_path_rate``, a small
+    demo's widths; ``pad_token_id`` also masks padding out of MLM). ``init_from``: VideoMAE/SimVTP weights to start from
     (loaded in ``setup``, keys whose shape differs dropped, as released): an official ``.pth``, a transformers
     VideoMAE folder / Hub name, or a zoo source; ``text_init``: a transformers BERT folder / Hub name whose
     embeddings initialise ``text_embeddings`` (released: bert-base-uncased). ``mlm_impl``: the ``zoo.ops`` impl of
     the MLM loss (``"auto"``: the fused Triton kernel on CUDA, else the PyTorch reference; ``FusedKernels`` and the
-    ``zoo_ddp`` strategy switch it for a run). ``*_token_id``: the tokenizer's special ids (BERT's by default); MLM
+    ``zoo_ddp`` strategy switch it for a run). ``*_token_id``: the tokenizer's other special ids (BERT's); MLM
     never selects any of them (as released) unless ``mlm_unk_mask_eligible`` (zoo's earlier behaviour: [UNK] and
     [MASK] may be selected, only [CLS], [SEP] and padding are excluded)."""
 
@@ -191,24 +187,12 @@ class SimVTPModule(TimmScheduled, LightningModule):
         """``zoo bench --train``: on a CPU-only machine the step runs at the demo's size (a ViT-B step over 16 x 224²
         clips takes minutes there); with CUDA at the entry's (ViT-B, 16 x 224²). Sizes given with ``--model-arg``
         that differ from the entry's are kept (no override is returned then)."""
-        return _bench_cpu_size(cls, init_args, demo_init_args)
+        return _bench_cpu_size(init_args, demo_init_args)
 
     def __init__(
         self,
-        img_size: int = 224,
-        patch_size: int = 16,
-        num_frames: int = 16,
-        tubelet_size: int = 2,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        decoder_dim: int = 384,
-        decoder_depth: int = 4,
-        decoder_heads: int = 6,
-        vocab_size: int = 30522,
-        max_text_len: int = 512,
-        text_decoder_depth: int = 0,
-        drop_path_rate: float = 0.0,
+        size: str = DEFAULT,
+        net: dict[str, Any] | None = None,
         mask_ratio: float = 0.9,
         mlm_probability: float = 0.75,
         mlm_replace_mask: float = 1.0,
@@ -218,7 +202,6 @@ class SimVTPModule(TimmScheduled, LightningModule):
         pool_padding: bool = True,
         contrast_masked_inputs: bool = True,
         loss_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
-        pad_token_id: int = 0,
         cls_token_id: int = 101,
         sep_token_id: int = 102,
         mask_token_id: int = 103,
@@ -248,33 +231,20 @@ class SimVTPModule(TimmScheduled, LightningModule):
                 raise UserError(f"{name}={value} must be > 0 (released: temperature 0.05)")
         from zoo.ops import LinearCrossEntropyLoss
 
-        self.model = SimVTPPretrainModel(
-            img_size,
-            patch_size,
-            num_frames,
-            tubelet_size,
-            3,
-            embed_dim,
-            depth,
-            num_heads,
-            4.0,
-            decoder_dim,
-            decoder_depth,
-            decoder_heads,
-            vocab_size,
-            max_text_len,
-            2,
-            0.1,
-            text_decoder_depth,
-            drop_path_rate,
-            pad_token_id,
-        )
+        self.model, self.arch = _build(SimVTPPretrainModel, SIZES, size, net, "SimVTPModule")
         self.mlm_loss = LinearCrossEntropyLoss(ignore_index=-100, impl=mlm_impl)
         self.register_buffer("initialised", torch.zeros((), dtype=torch.long))  # 1 once init_from/text_init loaded
-        self.example_input_array = _example_inputs(num_frames, img_size, self.model.grid, mask_ratio, vocab_size)
+        self.example_input_array = _example_inputs(
+            self.arch["num_frames"], self.arch["img_size"], self.model.grid, mask_ratio, self.arch["vocab_size"]
+        )
         from zoo.metrics.retrieval import CrossModalRetrieval
 
         self.val_retrieval = CrossModalRetrieval()
+
+    def data_config(self) -> dict:
+        """The data facts the network fixes (``frames``, ``image_size``, ``max_tokens``): a video data module whose
+        arguments are unset follows them (``zoo.sizes.follow_model``)."""
+        return _data_config(self.arch)
 
     # ----------------------------------------------------------------------------------------- weights
     def setup(self, stage: str) -> None:
@@ -303,7 +273,7 @@ class SimVTPModule(TimmScheduled, LightningModule):
         B = video.shape[0]
         if mask is None:
             mask = tube_mask(B, m.grid, hp.mask_ratio, generator=generator, device=video.device)
-        special = (hp.cls_token_id, hp.sep_token_id, hp.pad_token_id)
+        special = (hp.cls_token_id, hp.sep_token_id, self.arch["pad_token_id"])
         if not hp.mlm_unk_mask_eligible:
             special += (hp.unk_token_id, hp.mask_token_id)
         ids, labels = mask_text(
@@ -315,7 +285,7 @@ class SimVTPModule(TimmScheduled, LightningModule):
             generator,
             hp.mlm_replace_mask,
             hp.mlm_replace_random,
-            hp.vocab_size,
+            self.arch["vocab_size"],
         )
         keep = None if hp.pool_padding else attention_mask
         # joint pass: MVM + MLM
@@ -358,8 +328,7 @@ class SimVTPModule(TimmScheduled, LightningModule):
         }
 
     def training_step(self, batch, batch_idx):
-        hp = self.hparams
-        _check_batch(batch, hp.num_frames, hp.img_size)
+        _check_batch(batch, self.arch["num_frames"], self.arch["img_size"])
         out = self.losses(batch["video"], batch["input_ids"], batch["attention_mask"])
         B = batch["video"].shape[0]
         for k, v in out.items():
@@ -396,7 +365,9 @@ class SimVTPModule(TimmScheduled, LightningModule):
         opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(hp.betas), eps=1e-8)
         return {
             "optimizer": opt,
-            "lr_scheduler": _schedule(self, opt, hp.warmup_epochs, hp.min_blr * scale, hp.warmup_blr * scale),
+            "lr_scheduler": warmup_cosine_epochs(
+                self, opt, hp.warmup_epochs, hp.min_blr * scale, hp.warmup_blr * scale
+            ),
         }
 
 
@@ -434,27 +405,19 @@ class SimVTPRetrievalModule(TimmScheduled, LightningModule):
     attention_mask)`` -> (video embeddings, text embeddings), each (B, D), not normalised. ``pretrained``: weights of
     a pre-training run to start from (loaded in ``setup`` when the model was not initialised yet): a Lightning
     ``.ckpt`` of :class:`SimVTPModule`, an official SimVTP pre-training ``.pth``, or a zoo source of a ``simvtp-*``
-    pre-trained entry; ``None`` trains from random weights."""
+    pre-trained entry; ``None`` trains from random weights. ``size`` / ``net``: as :class:`SimVTPModule`, for
+    :class:`SimVTPDualEncoder` (``drop_path_rate`` 0.1 and ``pool_padding`` True as released)."""
 
     @classmethod
     def bench_init_args(cls, init_args: dict, demo_init_args: dict) -> tuple[dict, str]:
         """As :meth:`SimVTPModule.bench_init_args`; the pre-training checkpoint is not needed to time a step."""
-        over, note = _bench_cpu_size(cls, init_args, demo_init_args)
+        over, note = _bench_cpu_size(init_args, demo_init_args)
         return {**over, "pretrained": None}, note or "random initial weights"
 
     def __init__(
         self,
-        img_size: int = 224,
-        patch_size: int = 16,
-        num_frames: int = 16,
-        tubelet_size: int = 2,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        vocab_size: int = 30522,
-        max_text_len: int = 512,
-        drop_path_rate: float = 0.1,
-        pool_padding: bool = True,
+        size: str = DEFAULT,
+        net: dict[str, Any] | None = None,
         temperature: float = 0.05,
         pretrained: str | None = None,
         lr: float | None = None,
@@ -464,7 +427,6 @@ class SimVTPRetrievalModule(TimmScheduled, LightningModule):
         weight_decay: float = 0.05,
         betas: Sequence[float] = (0.9, 0.999),
         warmup_epochs: float = 5,
-        pad_token_id: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -473,30 +435,20 @@ class SimVTPRetrievalModule(TimmScheduled, LightningModule):
                 raise UserError(f"{name}={value} must be > 0 (released: temperature 0.05)")
         if not 0.0 < layer_decay <= 1.0:
             raise UserError(f"layer_decay={layer_decay} must be in (0, 1] (released: 0.75)")
-        self.model = SimVTPDualEncoder(
-            img_size,
-            patch_size,
-            num_frames,
-            tubelet_size,
-            3,
-            embed_dim,
-            depth,
-            num_heads,
-            4.0,
-            vocab_size,
-            max_text_len,
-            2,
-            0.1,
-            drop_path_rate,
-            pool_padding,
-            pad_token_id,
-        )
+        self.model, self.arch = _build(SimVTPDualEncoder, RETRIEVAL_SIZES, size, net, "SimVTPRetrievalModule")
         self.register_buffer("initialised", torch.zeros((), dtype=torch.long))
-        self.example_input_array = _example_inputs(num_frames, img_size, (1, 1, 1), 0.0, vocab_size)[:3]  # no mask
+        example = _example_inputs(
+            self.arch["num_frames"], self.arch["img_size"], (1, 1, 1), 0.0, self.arch["vocab_size"]
+        )
+        self.example_input_array = example[:3]  # no mask
         from zoo.metrics.retrieval import CrossModalRetrieval
 
         self.val_retrieval = CrossModalRetrieval()
         self.test_retrieval = CrossModalRetrieval()
+
+    def data_config(self) -> dict:
+        """As :meth:`SimVTPModule.data_config`."""
+        return _data_config(self.arch)
 
     def setup(self, stage: str) -> None:
         if self.hparams.pretrained and int(self.initialised) == 0:
@@ -518,7 +470,7 @@ class SimVTPRetrievalModule(TimmScheduled, LightningModule):
 
     def training_step(self, batch, batch_idx):
         hp = self.hparams
-        _check_batch(batch, hp.num_frames, hp.img_size)
+        _check_batch(batch, self.arch["num_frames"], self.arch["img_size"])
         v = self.embed_video(batch["video"])
         t = self.model.encode_text(batch["input_ids"], batch["attention_mask"])
         loss = norm_softmax_loss(cosine_matrix(t, v), hp.temperature)
@@ -597,4 +549,4 @@ class SimVTPRetrievalModule(TimmScheduled, LightningModule):
         for g in groups:
             g["lr"] = lr * g["lr_scale"]
         opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(hp.betas))
-        return {"optimizer": opt, "lr_scheduler": _schedule(self, opt, hp.warmup_epochs, hp.min_lr)}
+        return {"optimizer": opt, "lr_scheduler": warmup_cosine_epochs(self, opt, hp.warmup_epochs, hp.min_lr)}
