@@ -110,7 +110,18 @@ def test_cluster_guided_loss_skips_and_quirk():
     # release behaviour: the first (smallest-id) cluster is never visited, L_pos still divided by K = 2
     loss, pos, neg = cluster_guided_loss(z1, z2q, labels, conf, num_clusters=2, skip_first_cluster=True)
     torch.testing.assert_close(pos, torch.tensor(4 * 1.0 / 2))
-    assert neg.item() == 0 and neg_all.item() == 0  # one centre per view: S = [[0]]; two orthogonal centres
+    torch.testing.assert_close(loss, pos + 0.5 * neg)
+    # L_neg also sees only the visited clusters: with a view-2 centre of cluster 1 leaning towards cluster 0's view-1
+    # centre, all clusters give S = [[., 1/√2], [0, .]] -> mean(S²) = 0.5 / 4; the skipped loop keeps one centre per
+    # view, S = [[0]] -> 0
+    z2n = torch.cat([((e[0] + e[2]) / math.sqrt(2)).repeat(5, 1), ((e[0] + e[1]) / math.sqrt(2)).repeat(5, 1)])
+    loss_all, pos_all, neg_all = cluster_guided_loss(z1, z2n, labels, conf, num_clusters=2, skip_first_cluster=False)
+    torch.testing.assert_close(neg_all, torch.tensor(0.125))
+    torch.testing.assert_close(pos_all, torch.tensor(8 * (2 - math.sqrt(2)) / 2))
+    torch.testing.assert_close(loss_all, pos_all + 0.5 * 0.125)
+    loss, pos, neg = cluster_guided_loss(z1, z2n, labels, conf, num_clusters=2, skip_first_cluster=True)
+    torch.testing.assert_close(neg, torch.tensor(0.0))
+    torch.testing.assert_close(pos, torch.tensor(4 * (2 - math.sqrt(2)) / 2))
     torch.testing.assert_close(loss, pos)
     # with cluster 0 aligned across views, skipping it changes nothing: 4 pairs of 2 − 2cos45° in cluster 1
     _, pos, _ = cluster_guided_loss(z1, z2, labels, conf, num_clusters=2, skip_first_cluster=True)
@@ -193,16 +204,19 @@ def test_module_checks_arguments():
         ({"epochs": 0}, "epochs"),
         ({"eval_every": 0}, "eval_every"),
         ({"lr": -1.0}, "lr"),
-        ({"in_features": 0}, "in_features"),
+        ({"net": {"in_features": 4, "dims": 0}}, "net.dims"),
+        ({"net": {"in_features": 0}}, "in_features"),
+        ({"net": {"in_features": 4, "width": 8}}, "'width', which the network does not take"),
+        ({"size": "pubmed"}, "unknown size 'pubmed'; choose one of bat, citeseer, cora, eat"),
     ]
     for kwargs, name in bad:
         with pytest.raises(UserError, match=name) as err:
-            CCGCModule(**{"in_features": 4, **kwargs})
+            CCGCModule(**{"net": {"in_features": 4}, **kwargs})
         assert "\n" not in str(err.value), err.value
     with pytest.raises(UserError, match="kmeans impl"):
         kmeans(torch.zeros(4, 2), 2, impl="faiss")
     with pytest.raises(TypeError, match="seeds"):  # the multi-seed loop is gone: one fit is one seed
-        CCGCModule(in_features=4, seeds=[0, 1])
+        CCGCModule(net={"in_features": 4}, seeds=[0, 1])
 
 
 def test_defaults_follow_the_release():
@@ -210,7 +224,7 @@ def test_defaults_follow_the_release():
     switch. The shipped configs state the same."""
     from pathlib import Path
 
-    hp = CCGCModule(in_features=4).hparams
+    hp = CCGCModule(net={"in_features": 4}).hparams
     assert hp.accumulate_grad_across_epochs is True and hp.skip_first_cluster is True
     for cfg in sorted(Path(__file__).resolve().parents[2].glob("configs/ccgc-*.yaml")):
         text = cfg.read_text()
@@ -227,9 +241,8 @@ def test_accumulate_grad_quirk():
         pl.seed_everything(0, verbose=False)
         dm = GraphClusteringDataModule(root=None, t=2)
         m = CCGCModule(
-            in_features=34,
+            net={"in_features": 34, "dims": 8},
             num_clusters=2,
-            dims=8,
             lr=0.0,
             epochs=3,
             eval_every=10,
@@ -247,7 +260,13 @@ def test_one_fit_is_one_seeded_run():
 
     dm = GraphClusteringDataModule(root=None, t=4)
     hp = dict(
-        in_features=34, num_clusters=2, dims=16, lr=1e-3, warmup_epochs=10, epochs=30, eval_every=10, kmeans_n_init=2
+        net={"in_features": 34, "dims": 16},
+        num_clusters=2,
+        lr=1e-3,
+        warmup_epochs=10,
+        epochs=30,
+        eval_every=10,
+        kmeans_n_init=2,
     )
     results = []
     for seed in (1, 0, 1):
@@ -276,7 +295,7 @@ def test_short_cora_fit_beats_kmeans_on_raw_features(shared_data):
     raw_labels, _ = kmeans(torch.from_numpy(feat), 7, n_init=3, seed=0)
     raw = clustering_scores(raw_labels, torch.from_numpy(labels))
     dm = GraphClusteringDataModule("cora", str(shared_data / "cora"))
-    m = CCGCModule(in_features=1433, num_clusters=7, warmup_epochs=12, epochs=25, eval_every=10, kmeans_n_init=3)
+    m = CCGCModule(size="cora", num_clusters=7, warmup_epochs=12, epochs=25, eval_every=10, kmeans_n_init=3)
     _trainer(25).fit(m, dm)
     last = m.result["last"]
     assert "train/loss_pos" in [k for k in m.trainer.callback_metrics]  # the cluster-guided phase ran

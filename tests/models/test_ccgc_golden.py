@@ -106,7 +106,7 @@ def test_cluster_guided_step_matches_the_release(official, monkeypatch):
     """The release's loop for one seed: epoch 0 (warm-up step with Adam lr 1e-4, then K-means), epoch 51 (first
     cluster-guided step). Compared: the parameters after step 1, Z1/Z2 at epoch 51, L_pos, L_neg, L, the gradient the
     second Adam step sees (the release never zeroes gradients: g_warm + g_cluster) and the parameters after it."""
-    module = CCGCModule(in_features=D_IN, num_clusters=K, dims=DIMS)
+    module = CCGCModule(net={"in_features": D_IN, "dims": DIMS}, num_clusters=K)
     assert module.hparams.accumulate_grad_across_epochs and module.hparams.skip_first_cluster  # the release's loop
     module.model.load_state_dict(_encoders(official).state_dict())
     enc = module.model

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import zoo
-from zoo.models.xdeepint.model import PINLayer, XDeepInt, from_subspaces, to_subspaces, xdeepint_criteo
+from zoo.models.xdeepint.model import PINLayer, XDeepInt, from_subspaces, to_subspaces
 from zoo.models.xdeepint.module import XDeepIntModule
+from zoo.models.xdeepint.sizes import SIZES
 
 
 def test_subspace_crossing_layout():
@@ -74,7 +75,7 @@ def test_h1_is_vector_wise_h_equal_k_is_bit_wise():
 
 def test_reference_configuration_sizes():
     with torch.device("meta"):
-        m = xdeepint_criteo(vocab_sizes=[64] * 12 + [1000] * 26)
+        m = XDeepInt(vocab_sizes=[64] * 12 + [1000] * 26, **SIZES["criteo"])
     assert m.num_fields == 38 and len(m.pin) == 4
     assert all(layer.linear.weight.shape == (608, 608) for layer in m.pin)
     n_pin = sum(p.numel() for n, p in m.named_parameters() if not n.startswith("embedding"))
@@ -85,6 +86,23 @@ def test_reference_configuration_sizes():
     assert sum(p.numel() for p in mod.model.parameters()) == zoo.registry.get("xdeepint-criteo").params
     with pytest.raises(ValueError, match="divisible"):
         XDeepInt(None, num_fields=3, embed_dim=16, num_subspaces=3)
+
+
+def test_module_refuses_unknown_size_and_net_override():
+    from zoo.errors import UserError
+
+    for kwargs, match in (
+        ({"size": "criteo-large"}, "unknown size 'criteo-large'; choose one of avazu, criteo"),
+        ({"net": {"hidden": 8}}, "'hidden', which the network does not take"),
+        ({"net": {"num_subspaces": 3}}, "net.num_subspaces=3 must divide net.embed_dim=16"),
+        ({"net": {"vocab_sizes": [3, 4]}}, "net.vocab_sizes has 2 entries but net.num_fields=38"),
+        ({"optimizer": "sgd"}, "unknown optimizer 'sgd'"),
+    ):
+        with pytest.raises(UserError, match=match) as err:
+            XDeepIntModule(**kwargs)
+        assert "\n" not in str(err.value)
+    m = XDeepIntModule(size="avazu", net={"num_layers": 2})
+    assert m.model.num_fields == 23 and len(m.model.pin) == 2 and m.model.embedding is None
 
 
 def _trainer(**kw):
@@ -116,11 +134,13 @@ def test_module_fits_from_data_and_round_trips(tmp_path):
         batch_size=256,
         eval_batch_size=1000,
     )
-    m = XDeepIntModule(embed_dim=4, num_layers=2, num_subspaces=2, gftrl_lambda1=1.0, gftrl_lambda2=1.0)
+    m = XDeepIntModule(net={"embed_dim": 4, "num_layers": 2, "num_subspaces": 2}, gftrl_lambda1=1.0, gftrl_lambda2=1.0)
     assert m.model.embedding is None
     trainer = _trainer(max_epochs=1)
     trainer.fit(m, dm)
-    assert m.hparams.vocab_sizes == dm.vocab_sizes, "sized from the data module and saved in the hyper-parameters"
+    assert m.hparams.net["vocab_sizes"] == dm.vocab_sizes, (
+        "sized from the data module and saved in the hyper-parameters"
+    )
     assert trainer.global_step == 2 * 10, "two optimisers stepped on each of the 10 batches"
     res = trainer.validate(m, dm, verbose=False)[0]
     # the logged metrics agree with scikit-learn on the same predictions
@@ -143,16 +163,13 @@ def test_module_fits_from_data_and_round_trips(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids), m.eval()(ids))
     with pytest.raises(ValueError, match="num_fields"):
-        _trainer(max_epochs=1).fit(XDeepIntModule(num_fields=5, embed_dim=4, num_subspaces=2), dm)
+        _trainer(max_epochs=1).fit(XDeepIntModule(net={"num_fields": 5, "embed_dim": 4, "num_subspaces": 2}), dm)
 
 
 def test_adam_option_trains():
     torch.manual_seed(0)
     m = XDeepIntModule(
-        vocab_sizes=[3, 4],
-        num_fields=2,
-        embed_dim=4,
-        num_subspaces=2,
+        net={"vocab_sizes": [3, 4], "num_fields": 2, "embed_dim": 4, "num_subspaces": 2},
         optimizer="adam",
         adam_lr=0.05,
         loss_reduction="mean",
@@ -202,7 +219,11 @@ def test_learns_planted_crosses_that_logistic_regression_cannot(tmp_path):
         eval_batch_size=4096,
     )
     m = XDeepIntModule(
-        embed_dim=8, num_layers=3, num_subspaces=4, gftrl_alpha=0.1, gftrl_lambda1=1.0, gftrl_lambda2=1.0, ftrl_lr=0.1
+        net={"embed_dim": 8, "num_layers": 3, "num_subspaces": 4},
+        gftrl_alpha=0.1,
+        gftrl_lambda1=1.0,
+        gftrl_lambda2=1.0,
+        ftrl_lr=0.1,
     )
     trainer = _trainer(max_epochs=3, limit_val_batches=0)
     trainer.fit(m, dm)

@@ -14,11 +14,7 @@ from zoo.models.xdeepint.module import XDeepIntModule
 
 VOCAB = [5, 7, 4, 6]
 INIT = dict(
-    vocab_sizes=VOCAB,
-    num_fields=4,
-    embed_dim=4,
-    num_layers=2,
-    num_subspaces=2,
+    net=dict(vocab_sizes=VOCAB, num_fields=4, embed_dim=4, num_layers=2, num_subspaces=2),
     loss_reduction="mean",
     gftrl_alpha=0.5,
     gftrl_lambda1=0.01,

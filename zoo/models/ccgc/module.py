@@ -41,6 +41,7 @@ cluster, a fresh gradient per step).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,6 +52,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from zoo.errors import UserError, check_choice, check_fits_data, check_positive
 from zoo.models.ccgc.metrics import clustering_scores
 from zoo.models.ccgc.model import SiameseEncoders
+from zoo.models.ccgc.sizes import DEFAULT, SIZES
+from zoo.sizes import net_args
 
 log = logging.getLogger(__name__)
 
@@ -165,9 +168,10 @@ class CCGCModule(LightningModule):
     """CCGC on one graph (full batch). ``forward(X̃)`` returns the fused embedding E (N, dims).
 
     Args:
-        in_features: attribute dimension d of the graph (Cora 1433, CiteSeer 3703, BAT 81, EAT 203).
+        size: a graph of ``sizes.SIZES`` (``cora``, ``citeseer``, ``bat``, ``eat``): the encoders' ``in_features``
+            (the graph's attribute dimension d) and ``dims`` (500).
+        net: overrides of :class:`~zoo.models.ccgc.model.SiameseEncoders`' arguments (``in_features``, ``dims``).
         num_clusters: K, the number of classes (Cora 7, CiteSeer 6, BAT/EAT/UAT 4).
-        dims: embedding size of each encoder (500).
         lr, weight_decay: Adam (official 1e-4, 0).
         threshold: τ, fraction of nodes taken as high-confidence (official default 0.5).
         alpha: weight of L_neg (official 0.5).
@@ -183,9 +187,9 @@ class CCGCModule(LightningModule):
 
     def __init__(
         self,
-        in_features: int = 1433,
+        size: str = DEFAULT,
+        net: dict[str, Any] | None = None,
         num_clusters: int = 7,
-        dims: int = 500,
         lr: float = 1e-4,
         weight_decay: float = 0.0,
         threshold: float = 0.5,
@@ -224,21 +228,22 @@ class CCGCModule(LightningModule):
         check_positive("kmeans_n_init", kmeans_n_init, where=where)
         check_positive("warmup_epochs", warmup_epochs, minimum=0, where=where)
         check_choice("kmeans_impl", kmeans_impl, ("sklearn", "official"), where=where)
+        self.net_args = net_args(SIZES, size, net, where=where, allowed={"in_features", "dims"})
         check_positive(
-            "in_features",
-            in_features,
+            "net.in_features",
+            self.net_args["in_features"],
             where=where,
-            fix="set model.init_args.in_features to the graph's attribute dimension (Cora 1433)",
+            fix="set model.init_args.net.in_features to the graph's attribute dimension (Cora 1433)",
         )
-        check_positive("dims", dims, where=where)
+        check_positive("net.dims", self.net_args["dims"], where=where)
         if lr < 0 or weight_decay < 0:
             raise UserError(
                 f"{where}: lr and weight_decay must be >= 0, got {lr!r} and {weight_decay!r}; set "
                 "model.init_args.lr / weight_decay to non-negative values (official 1e-4, 0)."
             )
         self.automatic_optimization = False  # the official loop: optional zero_grad, backward, step; skips skip
-        self.model = SiameseEncoders(in_features, dims)
-        self.example_input_array = torch.randn(8, in_features)
+        self.model = SiameseEncoders(**self.net_args)
+        self.example_input_array = torch.randn(8, self.net_args["in_features"])
         self.pseudo_labels: torch.Tensor | None = None
         self.distances: torch.Tensor | None = None
         self.best: dict | None = None  # protocol (a): the best-ACC evaluation so far
@@ -249,7 +254,8 @@ class CCGCModule(LightningModule):
 
     def setup(self, stage: str) -> None:
         # the encoders' first layer is sized by in_features: a graph with other attributes fails mid-step otherwise
-        check_fits_data(self, "in_features", self.hparams.in_features, "num_features", what="attributes per node")
+        in_features = self.net_args["in_features"]
+        check_fits_data(self, "net.in_features", in_features, "num_features", what="attributes per node")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.embed(x)

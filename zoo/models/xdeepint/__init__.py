@@ -1,10 +1,11 @@
 """xDeepInt (Yan & Li, DLP-KDD 2020, arXiv 2301.01089): registry entries (nothing heavy imported).
 
-The networks are data-sized: the embedding tables hold one K=16 row per kept feature value, and the vocabulary
-(values seen more than 20 times in the training split) is known only after preprocessing the full dataset. The
-entries therefore leave ``vocab_sizes`` to the data module (``CTRDataModule`` fills it in ``setup``), and ``params``
-counts the data-independent part: the PIN matrices (4 x (F h)^2) and the output layer (F + 1). No weights are
-published (``hub_repo`` None) until a model is trained on the full data.
+The entries name a size of ``sizes.py`` (``criteo``, ``avazu``). The networks are data-sized: the embedding tables
+hold one K=16 row per kept feature value, and the vocabulary (values seen more than 20 times in the training split)
+is known only after preprocessing the full dataset. The entries therefore leave ``vocab_sizes`` to the data module
+(``CTRDataModule`` fills it in ``setup``), and ``params`` counts the data-independent part: the PIN matrices
+(4 x (F h)^2) and the output layer (F + 1). No weights are published (``hub_repo`` None) until a model is trained on
+the full data.
 """
 
 from zoo.registry import Entry, Paper
@@ -22,11 +23,11 @@ PAPER = Paper(
   year={2020},
   eprint={2301.01089},
   archivePrefix={arXiv}
-}""",
+}""",  # noqa: E501 (BibTeX keeps each field on one line)
 )
 
 MODULE = "zoo.models.xdeepint.module.XDeepIntModule"
-TINY = {"vocab_sizes": [3, 5, 4, 6], "num_fields": 4, "embed_dim": 4, "num_layers": 2, "num_subspaces": 2}
+TINY = {"net": {"vocab_sizes": [3, 5, 4, 6], "num_fields": 4, "embed_dim": 4, "num_layers": 2, "num_subspaces": 2}}
 _RECIPE = (
     "Sum-reduced sigmoid cross-entropy; G-FTRL (alpha 0.02, beta 1, lambda1 10, lambda2 10) on the embedding "
     "table, FTRL-Proximal (lr 0.02, power -0.5, l1 0.1, l2 0.1, accumulator 0.1) on the PIN and output "
@@ -78,7 +79,7 @@ RESULTS = ResultSpec(
         ),
         "proof-A-h1": Variant(
             "as proof-A with h=1 (vector-wise crossing)",
-            ("--model.init_args.num_subspaces=1",),
+            ("--model.init_args.net.num_subspaces=1",),
             config=_PROOF,
             dataset="synthetic-criteo",
         ),
@@ -90,7 +91,7 @@ RESULTS = ResultSpec(
         ),
         "proof-B-h1": Variant(
             "setting B with h=1",
-            (*_SETTING_B, "--model.init_args.num_subspaces=1"),
+            (*_SETTING_B, "--model.init_args.net.num_subspaces=1"),
             config=_PROOF,
             dataset="synthetic-criteo",
         ),
@@ -107,7 +108,7 @@ ENTRIES = [
     Entry(
         name="xdeepint-criteo",
         module=MODULE,
-        init_args={"num_fields": 38, "embed_dim": 16, "num_layers": 4, "num_subspaces": 16},
+        init_args={"size": "criteo"},
         paper=PAPER,
         license="other",
         description="xDeepInt, the reference Criteo configuration: 38 fields (I1..I12 log-binned, C1..C26), K=16, "
@@ -131,7 +132,7 @@ ENTRIES = [
     Entry(
         name="xdeepint-avazu",
         module=MODULE,
-        init_args={"num_fields": 23, "embed_dim": 16, "num_layers": 4, "num_subspaces": 16},
+        init_args={"size": "avazu"},
         paper=PAPER,
         license="other",
         description="xDeepInt on Avazu with the Criteo architecture (K=16, L=4, h=16): 23 fields (hour-of-day, "

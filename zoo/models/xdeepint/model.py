@@ -36,8 +36,6 @@ __all__ = [
     "to_subspaces",
     "from_subspaces",
     "ACTIVATIONS",
-    "xdeepint_criteo",
-    "xdeepint_avazu",
 ]
 
 ACTIVATIONS = {
@@ -164,15 +162,3 @@ class XDeepInt(nn.Module):
             raise ValueError(f"expected ids of shape (batch, {self.num_fields}), got {tuple(ids.shape)}")
         o = self.interactions(self.embedding(ids))  # (B, F, K)
         return self.output(o.transpose(1, 2)).squeeze(-1).sum(-1)
-
-
-def xdeepint_criteo(vocab_sizes: Sequence[int] | None = None, **kw) -> XDeepInt:
-    """Reference Criteo configuration (xdeepint/experiment/criteo/nn1.py): 38 fields (I1..I12 binned + C1..C26),
-    K = 16, L = 4, h = 16, linear, no dropout."""
-    return XDeepInt(vocab_sizes, num_fields=38, embed_dim=16, num_layers=4, num_subspaces=16, **kw)
-
-
-def xdeepint_avazu(vocab_sizes: Sequence[int] | None = None, **kw) -> XDeepInt:
-    """The Criteo architecture on our Avazu fields (23: hour-of-day, weekday and the 21 categorical columns); the
-    paper's Avazu hyperparameters could not be retrieved (the paper gives none)."""
-    return XDeepInt(vocab_sizes, num_fields=23, embed_dim=16, num_layers=4, num_subspaces=16, **kw)

@@ -3,21 +3,26 @@ arXiv 2301.01089; paper §3.3-3.4, official xdeepint/experiment/criteo/nn1.py).
 
 - Objective: sigmoid binary cross-entropy, **summed** over the batch (the reference estimator's loss; the FTRL
   learning rates below were tuned for it). ``loss_reduction="mean"`` is available for Adam users.
-- Optimisation (``optimizer="ftrl"``, the paper's "combined optimization"): :class:`~zoo.models.xdeepint.optim.GroupFTRL`
-  on the embedding table (a group = one feature value's row -> feature selection) and
-  :class:`~zoo.models.xdeepint.optim.FTRLProximal` on the PIN matrices and the output layer (-> interaction
-  selection), both stepped every batch (manual optimisation). ``optimizer="adam"`` trains everything with Adam.
+- Optimisation (``optimizer="ftrl"``, the paper's "combined optimization"):
+  :class:`~zoo.models.xdeepint.optim.GroupFTRL` on the embedding table (a group = one feature value's row -> feature
+  selection) and :class:`~zoo.models.xdeepint.optim.FTRLProximal` on the PIN matrices and the output layer
+  (-> interaction selection), both stepped every batch (manual optimisation). ``optimizer="adam"`` trains
+  everything with Adam.
 - Metrics on the evaluation split: AUC (torchmetrics ``BinaryAUROC``), LogLoss and NCE = LogLoss / H(p), with p the
   evaluation split's click rate (so predicting the base rate gives NCE = 1), and the sparsity ratios of the
   reference's ``analysis.py``: share of embedding rows that are exactly zero (feature sparsity; the padding row is not
   counted) and share of PIN weights that are exactly zero (interaction sparsity).
 
-``vocab_sizes=None`` (the registry entries and paper configs): the embedding tables are sized from the data module's
-vocabulary in ``setup`` and the sizes are written back into the hyper-parameters, so checkpoints and exported
-folders rebuild the same network.
+The network's arguments come from a size of ``sizes.py`` (``criteo``, ``avazu``) updated with ``net``. Without
+``net.vocab_sizes`` (the registry entries and paper configs) the embedding tables are sized from the data module's
+vocabulary in ``setup`` and the sizes are written back into the hyper-parameters (``net.vocab_sizes``), so
+checkpoints and exported folders rebuild the same network.
 """
 
 from __future__ import annotations
+
+import inspect
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +34,8 @@ from torchmetrics.classification import BinaryAUROC
 from zoo.errors import UserError, check_choice, check_positive, data_attribute
 from zoo.models.xdeepint.model import XDeepInt
 from zoo.models.xdeepint.optim import FTRLProximal, GroupFTRL
+from zoo.models.xdeepint.sizes import DEFAULT, SIZES
+from zoo.sizes import net_args
 
 __all__ = ["XDeepIntModule", "CTRLoss", "sparsity"]
 
@@ -77,9 +84,10 @@ class XDeepIntModule(LightningModule):
     """xDeepInt for CTR prediction. ``forward(ids)`` -> click probabilities (B,).
 
     Args:
-        vocab_sizes: kept values per field (from ``CTRDataModule.vocab_sizes``); None -> taken from the data module.
-        num_fields, embed_dim, num_layers, num_subspaces: F, K, L, h (reference Criteo: 38, 16, 4, 16).
-        activation, dropout: of the PIN aggregation (reference: None / 0).
+        size: ``criteo`` (the reference: F 38, K 16, L 4, h 16) or ``avazu`` (F 23); see ``sizes.py``.
+        net: overrides of :class:`~zoo.models.xdeepint.model.XDeepInt`'s arguments: ``vocab_sizes`` (kept values per
+            field; unset -> taken from the data module in ``setup``), ``num_fields``, ``embed_dim``, ``num_layers``,
+            ``num_subspaces`` (F, K, L, h), ``activation``, ``dropout`` (of the PIN aggregation; reference None / 0).
         optimizer: ``"ftrl"`` (G-FTRL on embeddings + FTRL-Proximal on PIN/output, the paper) or ``"adam"``.
         gftrl_*: G-FTRL alpha, beta, lambda1, lambda2 (reference 0.02, 1, 10, 10).
         ftrl_*: FTRL-Proximal lr, lr_power, l1, l2, initial_accumulator (reference 0.02, -0.5, 0.1, 0.1, 0.1).
@@ -96,13 +104,8 @@ class XDeepIntModule(LightningModule):
 
     def __init__(
         self,
-        vocab_sizes: list[int] | None = None,
-        num_fields: int = 38,
-        embed_dim: int = 16,
-        num_layers: int = 4,
-        num_subspaces: int = 16,
-        activation: str | None = None,
-        dropout: float = 0.0,
+        size: str = DEFAULT,
+        net: dict[str, Any] | None = None,
         optimizer: str = "ftrl",
         gftrl_alpha: float = 0.02,
         gftrl_beta: float = 1.0,
@@ -123,25 +126,27 @@ class XDeepIntModule(LightningModule):
         where = "XDeepIntModule"
         check_choice("optimizer", optimizer, ("ftrl", "adam"), where=where)  # ftrl: the paper's G-FTRL + FTRL-Proximal
         check_choice("loss_reduction", loss_reduction, ("sum", "mean"), where=where)
-        for name, value in (("num_fields", num_fields), ("embed_dim", embed_dim), ("num_subspaces", num_subspaces)):
-            check_positive(name, value, where=where)
-        check_positive("num_layers", num_layers, minimum=0, where=where)
-        if embed_dim % num_subspaces:
+        args = net_args(SIZES, size, net, where=where, allowed=set(inspect.signature(XDeepInt).parameters))
+        args.setdefault("vocab_sizes", None)
+        for name in ("num_fields", "embed_dim", "num_subspaces"):
+            check_positive(f"net.{name}", args[name], where=where)
+        check_positive("net.num_layers", args["num_layers"], minimum=0, where=where)
+        if args["embed_dim"] % args["num_subspaces"]:
             raise UserError(
-                f"{where}: num_subspaces={num_subspaces} must divide embed_dim={embed_dim} (each subspace "
-                "takes embed_dim / num_subspaces coordinates); e.g. embed_dim 16 with num_subspaces 16."
+                f"{where}: net.num_subspaces={args['num_subspaces']} must divide net.embed_dim={args['embed_dim']} "
+                "(each subspace takes embed_dim / num_subspaces coordinates); e.g. embed_dim 16 with num_subspaces 16."
             )
-        if vocab_sizes is not None and len(vocab_sizes) != num_fields:
+        vocab_sizes = args["vocab_sizes"]
+        if vocab_sizes is not None and len(vocab_sizes) != args["num_fields"]:
             raise UserError(
-                f"{where}: vocab_sizes has {len(vocab_sizes)} entries but num_fields={num_fields}; give one "
-                "size per field, or vocab_sizes=null to take them from the data module."
+                f"{where}: net.vocab_sizes has {len(vocab_sizes)} entries but net.num_fields={args['num_fields']}; "
+                "give one size per field, or leave net.vocab_sizes unset to take them from the data module."
             )
         self.save_hyperparameters()
         self.automatic_optimization = False  # two optimisers stepped on every batch
-        self.model = XDeepInt(vocab_sizes, num_fields, embed_dim, num_layers, num_subspaces, activation, dropout)
-        g = torch.Generator().manual_seed(0)
-        sizes = vocab_sizes if vocab_sizes is not None else [0] * num_fields
-        self.example_input_array = torch.stack([torch.randint(0, v + 1, (4,), generator=g) for v in sizes], dim=1)
+        self.net_args = args
+        self.model = XDeepInt(**args)
+        self._example_input(vocab_sizes if vocab_sizes is not None else [0] * args["num_fields"])
         self.metrics = nn.ModuleDict(
             {
                 s: nn.ModuleDict({"auc": BinaryAUROC(thresholds=auroc_thresholds), "loss": CTRLoss()})
@@ -150,31 +155,37 @@ class XDeepIntModule(LightningModule):
         )
 
     # -- network ------------------------------------------------------------------------------------------------
+    def _example_input(self, vocab_sizes) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.example_input_array = torch.stack([torch.randint(0, v + 1, (4,), generator=g) for v in vocab_sizes], 1)
+
     def setup(self, stage: str) -> None:
         sizes = data_attribute(self, "vocab_sizes")
         data_sizes = list(sizes) if sizes is not None else None
-        if data_sizes is not None and len(data_sizes) != self.hparams.num_fields:
+        num_fields = self.net_args["num_fields"]
+        if data_sizes is not None and len(data_sizes) != num_fields:
             raise UserError(
                 f"the data has {len(data_sizes)} fields but XDeepIntModule was built with "
-                f"num_fields={self.hparams.num_fields}; set model.init_args.num_fields={len(data_sizes)}"
+                f"num_fields={num_fields}; set model.init_args.net.num_fields={len(data_sizes)}"
             )
         if self.model.embedding is None:
             if data_sizes is None:
                 raise UserError(
-                    "XDeepIntModule(vocab_sizes=None) needs a data module with `vocab_sizes` "
-                    "(e.g. CTRDataModule) or explicit vocab_sizes=[...]"
+                    "XDeepIntModule without net.vocab_sizes needs a data module with `vocab_sizes` "
+                    "(e.g. CTRDataModule) or explicit model.init_args.net.vocab_sizes=[...]"
                 )
             self.model.build_embedding(data_sizes)
-            self.hparams["vocab_sizes"] = data_sizes  # saved in checkpoints / exported configs
-            g = torch.Generator().manual_seed(0)
-            self.example_input_array = torch.stack([torch.randint(0, v + 1, (4,), generator=g) for v in data_sizes], 1)
+            self.net_args["vocab_sizes"] = data_sizes
+            # saved in checkpoints / exported configs, so they rebuild the same tables
+            self.hparams["net"] = {**(self.hparams.get("net") or {}), "vocab_sizes": data_sizes}
+            self._example_input(data_sizes)
         elif data_sizes is not None and data_sizes != self.model.embedding.vocab_sizes:
             ours = self.model.embedding.vocab_sizes
             f = next(i for i, (a, b) in enumerate(zip(ours, data_sizes)) if a != b)
             raise UserError(
                 f"XDeepIntModule's vocab_sizes differ from the data module's (field {f}: {ours[f]} values "
                 f"in the model, {data_sizes[f]} in the data): the vocabulary was built with other "
-                "preprocessing options or data; use vocab_sizes=null to size the model from the data"
+                "preprocessing options or data; leave net.vocab_sizes unset to size the model from the data"
             )
         # decided before the strategy wraps the model: DDP fixes at wrap time which parameters have sparse gradients
         self.model.embedding.table.sparse = self._sparse_embedding_grad()

@@ -60,7 +60,8 @@ class GroupFTRL(Optimizer):
             for p in group["params"]:
                 if p.dim() != 2:
                     raise ValueError(
-                        f"GroupFTRL works on 2-D tables (a group = one row); got a parameter of shape {tuple(p.shape)}. "
+                        "GroupFTRL works on 2-D tables (a group = one row); got a parameter of shape "
+                        f"{tuple(p.shape)}. "
                         "Give the other parameters to FTRLProximal (or another optimiser)."
                     )
 
