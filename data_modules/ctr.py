@@ -242,10 +242,6 @@ class _Format:
                     f"{path}:1: header {got[:6]}... does not match the {dataset} layout; expected {_LAYOUT[dataset]}"
                 )
 
-    def line_of(self, row: int) -> int:
-        """1-based line number of 0-based data row ``row`` (ignoring blank lines)."""
-        return row + 1 + int(self.header)
-
     def describe(self) -> str:
         return _LAYOUT[self.dataset]
 

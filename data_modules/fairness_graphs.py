@@ -267,9 +267,10 @@ def load_dblp_fair_small(root, cache_dir=None, rebuild_edges: bool = False):
     xf = root / "X.npz"
     if not xf.is_file():
         raise FileNotFoundError(
-            f"dblp_fair_small: the node features X.npz are missing under {root} (the shared copy has the graph, labels, "
-            "sensitive attribute and split only: X.npz is > 4 MiB in yushundong/RELIANT:data/small/). Put X.npz "
-            "(arrays data,row,col,shape) there, or use load_dblp_fair_small_graph() for the graph without features."
+            f"dblp_fair_small: the node features X.npz are missing under {root} (the shared copy has the graph, "
+            "labels, sensitive attribute and split only: X.npz is > 4 MiB in yushundong/RELIANT:data/small/). Put "
+            "X.npz (arrays data,row,col,shape) there, or use load_dblp_fair_small_graph() for the graph without "
+            "features."
         )
     import scipy.sparse as sp
 
@@ -360,7 +361,7 @@ def load_fair_graph(name: str, root=None, cache_dir=None, **synthetic_kwargs):
         )
         return synthetic_fair_graph(**synthetic_kwargs)
     if name not in LOADERS:
-        raise ValueError(f"unknown fairness graph {name!r}; choose one of {', '.join(DATASETS)}")
+        raise UserError(f"unknown fairness graph {name!r}; choose one of {', '.join(DATASETS)} (data.init_args.name).")
     root = Path(root).expanduser()
     if not root.is_dir():
         raise _missing(name, root, "the dataset folder")

@@ -33,7 +33,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from zoo.errors import DataNotFoundError, check_positive
+from zoo.errors import DataNotFoundError, UserError, check_positive
 from zoo.safe_pickle import RestrictedUnpickler, builtin_globals, numpy_globals
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,9 @@ log = logging.getLogger(__name__)
 PLANETOID = ("cora", "citeseer", "pubmed")
 NPY = ("bat", "eat", "uat", "amap")
 
-# Published statistics (Awesome-Deep-Graph-Clustering dataset table, yueliu1999/Awesome-Deep-Graph-Clustering dataset/README.md). "edges" there is
-# int(nnz(adj) / 2) of the released matrix, which counts self-loops of BAT/EAT as half an edge each.
+# Published statistics (Awesome-Deep-Graph-Clustering dataset table, yueliu1999/Awesome-Deep-Graph-Clustering
+# dataset/README.md). "edges" there is int(nnz(adj) / 2) of the released matrix, which counts self-loops of BAT/EAT as
+# half an edge each.
 PUBLISHED = {
     "cora": {"nodes": 2708, "features": 1433, "edges": 5278, "classes": 7},
     "citeseer": {"nodes": 3327, "features": 3703, "edges": 4552, "classes": 6},
@@ -240,7 +241,7 @@ def laplacian_smoothing(adj, features, t: int) -> torch.Tensor:
     from zoo.ops import graph_propagate
 
     if t < 0:
-        raise ValueError(f"t (number of filter applications) must be >= 0, got {t}")
+        raise UserError(f"t (number of filter applications) must be >= 0, got {t}; set data.init_args.t (CCGC: 4).")
     h = adj if isinstance(adj, torch.Tensor) else normalized_adjacency(adj)
     x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
     for _ in range(t):

@@ -126,11 +126,11 @@ def test_reaches_reliants_sparse_products(monkeypatch):
     from zoo.models.reliant.module import GNNTeacherModule, ReliantModule
 
     monkeypatch.setattr("zoo.ops._dispatch.kernel_error", lambda device: None)
-    teacher = GNNTeacherModule(arch="sage", in_features=6, propagate_impl="reference")
+    teacher = GNNTeacherModule("sage.bail", {"in_features": 6}, propagate_impl="reference")
     for module, where in (
         (teacher, "model.propagate"),
-        (ReliantModule(framework="cpf", in_features=6, num_nodes=10), "model.student.propagate"),
-        (ReliantModule(framework="graphakd", in_features=6, num_nodes=10), "model.student.propagate"),
+        (ReliantModule("cpf.bail", {"in_features": 6, "num_nodes": 10}), "model.student.propagate"),
+        (ReliantModule("graphakd.bail", {"in_features": 6, "num_nodes": 10}), "model.student.propagate"),
     ):
         switch = apply_fused_kernels(module, ops=["graph_propagate"], device="cuda")
         assert switch.running == {"graph_propagate": [where]}, switch.report

@@ -119,14 +119,16 @@ def test_ccgc_in_features_must_match_the_graph(capsys, tmp_path):
                 "fit",
                 "--config",
                 str(REPO / "configs/demo/ccgc.yaml"),
-                "--model.init_args.in_features",
+                "--model.init_args.net.in_features",
                 "30",
                 f"--trainer.default_root_dir={tmp_path}",
             ]
         )
         == 2
     )
-    _one_error_line(capsys, "fit", "in_features=30", "34 attributes per node", "set model.init_args.in_features to 34")
+    _one_error_line(
+        capsys, "fit", "in_features=30", "34 attributes per node", "set model.init_args.net.in_features to 34"
+    )
 
 
 def test_reliant_in_features_must_match_the_graph(capsys, tmp_path):
@@ -136,7 +138,7 @@ def test_reliant_in_features_must_match_the_graph(capsys, tmp_path):
                 "fit",
                 "--config",
                 str(REPO / "configs/demo/reliant.yaml"),
-                "--model.init_args.in_features",
+                "--model.init_args.net.in_features",
                 "12",
                 f"--trainer.default_root_dir={tmp_path}",
             ]
@@ -153,9 +155,9 @@ def test_reliant_teacher_in_features_must_match_the_graph():
     from zoo.models.reliant.module import GNNTeacherModule
 
     dm = FairGraphDataModule("synthetic", synthetic_nodes=50)
-    t = GNNTeacherModule("gcn", in_features=10)
+    t = GNNTeacherModule("gcn.bail", {"in_features": 10})
     t._trainer = SimpleNamespace(datamodule=dm)
-    with pytest.raises(UserError, match=r"in_features=10 but the data \(FairGraphDataModule\) has 16 features"):
+    with pytest.raises(UserError, match=r"net.in_features=10 but the data \(FairGraphDataModule\) has 16 features"):
         t.setup("fit")
 
 
@@ -166,7 +168,7 @@ def test_xdeepint_num_fields_must_match_the_data(capsys, tmp_path):
                 "fit",
                 "--config",
                 str(REPO / "configs/demo/xdeepint.yaml"),
-                "--model.init_args.num_fields",
+                "--model.init_args.net.num_fields",
                 "30",
                 "--data.init_args.synthetic_rows",
                 "300",
@@ -176,7 +178,7 @@ def test_xdeepint_num_fields_must_match_the_data(capsys, tmp_path):
         )
         == 2
     )
-    _one_error_line(capsys, "fit", "the data has 38 fields", "num_fields=30", "set model.init_args.num_fields=38")
+    _one_error_line(capsys, "fit", "the data has 38 fields", "num_fields=30", "set model.init_args.net.num_fields=38")
 
 
 # ---------------------------------------------------------------------------------------------- shared checks

@@ -147,9 +147,8 @@ def test_proxy_step_increases_the_bias_penalty():
     torch.manual_seed(0)
     dm = _graph()
     data = dm.data
-    m = ReliantModule(
-        "cpf", in_features=dm.num_features, num_nodes=dm.num_nodes, num_layers=3, proxy=2, feat_drop=0.0, attn_drop=0.0
-    )
+    net = dict(in_features=dm.num_features, num_nodes=dm.num_nodes, num_layers=3, feat_drop=0.0, attn_drop=0.0)
+    m = ReliantModule("cpf.bail", net, proxy=2)
     m.set_teacher_outputs(torch.randn(dm.num_nodes, 2))
     m._prepare(data)
     m.eval()  # no dropout: the penalty is a deterministic function of the proxy
@@ -173,37 +172,41 @@ def test_proxy_step_increases_the_bias_penalty():
 
 
 def test_student_input_uses_the_proxy_mean_at_inference():
-    m = ReliantModule("cpf", in_features=6, num_nodes=5, num_layers=2)
+    m = ReliantModule("cpf.bail", {"in_features": 6, "num_nodes": 5, "num_layers": 2})
     x = torch.randn(5, 6)
     with torch.no_grad():
         m.model.proxy_mean.copy_(torch.tensor([0.2, 0.7]))
     inp = m.model.student_input(x)
     torch.testing.assert_close(inp[:, :4], x[:, :4])
     torch.testing.assert_close(inp[:, 4:], torch.tensor([[0.2, 0.7]]).expand(5, 2))
-    akd = ReliantModule("graphakd", in_features=6, num_nodes=5, hidden=8)
+    akd = ReliantModule("graphakd.bail", {"in_features": 6, "num_nodes": 5, "hidden": 8})
     assert akd.model.student_input(x).shape == (5, 8)  # GraphAKD appends the proxy
-    plain = ReliantModule("graphakd", in_features=6, num_nodes=5, hidden=8, proxy=0)
+    plain = ReliantModule("graphakd.bail", {"in_features": 6, "num_nodes": 5, "hidden": 8}, proxy=0)
     assert plain.model.student_input(x) is x
 
 
 def test_meta_device_and_bad_arguments():
     with torch.device("meta"):
-        m = ReliantModule("cpf", teacher="reliant-teacher-gcn.bail")  # nothing is loaded in __init__
+        m = ReliantModule("cpf.bail", teacher="reliant-teacher-gcn.bail")  # nothing is loaded in __init__
     assert m.model.student.gate.shape == (18876, 1)
     from zoo.models.reliant.model import FairStudent, build_teacher
 
     # every argument check is a one-line UserError naming the argument
     bad = [
-        (lambda: ReliantModule("kd"), "framework"),
-        (lambda: ReliantModule("cpf", num_nodes=4, proxy=3), "proxy"),
-        (lambda: ReliantModule("cpf", num_nodes=4, metric="dp"), "metric"),
-        (lambda: ReliantModule("cpf", in_features=2, num_nodes=4), "needs >= 3 features"),
-        (lambda: ReliantModule("cpf", num_nodes=0), "num_nodes"),
-        (lambda: ReliantModule("cpf", num_nodes=4, feat_drop=1.0), "feat_drop"),
-        (lambda: ReliantModule("graphakd", num_nodes=4, lr=-1.0), "lr"),
-        (lambda: ReliantModule("cpf", num_nodes=4, alpha=-5.0), "alpha"),
-        (lambda: GNNTeacherModule("gat"), "arch"),
-        (lambda: GNNTeacherModule("gcn", dropout=1.5), "dropout"),
+        (lambda: ReliantModule("kd.bail"), "unknown size 'kd.bail'; choose one of cpf.bail, cpf.credit"),
+        (lambda: ReliantModule("cpf.bail", {"hidden": 8}), "'hidden', which the network does not take"),
+        (lambda: ReliantModule("graphakd.bail", {"framework": "cpf"}), "'framework', which the network does not"),
+        (lambda: ReliantModule("cpf.bail", {"num_nodes": 4}, proxy=3), "proxy"),
+        (lambda: ReliantModule("cpf.bail", {"num_nodes": 4}, metric="dp"), "metric"),
+        (lambda: ReliantModule("cpf.bail", {"in_features": 2, "num_nodes": 4}), "needs >= 3 features"),
+        (lambda: ReliantModule("cpf.bail", {"num_nodes": 0}), "net.num_nodes"),
+        (lambda: ReliantModule("cpf.bail", {"num_nodes": 4, "feat_drop": 1.0}), "net.feat_drop"),
+        (lambda: ReliantModule("graphakd.bail", {"num_nodes": 4}, lr=-1.0), "lr"),
+        (lambda: ReliantModule("cpf.bail", {"num_nodes": 4}, alpha=-5.0), "alpha"),
+        (lambda: GNNTeacherModule("gat.bail"), "unknown size 'gat.bail'"),
+        (lambda: GNNTeacherModule("gcn.bail", {"arch": "gat"}), "net.arch"),
+        (lambda: GNNTeacherModule("gcn.bail", {"dropout": 1.5}), "dropout"),
+        (lambda: GNNTeacherModule("gcn.bail", {"emb_dim": 8}), "'emb_dim', which the network does not take"),
         (lambda: build_teacher("gin", 4), "teacher arch"),
         (lambda: FairStudent(nn.Identity(), "prepend"), "proxy_slot"),
         (lambda: bias_penalty(torch.rand(4, 2), torch.tensor([0, 1, 0, 1]), torch.ones(4), metric="dp"), "metric"),
@@ -213,20 +216,19 @@ def test_meta_device_and_bad_arguments():
         with pytest.raises(UserError, match=name) as err:
             make()
         assert "\n" not in str(err.value)
-    m = ReliantModule("cpf", in_features=16, num_nodes=99, num_layers=2)
-    with pytest.raises(UserError, match="num_nodes"):
+    m = ReliantModule("cpf.bail", {"in_features": 16, "num_nodes": 99, "num_layers": 2})
+    with pytest.raises(UserError, match="net.num_nodes"):
         m._prepare(_graph(120).data)
-    m = ReliantModule("cpf", in_features=16, num_nodes=120, num_layers=2)
+    m = ReliantModule("cpf.bail", {"in_features": 16, "num_nodes": 120, "num_layers": 2})
     with pytest.raises(UserError, match="teacher"):
         m._prepare(_graph(120).data)
 
 
 def test_teacher_of_another_dataset_is_a_clear_error(tmp_path):
     """A teacher exported for another graph (other feature count) is refused by name before any matmul fails."""
-    hub.export(GNNTeacherModule("gcn", in_features=27), tmp_path / "german-teacher")
-    m = ReliantModule(
-        "cpf", teacher=f"local-dir:{tmp_path / 'german-teacher'}", in_features=16, num_nodes=120, num_layers=2
-    )
+    hub.export(GNNTeacherModule("gcn.german"), tmp_path / "german-teacher")
+    net = {"in_features": 16, "num_nodes": 120, "num_layers": 2}
+    m = ReliantModule("cpf.bail", net, teacher=f"local-dir:{tmp_path / 'german-teacher'}")
     with pytest.raises(UserError, match="trained on 27 features, this graph has 16"):
         m._prepare(_graph(120).data)
 
@@ -265,10 +267,9 @@ def test_short_synthetic_run_lowers_dsp_against_plain_kd(tmp_path):
     for proxy in (0, 2):
         torch.manual_seed(0)
         m = ReliantModule(
-            "cpf",
+            "cpf.bail",
+            {"in_features": dm.num_features, "num_nodes": dm.num_nodes},
             teacher=f"local-dir:{folder}",
-            in_features=dm.num_features,
-            num_nodes=dm.num_nodes,
             proxy=proxy,
             alpha=100.0,
         )
@@ -284,9 +285,8 @@ def test_short_synthetic_run_lowers_dsp_against_plain_kd(tmp_path):
 def test_graphakd_student_trains_and_exports(tmp_path):
     dm = _graph(200, seed=2)
     torch.manual_seed(0)
-    m = ReliantModule(
-        "graphakd", teacher="fit:sage", teacher_epochs=5, in_features=dm.num_features, num_nodes=dm.num_nodes, proxy=2
-    )
+    net = {"in_features": dm.num_features, "num_nodes": dm.num_nodes}
+    m = ReliantModule("graphakd.bail", net, teacher="fit:sage", teacher_epochs=5, proxy=2)
     before = m.proxy.detach().clone()
     res = _fit_test(m, dm, epochs=3)
     assert set(res) >= {"acc", "auc", "sp", "eo"}
@@ -305,6 +305,6 @@ def test_graphakd_student_trains_and_exports(tmp_path):
 def test_teacher_module_trains():
     dm = _graph(300, seed=3)
     torch.manual_seed(0)
-    t = GNNTeacherModule("gcn", in_features=dm.num_features)
+    t = GNNTeacherModule("gcn.bail", {"in_features": dm.num_features})
     res = _fit_test(t, dm, epochs=40)
     assert res["acc"] > 0.7 and res["auc"] > 0.75

@@ -1,8 +1,9 @@
 """RELIANT (Dong et al., SDM 2023): fair knowledge distillation for GNNs. Registry entries (nothing heavy imported).
 
 Names: ``reliant-<framework>.<dataset>`` for the RELIANT students (CPF: PLP + MLP; GraphAKD: SGC), and
-``reliant-teacher-<arch>.<dataset>`` for the GCN / GraphSAGE teachers. The students are transductive (the CPF
-student has a gate per node), so every entry is tied to its graph's node and feature counts.
+``reliant-teacher-<arch>.<dataset>`` for the GCN / GraphSAGE teachers; each names the size ``<framework>.<dataset>``
+(``<arch>.<dataset>``) of ``sizes.py``. The students are transductive (the CPF student has a gate per node), so every
+entry is tied to its graph's node and feature counts.
 """
 
 from zoo.registry import Entry, Metric, Paper
@@ -24,12 +25,8 @@ PAPER = Paper(
 STUDENT = "zoo.models.reliant.module.ReliantModule"
 TEACHER = "zoo.models.reliant.module.GNNTeacherModule"
 
-# graph sizes: (features incl. the sensitive column, nodes, Hub dataset name)
-GRAPHS = {
-    "bail": (18, 18876, "Recidivism (bail)"),
-    "credit": (13, 30000, "Credit (Taiwan default)"),
-    "german": (27, 1000, "German credit"),
-}
+# graph -> Hub dataset name (the graphs' sizes are in sizes.py)
+GRAPHS = {"bail": "Recidivism (bail)", "credit": "Credit (Taiwan default)", "german": "German credit"}
 # exact parameter counts of module.model at these sizes (checked on the meta device by tests/test_models.py)
 PARAMS = {
     ("teacher", "gcn", "bail"): 5506,
@@ -51,7 +48,7 @@ def _m(ds, metric, value, name, protocol):
     return Metric(
         task="node-classification",
         dataset=ds,
-        dataset_name=GRAPHS[ds][2],
+        dataset_name=GRAPHS[ds],
         metric=metric,
         value=value,
         split="test",
@@ -122,7 +119,7 @@ _COMMON = dict(
         "auc": ("roc_auc", "AUC"),
     },
     protocols={"test": _TEST},
-    dataset_names={ds: name for ds, (_, _, name) in GRAPHS.items()},
+    dataset_names=dict(GRAPHS),
     counts={"one_class": "with one-class test predictions (ΔSP = ΔEO = 0)"},
 )
 TEACHER_RESULTS = ResultSpec(
@@ -153,9 +150,14 @@ TRAINED = {("cpf", "bail"), ("graphakd", "bail"), ("cpf", "german"), ("graphakd"
 TRAINED_TEACHERS = {("gcn", "bail"), ("gcn", "german")}  # the teachers those students name
 
 
+_TEACHER_ARCH = {"gcn": "GCN (3 layers, 64 hidden)", "sage": "GraphSAGE (4 layers, 128 hidden, gcn aggregator)"}
+_STUDENT_ARCH = {"cpf": "CPF: parameterised label propagation + MLP", "graphakd": "GraphAKD: SGC with adversarial KD"}
 _LICENSE = "MIT"  # the datasets' packaging (NIFTY) is MIT; RELIANT's repository has no licence file
-_TINY_STUDENT = {"num_nodes": 12, "in_features": 6, "num_layers": 3, "emb_dim": 8, "hidden": 8}
-_TINY_TEACHER = {"in_features": 6, "hidden": 8}
+_TINY_STUDENT = {
+    "cpf": {"net": {"num_nodes": 12, "in_features": 6, "num_layers": 3, "emb_dim": 8}},
+    "graphakd": {"net": {"num_nodes": 12, "in_features": 6, "hidden": 8}},
+}
+_TINY_TEACHER = {"net": {"in_features": 6, "hidden": 8}}
 
 _CREDIT_GRAPH = {
     "credit": (
@@ -201,17 +203,19 @@ _CPF_NOTES = (
 )
 
 ENTRIES = []
-for _ds, (_f, _n, _dsname) in GRAPHS.items():
+for _ds, _dsname in GRAPHS.items():
     for _arch in ("gcn", "sage"):
         ENTRIES.append(
             Entry(
                 name=f"reliant-teacher-{_arch}.{_ds}",
                 module=TEACHER,
-                init_args={"arch": _arch, "in_features": _f},
+                init_args={"size": f"{_arch}.{_ds}"},
                 paper=PAPER,
                 license=_LICENSE,
-                description=f"RELIANT's {'GCN (3 layers, 64 hidden)' if _arch == 'gcn' else 'GraphSAGE (4 layers, 128 hidden, gcn aggregator)'} "
-                f"teacher for {_dsname}: the biased GNN whose knowledge is distilled.",
+                description=(
+                    f"RELIANT's {_TEACHER_ARCH[_arch]} teacher for {_dsname}: "
+                    "the biased GNN whose knowledge is distilled."
+                ),
                 hub_repo=f"zoo-models/reliant-teacher-{_arch}.{_ds}" if (_arch, _ds) in TRAINED_TEACHERS else None,
                 pipeline_tag=None,
                 datasets=(_ds,),
@@ -228,7 +232,7 @@ for _ds, (_f, _n, _dsname) in GRAPHS.items():
                 + _CREDIT_GRAPH.get(_ds, "")
                 + _MAJORITY.get(_ds, "")
                 + _TEACHER_NOTES,
-                tiny_overrides=dict(_TINY_TEACHER),
+                tiny_overrides=_TINY_TEACHER,
             )
         )
     for _fw in ("cpf", "graphakd"):
@@ -237,18 +241,11 @@ for _ds, (_f, _n, _dsname) in GRAPHS.items():
             Entry(
                 name=_name,
                 module=STUDENT,
-                init_args={
-                    "framework": _fw,
-                    "teacher": f"reliant-teacher-gcn.{_ds}",
-                    "in_features": _f,
-                    "num_nodes": _n,
-                    "metric": "sp",
-                    "proxy": 2,
-                },
+                init_args={"size": f"{_fw}.{_ds}", "teacher": f"reliant-teacher-gcn.{_ds}", "metric": "sp", "proxy": 2},
                 paper=PAPER,
                 license=_LICENSE,
                 description=(
-                    f"RELIANT student ({'CPF: parameterised label propagation + MLP' if _fw == 'cpf' else 'GraphAKD: SGC with adversarial KD'}) "
+                    f"RELIANT student ({_STUDENT_ARCH[_fw]}) "
                     f"distilled from a GCN teacher on {_dsname} with the learnable bias proxy and the R_SP penalty."
                 ),
                 hub_repo=f"zoo-models/{_name}" if (_fw, _ds) in TRAINED else None,
@@ -260,8 +257,9 @@ for _ds, (_f, _n, _dsname) in GRAPHS.items():
                 config=f"configs/reliant-{_ds}-{_fw}.yaml",
                 recipe=(
                     (
-                        "CPF host: L = ||P_s - P_t||_F (non-training nodes) + 1e3 R_SP; PLP 10 layers, emb 64, feat/attn "
-                        "dropout 0.8/0.2, Adam lr 0.01 wd 0.01 for the student and the proxy; best validation accuracy."
+                        "CPF host: L = ||P_s - P_t||_F (non-training nodes) + 1e3 R_SP; PLP 10 layers, emb 64, "
+                        "feat/attn dropout 0.8/0.2, Adam lr 0.01 wd 0.01 for the student and the proxy; "
+                        "best validation accuracy."
                     )
                     if _fw == "cpf"
                     else (
@@ -272,12 +270,12 @@ for _ds, (_f, _n, _dsname) in GRAPHS.items():
                 )
                 + " Alternating each epoch: student step with the proxy's node-mean, then the proxy step "
                 "maximising the bias penalty (-alpha R) with the per-node proxy.",
-                limitations="Transductive: tied to its graph (per-node gates / proxy mean). The inference input puts the "
-                "proxy's node-mean into the proxy slot; the sensitive column itself stays among the features "
+                limitations="Transductive: tied to its graph (per-node gates / proxy mean). The inference input puts "
+                "the proxy's node-mean into the proxy slot; the sensitive column itself stays among the features "
                 "(as in the official code)."
                 + _CREDIT_GRAPH.get(_ds, "")
                 + _MAJORITY.get(_ds, "")
                 + (_AKD_NOTES if _fw == "graphakd" else _CPF_NOTES),
-                tiny_overrides=dict(_TINY_STUDENT),
+                tiny_overrides=_TINY_STUDENT[_fw],
             )
         )

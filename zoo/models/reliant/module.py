@@ -28,6 +28,7 @@ model-selection score of the official code: validation accuracy (CPF) or minus t
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +50,8 @@ from zoo.models.reliant.model import (
     build_teacher,
     teacher_embedding,
 )
+from zoo.models.reliant.sizes import DEFAULT, SIZES, TEACHER_DEFAULT, TEACHER_SIZES
+from zoo.sizes import net_args
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +130,16 @@ class _FairGraphEval(LightningModule):
 
 
 # =========================================================================================== teacher
+# CPF's train.conf.yaml weight decay per teacher arch (the default of ``GNNTeacherModule(weight_decay=None)``)
+_TEACHER_WEIGHT_DECAY = {"gcn": 1e-3, "sage": 5e-4}
+
+
 class GNNTeacherModule(_FairGraphEval):
     """A GCN (3 x 64) or GraphSAGE (4 x 128) teacher trained with cross-entropy on the training nodes.
 
-    Args: arch ("gcn" | "sage"), in_features, num_classes, hidden/num_layers/dropout (None: the paper's per arch),
-    lr, weight_decay (None: CPF's train.conf: GCN 0.01 / 1e-3, SAGE 0.01 / 5e-4), propagate_impl (the
+    Args: size (``sizes.TEACHER_SIZES``: ``<arch>.<graph>``, e.g. ``gcn.bail``), net (overrides of its ``arch`` ("gcn"
+    | "sage"), ``in_features``, ``num_classes``, ``hidden``, ``num_layers``, ``dropout``), lr, weight_decay (None: CPF's
+    train.conf: GCN 0.01 / 1e-3, SAGE 0.01 / 5e-4), propagate_impl (the
     ``zoo.ops.graph_propagate`` implementation of the sparse products: "auto" | "triton" | "reference";
     ``zoo.callbacks.FusedKernels`` switches it for a run), sage_aggregator ("dgl_gcn", default: the release's DGL
     "gcn" aggregator on its graph with self-loops, the node counted twice; "mean": zoo's earlier mean over the
@@ -139,12 +147,8 @@ class GNNTeacherModule(_FairGraphEval):
 
     def __init__(
         self,
-        arch: str = "gcn",
-        in_features: int = 18,
-        num_classes: int = 2,
-        hidden: int | None = None,
-        num_layers: int | None = None,
-        dropout: float | None = None,
+        size: str = TEACHER_DEFAULT,
+        net: dict[str, Any] | None = None,
         lr: float = 0.01,
         weight_decay: float | None = None,
         example_nodes: int = 8,
@@ -153,32 +157,27 @@ class GNNTeacherModule(_FairGraphEval):
     ):
         super().__init__()
         self.save_hyperparameters()
-        check_choice("sage_aggregator", sage_aggregator, SAGE_AGGREGATORS, where="GNNTeacherModule")
-        defaults = {"gcn": (64, 3, 0.8, 1e-3), "sage": (128, 4, 0.5, 5e-4)}
-        check_choice("arch", arch, defaults, where="GNNTeacherModule")
-        check_positive("in_features", in_features, where="GNNTeacherModule")
-        check_positive("num_classes", num_classes, minimum=2, where="GNNTeacherModule")
-        _check_rates(GNNTeacherModule.__name__, dropout=dropout, lr=lr, weight_decay=weight_decay)
-        h, nl, dp, wd = defaults[arch]
-        self.weight_decay = wd if weight_decay is None else weight_decay
-        extra = {"aggregator": sage_aggregator} if arch == "sage" else {}
-        self.model = build_teacher(
-            arch,
-            in_features,
-            num_classes,
-            hidden=hidden or h,
-            num_layers=num_layers or nl,
-            dropout=dp if dropout is None else dropout,
-            propagate_impl=propagate_impl,
-            **extra,
-        )
+        where = "GNNTeacherModule"
+        check_choice("sage_aggregator", sage_aggregator, SAGE_AGGREGATORS, where=where)
+        args = net_args(TEACHER_SIZES, size, net, where=where, allowed=set(TEACHER_SIZES[TEACHER_DEFAULT]))
+        check_choice("net.arch", args["arch"], _TEACHER_WEIGHT_DECAY, where=where)
+        check_positive("net.in_features", args["in_features"], where=where)
+        check_positive("net.num_classes", args["num_classes"], minimum=2, where=where)
+        check_positive("net.hidden", args["hidden"], where=where)
+        check_positive("net.num_layers", args["num_layers"], minimum=2, where=where)
+        _check_rates(where, dropout=args["dropout"], lr=lr, weight_decay=weight_decay)
+        self.net_args = args
+        self.weight_decay = _TEACHER_WEIGHT_DECAY[args["arch"]] if weight_decay is None else weight_decay
+        extra = {"aggregator": sage_aggregator} if args["arch"] == "sage" else {}
+        self.model = build_teacher(**args, propagate_impl=propagate_impl, **extra)
         self._make_metrics()
-        self.example_input_array = (torch.randn(example_nodes, in_features), _ring(example_nodes))
+        self.example_input_array = (torch.randn(example_nodes, args["in_features"]), _ring(example_nodes))
 
     def setup(self, stage: str | None = None):
         # the first layer is sized by in_features and the head by num_classes: refuse another graph before a step
-        check_fits_data(self, "in_features", self.hparams.in_features, "num_features", what="features per node")
-        check_fits_data(self, "num_classes", self.hparams.num_classes, "num_classes", exact=False)
+        args = self.net_args
+        check_fits_data(self, "net.in_features", args["in_features"], "num_features", what="features per node")
+        check_fits_data(self, "net.num_classes", args["num_classes"], "num_classes", exact=False)
 
     def forward(self, x, edge_index):
         return self.model(x, edge_index)
@@ -219,7 +218,9 @@ def fit_teacher(arch: str, data, epochs: int = 200, seed: int = 0) -> GNNTeacher
     log.info("RELIANT: training a %s teacher for %d epochs (teacher='fit:%s')", arch, epochs, arch)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        t = GNNTeacherModule(arch, in_features=data.num_features, num_classes=int(data.y.max()) + 1).to(data.x.device)
+        # the paper's teacher of this arch (its bail size) on this graph's features and classes
+        net = {"in_features": data.num_features, "num_classes": int(data.y.max()) + 1}
+        t = GNNTeacherModule(f"{arch}.bail", net).to(data.x.device)
         opt = t.configure_optimizers()
         best, state = -1.0, None
         for _ in range(epochs):
@@ -238,23 +239,23 @@ def fit_teacher(arch: str, data, epochs: int = 200, seed: int = 0) -> GNNTeacher
 
 
 # =========================================================================================== RELIANT
-_FRAMEWORKS = ("cpf", "graphakd")
-
-
 class ReliantModule(_FairGraphEval):
     """RELIANT fair distillation of a GNN teacher into a CPF or GraphAKD student (see the module docstring).
 
     Args:
-        framework: "cpf" (PLP + MLP student) or "graphakd" (SGC student with adversarial KD).
+        size: ``<framework>.<graph>`` of ``sizes.SIZES`` (``cpf.bail``, ``graphakd.german``, ...): the framework
+            (``cpf``: PLP + MLP student; ``graphakd``: SGC student with adversarial KD), the graph's sizes and the
+            framework's student architecture.
+        net: overrides of the size's student arguments: ``in_features``, ``num_nodes``, ``num_classes`` (the graph's
+            sizes; the CPF student has one gate per node) and, for CPF, ``num_layers``, ``emb_dim``, ``mlp_layers``,
+            ``feat_drop``, ``attn_drop`` (pre.conf.yaml: 10, 64, 2, 0.8, 0.2); for GraphAKD ``hidden``, ``sgc_k``,
+            ``dropout`` (64, 1, 0.5).
         teacher: what ``zoo.load`` accepts (registry name, ``local-dir:PATH``, a folder) or the ``.ckpt`` a teacher
             fit wrote, holding a :class:`GNNTeacherModule`; loaded in ``setup``. ``None``: teacher outputs must be
             given with :meth:`set_teacher_outputs` before training.
-        in_features, num_nodes, num_classes: the graph's sizes (the CPF student has one gate per node).
         metric: "sp" or "eo", the targeted bias (R_SP or R_EO).
         proxy: 0 plain KD (no proxy, no penalty); 1 fixed one-hot sensitive proxy; 2 learnable proxy (RELIANT).
         alpha: penalty weight; None -> 1e3 (CPF), 100 (GraphAKD, SP) or 10 (GraphAKD, EO).
-        CPF student: num_layers, emb_dim, mlp_layers, feat_drop, attn_drop (pre.conf.yaml: 10, 64, 2, 0.8, 0.2).
-        GraphAKD student: hidden, sgc_k, dropout (64, 1, 0.5).
         lr, weight_decay: None -> CPF 0.01 / 0.01; GraphAKD 1e-3 / 5e-4 (student uses lr / 10, proxy and
             discriminators lr).
         teacher_epochs: epochs of the quick teacher trained in ``setup`` when ``teacher="fit:gcn|sage"`` (demos).
@@ -278,22 +279,12 @@ class ReliantModule(_FairGraphEval):
 
     def __init__(
         self,
-        framework: str = "cpf",
+        size: str = DEFAULT,
+        net: dict[str, Any] | None = None,
         teacher: str | None = None,
-        in_features: int = 18,
-        num_nodes: int = 18876,
-        num_classes: int = 2,
         metric: str = "sp",
         proxy: int = 2,
         alpha: float | None = None,
-        num_layers: int = 10,
-        emb_dim: int = 64,
-        mlp_layers: int = 2,
-        feat_drop: float = 0.8,
-        attn_drop: float = 0.2,
-        hidden: int = 64,
-        sgc_k: int = 1,
-        dropout: float = 0.5,
         lr: float | None = None,
         weight_decay: float | None = None,
         teacher_epochs: int = 200,
@@ -305,7 +296,11 @@ class ReliantModule(_FairGraphEval):
         self.save_hyperparameters()
         where = "ReliantModule"
         check_choice("teacher_embedding", teacher_embedding, TEACHER_EMBEDDINGS, where=where)
-        check_choice("framework", framework, _FRAMEWORKS, where=where)
+        # the size names the framework; net overrides the graph's sizes and that framework's student arguments
+        allowed = set(SIZES[size]) - {"framework"} if size in SIZES else None
+        args = net_args(SIZES, size, net, where=where, allowed=allowed)
+        framework = args["framework"]
+        in_features, num_nodes, num_classes = args["in_features"], args["num_nodes"], args["num_classes"]
         check_choice("metric", metric, ("sp", "eo"), where=where)
         if proxy not in (0, 1, 2):
             raise UserError(
@@ -315,30 +310,27 @@ class ReliantModule(_FairGraphEval):
         if framework == "cpf" and proxy and in_features < 3:
             raise UserError(
                 f"{where}: the CPF variant replaces the last two feature columns with the proxy, so it "
-                f"needs >= 3 features, got in_features={in_features}; use proxy=0 or a graph with more "
+                f"needs >= 3 features, got net.in_features={in_features}; use proxy=0 or a graph with more "
                 "features."
             )
-        for name, value, minimum in (
-            ("in_features", in_features, 1),
-            ("num_nodes", num_nodes, 1),
-            ("num_classes", num_classes, 2),
-            ("num_layers", num_layers, 2),
-            ("emb_dim", emb_dim, 1),
-            ("mlp_layers", mlp_layers, 1),
-            ("hidden", hidden, 1),
-            ("sgc_k", sgc_k, 1),
-            ("teacher_epochs", teacher_epochs, 1),
+        minimum = {"num_classes": 2, "num_layers": 2}
+        for name in (
+            "in_features",
+            "num_nodes",
+            "num_classes",
+            "num_layers",
+            "emb_dim",
+            "mlp_layers",
+            "hidden",
+            "sgc_k",
         ):
-            check_positive(name, value, minimum=minimum, where=where)
-        _check_rates(
-            where,
-            feat_drop=feat_drop,
-            attn_drop=attn_drop,
-            dropout=dropout,
-            lr=lr,
-            weight_decay=weight_decay,
-            alpha=alpha,
-        )
+            if name in args:
+                check_positive(f"net.{name}", args[name], minimum=minimum.get(name, 1), where=where)
+        check_positive("teacher_epochs", teacher_epochs, where=where)
+        drops = {f"net.{k}": args[k] for k in ("feat_drop", "attn_drop", "dropout") if k in args}
+        _check_rates(where, **drops, lr=lr, weight_decay=weight_decay, alpha=alpha)
+        self.net_args = args
+        self.framework = framework
         self.automatic_optimization = False
         if alpha is None:
             alpha = 1e3 if framework == "cpf" else (100.0 if metric == "sp" else 10.0)
@@ -351,16 +343,19 @@ class ReliantModule(_FairGraphEval):
                 in_features,
                 num_nodes,
                 num_classes,
-                num_layers,
-                emb_dim,
-                mlp_layers,
-                feat_drop,
-                attn_drop,
+                args["num_layers"],
+                args["emb_dim"],
+                args["mlp_layers"],
+                args["feat_drop"],
+                args["attn_drop"],
                 propagate_impl,
             )
             slot = "replace" if proxy else "none"
         else:
-            student = SGCStudent(in_features + (2 if proxy else 0), hidden, num_classes, sgc_k, dropout, propagate_impl)
+            hidden = args["hidden"]
+            student = SGCStudent(
+                in_features + (2 if proxy else 0), hidden, num_classes, args["sgc_k"], args["dropout"], propagate_impl
+            )
             slot = "append" if proxy else "none"
             self.discriminators = nn.ModuleDict(
                 {
@@ -391,9 +386,9 @@ class ReliantModule(_FairGraphEval):
         # L1 term and the logit discriminator see the teacher's log-probabilities (CPF gets the probabilities).
         self.teacher_logits = logits.float().log_softmax(-1)
         self.teacher_probs = logits.float().softmax(-1)
-        if emb is not None and self.hparams.framework == "graphakd":
+        if emb is not None and self.framework == "graphakd":
             emb = emb.float()
-            h = self.hparams.hidden
+            h = self.net_args["hidden"]
             if emb.shape[1] != h:
                 # GraphAKD's embedding discriminators compare teacher and student embeddings in one space; a
                 # GraphSAGE teacher has 128-d states, the SGC student 64: project on the teacher's top-h principal
@@ -405,16 +400,18 @@ class ReliantModule(_FairGraphEval):
 
     def _prepare(self, data):
         hp = self.hparams
-        if data.num_nodes != hp.num_nodes or data.num_features != hp.in_features:
+        args = self.net_args
+        if data.num_nodes != args["num_nodes"] or data.num_features != args["in_features"]:
             raise UserError(
-                f"ReliantModule was built for {hp.num_nodes} nodes x {hp.in_features} features, the graph has "
-                f"{data.num_nodes} x {data.num_features}: set model.init_args.num_nodes / in_features to match the data."
+                f"ReliantModule was built for {args['num_nodes']} nodes x {args['in_features']} features, the graph "
+                f"has {data.num_nodes} x {data.num_features}: set model.init_args.net.num_nodes / net.in_features "
+                "to match the data."
             )
         data_classes = int(data.y.max()) + 1
-        if hp.num_classes < data_classes:
+        if args["num_classes"] < data_classes:
             raise UserError(
-                f"ReliantModule was built with num_classes={hp.num_classes} but the graph's labels have "
-                f"{data_classes} classes; set model.init_args.num_classes to {data_classes}."
+                f"ReliantModule was built with num_classes={args['num_classes']} but the graph's labels have "
+                f"{data_classes} classes; set model.init_args.net.num_classes to {data_classes}."
             )
         data = data.to(self.device)
         if isinstance(self.model.student, PLPStudent):
@@ -446,10 +443,11 @@ class ReliantModule(_FairGraphEval):
                     f"{hp.teacher} is a {type(teacher).__name__}, not a GNNTeacherModule; pass a teacher "
                     "exported from GNNTeacherModule (reliant-teacher-<arch>.<dataset>)."
                 )
-            if teacher.hparams.in_features != data.num_features:
+            if teacher.net_args["in_features"] != data.num_features:
                 raise UserError(
-                    f"the teacher {hp.teacher} was trained on {teacher.hparams.in_features} features, this graph has "
-                    f"{data.num_features}: use the teacher trained on this dataset (reliant-teacher-<arch>.<dataset>)"
+                    f"the teacher {hp.teacher} was trained on {teacher.net_args['in_features']} features, this graph "
+                    f"has {data.num_features}: use the teacher trained on this dataset "
+                    "(reliant-teacher-<arch>.<dataset>)"
                 )
             teacher = teacher.to(self.device)
             self.set_teacher_outputs(*teacher.knowledge(data.x, data.edge_index, hp.teacher_embedding))
@@ -472,7 +470,7 @@ class ReliantModule(_FairGraphEval):
         opts = opts if isinstance(opts, list) else [opts]
         hp = self.hparams
         p_mean = self.proxy.detach().mean(0) if self.proxy is not None else None
-        if hp.framework == "cpf":
+        if self.framework == "cpf":
             loss, penalty = self._cpf_student_step(data, opts[0], p_mean)
             mask_proxy = ~data.train_mask
         else:
@@ -559,7 +557,7 @@ class ReliantModule(_FairGraphEval):
         if not getattr(self, "_prepared", False):
             self._prepare(data)
         out = self._evaluate(self.model(data.x, data.edge_index), data, "val")
-        self.log("val/select", out["acc"] if self.hparams.framework == "cpf" else -out["loss"], batch_size=1)
+        self.log("val/select", out["acc"] if self.framework == "cpf" else -out["loss"], batch_size=1)
 
     def test_step(self, data, batch_idx):
         if not getattr(self, "_prepared", False):
@@ -568,9 +566,9 @@ class ReliantModule(_FairGraphEval):
 
     def configure_optimizers(self):
         hp = self.hparams
-        student_lr = self.lr if hp.framework == "cpf" else self.lr / 10
+        student_lr = self.lr if self.framework == "cpf" else self.lr / 10
         opts = [torch.optim.Adam(self.model.parameters(), lr=student_lr, weight_decay=self.weight_decay)]
-        if hp.framework == "graphakd":
+        if self.framework == "graphakd":
             opts.append(torch.optim.Adam(self.discriminators.parameters(), lr=self.lr, weight_decay=self.weight_decay))
         if hp.proxy == 2:
             opts.append(torch.optim.Adam([self.proxy], lr=self.lr, weight_decay=self.weight_decay))
