@@ -23,6 +23,7 @@ _LAZY = {
     "KittiDataModule": "driving",
     "NuScenesDataModule": "driving",
     "WaymoDataModule": "driving",
+    "SSDA3DDataModule": "domain_adaptation",
 }
 __all__ = sorted(_LAZY)
 

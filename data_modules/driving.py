@@ -27,7 +27,8 @@ the lower-cased category, so KITTI ``Car`` and Waymo ``Car`` both become ``car``
 SSDA3D's nuScenes ``SHIFT_COOR`` 1.8 m), ``intensity`` (``"none"``: clip to [0, 1], KITTI; ``"max"``: divide by the
 frame's maximum, SSDA3D ``normalize_intensity``; ``"255"``: nuScenes raw / 255; ``"tanh"``: Waymo), ``min_points``
 (default 1: boxes with fewer LiDAR points in this sweep are dropped), ``point_cloud_range`` (points outside are
-cropped, boxes whose centre lies outside in x/y are dropped; applied after augmentation), ``train_augmentations``
+cropped, boxes whose centre lies outside in x/y are dropped; applied after augmentation; unset, it follows the model
+attached to the trainer, ``zoo.sizes.follow_model``), ``train_augmentations``
 (a list of specs for :func:`data_modules.driving_aug.build_augmentation`, applied in order to training frames only;
 ``GTSampling`` draws on a database built once from the training split, in memory or, with ``gt_database_dir``, on
 disk and reused). GT-sampling pastes points only: with ``load_images`` the images do not show pasted objects.
@@ -49,6 +50,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from zoo.errors import DataNotFoundError, UserError, check_choice, check_positive
 from zoo.nn.boxes3d import points_in_boxes
+from zoo.sizes import follow_model, model_data_config
 
 from .driving_aug import Compose, build_augmentation, build_gt_database
 from .driving_formats import (
@@ -264,7 +266,12 @@ def _worker_init(worker_id: int) -> None:
 
 # ------------------------------------------------------------------------------------------------ data modules
 class DrivingDataModule(LightningDataModule):
-    """Common machinery; use :class:`KittiDataModule`, :class:`NuScenesDataModule` or :class:`WaymoDataModule`."""
+    """Common machinery and the family's arguments, stated once; use :class:`KittiDataModule`,
+    :class:`NuScenesDataModule` or :class:`WaymoDataModule` (each names its splits and intensity default and passes
+    the rest through ``**kwargs``, which LightningCLI resolves to these arguments).
+
+    ``point_cloud_range``: None follows the attached model's (``data_config()``; no model: no crop); a value set here
+    must equal the model's. The other arguments: see the module docstring."""
 
     dataset_name = ""
     layout = ""
@@ -272,9 +279,9 @@ class DrivingDataModule(LightningDataModule):
     def __init__(
         self,
         root: str,
-        train_split,
-        val_split,
-        predict_split=None,
+        train_split: str | list[str],
+        val_split: str | list[str],
+        predict_split: str | list[str] | None = None,
         classes: list[str] | tuple[str, ...] = ("car",),
         class_map: dict[str, str] | None = None,
         z_shift: float = 0.0,
@@ -413,7 +420,15 @@ class DrivingDataModule(LightningDataModule):
             seed=self.seed,
         )
 
+    def _follow_model(self) -> None:
+        """``point_cloud_range`` from the attached model when unset here (both set: they must agree)."""
+        model = model_data_config(self).get("point_cloud_range")
+        if model is not None:
+            pcr = follow_model(self, "point_cloud_range", self.point_cloud_range, model)
+            self.point_cloud_range = [float(v) for v in pcr]
+
     def setup(self, stage: str | None = None) -> None:
+        self._follow_model()
         if stage in (None, "fit"):
             self.train_set = self.frames("train") if self.train_set is None else self.train_set
         if stage in (None, "fit", "validate", "test"):
@@ -466,41 +481,12 @@ class KittiDataModule(DrivingDataModule):
         train_split: str | list[str] = "train",
         val_split: str | list[str] = "val",
         predict_split: str | list[str] | None = None,
-        classes: list[str] | tuple[str, ...] = ("car",),
-        class_map: dict[str, str] | None = None,
-        z_shift: float = 0.0,
         intensity: str = "none",
-        min_points: int = 1,
-        point_cloud_range: list[float] | None = None,
-        train_augmentations: list[dict] | None = None,
-        shuffle_points: bool = True,
-        load_interval: int = 1,
-        batch_size: int = 4,
-        num_workers: int = 0,
-        seed: int = 0,
-        load_images: bool = False,
-        gt_database_dir: str | None = None,
+        **kwargs,
     ):
-        super().__init__(
-            root,
-            train_split,
-            val_split,
-            predict_split,
-            classes,
-            class_map,
-            z_shift,
-            intensity,
-            min_points,
-            point_cloud_range,
-            train_augmentations,
-            shuffle_points,
-            load_interval,
-            batch_size,
-            num_workers,
-            seed,
-            load_images,
-            gt_database_dir,
-        )
+        """The splits are ImageSets names, ``"all"``, lists of frame ids or info ``*.pkl`` files; ``kwargs``: the
+        family's arguments (:class:`DrivingDataModule`)."""
+        super().__init__(root, train_split, val_split, predict_split, intensity=intensity, **kwargs)
 
     def _training_dir(self) -> Path:
         for d in (self.root / "training", self.root):
@@ -587,42 +573,12 @@ class NuScenesDataModule(DrivingDataModule):
         train_split: str = "nuscenes_infos_train.pkl",
         val_split: str = "nuscenes_infos_val.pkl",
         predict_split: str | None = None,
-        classes: list[str] | tuple[str, ...] = ("car",),
-        class_map: dict[str, str] | None = None,
-        z_shift: float = 0.0,
         intensity: str = "max",
-        min_points: int = 1,
-        point_cloud_range: list[float] | None = None,
-        train_augmentations: list[dict] | None = None,
-        shuffle_points: bool = True,
-        load_interval: int = 1,
-        batch_size: int = 4,
-        num_workers: int = 0,
-        seed: int = 0,
-        load_images: bool = False,
-        gt_database_dir: str | None = None,
         with_velocity: bool = False,
+        **kwargs,
     ):
-        super().__init__(
-            root,
-            train_split,
-            val_split,
-            predict_split,
-            classes,
-            class_map,
-            z_shift,
-            intensity,
-            min_points,
-            point_cloud_range,
-            train_augmentations,
-            shuffle_points,
-            load_interval,
-            batch_size,
-            num_workers,
-            seed,
-            load_images,
-            gt_database_dir,
-        )
+        """The splits are mmdet3d info files; ``kwargs``: the family's arguments (:class:`DrivingDataModule`)."""
+        super().__init__(root, train_split, val_split, predict_split, intensity=intensity, **kwargs)
         self.with_velocity = with_velocity
 
     def _read_split(self, spec) -> list[dict]:
@@ -675,41 +631,11 @@ class WaymoDataModule(DrivingDataModule):
         train_split: str = "waymo_infos_train.pkl",
         val_split: str = "waymo_infos_val.pkl",
         predict_split: str | None = None,
-        classes: list[str] | tuple[str, ...] = ("car",),
-        class_map: dict[str, str] | None = None,
-        z_shift: float = 0.0,
         intensity: str = "tanh",
-        min_points: int = 1,
-        point_cloud_range: list[float] | None = None,
-        train_augmentations: list[dict] | None = None,
-        shuffle_points: bool = True,
-        load_interval: int = 1,
-        batch_size: int = 4,
-        num_workers: int = 0,
-        seed: int = 0,
-        load_images: bool = False,
-        gt_database_dir: str | None = None,
+        **kwargs,
     ):
-        super().__init__(
-            root,
-            train_split,
-            val_split,
-            predict_split,
-            classes,
-            class_map,
-            z_shift,
-            intensity,
-            min_points,
-            point_cloud_range,
-            train_augmentations,
-            shuffle_points,
-            load_interval,
-            batch_size,
-            num_workers,
-            seed,
-            load_images,
-            gt_database_dir,
-        )
+        """The splits are mmdet3d info files; ``kwargs``: the family's arguments (:class:`DrivingDataModule`)."""
+        super().__init__(root, train_split, val_split, predict_split, intensity=intensity, **kwargs)
 
     def _read_split(self, spec) -> list[dict]:
         if not (isinstance(spec, str) and spec.endswith(".pkl")):

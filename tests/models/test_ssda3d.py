@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from zoo.errors import UserError
-from zoo.models.ssda3d.data import CutMixFrames, MixUpFrames, PseudoLabelledFrames
-from zoo.models.ssda3d.mixing import (
+from zoo.data_modules.domain_adaptation import CutMixFrames, MixUpFrames, PseudoLabelledFrames
+from zoo.data_modules.point_mixing import (
     apply_cutmix,
     boxes_touching_region,
     draw_cutmix_region,
@@ -18,6 +17,7 @@ from zoo.models.ssda3d.mixing import (
     point_cutmix,
     point_mixup,
 )
+from zoo.errors import UserError
 from zoo.models.ssda3d.module import SSDA3DModule
 from zoo.models.ssda3d.pseudo_labels import PseudoLabelWriter, read_pseudo_labels
 from zoo.nn.boxes3d import bev_iou, points_in_boxes
@@ -149,9 +149,9 @@ def test_mixup_dataset_rules():
         MixUpFrames(gt, ps, mixup_type="gt")
 
 
-TINY = dict(
+PCR = [-51.2, -51.2, -5.0, 51.2, 51.2, 4.8]  # the pillar size's range
+NET = dict(
     voxel_size=[0.8, 0.8, 9.8],
-    point_cloud_range=[-51.2, -51.2, -5.0, 51.2, 51.2, 4.8],
     pillar_filters=[16, 16],
     layer_nums=[1, 1],
     layer_strides=[2, 2],
@@ -159,8 +159,13 @@ TINY = dict(
     upsample_strides=[1, 2],
     num_upsample_filters=[16, 16],
     head_channels=16,
-    example_points=200,
 )
+TINY = dict(size="pillar", net=NET, example_points=200)
+
+
+def tiny(**net):
+    """The tiny pillar module with more ``net`` overrides."""
+    return SSDA3DModule(**{**TINY, "net": {**NET, **net}})
 
 
 def _nuscenes(shared_data, **kw):
@@ -174,9 +179,8 @@ def _nuscenes(shared_data, **kw):
         predict_split=info,
         z_shift=1.8,
         intensity="max",
-        point_cloud_range=TINY["point_cloud_range"],
         batch_size=1,
-        **kw,
+        **{"point_cloud_range": PCR, **kw},
     )
 
 
@@ -190,10 +194,10 @@ def test_short_fit_on_real_frames_lowers_the_loss(shared_data):
         val_split=["000002"],
         z_shift=1.73,
         intensity="max",
-        point_cloud_range=TINY["point_cloud_range"],
+        point_cloud_range=PCR,
     )
     frames = [kitti.frames("train", augment=False)[0], _nuscenes(shared_data).frames("train", augment=False)[0]]
-    mix = point_cutmix(frames[0], frames[1], TINY["point_cloud_range"], np.random.default_rng(0), 10_000)
+    mix = point_cutmix(frames[0], frames[1], PCR, np.random.default_rng(0), 10_000)
     assert mix is not None and len(mix["boxes"])
     batch = collate_frames([frames[1], mix])
     module = SSDA3DModule(**TINY).train()
@@ -213,7 +217,7 @@ def test_pseudo_labels_written_by_predict_are_read_by_stage_two(shared_data, tmp
 
     torch.manual_seed(0)
     dm = _nuscenes(shared_data)
-    module = SSDA3DModule(**TINY, pseudo_label_threshold=0.05, score_threshold=0.0)
+    module = SSDA3DModule(**{**TINY, "net": {**NET, "score_threshold": 0.0}}, pseudo_label_threshold=0.05)
     writer = PseudoLabelWriter("pl/labels.json", threshold=0.06)  # tau on top of the module's
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -238,7 +242,7 @@ def test_pseudo_labels_written_by_predict_are_read_by_stage_two(shared_data, tmp
     with pytest.raises(UserError, match="classes"):
         read_pseudo_labels(path, ["pedestrian"])
     # Stage II's data module reads them: labelled + pseudo-labelled frames, Point-MixUp-ed
-    from zoo.models.ssda3d.data import SSDA3DDataModule
+    from zoo.data_modules import SSDA3DDataModule
 
     stage2 = SSDA3DDataModule(target=dm, stage="intra", pseudo_labels=str(path), mixup_prob=1.0, batch_size=1)
     batch = next(iter(stage2.train_dataloader()))
@@ -267,8 +271,8 @@ def test_bad_arguments_are_user_errors():
     with pytest.raises(UserError, match="stage"):
         SSDA3DModule(**TINY, stage="stage3")
     with pytest.raises(UserError, match="divisible"):
-        SSDA3DModule(**{**TINY, "point_cloud_range": [-50.0, -50.0, -5.0, 50.0, 50.0, 4.8]})
-    from zoo.models.ssda3d.data import SSDA3DDataModule
+        tiny(point_cloud_range=[-50.0, -50.0, -5.0, 50.0, 50.0, 4.8])
+    from zoo.data_modules import SSDA3DDataModule
 
     class _T:
         classes = ["car"]
@@ -527,7 +531,7 @@ def test_openpcdet_voxel_checkpoint_converts_strictly(tmp_path, spconv_layout):
 def test_bad_input_is_reported():
     """Issue 23: batch_size <= 0 and an all-NaN cloud are one-line UserErrors; boxes of non-positive size, which the
     targets skip (as the release), are counted in a warning."""
-    from zoo.models.ssda3d.data import SSDA3DDataModule
+    from zoo.data_modules import SSDA3DDataModule
 
     class _T:
         classes = ["car"]
@@ -566,8 +570,84 @@ def test_ssda3d_defaults_follow_the_release():
     """pillar_filter_z=False (x / y filtering, the release's DynamicPillarVFE) and the hard-voxel cap 10 / 120k / 160k
     are the defaults; the switches restore zoo's earlier behaviour."""
     m = SSDA3DModule(**TINY)
-    assert m.model.vfe.filter_z is False and m.hparams.max_points_per_voxel == 10
-    assert tuple(m.hparams.max_voxels) == (120_000, 160_000)
-    assert SSDA3DModule(**TINY, pillar_filter_z=True).model.vfe.filter_z is True
+    assert m.model.vfe.filter_z is False and m.model.max_points_per_voxel == 10
+    assert tuple(m.model.max_voxels) == (120_000, 160_000)
+    assert tiny(pillar_filter_z=True).model.vfe.filter_z is True
     with pytest.raises(UserError, match="max_voxels"):
-        SSDA3DModule(**TINY, max_voxels=[10])
+        tiny(max_voxels=[10])
+
+
+# ------------------------------------------------------------------ sizes once, data follows the model (issue 24)
+def test_unknown_size_and_net_override_are_one_line_user_errors():
+    with pytest.raises(UserError, match="unknown size 'tiny'.*pillar, voxel") as e:
+        SSDA3DModule(size="tiny")
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="'pillar_width'.*which the network does not take") as e:
+        tiny(pillar_width=3)
+    assert "\n" not in str(e.value)
+    # the label space and the objective are the module's own arguments, not the network's
+    for key in ("num_classes", "loc_weight"):
+        with pytest.raises(UserError, match=key):
+            tiny(**{key: 1})
+
+
+def test_sizes_build_the_registry_architectures_on_the_meta_device():
+    from zoo import registry
+    from zoo.models.ssda3d.sizes import DEFAULT, SIZES
+
+    assert DEFAULT == "pillar" and set(SIZES) == {"voxel", "pillar"}
+    with torch.device("meta"):
+        for size in SIZES:
+            m = SSDA3DModule(size=size)
+            assert m.data_config()["point_cloud_range"] == SIZES[size]["point_cloud_range"]
+            assert sum(p.numel() for p in m.model.parameters()) == registry.get(f"ssda3d-{size}").params
+
+
+class _Trainer:
+    """Just what ``zoo.sizes.model_data_config`` reads: the module attached with the data module."""
+
+    def __init__(self, module):
+        self.lightning_module = module
+
+
+def test_driving_data_follows_the_model_range_and_refuses_a_conflicting_one(shared_data):
+    from zoo.data_modules.driving import NuScenesDataModule
+
+    module = tiny()
+    info = "n015-2018-07-24-11-22-45+0800.pkl"
+    kw = dict(root=str(shared_data / "nuscenes_demo"), train_split=info, val_split=info, z_shift=1.8, batch_size=1)
+    dm = NuScenesDataModule(**kw)
+    assert dm.point_cloud_range is None
+    dm.trainer = _Trainer(module)
+    dm.setup("validate")
+    assert dm.point_cloud_range == PCR
+    pts = dm.val_set[0]["points"]
+    assert bool((pts[:, :2].abs() < 51.2).all())
+    small = tiny(point_cloud_range=[-12.8, -12.8, -5.0, 12.8, 12.8, 4.8])
+    bad = NuScenesDataModule(**kw, point_cloud_range=PCR)
+    bad.trainer = _Trainer(small)
+    with pytest.raises(UserError, match="point_cloud_range is .* but the model was built for") as e:
+        bad.setup("validate")
+    assert "\n" not in str(e.value)
+    # no model attached and no range: no crop (the data module's own behaviour)
+    free = NuScenesDataModule(**kw)
+    free.setup("validate")
+    assert free.point_cloud_range is None
+
+
+def test_ssda3d_data_module_passes_the_model_range_to_its_domains(shared_data):
+    from zoo.data_modules import KittiDataModule, SSDA3DDataModule
+    from zoo.models.ssda3d.data import SSDA3DDataModule as Old
+
+    assert Old is SSDA3DDataModule  # the old class path of earlier configs still works
+    kitti = KittiDataModule(root=str(shared_data / "kitti_frames"), train_split=["000002"], val_split=["000002"])
+    dm = SSDA3DDataModule(target=_nuscenes(shared_data, point_cloud_range=None), source=kitti, batch_size=1)
+    with pytest.raises(UserError, match="Point-CutMix sizes its region"):
+        dm.setup("fit")  # nothing fixes the range
+    dm.trainer = _Trainer(tiny())
+    dm.setup("fit")
+    assert dm.point_cloud_range == PCR and kitti.point_cloud_range == PCR and dm.target.point_cloud_range == PCR
+    conflict = SSDA3DDataModule(target=_nuscenes(shared_data), source=kitti, point_cloud_range=RANGE)
+    conflict.trainer = _Trainer(tiny())
+    with pytest.raises(UserError, match="but the model was built for"):
+        conflict.setup("fit")

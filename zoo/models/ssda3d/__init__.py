@@ -31,30 +31,6 @@ PAPER = Paper(
 
 MODULE = "zoo.models.ssda3d.module.SSDA3DModule"
 
-# init args of the two sizes (zoo.models.ssda3d.model.SIZES, repeated here so the registry imports no torch)
-VOXEL = {
-    "backbone": "voxel",
-    "voxel_size": [0.075, 0.075, 0.2],
-    "point_cloud_range": [-54.0, -54.0, -5.0, 54.0, 54.0, 4.8],
-    "voxel_channels": [16, 32, 64, 128],
-    "layer_nums": [5, 5],
-    "layer_strides": [1, 2],
-    "num_filters": [128, 256],
-    "upsample_strides": [1, 2],
-    "num_upsample_filters": [256, 256],
-}
-PILLAR = {
-    "backbone": "pillar",
-    "voxel_size": [0.2, 0.2, 9.8],
-    "point_cloud_range": [-51.2, -51.2, -5.0, 51.2, 51.2, 4.8],
-    "pillar_filters": [64, 64],
-    "layer_nums": [3, 5, 5],
-    "layer_strides": [2, 2, 2],
-    "num_filters": [64, 128, 256],
-    "upsample_strides": [0.5, 1, 2],
-    "num_upsample_filters": [128, 128, 128],
-}
-
 # yinjunbo/SSDA3D README (spec 3d.md §3.8): nuScenes val, class car, "AP / NDS" (%), Waymo -> nuScenes with
 # 1 / 5 / 10 / 100 % of the nuScenes training frames labelled
 PAPER_TABLE = {1: (73.4, 67.1), 5: (76.2, 68.8), 10: (78.8, 70.9), 100: (79.8, 71.8)}
@@ -129,23 +105,27 @@ def _paper_metrics():
 
 
 _TINY_PILLAR = {
-    "voxel_size": [0.8, 0.8, 9.8],
-    "point_cloud_range": [-12.8, -12.8, -5.0, 12.8, 12.8, 4.8],
-    "pillar_filters": [8, 8],
-    "layer_nums": [1, 1, 1],
-    "num_filters": [8, 16, 16],
-    "num_upsample_filters": [8, 8, 8],
-    "head_channels": 8,
+    "net": {
+        "voxel_size": [0.8, 0.8, 9.8],
+        "point_cloud_range": [-12.8, -12.8, -5.0, 12.8, 12.8, 4.8],
+        "pillar_filters": [8, 8],
+        "layer_nums": [1, 1, 1],
+        "num_filters": [8, 16, 16],
+        "num_upsample_filters": [8, 8, 8],
+        "head_channels": 8,
+    },
     "example_points": 500,
 }
 _TINY_VOXEL = {
-    "voxel_size": [0.4, 0.4, 0.2],
-    "point_cloud_range": [-6.4, -6.4, -2.0, 6.4, 6.4, 3.0],
-    "voxel_channels": [4, 8, 8, 8],
-    "layer_nums": [1, 1],
-    "num_filters": [8, 16],
-    "num_upsample_filters": [8, 8],
-    "head_channels": 8,
+    "net": {
+        "voxel_size": [0.4, 0.4, 0.2],
+        "point_cloud_range": [-6.4, -6.4, -2.0, 6.4, 6.4, 3.0],
+        "voxel_channels": [4, 8, 8, 8],
+        "layer_nums": [1, 1],
+        "num_filters": [8, 16],
+        "num_upsample_filters": [8, 8],
+        "head_channels": 8,
+    },
     "example_points": 500,
 }
 
@@ -192,8 +172,8 @@ _COMMON = dict(
     ),
     preprocess={
         "points": "x, y, z, intensity (LiDAR frame; intensity / the frame's max); nuScenes z + 1.8 m",
-        "data_module": "zoo.models.ssda3d.data.SSDA3DDataModule over zoo.data_modules.NuScenesDataModule / "
-        "WaymoDataModule",
+        "data_module": "zoo.data_modules.SSDA3DDataModule over zoo.data_modules.NuScenesDataModule / "
+        "WaymoDataModule (point_cloud_range follows the model)",
         "classes": ["car"],
     },
 )
@@ -201,7 +181,7 @@ _COMMON = dict(
 ENTRIES = [
     Entry(
         name="ssda3d-voxel",
-        init_args=VOXEL,
+        init_args={"size": "voxel"},
         description=(
             "SSDA3D's CenterPoint at the paper's size: mean VFE on 0.075 x 0.075 x 0.2 m voxels over "
             "[-54, 54]^2 x [-5, 4.8] m, VoxelResBackBone8x (spconv), HeightCompression (256 ch, stride 8), "
@@ -226,7 +206,7 @@ ENTRIES = [
     ),
     Entry(
         name="ssda3d-pillar",
-        init_args=PILLAR,
+        init_args={"size": "pillar"},
         description=(
             "SSDA3D training on a spconv-free CenterPoint: dynamic pillars (0.2 m, PFN [64, 64], scatter "
             "max, no point cap) over [-51.2, 51.2]^2 x [-5, 4.8] m, BEV backbone [3, 5, 5] / [64, 128, 256] "

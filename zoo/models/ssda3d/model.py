@@ -2,7 +2,8 @@
 
 SSDA3D (Wang et al., AAAI 2023, arXiv 2212.02845) trains OpenPCDet's CenterPoint unchanged in both stages
 (``yinjunbo/SSDA3D:tools/cfgs/nuscenes_models/ssda3d_centerpoint.yaml``; spec ``3d.md`` §3.2); the method is in the
-data (Point-CutMix, Point-MixUp: :mod:`zoo.models.ssda3d.mixing`). Two encoders:
+data (Point-CutMix, Point-MixUp: :mod:`zoo.models.ssda3d.mixing`). Two encoders, the sizes of
+:mod:`zoo.models.ssda3d.sizes`:
 
 - ``voxel`` (the paper's): mean VFE on 0.075 x 0.075 x 0.2 m voxels over [-54, 54]^2 x [-5, 4.8] m ->
   ``VoxelResBackBone8x`` (spconv) -> HeightCompression 256 ch at stride 8 (180 x 180) -> BEV backbone layers [5, 5],
@@ -31,33 +32,7 @@ from zoo.errors import UserError, check_choice
 from zoo.nn.centerpoint import CenterHead
 from zoo.nn.pillars import BEVBackbone, DynamicPillarVFE, flatten_batch, grid_size, scatter_to_bev
 
-__all__ = ["SSDA3DDetector", "SIZES"]
-
-# the two published/recipe sizes (registry entries ssda3d-voxel and ssda3d-pillar)
-SIZES = {
-    "voxel": dict(
-        backbone="voxel",
-        voxel_size=(0.075, 0.075, 0.2),
-        point_cloud_range=(-54.0, -54.0, -5.0, 54.0, 54.0, 4.8),
-        voxel_channels=(16, 32, 64, 128),
-        layer_nums=(5, 5),
-        layer_strides=(1, 2),
-        num_filters=(128, 256),
-        upsample_strides=(1, 2),
-        num_upsample_filters=(256, 256),
-    ),
-    "pillar": dict(
-        backbone="pillar",
-        voxel_size=(0.2, 0.2, 9.8),
-        point_cloud_range=(-51.2, -51.2, -5.0, 51.2, 51.2, 4.8),
-        pillar_filters=(64, 64),
-        layer_nums=(3, 5, 5),
-        layer_strides=(2, 2, 2),
-        num_filters=(64, 128, 256),
-        upsample_strides=(0.5, 1, 2),
-        num_upsample_filters=(128, 128, 128),
-    ),
-}
+__all__ = ["SSDA3DDetector"]
 
 
 class SSDA3DDetector(nn.Module):

@@ -3,7 +3,7 @@
 
 Both stages train the same CenterPoint detector (:mod:`zoo.models.ssda3d.model`) with CenterPoint's loss (heatmap
 focal + 0.25 x L1 regression, :class:`zoo.nn.centerpoint.CenterHead`); what differs is the data
-(:mod:`zoo.models.ssda3d.data`):
+(:mod:`zoo.data_modules.domain_adaptation`):
 
 - ``stage="inter"`` (Stage I, Inter-domain Adaptation): source (Waymo) + labelled target (nuScenes) frames, a share of
   them Point-CutMix-ed (``tools/cfgs/stage1_cutmix/*.yaml``);
@@ -31,8 +31,35 @@ from lightning.pytorch import LightningModule
 
 from zoo.errors import UserError, check_choice
 from zoo.models.ssda3d.model import SSDA3DDetector
+from zoo.models.ssda3d.sizes import DEFAULT, SIZES
+from zoo.sizes import net_args
 
-__all__ = ["SSDA3DModule", "example_batch"]
+__all__ = ["SSDA3DModule", "example_batch", "network_arg_names"]
+
+# CenterHead arguments the module sets itself: the label space and the training objective (heatmap + L1 loss)
+_OBJECTIVE_ARGS = ("gaussian_overlap", "min_radius", "max_objs", "cls_weight", "loc_weight", "code_weights")
+# CenterHead arguments SSDA3DDetector derives from its own (channels, grid)
+_DERIVED_HEAD_ARGS = (
+    "self",
+    "in_channels",
+    "num_classes",
+    "shared_channels",
+    "point_cloud_range",
+    "voxel_size",
+    "stride",
+)
+
+
+def network_arg_names() -> set[str]:
+    """The detector's arguments a config may set under ``net`` (its own and the CenterHead's decoding ones), i.e.
+    everything but the label space (``class_names``) and the objective, which are module arguments."""
+    import inspect
+
+    from zoo.nn.centerpoint import CenterHead
+
+    det = {n for n, p in inspect.signature(SSDA3DDetector).parameters.items() if p.kind is not p.VAR_KEYWORD}
+    head = set(inspect.signature(CenterHead.__init__).parameters) - set(_DERIVED_HEAD_ARGS)
+    return (det | head) - {"num_classes", *_OBJECTIVE_ARGS}
 
 
 def example_batch(point_cloud_range: Sequence[float], num_points: int = 2000, frames: int = 2, seed: int = 0) -> dict:
@@ -62,38 +89,25 @@ def _example_batch(point_cloud_range, num_points, frames, seed):
 
 class SSDA3DModule(LightningModule):
     """CenterPoint trained the SSDA3D way. ``forward(batch)``: the head's maps in training mode, per-frame detections
-    ``[{"boxes": [K, 7], "scores": [K], "labels": [K]}]`` in eval mode (``zoo.load(...)(batch)``)."""
+    ``[{"boxes": [K, 7], "scores": [K], "labels": [K]}]`` in eval mode (``zoo.load(...)(batch)``).
+
+    The network: ``size`` (``"voxel"`` | ``"pillar"``, :mod:`zoo.models.ssda3d.sizes`) with ``net`` overriding any
+    argument of :class:`~zoo.models.ssda3d.model.SSDA3DDetector` or of the CenterHead's decoding
+    (:func:`network_arg_names`); ``class_names`` fixes the head's classes. The module's own arguments: the CenterPoint
+    objective (``gaussian_overlap`` ... ``code_weights``), the stage, pseudo-labelling and the optimiser.
+    ``example_points``: points per cloud of ``example_input_array``. The data follows :meth:`data_config`."""
 
     def __init__(
         self,
-        backbone: str = "pillar",
+        size: str = DEFAULT,
+        net: dict[str, Any] | None = None,
         class_names: Sequence[str] = ("car",),
-        num_point_features: int = 4,
-        voxel_size: Sequence[float] = (0.2, 0.2, 9.8),
-        point_cloud_range: Sequence[float] = (-51.2, -51.2, -5.0, 51.2, 51.2, 4.8),
-        pillar_filters: Sequence[int] = (64, 64),
-        voxel_channels: Sequence[int] = (16, 32, 64, 128),
-        layer_nums: Sequence[int] = (3, 5, 5),
-        layer_strides: Sequence[int] = (2, 2, 2),
-        num_filters: Sequence[int] = (64, 128, 256),
-        upsample_strides: Sequence[float] = (0.5, 1, 2),
-        num_upsample_filters: Sequence[int] = (128, 128, 128),
-        head_channels: int = 64,
-        bn_momentum: float = 0.01,
-        pillar_filter_z: bool = False,
-        max_points_per_voxel: int | None = 10,
-        max_voxels: Sequence[int] | None = (120_000, 160_000),
         gaussian_overlap: float = 0.1,
         min_radius: int = 2,
         max_objs: int = 500,
         cls_weight: float = 1.0,
         loc_weight: float = 0.25,
         code_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2),
-        score_threshold: float = 0.1,
-        nms_threshold: float = 0.2,
-        nms_pre: int = 1000,
-        nms_post: int = 83,
-        post_center_range: Sequence[float] = (-61.2, -61.2, -10.0, 61.2, 61.2, 11.8),
         stage: str = "inter",
         init_weights: str | None = None,
         pseudo_label_threshold: float = 0.2,
@@ -121,40 +135,25 @@ class SSDA3DModule(LightningModule):
             raise UserError(f"pseudo_label_threshold (tau) must lie in [0, 1), got {pseudo_label_threshold}")
         if not class_names:
             raise UserError("class_names is empty: name the classes the head detects, e.g. [car]")
+        args = net_args(SIZES, size, net, where="SSDA3DModule", allowed=network_arg_names())
         self.model = SSDA3DDetector(
-            backbone=backbone,
             num_classes=len(class_names),
-            num_point_features=num_point_features,
-            voxel_size=voxel_size,
-            point_cloud_range=point_cloud_range,
-            pillar_filters=pillar_filters,
-            voxel_channels=voxel_channels,
-            layer_nums=layer_nums,
-            layer_strides=layer_strides,
-            num_filters=num_filters,
-            upsample_strides=upsample_strides,
-            num_upsample_filters=num_upsample_filters,
-            head_channels=head_channels,
-            bn_momentum=bn_momentum,
-            pillar_filter_z=pillar_filter_z,
-            max_points_per_voxel=max_points_per_voxel,
-            max_voxels=max_voxels,
             gaussian_overlap=gaussian_overlap,
             min_radius=min_radius,
             max_objs=max_objs,
             cls_weight=cls_weight,
             loc_weight=loc_weight,
             code_weights=code_weights,
-            score_threshold=score_threshold,
-            nms_threshold=nms_threshold,
-            nms_pre=nms_pre,
-            nms_post=nms_post,
-            post_center_range=post_center_range,
+            **args,
         )
-        self.example_input_array = (example_batch(point_cloud_range, example_points),)
+        self.example_input_array = (example_batch(self.model.point_cloud_range, example_points),)
         # spconv's CPU wheel has no backward (its backward launches CUDA kernels): the voxel model trains on a GPU only
-        self.backward_needs_cuda = backbone == "voxel"
+        self.backward_needs_cuda = self.model.backbone == "voxel"
         self.val_metric = self.test_metric = None
+
+    def data_config(self) -> dict:
+        """What the data follows (``zoo.sizes.follow_model``): the network's point-cloud range and voxel size."""
+        return {"point_cloud_range": list(self.model.point_cloud_range), "voxel_size": list(self.model.voxel_size)}
 
     # ------------------------------------------------------------------------------------------ setup
     def _metric(self):
@@ -174,8 +173,8 @@ class SSDA3DModule(LightningModule):
                 f"{list(classes)}: set model.init_args.class_names to the data's classes"
             )
         feats = getattr(dm, "num_point_features", None)
-        if feats is not None and feats < self.hparams.num_point_features:
-            raise UserError(f"the model reads {self.hparams.num_point_features} point features, the data has {feats}")
+        if feats is not None and feats < self.model.num_point_features:
+            raise UserError(f"the model reads {self.model.num_point_features} point features, the data has {feats}")
         if stage in ("fit", "validate"):
             self.val_metric = self._metric()
         if stage == "test":
@@ -199,11 +198,11 @@ class SSDA3DModule(LightningModule):
             from safetensors.torch import load_file
 
             state = load_file(str(p))
+            state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
         else:
-            from zoo.hub import read_checkpoint
+            from zoo.hub import model_state_dict, read_checkpoint
 
-            state = read_checkpoint(p).get("state_dict", {})
-        state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+            state = model_state_dict(read_checkpoint(p), p)
         if not state:
             raise UserError(f"{p} holds no 'model.*' weights of an SSDA3DModule")
         self.model.load_state_dict(state, strict=True)
@@ -323,7 +322,7 @@ class SSDA3DModule(LightningModule):
         return {
             "kind": "bev_boxes",
             "frames": frames,
-            "point_cloud_range": list(self.hparams.point_cloud_range),
+            "point_cloud_range": list(self.model.point_cloud_range),
             "title": f"SSDA3D detections (score > {self.hparams.pseudo_label_threshold}) vs ground truth",
         }
 

@@ -7,22 +7,22 @@ those frames' boxes in Stage II.
 (no pickle): ``{"format": "zoo-ssda3d-pseudo-labels/1", "classes": [...], "threshold": tau,
 "frames": {frame_id: {"boxes": [[x, y, z, dx, dy, dz, yaw], ...], "scores": [...], "labels": [...]}}}``.
 Boxes are in the frame's coordinates as the target data module delivers them (after its ``z_shift``), which is how
-Stage II reads them back (:class:`zoo.models.ssda3d.data.PseudoLabelledFrames`).
+Stage II reads them back (:func:`zoo.data_modules.domain_adaptation.read_pseudo_labels`, re-exported here, and
+:class:`zoo.data_modules.domain_adaptation.PseudoLabelledFrames`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from zoo.errors import DataNotFoundError, UserError
+from zoo.data_modules.domain_adaptation import PSEUDO_LABEL_FORMAT as FORMAT
+from zoo.data_modules.domain_adaptation import read_pseudo_labels
+from zoo.errors import UserError
 
 __all__ = ["PseudoLabelWriter", "read_pseudo_labels", "FORMAT"]
-
-FORMAT = "zoo-ssda3d-pseudo-labels/1"
 
 
 class PseudoLabelWriter(BasePredictionWriter):
@@ -76,26 +76,3 @@ class PseudoLabelWriter(BasePredictionWriter):
         p.write_text(json.dumps(out))
         n = sum(len(v["labels"]) for v in frames.values())
         print(f"pseudo-labels: {n} boxes (score > {tau}) on {len(frames)} frames -> {p}")
-
-
-def read_pseudo_labels(path: str | Path, classes: Sequence[str] | None = None) -> dict[str, dict]:
-    """frame_id -> {"boxes", "scores", "labels"} from one file (or its per-rank siblings); checks the classes."""
-    p = Path(path).expanduser()
-    files = [p] if p.is_file() else sorted(p.parent.glob(f"{p.stem}.rank*{p.suffix}"))
-    if not files:
-        raise DataNotFoundError(
-            f"pseudo-label file {p} not found: write it with `zoo predict` and the "
-            "PseudoLabelWriter callback (configs/ssda3d-*-pseudo.yaml)"
-        )
-    frames: dict[str, dict] = {}
-    for f in files:
-        try:
-            data = json.loads(f.read_text())
-        except json.JSONDecodeError as e:
-            raise UserError(f"{f} is not a pseudo-label JSON file ({e})") from e
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise UserError(f"{f} is not a {FORMAT} file (written by zoo.models.ssda3d.pseudo_labels)")
-        if classes is not None and list(data["classes"]) != list(classes):
-            raise UserError(f"{f} labels classes {data['classes']}, the data module has {list(classes)}")
-        frames.update(data["frames"])
-    return frames
