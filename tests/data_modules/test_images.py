@@ -116,3 +116,52 @@ def test_bad_arguments_are_user_errors(bad, match):
 
     with pytest.raises(UserError, match=match):
         ImageNetDataModule(None, **{**FAST, **bad})
+
+
+def _attach(dm, module):
+    """What a Trainer does before ``setup``, without one: the data module sees the LightningModule."""
+    from types import SimpleNamespace
+
+    dm.trainer = SimpleNamespace(lightning_module=module)
+    return dm
+
+
+def test_image_size_follows_the_attached_model():
+    from zoo.errors import UserError
+    from zoo.models.emo.module import EMOModule
+
+    model = EMOModule(num_classes=10, img_size=48)
+    dm = _attach(ImageNetDataModule(None, **{**FAST, "image_size": None}), model)
+    dm.setup("fit")
+    assert dm.image_size == 48 and dm.hparams.image_size is None
+    assert dm.train_set[0][0].shape == (3, 48, 48) and dm.val_set[0][0].shape == (3, 48, 48)
+
+    same = _attach(ImageNetDataModule(None, **{**FAST, "image_size": 48}), model)
+    same.setup("fit")  # an explicit value that agrees is fine
+    with pytest.raises(
+        UserError, match=r"^ImageNetDataModule: data.init_args.image_size is 32 but the model was built"
+    ):
+        _attach(ImageNetDataModule(None, **FAST), model).setup("fit")
+    with pytest.raises(UserError, match="image_size is not set and no attached model fixes it; set data.init_args"):
+        ImageNetDataModule(None, **{**FAST, "image_size": None}).setup("fit")
+
+
+def test_image_size_follows_a_model_through_a_trainer(tmp_path):
+    """The same through Lightning: the demo's data section has no image_size, the module's img_size decides."""
+    import lightning.pytorch as pl
+
+    from zoo.models.tinymim.module import ViTFinetuneModule
+
+    net = {"img_size": 16, "patch_size": 8, "embed_dim": 16, "depth": 1, "num_heads": 2}
+    model = ViTFinetuneModule("tiny", net=net, num_classes=10, mixup=0.0, cutmix=0.0, lr=1e-3)
+    dm = ImageNetDataModule(None, **{**FAST, "image_size": None})
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        fast_dev_run=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, dm)
+    assert dm.image_size == 16 and dm.train_set[0][0].shape == (3, 16, 16)

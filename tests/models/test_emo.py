@@ -10,10 +10,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import zoo
 from zoo.bench import count_macs
-from zoo.models.emo import SIZES
+from zoo.errors import UserError
+from zoo.models.emo import FIGURES
 from zoo.models.emo.convert import convert_state_dict, read_official, to_official_state_dict
-from zoo.models.emo.model import EMO, VARIANTS, emo_1m, window_partition, window_unpartition
+from zoo.models.emo.model import EMO, emo_1m, window_partition, window_unpartition
 from zoo.models.emo.module import EMOModule
+from zoo.models.emo.sizes import SIZES
 
 PAPER_PARAMS = {"emo_1m": 1_361_168, "emo_2m": 2_377_472, "emo_5m": 5_108_848, "emo_6m": 6_168_496}
 PAPER_MACS = {"emo_1m": 261e6, "emo_2m": 439e6, "emo_5m": 903e6, "emo_6m": 961e6}
@@ -24,20 +26,20 @@ def tiny(**kw):
     return EMO(depths=(1, 2, 2, 2), embed_dims=(16, 24, 32, 48), dim_heads=(8, 8, 8, 16), num_classes=5, **kw)
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", sorted(SIZES))
 def test_parameter_count_equals_the_released_model(variant):
     with torch.device("meta"):
-        net = EMO(**VARIANTS[variant])
+        net = EMO(**SIZES[variant])
     assert sum(p.numel() for p in net.parameters()) == PAPER_PARAMS[variant]
-    assert SIZES[variant[4:]][0] == PAPER_PARAMS[variant]
+    assert FIGURES[variant[4:]][0] == PAPER_PARAMS[variant]
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", sorted(SIZES))
 def test_multiply_adds_at_224_within_2_percent_of_the_paper(variant):
     """torch.utils.flop_counter, with fvcore's charges for norms and pooling (how the paper counted): within 2 %.
     Convolutions, products and attention alone are 1-3 % below (the norms are ~1-2 % of an EMO's work)."""
     with torch.device("meta"):
-        net = EMO(**VARIANTS[variant])
+        net = EMO(**SIZES[variant])
         x = torch.empty(1, 3, 224, 224)
     macs = count_macs(net, x)
     assert abs(macs / PAPER_MACS[variant] - 1) < 0.02, f"{variant}: {macs / 1e6:.1f}M MACs"
@@ -77,7 +79,7 @@ def test_block_structure_of_the_released_model():
     for i, stage in enumerate(net.stages[1:], start=1):
         down = stage[0]
         assert not down.has_skip and not down.attn, f"stage {i}: the downsampling block has no skip, no attention"
-        assert down.v.out_channels == int(down.v.in_channels * VARIANTS["emo_1m"]["exp_ratios"][i - 1] * 2)
+        assert down.v.out_channels == int(down.v.in_channels * SIZES["emo_1m"]["exp_ratios"][i - 1] * 2)
         for blk in stage[1:]:
             assert blk.has_skip and blk.attn == (i >= 3)
             assert isinstance(blk.conv_local.bn, torch.nn.BatchNorm2d) and blk.conv_local.bn.eps == 1e-6
@@ -189,7 +191,7 @@ def test_converter_refuses_other_checkpoints(tmp_path):
 
 
 def test_official_checkpoint_of_another_size_is_a_clear_error(tmp_path):
-    official = to_official_state_dict(EMO(**VARIANTS["emo_2m"]).state_dict())
+    official = to_official_state_dict(EMO(**SIZES["emo_2m"]).state_dict())
     torch.save(official, tmp_path / "net.pth")
     from zoo.hub import WeightsMismatchError
     from zoo.models.emo.convert import load_official
@@ -218,12 +220,11 @@ def test_schedule_warms_up_then_decays_to_min_lr():
 
 def test_module_recipe_and_errors():
     m = EMOModule("emo_1m", num_classes=10, img_size=32)
-    assert m.model.stages[1][1].drop_path.drop_prob > 0, "the variant's drop-path rate is used"
+    assert m.model.stages[1][1].drop_path.drop_prob == pytest.approx(0.04036 / 14), "the size's drop-path rate"
+    assert m.data_config() == {"image_size": 32}  # the data module's image_size follows it
     groups = m.param_groups()
     assert groups[0]["weight_decay"] == 0.05 and groups[1]["weight_decay"] == 0.0
     assert sum(len(g["params"]) for g in groups) == len(list(m.model.parameters()))
-    with pytest.raises(ValueError, match="emo_1m"):
-        EMOModule("emo_3m")
     m.train()
     images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     loss = m.training_step((images, labels), 0)
@@ -240,7 +241,7 @@ PAPER_TABLE = {
 
 
 def test_registry_entries_carry_the_paper_table():
-    assert set(PAPER_TABLE) == set(SIZES)
+    assert set(PAPER_TABLE) == set(FIGURES)
     for size, (params, flops, top1) in PAPER_TABLE.items():
         e = zoo.registry.get(f"emo-{size}")
         assert e.params == params and e.flops == flops
@@ -260,3 +261,24 @@ def test_lr_scales_with_the_effective_batch_as_the_official_trainer():
     assert scaled_lr(fake({}), 0.01, 1.5e-3, per=512) == 0.01
     with pytest.raises(ValueError, match="model.init_args.lr"):
         scaled_lr(fake({}), None, 1.5e-3, per=512)
+
+
+def test_size_and_net_overrides_are_checked_in_one_line():
+    with pytest.raises(
+        UserError, match=r"^EMOModule: unknown size 'emo_3m'; choose one of emo_1m, emo_2m, emo_5m, emo_6m"
+    ):
+        EMOModule("emo_3m")
+    with pytest.raises(UserError, match=r"^EMOModule: model.init_args.net has 'depth', which the network does not"):
+        EMOModule(net={"depth": 3})
+    with pytest.raises(UserError, match="'num_classes'"):  # the label set is the module's num_classes
+        EMOModule(net={"num_classes": 3})
+    for bad in ("emo_3m", {"depth": 3}):
+        with pytest.raises(UserError) as e:
+            EMOModule(bad) if isinstance(bad, str) else EMOModule(net=bad)
+        assert "\n" not in str(e.value)
+    m = EMOModule("emo_2m", net={"drop_path_rate": 0.0, "window_sizes": 4}, num_classes=5)
+    assert m.model.stages[4][1].drop_path.__class__.__name__ == "Identity"
+    assert m.model.stages[4][1].window_size == 4 and m.hparams.net == {"drop_path_rate": 0.0, "window_sizes": 4}
+    assert sum(p.numel() for p in m.model.parameters()) == sum(
+        p.numel() for p in EMO(**{**SIZES["emo_2m"], "num_classes": 5}).parameters()
+    )

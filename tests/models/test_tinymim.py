@@ -31,8 +31,11 @@ STUDENT = dict(img_size=32, patch_size=8, embed_dim=24, depth=2, num_heads=2, la
 
 
 def tiny_distill(**kw) -> TinyMIMDistillModule:
+    """A toy student (``net`` overrides of STUDENT's keys) with the toy teacher; other keywords go to the module."""
     torch.manual_seed(0)
-    return TinyMIMDistillModule(**{**STUDENT, "teacher": TEACHER, "teacher_block": -1, "lr": 1e-3, **kw})
+    net = {**STUDENT, **{k: v for k, v in kw.items() if k in STUDENT}}
+    rest = {k: v for k, v in kw.items() if k not in STUDENT}
+    return TinyMIMDistillModule(net=net, **{"teacher": TEACHER, "teacher_block": -1, "lr": 1e-3, **rest})
 
 
 def direct_relation_kl(s_a, s_b, t_a, t_b):
@@ -78,7 +81,7 @@ def test_relation_loss_rejects_mismatched_heads():
 def test_student_equal_to_teacher_gives_zero_loss_in_the_module():
     """A student that *is* the teacher (same weights, same head split, same images) has zero relation loss."""
     m = TinyMIMDistillModule(
-        **{**STUDENT, "embed_dim": 48, "depth": 3, "num_heads": 4, "last_heads": 4},
+        net={**STUDENT, "embed_dim": 48, "depth": 3, "num_heads": 4, "last_heads": 4},
         teacher=TEACHER,
         teacher_block=-1,
         lr=1e-3,
@@ -167,7 +170,7 @@ def test_teacher_head_count_must_match_the_students_last_block():
 
 
 def test_no_teacher_is_a_clear_error():
-    m = TinyMIMDistillModule(**STUDENT)
+    m = TinyMIMDistillModule(net=STUDENT)
     with pytest.raises(ValueError, match="needs a teacher"):
         m.configure_model()
 
@@ -246,12 +249,7 @@ def test_teacher_frozen_through_fit_and_left_out_of_checkpoints(tmp_path):
     assert mod.teacher is None
     # sequential distillation: the distilled student (4 heads in its last block) teaches a smaller one
     nxt = TinyMIMDistillModule(
-        img_size=32,
-        patch_size=8,
-        embed_dim=16,
-        depth=2,
-        num_heads=2,
-        last_heads=2,
+        net=dict(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, last_heads=2),
         teacher=str(ckpt),
         teacher_block=-1,
         teacher_heads=2,
@@ -394,7 +392,7 @@ def test_mae_checkpoint_with_decoder_is_stripped_to_the_encoder_and_loads_as_a_t
     # ... and the distillation module accepts the file as its teacher (dims inferred, heads = width / 64 -> 1 here,
     # overridden by teacher_heads)
     m = TinyMIMDistillModule(
-        **{**STUDENT, "last_heads": 4}, teacher=str(path), teacher_block=2, teacher_heads=4, lr=1e-3
+        net={**STUDENT, "last_heads": 4}, teacher=str(path), teacher_block=2, teacher_heads=4, lr=1e-3
     )
     m.configure_model()
     torch.testing.assert_close(m.teacher.blocks[1].attn.qkv.weight, sd["blocks.1.attn.qkv.weight"])
@@ -464,7 +462,7 @@ def test_zoo_load_tinymim_base_offline_from_the_hub_cache(tmp_path, hf_cache, mo
     torch.manual_seed(0)
     module = zoo.create("tinymim-base", **entry.tiny_overrides)
     folder = hub.export(module, tmp_path / "export", name="tinymim-base")
-    assert json.loads((folder / "config.json").read_text())["init_args"]["embed_dim"] == 32  # tiny init args
+    assert json.loads((folder / "config.json").read_text())["init_args"]["net"]["embed_dim"] == 32  # tiny init args
     _put_in_cache(folder, hf_cache, entry.hub_repo)
 
     loaded = zoo.load("tinymim-base")
@@ -496,7 +494,7 @@ def test_finetune_starts_from_a_distillation_checkpoint(tmp_path):
         ckpt,
     )
     ft = ViTFinetuneModule(
-        img_size=32, patch_size=8, embed_dim=24, depth=2, num_heads=1, num_classes=10, pretrained=str(ckpt)
+        net=dict(img_size=32, patch_size=8, embed_dim=24, depth=2, num_heads=1), num_classes=10, pretrained=str(ckpt)
     )
     ft.configure_model()
     for k in ("blocks.1.attn.qkv.weight", "patch_embed.proj.weight", "cls_token", "pos_embed"):
@@ -504,12 +502,12 @@ def test_finetune_starts_from_a_distillation_checkpoint(tmp_path):
     assert ft.model.head.weight.abs().max() < 1e-3  # MAE's N(0, 2e-5) head, not loaded
     # a larger fine-tuning resolution resamples the position embedding
     ft64 = ViTFinetuneModule(
-        img_size=64, patch_size=8, embed_dim=24, depth=2, num_heads=2, num_classes=10, pretrained=str(ckpt)
+        net=dict(img_size=64, patch_size=8, embed_dim=24, depth=2, num_heads=2), num_classes=10, pretrained=str(ckpt)
     )
     ft64.configure_model()
     assert ft64.model.pos_embed.shape == (1, 65, 24)
     bad = ViTFinetuneModule(
-        img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=10, pretrained=str(ckpt)
+        net=dict(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2), num_classes=10, pretrained=str(ckpt)
     )
     with pytest.raises(ValueError, match="do not fit"):
         bad.configure_model()
@@ -517,7 +515,7 @@ def test_finetune_starts_from_a_distillation_checkpoint(tmp_path):
 
 def test_layer_wise_lr_decay_is_maes():
     ft = ViTFinetuneModule(
-        img_size=32, patch_size=8, embed_dim=24, depth=3, num_heads=2, num_classes=10, layer_decay=0.65
+        net=dict(img_size=32, patch_size=8, embed_dim=24, depth=3, num_heads=2), num_classes=10, layer_decay=0.65
     )
     scale = {}
     for g in ft.param_groups(1.0):
@@ -534,7 +532,7 @@ def test_layer_wise_lr_decay_is_maes():
 
 def test_finetune_training_step_with_mixup_and_metrics():
     torch.manual_seed(0)
-    ft = ViTFinetuneModule(img_size=32, patch_size=8, embed_dim=24, depth=2, num_heads=2, num_classes=10)
+    ft = ViTFinetuneModule(net=dict(img_size=32, patch_size=8, embed_dim=24, depth=2, num_heads=2), num_classes=10)
     assert ft.mixup_fn is not None
     batch = (torch.randn(5, 3, 32, 32), torch.randint(0, 10, (5,)))  # odd: one image is dropped for Mixup
     loss = ft.training_step(batch, 0)
@@ -746,18 +744,18 @@ def test_star_backbone_and_neck_match_the_release():
 def test_argument_checks_are_user_errors():
     """Each names the problem and the fix in one line (zoo.errors.UserError, printed by the zoo command)."""
     with pytest.raises(UserError, match="teacher_block=0"):
-        TinyMIMDistillModule(**STUDENT, teacher=TEACHER, teacher_block=0)
+        TinyMIMDistillModule(net=STUDENT, teacher=TEACHER, teacher_block=0)
     with pytest.raises(UserError, match="last_heads=5 does not divide embed_dim=24"):
         TinyMIMViT(img_size=32, patch_size=8, embed_dim=24, depth=2, num_heads=2, last_heads=5)
     with pytest.raises(UserError, match="divisible by 4"):
         sincos_pos_embed(18, (2, 2))
-    with pytest.raises(UserError, match="unknown kind 'deit'"):
-        ViTFinetuneModule(kind="deit", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=10)
+    with pytest.raises(UserError, match="unknown net.kind 'deit'"):
+        ViTFinetuneModule(net=dict(kind="deit", img_size=32, patch_size=8, embed_dim=32, depth=2), num_classes=10)
     with pytest.raises(UserError, match="differ in"):
         q = torch.randn(1, 2, 5, 4)
         relation_kl_loss((q, q, q), (q[:, :1], q[:, :1], q[:, :1]))
     with pytest.raises(UserError, match="teacher_block=9 but the teacher has 3 blocks"):
-        TinyMIMDistillModule(**STUDENT, teacher=TEACHER, teacher_block=9).configure_model()
+        TinyMIMDistillModule(net=STUDENT, teacher=TEACHER, teacher_block=9).configure_model()
     with pytest.raises(UserError, match="not a TinyMIM/MAE"):
         convert.convert_state_dict({"model": {}})
 
@@ -766,12 +764,7 @@ def test_finetune_classifier_matches_the_release():
     """models_vit.py VisionTransformer(global_pool=True) on timm 0.3.2: mean of patch tokens -> fc_norm -> head."""
     golden = load_file(FIXTURES / "finetune_golden.safetensors")
     module = ViTFinetuneModule(
-        kind="vit",
-        img_size=64,
-        patch_size=16,
-        embed_dim=16,
-        depth=2,
-        num_heads=2,
+        net=dict(kind="vit", img_size=64, patch_size=16, embed_dim=16, depth=2, num_heads=2),
         num_classes=10,
         mixup=0.0,
         cutmix=0.0,
@@ -785,3 +778,47 @@ def test_finetune_classifier_matches_the_release():
         features = module.model.forward_head(module.model.forward_features(golden["images"]), pre_logits=True)
         _delta("pooled features (fc_norm)", features, golden["features"], 1e-5)
         _delta("logits", module(golden["images"]), golden["logits"], 1e-5)
+
+
+def test_sizes_and_net_overrides_are_checked_in_one_line():
+    """An unknown size or a network argument the network does not take: one line naming the choices."""
+    for make, where in ((TinyMIMDistillModule, "TinyMIMDistillModule"), (ViTFinetuneModule, "ViTFinetuneModule")):
+        with pytest.raises(UserError, match=rf"^{where}: unknown size 'huge'; choose one of .*base.*small.*tiny") as e:
+            make("huge")
+        assert "\n" not in str(e.value)
+        with pytest.raises(UserError, match=rf"^{where}: model.init_args.net has 'width', which the network") as e:
+            make("tiny", net={"width": 3})
+        assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="'fixed_pos_embed'"):  # the module fixes it (MAE's sin-cos for pre-training)
+        TinyMIMDistillModule("tiny", net={"fixed_pos_embed": False})
+    with pytest.raises(UserError, match="'num_classes'"):  # the label set is the module's num_classes
+        ViTFinetuneModule("tiny", net={"num_classes": 3})
+    with pytest.raises(UserError, match="'neck_dim'"):  # a T* argument on a plain ViT size
+        ViTFinetuneModule("tiny", net={"neck_dim": 64})
+
+
+def test_sizes_build_the_published_networks_and_give_their_input_side_to_the_data():
+    from zoo.models.tinymim.sizes import FINETUNE_SIZES, SIZES
+
+    with torch.device("meta"):
+        pt = {k: TinyMIMDistillModule(k) for k in SIZES}
+        ft = {k: ViTFinetuneModule(k) for k in FINETUNE_SIZES}
+    assert {k: sum(p.numel() for p in m.model.parameters()) for k, m in pt.items()} == {
+        "tiny": 5_524_416,
+        "small": 21_665_664,
+        "base": 85_798_656,
+    }
+    assert {k: sum(p.numel() for p in m.model.parameters()) for k, m in ft.items()} == {
+        "tiny": 5_717_416,
+        "small": 22_050_664,
+        "base": 86_567_656,
+        "tiny-star": 8_336_400,
+    }
+    assert isinstance(ft["tiny-star"].model, TinyMIMStarViT) and type(ft["tiny"].model) is TinyMIMViT
+    assert pt["base"].model.blocks[0].drop_path1.drop_prob == 0.1 and pt["base"].model.fixed_pos_embed
+    assert ft["base"].model.global_pool == "avg" and not ft["base"].model.fixed_pos_embed
+    assert all(m.data_config() == {"image_size": 224} for m in (*pt.values(), *ft.values()))
+    small = ViTFinetuneModule(
+        "tiny", net={"img_size": 32, "patch_size": 8, "embed_dim": 16, "depth": 1, "num_heads": 2}
+    )
+    assert small.data_config() == {"image_size": 32} and small.example_input_array.shape[-1] == 32
