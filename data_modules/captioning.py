@@ -4,9 +4,10 @@ published layouts.
 :class:`CaptionFeaturesDataModule` reads
 
 - ``features``: one HDF5 file per modality (the release: ``image_resnet101_imagenet_fps_max60.hdf5`` and
-  ``motion_resnext101_kinetics_duration16_overlap8.hdf5``), keyed ``video<id>`` -> float (steps, dim); written by
-  ``zoo predict`` with ``zoo.models.rsfd.features.FeatureExtractionModule`` and ``HDF5FeatureWriter`` (and
-  :class:`VideoFramesDataModule` below). Every video of the corpus must be present, 2-D, with one dimension per file;
+  ``motion_resnext101_kinetics_duration16_overlap8.hdf5``), keyed ``video<id>`` -> float (steps, dim), read with
+  ``zoo.data_modules.video_features``; written by ``zoo predict`` with
+  ``zoo.models.rsfd.features.FeatureExtractionModule`` and ``HDF5FeatureWriter`` (and :class:`VideoFramesDataModule`
+  below). Every video of the corpus must be present, 2-D, with one dimension per file;
   anything else is a one-line error naming the file and the key;
 - the captions, ``layout``:
 
@@ -20,7 +21,7 @@ published layouts.
   ``root=None``: **synthetic moving digits** (``zoo.data_modules.video.moving_digits``, offline): clips of
   scikit-learn digit scans moving left / right / up / down, four template captions per clip (every phrasing of its
   digit and direction), disjoint scans in training and held-out clips. ``prepare_data`` extracts their features with
-  small frozen CNNs (``zoo.models.rsfd.features``): a timm 2D CNN per frame, first trained for
+  small frozen CNNs (``zoo.data_modules.video_features``): a timm 2D CNN per frame, first trained for
   ``image_pretrain_steps`` steps to classify single frames of training-pool scans (the offline stand-in for the
   paper's ImageNet weights; held-out scans never seen), and a random-weight torchvision 3D ResNet over overlapping
   windows; into HDF5 files and writes the corpus as ``videodatainfo.json`` under ``cache_dir`` (a
@@ -62,7 +63,9 @@ from zoo.data_modules.video import (
     read_msvd,
     segment_indices,
 )
+from zoo.data_modules.video_features import FeatureFiles, done_keys, feature_key
 from zoo.errors import DataNotFoundError, UserError, check_choice, check_positive
+from zoo.sizes import follow_model, model_data_config
 
 log = logging.getLogger(__name__)
 
@@ -167,78 +170,6 @@ def frequency_table(captions: Sequence[str], wtoi: dict[str, int], vocab_size: i
 
 
 # ================================================================================================ features
-class FeatureFiles:
-    """The HDF5 files of the modalities, opened lazily (per worker process)."""
-
-    def __init__(self, paths: Sequence[str]):
-        self.paths = [str(p) for p in paths]
-        self._files = None
-
-    def check(self, videos: Sequence[str]) -> list[int]:
-        """Every video present in every file as a finite-sized 2-D array with one width per file -> the widths."""
-        import h5py
-
-        from zoo.models.rsfd.features import feature_key
-
-        dims = []
-        for p in self.paths:
-            if not Path(p).is_file():
-                raise DataNotFoundError(
-                    f"feature file {p} not found: extract features first (zoo predict with "
-                    "zoo.models.rsfd.features.FeatureExtractionModule, see configs/demo/"
-                    "rsfd-features.yaml)"
-                )
-            try:
-                f = h5py.File(p, "r")
-            except OSError as e:
-                raise UserError(f"{p}: not a readable HDF5 file ({e}); re-extract the features") from e
-            with f:
-                width = None
-                for vid in videos:
-                    key = feature_key(vid)
-                    if key not in f:
-                        raise UserError(
-                            f"{p} has no entry {key!r}: the caption file names a video that the "
-                            "features lack (extract its features or fix the caption file)"
-                        )
-                    ds = f[key]
-                    if not hasattr(ds, "shape") or len(ds.shape) != 2 or ds.shape[0] < 1:
-                        raise UserError(
-                            f"{p}: entry {key!r} has shape {getattr(ds, 'shape', None)}, expected "
-                            "(steps, dim) with steps >= 1: the file is corrupt, re-extract this video"
-                        )
-                    if width is None:
-                        width = int(ds.shape[1])
-                    elif ds.shape[1] != width:
-                        raise UserError(
-                            f"{p}: entry {key!r} has width {ds.shape[1]}, the file's others {width}: "
-                            "corrupt entry, re-extract this video"
-                        )
-                dims.append(width)
-        return dims
-
-    def read(self, vid: str) -> list[np.ndarray]:
-        import h5py
-
-        from zoo.models.rsfd.features import feature_key
-
-        if self._files is None:
-            self._files = [h5py.File(p, "r") for p in self.paths]
-        out = []
-        for p, f in zip(self.paths, self._files):
-            try:
-                a = np.asarray(f[feature_key(vid)], dtype=np.float32)
-            except (OSError, KeyError) as e:
-                raise UserError(f"{p}: entry {feature_key(vid)!r} cannot be read ({e}): re-extract this video") from e
-            if not np.isfinite(a).all():
-                raise UserError(f"{p}: entry {feature_key(vid)!r} holds NaN/inf values: re-extract this video")
-            out.append(a)
-        return out
-
-    def __getstate__(self):
-        return {"paths": self.paths, "_files": None}
-
-
 def sample_steps(x: np.ndarray, n_steps: int, rng: np.random.Generator | None) -> np.ndarray:
     """``n_steps`` rows, one per equal segment (random within it with ``rng``, else the centre)."""
     return x[segment_indices(x.shape[0], n_steps, rng)]
@@ -309,10 +240,12 @@ def collate(samples: list[dict]) -> dict:
 class CaptionFeaturesDataModule(LightningDataModule):
     """Features + captions for RSFD (see the module docstring).
 
-    ``features``: the modality files, relative to ``root`` or absolute. ``msvd_files``: the (train, val, test) TSV
-    names. Synthetic data (``root=None``): ``digits_sizes`` clips per split, ``digits_frames`` frames of
-    ``digits_size`` px; the extractor: ``image_model`` (timm) on frames resized to ``image_size`` pooled to ``grid``
-    x ``grid``, ``motion_model`` (torchvision) on ``clip_len``-frame windows overlapping by ``overlap``."""
+    ``features``: the modality files, relative to ``root`` or absolute. ``max_len`` (captions cut to this many tokens,
+    ``<bos>`` and ``<eos>`` included) None: the attached model's (its position table, ``data_config()``); set, it must
+    equal the model's. ``msvd_files``: the (train, val, test) TSV names. Synthetic data (``root=None``):
+    ``digits_sizes`` clips per split, ``digits_frames`` frames of ``digits_size`` px; the extractor: ``image_model``
+    (timm) on frames resized to ``image_size`` pooled to ``grid`` x ``grid``, ``motion_model`` (torchvision) on
+    ``clip_len``-frame windows overlapping by ``overlap``."""
 
     def __init__(
         self,
@@ -325,7 +258,7 @@ class CaptionFeaturesDataModule(LightningDataModule):
         captions_file: str = "videodatainfo.json",
         msvd_files: Sequence[str] = ("MSVD_train.tsv", "MSVD_val.tsv", "MSVD_test.tsv"),
         count_threshold: int = 1,
-        max_len: int = 30,
+        max_len: int | None = None,
         n_steps: int = 8,
         frequencies: str = "train",
         batch_size: int = 64,
@@ -349,9 +282,9 @@ class CaptionFeaturesDataModule(LightningDataModule):
         self.save_hyperparameters()
         check_choice("layout", layout, ("msrvtt", "msvd"), "CaptionFeaturesDataModule")
         check_choice("frequencies", frequencies, ("train", "all"), "CaptionFeaturesDataModule")
-        for name, v in (("batch_size", batch_size), ("max_len", max_len), ("n_steps", n_steps)):
+        for name, v in (("batch_size", batch_size), ("n_steps", n_steps)):
             check_positive(name, v, where="CaptionFeaturesDataModule")
-        if max_len < 3:
+        if max_len is not None and max_len < 3:
             raise UserError(f"max_len={max_len}: a caption needs <bos>, a word and <eos>")
         if count_threshold < 0:
             raise UserError(f"count_threshold={count_threshold}: words with count <= threshold are dropped; use >= 0")
@@ -362,6 +295,7 @@ class CaptionFeaturesDataModule(LightningDataModule):
         self.token_counts: torch.Tensor | None = None
         self.feature_dims: list[int] | None = None
         self.sets: dict[str, CaptionDataset] = {}
+        self.max_len: int | None = None  # resolved in setup: the argument, else the attached model's
         self._tmp = None
 
     # ------------------------------------------------------------------------------------------ files
@@ -392,7 +326,7 @@ class CaptionFeaturesDataModule(LightningDataModule):
 
     def _make_digits(self) -> None:
         """Moving-digit clips -> features (HDF5, published layout) + videodatainfo.json under the cache folder."""
-        from zoo.models.rsfd.features import (
+        from zoo.data_modules.video_features import (
             VideoFeatureExtractor,
             extract_to_hdf5,
             pretrain_image_cnn,
@@ -479,6 +413,7 @@ class CaptionFeaturesDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
+        self.max_len = follow_model(self, "max_len", hp.max_len, model_data_config(self).get("max_len"))
         if self.corpus is not None:
             return
         if hp.root is None:
@@ -501,7 +436,9 @@ class CaptionFeaturesDataModule(LightningDataModule):
         for s in SPLITS:
             vids = corpus.split_videos.get(s, [])
             if vids:
-                self.sets[s] = CaptionDataset(vids, corpus, files, wtoi, hp.max_len, hp.n_steps, s == "train", hp.seed)
+                self.sets[s] = CaptionDataset(
+                    vids, corpus, files, wtoi, self.max_len, hp.n_steps, s == "train", hp.seed
+                )
         log.info(
             "CaptionFeaturesDataModule: %s videos (train/val/test), vocabulary %d, features %s",
             [len(corpus.split_videos.get(s, [])) for s in SPLITS],
@@ -585,8 +522,6 @@ class VideoFramesDataModule(LightningDataModule):
         self.items: list[tuple[str, object]] = []
 
     def setup(self, stage: str | None = None) -> None:
-        from zoo.models.rsfd.features import done_keys, feature_key
-
         hp = self.hparams
         if hp.video_dir is None:
             clips, _, _ = moving_digits(hp.digits, hp.digits_frames, hp.digits_size, hp.seed)

@@ -1,5 +1,5 @@
 """RSFD caption generation speed: greedy vs beam search (beam 5, the release's rule) with and without the key/value
-cache, interleaved in one run on the paper-size network (``zoo.models.rsfd.model.build``) with random weights and
+cache, interleaved in one run on the paper-size network (``zoo.models.rsfd.sizes``) with random weights and
 random features. Prints one JSON line: median seconds per call of each decoder, the ratios to cached greedy, the
 generated lengths, and whether cached and recomputed beam search gave the same captions.
 
@@ -12,11 +12,13 @@ import argparse
 import json
 import statistics
 
+from zoo.models.rsfd.sizes import DEFAULT, SIZES
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--size", default="msrvtt", choices=("msrvtt", "msvd"))
+    p.add_argument("--size", default=DEFAULT, choices=sorted(SIZES))
     p.add_argument("--beam-size", type=int, default=5)
     p.add_argument("--steps", type=int, default=8, help="feature steps per modality")
     p.add_argument("--repeats", type=int, default=3)
@@ -26,14 +28,15 @@ def main(argv=None) -> int:
 
     import torch
 
-    from zoo.bench import time_calls
-    from zoo.models.rsfd.model import beam_search, build, greedy_decode
+    from zoo.models.rsfd.model import RSFD, beam_search, greedy_decode
+    from zoo.profiling import time_calls
 
     torch.manual_seed(0)
     dev = torch.device(ns.device)
-    model = build(ns.size).to(dev).eval()
+    model = RSFD(**SIZES[ns.size]).to(dev).eval()
     feats = [torch.randn(ns.batch_size, ns.steps, b[0].in_features, device=dev) for b in model.encoder.branches]
-    cat = torch.randint(0, 20, (ns.batch_size,), device=dev) if model.decoder.category is not None else None
+    cats = model.decoder.category
+    cat = torch.randint(0, cats.num_embeddings, (ns.batch_size,), device=dev) if cats is not None else None
     runs = {
         "greedy": lambda: greedy_decode(model, feats, cat),
         "beam_cached": lambda: beam_search(model, feats, cat, ns.beam_size),

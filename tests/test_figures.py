@@ -21,18 +21,20 @@ def _ssda3d():
 
     pcr = [-51.2, -51.2, -5.0, 51.2, 51.2, 4.8]
     m = SSDA3DModule(
-        voxel_size=[0.8, 0.8, 9.8],
-        point_cloud_range=pcr,
-        pillar_filters=[16, 16],
-        layer_nums=[1, 1],
-        layer_strides=[2, 2],
-        num_filters=[16, 32],
-        upsample_strides=[1, 2],
-        num_upsample_filters=[16, 16],
-        head_channels=16,
+        net=dict(
+            voxel_size=[0.8, 0.8, 9.8],
+            point_cloud_range=pcr,
+            pillar_filters=[16, 16],
+            layer_nums=[1, 1],
+            layer_strides=[2, 2],
+            num_filters=[16, 32],
+            upsample_strides=[1, 2],
+            num_upsample_filters=[16, 16],
+            head_channels=16,
+            score_threshold=0.0,
+        ),
         example_points=200,
         pseudo_label_threshold=0.0,
-        score_threshold=0.0,
     )
     return m, example_batch(pcr, num_points=200, frames=2)
 
@@ -51,15 +53,17 @@ def _lwsis():
     from zoo.models.lwsis.module import LWSISModule
 
     m = LWSISModule(
-        depth=18,
-        backbone_channels=[8, 16, 32, 64],
-        stem_width=8,
-        fpn=16,
-        tower=1,
-        mask_ch=8,
-        mask_convs=1,
-        mask_out=8,
-        gn_groups=8,
+        net=dict(
+            depth=18,
+            backbone_channels=[8, 16, 32, 64],
+            stem_width=8,
+            fpn=16,
+            tower=1,
+            mask_ch=8,
+            mask_convs=1,
+            mask_out=8,
+            gn_groups=8,
+        ),
         img_size=[64, 96],
     )
     targets = [{"boxes": torch.tensor([[10.0, 8.0, 40.0, 50.0]]), "labels": torch.tensor([0])} for _ in range(2)]
@@ -95,17 +99,19 @@ def _rsfd():
     from zoo.models.rsfd.module import RSFDModule
 
     m = RSFDModule(
-        in_features=[6, 5],
-        vocab_size=15,
-        max_len=7,
-        num_categories=0,
-        d_model=16,
-        num_heads=2,
-        ffn_dim=32,
+        net=dict(
+            in_features=[6, 5],
+            vocab_size=15,
+            max_len=7,
+            num_categories=0,
+            d_model=16,
+            num_heads=2,
+            ffn_dim=32,
+            dropout=0.0,
+            encoder_dropout=0.0,
+        ),
         beam_size=2,
         example_steps=3,
-        dropout=0.0,
-        encoder_dropout=0.0,
     )
     m.itow = ["<pad>", "<unk>", "<bos>", "<eos>"] + [f"w{i}" for i in range(11)]
     feats = {"m0": torch.randn(2, 3, 6), "m1": torch.randn(2, 3, 5)}

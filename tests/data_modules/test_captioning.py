@@ -158,3 +158,26 @@ def test_msvd_layout_reads_shared_caption_lists_with_features(tmp_path):
     dm.setup("fit")
     assert dm.num_categories == 0 and "category" not in next(iter(dm.train_dataloader()))
     assert len(dm.sets["train"]) == corpus.num_captions("train") and len(dm.sets["test"]) == 1
+
+
+def test_feature_files_are_the_data_layer_and_the_method_reexports_them(tmp_path):
+    """The HDF5 feature machinery lives in zoo.data_modules.video_features: the caption data module imports no method,
+    and zoo.models.rsfd.features keeps the names it always had (the same objects)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, zoo.data_modules.captioning as c; "
+        "print(sorted(m for m in sys.modules if m.startswith('zoo.models')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+    from zoo.data_modules import video_features
+    from zoo.models.rsfd import features
+
+    for name in ("feature_key", "done_keys", "write_video", "VideoFeatureExtractor", "extract_to_hdf5", "PARTIAL"):
+        assert getattr(features, name) is getattr(video_features, name)
+    path = tmp_path / "f.hdf5"
+    video_features.write_video(path, video_features.feature_key("7"), np.ones((3, 2)))
+    assert video_features.done_keys(path) == {"video7"}
+    assert video_features.FeatureFiles([str(path)]).check(["7"]) == [2]

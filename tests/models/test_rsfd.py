@@ -239,7 +239,26 @@ def test_beam_search_finds_the_better_hypothesis_and_normalises_by_length():
 
 
 # ------------------------------------------------------------------------------------------------ objective
+_NET = (
+    "in_features",
+    "vocab_size",
+    "max_len",
+    "num_categories",
+    "d_model",
+    "num_heads",
+    "ffn_dim",
+    "num_layers",
+    "encoder_dropout",
+    "dropout",
+    "fad",
+    "fad_threshold",
+    "fad_at_inference",
+    "ffn_residual_dropout",
+)
+
+
 def _module(**kw):
+    """A tiny RSFDModule; the network's arguments go into ``net``, the rest are the module's."""
     from zoo.models.rsfd.module import RSFDModule
 
     args = dict(
@@ -256,7 +275,8 @@ def _module(**kw):
         encoder_dropout=0.0,
     )
     args.update(kw)
-    return RSFDModule(**args)
+    net = {k: args.pop(k) for k in _NET if k in args}
+    return RSFDModule(net=net, **args)
 
 
 def test_loss_is_caption_nll_plus_weighted_dss_and_dss_heads_live_outside_the_network():
@@ -398,10 +418,9 @@ def test_fit_validates_with_beam_search_and_caption_metrics(tmp_path):
         root=str(tmp_path),
         features=["image.hdf5", "motion.hdf5"],
         count_threshold=0,
-        max_len=6,
         n_steps=4,
         batch_size=4,
-    )
+    )  # max_len unset: it follows the model's position table (6)
     m = _module(
         in_features=[5, 3],
         vocab_size=20,
@@ -428,6 +447,7 @@ def test_fit_validates_with_beam_search_and_caption_metrics(tmp_path):
     assert m.model.decoder.fad.token_counts[BOS] == 12  # the data module's train-split table reached FAD
     out = trainer.test(m, datamodule=dm, verbose=False)[0]
     assert 0.0 <= out["test/bleu1"] <= 1.0 and out["test/cider"] >= 0.0
+    assert dm.max_len == 6 and max(len(t) for _, t in dm.sets["train"].items) <= 6
 
 
 # ------------------------------------------------------------------------------------------------ beam golden
@@ -577,7 +597,7 @@ def test_converter_reads_the_release_save_format_strictly(tmp_path):
     for k, v in model.state_dict().items():
         assert torch.equal(converted[k].to(v.dtype), v), k
     args = init_args({"state_dict": state, "settings": {"modality": "mi", "num_attention_heads": 2}})
-    assert args == {
+    net = {
         "in_features": [6, 5],
         "vocab_size": 9468,
         "max_len": 20,
@@ -587,6 +607,11 @@ def test_converter_reads_the_release_save_format_strictly(tmp_path):
         "num_layers": 1,
         "num_heads": 2,
     }
+    assert args == {"net": net}
+    from zoo.models.rsfd.module import RSFDModule
+
+    built = RSFDModule(**args, dss=False)  # the module builds the checkpoint's network from them
+    built.model.load_state_dict(converted, strict=True)
     swapped = convert_state_dict({"state_dict": state}, modalities="im")  # image first in zoo's feature list
     assert torch.equal(swapped["encoder.branches.0.0.weight"], state["encoder.Encoder_I.0.weight"])
     assert torch.equal(swapped["encoder.norms.0.running_mean"], state["joint_representation_learner.bn1.running_mean"])
@@ -646,3 +671,44 @@ def test_feature_extraction_skips_an_undecodable_video_and_the_rerun_does_not_di
     assert module.skipped == ["video1"]
     dm = run()  # the rerun: only the bad file is left, it is skipped again
     assert [v for v, _ in dm.items] == ["video1"] and done_keys(app) == {"video0", "video2"}
+
+
+# ------------------------------------------------------------------------------------------------ sizes, data follows
+def test_sizes_unknown_size_and_net_override_are_one_line_errors():
+    from zoo.models.rsfd.module import RSFDModule
+    from zoo.models.rsfd.sizes import SIZES
+
+    with torch.device("meta"):
+        msvd = RSFDModule(size="msvd")
+    assert msvd.arch["max_len"] == 20 and msvd.model.vocab_proj.out_features == SIZES["msvd"]["vocab_size"]
+    assert msvd.data_config() == {"max_len": 20} and msvd.hparams.size == "msvd"
+    with pytest.raises(UserError, match=r"RSFDModule: unknown size 'youcook'; choose one of msrvtt, msvd") as e:
+        RSFDModule(size="youcook")
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match=r"model.init_args.net has 'dss_window', which the network does not take") as e:
+        RSFDModule(net={"dss_window": 3})  # a module argument, not the network's
+    assert "\n" not in str(e.value)
+
+
+def test_caption_data_follows_the_model_max_len_and_a_conflict_is_refused(tmp_path):
+    from types import SimpleNamespace
+
+    from zoo.data_modules.captioning import CaptionFeaturesDataModule
+
+    module = _module(max_len=6)
+    dm = CaptionFeaturesDataModule(root=str(tmp_path / "missing"), max_len=9)
+    dm.trainer = SimpleNamespace(lightning_module=module)
+    with pytest.raises(UserError, match="data.init_args.max_len is 9 but the model was built for 6") as e:
+        dm.setup("fit")
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="max_len is not set and no attached model fixes it"):
+        CaptionFeaturesDataModule(root=str(tmp_path / "missing")).setup("fit")
+
+
+def test_bench_hook_takes_the_demo_features_and_categories():
+    from zoo.models.rsfd.module import RSFDModule
+
+    demo = {"size": "msrvtt", "net": {"in_features": [96, 512], "num_categories": 0, "d_model": 256}}
+    over, note = RSFDModule.bench_init_args({"size": "msrvtt"}, demo)
+    assert over == {"net": {"in_features": [96, 512], "num_categories": 0}} and "from the demo" in note
+    assert RSFDModule.bench_init_args({"size": "msrvtt", "net": over["net"]}, demo) == ({}, "")

@@ -7,6 +7,7 @@ embedding differ. ``params`` counts the inference network (``module.model``); th
 1,048,576 parameters at window 2) exist only in training.
 """
 
+from zoo.models.rsfd.sizes import SIZES
 from zoo.registry import Entry, Metric, Paper
 from zoo.results import Protocol, ResultSpec, Variant
 
@@ -28,10 +29,10 @@ PAPER = Paper(
 
 MODULE = "zoo.models.rsfd.module.RSFDModule"
 
-# dataset -> (init args that differ, Hub dataset name, exact parameters of module.model, checked on the meta device)
+# dataset (= the size of sizes.py) -> (Hub dataset name, exact parameters of module.model, checked on the meta device)
 DATASETS = {
-    "msrvtt": ({"vocab_size": 10547, "max_len": 30, "num_categories": 20}, "MSR-VTT", 18_178_560),
-    "msvd": ({"vocab_size": 9468, "max_len": 20, "num_categories": 0}, "MSVD (YouTube2Text)", 17_058_304),
+    "msrvtt": ("MSR-VTT", 18_178_560),
+    "msvd": ("MSVD (YouTube2Text)", 17_058_304),
 }
 
 # RSFD Table 1 as recalled, NOT re-verified against the paper text (the table could not be retrieved).
@@ -64,14 +65,14 @@ RESULTS = ResultSpec(
         ),
         "release-fad": Variant(
             "FAD also at inference and frequencies over all splits, as the released code",
-            ("--model.init_args.fad_at_inference=true", "--data.init_args.frequencies=all"),
+            ("--model.init_args.net.fad_at_inference=true", "--data.init_args.frequencies=all"),
         ),
         "no-fad-dss": Variant(
             "ablation: FAD and DSS off (the plain ARB Transformer)",
-            ("--model.init_args.fad=false", "--model.init_args.dss=false"),
+            ("--model.init_args.net.fad=false", "--model.init_args.dss=false"),
         ),
     },
-    dataset_names={k: v[1] for k, v in DATASETS.items()},
+    dataset_names={k: v[0] for k, v in DATASETS.items()},
     scale=100.0,
     decimals=1,
 )
@@ -82,7 +83,7 @@ def _paper_metrics(ds):
         Metric(
             task="video-captioning",
             dataset=ds,
-            dataset_name=DATASETS[ds][1],
+            dataset_name=DATASETS[ds][0],
             metric=k,
             value=v,
             split="test",
@@ -97,7 +98,7 @@ ENTRIES = [
     Entry(
         name=f"rsfd-{ds}",
         module=MODULE,
-        init_args={"in_features": [2048, 2048], **args},
+        init_args={"size": ds},
         paper=PAPER,
         license="unspecified (the official repository has no licence file)",
         description=(
@@ -144,7 +145,7 @@ ENTRIES = [
             "ended; checked against the release's code on 60 fixed score tables), except that a caption of "
             "<eos> alone is never returned (the release can); beam_rule=top_eos restores zoo's earlier "
             "stop-at-the-best-<eos> rule. The decoder layer applies the release's second dropout after "
-            "the FFN residual (ffn_residual_dropout=false: zoo's earlier 4 dropouts). The release applies "
+            "the FFN residual (net.ffn_residual_dropout=false: zoo's earlier 4 dropouts). The release applies "
             "FAD also at inference and counts frequencies over all splits; here FAD is training-only and "
             "frequencies train-only by default, as the paper describes (variant release-fad restores both). "
             "Checkpoints of the official code convert with zoo.models.rsfd.convert (the release orders the "
@@ -153,16 +154,18 @@ ENTRIES = [
             "motion features of the paper come from a 3D ResNeXt-101 that torchvision does not ship."
         ),
         tiny_overrides={
-            "in_features": [12, 10],
-            "vocab_size": 40,
-            "max_len": 6,
-            "d_model": 16,
-            "num_heads": 2,
-            "ffn_dim": 32,
+            "net": {
+                "in_features": [12, 10],
+                "vocab_size": 40,
+                "max_len": 6,
+                "d_model": 16,
+                "num_heads": 2,
+                "ffn_dim": 32,
+                **({"num_categories": 3} if args["num_categories"] else {}),
+            },
             "beam_size": 2,
             "example_steps": 3,
-            **({"num_categories": 3} if args["num_categories"] else {}),
         },
     )
-    for ds, (args, dsname, params) in DATASETS.items()
+    for ds, args, (dsname, params) in ((ds, SIZES[ds], DATASETS[ds]) for ds in DATASETS)
 ]

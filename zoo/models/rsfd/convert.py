@@ -140,13 +140,14 @@ def convert_state_dict(official: dict, modalities: str | None = None, token_coun
 
 
 def init_args(official: dict, modalities: str | None = None) -> dict:
-    """``RSFDModule`` init args that the checkpoint's tensors fix (feature sizes, vocabulary, position table,
-    categories, width, FFN, layers); heads and dropout come from the release's ``settings`` when saved."""
+    """``RSFDModule`` init args that the checkpoint's tensors fix, as ``{"net": {...}}`` overrides of the network's
+    arguments (feature sizes, vocabulary, position table, categories, width, FFN, layers; the head count from the
+    release's ``settings`` when saved, else 8): every size-bound argument is given, so any ``size`` builds it."""
     state = convert_state_dict(official, modalities)
     n_in = len({k.split(".")[2] for k in state if k.startswith("encoder.branches.")})
     settings = official.get("settings")
     get = settings.get if isinstance(settings, dict) else (lambda k, d=None: getattr(settings, k, d))
-    return {
+    net = {
         "in_features": [int(state[f"encoder.branches.{j}.0.weight"].shape[1]) for j in range(n_in)],
         "vocab_size": int(state["vocab_proj.weight"].shape[0]),
         "max_len": int(state["decoder.position.weight"].shape[0]),
@@ -156,6 +157,7 @@ def init_args(official: dict, modalities: str | None = None) -> dict:
         "num_layers": len({k.split(".")[2] for k in state if k.startswith("decoder.layers.")}),
         "num_heads": int(get("num_attention_heads", 8) or 8),
     }
+    return {"net": net}
 
 
 def read_checkpoint(path: str | Path, modalities: str | None = None, token_counts=None) -> dict:

@@ -35,15 +35,6 @@ from torch import Tensor, nn
 PAD, UNK, BOS, EOS, MASK, VIS = 0, 1, 2, 3, 4, 5
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>", "<mask>", "<vis>")
 
-# The paper's sizes (the release's opts.py and corpora): both datasets use the same network; the vocabulary (6
-# specials included), the maximum caption length (= the position table) and the category embedding (MSR-VTT's 20
-# categories) differ.
-COMMON = dict(in_features=[2048, 2048], d_model=512, num_heads=8, ffn_dim=2048, num_layers=1)
-SIZES = {
-    "msrvtt": dict(COMMON, vocab_size=10547, max_len=30, num_categories=20),
-    "msvd": dict(COMMON, vocab_size=9468, max_len=20, num_categories=0),
-}
-
 
 # ================================================================================================ encoder
 class Highway(nn.Module):
@@ -639,8 +630,3 @@ def greedy_decode(
         step.select(keep, keep)
         seqs, active = seqs[keep], active[keep]
     return Decoded(out[:, : _width(out)], score)
-
-
-def build(size: str, **overrides) -> RSFD:
-    """The paper's network for ``size`` in :data:`SIZES` (``msrvtt`` | ``msvd``)."""
-    return RSFD(**{**SIZES[size], **overrides})

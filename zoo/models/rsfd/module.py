@@ -26,8 +26,10 @@ the Trainer's (``gradient_clip_val: 5``, ``gradient_clip_algorithm: value`` in t
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +45,8 @@ from zoo.models.rsfd.model import (
     DivergentSemanticSupervisor,
     beam_search,
 )
+from zoo.models.rsfd.sizes import DEFAULT, SIZES
+from zoo.sizes import net_args
 
 log = logging.getLogger(__name__)
 
@@ -77,24 +81,14 @@ def ids_to_text(ids: Sequence[int], itow: Sequence[str]) -> str:
 class RSFDModule(LightningModule):
     """See the module docstring. ``forward(feats, category=None)`` -> ``{"tokens": (B, n), "scores": (B,)}`` (beam
     search); ``feats`` holds one (B, T_m, in_features[m]) tensor per modality (appearance, motion): a list, or the
-    data module's mapping ``{"m0": ..., "m1": ...}``."""
+    data module's mapping ``{"m0": ..., "m1": ...}``. ``size``: ``msrvtt`` or ``msvd`` (``sizes.py``); ``net``:
+    overrides of :class:`~zoo.models.rsfd.model.RSFD`'s arguments (the feature sizes and vocabulary of other data,
+    ``fad`` / ``fad_threshold`` / ``fad_at_inference``, dropout, ``ffn_residual_dropout``, a small demo's width)."""
 
     def __init__(
         self,
-        in_features: list[int] = (2048, 2048),
-        vocab_size: int = 10547,
-        max_len: int = 30,
-        num_categories: int = 20,
-        d_model: int = 512,
-        num_heads: int = 8,
-        ffn_dim: int = 2048,
-        num_layers: int = 1,
-        encoder_dropout: float = 0.5,
-        dropout: float = 0.5,
-        fad: bool = True,
-        fad_threshold: float = 200.0,
-        fad_at_inference: bool = False,
-        ffn_residual_dropout: bool = True,
+        size: str = DEFAULT,
+        net: dict[str, Any] | None = None,
         dss: bool = True,
         dss_window: int = 2,
         dss_weight: float = 0.3,
@@ -114,14 +108,18 @@ class RSFDModule(LightningModule):
         log_baseline: bool = False,
     ):
         super().__init__()
-        in_features = [int(d) for d in in_features]
+        defaults = {k: p.default for k, p in inspect.signature(RSFD).parameters.items()}
+        arch = net_args(SIZES, size, net, where="RSFDModule", allowed=set(defaults))
+        arch["in_features"] = [int(d) for d in arch["in_features"]]
+        self.arch = {**defaults, **arch}  # every argument of the network, defaults included
+        a = self.arch
         for name, v in (
-            ("vocab_size", vocab_size),
-            ("max_len", max_len),
-            ("d_model", d_model),
-            ("num_heads", num_heads),
-            ("ffn_dim", ffn_dim),
-            ("num_layers", num_layers),
+            ("net.vocab_size", a["vocab_size"]),
+            ("net.max_len", a["max_len"]),
+            ("net.d_model", a["d_model"]),
+            ("net.num_heads", a["num_heads"]),
+            ("net.ffn_dim", a["ffn_dim"]),
+            ("net.num_layers", a["num_layers"]),
             ("beam_size", beam_size),
             ("example_steps", example_steps),
         ):
@@ -131,25 +129,29 @@ class RSFDModule(LightningModule):
                 f"lr={lr}, min_lr={min_lr}, lr_decay={lr_decay}: need 0 < min_lr <= lr and 0 < lr_decay "
                 "<= 1 (the release: 5e-4, 5e-5, 0.9)"
             )
-        if not in_features or any(d < 1 for d in in_features):
-            raise UserError(f"in_features={in_features}: one positive feature size per modality, e.g. [2048, 2048]")
-        if vocab_size <= 6:
+        if not a["in_features"] or any(d < 1 for d in a["in_features"]):
             raise UserError(
-                f"vocab_size={vocab_size}: the vocabulary holds 6 specials plus words; use the data module's vocab_size"
+                f"net.in_features={a['in_features']}: one positive feature size per modality, e.g. [2048, 2048]"
             )
-        if d_model % num_heads:
-            raise UserError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
-        if max_len < 3:
+        if a["vocab_size"] <= 6:
             raise UserError(
-                f"max_len={max_len}: a caption needs <bos>, a word and <eos>; use 30 (MSR-VTT) or 20 (MSVD)"
+                f"net.vocab_size={a['vocab_size']}: the vocabulary holds 6 specials plus words; use the data "
+                "module's vocab_size"
+            )
+        if a["d_model"] % a["num_heads"]:
+            raise UserError(f"net.d_model={a['d_model']} is not divisible by net.num_heads={a['num_heads']}")
+        if a["max_len"] < 3:
+            raise UserError(
+                f"net.max_len={a['max_len']}: a caption needs <bos>, a word and <eos>; use size msrvtt (30) or "
+                "msvd (20)"
             )
         if beam_rule not in BEAM_RULES:
             raise UserError(
                 f"beam_rule={beam_rule!r}: one of {', '.join(BEAM_RULES)} (release: the released "
                 "models/Beam.py; top_eos: stop when the best hypothesis ends)"
             )
-        if num_categories < 0 or dss_window < 1 or dss_weight < 0:
-            raise UserError("num_categories must be >= 0, dss_window >= 1 and dss_weight >= 0")
+        if a["num_categories"] < 0 or dss_window < 1 or dss_weight < 0:
+            raise UserError("net.num_categories must be >= 0, dss_window >= 1 and dss_weight >= 0")
         from zoo.metrics.captioning import METRIC_KEYS
 
         bad = [m for m in selection_metrics if m not in METRIC_KEYS or (m == "meteor" and not meteor)]
@@ -159,24 +161,13 @@ class RSFDModule(LightningModule):
                 "(meteor only with meteor: true)"
             )
         self.save_hyperparameters()
-        self.model = RSFD(
-            in_features,
-            vocab_size,
-            max_len,
-            num_categories,
-            d_model,
-            num_heads,
-            ffn_dim,
-            num_layers,
-            encoder_dropout,
-            dropout,
-            fad,
-            fad_threshold,
-            fad_at_inference,
-            ffn_residual_dropout,
-        )
+        self.model = RSFD(**arch)
         # training-only heads: not part of the inference network (self.model), dropped at export-free inference
-        self.dss = DivergentSemanticSupervisor(d_model, vocab_size, dss_window, dss_shared_vocab_proj) if dss else None
+        self.dss = (
+            DivergentSemanticSupervisor(a["d_model"], a["vocab_size"], dss_window, dss_shared_vocab_proj)
+            if dss
+            else None
+        )
         self.example_input_array = self._example(example_steps)
         self._metrics = {}
         self._kept: dict[str, float] | None = None
@@ -184,58 +175,72 @@ class RSFDModule(LightningModule):
         self.itow: list[str] | None = None
 
     def _example(self, steps: int):
-        hp = self.hparams
-        feats = [torch.randn(2, steps, d) for d in hp.in_features]
-        if hp.num_categories:
-            return feats, torch.tensor([0, hp.num_categories - 1])
+        feats = [torch.randn(2, steps, d) for d in self.arch["in_features"]]
+        if self.arch["num_categories"]:
+            return feats, torch.tensor([0, self.arch["num_categories"] - 1])
         return (feats,)
+
+    def data_config(self) -> dict:
+        """What the network fixes in its data: the caption length its position table holds (``max_len``); a caption
+        data module whose ``max_len`` is unset follows it (``zoo.sizes.follow_model``)."""
+        return {"max_len": self.arch["max_len"]}
 
     @classmethod
     def bench_init_args(cls, init: dict, demo_model: dict) -> tuple[dict, str]:
         """``zoo bench --train``: the paper-size network on the demo's features. The feature sizes come from the demo
-        (``in_features`` is a data-bound argument of the bench); the demo's videos have no category (MSR-VTT's 20
-        categories are not in the moving digits), so the category embedding follows the demo."""
-        want = int(demo_model.get("num_categories", 0))
-        if int(init.get("num_categories", 0)) != want:
-            return {"num_categories": want}, f"num_categories={want} from the demo (no video categories)"
-        return {}, ""
+        (its data's); the demo's videos have no category (MSR-VTT's 20 categories are not in the moving digits), so
+        the category embedding follows the demo too."""
+
+        def resolved(args: dict) -> dict:  # the data-bound arguments, lists as lists
+            a = {**SIZES[args.get("size", DEFAULT)], **(args.get("net") or {})}
+            return {"in_features": [int(d) for d in a["in_features"]], "num_categories": int(a["num_categories"])}
+
+        have, demo = resolved(init), resolved(demo_model)
+        over = {k: v for k, v in demo.items() if have[k] != v}
+        if not over:
+            return {}, ""
+        note = ", ".join(f"{k}={v}" for k, v in over.items()) + " from the demo (its features; no video categories)"
+        return {"net": {**(init.get("net") or {}), **over}}, note
 
     # ------------------------------------------------------------------------------------------ data agreement
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is None:
             return
-        hp = self.hparams
+        a = self.arch
         dims = getattr(dm, "feature_dims", None)
-        if dims is not None and list(dims) != list(hp.in_features):
+        if dims is not None and list(dims) != list(a["in_features"]):
             raise UserError(
                 f"the data's features have sizes {list(dims)}, the model takes in_features="
-                f"{list(hp.in_features)}: set model.init_args.in_features to {list(dims)}"
+                f"{list(a['in_features'])}: set model.init_args.net.in_features to {list(dims)}"
             )
         v = getattr(dm, "vocab_size", None)
-        if v is not None and v > hp.vocab_size:
+        if v is not None and v > a["vocab_size"]:
             raise UserError(
-                f"the data's vocabulary has {v} entries, the model's vocab_size is {hp.vocab_size}: set "
-                f"model.init_args.vocab_size to {v}"
+                f"the data's vocabulary has {v} entries, the model's vocab_size is {a['vocab_size']}: set "
+                f"model.init_args.net.vocab_size to {v}"
             )
         cats = getattr(dm, "num_categories", 0) or 0
-        if hp.num_categories and not cats:
+        if a["num_categories"] and not cats:
             raise UserError(
-                f"the model embeds {hp.num_categories} video categories (MSR-VTT) but the data has none: "
-                "set model.init_args.num_categories to 0"
+                f"the model embeds {a['num_categories']} video categories (MSR-VTT) but the data has none: "
+                "set model.init_args.net.num_categories to 0"
             )
-        if cats > hp.num_categories and hp.num_categories:
-            raise UserError(f"the data has {cats} categories, the model num_categories={hp.num_categories}")
+        if cats > a["num_categories"] and a["num_categories"]:
+            raise UserError(
+                f"the data has {cats} categories, the model net.num_categories={a['num_categories']}: set "
+                f"model.init_args.net.num_categories to {cats}"
+            )
         self.itow = list(getattr(dm, "itow", None) or []) or None
         counts = getattr(dm, "token_counts", None)
-        if counts is not None and hp.fad:
+        if counts is not None and a["fad"]:
             buf = self.model.decoder.fad.token_counts
             c = torch.as_tensor(counts, dtype=buf.dtype)
             buf.zero_()
             buf[: c.numel()] = c.to(buf.device)
             low, high = self.model.decoder.fad.partition_sizes()
             rank_zero_info(
-                f"RSFD FAD: threshold {hp.fad_threshold:g}, |L| = {low}, |H| = {high} "
+                f"RSFD FAD: threshold {a['fad_threshold']:g}, |L| = {low}, |H| = {high} "
                 f"({getattr(dm, 'frequency_source', 'data')} frequencies)"
             )
 
@@ -244,7 +249,7 @@ class RSFDModule(LightningModule):
         out = beam_search(
             self.model,
             modalities(feats),
-            category if self.hparams.num_categories else None,
+            category if self.arch["num_categories"] else None,
             self.hparams.beam_size,
             alpha=self.hparams.length_alpha,
             rule=self.hparams.beam_rule,
@@ -255,7 +260,7 @@ class RSFDModule(LightningModule):
     def losses(self, batch) -> dict[str, torch.Tensor]:
         tokens = batch["tokens"]
         inp, tgt = tokens[:, :-1], tokens[:, 1:]
-        category = batch.get("category") if self.hparams.num_categories else None
+        category = batch.get("category") if self.arch["num_categories"] else None
         logits, hidden = self.model(modalities(batch["feats"]), inp, category)
         b = tokens.shape[0]
         ce = F.cross_entropy(logits.flatten(0, 1).float(), tgt.flatten(), ignore_index=PAD, reduction="sum") / b
