@@ -161,7 +161,10 @@ class NuScenesDetection(_FrameRows):
 
     def __init__(self, classes: Sequence[str] = ("car",), filter_range: bool = True, **kwargs):
         super().__init__(classes, **kwargs)
-        from nuscenes.eval.detection.constants import DETECTION_NAMES
+        from zoo.extras import missing_extra_as_user_error
+
+        with missing_extra_as_user_error("NuScenesDetection"):  # nuscenes-devkit is in no extra: the line says why
+            from nuscenes.eval.detection.constants import DETECTION_NAMES
 
         bad = [c for c in self.classes if c not in DETECTION_NAMES]
         if bad:
