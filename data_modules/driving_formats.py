@@ -38,7 +38,6 @@ __all__ = [
     "kitti_label_boxes",
     "kitti_lidar2cam",
     "load_info_pickle",
-    "project_to_image",
     "read_kitti_calib",
     "read_kitti_label",
     "read_points",
@@ -220,20 +219,10 @@ def camera_boxes_to_lidar(boxes_cam: np.ndarray, lidar2cam: np.ndarray) -> np.nd
     boxes_cam = np.asarray(boxes_cam, dtype=np.float64).reshape(-1, 7)
     cam2lidar = np.linalg.inv(np.asarray(lidar2cam, dtype=np.float64))
     loc = np.concatenate([boxes_cam[:, :3], np.ones((len(boxes_cam), 1))], 1) @ cam2lidar.T
-    l, h, w = boxes_cam[:, 3], boxes_cam[:, 4], boxes_cam[:, 5]
+    length, h, w = boxes_cam[:, 3], boxes_cam[:, 4], boxes_cam[:, 5]
     yaw = -boxes_cam[:, 6] - np.pi / 2
     yaw = yaw - np.floor(yaw / (2 * np.pi) + 0.5) * 2 * np.pi
-    return np.stack([loc[:, 0], loc[:, 1], loc[:, 2] + h / 2, l, w, h, yaw], 1)
-
-
-def project_to_image(points: np.ndarray, lidar2img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """LiDAR points ``[N, >=3]`` through a 3×4 / 4×4 ``lidar2img`` -> (pixels ``[N, 2]``, depth ``[N]``)."""
-    m = _pad4(np.asarray(lidar2img, dtype=np.float64))
-    hom = np.concatenate([np.asarray(points, dtype=np.float64)[:, :3], np.ones((len(points), 1))], 1) @ m.T
-    depth = hom[:, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        uv = hom[:, :2] / depth[:, None]
-    return uv, depth
+    return np.stack([loc[:, 0], loc[:, 1], loc[:, 2] + h / 2, length, w, h, yaw], 1)
 
 
 def kitti_label_boxes(objects: list[dict], calib: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:

@@ -8,8 +8,9 @@ looked up under ``root/samples/<CAM or LIDAR_TOP>/`` and in ``root`` itself (the
 ``shared/data/nuscenes_demo``). One sample = one camera image.
 
 - **nuInsSeg** (``nuinsseg``: the path of the devkit's ``nuinsseg.json`` table, or found as
-  ``root/v1.0-*/nuinsseg.json``; or the COCO json of its converter, images matched by file name): records ``{token, sample_data_token, category_name, bbox_corners [x1, y1, x2, y2],
-  filename, instance_mask}`` with the mask as COCO RLE (``{"size": [900, 1600], "counts": ...}``) or polygons
+  ``root/v1.0-*/nuinsseg.json``; or the COCO json of its converter, images matched by file name): records
+  ``{token, sample_data_token, category_name, bbox_corners [x1, y1, x2, y2], filename, instance_mask}`` with the
+  mask as COCO RLE (``{"size": [900, 1600], "counts": ...}``) or polygons
   (list of flat xy lists) on the 1600×900 image. Each record is matched to the PLA instance of the same class with
   the highest 2D-box IoU (≥ 0.3); the supervision box is the mask's tight box (the official ``tbox_refine`` sets),
   the evaluation mask is the human mask. Records without a LiDAR match keep box + mask, with ignore points.
@@ -18,10 +19,11 @@ looked up under ``root/samples/<CAM or LIDAR_TOP>/`` and in ``root`` itself (the
   corners clipped to the image) and the evaluation masks are the convex hulls of the projected 3D box corners,
   ``mask_source = "box-hull"``: they exercise the mask-AP path, they are not object masks.
 
-PLA (:func:`zoo.models.lwsis.pla.point_label_assignment`) runs once per image at the original resolution when the
+PLA (:func:`data_modules.point_labels.point_label_assignment`) runs once per image at the original resolution when the
 dataset is set up (``cache``: an ``.npz``-free in-memory cache per data module; ``cache_dir`` also writes it as
 ``pla-<camera token>.pt`` via ``torch.save`` of plain tensors, read back with ``weights_only=True``). Images are then
-resized to ``image_size`` (H, W) and the points / boxes scaled with them; points that leave the image become ignore
+resized to ``image_size`` (H, W; unset, the attached model's ``data_config()``) and the points / boxes scaled with
+them; points that leave the image become ignore
 (−1). Per instance the batch carries ``num_points`` PLA points (the first of the stored K, shuffled at sampling) and
 up to ``max_nodes`` in-box + ``max_nodes`` out-of-box LiDAR nodes for GCR.
 
@@ -43,9 +45,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from zoo.errors import DataNotFoundError, UserError, check_positive
 from zoo.files import path_inside, safe_file_name
+from zoo.sizes import follow_model, model_data_config
 
+from . import point_labels
 from .driving import info_lidar_path
 from .driving_formats import load_info_pickle, read_points
+from .projection import project
 
 __all__ = [
     "InstanceSegImages",
@@ -233,7 +238,10 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.clip(rb - lt, 0, None).prod(2)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
+
+    def area(x):
+        return (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
+
     return inter / (area(a)[:, None] + area(b)[None] - inter + 1e-9)
 
 
@@ -330,6 +338,12 @@ class MultiScaleCollate:
         return out, targets
 
 
+def _check_image_size(image_size) -> list[int]:
+    if len(image_size) != 2 or any(int(v) != v or v <= 0 or v % 32 for v in image_size):
+        raise UserError(f"image_size must be (H, W), multiples of 32, got {list(image_size)}")
+    return [int(v) for v in image_size]
+
+
 class NuScenesInstanceSegDataModule(LightningDataModule):
     """nuScenes cameras with LWSIS weak labels (module docstring).
 
@@ -339,7 +353,8 @@ class NuScenesInstanceSegDataModule(LightningDataModule):
         nuinsseg: path of ``nuinsseg.json``; ``None``: ``root/v1.0-*/nuinsseg.json`` when it exists, else box hulls.
         train_frames / val_frames: frame indices of the info's ``data_list`` (``None``: all; the demo has one frame
             and trains and evaluates on the same six images, an overfitting check, said so in its config).
-        cameras: camera names to use. image_size: (H, W), multiples of 32.
+        cameras: camera names to use. image_size: (H, W), multiples of 32; ``None`` follows the model attached to the
+            trainer (``data_config()``: LWSIS's ``img_size``), a value set here must equal it.
         num_points: PLA points per instance fed to the loss (20); pla_points: points stored per instance (K = 100);
         pla_mode: "window" (occlusion filter) | "simple"; max_nodes: in / out LiDAR nodes per instance (100).
         min_box_px: GT boxes smaller than this (px, at ``image_size``) on either side are dropped.
@@ -356,7 +371,7 @@ class NuScenesInstanceSegDataModule(LightningDataModule):
         train_frames: list[int] | None = None,
         val_frames: list[int] | None = None,
         cameras: list[str] = CAMERAS,
-        image_size: list[int] = (800, 1344),
+        image_size: list[int] | None = None,
         num_points: int = 20,
         pla_points: int = 100,
         pla_mode: str = "window",
@@ -376,8 +391,7 @@ class NuScenesInstanceSegDataModule(LightningDataModule):
             check_positive(name, getattr(self.hparams, name))
         if num_points > pla_points:
             raise UserError(f"num_points ({num_points}) exceeds the stored pla_points ({pla_points}); lower num_points")
-        if len(image_size) != 2 or any(s % 32 for s in image_size):
-            raise UserError(f"image_size must be (H, W), multiples of 32, got {list(image_size)}")
+        self.image_size = None if image_size is None else _check_image_size(image_size)
         bad = [c for c in cameras if c not in CAMERAS]
         if bad:
             raise UserError(f"unknown camera(s) {bad}; nuScenes cameras are {list(CAMERAS)}")
@@ -424,11 +438,11 @@ class NuScenesInstanceSegDataModule(LightningDataModule):
         """PLA + GT per camera image, once per data module (the cache)."""
         if self._items is not None:
             return self._items
-        from zoo.models.lwsis.pla import point_label_assignment, project
         from zoo.nn.boxes3d import box_corners
 
         hp = self.hparams
         info_path = self._info_path()
+        image_size = self._follow_model()
         info = load_info_pickle(info_path)
         cats = info.get("metainfo", {}).get("categories", {n: i for i, n in enumerate(NUSCENES_CLASSES)})
         names = {v: k for k, v in cats.items()}
@@ -462,7 +476,7 @@ class NuScenesInstanceSegDataModule(LightningDataModule):
                         for d in torch.load(cached, weights_only=True)
                     ]
                 else:
-                    pla = point_label_assignment(
+                    pla = point_labels.point_label_assignment(
                         points,
                         lidar2img,
                         boxes3d,
@@ -483,7 +497,7 @@ class NuScenesInstanceSegDataModule(LightningDataModule):
                         )
                 cuv, cdep = project(corners, lidar2img)
                 cuv, cdep = cuv.reshape(-1, 8, 2), cdep.reshape(-1, 8)
-                sx, sy = hp.image_size[1] / ow, hp.image_size[0] / oh
+                sx, sy = image_size[1] / ow, image_size[0] / oh
                 keep = [
                     d
                     for d in pla
@@ -567,10 +581,17 @@ class NuScenesInstanceSegDataModule(LightningDataModule):
         items = self._subset(hp.train_frames if split == "train" else hp.val_frames)
         if split == "train":
             items = [it for it in items if len(it["labels"])] * hp.repeat
-        return InstanceSegImages(items, hp.image_size, hp.num_points, hp.max_nodes)
+        return InstanceSegImages(items, self._follow_model(), hp.num_points, hp.max_nodes)
+
+    def _follow_model(self) -> list[int]:
+        """``image_size``: the one set here, else the attached model's (``zoo.sizes.follow_model``)."""
+        model = model_data_config(self).get("image_size")
+        self.image_size = _check_image_size(follow_model(self, "image_size", self.image_size, model))
+        return self.image_size
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_items()
+        self._follow_model()
 
     def _loader(self, split, shuffle):
         ds = self.dataset(split)

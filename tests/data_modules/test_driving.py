@@ -22,11 +22,11 @@ from zoo.data_modules.driving_formats import (
     kitti_label_boxes,
     kitti_lidar2cam,
     load_info_pickle,
-    project_to_image,
     read_kitti_calib,
     read_kitti_label,
     read_points,
 )
+from zoo.data_modules.projection import project as project_to_image
 from zoo.errors import DataNotFoundError, UserError
 from zoo.nn.boxes3d import box_corners, points_in_boxes
 

@@ -232,7 +232,7 @@ def test_nuinsseg_coco_export_and_pla_cache(shared_data, tmp_path, demo, monkeyp
     def no_pla(*args, **kwargs):
         raise AssertionError("PLA recomputed despite the cache")
 
-    monkeypatch.setattr("zoo.models.lwsis.pla.point_label_assignment", no_pla)
+    monkeypatch.setattr("zoo.data_modules.point_labels.point_label_assignment", no_pla)
     again = NuScenesInstanceSegDataModule(
         str(root),
         nuinsseg=str(tmp_path / "coco.json"),

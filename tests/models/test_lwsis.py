@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from zoo.data_modules.point_labels import balanced_sample, check_calibration, point_label_assignment, project
 from zoo.errors import UserError
 from zoo.models.lwsis import losses as L
 from zoo.models.lwsis.model import CondInst, DynamicMaskHead, aligned_bilinear, num_dynamic_params
-from zoo.models.lwsis.pla import balanced_sample, check_calibration, point_label_assignment, project
 
 TINY = {
     "depth": 18,
@@ -178,7 +178,10 @@ def test_point_loss_samples_cell_centres_and_ignores():
     np.testing.assert_allclose(L.sample_logits(logits, coords)[0].numpy(), [-1.0, 1.25, 0.75], rtol=1e-6)
     labels = torch.tensor([[1, 0, -1]])
     got = L.point_loss(logits, coords, labels, torch.tensor([0.5]))
-    bce = lambda x, y: -(y * math.log(1 / (1 + math.exp(-x))) + (1 - y) * math.log(1 - 1 / (1 + math.exp(-x))))
+
+    def bce(x, y):
+        return -(y * math.log(1 / (1 + math.exp(-x))) + (1 - y) * math.log(1 - 1 / (1 + math.exp(-x))))
+
     assert float(got) == pytest.approx(0.5 * (bce(-1.0, 1) + bce(1.25, 0)) / 3, rel=1e-5)
 
 
@@ -313,7 +316,7 @@ def test_tiny_objective_forward_backward(pla_gcr):
     from zoo.models.lwsis.module import LWSISModule
 
     torch.manual_seed(0)
-    m = LWSISModule(**TINY, img_size=[64, 96], pla=pla_gcr, gcr=pla_gcr, loss_warmup_iters=1).train()
+    m = LWSISModule(net=TINY, img_size=[64, 96], pla=pla_gcr, gcr=pla_gcr, loss_warmup_iters=1).train()
     images = torch.rand(2, 3, 64, 96) * 255
     losses = m.compute_losses(images, _targets(2, 64, 96), warm=1.0)
     assert set(losses) == {
@@ -348,7 +351,7 @@ def test_module_single_box_batch_follows_the_release_and_the_switches_reach_the_
     out = {}
     for name, over in {"release": {}, "exact": {"instance_weight_exact": True}, "pair": {"gcr_pairwise": True}}.items():
         torch.manual_seed(0)
-        m = LWSISModule(**TINY, img_size=[64, 96], loss_warmup_iters=1, **over).train()
+        m = LWSISModule(net=TINY, img_size=[64, 96], loss_warmup_iters=1, **over).train()
         out[name] = {k: float(v.detach()) for k, v in m.compute_losses(images, _targets(1, 64, 96, g=1)).items()}
     assert out["release"]["loss_point"] == 0.0 and out["exact"]["loss_point"] > 0  # w = 0 vs 0.5
     assert out["exact"]["loss_gcr_geo"] == pytest.approx(0.5 * out["release"]["loss_gcr_geo"], rel=1e-5)
@@ -358,10 +361,16 @@ def test_module_single_box_batch_follows_the_release_and_the_switches_reach_the_
 def test_module_rejects_bad_arguments():
     from zoo.models.lwsis.module import LWSISModule
 
-    with pytest.raises(UserError, match="size must be one of"):
+    with pytest.raises(UserError, match="unknown size 'r18'; choose one of r101, r50") as e:
         LWSISModule(size="r18")
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="'num_classes', which the network does not take") as e:
+        LWSISModule(net={**TINY, "num_classes": 3})  # the label space is the module's own argument
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="'width'.*its arguments are .*box_activation"):
+        LWSISModule(net={"width": 3})
     with pytest.raises(UserError, match="multiples of 32"):
-        LWSISModule(**TINY, img_size=[60, 96])
+        LWSISModule(net=TINY, img_size=[60, 96])
 
 
 # ------------------------------------------------------------------------------------------------ metric
@@ -493,7 +502,8 @@ def test_converter_maps_the_full_official_key_set(size):
     import json
 
     from zoo.models.lwsis.convert import convert_state_dict
-    from zoo.models.lwsis.model import SIZES, CondInst
+    from zoo.models.lwsis.model import CondInst
+    from zoo.models.lwsis.sizes import SIZES
 
     keys = json.loads((GOLDEN / "official_keys.json").read_text())[size]
     official = {k: torch.zeros(s, device="meta") for k, s in keys.items()}
@@ -591,7 +601,7 @@ def test_pla_projection_occlusion_filter_and_sampler_match_the_official_code():
     ``np.random`` draws (tests/fixtures/lwsis/README.md)."""
     from safetensors.numpy import load_file
 
-    from zoo.models.lwsis.pla import occlusion_filter
+    from zoo.data_modules.point_labels import occlusion_filter
 
     g = load_file(GOLDEN / "pla.safetensors")
     uv, depth = project(g["points"], g["lidar2img"])
@@ -610,3 +620,53 @@ def test_pla_projection_occlusion_filter_and_sampler_match_the_official_code():
         coords, labels = balanced_sample(fg, bg, box, 20, np.random.RandomState(7))
         np.testing.assert_allclose(coords, g[f"{case}_coords"], rtol=1e-6, err_msg=case)
         assert np.array_equal(labels, g[f"{case}_labels"]), case
+
+
+# ------------------------------------------------------------------ sizes once, data follows the model (issue 24)
+def test_sizes_build_the_registry_architectures_and_the_old_pla_path_still_imports():
+    from zoo import registry
+    from zoo.models.lwsis import pla
+    from zoo.models.lwsis.module import LWSISModule
+    from zoo.models.lwsis.sizes import DEFAULT, SIZES
+
+    assert pla.point_label_assignment is point_label_assignment and pla.project is project
+    assert DEFAULT == "r50" and set(SIZES) == {"r50", "r101"}
+    with torch.device("meta"):
+        for size in SIZES:
+            m = LWSISModule(size=size)
+            assert m.data_config() == {"image_size": [800, 1344]}
+            assert sum(p.numel() for p in m.model.parameters()) == registry.get(f"lwsis-boxinst-{size}").params
+
+
+class _Trainer:
+    """Just what ``zoo.sizes.model_data_config`` and the module's ``setup`` read."""
+
+    def __init__(self, module, datamodule=None):
+        self.lightning_module, self.datamodule = module, datamodule
+
+
+def test_instance_seg_data_follows_the_model_image_size(shared_data):
+    from zoo.data_modules import NuScenesInstanceSegDataModule
+    from zoo.models.lwsis.module import LWSISModule
+
+    root = str(shared_data / "nuscenes_demo")
+    module = LWSISModule(net=TINY, img_size=[64, 96])
+    dm = NuScenesInstanceSegDataModule(root, cameras=["CAM_FRONT"], min_box_px=0.0)
+    with pytest.raises(UserError, match="image_size is not set and no attached model fixes it") as e:
+        dm.setup("fit")  # no model, no size
+    assert "\n" not in str(e.value)
+    dm.trainer = _Trainer(module)
+    dm.setup("fit")
+    images, _ = next(iter(dm.val_dataloader()))
+    assert dm.image_size == [64, 96] and tuple(images.shape[-2:]) == (64, 96)
+    bad = NuScenesInstanceSegDataModule(root, cameras=["CAM_FRONT"], image_size=[128, 224])
+    bad.trainer = _Trainer(module)
+    with pytest.raises(UserError, match=r"image_size is \[128, 224\] but the model was built for \[64, 96\]") as e:
+        bad.setup("fit")
+    assert "\n" not in str(e.value)
+    module.trainer = None
+    module._trainer = _Trainer(module, NuScenesInstanceSegDataModule(root, image_size=[64, 96]))
+    module.setup("fit")  # 10 classes on both sides
+    module.model.num_classes = 3
+    with pytest.raises(UserError, match="the head has 3 classes, the data module 10"):
+        module.setup("fit")

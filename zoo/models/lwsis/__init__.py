@@ -28,9 +28,10 @@ PAPER = Paper(
 
 MODULE = "zoo.models.lwsis.module.LWSISModule"
 
-# backbone -> (parameters of module.model at the paper size (FrozenBN affine are buffers, not parameters), checked
-# on the meta device; LWSIS + BoxInst mask AP; BoxInst mask AP) -- Serenos/LWSIS README, nuInsSeg val
-SIZES = {
+# size (zoo/models/lwsis/sizes.py) -> (parameters of module.model at that size (FrozenBN affine are buffers, not
+# parameters), checked on the meta device; LWSIS + BoxInst mask AP; BoxInst mask AP) -- Serenos/LWSIS README, nuInsSeg
+# val
+ENTRY_FACTS = {
     "r50": (34_098_381, 35.65, 33.65),
     "r101": (53_038_285, 36.22, 34.39),
 }
@@ -101,15 +102,17 @@ def _paper_metrics(lwsis: float, boxinst: float) -> tuple[Metric, ...]:
 
 
 TINY = {
-    "depth": 18,
-    "backbone_channels": [8, 16, 32, 64],
-    "stem_width": 8,
-    "fpn": 16,
-    "tower": 1,
-    "mask_ch": 8,
-    "mask_convs": 1,
-    "mask_out": 8,
-    "gn_groups": 8,
+    "net": {
+        "depth": 18,
+        "backbone_channels": [8, 16, 32, 64],
+        "stem_width": 8,
+        "fpn": 16,
+        "tower": 1,
+        "mask_ch": 8,
+        "mask_convs": 1,
+        "mask_out": 8,
+        "gn_groups": 8,
+    },
     "img_size": [64, 96],
 }
 
@@ -117,7 +120,7 @@ ENTRIES = [
     Entry(
         name=f"lwsis-boxinst-{size}",
         module=MODULE,
-        init_args={"size": size, "num_classes": 10},
+        init_args={"size": size},
         paper=PAPER,
         license="AdelaiDet non-commercial (upstream code); nuScenes / nuInsSeg data CC BY-NC-SA 4.0",
         description=(
@@ -133,7 +136,7 @@ ENTRIES = [
             "input_size": [3, 800, 1344],
             "train_resize": "short side random in 640..800 (multi-scale), long side <= 1333",
             "backbone_init": f"ImageNet MSRA ResNet-{size[1:]} (detectron2 R-{size[1:]}.pkl); random here",
-            "pla": "offline per camera image: zoo.models.lwsis.pla.point_label_assignment (K = 100 points, "
+            "pla": "offline per camera image: zoo.data_modules.point_labels.point_label_assignment (K = 100 points, "
             "20 used per instance)",
             "data_module": "zoo.data_modules.NuScenesInstanceSegDataModule",
         },
@@ -172,9 +175,9 @@ ENTRIES = [
             "operands broadcast along one axis; the paper's pairwise -log(p_i p_j + (1-p_i)(1-p_j)) is "
             "gcr_pairwise=true), and the instance weight is (s - min) / (max - min + 1e-5), 0 for a batch "
             "with a single GT box (no point loss, full GCR weight; zoo's earlier exact min-max with 0.5 for "
-            "equal sizes is instance_weight_exact=true). Also as released: the ResNet bottlenecks stride in their 1x1 conv "
-            "(detectron2 MSRA, STRIDE_IN_1X1; stride_in_3x3=true is timm's layout), BoxInst box masks cover "
-            "the pixels int(x1)..int(x2) (box_mask_continuous=true: the float box) and the Lab colour "
+            "equal sizes is instance_weight_exact=true). Also as released: the ResNet bottlenecks stride in their "
+            "1x1 conv (detectron2 MSRA, STRIDE_IN_1X1; net.stride_in_3x3=true is timm's layout), BoxInst box "
+            "masks cover the pixels int(x1)..int(x2) (box_mask_continuous=true: the float box) and the Lab colour "
             "similarity uses the byte-truncated stride-4 average (lab_from_float=true: unrounded); the "
             "appearance graph's similarity range runs over all node slots, padding included, and an "
             "instance with fewer than 2 LiDAR nodes has no graph (gcr_valid_nodes_only=true: zoo's earlier "
@@ -189,5 +192,5 @@ ENTRIES = [
         ),
         tiny_overrides=TINY,
     )
-    for size, (params, ap, base) in SIZES.items()
+    for size, (params, ap, base) in ENTRY_FACTS.items()
 ]

@@ -126,10 +126,10 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     xyz = torch.einsum("ij,...jhw->...ihw", m, c)
     xyz = xyz / c.new_tensor([0.95047, 1.0, 1.08883])[:, None, None]
     f = torch.where(xyz > 0.008856, xyz.clamp(min=1e-12) ** (1 / 3), 7.787 * xyz + 16 / 116)
-    l = torch.where(xyz[..., 1:2, :, :] > 0.008856, 116 * f[..., 1:2, :, :] - 16, 903.3 * xyz[..., 1:2, :, :])
+    lightness = torch.where(xyz[..., 1:2, :, :] > 0.008856, 116 * f[..., 1:2, :, :] - 16, 903.3 * xyz[..., 1:2, :, :])
     a = 500 * (f[..., 0:1, :, :] - f[..., 1:2, :, :])
     b = 200 * (f[..., 1:2, :, :] - f[..., 2:3, :, :])
-    return torch.cat([l, a, b], -3)
+    return torch.cat([lightness, a, b], -3)
 
 
 def color_similarity(

@@ -9,7 +9,7 @@ its per-level learnable scales and the CondInst controller, the mask branch, the
 coordinates and aligned-bilinear upsampling (AdelaiDet ``adet/modeling/condinst/{mask_branch,dynamic_mask_head}.py``,
 ``adet/utils/comm.py: aligned_bilinear``; facts only, the code is reimplemented).
 
-Sizes (the official ``configs/BoxInst/Base-BoxInst-nuscenes.yaml``): stated once in :data:`SIZES`.
+Sizes (the official ``configs/BoxInst/Base-BoxInst-nuscenes.yaml``): stated once in :mod:`zoo.models.lwsis.sizes`.
 
 Shapes: images ``[B, 3, H, W]`` float RGB in 0..255 (normalised inside with the detectron2 MSRA pixel mean / std);
 FPN levels P3..P7 at strides 8..128; mask features ``[B, C_mask, H/8, W/8]``; mask logits at stride 4.
@@ -28,7 +28,6 @@ from torchvision.ops import FeaturePyramidNetwork, batched_nms
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 __all__ = [
-    "SIZES",
     "CondInst",
     "DynamicMaskHead",
     "FCOSHead",
@@ -38,30 +37,6 @@ __all__ = [
     "num_dynamic_params",
 ]
 
-#: name -> architecture. ``depth``: ResNet depth; ``fpn``: FPN channels; ``mask_ch`` / ``mask_out``: mask branch width /
-#: output channels (BoxInst 16, CondInst 8); ``dyn_ch``: dynamic-head width; ``tower``: FCOS tower depth.
-SIZES = {
-    "r50": {
-        "depth": 50,
-        "fpn": 256,
-        "tower": 4,
-        "mask_ch": 128,
-        "mask_convs": 4,
-        "mask_out": 16,
-        "dyn_ch": 8,
-        "dyn_layers": 3,
-    },
-    "r101": {
-        "depth": 101,
-        "fpn": 256,
-        "tower": 4,
-        "mask_ch": 128,
-        "mask_convs": 4,
-        "mask_out": 16,
-        "dyn_ch": 8,
-        "dyn_layers": 3,
-    },
-}
 STRIDES = (8, 16, 32, 64, 128)
 SIZES_OF_INTEREST = (64, 128, 256, 512)  # FCOS level ranges; the last level is unbounded
 PIXEL_MEAN = (123.675, 116.28, 103.53)  # detectron2 MSRA ResNet, RGB order here

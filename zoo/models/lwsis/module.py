@@ -33,26 +33,29 @@ linear warm-up over 1000 iterations from 0.001×, ×0.1 at the ``steps``; ``max_
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 
 from zoo.errors import UserError, check_positive
 from zoo.models.lwsis import losses as L
-from zoo.models.lwsis.model import SIZES, SIZES_OF_INTEREST, CondInst, flatten_outputs
-
-ARCH_KEYS = ("depth", "fpn", "tower", "mask_ch", "mask_convs", "mask_out", "dyn_ch", "dyn_layers")
+from zoo.models.lwsis.model import SIZES_OF_INTEREST, CondInst, flatten_outputs
+from zoo.models.lwsis.sizes import DEFAULT, SIZES
+from zoo.sizes import net_args
 
 
 class LWSISModule(LightningModule):
     """Args:
-    size: "r50" | "r101" (:data:`zoo.models.lwsis.model.SIZES`); the keys of ``ARCH_KEYS`` and
-        ``backbone_channels`` / ``stem_width`` / ``gn_groups`` override it (CPU demo, tests).
-    num_classes: 10 nuScenes detection classes.
-    box_activation: "relu" (AdelaiDet's normalised FCOS regression, the paper recipe) | "exp" (the FCOS paper's
-        original exp(s·x); the CPU demo uses it: from random init on a few tiny boxes the ReLU branch can die).
-    stride_in_3x3: timm's ResNet layout (a downsampling bottleneck strides in its 3x3 conv) instead of the
-        release's detectron2 MSRA layout (stride in the first 1x1, ``RESNETS.STRIDE_IN_1X1``) (default off).
+    size: "r50" | "r101" (:mod:`zoo.models.lwsis.sizes`); net: overrides of any
+        :class:`~zoo.models.lwsis.model.CondInst` argument but ``num_classes`` (CPU demo, tests: ``depth``,
+        ``backbone_channels``, ``stem_width``, ``fpn``, ...; ``box_activation``: "relu" (AdelaiDet's normalised FCOS
+        regression, the paper recipe) | "exp" (the FCOS paper's exp(s·x), the CPU demo's: from random init on a few
+        tiny boxes the ReLU branch can die); ``stride_in_3x3``: timm's ResNet layout instead of the release's
+        detectron2 MSRA stride-in-1x1 bottleneck).
+    num_classes: 10 nuScenes detection classes (checked against the data module's in ``setup``).
     pla, gcr: LWSIS's point loss / graph regulariser on (off: BoxInst).
     point_weight, geo_weight, app_weight: 0.1, 0.2, 0.15; loss_warmup_iters: 1000.
     geo_thresh, app_thresh: graph edge thresholds (0.5, 0.3).
@@ -68,49 +71,26 @@ class LWSISModule(LightningModule):
         (padding included) and no graph below 2 nodes (default off).
     pairwise_thresh, pairwise_dilation: 0.3, 2; bottom_pixels_removed: 10; topk_proposals: 64.
     lr, momentum, weight_decay, steps, max_steps, lr_warmup_iters: the schedule.
-    img_size: (H, W) of ``example_input_array``.
+    img_size: (H, W) the network is evaluated at (the official 800 x 1344); ``example_input_array`` and the data
+        module's ``image_size`` follow it (:meth:`data_config`).
     """
 
     @classmethod
     def bench_init_args(cls, init_args: dict, demo_init_args: dict) -> tuple[dict, str]:
-        """``zoo bench --train`` without a GPU: the demo's CPU-size CondInst (narrow ResNet-18 layout, 64-channel FPN,
-        its image size) instead of ResNet-50 at 800x1344, which takes minutes per step on a CPU. With CUDA the entry's
-        paper-size network is benchmarked as it is."""
+        """``zoo bench --train`` without a GPU: the demo's CPU-size CondInst (its ``net``: narrow ResNet-18 layout,
+        64-channel FPN; its image size and proposals) instead of ResNet-50 at 800x1344, which takes minutes per step
+        on a CPU. With CUDA the entry's paper-size network is benchmarked as it is."""
         if torch.cuda.is_available():
             return {}, ""
-        keys = (
-            *ARCH_KEYS,
-            "backbone_channels",
-            "stem_width",
-            "gn_groups",
-            "freeze_at",
-            "frozen_bn",
-            "img_size",
-            "box_activation",
-            "topk_proposals",
-        )
+        keys = ("net", "img_size", "topk_proposals")
         args = {k: demo_init_args[k] for k in keys if k in demo_init_args and init_args.get(k) != demo_init_args[k]}
         return args, "CPU-size model of configs/demo/lwsis.yaml (no CUDA: the paper size takes minutes per step)"
 
     def __init__(
         self,
-        size: str = "r50",
+        size: str = DEFAULT,
+        net: dict[str, Any] | None = None,
         num_classes: int = 10,
-        depth: int | None = None,
-        fpn: int | None = None,
-        tower: int | None = None,
-        mask_ch: int | None = None,
-        mask_convs: int | None = None,
-        mask_out: int | None = None,
-        dyn_ch: int | None = None,
-        dyn_layers: int | None = None,
-        backbone_channels: list[int] | None = None,
-        stem_width: int = 64,
-        gn_groups: int = 32,
-        freeze_at: int = 2,
-        frozen_bn: bool = True,
-        box_activation: str = "relu",
-        stride_in_3x3: bool = False,
         pla: bool = True,
         gcr: bool = True,
         point_weight: float = 0.1,
@@ -138,31 +118,31 @@ class LWSISModule(LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        if size not in SIZES:
-            raise UserError(f"size must be one of {sorted(SIZES)}, got {size!r}")
         for name in ("num_classes", "max_steps", "topk_proposals"):
             check_positive(name, getattr(self.hparams, name), where="LWSISModule")
         if lr <= 0:
             raise UserError(f"LWSISModule: lr must be > 0, got {lr}; the paper uses 0.05 at batch 16")
         if len(img_size) != 2 or any(s % 32 for s in img_size):
             raise UserError(f"img_size must be (H, W) with both multiples of 32 (the FPN's P5 stride), got {img_size}")
-        arch = dict(SIZES[size])
-        for k in ARCH_KEYS:
-            if getattr(self.hparams, k) is not None:
-                arch[k] = getattr(self.hparams, k)
+        allowed = set(inspect.signature(CondInst).parameters) - {"num_classes"}
         self.model = CondInst(
-            num_classes=num_classes,
-            backbone_channels=backbone_channels,
-            stem_width=stem_width,
-            gn_groups=gn_groups,
-            freeze_at=freeze_at,
-            frozen_bn=frozen_bn,
-            box_activation=box_activation,
-            stride_in_3x3=stride_in_3x3,
-            **arch,
+            num_classes=num_classes, **net_args(SIZES, size, net, where="LWSISModule", allowed=allowed)
         )
         self.example_input_array = torch.rand(1, 3, *img_size) * 255
         self._metrics = {}
+
+    def data_config(self) -> dict:
+        """What the data follows (``zoo.sizes.follow_model``): the image size the network is evaluated at."""
+        return {"image_size": [int(v) for v in self.hparams.img_size]}
+
+    def setup(self, stage: str | None = None) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        n = getattr(dm, "num_classes", None)
+        if n is not None and n != self.model.num_classes:
+            raise UserError(
+                f"LWSISModule: the head has {self.model.num_classes} classes, the data module {n}; set "
+                f"model.init_args.num_classes: {n}"
+            )
 
     # ------------------------------------------------------------------------------------------------ inference
     def forward(self, images: torch.Tensor):
