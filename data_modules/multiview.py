@@ -1,4 +1,4 @@
-"""nuScenes multi-view camera + LiDAR frames for camera-LiDAR fusion detectors (CMT; spec ``3d.md`` §1.8).
+"""nuScenes multi-view camera + LiDAR frames for camera-LiDAR fusion detectors (CMT).
 
 Layout under ``root`` (nuScenes, as mmdet3d's converter leaves it): ``samples/CAM_*/*.jpg``,
 ``samples/LIDAR_TOP/*.pcd.bin``, ``sweeps/LIDAR_TOP/*.pcd.bin`` and mmdet3d v2 info pickles
@@ -184,7 +184,7 @@ def _project_box(box: np.ndarray, l2i: np.ndarray, hw: tuple[int, int]):
 
 
 class MultiModalGTSampling:
-    """Multi-modal GT-sampling (CMT's ``UnifiedObjectSample`` with ``sample_2d=True``; spec 3d.md §1.8).
+    """Multi-modal GT-sampling (CMT's ``UnifiedObjectSample`` with ``sample_2d=True``).
 
     The database (:meth:`build`) holds, per training-set object with >= ``min_points`` LiDAR points, its box, label,
     points and the image crop of every view it projects into. A frame receives, per class, up to
@@ -293,7 +293,7 @@ class MultiViewFrames(Dataset):
         categories: dict,
         classes: Sequence[str],
         cameras: Sequence[str],
-        image_size: Sequence[int],
+        image_size: Sequence[int] | None,
         point_cloud_range: Sequence[float],
         train: bool,
         sweeps: int = 10,
@@ -312,7 +312,8 @@ class MultiViewFrames(Dataset):
     ):
         self.root, self.records, self.classes = root, records, list(classes)
         self.label_of = {i: (self.classes.index(n) if n in self.classes else -1) for n, i in categories.items()}
-        self.cameras, self.image_size = list(cameras), tuple(int(v) for v in image_size)
+        self.cameras = list(cameras)
+        self.image_size = None if image_size is None else tuple(int(v) for v in image_size)  # None: no images read
         self.pcr = np.asarray(point_cloud_range, dtype=np.float64)
         self.train, self.sweeps = train, sweeps
         self.resize_range, self.rot_range, self.scale_range = resize_range, rot_range, scale_range
@@ -494,6 +495,12 @@ def collate_multiview(frames: Sequence[dict]) -> dict:
     return out
 
 
+def _check_image_size(image_size: Sequence[int]) -> list[int]:
+    if len(image_size) != 2 or min(image_size) < 32:
+        raise UserError(f"image_size must be (height, width) >= 32 px, got {list(image_size)}")
+    return [int(v) for v in image_size]
+
+
 class NuScenesMultiViewDataModule(LightningDataModule):
     """nuScenes 6 cameras + LiDAR sweeps + boxes with velocity, in mmdet3d v2 info layout (module docstring).
 
@@ -503,6 +510,9 @@ class NuScenesMultiViewDataModule(LightningDataModule):
     ``gt_sampling`` (training, with ``augment``): :class:`MultiModalGTSampling` with a database built in memory from
     the training split at setup (small splits; the release precomputes ``nuscenes_dbinfos_train.pkl`` and its image
     crops with ``tools/data_converter/create_unified_gt_database.py``, a file this module does not read).
+
+    ``point_cloud_range`` and ``image_size`` (height, width) follow the model (its ``data_config()``) when left
+    ``None``; set, they must agree with it, and ``cameras`` must list as many views as the model was built for.
     """
 
     def __init__(
@@ -513,8 +523,8 @@ class NuScenesMultiViewDataModule(LightningDataModule):
         test_split: str | None = None,
         classes: Sequence[str] = CLASSES,
         cameras: Sequence[str] = CAMERAS,
-        image_size: Sequence[int] = (640, 1600),
-        point_cloud_range: Sequence[float] = (-54.0, -54.0, -5.0, 54.0, 54.0, 3.0),
+        image_size: Sequence[int] | None = None,
+        point_cloud_range: Sequence[float] | None = None,
         sweeps: int = 10,
         resize_range: Sequence[float] = (0.94, 1.25),
         rot_range: Sequence[float] = (-0.785, 0.785),
@@ -539,9 +549,8 @@ class NuScenesMultiViewDataModule(LightningDataModule):
         self.save_hyperparameters()
         self.root = Path(root).expanduser()
         self.classes = list(classes)
-        self.point_cloud_range = [float(v) for v in point_cloud_range]
-        if len(image_size) != 2 or min(image_size) < 32:
-            raise UserError(f"image_size must be (height, width) >= 32 px, got {list(image_size)}")
+        self.point_cloud_range = None if point_cloud_range is None else [float(v) for v in point_cloud_range]
+        self.image_size = None if image_size is None else _check_image_size(image_size)
         if repeat < 1 or batch_size < 1:
             raise UserError(f"repeat ({repeat}) and batch_size ({batch_size}) must be >= 1")
         self.datasets: dict[str, MultiViewFrames] = {}
@@ -570,7 +579,7 @@ class NuScenesMultiViewDataModule(LightningDataModule):
             cats,
             self.classes,
             hp.cameras,
-            hp.image_size,
+            self.image_size,
             self.point_cloud_range,
             train and hp.augment,
             hp.sweeps,
@@ -604,8 +613,27 @@ class NuScenesMultiViewDataModule(LightningDataModule):
             ds.index = index * hp.repeat
         return ds
 
+    def follow_model(self) -> None:
+        """Resolve the arguments left ``None`` from the attached model's ``data_config()`` (point-cloud range; image
+        size and camera count when images are read); a value set here must agree with the model's."""
+        from zoo.sizes import follow_model, model_data_config
+
+        cfg = model_data_config(self)
+        pcr = follow_model(self, "point_cloud_range", self.point_cloud_range, cfg.get("point_cloud_range"))
+        self.point_cloud_range = [float(v) for v in pcr]
+        if not self.hparams.with_images:
+            return
+        self.image_size = _check_image_size(follow_model(self, "image_size", self.image_size, cfg.get("image_size")))
+        views = cfg.get("num_views")
+        if views is not None and views != len(self.hparams.cameras):
+            raise UserError(
+                f"{type(self).__name__}: data.init_args.cameras lists {len(self.hparams.cameras)} views but the model "
+                f"was built for {views}; list {views} cameras or set the model's num_views"
+            )
+
     def setup(self, stage: str | None = None):
         hp = self.hparams
+        self.follow_model()
         if stage in (None, "fit"):
             self.datasets["train"] = self.frames(hp.train_split, True)
             self.datasets["val"] = self.frames(hp.val_split, False)

@@ -1,5 +1,5 @@
 """nuScenes multi-view data: the real keyframe (6 views, calibration, boxes), image and 3D augmentations that keep
-lidar2img consistent, sweeps with Δt, GridMask, CBGS, and clear errors (spec 3d.md §1.8)."""
+lidar2img consistent, sweeps with Δt, GridMask, CBGS, and clear errors."""
 
 from __future__ import annotations
 
@@ -244,3 +244,46 @@ def test_multimodal_gt_sampling_pastes_points_and_pixels(demo):
     dmg.setup("fit")
     assert len(dmg.datasets["train"].gt_sampler.database) == len(db)
     assert dmg.datasets["train"][0]["images"].shape == (6, 3, 64, 160)
+
+
+class _Model:
+    """Stands in for an attached LightningModule: only its ``data_config()`` is read."""
+
+    def __init__(self, **cfg):
+        self.cfg = cfg
+
+    def data_config(self):
+        return self.cfg
+
+
+def _attach(dm, **cfg):
+    from types import SimpleNamespace
+
+    dm.trainer = SimpleNamespace(lightning_module=_Model(**cfg))
+    return dm
+
+
+def test_range_and_image_size_follow_the_attached_model(demo):
+    """Left unset, the point-cloud range and the image size are the model's (``data_config()``); set, they must agree
+    with it (the error names both); the model's view count must be the number of cameras; with no model, unset
+    values are a one-line error naming the argument."""
+    model = {"point_cloud_range": PCR, "image_size": [64, 160], "num_views": 6, "voxel_size": [0.2, 0.2, 8.0]}
+    dm = _attach(_dm(demo, image_size=None, point_cloud_range=None), **model)
+    dm.setup("validate")
+    assert dm.point_cloud_range == PCR and dm.image_size == [64, 160]
+    assert dm.datasets["val"][0]["images"].shape == (6, 3, 64, 160)
+    agree = _attach(_dm(demo, image_size=[64, 160], point_cloud_range=[int(v) if v.is_integer() else v for v in PCR]))
+    agree.trainer.lightning_module.cfg.update(model)
+    agree.setup("validate")  # the same values (5 and 5.0 alike): accepted
+    with pytest.raises(UserError, match=r"point_cloud_range is \[-54.*built for \[-51.2") as e:
+        _attach(_dm(demo, point_cloud_range=[-54.0, -54.0, -5.0, 54.0, 54.0, 3.0]), **model).setup("validate")
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match=r"image_size is \[128, 352\] but the model was built for \[64, 160\]"):
+        _attach(_dm(demo, point_cloud_range=None), **model).setup("validate")
+    with pytest.raises(UserError, match="lists 2 views but the model was built for 6"):
+        _attach(_dm(demo, image_size=None, point_cloud_range=None, cameras=CAMERAS[:2]), **model).setup("validate")
+    with pytest.raises(UserError, match=r"image_size is not set and no attached model fixes it; set data.init_args"):
+        _dm(demo, image_size=None).setup("validate")
+    lidar = _attach(_dm(demo, image_size=None, point_cloud_range=None, with_images=False), point_cloud_range=PCR)
+    lidar.setup("validate")  # a LiDAR-only model fixes no image size, and none is needed
+    assert "images" not in lidar.datasets["val"][0]

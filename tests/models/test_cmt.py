@@ -1,8 +1,9 @@
 """CMT: camera geometry of the coordinates encoding, query visibility, PE shapes, matching, denoising, box code, the
-three modality paths, losses, bad calibration, the converter and a short real-data fit (spec 3d.md §1)."""
+three modality paths, losses, bad calibration, the converter and a short real-data fit."""
 
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
 
@@ -14,7 +15,6 @@ from zoo.errors import UserError
 from zoo.models.cmt import SPECS
 from zoo.models.cmt.convert import convert_state_dict
 from zoo.models.cmt.matching import (
-    brute_force_assignment,
     denoising_attn_mask,
     focal_cost,
     hungarian_match,
@@ -22,6 +22,7 @@ from zoo.models.cmt.matching import (
     prepare_denoising,
 )
 from zoo.models.cmt.model import (
+    CMT,
     camera_ray_points,
     check_lidar2img,
     decode_boxes,
@@ -30,15 +31,22 @@ from zoo.models.cmt.model import (
     project_anchors,
 )
 from zoo.models.cmt.module import CMTModule, ModalMask3D, sigmoid_focal_sum, synthetic_cameras
+from zoo.models.cmt.sizes import SIZES
 
 PCR = [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]
 
 
+NET_ARGS = set(inspect.signature(CMT).parameters) - {"img_backbone_kwargs"}
+
+
 def tiny(**kw):
-    args = dict(SPECS["cmt-pillar0200-r50"][3])
-    args.update(kw)
+    """The registry's tiny cmt-pillar0200-r50 (its ``tiny_overrides``, module defaults otherwise); ``kw`` may name
+    network arguments (merged into ``net``) and module arguments."""
+    over = SPECS["cmt-pillar0200-r50"][3]
+    net = {**over["net"], **{k: v for k, v in kw.items() if k in NET_ARGS}}
+    args = {**over, **{k: v for k, v in kw.items() if k not in NET_ARGS}, "net": net}
     torch.manual_seed(0)
-    return CMTModule(**args)
+    return CMTModule(size="pillar0200-r50", **args)
 
 
 def _project(l2i, pts):
@@ -100,12 +108,25 @@ def test_position_encoding_shapes_and_narrow_band_quirk():
     torch.testing.assert_close(detr[:, 31], torch.cos(2 * math.pi * pos[:, 0] / 10000 ** (14 / 16)))
     m = tiny()
     out = m(*m.example_input_array)
-    hp = m.hparams
-    assert out["cls"].shape == (hp.num_layers, 1, hp.num_query, 10)
-    assert out["box"].shape == (hp.num_layers, 1, hp.num_query, 10)
+    n, q = len(m.model.decoder.layers), m.model.num_query
+    assert out["cls"].shape == (n, 1, q, 10)
+    assert out["box"].shape == (n, 1, q, 10)
 
 
 # ------------------------------------------------------------------------------------------------ matching
+def brute_force_assignment(cost: np.ndarray) -> tuple[float, tuple[int, ...]]:
+    """Minimum total cost over all injective maps GT -> query (tiny sizes)."""
+    from itertools import permutations
+
+    q, m = cost.shape
+    best = (math.inf, ())
+    for perm in permutations(range(q), m):
+        total = sum(cost[perm[j], j] for j in range(m))
+        if total < best[0]:
+            best = (total, perm)
+    return best
+
+
 def test_hungarian_matches_brute_force():
     g = torch.Generator().manual_seed(1)
     for _ in range(5):
@@ -246,7 +267,7 @@ def test_query_anchors_are_clamped_before_the_query_encodings(clamp):
     decoding clamps them anyway); with ``clamp_query_anchors=False`` the raw anchors change the query PE."""
     m = tiny(clamp_query_anchors=clamp).eval()
     pts, images, l2i = m.example_input_array
-    q = m.hparams.num_query
+    q = m.model.num_query
     raw = torch.rand(q, 3, generator=torch.Generator().manual_seed(1)) * 1.6 - 0.3  # ~ 38 % outside [0, 1]
     outs = []
     for ref in (raw, raw.clamp(0, 1)):
@@ -348,14 +369,14 @@ def test_layer_loss_is_zero_for_a_perfect_box_and_counts_every_layer():
     m = tiny()
     b = _batch(m, 2)
     code = encode_boxes(b["boxes"][0], True)
-    box = torch.zeros(1, m.hparams.num_query, 10)
+    box = torch.zeros(1, m.model.num_query, 10)
     box[0, :2] = code
-    cls = torch.full((1, m.hparams.num_query, 10), -8.0)
+    cls = torch.full((1, m.model.num_query, 10), -8.0)
     cls[0, 0, 0] = cls[0, 1, 1] = 8.0
     lc, lb, matches = m.layer_loss(cls, box, b["boxes"], b["labels"])
     assert matches[0][0].tolist() == [0, 1] and float(lb) == pytest.approx(0.0, abs=1e-6) and float(lc) < 1e-3
     losses = m.compute_losses(b)
-    n = m.hparams.num_layers
+    n = len(m.model.decoder.layers)
     assert {k for k in losses if k.startswith("d0.")} == {
         "d0.loss_cls",
         "d0.loss_bbox",
@@ -499,7 +520,7 @@ def test_released_vovnet_has_ese_in_every_block():
 
     with torch.device("meta"):
         rel = CMTModule(**SPECS["cmt-camera-vov"][0])
-        timm_arch = CMTModule(**{**SPECS["cmt-camera-vov"][0], "ese_every_block": False})
+        timm_arch = CMTModule(**SPECS["cmt-camera-vov"][0], net={"ese_every_block": False})
     blocks = [b for b in rel.model.img.backbone.modules() if isinstance(b, OsaBlock)]
     assert len(blocks) == 16 and all(b.attn is not None for b in blocks)
     blocks = [b for b in timm_arch.model.img.backbone.modules() if isinstance(b, OsaBlock)]
@@ -560,12 +581,13 @@ SPECS_CLASSES = (
 
 def test_release_file_format_reads_safely_and_converts_strictly(tmp_path):
     """An mmcv ``save_checkpoint`` file of the official layout (meta + state_dict + AdamW state) is read by
-    ``zoo.convert.read_release`` (weights_only) and loads strictly; the same file with one foreign global is refused
-    before anything in it runs."""
+    ``zoo.convert.read_release`` (weights_only) and, through ``convert.read_official``, loads strictly; the same file
+    with one foreign global is refused before anything in it runs, a missing key is named."""
     import pathlib
 
+    from zoo import hub
     from zoo.convert import read_release
-    from zoo.models.cmt.convert import load_official
+    from zoo.models.cmt.convert import read_official
 
     m = tiny()
     official = {
@@ -579,7 +601,7 @@ def test_release_file_format_reads_safely_and_converts_strictly(tmp_path):
     raw = read_release(path)
     assert raw["meta"]["CLASSES"] == SPECS_CLASSES and int(raw["meta"]["seed"]) == 1234
     target = tiny()
-    load_official(target, raw)
+    hub.load_weights_strict(target.model, read_official(path), str(path))
     got = target.model.state_dict()
     torch.testing.assert_close(
         got["decoder.layers.0.cross_attn.in_proj_weight"],
@@ -591,8 +613,65 @@ def test_release_file_format_reads_safely_and_converts_strictly(tmp_path):
     with pytest.raises(ValueError, match="weights_only"):
         read_release(tmp_path / "bad.pth")
     del official["pts_bbox_head.reference_points.weight"]
-    with pytest.raises(UserError, match="missing"):
-        load_official(tiny(), {"state_dict": official})
+    torch.save(_mmcv_checkpoint(official, opt), path)
+    with pytest.raises(hub.WeightsMismatchError, match="missing keys.*reference_points"):
+        hub.load_weights_strict(tiny().model, read_official(path), str(path))
+
+
+def test_converter_command_line_is_zoo_converts(monkeypatch, tmp_path):
+    """``python -m zoo.models.cmt.convert CHECKPOINT NAME OUT_DIR`` is :func:`zoo.convert.converter_main` with CMT's
+    reader: the entry built by name, the converted weights loaded strictly, a Hub folder exported."""
+    from zoo.models.cmt import convert
+
+    seen = {}
+
+    def converter_main(argv, load, what, names):
+        seen.update(argv=argv, load=load, what=what, names=names)
+        return 0
+
+    monkeypatch.setattr(convert._convert, "converter_main", converter_main)
+    assert convert.main(["ckpt.pth", "cmt-voxel0075-vov", str(tmp_path)]) == 0
+    assert seen["load"] is convert.load_official and "cmt-camera-vov" in seen["names"]
+    loaded = {}
+    monkeypatch.setattr(convert._convert, "load_official", lambda path, name, read: loaded.update(read=read) or name)
+    assert convert.load_official("ckpt.pth", "cmt-voxel0075-vov") == "cmt-voxel0075-vov"
+    assert loaded["read"] is convert.read_official
+
+
+def test_size_and_net_overrides_are_checked_in_one_line():
+    """A size is a released configuration (sizes.py) and ``net`` overrides only arguments the network takes;
+    ``img_backbone_kwargs`` (it may name a file) is its own init arg, refused inside ``net``."""
+    for kw, msg in (
+        ({"size": "voxel0050-vov"}, r"unknown size 'voxel0050-vov'; choose one of camera-vov, lidar-voxel0075"),
+        ({"net": {"hidden_dims": 64}}, r"net has 'hidden_dims', which the network does not take; its arguments are"),
+        ({"net": {"img_backbone_kwargs": {}}}, r"set img_backbone_kwargs as model.init_args.img_backbone_kwargs"),
+        ({"classes": ["car"]}, r"classes lists 1 names but the network has 10 classes"),
+    ):
+        with pytest.raises(UserError, match=msg) as e, torch.device("meta"):
+            CMTModule(**kw)
+        assert "\n" not in str(e.value)
+
+
+def test_data_config_is_what_the_network_was_built_for():
+    """``data_config()`` (what the data module follows): the range always, the voxel size of a LiDAR branch, the image
+    size and view count of a camera branch; the ``net`` overrides count."""
+    with torch.device("meta"):
+        fusion = CMTModule(**SPECS["cmt-voxel0100-r50"][0]).data_config()
+        lidar = CMTModule(**SPECS["cmt-lidar-voxel0075"][0]).data_config()
+        camera = CMTModule(size="camera-vov", net={"image_size": [320, 800], "num_views": 5}).data_config()
+    assert fusion == {
+        "point_cloud_range": PCR,
+        "voxel_size": [0.1, 0.1, 0.2],
+        "image_size": [320, 800],
+        "num_views": 6,
+    }
+    assert lidar == {"point_cloud_range": [-54.0, -54.0, -5.0, 54.0, 54.0, 3.0], "voxel_size": [0.075, 0.075, 0.2]}
+    assert camera == {
+        "point_cloud_range": [-54.0, -54.0, -5.0, 54.0, 54.0, 3.0],
+        "image_size": [320, 800],
+        "num_views": 5,
+    }
+    assert tiny().example_input_array[1].shape == (1, 2, 3, 64, 128)  # the tiny size's 2 views of 64 x 128
 
 
 def test_token_grids_of_the_released_configs_on_meta():
@@ -725,18 +804,15 @@ def test_head_matches_the_official_cmt_head():
     weights = load_file(GOLDEN / "head_weights.safetensors")
     b, v = io["lidar2img"].shape[:2]
     e = io["img_feat"].shape[1]
-    m = CMTModule(
-        **{
-            **SPECS["cmt-pillar0200-r50"][3],
-            "hidden_dim": e,
-            "num_heads": 4,
-            "ffn_dim": 64,
-            "num_layers": 2,
-            "num_query": 24,
-            "depth_num": 8,
-            "head_conv": 16,
-            "bev_upsample_filters": [8, 8],
-        }
+    m = tiny(
+        hidden_dim=e,
+        num_heads=4,
+        ffn_dim=64,
+        num_layers=2,
+        num_query=24,
+        depth_num=8,
+        head_conv=16,
+        bev_upsample_filters=[8, 8],
     ).eval()
     got = convert_state_dict(weights)
     own = m.model.state_dict()
@@ -768,7 +844,7 @@ def test_head_matches_the_official_cmt_head():
         torch.testing.assert_close(d["scores"], io[f"det{i}_scores"], atol=1e-6, rtol=1e-5)
         assert torch.equal(d["labels"], io[f"det{i}_labels"])
     # zoo's earlier behaviour (raw anchors in the query PE) does not reproduce the release
-    raw = CMTModule(**{**m.hparams, "clamp_query_anchors": False}).eval()
+    raw = CMTModule(**{**m.hparams, "net": {**m.hparams.net, "clamp_query_anchors": False}}).eval()
     raw.model.load_state_dict({**raw.model.state_dict(), **got}, strict=True)
     raw.model.pts, raw.model.img = m.model.pts, m.model.img
     with torch.no_grad():
@@ -834,7 +910,7 @@ def test_lidar_branch_matches_the_official_sparse_encoder_second_and_fpn():
         lidar_encoder="voxel",
         point_cloud_range=[-12.8, -12.8, -5.0, 12.8, 12.8, 3.0],
         voxel_size=[0.8, 0.8, 0.2],
-        **{k: v for k, v in SPECS["cmt-lidar-voxel0075"][0].items() if k.startswith("bev_")},
+        **{k: v for k, v in SIZES["lidar-voxel0075"].items() if k.startswith("bev_")},
     ).eval()
     got = convert_state_dict(_weights_from_keys(keys))
     own = m.model.pts.state_dict()

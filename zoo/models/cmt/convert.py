@@ -17,20 +17,28 @@ Key layout of the release (mmdet3d 1.0 / mmcv 1.x):
   detected from the shape, given the released layer's kernel and output channels, and 1.x weights are permuted.
 - ``pts_voxel_encoder.pfn_layers.{i}.{linear,norm}`` -> ``pts.pts_voxel_encoder.pfn.{i}.*`` (pillar variant).
 - ``pts_backbone.blocks.{i}.{k}`` (SECOND) -> ``pts.pts_backbone.blocks.{i}.{k+1}`` (ours starts with a ZeroPad2d);
-  ``pts_neck.deblocks.{i}.{0,1}`` (SECONDFPN) -> ``pts.pts_backbone.deblocks.{i}.{0,1}``; the release's stride-1 level is
-  a 1x1 Conv2d (``use_conv_for_no_stride``), ours a 1x1 ConvTranspose2d: the weight is transposed (same map).
+  ``pts_neck.deblocks.{i}.{0,1}`` (SECONDFPN) -> ``pts.pts_backbone.deblocks.{i}.{0,1}``; the release's stride-1 level
+  is a 1x1 Conv2d (``use_conv_for_no_stride``), ours a 1x1 ConvTranspose2d: the weight is transposed (same map).
 - ``pts_bbox_head.shared_conv.{conv,bn}`` -> ``shared_conv.{0,1}``; ``reference_points``, ``bev_embedding``,
   ``rv_embedding`` at the top level; ``transformer.decoder.layers.{l}.attentions.{0,1}.attn.*`` ->
   ``decoder.layers.{l}.{self_attn,cross_attn}.*``; ``ffns.0.layers.0.0`` / ``ffns.0.layers.1`` -> ``ffn.0`` / ``ffn.2``;
   ``norms.{k}``; ``transformer.decoder.post_norm``; ``task_heads.0.<head>.{0,1,3}`` -> ``task_head.<head>.{0,1,3}``.
+
+``python -m zoo.models.cmt.convert CHECKPOINT NAME OUT_DIR`` writes a zoo Hub folder
+(:func:`zoo.convert.converter_main`).
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+from zoo import convert as _convert
 from zoo.errors import UserError
 from zoo.models.cmt.model import SPARSE_ENCODER_CHANNELS
+
+_WHERE = "junjie18/CMT README (the released .pth of each config; not fetched by zoo)"
+_NAMES = "cmt-voxel0075-vov, cmt-voxel0100-r50, cmt-lidar-voxel0075 or cmt-camera-vov"
 
 _RULES = [
     (r"^img_backbone\.stem\.stem_(\d+)/(conv|norm)\.(.*)$", "VOV_STEM"),
@@ -82,7 +90,10 @@ def convert_key(key: str) -> str | None:
             )
         g = m.groups()
         if repl.startswith("VOV"):
-            nb = lambda x: "bn" if x == "norm" else x
+
+            def nb(x):
+                return "bn" if x == "norm" else x
+
             if repl == "VOV_STEM":
                 return f"img.backbone.stem_{int(g[0]) - 1}.{nb(g[1])}.{g[2]}"
             blk = f"img.backbone.stages_{int(g[0]) - 2}.blocks.{int(g[1]) - 1}"
@@ -156,16 +167,26 @@ def convert_state_dict(official: dict) -> dict:
     return out
 
 
-def load_official(module, official: dict) -> None:
-    """Convert and load strictly into ``module.model`` (missing/unexpected keys -> UserError listing them)."""
-    sd = convert_state_dict(official)
-    own = module.model.state_dict()
-    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
-    extra = [k for k in sd if k not in own]
-    bad = [k for k in sd if k in own and own[k].shape != sd[k].shape]
-    if missing or extra or bad:
-        raise UserError(
-            f"official checkpoint does not fit this CMT: missing {missing[:5]}, unexpected {extra[:5]}, "
-            f"shape mismatch {bad[:5]}; build the entry that matches the checkpoint's config"
-        )
-    module.model.load_state_dict({**own, **sd}, strict=True)
+def read_official(path: str | Path) -> dict:
+    """An official CMT checkpoint (mmcv ``save_checkpoint``: meta, state_dict, optimizer; read as plain tensors by
+    :func:`zoo.convert.read_release`) -> ``module.model`` keys. :func:`convert_state_dict` drops the release's
+    BatchNorm counters (they change no output); every BatchNorm gets ``num_batches_tracked`` 0, as a fresh model has."""
+    import torch
+
+    sd = _convert.read_official(path, convert_state_dict, _WHERE)
+    for k in [k for k in sd if k.endswith(".running_mean")]:
+        sd.setdefault(k[: -len("running_mean")] + "num_batches_tracked", torch.tensor(0))
+    return sd
+
+
+def load_official(path: str | Path, name: str):
+    """The registry entry ``name`` with the official checkpoint at ``path`` loaded strictly."""
+    return _convert.load_official(path, name, read_official)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return _convert.converter_main(argv, load_official, "CMT (mmdet3d .pth)", _NAMES)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""CMT set-prediction machinery: Hungarian matching and DN-DETR query denoising (spec ``3d.md`` §1.7).
+"""CMT set-prediction machinery: Hungarian matching and DN-DETR query denoising.
 
 - :func:`focal_cost` / :func:`hungarian_match`: mmdet's ``FocalLossCost`` (weight 2, α 0.25, γ 2) + an L1 cost (weight
   0.25) on the first 8 code dims, both pred and target multiplied by the code weights (``HungarianAssigner3D``);
@@ -16,7 +16,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
@@ -172,16 +171,3 @@ def prepare_denoising(
 def dn_cls_avg_factor(num_dn: int, split: float = 0.75) -> float:
     """The released DN focal normaliser: N_dn · π/6 · split³ (the expected share of jitters inside the split ball)."""
     return num_dn * math.pi / 6 * split**3
-
-
-def brute_force_assignment(cost: np.ndarray) -> tuple[float, tuple[int, ...]]:
-    """Minimum total cost over all injective maps GT -> query (tests only; tiny sizes)."""
-    from itertools import permutations
-
-    q, m = cost.shape
-    best = (math.inf, ())
-    for perm in permutations(range(q), m):
-        total = sum(cost[perm[j], j] for j in range(m))
-        if total < best[0]:
-            best = (total, perm)
-    return best

@@ -1,7 +1,7 @@
 """CMT, the Cross Modal Transformer (Yan, Liu, Li, Zhang, Chen, Wang, Zhang; ICCV 2023, arXiv 2301.01283).
 
 Architecture of ``junjie18/CMT`` (``projects/mmdet3d_plugin/models/dense_heads/cmt_head.py``,
-``.../utils/cmt_transformer.py``, ``.../detectors/cmt.py``); spec ``3d.md`` §1.
+``.../utils/cmt_transformer.py``, ``.../detectors/cmt.py``).
 
 - Image branch (paper §3.1): a timm backbone (ResNet-50 or VoVNet-99-eSE = timm ``ese_vovnet99b``) with the strides-16
   and -32 stages, the ``CPFPN`` neck (1x1 laterals, top-down sum, a 3x3 output conv on level 0 only); only the
@@ -621,6 +621,9 @@ class CMT(nn.Module):
     ``dn_anchors`` are given) + ``num_query``.
     points: list of B clouds [N_i, >= point_features] (LiDAR frame); images [B, V, 3, H, W] (normalised, padded to
     /32); lidar2img [B, V, 4, 4] (including every image / 3D augmentation).
+
+    ``image_size`` (height, width) and ``num_views`` name the camera input the configuration is trained on (what its
+    data pipeline crops to); they build nothing, and ``forward`` reads the actual image shape and view count.
     """
 
     def __init__(
@@ -640,6 +643,8 @@ class CMT(nn.Module):
         img_backbone: str = "ese_vovnet99b",
         img_out_indices: Sequence[int] = (3, 4),
         img_backbone_kwargs: dict | None = None,
+        image_size: Sequence[int] = (640, 1600),
+        num_views: int = 6,
         hidden_dim: int = 256,
         num_query: int = 900,
         depth_num: int = 64,
@@ -668,6 +673,12 @@ class CMT(nn.Module):
         self.hidden_dim, self.num_query, self.depth_num = hidden_dim, num_query, depth_num
         self.num_classes, self.narrow_band_pe, self.box_code_quirk = num_classes, narrow_band_pe, box_code_quirk
         self.clamp_query_anchors = clamp_query_anchors
+        self.voxel_size, self.point_features = [float(v) for v in voxel_size], point_features
+        self.image_size, self.num_views = [int(v) for v in image_size], int(num_views)
+        if len(self.image_size) != 2 or min(self.image_size) < 1 or self.num_views < 1:
+            raise UserError(
+                f"image_size must be (height, width) and num_views >= 1, got {list(image_size)} and {num_views}"
+            )
         if not 0.0 <= cross_attn_dropout < 1.0:
             raise UserError(f"cross_attn_dropout must lie in [0, 1), got {cross_attn_dropout}")
         if self.use_camera:

@@ -1,6 +1,5 @@
 """CMT LightningModule: set-prediction training of the Cross Modal Transformer with query denoising and
-masked-modal training (Yan et al., ICCV 2023, arXiv 2301.01283, §3.4-3.5; ``junjie18/CMT:cmt_head.py``; spec
-``3d.md`` §1.7-1.9).
+masked-modal training (Yan et al., ICCV 2023, arXiv 2301.01283, §3.4-3.5; ``junjie18/CMT:cmt_head.py``).
 
 Objective, for every decoder layer l (all layers' heads are trained; keys ``loss_cls``/``loss_bbox`` for the last,
 ``d{l}.loss_*`` for the others):
@@ -28,9 +27,12 @@ cycle (cosine) to ``lr · peak_ratio`` at 40 % of the steps, down to ``lr · 1e-
 
 from __future__ import annotations
 
+import copy
+import inspect
 import math
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +41,8 @@ from lightning.pytorch import LightningModule
 from zoo.errors import UserError, check_choice, check_positive
 from zoo.models.cmt.matching import CODE_WEIGHTS, dn_cls_avg_factor, match, prepare_denoising
 from zoo.models.cmt.model import CLASSES, CMT, encode_boxes
+from zoo.models.cmt.sizes import DEFAULT, SIZES
+from zoo.sizes import net_args
 
 IMAGE_MEAN = (103.53, 116.28, 123.675)  # BGR, as released (caffe-style VoVNet / nuImages R50 init)
 IMAGE_STD = (57.375, 57.12, 58.395)
@@ -129,7 +133,13 @@ def synthetic_cameras(
 
 
 class CMTModule(LightningModule):
-    """CMT / CMT-L / CMT-C (``modalities``) with the released objective and recipe (module docstring).
+    """CMT / CMT-L / CMT-C (the network's ``modalities``) with the released objective and recipe (module docstring).
+
+    The network is ``size`` (a released configuration, :mod:`zoo.models.cmt.sizes`) with the overrides ``net`` (any
+    argument of :class:`~zoo.models.cmt.model.CMT`: ``modalities``, ``hidden_dim``, the release switches
+    ``box_code_quirk``, ``clamp_query_anchors``, ...). ``img_backbone_kwargs`` (extra ``timm.create_model``
+    keywords) is its own init arg, outside ``net``: it can name a file, and zoo's loader checks it by that name
+    (``zoo.hub.EXTERNAL_INIT_ARGS``). The data module follows :meth:`data_config` (range, voxel and image sizes).
 
     ``forward(points, images, lidar2img)`` is the network's raw inference output (every layer's logits and codes,
     :class:`~zoo.models.cmt.model.CMT`); :meth:`detect` decodes the last layer into boxes.
@@ -137,40 +147,10 @@ class CMTModule(LightningModule):
 
     def __init__(
         self,
-        modalities: str = "fusion",
-        num_classes: int = 10,
-        classes: Sequence[str] = CLASSES,
-        point_cloud_range: Sequence[float] = (-54.0, -54.0, -5.0, 54.0, 54.0, 3.0),
-        lidar_encoder: str = "voxel",
-        voxel_size: Sequence[float] = (0.075, 0.075, 0.2),
-        point_features: int = 5,
-        pillar_filters: Sequence[int] = (64,),
-        bev_layer_nums: Sequence[int] = (5, 5),
-        bev_layer_strides: Sequence[int] = (1, 2),
-        bev_num_filters: Sequence[int] = (128, 256),
-        bev_upsample_strides: Sequence[float] = (1, 2),
-        bev_upsample_filters: Sequence[int] = (256, 256),
-        img_backbone: str = "ese_vovnet99b",
-        img_out_indices: Sequence[int] = (3, 4),
+        size: str = DEFAULT,
+        net: dict[str, Any] | None = None,
         img_backbone_kwargs: dict | None = None,
-        image_size: Sequence[int] = (640, 1600),
-        num_views: int = 6,
-        hidden_dim: int = 256,
-        num_query: int = 900,
-        depth_num: int = 64,
-        num_layers: int = 6,
-        num_heads: int = 8,
-        ffn_dim: int = 1024,
-        dropout: float = 0.1,
-        head_conv: int = 64,
-        final_kernel: int = 1,
-        narrow_band_pe: bool = True,
-        box_code_quirk: bool = True,
-        clamp_query_anchors: bool = True,
-        cross_attn_dropout: float = 0.0,
-        camera_bev_query_pe: bool = True,
-        ese_every_block: bool = True,
-        img_norm_eval: bool = True,
+        classes: Sequence[str] = CLASSES,
         # objective
         cls_weight: float = 2.0,
         bbox_weight: float = 0.25,
@@ -198,49 +178,26 @@ class CMTModule(LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
+        if "img_backbone_kwargs" in (net or {}):
+            raise UserError(
+                "CMTModule: set img_backbone_kwargs as model.init_args.img_backbone_kwargs, not inside net (it may "
+                "name a file, so zoo's loader checks it by that name)"
+            )
+        params = inspect.signature(CMT).parameters
+        allowed = set(params) - {"img_backbone_kwargs"}
+        args = copy.deepcopy(net_args(SIZES, size, net, where="CMTModule", allowed=allowed))
+        num_classes = args.get("num_classes", params["num_classes"].default)
         check_positive("num_classes", num_classes, where="CMTModule")
         if len(classes) != num_classes:
             raise UserError(
-                f"CMTModule: classes lists {len(classes)} names but num_classes is {num_classes}; give one "
-                "name per class"
+                f"CMTModule: classes lists {len(classes)} names but the network has {num_classes} classes; give one "
+                "name per class (or set model.init_args.net.num_classes)"
             )
         if len(code_weights) != 10:
             raise UserError(f"code_weights needs 10 numbers (one per code dim), got {len(code_weights)}")
         if drop_modality is not None:
             check_choice("drop_modality", drop_modality, ("camera", "lidar"))
-        self.model = CMT(
-            modalities,
-            num_classes,
-            point_cloud_range,
-            lidar_encoder,
-            voxel_size,
-            point_features,
-            pillar_filters,
-            bev_layer_nums,
-            bev_layer_strides,
-            bev_num_filters,
-            bev_upsample_strides,
-            bev_upsample_filters,
-            img_backbone,
-            img_out_indices,
-            img_backbone_kwargs,
-            hidden_dim,
-            num_query,
-            depth_num,
-            num_layers,
-            num_heads,
-            ffn_dim,
-            dropout,
-            head_conv,
-            final_kernel,
-            narrow_band_pe,
-            box_code_quirk,
-            clamp_query_anchors,
-            cross_attn_dropout,
-            camera_bev_query_pe,
-            ese_every_block,
-            img_norm_eval,
-        )
+        self.model = CMT(**args, img_backbone_kwargs=img_backbone_kwargs)
         self.modal_masker = ModalMask3D(p_image_off, p_lidar_off)
         self.metric = None
         self.dropped_boxes = 0  # target boxes dropped for a size <= 0 or non-finite values (see _targets)
@@ -249,19 +206,19 @@ class CMTModule(LightningModule):
     @property
     def example_input_array(self):
         """A deterministic synthetic frame at this module's sizes: (points [list of [N, C]], images, lidar2img)."""
-        hp = self.hparams
+        net = self.model
         g = torch.Generator().manual_seed(0)
-        lo = torch.tensor(hp.point_cloud_range[:3])
-        hi = torch.tensor(hp.point_cloud_range[3:])
+        lo = torch.tensor(net.pc_range[:3])
+        hi = torch.tensor(net.pc_range[3:])
         pts = None
-        if self.model.use_lidar:
+        if net.use_lidar:
             xyz = torch.rand(256, 3, generator=g) * (hi - lo) * 0.9 + lo * 0.9
-            pts = [torch.cat([xyz, torch.rand(256, hp.point_features - 3, generator=g)], dim=1)]
+            pts = [torch.cat([xyz, torch.rand(256, net.point_features - 3, generator=g)], dim=1)]
         images = l2i = None
-        if self.model.use_camera:
-            h, w = hp.image_size
-            images = torch.randn(1, hp.num_views, 3, h, w, generator=g)
-            l2i = synthetic_cameras(hp.num_views, h, w)[None]
+        if net.use_camera:
+            h, w = net.image_size
+            images = torch.randn(1, net.num_views, 3, h, w, generator=g)
+            l2i = synthetic_cameras(net.num_views, h, w)[None]
         return (pts, images, l2i)
 
     def forward(self, points=None, images=None, lidar2img=None):
@@ -313,7 +270,7 @@ class CMTModule(LightningModule):
         cw = box.new_tensor(hp.code_weights)
         matches = []
         for i in range(b):
-            codes = encode_boxes(boxes[i], hp.box_code_quirk)
+            codes = encode_boxes(boxes[i], self.model.box_code_quirk)
             rows, cols = match(
                 cls[i].detach(), box[i].detach(), labels[i], codes, hp.cls_weight, hp.bbox_weight, hp.code_weights
             )
@@ -340,7 +297,7 @@ class CMTModule(LightningModule):
         logits = cls[dn.batch_idx, dn.query_idx]
         pred = box[dn.batch_idx, dn.query_idx]
         loss_cls = hp.cls_weight * sigmoid_focal_sum(logits, dn.labels) / max(dn_cls_avg_factor(n, hp.dn_split), 1.0)
-        tgt = encode_boxes(dn.boxes, hp.box_code_quirk)
+        tgt = encode_boxes(dn.boxes, self.model.box_code_quirk)
         w = box.new_tensor(hp.code_weights).expand_as(tgt) * torch.isfinite(tgt)
         loss_bbox = hp.bbox_weight * ((pred - tgt.nan_to_num(0.0, 0.0, 0.0)).abs() * w).sum() / n
         return hp.dn_weight * loss_cls, hp.dn_weight * loss_bbox
@@ -354,9 +311,9 @@ class CMTModule(LightningModule):
             dn = prepare_denoising(
                 boxes,
                 labels,
-                hp.num_query,
-                hp.num_classes,
-                hp.point_cloud_range,
+                self.model.num_query,
+                self.model.num_classes,
+                self.model.pc_range,
                 hp.dn_groups,
                 hp.dn_noise_scale,
                 0.0,
@@ -422,13 +379,13 @@ class CMTModule(LightningModule):
                     "name": f"frame {i}",
                 }
             )
-        modal = self.hparams.modalities + (
+        modal = self.model.modalities + (
             f", {self.hparams.drop_modality} dropped" if self.hparams.drop_modality else ""
         )
         return {
             "kind": "bev_boxes",
             "frames": frames,
-            "point_cloud_range": list(self.hparams.point_cloud_range),
+            "point_cloud_range": list(self.model.pc_range),
             "title": f"CMT ({modal}) detections (score >= {score_threshold}) vs ground truth",
         }
 
@@ -499,6 +456,17 @@ class CMTModule(LightningModule):
         self._end_metric("test")
 
     # ------------------------------------------------------------------------------------------ setup
+    def data_config(self) -> dict:
+        """What the network fixes of its input (:func:`zoo.sizes.follow_model`): the point-cloud range, and the voxel
+        size (LiDAR branch) or the image size (height, width) and view count (camera branch) it was built for."""
+        net = self.model
+        out = {"point_cloud_range": list(net.pc_range)}
+        if net.use_lidar:
+            out["voxel_size"] = list(net.voxel_size)
+        if net.use_camera:
+            out["image_size"], out["num_views"] = list(net.image_size), net.num_views
+        return out
+
     def setup(self, stage: str | None = None):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is None:
@@ -508,12 +476,6 @@ class CMTModule(LightningModule):
             raise UserError(
                 f"the data module's classes {list(classes)} differ from the model's "
                 f"{list(self.hparams.classes)}; set data classes to the model's"
-            )
-        pcr = getattr(dm, "point_cloud_range", None)
-        if pcr is not None and [float(v) for v in pcr] != [float(v) for v in self.hparams.point_cloud_range]:
-            raise UserError(
-                f"data point_cloud_range {list(pcr)} differs from the model's "
-                f"{list(self.hparams.point_cloud_range)}; use one range for both"
             )
 
     def configure_optimizers(self):
@@ -549,10 +511,14 @@ class CMTModule(LightningModule):
 
     @classmethod
     def bench_init_args(cls, init_args: dict, demo_model: dict) -> tuple[dict, str]:
-        """``zoo bench --train``: on a machine without CUDA, the CPU-size model of the demo config (its sizes and
-        image backbone; the entry's modalities and LiDAR encoder kept where the CPU can train them)."""
+        """``zoo bench --train``: on a machine without CUDA, the CPU-size model of the demo config (its network
+        arguments and image backbone over the entry's size; the entry's modalities and classes kept)."""
         if torch.cuda.is_available():
             return {}, ""
-        keep = ("modalities", "classes", "num_classes")
-        over = {k: v for k, v in demo_model.items() if k not in keep and k != "drop_modality"}
-        return over, "CPU size (no CUDA): the demo config's sizes, the entry's modalities"
+        demo = net_args(SIZES, demo_model.get("size", DEFAULT), demo_model.get("net"), where="CMTModule")
+        net = {
+            **(init_args.get("net") or {}),
+            **{k: v for k, v in demo.items() if k not in ("modalities", "num_classes")},
+        }
+        over = {k: v for k, v in demo_model.items() if k not in ("size", "net", "classes", "drop_modality")}
+        return {**over, "net": net}, "CPU size (no CUDA): the demo config's sizes, the entry's modalities"
