@@ -35,6 +35,10 @@ nothing usable is an error instead of an empty run: a CSV / folder none of whose
 setup, :func:`check_some_decode`), a webdataset pass that skipped every sample. Images of any mode (L, P, RGBA,
 CMYK) are converted to RGB; captions longer than ``context_length`` tokens are truncated by the tokenizer (EOT kept as
 the last token).
+
+``image_size`` and ``context_length`` follow the model: left ``None``, they are the attached LightningModule's
+``data_config()`` values (A-CLIP's image and text towers), read in ``setup``; set, they must agree with the model
+(``zoo.sizes.follow_model``). Without a model (tests, ``zoo bench --data``) they must be set.
 """
 
 from __future__ import annotations
@@ -461,9 +465,9 @@ class ImageTextDataModule(LightningDataModule):
         separator: str | None = None,
         classnames: Sequence[str] | str | None = None,
         templates: Sequence[str] | str | None = None,
-        image_size: int = 224,
+        image_size: int | None = None,
         scale: Sequence[float] = (0.5, 1.0),
-        context_length: int = 77,
+        context_length: int | None = None,
         online_augment: bool = True,
         release_union_box_bug: bool = True,
         batch_size: int = 64,
@@ -477,29 +481,46 @@ class ImageTextDataModule(LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         check_positive("batch_size", batch_size, where="ImageTextDataModule")
-        check_positive("image_size", image_size, where="ImageTextDataModule")
-        check_positive("context_length", context_length, minimum=2, where="ImageTextDataModule")
+        unset = "or null to follow the model"
+        if image_size is not None:
+            check_positive("image_size", image_size, where="ImageTextDataModule", fix=f"set it >= 1, {unset}")
+        if context_length is not None:
+            check_positive(
+                "context_length", context_length, minimum=2, where="ImageTextDataModule", fix=f"set it >= 2, {unset}"
+            )
         if not (0 < scale[0] <= scale[1] <= 1):
             raise UserError(f"scale={list(scale)}: the crop area fraction range must satisfy 0 < min <= max <= 1")
         self.train_set = self.val_sets = None
         self.classnames: list[str] | None = None
         self.templates = templates
         self.skips = SkipCounter(str(root) if root else "digits")
+        self.image_size, self.context_length = image_size, context_length  # resolved in setup (follow the model)
 
     # ------------------------------------------------------------------ helpers
+    def resolve_model_args(self) -> None:
+        """``image_size`` / ``context_length``, or the attached model's (``zoo.sizes.follow_model``); a conflict is
+        a one-line error."""
+        from zoo.sizes import follow_model, model_data_config
+
+        model = model_data_config(self)
+        for name in ("image_size", "context_length"):
+            setattr(self, name, follow_model(self, name, self.hparams[name], model.get(name)))
+
     def tokenizer(self):
-        return clip_tokenizer(self.hparams.context_length)
+        if self.context_length is None:
+            self.resolve_model_args()
+        return clip_tokenizer(self.context_length)
 
     def _views(self):
         hp = self.hparams
         return ThreeViews(
-            hp.image_size, hp.scale, online_augment=hp.online_augment, release_union_box_bug=hp.release_union_box_bug
+            self.image_size, hp.scale, online_augment=hp.online_augment, release_union_box_bug=hp.release_union_box_bug
         )
 
     def _pairs(self, root: str, train: bool, skips: SkipCounter):
         hp = self.hparams
         tok = self.tokenizer()
-        transform = self._views() if train else eval_transform(hp.image_size)
+        transform = self._views() if train else eval_transform(self.image_size)
         urls = _shards(str(root))
         if urls is not None:
             return WebDatasetPairs(urls, transform, tok, train, skips, hp.webdataset_length if train else None)
@@ -523,7 +544,7 @@ class ImageTextDataModule(LightningDataModule):
     def _zeroshot(self, root: str):
         from torchvision.datasets import ImageFolder
 
-        from zoo.models.aclip.zeroshot import resolve_classnames
+        from zoo.metrics.zeroshot import resolve_classnames, resolve_templates
 
         p = Path(root).expanduser()
         if not p.is_dir():
@@ -537,11 +558,9 @@ class ImageTextDataModule(LightningDataModule):
             )
         self.classnames = names
         tmpl = self.templates if self.templates is not None else "openai"
-        from zoo.models.aclip.zeroshot import resolve_templates
-
         first = resolve_templates(tmpl)[0]
         rows = [(path, first.format(names[y]), y) for path, y in folder.samples]
-        ds = PairDataset(rows, eval_transform(self.hparams.image_size), self.tokenizer(), False, SkipCounter(str(root)))
+        ds = PairDataset(rows, eval_transform(self.image_size), self.tokenizer(), False, SkipCounter(str(root)))
         ds.no_pairs = True
         return ds
 
@@ -558,7 +577,7 @@ class ImageTextDataModule(LightningDataModule):
         idx_tr, idx_va = train_test_split(
             np.arange(len(imgs)), test_size=hp.digits_val_fraction, random_state=hp.seed, stratify=digits.target
         )
-        size = hp.image_size
+        size = self.image_size
 
         def rows(idx):
             out = []
@@ -572,6 +591,7 @@ class ImageTextDataModule(LightningDataModule):
 
     # ------------------------------------------------------------------ Lightning
     def setup(self, stage: str | None = None) -> None:
+        self.resolve_model_args()
         if self.train_set is not None:
             return
         hp = self.hparams
@@ -580,12 +600,12 @@ class ImageTextDataModule(LightningDataModule):
             log.warning(
                 "ImageTextDataModule: root=None -> scikit-learn's digits with template captions "
                 "(%d px, %d %% held out for zero-shot / retrieval)",
-                hp.image_size,
+                self.image_size,
                 round(100 * hp.digits_val_fraction),
             )
             tr, va = self._digits()
             self.train_set = PairDataset(tr, self._views(), tok, True, self.skips)
-            self.val_sets = [PairDataset(va, eval_transform(hp.image_size), tok, False, self.skips)]
+            self.val_sets = [PairDataset(va, eval_transform(self.image_size), tok, False, self.skips)]
             self.classnames = list(DIGIT_NAMES) if hp.classnames is None else None
             if self.templates is None:
                 self.templates = list(DIGIT_TEMPLATES)
@@ -597,7 +617,7 @@ class ImageTextDataModule(LightningDataModule):
         if hp.zeroshot_root:
             self.val_sets.append(self._zeroshot(hp.zeroshot_root))
         if self.classnames is None and hp.classnames is not None:
-            from zoo.models.aclip.zeroshot import resolve_classnames
+            from zoo.metrics.zeroshot import resolve_classnames
 
             self.classnames = resolve_classnames(hp.classnames)
 

@@ -72,9 +72,9 @@ def test_tsv_and_column_errors(tmp_path):
     dm.setup("fit")
     assert len(dm.train_set) == 5
     with pytest.raises(UserError, match="caption_key"):
-        ImageTextDataModule(root=str(path), caption_key="caption").setup("fit")
+        ImageTextDataModule(root=str(path), caption_key="caption", image_size=32, context_length=16).setup("fit")
     with pytest.raises(DataNotFoundError, match="webdataset"):
-        ImageTextDataModule(root=str(tmp_path / "nowhere.parquet")).setup("fit")
+        ImageTextDataModule(root=str(tmp_path / "nowhere.parquet"), image_size=32, context_length=16).setup("fit")
 
 
 def test_captioned_folder_reads_same_stem_captions(tmp_path):
@@ -186,4 +186,33 @@ def test_zeroshot_folder_gives_labels_class_names_and_no_retrieval_pairs(tmp_pat
     zs = next(iter(dm.val_dataloader()))
     assert zs["label"].tolist() == [0, 0, 1, 1] and zs["index"].tolist() == [-1] * 4  # zero-shot only
     with pytest.raises(UserError, match="classnames"):
-        ImageTextDataModule(root=str(tmp_path), zeroshot_root=str(tmp_path / "zs"), classnames=["one"]).setup("fit")
+        ImageTextDataModule(
+            root=str(tmp_path), zeroshot_root=str(tmp_path / "zs"), classnames=["one"], image_size=32, context_length=16
+        ).setup("fit")
+
+
+def test_image_size_and_context_length_follow_the_attached_model():
+    from types import SimpleNamespace
+
+    from zoo.models.aclip.module import ACLIPModule
+
+    net = dict(img_size=24, patch_size=4, vision_width=16, vision_depth=1, vision_heads=2, embed_dim=8)
+    model = ACLIPModule(net={**net, "context_length": 12, "text_width": 16, "text_heads": 2, "text_layers": 1})
+
+    def attached(**kw):
+        dm = ImageTextDataModule(root=None, batch_size=4, **kw)
+        dm.trainer = SimpleNamespace(lightning_module=model)  # what a Trainer gives the data module
+        return dm
+
+    dm = attached()
+    dm.setup("fit")
+    assert (dm.image_size, dm.context_length) == (24, 12) and dm.hparams.image_size is None
+    item = dm.train_set[0]
+    assert item["view1"].shape == (3, 24, 24) and item["text"].shape == (12,)
+    attached(image_size=24, context_length=12).setup("fit")  # explicit values that agree
+    with pytest.raises(UserError, match=r"^ImageTextDataModule: data.init_args.context_length is 16 but the model"):
+        attached(context_length=16).setup("fit")
+    with pytest.raises(UserError, match=r"^ImageTextDataModule: data.init_args.image_size is 32 but the model was"):
+        attached(image_size=32).setup("fit")
+    with pytest.raises(UserError, match="image_size is not set and no attached model fixes it"):
+        ImageTextDataModule(root=None, batch_size=4).setup("fit")

@@ -251,7 +251,7 @@ def test_momentum_schedule_and_update():
 
 
 def test_logit_scale_is_clamped_after_each_optimizer_step():
-    module = ACLIPModule(**TINY)
+    module = ACLIPModule(net=TINY)
     opt = torch.optim.SGD([module.model.logit_scale], lr=0.0)
     for value, want in ((7.0, math.log(100)), (-1.0, 0.0), (2.0, 2.0)):
         with torch.no_grad():
@@ -287,13 +287,32 @@ def test_weight_decay_groups_follow_the_release():
     assert not any("_ema" in n or "patch_embed.proj" in n for n in dec | nodec)  # nothing frozen is optimised
 
 
+def test_sizes_and_net_overrides():
+    """Unknown size / network argument: one line; the module fixes eval_towers (from the objective)."""
+    with pytest.raises(UserError, match=r"^ACLIPModule: unknown size 'b32'; choose one of b16, l16, s16") as e:
+        ACLIPModule("b32")
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match=r"^ACLIPModule: model.init_args.net has 'text_depth', which the network") as e:
+        ACLIPModule(net={**TINY, "text_depth": 2})
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="'eval_towers'"):
+        ACLIPModule(net={**TINY, "eval_towers": "online"})
+    m = ACLIPModule("s16", net=TINY)
+    assert m.data_config() == {"image_size": 32, "context_length": 8} and m.hparams.size == "s16"
+    assert m.example_input_array[1].shape == (2, 8) and m.tokenizer().context_length == 8
+    with torch.device("meta"):
+        b16, s16 = ACLIPModule(), ACLIPModule("s16")
+    assert b16.data_config() == {"image_size": 224, "context_length": 77}
+    assert s16.model.visual.blocks[0].attn.num_heads == 12 and s16.model.visual.embed_dim == 384
+
+
 def test_bad_arguments_are_user_errors():
     with pytest.raises(UserError, match="objective"):
-        ACLIPModule(**TINY, objective="slip")
+        ACLIPModule(net=TINY, objective="slip")
     with pytest.raises(UserError, match="masking units"):
-        ACLIPModule(**{**TINY, "img_size": 24})
+        ACLIPModule(net={**TINY, "img_size": 24})
     with pytest.raises(UserError, match="keep_ratio"):
-        ACLIPModule(**TINY, keep_ratio=1.5)
+        ACLIPModule(net=TINY, keep_ratio=1.5)
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -301,7 +320,7 @@ def test_zero_shot_classifier_on_planted_text_and_image_embeddings():
     from open_clip.tokenizer import SimpleTokenizer
     from torchmetrics.classification import MulticlassAccuracy
 
-    from zoo.models.aclip.zeroshot import zero_shot_logits, zero_shot_weights
+    from zoo.metrics.zeroshot import zero_shot_logits, zero_shot_weights
 
     tok = SimpleTokenizer(context_length=16)
     names = ["cat", "dog", "car"]
@@ -339,7 +358,7 @@ def test_retrieval_recall_on_a_hand_made_similarity():
 
 def test_forward_gives_the_ema_towers_in_eval_and_the_online_outputs_in_training():
     torch.manual_seed(0)
-    module = ACLIPModule(**TINY)
+    module = ACLIPModule(net=TINY)
     images, text = module.example_input_array
     with torch.no_grad():
         module.model.visual.cls_token.add_(1.0)  # online and EMA towers now differ
@@ -362,8 +381,8 @@ def test_short_fit_on_captioned_digits_runs_end_to_end(tmp_path):
     from zoo.data_modules.image_text import ImageTextDataModule
 
     seed_everything(0)
-    module = ACLIPModule(**{**TINY, "vocab_size": 49408, "context_length": 16})
-    dm = ImageTextDataModule(root=None, image_size=32, context_length=16, batch_size=8)
+    module = ACLIPModule(net={**TINY, "vocab_size": 49408, "context_length": 16})
+    dm = ImageTextDataModule(root=None, batch_size=8)  # image size and context length follow the model
     trainer = Trainer(
         accelerator="cpu",
         max_epochs=1,
@@ -416,13 +435,13 @@ def _batch(B=4, size=32, ctx=8, vocab=64):
 @pytest.mark.filterwarnings("ignore:.*self.log.*")
 def test_training_step_of_both_objectives():
     torch.manual_seed(0)
-    aclip = ACLIPModule(**TINY).train()
+    aclip = ACLIPModule(net=TINY).train()
     aclip.training_step(_batch(), 0).backward()
     assert (
         aclip.model.image_mlp.layer1.weight.grad is not None and aclip.model.byol_predictor[0].weight.grad is not None
     )
     assert aclip.model.visual_ema.cls_token.grad is None  # the EMA tower is a target, never trained by gradient
-    clip = ACLIPModule(**TINY, objective="clip").train()
+    clip = ACLIPModule(net=TINY, objective="clip").train()
     loss = clip.training_step(_batch(), 0)
     loss.backward()
     assert torch.isfinite(loss) and clip.model.visual.blocks[0].attn.qkv.weight.grad is not None
@@ -491,7 +510,7 @@ def release_net(tmp_path_factory):
     from zoo.models.aclip.convert import read_official
 
     path = _release_checkpoint(tmp_path_factory.mktemp("aclip") / "checkpoint_best.pt")
-    module = ACLIPModule(**GOLDEN_SIZE)
+    module = ACLIPModule(net=GOLDEN_SIZE)
     load_weights_strict(module.model, read_official(path), str(path))
     return module
 
@@ -631,7 +650,7 @@ def test_paper_configs_evaluate_with_the_releases_seven_templates(config):
     """microsoft/A-CLIP main.py validate_zeroshot reads templates.json['imagenet']: 7 prompts, not CLIP's 80."""
     import yaml
 
-    from zoo.models.aclip.zeroshot import resolve_templates
+    from zoo.metrics.zeroshot import resolve_templates
 
     cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / config).read_text())
     assert resolve_templates(cfg["data"]["init_args"]["templates"]) == RELEASE_IMAGENET_TEMPLATES
@@ -639,9 +658,9 @@ def test_paper_configs_evaluate_with_the_releases_seven_templates(config):
 
 
 def test_module_defaults_to_the_releases_templates_when_nothing_sets_them():
-    module = ACLIPModule(**TINY, classnames=["zero", "one"])
+    module = ACLIPModule(net=TINY, classnames=["zero", "one"])
     module.setup("validate")
     assert module.templates == RELEASE_IMAGENET_TEMPLATES
-    module = ACLIPModule(**TINY, classnames=["zero", "one"], templates="openai")
+    module = ACLIPModule(net=TINY, classnames=["zero", "one"], templates="openai")
     module.setup("validate")
     assert len(module.templates) == 80

@@ -50,7 +50,7 @@ class Probe(ACLIPModule):
     def configure_optimizers(self):
         return torch.optim.SGD([self.model.logit_scale], lr=0.0)
 
-model = Probe(**TINY)
+model = Probe(net=TINY)
 trainer = Trainer(accelerator="cpu", strategy="ddp_find_unused_parameters_true", devices=2, max_steps=1,
                   logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
 trainer.fit(model, DataLoader(TensorDataset(torch.zeros(2, 1)), batch_size=1))

@@ -11,7 +11,7 @@ For ViT-B/16: CLIP core 149,619,969 + heads 27,304,192 + EMA copies 128,485,120 
 No official weights exist (the authors released none): every entry is architecture only until zoo trains one.
 """
 
-from zoo.models.aclip.sizes import VISION
+from zoo.models.aclip.sizes import SIZES
 from zoo.registry import Entry, Metric, Paper
 from zoo.results import Protocol, ResultSpec, Variant
 
@@ -107,7 +107,7 @@ PAPER_METRICS = {
     "l16": _table(48.9, 64.1, 48.2, 39.1, 26.9, _YFCC.replace("ViT-B/16", "ViT-L/16")),
     "s16": (),
 }
-# The paper's Table 1 as text (vision.md 3.6): cost and accuracy against the baselines, for the card.
+# The paper's Table 1 as text: cost and accuracy against the baselines, for the card.
 PAPER_TABLE = (
     "Paper Table 1 (ViT-B/16, YFCC-15M, 25 epochs): CLIP 1.00x time, 14G, IN-1K 37.6, Flickr I2T/T2I 51.4/32.6, COCO "
     "27.9/17.6; SLIP 2.67x, 30G, 42.8, 57.2/41.2, 33.6/21.9; MaskCLIP 1.56x, 16G, 42.7, 60.0/38.8, 34.1/21.2; "
@@ -116,8 +116,9 @@ PAPER_TABLE = (
     "35.0, 2 views x 50% 38.0; attentive 1 x 50% 39.5, 2 x 50% 41.3 (official README)."
 )
 _FIXED = (
-    "Defects of the released code fixed here: it does not run (missing GaussianBlur/Solarize module, microsoft/A-CLIP#6; "
-    "the transforms.Comrete typo; labels.json missing; torchvision.transforms.functional_tensor removed). Two defects "
+    "Defects of the released code fixed here: it does not run (missing GaussianBlur/Solarize module, "
+    "microsoft/A-CLIP#6; the transforms.Comrete typo; labels.json missing; torchvision.transforms.functional_tensor "
+    "removed). Two defects "
     "produced the paper's numbers and are kept by default: the SimCLR term pairs view 1 with itself "
     "(microsoft/A-CLIP#4; model.init_args.release_simclr_same_view=false pairs view 1 with view 2, as the paper "
     "intends) and the zoom-out box takes min(left1, height2) instead of min(left1, left2) "
@@ -213,12 +214,12 @@ _TINY = {
 
 _NAMES = {"b16": "ViT-B/16", "l16": "ViT-L/16", "s16": "ViT-S/16 (12 heads)"}
 ENTRIES = []
-for _size, _vision in VISION.items():
+for _size in SIZES:
     ENTRIES.append(
         Entry(
             name=f"aclip-vit-{_size}",
             module=MODULE,
-            init_args={"img_size": 224, "patch_size": 16, **_vision},
+            init_args={"size": _size},
             paper=PAPER,
             license=LICENSE,
             description=(
@@ -250,6 +251,6 @@ for _size, _vision in VISION.items():
                 )
                 + " A-CLIP-eff is not implemented (its settings are only in the paper)."
             ),
-            tiny_overrides=_TINY,
+            tiny_overrides={"net": _TINY},
         )
     )

@@ -18,11 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from zoo.errors import UserError
+
 
 def cells_kept(grid: int, unit: int = 2, ratio: float = 0.5) -> int:
     """Number of kept cells: ``int((grid / unit)^2 x ratio) + 1`` (the official ``N + 1``)."""
     if grid % unit:
-        raise ValueError(f"a {grid}x{grid} patch grid does not split into {unit}x{unit}-patch masking units")
+        raise UserError(f"a {grid}x{grid} patch grid does not split into {unit}x{unit}-patch masking units")
     n = (grid // unit) ** 2
     return min(n, int(n * ratio) + 1)
 
@@ -34,9 +36,9 @@ def map_to_view(scores: Tensor, view_box: Tensor, ema_box: Tensor, grid: int) ->
     out = []
     for i in range(B):
         t3, l3, h3, w3 = (int(v) for v in ema_box[i])
-        t, l, h, w = (int(v) for v in view_box[i])
+        t, lft, h, w = (int(v) for v in view_box[i])
         big = F.interpolate(maps[i : i + 1], size=(h3, w3), mode="bilinear", align_corners=False)
-        top, left = t - t3, l - l3
+        top, left = t - t3, lft - l3
         # crop with zero padding where the view leaves v3's box (torchvision's crop semantics)
         crop = big.new_zeros(1, 1, h, w)
         y0, y1 = max(top, 0), min(top + h, h3)

@@ -41,7 +41,8 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from zoo.models.aclip.sizes import HEADS, TEXT, VISION
+from zoo.errors import UserError
+from zoo.models.aclip.sizes import SIZES
 
 __all__ = ["ACLIP", "ACLIPVisionTransformer", "aclip_vit_b16", "aclip_vit_l16", "aclip_vit_s16"]
 
@@ -248,7 +249,7 @@ class ACLIP(nn.Module):
         proj = self.text_projection_ema if ema else t.text_projection
         L = text.shape[1]
         if L > t.num_pos:
-            raise ValueError(
+            raise UserError(
                 f"text of {L} tokens but the context length is {t.num_pos}: tokenise with context_length={t.num_pos}"
             )
         x = t.token_embedding(text) + t.positional_embedding[:L].to(t.token_embedding.weight.dtype)
@@ -283,7 +284,7 @@ class ACLIP(nn.Module):
 
 # ----------------------------------------------------------------------------------------------- constructors
 def _build(size: str, **kw) -> ACLIP:
-    return ACLIP(**{**VISION[size], **TEXT, **HEADS, **kw})
+    return ACLIP(**{**SIZES[size], **kw})
 
 
 def aclip_vit_b16(**kw) -> ACLIP:

@@ -36,9 +36,11 @@ templates, ``"aclip"``; CLIP's 80 are ``"openai"``) and image<->text retrieval R
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,12 +50,14 @@ from torch import Tensor
 from zoo.errors import UserError, check_choice
 from zoo.models.aclip.masking import attentive_keep, keep_random_cells
 from zoo.models.aclip.model import ACLIP
+from zoo.models.aclip.sizes import DEFAULT, SIZES
+from zoo.sizes import net_args
 from zoo.training import TimmScheduled, warmup_cosine_epochs
 
 log = logging.getLogger(__name__)
 
 LOGIT_SCALE_MAX = math.log(100.0)
-RELEASE_TEMPLATES = "aclip"  # zoo.models.aclip.zeroshot: templates.json's 7 ImageNet prompts
+RELEASE_TEMPLATES = "aclip"  # zoo.metrics.zeroshot: templates.json's 7 ImageNet prompts
 
 
 # ============================================================================================== losses
@@ -124,26 +128,18 @@ def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dic
 
 # ============================================================================================== module
 class ACLIPModule(TimmScheduled, LightningModule):
-    """A-CLIP (see the module docstring). Architecture arguments as :class:`zoo.models.aclip.model.ACLIP`;
-    ``forward(images, text)`` gives the EMA towers' normalised embeddings in eval mode."""
+    """A-CLIP (see the module docstring); ``forward(images, text)`` gives the EMA towers' normalised embeddings in
+    eval mode.
+
+    ``size``: ``b16`` | ``l16`` | ``s16`` (:data:`zoo.models.aclip.sizes.SIZES`, the official ``ACLIP_VIT*16``);
+    ``net``: overrides of :class:`zoo.models.aclip.model.ACLIP`'s arguments (a smaller network for demos and tests).
+    The data module's ``image_size`` and ``context_length`` follow the network (:meth:`data_config`).
+    """
 
     def __init__(
         self,
-        img_size: int = 224,
-        patch_size: int = 16,
-        vision_width: int = 768,
-        vision_depth: int = 12,
-        vision_heads: int = 12,
-        embed_dim: int = 512,
-        context_length: int = 77,
-        vocab_size: int = 49408,
-        text_width: int = 512,
-        text_heads: int = 8,
-        text_layers: int = 12,
-        ssl_mlp_dim: int = 4096,
-        ssl_emb_dim: int = 256,
-        byol_hidden_dim: int = 4096,
-        byol_dim: int = 256,
+        size: str = DEFAULT,
+        net: dict[str, Any] | None = None,
         objective: str = "aclip",
         masking: str = "attentive",
         mask_unit: int = 2,
@@ -165,6 +161,8 @@ class ACLIPModule(TimmScheduled, LightningModule):
         templates: Sequence[str] | str | None = None,
     ) -> None:
         super().__init__()
+        allowed = set(inspect.signature(ACLIP).parameters) - {"eval_towers"}  # eval_towers follows the objective
+        self.net_kwargs = net_args(SIZES, size, net, where="ACLIPModule", allowed=allowed)
         self.save_hyperparameters()
         check_choice("objective", objective, ("aclip", "clip"))
         check_choice("masking", masking, ("attentive", "random"))
@@ -177,33 +175,18 @@ class ACLIPModule(TimmScheduled, LightningModule):
             )
         if not 0.0 <= momentum <= 1.0:
             raise UserError(f"momentum={momentum}: the EMA momentum must be in [0, 1] (paper 0.996)")
+        img_size, patch_size = self.net_kwargs["img_size"], self.net_kwargs["patch_size"]
         if img_size % patch_size or (img_size // patch_size) % mask_unit:
             raise UserError(
                 f"img_size={img_size}, patch_size={patch_size}: the {img_size // patch_size}-patch grid "
                 f"must split into {mask_unit}x{mask_unit}-patch masking units (mask_unit)"
             )
-        self.model = ACLIP(
-            img_size,
-            patch_size,
-            vision_width,
-            vision_depth,
-            vision_heads,
-            embed_dim,
-            context_length,
-            vocab_size,
-            text_width,
-            text_heads,
-            text_layers,
-            ssl_mlp_dim,
-            ssl_emb_dim,
-            byol_hidden_dim,
-            byol_dim,
-            eval_towers="ema" if objective == "aclip" else "online",
-        )
+        self.model = ACLIP(**self.net_kwargs, eval_towers="ema" if objective == "aclip" else "online")
         if objective == "clip":  # plain CLIP trains no head: frozen, so DDP and the optimizer never wait for them
             for head in (self.model.image_mlp, self.model.byol_projector, self.model.byol_predictor):
                 head.requires_grad_(False)
         self.grid = img_size // patch_size
+        vocab_size, context_length = self.net_kwargs["vocab_size"], self.net_kwargs["context_length"]
         text = torch.randint(1, vocab_size - 1, (2, context_length), generator=torch.Generator().manual_seed(0))
         text[:, -1] = vocab_size - 1  # EOT: the largest id
         self.example_input_array = (torch.randn(2, 3, img_size, img_size), text)
@@ -216,29 +199,21 @@ class ACLIPModule(TimmScheduled, LightningModule):
     def tokenizer(self):
         from zoo.data_modules.image_text import clip_tokenizer
 
-        return clip_tokenizer(self.hparams.context_length)
+        return clip_tokenizer(self.net_kwargs["context_length"])
+
+    def data_config(self) -> dict[str, Any]:
+        """What the data module follows (``zoo.sizes.follow_model``): the views' side and the text context."""
+        return {"image_size": self.net_kwargs["img_size"], "context_length": self.net_kwargs["context_length"]}
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
+        # image size and context length: the data module follows data_config() and refuses a conflicting value
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        ctx = getattr(dm, "hparams", {}).get("context_length") if dm is not None else None
-        if ctx is not None and ctx != self.hparams.context_length:
-            raise UserError(
-                f"the data module tokenises to context_length={ctx} but the model's text tower has "
-                f"{self.hparams.context_length}: set data.init_args.context_length="
-                f"{self.hparams.context_length}"
-            )
-        size = getattr(dm, "hparams", {}).get("image_size") if dm is not None else None
-        if size is not None and size != self.hparams.img_size:
-            raise UserError(
-                f"the data module makes {size} px views but the model takes img_size="
-                f"{self.hparams.img_size}: set data.init_args.image_size={self.hparams.img_size}"
-            )
         from torchmetrics import MetricCollection
         from torchmetrics.classification import MulticlassAccuracy
 
         from zoo.metrics.retrieval import CrossModalRetrieval
-        from zoo.models.aclip.zeroshot import resolve_classnames, resolve_templates
+        from zoo.metrics.zeroshot import resolve_classnames, resolve_templates
 
         names = self.hparams.classnames if self.hparams.classnames is not None else getattr(dm, "classnames", None)
         self.classnames = resolve_classnames(names)
@@ -349,7 +324,7 @@ class ACLIPModule(TimmScheduled, LightningModule):
     def _eval_start(self) -> None:
         self._zs_weights = None
         if getattr(self, "classnames", None) is not None:
-            from zoo.models.aclip.zeroshot import zero_shot_weights
+            from zoo.metrics.zeroshot import zero_shot_weights
 
             self._zs_weights = zero_shot_weights(
                 self.model, self.tokenizer(), self.classnames, self.templates, device=self.device
@@ -373,7 +348,7 @@ class ACLIPModule(TimmScheduled, LightningModule):
         ``masking: random`` draws random cells) and the EMA encoder's CLS attention that ranks them."""
         images = batch["image"][:max_items]
         _, scores = self.model.visual_ema.forward_cls_attention(images)
-        size = self.hparams.img_size
+        size = self.net_kwargs["img_size"]
         full = torch.tensor([0, 0, size, size], device=images.device).expand(len(images), 3, 4)
         keep = self.keep_indices(scores, full)[: len(images)]
         items = [
@@ -394,7 +369,7 @@ class ACLIPModule(TimmScheduled, LightningModule):
         out = self.model(batch["image"], batch["text"])  # eval mode: the EMA towers, normalised
         labels = batch.get("label")
         if self._zs_weights is not None and labels is not None:
-            from zoo.models.aclip.zeroshot import zero_shot_logits
+            from zoo.metrics.zeroshot import zero_shot_logits
 
             known = labels >= 0
             if bool(known.any()):
