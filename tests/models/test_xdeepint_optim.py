@@ -22,7 +22,8 @@ def test_group_ftrl_first_step_by_hand():
     opt = GroupFTRL([E], alpha=0.5, beta=1.0, lambda1=0.5, lambda2=1.0)
     _step(opt, E, torch.tensor([[2.0, -1.0], [0.0, 0.0]], dtype=torch.float64))
     # sigma = (sqrt(0 + g^2) - 0) / 0.5 = [4, 2];  n = [4, 1];  z = g - sigma * E = [2 - 0.4, -1 - 0.4] = [1.6, -1.4]
-    # ||z|| = sqrt(4.52);  threshold 0.5 * sqrt(2) < ||z||  ->  E = z (0.5 sqrt 2 / sqrt 4.52 - 1) / ((1 + sqrt n) / 0.5 + 1)
+    # ||z|| = sqrt(4.52);  threshold 0.5 * sqrt(2) < ||z||
+    #   ->  E = z (0.5 sqrt 2 / sqrt 4.52 - 1) / ((1 + sqrt n) / 0.5 + 1)
     scale = 0.5 * math.sqrt(2) / math.sqrt(4.52) - 1
     expected_row0 = [1.6 * scale / 7.0, -1.4 * scale / 5.0]  # denominators (1+2)/0.5+1 = 7 and (1+1)/0.5+1 = 5
     assert expected_row0 == pytest.approx([-0.1525497, 0.1868734], abs=1e-7)  # the numbers worked out by hand
@@ -145,7 +146,6 @@ def test_ftrl_proximal_several_steps_match_tf_formulas(power):
 
 def test_ftrl_proximal_strong_l1_zeroes_entries():
     torch.manual_seed(0)
-    lin = torch.nn.Linear(20, 1, bias=False)
     x = torch.randn(256, 20)
     y = 3 * x[:, 0] - 2 * x[:, 1] + 0.1 * torch.randn(256)  # only two inputs matter
 
