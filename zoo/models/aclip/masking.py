@@ -24,7 +24,10 @@ from zoo.errors import UserError
 def cells_kept(grid: int, unit: int = 2, ratio: float = 0.5) -> int:
     """Number of kept cells: ``int((grid / unit)^2 x ratio) + 1`` (the official ``N + 1``)."""
     if grid % unit:
-        raise UserError(f"a {grid}x{grid} patch grid does not split into {unit}x{unit}-patch masking units")
+        raise UserError(
+            f"a {grid}x{grid} patch grid does not split into {unit}x{unit}-patch masking units: choose img_size, "
+            "patch_size and mask_unit so that img_size / patch_size is a multiple of mask_unit"
+        )
     n = (grid // unit) ** 2
     return min(n, int(n * ratio) + 1)
 

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from timm.layers import ConvNormAct, DropPath, LayerNorm2d, SqueezeExcite, trunc_normal_
 from torch import nn
 
+from zoo.errors import UserError
 from zoo.models.emo.sizes import SIZES
 
 __all__ = ["iRMB", "EMO", "emo_1m", "emo_2m", "emo_5m", "emo_6m", "window_partition", "window_unpartition"]
@@ -123,7 +124,10 @@ class iRMB(nn.Module):  # noqa: N801 - the paper's name
         self.attn_pre = attn_pre
         if attn:
             if dim_in % dim_head:
-                raise ValueError(f"iRMB: dim_in={dim_in} is not divisible by dim_head={dim_head}")
+                raise UserError(
+                    f"iRMB: dim_in={dim_in} is not divisible by dim_head={dim_head}; give each attention stage an "
+                    "embed_dims entry divisible by its dim_heads entry"
+                )
             self.dim_head = dim_head
             self.num_heads = dim_in // dim_head
             self.window_size = window_size
@@ -138,7 +142,7 @@ class iRMB(nn.Module):  # noqa: N801 - the paper's name
             self.v_act = _ACTS[act]() if act == "gelu" else _ACTS[act](inplace=True)
         else:
             if dim_mid != dim_in:
-                raise ValueError("iRMB without a value projection needs exp_ratio 1")
+                raise UserError("iRMB without a value projection needs exp_ratio 1: set exp_ratio=1.0 or v_proj=True")
             self.v = self.v_act = nn.Identity()
         # the local (depth-wise) mixer is BN + SiLU in every stage, whatever the stage's activation
         self.conv_local = ConvNormAct(
@@ -202,7 +206,7 @@ def _per_stage(v, n: int, name: str) -> list:
         return [v] * n
     v = list(v)
     if len(v) != n:
-        raise ValueError(f"EMO: {name} needs {n} values (one per stage), got {v}")
+        raise UserError(f"EMO: {name} needs {n} values (one per stage), got {v}; give one per entry of depths")
     return v
 
 
@@ -267,7 +271,9 @@ class EMO(nn.Module):
         self.features_only = features_only
         self.out_indices = tuple(out_indices)
         if features_only and not all(0 <= i <= n for i in self.out_indices):
-            raise ValueError(f"EMO: out_indices must lie in 0..{n} (stage 0-{n}), got {self.out_indices}")
+            raise UserError(
+                f"EMO: out_indices must lie in 0..{n} (stage 0-{n}), got {self.out_indices}; drop the others"
+            )
 
         # stem: 3x3 stride-2 conv WITH bias + BN, no activation (MSPatchEmb with one dilation in the official code)
         self.stem = ConvNormAct(
