@@ -2,7 +2,7 @@
 
 SSDA3D (Wang et al., AAAI 2023, arXiv 2212.02845) trains OpenPCDet's CenterPoint unchanged in both stages
 (``yinjunbo/SSDA3D:tools/cfgs/nuscenes_models/ssda3d_centerpoint.yaml``; spec ``3d.md`` §3.2); the method is in the
-data (Point-CutMix, Point-MixUp: :mod:`zoo.models.ssda3d.mixing`). Two encoders, the sizes of
+data (Point-CutMix, Point-MixUp: :mod:`zoo.data_modules.point_mixing`). Two encoders, the sizes of
 :mod:`zoo.models.ssda3d.sizes`:
 
 - ``voxel`` (the paper's): mean VFE on 0.075 x 0.075 x 0.2 m voxels over [-54, 54]^2 x [-5, 4.8] m ->
