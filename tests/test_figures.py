@@ -74,21 +74,23 @@ def _aclip():
     from zoo.models.aclip.module import ACLIPModule
 
     m = ACLIPModule(
-        img_size=32,
-        patch_size=8,
-        vision_width=32,
-        vision_depth=2,
-        vision_heads=2,
-        embed_dim=16,
-        context_length=8,
-        vocab_size=64,
-        text_width=16,
-        text_heads=2,
-        text_layers=1,
-        ssl_mlp_dim=32,
-        ssl_emb_dim=8,
-        byol_hidden_dim=32,
-        byol_dim=8,
+        net=dict(
+            img_size=32,
+            patch_size=8,
+            vision_width=32,
+            vision_depth=2,
+            vision_heads=2,
+            embed_dim=16,
+            context_length=8,
+            vocab_size=64,
+            text_width=16,
+            text_heads=2,
+            text_layers=1,
+            ssl_mlp_dim=32,
+            ssl_emb_dim=8,
+            byol_hidden_dim=32,
+            byol_dim=8,
+        )
     )
     text = torch.randint(1, 63, (2, 8), generator=torch.Generator().manual_seed(0))
     text[:, -1] = 63

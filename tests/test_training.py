@@ -114,7 +114,9 @@ def test_no_weight_decay_groups_are_the_hand_written_ones():
     ]
     assert [({id(p) for p in g["params"]}, g["weight_decay"]) for g in emo.param_groups()] == old
 
-    tm = TinyMIMDistillModule(img_size=32, patch_size=8, embed_dim=24, depth=2, num_heads=2, last_heads=4, lr=1e-3)
+    tm = TinyMIMDistillModule(
+        net=dict(img_size=32, patch_size=8, embed_dim=24, depth=2, num_heads=2, last_heads=4), lr=1e-3
+    )
     tm.trainer = pl.Trainer(accelerator="cpu", max_steps=4, logger=False)  # the schedule reads the step count
     opt = tm.configure_optimizers()["optimizer"]
     named = [(n, p) for n, p in tm.model.named_parameters() if p.requires_grad]
