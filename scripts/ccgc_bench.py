@@ -31,16 +31,16 @@ def main():
     import torch
     import torch.nn.functional as F
 
-    from zoo.bench import time_calls
     from zoo.data_modules.graphs import GraphClusteringDataModule
     from zoo.models.ccgc.module import CCGCModule, kmeans, warmup_loss
+    from zoo.profiling import time_calls
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dm = GraphClusteringDataModule(args.dataset, str(Path(args.data) / args.dataset))
     dm.setup()
     x, n, k = dm.smoothed, dm.num_nodes, dm.num_classes
-    m = CCGCModule(dm.num_features, k)
+    m = CCGCModule(net={"in_features": dm.num_features}, num_clusters=k)
     opt = torch.optim.Adam(m.model.parameters(), lr=1e-4)
     eye = torch.eye(n)
 

@@ -10,15 +10,14 @@ prints one JSON line: per size the median times, the slope b (microseconds per 1
 (1 = linear), and the ratio of the time per point at the largest and the smallest cloud (1 = linear). Then the
 detector's inference (``forward`` in eval mode, decode and NMS included) on a batch of two real frames (KITTI 000002,
 64-beam, and the nuScenes keyframe, cropped to +-51.2 m) at the demo's CPU size and at the ssda3d-pillar entry's
-size: frames/s (wall clock) and the growth of peak RSS (``zoo.bench.PeakMemory``). (``zoo bench ssda3d-pillar``
+size: frames/s (wall clock) and the growth of peak RSS (``zoo.profiling.PeakMemory``). (``zoo bench ssda3d-pillar``
 without ``--train`` runs the module's example input, two random 2,000-point clouds.) The training step
 of the detector is ``zoo bench``:
 
     zoo bench ssda3d-pillar --train             # paper-size pillar model, the demo's frames (configs/demo/ssda3d.yaml)
-    zoo bench ssda3d-pillar --train --model-arg voxel_size=[0.4,0.4,9.8] --model-arg pillar_filters=[32,32] \\
-        --model-arg layer_nums=[2,2] --model-arg layer_strides=[2,2] --model-arg num_filters=[32,64] \\
-        --model-arg upsample_strides=[1,2] --model-arg num_upsample_filters=[32,32] --model-arg head_channels=32 \\
-        --model-arg bn_momentum=0.1
+    zoo bench ssda3d-pillar --train --model-arg 'net={voxel_size: [0.4,0.4,9.8], pillar_filters: [32,32], \\
+        layer_nums: [2,2], layer_strides: [2,2], num_filters: [32,64], upsample_strides: [1,2], \\
+        num_upsample_filters: [32,32], head_channels: 32, bn_momentum: 0.1}'
                                                 # the demo's CPU size
 """
 
@@ -41,6 +40,7 @@ def main():
     import torch
 
     from zoo.nn.pillars import voxelize
+    from zoo.profiling import interleaved
 
     torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.points.split(",")]
@@ -55,13 +55,8 @@ def main():
         times = []
         for n in sizes:
             pts = torch.cat([lo + torch.rand(n, 3, generator=g) * (hi - lo), torch.rand(n, 1, generator=g)], 1)
-            voxelize(pts, vox, rng)
-            cpu = []
-            for _ in range(args.repeat):
-                t0 = time.process_time()
-                voxelize(pts, vox, rng)
-                cpu.append(time.process_time() - t0)
-            times.append(statistics.median(cpu))
+            cpu = interleaved({"zoo": lambda: voxelize(pts, vox, rng)}, args.repeat, timer=time.process_time)
+            times.append(cpu["zoo"])  # the median after one untimed call
         x, y = torch.tensor(sizes, dtype=torch.float64), torch.tensor(times, dtype=torch.float64)
         A = torch.stack([torch.ones_like(x), x], 1)
         a, b = torch.linalg.lstsq(A, y[:, None]).solution.flatten().tolist()
@@ -79,14 +74,16 @@ def main():
 
 
 DEMO = dict(
-    voxel_size=[0.4, 0.4, 9.8],
-    pillar_filters=[32, 32],
-    layer_nums=[2, 2],
-    layer_strides=[2, 2],
-    num_filters=[32, 64],
-    upsample_strides=[1, 2],
-    num_upsample_filters=[32, 32],
-    head_channels=32,
+    net=dict(
+        voxel_size=[0.4, 0.4, 9.8],
+        pillar_filters=[32, 32],
+        layer_nums=[2, 2],
+        layer_strides=[2, 2],
+        num_filters=[32, 64],
+        upsample_strides=[1, 2],
+        num_upsample_filters=[32, 32],
+        head_channels=32,
+    )
 )
 
 
@@ -96,8 +93,8 @@ def infer(args) -> dict:
     import torch
 
     import zoo
-    from zoo.bench import PeakMemory, time_calls
     from zoo.data_modules.driving import KittiDataModule, NuScenesDataModule, collate_frames
+    from zoo.profiling import PeakMemory, time_calls
 
     data = Path(args.data)
     pcr = [-51.2, -51.2, -5.0, 51.2, 51.2, 4.8]

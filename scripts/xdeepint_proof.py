@@ -3,7 +3,7 @@
 
 The xDeepInt side of the proof is a registry variant, run and recorded like every other number:
 
-    zoo reproduce xdeepint-criteo --variant proof-A      # h=16 (bit-wise crossing); also proof-A-h1, proof-B, proof-B-h1
+    zoo reproduce xdeepint-criteo --variant proof-A   # h=16 (bit-wise crossing); also proof-A-h1, proof-B, proof-B-h1
 
 (configs/xdeepint-proof.yaml; rows in results/xdeepint.csv). This script stays because the baseline is a scikit-learn
 model, not a zoo LightningModule, so `zoo reproduce` cannot run it. It builds the same 100k synthetic Criteo-format

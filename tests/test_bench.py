@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 import torch
 from lightning.pytorch import Callback
 
-from zoo.bench import PeakMemory, bench_models, time_calls, write_json
+from zoo.bench import bench_models, write_json
 from zoo.cli import main
+from zoo.profiling import PeakMemory, time_calls
 
 ROW_FIELDS = {
     "name",
@@ -167,7 +169,7 @@ def test_write_json_is_atomic(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr("zoo.bench.os.replace", boom)
+    monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError):
         write_json([{"a": 2}], path)
     assert json.loads(path.read_text()) == [{"a": 1}] and [p.name for p in tmp_path.iterdir()] == ["rows.json"]
@@ -226,8 +228,8 @@ def test_peer_op_rows_iou_and_nms(capsys):
     NMS keeps, its IoU is shapely's."""
     import numpy as np
 
+    from zoo.bench.peers import bench_peer_ops, scene_boxes, shapely_bev_iou, shapely_nms_rows, shapely_nms_tree
     from zoo.nn.boxes3d import bev_iou, rotated_nms
-    from zoo.profiling import bench_peer_ops, scene_boxes, shapely_bev_iou, shapely_nms_rows, shapely_nms_tree
 
     rows = bench_peer_ops("iou,nms", reps=1, box_sizes=(60,))
     assert [(r["op"], r["peer"]) for r in rows] == [("iou", "shapely STRtree"), ("nms", rows[1]["peer"])]
@@ -250,11 +252,11 @@ def test_peer_op_rows_iou_and_nms(capsys):
 def test_peer_op_rows_voxelize(monkeypatch, shared_data, capsys):
     """`zoo bench --op voxelize` (through the CLI): rows on the real KITTI / nuScenes frames against spconv's
     PointToVoxel, with the share of points spconv kept, and a linearity row."""
-    import zoo.profiling as profiling
+    import zoo.bench.peers as peers
 
     monkeypatch.setenv("ZOO_SHARED_DATA", str(shared_data))
-    monkeypatch.setattr(profiling, "UNIFORM_POINTS", 20_000)
-    monkeypatch.setattr(profiling, "LINEARITY_POINTS", (5_000, 20_000))
+    monkeypatch.setattr(peers, "UNIFORM_POINTS", 20_000)
+    monkeypatch.setattr(peers, "LINEARITY_POINTS", (5_000, 20_000))
     assert main(["bench", "--op", "voxelize", "--steps", "1"]) == 0
     out = capsys.readouterr().out
     for work in (

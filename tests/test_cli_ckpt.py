@@ -10,8 +10,8 @@ import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from torch.utils.data import DataLoader, TensorDataset
 
-from zoo.cli import _explicit_model_args, run_lightning
 from zoo.errors import UserError
+from zoo.lightning_cli import _explicit_model_args, run_lightning
 
 
 class Toy(LightningModule):

@@ -49,7 +49,7 @@ def _one_error_line(capsys, cmd: str, *needles: str) -> str:
             ["--model.init_args.num_classes", "0"],
             ["num_classes must be >= 1, got 0", "set model.init_args.num_classes"],
         ),
-        (["--model.init_args.variant", "emo_3m"], ["unknown variant 'emo_3m'", "choose one of", "'emo_1m'"]),
+        (["--model.init_args.size", "emo_3m"], ["unknown size 'emo_3m'", "choose one of", "emo_1m"]),
         (["--data.init_args.root", "/nonexistent/imagenet"], ["/nonexistent/imagenet does not exist", "root=None"]),
         (["--data.init_args.batch_size", "0"], ["batch_size must be >= 1, got 0"]),
     ],

@@ -197,6 +197,38 @@ def test_card_has_paper_and_our_numbers_labelled():
     assert ours_first in ours.split("## ")[0] and ours_first not in paper
 
 
+def _side(preprocess: dict):
+    size = preprocess.get("input_size")
+    return list(size[-2:]) if size else None
+
+
+def test_export_card_states_the_modules_own_preprocessing(tmp_path):
+    """An export's card and config.json state the preprocessing of the module it holds: its ``data_config()`` over
+    the entry's (EMO at a small input side, not the registry's 224); without ``data_config`` the entry's as it is."""
+    e = registry.get("emo-1m")
+    m = tiny()
+    side = (m.data_config() or {}).get("image_size") if hasattr(m, "data_config") else None
+    want = [side, side] if side is not None else _side(e.preprocess)
+    folder = hub.export(m, tmp_path / "named", name="emo-1m")
+    cfg = json.loads((folder / "config.json").read_text())
+    assert _side(cfg["preprocess"]) == want and cfg["preprocess"]["mean"] == e.preprocess["mean"]
+    assert f"- input_size: {cfg['preprocess']['input_size']}" in (folder / "README.md").read_text()
+
+    m.data_config = lambda: {"image_size": 64}  # a module trained at 64 px (the EMO demo)
+    folder = hub.export(m, tmp_path / "at64", name="emo-1m")
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["preprocess"]["input_size"] == [3, 64, 64] and "image_size" not in cfg["preprocess"]
+    card = (folder / "README.md").read_text()
+    assert "- input_size: [3, 64, 64]" in card and "[3, 224, 224]" not in card
+    folder = hub.export(m, tmp_path / "unnamed")  # no entry matches: the module's own facts only
+    assert "- image_size: 64" in (folder / "README.md").read_text()
+
+    m.data_config = None  # no data_config: the entry's preprocessing
+    assert hub.preprocess_of(m, e) == dict(e.preprocess)
+    loaded = zoo.load(f"local-dir:{tmp_path / 'at64'}")
+    assert loaded.model.state_dict().keys() == m.model.state_dict().keys()
+
+
 def test_measured_metrics_go_into_a_valid_card(tmp_path):
     """Our numbers (no public URL) must still give model-index metadata that huggingface_hub accepts."""
     from huggingface_hub import ModelCard

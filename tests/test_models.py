@@ -36,8 +36,27 @@ def _float_tensors(out):
 
 
 def test_registry_is_populated():
-    methods = {registry.get(n).method for n in NAMES}
-    assert "emo" in methods, methods
+    """Every method folder (``zoo/models/<method>/``) contributes entries of its own modules; names are unique and
+    well formed (``method-size[.tag]``, lower case), and every name resolves to its own entry."""
+    import pkgutil
+    import re
+
+    import zoo.models
+
+    folders = sorted(i.name for i in pkgutil.iter_modules(zoo.models.__path__) if i.ispkg)
+    assert len(folders) >= 12, folders
+    entries = registry.all_entries()
+    for folder in folders:
+        own = [e.name for e in entries if e.module.startswith(f"zoo.models.{folder}.")]
+        assert own, f"zoo/models/{folder}/ registers no entry (its __init__.py's ENTRIES)"
+    assert len(NAMES) == len(set(NAMES)) == len(entries), "a name is registered twice"
+    for name in NAMES:
+        assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)+(\.[a-z0-9]+(-[a-z0-9]+)*)?", name), (
+            f"{name}: not method-size[.tag]"
+        )
+        e = registry.get(name)
+        assert e.name == name and name.split("-", 1)[0] == e.method
+        assert e.module.startswith("zoo.models."), f"{name}: {e.module} is not a zoo.models class path"
 
 
 @pytest.mark.parametrize("name", NAMES)

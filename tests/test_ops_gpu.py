@@ -115,9 +115,9 @@ def test_bench_cuda(op, size):
 def test_voxelize_cuda_is_the_cpu_result(shared_data):
     """Issue 26: voxelize is one function on both devices: on CUDA tensors (counting / sort path on the GPU) it gives
     the CPU's coords, inverse, counts and keep on the KITTI and nuScenes frames, pillar and voxel grids, batched."""
+    from zoo.bench.peers import PILLAR_GRID, VOXEL_GRID
     from zoo.data_modules.driving_formats import read_points
     from zoo.nn.pillars import voxelize
-    from zoo.profiling import PILLAR_GRID, VOXEL_GRID
 
     kitti = [torch.from_numpy(read_points(shared_data / f"kitti_frames/velodyne/00000{i}.bin", 4)) for i in range(3)]
     nus = torch.from_numpy(read_points(next((shared_data / "nuscenes_demo").glob("*LIDAR_TOP*.pcd.bin")), 5))
@@ -131,8 +131,8 @@ def test_voxelize_cuda_is_the_cpu_result(shared_data):
 
 
 def test_rotated_nms_and_iou_cuda_match_the_cpu():
+    from zoo.bench.peers import scene_boxes
     from zoo.nn.boxes3d import bev_iou, rotated_nms
-    from zoo.profiling import scene_boxes
 
     boxes, scores = scene_boxes(2000, seed=3)
     torch.testing.assert_close(bev_iou(boxes.cuda(), boxes.cuda()).cpu(), bev_iou(boxes, boxes), atol=1e-6, rtol=0)
@@ -141,7 +141,7 @@ def test_rotated_nms_and_iou_cuda_match_the_cpu():
 
 
 def test_peer_bench_voxelize_cuda(monkeypatch):
-    import zoo.profiling as profiling
+    import zoo.bench.peers as profiling
 
     monkeypatch.setattr(profiling, "LINEARITY_POINTS", (20_000, 100_000))
     rows = profiling.bench_peer_ops("voxelize", reps=3, device="cuda")

@@ -6,9 +6,8 @@ Importing ``zoo`` imports nothing heavy; models, Lightning and the Hub client ar
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from zoo import registry  # noqa: E402  (light: dataclasses only)
+from zoo import registry  # light: dataclasses only
+from zoo.version import __version__
 
 __all__ = ["__version__", "list_models", "create", "load", "registry"]
 
@@ -20,7 +19,7 @@ def list_models(pattern: str = "*", pretrained: bool | None = None, exclude: str
 
 def create(name: str, pretrained: bool = False, **init_overrides):
     """Build the LightningModule of a registered model (eval mode); ``pretrained=True`` loads its weights."""
-    from zoo.hub import create as _create
+    from zoo.loading import create as _create
 
     return _create(name, pretrained=pretrained, **init_overrides)
 
@@ -28,6 +27,6 @@ def create(name: str, pretrained: bool = False, **init_overrides):
 def load(source: str, **init_overrides):
     """Load a LightningModule with weights (eval mode) from a registry name, ``hf-hub:org/name[@rev]``,
     ``org/name``, ``local-dir:PATH`` or an existing folder."""
-    from zoo.hub import load as _load
+    from zoo.loading import load as _load
 
     return _load(source, **init_overrides)

@@ -3,10 +3,12 @@
 Each method with released weights has ``zoo/models/<method>/convert.py`` with ``convert_state_dict(official)``
 (official key names -> ``module.model`` keys). This module holds what every method shares: reading a file as plain
 tensors (``torch.load(weights_only=True)``, never a full unpickle), loading it strictly into a registry entry, and
-``python -m zoo.models.<method>.convert CHECKPOINT NAME OUT_DIR``.
+``python -m zoo.models.<method>.convert CHECKPOINT NAME OUT_DIR`` (:class:`Converter` gives a method's
+``read_official`` / ``load_official`` / ``main`` from its ``convert_state_dict``).
 
-Entries whose weights status is ``official`` (``Entry.official_url``: the authors' own release file) are loaded by
-:func:`load_entry`: the converted folder in the zoo cache if it is there; otherwise the official file is downloaded
+Entries whose weights status is ``official`` (``Entry.official_url``: the authors' own release file) are loaded
+(``zoo.load``) from :func:`official_folder`: the converted folder in the zoo cache if it is there; otherwise the
+official file is downloaded
 into the cache (a progress bar; checked against ``Entry.official_hash``), read as plain tensors, converted with the
 method's ``convert_state_dict``, loaded strictly, and written back as ``config.json`` + ``model.safetensors``
 (atomically), so the next load needs neither the network nor a conversion. With ``HF_HUB_OFFLINE=1`` nothing is
@@ -27,8 +29,14 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
+
+from zoo.checkpoints import load_weights_strict
+from zoo.export import export
+from zoo.trust import build_entry
+from zoo.version import __version__
 
 __all__ = [
     "read_release",
@@ -37,9 +45,10 @@ __all__ = [
     "read_url",
     "load_official",
     "converter_main",
+    "Converter",
     "cache_dir",
     "fetch",
-    "load_entry",
+    "official_folder",
     "DownloadError",
     "ConnectError",
 ]
@@ -118,10 +127,10 @@ def read_official(path: str | Path, convert: Callable[[dict], dict], where: str)
 
 def load_official(path: str | Path, name: str, read: Callable[[str | Path], dict]):
     """Build the registry entry ``name`` and load an official checkpoint (read by ``read``) into it strictly."""
-    from zoo import hub
+    from zoo import registry
 
-    module = hub.create(name)
-    hub.load_weights_strict(module.model, read(path), str(path))
+    module = build_entry(registry.get(name))
+    load_weights_strict(module.model, read(path), str(path))
     return module.eval()
 
 
@@ -133,10 +142,43 @@ def converter_main(argv: list[str] | None, load: Callable[[str, str], object], w
     p.add_argument("out_dir", help="Hub folder to write (config.json, model.safetensors, README.md)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR when it is an earlier zoo export")
     ns = p.parse_args(argv)
-    from zoo.hub import export
-
     print(export(load(ns.checkpoint, ns.name), ns.out_dir, name=ns.name, overwrite=ns.overwrite))
     return 0
+
+
+@dataclass(frozen=True)
+class Converter:
+    """A method's converter readers and command line, stated once::
+
+        _cli = Converter(convert_state_dict, where="zhangzjn/EMO: resources/EMO_1M/net.pth", what="EMO (net.pth)",
+                         names="emo-1m, emo-2m, emo-5m or emo-6m")
+        read_official, load_official, main = _cli.read_official, _cli.load_official, _cli.main
+
+    ``convert``: official dict -> ``module.model`` keys; ``read``: path -> zoo keys, for a method that reads its files
+    its own way (``convert`` and ``where`` are then unused); ``where``: where the official files are published (named
+    when a file is missing); ``what`` / ``names``: the command line's help (the checkpoint, the entries)."""
+
+    convert: Callable[[dict], dict] | None = None
+    where: str = "the authors' release"
+    what: str = "official"
+    names: str = "a registry name"
+    read: Callable[[str | Path], dict] | None = None
+
+    def read_official(self, path: str | Path) -> dict:
+        """Read an official checkpoint safely (:func:`read_release`) and convert it to zoo keys."""
+        if self.read is not None:
+            return self.read(path)
+        if self.convert is None:
+            raise TypeError("Converter needs convert (official dict -> zoo keys) or read (path -> zoo keys)")
+        return read_official(path, self.convert, self.where)
+
+    def load_official(self, path: str | Path, name: str):
+        """Build the registry entry ``name`` and load an official checkpoint into it strictly."""
+        return load_official(path, name, self.read_official)
+
+    def main(self, argv: list[str] | None = None) -> int:
+        """``python -m zoo.models.<method>.convert CHECKPOINT NAME OUT_DIR [--overwrite]``."""
+        return converter_main(argv, self.load_official, self.what, self.names)
 
 
 # --------------------------------------------------------------------------------------------- the zoo cache
@@ -197,8 +239,6 @@ def fetch(url: str, dest: Path, expected_hash: str | None = None) -> Path:
 
     from huggingface_hub.utils import tqdm
 
-    import zoo
-
     dest = Path(dest)
     created = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]  # deepest first
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -207,7 +247,7 @@ def fetch(url: str, dest: Path, expected_hash: str | None = None) -> Path:
     ok = False
     try:
         with os.fdopen(fd, "wb") as out:
-            req = urllib.request.Request(url, headers={"User-Agent": f"zoo/{zoo.__version__}"})
+            req = urllib.request.Request(url, headers={"User-Agent": f"zoo/{__version__}"})
             try:
                 resp = urllib.request.urlopen(req, timeout=60)
             except (urllib.error.URLError, OSError) as e:
@@ -292,21 +332,15 @@ def cached_conversion(entry) -> Path | None:
     return folder
 
 
-def load_entry(entry, **overrides):
-    """The LightningModule of an ``official`` entry with the authors' weights (see the module docstring)."""
-    from zoo import hub
-
-    folder = cached_conversion(entry)
-    if folder is None:
-        folder = convert_entry(entry)
-    return hub.load_folder(folder, **overrides)
+def official_folder(entry) -> Path:
+    """The converted folder of an ``official`` entry (config.json + model.safetensors in the zoo cache), converted
+    first when it is not there yet (:func:`convert_entry`); ``zoo.load`` loads it (see the module docstring)."""
+    return cached_conversion(entry) or convert_entry(entry)
 
 
 def convert_entry(entry) -> Path:
     """Download (unless already in the cache), convert and cache the official weights of ``entry``; returns the
     converted folder."""
-    from zoo import hub
-
     url, raw = entry.official_url, official_file(entry)
     downloaded = None
     if not raw.is_file():
@@ -330,16 +364,16 @@ def convert_entry(entry) -> Path:
         if downloaded is None:
             check_hash(raw, entry.official_hash, str(raw))
         conv = _convert_module(entry)
-        module = hub.create(entry.name)
+        module = build_entry(entry)
         state = read_official(source, conv.convert_state_dict, f"{entry.name}: {url}")
-        hub.load_weights_strict(module.model, state, url)
+        load_weights_strict(module.model, state, url)
         if downloaded is not None:
             os.replace(downloaded, raw)
             downloaded = None
     finally:
         if downloaded is not None:
             downloaded.unlink(missing_ok=True)
-    return hub.export(
+    return export(
         module.eval(),
         converted_folder(entry),
         name=entry.name,

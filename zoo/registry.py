@@ -17,29 +17,12 @@ import importlib
 import pkgutil
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from zoo.metric import Metric
+from zoo.paths import find_config
+
 __all__ = ["Metric", "Paper", "Entry", "get", "all_entries", "list_models", "import_class", "find_config"]
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One reported number, enough to write a ``model-index`` result on a model card.
-
-    ``task``: a Hub task id (``image-classification``); ``dataset``: a Hub dataset id or a short name;
-    ``metric``: a metric id (``accuracy``, ``top-5``, ``nmi``...); ``value``: in the unit the paper uses
-    (percent for accuracy); ``protocol`` says how it was obtained when it matters (seeds, epoch choice).
-    """
-
-    task: str
-    dataset: str
-    dataset_name: str
-    metric: str
-    value: float
-    split: str = "validation"
-    name: str | None = None
-    protocol: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +95,17 @@ class Entry:
         return self.weights in ("hub", "official")
 
     @property
+    def weights_howto(self) -> str:
+        """How to produce this entry's weights here: ``weights_note``, else train with its config, export, push."""
+        if self.weights_note:
+            return self.weights_note
+        cfg = self.config or f"configs/{self.method}.yaml"
+        return (
+            f"train it with `zoo fit --config {cfg}`, then `zoo export CKPT DIR --name {self.name}` and load "
+            "'local-dir:DIR'" + (f"; `zoo push DIR {self.hub_repo}` publishes it." if self.hub_repo else ".")
+        )
+
+    @property
     def our_metrics(self) -> tuple[Metric, ...]:
         """Our measured metrics: the mean (± std, seed count) of this entry's rows in ``results/<method>.csv``,
         computed when asked (``zoo reproduce`` appends rows)."""
@@ -182,23 +176,23 @@ def list_models(pattern: str = "*", pretrained: bool | None = None, exclude: str
     return out
 
 
-def find_config(path: str) -> Path | None:
-    """A config named relative to the repository (``configs/ccgc-cora.yaml``): from the current directory, else from
-    the checkout zoo runs from (a source tree or an editable install); ``None`` when neither has it."""
-    for candidate in (Path(path), Path(__file__).resolve().parents[1] / path):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def import_class(path: str):
-    """``'pkg.mod.Class'`` -> the class, with an error that names the path when it does not exist."""
+    """``'pkg.mod.Class'`` -> the class, with an error that names the path when it does not exist. A method whose
+    extra is not installed, or a module whose import needs a missing optional package, is a one-line
+    :class:`zoo.errors.UserError` naming ``pip install 'zoo[<extra>]'`` (:mod:`zoo.extras`)."""
+    from zoo import extras
+    from zoo.errors import UserError
+
     mod_name, _, cls_name = path.rpartition(".")
     if not mod_name:
         raise ImportError(f"{path!r} is not a class path (expected 'package.module.Class')")
+    extras.check_method(mod_name)
     try:
         mod = importlib.import_module(mod_name)
     except ModuleNotFoundError as e:
+        msg = extras.missing_message(e, path)
+        if msg is not None:
+            raise UserError(msg) from e
         raise ImportError(f"cannot import {mod_name!r} for class path {path!r}: {e}") from e
     try:
         return getattr(mod, cls_name)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from zoo import registry
 from zoo.results import ResultSpec, append_rows, parse_seeds  # noqa: F401  (parse_seeds: zoo.reproduce's API)
+from zoo.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def _fit(config: str, seed: int, run_dir: Path, args: list[str]):
     """One LightningCLI fit; -> the CLI object (its trainer, model and data module)."""
     import sys
 
-    from zoo.cli import run_lightning
+    from zoo.lightning_cli import run_lightning
 
     run_dir.mkdir(parents=True, exist_ok=True)
     argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when both sys.argv and args are given
@@ -166,9 +167,9 @@ def _check_aggregates(method_or_demo: str, group: dict, seeds: list[int], dest: 
         covered = set(row_seeds(r))
         if covered & set(seeds) and not covered <= set(seeds):
             raise ValueError(
-                f"seeds {sorted(covered & set(seeds))} of {'/'.join(_group(r))} are already counted in the aggregate row "
-                f"of seeds {r['seed']} in {csv_path(method_or_demo, dest)}: re-measure all of {r['seed']} to replace it, "
-                "or choose seeds it does not cover"
+                f"seeds {sorted(covered & set(seeds))} of {'/'.join(_group(r))} are already counted in the aggregate "
+                f"row of seeds {r['seed']} in {csv_path(method_or_demo, dest)}: re-measure all of {r['seed']} to "
+                "replace it, or choose seeds it does not cover"
             )
 
 
@@ -213,8 +214,6 @@ def reproduce_config(
     (protocol ``test``), one row each, to ``<dest>/demo/<config stem>.csv`` with entry ``demo/<stem>``. ``after``:
     configs fitted first, same seed, same run folder (a fine-tuning demo reads the pre-training demo's checkpoint
     under its ``default_root_dir``)."""
-    import zoo
-
     path = _config_path(config)
     first = [_config_path(c) for c in after or ()]
     stem = Path(path).stem
@@ -248,7 +247,7 @@ def reproduce_config(
                 "seed": seed,
                 "seeds": 1,
                 "wall_s": round(wall, 1),
-                "zoo_version": zoo.__version__,
+                "zoo_version": __version__,
                 "git_commit": _git_commit(),
                 "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
                 "device": _device(cli.trainer),
@@ -280,8 +279,6 @@ def reproduce(
     """Run entry ``name``'s config once per seed, read its protocols' metrics and append one row per (seed, protocol)
     to ``<dest>/<method>.csv``: ``results_dir`` when given, the repository's ``results/`` with ``record``, else
     ``<runs_dir>/results``. Returns the rows written."""
-    import zoo
-
     entry = registry.get(name)
     spec = _spec(entry)
     if variant not in spec.variants:
@@ -331,7 +328,7 @@ def reproduce(
                 "seed": seed,
                 "seeds": 1,
                 "wall_s": round(wall, 1),
-                "zoo_version": zoo.__version__,
+                "zoo_version": __version__,
                 "git_commit": _git_commit(),
                 "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
                 "device": _device(trainer),

@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from zoo.files import atomic_write_text
+from zoo.metric import Metric
+from zoo.paths import find_config
 
 FIXED = (
     "entry",
@@ -200,9 +202,9 @@ def check_seeds_counted_once(rows: list[dict], source: str = "results") -> None:
         for s in row_seeds(r):
             if s in where:
                 raise ValueError(
-                    f"{source}: seed {s} of {r['entry']} ({r['variant']}, {r['protocol']}) is counted twice ({where[s]} "
-                    f"and {label}); a seed counts once: re-measure every seed of an aggregate to replace it, or use "
-                    "seeds it does not cover"
+                    f"{source}: seed {s} of {r['entry']} ({r['variant']}, {r['protocol']}) is counted twice "
+                    f"({where[s]} and {label}); a seed counts once: re-measure every seed of an aggregate to replace "
+                    "it, or use seeds it does not cover"
                 )
             where[s] = label
 
@@ -315,8 +317,6 @@ def _ranges(seeds: list[int]) -> str:
 def our_metrics(entry, spec: ResultSpec, root: str | Path | None = None) -> tuple:
     """The entry's measured metrics: one :class:`zoo.registry.Metric` per (variant, protocol, metric) group of
     its rows, variants and protocols in the spec's order, the value the pooled mean."""
-    from zoo.registry import Metric
-
     rows = [r for r in read_rows(entry.method, root) if r["entry"] == entry.name]
     sums = summarize(rows, [*spec.metrics, *spec.counts], spec.std_ddof)
     vorder, porder = list(spec.variants), list(spec.protocols)
@@ -373,8 +373,6 @@ def _shown(col: str) -> bool:
 
 def demo_configs_of(method: str) -> list[Path]:
     """The demo configs (``configs/demo/*.yaml``) whose model is one of ``zoo.models.<method>``'s modules."""
-    from zoo.registry import find_config
-
     folder = find_config("configs/demo/emo.yaml")
     if folder is None:
         return []

@@ -171,8 +171,8 @@ def test_sparse_nms_is_the_dense_nms(dtype):
     """Issue 26: the sparse NMS (sweep candidate pairs, IoU on pairs only, greedy over over-threshold pairs) keeps
     exactly what the dense-matrix greedy NMS keeps, in the same order, on detector-like boxes (10 jittered
     proposals per object), duplicates and a lone box included."""
+    from zoo.bench.peers import scene_boxes
     from zoo.nn.boxes3d import _candidate_pairs, _self_candidate_pairs
-    from zoo.profiling import scene_boxes
 
     for n in (150, 800):  # up to 200 boxes: all-pairs candidates; more: spatial hashing
         boxes, scores = scene_boxes(n, seed=2)
@@ -198,8 +198,8 @@ def test_green_clipping_on_degenerate_pairs_matches_shapely():
     (the turned box: vs its own area)."""
     import shapely
 
+    from zoo.bench.peers import _polygons
     from zoo.nn.boxes3d import _boundary_inside, _pair_intersection_area
-    from zoo.profiling import _polygons
 
     g = torch.Generator().manual_seed(0)
     n = 4000

@@ -108,7 +108,7 @@ CASES = {"relation_kl": _relation_case, "graph_propagate": _graph_case, "fused_l
 
 
 def _measure(fn, device, reps):
-    from zoo.bench import PeakMemory, time_calls
+    from zoo.profiling import PeakMemory, time_calls
 
     fn(), fn()  # warm-up (Triton compiles on the first call)
     with PeakMemory(device) as mem:
@@ -120,7 +120,7 @@ def bench_op(name: str, device=None, sizes=None, reps: int | None = None, verbos
     """Benchmark op ``name`` on ``device`` (default: cuda if available) at ``sizes`` (list of size dicts; default:
     the issue's sizes on CUDA, reduced ones on the CPU). Returns one dict per (size, provider): op, size,
     provider, device, ms (median, forward + backward), peak_mib (CUDA only), note; prints a table."""
-    from zoo.profiling import PEER_OPS, bench_peer_ops
+    from zoo.bench.peers import PEER_OPS, bench_peer_ops
 
     if name == "peers" or all(n in PEER_OPS for n in name.split(",")):  # zoo's 3D / detection pieces vs their peers
         return bench_peer_ops(name, reps=reps, device=device, verbose=verbose)

@@ -1,0 +1,3 @@
+"""zoo's version, in a module of its own so that any module can name it without importing the ``zoo`` package."""
+
+__version__ = "0.1.0"
