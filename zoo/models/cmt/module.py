@@ -457,15 +457,16 @@ class CMTModule(LightningModule):
 
     # ------------------------------------------------------------------------------------------ setup
     def data_config(self) -> dict:
-        """What the network fixes of its input (:func:`zoo.sizes.follow_model`): the point-cloud range, and the voxel
-        size (LiDAR branch) or the image size (height, width) and view count (camera branch) it was built for."""
+        """What the data module follows (:func:`zoo.sizes.follow_model`): the point-cloud range and voxel size, and the
+        image size (height, width) and view count the network was built for. A single-modality network states the
+        other modality's values too (its size's; the network ignores that input, which the data may still read)."""
         net = self.model
-        out = {"point_cloud_range": list(net.pc_range)}
-        if net.use_lidar:
-            out["voxel_size"] = list(net.voxel_size)
-        if net.use_camera:
-            out["image_size"], out["num_views"] = list(net.image_size), net.num_views
-        return out
+        return {
+            "point_cloud_range": list(net.pc_range),
+            "voxel_size": list(net.voxel_size),
+            "image_size": list(net.image_size),
+            "num_views": net.num_views,
+        }
 
     def setup(self, stage: str | None = None):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
