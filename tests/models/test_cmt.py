@@ -713,6 +713,27 @@ def test_short_fit_on_the_real_frame_reduces_the_loss(shared_data):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+def test_the_data_module_follows_the_attached_cmt(shared_data):
+    """NuScenesMultiViewDataModule with range and image size unset, attached (a stub trainer) to the tiny CMT (2 views
+    of 64 x 128, ±51.2 m): its frames are what the network was built for, and one fits the model."""
+    from types import SimpleNamespace
+
+    from zoo.data_modules.multiview import CAMERAS, NuScenesMultiViewDataModule, collate_multiview
+
+    info = "n015-2018-07-24-11-22-45+0800.pkl"
+    m = tiny().eval()
+    dm = NuScenesMultiViewDataModule(
+        root=str(shared_data / "nuscenes_demo"), train_split=info, val_split=info, cameras=CAMERAS[:2], sweeps=1
+    )
+    dm.trainer = SimpleNamespace(lightning_module=m)
+    dm.setup("validate")
+    assert dm.point_cloud_range == PCR and dm.image_size == [64, 128]
+    batch = collate_multiview([dm.datasets["val"][0]])
+    assert batch["images"].shape == (1, 2, 3, 64, 128)
+    with torch.no_grad():
+        assert torch.isfinite(m(*m._inputs(batch))["box"]).all()
+
+
 def test_voxel_path_forward_on_the_cpu():
     """The released sparse encoder (spconv) at a small grid: 41 z cells as released, 32 x 32 cells -> 4 x 4 BEV tokens
     of 256 channels. Only the forward: spconv's CPU wheel has no backward (the tiny registry models use pillars)."""
