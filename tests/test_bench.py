@@ -82,7 +82,7 @@ def test_train_runs_the_modules_training_step_and_optimizer(capsys):
     assert row["batch"] == 4 and row["unit"] == "images" and row["samples_per_s"] > 0
     assert row["step_ms_min"] <= row["step_ms_median"] <= row["step_ms_max"]
     assert math.isfinite(row["loss"]) and row["params"] == 1_361_168
-    assert "configs/demo/emo.yaml" in row["data"] and "images 32 px" in row["note"]
+    assert "configs/demo/emo.yaml" in row["data"] and "image_size=32 from the model" in row["note"]
     assert probe.opt_steps == [3]  # AdamW from EMOModule.configure_optimizers: 1 warm-up + 2 timed steps
     assert len(probe.changed) > 0.9 * len(probe.before)
     assert "emo-1m: " in capsys.readouterr().out

@@ -22,13 +22,12 @@ Four modes:
 The demo data does not always fit the entry's full-size model; the bench then adapts, and the row's ``note`` says
 what it changed (nothing is changed silently):
 
-- image size: the data module's ``image_size`` becomes the model's (``img_size`` init arg, else the entry's
-  ``preprocess["input_size"]``), so EMO-1M and TinyMIM train at 224 px on the demo's upscaled digits, as in the paper;
+- what the model fixes (its ``data_config()``: image size, frames, tokenizer, text length, point-cloud range): the
+  data module follows the model, as in ``zoo fit`` (``zoo.sizes``), so EMO-1M and TinyMIM train at 224 px on the
+  demo's upscaled digits, as in the paper, and A-CLIP's captions pad to its 77 tokens;
 - data-bound sizes (:data:`DATA_ARGS`: input features, clusters, nodes, fields, vocabularies): these fit a model to
   its dataset rather than choose its architecture, so they come from the demo config's model when they differ
   (``ccgc-bat`` becomes CCGC with dims 500 on the karate club's 34 features and 2 clusters);
-- the tokenizer and text length: a data module with an ``encoder`` tokenises with the model's encoder, one with a
-  ``context_length`` pads/truncates to the model's (A-CLIP's 77);
 - inputs of the training step that are not data (a teacher) come from the module's ``bench_init_args`` classmethod
   when it has one: RELIANT trains its teacher on the demo graph in ``setup`` (outside the timing), TinyMIM uses the
   paper's MAE ViT at random weights.

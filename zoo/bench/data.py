@@ -11,7 +11,15 @@ from pathlib import Path
 
 import torch
 
-from zoo.bench.inputs import _accepts, _data_section, _env, _read_yaml, demo_config
+from zoo.bench.inputs import (
+    _accepts,
+    _data_section,
+    _env,
+    _read_yaml,
+    demo_config,
+    follow_model_data,
+    module_data_config,
+)
 from zoo.profiling import PeakMemory
 
 
@@ -25,8 +33,8 @@ def _data_child(spec: dict) -> dict:
     else:
         path, cfg = demo_config(registry.get(spec["name"]))
     data_cls, dargs = _data_section(cfg, path)
+    notes = follow_model_data(data_cls, dargs, module_data_config(cfg), spec.get("data_args") or {})
     dargs.update(spec.get("data_args") or {})
-    notes = []
     with tempfile.TemporaryDirectory(prefix="zoo-bench-data-") as tmp:
         if _accepts(data_cls, "cache_dir") and "cache_dir" not in (spec.get("data_args") or {}):
             dargs["cache_dir"] = tmp

@@ -105,6 +105,38 @@ def _data_section(cfg: dict, path: Path | str) -> tuple[Any, dict]:
     return import_class(data["class_path"]), dict(data.get("init_args") or {})
 
 
+def follow_model_data(data_cls, dargs: dict, facts: dict, explicit: dict) -> list[str]:
+    """Data follows the model (``zoo.sizes``): each fact of the module's ``data_config()`` that the data class takes
+    and the caller did not set (``explicit``) replaces the demo config's value. Returns a note per value taken."""
+    notes = []
+    for key, value in facts.items():
+        if value is None or key in explicit or not _accepts(data_cls, key):
+            continue
+        old = dargs.get(key)
+        notes.append(f"{key}={value} from the model" + (f" (demo {old})" if old is not None and old != value else ""))
+        dargs[key] = value
+    return notes
+
+
+def module_data_config(cfg: dict) -> dict:
+    """``data_config()`` of a config's model, built on the meta device (no weights, no time); ``{}`` when the model
+    states none or cannot be built there (then the data module's own error says what to set)."""
+    from zoo.registry import import_class
+
+    model = cfg.get("model")
+    if not isinstance(model, dict) or "class_path" not in model:
+        return {}
+    cls = import_class(model["class_path"])
+    if not callable(getattr(cls, "data_config", None)):
+        return {}
+    try:
+        with torch.device("meta"):
+            module = cls(**dict(model.get("init_args") or {}))
+    except Exception:  # noqa: BLE001  (a teacher file, a tokenizer...: the data module then names what is missing)
+        return {}
+    return dict(module.data_config() or {})
+
+
 def _ragged(v) -> bool:
     """A list of tensors of different shapes: one per sample (a list of equal shapes is a batch's parts)."""
     return (

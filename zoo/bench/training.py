@@ -25,6 +25,7 @@ from zoo.bench.inputs import (
     _timing,
     _timm_net,
     demo_config,
+    follow_model_data,
 )
 from zoo.profiling import PeakMemory, synchronize
 
@@ -76,19 +77,9 @@ def _entry_setup(
         over.update(teacher)
         notes.append(note)
     module = zoo.create(entry.name, **{**over, **model_args}).train()  # create() returns eval mode
-    hp = module.hparams
-    # what the model fixes and its data must follow: input size, tokenizer, text context (the module's data_config()
-    # where it has one, else its init args)
+    # what the model fixes (its data_config(): input size, tokenizer, text context...) its data follows
     facts = dict(module.data_config() or {}) if callable(getattr(module, "data_config", None)) else {}
-    size = facts.get("image_size") or hp.get("img_size") or (entry.preprocess.get("input_size") or [None])[-1]
-    for key, value, what in (
-        ("image_size", size, "images {} px"),
-        ("encoder", facts.get("encoder", hp.get("encoder")), "tokenised with {}"),
-        ("context_length", facts.get("context_length", hp.get("context_length")), "captions of {} tokens"),
-    ):
-        if value and _accepts(data_cls, key) and key not in data_args and dargs.get(key) != value:
-            notes.append(f"{what.format(value)} (demo {dargs.get(key)})")
-            dargs[key] = value
+    notes += follow_model_data(data_cls, dargs, facts, data_args)
     dargs.update(data_args)
     if batch_size is not None:
         if _accepts(data_cls, "batch_size"):
