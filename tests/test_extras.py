@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from zoo import extras
-from zoo.errors import UserError, user_error_message
+from zoo.errors import UserError
 
 try:
     import tomllib
@@ -332,8 +332,10 @@ def test_import_class_keeps_other_import_errors(monkeypatch):
         registry.import_class("no_such_module_zoo.Thing")
 
 
-def test_cli_error_path(monkeypatch):
-    """zoo.errors.user_error_message (the `zoo` command's error path): also when wrapped, e.g. by jsonargparse."""
+def test_cli_error_path(monkeypatch, capsys):
+    """The `zoo` command's error path (zoo.cli.report_user_error): also when wrapped, e.g. by jsonargparse."""
+    from zoo.cli import report_user_error
+
     _block(monkeypatch, "av")
     try:
         importlib.import_module("av")
@@ -341,10 +343,15 @@ def test_cli_error_path(monkeypatch):
         try:
             raise RuntimeError("while instantiating the data module") from missing
         except RuntimeError as wrapped:
-            msg = user_error_message(wrapped)
-    _assert_one_line(msg, "video")
+            assert report_user_error("fit", wrapped) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("zoo fit: error: av is not installed"), err
+    _assert_one_line(err.strip(), "video")
     unknown = ModuleNotFoundError("No module named 'no_such_module_zoo'", name="no_such_module_zoo")
-    assert extras.missing_message(unknown) is None and user_error_message(unknown) is None  # a bug: the traceback
+    assert extras.missing_in_chain(unknown) is None and report_user_error("fit", unknown) is None  # a bug: traceback
+    with_user_error = UserError("NuScenesDetection: ...")
+    with_user_error.__cause__ = ModuleNotFoundError("No module named 'av'", name="av")
+    assert extras.missing_in_chain(with_user_error) is None  # the UserError's own line is shown
 
 
 def test_installed_package_is_not_a_missing_extra():

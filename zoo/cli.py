@@ -339,8 +339,10 @@ def report_user_error(cmd: str | None, exc: BaseException, broad: bool = False) 
     """Print a user error (``zoo.errors.user_error_message``) as one ``zoo CMD: error: ...`` line and return the exit
     status 2; ``None`` when ``exc`` is not a user error (the caller re-raises it: a traceback)."""
     from zoo.errors import user_error_message
+    from zoo.extras import missing_in_chain
 
-    msg = user_error_message(exc, broad=broad, command=cmd)
+    # an optional package that a core install leaves out: the line names the extra (zoo.extras)
+    msg = missing_in_chain(exc) or user_error_message(exc, broad=broad, command=cmd)
     if msg is None:
         return None
     print(f"{'zoo ' + cmd if cmd else 'zoo'}: error: {msg} [--debug shows the traceback]", file=sys.stderr)

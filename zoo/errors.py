@@ -146,24 +146,18 @@ def _is_config_error(exc: BaseException) -> bool:
 def user_error_message(exc: BaseException, broad: bool = False, command: str | None = None) -> str | None:
     """The one-line message to print for ``exc`` if it is a user error, else ``None`` (a bug: show the traceback).
 
-    User errors: a :class:`UserError` anywhere in the exception's chain; a ``ModuleNotFoundError`` of an optional
-    package (the line names ``pip install 'zoo[<extra>]'``, :func:`zoo.extras.missing_message`); Lightning's
-    ``MisconfigurationException`` (an invalid Trainer setting, e.g. ``accelerator: cuda`` without a GPU); a missing /
-    unreadable file (``FileNotFoundError``, ``NotADirectoryError``, ``IsADirectoryError``, ``PermissionError``); a
-    ``ValueError`` / ``TypeError`` raised by a constructor that jsonargparse called with the config's arguments.
-    ``broad=True`` (the zoo tools, whose errors come from checking their arguments) also counts ``ValueError``,
-    ``KeyError`` and ``ImportError``. A config that does not parse is a user error too (``command``: the ``zoo``
-    subcommand, for the ``--help`` hint of :func:`config_error_message`).
+    User errors: a :class:`UserError` anywhere in the exception's chain; Lightning's ``MisconfigurationException``
+    (an invalid Trainer setting, e.g. ``accelerator: cuda`` without a GPU); a missing / unreadable file
+    (``FileNotFoundError``, ``NotADirectoryError``, ``IsADirectoryError``, ``PermissionError``); a ``ValueError`` /
+    ``TypeError`` raised by a constructor that jsonargparse called with the config's arguments. ``broad=True`` (the
+    zoo tools, whose errors come from checking their arguments) also counts ``ValueError``, ``KeyError`` and
+    ``ImportError``. A config that does not parse is a user error too (``command``: the ``zoo`` subcommand, for the
+    ``--help`` hint of :func:`config_error_message`).
     """
-    from zoo.extras import missing_message
-
     chain = list(_chain(exc))
     for e in chain:
         if isinstance(e, UserError):
             return worker_error_message(e) or _one_line(e)
-    for e in chain:  # an optional package that a core install leaves out: the extra that brings it
-        if isinstance(e, ModuleNotFoundError) and (missing := missing_message(e)) is not None:
-            return missing
     for e in chain:
         if _is_config_error(e):
             return config_error_message(str(e), command)

@@ -10,7 +10,8 @@ A missing optional package is reported as one line naming the extra: :func:`miss
 ``ModuleNotFoundError`` into that line, :func:`check_method` (called by :func:`zoo.registry.import_class`, so by
 ``zoo.create`` / ``zoo.load``) checks a method's extra before its module is built, and
 :func:`missing_extra_as_user_error` wraps a lazy import. The ``zoo`` command's error path
-(:func:`zoo.errors.user_error_message`) uses :func:`missing_message` too. Importing this module imports nothing.
+(``zoo.cli.report_user_error``) asks :func:`missing_in_chain` before :func:`zoo.errors.user_error_message`.
+Importing this module imports nothing but :mod:`zoo.errors` (which imports no zoo module: no circle).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import sys
+
+from zoo.errors import UserError
 
 __all__ = [
     "EXTRAS",
@@ -27,6 +30,7 @@ __all__ = [
     "extra_for",
     "is_missing",
     "missing_message",
+    "missing_in_chain",
     "check_method",
     "missing_extra_as_user_error",
 ]
@@ -152,6 +156,20 @@ def missing_message(exc: BaseException, where: str | None = None) -> str | None:
     return f"{where}: {line}" if where else line
 
 
+def missing_in_chain(exc: BaseException) -> str | None:
+    """:func:`missing_message` of the first ``ModuleNotFoundError`` in ``exc``'s chain (``__cause__`` first, then
+    ``__context__``: jsonargparse and Lightning wrap what a constructor or hook raised); ``None`` when the chain has
+    none, or has a :class:`zoo.errors.UserError` (that one is the message to show)."""
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ if exc.__cause__ is not None else exc.__context__
+    if any(isinstance(e, UserError) for e in chain):
+        return None
+    return next((m for e in chain if (m := missing_message(e)) is not None), None)
+
+
 def check_method(module_name: str) -> None:
     """Raise :class:`zoo.errors.UserError` when ``module_name`` (``zoo.models.<method>...``) belongs to a method
     whose extra is not installed, naming the missing packages and ``pip install 'zoo[<extra>]'``; nothing for any
@@ -162,8 +180,6 @@ def check_method(module_name: str) -> None:
         return
     missing = [name for name in EXTRAS[extra] if is_missing(name)]
     if missing:
-        from zoo.errors import UserError
-
         raise UserError(f"{method} ({module_name}) needs the extra {extra!r}: {_install_line(missing, extra)}")
 
 
@@ -177,6 +193,4 @@ def missing_extra_as_user_error(where: str):
         msg = missing_message(e, where)
         if msg is None:
             raise
-        from zoo.errors import UserError
-
         raise UserError(msg) from e
