@@ -1,6 +1,6 @@
 """CenterPoint head (Yin, Zhou, Krähenbühl, CVPR 2021, §3-4): heatmap of object centres on the BEV map + dense box
 regression at the peaks. As OpenPCDet's ``CenterHead`` (``pcdet/models/dense_heads/center_head.py``,
-``model_utils/centernet_utils.py``, ``utils/loss_utils.py``), the table of spec ``3d.md`` §3.2:
+``model_utils/centernet_utils.py``, ``utils/loss_utils.py``) as SSDA3D's ``ssda3d_centerpoint.yaml`` configures it:
 
 - shared 3x3 conv (in -> 64, bias before BN) + BN + ReLU; separate heads center (2), center_z (1), dim (3, log),
   rot (2: cos, sin), hm (num_classes), each ``num_conv - 1`` x (Conv3x3 + BN + ReLU) + Conv3x3; hm bias -2.19;

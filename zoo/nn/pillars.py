@@ -1,6 +1,6 @@
 """Dynamic (spconv-free) voxelisation, the dynamic pillar feature net, the BEV scatter and the BEV backbone + FPN neck.
 
-Pure PyTorch, deterministic on the CPU. The recipe of spec ``3d.md`` §4 (OpenPCDet's ``DynPillarVFE``,
+Pure PyTorch, deterministic on the CPU. The recipe of OpenPCDet's dynamic pillar models (``DynPillarVFE``,
 ``PointPillarScatter`` and ``BaseBEVBackbone``; PointPillars, Lang et al., CVPR 2019, §2.1):
 
 1. :func:`voxelize`: points inside the range -> integer cell ``(b, iz, iy, ix)``, the unique occupied cells and every
@@ -114,7 +114,7 @@ def voxelize(
     ``filter_z=False`` (pillars only, one z cell): a point is kept when its x / y cell lies in the grid,
     ``0 <= floor((p - min) / voxel) < n``, whatever its z, as OpenPCDet's ``DynamicPillarVFE.forward``
     (``yinjunbo/SSDA3D:pcdet/models/backbones_3d/vfe/dynamic_pillar_vfe.py``) filters; every kept point has ``iz = 0``.
-    The flat key is ``((b * nz + iz) * ny + iy) * nx + ix`` (spec §4 step 2). The result is what
+    The flat key is ``((b * nz + iz) * ny + iy) * nx + ix``. The result is what
     ``torch.unique(key, sorted=True, return_inverse=True, return_counts=True)`` gives, computed in linear time by
     :func:`_unique_keys` (counting for pillar grids, one integer sort for voxel grids): no point is dropped, unlike
     spconv's ``PointToVoxel`` with its caps. Plain tensor ops, so the same function runs on CUDA tensors.

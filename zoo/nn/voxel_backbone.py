@@ -1,7 +1,7 @@
 """The SSDA3D / CenterPoint-voxel 3D encoder on spconv: mean VFE, ``VoxelResBackBone8x`` and ``HeightCompression``.
 
 Architecture as OpenPCDet's ``pcdet/models/backbones_3d/spconv_backbone.py`` (``VoxelResBackBone8x``; SECOND, Yan et
-al., Sensors 2018, with residual sparse blocks) and spec ``3d.md`` §3.2: SubM(C -> 16) + 2 residual blocks;
+al., Sensors 2018, with residual sparse blocks) as SSDA3D configures it: SubM(C -> 16) + 2 residual blocks;
 [SparseConv s2 16 -> 32 + 2 res]; [s2 32 -> 64 + 2 res]; [s2 64 -> 128, padding (0, 1, 1) + 2 res]; out SparseConv
 (3, 1, 1) stride (2, 1, 1) 128 ch. BatchNorm1d eps 1e-3, momentum 0.01. The sparse shape is the grid's
 ``(nz + 1, ny, nx)``; HeightCompression stacks the remaining z slices into channels (128 x 2 = 256 for the paper's
@@ -79,7 +79,7 @@ def mean_vfe(
     transform_points_to_voxels``; ``MAX_POINTS_PER_VOXEL: 10``, ``MAX_NUMBER_OF_VOXELS`` 120000 train / 160000 test
     in ``yinjunbo/SSDA3D:tools/cfgs/nuscenes_models/ssda3d_centerpoint.yaml``): points are taken in input order,
     a voxel keeps its first ``max_points_per_voxel`` points, and only the first ``max_voxels`` voxels of each frame
-    (in order of their first point) exist; later points of a dropped voxel are ignored (spec ``3d.md`` §4 step 7).
+    (in order of their first point) exist; later points of a dropped voxel are ignored.
     """
     for name, v in (("max_points_per_voxel", max_points_per_voxel), ("max_voxels", max_voxels)):
         if v is not None and int(v) < 1:

@@ -31,7 +31,7 @@ PAPER = Paper(
 
 MODULE = "zoo.models.ssda3d.module.SSDA3DModule"
 
-# yinjunbo/SSDA3D README (spec 3d.md §3.8): nuScenes val, class car, "AP / NDS" (%), Waymo -> nuScenes with
+# yinjunbo/SSDA3D README: nuScenes val, class car, "AP / NDS" (%), Waymo -> nuScenes with
 # 1 / 5 / 10 / 100 % of the nuScenes training frames labelled
 PAPER_TABLE = {1: (73.4, 67.1), 5: (76.2, 68.8), 10: (78.8, 70.9), 100: (79.8, 71.8)}
 BASELINE_TABLE = {1: (37.2, 38.1), 5: (61.0, 53.2), 10: (65.6, 58.2), 100: (78.4, 69.9)}  # labelled target only

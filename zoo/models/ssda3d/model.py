@@ -1,14 +1,14 @@
 """SSDA3D's detector: CenterPoint (Yin et al., CVPR 2021) on a voxel (paper) or dynamic-pillar (CPU) encoder.
 
 SSDA3D (Wang et al., AAAI 2023, arXiv 2212.02845) trains OpenPCDet's CenterPoint unchanged in both stages
-(``yinjunbo/SSDA3D:tools/cfgs/nuscenes_models/ssda3d_centerpoint.yaml``; spec ``3d.md`` §3.2); the method is in the
+(``yinjunbo/SSDA3D:tools/cfgs/nuscenes_models/ssda3d_centerpoint.yaml``); the method is in the
 data (Point-CutMix, Point-MixUp: :mod:`zoo.data_modules.point_mixing`). Two encoders, the sizes of
 :mod:`zoo.models.ssda3d.sizes`:
 
 - ``voxel`` (the paper's): mean VFE on 0.075 x 0.075 x 0.2 m voxels over [-54, 54]^2 x [-5, 4.8] m ->
   ``VoxelResBackBone8x`` (spconv) -> HeightCompression 256 ch at stride 8 (180 x 180) -> BEV backbone layers [5, 5],
   strides [1, 2], filters [128, 256], upsample [1, 2] -> [256, 256] (512 ch) -> CenterHead (stride 8).
-- ``pillar`` (spconv-free, spec §4): dynamic pillar net (filters [64, 64]) on 0.2 m pillars over [-51.2, 51.2]^2 x
+- ``pillar`` (spconv-free, CPU): dynamic pillar net (filters [64, 64]) on 0.2 m pillars over [-51.2, 51.2]^2 x
   [-5, 4.8] m (512 x 512) -> BEV backbone [3, 5, 5] / [2, 2, 2] / [64, 128, 256], upsample [0.5, 1, 2] -> 3 x 128
   (OpenPCDet ``cbgs_dyn_pp_centerpoint.yaml``) -> CenterHead (stride 4).
 

@@ -13,7 +13,7 @@ focal + 0.25 x L1 regression, :class:`zoo.nn.centerpoint.CenterHead`); what diff
 - ``stage="intra"`` (Stage II, Intra-domain Generalisation): labelled + pseudo-labelled target frames, a share of them
   Point-MixUp-ed, initialised from the Stage-I weights (``init_weights``; ``tools/cfgs/stage2_mixup/*.yaml``).
 
-Optimiser (spec ``3d.md`` §3.7, OpenPCDet ``adam_onecycle``): Adam with decoupled weight decay 0.01 on every parameter
+Optimiser (OpenPCDet ``adam_onecycle``): Adam with decoupled weight decay 0.01 on every parameter
 (``true_wd``, ``bn_wd``: torch's AdamW), betas (0.95 -> 0.85 cycled, 0.99); one-cycle LR per optimizer step, peak
 1e-3 at 40 %, start peak / 10, end start / 1e4, cosine both ways (torch ``OneCycleLR``); grad-norm clip 10 is
 ``trainer.gradient_clip_val`` in the configs. Validation: nuScenes car AP / NDS or KITTI BEV / 3D AP with
