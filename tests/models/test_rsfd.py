@@ -335,12 +335,8 @@ def test_feature_extraction_writes_the_published_layout_and_resumes(tmp_path):
     import lightning.pytorch as pl
 
     from zoo.data_modules.captioning import VideoFramesDataModule
-    from zoo.models.rsfd.features import (
-        PARTIAL,
-        FeatureExtractionModule,
-        HDF5FeatureWriter,
-        done_keys,
-    )
+    from zoo.models.rsfd.features import FeatureExtractionModule, HDF5FeatureWriter
+    from zoo.video_features import PARTIAL, done_keys
 
     app, mot = str(tmp_path / "image.hdf5"), str(tmp_path / "motion.hdf5")
     torch.manual_seed(0)
@@ -643,7 +639,8 @@ def test_feature_extraction_skips_an_undecodable_video_and_the_rerun_does_not_di
     import lightning.pytorch as pl
 
     from zoo.data_modules.captioning import VideoFramesDataModule
-    from zoo.models.rsfd.features import FeatureExtractionModule, HDF5FeatureWriter, done_keys
+    from zoo.models.rsfd.features import FeatureExtractionModule, HDF5FeatureWriter
+    from zoo.video_features import done_keys
 
     videos = tmp_path / "videos"
     videos.mkdir()

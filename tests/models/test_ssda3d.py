@@ -19,8 +19,9 @@ from zoo.data_modules.point_mixing import (
 )
 from zoo.errors import UserError
 from zoo.models.ssda3d.module import SSDA3DModule
-from zoo.models.ssda3d.pseudo_labels import PseudoLabelWriter, read_pseudo_labels
+from zoo.models.ssda3d.pseudo_labels import PseudoLabelWriter
 from zoo.nn.boxes3d import bev_iou, points_in_boxes
+from zoo.pseudo_labels import read_pseudo_labels
 
 RANGE = [-20.0, -20.0, -3.0, 20.0, 20.0, 3.0]
 
@@ -637,9 +638,7 @@ def test_driving_data_follows_the_model_range_and_refuses_a_conflicting_one(shar
 
 def test_ssda3d_data_module_passes_the_model_range_to_its_domains(shared_data):
     from zoo.data_modules import KittiDataModule, SSDA3DDataModule
-    from zoo.models.ssda3d.data import SSDA3DDataModule as Old
 
-    assert Old is SSDA3DDataModule  # the old class path of earlier configs still works
     kitti = KittiDataModule(root=str(shared_data / "kitti_frames"), train_split=["000002"], val_split=["000002"])
     dm = SSDA3DDataModule(target=_nuscenes(shared_data, point_cloud_range=None), source=kitti, batch_size=1)
     with pytest.raises(UserError, match="Point-CutMix sizes its region"):

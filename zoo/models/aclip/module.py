@@ -197,7 +197,7 @@ class ACLIPModule(TimmScheduled, LightningModule):
         return self.model(images, text)
 
     def tokenizer(self):
-        from zoo.data_modules.image_text import clip_tokenizer
+        from zoo.text.clip import clip_tokenizer
 
         return clip_tokenizer(self.net_kwargs["context_length"])
 

@@ -176,7 +176,7 @@ class MMCCorefModule(LightningModule):
         args = self.net_args = _resolve_net(size, net, encoder)
         path = None
         if args["encoder_config"] is None:
-            from zoo.data_modules.coref import resolve_encoder
+            from zoo.text.encoders import resolve_encoder
 
             path = resolve_encoder(args["encoder"])
         enc = build_encoder(args["encoder_config"], path)
@@ -204,7 +204,7 @@ class MMCCorefModule(LightningModule):
         """Copy the pretrained weights of ``encoder`` into the model (strict) and mark them loaded."""
         from transformers import AutoModel
 
-        from zoo.data_modules.coref import resolve_encoder
+        from zoo.text.encoders import resolve_encoder
 
         path = resolve_encoder(self.net_args["encoder"])
         try:

@@ -8,8 +8,8 @@ HDF5 files,
 
 each keyed by ``video<id>`` -> float32 (steps, dim).
 
-:class:`~zoo.data_modules.video_features.VideoFeatureExtractor` (the data layer's, with the file helpers; re-exported
-here) computes both with any timm 2D CNN (``image_model``; ``resnet101`` as the paper) and
+:class:`~zoo.video_features.VideoFeatureExtractor` (shared with the caption data module, with the HDF5 file helpers)
+computes both with any timm 2D CNN (``image_model``; ``resnet101`` as the paper) and
 a torchvision video network (``motion_model``: ``r3d_18``, ``mc3_18``, ``r2plus1d_18``; torchvision has no 3D
 ResNeXt-101), frozen, in eval mode. Weights: ``pretrained=True`` loads timm's / torchvision's ImageNet / Kinetics
 weights (needs the network or a cache); ``False`` keeps the random initialisation (the offline demo: random frozen
@@ -34,39 +34,10 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from zoo.data_modules.video_features import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    KINETICS_MEAN,
-    KINETICS_STD,
-    PARTIAL,
-    VideoFeatureExtractor,
-    done_keys,
-    extract_to_hdf5,
-    feature_key,
-    pretrain_image_cnn,
-    window_starts,
-    write_video,
-)
 from zoo.errors import UserError
+from zoo.video_features import VideoFeatureExtractor, feature_key, write_video
 
-__all__ = [
-    "FeatureExtractionModule",
-    "HDF5FeatureWriter",
-    # the data layer's (zoo.data_modules.video_features), importable from here as before
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "KINETICS_MEAN",
-    "KINETICS_STD",
-    "PARTIAL",
-    "VideoFeatureExtractor",
-    "done_keys",
-    "extract_to_hdf5",
-    "feature_key",
-    "pretrain_image_cnn",
-    "window_starts",
-    "write_video",
-]
+__all__ = ["FeatureExtractionModule", "HDF5FeatureWriter"]
 
 log = logging.getLogger(__name__)
 

@@ -234,7 +234,7 @@ def load_pretraining_init(model: nn.Module, init_from: str | None, text_init: st
     if text_init:
         from transformers import AutoModel
 
-        from zoo.data_modules.coref import resolve_encoder
+        from zoo.text.encoders import resolve_encoder
 
         bert = AutoModel.from_pretrained(resolve_encoder(text_init))
         emb = {

@@ -4,31 +4,27 @@ those frames' boxes in Stage II.
 
 ``zoo predict --config configs/ssda3d-...-pseudo.yaml --ckpt_path STAGE1.ckpt`` runs
 :meth:`zoo.models.ssda3d.module.SSDA3DModule.predict_step` (which applies tau) and this callback writes one JSON file
-(no pickle): ``{"format": "zoo-ssda3d-pseudo-labels/1", "classes": [...], "threshold": tau,
-"frames": {frame_id: {"boxes": [[x, y, z, dx, dy, dz, yaw], ...], "scores": [...], "labels": [...]}}}``.
-Boxes are in the frame's coordinates as the target data module delivers them (after its ``z_shift``), which is how
-Stage II reads them back (:func:`zoo.data_modules.domain_adaptation.read_pseudo_labels`, re-exported here, and
-:class:`zoo.data_modules.domain_adaptation.PseudoLabelledFrames`).
+(no pickle; the format is :mod:`zoo.pseudo_labels`, whose :func:`~zoo.pseudo_labels.read_pseudo_labels` Stage II's
+data module uses). Boxes are in the frame's coordinates as the target data module delivers them (after its
+``z_shift``), which is how Stage II reads them back (:class:`zoo.data_modules.domain_adaptation.PseudoLabelledFrames`).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from zoo.data_modules.domain_adaptation import PSEUDO_LABEL_FORMAT as FORMAT
-from zoo.data_modules.domain_adaptation import read_pseudo_labels
 from zoo.errors import UserError
+from zoo.pseudo_labels import write_pseudo_labels
 
-__all__ = ["PseudoLabelWriter", "read_pseudo_labels", "FORMAT"]
+__all__ = ["PseudoLabelWriter"]
 
 
 class PseudoLabelWriter(BasePredictionWriter):
     """Collects ``predict_step`` outputs and writes ``output`` (a path; relative paths live under
     ``trainer.default_root_dir``) at the end of ``zoo predict``. Multi-device runs write one file per rank
-    (``<name>.rank<k>.json``) that :func:`read_pseudo_labels` reads together.
+    (``<name>.rank<k>.json``) that :func:`zoo.pseudo_labels.read_pseudo_labels` reads together.
 
     ``threshold``: tau, applied here on top of the module's ``pseudo_label_threshold`` (``zoo predict --ckpt_path``
     restores the Stage-I run's init args, so the module's own tau is the one it was trained with); None keeps the
@@ -70,9 +66,6 @@ class PseudoLabelWriter(BasePredictionWriter):
                     "scores": f["scores"][keep].tolist(),
                     "labels": f["labels"][keep].tolist(),
                 }
-        out = {"format": FORMAT, "classes": list(hp.class_names), "threshold": tau, "frames": frames}
-        p = self.path(trainer)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(out))
+        p = write_pseudo_labels(self.path(trainer), hp.class_names, tau, frames)
         n = sum(len(v["labels"]) for v in frames.values())
         print(f"pseudo-labels: {n} boxes (score > {tau}) on {len(frames)} frames -> {p}")

@@ -2,7 +2,7 @@
 ``image_resnet101_imagenet_fps_max60.hdf5`` / ``motion_resnext101_kinetics_duration16_overlap8.hdf5``, inherited from
 yangbang18/Non-Autoregressive-Video-Captioning), each keyed by ``video<id>`` -> float32 (steps, dim), and the frozen
 CNNs that compute them. Method-independent: the data modules (``zoo.data_modules.captioning``) and the methods'
-``zoo predict`` steps (``zoo.models.rsfd.features``) both use it.
+``zoo predict`` steps (``zoo.models.rsfd.features``) both use it, and neither imports the other.
 
 - :func:`feature_key`, :func:`done_keys`, :func:`write_video`: the keys; the complete videos of a file; one video
   appended under a temporary name (``_partial_<key>``) and renamed when complete, so an interrupted run leaves a
