@@ -1,6 +1,6 @@
 """SSDA3D's two training sets over the ``zoo.data_modules.driving`` frames (``yinjunbo/SSDA3D:pcdet/datasets/
-cutmix_dataset/waymo_nus_cutmix_dataset.py``, ``pcdet/datasets/nuscenes/nuscenes_mixup_dataset.py``; spec ``3d.md``
-§3.3-3.6).
+cutmix_dataset/waymo_nus_cutmix_dataset.py``, ``pcdet/datasets/nuscenes/nuscenes_mixup_dataset.py``; SSDA3D,
+Wang et al., AAAI 2023).
 
 - :class:`CutMixFrames` (Stage I): epoch = |source| + |target| items; item i is, with probability ``cutmix_prob``,
   the Point-CutMix of source frame ``i mod |S|`` and target frame ``i mod |T|``, else the plain source (i < |S|) or

@@ -5,7 +5,7 @@ A frame is ``{"points": [N, C], "boxes": [M, 7], "labels": [M], "frame_id": str,
 ``numpy.random.Generator`` the caller owns (one per data-loader worker).
 
 - :func:`point_cutmix` (Stage I, inter-domain Point-CutMix; ``yinjunbo/SSDA3D:pcdet/datasets/processor/
-  inter_domain_point_cutmix.py``, spec ``3d.md`` §3.4): side ratios ``c_x, c_y ~ U(0.5, 1)`` redrawn (at most 100
+  inter_domain_point_cutmix.py``): side ratios ``c_x, c_y ~ U(0.5, 1)`` redrawn (at most 100
   times) until ``min(c) / max(c) >= 0.75``; an axis-aligned BEV region of half-extent ``c * (range_xy) / 2``
   centred on a random **source** point, redrawn until the target has more than ``min_target_points`` (10,000) points
   strictly inside; points = target inside the region + source outside it; boxes = source boxes not "inside" + target
@@ -13,7 +13,7 @@ A frame is ``{"points": [N, C], "boxes": [M, 7], "labels": [M], "frame_id": str,
   ``[x0, x1] x [y0, y1] x [z_min, z_max]``
   of the point-cloud range (the corner rule: a source box crossing the border is dropped, its outside points stay
   unlabelled; a target box crossing it is kept with only its inside points).
-- :func:`point_mixup` (Stage II, intra-domain Point-MixUp; ``.../intra_domain_point_mixup.py``, spec §3.6):
+- :func:`point_mixup` (Stage II, intra-domain Point-MixUp; ``.../intra_domain_point_mixup.py``):
   ``lambda ~ Beta(alpha, alpha)`` (alpha 2), each cloud shuffled, the first ``floor(lambda N_1)`` points of frame 1 and
   ``floor((1 - lambda) N_2)`` of frame 2 overlaid in one frame, boxes = the union. ``collision_check=True`` (the
   ``_cd`` configs) first drops frame-2 boxes whose BEV IoU with any frame-1 box is > 0, with the frame-2 points inside

@@ -1,4 +1,4 @@
-"""SSDA3D pseudo-labels (spec ``3d.md`` §3.5; ``yinjunbo/SSDA3D:tools/eval_utils/generate_pseudo_labels.py``): the
+"""SSDA3D pseudo-labels (``yinjunbo/SSDA3D:tools/eval_utils/generate_pseudo_labels.py``): the
 Stage-I model runs once over the unlabelled target pool (no augmentation) and its detections with score > tau become
 those frames' boxes in Stage II.
 
