@@ -20,12 +20,14 @@ corpora in their published layouts.
 
   ``root=None``: **synthetic moving digits** (``zoo.data_modules.video.moving_digits``, offline): clips of
   scikit-learn digit scans moving left / right / up / down, four template captions per clip (every phrasing of its
-  digit and direction), disjoint scans in training and held-out clips. ``prepare_data`` extracts their features with
-  small frozen CNNs (``zoo.video_features``): a timm 2D CNN per frame, first trained for
-  ``image_pretrain_steps`` steps to classify single frames of training-pool scans (the offline stand-in for the
-  paper's ImageNet weights; held-out scans never seen), and a random-weight torchvision 3D ResNet over overlapping
-  windows; into HDF5 files and writes the corpus as ``videodatainfo.json`` under ``cache_dir`` (a
-  temporary folder by default), then everything is read as the real layout.
+  digit and direction), disjoint scans in training and held-out clips (:func:`digits_corpus`). ``prepare_data``
+  extracts their features with small frozen CNNs of random weights (``zoo.video_features``: a timm 2D CNN per frame
+  and a torchvision 3D ResNet over overlapping windows; nothing is trained) into HDF5 files and writes the corpus as
+  ``videodatainfo.json`` under ``cache_dir`` (a temporary folder by default), then everything is read as the real
+  layout. The RSFD demo instead runs the steps as Lightning runs of their own (``configs/demo/rsfd-cnn.yaml``: the
+  frame classifier on :class:`DigitFramesDataModule`, the stand-in for ImageNet weights; ``rsfd-features.yaml``:
+  ``zoo predict`` of the same clips with :class:`VideoFramesDataModule` ``digits_sizes``, which also writes the
+  corpus) and reads their files with ``root``.
 
 Vocabulary (the release's ``misc/utils_corpora.py``): captions lower-cased and split into words (letters, digits,
 apostrophes); specials ``<pad> <unk> <bos> <eos> <mask> <vis>`` = ids 0-5, then the training split's words with
@@ -236,6 +238,106 @@ def collate(samples: list[dict]) -> dict:
     return out
 
 
+# ================================================================================================ moving digits
+def digits_corpus(
+    sizes: Sequence[int], num_frames: int, size: int, seed: int = 0
+) -> tuple[list[dict], list[dict], list[tuple[str, np.ndarray]]]:
+    """The synthetic caption set: ``sizes`` (train, val, test) moving-digit clips (training-pool scans for train,
+    held-out scans for val / test), ids ``video0`` .. in that order -> (``videos`` and ``sentences`` of the
+    ``videodatainfo.json`` layout, four template captions per clip; ``[(id, uint8 clip (T, H, W, 3))]``)."""
+    videos, sentences, clips, k = [], [], [], 0
+    for split, n, s, pool in zip(("train", "validate", "test"), sizes, (0, 1, 2), ("train", "heldout", "heldout")):
+        frames, _, labels = moving_digits(n, num_frames, size, seed * 10 + s, pool)
+        for clip, (digit, direction, _) in zip(frames, labels):
+            vid = f"video{k}"
+            videos.append(
+                {
+                    "video_id": vid,
+                    "category": 0,
+                    "split": split,
+                    "digit": int(digit),
+                    "direction": DIRECTIONS[direction],
+                }
+            )
+            sentences += [
+                {"video_id": vid, "caption": digit_caption(int(digit), DIRECTIONS[direction], t)} for t in range(4)
+            ]
+            clips.append((vid, clip))
+            k += 1
+    return videos, sentences, clips
+
+
+def write_videodatainfo(path: str | Path, videos: list[dict], sentences: list[dict]) -> None:
+    """The corpus as ``videodatainfo.json`` (written under a temporary name, then renamed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    info = {"description": "synthetic moving digits (zoo.data_modules.video)"}
+    tmp.write_text(json.dumps({"info": info, "videos": videos, "sentences": sentences}))
+    tmp.replace(path)
+
+
+class _Indexed(Dataset):
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = torch.from_numpy(images), torch.from_numpy(labels)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.images[i], self.labels[i]
+
+
+class _DrawsWithReplacement(torch.utils.data.Sampler):
+    """``steps`` batches of ``batch`` indices drawn with replacement from one seeded generator per epoch."""
+
+    def __init__(self, n: int, batch: int, steps: int, seed: int):
+        self.n, self.batch, self.steps, self.seed, self.epoch = n, batch, steps, seed, 0
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        for _ in range(self.steps):
+            yield torch.randint(self.n, (self.batch,), generator=g).tolist()
+
+
+class DigitFramesDataModule(LightningDataModule):
+    """Single frames of training-pool digit scans, labelled by digit: the data of the RSFD demo's 2D CNN pre-training
+    (``configs/demo/rsfd-cnn.yaml``, the offline stand-in for ImageNet classification; the held-out scans of the
+    caption set's val / test clips are never seen). ``num_images`` frames of ``size`` px (``moving_digits`` seed
+    ``seed * 10 + 9``); every epoch is ``steps_per_epoch`` batches of ``batch_size`` frames drawn with replacement
+    (generator seed ``seed`` + epoch). Batches: (uint8 (B, H, W, 3), digit (B,))."""
+
+    def __init__(
+        self,
+        num_images: int = 1500,
+        size: int = 32,
+        batch_size: int = 64,
+        steps_per_epoch: int = 150,
+        seed: int = 0,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        for name, v in (("num_images", num_images), ("batch_size", batch_size), ("steps_per_epoch", steps_per_epoch)):
+            check_positive(name, v, where="DigitFramesDataModule")
+        self.data: _Indexed | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        if self.data is None:
+            frames, _, labels = moving_digits(hp.num_images, 1, hp.size, hp.seed * 10 + 9, "train")
+            self.data = _Indexed(frames[:, 0], labels[:, 0])
+
+    def train_dataloader(self):
+        hp = self.hparams
+        sampler = _DrawsWithReplacement(len(self.data), hp.batch_size, hp.steps_per_epoch, hp.seed)
+        return DataLoader(self.data, batch_sampler=sampler, num_workers=hp.num_workers)
+
+
 # ================================================================================================ data module
 class CaptionFeaturesDataModule(LightningDataModule):
     """Features + captions for RSFD (see the module docstring).
@@ -245,7 +347,7 @@ class CaptionFeaturesDataModule(LightningDataModule):
     equal the model's. ``msvd_files``: the (train, val, test) TSV names. Synthetic data (``root=None``):
     ``digits_sizes`` clips per split, ``digits_frames`` frames of ``digits_size`` px; the extractor: ``image_model``
     (timm) on frames resized to ``image_size`` pooled to ``grid`` x ``grid``, ``motion_model`` (torchvision) on
-    ``clip_len``-frame windows overlapping by ``overlap``."""
+    ``clip_len``-frame windows overlapping by ``overlap``, both with frozen random weights."""
 
     def __init__(
         self,
@@ -272,7 +374,6 @@ class CaptionFeaturesDataModule(LightningDataModule):
         image_model: str = "test_resnet",
         image_size: int = 32,
         grid: int = 1,
-        image_pretrain_steps: int = 150,
         motion_model: str = "r3d_18",
         motion_size: int = 16,
         clip_len: int = 4,
@@ -325,71 +426,27 @@ class CaptionFeaturesDataModule(LightningDataModule):
             self._make_digits()
 
     def _make_digits(self) -> None:
-        """Moving-digit clips -> features (HDF5, published layout) + videodatainfo.json under the cache folder."""
-        from zoo.video_features import (
-            VideoFeatureExtractor,
-            extract_to_hdf5,
-            pretrain_image_cnn,
-        )
+        """Moving-digit clips -> features of frozen random-weight CNNs (HDF5, published layout) + videodatainfo.json
+        under the cache folder; nothing is trained (the demo's pre-trained CNN: configs/demo/rsfd-cnn.yaml)."""
+        from zoo.video_features import VideoFeatureExtractor, extract_to_hdf5
 
         hp = self.hparams
         feats, info = self._paths()
         if info.is_file() and all(Path(p).is_file() for p in feats):
             return
-        videos, sentences, todo, k = [], [], [], 0
-        for split, n, seed, pool in zip(
-            ("train", "validate", "test"), hp.digits_sizes, (0, 1, 2), ("train", "heldout", "heldout")
-        ):
-            clips, _, labels = moving_digits(n, hp.digits_frames, hp.digits_size, hp.seed * 10 + seed, pool)
-            for clip, (digit, direction, _) in zip(clips, labels):
-                vid = f"video{k}"
-                videos.append(
-                    {
-                        "video_id": vid,
-                        "category": 0,
-                        "split": split,
-                        "digit": int(digit),
-                        "direction": DIRECTIONS[direction],
-                    }
-                )
-                sentences += [
-                    {"video_id": vid, "caption": digit_caption(int(digit), DIRECTIONS[direction], t)} for t in range(4)
-                ]
-                todo.append((vid, clip))
-                k += 1
+        videos, sentences, todo = digits_corpus(hp.digits_sizes, hp.digits_frames, hp.digits_size, hp.seed)
         log.info(
-            "CaptionFeaturesDataModule: root=None -> synthetic moving digits %s, features into %s",
+            "CaptionFeaturesDataModule: root=None -> synthetic moving digits %s, frozen random-CNN features into %s",
             tuple(hp.digits_sizes),
             info.parent,
         )
-        torch.manual_seed(hp.seed)  # the frozen random CNNs
-        extractor = VideoFeatureExtractor(
-            hp.image_model, hp.motion_model, False, hp.image_size, hp.motion_size, hp.clip_len, hp.overlap, hp.grid
-        )
-        if hp.image_pretrain_steps:
-            # the stand-in for ImageNet pretraining: classify single frames of training-pool scans, then freeze
-            frames, _, labels = moving_digits(1500, 1, hp.digits_size, hp.seed * 10 + 9, "train")
-            acc = pretrain_image_cnn(extractor, frames[:, 0], labels[:, 0], hp.image_pretrain_steps, seed=hp.seed)
-            log.info(
-                "CaptionFeaturesDataModule: %s pretrained on training-pool digit scans for %d steps (last batch "
-                "accuracy %.2f), then frozen",
-                hp.image_model,
-                hp.image_pretrain_steps,
-                acc,
+        with torch.random.fork_rng():
+            torch.manual_seed(hp.seed)  # the frozen random CNNs
+            extractor = VideoFeatureExtractor(
+                hp.image_model, hp.motion_model, False, hp.image_size, hp.motion_size, hp.clip_len, hp.overlap, hp.grid
             )
         extract_to_hdf5(extractor, todo, feats[0], feats[1])
-        info.parent.mkdir(parents=True, exist_ok=True)
-        tmp = info.with_suffix(".json.tmp")
-        tmp.write_text(
-            json.dumps(
-                {
-                    "info": {"description": "synthetic moving digits (zoo.data_modules.video)"},
-                    "videos": videos,
-                    "sentences": sentences,
-                }
-            )
-        )
-        tmp.replace(info)
+        write_videodatainfo(info, videos, sentences)
 
     def read_corpus(self) -> Corpus:
         hp = self.hparams
@@ -500,9 +557,12 @@ class CaptionFeaturesDataModule(LightningDataModule):
 class VideoFramesDataModule(LightningDataModule):
     """Videos to extract features from (``zoo predict``): every ``pattern`` file under ``video_dir`` decoded with PyAV
     (``zoo.data_modules.video.decode_frames``), ``max_frames`` frames evenly spread (the release: at most 60), or
-    ``root=None``-style synthetic moving digits (``video_dir: null``: ``digits`` clips). Videos whose key is already in
-    ``skip_done`` (the appearance HDF5 file being written) are skipped, so a rerun resumes. Batches: ``ids``, ``frames``
-    (lists; one video per item; a file that cannot be decoded gives its ``DecodeError`` instead of frames)."""
+    ``root=None``-style synthetic moving digits (``video_dir: null``): ``digits`` clips, or with ``digits_sizes``
+    (train, val, test) the caption set of :func:`digits_corpus` (the clips ``CaptionFeaturesDataModule(root=None)``
+    makes), whose corpus is written to ``corpus`` (a ``videodatainfo.json`` path) when given. Videos whose key is
+    already in ``skip_done`` (the appearance HDF5 file being written) are skipped, so a rerun resumes. Batches:
+    ``ids``, ``frames`` (lists; one video per item; a file that cannot be decoded gives its ``DecodeError`` instead of
+    frames)."""
 
     def __init__(
         self,
@@ -513,17 +573,28 @@ class VideoFramesDataModule(LightningDataModule):
         digits: int = 16,
         digits_frames: int = 8,
         digits_size: int = 32,
+        digits_sizes: Sequence[int] | None = None,
+        corpus: str | None = None,
         seed: int = 0,
         batch_size: int = 1,
         num_workers: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters()
+        if digits_sizes is not None and (len(digits_sizes) != 3 or min(digits_sizes) < 1):
+            raise UserError(f"digits_sizes={list(digits_sizes)}: (train, val, test) clip counts, each >= 1")
+        if corpus is not None and (video_dir is not None or digits_sizes is None):
+            raise UserError("corpus: the synthetic caption set's videodatainfo.json; set it with digits_sizes only")
         self.items: list[tuple[str, object]] = []
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
-        if hp.video_dir is None:
+        if hp.video_dir is None and hp.digits_sizes is not None:
+            videos, sentences, items = digits_corpus(hp.digits_sizes, hp.digits_frames, hp.digits_size, hp.seed)
+            if hp.corpus:
+                write_videodatainfo(hp.corpus, videos, sentences)
+                log.info("VideoFramesDataModule: %d captioned clips %s -> %s", len(videos), hp.digits_sizes, hp.corpus)
+        elif hp.video_dir is None:
             clips, _, _ = moving_digits(hp.digits, hp.digits_frames, hp.digits_size, hp.seed)
             items = [(f"video{k}", c) for k, c in enumerate(clips)]
         else:

@@ -1,5 +1,6 @@
 """Run ``zoo fit`` on a config in this process and write what it logged to a JSON file (used by test_determinism.py,
-run as ``python tests/determinism_runner.py OUT.json -- <zoo fit arguments>`` in a fresh process).
+run as ``python tests/determinism_runner.py OUT.json -- <zoo fit arguments>`` in a fresh process; ``-- predict
+<arguments>`` runs ``zoo predict`` instead, a chain's feature-extraction step, which logs nothing).
 
 Every loss a training step returns and every metric at each validation end is recorded, through a callback appended
 to the trainer's own (demos with ``logger: false`` log nothing to disk)."""
@@ -42,7 +43,8 @@ def main(argv: list[str]) -> None:
 
     Trainer.__init__ = with_recorder
     sys.argv = sys.argv[:1]  # LightningCLI reads sys.argv as well as args
-    cli = run_lightning(["fit", *args])
+    sub = args.pop(0) if args and args[0] in ("fit", "predict") else "fit"
+    cli = run_lightning([sub, *args])
     final = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     with open(out, "w") as f:
         json.dump({"events": rec.events, "final": final}, f)

@@ -15,6 +15,8 @@ from zoo.cli import main
 REPO = Path(__file__).resolve().parents[1]
 DEMOS = sorted((REPO / "configs" / "demo").glob("*.yaml"))
 _SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache"}
+# demo configs that are a step of another demo's chain -> that demo
+STEP_OF = {"rsfd-cnn": "rsfd"}
 ONE_STEP = [
     "--trainer.max_epochs=1",
     "--trainer.max_steps=1",
@@ -77,6 +79,22 @@ def test_tinymim_finetune_demo_reads_the_distillation_under_the_same_root(tmp_pa
     assert in_repo() == []
 
 
+def test_rsfd_demo_steps_chain_under_the_same_root(tmp_path, in_repo):
+    """RSFD: the CNN (zoo fit), then features + corpus (zoo predict, reading the CNN's checkpoint), then the captioner
+    reading what the predict step wrote, all under one default_root_dir."""
+    root = tmp_path / "rsfd"
+    at = f"--trainer.default_root_dir={root}"
+    main(["fit", "--config", "configs/demo/rsfd-cnn.yaml", at, *ONE_STEP])
+    assert (root / "cnn" / "checkpoints" / "last.ckpt").is_file()
+    small = "--data.init_args.digits_sizes=[8,4,4]"
+    assert main(["predict", "--config", "configs/demo/rsfd-features.yaml", at, small]) == 0
+    feats = root / "features"
+    assert {p.name for p in feats.iterdir()} == {"image_digits.hdf5", "motion_digits.hdf5", "videodatainfo.json"}
+    main(["fit", "--config", "configs/demo/rsfd.yaml", at, *ONE_STEP, "--data.init_args.batch_size=8"])
+    assert (root / "checkpoints" / "last.ckpt").is_file()
+    assert in_repo() == []
+
+
 @pytest.mark.parametrize("config", DEMOS, ids=lambda p: p.stem)
 def test_demo_configs_state_no_measured_figures_and_fit_demos_keep_last_ckpt(config):
     """A demo's figures are rows of results/demo/<stem>.csv (zoo reproduce --config ... --record), never config
@@ -87,7 +105,8 @@ def test_demo_configs_state_no_measured_figures_and_fit_demos_keep_last_ckpt(con
     cfg = yaml.safe_load(text)
     if "predict" in config.stem or "features" in config.stem:
         return
-    assert f"results/demo/{config.stem}.csv" in text, config.name
+    # a step of another demo (RSFD's CNN pre-training) records no figures: it names the demo whose figures it feeds
+    assert f"results/demo/{STEP_OF.get(config.stem, config.stem)}.csv" in text, config.name
     callbacks = cfg["trainer"].get("callbacks") or []
     assert cfg["trainer"].get("enable_checkpointing", True) is not False, config.name
     assert any(

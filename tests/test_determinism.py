@@ -2,7 +2,8 @@
 different hash seeds, so set/dict order of strings cannot hide), logs bit-identical losses and metrics.
 
 Each demo runs 2 epochs of 3 training batches with a validation pass after each epoch; demos that read another demo's
-checkpoint (TinyMIM and SimVTP fine-tuning) run after it under the same root."""
+checkpoint (TinyMIM and SimVTP fine-tuning) run after it under the same root, and so do the RSFD demo's first two
+steps (the frame-classification CNN, then the feature extraction under zoo predict) before its captioner."""
 
 from __future__ import annotations
 
@@ -29,13 +30,19 @@ SHORT = [
     "--trainer.log_every_n_steps=1",
 ]
 # a demo -> the demos that must run before it under the same root
-CHAINS = {"tinymim-finetune": ["tinymim"], "simvtp-finetune": ["simvtp"]}
+CHAINS = {
+    "tinymim-finetune": ["tinymim"],
+    "simvtp-finetune": ["simvtp"],
+    "rsfd": ["rsfd-cnn", "rsfd-features"],
+}
+# chain steps run under zoo predict (they write files the next step reads, and log nothing)
+PREDICT = {"rsfd-features"}
 # demos whose module sets its own epoch count: a shorter one (same code path)
 EXTRA = {
     "ccgc": ["--model.init_args.epochs=6", "--model.init_args.warmup_epochs=2", "--model.init_args.eval_every=3"],
     "reliant": ["--model.init_args.teacher_epochs=5"],
 }
-FIT_DEMOS = sorted(p.stem for p in (REPO / "configs" / "demo").glob("*.yaml") if p.stem != "rsfd-features")
+FIT_DEMOS = sorted(p.stem for p in (REPO / "configs" / "demo").glob("*.yaml") if p.stem not in PREDICT)
 
 
 def _run_chain(demo: str, root: Path, hash_seed: int) -> list[dict]:
@@ -49,6 +56,7 @@ def _run_chain(demo: str, root: Path, hash_seed: int) -> list[dict]:
                 str(RUNNER),
                 str(result),
                 "--",
+                "predict" if step in PREDICT else "fit",
                 "--config",
                 f"configs/demo/{step}.yaml",
                 f"--trainer.default_root_dir={root}",
@@ -62,7 +70,8 @@ def _run_chain(demo: str, root: Path, hash_seed: int) -> list[dict]:
             timeout=900,
         )
         assert proc.returncode == 0, f"{step} (hash seed {hash_seed}) failed:\n{proc.stderr[-3000:]}"
-        out.append(json.loads(result.read_text()))
+        if step not in PREDICT:
+            out.append(json.loads(result.read_text()))
     return out
 
 

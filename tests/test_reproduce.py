@@ -328,3 +328,32 @@ def test_reproduce_a_chained_demo_fits_its_predecessor_in_the_same_folder(tmp_pa
     run = tmp_path / "runs" / "demo" / "tinymim-finetune" / "default" / "seed3"
     assert f"fine-tuning from {run / 'distill' / 'checkpoints' / 'last.ckpt'}" in caplog.text
     assert [r["seed"] for r in rows][:1] == [3] and read_rows("demo/tinymim-finetune", tmp_path)
+
+
+def test_reproduce_runs_a_comma_separated_chain_with_a_predict_step(tmp_path, monkeypatch):
+    """RSFD's demo reads a CNN checkpoint (zoo fit) and the features + corpus a zoo predict step wrote: --after takes
+    the two as one comma-separated list, runs them in order (the one with a prediction writer under predict) in the
+    seed's folder, then fits and tests the captioner on their files."""
+    from zoo.reproduce import _subcommand, reproduce_config
+
+    monkeypatch.chdir(REPO)
+    assert _subcommand("configs/demo/rsfd-features.yaml") == "predict"
+    assert _subcommand("configs/demo/rsfd-cnn.yaml") == "fit"
+    lines = []
+    short = ["--trainer.max_epochs=1", "--trainer.max_steps=2", "--trainer.limit_val_batches=1"]
+    rows = reproduce_config(
+        "configs/demo/rsfd.yaml",
+        [0],
+        overrides=short,
+        results_dir=tmp_path,
+        runs_dir=tmp_path / "runs",
+        after=["configs/demo/rsfd-cnn.yaml, configs/demo/rsfd-features.yaml"],
+        echo=lines.append,
+    )
+    run = tmp_path / "runs" / "demo" / "rsfd" / "default" / "seed0"
+    assert [ln.split(": ", 1)[1].split(" first")[0] for ln in lines[:2]] == [
+        "fit configs/demo/rsfd-cnn.yaml",
+        "predict configs/demo/rsfd-features.yaml",
+    ]
+    assert (run / "cnn" / "checkpoints" / "last.ckpt").is_file() and (run / "features" / "videodatainfo.json").is_file()
+    assert [r["protocol"] for r in rows] == ["fit", "test"] and "test/cider" in rows[1]

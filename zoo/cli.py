@@ -106,7 +106,7 @@ def cmd_reproduce(ns) -> int:
     if (ns.name is None) == (ns.config is None):
         raise ValueError("zoo reproduce takes a registry NAME or --config FILE (a demo config), exactly one of them")
     if ns.after and ns.config is None:
-        raise ValueError("--after CONFIG goes with --config (a demo that reads another demo's checkpoint)")
+        raise ValueError("--after CONFIG[,CONFIG...] goes with --config (a demo that reads another demo's outputs)")
     kw = dict(
         variant=ns.variant, overrides=ns.overrides, results_dir=ns.results_dir, runs_dir=ns.runs_dir, record=ns.record
     )
@@ -259,8 +259,10 @@ def tools_parser() -> argparse.ArgumentParser:
         "--after",
         action="append",
         metavar="CONFIG",
-        help="with --config: fit this config first, same "
-        "seed and folder (e.g. configs/demo/tinymim.yaml before configs/demo/tinymim-finetune.yaml)",
+        help="with --config: run this config first, same seed and folder (e.g. configs/demo/tinymim.yaml before "
+        "configs/demo/tinymim-finetune.yaml); a comma-separated list (or --after again) runs several in order, "
+        "a config with a prediction writer under predict (e.g. configs/demo/rsfd-cnn.yaml,"
+        "configs/demo/rsfd-features.yaml before configs/demo/rsfd.yaml)",
     )
     s.add_argument("--seeds", default="0", help="'0-9', '3' or '0,2,5' (default 0)")
     s.add_argument(

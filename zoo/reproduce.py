@@ -91,8 +91,32 @@ def _device(trainer) -> str:
     return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
-def _fit(config: str, seed: int, run_dir: Path, args: list[str]):
-    """One LightningCLI fit; -> the CLI object (its trainer, model and data module)."""
+def _subcommand(config: str) -> str:
+    """``predict`` for a config whose trainer writes predictions (a ``BasePredictionWriter`` callback, e.g. a feature
+    extraction step such as configs/demo/rsfd-features.yaml), else ``fit``."""
+    import yaml
+    from lightning.pytorch.callbacks import BasePredictionWriter
+
+    from zoo.errors import UserError
+    from zoo.registry import import_class
+
+    trainer = (yaml.safe_load(Path(config).read_text()) or {}).get("trainer") or {}
+    callbacks = trainer.get("callbacks") or []
+    for cb in callbacks if isinstance(callbacks, list) else [callbacks]:
+        path = cb.get("class_path") if isinstance(cb, dict) else None
+        if path and "." in path:
+            try:
+                cls = import_class(path)
+            except (ImportError, AttributeError, ValueError, UserError):
+                continue
+            if isinstance(cls, type) and issubclass(cls, BasePredictionWriter):
+                return "predict"
+    return "fit"
+
+
+def _fit(config: str, seed: int, run_dir: Path, args: list[str], subcommand: str = "fit"):
+    """One LightningCLI run (``fit``, or ``predict`` for a prerequisite step that writes files); -> the CLI object
+    (its trainer, model and data module)."""
     import sys
 
     from zoo.lightning_cli import run_lightning
@@ -102,7 +126,7 @@ def _fit(config: str, seed: int, run_dir: Path, args: list[str]):
     try:
         return run_lightning(
             [
-                "fit",
+                subcommand,
                 "--config",
                 config,
                 f"--seed_everything={seed}",
@@ -212,10 +236,11 @@ def reproduce_config(
     """A demo config (or any config with no registry entry), once per seed: every scalar the fit logged (protocol
     ``fit``) and, when the config has a test loop, every scalar ``trainer.test`` on the final weights returned
     (protocol ``test``), one row each, to ``<dest>/demo/<config stem>.csv`` with entry ``demo/<stem>``. ``after``:
-    configs fitted first, same seed, same run folder (a fine-tuning demo reads the pre-training demo's checkpoint
-    under its ``default_root_dir``)."""
+    configs run first, in order, same seed, same run folder (a fine-tuning demo reads the pre-training demo's
+    checkpoint under its ``default_root_dir``); each item may be a comma-separated list; a config whose trainer has a
+    prediction writer runs under ``predict`` (a feature-extraction step), the others under ``fit``."""
     path = _config_path(config)
-    first = [_config_path(c) for c in after or ()]
+    first = [_config_path(c.strip()) for item in after or () for c in item.split(",") if c.strip()]
     stem = Path(path).stem
     demo = f"demo/{stem}"
     dest = destination(results_dir, runs_dir, record)
@@ -227,8 +252,9 @@ def reproduce_config(
         t0 = time.perf_counter()
         run_dir = Path(runs_dir) / demo / variant / f"seed{seed}"
         for pre in first:
-            echo(f"zoo reproduce {demo}: fitting {pre} first (seed {seed}) under {run_dir}")
-            _fit(str(pre), seed, run_dir, [a for a in overrides or () if a.startswith("--trainer.")])
+            sub = _subcommand(str(pre))
+            echo(f"zoo reproduce {demo}: {sub} {pre} first (seed {seed}) under {run_dir}")
+            _fit(str(pre), seed, run_dir, [a for a in overrides or () if a.startswith("--trainer.")], sub)
         cli = _fit(str(path), seed, run_dir, list(overrides or []))
         logged = {"fit": _scalars(cli.trainer.callback_metrics)}
         if _test_after_fit(cli):

@@ -180,3 +180,28 @@ def test_feature_files_are_shared_and_the_caption_data_module_imports_no_method(
     video_features.write_video(path, video_features.feature_key("7"), np.ones((3, 2)))
     assert video_features.done_keys(path) == {"video7"}
     assert video_features.FeatureFiles([str(path)]).check(["7"]) == [2]
+
+
+def test_synthetic_digits_feature_step_writes_the_corpus_of_the_caption_module(tmp_path):
+    """VideoFramesDataModule(digits_sizes) (the demo's zoo predict step) yields the clips of
+    CaptionFeaturesDataModule(root=None) and writes their corpus, which the caption module reads with root; root=None
+    itself trains nothing (no pre-training argument) and makes the same corpus."""
+    import inspect
+
+    from zoo.data_modules.captioning import VideoFramesDataModule, digits_corpus, read_videodatainfo
+
+    assert "image_pretrain_steps" not in inspect.signature(CaptionFeaturesDataModule).parameters
+    corpus = tmp_path / "features" / "videodatainfo.json"
+    dm = VideoFramesDataModule(digits_sizes=[3, 2, 2], corpus=str(corpus))
+    dm.setup("predict")
+    videos, sentences, clips = digits_corpus([3, 2, 2], 8, 32, 0)
+    assert [v for v, _ in dm.items] == [v for v, _ in clips] == [f"video{k}" for k in range(7)]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(dm.items, clips))
+    c = read_videodatainfo(corpus)
+    assert [len(c.split_videos[s]) for s in ("train", "val", "test")] == [3, 2, 2]
+    assert c.captions["video0"] == [s["caption"] for s in sentences[:4]]
+    synth = CaptionFeaturesDataModule(root=None, digits_sizes=[3, 2, 2], cache_dir=str(tmp_path / "cache"), max_len=12)
+    synth.prepare_data()
+    assert read_videodatainfo(tmp_path / "cache" / "videodatainfo.json").captions == c.captions
+    with pytest.raises(UserError, match="digits_sizes"):
+        VideoFramesDataModule(corpus=str(corpus))

@@ -709,3 +709,48 @@ def test_bench_hook_takes_the_demo_features_and_categories():
     over, note = RSFDModule.bench_init_args({"size": "msrvtt"}, demo)
     assert over == {"net": {"in_features": [96, 512], "num_categories": 0}} and "from the demo" in note
     assert RSFDModule.bench_init_args({"size": "msrvtt", "net": over["net"]}, demo) == ({}, "")
+
+
+def test_frame_classifier_trains_and_the_feature_step_reads_its_cnn(tmp_path):
+    """The demo's step 1 (FrameClassificationModule on DigitFramesDataModule, zoo fit) and step 2's image_checkpoint:
+    the extractor's 2D CNN holds the trained weights; the seed fixes the initial / random weights whatever the global
+    generator; a missing file or another image_model are one-line errors."""
+    import lightning.pytorch as pl
+
+    from zoo.data_modules.captioning import DigitFramesDataModule
+    from zoo.errors import UserError
+    from zoo.models.rsfd.features import FeatureExtractionModule, FrameClassificationModule
+
+    torch.manual_seed(123)
+    m = FrameClassificationModule(image_size=32, seed=0)
+    torch.manual_seed(456)
+    again = FrameClassificationModule(image_size=32, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), again.state_dict().values()))
+    before = {k: v.clone() for k, v in m.image.state_dict().items()}
+    dm = DigitFramesDataModule(num_images=40, size=32, batch_size=8, steps_per_epoch=3)
+    ckpt = tmp_path / "cnn.ckpt"
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(m, datamodule=dm)
+    assert trainer.global_step == 3 and {"train/loss", "train/acc"} <= set(trainer.callback_metrics)
+    trainer.save_checkpoint(ckpt)
+    trained = m.image.state_dict()
+    assert any(not torch.equal(before[k], trained[k]) for k in trained)
+    ext = FeatureExtractionModule("test_resnet", "r3d_18", image_size=32, motion_size=16, clip_len=4, overlap=2,
+                                  image_checkpoint=str(ckpt), seed=0)  # fmt: skip
+    assert all(torch.equal(v, trained[k]) for k, v in ext.model.image.state_dict().items())
+    torch.manual_seed(7)
+    other = FeatureExtractionModule("test_resnet", "r3d_18", image_size=32, motion_size=16, clip_len=4, overlap=2,
+                                    seed=0)  # fmt: skip
+    assert all(torch.equal(a, b) for a, b in zip(ext.model.motion.parameters(), other.model.motion.parameters()))
+    with pytest.raises(UserError, match="rsfd-cnn.yaml") as e:
+        FeatureExtractionModule("test_resnet", image_checkpoint=str(tmp_path / "none.ckpt"))
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="image_model='resnet18'"):
+        FeatureExtractionModule("resnet18", image_checkpoint=str(ckpt))
