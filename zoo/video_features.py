@@ -13,8 +13,8 @@ CNNs that compute them. Method-independent: the data modules (``zoo.data_modules
   ``r2plus1d_18``; torchvision has no 3D ResNeXt-101), in eval mode. ``pretrained=True`` loads timm's / torchvision's
   ImageNet / Kinetics weights (needs the network or a cache); ``False`` keeps the random initialisation (the offline
   demo). ``grid`` > 1 average-pools the 2D feature map to a ``grid x grid`` grid instead of one vector.
-  :func:`extract_to_hdf5` runs it without a Trainer; :func:`pretrain_image_cnn` is the offline stand-in for ImageNet
-  weights (a short classification fit, then frozen again).
+  :func:`extract_to_hdf5` runs it without a Trainer. The demo's offline stand-in for ImageNet weights is a Lightning
+  fit of its own (``configs/demo/rsfd-cnn.yaml``).
 """
 
 from __future__ import annotations
@@ -276,41 +276,3 @@ def extract_to_hdf5(
                 write_video(fm, feature_key(vid), mi.numpy())
                 write_video(fa, feature_key(vid), ai.numpy())
     return len(todo)
-
-
-def pretrain_image_cnn(
-    extractor: VideoFeatureExtractor,
-    images: np.ndarray,
-    labels: np.ndarray,
-    steps: int,
-    batch: int = 64,
-    lr: float = 1e-3,
-    seed: int = 0,
-) -> float:
-    """Train the 2D CNN of ``extractor`` (with a temporary linear head) to classify ``images`` uint8 (N, H, W, 3) by
-    ``labels``, then freeze it again: the offline stand-in for an ImageNet-pretrained backbone (the demo pretrains on
-    digit scans of the training pool only). Returns the final training-batch accuracy."""
-    g = torch.Generator().manual_seed(seed)
-    net = extractor.image
-    x_all = torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255.0
-    y_all = torch.as_tensor(labels).long()
-    head = nn.Linear(net.num_features, int(y_all.max()) + 1)
-    params = [*net.parameters(), *head.parameters()]
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.Adam(params, lr=lr)
-    nn.Module.train(net, True)
-    acc = 0.0
-    for _ in range(steps):
-        idx = torch.randint(len(x_all), (batch,), generator=g)
-        x = (extractor._resize(x_all[idx], extractor.image_size) - extractor.image_mean) / extractor.image_std
-        logits = head(F.adaptive_avg_pool2d(net.forward_features(x), 1).flatten(1))
-        loss = F.cross_entropy(logits, y_all[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        acc = float((logits.argmax(1) == y_all[idx]).float().mean())
-    for p in params:
-        p.requires_grad_(False)
-    extractor.eval()
-    return acc
