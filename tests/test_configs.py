@@ -1,5 +1,7 @@
 """Every registry entry's config trains that entry's architecture: the config, parsed by LightningCLI
-(``--print_config``, nothing trained or built), names the entry's LightningModule with the entry's init args."""
+(``--print_config``, nothing trained or built), names the entry's LightningModule with the entry's init args, which
+since sizes are stated once (``zoo/models/<method>/sizes.py``) are the entry's ``size`` (plus the few objective args an
+entry fixes): the config names the entry's size."""
 
 from __future__ import annotations
 
