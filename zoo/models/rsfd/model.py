@@ -214,16 +214,10 @@ class DecoderLayer(nn.Module):
         return self._after_attention(x, self.cross_attn.keys_values(memory), keep)
 
     def step(self, x: Tensor, cache: dict, memory_kv: tuple[Tensor, Tensor], keep: Tensor, groups: int) -> Tensor:
-        """One new position per row: x (N, 1, d) -> (N, 1, d). ``cache`` holds this layer's self-attention keys and
-        values of the earlier positions ("k", "v": (N, h, t, d/h)) and which were not padding ("keep": (N, t)); the
-        new position's are appended. Same values as :meth:`forward` on the whole prefix, without recomputing it."""
-        k, v = self.self_attn.keys_values(x)
-        if "k" in cache:
-            k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
-            key_keep = torch.cat([cache["keep"], keep[:, :, 0].bool()], 1)
-        else:
-            key_keep = keep[:, :, 0].bool()
-        cache.update(k=k, v=v, keep=key_keep)
+        """One new position per row: x (N, 1, d) -> (N, 1, d). ``cache`` (:class:`KVCache`) holds this layer's
+        self-attention keys and values of the earlier positions and which were not padding; the new position's are
+        appended. Same values as :meth:`forward` on the whole prefix, without recomputing it."""
+        k, v, key_keep = cache.append(*self.self_attn.keys_values(x), keep[:, :, 0].bool())
         h = self.self_attn.attend(x, k, v, key_keep[:, None])
         x = (x + self.dropout(h)) * keep
         return self._after_attention(x, memory_kv, keep, groups)
@@ -348,6 +342,56 @@ class RSFD(nn.Module):
         return self.logits(tokens, self.encode(feats), category)
 
 
+class KVCache:
+    """One decoder layer's self-attention cache: keys and values (N, h, t, d/h) and key padding (N, t) of the ``t``
+    positions decoded so far, in buffers with room for ``capacity`` positions, so that a step writes only its own
+    position (no concatenation of the whole prefix). :meth:`select` is lazy: the rows it picks (beam back-pointers,
+    finished videos dropped) are gathered by the next :meth:`append`, one copy of the prefix per buffer into a spare
+    buffer of the same size (swapped with the current one), instead of a reorder plus a concatenation."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.t, self.rows = capacity, 0, None
+        self.bufs: list[Tensor] | None = None  # k, v, keep
+        self.spare: list[Tensor] | None = None
+
+    def select(self, rows: Tensor) -> None:
+        if self.bufs is not None:
+            self.rows = rows if self.rows is None else self.rows[rows]
+
+    def append(self, k: Tensor, v: Tensor, keep: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """k, v (N, h, 1, d/h), keep (N, 1) bool of the new position -> keys, values (N, h, t + 1, d/h) and key
+        padding (N, t + 1) of the whole prefix (views of the buffers)."""
+        t, new = self.t, (k, v, keep)
+        if t >= self.capacity:
+            raise ValueError(f"key/value cache: position {t} but room for {self.capacity} (max_len)")
+        if self.bufs is None:
+            sizes = [
+                (*x.shape[:2], self.capacity, x.shape[3]) if x.dim() == 4 else (x.shape[0], self.capacity) for x in new
+            ]
+            self.bufs = [x.new_empty(size) for x, size in zip(new, sizes)]
+        elif self.rows is not None:
+            n = self.rows.numel()
+            if self.spare is None or self.spare[0].shape[0] < n:
+                self.spare = [b.new_empty((n, *b.shape[1:])) for b in self.bufs]
+            out = [b[:n] for b in self.spare]
+            for src, dst in zip(self.bufs, out):
+                torch.index_select(_upto(src, t), 0, self.rows, out=_upto(dst, t))
+            self.spare, self.bufs, self.rows = self.bufs, out, None
+        for buf, x in zip(self.bufs, new):
+            _at(buf, t).copy_(x)
+        self.t = t + 1
+        return tuple(_upto(b, t + 1) for b in self.bufs)
+
+
+def _upto(buf: Tensor, t: int) -> Tensor:
+    """The first ``t`` positions of a cache buffer (position: dim 2 of k/v, dim 1 of the padding)."""
+    return buf[:, :, :t] if buf.dim() == 4 else buf[:, :t]
+
+
+def _at(buf: Tensor, t: int) -> Tensor:
+    return buf[:, :, t : t + 1] if buf.dim() == 4 else buf[:, t : t + 1]
+
+
 class CachedStepper:
     """Incremental decoding with a key/value cache: ``__call__(seqs (N, t)) -> logits (N, |V|)`` of the word after
     each prefix, feeding only the newest token (``seqs[:, -1]``, at position t - 1). The memory's cross-attention keys
@@ -362,12 +406,11 @@ class CachedStepper:
         self.table = dec.word_table()  # FAD (when active) diffuses the table once per search, not per step
         self.memory_kv = [layer.cross_attn.keys_values(memory) for layer in dec.layers]
         self.category = _repeat(category, groups)
-        self.caches: list[dict] = [{} for _ in dec.layers]
+        self.caches = [KVCache(dec.max_len) for _ in dec.layers]
 
     def select(self, rows: Tensor, videos: Tensor | None = None) -> None:
         for cache in self.caches:
-            for key in cache:
-                cache[key] = cache[key][rows]
+            cache.select(rows)
         if videos is not None:
             self.memory_kv = [(k[videos], v[videos]) for k, v in self.memory_kv]
         if self.category is not None:
@@ -494,6 +537,21 @@ def beam_search(
     return beam_decode(step, memory.shape[0], beam_size, max_len, alpha, rule, memory.device)
 
 
+def top_continuations(scores: Tensor, logp: Tensor, ended: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``k`` best continuations per video: ``scores`` (n, b) of the live hypotheses, ``logp`` (n, b, |V|) their
+    next-word log-probabilities, ``ended`` (n, b) those that ended in ``<eos>`` (each continuation scored -1e20, as
+    released). Returns (summed scores, hypothesis, word), each (n, k), best first.
+
+    The same as the top ``k`` of the whole (n, b * |V|) table ``scores + logp`` (the release's ``Beam.advance``) but
+    without building it: a continuation in the table's top ``k`` is in its hypothesis's own top ``k`` words, so only
+    those b * k sums are formed and ranked. Equal sums may come in another order (neither ``topk`` fixes one)."""
+    n, b, v = logp.shape
+    lp, words = logp.topk(min(k, v), dim=2)  # (n, b, k') each hypothesis's best words
+    cand = (scores[..., None] + lp).masked_fill(ended[..., None], _DEAD).view(n, -1)
+    top, j = cand.topk(k, dim=1)
+    return top, j // lp.shape[2], words.view(n, -1).gather(1, j)
+
+
 def beam_decode(
     step, batch: int, beam_size: int, max_len: int, alpha: float = 1.0, rule: str = "release", device=None
 ) -> Decoded:
@@ -543,16 +601,14 @@ def beam_decode(
     for t in range(1, max_len):  # the word at position t (position 0 holds <bos>)
         n = active.numel()
         logp = F.log_softmax(step(seqs).float(), dim=-1).view(n, k, -1)
-        v = logp.shape[-1]
         if t == 1:
             cand = logp[:, 0].clone()  # all beams hold the same <bos>: expand one
             if k == 1:
                 cand[:, EOS] = float("-inf")
+            top, word = cand.topk(k, dim=1)
+            beam = torch.zeros_like(word)
         else:
-            cand = scores[..., None] + logp
-            cand = cand.masked_fill((seqs[:, -1] == EOS).view(n, k, 1), _DEAD).view(n, k * v)
-        top, idx = cand.topk(k, dim=1)
-        beam, word = idx // v, idx % v
+            top, beam, word = top_continuations(scores, logp, (seqs[:, -1] == EOS).view(n, k), k)
         back = (torch.arange(n, device=device)[:, None] * k + beam).view(-1)
         seqs = torch.cat([seqs[back], word.view(-1, 1)], dim=1)
         scores = top
@@ -580,9 +636,10 @@ def beam_decode(
                 fin_seq[active[rows], 0, :t] = seq3[rows, at[rows], 1:]
                 fin_seq[active[rows], 0, t:] = PAD
             done = (eos[:, 0] & torch.isfinite(fin_score[active, 0])) | last
-        if bool(done.all()):
+        n_done = int(done.sum())  # the step's one host sync (two in "top_eos" when a video improves)
+        if n_done == n:
             break
-        if bool(done.any()):
+        if n_done:
             keep = (~done).nonzero().squeeze(1)
             rows = (keep[:, None] * k + torch.arange(k, device=device)).view(-1)
             step.select(back.view(n, k)[keep].view(-1), keep)
