@@ -158,7 +158,7 @@ Reported in the paper:
 {_metric_table(entry.paper_metrics)}
 Measured by zoo (ours):
 
-{_metric_table(ours)}{_demo_text(entry)}
+{_metric_table(ours)}{_demo_text(entry)}{_claim_text(entry)}
 ## Training recipe
 
 {entry.recipe or "See the config file."}
@@ -192,3 +192,37 @@ def _demo_text(entry: registry.Entry) -> str:
         )
         + "\n"
     )
+
+
+def _claim_text(entry: registry.Entry) -> str:
+    """The section 'Claim in miniature': the method's ``CLAIM`` (``zoo/models/<method>/__init__.py``), the paper's
+    number for it and the miniature measured from ``results/demo/*.csv`` (or 'not yet measured' and the command)."""
+    from zoo.results import claim_details, claim_line, claim_of, measure_claim
+
+    mod = entry.module.split(".")
+    c = claim_of(mod[2] if mod[:2] == ["zoo", "models"] and len(mod) > 2 else entry.method)  # the method's package
+    if c is None:
+        return ""
+    r = measure_claim(c)
+    verdict = {
+        "shows": "The miniature shows the claim's direction.",
+        "shows, within the seed spread": "The miniature shows the claim's direction, but the gap is within the "
+        "spread over seeds.",
+        "does not show at this scale": "**The miniature does not show the claim at this scale.**",
+        "not yet measured": "Not yet measured: the lines below say how each missing arm is measured.",
+        "no miniature": "",
+    }[r.verdict]
+    lines = [
+        "\n## Claim in miniature\n",
+        f"The paper's claim: {c.claim}",
+        "",
+        f"Paper: {c.paper or 'no number for this claim in the specs zoo was built from.'}",
+        "",
+        f"{claim_line(r)[0].upper()}{claim_line(r)[1:]}." + (f" {verdict}" if verdict else ""),
+        "",
+    ]
+    if c.design:
+        lines += [f"Design: {c.design}", ""]
+    details = claim_details(r)
+    lines += [f"- {d}" for d in details]
+    return "\n".join(lines) + ("\n" if details else "")

@@ -28,6 +28,15 @@ def cmd_list(ns) -> int:
 
         rows = [("demo config", "variant", "protocol", "seeds", "metrics (mean ± std over seeds)"), *demo_table()]
         return _print_table(rows, ns.markdown)
+    if ns.claims:  # the README's claims table: each method's CLAIM, measured from results/demo/*.csv
+        from zoo.results import claims_table
+
+        rows = [("method", "the paper's claim", "paper", "claim in miniature", "verdict"), *claims_table()]
+        if ns.markdown:
+            return _print_table(rows, True)
+        for r in rows[1:]:  # too wide for columns: one block per method
+            print("\n".join([r[0], *(f"  {h}: {v}" for h, v in zip(rows[0][1:], r[1:]) if v)]))
+        return 0
     rows = [("name", "params", "GFLOPs", "input", "paper metric", "our metric", "weights")]
     for name in registry.list_models(ns.pattern, pretrained=True if ns.pretrained else None):
         e = registry.get(name)
@@ -205,6 +214,11 @@ def tools_parser() -> argparse.ArgumentParser:
     s.add_argument("--pretrained", action="store_true", help="only models whose weights load (status hub or official)")
     s.add_argument("--markdown", action="store_true", help="a Markdown table (the README's)")
     s.add_argument("--demos", action="store_true", help="the demos' measured rows (results/demo/*.csv) instead")
+    s.add_argument(
+        "--claims",
+        action="store_true",
+        help="each method's central claim in miniature, measured from results/demo/*.csv, beside the paper's number",
+    )
     s.set_defaults(fn=cmd_list)
     s = sub.add_parser("export", help="write a Hub folder from a Lightning .ckpt or a registry name with weights")
     s.add_argument("source", help="a Lightning .ckpt, or a registry name whose weights are hub or official")

@@ -402,3 +402,221 @@ def demo_table(root: str | Path | None = None, stems: list[str] | None = None) -
                 (f"configs/demo/{path.stem}.yaml", s.variant, s.protocol, f"{s.n} ({_ranges(s.seeds)})", metrics)
             )
     return out
+
+
+# ------------------------------------------------------------------------------------------------ claims
+@dataclass(frozen=True)
+class Arm:
+    """One side of a claim in miniature: the rows of ``results/demo/<demo>.csv`` with this ``variant``.
+
+    ``overrides``: the ``--model.* / --data.* / --trainer.*`` arguments that make the variant from the demo config;
+    ``after``: demo stems run first in the same folder (``zoo reproduce --after``); ``unavailable``: set when no demo
+    config and overrides can measure this arm yet, saying what is missing (then no command is offered)."""
+
+    label: str
+    demo: str
+    variant: str = "default"
+    overrides: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    unavailable: str = ""
+
+    def command(self, seeds: str = "0-2") -> str:
+        """The ``zoo reproduce`` line that records this arm's rows."""
+        after = f" --after {','.join(f'configs/demo/{a}.yaml' for a in self.after)}" if self.after else ""
+        variant = f" --variant {self.variant}" if self.variant != "default" else ""
+        extra = "".join(f" {o}" for o in self.overrides)
+        return f"zoo reproduce --config configs/demo/{self.demo}.yaml{after} --seeds {seeds} --record{variant}{extra}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A method's central claim and its miniature, declared once as ``CLAIM`` in ``zoo/models/<method>/__init__.py``
+    (torch-free); the model cards and the README's claims table (``zoo list --claims``) read it.
+
+    ``claim``: the paper's claim in one sentence; ``paper``: the paper's own number(s) for it with the table they come
+    from ("" when zoo's specs hold none); ``metric``: the logged key compared (``protocol`` rows, default ``test``);
+    ``arms``: the method's arm first, then what it is compared with (``Arm`` or ``(label, demo, variant)``);
+    ``higher_is_better``: the direction the paper claims for the first arm; ``design``: what the miniature is and
+    how it differs from the paper's setting (shown beside every result, and as the evidence when it does not show);
+    ``extra``: further keys reported beside (e.g. the one-class rate of a fairness claim); ``scale``/``unit``/
+    ``decimals``: display (fractions -> percent); ``no_miniature``: set when no miniature can be built from the data
+    zoo has, saying why and what it would need (then ``arms`` may be empty)."""
+
+    claim: str
+    paper: str
+    metric: str = ""
+    arms: tuple = ()
+    higher_is_better: bool = True
+    design: str = ""
+    extra: tuple[str, ...] | str = ()
+    scale: float = 1.0
+    unit: str = ""
+    decimals: int = 2
+    protocol: str = "test"
+    seeds: str = "0-2"
+    no_miniature: str = ""
+
+    def __post_init__(self):
+        arms = tuple(a if isinstance(a, Arm) else Arm(*a) for a in self.arms)
+        object.__setattr__(self, "arms", arms)
+        if isinstance(self.extra, str):
+            object.__setattr__(self, "extra", (self.extra,) if self.extra else ())
+        if not self.no_miniature and (len(arms) < 2 or not self.metric):
+            raise ValueError(f"claim {self.claim[:40]!r}...: a miniature compares a metric over two or more arms")
+
+
+@dataclass
+class ArmResult:
+    """An arm's pooled rows (``summary`` None: no row has the metric yet), per-seed values and commits."""
+
+    arm: Arm
+    summary: Summary | None
+    per_seed: dict[int, float]
+    commits: list[str]
+
+
+@dataclass
+class ClaimResult:
+    claim: Claim
+    arms: list[ArmResult]
+    verdict: str  # "shows" | "shows, within the seed spread" | "does not show at this scale" | "not yet measured"
+    # | "no miniature"
+
+
+def measure_claim(claim: Claim, root: str | Path | None = None) -> ClaimResult:
+    """The claim's arms read from ``<results>/demo/<demo>.csv`` (mean and population std over the seeds present)
+    and the verdict: does the first arm beat every other arm in the paper's direction?"""
+    base = Path(root) if root is not None else results_dir()
+    out = []
+    for arm in claim.arms:
+        rows = [
+            r
+            for r in read_rows(f"demo/{arm.demo}", base)
+            if r["entry"] == f"demo/{arm.demo}"
+            and r["variant"] == arm.variant
+            and r["protocol"] == claim.protocol
+            and r.get(claim.metric) not in (None, "")
+        ]
+        sums = summarize(rows, [claim.metric, *claim.extra]) if rows else []
+        per_seed = {int(r["seed"]): float(r[claim.metric]) for r in rows if int(r["seeds"]) == 1}
+        commits = list(dict.fromkeys(r["git_commit"][:7] for r in rows if r.get("git_commit")))
+        out.append(ArmResult(arm, sums[0] if sums else None, per_seed, commits))
+    if claim.no_miniature:
+        verdict = "no miniature"
+    elif any(a.summary is None for a in out):
+        verdict = "not yet measured"
+    else:
+        sign = 1.0 if claim.higher_is_better else -1.0
+        first, others = out[0].summary, [a.summary for a in out[1:]]
+        gaps = [sign * (first.mean[claim.metric] - o.mean[claim.metric]) for o in others]
+        if min(gaps) <= 0:
+            verdict = "does not show at this scale"
+        else:
+            closest = others[gaps.index(min(gaps))]
+            spread = max(first.std[claim.metric], closest.std[claim.metric])
+            verdict = "shows" if min(gaps) > spread else "shows, within the seed spread"
+    return ClaimResult(claim, out, verdict)
+
+
+def _value(c: Claim, s: Summary, key: str, scale: bool = True) -> str:
+    k, d, unit = (c.scale, c.decimals, c.unit) if scale else (1.0, 4, "")
+    text = f"{s.mean[key] * k:.{d}f}" + (f" ± {s.std[key] * k:.{d}f}" if s.n > 1 else "")
+    return text + (f" {unit}" if unit else "")
+
+
+def claim_line(result: ClaimResult) -> str:
+    """``claim in miniature: X ± s vs Y ± s (metric, n seeds: 0-2)``; an arm without rows reads 'not yet measured'."""
+    c = result.claim
+    if c.no_miniature:
+        return "claim in miniature: none (" + c.no_miniature + ")"
+    measured = [a.summary for a in result.arms if a.summary is not None]
+    same = len(measured) == len(result.arms) and len({tuple(s.seeds) for s in measured}) == 1
+    parts = []
+    for a in result.arms:
+        if a.summary is None:
+            parts.append(f"{a.arm.label}: not yet measured")
+        else:
+            parts.append(
+                f"{a.arm.label} {_value(c, a.summary, c.metric)}" + ("" if same else f" ({_seeds(a.summary)})")
+            )
+    where = f"{c.metric}, mean ± population std" + (f" over {_seeds(measured[0])}" if same else "")
+    return f"claim in miniature: {' vs '.join(parts)} ({where})"
+
+
+def _seeds(s: Summary) -> str:
+    return f"{s.n} seed{'s' if s.n != 1 else ''}: {_ranges(s.seeds)}"
+
+
+def claim_details(result: ClaimResult) -> list[str]:
+    """The lines a card shows under the claim line: per-seed values, keys reported beside, commits, commands."""
+    c, lines = result.claim, []
+    measured = [a for a in result.arms if a.summary is not None]
+    if measured:
+        lines.append(
+            "per seed: "
+            + "; ".join(
+                f"{a.arm.label} "
+                + " / ".join(f"{a.per_seed[s] * c.scale:.{c.decimals}f}" for s in sorted(a.per_seed))
+                + f" (seeds {_ranges(sorted(a.per_seed))})"
+                for a in measured
+                if a.per_seed
+            )
+        )
+    for key in c.extra:
+        have = [a for a in measured if key in a.summary.mean]
+        if have:
+            lines.append(
+                f"beside it, {key}: " + " vs ".join(f"{a.arm.label} {_value(c, a.summary, key, False)}" for a in have)
+            )
+    commits = list(dict.fromkeys(x for a in measured for x in a.commits))
+    if commits:
+        lines.append("rows recorded at commit " + ", ".join(f"`{x}`" for x in commits))
+    for a in result.arms:
+        how = f"not measurable yet: {a.arm.unavailable}" if a.arm.unavailable else f"`{a.arm.command(c.seeds)}`"
+        lines.append(f"{a.arm.label}{'' if a.summary is not None else ' (not yet measured)'}: {how}")
+    return lines
+
+
+def claim_of(method: str) -> Claim | None:
+    """``zoo.models.<method>.CLAIM`` (None when the method declares none)."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec(f"zoo.models.{method}") is None:
+        return None
+    return getattr(importlib.import_module(f"zoo.models.{method}"), "CLAIM", None)
+
+
+def methods() -> list[str]:
+    """The method packages under ``zoo/models``, sorted."""
+    import pkgutil
+
+    import zoo.models
+
+    return sorted(i.name for i in pkgutil.iter_modules(zoo.models.__path__) if i.ispkg)
+
+
+def claims_table(root: str | Path | None = None) -> list[tuple[str, ...]]:
+    """One line per method (the README's claims table): method, claim, paper, claim in miniature, verdict."""
+    out = []
+    for m in methods():
+        c = claim_of(m)
+        if c is None:
+            out.append((m, "", "", "none declared yet", ""))
+            continue
+        r = measure_claim(c, root)
+        if c.no_miniature:
+            out.append((m, c.claim, c.paper or "not in zoo's specs", "none: " + c.no_miniature, "no miniature"))
+            continue
+        line = claim_line(r).removeprefix("claim in miniature: ")
+        verdict = r.verdict
+        if verdict == "not yet measured":
+            verdict += ": " + "; ".join(
+                f"{a.arm.label}: " + (a.arm.unavailable or f"`{a.arm.command(c.seeds)}`")
+                for a in r.arms
+                if a.summary is None
+            )
+        elif verdict.startswith("does not show"):
+            verdict += ": " + c.design
+        out.append((m, c.claim, c.paper or "not in zoo's specs", line, verdict))
+    return out

@@ -1,0 +1,168 @@
+"""Each method's claim in miniature (``zoo.results.Claim``, declared as ``CLAIM`` in ``zoo/models/<method>``): the
+rendering from demo rows (mean ± population std, seed count, direction, missing rows), the README's claims table, and
+the declarations' demo configs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from zoo.results import Arm, Claim, append_rows, claim_details, claim_line, claim_of, measure_claim, methods
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _rows(demo: str, variant: str, values: dict[int, float], protocol: str = "test", extra: dict | None = None):
+    return [
+        {
+            "entry": f"demo/{demo}",
+            "dataset": "demo",
+            "variant": variant,
+            "protocol": protocol,
+            "seed": s,
+            "seeds": 1,
+            "git_commit": "abcdef0123",
+            "note": "",
+            "test/acc": v,
+            **(extra or {}),
+        }
+        for s, v in values.items()
+    ]
+
+
+def _claim(**kw) -> Claim:
+    base = dict(
+        claim="A beats B.",
+        paper="90.0 vs 80.0 (Table 2)",
+        metric="test/acc",
+        arms=(("A", "toy"), Arm("B", "toy", "off", ("--model.init_args.a=false",))),
+        design="a toy",
+        scale=100.0,
+        unit="%",
+        decimals=1,
+    )
+    return Claim(**{**base, **kw})
+
+
+def test_claim_renders_mean_std_seeds_and_direction(tmp_path):
+    append_rows("demo/toy", _rows("toy", "default", {0: 0.9, 1: 0.8, 2: 0.7}), tmp_path)
+    append_rows("demo/toy", _rows("toy", "off", {0: 0.5, 1: 0.5, 2: 0.5}), tmp_path)
+    append_rows("demo/toy", _rows("toy", "default", {0: 0.1}, protocol="fit"), tmp_path)  # another protocol: ignored
+    r = measure_claim(_claim(), tmp_path)
+    std = math.sqrt(((0.1) ** 2 + 0 + (0.1) ** 2) / 3) * 100  # population std
+    assert claim_line(r) == (
+        f"claim in miniature: A 80.0 ± {std:.1f} % vs B 50.0 ± 0.0 % "
+        "(test/acc, mean ± population std over 3 seeds: 0-2)"
+    )
+    assert r.verdict == "shows"
+    details = claim_details(r)
+    assert "per seed: A 90.0 / 80.0 / 70.0 (seeds 0-2); B 50.0 / 50.0 / 50.0 (seeds 0-2)" in details
+    assert "rows recorded at commit `abcdef0`" in details
+    assert "B: `zoo reproduce --config configs/demo/toy.yaml --seeds 0-2 --record --variant off "
+    "--model.init_args.a=false`" in details
+    # the paper's direction reversed: the same rows do not show it
+    assert measure_claim(_claim(higher_is_better=False), tmp_path).verdict == "does not show at this scale"
+
+
+def test_claim_gap_within_spread_and_unequal_seeds(tmp_path):
+    append_rows("demo/toy", _rows("toy", "default", {0: 0.9, 1: 0.5}), tmp_path)
+    append_rows("demo/toy", _rows("toy", "off", {0: 0.6}), tmp_path)
+    r = measure_claim(_claim(), tmp_path)
+    assert r.verdict == "shows, within the seed spread"  # gap 10 points, std 20 points
+    assert claim_line(r) == (
+        "claim in miniature: A 70.0 ± 20.0 % (2 seeds: 0-1) vs B 60.0 % (1 seed: 0) (test/acc, mean ± population std)"
+    )
+
+
+def test_claim_missing_rows_say_not_yet_measured_with_the_command(tmp_path):
+    append_rows("demo/toy", _rows("toy", "default", {0: 0.9}), tmp_path)
+    claim = _claim(
+        arms=(
+            ("A", "toy"),
+            Arm("B", "toy", "off", ("--model.init_args.a=false",), after=("pre",)),
+            Arm("C", "toy", "c", unavailable="no C yet"),
+        )
+    )
+    r = measure_claim(claim, tmp_path)
+    assert r.verdict == "not yet measured"
+    assert "B: not yet measured" in claim_line(r) and "C: not yet measured" in claim_line(r)
+    details = claim_details(r)
+    assert (
+        "B (not yet measured): `zoo reproduce --config configs/demo/toy.yaml --after configs/demo/pre.yaml "
+        "--seeds 0-2 --record --variant off --model.init_args.a=false`" in details
+    )
+    assert "C (not yet measured): not measurable yet: no C yet" in details
+    # no rows at all (no file)
+    assert measure_claim(_claim(), tmp_path / "empty").verdict == "not yet measured"
+
+
+def test_extra_keys_are_reported_beside(tmp_path):
+    append_rows("demo/toy", _rows("toy", "default", {0: 0.9}, extra={"test/one_class": 1}), tmp_path)
+    append_rows("demo/toy", _rows("toy", "off", {0: 0.5}, extra={"test/one_class": 0}), tmp_path)
+    r = measure_claim(_claim(extra="test/one_class"), tmp_path)
+    assert "beside it, test/one_class: A 1.0000 vs B 0.0000" in claim_details(r)
+
+
+def test_a_claim_needs_two_arms_or_a_reason():
+    with pytest.raises(ValueError, match="two or more arms"):
+        Claim(claim="x", paper="", metric="test/acc", arms=(("A", "toy"),))
+    assert Claim(claim="x", paper="", no_miniature="one frame only").arms == ()
+
+
+DECLARED = [(m, c) for m in methods() if (c := claim_of(m)) is not None]
+
+
+@pytest.mark.parametrize("method,claim", DECLARED, ids=[m for m, _ in DECLARED])
+def test_declared_claims_name_existing_demo_configs(method, claim):
+    for arm in claim.arms:
+        for stem in (arm.demo, *arm.after):
+            assert (REPO / "configs" / "demo" / f"{stem}.yaml").is_file(), f"{method}: configs/demo/{stem}.yaml"
+        assert all(o.startswith(("--model.", "--data.", "--trainer.")) for o in arm.overrides), arm.overrides
+    assert claim.no_miniature or claim.design, f"{method}: a miniature states its design"
+    measure_claim(claim)  # the committed rows (or their absence) render
+
+
+def test_the_expected_methods_declare_claims():
+    declared = {m for m, _ in DECLARED}
+    assert {"aclip", "cmt", "lwsis", "reliant", "rsfd", "simvtp", "ssda3d", "tinymim", "xdeepint"} <= declared
+
+
+def test_readme_claims_table_is_zoo_list_claims(capsys):
+    """README's claims table is `zoo list --claims --markdown`: the figures are the committed demo rows."""
+    from zoo.cli import main
+
+    assert main(["list", "--claims", "--markdown"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("<!-- claims-table -->")[1].split("<!-- /claims-table -->")[0].strip().splitlines()
+    assert table == lines, "README's claims table differs from `zoo list --claims --markdown`: paste its output"
+
+
+def test_claims_plain_text_and_card_section(capsys):
+    from zoo import registry
+    from zoo.card import card_body
+    from zoo.cli import main
+
+    assert main(["list", "--claims"]) == 0
+    out = capsys.readouterr().out
+    assert "aclip\n  the paper's claim:" in out
+    entry = next(e for e in registry.all_entries() if e.method == "aclip")
+    body = card_body(entry, ())
+    assert "## Claim in miniature" in body and "Claim in miniature: attentive" in body
+    assert body.index("## Claim in miniature") < body.index("## Training recipe")
+    ssda = next(e for e in registry.all_entries() if e.method == "ssda3d")
+    assert "Claim in miniature: none (the shared data hold one nuScenes" in card_body(ssda, ())
+    emo = next(e for e in registry.all_entries() if e.method == "emo")
+    assert "## Claim in miniature" not in card_body(emo, ())
+
+
+def test_claims_are_read_without_torch():
+    """`zoo list --claims` and the declarations import nothing heavy."""
+    import subprocess
+    import sys
+
+    code = "import sys; from zoo.results import claims_table; claims_table(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "False"
