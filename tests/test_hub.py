@@ -284,3 +284,9 @@ def test_pending_entry_says_how_to_produce_its_weights(hf_cache):
         zoo.load("tinymim-base")
     with pytest.raises(ValueError, match=r"no published weights yet.*zoo fit --config"):
         zoo.create(zoo.list_models("reliant-cpf.bail")[0], pretrained=True)
+
+
+def test_card_lists_the_demos_of_a_method_whose_package_differs_from_its_prefix():
+    # mmc-* entries live in zoo.models.mmc_coref: the card must still find configs/demo/mmc.yaml and its rows
+    text = str(hub.make_card(registry.get("mmc-minilm-l6.en")))
+    assert "configs/demo/mmc.yaml" in text

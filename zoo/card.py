@@ -173,7 +173,7 @@ def _demo_text(entry: registry.Entry) -> str:
     """The method's demos in miniature (a CPU, minutes), read from results/demo/<stem>.csv: mean ± std over seeds."""
     from zoo.results import demo_configs_of, demo_table
 
-    demos = demo_configs_of(entry.method)
+    demos = demo_configs_of(entry.module.split(".")[2])  # the package (mmc_coref), not the name's prefix (mmc)
     rows = demo_table(stems=[d.stem for d in demos]) if demos else []
     if not demos:
         return ""
