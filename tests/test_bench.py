@@ -249,6 +249,26 @@ def test_peer_op_rows_iou_and_nms(capsys):
     assert 0 < len(keep) < 300
 
 
+def test_rsfd_beam_op_row(monkeypatch, capsys):
+    """`zoo bench --op rsfd-beam` (through the CLI, a tiny network): cached and uncached beam search each against
+    cached greedy decoding, ratios of the medians, and the captions-equal flag; the script prints the same numbers."""
+    import zoo.bench.peers as peers
+
+    tiny = dict(in_features=[6, 5], vocab_size=30, max_len=7, num_categories=3, d_model=16, num_heads=2, ffn_dim=32)
+    monkeypatch.setattr(peers, "RSFD_BEAM_BATCH", 3)
+    monkeypatch.setattr(peers, "RSFD_BEAM_SIZE", tiny)
+    assert main(["bench", "--op", "rsfd-beam", "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "RSFD custom batch 3, beam 5 (cached)" in out and "(uncached)" in out
+    assert "greedy decoding (cached)" in out and "same captions cached / uncached: True" in out
+    rows = peers.bench_peer_ops("rsfd-beam", reps=1, verbose=False)
+    assert [r["op"] for r in rows] == ["rsfd-beam"] * 2 and all(r["device"] == "cpu" for r in rows)
+    assert all(r["ratio"] == pytest.approx(r["zoo_ms"] / r["peer_ms"]) for r in rows)
+    assert "rsfd-beam" in peers.PEER_OPS and "rsfd-beam" not in peers.ALL_PEERS  # `--op peers`: the 3D ones
+    r = peers.rsfd_beam_times(batch=2, size=tiny, reps=1, uncached=False)
+    assert set(r["median_s"]) == {"greedy", "beam_cached"} and r["ratio_to_greedy"]["greedy"] == 1.0
+
+
 def test_peer_op_rows_voxelize(monkeypatch, shared_data, capsys):
     """`zoo bench --op voxelize` (through the CLI): rows on the real KITTI / nuScenes frames against spconv's
     PointToVoxel, with the share of points spconv kept, and a linearity row."""

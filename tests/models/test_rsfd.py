@@ -506,6 +506,77 @@ def test_beam_search_with_the_cache_equals_the_recomputed_search():
         beam_search(model, feats, cat, 2, rule="first_eos")
 
 
+def test_top_continuations_equal_the_whole_tables_top_k():
+    """Beam candidates from each hypothesis's own top-k words = the top k of the whole (n, beam x |V|) table of
+    summed scores with ended hypotheses at -1e20 (the release's Beam.advance), scores, hypotheses and words."""
+    from zoo.models.rsfd.model import _DEAD, top_continuations
+
+    g = torch.Generator().manual_seed(3)
+    for n, b, v, k in ((7, 5, 40, 5), (4, 3, 9, 3), (5, 4, 3, 4), (6, 1, 11, 1), (3, 5, 1000, 5)):
+        scores = torch.randn(n, b, generator=g) * 3
+        logp = F.log_softmax(torch.randn(n, b, v, generator=g) * 2, dim=-1)
+        ended = torch.rand(n, b, generator=g) < 0.3
+        ended[:, 0] = False  # a searching video has a live hypothesis
+        top, beam, word = top_continuations(scores, logp, ended, k)
+        full = (scores[..., None] + logp).masked_fill(ended[..., None], _DEAD).view(n, b * v)
+        ref_top, ref_idx = full.topk(k, dim=1)
+        assert torch.equal(top, ref_top)
+        assert torch.equal(beam, ref_idx // v) and torch.equal(word, ref_idx % v)
+
+
+def test_kv_cache_appends_in_place_and_gathers_selected_rows_lazily():
+    """KVCache = concatenating each position's keys/values and re-indexing the rows after every selection."""
+    from zoo.models.rsfd.model import KVCache
+
+    g = torch.Generator().manual_seed(4)
+    cache, ref = KVCache(capacity=6), None
+    selections = [None, torch.tensor([1, 1, 0, 3, 2, 5]), torch.tensor([0, 2, 4]), None, torch.tensor([2, 2, 0, 1])]
+    for t, rows in enumerate(selections):
+        if rows is not None:
+            cache.select(rows)
+            cache.select(torch.arange(rows.numel()).flip(0))  # two selections before an append compose
+            ref = [x[rows].flip(0) for x in ref]
+        n = 6 if ref is None else ref[0].shape[0]
+        new = (torch.randn(n, 2, 1, 3, generator=g), torch.randn(n, 2, 1, 3, generator=g), torch.rand(n, 1) < 0.8)
+        ref = list(new) if ref is None else [torch.cat([r, x], dim=2 if x.dim() == 4 else 1) for r, x in zip(ref, new)]
+        got = cache.append(*new)
+        assert all(torch.equal(a, r) for a, r in zip(got, ref)), t
+    with pytest.raises(ValueError, match="room for 6"):
+        for _ in range(2):
+            cache.append(*new)
+    # under autograd (keys that require grad) the cache concatenates: same values, and gradients flow
+    cache, k = KVCache(capacity=3), torch.randn(4, 2, 1, 3, requires_grad=True)
+    cache.append(k, k * 2, torch.ones(4, 1, dtype=torch.bool))
+    cache.select(torch.tensor([3, 0]))
+    got = cache.append(k[:2] + 1, k[:2], torch.ones(2, 1, dtype=torch.bool))
+    torch.testing.assert_close(got[0], torch.cat([k[[3, 0]], k[:2] + 1], 2))
+    got[0].sum().backward()
+    assert k.grad is not None and k.grad.abs().sum() > 0
+
+
+def test_beam_search_stops_when_every_video_is_done():
+    """Every video finishes at step 2 (each hypothesis says <eos>): the search calls the network twice, not
+    max_len - 1 times, and the greedy decoder stops likewise."""
+    from zoo.models.rsfd.model import beam_decode
+
+    A = 6
+
+    class Counting(_ScriptedLM):
+        calls = 0
+
+        def next_logits(self, seqs, memory, category=None):
+            Counting.calls += 1
+            return super().next_logits(seqs, memory, category)
+
+    table = {(BOS,): {A: 0.3, 7: 0.3, 5: 0.4}, **{(BOS, w): {EOS: 1.0} for w in (A, 7, 5)}}
+    lm = Counting(table, max_len=20)
+    out = beam_search(lm, [torch.zeros(3, 1, 1)], beam_size=3)
+    assert Counting.calls == 2 and out.tokens.tolist() == [[5, EOS]] * 3
+    Counting.calls = 0
+    steps = _TableStep(torch.zeros(2, 9, 8, 8).index_fill_(3, torch.tensor([EOS]), 5.0), 1)
+    assert beam_decode(steps, 2, 1, 10).tokens.shape[1] == 2  # beam 1: <eos> is barred only as the first word
+
+
 def test_decoder_applies_the_release_dropouts_five_per_pass_and_the_old_four_on_request():
     """The release's BertOutput applies its dropout again after the FFN residual (models/bert.py): embedding, self-,
     cross-attention, FFN, FFN residual = 5 dropout calls per one-layer decoder pass; ffn_residual_dropout=False: 4."""

@@ -1,4 +1,5 @@
-"""``zoo bench --op voxelize|iou|nms|peers``: zoo's 3D / detection hot paths timed against their peers, as ratios.
+"""``zoo bench --op voxelize|iou|nms|peers|rsfd-beam``: zoo's 3D / detection hot paths timed against their peers,
+and RSFD's beam search against its greedy decoding, as ratios.
 
 Each row times one piece of zoo and its peer on the same inputs, interleaved (zoo, peer, zoo, peer, ...) in one
 thread (``torch.set_num_threads(1)``), and reports the medians and ``ratio = zoo / peer`` (below 1: zoo is faster).
@@ -18,6 +19,13 @@ Interleaving puts both under the same machine load; on a shared machine repeat a
 
 The boxes are a detector's output on a 80 m x 80 m scene: one object per 10 boxes (car-sized, any heading), each
 box a jittered copy of its object (centre sd 0.5 m, size sd 5 %, heading sd 0.1 rad), uniform scores.
+
+- ``rsfd-beam`` (not part of ``peers``): RSFD's caption decoding (:mod:`zoo.models.rsfd.model`) on the paper-size
+  network (MSR-VTT size, random weights, 8 random feature steps per modality, batch :data:`RSFD_BEAM_BATCH`): beam
+  search (beam 5, the release's rule) with the key/value cache, and without it, each against cached greedy decoding;
+  the note says whether both beam searches gave the same captions, and the caption width (random weights rarely say
+  ``<eos>``, so every decoder runs to ``max_len``). Default 3 rounds (``--steps``); the uncached search is the slow
+  one. ``scripts/bench_rsfd_beam.py`` prints the same measurement (:func:`rsfd_beam_times`) as JSON.
 """
 
 from __future__ import annotations
@@ -30,9 +38,23 @@ import torch
 
 from zoo.profiling import interleaved, synchronize, threads
 
-__all__ = ["PEER_OPS", "bench_peer_ops", "print_peer_rows", "scene_boxes", "real_clouds", "uniform_cloud"]
+__all__ = [
+    "PEER_OPS",
+    "bench_peer_ops",
+    "print_peer_rows",
+    "rsfd_beam_times",
+    "scene_boxes",
+    "real_clouds",
+    "uniform_cloud",
+]
 
-PEER_OPS = ("voxelize", "iou", "nms")
+PEER_OPS = ("voxelize", "iou", "nms", "rsfd-beam")
+
+ALL_PEERS = ("voxelize", "iou", "nms")  # what ``peers`` runs
+
+RSFD_BEAM_BATCH = 64
+
+RSFD_BEAM_SIZE = "msrvtt"  # a name of zoo.models.rsfd.sizes.SIZES, or a dict of RSFD's arguments
 
 BOX_SIZES = (100, 200, 500, 1000, 4000)
 
@@ -282,19 +304,83 @@ def _nms_rows(reps: int, sizes, iou_threshold: float = 0.2) -> list[dict]:
     return rows
 
 
+def rsfd_beam_times(
+    batch: int = RSFD_BEAM_BATCH,
+    size: str | dict = RSFD_BEAM_SIZE,
+    beam: int = 5,
+    steps: int = 8,
+    reps: int = 3,
+    device=None,
+    uncached: bool = True,
+    seed: int = 0,
+) -> dict:
+    """RSFD greedy decoding vs beam search (cached, and recomputed unless ``uncached=False``) on one random-weight
+    network, interleaved (one call of each per round, after one untimed call whose captions are compared), in the
+    current thread count. Returns medians in seconds, ratios to cached greedy, caption widths, and (with the uncached
+    search) whether the two beam searches gave equal captions and the cache's speed-up."""
+    from zoo.models.rsfd.model import RSFD, beam_search, greedy_decode
+    from zoo.models.rsfd.sizes import SIZES
+
+    dev = torch.device(device or "cpu")
+    torch.manual_seed(seed)  # the weights, then the inputs (the global generator, as the script always drew them)
+    model = RSFD(**(SIZES[size] if isinstance(size, str) else size)).to(dev).eval()
+    feats = [torch.randn(batch, steps, b[0].in_features, device=dev) for b in model.encoder.branches]
+    cats = model.decoder.category
+    cat = None if cats is None else torch.randint(0, cats.num_embeddings, (batch,), device=dev)
+    runs = {
+        "greedy": lambda: greedy_decode(model, feats, cat),
+        "beam_cached": lambda: beam_search(model, feats, cat, beam),
+    }
+    if uncached:
+        runs["beam_uncached"] = lambda: beam_search(model, feats, cat, beam, cache=False)
+    with torch.inference_mode():
+        outs = {k: fn() for k, fn in runs.items()}  # the warm-up, and the captions compared below
+        med = interleaved(runs, reps, warmup=0, sync=lambda: synchronize(dev))
+    out = {
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "size": size if isinstance(size, str) else "custom",
+        "batch": batch,
+        "beam": beam,
+        "repeats": reps,
+        "median_s": med,
+        "ratio_to_greedy": {k: v / med["greedy"] for k, v in med.items()},
+        "caption_width": {k: int(o.tokens.shape[1]) for k, o in outs.items()},
+    }
+    if uncached:
+        a, b = outs["beam_cached"], outs["beam_uncached"]
+        out["cached_equals_uncached"] = bool(torch.equal(a.tokens, b.tokens))
+        out["speedup_cache"] = med["beam_uncached"] / med["beam_cached"]
+    return out
+
+
+def _rsfd_beam_rows(reps: int, device: torch.device) -> list[dict]:
+    r = rsfd_beam_times(RSFD_BEAM_BATCH, RSFD_BEAM_SIZE, reps=reps, device=device)
+    med, width = r["median_s"], r["caption_width"]
+    work = f"RSFD {r['size']} batch {r['batch']}, beam {r['beam']}"
+    note = (
+        f"same captions cached / uncached: {r['cached_equals_uncached']}; cache speed-up {r['speedup_cache']:.2f}x; "
+        f"caption width {width['beam_cached']} (greedy {width['greedy']})"
+    )
+    return [
+        _row("rsfd-beam", f"{work} (cached)", med["beam_cached"], "greedy decoding (cached)", med["greedy"], note),
+        _row("rsfd-beam", f"{work} (uncached)", med["beam_uncached"], "greedy decoding (cached)", med["greedy"]),
+    ]
+
+
 def bench_peer_ops(
     names: list[str] | str, reps: int | None = None, box_sizes=BOX_SIZES, device=None, verbose: bool = True
 ) -> list[dict]:
-    """Rows for ``names`` (of :data:`PEER_OPS`; ``"peers"`` = all), one thread, interleaved with the peers;
-    prints one table. ``reps``: timed rounds per row (default 7; take medians). ``device``: where voxelize and
-    spconv run (default the CPU; ``cuda``: both on the GPU, synchronised); iou and nms always run on the CPU (their
-    peer, shapely, is CPU-only)."""
+    """Rows for ``names`` (of :data:`PEER_OPS`; ``"peers"`` = voxelize, iou and nms), one thread, interleaved with the
+    peers; prints one table. ``reps``: timed rounds per row (default 7, rsfd-beam 3; take medians). ``device``: where
+    voxelize and spconv, and RSFD's decoders, run (default the CPU; ``cuda``: on the GPU, synchronised); iou and nms
+    always run on the CPU (their peer, shapely, is CPU-only)."""
     if isinstance(names, str):
-        names = list(PEER_OPS) if names == "peers" else names.split(",")
+        names = list(ALL_PEERS) if names == "peers" else names.split(",")
     unknown = [n for n in names if n not in PEER_OPS]
     if unknown:
         raise ValueError(f"zoo bench --op: {unknown} are not peer-timed ops; those are {list(PEER_OPS)} or 'peers'")
-    reps = reps or 7
+    rsfd_reps, reps = reps or 3, reps or 7
     rows: list[dict] = []
     dev = torch.device(device or "cpu")
     with threads(1):
@@ -303,9 +389,10 @@ def bench_peer_ops(
                 "voxelize": lambda: _voxelize_rows(reps, dev),
                 "iou": lambda: _iou_rows(reps, box_sizes),
                 "nms": lambda: _nms_rows(reps, box_sizes),
+                "rsfd-beam": lambda: _rsfd_beam_rows(rsfd_reps, dev),
             }[n]()
     for r in rows:
-        r["device"] = str(device or "cpu") if r["op"] == "voxelize" else "cpu"
+        r["device"] = str(device or "cpu") if r["op"] in ("voxelize", "rsfd-beam") else "cpu"
     if verbose:
         print_peer_rows(rows)
     return rows

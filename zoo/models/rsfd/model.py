@@ -347,11 +347,13 @@ class KVCache:
     positions decoded so far, in buffers with room for ``capacity`` positions, so that a step writes only its own
     position (no concatenation of the whole prefix). :meth:`select` is lazy: the rows it picks (beam back-pointers,
     finished videos dropped) are gathered by the next :meth:`append`, one copy of the prefix per buffer into a spare
-    buffer of the same size (swapped with the current one), instead of a reorder plus a concatenation."""
+    buffer of the same size (swapped with the current one), instead of a reorder plus a concatenation. Under autograd
+    (keys that require grad) it concatenates instead, as buffers written in place cannot be differentiated."""
 
     def __init__(self, capacity: int):
         self.capacity, self.t, self.rows = capacity, 0, None
         self.bufs: list[Tensor] | None = None  # k, v, keep
+        self.autograd = False
         self.spare: list[Tensor] | None = None
 
     def select(self, rows: Tensor) -> None:
@@ -364,6 +366,14 @@ class KVCache:
         t, new = self.t, (k, v, keep)
         if t >= self.capacity:
             raise ValueError(f"key/value cache: position {t} but room for {self.capacity} (max_len)")
+        if self.bufs is None:
+            self.autograd = torch.is_grad_enabled() and (k.requires_grad or v.requires_grad)
+        if self.autograd:  # no writes into buffers under autograd: re-index and concatenate the prefix
+            if self.bufs is not None:
+                old = self.bufs if self.rows is None else [b[self.rows] for b in self.bufs]
+                new = tuple(torch.cat([b, x], _POS[x.dim()]) for b, x in zip(old, new))
+            self.bufs, self.rows, self.t = list(new), None, t + 1
+            return new
         if self.bufs is None:
             sizes = [
                 (*x.shape[:2], self.capacity, x.shape[3]) if x.dim() == 4 else (x.shape[0], self.capacity) for x in new
@@ -381,6 +391,9 @@ class KVCache:
             _at(buf, t).copy_(x)
         self.t = t + 1
         return tuple(_upto(b, t + 1) for b in self.bufs)
+
+
+_POS = {4: 2, 2: 1}  # the position dim of the cache's k/v (N, h, t, d/h) and padding (N, t)
 
 
 def _upto(buf: Tensor, t: int) -> Tensor:
@@ -681,9 +694,11 @@ def greedy_decode(
         out[active, t - 1] = word
         seqs = torch.cat([seqs, word[:, None]], dim=1)
         ended = word == EOS
-        if bool(ended.all()):
+        n_ended = int(ended.sum())  # the step's one host sync
+        if n_ended == ended.numel():
             break
-        keep = (~ended).nonzero().squeeze(1)
-        step.select(keep, keep)
-        seqs, active = seqs[keep], active[keep]
+        if n_ended:  # drop the videos that ended (the cache keeps its rows as they are otherwise)
+            keep = (~ended).nonzero().squeeze(1)
+            step.select(keep, keep)
+            seqs, active = seqs[keep], active[keep]
     return Decoded(out[:, : _width(out)], score)
