@@ -357,3 +357,25 @@ def test_reproduce_runs_a_comma_separated_chain_with_a_predict_step(tmp_path, mo
     ]
     assert (run / "cnn" / "checkpoints" / "last.ckpt").is_file() and (run / "features" / "videodatainfo.json").is_file()
     assert [r["protocol"] for r in rows] == ["fit", "test"] and "test/cider" in rows[1]
+
+
+def test_commit_label_ignores_recorded_rows_but_not_code(tmp_path):
+    import subprocess
+
+    from zoo.reproduce import _git_commit
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "m.csv").write_text("entry\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    clean = _git_commit(tmp_path)
+    assert clean and not clean.endswith("-dirty")
+    (tmp_path / "results" / "m.csv").write_text("entry\nrow\n")  # what --record appends
+    assert _git_commit(tmp_path) == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert _git_commit(tmp_path) == f"{clean}-dirty"

@@ -64,14 +64,16 @@ def _logger_args(config: str, run_dir: Path) -> list[str]:
     return []
 
 
-def _git_commit() -> str:
-    repo = Path(__file__).resolve().parents[1]
+def _git_commit(repo: Path | None = None) -> str:
+    """The checkout's short commit, ``-dirty`` when a tracked file outside ``results/`` differs from it (rows that
+    ``--record`` appended earlier are this command's own output, not a change of the code that measured them)."""
+    repo = repo if repo is not None else Path(__file__).resolve().parents[1]
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
             cwd=repo,
             capture_output=True,
             text=True,
