@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from zoo.errors import DataNotFoundError, UserError, check_positive
 from zoo.files import path_inside, safe_file_name
+from zoo.nuscenes import CAMERAS
 from zoo.sizes import follow_model, model_data_config
 
 from . import point_labels
@@ -74,7 +75,6 @@ NUSCENES_CLASSES = (
     "traffic_cone",
     "barrier",
 )
-CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
 # nuScenes general categories -> detection classes (nuInsSeg's category_name values)
 _NUSCENES_MAP = {
     "vehicle.car": "car",

@@ -39,24 +39,13 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from zoo.errors import DataNotFoundError, UserError
+from zoo.nuscenes import CAMERAS, DETECTION_CLASSES
 
 from .driving_formats import load_info_pickle, read_points
 
 log = logging.getLogger(__name__)
 
-CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
-CLASSES = (
-    "car",
-    "truck",
-    "construction_vehicle",
-    "bus",
-    "trailer",
-    "barrier",
-    "motorcycle",
-    "bicycle",
-    "pedestrian",
-    "traffic_cone",
-)
+CLASSES = DETECTION_CLASSES
 MEAN_BGR = (103.53, 116.28, 123.675)
 STD_BGR = (57.375, 57.12, 58.395)
 SOURCE_WIDTH, SOURCE_HEIGHT = 1600, 900

@@ -39,19 +39,9 @@ from torch import nn
 
 from zoo.errors import UserError, check_choice
 from zoo.nn.pillars import BEVBackbone, DynamicPillarVFE, flatten_batch, grid_size, scatter_to_bev
+from zoo.nuscenes import DETECTION_CLASSES
 
-CLASSES = (
-    "car",
-    "truck",
-    "construction_vehicle",
-    "bus",
-    "trailer",
-    "barrier",
-    "motorcycle",
-    "bicycle",
-    "pedestrian",
-    "traffic_cone",
-)
+CLASSES = DETECTION_CLASSES
 MODALITIES = ("fusion", "camera", "lidar")
 # mmdet3d SparseEncoder encoder_channels of every released config (stage i, block j -> output channels)
 SPARSE_ENCODER_CHANNELS = ((16, 16, 32), (32, 32, 64), (64, 64, 128), (128, 128))
