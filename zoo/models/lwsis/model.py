@@ -198,12 +198,21 @@ class DynamicMaskHead(nn.Module):
             return mask_feats.new_zeros(0, 1, h * f, w * f)
         grid = compute_locations(h, w, self.mask_stride, mask_feats.device, mask_feats.dtype)  # [hw, 2]
         rel = (locations[:, None, :] - grid[None]) / soi[:, None, None]  # [R, hw, 2]
-        x = torch.cat([rel.permute(0, 2, 1).to(mask_feats.dtype), mask_feats[im_inds].reshape(r, c, h * w)], 1)
         ws = torch.split(params, self.weight_nums + self.bias_nums, dim=1)
         n = len(self.weight_nums)
+        # The first layer acts on [rel; F] (CondInst concatenates them). It is applied as W_rel·rel + W_F·F: the mask
+        # features F are one map per image, multiplied once by all that image's instances' W_F stacked, instead of
+        # being copied once per instance (100 detections: 100 copies of F). Same sums, in another order.
+        w0 = ws[0].reshape(r, self.dims[1], self.dims[0])
+        x = torch.bmm(w0[:, :, :2], rel.transpose(1, 2).to(mask_feats.dtype)) + ws[n][:, :, None]
+        feats = mask_feats.reshape(-1, c, h * w)
+        for b in im_inds.unique().tolist():
+            sel = (im_inds == b).nonzero()[:, 0]
+            x = x.index_add(0, sel, (w0[sel, :, 2:].reshape(-1, c) @ feats[b]).reshape(sel.numel(), -1, h * w))
         for i in range(n):
-            wi = ws[i].reshape(r, self.dims[i + 1], self.dims[i])
-            x = torch.bmm(wi, x) + ws[n + i][:, :, None]
+            if i:
+                wi = ws[i].reshape(r, self.dims[i + 1], self.dims[i])
+                x = torch.bmm(wi, x) + ws[n + i][:, :, None]
             if i < n - 1:
                 x = F.relu(x)
         logits = x.reshape(r, 1, h, w)
