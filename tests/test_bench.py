@@ -319,3 +319,26 @@ def test_gpu_check_script_syntax_and_dry_run():
     assert "scripts/gpu_check.sh" in make.stdout
     bad = subprocess.run(["bash", str(script), "--bogus"], capture_output=True, text=True, cwd=repo)
     assert bad.returncode == 2 and "--dry-run" in bad.stderr
+
+
+def test_model_peer_rows(monkeypatch, capsys):
+    """`zoo bench --op emo-train,create` (through the CLI): EMO-1M's training step against timm's MobileNetV2 on the
+    same demo batches, and a cold `zoo.create` against `timm.create_model` in fresh processes, as ratios; both are
+    part of `--op peers` (the speed table)."""
+    import zoo.bench.model_peers as mp
+    import zoo.bench.peers as peers
+
+    calls = []
+    real = mp._process_seconds
+    monkeypatch.setattr(mp, "_process_seconds", lambda code: calls.append(code) or real("pass"))
+    monkeypatch.setattr(mp.emo_train_rows, "__defaults__", (4, 1))  # batch 4, one timed step
+    assert main(["bench", "--op", "emo-train,create", "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "EMO-1M training step, batch 4" in out and "timm mobilenetv2_100 training step" in out
+    assert "zoo.create('emo-1m'), cold process" in out and "Lightning's import is" in out
+    assert sorted(calls) == sorted(mp.CREATE_SCRIPTS.values())  # one round: each script once
+    rows = peers.bench_peer_ops("create", reps=2, verbose=False)
+    assert len(calls) == 3 * len(mp.CREATE_SCRIPTS) and rows[0]["ratio"] == pytest.approx(
+        rows[0]["zoo_ms"] / rows[0]["peer_ms"]
+    )
+    assert {"emo-train", "create"} <= set(peers.ALL_PEERS)

@@ -25,6 +25,19 @@ import torch
 __all__ = ["synchronize", "time_calls", "interleaved", "warm_up", "threads", "PeakMemory", "count_macs"]
 
 
+def peer_row(op: str, size: str, zoo_s: float, peer: str, peer_s: float | None, note: str = "") -> dict:
+    """A ``zoo bench --op`` row: zoo's and the peer's median seconds as ms, and ``ratio = zoo / peer``."""
+    return {
+        "op": op,
+        "size": size,
+        "zoo_ms": zoo_s * 1e3,
+        "peer": peer,
+        "peer_ms": None if peer_s is None else peer_s * 1e3,
+        "ratio": None if not peer_s else zoo_s / peer_s,
+        "note": note,
+    }
+
+
 def synchronize(device: torch.device | str) -> None:
     """Wait for the device's queued work (CUDA); a no-op on the CPU."""
     device = torch.device(device)

@@ -1,5 +1,6 @@
-"""``zoo bench --op voxelize|iou|nms|peers|rsfd-beam``: zoo's 3D / detection hot paths timed against their peers,
-and RSFD's beam search against its greedy decoding, as ratios.
+"""``zoo bench --op voxelize|iou|nms|emo-train|create|peers|rsfd-beam``: zoo's 3D / detection hot paths and whole
+models timed against their peers, and RSFD's beam search against its greedy decoding, as ratios. ``peers`` runs the
+speed table: voxelize, iou, nms, and the whole-model rows ``emo-train`` and ``create`` (:mod:`zoo.bench.model_peers`).
 
 Each row times one piece of zoo and its peer on the same inputs, interleaved (zoo, peer, zoo, peer, ...) in one
 thread (``torch.set_num_threads(1)``), and reports the medians and ``ratio = zoo / peer`` (below 1: zoo is faster).
@@ -26,6 +27,8 @@ box a jittered copy of its object (centre sd 0.5 m, size sd 5 %, heading sd 0.1 
   the note says whether both beam searches gave the same captions, and the caption width (random weights rarely say
   ``<eos>``, so every decoder runs to ``max_len``). Default 3 rounds (``--steps``); the uncached search is the slow
   one. ``scripts/bench_rsfd_beam.py`` prints the same measurement (:func:`rsfd_beam_times`) as JSON.
+- ``lwsis-predict`` (not part of ``peers``): LWSIS's full prediction (masks included) and its network alone against
+  torchvision's FCOS R-50 full prediction at 384x640 (:mod:`zoo.bench.lwsis_predict`); default 3 rounds.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import numpy as np
 import torch
 
 from zoo.profiling import interleaved, synchronize, threads
+from zoo.profiling import peer_row as _row
 
 __all__ = [
     "PEER_OPS",
@@ -48,9 +52,9 @@ __all__ = [
     "uniform_cloud",
 ]
 
-PEER_OPS = ("voxelize", "iou", "nms", "rsfd-beam")
+PEER_OPS = ("voxelize", "iou", "nms", "rsfd-beam", "emo-train", "create", "lwsis-predict")
 
-ALL_PEERS = ("voxelize", "iou", "nms")  # what ``peers`` runs
+ALL_PEERS = ("voxelize", "iou", "nms", "emo-train", "create")  # what ``peers`` runs: the speed table
 
 RSFD_BEAM_BATCH = 64
 
@@ -189,16 +193,6 @@ def shapely_nms_tree(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: f
 
 
 # ===================================================================================================== the rows
-def _row(op: str, size: str, zoo_s: float, peer: str, peer_s: float | None, note: str = "") -> dict:
-    return {
-        "op": op,
-        "size": size,
-        "zoo_ms": zoo_s * 1e3,
-        "peer": peer,
-        "peer_ms": None if peer_s is None else peer_s * 1e3,
-        "ratio": None if not peer_s else zoo_s / peer_s,
-        "note": note,
-    }
 
 
 def _voxelize_rows(reps: int, device: torch.device) -> list[dict]:
@@ -380,7 +374,9 @@ def bench_peer_ops(
     unknown = [n for n in names if n not in PEER_OPS]
     if unknown:
         raise ValueError(f"zoo bench --op: {unknown} are not peer-timed ops; those are {list(PEER_OPS)} or 'peers'")
-    rsfd_reps, reps = reps or 3, reps or 7
+    from zoo.bench import lwsis_predict, model_peers
+
+    rsfd_reps, model_reps, reps = reps or 3, reps or 3, reps or 7
     rows: list[dict] = []
     dev = torch.device(device or "cpu")
     with threads(1):
@@ -390,9 +386,12 @@ def bench_peer_ops(
                 "iou": lambda: _iou_rows(reps, box_sizes),
                 "nms": lambda: _nms_rows(reps, box_sizes),
                 "rsfd-beam": lambda: _rsfd_beam_rows(rsfd_reps, dev),
+                "emo-train": lambda: model_peers.emo_train_rows(model_reps, dev),
+                "create": lambda: model_peers.create_rows(model_reps),
+                "lwsis-predict": lambda: lwsis_predict.lwsis_predict_rows(rsfd_reps),
             }[n]()
     for r in rows:
-        r["device"] = str(device or "cpu") if r["op"] in ("voxelize", "rsfd-beam") else "cpu"
+        r["device"] = str(device or "cpu") if r["op"] in ("voxelize", "rsfd-beam", "emo-train") else "cpu"
     if verbose:
         print_peer_rows(rows)
     return rows

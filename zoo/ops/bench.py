@@ -120,14 +120,15 @@ def bench_op(name: str, device=None, sizes=None, reps: int | None = None, verbos
     """Benchmark op ``name`` on ``device`` (default: cuda if available) at ``sizes`` (list of size dicts; default:
     the issue's sizes on CUDA, reduced ones on the CPU). Returns one dict per (size, provider): op, size,
     provider, device, ms (median, forward + backward), peak_mib (CUDA only), note; prints a table."""
-    from zoo.bench.peers import PEER_OPS, bench_peer_ops
+    from zoo.bench.peers import ALL_PEERS, PEER_OPS, bench_peer_ops
 
     if name == "peers" or all(n in PEER_OPS for n in name.split(",")):  # zoo's 3D / detection pieces vs their peers
         return bench_peer_ops(name, reps=reps, device=device, verbose=verbose)
     if name not in CASES:
         raise ValueError(
             f"zoo bench --op: unknown op {name!r}; the ops are {sorted(CASES)}, and "
-            f"{', '.join(PEER_OPS)} (comma-separated, or 'peers' for all) timed against their peers"
+            f"{', '.join(PEER_OPS)} (comma-separated) timed against their peers, or 'peers' for the speed table "
+            f"({', '.join(ALL_PEERS)})"
         )
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     note = ""
