@@ -20,7 +20,8 @@ corpora in their published layouts.
 
   ``root=None``: **synthetic moving digits** (``zoo.data_modules.video.moving_digits``, offline): clips of
   scikit-learn digit scans moving left / right / up / down, four template captions per clip (every phrasing of its
-  digit and direction), disjoint scans in training and held-out clips (:func:`digits_corpus`). ``prepare_data``
+  digit and direction), disjoint scans in training and held-out clips (:func:`digits_corpus`; ``digits_colour_zipf``:
+  the long-tailed variant, digits drawn in colours whose words follow Zipf's law in training). ``prepare_data``
   extracts their features with small frozen CNNs of random weights (``zoo.video_features``: a timm 2D CNN per frame
   and a torchvision 3D ResNet over overlapping windows; nothing is trained) into HDF5 files and writes the corpus as
   ``videodatainfo.json`` under ``cache_dir`` (a temporary folder by default), then everything is read as the real
@@ -59,6 +60,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from zoo.data_modules.video import (
+    DIGIT_NAMES,
     DIRECTIONS,
     digit_caption,
     moving_digits,
@@ -238,30 +240,111 @@ def collate(samples: list[dict]) -> dict:
     return out
 
 
+# ================================================================================================ long-tailed colours
+# The long-tailed variant's attribute words (``colour_zipf``): the digit is drawn in one of these colours (RGB gains
+# of its grey scan, so the colour is in the pixels and the features can carry it) and every caption names it. The
+# order is the Zipf rank, most frequent first, roughly the order of colour words in MSVD / MSR-VTT captions.
+COLOURS = {
+    "white": (1.0, 1.0, 1.0),
+    "red": (1.0, 0.1, 0.1),
+    "blue": (0.2, 0.4, 1.0),
+    "green": (0.1, 1.0, 0.1),
+    "yellow": (1.0, 1.0, 0.1),
+    "pink": (1.0, 0.5, 0.8),
+    "purple": (0.6, 0.2, 1.0),
+    "orange": (1.0, 0.55, 0.0),
+}
+
+
+def zipf_quota(n: int, k: int, exponent: float) -> np.ndarray:
+    """Clip counts of ranks 1..k among ``n`` clips under Zipf's law: round(n r^-s / sum_j j^-s), every rank at
+    least once, the rounding remainder given to rank 1 (so the counts sum to ``n``; needs n >= k)."""
+    if n < k:
+        raise UserError(f"{n} clips cannot hold all {k} colours once: use at least {k} training clips")
+    p = np.arange(1, k + 1, dtype=np.float64) ** -float(exponent)
+    quota = np.maximum(1, np.round(n * p / p.sum())).astype(np.int64)
+    quota[0] += n - quota.sum()
+    return quota
+
+
+def colour_draws(n: int, exponent: float | None, rng: np.random.Generator) -> np.ndarray:
+    """The colour index of each of ``n`` clips, shuffled: Zipf quotas (:func:`zipf_quota`) with ``exponent``, or
+    balanced (every colour n / k times, the first n mod k once more) with ``exponent=None``."""
+    k = len(COLOURS)
+    quota = zipf_quota(n, k, exponent) if exponent is not None else n // k + (np.arange(k) < n % k)
+    return rng.permutation(np.repeat(np.arange(k), quota))
+
+
+def tint(clip: np.ndarray, colour: str) -> np.ndarray:
+    """uint8 (..., 3) grey frames -> the same frames in ``colour`` (per-channel gains; white keeps them as they are)."""
+    return (clip.astype(np.float32) * np.asarray(COLOURS[colour], dtype=np.float32)).round().astype(np.uint8)
+
+
+def coloured_caption(caption: str, digit: int, colour: str) -> str:
+    """``"a handwritten three drifts left"`` -> ``"a handwritten red three drifts left"`` (the colour before the
+    digit's name)."""
+    name = DIGIT_NAMES[digit]
+    return re.sub(rf"\b{name}\b", f"{colour} {name}", caption, count=1)
+
+
+def _check_colour_zipf(exponent: float | None, where: str) -> None:
+    if exponent is not None and not exponent >= 0:
+        raise UserError(f"{where}: digits_colour_zipf={exponent}: a Zipf exponent >= 0 (2 in the demo), or null")
+
+
+def frequency_profile(captions: Sequence[str], rare_below: int = 5) -> dict[str, float]:
+    """A caption corpus's word-frequency profile: ``vocabulary`` (distinct words), ``rare_share`` (the share of them
+    seen fewer than ``rare_below`` times) and ``zipf_exponent`` (minus the least-squares slope of log count over log
+    rank, all ranks): what the long-tailed digits' ``colour_zipf`` is chosen against."""
+    counts = np.array(sorted(Counter(w for c in captions for w in words(c)).values(), reverse=True), dtype=np.float64)
+    ranks = np.arange(1, counts.size + 1, dtype=np.float64)
+    slope = float(np.polyfit(np.log(ranks), np.log(counts), 1)[0]) if counts.size > 1 else 0.0
+    return {
+        "vocabulary": float(counts.size),
+        "rare_share": float((counts < rare_below).mean()),
+        "zipf_exponent": -slope,
+    }
+
+
 # ================================================================================================ moving digits
 def digits_corpus(
-    sizes: Sequence[int], num_frames: int, size: int, seed: int = 0
+    sizes: Sequence[int], num_frames: int, size: int, seed: int = 0, colour_zipf: float | None = None
 ) -> tuple[list[dict], list[dict], list[tuple[str, np.ndarray]]]:
     """The synthetic caption set: ``sizes`` (train, val, test) moving-digit clips (training-pool scans for train,
     held-out scans for val / test), ids ``video0`` .. in that order -> (``videos`` and ``sentences`` of the
-    ``videodatainfo.json`` layout, four template captions per clip; ``[(id, uint8 clip (T, H, W, 3))]``)."""
+    ``videodatainfo.json`` layout, four template captions per clip; ``[(id, uint8 clip (T, H, W, 3))]``).
+
+    ``colour_zipf`` (None: white digits, no attribute words, as before): the long-tailed variant. Each digit is drawn
+    in one of the :data:`COLOURS` and every caption names it ("the digit red three moves to the left"); the training
+    clips' colours follow Zipf's law with this exponent (:func:`zipf_quota`: with 320 clips and exponent 2 the ranks
+    get 211, 52, 23, 13, 8, 6, 4, 3 clips, so the rarest colour words occur in a handful of training clips); the val
+    and test clips are balanced over the colours, so every rare colour is tested. The colours are drawn from their
+    own generator (seed, split), so the digits, directions and scans are the same clips as without colours.
+
+    Why exponent 2 (:func:`frequency_profile` of the real corpora in ``shared/data``): MSVD's val captions (2,224
+    words) and MSR-VTT's 1k-A test captions (2,008 words) fall off with rank at a fitted Zipf exponent of 1.25 and
+    0.89, and 74 % / 88 % of their words occur fewer than 5 times. With 8 colour words among 35, exponent 1 would
+    leave the rarest colour in 15 of 320 training clips; exponent 2 puts four colours in 3 to 8 clips and gives the
+    whole training vocabulary a rank-frequency exponent of about 1, as the real corpora."""
     videos, sentences, clips, k = [], [], [], 0
+    names = list(COLOURS)
     for split, n, s, pool in zip(("train", "validate", "test"), sizes, (0, 1, 2), ("train", "heldout", "heldout")):
         frames, _, labels = moving_digits(n, num_frames, size, seed * 10 + s, pool)
-        for clip, (digit, direction, _) in zip(frames, labels):
+        colours = None
+        if colour_zipf is not None:
+            draws = colour_draws(n, colour_zipf if split == "train" else None, np.random.default_rng([seed, 7, s]))
+            colours = [names[c] for c in draws]
+        for i, (clip, (digit, direction, _)) in enumerate(zip(frames, labels)):
             vid = f"video{k}"
-            videos.append(
-                {
-                    "video_id": vid,
-                    "category": 0,
-                    "split": split,
-                    "digit": int(digit),
-                    "direction": DIRECTIONS[direction],
-                }
-            )
-            sentences += [
-                {"video_id": vid, "caption": digit_caption(int(digit), DIRECTIONS[direction], t)} for t in range(4)
-            ]
+            video = {"video_id": vid, "category": 0, "split": split, "digit": int(digit)}
+            video["direction"] = DIRECTIONS[direction]
+            caps = [digit_caption(int(digit), DIRECTIONS[direction], t) for t in range(4)]
+            if colours is not None:
+                video["colour"] = colours[i]
+                clip = tint(clip, colours[i])
+                caps = [coloured_caption(c, int(digit), colours[i]) for c in caps]
+            videos.append(video)
+            sentences += [{"video_id": vid, "caption": c} for c in caps]
             clips.append((vid, clip))
             k += 1
     return videos, sentences, clips
@@ -345,7 +428,8 @@ class CaptionFeaturesDataModule(LightningDataModule):
     ``features``: the modality files, relative to ``root`` or absolute. ``max_len`` (captions cut to this many tokens,
     ``<bos>`` and ``<eos>`` included) None: the attached model's (its position table, ``data_config()``); set, it must
     equal the model's. ``msvd_files``: the (train, val, test) TSV names. Synthetic data (``root=None``):
-    ``digits_sizes`` clips per split, ``digits_frames`` frames of ``digits_size`` px; the extractor: ``image_model``
+    ``digits_sizes`` clips per split, ``digits_frames`` frames of ``digits_size`` px, ``digits_colour_zipf`` the
+    long-tailed colour words (:func:`digits_corpus`; None: none); the extractor: ``image_model``
     (timm) on frames resized to ``image_size`` pooled to ``grid`` x ``grid``, ``motion_model`` (torchvision) on
     ``clip_len``-frame windows overlapping by ``overlap``, both with frozen random weights."""
 
@@ -371,6 +455,7 @@ class CaptionFeaturesDataModule(LightningDataModule):
         digits_sizes: Sequence[int] = (320, 40, 80),
         digits_frames: int = 8,
         digits_size: int = 32,
+        digits_colour_zipf: float | None = None,
         image_model: str = "test_resnet",
         image_size: int = 32,
         grid: int = 1,
@@ -391,6 +476,7 @@ class CaptionFeaturesDataModule(LightningDataModule):
             raise UserError(f"count_threshold={count_threshold}: words with count <= threshold are dropped; use >= 0")
         if len(digits_sizes) != 3 or min(digits_sizes) < 1:
             raise UserError(f"digits_sizes={list(digits_sizes)}: (train, val, test) clip counts, each >= 1")
+        _check_colour_zipf(digits_colour_zipf, "CaptionFeaturesDataModule")
         self.corpus: Corpus | None = None
         self.itow: list[str] | None = None
         self.token_counts: torch.Tensor | None = None
@@ -434,7 +520,9 @@ class CaptionFeaturesDataModule(LightningDataModule):
         feats, info = self._paths()
         if info.is_file() and all(Path(p).is_file() for p in feats):
             return
-        videos, sentences, todo = digits_corpus(hp.digits_sizes, hp.digits_frames, hp.digits_size, hp.seed)
+        videos, sentences, todo = digits_corpus(
+            hp.digits_sizes, hp.digits_frames, hp.digits_size, hp.seed, hp.digits_colour_zipf
+        )
         log.info(
             "CaptionFeaturesDataModule: root=None -> synthetic moving digits %s, frozen random-CNN features into %s",
             tuple(hp.digits_sizes),
@@ -559,10 +647,10 @@ class VideoFramesDataModule(LightningDataModule):
     (``zoo.data_modules.video.decode_frames``), ``max_frames`` frames evenly spread (the release: at most 60), or
     ``root=None``-style synthetic moving digits (``video_dir: null``): ``digits`` clips, or with ``digits_sizes``
     (train, val, test) the caption set of :func:`digits_corpus` (the clips ``CaptionFeaturesDataModule(root=None)``
-    makes), whose corpus is written to ``corpus`` (a ``videodatainfo.json`` path) when given. Videos whose key is
-    already in ``skip_done`` (the appearance HDF5 file being written) are skipped, so a rerun resumes. Batches:
-    ``ids``, ``frames`` (lists; one video per item; a file that cannot be decoded gives its ``DecodeError`` instead of
-    frames)."""
+    makes; ``digits_colour_zipf``: its long-tailed colour variant), whose corpus is written to ``corpus`` (a
+    ``videodatainfo.json`` path) when given. Videos whose key is already in ``skip_done`` (the appearance HDF5 file
+    being written) are skipped, so a rerun resumes. Batches: ``ids``, ``frames`` (lists; one video per item; a file
+    that cannot be decoded gives its ``DecodeError`` instead of frames)."""
 
     def __init__(
         self,
@@ -574,6 +662,7 @@ class VideoFramesDataModule(LightningDataModule):
         digits_frames: int = 8,
         digits_size: int = 32,
         digits_sizes: Sequence[int] | None = None,
+        digits_colour_zipf: float | None = None,
         corpus: str | None = None,
         seed: int = 0,
         batch_size: int = 1,
@@ -585,12 +674,17 @@ class VideoFramesDataModule(LightningDataModule):
             raise UserError(f"digits_sizes={list(digits_sizes)}: (train, val, test) clip counts, each >= 1")
         if corpus is not None and (video_dir is not None or digits_sizes is None):
             raise UserError("corpus: the synthetic caption set's videodatainfo.json; set it with digits_sizes only")
+        _check_colour_zipf(digits_colour_zipf, "VideoFramesDataModule")
+        if digits_colour_zipf is not None and (video_dir is not None or digits_sizes is None):
+            raise UserError("digits_colour_zipf: a variant of the synthetic caption set; set it with digits_sizes only")
         self.items: list[tuple[str, object]] = []
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
         if hp.video_dir is None and hp.digits_sizes is not None:
-            videos, sentences, items = digits_corpus(hp.digits_sizes, hp.digits_frames, hp.digits_size, hp.seed)
+            videos, sentences, items = digits_corpus(
+                hp.digits_sizes, hp.digits_frames, hp.digits_size, hp.seed, hp.digits_colour_zipf
+            )
             if hp.corpus:
                 write_videodatainfo(hp.corpus, videos, sentences)
                 log.info("VideoFramesDataModule: %d captioned clips %s -> %s", len(videos), hp.digits_sizes, hp.corpus)

@@ -205,3 +205,90 @@ def test_synthetic_digits_feature_step_writes_the_corpus_of_the_caption_module(t
     assert read_videodatainfo(tmp_path / "cache" / "videodatainfo.json").captions == c.captions
     with pytest.raises(UserError, match="digits_sizes"):
         VideoFramesDataModule(corpus=str(corpus))
+
+
+# ------------------------------------------------------------------------------------------------ long-tailed colours
+def test_zipf_quota_follows_the_exponent_sums_to_n_and_keeps_every_colour():
+    from zoo.data_modules.captioning import zipf_quota
+
+    q = zipf_quota(320, 8, 2.0)
+    assert q.tolist() == [211, 52, 23, 13, 8, 6, 4, 3]  # round(320 r^-2 / sum), remainder to rank 1
+    assert zipf_quota(320, 8, 1.0).tolist()[-1] == 15 and zipf_quota(80, 8, 0.0).tolist() == [10] * 8
+    for n, s in ((8, 3.0), (50, 2.0), (1000, 1.2)):
+        q = zipf_quota(n, 8, s)
+        assert q.sum() == n and q.min() >= 1 and (np.diff(q) <= 0).all()
+    with pytest.raises(UserError, match="at least 8"):
+        zipf_quota(5, 8, 2.0)
+
+
+def test_long_tailed_digits_zipf_train_balanced_test_deterministic_and_colour_in_the_pixels():
+    from collections import Counter
+
+    from zoo.data_modules.captioning import COLOURS, digits_corpus, zipf_quota
+
+    sizes = [40, 8, 16]
+    videos, sentences, clips = digits_corpus(sizes, 4, 32, 0, colour_zipf=2.0)
+    again = digits_corpus(sizes, 4, 32, 0, colour_zipf=2.0)
+    assert again[0] == videos and again[1] == sentences
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(again[2], clips))
+    names = list(COLOURS)
+    train = Counter(v["colour"] for v in videos if v["split"] == "train")
+    assert [train[c] for c in names] == zipf_quota(40, 8, 2.0).tolist()
+    assert set(Counter(v["colour"] for v in videos if v["split"] == "test").values()) == {2}  # balanced
+    assert Counter(v["colour"] for v in videos if v["split"] == "validate") == Counter(names)
+    # the same digits, motions and scans as the colourless set: a white clip is the grey clip, any other is tinted
+    plain_videos, plain_sentences, plain = digits_corpus(sizes, 4, 32, 0)
+    assert "colour" not in plain_videos[0] and [v["digit"] for v in plain_videos] == [v["digit"] for v in videos]
+    for v, (_, clip), (_, grey) in zip(videos, clips, plain):
+        rgb = np.asarray(COLOURS[v["colour"]], dtype=np.float32)
+        on = grey[..., 0] > 100  # the digit's bright strokes
+        assert (clip[~on] == (grey[~on] * rgb).round()).all()
+        ratio = clip[on].astype(np.float64).mean(0) / grey[on][:, 0].mean()
+        np.testing.assert_allclose(ratio, rgb, atol=0.01)  # the colour is in the pixels
+        nearest = min(names, key=lambda c: np.abs(np.asarray(COLOURS[c]) - ratio).sum())
+        assert nearest == v["colour"]
+        caps = [s["caption"] for s in sentences if s["video_id"] == v["video_id"]]
+        assert len(caps) == 4 and all(v["colour"] in words(c) for c in caps)
+    assert sentences[0]["caption"].replace(f"{videos[0]['colour']} ", "", 1) == plain_sentences[0]["caption"]
+    with pytest.raises(UserError, match="digits_colour_zipf"):
+        CaptionFeaturesDataModule(root=None, digits_colour_zipf=-1.0)
+    from zoo.data_modules.captioning import VideoFramesDataModule
+
+    with pytest.raises(UserError, match="digits_colour_zipf"):
+        VideoFramesDataModule(digits_colour_zipf=2.0)  # the variant of the caption set only
+
+
+def test_long_tailed_feature_step_and_synthetic_caption_module_make_the_same_corpus(tmp_path):
+    from zoo.data_modules.captioning import VideoFramesDataModule, digits_corpus, read_videodatainfo
+
+    corpus = tmp_path / "features" / "videodatainfo.json"
+    dm = VideoFramesDataModule(digits_sizes=[8, 8, 8], corpus=str(corpus), digits_colour_zipf=1.0)
+    dm.setup("predict")
+    _, _, clips = digits_corpus([8, 8, 8], 8, 32, 0, colour_zipf=1.0)
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(dm.items, clips))
+    synth = CaptionFeaturesDataModule(
+        root=None, digits_sizes=[8, 8, 8], digits_colour_zipf=1.0, cache_dir=str(tmp_path / "c"), max_len=12
+    )
+    synth.prepare_data()
+    assert read_videodatainfo(tmp_path / "c" / "videodatainfo.json").captions == read_videodatainfo(corpus).captions
+
+
+def test_frequency_profile_of_the_real_corpora_stated_by_the_long_tailed_digits():
+    """The figures digits_corpus's docstring and RSFD's CLAIM state to justify Zipf exponent 2."""
+    from zoo.data_modules.captioning import digits_corpus, frequency_profile
+    from zoo.data_modules.video import read_msrvtt_test
+
+    corpus = read_msvd_lists(MSVD, {"val": "MSVD_val.tsv"})
+    msvd = frequency_profile([c for v in corpus.split_videos["val"] for c in corpus.captions[v]])
+    msrvtt = frequency_profile([c for _, c, _ in read_msrvtt_test(MSRVTT, Path("videos"))])
+    assert (
+        msvd["vocabulary"] == 2224 and round(msvd["rare_share"], 2) == 0.74 and round(msvd["zipf_exponent"], 2) == 1.25
+    )
+    assert msrvtt["vocabulary"] == 2008 and round(msrvtt["rare_share"], 2) == 0.88
+    assert round(msrvtt["zipf_exponent"], 2) == 0.89
+    videos, sentences, _ = digits_corpus([320, 1, 1], 2, 16, 0, colour_zipf=2.0)
+    train = {v["video_id"] for v in videos if v["split"] == "train"}
+    mini = frequency_profile([s["caption"] for s in sentences if s["video_id"] in train], rare_below=40)
+    assert mini["vocabulary"] == 35 and 0.9 < mini["zipf_exponent"] < 1.1
+    assert mini["rare_share"] == pytest.approx(4 / 35)  # yellow, pink, purple, orange
+    assert frequency_profile(["a a b"], rare_below=2) == {"vocabulary": 2.0, "rare_share": 0.5, "zipf_exponent": 1.0}

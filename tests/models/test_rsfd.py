@@ -426,6 +426,8 @@ def test_fit_validates_with_beam_search_and_caption_metrics(tmp_path):
         meteor=False,
         selection_metrics=["bleu4", "cider"],
         lr=1e-2,
+        rare_threshold=3,
+        log_baseline=True,
     )
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -443,6 +445,11 @@ def test_fit_validates_with_beam_search_and_caption_metrics(tmp_path):
     assert m.model.decoder.fad.token_counts[BOS] == 12  # the data module's train-split table reached FAD
     out = trainer.test(m, datamodule=dm, verbose=False)[0]
     assert 0.0 <= out["test/bleu1"] <= 1.0 and out["test/cider"] >= 0.0
+    # rare words: the training counts below 3 ("0" and "1" twice, "2" and "3" once); the test clips use "0" and "1"
+    assert m.rare_words == {"0", "1", "2", "3"}
+    assert out["test/rare_pairs"] == 2 and out["test/rare_recall"] in (0.0, 0.5, 1.0)
+    assert out["test/baseline_rare_pairs"] == 2 and 0.0 <= out["test/baseline_rare_recall"] <= 1.0
+    assert "val/rare_recall" in logged
     assert dm.max_len == 6 and max(len(t) for _, t in dm.sets["train"].items) <= 6
 
 
@@ -825,3 +832,20 @@ def test_frame_classifier_trains_and_the_feature_step_reads_its_cnn(tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(UserError, match="image_model='resnet18'"):
         FeatureExtractionModule("resnet18", image_checkpoint=str(ckpt))
+
+
+def test_rare_word_recall_counts_clip_word_pairs_of_the_references():
+    from zoo.models.rsfd.module import rare_word_recall
+
+    refs = {
+        0: ["a red three moves left", "the Red digit three"],  # rare: red
+        1: ["a pink one is moving up", "an orange one"],  # rare: pink, orange (any reference counts)
+        2: ["a white two"],  # no rare word: no pair
+    }
+    cands = {0: ["a red three"], 1: ["a orange one moves up"], 2: ["a red two"]}
+    recall, pairs = rare_word_recall(refs, cands, {"red", "pink", "orange", "yellow"})
+    assert pairs == 3 and recall == pytest.approx(2 / 3)  # red (clip 0) and orange (clip 1) of 3 pairs
+    recall, pairs = rare_word_recall({0: ["a white two"]}, {0: ["a white two"]}, {"red"})
+    assert pairs == 0 and math.isnan(recall)
+    with pytest.raises(UserError, match="rare_threshold"):
+        _module(rare_threshold=0)

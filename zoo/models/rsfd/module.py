@@ -18,7 +18,9 @@ BLEU-1..4 / METEOR / ROUGE-L / CIDEr through pycocoevalcap against all reference
 ``standard`` rule (``misc/logger.py``): an epoch replaces the kept one when sum_k m_k / kept_k > K over
 ``selection_metrics`` (BLEU-4, METEOR, CIDEr); ``val/kept_epoch`` (the epoch of the kept evaluation, + 1) rises
 exactly when it does, so ``ModelCheckpoint(monitor="val/kept_epoch", mode="max")``
-keeps the release's choice; ``val/kept_*`` hold its metrics.
+keeps the release's choice; ``val/kept_*`` hold its metrics. With ``rare_threshold`` set, ``val/rare_recall`` and
+``test/rare_recall`` (:func:`rare_word_recall`) measure what the paper argues FAD and DSS improve: how often the
+captions contain the rare words (training count below the threshold) that the clip's references use.
 
 Optimiser: Adam (lr 5e-4, weight decay 5e-4), lr <- max(5e-5, 0.9 lr) per epoch; gradient clipping by value 5 is
 the Trainer's (``gradient_clip_val: 5``, ``gradient_clip_algorithm: value`` in the configs).
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,6 +68,26 @@ def release_selection(
         return True, float(len(keys))
     ratio = sum(scores[k] / kept[k] if kept[k] > 0 else (2.0 if scores[k] > 0 else 1.0) for k in keys)
     return ratio > len(keys), ratio
+
+
+def rare_word_recall(
+    references: dict[Any, Sequence[str]], candidates: dict[Any, Sequence[str]], rare: set[str]
+) -> tuple[float, int]:
+    """Recall of rare words: over every (item, rare word used by any of the item's references) pair, the fraction
+    whose generated caption (``candidates[item][0]``) contains the word -> (recall, number of pairs; recall is NaN
+    without pairs). Words are the lower-cased runs of letters, digits and apostrophes (the captions' vocabulary
+    rule). Neither pycocoevalcap nor torchmetrics has this count; CIDEr weights rare n-grams by IDF, but over the
+    evaluated references, not by the training frequency the paper's argument is about."""
+
+    def tokens(text: str) -> set[str]:
+        return set(re.findall(r"[a-z0-9']+", text.lower()))
+
+    hits = pairs = 0
+    for k, refs in references.items():
+        wanted = rare & set().union(*map(tokens, refs))
+        pairs += len(wanted)
+        hits += len(wanted & tokens(candidates[k][0]))
+    return (hits / pairs if pairs else float("nan")), pairs
 
 
 def ids_to_text(ids: Sequence[int], itow: Sequence[str]) -> str:
@@ -106,6 +129,7 @@ class RSFDModule(LightningModule):
         meteor: bool = True,
         example_steps: int = 8,
         log_baseline: bool = False,
+        rare_threshold: float | None = None,
     ):
         super().__init__()
         defaults = {k: p.default for k, p in inspect.signature(RSFD).parameters.items()}
@@ -150,6 +174,10 @@ class RSFDModule(LightningModule):
                 f"beam_rule={beam_rule!r}: one of {', '.join(BEAM_RULES)} (release: the released "
                 "models/Beam.py; top_eos: stop when the best hypothesis ends)"
             )
+        if rare_threshold is not None and not rare_threshold > 0:
+            raise UserError(
+                f"rare_threshold={rare_threshold}: a training count (words seen fewer times are rare), > 0, or null"
+            )
         if a["num_categories"] < 0 or dss_window < 1 or dss_weight < 0:
             raise UserError("net.num_categories must be >= 0, dss_window >= 1 and dss_weight >= 0")
         from zoo.metrics.captioning import METRIC_KEYS
@@ -173,6 +201,7 @@ class RSFDModule(LightningModule):
         self._kept: dict[str, float] | None = None
         self._kept_epoch = 0
         self.itow: list[str] | None = None
+        self.rare_words: set[str] | None = None  # set in setup from the data's frequency table (rare_threshold)
 
     def _example(self, steps: int):
         feats = [torch.randn(2, steps, d) for d in self.arch["in_features"]]
@@ -233,6 +262,10 @@ class RSFDModule(LightningModule):
             )
         self.itow = list(getattr(dm, "itow", None) or []) or None
         counts = getattr(dm, "token_counts", None)
+        if self.hparams.rare_threshold is not None and counts is not None and self.itow is not None:
+            t = self.hparams.rare_threshold
+            self.rare_words = {w for w, c in zip(self.itow[6:], counts[6:].tolist()) if 0 < c < t}
+            rank_zero_info(f"RSFD rare-word recall over {len(self.rare_words)} words seen < {t:g} times in training")
         if counts is not None and a["fad"]:
             buf = self.model.decoder.fad.token_counts
             c = torch.as_tensor(counts, dtype=buf.dtype)
@@ -339,10 +372,18 @@ class RSFDModule(LightningModule):
     def _eval_end(self, stage: str) -> dict[str, float]:
         metric = self._metric(stage)
         scores = {k: float(v) for k, v in metric.compute().items()}
+        if self.rare_words is not None:
+            self._log_rare(f"{stage}/", *metric.captions())
         metric.reset()
         for k, v in scores.items():
             self.log(f"{stage}/{k}", v, sync_dist=False)
         return scores
+
+    def _log_rare(self, prefix: str, references: dict, candidates: dict) -> None:
+        recall, pairs = rare_word_recall(references, candidates, self.rare_words)
+        if pairs:  # no rare word in the references: nothing to recall (no NaN rows)
+            self.log(f"{prefix}rare_recall", recall, sync_dist=False)
+            self.log(f"{prefix}rare_pairs", float(pairs), sync_dist=False)
 
     def on_validation_epoch_end(self):
         if self.trainer.sanity_checking:
@@ -363,6 +404,10 @@ class RSFDModule(LightningModule):
         if self.hparams.log_baseline and hasattr(dm, "baseline_scores"):
             for k, v in dm.baseline_scores("test", self.hparams.tokenize, self.hparams.meteor).items():
                 self.log(f"test/baseline_{k}", v)
+            if self.rare_words is not None and hasattr(dm, "nearest_caption"):
+                test = dm.corpus.split_videos["test"]
+                refs = {k: list(dm.corpus.captions[v]) for k, v in enumerate(test)}
+                self._log_rare("test/baseline_", refs, {k: [c] for k, c in dm.nearest_caption("test").items()})
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["rsfd_selection"] = {"kept": self._kept, "kept_epoch": self._kept_epoch}
