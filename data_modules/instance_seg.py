@@ -57,9 +57,11 @@ __all__ = [
     "InstanceSegImages",
     "MultiScaleCollate",
     "NuScenesInstanceSegDataModule",
+    "KITTI_TO_NUSCENES",
     "box_hull",
     "box_hull_mask",
     "collate",
+    "kitti_frames",
     "load_nuinsseg",
 ]
 
@@ -92,6 +94,32 @@ _NUSCENES_MAP = {
     "movable_object.trafficcone": "traffic_cone",
     "movable_object.barrier": "barrier",
 }
+
+# KITTI object types -> nuScenes detection classes (nuScenes "car" includes vans; its bicycle boxes include the rider);
+# Tram, Misc and DontCare have no nuScenes class and are left out
+KITTI_TO_NUSCENES = {
+    "Car": "car",
+    "Van": "car",
+    "Truck": "truck",
+    "Pedestrian": "pedestrian",
+    "Person_sitting": "pedestrian",
+    "Cyclist": "bicycle",
+}
+
+
+def kitti_frames(root: str | Path) -> list[dict]:
+    """Every frame of a KITTI folder with its image_2 camera: the official layout
+    ``[training/]{velodyne,image_2,calib,label_2}/NNNNNN.*`` (every velodyne file), or mmdet3d info pickles beside
+    the files (each ``*.pkl`` in ``root``). Records of :class:`data_modules.driving.KittiDataModule`: ``frame_id``,
+    ``points_path``, LiDAR ``boxes [M, 7]``, KITTI type ``names``, ``images`` [image_2], ``lidar2img [1, 4, 4]``."""
+    from .driving import KittiDataModule
+
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataNotFoundError(f"KITTI root {root} not found; expected {KittiDataModule.layout}")
+    reader = KittiDataModule(str(root), load_images=True)
+    pkls = sorted(root.glob("*.pkl"))
+    return [r for p in pkls for r in reader._read_split(p.name)] if pkls else reader._read_split("all")
 
 
 def box_hull(corners_uv: np.ndarray, corners_depth: np.ndarray) -> np.ndarray:
@@ -361,6 +389,10 @@ class NuScenesInstanceSegDataModule(LightningDataModule):
         repeat: the training set is repeated this many times per epoch (tiny data); batch_size, num_workers.
         train_scales: multi-scale training, short sides drawn per batch (the paper: 640-800), long side capped at
             ``max_size`` (1333), padded to multiples of 32 (:class:`MultiScaleCollate`); ``None``: ``image_size``.
+        kitti_roots: KITTI folders (:func:`kitti_frames`) whose frames add their image_2 camera image, numbered
+            after the nuScenes frames (``train_frames`` / ``val_frames`` count them), KITTI types mapped to the
+            nuScenes classes (:data:`KITTI_TO_NUSCENES`), box-hull evaluation masks; resized to ``image_size`` like
+            the nuScenes images (KITTI's 1242x375 is wider: its aspect changes). ``None``: nuScenes only.
     """
 
     def __init__(
@@ -384,6 +416,7 @@ class NuScenesInstanceSegDataModule(LightningDataModule):
         cache_dir: str | None = None,
         train_scales: list[int] | None = None,
         max_size: int = 1333,
+        kitti_roots: list[str] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -438,93 +471,117 @@ class NuScenesInstanceSegDataModule(LightningDataModule):
         """PLA + GT per camera image, once per data module (the cache)."""
         if self._items is not None:
             return self._items
-        from zoo.nn.boxes3d import box_corners
-
         hp = self.hparams
         info_path = self._info_path()
-        image_size = self._follow_model()
         info = load_info_pickle(info_path)
         cats = info.get("metainfo", {}).get("categories", {n: i for i, n in enumerate(NUSCENES_CLASSES)})
         names = {v: k for k, v in cats.items()}
         ns_path = self._nuinsseg_path()
         ns = load_nuinsseg(ns_path) if ns_path else None
-        cache_dir = Path(hp.cache_dir) if hp.cache_dir else None
         items = []
         for fi, frame in enumerate(info["data_list"]):
             points = read_points(self._find(info_lidar_path(frame, info_path, fi), "LIDAR_TOP"), 5)
             inst = [x for x in frame.get("instances", []) if names.get(x.get("bbox_label_3d", -1)) in NUSCENES_CLASSES]
             boxes3d = np.array([x["bbox_3d"] for x in inst], dtype=np.float32).reshape(-1, 7)
             labels3d = np.array([NUSCENES_CLASSES.index(names[x["bbox_label_3d"]]) for x in inst], dtype=np.int64)
-            corners = box_corners(torch.from_numpy(boxes3d).double()).numpy().reshape(-1, 3)
             for cam in hp.cameras:
                 c = frame["images"].get(cam)
                 if c is None:
                     continue
-                img_path = self._find(c["img_path"], cam)
-                from PIL import Image
-
-                with Image.open(img_path) as im:
-                    ow, oh = im.size
                 k4 = np.eye(4)
                 k4[:3, :3] = np.asarray(c["cam2img"], dtype=np.float64)
                 lidar2img = k4 @ np.asarray(c["lidar2cam"], dtype=np.float64)
                 token = c.get("sample_data_token", f"{fi}-{cam}")
-                cached = path_inside(cache_dir, f"pla-{safe_file_name(token)}.pt") if cache_dir else None
-                if cached is not None and cached.is_file():
-                    pla = [
-                        {k: (v.numpy() if torch.is_tensor(v) else v) for k, v in d.items()}
-                        for d in torch.load(cached, weights_only=True)
-                    ]
-                else:
-                    pla = point_labels.point_label_assignment(
-                        points,
-                        lidar2img,
-                        boxes3d,
-                        (oh, ow),
-                        num_points=hp.pla_points,
-                        mode=hp.pla_mode,
-                        max_rows=hp.max_nodes,
-                        seed=hp.seed + fi,
+                img_path = self._find(c["img_path"], cam)
+                recs = (ns.get(token) or ns.get(Path(c["img_path"]).name, [])) if ns is not None else None
+                items.append(self._image_item(points, lidar2img, boxes3d, labels3d, img_path, token, fi, cam, recs))
+        fi = len(info["data_list"])  # KITTI frames are numbered after the nuScenes ones
+        for kitti_root in hp.kitti_roots or ():
+            for rec in kitti_frames(kitti_root):
+                keep = [j for j, n in enumerate(rec["names"]) if n in KITTI_TO_NUSCENES]
+                labels3d = np.array(
+                    [NUSCENES_CLASSES.index(KITTI_TO_NUSCENES[rec["names"][j]]) for j in keep], np.int64
+                )
+                token = f"kitti-{Path(kitti_root).name}-{rec['frame_id']}"
+                items.append(
+                    self._image_item(
+                        read_points(rec["points_path"], 4),
+                        rec["lidar2img"][0],
+                        rec["boxes"][keep].reshape(-1, 7),
+                        labels3d,
+                        Path(rec["images"][0]),
+                        token,
+                        fi,
+                        "CAM2",
+                        None,
                     )
-                    if cached is not None:
-                        cached.parent.mkdir(parents=True, exist_ok=True)
-                        torch.save(
-                            [
-                                {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in d.items()}
-                                for d in pla
-                            ],
-                            cached,
-                        )
-                cuv, cdep = project(corners, lidar2img)
-                cuv, cdep = cuv.reshape(-1, 8, 2), cdep.reshape(-1, 8)
-                sx, sy = image_size[1] / ow, image_size[0] / oh
-                keep = [
-                    d
-                    for d in pla
-                    if min((d["box2d"][2] - d["box2d"][0]) * sx, (d["box2d"][3] - d["box2d"][1]) * sy) >= hp.min_box_px
-                ]
-                if ns is not None:
-                    recs = ns.get(token) or ns.get(Path(c["img_path"]).name, [])  # table: token; COCO: file name
-                    item = self._nuinsseg_item(recs, keep, labels3d, hp.pla_points)
-                else:
-                    item = {
-                        "boxes": np.stack([d["box2d"] for d in keep]) if keep else np.zeros((0, 4), np.float32),
-                        "labels": labels3d[[d["index"] for d in keep]],
-                        "hulls": [box_hull(cuv[d["index"]], cdep[d["index"]]) for d in keep],
-                        "point_coords": np.stack([d["point_coords"] for d in keep])
-                        if keep
-                        else np.zeros((0, hp.pla_points, 2), np.float32),
-                        "point_labels": np.stack([d["point_labels"] for d in keep])
-                        if keep
-                        else np.zeros((0, hp.pla_points), np.int64),
-                        "in_rows": [d["in_rows"] for d in keep],
-                        "out_rows": [d["out_rows"] for d in keep],
-                        "mask_source": "box-hull",
-                    }
-                item.update({"image_path": img_path, "camera": cam, "frame": fi})
-                items.append(item)
+                )
+                fi += 1
         self._items = items
         return items
+
+    def _image_item(self, points, lidar2img, boxes3d, labels3d, img_path, token, fi, cam, ns_records) -> dict:
+        """PLA + GT of one camera image (``ns_records``: its nuInsSeg records, ``None`` without nuInsSeg)."""
+        from PIL import Image
+
+        from zoo.nn.boxes3d import box_corners
+
+        hp = self.hparams
+        image_size = self._follow_model()
+        with Image.open(img_path) as im:
+            ow, oh = im.size
+        cache_dir = Path(hp.cache_dir) if hp.cache_dir else None
+        cached = path_inside(cache_dir, f"pla-{safe_file_name(token)}.pt") if cache_dir else None
+        if cached is not None and cached.is_file():
+            pla = [
+                {k: (v.numpy() if torch.is_tensor(v) else v) for k, v in d.items()}
+                for d in torch.load(cached, weights_only=True)
+            ]
+        else:
+            pla = point_labels.point_label_assignment(
+                points,
+                lidar2img,
+                boxes3d,
+                (oh, ow),
+                num_points=hp.pla_points,
+                mode=hp.pla_mode,
+                max_rows=hp.max_nodes,
+                seed=hp.seed + fi,
+            )
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(
+                    [{k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in d.items()} for d in pla],
+                    cached,
+                )
+        corners = box_corners(torch.from_numpy(boxes3d).double()).numpy().reshape(-1, 3)
+        cuv, cdep = project(corners, lidar2img)
+        cuv, cdep = cuv.reshape(-1, 8, 2), cdep.reshape(-1, 8)
+        sx, sy = image_size[1] / ow, image_size[0] / oh
+        keep = [
+            d
+            for d in pla
+            if min((d["box2d"][2] - d["box2d"][0]) * sx, (d["box2d"][3] - d["box2d"][1]) * sy) >= hp.min_box_px
+        ]
+        if ns_records is not None:
+            item = self._nuinsseg_item(ns_records, keep, labels3d, hp.pla_points)
+        else:
+            item = {
+                "boxes": np.stack([d["box2d"] for d in keep]) if keep else np.zeros((0, 4), np.float32),
+                "labels": labels3d[[d["index"] for d in keep]],
+                "hulls": [box_hull(cuv[d["index"]], cdep[d["index"]]) for d in keep],
+                "point_coords": np.stack([d["point_coords"] for d in keep])
+                if keep
+                else np.zeros((0, hp.pla_points, 2), np.float32),
+                "point_labels": np.stack([d["point_labels"] for d in keep])
+                if keep
+                else np.zeros((0, hp.pla_points), np.int64),
+                "in_rows": [d["in_rows"] for d in keep],
+                "out_rows": [d["out_rows"] for d in keep],
+                "mask_source": "box-hull",
+            }
+        item.update({"image_path": img_path, "camera": cam, "frame": fi})
+        return item
 
     @staticmethod
     def _nuinsseg_item(records, pla, labels3d, k):
