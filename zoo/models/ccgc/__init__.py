@@ -8,7 +8,7 @@ attribute dimension d.
 
 from zoo.models.ccgc.sizes import SIZES
 from zoo.registry import Entry, Metric, Paper
-from zoo.results import Protocol, ResultSpec, Variant
+from zoo.results import Arm, Claim, Protocol, ResultSpec, Variant
 
 PAPER = Paper(
     title="Cluster-guided Contrastive Graph Clustering Network",
@@ -161,3 +161,32 @@ ENTRIES = [
     )
     for ds, (k, dsname, params) in GRAPHS.items()
 ]
+
+# The claim in miniature: the cluster-guided loss against the same run that never leaves the warm-up loss.
+_CLAIM_METRIC = (
+    "Metric: scikit-learn K-means (10 restarts) on the final fused embedding, ACC against the labels (the test row; no "
+    "label-based epoch selection, whereas the paper's table keeps each seed's best-ACC evaluation)."
+)
+CLAIM = Claim(
+    claim="Contrastive learning guided by high-confidence clusters (positives: same-cluster nodes across the two "
+    "unshared encoders; negatives: the centres of different clusters), started after a warm-up, clusters a graph "
+    "better than the embedding learned without it.",
+    paper="The paper's ablation numbers are not in zoo's specs. Table 1 (mean of 10 seeds, best-ACC evaluation per "
+    "seed): CCGC ACC 73.88 Cora, 69.84 CiteSeer, 75.04 BAT, 57.19 EAT (%), above the table's twelve baselines on each "
+    "(best baseline ACC 73.50 / 69.73 / 67.86 / 52.13).",
+    metric="test/acc",
+    arms=(
+        Arm("cluster-guided loss after the warm-up", "ccgc"),
+        Arm("warm-up loss only", "ccgc", "warmup_only", ("--model.init_args.warmup_epochs=100",)),
+    ),
+    design="configs/demo/ccgc.yaml: Zachary's karate club (34 members, identity features, the two clubs as labels), "
+    "H^4 smoothing, two Linear(34 -> 32) encoders, Adam 1e-3, 100 epochs: 30 of the warm-up loss (cross-view "
+    "correlation pushed to the identity), then L_pos + 0.5 L_neg on the tau = 0.5 most confident nodes of the K-means "
+    "re-run every 10 epochs. The baseline never leaves the warm-up (warmup_epochs = epochs = 100): same encoders, "
+    "same steps, only the warm-up loss. " + _CLAIM_METRIC + " The paper's graphs have 131 to 7,650 nodes.",
+    extra=("test/nmi",),
+    scale=100.0,
+    unit="%",
+    decimals=2,
+    seeds="0-9",
+)
