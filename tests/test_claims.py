@@ -166,3 +166,25 @@ def test_claims_are_read_without_torch():
     code = "import sys; from zoo.results import claims_table; claims_table(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "False"
+
+
+def test_emo_ccgc_mmc_claims_state_their_arms_exactly():
+    """EMO's design states both arms' parameter counts as the demo builds them; CCGC's baseline never leaves the
+    warm-up (warmup_epochs = the demo's epochs); MMC declares no miniature and says why."""
+    import yaml
+
+    from zoo.models.emo.module import EMOModule
+
+    emo, ccgc, mmc = (claim_of(m) for m in ("emo", "ccgc", "mmc_coref"))
+    init = yaml.safe_load((REPO / "configs/demo/emo.yaml").read_text())["model"]["init_args"]
+    for arm in emo.arms:
+        net = {}
+        for o in arm.overrides:
+            key, value = o.removeprefix("--model.init_args.net.").split("=", 1)
+            net[key] = yaml.safe_load(value)
+        model = EMOModule(**init, net=net or None).model
+        assert f"{sum(p.numel() for p in model.parameters()):,}" in emo.design, arm.label
+    assert [a.variant for a in emo.arms] == ["default", "no_attn"]
+    epochs = yaml.safe_load((REPO / "configs/demo/ccgc.yaml").read_text())["model"]["init_args"]["epochs"]
+    assert ccgc.arms[1].overrides == (f"--model.init_args.warmup_epochs={epochs}",)
+    assert mmc.no_miniature and not mmc.arms
