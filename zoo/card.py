@@ -204,25 +204,27 @@ def _claim_text(entry: registry.Entry) -> str:
     if c is None:
         return ""
     r = measure_claim(c)
-    verdict = {
+    verdicts = {
         "shows": "The miniature shows the claim's direction.",
         "shows, within the seed spread": "The miniature shows the claim's direction, but the gap is within the "
         "spread over seeds.",
         "does not show at this scale": "**The miniature does not show the claim at this scale.**",
         "not yet measured": "Not yet measured: the lines below say how each missing arm is measured.",
         "no miniature": "",
-    }[r.verdict]
+    }
     lines = [
         "\n## Claim in miniature\n",
         f"The paper's claim: {c.claim}",
         "",
         f"Paper: {c.paper or 'no number for this claim in the specs zoo was built from.'}",
         "",
-        f"{claim_line(r)[0].upper()}{claim_line(r)[1:]}." + (f" {verdict}" if verdict else ""),
-        "",
     ]
-    if c.design:
-        lines += [f"Design: {c.design}", ""]
-    details = claim_details(r)
-    lines += [f"- {d}" for d in details]
-    return "\n".join(lines) + ("\n" if details else "")
+    for x in (r, *r.also):  # the claim's own miniature, then the same claim on further data (Claim.also)
+        if lines[-1] != "":
+            lines.append("")
+        verdict = verdicts[x.verdict]
+        lines += [f"{claim_line(x)[0].upper()}{claim_line(x)[1:]}." + (f" {verdict}" if verdict else ""), ""]
+        if x.claim.design:
+            lines += [f"Design: {x.claim.design}", ""]
+        lines += [f"- {d}" for d in claim_details(x)]
+    return "\n".join(lines) + ("\n" if lines[-1] != "" else "")

@@ -440,7 +440,9 @@ class Claim:
     how it differs from the paper's setting (shown beside every result, and as the evidence when it does not show);
     ``extra``: further keys reported beside (e.g. the one-class rate of a fairness claim); ``scale``/``unit``/
     ``decimals``: display (fractions -> percent); ``no_miniature``: set when no miniature can be built from the data
-    zoo has, saying why and what it would need (then ``arms`` may be empty)."""
+    zoo has, saying why and what it would need (then ``arms`` may be empty); ``label``: the data this miniature runs
+    on, named beside its line when the claim is measured on several; ``also``: the same claim measured again on
+    further data (each a ``Claim`` with its own label, arms, design and verdict; the first is the claim's own)."""
 
     claim: str
     paper: str
@@ -455,6 +457,8 @@ class Claim:
     protocol: str = "test"
     seeds: str = "0-2"
     no_miniature: str = ""
+    label: str = ""
+    also: tuple = ()
 
     def __post_init__(self):
         arms = tuple(a if isinstance(a, Arm) else Arm(*a) for a in self.arms)
@@ -463,6 +467,8 @@ class Claim:
             object.__setattr__(self, "extra", (self.extra,) if self.extra else ())
         if not self.no_miniature and (len(arms) < 2 or not self.metric):
             raise ValueError(f"claim {self.claim[:40]!r}...: a miniature compares a metric over two or more arms")
+        if self.also and not (self.label and all(isinstance(a, Claim) and a.label for a in self.also)):
+            raise ValueError(f"claim {self.claim[:40]!r}...: a claim measured on several data labels each of them")
 
 
 @dataclass
@@ -481,6 +487,7 @@ class ClaimResult:
     arms: list[ArmResult]
     verdict: str  # "shows" | "shows, within the seed spread" | "does not show at this scale" | "not yet measured"
     # | "no miniature"
+    also: list[ClaimResult] = field(default_factory=list)  # the results of ``claim.also``, in order
 
 
 def measure_claim(claim: Claim, root: str | Path | None = None) -> ClaimResult:
@@ -515,7 +522,7 @@ def measure_claim(claim: Claim, root: str | Path | None = None) -> ClaimResult:
             closest = others[gaps.index(min(gaps))]
             spread = max(first.std[claim.metric], closest.std[claim.metric])
             verdict = "shows" if min(gaps) > spread else "shows, within the seed spread"
-    return ClaimResult(claim, out, verdict)
+    return ClaimResult(claim, out, verdict, [measure_claim(a, root) for a in claim.also])
 
 
 def _value(c: Claim, s: Summary, key: str, scale: bool = True) -> str:
@@ -540,7 +547,8 @@ def claim_line(result: ClaimResult) -> str:
                 f"{a.arm.label} {_value(c, a.summary, c.metric)}" + ("" if same else f" ({_seeds(a.summary)})")
             )
     where = f"{c.metric}, mean ± population std" + (f" over {_seeds(measured[0])}" if same else "")
-    return f"claim in miniature: {' vs '.join(parts)} ({where})"
+    on = f" on {c.label}" if c.label else ""
+    return f"claim in miniature{on}: {' vs '.join(parts)} ({where})"
 
 
 def _seeds(s: Summary) -> str:
@@ -608,15 +616,22 @@ def claims_table(root: str | Path | None = None) -> list[tuple[str, ...]]:
         if c.no_miniature:
             out.append((m, c.claim, c.paper or "not in zoo's specs", "none: " + c.no_miniature, "no miniature"))
             continue
-        line = claim_line(r).removeprefix("claim in miniature: ")
-        verdict = r.verdict
-        if verdict == "not yet measured":
-            verdict += ": " + "; ".join(
-                f"{a.arm.label}: " + (a.arm.unavailable or f"`{a.arm.command(c.seeds)}`")
-                for a in r.arms
-                if a.summary is None
-            )
-        elif verdict.startswith("does not show"):
-            verdict += ": " + c.design
-        out.append((m, c.claim, c.paper or "not in zoo's specs", line, verdict))
+        several = [r, *r.also]
+        lines = "; ".join(claim_line(x).removeprefix("claim in miniature").removeprefix(": ").strip() for x in several)
+        verdicts = "; ".join((f"on {x.claim.label}: " if r.also else "") + _verdict_cell(x) for x in several)
+        out.append((m, c.claim, c.paper or "not in zoo's specs", lines, verdicts))
     return out
+
+
+def _verdict_cell(r: ClaimResult) -> str:
+    """The verdict, with the commands of the missing arms or, when it does not show, the design (the evidence)."""
+    c, verdict = r.claim, r.verdict
+    if verdict == "not yet measured":
+        verdict += ": " + "; ".join(
+            f"{a.arm.label}: " + (a.arm.unavailable or f"`{a.arm.command(c.seeds)}`")
+            for a in r.arms
+            if a.summary is None
+        )
+    elif verdict.startswith("does not show"):
+        verdict += ": " + c.design
+    return verdict

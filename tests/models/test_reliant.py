@@ -1,11 +1,14 @@
 """RELIANT: the surrogate, the bias penalty, the fairness metrics, the proxy's gradient, the teachers' sizes, teacher
-loading, and a short run on the synthetic graph where RELIANT lowers ΔSP against plain KD."""
+loading, a short run on the synthetic graph where RELIANT lowers ΔSP against plain KD, the student selection
+(``select_best``: the release's best-validation student is the one tested), the one-class flag and predicted-class
+share beside ΔSP, and the per-seed ``fit:`` teacher (``teacher_seed=None``)."""
 
 from __future__ import annotations
 
 import logging
 import warnings
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
@@ -233,9 +236,8 @@ def test_teacher_of_another_dataset_is_a_clear_error(tmp_path):
         m._prepare(_graph(120).data)
 
 
-def _fit_test(module, dm, epochs):
-    import lightning.pytorch as pl
-
+def _fit_test(module, dm, epochs, callbacks=(), fit_metrics: dict | None = None):
+    """Fit, then test the module as it stands after fit -> the test metrics (``fit_metrics`` gets the fit's)."""
     trainer = pl.Trainer(
         max_epochs=epochs,
         logger=False,
@@ -245,10 +247,13 @@ def _fit_test(module, dm, epochs):
         num_sanity_val_steps=0,
         accelerator="cpu",
         devices=1,
+        callbacks=list(callbacks),
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(module, dm)
+        if fit_metrics is not None:
+            fit_metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         return {k.split("/")[1]: float(v) for k, v in trainer.test(module, dm, verbose=False)[0].items()}
 
 
@@ -308,3 +313,105 @@ def test_teacher_module_trains():
     t = GNNTeacherModule("gcn.bail", {"in_features": dm.num_features})
     res = _fit_test(t, dm, epochs=40)
     assert res["acc"] > 0.7 and res["auc"] > 0.75
+
+
+# ------------------------------------------------------------------ student selection, one-class flag, teacher seed
+def _student(dm, framework="graphakd", **kw):
+    net = {"in_features": dm.num_features, "num_nodes": dm.num_nodes}
+    if framework == "cpf":
+        net["num_layers"] = 3
+    return ReliantModule(f"{framework}.bail", net, teacher="fit:gcn", teacher_epochs=20, **kw)
+
+
+class _CollapseLastEpoch(pl.Callback):
+    """Makes the student a constant predictor (class 0 everywhere) after the last epoch's training step, before its
+    validation: the final weights are degenerate, earlier ones are not."""
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.current_epoch == trainer.max_epochs - 1:
+            out = module.model.student.convs[-1].lin  # the SGC student's last layer
+            with torch.no_grad():
+                out.weight.zero_()
+                out.bias.copy_(torch.tensor([5.0, -5.0]))
+
+
+@pytest.mark.parametrize("select_best", [False, True])
+def test_a_constant_last_student_is_not_the_one_tested(select_best):
+    """With ``select_best`` the student of the best validation score is tested, not the collapsed last one (whose
+    ΔSP = 0 would otherwise read as perfectly fair); without it, today's default, the last weights are tested."""
+    dm = _graph(200)
+    torch.manual_seed(0)
+    m = _student(dm, lr=0.05, select_best=select_best)
+    assert hasattr(m.model.student, "convs"), "the test collapses the SGC student's last layer"
+    fit = {}
+    test = _fit_test(m, dm, epochs=15, callbacks=[_CollapseLastEpoch()], fit_metrics=fit)
+    if not select_best:
+        assert test["one_class"] == 1.0 and test["pred_share"] == 1.0 and test["sp"] == 0.0
+        assert "val/selected_epoch" not in fit
+        return
+    assert test["one_class"] == 0.0 and test["pred_share"] < 1.0
+    assert fit["val/selected_epoch"] < 14
+    # the test metrics are those of the kept weights: evaluating the module now gives them again
+    data = dm.data
+    with torch.no_grad():
+        pred = m.eval()(data.x, data.edge_index).argmax(-1)[data.test_mask]
+    assert (pred == data.y[data.test_mask]).float().mean().item() == pytest.approx(test["acc"], abs=1e-6)
+
+
+def test_selection_rule_follows_the_release():
+    """CPF: validation accuracy, ties to the later epoch (``>=``); GraphAKD: minus the validation loss, ties to the
+    earlier (``<`` on the loss). A constant predictor's lower score never replaces a better student."""
+    dm = _graph(60, seed=1)
+    for framework, scores, kept in (
+        # a better student (0.85), then a majority-class predictor (0.70): the better one stays
+        ("cpf", [0.70, 0.85, 0.70], 1),
+        ("cpf", [0.80, 0.85, 0.85], 2),  # a tie goes to the later epoch
+        ("graphakd", [-0.60, -0.40, -0.40, -0.55], 1),  # a tie keeps the earlier epoch
+    ):
+        m = _student(dm, framework)
+        for epoch, score in enumerate(scores):
+            with torch.no_grad():
+                m.model.proxy_mean.fill_(epoch)  # a marker of the epoch's weights
+            m.keep_if_best(score, epoch)
+        assert m._best[:2] == (max(scores), kept), framework
+        assert m._best[2]["model.proxy_mean"][0].item() == kept, "the kept state is that epoch's"
+
+
+def test_one_class_and_predicted_share_are_logged_beside_sp():
+    dm = _graph(80, seed=1)
+    m = _student(dm)
+    logged = {}
+    m.log = lambda k, v, **kw: logged.__setitem__(k, float(v))
+    data = dm.data
+    n = data.num_nodes
+    constant = torch.tensor([[2.0, -2.0]]).expand(n, 2)
+    out = m._evaluate(constant, data, "test")
+    assert logged["test/one_class"] == 1.0 and logged["test/pred_share"] == 1.0 and logged["test/sp"] == 0.0
+    assert out["one_class"].item() == 1.0
+    # three quarters of the test nodes predicted 1
+    logits = torch.zeros(n, 2)
+    test_idx = data.test_mask.nonzero().flatten()
+    ones = test_idx[: 3 * len(test_idx) // 4]
+    logits[ones, 1] = 1.0
+    m._evaluate(logits, data, "test")
+    assert logged["test/one_class"] == 0.0
+    assert logged["test/pred_share"] == pytest.approx(len(ones) / len(test_idx))
+
+
+def test_fit_teacher_follows_the_run_seed_when_asked():
+    """``teacher_seed=None``: the ``fit:`` teacher is seeded with the run's seed (two arms with one seed distil the
+    same teacher, two seeds different ones); the default 0 gives every run the same teacher."""
+    dm = _graph(80, seed=1)
+
+    def teacher_probs(seed, **kw):
+        pl.seed_everything(seed, verbose=False)
+        m = _student(dm, **kw)
+        m._prepare(dm.data)
+        return m.teacher_probs
+
+    a, b, c = (teacher_probs(s, teacher_seed=None) for s in (1, 1, 2))
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+    torch.testing.assert_close(teacher_probs(1), teacher_probs(2))
+    # a plain-KD student (no proxy drawn in __init__) distils the same teacher as RELIANT's with the same seed
+    torch.testing.assert_close(teacher_probs(1, teacher_seed=None, proxy=0), a)

@@ -124,6 +124,8 @@ class _FairGraphEval(LightningModule):
         out["loss"] = F.cross_entropy(logits[mask], data.y[mask])
         # a one-class predictor has ΔSP = ΔEO = 0, which says nothing about fairness: the results count such runs
         out["one_class"] = (pred.unique().numel() == 1) * torch.ones((), device=logits.device)
+        # the share of nodes given the most-predicted class (1: one class; near 1: almost constant)
+        out["pred_share"] = torch.bincount(pred, minlength=logits.shape[-1]).max() / max(pred.numel(), 1)
         for k, v in out.items():
             self.log(f"{stage}/{k}", v, batch_size=1, prog_bar=k in ("acc", "sp"))
         return out
@@ -211,8 +213,10 @@ class GNNTeacherModule(_FairGraphEval):
 
 
 def fit_teacher(arch: str, data, epochs: int = 200, seed: int = 0) -> GNNTeacherModule:
-    """A teacher trained here, full batch, keeping the best-validation-accuracy weights (for demos and tests, where
-    no exported teacher exists). Same objective and optimiser as GNNTeacherModule under a Trainer."""
+    """A teacher trained here, full batch, keeping the best-validation-accuracy weights (ties to the later epoch, as
+    the release's ``if acc_val >= best``), for demos and tests, where no exported teacher exists. Same objective and
+    optimiser as GNNTeacherModule under a Trainer; ``seed`` seeds its initialisation and dropout (the caller's random
+    state is left as it was)."""
     import copy
 
     log.info("RELIANT: training a %s teacher for %d epochs (teacher='fit:%s')", arch, epochs, arch)
@@ -265,6 +269,15 @@ class ReliantModule(_FairGraphEval):
             release's ``emb``: the first layer's output, train_dgl.py saves it) or "penultimate" (zoo's earlier).
         local_self_loops: GraphAKD's local discriminator scores the self-loop edges too (default: the release's
             graph holds them); False = the graph's edges only (zoo's earlier).
+        teacher_seed: the seed of a ``fit:`` teacher (default 0: one teacher for every run); None: the run's seed
+            (``torch.initial_seed()`` when ``setup`` runs, i.e. ``seed_everything``), so each seed distils its own
+            teacher and two arms run with the same seed distil the same one.
+        select_best: keep the student of the best validation score ``val/select`` during ``fit``, as the release's
+            loops do (CPF ``distill_dgl.py``: validation accuracy, ties to the later epoch, ``if acc_val >= best``;
+            GraphAKD ``stu-gcn/train.py``: validation loss, ties to the earlier, ``if val_loss < best_val_loss``), and
+            load it (with its proxy) back when training ends, so that ``trainer.test(model)`` after ``fit`` tests the
+            selected student; ``val/selected_epoch`` logs the epoch kept. False (default): the weights of the last
+            epoch stay (the paper configs select through their checkpoint callback and test its best checkpoint).
     """
 
     @classmethod
@@ -291,6 +304,8 @@ class ReliantModule(_FairGraphEval):
         propagate_impl: str = "auto",
         teacher_embedding: str = "first_layer",
         local_self_loops: bool = True,
+        teacher_seed: int | None = 0,
+        select_best: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -372,6 +387,7 @@ class ReliantModule(_FairGraphEval):
             self.register_buffer(name, None, persistent=False)
         self._make_metrics()
         self.example_input_array = (torch.randn(num_nodes, in_features), _ring(num_nodes))
+        self._best: tuple[float, int, dict] | None = None  # select_best: (val/select, epoch, state) of the kept student
 
     # ----------------------------------------------------------------------------------------- teacher
     def setup(self, stage: str | None = None):
@@ -427,7 +443,8 @@ class ReliantModule(_FairGraphEval):
                     "call set_teacher_outputs(logits, emb)."
                 )
             if hp.teacher.startswith("fit:"):
-                teacher = fit_teacher(hp.teacher[4:], data, hp.teacher_epochs)
+                seed = torch.initial_seed() if hp.teacher_seed is None else hp.teacher_seed
+                teacher = fit_teacher(hp.teacher[4:], data, hp.teacher_epochs, seed=seed)
             else:
                 import zoo
 
@@ -557,7 +574,36 @@ class ReliantModule(_FairGraphEval):
         if not getattr(self, "_prepared", False):
             self._prepare(data)
         out = self._evaluate(self.model(data.x, data.edge_index), data, "val")
-        self.log("val/select", out["acc"] if self.framework == "cpf" else -out["loss"], batch_size=1)
+        select = out["acc"] if self.framework == "cpf" else -out["loss"]
+        self.log("val/select", select, batch_size=1)
+        trainer = self._trainer
+        if (
+            self.hparams.select_best
+            and trainer is not None
+            and trainer.state.fn == "fit"
+            and not trainer.sanity_checking
+        ):
+            self.keep_if_best(float(select), self.current_epoch)
+            self.log("val/selected_epoch", float(self._best[1]), batch_size=1)
+
+    def keep_if_best(self, score: float, epoch: int) -> bool:
+        """The release's selection rule on ``val/select`` (see ``select_best``): CPF keeps a score >= the best (ties go
+        to the later epoch), GraphAKD one > the best (minus the loss: ties keep the earlier). Keeps a copy of the
+        student, its proxy (and the discriminators) when it wins; returns whether it did."""
+        best = self._best
+        if best is not None and not (score > best[0] or (score == best[0] and self.framework == "cpf")):
+            return False
+        self._best = (score, epoch, {k: v.detach().clone() for k, v in self.state_dict().items()})
+        return True
+
+    def on_fit_start(self):
+        self._best = None
+
+    def on_train_end(self):
+        if self.hparams.select_best and self._best is not None:
+            score, epoch, state = self._best
+            log.info("RELIANT: keeping the student of epoch %d (val/select %.4f)", epoch, score)
+            self.load_state_dict(state)
 
     def test_step(self, data, batch_idx):
         if not getattr(self, "_prepared", False):
