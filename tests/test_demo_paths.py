@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEMOS = sorted((REPO / "configs" / "demo").glob("*.yaml"))
 _SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache"}
 # demo configs that are a step of another demo's chain -> that demo
-STEP_OF = {"rsfd-cnn": "rsfd"}
+STEP_OF = {"rsfd-cnn": "rsfd", "tinymim-teacher": "tinymim", "tinymim-feature": "tinymim-finetune"}
 ONE_STEP = [
     "--trainer.max_epochs=1",
     "--trainer.max_steps=1",
@@ -69,6 +69,7 @@ def test_emo_demo_fit_and_test_write_only_under_default_root_dir(tmp_path, in_re
 
 def test_tinymim_finetune_demo_reads_the_distillation_under_the_same_root(tmp_path, in_repo, caplog):
     root = tmp_path / "tinymim"
+    main(["fit", "--config", "configs/demo/tinymim-teacher.yaml", f"--trainer.default_root_dir={root}", *ONE_STEP])
     main(["fit", "--config", "configs/demo/tinymim.yaml", f"--trainer.default_root_dir={root}", *ONE_STEP])
     distilled = root / "distill" / "checkpoints" / "last.ckpt"
     assert distilled.is_file()

@@ -322,7 +322,7 @@ def test_reproduce_a_chained_demo_fits_its_predecessor_in_the_same_folder(tmp_pa
             overrides=short,
             results_dir=tmp_path,
             runs_dir=tmp_path / "runs",
-            after=["configs/demo/tinymim.yaml"],
+            after=["configs/demo/tinymim-teacher.yaml,configs/demo/tinymim.yaml"],
             echo=lambda s: None,
         )
     run = tmp_path / "runs" / "demo" / "tinymim-finetune" / "default" / "seed3"

@@ -570,7 +570,9 @@ def test_demo_configs_distill_then_finetune(tmp_path):
         path.write_text(yaml.safe_dump(cfg))
         return path
 
-    main(["fit", "--config", str(shortened("tinymim.yaml", tmp_path / "distill"))])
+    main(["fit", "--config", str(shortened("tinymim-teacher.yaml", tmp_path / "teacher"))])
+    teacher = tmp_path / "teacher" / "checkpoints" / "last.ckpt"
+    main(["fit", "--config", str(shortened("tinymim.yaml", tmp_path / "distill", teacher=str(teacher)))])
     ckpt = tmp_path / "distill" / "checkpoints" / "last.ckpt"
     assert ckpt.is_file()
     state = torch.load(ckpt, weights_only=True)["state_dict"]

@@ -21,6 +21,13 @@ Relation targets (Sec. 3.2, Eq. 2-3) need q, k, v of one block: :meth:`TinyMIMVi
 before it, then only that block's ``norm1`` and ``attn.qkv`` (timm's own modules, split into heads exactly as timm's
 ``Attention.forward`` does); the rest of the block and the later blocks are not run, as in the official code.
 
+Masked image modelling (the teachers' own pre-training; He et al., "Masked Autoencoders Are Scalable Vision
+Learners", CVPR 2022, official facebookresearch/mae ``models_mae.py``): :meth:`TinyMIMViT.forward_masked` is MAE's
+``forward_encoder`` (position embedding added, the masked patches dropped, CLS prepended, blocks, final norm) and
+:class:`MAEDecoder` its light decoder (``decoder_embed``, a shared ``mask_token`` at every masked position, fixed
+sin-cos positions, plain blocks, ``decoder_norm``, ``decoder_pred`` to the patch's pixels). The mask is zoo's
+:func:`zoo.nn.video.tube_mask` with one time slice (MAE's per-sample uniform draw of ⌊ratio·N⌋ patches).
+
 Shapes: images (B, 3, H, W); tokens (B, 1 + N, C) with N = (H/16)(W/16); q, k, v (B, heads, 1 + N, C/heads).
 """
 
@@ -41,6 +48,7 @@ __all__ = [
     "sincos_pos_embed",
     "TinyMIMViT",
     "TinyMIMStarViT",
+    "MAEDecoder",
     "mae_vit_base",
     "mae_vit_large",
 ]
@@ -165,6 +173,15 @@ class TinyMIMViT(VisionTransformer):
         x = self.patch_drop(x)
         return self.norm_pre(x)
 
+    def forward_masked(self, images: Tensor, mask: Tensor) -> Tensor:
+        """MAE's ``forward_encoder``: images (B, 3, H, W) and ``mask`` (B, N) bool (True = masked, the same count per
+        sample) -> (B, 1 + N_visible, C) after the final norm; visible patches keep their positions' order."""
+        x = self.patch_embed(images) + self.pos_embed[:, self.num_prefix_tokens :]
+        B, _, C = x.shape
+        x = x[~mask].reshape(B, -1, C)
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(B, -1, -1)
+        return self.norm(self.blocks(torch.cat([cls, x], dim=1)))
+
     def forward_qkv(self, x: Tensor, block: int = -1) -> tuple[Tensor, Tensor, Tensor]:
         """q, k, v of block ``block`` (0-based; negative counts from the end), each (B, heads, T, head_dim).
 
@@ -189,6 +206,51 @@ def block_qkv(blk: Block, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     qkv = attn.qkv(blk.norm1(x)).reshape(B, T, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
     return q, k, v
+
+
+class MAEDecoder(nn.Module):
+    """MAE's light decoder (``models_mae.py`` ``forward_decoder``): encoder tokens (B, 1 + N_visible, C) and the mask
+    (B, N) -> per-patch pixel predictions (B, N, patch² · 3), channel fastest (MAE's ``patchify`` order).
+
+    ``decoder_embed`` (C -> D), ``mask_token`` (N(0, 0.02)) at the masked positions, the fixed sin-cos embedding of the
+    full grid, ``depth`` pre-norm blocks of ``num_heads`` heads (MLP ×4, qkv bias, LN eps 1e-6), ``decoder_norm``,
+    ``decoder_pred`` (D -> patch² · 3), xavier-uniform Linear init.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        grid: tuple[int, int],
+        patch_size: int,
+        decoder_embed_dim: int = 512,
+        decoder_depth: int = 8,
+        decoder_num_heads: int = 16,
+        in_chans: int = 3,
+    ):
+        super().__init__()
+        self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
+        pos = sincos_pos_embed(decoder_embed_dim, tuple(grid), 1)
+        self.decoder_pos_embed = nn.Parameter(pos, requires_grad=False)  # fixed, in the state_dict as in MAE
+        self.decoder_blocks = nn.Sequential(
+            *(
+                Block(decoder_embed_dim, decoder_num_heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=LayerNorm6)
+                for _ in range(decoder_depth)
+            )
+        )
+        self.decoder_norm = LayerNorm6(decoder_embed_dim)
+        self.decoder_pred = nn.Linear(decoder_embed_dim, patch_size**2 * in_chans)
+        self.apply(_mae_init)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    def forward(self, latent: Tensor, mask: Tensor) -> Tensor:
+        x = self.decoder_embed(latent)
+        B, N = mask.shape
+        full = self.mask_token.expand(B, N, -1).clone()
+        full[~mask] = x[:, 1:].reshape(-1, x.shape[-1])  # visible tokens back at their positions
+        x = torch.cat([x[:, :1], full], dim=1) + self.decoder_pos_embed
+        x = self.decoder_norm(self.decoder_blocks(x))
+        return self.decoder_pred(x)[:, 1:]  # the CLS token is dropped
 
 
 class TinyMIMStarViT(VisionTransformerDistilled):

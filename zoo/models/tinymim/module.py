@@ -12,6 +12,13 @@ facts from the official code (OliverRensu/TinyMIM: main_pretrain.py, engine_pret
     and the loss is  L = KL(R_qk^T ‖ R_qk^S) + KL(R_vv^T ‖ R_vv^S)  (weights 1:1), KL summed over keys, averaged over
     batch × heads × query tokens. No masking, no CLS or feature distillation. :func:`relation_kl_loss` is that loss;
     the arithmetic is ``zoo.ops.relation_kl`` (PyTorch reference; a tiled Triton kernel on CUDA, same numbers).
+
+    ``target="feature"`` is the paper's feature-distillation baseline (Sec. 3.2, the first finding compares it with
+    relations; not in the official code, which distils relations only): the student's output tokens (after its last
+    block and final norm) through a linear projection to the teacher's width are regressed onto the teacher's tokens
+    after block ``teacher_block``, whitened by a LayerNorm without affine parameters, with a smooth-L1 loss (the
+    recipe of Wei et al.'s Feature Distillation, arXiv 2205.14141, which the paper follows; β = 1, PyTorch's
+    default, is zoo's choice). The projection is trained with the student and dropped by fine-tuning.
     AdamW β = (0.9, 0.95), wd 0.05 on ≥2-D weights, lr = blr × batch / 256, per-iteration linear warm-up then
     half-cycle cosine to ``min_lr`` (MAE's ``lr_sched``).
 
@@ -28,6 +35,16 @@ facts from the official code (OliverRensu/TinyMIM: main_pretrain.py, engine_pret
     init args (a randomly initialised teacher, ``seed`` optional: tests and the offline demo). It is frozen
     (``requires_grad=False``), kept in eval mode, run under ``no_grad``, left out of the optimizer and of saved
     checkpoints.
+
+:class:`MAEPretrainModule` (He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022; official
+facebookresearch/mae ``models_mae.py``, ``main_pretrain.py``: how TinyMIM's teachers were made)
+    A ViT encoder sees the 25 % of patches left by a random mask (ratio 0.75, per sample); a light decoder puts a
+    shared mask token at the masked positions and predicts their pixels; the loss is the mean squared error on the
+    masked patches only, against each patch's pixels standardised over the patch (``norm_pix_loss``, MAE's released
+    setting). AdamW β = (0.9, 0.95), wd 0.05, lr = blr × batch / 256, warm-up then cosine (MAE's ``lr_sched``).
+    ``self.model`` is the encoder alone (a :class:`~zoo.models.tinymim.model.TinyMIMViT`, as the MAE
+    ``mae_pretrain_vit_*.pth`` files), so a checkpoint of this module is a ``teacher`` of
+    :class:`TinyMIMDistillModule`.
 
 :class:`ViTFinetuneModule` (MAE's ``main_finetune.py``, the official README command)
     Supervised fine-tuning of a (distilled) ViT: global-pool + fc_norm head (init N(0, 2e-5)), drop path, timm
@@ -51,8 +68,16 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
 from zoo.errors import UserError, check_choice, check_fits_data, check_positive
-from zoo.models.tinymim.model import TinyMIMStarViT, TinyMIMViT, block_qkv
-from zoo.models.tinymim.sizes import DEFAULT, FINETUNE_DEFAULT, FINETUNE_SIZES, SIZES, TEACHERS
+from zoo.models.tinymim.model import MAEDecoder, TinyMIMStarViT, TinyMIMViT, block_qkv
+from zoo.models.tinymim.sizes import (
+    DEFAULT,
+    FINETUNE_DEFAULT,
+    FINETUNE_SIZES,
+    MAE_DEFAULT,
+    MAE_SIZES,
+    SIZES,
+    TEACHERS,
+)
 from zoo.sizes import net_args
 from zoo.training import ClassificationEval, TimmScheduled, scaled_lr, warmup_cosine_epochs
 
@@ -207,11 +232,9 @@ def build_teacher(spec: str | dict, teacher_heads: int | None = None) -> TinyMIM
             # Head counts are not in the weights: rebuild the module from the checkpoint's hyper-parameters
             # (LightningCLI records the class path; a plain Trainer checkpoint of a TinyMIM module does not).
             hp = read_checkpoint(path).get("hyper_parameters", {})
-            cls = (
-                None
-                if "_class_path" in hp
-                else (f"{__name__}.TinyMIMDistillModule" if "teacher_block" in hp else f"{__name__}.ViTFinetuneModule")
-            )
+            kind = "TinyMIMDistillModule" if "teacher_block" in hp else "ViTFinetuneModule"
+            kind = "MAEPretrainModule" if "mask_ratio" in hp else kind
+            cls = None if "_class_path" in hp else f"{__name__}.{kind}"
             net = module_from_checkpoint(path, cls, ("teacher", "pretrained"))[0].model  # its own sources unused
         else:
             import zoo
@@ -243,6 +266,27 @@ def _teacher_qkv(teacher: TinyMIMViT, images: Tensor, block: int, heads: int | N
     return tuple(t.view(B, T, heads, C // heads).transpose(1, 2) for t in (q, k, v))
 
 
+def _teacher_tokens(teacher: TinyMIMViT, images: Tensor, block: int) -> Tensor:
+    """The teacher's tokens (B, 1 + N, C) after block ``block`` (0-based), the target of feature distillation."""
+    x = teacher.embed(images)
+    for blk in teacher.blocks[: block % len(teacher.blocks) + 1]:
+        x = blk(x)
+    return x
+
+
+def feature_distillation_loss(student_tokens: Tensor, teacher_tokens: Tensor) -> Tensor:
+    """The feature-distillation baseline's loss: smooth-L1 between the (projected) student tokens and the teacher's
+    tokens whitened per token (LayerNorm without affine parameters), both (B, T, C_teacher); no gradient reaches the
+    teacher."""
+    target = F.layer_norm(teacher_tokens.detach().float(), teacher_tokens.shape[-1:])
+    if student_tokens.shape != target.shape:
+        raise UserError(
+            f"projected student tokens {tuple(student_tokens.shape)} and teacher tokens {tuple(target.shape)} "
+            "differ: give both the same image and patch size"
+        )
+    return F.smooth_l1_loss(student_tokens.float(), target)
+
+
 # ============================================================================================== distillation
 def _ctor_args(cls, fixed: Sequence[str] = ()) -> set[str]:
     """A network's named constructor arguments, less those the module sets itself."""
@@ -257,8 +301,12 @@ class TinyMIMDistillModule(TimmScheduled, LightningModule):
     :class:`~zoo.models.tinymim.model.TinyMIMViT`'s arguments (``img_size``, ``patch_size``, ``embed_dim``, ``depth``,
     ``num_heads``, ``last_heads``, ``drop_path_rate``); the module fixes MAE's sin-cos position embedding and the
     uniform drop path of pre-training. ``teacher_block`` is 1-based as in the paper (18 of 24) or negative from the
-    end (-1: last). ``forward`` gives the student's token features (B, 1 + N, C) after its final norm.
+    end (-1: last). ``target``: ``"relation"`` (TinyMIM) or ``"feature"`` (the paper's feature-distillation
+    baseline, see the module docstring). ``forward`` gives the student's token features (B, 1 + N, C) after its final
+    norm.
     """
+
+    _TARGETS = ("relation", "feature")
 
     _FIXED = ("num_classes", "global_pool", "drop_path_uniform", "fixed_pos_embed")  # set by the module
 
@@ -291,8 +339,10 @@ class TinyMIMDistillModule(TimmScheduled, LightningModule):
         betas: Sequence[float] = (0.9, 0.95),
         warmup_epochs: float = 15,
         relation_impl: str = "auto",
+        target: str = "relation",
     ) -> None:
         super().__init__()
+        check_choice("target", target, self._TARGETS, where=type(self).__name__)
         if teacher_block == 0:
             raise UserError(
                 "teacher_block=0: it is 1-based (the paper's 'block 18 of 24') or negative from the end "
@@ -304,6 +354,7 @@ class TinyMIMDistillModule(TimmScheduled, LightningModule):
         self.model = TinyMIMViT(**self.net_kwargs, drop_path_uniform=True, fixed_pos_embed=True)
         img_size = self.net_kwargs["img_size"]
         self.teacher: TinyMIMViT | None = None  # built in configure_model
+        self.feature_proj: nn.Linear | None = None  # target="feature": student width -> teacher width, configure_model
         # the loss as a zoo op module (no parameters) with ``impl=relation_impl``, which
         # zoo.callbacks.FusedKernels(ops=["relation_kl"]) / the zoo_ddp strategy switch to the Triton kernel for a run
         from zoo.ops import RelationKLLoss
@@ -337,7 +388,11 @@ class TinyMIMDistillModule(TimmScheduled, LightningModule):
             raise UserError(f"teacher_block={blk} but the teacher has {n} blocks: use 1..{n} or -{n}..-1")
         self._teacher_index = blk - 1 if blk > 0 else n + blk
         heads = teacher.teacher_heads or teacher.blocks[self._teacher_index].attn.num_heads
-        if heads != self.model.last_heads:
+        if self.hparams.target == "feature":  # tokens are compared, not per-head relations: head counts are free
+            self.feature_proj = nn.Linear(self.model.embed_dim, teacher.embed_dim, device=self.device)
+            nn.init.xavier_uniform_(self.feature_proj.weight)
+            nn.init.zeros_(self.feature_proj.bias)
+        elif heads != self.model.last_heads:
             raise UserError(
                 f"the teacher's relation block has {heads} heads but the student's last block has "
                 f"{self.model.last_heads}: set last_heads={heads} (the paper's choice) or teacher_heads="
@@ -365,10 +420,13 @@ class TinyMIMDistillModule(TimmScheduled, LightningModule):
             del sd[k]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        sd = checkpoint.setdefault("state_dict", {})
         if self.teacher is not None:  # restoring into a configured module: strict loading expects its keys
-            sd = checkpoint.setdefault("state_dict", {})
             for k, v in self.teacher.state_dict().items():
                 sd.setdefault(f"teacher.{k}", v)
+        if self.feature_proj is None:  # the feature projection is a training head: a student alone does without it
+            for k in [k for k in sd if k.startswith("feature_proj.")]:
+                del sd[k]
 
     # ------------------------------------------------------------------ objective
     def relation_loss(self, images: Tensor, student_images: Tensor | None = None):
@@ -380,23 +438,34 @@ class TinyMIMDistillModule(TimmScheduled, LightningModule):
         s_qkv = self.model.forward_qkv(images if student_images is None else student_images, -1)
         return relation_kl_loss(s_qkv, t_qkv, kl=self.relation_kl)
 
+    def feature_loss(self, images: Tensor, student_images: Tensor | None = None) -> Tensor:
+        """``target="feature"``: teacher tokens after ``teacher_block`` on ``images``, student output tokens on
+        ``student_images`` (default: the same) projected to the teacher's width (see the module docstring)."""
+        if self.teacher is None:
+            self.configure_model()
+        with torch.no_grad():
+            t_tokens = _teacher_tokens(self.teacher, images, self._teacher_index)
+        s_tokens = self.model.forward_features(images if student_images is None else student_images)
+        return feature_distillation_loss(self.feature_proj(s_tokens), t_tokens)
+
+    def distillation_losses(self, images: Tensor, student_images: Tensor | None = None) -> dict[str, Tensor]:
+        """The ``target``'s loss (``"loss"``) and, for relations, its two terms (``"loss_qk"``, ``"loss_vv"``)."""
+        if self.hparams.target == "feature":
+            return {"loss": self.feature_loss(images, student_images)}
+        loss, l_qk, l_vv = self.relation_loss(images, student_images)
+        return {"loss": loss, "loss_qk": l_qk, "loss_vv": l_vv}
+
     def training_step(self, batch, batch_idx):
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         student_images = color_jitter(images, self.hparams.student_color_jitter, self.hparams.mean, self.hparams.std)
-        loss, l_qk, l_vv = self.relation_loss(images, student_images)
-        self.log_dict(
-            {"train/loss": loss, "train/loss_qk": l_qk, "train/loss_vv": l_vv},
-            prog_bar=True,
-            batch_size=images.shape[0],
-        )
-        return loss
+        losses = self.distillation_losses(images, student_images)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=images.shape[0])
+        return losses["loss"]
 
     def validation_step(self, batch, batch_idx):
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        loss, l_qk, l_vv = self.relation_loss(images)
-        self.log_dict(
-            {"val/loss": loss, "val/loss_qk": l_qk, "val/loss_vv": l_vv}, prog_bar=True, batch_size=images.shape[0]
-        )
+        losses = self.distillation_losses(images)
+        self.log_dict({f"val/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=images.shape[0])
 
     test_step = validation_step
 
@@ -407,7 +476,107 @@ class TinyMIMDistillModule(TimmScheduled, LightningModule):
         hp = self.hparams
         # the student only (the teacher is not an optimisation variable); no decay on 1-D parameters and biases
         # (MAE pre-training's rule: tokens are decayed); the decayed group first, as in earlier checkpoints
-        groups = sorted(param_groups_weight_decay(self.model, hp.weight_decay), key=lambda g: g["weight_decay"] == 0.0)
+        trained = self.model if self.feature_proj is None else nn.ModuleList([self.model, self.feature_proj])
+        groups = sorted(param_groups_weight_decay(trained, hp.weight_decay), key=lambda g: g["weight_decay"] == 0.0)
+        lr = scaled_lr(self, hp.lr, hp.blr, per=256)
+        opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(hp.betas))
+        return {"optimizer": opt, "lr_scheduler": _schedule(self, opt, hp.warmup_epochs, hp.min_lr)}
+
+
+# ============================================================================================== MIM pre-training
+def mae_pixel_loss(pred: Tensor, images: Tensor, mask: Tensor, patch_size: int, norm_pix_loss: bool = True) -> Tensor:
+    """MAE's ``forward_loss``: the mean squared error per patch between ``pred`` (B, N, patch² · 3) and the pixels of
+    ``images`` (the normalised input, cut as MAE's ``patchify``: channel fastest), averaged over the masked patches
+    (``mask`` (B, N), True = masked) only; ``norm_pix_loss``: each target patch standardised over its patch² · 3
+    values (unbiased variance + 1e-6)."""
+    from zoo.nn.video import tubelet_patchify
+
+    target = tubelet_patchify(images.float().unsqueeze(2), 1, patch_size).flatten(2)  # (B, N, patch² · 3)
+    if norm_pix_loss:
+        target = (target - target.mean(dim=-1, keepdim=True)) / (target.var(dim=-1, keepdim=True) + 1e-6) ** 0.5
+    per_patch = ((pred.float() - target) ** 2).mean(dim=-1)
+    weight = mask.to(per_patch.dtype)
+    return (per_patch * weight).sum() / weight.sum()
+
+
+class MAEPretrainModule(TimmScheduled, LightningModule):
+    """Masked-autoencoder pre-training of a ViT (see the module docstring): the MIM teacher TinyMIM distils from.
+
+    ``size``: :data:`zoo.models.tinymim.sizes.MAE_SIZES` (``mae_vit_base`` | ``mae_vit_large``), ``net``: overrides
+    of the encoder's :class:`~zoo.models.tinymim.model.TinyMIMViT` arguments and the decoder's ``decoder_embed_dim``,
+    ``decoder_depth``, ``decoder_num_heads``. ``forward`` gives the encoder's token features of the full image
+    (B, 1 + N, C); ``self.model`` is the encoder alone.
+    """
+
+    _FIXED = TinyMIMDistillModule._FIXED + ("last_heads",)  # MAE's encoder: fixed sin-cos positions, one head count
+    _DECODER = ("decoder_embed_dim", "decoder_depth", "decoder_num_heads")
+
+    def __init__(
+        self,
+        size: str = MAE_DEFAULT,
+        net: dict[str, Any] | None = None,
+        mask_ratio: float = 0.75,
+        norm_pix_loss: bool = True,
+        blr: float = 1.5e-4,
+        lr: float | None = None,
+        min_lr: float = 0.0,
+        weight_decay: float = 0.05,
+        betas: Sequence[float] = (0.9, 0.95),
+        warmup_epochs: float = 40,
+    ) -> None:
+        super().__init__()
+        where = type(self).__name__
+        if not 0 < mask_ratio < 1:
+            raise UserError(f"{where}: mask_ratio={mask_ratio} must lie in (0, 1): MAE masks 0.75 of the patches")
+        allowed = _ctor_args(TinyMIMViT, self._FIXED) | set(self._DECODER)
+        args = net_args(MAE_SIZES, size, net, where=where, allowed=allowed)
+        self.net_kwargs = {k: v for k, v in args.items() if k not in self._DECODER}
+        self.save_hyperparameters()
+        self.model = TinyMIMViT(**self.net_kwargs, fixed_pos_embed=True)
+        patch = self.net_kwargs["patch_size"]
+        grid = tuple(self.model.patch_embed.grid_size)
+        self.decoder = MAEDecoder(self.model.embed_dim, grid, patch, **{k: args[k] for k in self._DECODER})
+        img_size = self.net_kwargs["img_size"]
+        self.example_input_array = torch.randn(2, 3, img_size, img_size)
+
+    def data_config(self) -> dict[str, Any]:
+        """What the data module follows (``zoo.sizes.follow_model``): the encoder's input side."""
+        return {"image_size": self.net_kwargs["img_size"]}
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model.forward_features(images)
+
+    def reconstruction_loss(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Mask ``mask_ratio`` of each image's patches (drawn with ``generator``), encode the rest, decode, and
+        return :func:`mae_pixel_loss` on the masked patches."""
+        from zoo.nn.video import tube_mask
+
+        grid = tuple(self.model.patch_embed.grid_size)
+        mask = tube_mask(images.shape[0], (1, *grid), self.hparams.mask_ratio, generator, device=images.device)
+        pred = self.decoder(self.model.forward_masked(images, mask), mask)
+        return mae_pixel_loss(pred, images, mask, self.net_kwargs["patch_size"], self.hparams.norm_pix_loss)
+
+    def training_step(self, batch, batch_idx):
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        loss = self.reconstruction_loss(images)
+        self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        # the same masks at every evaluation (a generator seeded by the batch index), so val/loss is comparable
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        loss = self.reconstruction_loss(images, torch.Generator().manual_seed(batch_idx))
+        self.log("val/loss", loss, prog_bar=True, batch_size=images.shape[0])
+
+    test_step = validation_step
+
+    def configure_optimizers(self):
+        from timm.optim import param_groups_weight_decay
+
+        hp = self.hparams
+        # encoder and decoder; no decay on 1-D parameters and biases (MAE: timm's add_weight_decay); the fixed
+        # position embeddings are not trained
+        groups = param_groups_weight_decay(self, hp.weight_decay)
         lr = scaled_lr(self, hp.lr, hp.blr, per=256)
         opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(hp.betas))
         return {"optimizer": opt, "lr_scheduler": _schedule(self, opt, hp.warmup_epochs, hp.min_lr)}

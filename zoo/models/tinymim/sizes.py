@@ -18,6 +18,10 @@ Table 1 (ViT-T/S/B students); official code OliverRensu/TinyMIM (``models_tinymi
   fine-tuning command for B; the T/S values were not published).
 - :data:`TEACHERS`: the MAE encoders used as teachers, and :data:`TEACHER_OF`: each student's teacher and the
   (1-based) teacher block whose relations it learns.
+- :data:`MAE_SIZES` (``MAE_DEFAULT``): those teachers' own masked-autoencoder pre-training, keyword arguments of
+  :class:`~zoo.models.tinymim.module.MAEPretrainModule` (the encoder's plus its decoder's): MAE's
+  ``mae_vit_{base,large}_patch16_dec512d8b`` (facebookresearch/mae ``models_mae.py``: decoder width 512, 8 blocks,
+  16 heads).
 """
 
 _VIT16 = dict(img_size=224, patch_size=16)
@@ -43,3 +47,7 @@ TEACHERS = {
     "mae_vit_large": dict(embed_dim=1024, depth=24, num_heads=16),
 }
 TEACHER_OF = {"tiny": ("mae_vit_base", 12), "small": ("mae_vit_base", 12), "base": ("mae_vit_large", 18)}
+
+_MAE_DECODER = dict(decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16)
+MAE_SIZES = {name: dict(**_VIT16, **enc, **_MAE_DECODER) for name, enc in TEACHERS.items()}
+MAE_DEFAULT = "mae_vit_base"
