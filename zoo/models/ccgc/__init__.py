@@ -192,4 +192,32 @@ CLAIM = Claim(
     unit="%",
     decimals=2,
     seeds="0-9",
+    label="karate club",
+    also=(
+        Claim(
+            claim="the same, on BAT",
+            paper="",
+            metric="test/acc",
+            arms=(
+                Arm("cluster-guided loss after the warm-up", "ccgc-bat"),
+                Arm("warm-up loss only", "ccgc-bat", "warmup_only", ("--model.init_args.warmup_epochs=400",)),
+            ),
+            design="configs/demo/ccgc-bat.yaml: the paper's graph BAT (131 airports, 81 one-hot degree features, 4 "
+            "classes) with the release's code defaults as in configs/ccgc-bat.yaml (Linear(81 -> 500) x 2, Adam 1e-4, "
+            "400 epochs, warm-up 51, tau 0.5, alpha 0.5, re-clustering every 10 epochs, the release's gradient "
+            "accumulation across epochs and first-cluster skip). The baseline never leaves the warm-up "
+            "(warmup_epochs = epochs = 400). " + _CLAIM_METRIC + " What the rows and the runs' logs show: with the "
+            "release's learning rate the cluster-guided arm keeps the partition of the initial K-means on H^4 X (its "
+            "pseudo-labels come from that partition and the loss pulls each confident cluster together), so its final "
+            "K-means stays near the fit rows' init/acc at every seed, while the warm-up-only run drifts and at most "
+            "seeds reaches a better split late in the run. The paper's table reads each seed's best-ACC evaluation "
+            "and its per-dataset hyper-parameters are unpublished (the code defaults are used here).",
+            extra=("test/nmi",),
+            scale=100.0,
+            unit="%",
+            decimals=2,
+            seeds="0-9",
+            label="BAT",
+        ),
+    ),
 )
