@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from zoo.profiling import count_macs, interleaved
+from zoo.profiling import count_macs, interleaved, peer_row
 
 LWSIS_PREDICT_SIZE = "r50"  # a name of zoo.models.lwsis.sizes.SIZES, or a dict of CondInst's arguments
 
@@ -69,8 +69,6 @@ def lwsis_predict_times(
 
 def lwsis_predict_rows(reps: int) -> list[dict]:
     """The two ``lwsis-predict`` rows (see the module docstring)."""
-    from zoo.bench.peers import _row
-
     r = lwsis_predict_times(LWSIS_PREDICT_SIZE, LWSIS_PREDICT_HW, reps=reps)
     med, kept, (h, w) = r["median_s"], r["detections"], r["hw"]
     peer = "torchvision FCOS R-50 full prediction"
@@ -81,6 +79,6 @@ def lwsis_predict_rows(reps: int) -> list[dict]:
     if "gmacs" in r:
         floor += f"; {r['gmacs']['lwsis']:.1f} vs {r['gmacs']['fcos']:.1f} GMACs"
     return [
-        _row("lwsis-predict", f"{work}, full prediction", med["lwsis"], peer, med["fcos"], note),
-        _row("lwsis-predict", f"{work}, network only", med["lwsis_network"], peer, med["fcos"], floor),
+        peer_row("lwsis-predict", f"{work}, full prediction", med["lwsis"], peer, med["fcos"], note),
+        peer_row("lwsis-predict", f"{work}, network only", med["lwsis_network"], peer, med["fcos"], floor),
     ]
