@@ -13,6 +13,13 @@
   from templates ("a photo of the number seven", several phrasings, one drawn per access), split by image 80/20
   (stratified, fixed seed). Validation holds the held-out images with a caption each (retrieval) and their labels
   with ``classnames`` zero..nine and prompt ``templates`` (zero-shot classification), all offline.
+  ``digits_layout="cluttered"`` builds scenes from the same split instead (:func:`cluttered_digit_scene`): the
+  captioned digit at ``scene_digit_fraction`` of the side (default half), at a random position on an ``image_size``
+  canvas, among ``scene_distractors`` clutter strokes (small windows cut from other digit scans of the same split, at
+  the digit's stroke scale, never overlapping the digit, so the caption names the one whole digit);
+  ``scene_copies`` scenes per training scan, one per held-out scan; deterministic given ``seed``. Evaluation items
+  then carry the digit's box (``target_box``, image pixels) so a model can report how much of the described object
+  its token selection keeps.
 
 ``zeroshot_root``: an ImageFolder tree (``<class>/*.jpg``) evaluated by zero-shot classification with
 ``classnames`` (a list in label order, ``"imagenet"`` for open_clip's ImageNet names, or ``None``: the folder names)
@@ -54,7 +61,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from zoo.errors import DataNotFoundError, UserError, check_positive, not_utf8_error
+from zoo.errors import DataNotFoundError, UserError, check_choice, check_positive, not_utf8_error
 from zoo.text.clip import clip_tokenizer
 
 log = logging.getLogger(__name__)
@@ -74,6 +81,7 @@ DIGIT_CAPTIONS = (
     "a small grey picture of a {}",
 )
 DIGIT_TEMPLATES = ("a photo of the number {}.", "a picture of the digit {}.")
+DIGIT_LAYOUTS = ("frame", "cluttered")
 
 
 # ================================================================================================ views
@@ -307,6 +315,45 @@ def check_some_decode(paths: Sequence[str], source, probes: int = 8) -> None:
     )
 
 
+def cluttered_digit_scene(
+    target, pool, canvas: int, digit_side: int, distractors: int, rng, window: Sequence[int] = (3, 5)
+) -> tuple[Any, tuple[int, int, int, int]]:
+    """One cluttered scene: (``canvas`` x ``canvas`` uint8 array, the target's box (top, left, height, width)).
+
+    ``target`` (8, 8) and ``pool`` (N, 8, 8) are uint8 digit scans; ``rng`` a numpy ``Generator``. The target is
+    resized (bicubic) to ``digit_side`` px and placed uniformly at random inside the canvas; each distractor is a
+    ``k x k`` window (k in ``window``) of a random scan of ``pool`` holding some ink, resized by the target's scale
+    (same stroke width) and placed where it does not overlap the target's box (up to 20 draws each; overlapping
+    distractors combine by maximum)."""
+    import numpy as np
+    from PIL import Image
+
+    def resized(a, side):
+        return np.asarray(Image.fromarray(a, mode="L").resize((side, side), Image.BICUBIC), dtype=np.uint8)
+
+    scale = digit_side / target.shape[0]
+    scene = np.zeros((canvas, canvas), np.uint8)
+    top, left = (int(v) for v in rng.integers(0, canvas - digit_side + 1, size=2))
+    for _ in range(distractors):
+        for _ in range(20):
+            k = int(rng.integers(window[0], window[1] + 1))
+            src = pool[int(rng.integers(len(pool)))]
+            y, x = (int(v) for v in rng.integers(0, src.shape[0] - k + 1, size=2))
+            frag = src[y : y + k, x : x + k]
+            side = max(1, round(k * scale))
+            fy, fx = (int(v) for v in rng.integers(0, canvas - side + 1, size=2))
+            apart = fy + side <= top or fy >= top + digit_side or fx + side <= left or fx >= left + digit_side
+            if apart and (frag > 96).sum() >= k:  # a stroke, not an empty corner
+                np.maximum(
+                    scene[fy : fy + side, fx : fx + side],
+                    resized(frag, side),
+                    out=scene[fy : fy + side, fx : fx + side],
+                )
+                break
+    scene[top : top + digit_side, left : left + digit_side] = resized(target, digit_side)
+    return scene, (top, left, digit_side, digit_side)
+
+
 class PairDataset(Dataset):
     """Map-style pairs: ``rows`` of (image loader or path, caption or list of captions, label); items are dicts.
 
@@ -320,7 +367,7 @@ class PairDataset(Dataset):
         return len(self.rows)
 
     def __getitem__(self, i):
-        src, caption, label = self.rows[i]
+        src, caption, label, *box = self.rows[i]  # a 4th element: the described object's box (scenes)
         try:
             img = _open_rgb(src) if isinstance(src, str) else src().convert("RGB")
         except Exception as e:  # noqa: BLE001 - any decoding failure is a bad row, not a crash
@@ -330,7 +377,10 @@ class PairDataset(Dataset):
             return None
         if isinstance(caption, (list, tuple)):  # several captions (templates): one drawn per access in training
             caption = random.choice(caption) if self.train else caption[i % len(caption)]
-        return make_item(img, caption, label, i, self.transform, self.tokenizer, self.train)
+        item = make_item(img, caption, label, i, self.transform, self.tokenizer, self.train)
+        if box and not self.train:
+            item["target_box"] = torch.tensor(box[0], dtype=torch.long)
+        return item
 
 
 def make_item(img, caption: str, label: int, index: int, transform, tokenizer, train: bool) -> dict:
@@ -467,6 +517,10 @@ class ImageTextDataModule(LightningDataModule):
         num_workers: int = 0,
         webdataset_length: int | None = None,
         digits_val_fraction: float = 0.2,
+        digits_layout: str = "frame",
+        scene_digit_fraction: float = 0.5,
+        scene_distractors: int = 4,
+        scene_copies: int = 2,
         seed: int = 0,
         pin_memory: bool = True,
     ) -> None:
@@ -480,6 +534,14 @@ class ImageTextDataModule(LightningDataModule):
             check_positive(
                 "context_length", context_length, minimum=2, where="ImageTextDataModule", fix=f"set it >= 2, {unset}"
             )
+        check_choice("digits_layout", digits_layout, DIGIT_LAYOUTS, where="ImageTextDataModule")
+        if not 0 < scene_digit_fraction <= 1:
+            raise UserError(
+                f"scene_digit_fraction={scene_digit_fraction}: the digit's side as a fraction of the canvas must be "
+                "in (0, 1] (default 0.5)"
+            )
+        check_positive("scene_distractors", scene_distractors, minimum=0, where="ImageTextDataModule")
+        check_positive("scene_copies", scene_copies, where="ImageTextDataModule")
         if not (0 < scale[0] <= scale[1] <= 1):
             raise UserError(f"scale={list(scale)}: the crop area fraction range must satisfy 0 < min <= max <= 1")
         self.train_set = self.val_sets = None
@@ -557,7 +619,7 @@ class ImageTextDataModule(LightningDataModule):
         return ds
 
     def _digits(self):
-        """((train rows, val rows)) of the captioned digits: (PIL loader, captions, label)."""
+        """((train rows, val rows)) of the captioned digits: (PIL loader, captions, label[, target box])."""
         import numpy as np
         from PIL import Image
         from sklearn.datasets import load_digits
@@ -570,6 +632,10 @@ class ImageTextDataModule(LightningDataModule):
             np.arange(len(imgs)), test_size=hp.digits_val_fraction, random_state=hp.seed, stratify=digits.target
         )
         size = self.image_size
+        if hp.digits_layout == "cluttered":
+            return self._scenes(imgs, digits.target, idx_tr, hp.scene_copies, 1), self._scenes(
+                imgs, digits.target, idx_va, 1, 2
+            )
 
         def rows(idx):
             out = []
@@ -581,6 +647,25 @@ class ImageTextDataModule(LightningDataModule):
 
         return rows(idx_tr), rows(idx_va)
 
+    def _scenes(self, imgs, targets, idx, copies: int, stream: int):
+        """Rows of cluttered scenes (:func:`cluttered_digit_scene`) of the scans ``idx``, distractors cut from the same
+        scans; ``copies`` scenes per scan; the numpy stream ``(seed, stream)`` makes them deterministic."""
+        import numpy as np
+        from PIL import Image
+
+        hp = self.hparams
+        rng = np.random.default_rng([hp.seed, stream])
+        side = max(1, round(hp.scene_digit_fraction * self.image_size))
+        pool = imgs[idx]
+        out = []
+        for _ in range(copies):
+            for i in idx:
+                scene, box = cluttered_digit_scene(imgs[i], pool, self.image_size, side, hp.scene_distractors, rng)
+                pil = Image.fromarray(scene, mode="L")
+                y = int(targets[i])
+                out.append((lambda pil=pil: pil, [c.format(DIGIT_NAMES[y]) for c in DIGIT_CAPTIONS], y, box))
+        return out
+
     # ------------------------------------------------------------------ Lightning
     def setup(self, stage: str | None = None) -> None:
         self.resolve_model_args()
@@ -591,8 +676,9 @@ class ImageTextDataModule(LightningDataModule):
         if hp.root is None:
             log.warning(
                 "ImageTextDataModule: root=None -> scikit-learn's digits with template captions "
-                "(%d px, %d %% held out for zero-shot / retrieval)",
+                "(%d px, %s layout, %d %% held out for zero-shot / retrieval)",
                 self.image_size,
+                hp.digits_layout,
                 round(100 * hp.digits_val_fraction),
             )
             tr, va = self._digits()

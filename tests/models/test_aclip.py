@@ -664,3 +664,30 @@ def test_module_defaults_to_the_releases_templates_when_nothing_sets_them():
     module = ACLIPModule(net=TINY, classnames=["zero", "one"], templates="openai")
     module.setup("validate")
     assert len(module.templates) == 80
+
+
+# ---------------------------------------------------------------------------------------------- described object kept
+def test_box_patches_and_kept_fraction_by_hand():
+    from zoo.models.aclip.masking import box_patches, kept_fraction
+
+    # a 4x4 grid of 8-px patches on 32 px; box rows 8..24, cols 0..16 -> patches (1,0) (1,1) (2,0) (2,1)
+    inside = box_patches(torch.tensor([[8, 0, 16, 16], [0, 0, 32, 32]]), grid=4, img_size=32)
+    assert inside[0].nonzero().flatten().tolist() == [4, 5, 8, 9] and bool(inside[1].all())
+    keep = torch.tensor([[4, 5, 6, 0], [0, 1, 2, 3]])
+    assert kept_fraction(keep, inside).tolist() == [0.5, 0.25]
+    assert kept_fraction(keep, torch.zeros_like(inside)).tolist() == [0.0, 0.0]
+
+
+def test_target_kept_reads_the_ema_attention_in_both_masking_arms(monkeypatch):
+    """The attentive rule on the whole image: attention planted on the target's cells keeps all of it, attention
+    planted elsewhere none of it, whatever the masking arm (the metric measures the EMA attention)."""
+    boxes = torch.tensor([[0, 0, 16, 16], [16, 16, 16, 16]])  # top-left and bottom-right quarter of 32 px
+    for masking in ("attentive", "random"):
+        module = ACLIPModule(net={**TINY, "patch_size": 4}, masking=masking).eval()  # 8x8 grid, 16 cells, 9 kept
+        hot = torch.zeros(2, 8, 8)
+        hot[0, :4, :4] = 1.0  # on the first image's target
+        hot[1, :4, :4] = 1.0  # away from the second image's target: its cells rank last
+        hot[1, 4:, 4:] = -1.0
+        monkeypatch.setattr(module.model.visual_ema, "forward_cls_attention", lambda x, s=hot: (None, s.flatten(1)))
+        frac = module.target_kept_fraction(torch.zeros(2, 3, 32, 32), boxes)
+        assert frac[0].item() == 1.0 and frac[1].item() == 0.0, masking

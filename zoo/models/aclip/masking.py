@@ -89,3 +89,19 @@ def attentive_keep(
 ) -> Tensor:
     """Steps 2-3 together: EMA scores (B, g*g) + boxes -> (B, K) kept patch indices of the online view."""
     return keep_top_cells(map_to_view(scores, view_box, ema_box, grid), unit, ratio)
+
+
+def box_patches(boxes: Tensor, grid: int, img_size: int) -> Tensor:
+    """(B, 4) boxes (top, left, height, width) in image pixels -> (B, g*g) bool: the patches whose centre lies in
+    the box (row-major, the order of the kept indices)."""
+    centres = (torch.arange(grid, device=boxes.device, dtype=torch.float32) + 0.5) * (img_size / grid)
+    top, left, h, w = boxes.float().unbind(-1)
+    rows = (centres >= top[:, None]) & (centres < (top + h)[:, None])
+    cols = (centres >= left[:, None]) & (centres < (left + w)[:, None])
+    return (rows[:, :, None] & cols[:, None, :]).flatten(1)
+
+
+def kept_fraction(keep: Tensor, inside: Tensor) -> Tensor:
+    """(B,) fraction of the patches marked in ``inside`` (B, N) that ``keep`` (B, K) keeps (0 when none is marked)."""
+    kept = torch.zeros_like(inside).scatter_(1, keep, True)
+    return (kept & inside).sum(1) / inside.sum(1).clamp(min=1)

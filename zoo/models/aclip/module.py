@@ -32,6 +32,10 @@ Evaluation uses the EMA towers (``eval_towers = "ema"``, as the paper's numbers)
 names x prompt templates (``classnames``/``templates`` here or the data module's; unset: the release's 7 ImageNet
 templates, ``"aclip"``; CLIP's 80 are ``"openai"``) and image<->text retrieval R@1/5/10
 (``zoo.metrics.retrieval.CrossModalRetrieval``), both torchmetrics that accumulate across batches and processes.
+When the evaluation data give the described object's box (``target_box``: the data module's cluttered digit scenes),
+``val/target_kept`` / ``test/target_kept`` is the mean fraction of that object's patches the attentive rule keeps of
+the whole image (top cells of the EMA tower's CLS attention; about ``keep_ratio`` when the attention ignores the
+object): a diagnostic of the EMA attention the masks come from, logged in both masking arms.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from zoo.errors import UserError, check_choice
-from zoo.models.aclip.masking import attentive_keep, keep_random_cells
+from zoo.models.aclip.masking import attentive_keep, box_patches, keep_random_cells, keep_top_cells, kept_fraction
 from zoo.models.aclip.model import ACLIP
 from zoo.models.aclip.sizes import DEFAULT, SIZES
 from zoo.sizes import net_args
@@ -230,6 +234,10 @@ class ACLIPModule(TimmScheduled, LightningModule):
             )
         if not hasattr(self, "retrieval"):
             self.retrieval = CrossModalRetrieval(ks=(1, 5, 10), query="text", gallery="image")
+        if not hasattr(self, "target_kept"):
+            from torchmetrics import MeanMetric
+
+            self.target_kept = MeanMetric()
 
     # ------------------------------------------------------------------ objective
     def _gather(self, x: Tensor) -> Tensor:
@@ -363,6 +371,16 @@ class ACLIPModule(TimmScheduled, LightningModule):
             "title": f"A-CLIP {hp.masking} mask: keep ratio {hp.keep_ratio}, {hp.mask_unit}x{hp.mask_unit} cells",
         }
 
+    def target_kept_fraction(self, images: Tensor, boxes: Tensor) -> Tensor:
+        """(B,) fraction of the described object's patches (``boxes`` (B, 4) in image pixels: the data's
+        ``target_box``) that the attentive rule keeps of the whole image: the top cells of the EMA tower's CLS
+        attention (in either masking arm, so that it measures the attention; a random mask keeps about
+        ``keep_ratio`` of any object). Logged as ``val/target_kept`` / ``test/target_kept``."""
+        hp = self.hparams
+        _, scores = self.model.visual_ema.forward_cls_attention(images)
+        keep = keep_top_cells(scores.reshape(-1, self.grid, self.grid), hp.mask_unit, hp.keep_ratio)
+        return kept_fraction(keep, box_patches(boxes, self.grid, self.net_kwargs["img_size"]))
+
     def _eval_step(self, batch: dict | None, stage: str) -> None:
         if batch is None:  # every image of the batch failed to decode (counted by the data module)
             return
@@ -374,6 +392,8 @@ class ACLIPModule(TimmScheduled, LightningModule):
             known = labels >= 0
             if bool(known.any()):
                 self.zs_metrics.update(zero_shot_logits(out["image_embeds"][known], self._zs_weights), labels[known])
+        if batch.get("target_box") is not None and self.hparams.objective == "aclip":
+            self.target_kept.update(self.target_kept_fraction(batch["image"], batch["target_box"]))
         index = batch.get("index")
         if index is not None and bool((index >= 0).any()):
             pair = index >= 0
@@ -386,6 +406,9 @@ class ACLIPModule(TimmScheduled, LightningModule):
         if self.retrieval.update_count:
             self.log_dict({f"{stage}/{k}": v for k, v in self.retrieval.compute().items()})
         self.retrieval.reset()
+        if getattr(self, "target_kept", None) is not None and self.target_kept.update_count:
+            self.log(f"{stage}/target_kept", self.target_kept.compute())
+            self.target_kept.reset()
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         self._eval_step(batch, "val")
