@@ -9,19 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from zoo.models.lwsis import TINY
 from zoo.models.lwsis.model import CondInst, DynamicMaskHead, aligned_bilinear, compute_locations
-
-TINY = {
-    "depth": 18,
-    "backbone_channels": [8, 16, 32, 64],
-    "stem_width": 8,
-    "fpn": 16,
-    "tower": 1,
-    "mask_ch": 8,
-    "mask_convs": 1,
-    "mask_out": 8,
-    "gn_groups": 8,
-}
 
 
 def _concatenated(head: DynamicMaskHead, mask_feats, params, im_inds, locations, soi):
@@ -64,7 +53,7 @@ def test_predict_outputs_are_unchanged_by_the_faster_mask_head(monkeypatch):
     """A fixed input through the tiny network: the same detections, masks and mask probabilities (to float
     tolerance) with the head as it is and with the concatenated form; 100 detections per image (the most)."""
     torch.manual_seed(0)
-    net = CondInst(num_classes=10, **TINY).eval()
+    net = CondInst(num_classes=10, **TINY["net"])  # the registry's tiny network.eval()
     images = torch.rand(2, 3, 96, 160, generator=torch.Generator().manual_seed(1)) * 255
     new = net.predict(images)
     monkeypatch.setattr(net.dynamic, "forward", lambda *a: _concatenated(net.dynamic, *a))
