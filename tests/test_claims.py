@@ -66,6 +66,13 @@ def test_claim_renders_mean_std_seeds_and_direction(tmp_path):
     assert measure_claim(_claim(higher_is_better=False), tmp_path).verdict == "does not show at this scale"
 
 
+def test_equal_means_up_to_float32_rounding_do_not_show(tmp_path):
+    """Rows hold float32 values: 0.225 logs as 0.22499999, so two arms of 60 hits in 240 differ by 3e-9 in the mean."""
+    append_rows("demo/toy", _rows("toy", "default", {0: 0.22499999, 1: 0.27500001, 2: 0.25}), tmp_path)
+    append_rows("demo/toy", _rows("toy", "off", {0: 0.25, 1: 0.2375, 2: 0.26249999}), tmp_path)
+    assert measure_claim(_claim(), tmp_path).verdict == "does not show at this scale"
+
+
 def test_claim_gap_within_spread_and_unequal_seeds(tmp_path):
     append_rows("demo/toy", _rows("toy", "default", {0: 0.9, 1: 0.5}), tmp_path)
     append_rows("demo/toy", _rows("toy", "off", {0: 0.6}), tmp_path)
