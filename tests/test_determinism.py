@@ -31,12 +31,15 @@ SHORT = [
 ]
 # a demo -> the demos that must run before it under the same root
 CHAINS = {
-    "tinymim-finetune": ["tinymim"],
+    "tinymim": ["tinymim-teacher"],
+    "tinymim-feature": ["tinymim-teacher"],
+    "tinymim-finetune": ["tinymim-teacher", "tinymim"],
     "simvtp-finetune": ["simvtp"],
     "rsfd": ["rsfd-cnn", "rsfd-features"],
+    "rsfd-longtail": ["rsfd-cnn", "rsfd-longtail-features"],
 }
 # chain steps run under zoo predict (they write files the next step reads, and log nothing)
-PREDICT = {"rsfd-features"}
+PREDICT = {"rsfd-features", "rsfd-longtail-features"}
 # demos whose module sets its own epoch count: a shorter one (same code path)
 EXTRA = {
     "ccgc": ["--model.init_args.epochs=6", "--model.init_args.warmup_epochs=2", "--model.init_args.eval_every=3"],
