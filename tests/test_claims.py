@@ -150,6 +150,23 @@ def test_a_claim_on_two_datasets_in_the_table_and_card(tmp_path, monkeypatch):
     assert "Claim in miniature on toy2: A: not yet measured" in section and "Design: a second toy" in section
 
 
+def test_a_lead_from_degenerate_runs_does_not_show(tmp_path):
+    """A fairness arm whose student predicts one class (ΔSP 0) does not win the claim: ``Claim.degenerate``."""
+    flags = {0: 1, 1: 0, 2: 1}
+    rows = _rows("toy", "default", {0: 0.0, 1: 0.02, 2: 0.0})
+    for r in rows:
+        r["test/one_class"] = flags[r["seed"]]
+    append_rows("demo/toy", rows, tmp_path)
+    append_rows("demo/toy", _rows("toy", "off", {0: 0.1, 1: 0.1, 2: 0.1}, extra={"test/one_class": 0}), tmp_path)
+    lower = dict(higher_is_better=False, extra="test/one_class")
+    assert measure_claim(_claim(**lower), tmp_path).verdict == "shows"  # without the flag: a clear lead
+    r = measure_claim(_claim(**lower, degenerate="test/one_class"), tmp_path)
+    assert r.verdict == "does not show: degenerate runs" and r.arms[0].degenerate == [0, 2]
+    assert "degenerate runs (test/one_class): A 2 of 3 seeds; B 0 of 3 seeds" in claim_details(r)
+    # the arm that trails anyway: the ordinary verdict
+    assert measure_claim(_claim(degenerate="test/one_class"), tmp_path).verdict == "does not show at this scale"
+
+
 def test_a_claim_needs_two_arms_or_a_reason():
     with pytest.raises(ValueError, match="two or more arms"):
         Claim(claim="x", paper="", metric="test/acc", arms=(("A", "toy"),))

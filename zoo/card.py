@@ -209,6 +209,8 @@ def _claim_text(entry: registry.Entry) -> str:
         "shows, within the seed spread": "The miniature shows the claim's direction, but the gap is within the "
         "spread over seeds.",
         "does not show at this scale": "**The miniature does not show the claim at this scale.**",
+        "does not show: degenerate runs": "**The miniature does not show the claim: the first arm leads, but some "
+        "of its runs are degenerate (their metric says nothing; see the degenerate runs below).**",
         "not yet measured": "Not yet measured: the lines below say how each missing arm is measured.",
         "no miniature": "",
     }

@@ -442,7 +442,10 @@ class Claim:
     ``decimals``: display (fractions -> percent); ``no_miniature``: set when no miniature can be built from the data
     zoo has, saying why and what it would need (then ``arms`` may be empty); ``label``: the data this miniature runs
     on, named beside its line when the claim is measured on several; ``also``: the same claim measured again on
-    further data (each a ``Claim`` with its own label, arms, design and verdict; the first is the claim's own)."""
+    further data (each a ``Claim`` with its own label, arms, design and verdict; the first is the claim's own);
+    ``degenerate``: a per-row 0/1 key marking a run whose metric says nothing (a fairness student that predicts one
+    class has ΔSP = 0): when the first arm leads but some of its runs are marked, the verdict is "does not show:
+    degenerate runs" instead of "shows"."""
 
     claim: str
     paper: str
@@ -459,6 +462,7 @@ class Claim:
     no_miniature: str = ""
     label: str = ""
     also: tuple = ()
+    degenerate: str = ""
 
     def __post_init__(self):
         arms = tuple(a if isinstance(a, Arm) else Arm(*a) for a in self.arms)
@@ -479,6 +483,7 @@ class ArmResult:
     summary: Summary | None
     per_seed: dict[int, float]
     commits: list[str]
+    degenerate: list[int] = field(default_factory=list)  # the seeds whose run ``Claim.degenerate`` marks
 
 
 @dataclass
@@ -507,7 +512,9 @@ def measure_claim(claim: Claim, root: str | Path | None = None) -> ClaimResult:
         sums = summarize(rows, [claim.metric, *claim.extra]) if rows else []
         per_seed = {int(r["seed"]): float(r[claim.metric]) for r in rows if int(r["seeds"]) == 1}
         commits = list(dict.fromkeys(r["git_commit"][:7] for r in rows if r.get("git_commit")))
-        out.append(ArmResult(arm, sums[0] if sums else None, per_seed, commits))
+        marked = [r for r in rows if claim.degenerate and float(r.get(claim.degenerate) or 0) > 0]
+        degenerate = sorted(s for r in marked for s in row_seeds(r))
+        out.append(ArmResult(arm, sums[0] if sums else None, per_seed, commits, degenerate))
     if claim.no_miniature:
         verdict = "no miniature"
     elif any(a.summary is None for a in out):
@@ -519,6 +526,8 @@ def measure_claim(claim: Claim, root: str | Path | None = None) -> ClaimResult:
         # rows hold float32 values (Lightning's self.log): means closer than float32's resolution are a tie
         if min(gaps) <= 1e-6 * max(1.0, abs(first.mean[claim.metric])):
             verdict = "does not show at this scale"
+        elif out[0].degenerate:
+            verdict = "does not show: degenerate runs"
         else:
             closest = others[gaps.index(min(gaps))]
             spread = max(first.std[claim.metric], closest.std[claim.metric])
@@ -577,6 +586,11 @@ def claim_details(result: ClaimResult) -> list[str]:
             lines.append(
                 f"beside it, {key}: " + " vs ".join(f"{a.arm.label} {_value(c, a.summary, key, False)}" for a in have)
             )
+    if c.degenerate and measured:
+        lines.append(
+            f"degenerate runs ({c.degenerate}): "
+            + "; ".join(f"{a.arm.label} {len(a.degenerate)} of {a.summary.n} seeds" for a in measured)
+        )
     commits = list(dict.fromkeys(x for a in measured for x in a.commits))
     if commits:
         lines.append("rows recorded at commit " + ", ".join(f"`{x}`" for x in commits))
