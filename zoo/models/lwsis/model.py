@@ -204,15 +204,14 @@ class DynamicMaskHead(nn.Module):
         # features F are one map per image, multiplied once by all that image's instances' W_F stacked, instead of
         # being copied once per instance (100 detections: 100 copies of F). Same sums, in another order.
         w0 = ws[0].reshape(r, self.dims[1], self.dims[0])
-        x = torch.bmm(w0[:, :, :2], rel.transpose(1, 2).to(mask_feats.dtype)) + ws[n][:, :, None]
+        x = torch.baddbmm(ws[n][:, :, None], w0[:, :, :2], rel.transpose(1, 2).to(mask_feats.dtype))
         feats = mask_feats.reshape(-1, c, h * w)
         for b in im_inds.unique().tolist():
             sel = (im_inds == b).nonzero()[:, 0]
-            x = x.index_add(0, sel, (w0[sel, :, 2:].reshape(-1, c) @ feats[b]).reshape(sel.numel(), -1, h * w))
+            x.index_add_(0, sel, (w0[sel, :, 2:].reshape(-1, c) @ feats[b]).reshape(sel.numel(), -1, h * w))
         for i in range(n):
             if i:
-                wi = ws[i].reshape(r, self.dims[i + 1], self.dims[i])
-                x = torch.bmm(wi, x) + ws[n + i][:, :, None]
+                x = torch.baddbmm(ws[n + i][:, :, None], ws[i].reshape(r, self.dims[i + 1], self.dims[i]), x)
             if i < n - 1:
                 x = F.relu(x)
         logits = x.reshape(r, 1, h, w)
