@@ -220,7 +220,13 @@ CLAIM = Claim(
     "BoxInst arm's training losses only (box, class and projection losses level off before the lr step); in that "
     "tuning run (seed 1) the detector converged (boxes on their objects, with their labels) but BoxInst's masks took "
     "a degenerate solution of the projection loss (strips in the box's rows and columns outside it), so a mask AP of 0 "
-    "can come with a converged detector (see per seed; the fit rows carry each seed's final losses).",
+    "can come with a converged detector (see per seed; the fit rows carry each seed's final losses). What the rows "
+    "and the runs' figures show: with GCR on (LWSIS, GCR only) the masks are such strips beside their boxes at "
+    "every seed, while the arms without GCR fill part of their boxes; PLA alone is above BoxInst on average, within "
+    "the seed spread. A likely reason, not tested here: the release's per-point GCR term -log(p_j^2 + (1-p_j)^2) is "
+    "lowest for any confident probability, background or foreground, so from random weights it rewards a mask head "
+    "that is confidently empty inside the box; the paper's pairwise form (gcr_pairwise=true, variant paper-gcr) is "
+    "not measured here.",
     scale=100.0,
     decimals=2,
 )
