@@ -271,7 +271,13 @@ CLAIM = Claim(
     "keep about the keep ratio). Changed from the paper: toy towers and 32 px images, scikit-learn digits instead of "
     "YFCC-15M, batch 64, lr 2e-3, wd 0.1, EMA momentum cosine from 0.9 (not 0.996) for a run of hundreds of steps; as "
     "in the release, attentive masks from the first step with no warm-up, the frozen random patch embedding and the "
-    "EMA view zoomed out to contain both online views.",
+    "EMA view zoomed out to contain both online views. The claim does not show here, and the rows say why: A-CLIP "
+    "relies on an EMA attention that already points at the described object, and this one does not: from "
+    "initialisation the toy's CLS attention prefers the blank background and the top corners, so the attentive rule "
+    "keeps less of the digit than random cells would (test/target_kept below the keep ratio in both arms) and the "
+    "online towers see mostly background; and neither arm gets far from the CLIP loss plateau at ln(batch) "
+    "(train/clip) in the run, so both zero-shot accuracies sit near chance (a short trial of plain CLIP, "
+    "objective=clip, on these scenes stayed on that plateau too).",
     scale=100.0,
     unit="%",
     decimals=1,
