@@ -264,7 +264,7 @@ def test_rsfd_beam_op_row(monkeypatch, capsys):
     rows = peers.bench_peer_ops("rsfd-beam", reps=1, verbose=False)
     assert [r["op"] for r in rows] == ["rsfd-beam"] * 2 and all(r["device"] == "cpu" for r in rows)
     assert all(r["ratio"] == pytest.approx(r["zoo_ms"] / r["peer_ms"]) for r in rows)
-    assert "rsfd-beam" in peers.PEER_OPS and "rsfd-beam" not in peers.ALL_PEERS  # `--op peers`: the 3D ones
+    assert "rsfd-beam" in peers.PEER_OPS and "rsfd-beam" not in peers.ALL_PEERS  # `--op peers`: the speed table
     r = peers.rsfd_beam_times(batch=2, size=tiny, reps=1, uncached=False)
     assert set(r["median_s"]) == {"greedy", "beam_cached"} and r["ratio_to_greedy"]["greedy"] == 1.0
 

@@ -80,4 +80,4 @@ def test_lwsis_predict_op_row(monkeypatch, capsys):
     assert [r["size"] for r in rows] == ["LWSIS r50 at 64x96, full prediction", "LWSIS r50 at 64x96, network only"]
     assert all(r["ratio"] == pytest.approx(r["zoo_ms"] / r["peer_ms"]) for r in rows)
     assert rows[0]["note"].startswith("100 masks; FCOS kept 100 boxes") and "GMACs" in rows[1]["note"]
-    assert "lwsis-predict" in peers.PEER_OPS and "lwsis-predict" not in peers.ALL_PEERS
+    assert "lwsis-predict" in peers.PEER_OPS and "lwsis-predict" in peers.ALL_PEERS  # part of the speed table

@@ -1,6 +1,7 @@
 """``zoo bench --op voxelize|iou|nms|emo-train|create|peers|rsfd-beam``: zoo's 3D / detection hot paths and whole
 models timed against their peers, and RSFD's beam search against its greedy decoding, as ratios. ``peers`` runs the
-speed table: voxelize, iou, nms, and the whole-model rows ``emo-train`` and ``create`` (:mod:`zoo.bench.model_peers`).
+speed table: voxelize, iou, nms, lwsis-predict, and the whole-model rows ``emo-train`` and ``create``
+(:mod:`zoo.bench.model_peers`).
 
 Each row times one piece of zoo and its peer on the same inputs, interleaved (zoo, peer, zoo, peer, ...) in one
 thread (``torch.set_num_threads(1)``), and reports the medians and ``ratio = zoo / peer`` (below 1: zoo is faster).
@@ -27,7 +28,7 @@ box a jittered copy of its object (centre sd 0.5 m, size sd 5 %, heading sd 0.1 
   the note says whether both beam searches gave the same captions, and the caption width (random weights rarely say
   ``<eos>``, so every decoder runs to ``max_len``). Default 3 rounds (``--steps``); the uncached search is the slow
   one. ``scripts/bench_rsfd_beam.py`` prints the same measurement (:func:`rsfd_beam_times`) as JSON.
-- ``lwsis-predict`` (not part of ``peers``): LWSIS's full prediction (masks included) and its network alone against
+- ``lwsis-predict``: LWSIS's full prediction (masks included) and its network alone against
   torchvision's FCOS R-50 full prediction at 384x640 (:mod:`zoo.bench.lwsis_predict`); default 3 rounds.
 """
 
@@ -54,7 +55,7 @@ __all__ = [
 
 PEER_OPS = ("voxelize", "iou", "nms", "rsfd-beam", "emo-train", "create", "lwsis-predict")
 
-ALL_PEERS = ("voxelize", "iou", "nms", "emo-train", "create")  # what ``peers`` runs: the speed table
+ALL_PEERS = ("voxelize", "iou", "nms", "lwsis-predict", "emo-train", "create")  # what ``peers`` runs: the speed table
 
 RSFD_BEAM_BATCH = 64
 
@@ -399,13 +400,13 @@ def bench_peer_ops(
 
 def print_peer_rows(rows: list[dict]) -> None:
     print(
-        f"{'op':9s} {'dev':5s} {'work':48s} {'zoo ms':>9s} {'peer ms':>9s} {'ratio':>7s}  peer; note  (1 thread, "
+        f"{'op':13s} {'dev':5s} {'work':48s} {'zoo ms':>9s} {'peer ms':>9s} {'ratio':>7s}  peer; note  (1 thread, "
         "interleaved, medians)"
     )
     for r in rows:
         peer = "-" if r["peer_ms"] is None else f"{r['peer_ms']:9.2f}"
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
         print(
-            f"{r['op']:9s} {r.get('device', 'cpu')[:5]:5s} {r['size']:48s} {r['zoo_ms']:9.2f} {peer:>9s} "
+            f"{r['op']:13s} {r.get('device', 'cpu')[:5]:5s} {r['size']:48s} {r['zoo_ms']:9.2f} {peer:>9s} "
             f"{ratio:>7s}  {r['peer']}" + (f"; {r['note']}" if r["note"] else "")
         )
