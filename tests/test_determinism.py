@@ -43,7 +43,10 @@ PREDICT = {"rsfd-features", "rsfd-longtail-features"}
 # demos whose module sets its own epoch count: a shorter one (same code path)
 EXTRA = {
     "ccgc": ["--model.init_args.epochs=6", "--model.init_args.warmup_epochs=2", "--model.init_args.eval_every=3"],
+    "ccgc-bat": ["--model.init_args.epochs=6", "--model.init_args.warmup_epochs=2", "--model.init_args.eval_every=3"],
     "reliant": ["--model.init_args.teacher_epochs=5"],
+    "reliant-bail": ["--model.init_args.teacher_epochs=5"],
+    "reliant-credit": ["--model.init_args.teacher_epochs=5"],
 }
 FIT_DEMOS = sorted(p.stem for p in (REPO / "configs" / "demo").glob("*.yaml") if p.stem not in PREDICT)
 
