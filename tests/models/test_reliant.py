@@ -241,7 +241,7 @@ def _fit_test(module, dm, epochs, callbacks=(), fit_metrics: dict | None = None)
     trainer = pl.Trainer(
         max_epochs=epochs,
         logger=False,
-        enable_checkpointing=False,
+        enable_checkpointing=any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks),
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -356,6 +356,22 @@ def test_a_constant_last_student_is_not_the_one_tested(select_best):
     with torch.no_grad():
         pred = m.eval()(data.x, data.edge_index).argmax(-1)[data.test_mask]
     assert (pred == data.y[data.test_mask]).float().mean().item() == pytest.approx(test["acc"], abs=1e-6)
+
+
+def test_last_checkpoint_holds_the_selected_student(tmp_path):
+    """With ``select_best`` the fit's ``last.ckpt`` is rewritten with the kept student, so testing the checkpoint (or
+    exporting it) gives what the fit tested, not the collapsed last epoch."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    dm = _graph(200)
+    torch.manual_seed(0)
+    m = _student(dm, lr=0.05, select_best=True)
+    ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0)
+    test = _fit_test(m, dm, epochs=15, callbacks=[_CollapseLastEpoch(), ckpt])
+    assert test["one_class"] == 0.0
+    state = torch.load(ckpt.last_model_path, map_location="cpu", weights_only=True)["state_dict"]
+    kept = m.state_dict()
+    assert set(state) == set(kept) and all(torch.equal(state[k], kept[k]) for k in kept)
 
 
 def test_selection_rule_follows_the_release():

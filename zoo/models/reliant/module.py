@@ -276,7 +276,9 @@ class ReliantModule(_FairGraphEval):
             loops do (CPF ``distill_dgl.py``: validation accuracy, ties to the later epoch, ``if acc_val >= best``;
             GraphAKD ``stu-gcn/train.py``: validation loss, ties to the earlier, ``if val_loss < best_val_loss``), and
             load it (with its proxy) back when training ends, so that ``trainer.test(model)`` after ``fit`` tests the
-            selected student; ``val/selected_epoch`` logs the epoch kept. False (default): the weights of the last
+            selected student, and rewrite the checkpoint callbacks' ``last.ckpt`` with it (``save_last``: testing or
+            exporting that file gives the same student); ``val/selected_epoch`` logs the epoch kept. False (default):
+            the weights of the last
             epoch stay (the paper configs select through their checkpoint callback and test its best checkpoint).
     """
 
@@ -604,6 +606,12 @@ class ReliantModule(_FairGraphEval):
             score, epoch, state = self._best
             log.info("RELIANT: keeping the student of epoch %d (val/select %.4f)", epoch, score)
             self.load_state_dict(state)
+            # the fit's last checkpoint holds the kept student too, so that `zoo test --ckpt_path .../last.ckpt` and
+            # `zoo export` give what the fit tested (it was written at the last epoch, before this selection)
+            trainer = self._trainer
+            for cb in trainer.checkpoint_callbacks if trainer is not None else ():
+                if getattr(cb, "last_model_path", ""):
+                    trainer.save_checkpoint(cb.last_model_path)
 
     def test_step(self, data, batch_idx):
         if not getattr(self, "_prepared", False):
