@@ -161,6 +161,15 @@ def color_jitter(
     return (x - m) / s
 
 
+def _adamw(module: LightningModule, groups, lr: float | None = None) -> dict:
+    """The MAE-recipe optimiser of TinyMIM's modules: AdamW over ``groups`` at the batch-scaled ``lr`` (``blr`` x
+    batch / 256 unless ``lr`` is set), ``betas``, and :func:`_schedule`."""
+    hp = module.hparams
+    lr = scaled_lr(module, hp.lr, hp.blr, per=256) if lr is None else lr
+    opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(hp.betas))
+    return {"optimizer": opt, "lr_scheduler": _schedule(module, opt, hp.warmup_epochs, hp.min_lr)}
+
+
 def _schedule(module: LightningModule, optimizer, warmup_epochs: float, min_lr: float) -> dict:
     """MAE's ``lr_sched``: per iteration, linear warm-up from 0 over ``warmup_epochs``, then half-cycle cosine down to
     ``min_lr`` (times each group's ``lr_scale``)."""
@@ -478,9 +487,7 @@ class TinyMIMDistillModule(TimmScheduled, LightningModule):
         # (MAE pre-training's rule: tokens are decayed); the decayed group first, as in earlier checkpoints
         trained = self.model if self.feature_proj is None else nn.ModuleList([self.model, self.feature_proj])
         groups = sorted(param_groups_weight_decay(trained, hp.weight_decay), key=lambda g: g["weight_decay"] == 0.0)
-        lr = scaled_lr(self, hp.lr, hp.blr, per=256)
-        opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(hp.betas))
-        return {"optimizer": opt, "lr_scheduler": _schedule(self, opt, hp.warmup_epochs, hp.min_lr)}
+        return _adamw(self, groups)
 
 
 # ============================================================================================== MIM pre-training
@@ -576,10 +583,7 @@ class MAEPretrainModule(TimmScheduled, LightningModule):
         hp = self.hparams
         # encoder and decoder; no decay on 1-D parameters and biases (MAE: timm's add_weight_decay); the fixed
         # position embeddings are not trained
-        groups = param_groups_weight_decay(self, hp.weight_decay)
-        lr = scaled_lr(self, hp.lr, hp.blr, per=256)
-        opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(hp.betas))
-        return {"optimizer": opt, "lr_scheduler": _schedule(self, opt, hp.warmup_epochs, hp.min_lr)}
+        return _adamw(self, param_groups_weight_decay(self, hp.weight_decay))
 
 
 # ============================================================================================== fine-tuning
@@ -736,7 +740,5 @@ class ViTFinetuneModule(TimmScheduled, ClassificationEval, LightningModule):
         return groups
 
     def configure_optimizers(self):
-        hp = self.hparams
-        lr = scaled_lr(self, hp.lr, hp.blr, per=256)
-        opt = torch.optim.AdamW(self.param_groups(lr), lr=lr, betas=tuple(hp.betas))
-        return {"optimizer": opt, "lr_scheduler": _schedule(self, opt, hp.warmup_epochs, hp.min_lr)}
+        lr = scaled_lr(self, self.hparams.lr, self.hparams.blr, per=256)
+        return _adamw(self, self.param_groups(lr), lr)
